@@ -1,0 +1,248 @@
+//! `bundle.json`: the archive's table of contents. It records the format
+//! and tool versions, the spec's name, every carried artifact with its
+//! source, digest, media type, platforms and size, and every archive member
+//! with its digest and size, in archive order. `bundle.schema.json` at the
+//! repository root is generated from these types.
+//!
+//! This module owns the document and its validation; reading it out of an
+//! archive belongs to `archive`.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Digest;
+
+/// The value of `format`.
+pub const FORMAT: &str = "ferry-bundle";
+/// The newest format version this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+/// The largest bundle.json ferry reads.
+pub const BUNDLE_MAX_BYTES: u64 = 64 << 20;
+/// Member name of the layout marker.
+pub const OCI_LAYOUT_PATH: &str = "oci-layout";
+/// Member name of the table of contents.
+pub const BUNDLE_PATH: &str = "bundle.json";
+/// Member name of the layout index.
+pub const INDEX_PATH: &str = "index.json";
+
+/// Why a bundle.json was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    /// Not JSON of the bundle shape.
+    #[error("bundle.json does not match the ferry bundle schema")]
+    Schema(#[source] serde_json::Error),
+    /// Another format.
+    #[error("bundle.json declares format {0:?}, not {FORMAT:?}")]
+    Format(String),
+    /// Written by a newer ferry.
+    #[error("bundle.json has format version {0}; this ferry reads up to version {FORMAT_VERSION}: upgrade ferry")]
+    TooNew(u32),
+    /// A member path outside the layout's shape.
+    #[error("bundle.json lists member {0:?}, which is not a layout path (oci-layout, index.json, blobs/sha256/<hex>)")]
+    MemberPath(String),
+    /// A blob member whose path and digest disagree.
+    #[error("bundle.json lists member {path} with digest {digest}, which does not match its path")]
+    MemberDigest {
+        /// The member path.
+        path: String,
+        /// The declared digest.
+        digest: Digest,
+    },
+    /// The same member listed twice.
+    #[error("bundle.json lists member {0} twice")]
+    DuplicateMember(String),
+    /// Required members absent.
+    #[error("bundle.json does not list {0}")]
+    MissingMember(&'static str),
+}
+
+/// The whole table of contents.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "ferry bundle.json")]
+pub struct Bundle {
+    /// Always `ferry-bundle`.
+    pub format: String,
+    /// Format version; readers refuse versions newer than they know.
+    pub format_version: u32,
+    /// The program that wrote the archive.
+    pub tool: Tool,
+    /// The spec's name.
+    pub name: String,
+    /// Creation time (RFC 3339), only when asked for; absent by default so
+    /// archives are reproducible.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
+    /// Every carried artifact, in spec order.
+    pub artifacts: Vec<Artifact>,
+    /// Every archive member except bundle.json itself, in archive order
+    /// (`oci-layout` first, then `index.json`, then the blobs).
+    pub members: Vec<Member>,
+}
+
+/// Writer identification.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Tool {
+    /// `ferry`.
+    pub name: String,
+    /// Its version.
+    pub version: String,
+}
+
+/// What kind of thing an artifact is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ArtifactKind {
+    /// A container image (single manifest or index).
+    Image,
+    /// A Helm chart stored as an OCI artifact.
+    Chart,
+    /// A file or directory stored as an OCI artifact.
+    File,
+}
+
+/// One carried artifact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Artifact {
+    /// Image, chart or file.
+    pub kind: ArtifactKind,
+    /// Where it came from, as the spec named it.
+    pub source: String,
+    /// The reference it is carried as (`org.opencontainers.image.ref.name`).
+    pub reference: String,
+    /// Digest of the root manifest or index in this archive: what a target
+    /// registry will hold.
+    pub digest: Digest,
+    /// Media type of the root document.
+    pub media_type: String,
+    /// Total bytes of every distinct blob of the artifact, root included.
+    pub size: u64,
+    /// Platforms present, as `os/arch[/variant]`; empty for artifacts
+    /// without a platform.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub platforms: Vec<String>,
+    /// When a platform filter rewrote an index: the digest of the original
+    /// index at the source. `digest` is then the digest of the new index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_digest: Option<Digest>,
+    /// Chart name and version, for charts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chart: Option<ChartInfo>,
+    /// File title, for files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<FileInfo>,
+}
+
+/// Chart identity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChartInfo {
+    /// Chart name.
+    pub name: String,
+    /// Chart version.
+    pub version: String,
+    /// App version, when the chart declares one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_version: Option<String>,
+}
+
+/// File identity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileInfo {
+    /// The file or directory name it is restored under.
+    pub title: String,
+    /// Whether it is a directory (carried as an uncompressed tar).
+    pub directory: bool,
+}
+
+/// One archive member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Member {
+    /// Path inside the archive.
+    pub path: String,
+    /// sha256 of the member's bytes.
+    pub digest: Digest,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+impl Bundle {
+    /// Parses and validates bundle.json bytes.
+    pub fn from_slice(bytes: &[u8]) -> Result<Bundle, BundleError> {
+        // Read the version first, so a newer format gets the right message
+        // even when its fields are unknown to this build.
+        #[derive(Deserialize)]
+        struct Head {
+            format: Option<String>,
+            format_version: Option<u32>,
+        }
+        let head: Head = serde_json::from_slice(bytes).map_err(BundleError::Schema)?;
+        if let Some(f) = head.format {
+            if f != FORMAT {
+                return Err(BundleError::Format(f));
+            }
+        }
+        if let Some(v) = head.format_version {
+            if v > FORMAT_VERSION {
+                return Err(BundleError::TooNew(v));
+            }
+        }
+        let b: Bundle = serde_json::from_slice(bytes).map_err(BundleError::Schema)?;
+        b.validate()?;
+        Ok(b)
+    }
+
+    /// Serialises deterministically (pretty, trailing newline).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec_pretty(self).unwrap_or_default();
+        v.push(b'\n');
+        v
+    }
+
+    fn validate(&self) -> Result<(), BundleError> {
+        let mut seen = std::collections::HashSet::new();
+        for m in &self.members {
+            if !seen.insert(m.path.as_str()) {
+                return Err(BundleError::DuplicateMember(m.path.clone()));
+            }
+            match m.path.as_str() {
+                OCI_LAYOUT_PATH | INDEX_PATH => {}
+                p => {
+                    let hex = p
+                        .strip_prefix("blobs/sha256/")
+                        .ok_or_else(|| BundleError::MemberPath(p.to_owned()))?;
+                    let d = Digest::from_hex(hex).map_err(|_| BundleError::MemberPath(p.to_owned()))?;
+                    if d != m.digest {
+                        return Err(BundleError::MemberDigest {
+                            path: p.to_owned(),
+                            digest: m.digest,
+                        });
+                    }
+                }
+            }
+        }
+        for required in [OCI_LAYOUT_PATH, INDEX_PATH] {
+            if !seen.contains(required) {
+                return Err(BundleError::MissingMember(required));
+            }
+        }
+        Ok(())
+    }
+
+    /// The member entry for a path.
+    pub fn member(&self, path: &str) -> Option<&Member> {
+        self.members.iter().find(|m| m.path == path)
+    }
+}
+
+/// The JSON schema of bundle.json, as committed in `bundle.schema.json`.
+pub fn schema_json() -> String {
+    let schema = schemars::schema_for!(Bundle);
+    let mut s = serde_json::to_string_pretty(&schema).unwrap_or_default();
+    s.push('\n');
+    s
+}

@@ -1,0 +1,514 @@
+//! The spec file: what a bundle should carry. Reads `ferry.yaml`, the same
+//! shape as JSON, or a plain `images.txt` (one reference a line, `#`
+//! comments), validates every entry while parsing so errors carry file, line
+//! and column, and resolves relative paths against the spec's directory.
+//!
+//! This module only describes; fetching and packing live in `pack`.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+
+use crate::platform::Platform;
+use crate::reference::Reference;
+
+/// The most bytes a spec file may have; larger files are refused unread.
+pub const SPEC_MAX_BYTES: u64 = 16 << 20;
+
+/// Errors reading or validating a spec.
+#[derive(Debug, thiserror::Error)]
+pub enum InputsError {
+    /// The spec file could not be read.
+    #[error("cannot read spec")]
+    Read(#[source] std::io::Error),
+    /// The spec file is larger than [`SPEC_MAX_BYTES`].
+    #[error("spec {path} is {size} bytes, more than the {SPEC_MAX_BYTES}-byte limit")]
+    TooLarge {
+        /// The spec file.
+        path: PathBuf,
+        /// Its size.
+        size: u64,
+    },
+    /// The spec file is not UTF-8.
+    #[error("spec {path} is not UTF-8 text")]
+    NotUtf8 {
+        /// The spec file.
+        path: PathBuf,
+    },
+    /// YAML or JSON syntax or shape error.
+    #[error("invalid spec {path}{location}: {message}")]
+    Syntax {
+        /// The spec file.
+        path: PathBuf,
+        /// ` at line L column C`, when known.
+        location: Location,
+        /// What the parser expected.
+        message: String,
+    },
+    /// A line of an `images.txt` is not a reference.
+    #[error("invalid spec {path}:{line}: {text:?} is not an image reference")]
+    Line {
+        /// The spec file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// The offending text.
+        text: String,
+        /// Why it did not parse.
+        #[source]
+        source: ImageSourceError,
+    },
+    /// The spec names nothing to carry.
+    #[error("spec {0} lists no images, charts or files")]
+    Empty(PathBuf),
+    /// Two entries would carry the same name.
+    #[error("spec {path}: {what} {name} is listed twice")]
+    Duplicate {
+        /// The spec file.
+        path: PathBuf,
+        /// "image", "chart" or "file".
+        what: &'static str,
+        /// The duplicated name.
+        name: String,
+    },
+}
+
+/// ` at line L column C` (or nothing when the parser gave no position).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Location(pub Option<(u64, u64)>);
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some((l, c)) => write!(f, " at line {l} column {c}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Why an image source string did not parse.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageSourceError {
+    /// Not a valid registry reference.
+    #[error(transparent)]
+    Reference(#[from] crate::reference::ReferenceError),
+    /// `oci:` or `oci-archive:` without a path.
+    #[error("{0:?} names no path after the transport")]
+    EmptyPath(String),
+    /// A transport ferry does not read.
+    #[error("{0:?} uses transport {1:?}; ferry reads registry references, oci:DIR[:REF] and oci-archive:TAR[:REF]")]
+    Transport(String, String),
+}
+
+/// The whole spec, with paths resolved against the spec's directory.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Spec {
+    /// Recorded in bundle.json and shown by `inspect`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Default platforms for images without their own list; `None` is all.
+    #[serde(default)]
+    pub platforms: Option<Vec<Platform>>,
+    /// Images to carry.
+    #[serde(default)]
+    pub images: Vec<ImageEntry>,
+    /// Helm charts to carry.
+    #[serde(default)]
+    pub charts: Vec<ChartEntry>,
+    /// Local files and directories to carry.
+    #[serde(default)]
+    pub files: Vec<FileEntry>,
+}
+
+/// Where an image comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageSource {
+    /// A registry reference (`nginx:1.27`).
+    Registry(Reference),
+    /// An OCI image layout directory, optionally selecting one `ref.name`.
+    OciDir {
+        /// The layout directory.
+        path: PathBuf,
+        /// The `org.opencontainers.image.ref.name` to pick.
+        name: Option<String>,
+    },
+    /// An OCI image layout in a tar archive.
+    OciArchive {
+        /// The archive file.
+        path: PathBuf,
+        /// The `org.opencontainers.image.ref.name` to pick.
+        name: Option<String>,
+    },
+}
+
+impl ImageSource {
+    /// Parses `oci:DIR[:REF]`, `oci-archive:TAR[:REF]`, `docker://REF` or a
+    /// plain registry reference.
+    pub fn parse(s: &str) -> Result<ImageSource, ImageSourceError> {
+        let local = |rest: &str| -> Result<(PathBuf, Option<String>), ImageSourceError> {
+            let (p, n) = match rest.split_once(':') {
+                Some((p, n)) => (p, (!n.is_empty()).then(|| n.to_owned())),
+                None => (rest, None),
+            };
+            if p.is_empty() {
+                return Err(ImageSourceError::EmptyPath(s.to_owned()));
+            }
+            Ok((PathBuf::from(p), n))
+        };
+        if let Some(rest) = s.strip_prefix("oci:") {
+            let (path, name) = local(rest)?;
+            return Ok(ImageSource::OciDir { path, name });
+        }
+        if let Some(rest) = s.strip_prefix("oci-archive:") {
+            let (path, name) = local(rest)?;
+            return Ok(ImageSource::OciArchive { path, name });
+        }
+        if let Some(rest) = s.strip_prefix("docker://") {
+            return Ok(ImageSource::Registry(rest.parse()?));
+        }
+        if let Some((scheme, _)) = s.split_once(':') {
+            if matches!(
+                scheme,
+                "docker-archive" | "docker-daemon" | "dir" | "containers-storage" | "http" | "https"
+            ) {
+                return Err(ImageSourceError::Transport(s.to_owned(), scheme.to_owned()));
+            }
+        }
+        Ok(ImageSource::Registry(s.parse()?))
+    }
+
+    fn resolve(&mut self, base: &Path) {
+        match self {
+            ImageSource::Registry(_) => {}
+            ImageSource::OciDir { path, .. } | ImageSource::OciArchive { path, .. } => {
+                *path = base.join(&*path)
+            }
+        }
+    }
+}
+
+impl fmt::Display for ImageSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (t, path, name) = match self {
+            ImageSource::Registry(r) => return write!(f, "{r}"),
+            ImageSource::OciDir { path, name } => ("oci", path, name),
+            ImageSource::OciArchive { path, name } => ("oci-archive", path, name),
+        };
+        write!(f, "{t}:{}", path.display())?;
+        if let Some(n) = name {
+            write!(f, ":{n}")?;
+        }
+        Ok(())
+    }
+}
+
+/// One image to carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageEntry {
+    /// Where it comes from.
+    pub source: ImageSource,
+    /// Platforms to keep; `None` defers to the spec's default.
+    pub platforms: Option<Vec<Platform>>,
+    /// The reference it is carried as (`index.json` ref name); defaults to
+    /// the registry reference or the local `ref.name`.
+    pub name: Option<Reference>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImageEntryMap {
+    #[serde(rename = "ref")]
+    reference: String,
+    #[serde(default)]
+    platforms: Option<Vec<Platform>>,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for ImageEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ImageEntry;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an image reference string or a map with `ref` (and optional `platforms`, `name`)")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<ImageEntry, E> {
+                Ok(ImageEntry {
+                    source: ImageSource::parse(s).map_err(E::custom)?,
+                    platforms: None,
+                    name: None,
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ImageEntry, A::Error> {
+                let m = ImageEntryMap::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                let source = ImageSource::parse(&m.reference).map_err(de::Error::custom)?;
+                let name = match m.name {
+                    Some(n) => Some(n.parse::<Reference>().map_err(de::Error::custom)?),
+                    None => None,
+                };
+                Ok(ImageEntry {
+                    source,
+                    platforms: m.platforms,
+                    name,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// One Helm chart to carry.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged, deny_unknown_fields)]
+pub enum ChartEntry {
+    /// A chart from a classic Helm repository (`index.yaml`).
+    Repo {
+        /// Repository URL.
+        repo: String,
+        /// Chart name.
+        name: String,
+        /// Exact version or semver range.
+        version: String,
+        /// Also carry the images this chart names.
+        #[serde(default)]
+        images: bool,
+    },
+    /// A chart stored as an OCI artifact.
+    Oci {
+        /// `oci://registry/path/name`.
+        #[serde(rename = "ref")]
+        reference: String,
+        /// Version (tag).
+        version: String,
+        /// Also carry the images this chart names.
+        #[serde(default)]
+        images: bool,
+    },
+    /// A local chart archive.
+    Path {
+        /// The `.tgz` file.
+        path: PathBuf,
+        /// Also carry the images this chart names.
+        #[serde(default)]
+        images: bool,
+    },
+}
+
+/// A local file or directory to carry.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileEntry {
+    /// The file or directory.
+    pub path: PathBuf,
+    /// Name it is carried under (`files/NAME`); defaults to the file name.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+impl Spec {
+    /// Reads and validates a spec file. The format follows the extension:
+    /// `.txt` is a reference list, anything else is YAML (which includes JSON).
+    pub fn load(path: &Path) -> Result<Spec, InputsError> {
+        let meta = fs_err::metadata(path).map_err(InputsError::Read)?;
+        if meta.len() > SPEC_MAX_BYTES {
+            return Err(InputsError::TooLarge {
+                path: path.to_owned(),
+                size: meta.len(),
+            });
+        }
+        let bytes = fs_err::read(path).map_err(InputsError::Read)?;
+        let text = String::from_utf8(bytes).map_err(|_| InputsError::NotUtf8 {
+            path: path.to_owned(),
+        })?;
+        let is_txt = path.extension().is_some_and(|e| e == "txt");
+        let mut spec = if is_txt {
+            Spec::from_lines(path, &text)?
+        } else {
+            Spec::from_yaml(path, &text)?
+        };
+        let base = path.parent().unwrap_or(Path::new("."));
+        spec.resolve(base);
+        spec.check(path)?;
+        Ok(spec)
+    }
+
+    /// Parses YAML or JSON text; `path` is only used in messages.
+    pub fn from_yaml(path: &Path, text: &str) -> Result<Spec, InputsError> {
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        serde_saphyr::from_str::<Spec>(text).map_err(|e| {
+            let location = Location(
+                e.location()
+                    .filter(|l| l.line() > 0)
+                    .map(|l| (l.line(), l.column())),
+            );
+            InputsError::Syntax {
+                path: path.to_owned(),
+                location,
+                message: first_line(&e.to_string()),
+            }
+        })
+    }
+
+    /// Parses an `images.txt`: one reference a line, `#` starts a comment.
+    pub fn from_lines(path: &Path, text: &str) -> Result<Spec, InputsError> {
+        let mut images = Vec::new();
+        for (i, raw) in text.lines().enumerate() {
+            let line = raw.split('#').next().unwrap_or("").trim();
+            if line.is_empty() {
+                continue;
+            }
+            let source = ImageSource::parse(line).map_err(|source| InputsError::Line {
+                path: path.to_owned(),
+                line: i + 1,
+                text: line.to_owned(),
+                source,
+            })?;
+            images.push(ImageEntry {
+                source,
+                platforms: None,
+                name: None,
+            });
+        }
+        Ok(Spec {
+            images,
+            ..Spec::default()
+        })
+    }
+
+    fn resolve(&mut self, base: &Path) {
+        for i in &mut self.images {
+            i.source.resolve(base);
+        }
+        for c in &mut self.charts {
+            if let ChartEntry::Path { path, .. } = c {
+                *path = base.join(&*path);
+            }
+        }
+        for f in &mut self.files {
+            f.path = base.join(&f.path);
+        }
+    }
+
+    fn check(&self, path: &Path) -> Result<(), InputsError> {
+        if self.images.is_empty() && self.charts.is_empty() && self.files.is_empty() {
+            return Err(InputsError::Empty(path.to_owned()));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for i in &self.images {
+            let key = match &i.name {
+                Some(n) => n.to_string(),
+                None => i.source.to_string(),
+            };
+            if !seen.insert(key.clone()) {
+                return Err(InputsError::Duplicate {
+                    path: path.to_owned(),
+                    what: "image",
+                    name: key,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Parser messages can span several lines (with a source snippet); the
+/// first line is the part worth repeating.
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or("").trim().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn yaml(s: &str) -> Result<Spec, InputsError> {
+        Spec::from_yaml(Path::new("ferry.yaml"), s)
+    }
+
+    #[test]
+    fn parses_the_design_example() {
+        let s = yaml(
+            r#"
+name: matrix-stack
+platforms: [linux/amd64]
+images:
+  - docker.io/matrixdotorg/synapse:v1.102.0
+  - ref: vectorim/element-web:v1.11.50
+    platforms: [linux/amd64, linux/arm64]
+  - oci:./local-layout:myapp:2.0
+charts:
+  - {repo: https://charts.example.com/stable, name: redis, version: "^18.1", images: true}
+  - {ref: oci://registry.example.com/charts/cloudnative-pg, version: 0.20.0}
+  - {path: ./charts/in-house-1.2.0.tgz}
+files:
+  - {path: ./deploy/}
+"#,
+        )
+        .unwrap();
+        assert_eq!(s.name.as_deref(), Some("matrix-stack"));
+        assert_eq!(s.images.len(), 3);
+        assert_eq!(
+            s.images[2].source,
+            ImageSource::OciDir {
+                path: "./local-layout".into(),
+                name: Some("myapp:2.0".into())
+            }
+        );
+        assert_eq!(s.images[1].platforms.as_ref().unwrap().len(), 2);
+        assert!(matches!(&s.charts[0], ChartEntry::Repo { images: true, .. }));
+        assert!(matches!(&s.charts[1], ChartEntry::Oci { version, .. } if version == "0.20.0"));
+        assert!(matches!(&s.charts[2], ChartEntry::Path { .. }));
+    }
+
+    #[test]
+    fn json_is_accepted() {
+        let s = yaml(r#"{"name": "x", "images": ["nginx", {"ref": "oci-archive:a.tar"}]}"#).unwrap();
+        assert_eq!(s.images.len(), 2);
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_with_position() {
+        let e = yaml("name: x\nimagez:\n  - nginx\n").unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("ferry.yaml at line 2"), "{msg}");
+        assert!(msg.contains("imagez"), "{msg}");
+    }
+
+    #[test]
+    fn bad_reference_names_line_and_column() {
+        let e = yaml("images:\n  - nginx\n  - Bad/Name:1\n").unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("line 3"), "{msg}");
+        assert!(msg.contains("Bad/Name:1"), "{msg}");
+    }
+
+    #[test]
+    fn images_txt() {
+        let s = Spec::from_lines(
+            Path::new("images.txt"),
+            "# base images\nnginx:1.27\n\n  ghcr.io/a/b:1 # trailing comment\n",
+        )
+        .unwrap();
+        assert_eq!(s.images.len(), 2);
+        let e = Spec::from_lines(Path::new("images.txt"), "nginx\nnot a ref\n").unwrap_err();
+        assert!(e.to_string().starts_with("invalid spec images.txt:2:"), "{e}");
+    }
+
+    #[test]
+    fn transports() {
+        assert!(matches!(
+            ImageSource::parse("oci-archive:/x/y.tar:app:1").unwrap(),
+            ImageSource::OciArchive { name: Some(n), .. } if n == "app:1"
+        ));
+        assert!(ImageSource::parse("docker-archive:x.tar").is_err());
+        assert!(ImageSource::parse("oci:").is_err());
+        assert!(matches!(
+            ImageSource::parse("docker://nginx").unwrap(),
+            ImageSource::Registry(_)
+        ));
+    }
+}

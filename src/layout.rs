@@ -1,0 +1,204 @@
+//! The content-addressed store: an OCI image layout directory
+//! (`oci-layout`, `index.json`, `blobs/sha256/<hex>`) written safely.
+//!
+//! Every blob is streamed into a temp file beside its final place, hashed on
+//! the way, and renamed into place only after its digest and size match, so
+//! a crash or a bad source never leaves a partial blob under a real name.
+//! Re-running is safe: a blob already present with the right size is kept.
+//! What goes into the store, and from where, is decided by the callers.
+
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use crate::digest::{Digest, HashingWriter, COPY_BUF};
+
+/// The `oci-layout` file content.
+pub const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
+
+/// Errors from the store.
+#[derive(Debug, thiserror::Error)]
+pub enum LayoutError {
+    /// A filesystem operation failed (the error names the path).
+    #[error("layout store I/O failed")]
+    Io(#[from] io::Error),
+    /// Reading the source of a blob failed.
+    #[error("reading the content for blob {digest} failed")]
+    Source {
+        /// The blob being written.
+        digest: Digest,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The content did not hash to what it claimed.
+    #[error("blob {expected} ({expected_size} bytes) arrived as {actual} ({actual_size} bytes); it was not stored")]
+    Mismatch {
+        /// Digest that was expected.
+        expected: Digest,
+        /// Size that was expected.
+        expected_size: u64,
+        /// Digest of what arrived.
+        actual: Digest,
+        /// Size of what arrived.
+        actual_size: u64,
+    },
+}
+
+/// An OCI image layout directory used as a blob store.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+impl Store {
+    /// Opens `root`, creating the layout skeleton when missing.
+    pub fn create(root: &Path) -> Result<Store, LayoutError> {
+        fs_err::create_dir_all(root.join("blobs/sha256"))?;
+        let marker = root.join("oci-layout");
+        if !marker.exists() {
+            write_atomic(&marker, OCI_LAYOUT)?;
+        }
+        Ok(Store {
+            root: root.to_owned(),
+        })
+    }
+
+    /// The layout directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where a blob lives (whether or not it is present).
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.root.join(digest.blob_path())
+    }
+
+    /// Whether the blob is present with the expected size. (Content is
+    /// re-hashed by every reader, so a size check is enough here.)
+    pub fn has(&self, digest: &Digest, size: u64) -> bool {
+        std::fs::metadata(self.blob_path(digest)).is_ok_and(|m| m.is_file() && m.len() == size)
+    }
+
+    /// Streams `reader` into the store. With `expected`, the content must
+    /// hash to that digest and size or nothing is stored.
+    pub fn put<R: Read>(
+        &self,
+        mut reader: R,
+        expected: Option<(Digest, u64)>,
+    ) -> Result<(Digest, u64), LayoutError> {
+        if let Some((d, n)) = expected {
+            if self.has(&d, n) {
+                return Ok((d, n));
+            }
+        }
+        let dir = self.root.join("blobs/sha256");
+        let tmp = tempfile::Builder::new()
+            .prefix(".tmp-")
+            .tempfile_in(&dir)
+            .map_err(|e| io::Error::new(e.kind(), format!("creating a temp file in {}: {e}", dir.display())))?;
+        let mut w = HashingWriter::new(io::BufWriter::with_capacity(COPY_BUF, tmp));
+        let placeholder = expected.map(|(d, _)| d).unwrap_or_else(|| Digest::of(b""));
+        copy_with(&mut reader, &mut w).map_err(|e| match e {
+            CopyError::Read(source) => LayoutError::Source {
+                digest: placeholder,
+                source,
+            },
+            CopyError::Write(e) => LayoutError::Io(e),
+        })?;
+        let (buf, digest, size) = w.finish();
+        if let Some((d, n)) = expected {
+            if d != digest || n != size {
+                return Err(LayoutError::Mismatch {
+                    expected: d,
+                    expected_size: n,
+                    actual: digest,
+                    actual_size: size,
+                });
+            }
+        }
+        let tmp = buf.into_inner().map_err(|e| e.into_error())?;
+        tmp.as_file().sync_data()?;
+        let dest = self.blob_path(&digest);
+        tmp.persist(&dest)
+            .map_err(|e| io::Error::new(e.error.kind(), format!("renaming into {}: {}", dest.display(), e.error)))?;
+        Ok((digest, size))
+    }
+
+    /// Stores a small in-memory blob.
+    pub fn put_bytes(&self, bytes: &[u8]) -> Result<Digest, LayoutError> {
+        Ok(self.put(bytes, None)?.0)
+    }
+
+    /// Writes `index.json` atomically. Call it last: a layout without an
+    /// index is not taken for a usable one.
+    pub fn write_index(&self, bytes: &[u8]) -> Result<(), LayoutError> {
+        write_atomic(&self.root.join("index.json"), bytes)?;
+        Ok(())
+    }
+}
+
+/// Error of a copy, telling which side failed.
+pub(crate) enum CopyError {
+    Read(io::Error),
+    Write(io::Error),
+}
+
+/// `io::copy` that tells read errors from write errors.
+pub(crate) fn copy_with<R: Read, W: Write>(r: &mut R, w: &mut W) -> Result<u64, CopyError> {
+    let mut buf = vec![0u8; COPY_BUF];
+    let mut total = 0u64;
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(CopyError::Read(e)),
+        };
+        w.write_all(&buf[..n]).map_err(CopyError::Write)?;
+        total += n as u64;
+    }
+}
+
+/// Writes a small file via temp file + fsync + rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .tempfile_in(dir)
+        .map_err(|e| io::Error::new(e.kind(), format!("creating a temp file in {}: {e}", dir.display())))?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_data()?;
+    tmp.persist(path)
+        .map_err(|e| io::Error::new(e.error.kind(), format!("renaming into {}: {}", path.display(), e.error)))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stores_once_and_refuses_mismatch() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::create(dir.path()).unwrap();
+        let (d, n) = s.put(&b"hello"[..], None).unwrap();
+        assert_eq!(d, Digest::of(b"hello"));
+        assert!(s.has(&d, n));
+        // Same content again: fine, same place.
+        assert_eq!(s.put(&b"hello"[..], Some((d, n))).unwrap(), (d, n));
+        // Wrong content for a claimed digest: refused, nothing left behind.
+        let want = Digest::of(b"other");
+        let e = s.put(&b"tampered"[..], Some((want, 5))).unwrap_err();
+        assert!(matches!(e, LayoutError::Mismatch { .. }), "{e}");
+        assert!(!s.blob_path(&want).exists());
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("blobs/sha256"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+}

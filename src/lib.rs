@@ -1,0 +1,28 @@
+//! ferry carries container images, Helm charts and files across an air gap
+//! in one content-addressed, verifiable OCI image layout archive.
+//!
+//! The library does the work and never prints or exits; the `ferry` binary
+//! is a thin front end over it. Modules, from the bottom up:
+//! [`digest`] (typed digests, streaming hashes), [`reference`] and
+//! [`platform`] (names), [`inputs`] (the spec file), [`oci`] (manifest
+//! documents), [`layout`] (the content-addressed store), [`source`] (local
+//! image sources), [`chart`] (charts as OCI artifacts), [`bundle`]
+//! (bundle.json), [`archive`] (deterministic tar writing, safe reading),
+//! [`pack`], [`verify`], [`unpack`] (also `inspect`), and [`report`]
+//! (progress).
+#![warn(missing_docs)]
+
+pub mod archive;
+pub mod bundle;
+pub mod chart;
+pub mod digest;
+pub mod inputs;
+pub mod layout;
+pub mod oci;
+pub mod pack;
+pub mod platform;
+pub mod reference;
+pub mod report;
+pub mod source;
+pub mod unpack;
+pub mod verify;

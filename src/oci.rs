@@ -1,0 +1,288 @@
+//! OCI and Docker schema-2 documents: media types, descriptors, and the
+//! minimal view of manifests and indexes that graph walking needs.
+//!
+//! Parsing never re-serialises: callers keep the raw bytes and use the
+//! parsed view only to find children. The types here are also used to
+//! *create* the few documents ferry writes itself (chart and file artifacts,
+//! filtered indexes, `index.json`); their maps are `BTreeMap`s so the output
+//! is byte-for-byte deterministic (`oci-spec` uses `HashMap` annotations,
+//! whose order changes from run to run, which is why it is not used here).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Digest;
+use crate::platform::Platform;
+
+/// OCI image index.
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+/// OCI image manifest.
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+/// OCI image config.
+pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+/// OCI empty descriptor (`{}`), used as the config of artifacts.
+pub const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
+/// Uncompressed OCI layer (used for directories carried as files).
+pub const OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+/// Gzip OCI layer.
+pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+/// Docker schema-2 manifest list.
+pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+/// Docker schema-2 manifest.
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+/// Docker schema-1 manifest (refused).
+pub const DOCKER_SCHEMA1: &str = "application/vnd.docker.distribution.manifest.v1+json";
+/// Docker schema-1 signed manifest (refused).
+pub const DOCKER_SCHEMA1_SIGNED: &str = "application/vnd.docker.distribution.manifest.v1+prettyjws";
+/// Helm chart config.
+pub const HELM_CONFIG: &str = "application/vnd.cncf.helm.config.v1+json";
+/// Helm chart content layer.
+pub const HELM_CHART: &str = "application/vnd.cncf.helm.chart.content.v1.tar+gzip";
+/// Artifact type of files and directories carried by ferry.
+pub const FERRY_FILE_ARTIFACT: &str = "application/vnd.ferry.file.v1";
+/// Media type of a single carried file.
+pub const FILE_LAYER: &str = "application/octet-stream";
+
+/// `org.opencontainers.image.ref.name`
+pub const ANN_REF_NAME: &str = "org.opencontainers.image.ref.name";
+/// `org.opencontainers.image.title`
+pub const ANN_TITLE: &str = "org.opencontainers.image.title";
+/// `org.opencontainers.image.version`
+pub const ANN_VERSION: &str = "org.opencontainers.image.version";
+/// `org.opencontainers.image.description`
+pub const ANN_DESCRIPTION: &str = "org.opencontainers.image.description";
+/// `org.opencontainers.image.created`
+pub const ANN_CREATED: &str = "org.opencontainers.image.created";
+/// oras' marker that a directory layer should be unpacked.
+pub const ANN_ORAS_UNPACK: &str = "io.deis.oras.content.unpack";
+
+/// Largest manifest or index ferry reads (distribution's own limit is 4 MiB).
+pub const MANIFEST_MAX_BYTES: u64 = 4 << 20;
+/// Deepest nesting of indexes inside indexes that is followed.
+pub const MAX_DEPTH: usize = 4;
+
+/// The `{}` blob every OCI artifact without a real config points at.
+pub const EMPTY_JSON: &[u8] = b"{}";
+
+/// Errors interpreting a manifest or index.
+#[derive(Debug, thiserror::Error)]
+pub enum OciError {
+    /// Not valid JSON of the expected shape.
+    #[error("manifest {digest} is not a valid OCI or Docker schema-2 document")]
+    Parse {
+        /// The document's digest.
+        digest: Digest,
+        /// The JSON error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A media type ferry cannot carry faithfully.
+    #[error("manifest {digest} has media type {media_type:?}, which ferry does not carry (schema-1 manifests are deprecated; re-push the image with a current client)")]
+    Unsupported {
+        /// The document's digest.
+        digest: Digest,
+        /// Its media type.
+        media_type: String,
+    },
+}
+
+/// A content descriptor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Descriptor {
+    /// Media type of the referenced content.
+    pub media_type: String,
+    /// Its digest.
+    pub digest: Digest,
+    /// Its size in bytes.
+    pub size: u64,
+    /// The platform, for index entries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<OciPlatform>,
+    /// Annotations.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// Artifact type, for index entries of artifacts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+}
+
+impl Descriptor {
+    /// A descriptor with no platform or annotations.
+    pub fn new(media_type: &str, digest: Digest, size: u64) -> Descriptor {
+        Descriptor {
+            media_type: media_type.to_owned(),
+            digest,
+            size,
+            platform: None,
+            annotations: BTreeMap::new(),
+            artifact_type: None,
+        }
+    }
+}
+
+/// The platform object of an index entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OciPlatform {
+    /// CPU architecture.
+    pub architecture: String,
+    /// Operating system.
+    pub os: String,
+    /// OS version (Windows).
+    #[serde(rename = "os.version", default, skip_serializing_if = "Option::is_none")]
+    pub os_version: Option<String>,
+    /// OS features (Windows).
+    #[serde(rename = "os.features", default, skip_serializing_if = "Option::is_none")]
+    pub os_features: Option<Vec<String>>,
+    /// CPU variant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+}
+
+impl OciPlatform {
+    /// The user-facing form.
+    pub fn to_platform(&self) -> Platform {
+        Platform {
+            os: self.os.clone(),
+            architecture: self.architecture.clone(),
+            variant: self.variant.clone(),
+        }
+    }
+}
+
+/// An image index or Docker manifest list.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Index {
+    /// Always 2.
+    pub schema_version: u32,
+    /// Media type, when present in the document.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<String>,
+    /// Artifact type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+    /// The entries.
+    pub manifests: Vec<Descriptor>,
+    /// Subject (referrers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<Descriptor>,
+    /// Annotations.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// An image manifest (OCI or Docker schema-2).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Manifest {
+    /// Always 2.
+    pub schema_version: u32,
+    /// Media type, when present in the document.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<String>,
+    /// Artifact type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+    /// The config blob.
+    pub config: Descriptor,
+    /// The layers.
+    #[serde(default)]
+    pub layers: Vec<Descriptor>,
+    /// Subject (referrers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<Descriptor>,
+    /// Annotations.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// A parsed manifest or index, as far as graph walking cares.
+#[derive(Debug, Clone)]
+pub enum Node {
+    /// An index or manifest list.
+    Index(Index),
+    /// An image or artifact manifest.
+    Manifest(Manifest),
+}
+
+/// Whether `mt` names an index or manifest list.
+pub fn is_index(mt: &str) -> bool {
+    mt == OCI_INDEX || mt == DOCKER_LIST
+}
+
+/// Whether `mt` names a manifest or index (a document, not a plain blob).
+pub fn is_manifest_like(mt: &str) -> bool {
+    is_index(mt) || mt == OCI_MANIFEST || mt == DOCKER_MANIFEST
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Probe {
+    #[serde(default)]
+    media_type: Option<String>,
+    #[serde(default)]
+    manifests: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    schema_version: Option<u32>,
+}
+
+/// Parses raw document bytes. `declared` is the media type from the
+/// descriptor that pointed at them (the document's own field wins).
+pub fn parse_node(digest: Digest, declared: &str, bytes: &[u8]) -> Result<Node, OciError> {
+    let perr = |source| OciError::Parse { digest, source };
+    let probe: Probe = serde_json::from_slice(bytes).map_err(perr)?;
+    let mt = probe.media_type.as_deref().unwrap_or(declared).to_owned();
+    if mt == DOCKER_SCHEMA1 || mt == DOCKER_SCHEMA1_SIGNED || probe.schema_version == Some(1) {
+        return Err(OciError::Unsupported {
+            digest,
+            media_type: mt,
+        });
+    }
+    if is_index(&mt) || (probe.media_type.is_none() && probe.manifests.is_some()) {
+        return Ok(Node::Index(serde_json::from_slice(bytes).map_err(perr)?));
+    }
+    if mt == OCI_MANIFEST || mt == DOCKER_MANIFEST {
+        return Ok(Node::Manifest(serde_json::from_slice(bytes).map_err(perr)?));
+    }
+    Err(OciError::Unsupported {
+        digest,
+        media_type: mt,
+    })
+}
+
+/// Serialises a document ferry creates itself (compact, deterministic).
+pub fn to_bytes<T: Serialize>(doc: &T) -> Vec<u8> {
+    // Serialising these plain structs cannot fail.
+    serde_json::to_vec(doc).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_schema1_and_unknown() {
+        let d = Digest::of(b"x");
+        let s1 = br#"{"schemaVersion":1,"name":"x","tag":"y","fsLayers":[]}"#;
+        assert!(matches!(parse_node(d, DOCKER_SCHEMA1_SIGNED, s1), Err(OciError::Unsupported { .. })));
+        let odd = br#"{"schemaVersion":2,"mediaType":"application/x-odd"}"#;
+        let e = parse_node(d, OCI_MANIFEST, odd).unwrap_err();
+        assert!(e.to_string().contains("application/x-odd"), "{e}");
+    }
+
+    #[test]
+    fn index_without_media_type_is_recognised() {
+        let d = Digest::of(b"x");
+        let doc = format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"{OCI_MANIFEST}","digest":"{d}","size":3,"platform":{{"architecture":"arm","os":"linux","variant":"v7"}}}}]}}"#
+        );
+        match parse_node(d, OCI_MANIFEST, doc.as_bytes()).unwrap() {
+            Node::Index(i) => {
+                assert_eq!(i.manifests[0].platform.as_ref().unwrap().to_platform().to_string(), "linux/arm/v7")
+            }
+            Node::Manifest(_) => panic!("parsed as manifest"),
+        }
+    }
+}

@@ -1,0 +1,527 @@
+//! `pack`: turns a spec into an archive. It resolves every entry into an
+//! artifact (image, chart, file), collects the distinct blobs with where
+//! their bytes are, builds `index.json` and `bundle.json`, orders members as
+//! the archive contract requires (small JSON blobs, then large blobs, each
+//! sorted by digest) and hands the plan to the archive writer.
+//!
+//! Local sources are read in place: nothing is copied into a cache first,
+//! and the writer re-hashes every blob as it streams it into the archive.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::archive::{self, ArchiveError, BlobSource, PlannedMember};
+use crate::bundle::{self, Artifact, ArtifactKind, Bundle, ChartInfo, FileInfo, Member, Tool};
+use crate::chart::{self, ChartError};
+use crate::digest::Digest;
+use crate::inputs::{ChartEntry, FileEntry, ImageEntry, ImageSource, Spec};
+use crate::oci::{self, Descriptor, Index, Manifest};
+use crate::platform::Platform;
+use crate::reference::Reference;
+use crate::report::Reporter;
+use crate::source::{self, FoundBlob, LocalLayout, SourceError};
+
+/// Errors while packing. Each names the spec entry it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum PackError {
+    /// An image entry could not be resolved.
+    #[error("image {entry}")]
+    Image {
+        /// The entry as written in the spec.
+        entry: String,
+        /// Why.
+        #[source]
+        source: SourceError,
+    },
+    /// A chart entry could not be resolved.
+    #[error("chart {entry}")]
+    Chart {
+        /// The entry.
+        entry: String,
+        /// Why.
+        #[source]
+        source: ChartError,
+    },
+    /// A file entry could not be read.
+    #[error("file {entry}")]
+    File {
+        /// The entry.
+        entry: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file entry that is neither a regular file nor a directory.
+    #[error("file {entry}: {path} is a {kind}; ferry carries regular files and directories")]
+    FileKind {
+        /// The entry.
+        entry: String,
+        /// The offending path.
+        path: PathBuf,
+        /// What it is.
+        kind: &'static str,
+    },
+    /// Registry and chart-repository sources need the network fetcher.
+    #[error("{entry}: fetching from registries and chart repositories is not available in this build of ferry; use local sources (oci:DIR, oci-archive:TAR, chart .tgz paths)")]
+    Remote {
+        /// The entry.
+        entry: String,
+    },
+    /// The image has no usable name.
+    #[error("image {entry} has no name to carry it under; add `name: REGISTRY/REPO:TAG` to the entry")]
+    Unnamed {
+        /// The entry.
+        entry: String,
+    },
+    /// A local ref name that is not a valid reference.
+    #[error("image {entry}: its name {name:?} is not a valid image reference; add `name:` to the entry")]
+    BadName {
+        /// The entry.
+        entry: String,
+        /// The name.
+        name: String,
+        /// Why.
+        #[source]
+        source: crate::reference::ReferenceError,
+    },
+    /// Two entries carried under one name.
+    #[error("{name} would be carried twice (by {first} and by {second}); give one of them another `name:`")]
+    Collision {
+        /// The shared name.
+        name: String,
+        /// First entry.
+        first: String,
+        /// Second entry.
+        second: String,
+    },
+    /// Writing the archive failed.
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+    /// A scratch directory could not be made.
+    #[error("cannot create a scratch directory next to {0}")]
+    Scratch(PathBuf, #[source] std::io::Error),
+}
+
+/// Settings for one pack run.
+#[derive(Debug, Clone)]
+pub struct PackOptions {
+    /// The archive to write.
+    pub out: PathBuf,
+    /// Platforms for every image, overriding the spec (`--platform`).
+    pub platforms: Option<Vec<Platform>>,
+    /// Bundle name when the spec has none.
+    pub default_name: String,
+    /// mtime for tar headers.
+    pub mtime: u64,
+}
+
+/// What a pack run produced.
+#[derive(Debug, Clone)]
+pub struct PackSummary {
+    /// The archive path.
+    pub archive: PathBuf,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its table of contents.
+    pub bundle: Bundle,
+}
+
+#[derive(Default)]
+struct Plan {
+    artifacts: Vec<(Artifact, Descriptor)>,
+    blobs: BTreeMap<Digest, FoundBlob>,
+    names: HashMap<String, String>,
+}
+
+impl Plan {
+    fn add_blobs(&mut self, blobs: BTreeMap<Digest, FoundBlob>) {
+        for (d, b) in blobs {
+            self.blobs
+                .entry(d)
+                .and_modify(|e| e.small |= b.small)
+                .or_insert(b);
+        }
+    }
+
+    fn claim(&mut self, name: &str, entry: &str) -> Result<(), PackError> {
+        if let Some(first) = self.names.insert(name.to_owned(), entry.to_owned()) {
+            return Err(PackError::Collision {
+                name: name.to_owned(),
+                first,
+                second: entry.to_owned(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Packs `spec` into `opts.out`.
+pub fn pack(spec: &Spec, opts: &PackOptions, reporter: &dyn Reporter) -> Result<PackSummary, PackError> {
+    let out_dir = match opts.out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    // Scratch space for generated blobs (directory tars); removed on drop.
+    let scratch = tempfile::Builder::new()
+        .prefix(".ferry-pack-")
+        .tempdir_in(&out_dir)
+        .map_err(|e| PackError::Scratch(opts.out.clone(), e))?;
+
+    let mut plan = Plan::default();
+    reporter.start("resolving sources", 0);
+    for entry in &spec.images {
+        let filter = opts.platforms.as_ref().or(entry.platforms.as_ref()).or(spec.platforms.as_ref());
+        plan_image(&mut plan, entry, filter.map(Vec::as_slice))?;
+    }
+    for entry in &spec.charts {
+        plan_chart(&mut plan, entry)?;
+    }
+    for entry in &spec.files {
+        plan_file(&mut plan, entry, scratch.path(), opts.mtime)?;
+    }
+    reporter.finish();
+
+    // index.json: one descriptor per artifact, in spec order.
+    let index = Index {
+        schema_version: 2,
+        media_type: Some(oci::OCI_INDEX.into()),
+        artifact_type: None,
+        manifests: plan
+            .artifacts
+            .iter()
+            .map(|(a, root)| {
+                let mut d = root.clone();
+                d.annotations.insert(oci::ANN_REF_NAME.into(), a.reference.clone());
+                d
+            })
+            .collect(),
+        subject: None,
+        annotations: BTreeMap::new(),
+    };
+    let index_bytes = Arc::new(oci::to_bytes(&index));
+
+    let mut members = vec![
+        PlannedMember {
+            path: bundle::OCI_LAYOUT_PATH.into(),
+            digest: Digest::of(crate::layout::OCI_LAYOUT),
+            size: crate::layout::OCI_LAYOUT.len() as u64,
+            source: BlobSource::Bytes(Arc::new(crate::layout::OCI_LAYOUT.to_vec())),
+        },
+        PlannedMember {
+            path: bundle::INDEX_PATH.into(),
+            digest: Digest::of(&index_bytes),
+            size: index_bytes.len() as u64,
+            source: BlobSource::Bytes(index_bytes.clone()),
+        },
+    ];
+    for small in [true, false] {
+        for (d, b) in plan.blobs.iter().filter(|(_, b)| b.small == small) {
+            members.push(PlannedMember {
+                path: d.blob_path(),
+                digest: *d,
+                size: b.size,
+                source: b.source.clone(),
+            });
+        }
+    }
+
+    let bundle = Bundle {
+        format: bundle::FORMAT.into(),
+        format_version: bundle::FORMAT_VERSION,
+        tool: Tool {
+            name: "ferry".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        },
+        name: spec.name.clone().unwrap_or_else(|| opts.default_name.clone()),
+        created: None,
+        artifacts: plan.artifacts.into_iter().map(|(a, _)| a).collect(),
+        members: members
+            .iter()
+            .map(|m| Member {
+                path: m.path.clone(),
+                digest: m.digest,
+                size: m.size,
+            })
+            .collect(),
+    };
+    let bundle_bytes = bundle.to_bytes();
+    let size = archive::write(&opts.out, &bundle_bytes, &members, opts.mtime, reporter)?;
+    drop(scratch);
+    Ok(PackSummary {
+        archive: opts.out.clone(),
+        size,
+        bundle,
+    })
+}
+
+fn plan_image(plan: &mut Plan, entry: &ImageEntry, filter: Option<&[Platform]>) -> Result<(), PackError> {
+    let label = entry.source.to_string();
+    let image_err = |source| PackError::Image {
+        entry: label.clone(),
+        source,
+    };
+    let (layout, local_name) = match &entry.source {
+        ImageSource::Registry(_) => return Err(PackError::Remote { entry: label }),
+        ImageSource::OciDir { path, name } => (LocalLayout::open_dir(path).map_err(image_err)?, name.as_deref()),
+        ImageSource::OciArchive { path, name } => (LocalLayout::open_tar(path).map_err(image_err)?, name.as_deref()),
+    };
+    let root = layout.select(local_name).map_err(image_err)?;
+    let name = match (&entry.name, local_name, root.annotations.get(oci::ANN_REF_NAME).map(String::as_str)) {
+        (Some(n), _, _) => n.clone(),
+        (None, Some(n), _) | (None, None, Some(n)) => n.parse::<Reference>().map_err(|source| PackError::BadName {
+            entry: label.clone(),
+            name: n.to_owned(),
+            source,
+        })?,
+        (None, None, None) => return Err(PackError::Unnamed { entry: label }),
+    };
+    let reference = name.to_string();
+    plan.claim(&reference, &label)?;
+    let walked = source::walk_image(&layout, &root, filter, &reference).map_err(image_err)?;
+    let size = walked.blobs.values().map(|b| b.size).sum();
+    plan.artifacts.push((
+        Artifact {
+            kind: ArtifactKind::Image,
+            source: label,
+            reference,
+            digest: walked.root.digest,
+            media_type: walked.root.media_type.clone(),
+            size,
+            platforms: walked.platforms.iter().map(|p| p.to_string()).collect(),
+            source_digest: walked.source_digest,
+            chart: None,
+            file: None,
+        },
+        walked.root.clone(),
+    ));
+    plan.add_blobs(walked.blobs);
+    Ok(())
+}
+
+fn small_bytes(bytes: Vec<u8>) -> (Digest, FoundBlob) {
+    let d = Digest::of(&bytes);
+    (
+        d,
+        FoundBlob {
+            size: bytes.len() as u64,
+            source: BlobSource::Bytes(Arc::new(bytes)),
+            small: true,
+        },
+    )
+}
+
+fn plan_chart(plan: &mut Plan, entry: &ChartEntry) -> Result<(), PackError> {
+    let path = match entry {
+        ChartEntry::Path { path, .. } => path,
+        ChartEntry::Repo { repo, name, .. } => {
+            return Err(PackError::Remote {
+                entry: format!("chart {name} from {repo}"),
+            })
+        }
+        ChartEntry::Oci { reference, .. } => {
+            return Err(PackError::Remote {
+                entry: format!("chart {reference}"),
+            })
+        }
+    };
+    let label = path.display().to_string();
+    let chart_err = |source| PackError::Chart {
+        entry: label.clone(),
+        source,
+    };
+    let meta = chart::read_chart(path).map_err(chart_err)?;
+    let (digest, size) = source::hash_file(path).map_err(|e| chart_err(ChartError::Io(e)))?;
+    let reference = format!("charts/{}:{}", meta.name, meta.tag());
+    plan.claim(&reference, &label)?;
+    let manifest = meta.manifest(digest, size);
+    let (md, mblob) = small_bytes(manifest);
+    let (cd, cblob) = small_bytes(meta.config.clone());
+    let mut blobs = BTreeMap::new();
+    let msize = mblob.size;
+    blobs.insert(md, mblob);
+    blobs.insert(cd, cblob);
+    blobs.insert(
+        digest,
+        FoundBlob {
+            size,
+            source: BlobSource::File {
+                path: path.clone(),
+                offset: 0,
+            },
+            small: false,
+        },
+    );
+    let total = blobs.values().map(|b| b.size).sum();
+    plan.artifacts.push((
+        Artifact {
+            kind: ArtifactKind::Chart,
+            source: label,
+            reference,
+            digest: md,
+            media_type: oci::OCI_MANIFEST.into(),
+            size: total,
+            platforms: Vec::new(),
+            source_digest: None,
+            chart: Some(ChartInfo {
+                name: meta.name.clone(),
+                version: meta.version.clone(),
+                app_version: meta.app_version.clone(),
+            }),
+            file: None,
+        },
+        Descriptor::new(oci::OCI_MANIFEST, md, msize),
+    ));
+    plan.add_blobs(blobs);
+    Ok(())
+}
+
+/// A repository-safe form of a file name: lowercase, runs of other
+/// characters turned into single dashes.
+fn repo_name(title: &str) -> String {
+    let mut s = String::new();
+    for c in title.chars().flat_map(char::to_lowercase) {
+        if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            s.push(c);
+        } else if !s.is_empty() && !s.ends_with('-') {
+            s.push('-');
+        }
+    }
+    let s = s.trim_end_matches('-').to_owned();
+    if s.is_empty() {
+        "file".into()
+    } else {
+        s
+    }
+}
+
+fn plan_file(plan: &mut Plan, entry: &FileEntry, scratch: &Path, mtime: u64) -> Result<(), PackError> {
+    let label = entry.path.display().to_string();
+    let io_err = |source| PackError::File {
+        entry: label.clone(),
+        source,
+    };
+    let meta = fs_err::metadata(&entry.path).map_err(io_err)?;
+    let title = match &entry.name {
+        Some(n) => n.clone(),
+        None => entry
+            .path
+            .canonicalize()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "file".into()),
+    };
+    let (layer_path, layer_type, directory) = if meta.is_dir() {
+        let tar_path = scratch.join(format!("{}.tar", plan.artifacts.len()));
+        write_dir_tar(&entry.path, &title, &tar_path, mtime, &label)?;
+        (tar_path, oci::OCI_LAYER_TAR, true)
+    } else if meta.is_file() {
+        (entry.path.clone(), oci::FILE_LAYER, false)
+    } else {
+        return Err(PackError::FileKind {
+            entry: label,
+            path: entry.path.clone(),
+            kind: "special file",
+        });
+    };
+    let (digest, size) = source::hash_file(&layer_path).map_err(io_err)?;
+    let mut layer = Descriptor::new(layer_type, digest, size);
+    layer.annotations.insert(oci::ANN_TITLE.into(), title.clone());
+    if directory {
+        layer.annotations.insert(oci::ANN_ORAS_UNPACK.into(), "true".into());
+    }
+    let manifest = Manifest {
+        schema_version: 2,
+        media_type: Some(oci::OCI_MANIFEST.into()),
+        artifact_type: Some(oci::FERRY_FILE_ARTIFACT.into()),
+        config: Descriptor::new(oci::OCI_EMPTY, Digest::of(oci::EMPTY_JSON), oci::EMPTY_JSON.len() as u64),
+        layers: vec![layer],
+        subject: None,
+        annotations: BTreeMap::from([(oci::ANN_TITLE.to_owned(), title.clone())]),
+    };
+    let reference = format!("files/{}:latest", repo_name(&title));
+    plan.claim(&reference, &label)?;
+    let (md, mblob) = small_bytes(oci::to_bytes(&manifest));
+    let (ed, eblob) = small_bytes(oci::EMPTY_JSON.to_vec());
+    let msize = mblob.size;
+    let mut blobs = BTreeMap::from([(md, mblob), (ed, eblob)]);
+    blobs.insert(
+        digest,
+        FoundBlob {
+            size,
+            source: BlobSource::File {
+                path: layer_path,
+                offset: 0,
+            },
+            small: false,
+        },
+    );
+    let total = blobs.values().map(|b| b.size).sum();
+    plan.artifacts.push((
+        Artifact {
+            kind: ArtifactKind::File,
+            source: label,
+            reference,
+            digest: md,
+            media_type: oci::OCI_MANIFEST.into(),
+            size: total,
+            platforms: Vec::new(),
+            source_digest: None,
+            chart: None,
+            file: Some(FileInfo { title, directory }),
+        },
+        Descriptor::new(oci::OCI_MANIFEST, md, msize),
+    ));
+    plan.add_blobs(blobs);
+    Ok(())
+}
+
+/// Writes a directory as a deterministic tar: entries sorted by name, paths
+/// under `title/`, uid/gid 0, fixed mtime, modes 0755 (directories and
+/// executables) or 0644. Symbolic links and special files are refused.
+fn write_dir_tar(dir: &Path, title: &str, out: &Path, mtime: u64, label: &str) -> Result<(), PackError> {
+    let io_err = |source| PackError::File {
+        entry: label.to_owned(),
+        source,
+    };
+    let f = fs_err::File::create(out).map_err(io_err)?;
+    let mut b = tar::Builder::new(std::io::BufWriter::new(f));
+    for item in walkdir::WalkDir::new(dir).sort_by_file_name().follow_links(false) {
+        let item = item.map_err(|e| io_err(e.into()))?;
+        let rel = item.path().strip_prefix(dir).unwrap_or(item.path());
+        let name = if rel.as_os_str().is_empty() {
+            PathBuf::from(title)
+        } else {
+            Path::new(title).join(rel)
+        };
+        let ft = item.file_type();
+        let mut h = tar::Header::new_ustar();
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(mtime);
+        if ft.is_dir() {
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_mode(0o755);
+            h.set_size(0);
+            b.append_data(&mut h, &name, std::io::empty()).map_err(io_err)?;
+        } else if ft.is_file() {
+            let m = fs_err::metadata(item.path()).map_err(io_err)?;
+            use std::os::unix::fs::PermissionsExt;
+            let exec = m.permissions().mode() & 0o111 != 0;
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_mode(if exec { 0o755 } else { 0o644 });
+            h.set_size(m.len());
+            let file = fs_err::File::open(item.path()).map_err(io_err)?;
+            b.append_data(&mut h, &name, file).map_err(io_err)?;
+        } else {
+            return Err(PackError::FileKind {
+                entry: label.to_owned(),
+                path: item.path().to_owned(),
+                kind: if ft.is_symlink() { "symbolic link" } else { "special file" },
+            });
+        }
+    }
+    let w = b.into_inner().map_err(io_err)?;
+    w.into_inner().map_err(|e| io_err(e.into_error()))?.sync_all().map_err(io_err)?;
+    Ok(())
+}

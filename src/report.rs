@@ -1,0 +1,26 @@
+//! Progress reporting. The library never prints: long operations call a
+//! [`Reporter`], which the command-line front end implements with progress
+//! bars and tests implement with nothing ([`Silent`]).
+
+/// Receives progress from long operations. Implementations must be cheap
+/// and thread-safe: `advance` is called from worker threads per chunk.
+pub trait Reporter: Send + Sync {
+    /// A phase starts; `total_bytes` is the amount of work (0 if unknown).
+    fn start(&self, phase: &str, total_bytes: u64);
+    /// `bytes` more of the current phase are done.
+    fn advance(&self, bytes: u64);
+    /// A note worth showing the user (a warning, a decision made).
+    fn note(&self, _message: &str) {}
+    /// The current phase is done.
+    fn finish(&self);
+}
+
+/// A reporter that reports nothing.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Silent;
+
+impl Reporter for Silent {
+    fn start(&self, _: &str, _: u64) {}
+    fn advance(&self, _: u64) {}
+    fn finish(&self) {}
+}

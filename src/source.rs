@@ -1,0 +1,597 @@
+//! Local image sources: OCI image layout directories (`oci:DIR[:REF]`) and
+//! OCI layouts inside tar archives (`oci-archive:TAR[:REF]`), and the graph
+//! walk that turns one selected image into the set of blobs to carry.
+//!
+//! Blobs are not copied here: the walk records where each blob's bytes are
+//! (a file, or a byte range of a tar) and the archive writer streams them
+//! once, re-hashing on the way. Manifests and indexes are read, hashed
+//! against their digest and kept as raw bytes; only a platform filter makes
+//! ferry write a new index, and then both digests are recorded.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::archive::BlobSource;
+use crate::digest::{hash_reader, Digest};
+use crate::oci::{self, Descriptor, Index, Node};
+use crate::platform::Platform;
+
+/// Errors reading a local image source.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// A filesystem operation failed (the error names the path).
+    #[error("reading the image source failed")]
+    Io(#[from] std::io::Error),
+    /// Not an OCI layout.
+    #[error("{0} is not an OCI image layout (no index.json)")]
+    NotLayout(PathBuf),
+    /// index.json unreadable.
+    #[error("{path}: index.json is not a valid OCI index")]
+    BadIndex {
+        /// The layout.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A tar that cannot be read.
+    #[error("{path} is not a readable tar archive")]
+    BadTar {
+        /// The archive.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The requested ref name is not in index.json.
+    #[error("{layout} has no image named {name:?}; it has: {available}")]
+    UnknownName {
+        /// The layout.
+        layout: String,
+        /// The requested name.
+        name: String,
+        /// The names present.
+        available: String,
+    },
+    /// No name given and more than one image present.
+    #[error("{layout} holds {count} images; name one with {layout}:NAME (names: {available})")]
+    Ambiguous {
+        /// The layout.
+        layout: String,
+        /// How many.
+        count: usize,
+        /// The names present.
+        available: String,
+    },
+    /// A blob named by the graph is not in the layout.
+    #[error("{layout}: blob {digest} is missing")]
+    MissingBlob {
+        /// The layout.
+        layout: String,
+        /// The blob.
+        digest: Digest,
+    },
+    /// A blob's size differs from its descriptor.
+    #[error("{layout}: blob {digest} is {actual} bytes but its descriptor says {declared}")]
+    BlobSize {
+        /// The layout.
+        layout: String,
+        /// The blob.
+        digest: Digest,
+        /// Actual size.
+        actual: u64,
+        /// Declared size.
+        declared: u64,
+    },
+    /// A blob that does not hash to its name.
+    #[error("{layout}: blob {digest} does not match its digest (it hashes to {actual})")]
+    Corrupt {
+        /// The layout.
+        layout: String,
+        /// The blob.
+        digest: Digest,
+        /// What it hashes to.
+        actual: Digest,
+    },
+    /// A manifest larger than the limit.
+    #[error("{layout}: manifest {digest} is {size} bytes, more than the {limit}-byte limit")]
+    TooLarge {
+        /// The layout.
+        layout: String,
+        /// The document.
+        digest: Digest,
+        /// Its size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// A document ferry cannot interpret.
+    #[error("{layout}: unusable manifest")]
+    Oci {
+        /// The layout.
+        layout: String,
+        /// Why.
+        #[source]
+        source: oci::OciError,
+    },
+    /// Indexes nested too deep.
+    #[error("{layout}: indexes nest deeper than {max} levels at {digest}")]
+    TooDeep {
+        /// The layout.
+        layout: String,
+        /// Where.
+        digest: Digest,
+        /// The limit.
+        max: usize,
+    },
+    /// A requested platform is absent.
+    #[error("{image} has no {platform} variant; it has: {available}")]
+    MissingPlatform {
+        /// The image.
+        image: String,
+        /// The requested platform.
+        platform: Platform,
+        /// What it has.
+        available: String,
+    },
+}
+
+/// An OCI layout to read blobs from: a directory or a tar.
+#[derive(Debug)]
+pub struct LocalLayout {
+    label: String,
+    kind: LayoutKind,
+    /// The parsed index.json.
+    pub index: Index,
+}
+
+#[derive(Debug)]
+enum LayoutKind {
+    Dir(PathBuf),
+    Tar {
+        path: PathBuf,
+        members: HashMap<String, (u64, u64)>,
+    },
+}
+
+/// The largest index.json read from a source.
+const INDEX_MAX: u64 = 16 << 20;
+/// The largest image config read to learn its platform.
+const CONFIG_MAX: u64 = 16 << 20;
+
+impl LocalLayout {
+    /// Opens an OCI layout directory.
+    pub fn open_dir(dir: &Path) -> Result<LocalLayout, SourceError> {
+        let index_path = dir.join("index.json");
+        if !dir.is_dir() {
+            // Let the I/O error name the path.
+            fs_err::read_dir(dir)?;
+        }
+        if !index_path.is_file() {
+            return Err(SourceError::NotLayout(dir.to_owned()));
+        }
+        let f = fs_err::File::open(&index_path)?;
+        let bytes = read_limited(f, INDEX_MAX)?;
+        let index = serde_json::from_slice(&bytes).map_err(|source| SourceError::BadIndex {
+            path: dir.to_owned(),
+            source,
+        })?;
+        Ok(LocalLayout {
+            label: format!("oci:{}", dir.display()),
+            kind: LayoutKind::Dir(dir.to_owned()),
+            index,
+        })
+    }
+
+    /// Opens an OCI layout stored in a tar (as `skopeo copy … oci-archive:` writes).
+    pub fn open_tar(path: &Path) -> Result<LocalLayout, SourceError> {
+        let f = fs_err::File::open(path)?;
+        let bad = |source| SourceError::BadTar {
+            path: path.to_owned(),
+            source,
+        };
+        let mut ar = tar::Archive::new(f);
+        let mut members = HashMap::new();
+        for entry in ar.entries().map_err(bad)? {
+            let entry = entry.map_err(bad)?;
+            if !entry.header().entry_type().is_file() {
+                continue;
+            }
+            let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+            let name = name.trim_start_matches("./").to_owned();
+            let size = entry.size();
+            members.insert(name, (entry.raw_file_position(), size));
+        }
+        let label = format!("oci-archive:{}", path.display());
+        let Some(&(off, size)) = members.get("index.json") else {
+            return Err(SourceError::NotLayout(path.to_owned()));
+        };
+        if size > INDEX_MAX {
+            return Err(SourceError::TooLarge {
+                layout: label,
+                digest: Digest::of(b""),
+                size,
+                limit: INDEX_MAX,
+            });
+        }
+        let mut f = fs_err::File::open(path)?;
+        f.seek(SeekFrom::Start(off))?;
+        let bytes = read_limited(f.take(size), INDEX_MAX)?;
+        let index = serde_json::from_slice(&bytes).map_err(|source| SourceError::BadIndex {
+            path: path.to_owned(),
+            source,
+        })?;
+        Ok(LocalLayout {
+            label,
+            kind: LayoutKind::Tar {
+                path: path.to_owned(),
+                members,
+            },
+            index,
+        })
+    }
+
+    /// How this layout is named in messages (`oci:DIR`).
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Picks the image to carry: by `ref.name`, or the only one.
+    pub fn select(&self, name: Option<&str>) -> Result<Descriptor, SourceError> {
+        let names: Vec<&str> = self
+            .index
+            .manifests
+            .iter()
+            .filter_map(|d| d.annotations.get(oci::ANN_REF_NAME).map(String::as_str))
+            .collect();
+        let available = if names.is_empty() {
+            "no named images".to_owned()
+        } else {
+            names.join(", ")
+        };
+        match name {
+            Some(n) => self
+                .index
+                .manifests
+                .iter()
+                .find(|d| d.annotations.get(oci::ANN_REF_NAME).map(String::as_str) == Some(n))
+                .cloned()
+                .ok_or_else(|| SourceError::UnknownName {
+                    layout: self.label.clone(),
+                    name: n.to_owned(),
+                    available,
+                }),
+            None if self.index.manifests.len() == 1 => Ok(self.index.manifests[0].clone()),
+            None => Err(SourceError::Ambiguous {
+                layout: self.label.clone(),
+                count: self.index.manifests.len(),
+                available,
+            }),
+        }
+    }
+
+    /// Where a blob's bytes are, after checking it exists with the right size.
+    pub fn locate(&self, d: &Descriptor) -> Result<BlobSource, SourceError> {
+        let (path, offset, size) = match &self.kind {
+            LayoutKind::Dir(root) => {
+                let p = root.join(d.digest.blob_path());
+                match std::fs::metadata(&p) {
+                    Ok(m) if m.is_file() => (p, 0, m.len()),
+                    _ => {
+                        return Err(SourceError::MissingBlob {
+                            layout: self.label.clone(),
+                            digest: d.digest,
+                        })
+                    }
+                }
+            }
+            LayoutKind::Tar { path, members } => match members.get(&d.digest.blob_path()) {
+                Some(&(off, size)) => (path.clone(), off, size),
+                None => {
+                    return Err(SourceError::MissingBlob {
+                        layout: self.label.clone(),
+                        digest: d.digest,
+                    })
+                }
+            },
+        };
+        if size != d.size {
+            return Err(SourceError::BlobSize {
+                layout: self.label.clone(),
+                digest: d.digest,
+                actual: size,
+                declared: d.size,
+            });
+        }
+        Ok(BlobSource::File { path, offset })
+    }
+
+    /// Reads a small blob whole and checks its digest.
+    pub fn read_verified(&self, d: &Descriptor, limit: u64) -> Result<Vec<u8>, SourceError> {
+        if d.size > limit {
+            return Err(SourceError::TooLarge {
+                layout: self.label.clone(),
+                digest: d.digest,
+                size: d.size,
+                limit,
+            });
+        }
+        let BlobSource::File { path, offset } = self.locate(d)? else {
+            unreachable!("layouts locate files")
+        };
+        let mut f = fs_err::File::open(&path)?;
+        f.seek(SeekFrom::Start(offset))?;
+        let bytes = read_limited(f.take(d.size), limit)?;
+        let actual = Digest::of(&bytes);
+        if actual != d.digest || bytes.len() as u64 != d.size {
+            return Err(SourceError::Corrupt {
+                layout: self.label.clone(),
+                digest: d.digest,
+                actual,
+            });
+        }
+        Ok(bytes)
+    }
+}
+
+fn read_limited<R: Read>(r: R, limit: u64) -> std::io::Result<Vec<u8>> {
+    let mut v = Vec::new();
+    r.take(limit).read_to_end(&mut v)?;
+    Ok(v)
+}
+
+/// A blob the walk found, and whether it is a small JSON document.
+#[derive(Debug, Clone)]
+pub struct FoundBlob {
+    /// Size in bytes.
+    pub size: u64,
+    /// Where the bytes are.
+    pub source: BlobSource,
+    /// Manifest, index or config (archived before the layers).
+    pub small: bool,
+}
+
+/// The result of walking one image.
+#[derive(Debug, Clone)]
+pub struct WalkedImage {
+    /// The root descriptor as carried (possibly a new, filtered index).
+    pub root: Descriptor,
+    /// The source's root digest when a filter replaced the index.
+    pub source_digest: Option<Digest>,
+    /// Platforms present.
+    pub platforms: Vec<Platform>,
+    /// Every blob of the image.
+    pub blobs: BTreeMap<Digest, FoundBlob>,
+}
+
+/// Walks the image rooted at `root` in `layout`, keeping only `filter`'s
+/// platforms when given. `image` names the image in messages.
+pub fn walk_image(
+    layout: &LocalLayout,
+    root: &Descriptor,
+    filter: Option<&[Platform]>,
+    image: &str,
+) -> Result<WalkedImage, SourceError> {
+    let mut w = Walker {
+        layout,
+        blobs: BTreeMap::new(),
+        platforms: Vec::new(),
+    };
+    let bytes = layout.read_verified(root, oci::MANIFEST_MAX_BYTES)?;
+    let node = parse(layout, root, &bytes)?;
+    let mut out_root = plain(root);
+    let mut source_digest = None;
+    match node {
+        Node::Index(index) => {
+            let (kept, rewritten) = choose_children(&index, filter, image)?;
+            for child in &kept {
+                w.child(child, 1)?;
+            }
+            if rewritten {
+                let new_index = Index {
+                    manifests: kept,
+                    ..index
+                };
+                let new_bytes = oci::to_bytes(&new_index);
+                let d = Digest::of(&new_bytes);
+                source_digest = Some(root.digest);
+                out_root = Descriptor::new(&root.media_type, d, new_bytes.len() as u64);
+                w.blobs.insert(
+                    d,
+                    FoundBlob {
+                        size: new_bytes.len() as u64,
+                        source: BlobSource::Bytes(Arc::new(new_bytes)),
+                        small: true,
+                    },
+                );
+            } else {
+                w.add(root, true)?;
+            }
+        }
+        Node::Manifest(m) => {
+            w.add(root, true)?;
+            let p = w.manifest(&m)?;
+            w.platforms.extend(p.clone());
+            if let (Some(filter), Some(p)) = (filter, &p) {
+                if !filter.iter().any(|f| f.accepts(p)) {
+                    return Err(SourceError::MissingPlatform {
+                        image: image.to_owned(),
+                        platform: filter[0].clone(),
+                        available: p.to_string(),
+                    });
+                }
+            }
+        }
+    }
+    let mut platforms = w.platforms;
+    platforms.sort();
+    platforms.dedup();
+    Ok(WalkedImage {
+        root: out_root,
+        source_digest,
+        platforms,
+        blobs: w.blobs,
+    })
+}
+
+fn plain(d: &Descriptor) -> Descriptor {
+    Descriptor::new(&d.media_type, d.digest, d.size)
+}
+
+fn parse(layout: &LocalLayout, d: &Descriptor, bytes: &[u8]) -> Result<Node, SourceError> {
+    oci::parse_node(d.digest, &d.media_type, bytes).map_err(|source| SourceError::Oci {
+        layout: layout.label.clone(),
+        source,
+    })
+}
+
+const ATTESTATION_KEY: &str = "vnd.docker.reference.digest";
+
+/// Applies a platform filter to an index. Returns the children to keep and
+/// whether that is a strict subset (so a new index must be written).
+fn choose_children(
+    index: &Index,
+    filter: Option<&[Platform]>,
+    image: &str,
+) -> Result<(Vec<Descriptor>, bool), SourceError> {
+    let Some(filter) = filter else {
+        return Ok((index.manifests.clone(), false));
+    };
+    let platform_of = |d: &Descriptor| d.platform.as_ref().map(|p| p.to_platform());
+    let available: Vec<String> = index
+        .manifests
+        .iter()
+        .filter_map(platform_of)
+        .filter(|p| p.os != "unknown")
+        .map(|p| p.to_string())
+        .collect();
+    for f in filter {
+        if !index
+            .manifests
+            .iter()
+            .filter_map(platform_of)
+            .any(|p| f.accepts(&p))
+        {
+            return Err(SourceError::MissingPlatform {
+                image: image.to_owned(),
+                platform: f.clone(),
+                available: available.join(", "),
+            });
+        }
+    }
+    let mut kept: Vec<Descriptor> = index
+        .manifests
+        .iter()
+        .filter(|d| platform_of(d).is_some_and(|p| filter.iter().any(|f| f.accepts(&p))))
+        .cloned()
+        .collect();
+    // Keep attestation manifests that describe a kept child.
+    let kept_digests: Vec<String> = kept.iter().map(|d| d.digest.to_string()).collect();
+    for d in &index.manifests {
+        if let Some(target) = d.annotations.get(ATTESTATION_KEY) {
+            if kept_digests.contains(target) && !kept.contains(d) {
+                kept.push(d.clone());
+            }
+        }
+    }
+    // Preserve the original order.
+    kept.sort_by_key(|d| index.manifests.iter().position(|x| x == d));
+    let rewritten = kept.len() != index.manifests.len();
+    Ok((kept, rewritten))
+}
+
+struct Walker<'a> {
+    layout: &'a LocalLayout,
+    blobs: BTreeMap<Digest, FoundBlob>,
+    platforms: Vec<Platform>,
+}
+
+impl Walker<'_> {
+    fn add(&mut self, d: &Descriptor, small: bool) -> Result<(), SourceError> {
+        if let Some(b) = self.blobs.get_mut(&d.digest) {
+            b.small |= small;
+            return Ok(());
+        }
+        let source = self.layout.locate(d)?;
+        self.blobs.insert(
+            d.digest,
+            FoundBlob {
+                size: d.size,
+                source,
+                small,
+            },
+        );
+        Ok(())
+    }
+
+    fn child(&mut self, d: &Descriptor, depth: usize) -> Result<(), SourceError> {
+        if depth > oci::MAX_DEPTH {
+            return Err(SourceError::TooDeep {
+                layout: self.layout.label.clone(),
+                digest: d.digest,
+                max: oci::MAX_DEPTH,
+            });
+        }
+        let bytes = self.layout.read_verified(d, oci::MANIFEST_MAX_BYTES)?;
+        self.add(d, true)?;
+        match parse(self.layout, d, &bytes)? {
+            Node::Index(i) => {
+                for c in &i.manifests {
+                    self.child(c, depth + 1)?;
+                }
+            }
+            Node::Manifest(m) => {
+                let config_platform = self.manifest(&m)?;
+                let p = d.platform.as_ref().map(|p| p.to_platform()).or(config_platform);
+                if let Some(p) = p.filter(|p| p.os != "unknown") {
+                    self.platforms.push(p);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds a manifest's config and layers; returns the platform its image
+    /// config declares, for image manifests.
+    fn manifest(&mut self, m: &oci::Manifest) -> Result<Option<Platform>, SourceError> {
+        self.add(&m.config, true)?;
+        for l in &m.layers {
+            self.add(l, false)?;
+        }
+        let is_image_config = m.config.media_type == oci::OCI_CONFIG
+            || m.config.media_type == "application/vnd.docker.container.image.v1+json";
+        if !is_image_config {
+            return Ok(None);
+        }
+        #[derive(serde::Deserialize)]
+        struct Cfg {
+            os: Option<String>,
+            architecture: Option<String>,
+            variant: Option<String>,
+        }
+        let bytes = self.layout.read_verified(&m.config, CONFIG_MAX)?;
+        let p = match serde_json::from_slice::<Cfg>(&bytes) {
+            Ok(Cfg {
+                os: Some(os),
+                architecture: Some(architecture),
+                variant,
+            }) => {
+                let p = Platform {
+                    os,
+                    architecture,
+                    variant,
+                };
+                Some(p)
+            }
+            _ => None,
+        };
+        Ok(p)
+    }
+}
+
+/// Hashes a file (for files and charts, whose digest ferry computes).
+pub fn hash_file(path: &Path) -> std::io::Result<(Digest, u64)> {
+    hash_reader(fs_err::File::open(path)?)
+}

@@ -1,0 +1,350 @@
+//! `verify`: proves an archive arrived whole, or names exactly what is
+//! wrong. It re-hashes every member in parallel (positioned reads, one
+//! buffer per worker), checks each against bundle.json, then walks the graph
+//! from `index.json` so every manifest, config and layer an artifact needs
+//! is present with the size its descriptor declares. Each problem names the
+//! member, the digest and the artifacts it belongs to.
+//!
+//! Structural damage (truncation, foreign members) is reported too, along
+//! with which members before it were still good.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::archive::{Archive, ArchiveError, Entry};
+use crate::bundle::INDEX_PATH;
+use crate::digest::{Digest, Hasher, COPY_BUF};
+use crate::oci::{self, Index, Node};
+use crate::report::Reporter;
+
+/// One thing wrong with an archive.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Problem {
+    /// The member concerned, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub member: Option<String>,
+    /// The blob digest concerned, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<Digest>,
+    /// References of the artifacts that need it.
+    pub artifacts: Vec<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// The outcome of a verification.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    /// The archive.
+    pub archive: PathBuf,
+    /// The bundle's name.
+    pub name: String,
+    /// Members listed in bundle.json (bundle.json itself excluded).
+    pub members_listed: usize,
+    /// Members whose bytes matched their digest.
+    pub members_ok: usize,
+    /// Bytes hashed.
+    pub bytes_hashed: u64,
+    /// Artifacts whose every blob is present and intact.
+    pub artifacts_ok: Vec<String>,
+    /// Everything found wrong; empty when the archive is whole.
+    pub problems: Vec<Problem>,
+}
+
+impl VerifyReport {
+    /// True when nothing is wrong.
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// Verifies the archive at `path`. Errors are for archives that cannot be
+/// read at all (missing file, not a ferry archive, unreadable bundle.json);
+/// damage inside a readable archive is reported in the returned report.
+pub fn verify(path: &Path, reporter: &dyn Reporter) -> Result<VerifyReport, ArchiveError> {
+    let archive = Archive::open_lenient(path)?;
+    let declared: HashMap<&str, (Digest, u64)> = archive
+        .bundle
+        .members
+        .iter()
+        .map(|m| (m.path.as_str(), (m.digest, m.size)))
+        .collect();
+
+    // 1. Hash every member that arrived, largest first for balance.
+    let mut order: Vec<&Entry> = archive.entries.iter().collect();
+    order.sort_by(|a, b| b.size.cmp(&a.size));
+    let total: u64 = order.iter().map(|e| e.size).sum();
+    reporter.start("verifying", total);
+    let hashed: Vec<(&Entry, std::io::Result<Digest>)> = order
+        .par_iter()
+        .with_max_len(1)
+        .map(|e| (*e, hash_member(&archive, e, reporter)))
+        .collect();
+    reporter.finish();
+
+    let mut bad: BTreeMap<String, (Option<Digest>, String)> = BTreeMap::new();
+    let mut good: BTreeSet<&str> = BTreeSet::new();
+    for (e, r) in &hashed {
+        let Some(&(want, _)) = declared.get(e.path.as_str()) else {
+            continue;
+        };
+        match r {
+            Ok(d) if *d == want => {
+                good.insert(e.path.as_str());
+            }
+            Ok(d) => {
+                bad.insert(
+                    e.path.clone(),
+                    (Some(want), format!("content does not match its digest {want} (it hashes to {d})")),
+                );
+            }
+            Err(err) => {
+                bad.insert(e.path.clone(), (Some(want), format!("could not be read: {err}")));
+            }
+        }
+    }
+
+    // 2. Walk the graph from index.json over intact members.
+    let mut problems = Vec::new();
+    let mut owners: HashMap<Digest, BTreeSet<String>> = HashMap::new();
+    let mut broken_artifacts: BTreeSet<String> = BTreeSet::new();
+    let present: HashMap<Digest, &Entry> = archive
+        .entries
+        .iter()
+        .filter_map(|e| Some((declared.get(e.path.as_str())?.0, e)))
+        .collect();
+    let index = if good.contains(INDEX_PATH) {
+        archive
+            .entry(INDEX_PATH)
+            .and_then(|e| archive.read_member(e, oci::MANIFEST_MAX_BYTES * 4).ok())
+            .and_then(|b| serde_json::from_slice::<Index>(&b).ok())
+    } else {
+        None
+    };
+    match &index {
+        None if archive.fault.is_none() && !bad.contains_key(INDEX_PATH) => problems.push(Problem {
+            member: Some(INDEX_PATH.into()),
+            digest: None,
+            artifacts: Vec::new(),
+            message: "index.json is not a valid OCI index".into(),
+        }),
+        None => {}
+        Some(index) => {
+            let mut in_index = BTreeSet::new();
+            for d in &index.manifests {
+                let name = d.annotations.get(oci::ANN_REF_NAME).cloned().unwrap_or_default();
+                in_index.insert(name.clone());
+                match archive.bundle.artifacts.iter().find(|a| a.reference == name) {
+                    Some(a) if a.digest == d.digest => {}
+                    Some(a) => problems.push(Problem {
+                        member: Some(INDEX_PATH.into()),
+                        digest: Some(d.digest),
+                        artifacts: vec![name.clone()],
+                        message: format!("index.json points {name} at {} but bundle.json records {}", d.digest, a.digest),
+                    }),
+                    None => problems.push(Problem {
+                        member: Some(INDEX_PATH.into()),
+                        digest: Some(d.digest),
+                        artifacts: vec![name.clone()],
+                        message: format!("index.json names {name:?}, which bundle.json does not list"),
+                    }),
+                }
+                let mut walk = Walk {
+                    archive: &archive,
+                    present: &present,
+                    bad: &bad,
+                    fault: archive.fault.is_some(),
+                    artifact: &name,
+                    owners: &mut owners,
+                    problems: &mut problems,
+                    broken: false,
+                };
+                walk.visit(d, 0);
+                if walk.broken {
+                    broken_artifacts.insert(name);
+                }
+            }
+            for a in &archive.bundle.artifacts {
+                if !in_index.contains(&a.reference) {
+                    problems.push(Problem {
+                        member: Some(INDEX_PATH.into()),
+                        digest: Some(a.digest),
+                        artifacts: vec![a.reference.clone()],
+                        message: format!("bundle.json lists {}, which index.json does not", a.reference),
+                    });
+                    broken_artifacts.insert(a.reference.clone());
+                }
+            }
+        }
+    }
+
+    // 3. Content problems, each with the artifacts that need the member.
+    let mut content_problems = Vec::new();
+    for (path, (digest, message)) in &bad {
+        let artifacts: Vec<String> = digest
+            .and_then(|d| owners.get(&d))
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default();
+        broken_artifacts.extend(artifacts.iter().cloned());
+        content_problems.push(Problem {
+            member: Some(path.clone()),
+            digest: *digest,
+            artifacts,
+            message: message.clone(),
+        });
+    }
+    if let Some(fault) = &archive.fault {
+        let reached: BTreeSet<&str> = archive.entries.iter().map(|e| e.path.as_str()).collect();
+        let mut affected = BTreeSet::new();
+        for m in &archive.bundle.members {
+            if !reached.contains(m.path.as_str()) {
+                if let Some(o) = owners.get(&m.digest) {
+                    affected.extend(o.iter().cloned());
+                }
+            }
+        }
+        if index.is_none() {
+            affected.extend(archive.bundle.artifacts.iter().map(|a| a.reference.clone()));
+        }
+        broken_artifacts.extend(affected.iter().cloned());
+        content_problems.insert(
+            0,
+            Problem {
+                member: None,
+                digest: None,
+                artifacts: affected.into_iter().collect(),
+                message: format!(
+                    "{} ({} of {} members arrived before it)",
+                    error_chain(fault),
+                    archive.entries.len(),
+                    archive.bundle.members.len()
+                ),
+            },
+        );
+    }
+    content_problems.extend(problems);
+
+    let artifacts_ok = archive
+        .bundle
+        .artifacts
+        .iter()
+        .filter(|a| !broken_artifacts.contains(&a.reference))
+        .map(|a| a.reference.clone())
+        .collect();
+    Ok(VerifyReport {
+        archive: path.to_owned(),
+        name: archive.bundle.name.clone(),
+        members_listed: archive.bundle.members.len(),
+        members_ok: good.len(),
+        bytes_hashed: total,
+        artifacts_ok,
+        problems: content_problems,
+    })
+}
+
+/// The error's message followed by its causes.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+fn hash_member(archive: &Archive, e: &Entry, reporter: &dyn Reporter) -> std::io::Result<Digest> {
+    let mut r = archive.member_reader(e);
+    let mut h = Hasher::new();
+    let mut buf = vec![0u8; COPY_BUF.min(e.size.max(1) as usize)];
+    loop {
+        let n = r.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        reporter.advance(n as u64);
+    }
+    Ok(h.finish().0)
+}
+
+struct Walk<'a> {
+    archive: &'a Archive,
+    present: &'a HashMap<Digest, &'a Entry>,
+    bad: &'a BTreeMap<String, (Option<Digest>, String)>,
+    fault: bool,
+    artifact: &'a str,
+    owners: &'a mut HashMap<Digest, BTreeSet<String>>,
+    problems: &'a mut Vec<Problem>,
+    broken: bool,
+}
+
+impl<'a> Walk<'a> {
+    fn problem(&mut self, d: &oci::Descriptor, message: String) {
+        self.broken = true;
+        self.problems.push(Problem {
+            member: Some(d.digest.blob_path()),
+            digest: Some(d.digest),
+            artifacts: vec![self.artifact.to_owned()],
+            message,
+        });
+    }
+
+    /// Checks `d` is present with its size; for documents, reads and
+    /// recurses. Returns false when the blob is unusable.
+    fn check(&mut self, d: &oci::Descriptor) -> Option<&'a Entry> {
+        self.owners.entry(d.digest).or_default().insert(self.artifact.to_owned());
+        let Some(entry) = self.present.get(&d.digest).copied() else {
+            if !self.fault {
+                // A truncated archive already explains missing members.
+                self.problem(d, format!("blob {} ({}) is missing from the archive", d.digest, d.media_type));
+            } else {
+                self.broken = true;
+            }
+            return None;
+        };
+        if entry.size != d.size {
+            self.problem(
+                d,
+                format!("blob {} is {} bytes but its descriptor says {}", d.digest, entry.size, d.size),
+            );
+            return None;
+        }
+        if self.bad.contains_key(&entry.path) {
+            self.broken = true;
+            return None;
+        }
+        Some(entry)
+    }
+
+    fn visit(&mut self, d: &oci::Descriptor, depth: usize) {
+        let Some(entry) = self.check(d) else { return };
+        if depth > oci::MAX_DEPTH {
+            self.problem(d, format!("indexes nest deeper than {} levels", oci::MAX_DEPTH));
+            return;
+        }
+        let bytes = match self.archive.read_member(entry, oci::MANIFEST_MAX_BYTES) {
+            Ok(b) => b,
+            Err(e) => return self.problem(d, error_chain(&e)),
+        };
+        match oci::parse_node(d.digest, &d.media_type, &bytes) {
+            Ok(Node::Index(i)) => {
+                for c in &i.manifests {
+                    self.visit(c, depth + 1);
+                }
+            }
+            Ok(Node::Manifest(m)) => {
+                self.check(&m.config);
+                for l in &m.layers {
+                    self.check(l);
+                }
+            }
+            Err(e) => self.problem(d, error_chain(&e)),
+        }
+    }
+}
