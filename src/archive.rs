@@ -162,7 +162,9 @@ pub enum ArchiveError {
         offset: u64,
     },
     /// A member too large to read into memory.
-    #[error("{archive}: member {path} is {size} bytes, more than the {limit}-byte limit for its kind")]
+    #[error(
+        "{archive}: member {path} is {size} bytes, more than the {limit}-byte limit for its kind"
+    )]
     TooLarge {
         /// The archive.
         archive: PathBuf,
@@ -219,23 +221,44 @@ pub fn write(
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let name = out.file_name().and_then(|n| n.to_str()).unwrap_or("archive");
+    let name = out
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("archive");
     let tmp = tempfile::Builder::new()
         .prefix(&format!(".{name}."))
         .suffix(".partial")
         .tempfile_in(dir)
-        .map_err(|e| io::Error::new(e.kind(), format!("creating a temp file in {}: {e}", dir.display())))?;
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("creating a temp file in {}: {e}", dir.display()),
+            )
+        })?;
     let total: u64 = members.iter().map(|m| m.size).sum();
     reporter.start("writing archive", total);
     let mut w = BufWriter::with_capacity(COPY_BUF, tmp);
     let mut pos = 0u64;
-    let write_err = |e: io::Error| io::Error::new(e.kind(), format!("writing {}: {e}", out.display()));
+    let write_err =
+        |e: io::Error| io::Error::new(e.kind(), format!("writing {}: {e}", out.display()));
 
     let layout = crate::layout::OCI_LAYOUT;
-    pos += write_member(&mut w, OCI_LAYOUT_PATH, layout.len() as u64, mtime, &mut &layout[..])
-        .map_err(|e| e.into_archive(out, OCI_LAYOUT_PATH))?;
-    pos += write_member(&mut w, BUNDLE_PATH, bundle_json.len() as u64, mtime, &mut &bundle_json[..])
-        .map_err(|e| e.into_archive(out, BUNDLE_PATH))?;
+    pos += write_member(
+        &mut w,
+        OCI_LAYOUT_PATH,
+        layout.len() as u64,
+        mtime,
+        &mut &layout[..],
+    )
+    .map_err(|e| e.into_archive(out, OCI_LAYOUT_PATH))?;
+    pos += write_member(
+        &mut w,
+        BUNDLE_PATH,
+        bundle_json.len() as u64,
+        mtime,
+        &mut &bundle_json[..],
+    )
+    .map_err(|e| e.into_archive(out, BUNDLE_PATH))?;
     for m in members {
         if m.path == OCI_LAYOUT_PATH {
             continue;
@@ -246,11 +269,12 @@ pub fn write(
         };
         let reader: Box<dyn Read> = match &m.source {
             BlobSource::File { path, offset } => {
-                let mut f = fs_err::File::open(path).map_err(|source| ArchiveError::SourceRead {
-                    source_path: path.clone(),
-                    member: m.path.clone(),
-                    source,
-                })?;
+                let mut f =
+                    fs_err::File::open(path).map_err(|source| ArchiveError::SourceRead {
+                        source_path: path.clone(),
+                        member: m.path.clone(),
+                        source,
+                    })?;
                 if *offset > 0 {
                     f.seek(SeekFrom::Start(*offset))?;
                 }
@@ -259,7 +283,10 @@ pub fn write(
             }
             BlobSource::Bytes(b) => Box::new(io::Cursor::new(b.clone().to_vec())),
         };
-        let mut hr = HashingReader::new(Progress { inner: reader, reporter });
+        let mut hr = HashingReader::new(Progress {
+            inner: reader,
+            reporter,
+        });
         let n = write_member(&mut w, &m.path, m.size, mtime, &mut hr).map_err(|e| match e {
             MemberWriteError::Read(source) => ArchiveError::SourceRead {
                 source_path: source_path.clone(),
@@ -290,8 +317,12 @@ pub fn write(
     pos += 2 * BLOCK;
     let tmp = w.into_inner().map_err(|e| write_err(e.into_error()))?;
     tmp.as_file().sync_all().map_err(write_err)?;
-    tmp.persist(out)
-        .map_err(|e| io::Error::new(e.error.kind(), format!("renaming into {}: {}", out.display(), e.error)))?;
+    tmp.persist(out).map_err(|e| {
+        io::Error::new(
+            e.error.kind(),
+            format!("renaming into {}: {}", out.display(), e.error),
+        )
+    })?;
     reporter.finish();
     Ok(pos)
 }
@@ -317,10 +348,12 @@ enum MemberWriteError {
 impl MemberWriteError {
     fn into_archive(self, out: &Path, member: &str) -> ArchiveError {
         match self {
-            MemberWriteError::Read(e) | MemberWriteError::Write(e) => ArchiveError::Io(io::Error::new(
-                e.kind(),
-                format!("writing member {member} of {}: {e}", out.display()),
-            )),
+            MemberWriteError::Read(e) | MemberWriteError::Write(e) => {
+                ArchiveError::Io(io::Error::new(
+                    e.kind(),
+                    format!("writing member {member} of {}: {e}", out.display()),
+                ))
+            }
         }
     }
 }
@@ -436,8 +469,12 @@ impl Archive {
             None => return Err(not_ferry("it holds no members".into())),
         };
         if first.path != OCI_LAYOUT_PATH {
-            return Err(not_ferry(format!("its first member is {:?}, not oci-layout", first.path)));
+            return Err(not_ferry(format!(
+                "its first member is {:?}, not oci-layout",
+                first.path
+            )));
         }
+        sc.skip_data(&first)?;
         let layout_entry = first;
         // bundle.json
         let second = match sc.next_header()? {
@@ -445,7 +482,10 @@ impl Archive {
             None => return Err(not_ferry("it has no bundle.json".into())),
         };
         if second.path != BUNDLE_PATH {
-            return Err(not_ferry(format!("its second member is {:?}, not bundle.json", second.path)));
+            return Err(not_ferry(format!(
+                "its second member is {:?}, not bundle.json",
+                second.path
+            )));
         }
         if second.size > BUNDLE_MAX_BYTES {
             return Err(ArchiveError::TooLarge {
@@ -476,12 +516,16 @@ impl Archive {
     fn scan_rest(&mut self, sc: &mut Scanner<'_>, layout_entry: Entry) -> Result<(), ArchiveError> {
         let archive = self.path.clone();
         let members = self.bundle.members.clone();
-        let position: std::collections::HashMap<&str, usize> =
-            members.iter().enumerate().map(|(i, m)| (m.path.as_str(), i)).collect();
+        let position: std::collections::HashMap<&str, usize> = members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.path.as_str(), i))
+            .collect();
         let mut expected = members.iter().enumerate();
         let mut seen = std::collections::HashSet::new();
         let mut pending = Some(layout_entry);
         loop {
+            let already_skipped = pending.is_some();
             let entry = match pending.take() {
                 Some(e) => Some(e),
                 None => sc.next_header()?,
@@ -538,7 +582,9 @@ impl Archive {
                     declared: want.size,
                 });
             }
-            sc.skip_data(&entry)?;
+            if !already_skipped {
+                sc.skip_data(&entry)?;
+            }
             seen.insert(entry.path.clone());
             self.entries.push(entry);
         }
@@ -567,7 +613,12 @@ impl Archive {
         let mut buf = vec![0u8; entry.size as usize];
         self.file
             .read_exact_at(&mut buf, entry.offset)
-            .map_err(|e| io::Error::new(e.kind(), format!("reading {} from {}: {e}", entry.path, self.path.display())))?;
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("reading {} from {}: {e}", entry.path, self.path.display()),
+                )
+            })?;
         Ok(buf)
     }
 
@@ -603,7 +654,10 @@ impl Read for MemberReader<'_> {
         let want = buf.len().min(left as usize);
         let n = self.file.read_at(&mut buf[..want], self.pos)?;
         if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "archive ended inside a member"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "archive ended inside a member",
+            ));
         }
         self.pos += n as u64;
         Ok(n)
@@ -643,7 +697,9 @@ impl Scanner<'_> {
         if block.iter().all(|&b| b == 0) {
             // End marker: a second zero block must follow.
             if self.pos + 2 * BLOCK > self.file_len {
-                return Err(self.truncated(format!("the end-of-archive marker at byte {at} is incomplete")));
+                return Err(self.truncated(format!(
+                    "the end-of-archive marker at byte {at} is incomplete"
+                )));
             }
             self.file.read_exact_at(&mut block, self.pos + BLOCK)?;
             if block.iter().any(|&b| b != 0) {
@@ -656,9 +712,17 @@ impl Scanner<'_> {
         let stored = h
             .cksum()
             .map_err(|_| self.bad(at, "the checksum field is not octal".into()))?;
-        let computed: u32 = block[..148].iter().chain(&block[156..]).map(|&b| b as u32).sum::<u32>() + 8 * 32;
+        let computed: u32 = block[..148]
+            .iter()
+            .chain(&block[156..])
+            .map(|&b| b as u32)
+            .sum::<u32>()
+            + 8 * 32;
         if stored != computed {
-            return Err(self.bad(at, format!("checksum {stored} does not match the header's bytes ({computed})")));
+            return Err(self.bad(
+                at,
+                format!("checksum {stored} does not match the header's bytes ({computed})"),
+            ));
         }
         if h.as_ustar().is_none() {
             return Err(self.bad(at, "not a POSIX ustar header".into()));
@@ -674,8 +738,12 @@ impl Scanner<'_> {
                 tar::EntryType::Block => "block device".to_owned(),
                 tar::EntryType::Fifo => "FIFO".to_owned(),
                 tar::EntryType::Directory => "directory".to_owned(),
-                tar::EntryType::XHeader | tar::EntryType::XGlobalHeader => "PAX extended header".to_owned(),
-                tar::EntryType::GNULongName | tar::EntryType::GNULongLink => "GNU long-name header".to_owned(),
+                tar::EntryType::XHeader | tar::EntryType::XGlobalHeader => {
+                    "PAX extended header".to_owned()
+                }
+                tar::EntryType::GNULongName | tar::EntryType::GNULongLink => {
+                    "GNU long-name header".to_owned()
+                }
                 other => format!("tar entry of type {:?}", other.as_byte() as char),
             };
             return Err(ArchiveError::MemberType {

@@ -215,7 +215,8 @@ impl Bundle {
                     let hex = p
                         .strip_prefix("blobs/sha256/")
                         .ok_or_else(|| BundleError::MemberPath(p.to_owned()))?;
-                    let d = Digest::from_hex(hex).map_err(|_| BundleError::MemberPath(p.to_owned()))?;
+                    let d =
+                        Digest::from_hex(hex).map_err(|_| BundleError::MemberPath(p.to_owned()))?;
                     if d != m.digest {
                         return Err(BundleError::MemberDigest {
                             path: p.to_owned(),

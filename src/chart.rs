@@ -140,7 +140,11 @@ pub fn read_chart(path: &Path) -> Result<ChartMeta, ChartError> {
             .components()
             .filter(|c| !matches!(c, Component::CurDir))
             .collect();
-        if chart_yaml.is_none() && parts.len() == 2 && parts[1].as_os_str() == "Chart.yaml" && kind.is_file() {
+        if chart_yaml.is_none()
+            && parts.len() == 2
+            && parts[1].as_os_str() == "Chart.yaml"
+            && kind.is_file()
+        {
             let mut buf = Vec::new();
             (&mut entry).take(CHART_YAML_MAX).read_to_end(&mut buf)?;
             chart_yaml = Some(buf);
@@ -157,14 +161,18 @@ pub fn meta_from_chart_yaml(path: &Path, yaml: &[u8]) -> Result<ChartMeta, Chart
         message,
     };
     let text = std::str::from_utf8(yaml).map_err(|_| bad("not UTF-8".into()))?;
-    let value: serde_json::Value =
-        serde_saphyr::from_str(text).map_err(|e| bad(e.to_string().lines().next().unwrap_or("").to_owned()))?;
-    let map = value.as_object().ok_or_else(|| bad("not a mapping".into()))?;
+    let value: serde_json::Value = serde_saphyr::from_str(text)
+        .map_err(|e| bad(e.to_string().lines().next().unwrap_or("").to_owned()))?;
+    let map = value
+        .as_object()
+        .ok_or_else(|| bad("not a mapping".into()))?;
     let string = |k: &str| map.get(k).and_then(|v| scalar_string(v));
     let name = string("name").ok_or_else(|| bad("`name` is missing".into()))?;
     let version = string("version").ok_or_else(|| bad("`version` is missing".into()))?;
     if !crate::reference::is_valid_repository(&name) {
-        return Err(bad(format!("chart name {name:?} cannot be an OCI repository name")));
+        return Err(bad(format!(
+            "chart name {name:?} cannot be an OCI repository name"
+        )));
     }
     // Helm's config: the metadata fields it knows, in its struct order.
     let mut config = String::from("{");
@@ -174,7 +182,9 @@ pub fn meta_from_chart_yaml(path: &Path, yaml: &[u8]) -> Result<ChartMeta, Chart
             continue;
         }
         let v = match *key {
-            "version" | "appVersion" | "name" => serde_json::Value::String(scalar_string(v).unwrap_or_default()),
+            "version" | "appVersion" | "name" => {
+                serde_json::Value::String(scalar_string(v).unwrap_or_default())
+            }
             _ => v.clone(),
         };
         if config.len() > 1 {
@@ -237,7 +247,11 @@ impl ChartMeta {
             schema_version: 2,
             media_type: Some(oci::OCI_MANIFEST.into()),
             artifact_type: None,
-            config: Descriptor::new(oci::HELM_CONFIG, Digest::of(&self.config), self.config.len() as u64),
+            config: Descriptor::new(
+                oci::HELM_CONFIG,
+                Digest::of(&self.config),
+                self.config.len() as u64,
+            ),
             layers: vec![Descriptor::new(oci::HELM_CHART, chart_digest, chart_size)],
             subject: None,
             annotations: self.annotations.clone(),

@@ -172,7 +172,12 @@ impl ImageSource {
         if let Some((scheme, _)) = s.split_once(':') {
             if matches!(
                 scheme,
-                "docker-archive" | "docker-daemon" | "dir" | "containers-storage" | "http" | "https"
+                "docker-archive"
+                    | "docker-daemon"
+                    | "dir"
+                    | "containers-storage"
+                    | "http"
+                    | "https"
             ) {
                 return Err(ImageSourceError::Transport(s.to_owned(), scheme.to_owned()));
             }
@@ -459,14 +464,18 @@ files:
             }
         );
         assert_eq!(s.images[1].platforms.as_ref().unwrap().len(), 2);
-        assert!(matches!(&s.charts[0], ChartEntry::Repo { images: true, .. }));
+        assert!(matches!(
+            &s.charts[0],
+            ChartEntry::Repo { images: true, .. }
+        ));
         assert!(matches!(&s.charts[1], ChartEntry::Oci { version, .. } if version == "0.20.0"));
         assert!(matches!(&s.charts[2], ChartEntry::Path { .. }));
     }
 
     #[test]
     fn json_is_accepted() {
-        let s = yaml(r#"{"name": "x", "images": ["nginx", {"ref": "oci-archive:a.tar"}]}"#).unwrap();
+        let s =
+            yaml(r#"{"name": "x", "images": ["nginx", {"ref": "oci-archive:a.tar"}]}"#).unwrap();
         assert_eq!(s.images.len(), 2);
     }
 
@@ -495,7 +504,10 @@ files:
         .unwrap();
         assert_eq!(s.images.len(), 2);
         let e = Spec::from_lines(Path::new("images.txt"), "nginx\nnot a ref\n").unwrap_err();
-        assert!(e.to_string().starts_with("invalid spec images.txt:2:"), "{e}");
+        assert!(
+            e.to_string().starts_with("invalid spec images.txt:2:"),
+            "{e}"
+        );
     }
 
     #[test]

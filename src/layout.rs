@@ -95,7 +95,12 @@ impl Store {
         let tmp = tempfile::Builder::new()
             .prefix(".tmp-")
             .tempfile_in(&dir)
-            .map_err(|e| io::Error::new(e.kind(), format!("creating a temp file in {}: {e}", dir.display())))?;
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("creating a temp file in {}: {e}", dir.display()),
+                )
+            })?;
         let mut w = HashingWriter::new(io::BufWriter::with_capacity(COPY_BUF, tmp));
         let placeholder = expected.map(|(d, _)| d).unwrap_or_else(|| Digest::of(b""));
         copy_with(&mut reader, &mut w).map_err(|e| match e {
@@ -119,8 +124,12 @@ impl Store {
         let tmp = buf.into_inner().map_err(|e| e.into_error())?;
         tmp.as_file().sync_data()?;
         let dest = self.blob_path(&digest);
-        tmp.persist(&dest)
-            .map_err(|e| io::Error::new(e.error.kind(), format!("renaming into {}: {}", dest.display(), e.error)))?;
+        tmp.persist(&dest).map_err(|e| {
+            io::Error::new(
+                e.error.kind(),
+                format!("renaming into {}: {}", dest.display(), e.error),
+            )
+        })?;
         Ok((digest, size))
     }
 
@@ -168,11 +177,20 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let mut tmp = tempfile::Builder::new()
         .prefix(".tmp-")
         .tempfile_in(dir)
-        .map_err(|e| io::Error::new(e.kind(), format!("creating a temp file in {}: {e}", dir.display())))?;
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("creating a temp file in {}: {e}", dir.display()),
+            )
+        })?;
     tmp.write_all(bytes)?;
     tmp.as_file().sync_data()?;
-    tmp.persist(path)
-        .map_err(|e| io::Error::new(e.error.kind(), format!("renaming into {}: {}", path.display(), e.error)))?;
+    tmp.persist(path).map_err(|e| {
+        io::Error::new(
+            e.error.kind(),
+            format!("renaming into {}: {}", path.display(), e.error),
+        )
+    })?;
     Ok(())
 }
 

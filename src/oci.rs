@@ -130,10 +130,18 @@ pub struct OciPlatform {
     /// Operating system.
     pub os: String,
     /// OS version (Windows).
-    #[serde(rename = "os.version", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "os.version",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub os_version: Option<String>,
     /// OS features (Windows).
-    #[serde(rename = "os.features", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "os.features",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub os_features: Option<Vec<String>>,
     /// CPU variant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -266,7 +274,10 @@ mod tests {
     fn refuses_schema1_and_unknown() {
         let d = Digest::of(b"x");
         let s1 = br#"{"schemaVersion":1,"name":"x","tag":"y","fsLayers":[]}"#;
-        assert!(matches!(parse_node(d, DOCKER_SCHEMA1_SIGNED, s1), Err(OciError::Unsupported { .. })));
+        assert!(matches!(
+            parse_node(d, DOCKER_SCHEMA1_SIGNED, s1),
+            Err(OciError::Unsupported { .. })
+        ));
         let odd = br#"{"schemaVersion":2,"mediaType":"application/x-odd"}"#;
         let e = parse_node(d, OCI_MANIFEST, odd).unwrap_err();
         assert!(e.to_string().contains("application/x-odd"), "{e}");
@@ -280,7 +291,15 @@ mod tests {
         );
         match parse_node(d, OCI_MANIFEST, doc.as_bytes()).unwrap() {
             Node::Index(i) => {
-                assert_eq!(i.manifests[0].platform.as_ref().unwrap().to_platform().to_string(), "linux/arm/v7")
+                assert_eq!(
+                    i.manifests[0]
+                        .platform
+                        .as_ref()
+                        .unwrap()
+                        .to_platform()
+                        .to_string(),
+                    "linux/arm/v7"
+                )
             }
             Node::Manifest(_) => panic!("parsed as manifest"),
         }

@@ -69,13 +69,17 @@ pub enum PackError {
         entry: String,
     },
     /// The image has no usable name.
-    #[error("image {entry} has no name to carry it under; add `name: REGISTRY/REPO:TAG` to the entry")]
+    #[error(
+        "image {entry} has no name to carry it under; add `name: REGISTRY/REPO:TAG` to the entry"
+    )]
     Unnamed {
         /// The entry.
         entry: String,
     },
     /// A local ref name that is not a valid reference.
-    #[error("image {entry}: its name {name:?} is not a valid image reference; add `name:` to the entry")]
+    #[error(
+        "image {entry}: its name {name:?} is not a valid image reference; add `name:` to the entry"
+    )]
     BadName {
         /// The entry.
         entry: String,
@@ -157,7 +161,11 @@ impl Plan {
 }
 
 /// Packs `spec` into `opts.out`.
-pub fn pack(spec: &Spec, opts: &PackOptions, reporter: &dyn Reporter) -> Result<PackSummary, PackError> {
+pub fn pack(
+    spec: &Spec,
+    opts: &PackOptions,
+    reporter: &dyn Reporter,
+) -> Result<PackSummary, PackError> {
     let out_dir = match opts.out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
         _ => PathBuf::from("."),
@@ -171,7 +179,11 @@ pub fn pack(spec: &Spec, opts: &PackOptions, reporter: &dyn Reporter) -> Result<
     let mut plan = Plan::default();
     reporter.start("resolving sources", 0);
     for entry in &spec.images {
-        let filter = opts.platforms.as_ref().or(entry.platforms.as_ref()).or(spec.platforms.as_ref());
+        let filter = opts
+            .platforms
+            .as_ref()
+            .or(entry.platforms.as_ref())
+            .or(spec.platforms.as_ref());
         plan_image(&mut plan, entry, filter.map(Vec::as_slice))?;
     }
     for entry in &spec.charts {
@@ -192,7 +204,8 @@ pub fn pack(spec: &Spec, opts: &PackOptions, reporter: &dyn Reporter) -> Result<
             .iter()
             .map(|(a, root)| {
                 let mut d = root.clone();
-                d.annotations.insert(oci::ANN_REF_NAME.into(), a.reference.clone());
+                d.annotations
+                    .insert(oci::ANN_REF_NAME.into(), a.reference.clone());
                 d
             })
             .collect(),
@@ -233,7 +246,10 @@ pub fn pack(spec: &Spec, opts: &PackOptions, reporter: &dyn Reporter) -> Result<
             name: "ferry".into(),
             version: env!("CARGO_PKG_VERSION").into(),
         },
-        name: spec.name.clone().unwrap_or_else(|| opts.default_name.clone()),
+        name: spec
+            .name
+            .clone()
+            .unwrap_or_else(|| opts.default_name.clone()),
         created: None,
         artifacts: plan.artifacts.into_iter().map(|(a, _)| a).collect(),
         members: members
@@ -255,7 +271,11 @@ pub fn pack(spec: &Spec, opts: &PackOptions, reporter: &dyn Reporter) -> Result<
     })
 }
 
-fn plan_image(plan: &mut Plan, entry: &ImageEntry, filter: Option<&[Platform]>) -> Result<(), PackError> {
+fn plan_image(
+    plan: &mut Plan,
+    entry: &ImageEntry,
+    filter: Option<&[Platform]>,
+) -> Result<(), PackError> {
     let label = entry.source.to_string();
     let image_err = |source| PackError::Image {
         entry: label.clone(),
@@ -263,17 +283,30 @@ fn plan_image(plan: &mut Plan, entry: &ImageEntry, filter: Option<&[Platform]>) 
     };
     let (layout, local_name) = match &entry.source {
         ImageSource::Registry(_) => return Err(PackError::Remote { entry: label }),
-        ImageSource::OciDir { path, name } => (LocalLayout::open_dir(path).map_err(image_err)?, name.as_deref()),
-        ImageSource::OciArchive { path, name } => (LocalLayout::open_tar(path).map_err(image_err)?, name.as_deref()),
+        ImageSource::OciDir { path, name } => (
+            LocalLayout::open_dir(path).map_err(image_err)?,
+            name.as_deref(),
+        ),
+        ImageSource::OciArchive { path, name } => (
+            LocalLayout::open_tar(path).map_err(image_err)?,
+            name.as_deref(),
+        ),
     };
     let root = layout.select(local_name).map_err(image_err)?;
-    let name = match (&entry.name, local_name, root.annotations.get(oci::ANN_REF_NAME).map(String::as_str)) {
+    let name = match (
+        &entry.name,
+        local_name,
+        root.annotations.get(oci::ANN_REF_NAME).map(String::as_str),
+    ) {
         (Some(n), _, _) => n.clone(),
-        (None, Some(n), _) | (None, None, Some(n)) => n.parse::<Reference>().map_err(|source| PackError::BadName {
-            entry: label.clone(),
-            name: n.to_owned(),
-            source,
-        })?,
+        (None, Some(n), _) | (None, None, Some(n)) => {
+            n.parse::<Reference>()
+                .map_err(|source| PackError::BadName {
+                    entry: label.clone(),
+                    name: n.to_owned(),
+                    source,
+                })?
+        }
         (None, None, None) => return Err(PackError::Unnamed { entry: label }),
     };
     let reference = name.to_string();
@@ -395,7 +428,12 @@ fn repo_name(title: &str) -> String {
     }
 }
 
-fn plan_file(plan: &mut Plan, entry: &FileEntry, scratch: &Path, mtime: u64) -> Result<(), PackError> {
+fn plan_file(
+    plan: &mut Plan,
+    entry: &FileEntry,
+    scratch: &Path,
+    mtime: u64,
+) -> Result<(), PackError> {
     let label = entry.path.display().to_string();
     let io_err = |source| PackError::File {
         entry: label.clone(),
@@ -426,15 +464,23 @@ fn plan_file(plan: &mut Plan, entry: &FileEntry, scratch: &Path, mtime: u64) -> 
     };
     let (digest, size) = source::hash_file(&layer_path).map_err(io_err)?;
     let mut layer = Descriptor::new(layer_type, digest, size);
-    layer.annotations.insert(oci::ANN_TITLE.into(), title.clone());
+    layer
+        .annotations
+        .insert(oci::ANN_TITLE.into(), title.clone());
     if directory {
-        layer.annotations.insert(oci::ANN_ORAS_UNPACK.into(), "true".into());
+        layer
+            .annotations
+            .insert(oci::ANN_ORAS_UNPACK.into(), "true".into());
     }
     let manifest = Manifest {
         schema_version: 2,
         media_type: Some(oci::OCI_MANIFEST.into()),
         artifact_type: Some(oci::FERRY_FILE_ARTIFACT.into()),
-        config: Descriptor::new(oci::OCI_EMPTY, Digest::of(oci::EMPTY_JSON), oci::EMPTY_JSON.len() as u64),
+        config: Descriptor::new(
+            oci::OCI_EMPTY,
+            Digest::of(oci::EMPTY_JSON),
+            oci::EMPTY_JSON.len() as u64,
+        ),
         layers: vec![layer],
         subject: None,
         annotations: BTreeMap::from([(oci::ANN_TITLE.to_owned(), title.clone())]),
@@ -479,14 +525,23 @@ fn plan_file(plan: &mut Plan, entry: &FileEntry, scratch: &Path, mtime: u64) -> 
 /// Writes a directory as a deterministic tar: entries sorted by name, paths
 /// under `title/`, uid/gid 0, fixed mtime, modes 0755 (directories and
 /// executables) or 0644. Symbolic links and special files are refused.
-fn write_dir_tar(dir: &Path, title: &str, out: &Path, mtime: u64, label: &str) -> Result<(), PackError> {
+fn write_dir_tar(
+    dir: &Path,
+    title: &str,
+    out: &Path,
+    mtime: u64,
+    label: &str,
+) -> Result<(), PackError> {
     let io_err = |source| PackError::File {
         entry: label.to_owned(),
         source,
     };
     let f = fs_err::File::create(out).map_err(io_err)?;
     let mut b = tar::Builder::new(std::io::BufWriter::new(f));
-    for item in walkdir::WalkDir::new(dir).sort_by_file_name().follow_links(false) {
+    for item in walkdir::WalkDir::new(dir)
+        .sort_by_file_name()
+        .follow_links(false)
+    {
         let item = item.map_err(|e| io_err(e.into()))?;
         let rel = item.path().strip_prefix(dir).unwrap_or(item.path());
         let name = if rel.as_os_str().is_empty() {
@@ -503,7 +558,8 @@ fn write_dir_tar(dir: &Path, title: &str, out: &Path, mtime: u64, label: &str) -
             h.set_entry_type(tar::EntryType::Directory);
             h.set_mode(0o755);
             h.set_size(0);
-            b.append_data(&mut h, &name, std::io::empty()).map_err(io_err)?;
+            b.append_data(&mut h, &name, std::io::empty())
+                .map_err(io_err)?;
         } else if ft.is_file() {
             let m = fs_err::metadata(item.path()).map_err(io_err)?;
             use std::os::unix::fs::PermissionsExt;
@@ -517,11 +573,18 @@ fn write_dir_tar(dir: &Path, title: &str, out: &Path, mtime: u64, label: &str) -
             return Err(PackError::FileKind {
                 entry: label.to_owned(),
                 path: item.path().to_owned(),
-                kind: if ft.is_symlink() { "symbolic link" } else { "special file" },
+                kind: if ft.is_symlink() {
+                    "symbolic link"
+                } else {
+                    "special file"
+                },
             });
         }
     }
     let w = b.into_inner().map_err(io_err)?;
-    w.into_inner().map_err(|e| io_err(e.into_error()))?.sync_all().map_err(io_err)?;
+    w.into_inner()
+        .map_err(|e| io_err(e.into_error()))?
+        .sync_all()
+        .map_err(io_err)?;
     Ok(())
 }

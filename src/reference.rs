@@ -118,7 +118,13 @@ impl FromStr for Reference {
         let err = |f: fn(String) -> ReferenceError| f(input.to_owned());
 
         let (name_tag, digest) = match input.split_once('@') {
-            Some((n, d)) => (n, Some(d.parse::<Digest>().map_err(|_| err(ReferenceError::Digest))?)),
+            Some((n, d)) => (
+                n,
+                Some(
+                    d.parse::<Digest>()
+                        .map_err(|_| err(ReferenceError::Digest))?,
+                ),
+            ),
             None => (input, None),
         };
         // A tag is after the last ':' that follows the last '/'.
@@ -140,7 +146,9 @@ impl FromStr for Reference {
         }
 
         let (registry, repository) = match name.split_once('/') {
-            Some((first, rest)) if looks_like_registry(first) => (first.to_owned(), rest.to_owned()),
+            Some((first, rest)) if looks_like_registry(first) => {
+                (first.to_owned(), rest.to_owned())
+            }
             _ => (DOCKER_HUB.to_owned(), name.to_owned()),
         };
         let registry = if registry == "index.docker.io" {
@@ -187,7 +195,11 @@ fn valid_registry(r: &str) -> bool {
         let Some((addr, after)) = rest.split_once(']') else {
             return false;
         };
-        if addr.is_empty() || !addr.chars().all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.') {
+        if addr.is_empty()
+            || !addr
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.')
+        {
             return false;
         }
         match after.strip_prefix(':') {
@@ -208,7 +220,9 @@ fn valid_registry(r: &str) -> bool {
     !host.is_empty()
         && host.split('.').all(|label| {
             !label.is_empty()
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         })
@@ -260,7 +274,8 @@ fn valid_tag(t: &str) -> bool {
     !b.is_empty()
         && b.len() <= 128
         && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
-        && b.iter().all(|&x| x.is_ascii_alphanumeric() || matches!(x, b'_' | b'.' | b'-'))
+        && b.iter()
+            .all(|&x| x.is_ascii_alphanumeric() || matches!(x, b'_' | b'.' | b'-'))
 }
 
 /// Whether `s` is a valid tag (used for chart versions and file names).
@@ -287,15 +302,30 @@ mod tests {
             ("library/nginx", "docker.io/library/nginx:latest"),
             ("docker.io/nginx", "docker.io/library/nginx:latest"),
             ("index.docker.io/nginx:1", "docker.io/library/nginx:1"),
-            ("vectorim/element-web:v1.11.50", "docker.io/vectorim/element-web:v1.11.50"),
-            ("ghcr.io/cloudnative-pg/postgresql:16", "ghcr.io/cloudnative-pg/postgresql:16"),
+            (
+                "vectorim/element-web:v1.11.50",
+                "docker.io/vectorim/element-web:v1.11.50",
+            ),
+            (
+                "ghcr.io/cloudnative-pg/postgresql:16",
+                "ghcr.io/cloudnative-pg/postgresql:16",
+            ),
             ("localhost/app", "localhost/app:latest"),
             ("localhost:5000/app:2", "localhost:5000/app:2"),
             ("127.0.0.1:5000/a/b/c:v1", "127.0.0.1:5000/a/b/c:v1"),
             ("[::1]:5000/app:1", "[::1]:5000/app:1"),
-            ("registry.k8s.io/ingress-nginx/controller:v1.15.1", "registry.k8s.io/ingress-nginx/controller:v1.15.1"),
-            ("my_repo/sub__x/a-b--c.d:tag_1.2-x", "docker.io/my_repo/sub__x/a-b--c.d:tag_1.2-x"),
-            ("quay.io/prometheus/prometheus:v2.53.0", "quay.io/prometheus/prometheus:v2.53.0"),
+            (
+                "registry.k8s.io/ingress-nginx/controller:v1.15.1",
+                "registry.k8s.io/ingress-nginx/controller:v1.15.1",
+            ),
+            (
+                "my_repo/sub__x/a-b--c.d:tag_1.2-x",
+                "docker.io/my_repo/sub__x/a-b--c.d:tag_1.2-x",
+            ),
+            (
+                "quay.io/prometheus/prometheus:v2.53.0",
+                "quay.io/prometheus/prometheus:v2.53.0",
+            ),
         ];
         for (input, want) in cases {
             let r: Reference = input.parse().unwrap_or_else(|e| panic!("{input}: {e}"));
@@ -325,10 +355,10 @@ mod tests {
     fn rejects_invalid() {
         let bad = [
             "",
-            "Nginx",               // uppercase first component is taken as a registry, repo empty
+            "Nginx", // uppercase first component is taken as a registry, repo empty
             "docker.io/Library/x", // uppercase repository
-            "nginx:",              // empty tag
-            "nginx:-x",            // tag starts with -
+            "nginx:", // empty tag
+            "nginx:-x", // tag starts with -
             "nginx:a/b",
             "nginx@sha256:abc",
             "nginx@md5:abc",
@@ -337,8 +367,8 @@ mod tests {
             "-a/b",
             "a_-b",
             "a..b",
-            "registry:abc/x",   // non-numeric port
-            "reg-.io/x",        // label ends with -
+            "registry:abc/x", // non-numeric port
+            "reg-.io/x",      // label ends with -
             "http://nginx",
             "nginx latest",
         ];
@@ -346,7 +376,10 @@ mod tests {
             assert!(b.parse::<Reference>().is_err(), "{b:?} accepted");
         }
         let long = format!("a/{}", "b".repeat(300));
-        assert!(matches!(long.parse::<Reference>(), Err(ReferenceError::TooLong(_))));
+        assert!(matches!(
+            long.parse::<Reference>(),
+            Err(ReferenceError::TooLong(_))
+        ));
     }
 
     #[test]

@@ -544,7 +544,11 @@ impl Walker<'_> {
             }
             Node::Manifest(m) => {
                 let config_platform = self.manifest(&m)?;
-                let p = d.platform.as_ref().map(|p| p.to_platform()).or(config_platform);
+                let p = d
+                    .platform
+                    .as_ref()
+                    .map(|p| p.to_platform())
+                    .or(config_platform);
                 if let Some(p) = p.filter(|p| p.os != "unknown") {
                     self.platforms.push(p);
                 }

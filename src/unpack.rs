@@ -54,7 +54,11 @@ pub struct UnpackSummary {
 }
 
 /// Unpacks `archive` into the OCI layout directory `dir`.
-pub fn unpack(archive_path: &Path, dir: &Path, reporter: &dyn Reporter) -> Result<UnpackSummary, UnpackError> {
+pub fn unpack(
+    archive_path: &Path,
+    dir: &Path,
+    reporter: &dyn Reporter,
+) -> Result<UnpackSummary, UnpackError> {
     let archive = Archive::open(archive_path)?;
     if dir.exists() {
         let mut it = fs_err::read_dir(dir).map_err(ArchiveError::Io)?;
@@ -69,7 +73,9 @@ pub fn unpack(archive_path: &Path, dir: &Path, reporter: &dyn Reporter) -> Resul
         source,
     };
     let store = Store::create(dir).map_err(|e| blob_err(OCI_LAYOUT_PATH, e))?;
-    let declared = |path: &str| -> Option<(Digest, u64)> { archive.bundle.member(path).map(|m| (m.digest, m.size)) };
+    let declared = |path: &str| -> Option<(Digest, u64)> {
+        archive.bundle.member(path).map(|m| (m.digest, m.size))
+    };
 
     let blobs: Vec<_> = archive
         .entries
@@ -84,7 +90,10 @@ pub fn unpack(archive_path: &Path, dir: &Path, reporter: &dyn Reporter) -> Resul
             inner: archive.member_reader(e),
             reporter,
         };
-        store.put(r, expected).map(|_| ()).map_err(|err| blob_err(&e.path, err))
+        store
+            .put(r, expected)
+            .map(|_| ())
+            .map_err(|err| blob_err(&e.path, err))
     })?;
     reporter.finish();
 
@@ -92,9 +101,12 @@ pub fn unpack(archive_path: &Path, dir: &Path, reporter: &dyn Reporter) -> Resul
     crate::layout::write_atomic(&dir.join(bundle::BUNDLE_PATH), &archive.bundle_bytes)
         .map_err(|e| blob_err(bundle::BUNDLE_PATH, e.into()))?;
     // index.json last, after its own digest check.
-    let index_entry = archive
-        .entry(INDEX_PATH)
-        .ok_or_else(|| blob_err(INDEX_PATH, LayoutError::Io(std::io::Error::other("index.json missing"))))?;
+    let index_entry = archive.entry(INDEX_PATH).ok_or_else(|| {
+        blob_err(
+            INDEX_PATH,
+            LayoutError::Io(std::io::Error::other("index.json missing")),
+        )
+    })?;
     let bytes = archive.read_member(index_entry, bundle::BUNDLE_MAX_BYTES)?;
     if let Some((d, n)) = declared(INDEX_PATH) {
         let actual = Digest::of(&bytes);
@@ -110,7 +122,9 @@ pub fn unpack(archive_path: &Path, dir: &Path, reporter: &dyn Reporter) -> Resul
             ));
         }
     }
-    store.write_index(&bytes).map_err(|e| blob_err(INDEX_PATH, e))?;
+    store
+        .write_index(&bytes)
+        .map_err(|e| blob_err(INDEX_PATH, e))?;
     Ok(UnpackSummary {
         dir: dir.to_owned(),
         blobs: blobs.len(),
@@ -162,7 +176,8 @@ pub fn inspect(path: &Path) -> Result<Inspection, ArchiveError> {
         format_version: a.bundle.format_version,
         tool_version: a.bundle.tool.version.clone(),
         members: a.bundle.members.len() + 1,
-        content_bytes: a.bundle.members.iter().map(|m| m.size).sum::<u64>() + a.bundle_bytes.len() as u64,
+        content_bytes: a.bundle.members.iter().map(|m| m.size).sum::<u64>()
+            + a.bundle_bytes.len() as u64,
         archive_bytes,
         artifacts: a.bundle.artifacts.clone(),
     })

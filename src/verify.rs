@@ -99,11 +99,17 @@ pub fn verify(path: &Path, reporter: &dyn Reporter) -> Result<VerifyReport, Arch
             Ok(d) => {
                 bad.insert(
                     e.path.clone(),
-                    (Some(want), format!("content does not match its digest {want} (it hashes to {d})")),
+                    (
+                        Some(want),
+                        format!("content does not match its digest {want} (it hashes to {d})"),
+                    ),
                 );
             }
             Err(err) => {
-                bad.insert(e.path.clone(), (Some(want), format!("could not be read: {err}")));
+                bad.insert(
+                    e.path.clone(),
+                    (Some(want), format!("could not be read: {err}")),
+                );
             }
         }
     }
@@ -126,31 +132,47 @@ pub fn verify(path: &Path, reporter: &dyn Reporter) -> Result<VerifyReport, Arch
         None
     };
     match &index {
-        None if archive.fault.is_none() && !bad.contains_key(INDEX_PATH) => problems.push(Problem {
-            member: Some(INDEX_PATH.into()),
-            digest: None,
-            artifacts: Vec::new(),
-            message: "index.json is not a valid OCI index".into(),
-        }),
+        None if archive.fault.is_none() && !bad.contains_key(INDEX_PATH) => {
+            problems.push(Problem {
+                member: Some(INDEX_PATH.into()),
+                digest: None,
+                artifacts: Vec::new(),
+                message: "index.json is not a valid OCI index".into(),
+            })
+        }
         None => {}
         Some(index) => {
             let mut in_index = BTreeSet::new();
             for d in &index.manifests {
-                let name = d.annotations.get(oci::ANN_REF_NAME).cloned().unwrap_or_default();
+                let name = d
+                    .annotations
+                    .get(oci::ANN_REF_NAME)
+                    .cloned()
+                    .unwrap_or_default();
                 in_index.insert(name.clone());
-                match archive.bundle.artifacts.iter().find(|a| a.reference == name) {
+                match archive
+                    .bundle
+                    .artifacts
+                    .iter()
+                    .find(|a| a.reference == name)
+                {
                     Some(a) if a.digest == d.digest => {}
                     Some(a) => problems.push(Problem {
                         member: Some(INDEX_PATH.into()),
                         digest: Some(d.digest),
                         artifacts: vec![name.clone()],
-                        message: format!("index.json points {name} at {} but bundle.json records {}", d.digest, a.digest),
+                        message: format!(
+                            "index.json points {name} at {} but bundle.json records {}",
+                            d.digest, a.digest
+                        ),
                     }),
                     None => problems.push(Problem {
                         member: Some(INDEX_PATH.into()),
                         digest: Some(d.digest),
                         artifacts: vec![name.clone()],
-                        message: format!("index.json names {name:?}, which bundle.json does not list"),
+                        message: format!(
+                            "index.json names {name:?}, which bundle.json does not list"
+                        ),
                     }),
                 }
                 let mut walk = Walk {
@@ -174,7 +196,10 @@ pub fn verify(path: &Path, reporter: &dyn Reporter) -> Result<VerifyReport, Arch
                         member: Some(INDEX_PATH.into()),
                         digest: Some(a.digest),
                         artifacts: vec![a.reference.clone()],
-                        message: format!("bundle.json lists {}, which index.json does not", a.reference),
+                        message: format!(
+                            "bundle.json lists {}, which index.json does not",
+                            a.reference
+                        ),
                     });
                     broken_artifacts.insert(a.reference.clone());
                 }
@@ -298,11 +323,20 @@ impl<'a> Walk<'a> {
     /// Checks `d` is present with its size; for documents, reads and
     /// recurses. Returns false when the blob is unusable.
     fn check(&mut self, d: &oci::Descriptor) -> Option<&'a Entry> {
-        self.owners.entry(d.digest).or_default().insert(self.artifact.to_owned());
+        self.owners
+            .entry(d.digest)
+            .or_default()
+            .insert(self.artifact.to_owned());
         let Some(entry) = self.present.get(&d.digest).copied() else {
             if !self.fault {
                 // A truncated archive already explains missing members.
-                self.problem(d, format!("blob {} ({}) is missing from the archive", d.digest, d.media_type));
+                self.problem(
+                    d,
+                    format!(
+                        "blob {} ({}) is missing from the archive",
+                        d.digest, d.media_type
+                    ),
+                );
             } else {
                 self.broken = true;
             }
@@ -311,7 +345,10 @@ impl<'a> Walk<'a> {
         if entry.size != d.size {
             self.problem(
                 d,
-                format!("blob {} is {} bytes but its descriptor says {}", d.digest, entry.size, d.size),
+                format!(
+                    "blob {} is {} bytes but its descriptor says {}",
+                    d.digest, entry.size, d.size
+                ),
             );
             return None;
         }
@@ -325,7 +362,10 @@ impl<'a> Walk<'a> {
     fn visit(&mut self, d: &oci::Descriptor, depth: usize) {
         let Some(entry) = self.check(d) else { return };
         if depth > oci::MAX_DEPTH {
-            self.problem(d, format!("indexes nest deeper than {} levels", oci::MAX_DEPTH));
+            self.problem(
+                d,
+                format!("indexes nest deeper than {} levels", oci::MAX_DEPTH),
+            );
             return;
         }
         let bytes = match self.archive.read_member(entry, oci::MANIFEST_MAX_BYTES) {

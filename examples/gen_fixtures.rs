@@ -1,0 +1,18 @@
+//! Regenerates `fixtures/demo` deterministically:
+//! `cargo run --example gen_fixtures [DIR]` (default `fixtures/demo`).
+//! A test checks that the committed fixtures equal this output.
+
+#[path = "../tests/support/build.rs"]
+mod build;
+
+fn main() {
+    let dir = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "fixtures/demo".into());
+    let dir = std::path::PathBuf::from(dir);
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).expect("removing the old fixtures");
+    }
+    build::demo_fixtures(&dir);
+    println!("wrote {}", dir.display());
+}

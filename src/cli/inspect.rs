@@ -1,0 +1,82 @@
+//! `ferry inspect ARCHIVE`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use ferry::bundle::ArtifactKind;
+
+use super::{human, Settings};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The archive.
+    pub archive: PathBuf,
+    /// Print JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: Args, _: &Settings) -> anyhow::Result<ExitCode> {
+    let i = ferry::unpack::inspect(&args.archive)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&i)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("bundle:   {}", i.name);
+    println!(
+        "archive:  {} ({})",
+        i.archive.display(),
+        human(i.archive_bytes)
+    );
+    println!(
+        "format:   {} (written by ferry {})",
+        i.format_version, i.tool_version
+    );
+    println!(
+        "members:  {} ({} of content)",
+        i.members,
+        human(i.content_bytes)
+    );
+    for (kind, title) in [
+        (ArtifactKind::Image, "images"),
+        (ArtifactKind::Chart, "charts"),
+        (ArtifactKind::File, "files"),
+    ] {
+        let list: Vec<_> = i.artifacts.iter().filter(|a| a.kind == kind).collect();
+        if list.is_empty() {
+            continue;
+        }
+        println!("\n{title}:");
+        for a in list {
+            println!("  {}", a.reference);
+            println!("    digest     {}", a.digest);
+            if let Some(src) = a.source_digest {
+                println!("    source     {src} (index rewritten by the platform filter; targets get the digest above)");
+            }
+            println!("    size       {}", human(a.size));
+            if !a.platforms.is_empty() {
+                println!("    platforms  {}", a.platforms.join(", "));
+            }
+            if let Some(c) = &a.chart {
+                println!(
+                    "    chart      {} {}{}",
+                    c.name,
+                    c.version,
+                    c.app_version
+                        .as_ref()
+                        .map(|v| format!(" (app {v})"))
+                        .unwrap_or_default()
+                );
+            }
+            if let Some(f) = &a.file {
+                println!(
+                    "    file       {}{}",
+                    f.title,
+                    if f.directory { "/ (directory)" } else { "" }
+                );
+            }
+            println!("    from       {}", a.source);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,67 @@
+//! `ferry verify ARCHIVE`: exit 0 only when the archive is whole.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use super::{human, progress::Bars, Settings};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The archive.
+    pub archive: PathBuf,
+    /// Print the report as JSON on stdout (for auditors).
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
+    let bars = Bars::new(settings.quiet);
+    let start = std::time::Instant::now();
+    let r = ferry::verify::verify(&args.archive, &bars)?;
+    let secs = start.elapsed().as_secs_f64();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else if r.is_ok() {
+        println!(
+            "OK {}: {} members, {} artifacts, {} hashed in {:.2}s ({:.0} MB/s)",
+            r.archive.display(),
+            r.members_listed + 1,
+            r.artifacts_ok.len(),
+            human(r.bytes_hashed),
+            secs,
+            r.bytes_hashed as f64 / 1e6 / secs.max(1e-9)
+        );
+    } else {
+        eprintln!(
+            "FAILED {}: {} problem(s)",
+            r.archive.display(),
+            r.problems.len()
+        );
+        for p in &r.problems {
+            let mut line = String::from("  ");
+            if let Some(m) = &p.member {
+                line.push_str(&format!("{m}: "));
+            }
+            line.push_str(&p.message);
+            if !p.artifacts.is_empty() {
+                line.push_str(&format!(" [needed by {}]", p.artifacts.join(", ")));
+            }
+            eprintln!("{line}");
+        }
+        eprintln!(
+            "{} of {} members intact; intact artifacts: {}",
+            r.members_ok,
+            r.members_listed,
+            if r.artifacts_ok.is_empty() {
+                "none".into()
+            } else {
+                r.artifacts_ok.join(", ")
+            }
+        );
+    }
+    Ok(if r.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
