@@ -1,0 +1,172 @@
+//! Shared test support: running the ferry binary, requiring external tools
+//! (failing loudly with the Debian package to install), building fixtures
+//! (see `build`), and reading and hand-writing tar archives for bad-input
+//! tests.
+#![allow(dead_code)]
+
+pub mod build;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The demo spec in `fixtures/`.
+pub fn demo_spec() -> PathBuf {
+    repo_root().join("fixtures/demo/ferry.yaml")
+}
+
+/// Output of a finished command.
+#[derive(Debug)]
+pub struct Out {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Out {
+    pub fn ok(&self) -> bool {
+        self.code == Some(0)
+    }
+    /// Asserts success and returns stdout.
+    pub fn expect_ok(self, what: &str) -> String {
+        assert!(self.ok(), "{what} failed ({:?}):\nstdout:\n{}\nstderr:\n{}", self.code, self.stdout, self.stderr);
+        self.stdout
+    }
+    /// Asserts exit status 1 and returns stdout + stderr.
+    pub fn expect_fail(self, what: &str) -> String {
+        assert_eq!(self.code, Some(1), "{what} should fail with exit 1:\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        format!("{}{}", self.stdout, self.stderr)
+    }
+}
+
+/// Runs a command to completion.
+pub fn run(cmd: &mut Command) -> Out {
+    let o = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    Out {
+        code: o.status.code(),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
+/// `ferry ARGS…` (quiet).
+pub fn ferry<I, S>(args: I) -> Out
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    run(Command::new(env!("CARGO_BIN_EXE_ferry")).arg("--quiet").args(args))
+}
+
+/// Fails the test loudly when an external tool is missing.
+pub fn require_tool(bin: &str, package: &str) -> PathBuf {
+    for dir in std::env::var("PATH").unwrap_or_default().split(':') {
+        let p = Path::new(dir).join(bin);
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!("this test needs `{bin}`, which is not installed: apt-get install {package} (or run scripts/test.sh, which installs it)");
+}
+
+/// Packs the demo fixtures into `dir/demo.tar`.
+pub fn pack_demo(dir: &Path) -> PathBuf {
+    let out = dir.join("demo.tar");
+    ferry([
+        "pack".as_ref(),
+        demo_spec().as_os_str(),
+        "-o".as_ref(),
+        out.as_os_str(),
+    ])
+    .expect_ok("pack demo");
+    out
+}
+
+/// One tar member, as read or to be written verbatim.
+#[derive(Debug, Clone)]
+pub struct RawMember {
+    pub name: String,
+    pub data: Vec<u8>,
+    /// The tar type flag (b'0' regular, b'2' symlink, …).
+    pub typeflag: u8,
+    pub link: String,
+    /// Size written in the header (defaults to data length).
+    pub header_size: Option<u64>,
+}
+
+impl RawMember {
+    pub fn file(name: &str, data: &[u8]) -> RawMember {
+        RawMember {
+            name: name.into(),
+            data: data.to_vec(),
+            typeflag: b'0',
+            link: String::new(),
+            header_size: None,
+        }
+    }
+}
+
+/// Reads every member of a tar (using the `tar` crate, not ferry).
+pub fn read_members(path: &Path) -> Vec<RawMember> {
+    let mut ar = tar::Archive::new(std::fs::File::open(path).unwrap());
+    let mut out = Vec::new();
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+        out.push(RawMember::file(&e.path().unwrap().to_string_lossy(), &data));
+    }
+    out
+}
+
+fn octal(field: &mut [u8], v: u64) {
+    let s = format!("{:0width$o}", v, width = field.len() - 1);
+    field[..s.len()].copy_from_slice(s.as_bytes());
+    field[field.len() - 1] = 0;
+}
+
+/// Writes a ustar archive byte by byte, with whatever names and types the
+/// test asks for (the `tar` crate refuses `..` names, which is the point).
+pub fn write_raw_tar(path: &Path, members: &[RawMember], end_marker: bool) {
+    let mut out = Vec::new();
+    for m in members {
+        let mut h = [0u8; 512];
+        h[..m.name.len()].copy_from_slice(m.name.as_bytes());
+        octal(&mut h[100..108], 0o644);
+        octal(&mut h[108..116], 0);
+        octal(&mut h[116..124], 0);
+        octal(&mut h[124..136], m.header_size.unwrap_or(m.data.len() as u64));
+        octal(&mut h[136..148], 0);
+        h[156] = m.typeflag;
+        h[157..157 + m.link.len()].copy_from_slice(m.link.as_bytes());
+        h[257..263].copy_from_slice(b"ustar\0");
+        h[263..265].copy_from_slice(b"00");
+        h[148..156].copy_from_slice(b"        ");
+        let sum: u32 = h.iter().map(|&b| b as u32).sum();
+        let s = format!("{sum:06o}\0 ");
+        h[148..156].copy_from_slice(s.as_bytes());
+        out.extend_from_slice(&h);
+        out.extend_from_slice(&m.data);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+    }
+    if end_marker {
+        out.extend_from_slice(&[0u8; 1024]);
+    }
+    std::fs::write(path, out).unwrap();
+}
+
+/// Parses bundle.json out of members read with `read_members`.
+pub fn bundle_of(members: &[RawMember]) -> serde_json::Value {
+    let b = members.iter().find(|m| m.name == "bundle.json").expect("bundle.json");
+    serde_json::from_slice(&b.data).unwrap()
+}
+
+/// Replaces bundle.json among `members`.
+pub fn set_bundle(members: &mut [RawMember], v: &serde_json::Value) {
+    let b = members.iter_mut().find(|m| m.name == "bundle.json").expect("bundle.json");
+    b.data = serde_json::to_vec_pretty(v).unwrap();
+}
