@@ -543,7 +543,7 @@ impl Archive {
                 return sc.check_trailing();
             };
             let Some((_, want)) = expected.next() else {
-                return Err(if seen.contains(&entry.path) {
+                return Err(if seen.contains(&entry.path) || entry.path == BUNDLE_PATH {
                     ArchiveError::Duplicate {
                         archive,
                         path: entry.path,

@@ -267,8 +267,7 @@ impl<'de> Deserialize<'de> for ImageEntry {
 }
 
 /// One Helm chart to carry.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(untagged, deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChartEntry {
     /// A chart from a classic Helm repository (`index.yaml`).
     Repo {
@@ -279,18 +278,15 @@ pub enum ChartEntry {
         /// Exact version or semver range.
         version: String,
         /// Also carry the images this chart names.
-        #[serde(default)]
         images: bool,
     },
     /// A chart stored as an OCI artifact.
     Oci {
         /// `oci://registry/path/name`.
-        #[serde(rename = "ref")]
         reference: String,
         /// Version (tag).
         version: String,
         /// Also carry the images this chart names.
-        #[serde(default)]
         images: bool,
     },
     /// A local chart archive.
@@ -298,9 +294,70 @@ pub enum ChartEntry {
         /// The `.tgz` file.
         path: PathBuf,
         /// Also carry the images this chart names.
-        #[serde(default)]
         images: bool,
     },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChartEntryMap {
+    #[serde(default)]
+    repo: Option<String>,
+    #[serde(default, rename = "ref")]
+    reference: Option<String>,
+    #[serde(default)]
+    path: Option<PathBuf>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    version: Option<String>,
+    #[serde(default)]
+    images: bool,
+}
+
+impl<'de> Deserialize<'de> for ChartEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let m = ChartEntryMap::deserialize(d)?;
+        let images = m.images;
+        match (m.repo, m.reference, m.path) {
+            (Some(repo), None, None) => match (m.name, m.version) {
+                (Some(name), Some(version)) => Ok(ChartEntry::Repo {
+                    repo,
+                    name,
+                    version,
+                    images,
+                }),
+                _ => Err(de::Error::custom("a `repo:` chart needs `name:` and `version:`")),
+            },
+            (None, Some(reference), None) => {
+                if m.name.is_some() {
+                    return Err(de::Error::custom("an OCI chart (`ref:`) takes its name from the reference; remove `name:`"));
+                }
+                if !reference.starts_with("oci://") {
+                    return Err(de::Error::custom(format!("chart reference {reference:?} must start with oci://")));
+                }
+                match m.version {
+                    Some(version) => Ok(ChartEntry::Oci {
+                        reference,
+                        version,
+                        images,
+                    }),
+                    None => Err(de::Error::custom("an OCI chart (`ref:`) needs `version:`")),
+                }
+            }
+            (None, None, Some(path)) => {
+                if m.name.is_some() || m.version.is_some() {
+                    return Err(de::Error::custom(
+                        "a local chart (`path:`) takes its name and version from its Chart.yaml; remove `name:`/`version:`",
+                    ));
+                }
+                Ok(ChartEntry::Path { path, images })
+            }
+            _ => Err(de::Error::custom(
+                "a chart entry needs exactly one of `repo:` (with name and version), `ref: oci://…` (with version) or `path:`",
+            )),
+        }
+    }
 }
 
 /// A local file or directory to carry.
@@ -420,10 +477,15 @@ impl Spec {
     }
 }
 
-/// Parser messages can span several lines (with a source snippet); the
-/// first line is the part worth repeating.
+/// Parser messages can span several lines (with a source snippet) and
+/// repeat the position; keep the first line without the position.
 fn first_line(s: &str) -> String {
-    s.lines().next().unwrap_or("").trim().to_owned()
+    let line = s.lines().next().unwrap_or("").trim();
+    let line = line.strip_prefix("error: ").unwrap_or(line);
+    match line.strip_prefix("line ").and_then(|r| r.split_once(": ")) {
+        Some((pos, rest)) if pos.contains(" column ") => rest.to_owned(),
+        _ => line.to_owned(),
+    }
 }
 
 #[cfg(test)]

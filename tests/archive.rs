@@ -23,10 +23,14 @@ fn demo_pack_inspect_verify_unpack() {
         "README.txt",
         "manifests/ (directory)",
     ] {
-        assert!(inspect.contains(needle), "inspect lacks {needle:?}:\n{inspect}");
+        assert!(
+            inspect.contains(needle),
+            "inspect lacks {needle:?}:\n{inspect}"
+        );
     }
     let json: serde_json::Value = serde_json::from_str(
-        &ferry(["inspect".as_ref(), archive.as_os_str(), "--json".as_ref()]).expect_ok("inspect --json"),
+        &ferry(["inspect".as_ref(), archive.as_os_str(), "--json".as_ref()])
+            .expect_ok("inspect --json"),
     )
     .unwrap();
     assert_eq!(json["name"], "demo");
@@ -35,14 +39,21 @@ fn demo_pack_inspect_verify_unpack() {
     let v = ferry(["verify".as_ref(), archive.as_os_str()]).expect_ok("verify");
     assert!(v.starts_with("OK "), "{v}");
     let vj: serde_json::Value = serde_json::from_str(
-        &ferry(["verify".as_ref(), archive.as_os_str(), "--json".as_ref()]).expect_ok("verify --json"),
+        &ferry(["verify".as_ref(), archive.as_os_str(), "--json".as_ref()])
+            .expect_ok("verify --json"),
     )
     .unwrap();
     assert_eq!(vj["problems"].as_array().unwrap().len(), 0);
     assert_eq!(vj["artifacts_ok"].as_array().unwrap().len(), 5);
 
     let dir = t.path().join("layout");
-    ferry(["unpack".as_ref(), archive.as_os_str(), "-o".as_ref(), dir.as_os_str()]).expect_ok("unpack");
+    ferry([
+        "unpack".as_ref(),
+        archive.as_os_str(),
+        "-o".as_ref(),
+        dir.as_os_str(),
+    ])
+    .expect_ok("unpack");
     // Every member's bytes are in the layout, hashing to its name.
     for m in read_members(&archive) {
         if m.name == "bundle.json" {
@@ -78,11 +89,17 @@ fn members_are_in_contract_order() {
     let blobs = &members[3..];
     let is_json = |m: &RawMember| serde_json::from_slice::<serde_json::Value>(&m.data).is_ok();
     let first_large = blobs.iter().position(|m| !is_json(m)).unwrap();
-    assert!(blobs[first_large..].iter().all(|m| !is_json(m)), "a JSON blob after the large blobs");
+    assert!(
+        blobs[first_large..].iter().all(|m| !is_json(m)),
+        "a JSON blob after the large blobs"
+    );
     for group in [&blobs[..first_large], &blobs[first_large..]] {
         let mut sorted: Vec<&str> = group.iter().map(|m| m.name.as_str()).collect();
         sorted.sort();
-        assert_eq!(group.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(), sorted);
+        assert_eq!(
+            group.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(),
+            sorted
+        );
     }
     // Fixed metadata: mtime 0, uid/gid 0, mode 0644, regular files only.
     let mut ar = tar::Archive::new(std::fs::File::open(&archive).unwrap());
@@ -103,7 +120,13 @@ fn packing_twice_gives_identical_bytes() {
     let a = t.path().join("a.tar");
     let b = t.path().join("b.tar");
     for out in [&a, &b] {
-        ferry(["pack".as_ref(), demo_spec().as_os_str(), "-o".as_ref(), out.as_os_str()]).expect_ok("pack");
+        ferry([
+            "pack".as_ref(),
+            demo_spec().as_os_str(),
+            "-o".as_ref(),
+            out.as_os_str(),
+        ])
+        .expect_ok("pack");
     }
     assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
 
@@ -120,7 +143,10 @@ fn packing_twice_gives_identical_bytes() {
     for e in ar.entries().unwrap() {
         assert_eq!(e.unwrap().header().mtime().unwrap(), 1_700_000_000);
     }
-    assert_eq!(std::fs::metadata(&a).unwrap().len(), std::fs::metadata(&c).unwrap().len());
+    assert_eq!(
+        std::fs::metadata(&a).unwrap().len(),
+        std::fs::metadata(&c).unwrap().len()
+    );
 }
 
 #[test]
@@ -166,7 +192,10 @@ fn bundle_schema_is_committed_and_produced_bundles_match_it() {
     let bundle = bundle_of(&read_members(&archive));
     let schema: serde_json::Value = serde_json::from_str(&committed).unwrap();
     let validator = jsonschema::validator_for(&schema).unwrap();
-    let errors: Vec<String> = validator.iter_errors(&bundle).map(|e| e.to_string()).collect();
+    let errors: Vec<String> = validator
+        .iter_errors(&bundle)
+        .map(|e| e.to_string())
+        .collect();
     assert!(errors.is_empty(), "{errors:?}");
     // And the schema is not vacuous: a broken bundle fails it.
     let mut broken = bundle.clone();
@@ -201,18 +230,31 @@ fn docker_schema2_images_and_oci_archives_are_carried_raw() {
         "images:\n  - oci:src:quay.io/team/tool:3\n  - ref: oci-archive:src.tar:quay.io/team/tool:3\n    name: quay.io/team/tool-copy:3\n",
     );
     let out = t.path().join("b.tar");
-    ferry(["pack".as_ref(), spec.as_os_str(), "-o".as_ref(), out.as_os_str()]).expect_ok("pack");
-    let i: serde_json::Value =
-        serde_json::from_str(&ferry(["inspect".as_ref(), out.as_os_str(), "--json".as_ref()]).expect_ok("inspect")).unwrap();
+    ferry([
+        "pack".as_ref(),
+        spec.as_os_str(),
+        "-o".as_ref(),
+        out.as_os_str(),
+    ])
+    .expect_ok("pack");
+    let i: serde_json::Value = serde_json::from_str(
+        &ferry(["inspect".as_ref(), out.as_os_str(), "--json".as_ref()]).expect_ok("inspect"),
+    )
+    .unwrap();
     for a in i["artifacts"].as_array().unwrap() {
         assert_eq!(a["digest"], list.digest.to_string(), "digest kept: {a}");
         assert_eq!(a["media_type"], ferry::oci::DOCKER_LIST);
-        assert_eq!(a["platforms"], serde_json::json!(["linux/amd64", "linux/arm64"]));
+        assert_eq!(
+            a["platforms"],
+            serde_json::json!(["linux/amd64", "linux/arm64"])
+        );
     }
     // The raw list bytes are in the archive unchanged.
     let raw = std::fs::read(root.join(list.digest.blob_path())).unwrap();
     let members = read_members(&out);
-    assert!(members.iter().any(|m| m.name == list.digest.blob_path() && m.data == raw));
+    assert!(members
+        .iter()
+        .any(|m| m.name == list.digest.blob_path() && m.data == raw));
     ferry(["verify".as_ref(), out.as_os_str()]).expect_ok("verify");
 }
 
@@ -223,12 +265,26 @@ fn platform_filter_writes_a_new_index_and_records_both_digests() {
     let idx = build::multi_arch(&mut l, 3, 2048);
     l.tag(&idx, "docker.io/library/app:1");
     l.finish();
-    let spec = write_spec(t.path(), "platforms: [linux/arm64]\nimages:\n  - oci:src:docker.io/library/app:1\n");
+    let spec = write_spec(
+        t.path(),
+        "platforms: [linux/arm64]\nimages:\n  - oci:src:docker.io/library/app:1\n",
+    );
     let out = t.path().join("b.tar");
-    let printed = ferry(["pack".as_ref(), spec.as_os_str(), "-o".as_ref(), out.as_os_str()]).expect_ok("pack");
-    assert!(printed.contains("platform-filtered"), "the user is told: {printed}");
-    let i: serde_json::Value =
-        serde_json::from_str(&ferry(["inspect".as_ref(), out.as_os_str(), "--json".as_ref()]).expect_ok("inspect")).unwrap();
+    let printed = ferry([
+        "pack".as_ref(),
+        spec.as_os_str(),
+        "-o".as_ref(),
+        out.as_os_str(),
+    ])
+    .expect_ok("pack");
+    assert!(
+        printed.contains("platform-filtered"),
+        "the user is told: {printed}"
+    );
+    let i: serde_json::Value = serde_json::from_str(
+        &ferry(["inspect".as_ref(), out.as_os_str(), "--json".as_ref()]).expect_ok("inspect"),
+    )
+    .unwrap();
     let a = &i["artifacts"][0];
     assert_eq!(a["platforms"], serde_json::json!(["linux/arm64"]));
     assert_eq!(a["source_digest"], idx.digest.to_string());
@@ -246,8 +302,10 @@ fn platform_filter_writes_a_new_index_and_records_both_digests() {
         "linux/amd64,linux/arm64".as_ref(),
     ])
     .expect_ok("pack all");
-    let i: serde_json::Value =
-        serde_json::from_str(&ferry(["inspect".as_ref(), out2.as_os_str(), "--json".as_ref()]).expect_ok("inspect")).unwrap();
+    let i: serde_json::Value = serde_json::from_str(
+        &ferry(["inspect".as_ref(), out2.as_os_str(), "--json".as_ref()]).expect_ok("inspect"),
+    )
+    .unwrap();
     assert_eq!(i["artifacts"][0]["digest"], idx.digest.to_string());
     assert!(i["artifacts"][0].get("source_digest").is_none());
 
@@ -261,7 +319,10 @@ fn platform_filter_writes_a_new_index_and_records_both_digests() {
         "linux/s390x".as_ref(),
     ])
     .expect_fail("missing platform");
-    assert!(e.contains("docker.io/library/app:1 has no linux/s390x variant"), "{e}");
+    assert!(
+        e.contains("docker.io/library/app:1 has no linux/s390x variant"),
+        "{e}"
+    );
     assert!(e.contains("linux/amd64, linux/arm64"), "{e}");
     assert!(!t.path().join("d.tar").exists());
 }

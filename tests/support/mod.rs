@@ -33,19 +33,33 @@ impl Out {
     }
     /// Asserts success and returns stdout.
     pub fn expect_ok(self, what: &str) -> String {
-        assert!(self.ok(), "{what} failed ({:?}):\nstdout:\n{}\nstderr:\n{}", self.code, self.stdout, self.stderr);
+        assert!(
+            self.ok(),
+            "{what} failed ({:?}):\nstdout:\n{}\nstderr:\n{}",
+            self.code,
+            self.stdout,
+            self.stderr
+        );
         self.stdout
     }
     /// Asserts exit status 1 and returns stdout + stderr.
     pub fn expect_fail(self, what: &str) -> String {
-        assert_eq!(self.code, Some(1), "{what} should fail with exit 1:\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code,
+            Some(1),
+            "{what} should fail with exit 1:\nstdout:\n{}\nstderr:\n{}",
+            self.stdout,
+            self.stderr
+        );
         format!("{}{}", self.stdout, self.stderr)
     }
 }
 
 /// Runs a command to completion.
 pub fn run(cmd: &mut Command) -> Out {
-    let o = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let o = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     Out {
         code: o.status.code(),
         stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
@@ -59,7 +73,9 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<std::ffi::OsStr>,
 {
-    run(Command::new(env!("CARGO_BIN_EXE_ferry")).arg("--quiet").args(args))
+    run(Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .arg("--quiet")
+        .args(args))
 }
 
 /// Fails the test loudly when an external tool is missing.
@@ -139,7 +155,10 @@ pub fn write_raw_tar(path: &Path, members: &[RawMember], end_marker: bool) {
         octal(&mut h[100..108], 0o644);
         octal(&mut h[108..116], 0);
         octal(&mut h[116..124], 0);
-        octal(&mut h[124..136], m.header_size.unwrap_or(m.data.len() as u64));
+        octal(
+            &mut h[124..136],
+            m.header_size.unwrap_or(m.data.len() as u64),
+        );
         octal(&mut h[136..148], 0);
         h[156] = m.typeflag;
         h[157..157 + m.link.len()].copy_from_slice(m.link.as_bytes());
@@ -161,12 +180,18 @@ pub fn write_raw_tar(path: &Path, members: &[RawMember], end_marker: bool) {
 
 /// Parses bundle.json out of members read with `read_members`.
 pub fn bundle_of(members: &[RawMember]) -> serde_json::Value {
-    let b = members.iter().find(|m| m.name == "bundle.json").expect("bundle.json");
+    let b = members
+        .iter()
+        .find(|m| m.name == "bundle.json")
+        .expect("bundle.json");
     serde_json::from_slice(&b.data).unwrap()
 }
 
 /// Replaces bundle.json among `members`.
 pub fn set_bundle(members: &mut [RawMember], v: &serde_json::Value) {
-    let b = members.iter_mut().find(|m| m.name == "bundle.json").expect("bundle.json");
+    let b = members
+        .iter_mut()
+        .find(|m| m.name == "bundle.json")
+        .expect("bundle.json");
     b.data = serde_json::to_vec_pretty(v).unwrap();
 }

@@ -1,0 +1,616 @@
+//! Bad input gets a clear message naming the thing, a non-zero exit, and
+//! leaves nothing half-written that looks whole. Each test feeds one kind
+//! of damage.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use support::*;
+
+fn verify_fails(archive: &Path) -> String {
+    ferry(["verify".as_ref(), archive.as_os_str()]).expect_fail("verify")
+}
+
+/// The demo archive's members, to damage and write back.
+fn demo_members(dir: &Path) -> (PathBuf, Vec<RawMember>) {
+    let archive = pack_demo(dir);
+    let members = read_members(&archive);
+    (archive, members)
+}
+
+/// The digest of the demo image's first gzip layer.
+fn a_layer(members: &[RawMember]) -> RawMember {
+    members
+        .iter()
+        .find(|m| {
+            m.name.starts_with("blobs/") && m.data.starts_with(&[0x1f, 0x8b]) && m.data.len() > 1000
+        })
+        .cloned()
+        .expect("a layer")
+}
+
+#[test]
+fn malformed_spec_names_line_and_column() {
+    let t = tempfile::tempdir().unwrap();
+    let spec = t.path().join("ferry.yaml");
+    std::fs::write(&spec, "name: x\nimages:\n  - nginx\n  - ref: [unclosed\n").unwrap();
+    let e = ferry([
+        "pack".as_ref(),
+        spec.as_os_str(),
+        "-o".as_ref(),
+        t.path().join("o.tar").as_os_str(),
+    ])
+    .expect_fail("pack");
+    assert!(
+        e.contains(&format!("invalid spec {}", spec.display())),
+        "{e}"
+    );
+    assert!(e.contains("line 4"), "{e}");
+
+    std::fs::write(
+        &spec,
+        "name: x\nimages:\n  - oci:layout\nfiles: []\nextra: 1\n",
+    )
+    .unwrap();
+    let e = ferry([
+        "pack".as_ref(),
+        spec.as_os_str(),
+        "-o".as_ref(),
+        t.path().join("o.tar").as_os_str(),
+    ])
+    .expect_fail("pack");
+    assert!(
+        e.contains("line 5 column 1") && e.contains("unknown field `extra`"),
+        "{e}"
+    );
+    assert!(!t.path().join("o.tar").exists());
+}
+
+#[test]
+fn unknown_source_path_is_named() {
+    let t = tempfile::tempdir().unwrap();
+    let spec = t.path().join("ferry.yaml");
+    std::fs::write(&spec, "images:\n  - oci:missing-dir:app:1\n").unwrap();
+    let out = t.path().join("o.tar");
+    let e = ferry([
+        "pack".as_ref(),
+        spec.as_os_str(),
+        "-o".as_ref(),
+        out.as_os_str(),
+    ])
+    .expect_fail("pack");
+    assert!(e.contains("missing-dir"), "{e}");
+    assert!(!out.exists());
+    // No scratch or partial files are left behind.
+    let left: Vec<_> = std::fs::read_dir(t.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        left,
+        vec![std::ffi::OsString::from("ferry.yaml")],
+        "{left:?}"
+    );
+
+    std::fs::write(&spec, "files:\n  - path: nothing-here.txt\n").unwrap();
+    let e = ferry([
+        "pack".as_ref(),
+        spec.as_os_str(),
+        "-o".as_ref(),
+        out.as_os_str(),
+    ])
+    .expect_fail("pack");
+    assert!(e.contains("nothing-here.txt"), "{e}");
+}
+
+#[test]
+fn unknown_image_name_in_layout_lists_what_exists() {
+    let t = tempfile::tempdir().unwrap();
+    let spec = t.path().join("ferry.yaml");
+    let layout = repo_root().join("fixtures/demo/layout");
+    std::fs::write(
+        &spec,
+        format!(
+            "images:\n  - oci:{}:docker.io/library/nope:1\n",
+            layout.display()
+        ),
+    )
+    .unwrap();
+    let e = ferry([
+        "pack".as_ref(),
+        spec.as_os_str(),
+        "-o".as_ref(),
+        t.path().join("o.tar").as_os_str(),
+    ])
+    .expect_fail("pack");
+    assert!(
+        e.contains("no image named \"docker.io/library/nope:1\""),
+        "{e}"
+    );
+    assert!(e.contains("docker.io/library/demo:1.0"), "{e}");
+}
+
+#[test]
+fn corrupt_source_blob_never_becomes_an_archive() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    support::build::demo_fixtures(&src);
+    // Flip a byte in a layer of the source layout (same size).
+    let layer = walkdir::WalkDir::new(src.join("layout/blobs"))
+        .into_iter()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().is_file() && e.metadata().unwrap().len() > 1000)
+        .next()
+        .unwrap();
+    let mut bytes = std::fs::read(layer.path()).unwrap();
+    bytes[500] ^= 0x01;
+    std::fs::write(layer.path(), &bytes).unwrap();
+    let out = t.path().join("o.tar");
+    let e = ferry([
+        "pack".as_ref(),
+        src.join("ferry.yaml").as_os_str(),
+        "-o".as_ref(),
+        out.as_os_str(),
+    ])
+    .expect_fail("pack");
+    let hex = layer.file_name().to_string_lossy().into_owned();
+    assert!(e.contains(&hex) && e.contains("hashes to"), "{e}");
+    assert!(
+        !out.exists(),
+        "a partial archive was left under the final name"
+    );
+    assert!(
+        std::fs::read_dir(t.path()).unwrap().all(|e| !e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .ends_with(".partial")),
+        "temp file left behind"
+    );
+}
+
+#[test]
+fn flipped_byte_in_a_layer_names_digest_and_image() {
+    let t = tempfile::tempdir().unwrap();
+    let (archive, members) = demo_members(t.path());
+    let layer = a_layer(&members);
+    // Flip one byte of that layer in place.
+    let mut bytes = std::fs::read(&archive).unwrap();
+    let at = bytes
+        .windows(layer.data.len().min(64))
+        .position(|w| w == &layer.data[..w.len()])
+        .unwrap()
+        + 100;
+    bytes[at] ^= 0x40;
+    std::fs::write(&archive, &bytes).unwrap();
+    let e = verify_fails(&archive);
+    assert!(e.contains(&layer.name), "{e}");
+    assert!(e.contains("does not match its digest"), "{e}");
+    assert!(
+        e.contains("docker.io/library/demo:1.0"),
+        "names the image: {e}"
+    );
+    // The report says which artifacts are still intact.
+    assert!(e.contains("charts/demo-chart:0.1.0"), "{e}");
+
+    // unpack refuses and leaves no usable layout.
+    let dir = t.path().join("out");
+    let e = ferry([
+        "unpack".as_ref(),
+        archive.as_os_str(),
+        "-o".as_ref(),
+        dir.as_os_str(),
+    ])
+    .expect_fail("unpack");
+    assert!(
+        e.contains(&layer.name) || e.contains(layer.name.trim_start_matches("blobs/sha256/")),
+        "{e}"
+    );
+    assert!(!dir.join("index.json").exists());
+    assert!(!dir.join(&layer.name).exists());
+}
+
+#[test]
+fn truncated_inside_a_blob() {
+    let t = tempfile::tempdir().unwrap();
+    let (archive, members) = demo_members(t.path());
+    let bytes = std::fs::read(&archive).unwrap();
+    let last = members.last().unwrap();
+    // Cut in the middle of the last member's data.
+    let start = bytes
+        .windows(64)
+        .rposition(|w| w == &last.data[..64])
+        .unwrap();
+    std::fs::write(&archive, &bytes[..start + last.data.len() / 2]).unwrap();
+    let e = verify_fails(&archive);
+    assert!(e.contains("is truncated"), "{e}");
+    assert!(e.contains(&last.name), "{e}");
+    let e = ferry(["inspect".as_ref(), archive.as_os_str()]).expect_fail("inspect");
+    assert!(e.contains("is truncated"), "{e}");
+    let dir = t.path().join("out");
+    ferry([
+        "unpack".as_ref(),
+        archive.as_os_str(),
+        "-o".as_ref(),
+        dir.as_os_str(),
+    ])
+    .expect_fail("unpack");
+    assert!(!dir.join("index.json").exists());
+}
+
+#[test]
+fn truncated_on_a_member_boundary_without_end_marker() {
+    let t = tempfile::tempdir().unwrap();
+    let (archive, _) = demo_members(t.path());
+    let bytes = std::fs::read(&archive).unwrap();
+    // Drop exactly the two end-of-archive blocks: `tar` itself calls this fine.
+    std::fs::write(&archive, &bytes[..bytes.len() - 1024]).unwrap();
+    let e = verify_fails(&archive);
+    assert!(e.contains("no end-of-archive marker"), "{e}");
+
+    // Cut after a whole member in the middle: the missing members are reported.
+    let (archive, members) = demo_members(&t.path().join("x").tap_mkdir());
+    let keep = members.len() - 3;
+    write_raw_tar(&archive, &members[..keep], true);
+    let e = verify_fails(&archive);
+    assert!(
+        e.contains("3 member(s) listed in bundle.json are missing"),
+        "{e}"
+    );
+    assert!(e.contains(&members[keep].name), "{e}");
+}
+
+trait TapMkdir {
+    fn tap_mkdir(self) -> Self;
+}
+impl TapMkdir for PathBuf {
+    fn tap_mkdir(self) -> Self {
+        std::fs::create_dir_all(&self).unwrap();
+        self
+    }
+}
+
+#[test]
+fn parent_dir_member_is_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let (archive, mut members) = demo_members(t.path());
+    members.insert(3, RawMember::file("../evil", b"pwned"));
+    write_raw_tar(&archive, &members, true);
+    let e = verify_fails(&archive);
+    assert!(
+        e.contains("\"../evil\" is not listed in bundle.json"),
+        "{e}"
+    );
+    let dir = t.path().join("out");
+    ferry([
+        "unpack".as_ref(),
+        archive.as_os_str(),
+        "-o".as_ref(),
+        dir.as_os_str(),
+    ])
+    .expect_fail("unpack");
+    assert!(!t.path().join("evil").exists());
+
+    // Listing it in bundle.json does not help.
+    let (archive, mut members) = demo_members(&t.path().join("y").tap_mkdir());
+    let mut b = bundle_of(&members);
+    b["members"][1]["path"] = "../evil".into();
+    set_bundle(&mut members, &b);
+    write_raw_tar(&archive, &members, true);
+    let e = verify_fails(&archive);
+    assert!(e.contains("\"../evil\", which is not a layout path"), "{e}");
+}
+
+#[test]
+fn link_device_and_fifo_members_are_refused() {
+    for (flag, kind) in [
+        (b'2', "symbolic link"),
+        (b'1', "hard link"),
+        (b'3', "character device"),
+        (b'4', "block device"),
+        (b'6', "FIFO"),
+        (b'5', "directory"),
+        (b'x', "PAX extended header"),
+    ] {
+        let t = tempfile::tempdir().unwrap();
+        let (archive, mut members) = demo_members(t.path());
+        let victim = members.len() - 1;
+        let name = members[victim].name.clone();
+        members[victim] = RawMember {
+            name: name.clone(),
+            data: Vec::new(),
+            typeflag: flag,
+            link: "/etc/passwd".into(),
+            header_size: None,
+        };
+        write_raw_tar(&archive, &members, true);
+        let e = verify_fails(&archive);
+        assert!(
+            e.contains(&format!("member {name:?} is a {kind}")),
+            "{kind}: {e}"
+        );
+    }
+}
+
+#[test]
+fn duplicate_member_is_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let (archive, mut members) = demo_members(t.path());
+    let dup = members[5].clone();
+    members.insert(6, dup.clone());
+    write_raw_tar(&archive, &members, true);
+    let e = verify_fails(&archive);
+    assert!(
+        e.contains(&format!("member {} appears twice", dup.name)),
+        "{e}"
+    );
+
+    // A second bundle.json too.
+    let (archive, mut members) = demo_members(&t.path().join("b").tap_mkdir());
+    let b = members[1].clone();
+    members.push(b);
+    write_raw_tar(&archive, &members, true);
+    let e = verify_fails(&archive);
+    assert!(e.contains("member bundle.json appears twice"), "{e}");
+}
+
+#[test]
+fn members_out_of_order_are_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let (archive, mut members) = demo_members(t.path());
+    members.swap(4, 5);
+    write_raw_tar(&archive, &members, true);
+    let e = verify_fails(&archive);
+    assert!(e.contains("is out of order"), "{e}");
+}
+
+#[test]
+fn manifest_whose_layer_is_missing() {
+    let t = tempfile::tempdir().unwrap();
+    let (archive, mut members) = demo_members(t.path());
+    let layer = a_layer(&members);
+    members.retain(|m| m.name != layer.name);
+    let mut b = bundle_of(&members);
+    b["members"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|m| m["path"] != layer.name.as_str());
+    set_bundle(&mut members, &b);
+    write_raw_tar(&archive, &members, true);
+    let e = verify_fails(&archive);
+    let digest = format!("sha256:{}", layer.name.trim_start_matches("blobs/sha256/"));
+    assert!(
+        e.contains(&format!("blob {digest}")) && e.contains("is missing from the archive"),
+        "{e}"
+    );
+    assert!(e.contains("docker.io/library/demo:1.0"), "{e}");
+}
+
+#[test]
+fn extra_unlisted_member_is_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let (archive, mut members) = demo_members(t.path());
+    let d = ferry::digest::Digest::of(b"extra");
+    members.push(RawMember::file(&d.blob_path(), b"extra"));
+    write_raw_tar(&archive, &members, true);
+    let e = verify_fails(&archive);
+    assert!(
+        e.contains(&format!("{:?} is not listed in bundle.json", d.blob_path())),
+        "{e}"
+    );
+}
+
+#[test]
+fn member_larger_than_declared_is_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let (archive, mut members) = demo_members(t.path());
+    let i = members.len() - 1;
+    members[i].data.extend_from_slice(b"more");
+    write_raw_tar(&archive, &members, true);
+    let e = verify_fails(&archive);
+    assert!(e.contains("bytes but bundle.json declares"), "{e}");
+    assert!(e.contains(&members[i].name), "{e}");
+}
+
+#[test]
+fn data_after_the_end_marker_is_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let (archive, _) = demo_members(t.path());
+    let mut bytes = std::fs::read(&archive).unwrap();
+    bytes.extend_from_slice(b"appended garbage");
+    std::fs::write(&archive, bytes).unwrap();
+    let e = verify_fails(&archive);
+    assert!(
+        e.contains("unexpected data after the end-of-archive marker"),
+        "{e}"
+    );
+}
+
+#[test]
+fn bundle_json_that_does_not_match_the_schema() {
+    let t = tempfile::tempdir().unwrap();
+    let (archive, mut members) = demo_members(t.path());
+    let mut b = bundle_of(&members);
+    b.as_object_mut().unwrap().remove("members");
+    set_bundle(&mut members, &b);
+    write_raw_tar(&archive, &members, true);
+    let e = verify_fails(&archive);
+    assert!(
+        e.contains("invalid bundle.json: bundle.json does not match the ferry bundle schema"),
+        "{e}"
+    );
+    assert!(e.contains("members"), "{e}");
+
+    // Not JSON at all.
+    members[1].data = b"\x00not json".to_vec();
+    write_raw_tar(&archive, &members, true);
+    let e = verify_fails(&archive);
+    assert!(e.contains("does not match the ferry bundle schema"), "{e}");
+
+    // From a newer ferry.
+    let mut b = bundle_of(&read_members(&pack_demo(&t.path().join("n").tap_mkdir())));
+    b["format_version"] = 99.into();
+    b["something_new"] = true.into();
+    set_bundle(&mut members, &b);
+    write_raw_tar(&archive, &members, true);
+    let e = verify_fails(&archive);
+    assert!(
+        e.contains("format version 99") && e.contains("upgrade ferry"),
+        "{e}"
+    );
+}
+
+#[test]
+fn not_a_ferry_archive() {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join("plain.tar");
+    write_raw_tar(&p, &[RawMember::file("hello.txt", b"hi")], true);
+    let e = verify_fails(&p);
+    assert!(
+        e.contains("is not a ferry archive: its first member is \"hello.txt\""),
+        "{e}"
+    );
+    let missing = t.path().join("nope.tar");
+    let e = verify_fails(&missing);
+    assert!(e.contains("nope.tar"), "{e}");
+}
+
+#[test]
+fn corrupt_header_checksum_is_named_with_offset() {
+    let t = tempfile::tempdir().unwrap();
+    let (archive, _) = demo_members(t.path());
+    let mut bytes = std::fs::read(&archive).unwrap();
+    bytes[512 * 3 + 10] ^= 0x01; // inside bundle.json's data? no: find index.json header instead
+    std::fs::write(&archive, &bytes).unwrap();
+    // Either bundle.json's content or a header is now wrong; both are refused.
+    verify_fails(&archive);
+    let (archive, _) = demo_members(&t.path().join("h").tap_mkdir());
+    let mut bytes = std::fs::read(&archive).unwrap();
+    bytes[0] ^= 0x01; // the first header's name
+    std::fs::write(&archive, &bytes).unwrap();
+    let e = verify_fails(&archive);
+    assert!(e.contains("corrupt tar header at byte 0"), "{e}");
+}
+
+#[test]
+fn unpack_into_a_non_empty_directory_is_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let (archive, _) = demo_members(t.path());
+    let dir = t.path().join("busy");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("keep.txt"), b"mine").unwrap();
+    let e = ferry([
+        "unpack".as_ref(),
+        archive.as_os_str(),
+        "-o".as_ref(),
+        dir.as_os_str(),
+    ])
+    .expect_fail("unpack");
+    assert!(e.contains("is not empty"), "{e}");
+    assert_eq!(std::fs::read(dir.join("keep.txt")).unwrap(), b"mine");
+}
+
+#[test]
+fn chart_that_is_not_a_chart_or_escapes_its_directory() {
+    let t = tempfile::tempdir().unwrap();
+    let spec = t.path().join("ferry.yaml");
+    let out = t.path().join("o.tar");
+    std::fs::write(&spec, "charts:\n  - path: bad.tgz\n").unwrap();
+
+    std::fs::write(
+        t.path().join("bad.tgz"),
+        support::build::gzip(&support::build::tar_of(&[("x/values.yaml", b"a: 1\n")])),
+    )
+    .unwrap();
+    let e = ferry([
+        "pack".as_ref(),
+        spec.as_os_str(),
+        "-o".as_ref(),
+        out.as_os_str(),
+    ])
+    .expect_fail("pack");
+    assert!(
+        e.contains("is not a Helm chart: it has no <name>/Chart.yaml"),
+        "{e}"
+    );
+
+    let mut raw = Vec::new();
+    let tmp = t.path().join("evil.tar");
+    write_raw_tar(
+        &tmp,
+        &[
+            RawMember::file("x/Chart.yaml", b"name: x\nversion: 1.0.0\n"),
+            RawMember::file("x/../../evil", b"pwned"),
+        ],
+        true,
+    );
+    raw.extend(std::fs::read(&tmp).unwrap());
+    std::fs::write(t.path().join("bad.tgz"), support::build::gzip(&raw)).unwrap();
+    let e = ferry([
+        "pack".as_ref(),
+        spec.as_os_str(),
+        "-o".as_ref(),
+        out.as_os_str(),
+    ])
+    .expect_fail("pack");
+    assert!(
+        e.contains("contains the unsafe path \"x/../../evil\""),
+        "{e}"
+    );
+    assert!(!out.exists());
+
+    std::fs::write(t.path().join("bad.tgz"), b"plain text").unwrap();
+    let e = ferry([
+        "pack".as_ref(),
+        spec.as_os_str(),
+        "-o".as_ref(),
+        out.as_os_str(),
+    ])
+    .expect_fail("pack");
+    assert!(e.contains("bad.tgz"), "{e}");
+}
+
+#[test]
+fn registry_sources_say_they_are_not_available_yet() {
+    let t = tempfile::tempdir().unwrap();
+    let spec = t.path().join("images.txt");
+    std::fs::write(&spec, "# a runbook list\nnginx:1.27\n").unwrap();
+    let e = ferry([
+        "pack".as_ref(),
+        spec.as_os_str(),
+        "-o".as_ref(),
+        t.path().join("o.tar").as_os_str(),
+    ])
+    .expect_fail("pack");
+    assert!(
+        e.contains("docker.io/library/nginx:1.27") && e.contains("not available in this build"),
+        "{e}"
+    );
+}
+
+#[test]
+fn duplicate_names_in_spec_are_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let spec = t.path().join("ferry.yaml");
+    let layout = repo_root().join("fixtures/demo/layout");
+    std::fs::write(
+        &spec,
+        format!(
+            "images:\n  - oci:{l}:docker.io/library/demo:1.0\n  - ref: oci:{l}:registry.example.com/tools/hello:2.1\n    name: demo:1.0\n",
+            l = layout.display()
+        ),
+    )
+    .unwrap();
+    let e = ferry([
+        "pack".as_ref(),
+        spec.as_os_str(),
+        "-o".as_ref(),
+        t.path().join("o.tar").as_os_str(),
+    ])
+    .expect_fail("pack");
+    assert!(
+        e.contains("docker.io/library/demo:1.0 would be carried twice"),
+        "{e}"
+    );
+}
