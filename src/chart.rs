@@ -166,7 +166,7 @@ pub fn meta_from_chart_yaml(path: &Path, yaml: &[u8]) -> Result<ChartMeta, Chart
     let map = value
         .as_object()
         .ok_or_else(|| bad("not a mapping".into()))?;
-    let string = |k: &str| map.get(k).and_then(|v| scalar_string(v));
+    let string = |k: &str| map.get(k).and_then(scalar_string);
     let name = string("name").ok_or_else(|| bad("`name` is missing".into()))?;
     let version = string("version").ok_or_else(|| bad("`version` is missing".into()))?;
     if !crate::reference::is_valid_repository(&name) {

@@ -208,6 +208,7 @@ pub struct Manifest {
 
 /// A parsed manifest or index, as far as graph walking cares.
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // short-lived, one at a time
 pub enum Node {
     /// An index or manifest list.
     Index(Index),

@@ -76,7 +76,7 @@ pub fn verify(path: &Path, reporter: &dyn Reporter) -> Result<VerifyReport, Arch
 
     // 1. Hash every member that arrived, largest first for balance.
     let mut order: Vec<&Entry> = archive.entries.iter().collect();
-    order.sort_by(|a, b| b.size.cmp(&a.size));
+    order.sort_by_key(|e| std::cmp::Reverse(e.size));
     let total: u64 = order.iter().map(|e| e.size).sum();
     reporter.start("verifying", total);
     let hashed: Vec<(&Entry, std::io::Result<Digest>)> = order

@@ -214,7 +214,12 @@ fn docker_schema2_images_and_oci_archives_are_carried_raw() {
     let t = tempfile::tempdir().unwrap();
     let mut l = LayoutBuilder::new(&t.path().join("src"));
     let base = build::layer(&[("a", &build::pseudo_random(7, 3000))]);
-    let amd = l.image(Flavour::Docker, "linux", "amd64", &[base.clone()]);
+    let amd = l.image(
+        Flavour::Docker,
+        "linux",
+        "amd64",
+        std::slice::from_ref(&base),
+    );
     let arm = l.image(Flavour::Docker, "linux", "arm64", &[base]);
     let list = l.index(Flavour::Docker, vec![amd, arm]);
     l.tag(&list, "quay.io/team/tool:3");

@@ -140,8 +140,7 @@ fn corrupt_source_blob_never_becomes_an_archive() {
     let layer = walkdir::WalkDir::new(src.join("layout/blobs"))
         .into_iter()
         .map(|e| e.unwrap())
-        .filter(|e| e.file_type().is_file() && e.metadata().unwrap().len() > 1000)
-        .next()
+        .find(|e| e.file_type().is_file() && e.metadata().unwrap().len() > 1000)
         .unwrap();
     let mut bytes = std::fs::read(layer.path()).unwrap();
     bytes[500] ^= 0x01;
