@@ -3,7 +3,7 @@
 //!
 //! The library does the work and never prints or exits; the `ferry` binary
 //! is a thin front end over it. Modules, from the bottom up:
-//! [`digest`] (typed digests, streaming hashes), [`reference`] and
+//! [`digest`] (typed digests, streaming hashes), [`reference`](mod@reference) and
 //! [`platform`] (names), [`inputs`] (the spec file), [`oci`] (manifest
 //! documents), [`layout`] (the content-addressed store), [`source`] (local
 //! image sources), [`chart`] (charts as OCI artifacts), [`bundle`]
