@@ -312,6 +312,7 @@ pub fn write(
     pos += 2 * BLOCK;
     let tmp = w.into_inner().map_err(|e| write_err(e.into_error()))?;
     tmp.as_file().sync_all().map_err(write_err)?;
+    crate::layout::make_readable(tmp.as_file()).map_err(write_err)?;
     tmp.persist(out).map_err(|e| {
         io::Error::new(
             e.error.kind(),

@@ -123,6 +123,7 @@ impl Store {
         }
         let tmp = buf.into_inner().map_err(|e| e.into_error())?;
         tmp.as_file().sync_data()?;
+        make_readable(tmp.as_file())?;
         let dest = self.blob_path(&digest);
         tmp.persist(&dest).map_err(|e| {
             io::Error::new(
@@ -168,6 +169,13 @@ pub(crate) fn copy_with<R: Read, W: Write>(r: &mut R, w: &mut W) -> Result<u64, 
     }
 }
 
+/// Temp files are created private (0600); finished files get the usual
+/// 0644 so registries and other users can read a layout or an archive.
+pub(crate) fn make_readable(f: &std::fs::File) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    f.set_permissions(std::fs::Permissions::from_mode(0o644))
+}
+
 /// Writes a small file via temp file + fsync + rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = match path.parent() {
@@ -185,6 +193,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
         })?;
     tmp.write_all(bytes)?;
     tmp.as_file().sync_data()?;
+    make_readable(tmp.as_file())?;
     tmp.persist(path).map_err(|e| {
         io::Error::new(
             e.error.kind(),

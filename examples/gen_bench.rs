@@ -1,0 +1,40 @@
+//! Writes a benchmark source for `scripts/bench.sh`: an OCI layout with
+//! IMAGES images (each a two-platform index) whose layers are incompressible
+//! pseudo-random data, about TOTAL_MIB in all, plus a spec naming them.
+//! `cargo run --release --example gen_bench -- DIR TOTAL_MIB IMAGES`
+
+#[path = "../tests/support/build.rs"]
+mod build;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let dir = std::path::PathBuf::from(args.get(1).map(String::as_str).unwrap_or("bench-out/src"));
+    let total_mib: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1024);
+    let images: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(8);
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut l = build::LayoutBuilder::new(&dir.join("layout"));
+    // Each image: 2 platforms x 4 layers; layers are stored gzip-wrapped
+    // random data (gzip of random data is incompressible).
+    let per_layer = total_mib * (1 << 20) / (images * 2 * 4);
+    let mut spec = String::from("name: bench\nimages:\n");
+    for i in 0..images {
+        let mut children = Vec::new();
+        for (p, arch) in ["amd64", "arm64"].iter().enumerate() {
+            let layers: Vec<_> = (0..4)
+                .map(|k| {
+                    let data = build::pseudo_random((i * 100 + p * 10 + k) as u64, per_layer);
+                    let gz = build::gzip(&data);
+                    (gz, ferry::digest::Digest::of(&data))
+                })
+                .collect();
+            children.push(l.image(build::Flavour::Oci, "linux", arch, &layers));
+        }
+        let idx = l.index(build::Flavour::Oci, children);
+        let name = format!("registry.example.com/bench/app{i}:1.0");
+        l.tag(&idx, &name);
+        spec.push_str(&format!("  - oci:layout:{name}\n"));
+    }
+    l.finish();
+    std::fs::write(dir.join("ferry.yaml"), spec).unwrap();
+    println!("wrote {}", dir.display());
+}
