@@ -8,7 +8,8 @@
 //! documents), [`layout`] (the content-addressed store), [`source`] (local
 //! image sources), [`chart`] (charts as OCI artifacts), [`bundle`]
 //! (bundle.json), [`archive`] (deterministic tar writing, safe reading),
-//! [`pack`], [`verify`], [`unpack`] (also `inspect`), and [`report`]
+//! [`pack`], [`verify`], [`unpack`] (also `inspect`), [`mapping`] (target
+//! repository names), [`serve`] (read-only registry), and [`report`]
 //! (progress).
 #![warn(missing_docs)]
 // Errors carry the paths, digests and references they name; they are built
@@ -21,11 +22,13 @@ pub mod chart;
 pub mod digest;
 pub mod inputs;
 pub mod layout;
+pub mod mapping;
 pub mod oci;
 pub mod pack;
 pub mod platform;
 pub mod reference;
 pub mod report;
+pub mod serve;
 pub mod source;
 pub mod unpack;
 pub mod verify;

@@ -5,6 +5,7 @@
 mod inspect;
 mod pack;
 mod progress;
+mod serve;
 mod unpack;
 mod verify;
 
@@ -33,6 +34,8 @@ pub enum Command {
     Verify(verify::Args),
     /// Write a plain OCI image layout from an archive.
     Unpack(unpack::Args),
+    /// Serve an archive (or an unpacked layout) as a read-only registry.
+    Serve(serve::Args),
 }
 
 /// Global settings every command gets.
@@ -48,6 +51,7 @@ pub fn run() -> ExitCode {
         Command::Inspect(a) => inspect::run(a, &settings),
         Command::Verify(a) => verify::run(a, &settings),
         Command::Unpack(a) => unpack::run(a, &settings),
+        Command::Serve(a) => serve::run(a, &settings),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,80 @@
+//! `ferry serve ARCHIVE --listen ADDR`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use ferry::mapping::TargetRules;
+use ferry::serve::{serve, AccessLog, Registry};
+
+use super::Settings;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The archive, or a layout directory written by `ferry unpack`.
+    pub archive: PathBuf,
+    /// Address to listen on. Loopback by default; name another address to
+    /// expose the registry to the network.
+    #[arg(long, default_value = "127.0.0.1:5000")]
+    pub listen: SocketAddr,
+    /// Serve repositories under this path prefix (as `ferry load` would
+    /// with a prefix in --registry).
+    #[arg(long)]
+    pub prefix: Option<String>,
+    /// Keep the source registry host as the first path component.
+    #[arg(long)]
+    pub keep_host: bool,
+    /// Print one access-log line per request on stderr.
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
+pub fn run(args: Args, _: &Settings) -> anyhow::Result<ExitCode> {
+    let rules = TargetRules {
+        prefix: args.prefix.clone(),
+        keep_host: args.keep_host,
+    };
+    let start = std::time::Instant::now();
+    let registry = Arc::new(Registry::open(&args.archive, &rules)?);
+    let repos = registry.repositories();
+    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let addr = listener.local_addr()?;
+        eprintln!(
+            "serving {} ({} repositories, ready in {:.0} ms) on http://{addr}/v2/ — Ctrl-C to stop",
+            args.archive.display(),
+            repos.len(),
+            start.elapsed().as_secs_f64() * 1000.0
+        );
+        for r in &repos {
+            let tags = registry.tags(r).unwrap_or_default();
+            eprintln!("  {addr}/{r}:{}", tags.join(","));
+        }
+        let log: Option<AccessLog> = args.verbose.then(|| {
+            Arc::new(|r: &ferry::serve::AccessRecord| {
+                eprintln!(
+                    "{} {} {} {} {:.1}ms",
+                    r.method,
+                    r.path,
+                    r.status,
+                    r.bytes.map(|b| b.to_string()).unwrap_or_else(|| "-".into()),
+                    r.millis
+                )
+            }) as AccessLog
+        });
+        let shutdown = async {
+            let _ = tokio::signal::ctrl_c().await;
+            eprintln!("stopping");
+        };
+        serve(listener, registry, log, shutdown)
+            .await
+            .context("serving")?;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

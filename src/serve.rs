@@ -1,0 +1,765 @@
+//! `serve`: the pull side of the OCI distribution API, answered straight
+//! from an archive (by byte offset, nothing extracted or copied) or from an
+//! OCI layout directory written by `ferry unpack`.
+//!
+//! At start-up the archive is scanned like `verify` scans it (structure,
+//! bundle.json, member offsets), repositories are named with the shared
+//! [`crate::mapping`] rules, and every manifest and index is read and hashed
+//! once to learn its media type and children. Blobs are not re-hashed at
+//! start-up; clients check blob digests, and `ferry verify` checks all.
+//! Requests then stream byte ranges from disk with a fixed-size buffer, so
+//! memory does not grow with the bundle.
+//!
+//! The server takes a bound listener and a shutdown future; it never
+//! decides its own address or lifetime.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
+use std::io::{self, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode, Uri};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use crate::archive::{Archive, ArchiveError};
+use crate::bundle::{Artifact, ArtifactKind, Bundle};
+use crate::digest::Digest;
+use crate::mapping::{MappingError, TargetRules};
+use crate::oci::{self, Node};
+
+/// Errors opening content for serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The archive is unreadable or damaged.
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+    /// Reading a layout directory failed.
+    #[error("cannot read layout {path}")]
+    Layout {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The layout's bundle.json or index.json is unusable.
+    #[error("{path}: {what}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        what: String,
+    },
+    /// Target naming failed.
+    #[error(transparent)]
+    Mapping(#[from] MappingError),
+    /// A document needed to build the graph is missing or damaged.
+    #[error("{source_path}: {what} (run `ferry verify` for a full report)")]
+    Graph {
+        /// The archive or layout.
+        source_path: PathBuf,
+        /// What is wrong.
+        what: String,
+    },
+}
+
+/// Where blob bytes live.
+#[derive(Debug)]
+enum Content {
+    Archive {
+        path: PathBuf,
+        members: HashMap<Digest, (u64, u64)>,
+    },
+    Dir {
+        root: PathBuf,
+    },
+}
+
+impl Content {
+    fn size(&self, d: &Digest) -> Option<u64> {
+        match self {
+            Content::Archive { members, .. } => members.get(d).map(|&(_, s)| s),
+            Content::Dir { root } => std::fs::metadata(root.join(d.blob_path()))
+                .ok()
+                .map(|m| m.len()),
+        }
+    }
+
+    fn location(&self, d: &Digest) -> Option<(PathBuf, u64, u64)> {
+        match self {
+            Content::Archive { path, members } => {
+                members.get(d).map(|&(o, s)| (path.clone(), o, s))
+            }
+            Content::Dir { root } => {
+                let p = root.join(d.blob_path());
+                let s = std::fs::metadata(&p).ok()?.len();
+                Some((p, 0, s))
+            }
+        }
+    }
+
+    fn read_small(&self, d: &Digest, limit: u64) -> io::Result<Vec<u8>> {
+        let (path, off, size) = self.location(d).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, format!("blob {d} is missing"))
+        })?;
+        if size > limit {
+            return Err(io::Error::other(format!(
+                "document {d} is {size} bytes, over the {limit}-byte limit"
+            )));
+        }
+        let f = fs_err::File::open(&path)?;
+        let mut buf = vec![0u8; size as usize];
+        std::os::unix::fs::FileExt::read_exact_at(f.file(), &mut buf, off)?;
+        Ok(buf)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Repo {
+    tags: BTreeMap<String, Digest>,
+    contents: HashSet<Digest>,
+}
+
+/// Everything a running server needs: repositories, tags, media types and
+/// where each blob is.
+#[derive(Debug)]
+pub struct Registry {
+    source: PathBuf,
+    content: Content,
+    repos: BTreeMap<String, Repo>,
+    media_types: HashMap<Digest, String>,
+}
+
+impl Registry {
+    /// Opens an archive file or a layout directory.
+    pub fn open(path: &Path, rules: &TargetRules) -> Result<Registry, ServeError> {
+        if path.is_dir() {
+            Registry::open_dir(path, rules)
+        } else {
+            Registry::open_archive(path, rules)
+        }
+    }
+
+    fn open_archive(path: &Path, rules: &TargetRules) -> Result<Registry, ServeError> {
+        let a = Archive::open(path)?;
+        let declared: HashMap<&str, Digest> = a
+            .bundle
+            .members
+            .iter()
+            .map(|m| (m.path.as_str(), m.digest))
+            .collect();
+        let members = a
+            .entries
+            .iter()
+            .filter(|e| e.path.starts_with("blobs/"))
+            .filter_map(|e| Some((*declared.get(e.path.as_str())?, (e.offset, e.size))))
+            .collect();
+        let content = Content::Archive {
+            path: path.to_owned(),
+            members,
+        };
+        Registry::build(path, content, &a.bundle.artifacts, rules)
+    }
+
+    fn open_dir(dir: &Path, rules: &TargetRules) -> Result<Registry, ServeError> {
+        let layout_err = |source| ServeError::Layout {
+            path: dir.to_owned(),
+            source,
+        };
+        let bundle_path = dir.join(crate::bundle::BUNDLE_PATH);
+        let artifacts = if bundle_path.is_file() {
+            let bytes = fs_err::read(&bundle_path).map_err(layout_err)?;
+            Bundle::from_slice(&bytes)
+                .map_err(|e| ServeError::Invalid {
+                    path: bundle_path.clone(),
+                    what: crate::verify::error_chain(&e),
+                })?
+                .artifacts
+        } else {
+            // A layout from another tool: every named image in index.json.
+            let index_path = dir.join("index.json");
+            let bytes = fs_err::read(&index_path).map_err(layout_err)?;
+            let index: oci::Index =
+                serde_json::from_slice(&bytes).map_err(|e| ServeError::Invalid {
+                    path: index_path.clone(),
+                    what: format!("not an OCI index: {e}"),
+                })?;
+            index
+                .manifests
+                .iter()
+                .filter_map(|d| {
+                    let name = d.annotations.get(oci::ANN_REF_NAME)?;
+                    let reference = name
+                        .parse::<crate::reference::Reference>()
+                        .ok()?
+                        .to_string();
+                    Some(Artifact {
+                        kind: ArtifactKind::Image,
+                        source: name.clone(),
+                        reference,
+                        digest: d.digest,
+                        media_type: d.media_type.clone(),
+                        size: d.size,
+                        platforms: Vec::new(),
+                        source_digest: None,
+                        chart: None,
+                        file: None,
+                    })
+                })
+                .collect()
+        };
+        Registry::build(
+            dir,
+            Content::Dir {
+                root: dir.to_owned(),
+            },
+            &artifacts,
+            rules,
+        )
+    }
+
+    fn build(
+        source: &Path,
+        content: Content,
+        artifacts: &[Artifact],
+        rules: &TargetRules,
+    ) -> Result<Registry, ServeError> {
+        let targets = rules.targets(artifacts)?;
+        let mut reg = Registry {
+            source: source.to_owned(),
+            content,
+            repos: BTreeMap::new(),
+            media_types: HashMap::new(),
+        };
+        for (t, a) in targets.iter().zip(artifacts) {
+            let mut contents = HashSet::new();
+            reg.walk(&a.media_type, &a.digest, &mut contents, 0)?;
+            let repo = reg.repos.entry(t.repository.clone()).or_default();
+            repo.contents.extend(contents);
+            if let Some(tag) = &t.tag {
+                repo.tags.insert(tag.clone(), t.digest);
+            }
+        }
+        Ok(reg)
+    }
+
+    fn walk(
+        &mut self,
+        media_type: &str,
+        d: &Digest,
+        out: &mut HashSet<Digest>,
+        depth: usize,
+    ) -> Result<(), ServeError> {
+        let graph = |what: String| ServeError::Graph {
+            source_path: self.source.clone(),
+            what,
+        };
+        if depth > oci::MAX_DEPTH {
+            return Err(graph(format!(
+                "indexes nest deeper than {} levels at {d}",
+                oci::MAX_DEPTH
+            )));
+        }
+        let bytes = self
+            .content
+            .read_small(d, oci::MANIFEST_MAX_BYTES)
+            .map_err(|e| graph(format!("manifest {d}: {e}")))?;
+        if Digest::of(&bytes) != *d {
+            return Err(graph(format!("manifest {d} does not match its digest")));
+        }
+        let node = oci::parse_node(*d, media_type, &bytes)
+            .map_err(|e| graph(crate::verify::error_chain(&e)))?;
+        out.insert(*d);
+        let mt = match &node {
+            Node::Index(i) => i.media_type.clone(),
+            Node::Manifest(m) => m.media_type.clone(),
+        };
+        self.media_types
+            .insert(*d, mt.unwrap_or_else(|| media_type.to_owned()));
+        match node {
+            Node::Index(i) => {
+                for c in &i.manifests {
+                    self.walk(&c.media_type, &c.digest, out, depth + 1)?;
+                }
+            }
+            Node::Manifest(m) => {
+                for b in std::iter::once(&m.config).chain(&m.layers) {
+                    if self.content.size(&b.digest) != Some(b.size) {
+                        return Err(graph(format!(
+                            "blob {} is missing or has the wrong size",
+                            b.digest
+                        )));
+                    }
+                    out.insert(b.digest);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Repository names served, sorted.
+    pub fn repositories(&self) -> Vec<String> {
+        self.repos.keys().cloned().collect()
+    }
+
+    /// Tags of a repository, sorted.
+    pub fn tags(&self, repo: &str) -> Option<Vec<String>> {
+        self.repos
+            .get(repo)
+            .map(|r| r.tags.keys().cloned().collect())
+    }
+}
+
+/// One served request, for access logs.
+#[derive(Debug, Clone)]
+pub struct AccessRecord {
+    /// HTTP method.
+    pub method: String,
+    /// Request path and query.
+    pub path: String,
+    /// Response status.
+    pub status: u16,
+    /// Response body length, when known.
+    pub bytes: Option<u64>,
+    /// Time to the response head, in milliseconds.
+    pub millis: f64,
+}
+
+/// Receives one record per request.
+pub type AccessLog = Arc<dyn Fn(&AccessRecord) + Send + Sync>;
+
+#[derive(Clone)]
+struct AppState {
+    registry: Arc<Registry>,
+    log: Option<AccessLog>,
+}
+
+/// Serves `registry` on `listener` until `shutdown` completes, then stops
+/// accepting and lets in-flight requests finish.
+pub async fn serve<F>(
+    listener: tokio::net::TcpListener,
+    registry: Arc<Registry>,
+    log: Option<AccessLog>,
+    shutdown: F,
+) -> io::Result<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let app = axum::Router::new()
+        .fallback(handle)
+        .with_state(AppState { registry, log });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn handle(
+    State(st): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response<Body> {
+    let start = Instant::now();
+    let resp = route(&st.registry, &method, &uri, &headers).await;
+    if let Some(log) = &st.log {
+        log(&AccessRecord {
+            method: method.to_string(),
+            path: uri
+                .path_and_query()
+                .map(|p| p.to_string())
+                .unwrap_or_default(),
+            status: resp.status().as_u16(),
+            bytes: resp
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok()),
+            millis: start.elapsed().as_secs_f64() * 1000.0,
+        });
+    }
+    resp
+}
+
+fn error(status: StatusCode, code: &str, message: &str, detail: Option<&str>) -> Response<Body> {
+    let mut e = serde_json::json!({"code": code, "message": message});
+    if let Some(d) = detail {
+        e["detail"] = d.into();
+    }
+    let body = serde_json::to_vec(&serde_json::json!({ "errors": [e] })).unwrap_or_default();
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONTENT_LENGTH, body.len())
+        .header("Docker-Distribution-API-Version", "registry/2.0")
+        .body(Body::from(body))
+        .unwrap_or_default()
+}
+
+fn json(value: serde_json::Value, link: Option<String>) -> Response<Body> {
+    let body = serde_json::to_vec(&value).unwrap_or_default();
+    let mut b = Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONTENT_LENGTH, body.len())
+        .header("Docker-Distribution-API-Version", "registry/2.0");
+    if let Some(l) = link {
+        b = b.header(header::LINK, l);
+    }
+    b.body(Body::from(body)).unwrap_or_default()
+}
+
+fn query(uri: &Uri) -> HashMap<String, String> {
+    uri.query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_owned(), percent_decode(v)))
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(if b[i] == b'+' { b' ' } else { b[i] });
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `n`/`last` pagination over a sorted list.
+fn paginate(
+    items: Vec<String>,
+    q: &HashMap<String, String>,
+) -> (Vec<String>, Option<(usize, String)>) {
+    let after: Vec<String> = match q.get("last") {
+        Some(last) => items.into_iter().filter(|t| t > last).collect(),
+        None => items,
+    };
+    match q.get("n").and_then(|n| n.parse::<usize>().ok()) {
+        Some(n) if n < after.len() => {
+            let page: Vec<String> = after.into_iter().take(n).collect();
+            let last = page.last().cloned().unwrap_or_default();
+            (page, Some((n, last)))
+        }
+        _ => (after, None),
+    }
+}
+
+async fn route(reg: &Registry, method: &Method, uri: &Uri, headers: &HeaderMap) -> Response<Body> {
+    let path = uri.path();
+    let Some(rest) = path.strip_prefix("/v2") else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            "not a registry API path",
+            None,
+        );
+    };
+    let read = method == Method::GET || method == Method::HEAD;
+    if !read {
+        return error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "UNSUPPORTED",
+            "ferry serve is read-only; push into a registry with `ferry load`",
+            None,
+        );
+    }
+    let head = method == Method::HEAD;
+    let rest = rest.trim_start_matches('/');
+    if rest.is_empty() {
+        return json(serde_json::json!({}), None);
+    }
+    if rest == "_catalog" {
+        let q = query(uri);
+        let (page, next) = paginate(reg.repositories(), &q);
+        let link = next.map(|(n, last)| format!("</v2/_catalog?n={n}&last={last}>; rel=\"next\""));
+        return json(serde_json::json!({ "repositories": page }), link);
+    }
+    // `<name>/<kind>/<last>`: the name may contain slashes (and even a
+    // component called `manifests`), the last two segments never do.
+    let parsed = rest.rsplit_once('/').and_then(|(before, last)| {
+        before
+            .rsplit_once('/')
+            .map(|(name, kind)| (name, kind, last))
+    });
+    match parsed {
+        Some((name, "tags", "list")) => {
+            let Some(tags) = reg.tags(name) else {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    "NAME_UNKNOWN",
+                    "repository name not known to registry",
+                    Some(name),
+                );
+            };
+            let q = query(uri);
+            let (page, next) = paginate(tags, &q);
+            let link = next
+                .map(|(n, last)| format!("</v2/{name}/tags/list?n={n}&last={last}>; rel=\"next\""));
+            return json(serde_json::json!({ "name": name, "tags": page }), link);
+        }
+        Some((name, "manifests", reference)) => return manifest(reg, name, reference, head).await,
+        Some((name, "blobs", digest)) => return blob(reg, name, digest, head, headers).await,
+        _ => {}
+    }
+    error(
+        StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+        "unknown registry API path",
+        Some(path),
+    )
+}
+
+async fn manifest(reg: &Registry, name: &str, reference: &str, head: bool) -> Response<Body> {
+    let Some(repo) = reg.repos.get(name) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "NAME_UNKNOWN",
+            "repository name not known to registry",
+            Some(name),
+        );
+    };
+    let digest = if reference.starts_with("sha256:") || reference.contains(':') {
+        match reference.parse::<Digest>() {
+            Ok(d) if repo.contents.contains(&d) && reg.media_types.contains_key(&d) => d,
+            Ok(_) => {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    "MANIFEST_UNKNOWN",
+                    "manifest unknown",
+                    Some(reference),
+                )
+            }
+            Err(_) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "DIGEST_INVALID",
+                    "provided digest did not match uploaded content",
+                    Some(reference),
+                )
+            }
+        }
+    } else {
+        match repo.tags.get(reference) {
+            Some(d) => *d,
+            None => {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    "MANIFEST_UNKNOWN",
+                    "manifest unknown",
+                    Some(reference),
+                )
+            }
+        }
+    };
+    let bytes = match reg.content.read_small(&digest, oci::MANIFEST_MAX_BYTES) {
+        Ok(b) => b,
+        Err(e) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "UNKNOWN",
+                "cannot read manifest",
+                Some(&e.to_string()),
+            )
+        }
+    };
+    let mt = reg
+        .media_types
+        .get(&digest)
+        .cloned()
+        .unwrap_or_else(|| oci::OCI_MANIFEST.into());
+    let len = bytes.len();
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, mt)
+        .header(header::CONTENT_LENGTH, len)
+        .header("Docker-Content-Digest", digest.to_string())
+        .header(header::ETAG, format!("\"{digest}\""))
+        .header("Docker-Distribution-API-Version", "registry/2.0")
+        .body(if head {
+            Body::empty()
+        } else {
+            Body::from(bytes)
+        })
+        .unwrap_or_default()
+}
+
+/// Parses a single `bytes=` range against `size`. `Ok(None)`: no range.
+fn parse_range(h: Option<&HeaderValue>, size: u64) -> Result<Option<(u64, u64)>, ()> {
+    let Some(v) = h.and_then(|v| v.to_str().ok()) else {
+        return Ok(None);
+    };
+    let Some(spec) = v.trim().strip_prefix("bytes=") else {
+        return Ok(None);
+    };
+    if spec.contains(',') {
+        // Multiple ranges: allowed to ignore and send the whole blob.
+        return Ok(None);
+    }
+    let (a, b) = spec.split_once('-').ok_or(())?;
+    let (start, end) = match (a.trim(), b.trim()) {
+        ("", suffix) => {
+            let n: u64 = suffix.parse().map_err(|_| ())?;
+            if n == 0 {
+                return Err(());
+            }
+            (size.saturating_sub(n), size.saturating_sub(1))
+        }
+        (s, "") => (s.parse().map_err(|_| ())?, size.saturating_sub(1)),
+        (s, e) => {
+            let s: u64 = s.parse().map_err(|_| ())?;
+            let e: u64 = e.parse().map_err(|_| ())?;
+            if e < s {
+                return Err(());
+            }
+            (s, e.min(size.saturating_sub(1)))
+        }
+    };
+    if size == 0 || start >= size {
+        return Err(());
+    }
+    Ok(Some((start, end)))
+}
+
+async fn blob(
+    reg: &Registry,
+    name: &str,
+    digest: &str,
+    head: bool,
+    headers: &HeaderMap,
+) -> Response<Body> {
+    let Some(repo) = reg.repos.get(name) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "NAME_UNKNOWN",
+            "repository name not known to registry",
+            Some(name),
+        );
+    };
+    let d = match digest.parse::<Digest>() {
+        Ok(d) => d,
+        Err(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "DIGEST_INVALID",
+                "invalid digest",
+                Some(digest),
+            )
+        }
+    };
+    let loc = if repo.contents.contains(&d) {
+        reg.content.location(&d)
+    } else {
+        None
+    };
+    let Some((path, offset, size)) = loc else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "BLOB_UNKNOWN",
+            "blob unknown to registry",
+            Some(digest),
+        );
+    };
+    let range = match parse_range(headers.get(header::RANGE), size) {
+        Ok(r) => r,
+        Err(()) => {
+            return Response::builder()
+                .status(StatusCode::RANGE_NOT_SATISFIABLE)
+                .header(header::CONTENT_RANGE, format!("bytes */{size}"))
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(
+                    serde_json::to_vec(&serde_json::json!({"errors":[{"code":"RANGE_INVALID","message":"invalid content range","detail":digest}]}))
+                        .unwrap_or_default(),
+                ))
+                .unwrap_or_default()
+        }
+    };
+    let (start, len, status) = match range {
+        Some((s, e)) => (s, e - s + 1, StatusCode::PARTIAL_CONTENT),
+        None => (0, size, StatusCode::OK),
+    };
+    let mut b = Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(header::CONTENT_LENGTH, len)
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header("Docker-Content-Digest", d.to_string())
+        .header(header::ETAG, format!("\"{d}\""))
+        .header("Docker-Distribution-API-Version", "registry/2.0");
+    if range.is_some() {
+        b = b.header(
+            header::CONTENT_RANGE,
+            format!("bytes {start}-{}/{size}", start + len - 1),
+        );
+    }
+    if head {
+        return b.body(Body::empty()).unwrap_or_default();
+    }
+    let file = match tokio::fs::File::open(&path).await {
+        Ok(f) => f,
+        Err(e) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "UNKNOWN",
+                "cannot open content",
+                Some(&e.to_string()),
+            )
+        }
+    };
+    let mut file = file;
+    if let Err(e) = file.seek(SeekFrom::Start(offset + start)).await {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "UNKNOWN",
+            "cannot read content",
+            Some(&e.to_string()),
+        );
+    }
+    let stream = tokio_util::io::ReaderStream::with_capacity(file.take(len), 256 * 1024);
+    b.body(Body::from_stream(stream)).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        let h = |s: &str| HeaderValue::from_str(s).unwrap();
+        assert_eq!(parse_range(None, 10), Ok(None));
+        assert_eq!(parse_range(Some(&h("bytes=0-3")), 10), Ok(Some((0, 3))));
+        assert_eq!(parse_range(Some(&h("bytes=4-")), 10), Ok(Some((4, 9))));
+        assert_eq!(parse_range(Some(&h("bytes=-3")), 10), Ok(Some((7, 9))));
+        assert_eq!(parse_range(Some(&h("bytes=5-100")), 10), Ok(Some((5, 9))));
+        assert_eq!(parse_range(Some(&h("bytes=10-")), 10), Err(()));
+        assert_eq!(parse_range(Some(&h("bytes=5-2")), 10), Err(()));
+        assert_eq!(parse_range(Some(&h("bytes=a-b")), 10), Err(()));
+        assert_eq!(parse_range(Some(&h("bytes=0-1,4-5")), 10), Ok(None));
+    }
+
+    #[test]
+    fn pagination() {
+        let items: Vec<String> = ["a", "b", "c", "d"].iter().map(|s| s.to_string()).collect();
+        let q: HashMap<String, String> = [("n".to_string(), "2".to_string())].into();
+        assert_eq!(
+            paginate(items.clone(), &q),
+            (vec!["a".into(), "b".into()], Some((2, "b".into())))
+        );
+        let q: HashMap<String, String> =
+            [("n".into(), "2".into()), ("last".into(), "b".into())].into();
+        assert_eq!(paginate(items, &q), (vec!["c".into(), "d".into()], None));
+    }
+}

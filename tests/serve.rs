@@ -1,0 +1,355 @@
+//! `ferry serve`: skopeo pulls everything from it unchanged; the HTTP
+//! surface follows the distribution spec's pull side.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+
+use ferry::mapping::TargetRules;
+use support::build::{self, LayoutBuilder};
+use support::*;
+
+fn skopeo() -> Command {
+    let mut c = Command::new(require_tool("skopeo", "skopeo"));
+    c.arg("--insecure-policy");
+    c
+}
+
+fn artifacts(archive: &Path) -> Vec<serde_json::Value> {
+    let i: serde_json::Value = serde_json::from_str(
+        &ferry(["inspect".as_ref(), archive.as_os_str(), "--json".as_ref()]).expect_ok("inspect"),
+    )
+    .unwrap();
+    i["artifacts"].as_array().unwrap().clone()
+}
+
+#[test]
+fn skopeo_pulls_every_artifact_with_identical_digests() {
+    let t = tempfile::tempdir().unwrap();
+    let archive = pack_demo(t.path());
+    let s = Served::start(&archive, TargetRules::default());
+    let targets = [
+        ("library/demo:1.0", "docker.io/library/demo:1.0"),
+        ("tools/hello:2.1", "registry.example.com/tools/hello:2.1"),
+        ("charts/demo-chart:0.1.0", "charts/demo-chart:0.1.0"),
+        ("files/manifests:latest", "files/manifests:latest"),
+    ];
+    let arts = artifacts(&archive);
+    for (i, (target, source)) in targets.iter().enumerate() {
+        let want = arts.iter().find(|a| a["reference"] == *source).unwrap()["digest"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let src = format!("docker://{}/{target}", s.addr);
+        let raw = run(skopeo().args(["inspect", "--raw", "--tls-verify=false", &src]))
+            .expect_ok("skopeo inspect --raw");
+        assert_eq!(
+            ferry::digest::Digest::of(raw.as_bytes()).to_string(),
+            want,
+            "raw bytes of {target}"
+        );
+        let dest = t.path().join(format!("pulled-{i}"));
+        run(skopeo().args([
+            "copy",
+            "--all",
+            "--src-tls-verify=false",
+            &src,
+            &format!("oci:{}:x", dest.display()),
+        ]))
+        .expect_ok(&format!("skopeo copy --all {src}"));
+        let index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dest.join("index.json")).unwrap()).unwrap();
+        assert_eq!(
+            index["manifests"][0]["digest"],
+            want.as_str(),
+            "{target} pulled with its digest"
+        );
+    }
+    let tags = run(skopeo().args([
+        "list-tags",
+        "--tls-verify=false",
+        &format!("docker://{}/library/demo", s.addr),
+    ]))
+    .expect_ok("list-tags");
+    assert!(tags.contains("\"1.0\""), "{tags}");
+}
+
+#[test]
+fn http_surface_follows_the_distribution_spec() {
+    let t = tempfile::tempdir().unwrap();
+    let archive = pack_demo(t.path());
+    let s = Served::start(&archive, TargetRules::default());
+    let members = read_members(&archive);
+    let layer = members
+        .iter()
+        .find(|m| {
+            m.name.starts_with("blobs/") && m.data.starts_with(&[0x1f, 0x8b]) && m.data.len() > 1000
+        })
+        .unwrap();
+    let digest = format!("sha256:{}", layer.name.trim_start_matches("blobs/sha256/"));
+
+    let r = http(s.addr, "GET", "/v2/", &[]);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.headers["docker-distribution-api-version"], "registry/2.0");
+
+    // Manifest by tag and by digest, GET and HEAD.
+    let demo = &artifacts(&archive)[0];
+    let d = demo["digest"].as_str().unwrap();
+    for path in [
+        "/v2/library/demo/manifests/1.0".to_string(),
+        format!("/v2/library/demo/manifests/{d}"),
+    ] {
+        let r = http(s.addr, "GET", &path, &[]);
+        assert_eq!(r.status, 200, "{path}");
+        assert_eq!(r.headers["content-type"], ferry::oci::OCI_INDEX);
+        assert_eq!(r.headers["docker-content-digest"], d);
+        assert_eq!(ferry::digest::Digest::of(&r.body).to_string(), d);
+        let h = http(s.addr, "HEAD", &path, &[]);
+        assert_eq!(h.status, 200);
+        assert_eq!(h.headers["content-length"], r.body.len().to_string());
+        assert!(h.body.is_empty());
+    }
+
+    // Blobs: whole, HEAD, ranges.
+    let blob_path = format!("/v2/library/demo/blobs/{digest}");
+    let r = http(s.addr, "GET", &blob_path, &[]);
+    assert_eq!((r.status, r.body.as_slice()), (200, layer.data.as_slice()));
+    let h = http(s.addr, "HEAD", &blob_path, &[]);
+    assert_eq!(h.headers["content-length"], layer.data.len().to_string());
+    let r = http(s.addr, "GET", &blob_path, &[("Range", "bytes=100-199")]);
+    assert_eq!(r.status, 206);
+    assert_eq!(r.body, &layer.data[100..200]);
+    assert_eq!(
+        r.headers["content-range"],
+        format!("bytes 100-199/{}", layer.data.len())
+    );
+    let r = http(s.addr, "GET", &blob_path, &[("Range", "bytes=-10")]);
+    assert_eq!(r.body, &layer.data[layer.data.len() - 10..]);
+    let r = http(
+        s.addr,
+        "GET",
+        &blob_path,
+        &[("Range", &format!("bytes={}-", layer.data.len()))],
+    );
+    assert_eq!(r.status, 416);
+    assert_eq!(
+        r.headers["content-range"],
+        format!("bytes */{}", layer.data.len())
+    );
+
+    // Spec errors.
+    let code = |r: &HttpReply| {
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        v["errors"][0]["code"].as_str().unwrap().to_owned()
+    };
+    let r = http(s.addr, "GET", "/v2/nope/manifests/1.0", &[]);
+    assert_eq!((r.status, code(&r).as_str()), (404, "NAME_UNKNOWN"));
+    let r = http(s.addr, "GET", "/v2/library/demo/manifests/9.9", &[]);
+    assert_eq!((r.status, code(&r).as_str()), (404, "MANIFEST_UNKNOWN"));
+    let unknown = ferry::digest::Digest::of(b"nothing");
+    let r = http(
+        s.addr,
+        "GET",
+        &format!("/v2/library/demo/blobs/{unknown}"),
+        &[],
+    );
+    assert_eq!((r.status, code(&r).as_str()), (404, "BLOB_UNKNOWN"));
+    // A blob of another repository is not served under this one.
+    let hello_layer = {
+        let b = http(s.addr, "GET", "/v2/tools/hello/manifests/2.1", &[]);
+        let m: serde_json::Value = serde_json::from_slice(&b.body).unwrap();
+        m["layers"][0]["digest"].as_str().unwrap().to_owned()
+    };
+    let r = http(
+        s.addr,
+        "GET",
+        &format!("/v2/library/demo/blobs/{hello_layer}"),
+        &[],
+    );
+    assert_eq!(r.status, 404);
+    let r = http(s.addr, "GET", "/v2/library/demo/blobs/sha256:zz", &[]);
+    assert_eq!((r.status, code(&r).as_str()), (400, "DIGEST_INVALID"));
+    for m in ["PUT", "POST", "DELETE", "PATCH"] {
+        let r = http(
+            s.addr,
+            m,
+            "/v2/library/demo/manifests/1.0",
+            &[("Content-Length", "0")],
+        );
+        assert_eq!((r.status, code(&r).as_str()), (405, "UNSUPPORTED"), "{m}");
+    }
+
+    // A repository whose name contains `manifests` still routes (regression).
+    let r = http(s.addr, "GET", "/v2/files/manifests/manifests/latest", &[]);
+    assert_eq!(r.status, 200);
+    let m: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let layer = m["layers"][0]["digest"].as_str().unwrap();
+    assert_eq!(
+        http(
+            s.addr,
+            "HEAD",
+            &format!("/v2/files/manifests/blobs/{layer}"),
+            &[]
+        )
+        .status,
+        200
+    );
+
+    // Catalog and tag pagination.
+    let r = http(s.addr, "GET", "/v2/_catalog?n=2", &[]);
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(
+        v["repositories"],
+        serde_json::json!(["charts/demo-chart", "files/manifests"])
+    );
+    assert_eq!(
+        r.headers["link"],
+        "</v2/_catalog?n=2&last=files/manifests>; rel=\"next\""
+    );
+    let r = http(s.addr, "GET", "/v2/_catalog?n=2&last=files/manifests", &[]);
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(
+        v["repositories"],
+        serde_json::json!(["files/readme-txt", "library/demo"])
+    );
+    let r = http(s.addr, "GET", "/v2/library/demo/tags/list", &[]);
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({"name": "library/demo", "tags": ["1.0"]})
+    );
+}
+
+#[test]
+fn names_follow_load_rules_and_layouts_serve_too() {
+    let t = tempfile::tempdir().unwrap();
+    let archive = pack_demo(t.path());
+    let dir = t.path().join("layout");
+    ferry([
+        "unpack".as_ref(),
+        archive.as_os_str(),
+        "-o".as_ref(),
+        dir.as_os_str(),
+    ])
+    .expect_ok("unpack");
+    let rules = TargetRules {
+        prefix: Some("mirror".into()),
+        keep_host: true,
+    };
+    for source in [&archive, &dir] {
+        let s = Served::start(source, rules.clone());
+        let r = http(
+            s.addr,
+            "GET",
+            "/v2/mirror/docker.io/library/demo/manifests/1.0",
+            &[],
+        );
+        assert_eq!(r.status, 200, "{}", source.display());
+        let r = http(
+            s.addr,
+            "GET",
+            "/v2/mirror/registry.example.com/tools/hello/tags/list",
+            &[],
+        );
+        assert_eq!(r.status, 200);
+        let r = http(
+            s.addr,
+            "GET",
+            "/v2/mirror/charts/demo-chart/manifests/0.1.0",
+            &[],
+        );
+        assert_eq!(r.status, 200);
+    }
+}
+
+#[test]
+fn many_parallel_blob_downloads() {
+    let t = tempfile::tempdir().unwrap();
+    let mut l = LayoutBuilder::new(&t.path().join("src"));
+    let idx = build::multi_arch(&mut l, 11, 2 << 20);
+    l.tag(&idx, "docker.io/library/big:1");
+    l.finish();
+    let spec = t.path().join("ferry.yaml");
+    std::fs::write(&spec, "images:\n  - oci:src:docker.io/library/big:1\n").unwrap();
+    let archive = t.path().join("big.tar");
+    ferry([
+        "pack".as_ref(),
+        spec.as_os_str(),
+        "-o".as_ref(),
+        archive.as_os_str(),
+    ])
+    .expect_ok("pack");
+    let blobs: Vec<RawMember> = read_members(&archive)
+        .into_iter()
+        .filter(|m| m.name.starts_with("blobs/") && m.data.len() > 1 << 20)
+        .collect();
+    assert!(blobs.len() >= 3);
+    let s = Served::start(&archive, TargetRules::default());
+    let addr = s.addr;
+    std::thread::scope(|scope| {
+        for i in 0..24 {
+            let m = &blobs[i % blobs.len()];
+            scope.spawn(move || {
+                let d = m.name.trim_start_matches("blobs/sha256/");
+                let r = http(
+                    addr,
+                    "GET",
+                    &format!("/v2/library/big/blobs/sha256:{d}"),
+                    &[],
+                );
+                assert_eq!(r.status, 200);
+                assert_eq!(ferry::digest::Digest::of(&r.body).hex(), d);
+            });
+        }
+    });
+}
+
+#[test]
+fn damaged_or_colliding_bundles_are_refused_at_start() {
+    let t = tempfile::tempdir().unwrap();
+    let archive = pack_demo(t.path());
+    let bytes = std::fs::read(&archive).unwrap();
+    std::fs::write(&archive, &bytes[..bytes.len() - 5000]).unwrap();
+    let e = ferry([
+        "serve".as_ref(),
+        archive.as_os_str(),
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+    ])
+    .expect_fail("serve truncated");
+    assert!(e.contains("is truncated"), "{e}");
+
+    let mut l = LayoutBuilder::new(&t.path().join("src"));
+    let a = build::layer(&[("a", b"a")]);
+    let m = l.image(build::Flavour::Oci, "linux", "amd64", &[a]);
+    l.tag(&m, "docker.io/team/app:1");
+    l.tag(&m, "quay.io/team/app:1");
+    l.finish();
+    let spec = t.path().join("ferry.yaml");
+    std::fs::write(
+        &spec,
+        "images:\n  - oci:src:docker.io/team/app:1\n  - oci:src:quay.io/team/app:1\n",
+    )
+    .unwrap();
+    let out = t.path().join("c.tar");
+    ferry([
+        "pack".as_ref(),
+        spec.as_os_str(),
+        "-o".as_ref(),
+        out.as_os_str(),
+    ])
+    .expect_ok("pack");
+    let e = ferry([
+        "serve".as_ref(),
+        out.as_os_str(),
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+    ])
+    .expect_fail("serve colliding");
+    assert!(
+        e.contains("docker.io/team/app:1 and quay.io/team/app:1 would both become team/app:1"),
+        "{e}"
+    );
+    assert!(e.contains("--keep-host"), "{e}");
+}
