@@ -57,6 +57,16 @@ pub enum ServeError {
     /// Target naming failed.
     #[error(transparent)]
     Mapping(#[from] MappingError),
+    /// The TLS certificate or key is unusable.
+    #[error("TLS setup failed with certificate {cert} and key {key}: {what}")]
+    Tls {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+        /// What is wrong.
+        what: String,
+    },
     /// A document needed to build the graph is missing or damaged.
     #[error("{source_path}: {what} (run `ferry verify` for a full report)")]
     Graph {
@@ -349,12 +359,86 @@ pub async fn serve<F>(
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    let app = axum::Router::new()
-        .fallback(handle)
-        .with_state(AppState { registry, log });
-    axum::serve(listener, app)
+    axum::serve(listener, router(registry, log))
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+fn router(registry: Arc<Registry>, log: Option<AccessLog>) -> axum::Router {
+    axum::Router::new()
+        .fallback(handle)
+        .with_state(AppState { registry, log })
+}
+
+/// Loads a PEM certificate chain and private key for [`serve_tls`].
+pub fn load_tls(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, ServeError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let err = |what: String| ServeError::Tls {
+        cert: cert.to_owned(),
+        key: key.to_owned(),
+        what,
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| err(format!("cannot read the certificate: {e}")))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| err(format!("the certificate is not valid PEM: {e}")))?;
+    if certs.is_empty() {
+        return Err(err("the certificate file holds no certificate".into()));
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| err(format!("cannot read the private key: {e}")))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| err(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| err(format!("the key does not fit the certificate: {e}")))?;
+    Ok(Arc::new(config))
+}
+
+/// Like [`serve`], over TLS.
+pub async fn serve_tls<F>(
+    listener: tokio::net::TcpListener,
+    registry: Arc<Registry>,
+    log: Option<AccessLog>,
+    tls: Arc<rustls::ServerConfig>,
+    shutdown: F,
+) -> io::Result<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let app = router(registry, log);
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let builder =
+        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => {
+                // A failed accept (for example, too many open files) must not
+                // end the server; the next one may succeed.
+                let Ok((stream, _)) = accepted else { continue };
+                let acceptor = acceptor.clone();
+                let app = app.clone();
+                let builder = builder.clone();
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(stream).await else { return };
+                    let service = hyper_util::service::TowerToHyperService::new(app);
+                    let conn = builder
+                        .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                        .into_owned();
+                    let _ = watcher.watch(conn).await;
+                });
+            }
+        }
+    }
+    graceful.shutdown().await;
+    Ok(())
 }
 
 async fn handle(

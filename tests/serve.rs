@@ -353,3 +353,77 @@ fn damaged_or_colliding_bundles_are_refused_at_start() {
     );
     assert!(e.contains("--keep-host"), "{e}");
 }
+
+#[test]
+fn tls_with_a_certificate_skopeo_verifies() {
+    let openssl = require_tool("openssl", "openssl");
+    let t = tempfile::tempdir().unwrap();
+    let archive = pack_demo(t.path());
+    let (cert, key) = (t.path().join("cert.pem"), t.path().join("key.pem"));
+    run(Command::new(openssl)
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+        ])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert))
+    .expect_ok("openssl req");
+    let s = Served::start_with(
+        &archive,
+        TargetRules::default(),
+        Some((cert.clone(), key.clone())),
+    );
+    // skopeo trusts the certificate as a CA from --cert-dir and verifies TLS.
+    let certs = t.path().join("certs");
+    std::fs::create_dir(&certs).unwrap();
+    std::fs::copy(&cert, certs.join("ca.crt")).unwrap();
+    let raw = run(skopeo().args([
+        "inspect",
+        "--raw",
+        "--cert-dir",
+        certs.to_str().unwrap(),
+        &format!("docker://{}/library/demo:1.0", s.addr),
+    ]))
+    .expect_ok("skopeo over verified TLS");
+    let want = artifacts(&archive)[0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(ferry::digest::Digest::of(raw.as_bytes()).to_string(), want);
+    // Plain HTTP is not answered on a TLS port.
+    let mut plain = std::net::TcpStream::connect(s.addr).unwrap();
+    std::io::Write::write_all(
+        &mut plain,
+        b"GET /v2/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut buf = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut plain, &mut buf);
+    assert!(!String::from_utf8_lossy(&buf).contains("200 OK"));
+
+    // A key that is not a key is named.
+    let e = ferry([
+        "serve".as_ref(),
+        archive.as_os_str(),
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--tls-cert".as_ref(),
+        key.as_os_str(),
+        "--tls-key".as_ref(),
+        key.as_os_str(),
+    ])
+    .expect_fail("serve with a bad certificate");
+    assert!(
+        e.contains("TLS setup failed") && e.contains("holds no certificate"),
+        "{e}"
+    );
+}

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use ferry::mapping::TargetRules;
-use ferry::serve::{serve, AccessLog, Registry};
+use ferry::serve::{serve, serve_tls, AccessLog, Registry};
 
 use super::Settings;
 
@@ -26,6 +26,12 @@ pub struct Args {
     /// Keep the source registry host as the first path component.
     #[arg(long)]
     pub keep_host: bool,
+    /// Serve HTTPS with this PEM certificate (chain); needs --tls-key.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key for --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Print one access-log line per request on stderr.
     #[arg(short, long)]
     pub verbose: bool,
@@ -38,6 +44,11 @@ pub fn run(args: Args, _: &Settings) -> anyhow::Result<ExitCode> {
     };
     let start = std::time::Instant::now();
     let registry = Arc::new(Registry::open(&args.archive, &rules)?);
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(c), Some(k)) => Some(ferry::serve::load_tls(c, k)?),
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let repos = registry.repositories();
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     rt.block_on(async move {
@@ -46,7 +57,7 @@ pub fn run(args: Args, _: &Settings) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         let addr = listener.local_addr()?;
         eprintln!(
-            "serving {} ({} repositories, ready in {:.0} ms) on http://{addr}/v2/ — Ctrl-C to stop",
+            "serving {} ({} repositories, ready in {:.0} ms) on {scheme}://{addr}/v2/ — Ctrl-C to stop",
             args.archive.display(),
             repos.len(),
             start.elapsed().as_secs_f64() * 1000.0
@@ -71,9 +82,11 @@ pub fn run(args: Args, _: &Settings) -> anyhow::Result<ExitCode> {
             let _ = tokio::signal::ctrl_c().await;
             eprintln!("stopping");
         };
-        serve(listener, registry, log, shutdown)
-            .await
-            .context("serving")?;
+        match tls {
+            Some(tls) => serve_tls(listener, registry, log, tls, shutdown).await,
+            None => serve(listener, registry, log, shutdown).await,
+        }
+        .context("serving")?;
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)

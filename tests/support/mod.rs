@@ -205,6 +205,16 @@ pub struct Served {
 
 impl Served {
     pub fn start(path: &Path, rules: ferry::mapping::TargetRules) -> Served {
+        Served::start_with(path, rules, None)
+    }
+
+    /// With `tls` = (certificate, key) PEM files, serves HTTPS.
+    pub fn start_with(
+        path: &Path,
+        rules: ferry::mapping::TargetRules,
+        tls: Option<(PathBuf, PathBuf)>,
+    ) -> Served {
+        let tls = tls.map(|(c, k)| ferry::serve::load_tls(&c, &k).expect("TLS config"));
         let registry = std::sync::Arc::new(
             ferry::serve::Registry::open(path, &rules).expect("open for serving"),
         );
@@ -215,10 +225,13 @@ impl Served {
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 addr_tx.send(listener.local_addr().unwrap()).unwrap();
-                ferry::serve::serve(listener, registry, None, async {
+                let stop = async {
                     let _ = rx.await;
-                })
-                .await
+                };
+                match tls {
+                    Some(tls) => ferry::serve::serve_tls(listener, registry, None, tls, stop).await,
+                    None => ferry::serve::serve(listener, registry, None, stop).await,
+                }
                 .unwrap();
             });
         });
