@@ -483,6 +483,15 @@ fn error(status: StatusCode, code: &str, message: &str, detail: Option<&str>) ->
         .unwrap_or_default()
 }
 
+fn name_unknown(name: &str) -> Response<Body> {
+    error(
+        StatusCode::NOT_FOUND,
+        "NAME_UNKNOWN",
+        "repository name not known to registry",
+        Some(name),
+    )
+}
+
 fn json(value: serde_json::Value, link: Option<String>) -> Response<Body> {
     let body = serde_json::to_vec(&value).unwrap_or_default();
     let mut b = Response::builder()
@@ -582,12 +591,7 @@ async fn route(reg: &Registry, method: &Method, uri: &Uri, headers: &HeaderMap) 
     match parsed {
         Some((name, "tags", "list")) => {
             let Some(tags) = reg.tags(name) else {
-                return error(
-                    StatusCode::NOT_FOUND,
-                    "NAME_UNKNOWN",
-                    "repository name not known to registry",
-                    Some(name),
-                );
+                return name_unknown(name);
             };
             let q = query(uri);
             let (page, next) = paginate(tags, &q);
@@ -609,14 +613,9 @@ async fn route(reg: &Registry, method: &Method, uri: &Uri, headers: &HeaderMap) 
 
 async fn manifest(reg: &Registry, name: &str, reference: &str, head: bool) -> Response<Body> {
     let Some(repo) = reg.repos.get(name) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            "NAME_UNKNOWN",
-            "repository name not known to registry",
-            Some(name),
-        );
+        return name_unknown(name);
     };
-    let digest = if reference.starts_with("sha256:") || reference.contains(':') {
+    let digest = if reference.contains(':') {
         match reference.parse::<Digest>() {
             Ok(d) if repo.contents.contains(&d) && reg.media_types.contains_key(&d) => d,
             Ok(_) => {
@@ -726,12 +725,7 @@ async fn blob(
     headers: &HeaderMap,
 ) -> Response<Body> {
     let Some(repo) = reg.repos.get(name) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            "NAME_UNKNOWN",
-            "repository name not known to registry",
-            Some(name),
-        );
+        return name_unknown(name);
     };
     let d = match digest.parse::<Digest>() {
         Ok(d) => d,
@@ -760,15 +754,16 @@ async fn blob(
     let range = match parse_range(headers.get(header::RANGE), size) {
         Ok(r) => r,
         Err(()) => {
-            return Response::builder()
-                .status(StatusCode::RANGE_NOT_SATISFIABLE)
-                .header(header::CONTENT_RANGE, format!("bytes */{size}"))
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(Body::from(
-                    serde_json::to_vec(&serde_json::json!({"errors":[{"code":"RANGE_INVALID","message":"invalid content range","detail":digest}]}))
-                        .unwrap_or_default(),
-                ))
-                .unwrap_or_default()
+            let mut r = error(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "RANGE_INVALID",
+                "invalid content range",
+                Some(digest),
+            );
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                r.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            return r;
         }
     };
     let (start, len, status) = match range {

@@ -242,10 +242,7 @@ fn docker_schema2_images_and_oci_archives_are_carried_raw() {
         out.as_os_str(),
     ])
     .expect_ok("pack");
-    let i: serde_json::Value = serde_json::from_str(
-        &ferry(["inspect".as_ref(), out.as_os_str(), "--json".as_ref()]).expect_ok("inspect"),
-    )
-    .unwrap();
+    let i = inspect_json(&out);
     for a in i["artifacts"].as_array().unwrap() {
         assert_eq!(a["digest"], list.digest.to_string(), "digest kept: {a}");
         assert_eq!(a["media_type"], ferry::oci::DOCKER_LIST);
@@ -286,10 +283,7 @@ fn platform_filter_writes_a_new_index_and_records_both_digests() {
         printed.contains("platform-filtered"),
         "the user is told: {printed}"
     );
-    let i: serde_json::Value = serde_json::from_str(
-        &ferry(["inspect".as_ref(), out.as_os_str(), "--json".as_ref()]).expect_ok("inspect"),
-    )
-    .unwrap();
+    let i = inspect_json(&out);
     let a = &i["artifacts"][0];
     assert_eq!(a["platforms"], serde_json::json!(["linux/arm64"]));
     assert_eq!(a["source_digest"], idx.digest.to_string());
@@ -307,10 +301,7 @@ fn platform_filter_writes_a_new_index_and_records_both_digests() {
         "linux/amd64,linux/arm64".as_ref(),
     ])
     .expect_ok("pack all");
-    let i: serde_json::Value = serde_json::from_str(
-        &ferry(["inspect".as_ref(), out2.as_os_str(), "--json".as_ref()]).expect_ok("inspect"),
-    )
-    .unwrap();
+    let i = inspect_json(&out2);
     assert_eq!(i["artifacts"][0]["digest"], idx.digest.to_string());
     assert!(i["artifacts"][0].get("source_digest").is_none());
 

@@ -9,19 +9,9 @@ use std::process::Command;
 
 use support::*;
 
-fn skopeo() -> Command {
-    let mut c = Command::new(require_tool("skopeo", "skopeo"));
-    c.arg("--insecure-policy");
-    c
-}
-
 /// (reference, digest) of every artifact in the archive.
 fn artifacts(archive: &Path) -> Vec<(String, String, String)> {
-    let i: serde_json::Value = serde_json::from_str(
-        &ferry(["inspect".as_ref(), archive.as_os_str(), "--json".as_ref()]).expect_ok("inspect"),
-    )
-    .unwrap();
-    i["artifacts"]
+    inspect_json(archive)["artifacts"]
         .as_array()
         .unwrap()
         .iter()

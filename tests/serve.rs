@@ -10,18 +10,11 @@ use ferry::mapping::TargetRules;
 use support::build::{self, LayoutBuilder};
 use support::*;
 
-fn skopeo() -> Command {
-    let mut c = Command::new(require_tool("skopeo", "skopeo"));
-    c.arg("--insecure-policy");
-    c
-}
-
 fn artifacts(archive: &Path) -> Vec<serde_json::Value> {
-    let i: serde_json::Value = serde_json::from_str(
-        &ferry(["inspect".as_ref(), archive.as_os_str(), "--json".as_ref()]).expect_ok("inspect"),
-    )
-    .unwrap();
-    i["artifacts"].as_array().unwrap().clone()
+    inspect_json(archive)["artifacts"]
+        .as_array()
+        .unwrap()
+        .clone()
 }
 
 #[test]

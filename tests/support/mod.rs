@@ -89,6 +89,31 @@ pub fn require_tool(bin: &str, package: &str) -> PathBuf {
     panic!("this test needs `{bin}`, which is not installed: apt-get install {package} (or run scripts/test.sh, which installs it)");
 }
 
+/// `skopeo --insecure-policy` (the tests carry their own trust decisions).
+pub fn skopeo() -> Command {
+    let mut c = Command::new(require_tool("skopeo", "skopeo"));
+    c.arg("--insecure-policy");
+    c
+}
+
+/// `ferry inspect --json ARCHIVE`, parsed.
+pub fn inspect_json(archive: &Path) -> serde_json::Value {
+    let out = ferry(["inspect".as_ref(), archive.as_os_str(), "--json".as_ref()])
+        .expect_ok("inspect --json");
+    serde_json::from_str(&out).unwrap()
+}
+
+/// `ferry unpack ARCHIVE -o DIR`, which must succeed.
+pub fn unpack_ok(archive: &Path, dir: &Path) {
+    ferry([
+        "unpack".as_ref(),
+        archive.as_os_str(),
+        "-o".as_ref(),
+        dir.as_os_str(),
+    ])
+    .expect_ok("unpack");
+}
+
 /// Packs the demo fixtures into `dir/demo.tar`.
 pub fn pack_demo(dir: &Path) -> PathBuf {
     let out = dir.join("demo.tar");
