@@ -267,7 +267,7 @@ pub fn write(
             BlobSource::File { path, .. } => path.clone(),
             BlobSource::Bytes(_) => PathBuf::from("<memory>"),
         };
-        let reader: Box<dyn Read> = match &m.source {
+        let reader: Box<dyn Read + '_> = match &m.source {
             BlobSource::File { path, offset } => {
                 let mut f =
                     fs_err::File::open(path).map_err(|source| ArchiveError::SourceRead {
@@ -280,7 +280,7 @@ pub fn write(
                 }
                 Box::new(f.take(m.size))
             }
-            BlobSource::Bytes(b) => Box::new(io::Cursor::new(b.clone().to_vec())),
+            BlobSource::Bytes(b) => Box::new(b.as_slice()),
         };
         let mut hr = HashingReader::new(Progress {
             inner: reader,
@@ -626,11 +626,6 @@ impl Archive {
             pos: entry.offset,
             end: entry.offset + entry.size,
         }
-    }
-
-    /// Reads and validates bundle.json only.
-    pub fn read_bundle(path: &Path) -> Result<Bundle, ArchiveError> {
-        Ok(Archive::open_lenient(path)?.bundle)
     }
 }
 

@@ -21,15 +21,9 @@ pub enum LayoutError {
     /// A filesystem operation failed (the error names the path).
     #[error("layout store I/O failed")]
     Io(#[from] io::Error),
-    /// Reading the source of a blob failed.
-    #[error("reading the content for blob {digest} failed")]
-    Source {
-        /// The blob being written.
-        digest: Digest,
-        /// The cause.
-        #[source]
-        source: io::Error,
-    },
+    /// Reading the content being stored failed.
+    #[error("reading the blob's content failed")]
+    Source(#[source] io::Error),
     /// The content did not hash to what it claimed.
     #[error("blob {expected} ({expected_size} bytes) arrived as {actual} ({actual_size} bytes); it was not stored")]
     Mismatch {
@@ -102,12 +96,8 @@ impl Store {
                 )
             })?;
         let mut w = HashingWriter::new(io::BufWriter::with_capacity(COPY_BUF, tmp));
-        let placeholder = expected.map(|(d, _)| d).unwrap_or_else(|| Digest::of(b""));
         copy_with(&mut reader, &mut w).map_err(|e| match e {
-            CopyError::Read(source) => LayoutError::Source {
-                digest: placeholder,
-                source,
-            },
+            CopyError::Read(source) => LayoutError::Source(source),
             CopyError::Write(e) => LayoutError::Io(e),
         })?;
         let (buf, digest, size) = w.finish();
@@ -132,11 +122,6 @@ impl Store {
             )
         })?;
         Ok((digest, size))
-    }
-
-    /// Stores a small in-memory blob.
-    pub fn put_bytes(&self, bytes: &[u8]) -> Result<Digest, LayoutError> {
-        Ok(self.put(bytes, None)?.0)
     }
 
     /// Writes `index.json` atomically. Call it last: a layout without an

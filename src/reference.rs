@@ -46,26 +46,6 @@ pub struct Reference {
 }
 
 impl Reference {
-    /// Builds a reference from parts already known to be valid (for example
-    /// a repository this program derived itself). Validates all the same.
-    pub fn from_parts(
-        registry: &str,
-        repository: &str,
-        tag: Option<&str>,
-        digest: Option<Digest>,
-    ) -> Result<Reference, ReferenceError> {
-        let mut s = format!("{registry}/{repository}");
-        if let Some(t) = tag {
-            s.push(':');
-            s.push_str(t);
-        }
-        if let Some(d) = digest {
-            s.push('@');
-            s.push_str(&d.to_string());
-        }
-        s.parse()
-    }
-
     /// The registry host, with port when one was given (`docker.io`, `localhost:5000`).
     pub fn registry(&self) -> &str {
         &self.registry
@@ -85,13 +65,6 @@ impl Reference {
     /// `registry/repository` without tag or digest.
     pub fn name(&self) -> String {
         format!("{}/{}", self.registry, self.repository)
-    }
-    /// The same reference with the digest replaced.
-    pub fn with_digest(&self, digest: Option<Digest>) -> Reference {
-        Reference {
-            digest,
-            ..self.clone()
-        }
     }
 }
 
@@ -276,11 +249,6 @@ fn valid_tag(t: &str) -> bool {
         && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
         && b.iter()
             .all(|&x| x.is_ascii_alphanumeric() || matches!(x, b'_' | b'.' | b'-'))
-}
-
-/// Whether `s` is a valid tag (used for chart versions and file names).
-pub fn is_valid_tag(s: &str) -> bool {
-    valid_tag(s)
 }
 
 /// Whether `s` is a valid repository path (components separated by `/`).

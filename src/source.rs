@@ -95,6 +95,14 @@ pub enum SourceError {
         /// What it hashes to.
         actual: Digest,
     },
+    /// index.json larger than the limit.
+    #[error("{layout}: index.json is {size} bytes, more than the {INDEX_MAX}-byte limit")]
+    IndexTooLarge {
+        /// The layout.
+        layout: String,
+        /// Its size.
+        size: u64,
+    },
     /// A manifest larger than the limit.
     #[error("{layout}: manifest {digest} is {size} bytes, more than the {limit}-byte limit")]
     TooLarge {
@@ -173,6 +181,13 @@ impl LocalLayout {
             return Err(SourceError::NotLayout(dir.to_owned()));
         }
         let f = fs_err::File::open(&index_path)?;
+        let size = f.metadata()?.len();
+        if size > INDEX_MAX {
+            return Err(SourceError::IndexTooLarge {
+                layout: format!("oci:{}", dir.display()),
+                size,
+            });
+        }
         let bytes = read_limited(f, INDEX_MAX)?;
         let index = serde_json::from_slice(&bytes).map_err(|source| SourceError::BadIndex {
             path: dir.to_owned(),
@@ -209,11 +224,9 @@ impl LocalLayout {
             return Err(SourceError::NotLayout(path.to_owned()));
         };
         if size > INDEX_MAX {
-            return Err(SourceError::TooLarge {
+            return Err(SourceError::IndexTooLarge {
                 layout: label,
-                digest: Digest::of(b""),
                 size,
-                limit: INDEX_MAX,
             });
         }
         let mut f = fs_err::File::open(path)?;
