@@ -9,7 +9,8 @@
 //! image sources), [`chart`] (charts as OCI artifacts), [`bundle`]
 //! (bundle.json), [`archive`] (deterministic tar writing, safe reading),
 //! [`pack`], [`verify`], [`unpack`] (also `inspect`), [`mapping`] (target
-//! repository names), [`serve`] (read-only registry), and [`report`]
+//! repository names), [`serve`] (read-only registry), [`rewrite`] (image references in
+//! YAML), and [`report`]
 //! (progress).
 #![warn(missing_docs)]
 // Errors carry the paths, digests and references they name; they are built
@@ -28,6 +29,7 @@ pub mod pack;
 pub mod platform;
 pub mod reference;
 pub mod report;
+pub mod rewrite;
 pub mod serve;
 pub mod source;
 pub mod unpack;

@@ -5,6 +5,7 @@
 mod inspect;
 mod pack;
 mod progress;
+mod rewrite;
 mod serve;
 mod unpack;
 mod verify;
@@ -36,6 +37,8 @@ pub enum Command {
     Unpack(unpack::Args),
     /// Serve an archive (or an unpacked layout) as a read-only registry.
     Serve(serve::Args),
+    /// Point image references in YAML/JSON at the local registry.
+    Rewrite(rewrite::Args),
 }
 
 /// Global settings every command gets.
@@ -52,6 +55,7 @@ pub fn run() -> ExitCode {
         Command::Verify(a) => verify::run(a, &settings),
         Command::Unpack(a) => unpack::run(a, &settings),
         Command::Serve(a) => serve::run(a, &settings),
+        Command::Rewrite(a) => rewrite::run(a, &settings),
     };
     match result {
         Ok(code) => code,

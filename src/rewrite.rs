@@ -1,0 +1,883 @@
+//! Rewriting image references in YAML and JSON so they point at the
+//! air-gapped registry, changing only the bytes of the values concerned.
+//!
+//! The text is walked with `granit-parser` events (a maintained fork of
+//! `saphyr-parser` that also accepts the dedented closing brackets real
+//! compose files use), whose spans give each scalar's exact byte range.
+//! Every replacement keeps the
+//! scalar's quoting style, so comments, key order, indentation, anchors,
+//! block scalars and document separators survive byte for byte.
+//!
+//! Understood forms:
+//! - `image: REF` strings anywhere (Pods, Deployments, CronJobs, compose…);
+//! - Helm's split form under an `image:` key: `registry`, `repository` (or
+//!   `image`), `tag`, `digest`;
+//! - kustomize `images:` entries: `name`, `newName`, `newTag`, `digest`.
+//!
+//! Values built from templates or variables (`{{ }}`, `${}`) are reported
+//! and left alone. This module computes edits and a report; reading and
+//! writing files belongs to the caller.
+
+use std::collections::HashMap;
+
+use granit_parser::{Event, Parser, ScalarStyle, Span};
+use serde::{Deserialize, Serialize};
+
+use crate::bundle::{ArtifactKind, Bundle};
+use crate::digest::Digest;
+use crate::mapping::{MappingError, TargetRules};
+use crate::reference::Reference;
+
+/// Errors rewriting.
+#[derive(Debug, thiserror::Error)]
+pub enum RewriteError {
+    /// The text is not valid YAML.
+    #[error("invalid YAML at line {line} column {column}: {message}")]
+    Yaml {
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// The parser's message.
+        message: String,
+    },
+    /// The target registry is malformed.
+    #[error("invalid target registry {0:?}: expected HOST[:PORT][/PREFIX]")]
+    Registry(String),
+    /// Target names could not be computed.
+    #[error(transparent)]
+    Mapping(#[from] MappingError),
+    /// A map file that is not a ferry map.
+    #[error("not a ferry map file: {0}")]
+    MapFile(String),
+}
+
+/// The `format` of map files.
+pub const MAP_FORMAT: &str = "ferry-map";
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MapFile {
+    format: String,
+    format_version: u32,
+    registry: String,
+    images: Vec<MapEntry>,
+}
+
+/// One source image and where it is in the target registry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MapEntry {
+    /// The source reference, as carried.
+    pub source: String,
+    /// `HOST[:PORT]/REPOSITORY` in the target registry.
+    pub target: String,
+    /// The tag, when the source had one.
+    pub tag: Option<String>,
+    /// The digest the target holds.
+    pub digest: Digest,
+    /// The digest at the source, when a platform filter changed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_digest: Option<Digest>,
+}
+
+/// Source → target lookups.
+#[derive(Debug, Clone, Default)]
+pub struct ImageMap {
+    entries: Vec<MapEntry>,
+    by_name_tag: HashMap<(String, String), usize>,
+    by_digest: HashMap<(String, Digest), usize>,
+    target_host: String,
+}
+
+impl ImageMap {
+    /// The map a load of `bundle` into `registry` (`HOST[:PORT][/PREFIX]`)
+    /// produces, with the shared naming rules.
+    pub fn from_bundle(
+        bundle: &Bundle,
+        registry: &str,
+        keep_host: bool,
+    ) -> Result<ImageMap, RewriteError> {
+        let (host, prefix) = match registry.split_once('/') {
+            Some((h, p)) => (h, Some(p.trim_end_matches('/').to_owned())),
+            None => (registry, None),
+        };
+        if host.is_empty() || host.contains(char::is_whitespace) || registry.contains("://") {
+            return Err(RewriteError::Registry(registry.to_owned()));
+        }
+        let rules = TargetRules { prefix, keep_host };
+        let images: Vec<_> = bundle
+            .artifacts
+            .iter()
+            .filter(|a| a.kind == ArtifactKind::Image)
+            .cloned()
+            .collect();
+        let targets = rules.targets(&images)?;
+        let mut map = ImageMap {
+            target_host: host.to_owned(),
+            ..ImageMap::default()
+        };
+        for (t, a) in targets.into_iter().zip(&images) {
+            map.insert(MapEntry {
+                source: a.reference.clone(),
+                target: format!("{host}/{}", t.repository),
+                tag: t.tag,
+                digest: t.digest,
+                source_digest: a.source_digest,
+            });
+        }
+        Ok(map)
+    }
+
+    /// A map from explicit entries (`target_host` is the registry whose
+    /// references count as already local).
+    pub fn from_entries(target_host: &str, entries: Vec<MapEntry>) -> ImageMap {
+        let mut map = ImageMap {
+            target_host: target_host.to_owned(),
+            ..ImageMap::default()
+        };
+        for e in entries {
+            map.insert(e);
+        }
+        map
+    }
+
+    fn insert(&mut self, e: MapEntry) {
+        let Ok(r) = e.source.parse::<Reference>() else {
+            return;
+        };
+        let i = self.entries.len();
+        if let Some(t) = r.tag() {
+            self.by_name_tag.insert((r.name(), t.to_owned()), i);
+        }
+        self.by_digest.insert((r.name(), e.digest), i);
+        if let Some(sd) = e.source_digest {
+            self.by_digest.insert((r.name(), sd), i);
+        }
+        if let Some(d) = r.digest() {
+            self.by_digest.insert((r.name(), d), i);
+        }
+        self.entries.push(e);
+    }
+
+    /// Reads a map file (`ferry-map` JSON: `{"format": "ferry-map",
+    /// "format_version": 1, "registry": HOST, "images": [MapEntry…]}`).
+    pub fn from_json(bytes: &[u8]) -> Result<ImageMap, RewriteError> {
+        let f: MapFile =
+            serde_json::from_slice(bytes).map_err(|e| RewriteError::MapFile(e.to_string()))?;
+        if f.format != MAP_FORMAT {
+            return Err(RewriteError::MapFile(format!(
+                "format is {:?}, not {MAP_FORMAT:?}",
+                f.format
+            )));
+        }
+        if f.format_version > 1 {
+            return Err(RewriteError::MapFile(format!(
+                "format version {} is newer than this ferry reads (1)",
+                f.format_version
+            )));
+        }
+        let host = f.registry.split('/').next().unwrap_or("").to_owned();
+        Ok(ImageMap::from_entries(&host, f.images))
+    }
+
+    /// The map as a `ferry-map` JSON document.
+    pub fn to_json(&self) -> Vec<u8> {
+        let f = MapFile {
+            format: MAP_FORMAT.into(),
+            format_version: 1,
+            registry: self.target_host.clone(),
+            images: self.entries.clone(),
+        };
+        let mut v = serde_json::to_vec_pretty(&f).unwrap_or_default();
+        v.push(b'\n');
+        v
+    }
+
+    /// The entries.
+    pub fn entries(&self) -> &[MapEntry] {
+        &self.entries
+    }
+
+    fn lookup(&self, r: &Reference) -> Option<&MapEntry> {
+        let by_digest = r.digest().and_then(|d| self.by_digest.get(&(r.name(), d)));
+        let by_tag = r
+            .tag()
+            .and_then(|t| self.by_name_tag.get(&(r.name(), t.to_owned())));
+        by_digest.or(by_tag).map(|&i| &self.entries[i])
+    }
+}
+
+/// What happened to one reference.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "outcome")]
+pub enum Outcome {
+    /// Rewritten to `to`.
+    Rewritten {
+        /// The new reference.
+        to: String,
+    },
+    /// Already points at the target registry.
+    AlreadyLocal,
+    /// The bundle does not carry it.
+    NotInBundle,
+    /// Not rewritable (templated, not a reference).
+    Skipped {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// One reference found in a document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Found {
+    /// 1-based line of the value.
+    pub line: usize,
+    /// The form it was written in.
+    pub form: &'static str,
+    /// The reference as written (split forms joined).
+    pub reference: String,
+    /// What happened.
+    #[serde(flatten)]
+    pub outcome: Outcome,
+}
+
+/// Rewrite settings.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RewriteOptions {
+    /// Add `@digest` to every rewritten reference.
+    pub pin_digest: bool,
+}
+
+/// A scalar with its byte span and style.
+#[derive(Debug, Clone)]
+struct Scalar {
+    value: String,
+    start: usize,
+    end: usize,
+    style: ScalarStyle,
+    line: usize,
+}
+
+#[derive(Debug)]
+enum Frame {
+    Map {
+        key: Option<String>,
+        expect_key: bool,
+        fields: Vec<(String, Scalar)>,
+        parent_key: Option<String>,
+        in_images_seq: bool,
+    },
+    Seq {
+        parent_key: Option<String>,
+    },
+}
+
+/// The YAML and JSON files under `paths` (files as given; directories
+/// walked for `.yaml`, `.yml` and `.json`, sorted), each with the path to
+/// use relative to an output directory.
+pub fn collect_files(
+    paths: &[std::path::PathBuf],
+) -> std::io::Result<Vec<(std::path::PathBuf, std::path::PathBuf)>> {
+    let mut out = Vec::new();
+    for p in paths {
+        let meta = fs_err::metadata(p)?;
+        if meta.is_file() {
+            let rel = p
+                .file_name()
+                .map(std::path::PathBuf::from)
+                .unwrap_or_default();
+            out.push((p.clone(), rel));
+            continue;
+        }
+        for e in walkdir::WalkDir::new(p).sort_by_file_name() {
+            let e = e.map_err(std::io::Error::from)?;
+            let ext = e.path().extension().and_then(|x| x.to_str()).unwrap_or("");
+            if e.file_type().is_file() && matches!(ext, "yaml" | "yml" | "json") {
+                let rel = e.path().strip_prefix(p).unwrap_or(e.path()).to_owned();
+                out.push((e.path().to_owned(), rel));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Rewrites `text`; returns the new text (identical when nothing matched)
+/// and every reference found.
+pub fn rewrite(
+    text: &str,
+    map: &ImageMap,
+    opts: RewriteOptions,
+) -> Result<(String, Vec<Found>), RewriteError> {
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut w = Walk {
+        map,
+        opts,
+        edits: Vec::new(),
+        found: Vec::new(),
+        global_registry: None,
+    };
+    for ev in Parser::new_from_str(text) {
+        let (ev, span): (Event, Span) = ev.map_err(|e| RewriteError::Yaml {
+            line: e.marker().line(),
+            column: e.marker().col() + 1,
+            message: e.info().to_owned(),
+        })?;
+        match ev {
+            Event::Scalar(value, style, anchor, tag) => {
+                // Spans of a parser reading a &str always carry byte offsets.
+                let Some(range) = span.byte_range() else {
+                    continue;
+                };
+                let (mut start, end) = (range.start, range.end);
+                if anchor != 0 || tag.is_some() {
+                    start = skip_properties(text, start, end);
+                }
+                let s = Scalar {
+                    value: value.into_owned(),
+                    start,
+                    end,
+                    style,
+                    line: span.start.line(),
+                };
+                if let Some(Frame::Map {
+                    key,
+                    expect_key,
+                    fields,
+                    ..
+                }) = stack.last_mut()
+                {
+                    if *expect_key {
+                        *key = Some(s.value.clone());
+                        *expect_key = false;
+                    } else {
+                        if let Some(k) = key.take() {
+                            fields.push((k, s));
+                        }
+                        *expect_key = true;
+                    }
+                }
+            }
+            Event::MappingStart(..) => {
+                let (parent_key, in_images_seq) = open_child(&mut stack);
+                stack.push(Frame::Map {
+                    key: None,
+                    expect_key: true,
+                    fields: Vec::new(),
+                    parent_key,
+                    in_images_seq,
+                });
+            }
+            Event::SequenceStart(..) => {
+                let (parent_key, _) = open_child(&mut stack);
+                stack.push(Frame::Seq { parent_key });
+            }
+            Event::MappingEnd => {
+                if let Some(Frame::Map {
+                    fields,
+                    parent_key,
+                    in_images_seq,
+                    ..
+                }) = stack.pop()
+                {
+                    // The keys above this mapping, outermost first.
+                    let mut path: Vec<&str> = stack
+                        .iter()
+                        .map(|f| match f {
+                            Frame::Map { parent_key, .. } | Frame::Seq { parent_key } => {
+                                parent_key.as_deref().unwrap_or("-")
+                            }
+                        })
+                        .collect();
+                    path.push(parent_key.as_deref().unwrap_or("-"));
+                    w.examine(&fields, &path[1..], in_images_seq);
+                }
+                close_child(&mut stack);
+            }
+            Event::SequenceEnd => {
+                stack.pop();
+                close_child(&mut stack);
+            }
+            Event::Alias(_) => close_child_value(&mut stack),
+            _ => {}
+        }
+    }
+    let Walk {
+        mut edits,
+        mut found,
+        ..
+    } = w;
+    edits.sort_by_key(|e| e.0);
+    edits.dedup_by_key(|e| e.0);
+    let mut out = String::with_capacity(text.len() + edits.len() * 32);
+    let mut pos = 0;
+    for (s, e, r) in edits {
+        if s < pos {
+            continue; // the same anchored scalar seen twice
+        }
+        out.push_str(&text[pos..s]);
+        out.push_str(&r);
+        pos = e;
+    }
+    out.push_str(&text[pos..]);
+    found.sort_by_key(|f| f.line);
+    Ok((out, found))
+}
+
+/// A collection starts as a value: returns the key it sits under and
+/// whether it is an entry of an `images:` sequence.
+fn open_child(stack: &mut [Frame]) -> (Option<String>, bool) {
+    match stack.last_mut() {
+        Some(Frame::Map {
+            key, expect_key, ..
+        }) if !*expect_key => (key.take(), false),
+        Some(Frame::Seq { parent_key }) => (None, parent_key.as_deref() == Some("images")),
+        _ => (None, false),
+    }
+}
+
+/// A collection value ended: its parent map now expects a key.
+fn close_child(stack: &mut [Frame]) {
+    close_child_value(stack)
+}
+
+fn close_child_value(stack: &mut [Frame]) {
+    if let Some(Frame::Map {
+        key, expect_key, ..
+    }) = stack.last_mut()
+    {
+        if *expect_key {
+            // An alias used as a key: what follows is its value.
+            *expect_key = false;
+            *key = Some(String::new());
+        } else {
+            key.take();
+            *expect_key = true;
+        }
+    }
+}
+
+/// A scalar's span starts at its properties (`&anchor`, `!tag`); the
+/// value's bytes start after them.
+fn skip_properties(text: &str, mut start: usize, end: usize) -> usize {
+    let b = text.as_bytes();
+    while start < end && (b[start] == b'&' || b[start] == b'!') {
+        while start < end && !b[start].is_ascii_whitespace() {
+            start += 1;
+        }
+        while start < end && b[start].is_ascii_whitespace() {
+            start += 1;
+        }
+    }
+    start
+}
+
+fn templated(v: &str) -> bool {
+    v.contains("{{") || v.contains("${") || v.starts_with('$')
+}
+
+/// Renders `value` in the style of the scalar it replaces.
+fn render(value: &str, style: ScalarStyle) -> String {
+    match style {
+        ScalarStyle::SingleQuoted => format!("'{}'", value.replace('\'', "''")),
+        ScalarStyle::DoubleQuoted => serde_json::to_string(value).unwrap_or_default(),
+        _ => value.to_owned(),
+    }
+}
+
+fn get<'a>(fields: &'a [(String, Scalar)], k: &str) -> Option<&'a Scalar> {
+    fields.iter().find(|(key, _)| key == k).map(|(_, s)| s)
+}
+
+struct Walk<'m> {
+    map: &'m ImageMap,
+    opts: RewriteOptions,
+    edits: Vec<(usize, usize, String)>,
+    found: Vec<Found>,
+    /// `global.imageRegistry` or `global.image.registry`, when non-empty.
+    global_registry: Option<Scalar>,
+}
+
+impl Walk<'_> {
+    /// Looks at one finished mapping. `path` holds the keys above it
+    /// (`-` for sequence items), its own key last.
+    fn examine(&mut self, fields: &[(String, Scalar)], path: &[&str], in_images_seq: bool) {
+        let parent_key = path.last().copied();
+        let global = |k: &str| get(fields, k).filter(|s| !s.value.is_empty()).cloned();
+        match path {
+            ["global"] => {
+                if let Some(g) = global("imageRegistry") {
+                    self.global_registry = Some(g);
+                }
+            }
+            ["global", "image"] => {
+                if let Some(g) = global("registry") {
+                    self.global_registry = Some(g);
+                }
+            }
+            _ => {}
+        }
+        // `image: REF` inside this mapping.
+        if let Some(s) = get(fields, "image") {
+            if parent_key != Some("image") && fields.iter().all(|(k, _)| k != "registry") {
+                string_form(s, self.map, self.opts, &mut self.edits, &mut self.found);
+            }
+        }
+        // Helm split form: the value of an `image:` key, or any mapping with
+        // `repository` next to `registry`, `tag`, `digest` or `sha`.
+        let has = |k: &str| get(fields, k).is_some();
+        let split = parent_key == Some("image") && (has("repository") || has("image"))
+            || has("repository") && (has("registry") || has("tag") || has("digest") || has("sha"));
+        if split && path.first() != Some(&"global") {
+            split_form(fields, self);
+        }
+        // kustomize `images:` entry.
+        if in_images_seq && has("name") {
+            kustomize_form(
+                fields,
+                self.map,
+                self.opts,
+                &mut self.edits,
+                &mut self.found,
+            );
+        }
+    }
+}
+
+fn classify(reference: &str, map: &ImageMap) -> Result<(Reference, Option<MapEntry>), Outcome> {
+    if reference.is_empty() || templated(reference) {
+        return Err(Outcome::Skipped {
+            reason: "templated or empty".into(),
+        });
+    }
+    let r: Reference = reference.parse().map_err(|_| Outcome::Skipped {
+        reason: "not an image reference".into(),
+    })?;
+    if !map.target_host.is_empty() && r.registry() == map.target_host {
+        return Err(Outcome::AlreadyLocal);
+    }
+    let e = map.lookup(&r).cloned();
+    Ok((r, e))
+}
+
+fn target_string(e: &MapEntry, r: &Reference, opts: RewriteOptions) -> String {
+    let mut s = e.target.clone();
+    if let Some(t) = r.tag() {
+        s.push(':');
+        s.push_str(t);
+    }
+    if opts.pin_digest || r.digest().is_some() {
+        s.push('@');
+        s.push_str(&e.digest.to_string());
+    }
+    s
+}
+
+fn string_form(
+    s: &Scalar,
+    map: &ImageMap,
+    opts: RewriteOptions,
+    edits: &mut Vec<(usize, usize, String)>,
+    found: &mut Vec<Found>,
+) {
+    if matches!(s.style, ScalarStyle::Literal | ScalarStyle::Folded) {
+        return;
+    }
+    let outcome = match classify(&s.value, map) {
+        Err(o) => o,
+        Ok((_, None)) => Outcome::NotInBundle,
+        Ok((r, Some(e))) => {
+            let to = target_string(&e, &r, opts);
+            edits.push((s.start, s.end, render(&to, s.style)));
+            Outcome::Rewritten { to }
+        }
+    };
+    found.push(Found {
+        line: s.line,
+        form: "image",
+        reference: s.value.clone(),
+        outcome,
+    });
+}
+
+fn split_form(fields: &[(String, Scalar)], w: &mut Walk<'_>) {
+    let (map, opts) = (w.map, w.opts);
+    let repo = get(fields, "repository").or_else(|| get(fields, "image"));
+    let Some(repo) = repo else { return };
+    // No registry of its own: the chart falls back to the global one.
+    let own_registry = get(fields, "registry").filter(|r| !r.value.is_empty());
+    let registry = own_registry.or(w.global_registry.as_ref());
+    let tag = get(fields, "tag").filter(|t| !t.value.is_empty());
+    let digest = get(fields, "digest")
+        .or_else(|| get(fields, "sha"))
+        .filter(|d| !d.value.is_empty());
+    let mut joined = match registry.filter(|r| !r.value.is_empty()) {
+        Some(r) => format!("{}/{}", r.value, repo.value),
+        None => repo.value.clone(),
+    };
+    if let Some(t) = tag {
+        joined.push(':');
+        joined.push_str(&t.value);
+    }
+    if let Some(d) = digest {
+        if d.value.starts_with("sha256:") {
+            joined.push('@');
+            joined.push_str(&d.value);
+        } else {
+            joined.push_str("@sha256:");
+            joined.push_str(&d.value);
+        }
+    }
+    let outcome = match classify(&joined, map) {
+        Err(o) => o,
+        Ok((_, None)) => Outcome::NotInBundle,
+        Ok((r, Some(e))) => {
+            let (host, path) = e.target.split_once('/').unwrap_or((e.target.as_str(), ""));
+            match registry {
+                // The registry (its own or the global one, which then points
+                // every image that uses it at the target) and the path.
+                Some(reg) => {
+                    w.edits.push((reg.start, reg.end, render(host, reg.style)));
+                    if repo.value != path {
+                        w.edits
+                            .push((repo.start, repo.end, render(path, repo.style)));
+                    }
+                }
+                // No registry anywhere: the repository carries the whole name.
+                None => w
+                    .edits
+                    .push((repo.start, repo.end, render(&e.target, repo.style))),
+            }
+            // An empty plain `digest:` has no bytes to replace safely.
+            let slot = get(fields, "digest")
+                .or_else(|| get(fields, "sha"))
+                .filter(|d| !(d.value.is_empty() && d.style == ScalarStyle::Plain));
+            if let Some(d) = slot {
+                if opts.pin_digest || digest.is_some() {
+                    let v = if d.value.is_empty() || d.value.starts_with("sha256:") {
+                        e.digest.to_string()
+                    } else {
+                        e.digest.hex()
+                    };
+                    w.edits.push((d.start, d.end, render(&v, d.style)));
+                }
+            }
+            Outcome::Rewritten {
+                to: target_string(&e, &r, opts),
+            }
+        }
+    };
+    w.found.push(Found {
+        line: repo.line,
+        form: "helm split",
+        reference: joined,
+        outcome,
+    });
+}
+
+fn kustomize_form(
+    fields: &[(String, Scalar)],
+    map: &ImageMap,
+    opts: RewriteOptions,
+    edits: &mut Vec<(usize, usize, String)>,
+    found: &mut Vec<Found>,
+) {
+    let Some(name) = get(fields, "name") else {
+        return;
+    };
+    let new_name = get(fields, "newName");
+    let new_tag = get(fields, "newTag");
+    let digest = get(fields, "digest");
+    let mut joined = new_name
+        .map(|n| n.value.clone())
+        .unwrap_or_else(|| name.value.clone());
+    if let Some(t) = new_tag {
+        joined.push(':');
+        joined.push_str(&t.value);
+    }
+    if let Some(d) = digest {
+        joined.push('@');
+        joined.push_str(&d.value);
+    }
+    let outcome = match classify(&joined, map) {
+        Err(o) => o,
+        Ok((_, None)) => Outcome::NotInBundle,
+        Ok((r, Some(e))) => match new_name {
+            Some(n) => {
+                edits.push((n.start, n.end, render(&e.target, n.style)));
+                if let Some(d) = digest {
+                    edits.push((d.start, d.end, render(&e.digest.to_string(), d.style)));
+                }
+                Outcome::Rewritten {
+                    to: target_string(
+                        &e,
+                        &r,
+                        RewriteOptions {
+                            pin_digest: opts.pin_digest && digest.is_some(),
+                        },
+                    ),
+                }
+            }
+            None => Outcome::Skipped {
+                reason: "kustomize entry without newName: add `newName` to redirect it".into(),
+            },
+        },
+    };
+    found.push(Found {
+        line: name.line,
+        form: "kustomize",
+        reference: joined,
+        outcome,
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map() -> ImageMap {
+        let d = |s: &str| Digest::of(s.as_bytes());
+        ImageMap::from_entries(
+            "registry.local:5000",
+            vec![
+                MapEntry {
+                    source: "docker.io/library/nginx:1.27".into(),
+                    target: "registry.local:5000/library/nginx".into(),
+                    tag: Some("1.27".into()),
+                    digest: d("nginx"),
+                    source_digest: None,
+                },
+                MapEntry {
+                    source: "docker.io/bitnami/redis:8.2".into(),
+                    target: "registry.local:5000/bitnami/redis".into(),
+                    tag: Some("8.2".into()),
+                    digest: d("redis"),
+                    source_digest: None,
+                },
+                MapEntry {
+                    source: "quay.io/argoproj/argocd:latest".into(),
+                    target: "registry.local:5000/argoproj/argocd".into(),
+                    tag: Some("latest".into()),
+                    digest: d("argocd"),
+                    source_digest: None,
+                },
+            ],
+        )
+    }
+
+    fn rw(text: &str) -> (String, Vec<Found>) {
+        rewrite(text, &map(), RewriteOptions::default()).unwrap()
+    }
+
+    #[test]
+    fn string_form_keeps_everything_else() {
+        let src = "# a comment\napiVersion: v1\nkind: Pod\nspec:\n  containers:\n    - name: web   # inline\n      image: nginx:1.27\n    - name: db\n      image: \"postgres:16\"\n  initContainers:\n  - {name: init, image: 'nginx:1.27'}\n---\nimage: nginx:1.27\n";
+        let (out, found) = rw(src);
+        assert_eq!(
+            out,
+            src.replace(
+                "image: nginx:1.27\n    -",
+                "image: registry.local:5000/library/nginx:1.27\n    -"
+            )
+            .replace("'nginx:1.27'", "'registry.local:5000/library/nginx:1.27'")
+            .replace(
+                "---\nimage: nginx:1.27",
+                "---\nimage: registry.local:5000/library/nginx:1.27"
+            )
+        );
+        let outcomes: Vec<_> = found.iter().map(|f| (f.line, &f.outcome)).collect();
+        assert_eq!(outcomes.len(), 4, "{found:?}");
+        assert_eq!(found[1].outcome, Outcome::NotInBundle);
+        assert_eq!(found[1].line, 9);
+    }
+
+    #[test]
+    fn digest_pinning_and_already_local() {
+        let src = "image: nginx:1.27\nother:\n  image: registry.local:5000/library/nginx:1.27\n";
+        let (out, found) = rewrite(src, &map(), RewriteOptions { pin_digest: true }).unwrap();
+        let d = Digest::of(b"nginx");
+        assert!(
+            out.starts_with(&format!(
+                "image: registry.local:5000/library/nginx:1.27@{d}\n"
+            )),
+            "{out}"
+        );
+        assert_eq!(found[1].outcome, Outcome::AlreadyLocal);
+        // A digest reference is matched by digest and stays pinned.
+        let src = format!("image: nginx@{d}\n");
+        let (out, _) = rw(&src);
+        assert_eq!(
+            out,
+            format!("image: registry.local:5000/library/nginx@{d}\n")
+        );
+    }
+
+    #[test]
+    fn helm_split_form() {
+        let src = "global:\n  imageRegistry: \"\"\nimage:\n  registry: docker.io\n  repository: bitnami/redis\n  tag: \"8.2\"\n  digest: \"\"\n  pullPolicy: IfNotPresent\n";
+        let (out, found) = rewrite(src, &map(), RewriteOptions { pin_digest: true }).unwrap();
+        let d = Digest::of(b"redis");
+        assert_eq!(
+            out,
+            format!("global:\n  imageRegistry: \"\"\nimage:\n  registry: registry.local:5000\n  repository: bitnami/redis\n  tag: \"8.2\"\n  digest: \"{d}\"\n  pullPolicy: IfNotPresent\n")
+        );
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].form, "helm split");
+    }
+
+    #[test]
+    fn kustomize_images() {
+        let src = "images:\n- name: quay.io/argoproj/argocd\n  newName: quay.io/argoproj/argocd\n  newTag: latest\nresources:\n- ./x\n";
+        let (out, found) = rw(src);
+        assert_eq!(
+            out,
+            src.replace(
+                "  newName: quay.io/argoproj/argocd",
+                "  newName: registry.local:5000/argoproj/argocd"
+            )
+        );
+        assert_eq!(found[0].form, "kustomize");
+    }
+
+    #[test]
+    fn anchors_flow_crlf_bom_and_templates() {
+        let src = "\u{feff}x-img: &img nginx:1.27\r\nsvc:\r\n  a: {image: *img}\r\n  b:\r\n    image: ${IMAGE}:1\r\n  c:\r\n    image: \"{{ .Values.image }}\"\r\n";
+        let (out, found) = rw(src);
+        // The anchored value is not under an `image` key: left alone (its alias is not a scalar).
+        assert_eq!(out, src);
+        assert!(found
+            .iter()
+            .any(|f| matches!(f.outcome, Outcome::Skipped { .. })));
+        let src = "a:\r\n  image: &i nginx:1.27\r\nb:\r\n  image: *i\r\n";
+        let (out, _) = rw(src);
+        assert_eq!(
+            out,
+            src.replace("&i nginx:1.27", "&i registry.local:5000/library/nginx:1.27")
+        );
+    }
+
+    #[test]
+    fn multibyte_text_before_values() {
+        let src = "# café ☕ — ünïcode\nname: \"日本\"\nimage: nginx:1.27\n";
+        let (out, _) = rw(src);
+        assert_eq!(
+            out,
+            src.replace(
+                "image: nginx:1.27",
+                "image: registry.local:5000/library/nginx:1.27"
+            )
+        );
+    }
+
+    #[test]
+    fn invalid_yaml_names_position() {
+        let e = rw_err("a: [1, 2\nb: c\n");
+        assert!(e.contains("line "), "{e}");
+    }
+
+    fn rw_err(text: &str) -> String {
+        rewrite(text, &map(), RewriteOptions::default())
+            .unwrap_err()
+            .to_string()
+    }
+}

@@ -1,0 +1,163 @@
+//! `ferry rewrite` end to end: maps from a bundle or a map file, output
+//! directory, in place, check and strict modes, and bad input that leaves
+//! every file untouched.
+
+mod support;
+
+use std::path::Path;
+
+use support::*;
+
+const DEPLOY: &str = "# keep this comment\napiVersion: apps/v1\nkind: Deployment\nspec:\n  template:\n    spec:\n      containers:\n        - name: demo\n          image: \"demo:1.0\"   # short name\n        - name: side\n          image: busybox:1.36\n";
+
+fn setup(t: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let archive = pack_demo(t);
+    let dir = t.join("manifests");
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    std::fs::write(dir.join("sub/deploy.yaml"), DEPLOY).unwrap();
+    std::fs::write(dir.join("notes.txt"), "image: demo:1.0\n").unwrap();
+    (archive, dir)
+}
+
+fn args<'a>(archive: &'a Path, extra: &[&'a str]) -> Vec<std::ffi::OsString> {
+    let mut v: Vec<std::ffi::OsString> = vec![
+        "rewrite".into(),
+        "--bundle".into(),
+        archive.into(),
+        "--registry".into(),
+        "registry.local:5000".into(),
+    ];
+    v.extend(extra.iter().map(|s| s.into()));
+    v
+}
+
+#[test]
+fn bundle_map_to_an_output_directory() {
+    let t = tempfile::tempdir().unwrap();
+    let (archive, dir) = setup(t.path());
+    let out = t.path().join("out");
+    let mut a = args(&archive, &["--pin-digest", "-o", out.to_str().unwrap()]);
+    a.push(dir.clone().into());
+    let report = ferry(a).expect_ok("rewrite -o");
+    let digest = inspect_json(&archive)["artifacts"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let want = DEPLOY.replace(
+        "\"demo:1.0\"",
+        &format!("\"registry.local:5000/library/demo:1.0@{digest}\""),
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("sub/deploy.yaml")).unwrap(),
+        want
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("sub/deploy.yaml")).unwrap(),
+        DEPLOY,
+        "source untouched"
+    );
+    assert!(
+        !out.join("notes.txt").exists(),
+        "only YAML and JSON are read"
+    );
+    assert!(
+        report.contains(
+            "sub/deploy.yaml:9  image  demo:1.0  -> registry.local:5000/library/demo:1.0@"
+        ),
+        "{report}"
+    );
+    assert!(
+        report.contains("sub/deploy.yaml:11  image  busybox:1.36  NOT IN BUNDLE"),
+        "{report}"
+    );
+}
+
+#[test]
+fn check_and_strict_fail_on_missing_images_and_write_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    let (archive, dir) = setup(t.path());
+    let mut a = args(&archive, &["--check"]);
+    a.push(dir.clone().into());
+    let e = ferry(a).expect_fail("rewrite --check");
+    assert!(
+        e.contains("NOT IN BUNDLE") && e.contains("1 image reference(s) are not in the bundle"),
+        "{e}"
+    );
+
+    let mut a = args(&archive, &["--strict", "--in-place"]);
+    a.push(dir.clone().into());
+    ferry(a).expect_fail("rewrite --strict");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("sub/deploy.yaml")).unwrap(),
+        DEPLOY
+    );
+
+    // Without --strict, in place: the file changes, the missing image is a warning.
+    let mut a = args(&archive, &["--in-place", "--json"]);
+    a.push(dir.clone().into());
+    let out = ferry(a).expect_ok("rewrite --in-place");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report.as_array().unwrap().len(), 2);
+    assert_eq!(report[0]["outcome"], "rewritten");
+    assert_eq!(report[1]["outcome"], "not_in_bundle");
+    assert!(std::fs::read_to_string(dir.join("sub/deploy.yaml"))
+        .unwrap()
+        .contains("registry.local:5000/library/demo:1.0"));
+}
+
+#[test]
+fn invalid_yaml_names_the_file_and_leaves_everything_untouched() {
+    let t = tempfile::tempdir().unwrap();
+    let (archive, dir) = setup(t.path());
+    std::fs::write(dir.join("broken.yaml"), "a: [1, 2\nb: c\n").unwrap();
+    let mut a = args(&archive, &["--in-place"]);
+    a.push(dir.clone().into());
+    let e = ferry(a).expect_fail("rewrite with a broken file");
+    assert!(e.contains("broken.yaml: invalid YAML at line"), "{e}");
+    assert!(e.contains("nothing was written"), "{e}");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("sub/deploy.yaml")).unwrap(),
+        DEPLOY
+    );
+}
+
+#[test]
+fn map_files() {
+    let t = tempfile::tempdir().unwrap();
+    let (archive, dir) = setup(t.path());
+    let bundle = ferry::archive::Archive::open(&archive).unwrap().bundle;
+    let map = ferry::rewrite::ImageMap::from_bundle(&bundle, "registry.local:5000/mirror", false)
+        .unwrap();
+    let map_path = t.path().join("map.json");
+    std::fs::write(&map_path, map.to_json()).unwrap();
+    let out = ferry([
+        "rewrite".as_ref(),
+        "--map".as_ref(),
+        map_path.as_os_str(),
+        dir.join("sub/deploy.yaml").as_os_str(),
+    ])
+    .expect_ok("rewrite --map");
+    assert!(
+        out.contains("-> registry.local:5000/mirror/library/demo:1.0"),
+        "{out}"
+    );
+
+    std::fs::write(&map_path, b"{\"images\": []}").unwrap();
+    let e = ferry([
+        "rewrite".as_ref(),
+        "--map".as_ref(),
+        map_path.as_os_str(),
+        dir.as_os_str(),
+    ])
+    .expect_fail("bad map");
+    assert!(
+        e.contains("not a ferry map file") && e.contains("map.json"),
+        "{e}"
+    );
+
+    let e = ferry(["rewrite".as_ref(), dir.as_os_str()]).expect_fail("no map");
+    assert!(
+        e.contains("--map MAP, or --bundle ARCHIVE --registry"),
+        "{e}"
+    );
+}
