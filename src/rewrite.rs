@@ -304,7 +304,91 @@ pub fn collect_files(
 
 /// Rewrites `text`; returns the new text (identical when nothing matched)
 /// and every reference found.
+///
+/// A multi-document stream is cut at its `---` lines and the documents are
+/// rewritten in parallel (YAML documents share no anchors or state).
 pub fn rewrite(
+    text: &str,
+    map: &ImageMap,
+    opts: RewriteOptions,
+) -> Result<(String, Vec<Found>), RewriteError> {
+    rewrite_in_pieces(text, map, opts, 1 << 20)
+}
+
+fn rewrite_in_pieces(
+    text: &str,
+    map: &ImageMap,
+    opts: RewriteOptions,
+    piece: usize,
+) -> Result<(String, Vec<Found>), RewriteError> {
+    use rayon::prelude::*;
+    let docs = split_documents(text, piece);
+    if docs.len() < 2 {
+        return rewrite_document(text, map, opts);
+    }
+    // Line number of each document's first line.
+    let mut first_lines = Vec::with_capacity(docs.len());
+    let mut line = 1;
+    for d in &docs {
+        first_lines.push(line);
+        line += d.bytes().filter(|&b| b == b'\n').count();
+    }
+    let results: Vec<Result<(String, Vec<Found>), RewriteError>> = docs
+        .par_iter()
+        .map(|d| rewrite_document(d, map, opts))
+        .collect();
+    let mut out = String::with_capacity(text.len() + text.len() / 8);
+    let mut found = Vec::new();
+    for (r, first) in results.into_iter().zip(first_lines) {
+        let shift = first - 1;
+        let (o, f) = r.map_err(|e| match e {
+            RewriteError::Yaml {
+                line,
+                column,
+                message,
+            } => RewriteError::Yaml {
+                line: line + shift,
+                column,
+                message,
+            },
+            e => e,
+        })?;
+        out.push_str(&o);
+        found.extend(f.into_iter().map(|mut f| {
+            f.line += shift;
+            f
+        }));
+    }
+    Ok((out, found))
+}
+
+/// Cuts a stream into pieces of about `min` bytes or more, each ending
+/// just before a line that starts a document (`---` alone or followed by a
+/// space), so every piece is a valid stream of whole documents. A stream
+/// with directives (`%`) is not cut. One parser per piece, not per
+/// document, keeps the set-up cost low.
+fn split_documents(text: &str, min: usize) -> Vec<&str> {
+    if text.starts_with('%') || text.contains("\n%") {
+        return vec![text];
+    }
+    let b = text.as_bytes();
+    let mut pieces = Vec::new();
+    let mut start = 0;
+    let mut i = 0;
+    while let Some(off) = text[i..].find("\n---") {
+        let at = i + off + 1;
+        let after = b.get(at + 3).copied();
+        if matches!(after, None | Some(b'\n' | b'\r' | b' ' | b'\t')) && at - start >= min {
+            pieces.push(&text[start..at]);
+            start = at;
+        }
+        i = at;
+    }
+    pieces.push(&text[start..]);
+    pieces
+}
+
+fn rewrite_document(
     text: &str,
     map: &ImageMap,
     opts: RewriteOptions,
@@ -873,6 +957,25 @@ mod tests {
     fn invalid_yaml_names_position() {
         let e = rw_err("a: [1, 2\nb: c\n");
         assert!(e.contains("line "), "{e}");
+    }
+
+    #[test]
+    fn pieces_give_the_same_result_as_one_parse() {
+        let src = "a: 1\n---\nimage: nginx:1.27\n--- # c\nx:\n  image: nginx:1.27\n---\r\nb: [\n  1\n]\n--- \nimage: redis\n";
+        let whole = rewrite_document(src, &map(), RewriteOptions::default()).unwrap();
+        let pieces = rewrite_in_pieces(src, &map(), RewriteOptions::default(), 1).unwrap();
+        assert_eq!(split_documents(src, 1).len(), 5);
+        assert_eq!(whole, pieces);
+        assert_eq!(
+            pieces.1.iter().map(|f| f.line).collect::<Vec<_>>(),
+            vec![3, 6, 12]
+        );
+        let e = rewrite_in_pieces("a: 1\n---\nb: [1\n", &map(), RewriteOptions::default(), 1)
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("line 4") || e.to_string().contains("line 3"),
+            "{e}"
+        );
     }
 
     fn rw_err(text: &str) -> String {
