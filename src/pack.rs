@@ -68,6 +68,12 @@ pub enum PackError {
         /// The entry.
         entry: String,
     },
+    /// `images: true` on a chart: not built yet, and never silently ignored.
+    #[error("chart {entry}: `images: true` (also carry the images a chart names) is not available in this build of ferry; list the images under `images:` instead")]
+    ChartImages {
+        /// The entry.
+        entry: String,
+    },
     /// The image has no usable name.
     #[error(
         "image {entry} has no name to carry it under; add `name: REGISTRY/REPO:TAG` to the entry"
@@ -346,6 +352,11 @@ fn small_bytes(bytes: Vec<u8>) -> (Digest, FoundBlob) {
 
 fn plan_chart(plan: &mut Plan, entry: &ChartEntry) -> Result<(), PackError> {
     let path = match entry {
+        ChartEntry::Path { path, images: true } => {
+            return Err(PackError::ChartImages {
+                entry: path.display().to_string(),
+            })
+        }
         ChartEntry::Path { path, .. } => path,
         ChartEntry::Repo { repo, name, .. } => {
             return Err(PackError::Remote {

@@ -482,7 +482,7 @@ fn rewrite_document(
                 stack.pop();
                 close_child(&mut stack);
             }
-            Event::Alias(_) => close_child_value(&mut stack),
+            Event::Alias(_) => close_child(&mut stack),
             _ => {}
         }
     }
@@ -520,12 +520,9 @@ fn open_child(stack: &mut [Frame]) -> (Option<String>, bool) {
     }
 }
 
-/// A collection value ended: its parent map now expects a key.
+/// A value that is not a scalar (a collection or an alias) ended: its
+/// parent map now expects a key. An alias in key position is a key.
 fn close_child(stack: &mut [Frame]) {
-    close_child_value(stack)
-}
-
-fn close_child_value(stack: &mut [Frame]) {
     if let Some(Frame::Map {
         key, expect_key, ..
     }) = stack.last_mut()

@@ -589,6 +589,29 @@ fn registry_sources_say_they_are_not_available_yet() {
 }
 
 #[test]
+fn chart_images_flag_is_refused_not_ignored() {
+    let t = tempfile::tempdir().unwrap();
+    let spec = t.path().join("ferry.yaml");
+    let chart = repo_root().join("fixtures/demo/charts/demo-chart-0.1.0.tgz");
+    std::fs::write(
+        &spec,
+        format!("charts:\n  - {{path: {}, images: true}}\n", chart.display()),
+    )
+    .unwrap();
+    let e = ferry([
+        "pack".as_ref(),
+        spec.as_os_str(),
+        "-o".as_ref(),
+        t.path().join("o.tar").as_os_str(),
+    ])
+    .expect_fail("pack");
+    assert!(
+        e.contains("`images: true`") && e.contains("not available in this build"),
+        "{e}"
+    );
+}
+
+#[test]
 fn duplicate_names_in_spec_are_refused() {
     let t = tempfile::tempdir().unwrap();
     let spec = t.path().join("ferry.yaml");
