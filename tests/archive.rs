@@ -47,13 +47,7 @@ fn demo_pack_inspect_verify_unpack() {
     assert_eq!(vj["artifacts_ok"].as_array().unwrap().len(), 5);
 
     let dir = t.path().join("layout");
-    ferry([
-        "unpack".as_ref(),
-        archive.as_os_str(),
-        "-o".as_ref(),
-        dir.as_os_str(),
-    ])
-    .expect_ok("unpack");
+    unpack_ok(&archive, &dir);
     // Every member's bytes are in the layout, hashing to its name.
     for m in read_members(&archive) {
         if m.name == "bundle.json" {

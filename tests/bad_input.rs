@@ -12,6 +12,11 @@ fn verify_fails(archive: &Path) -> String {
     ferry(["verify".as_ref(), archive.as_os_str()]).expect_fail("verify")
 }
 
+/// `ferry pack SPEC -o OUT`, which must fail with exit 1; its output.
+fn pack_fails(spec: &Path, out: &std::ffi::OsStr) -> String {
+    ferry(["pack".as_ref(), spec.as_os_str(), "-o".as_ref(), out]).expect_fail("pack")
+}
+
 /// The demo archive's members, to damage and write back.
 fn demo_members(dir: &Path) -> (PathBuf, Vec<RawMember>) {
     let archive = pack_demo(dir);
@@ -35,13 +40,7 @@ fn malformed_spec_names_line_and_column() {
     let t = tempfile::tempdir().unwrap();
     let spec = t.path().join("ferry.yaml");
     std::fs::write(&spec, "name: x\nimages:\n  - nginx\n  - ref: [unclosed\n").unwrap();
-    let e = ferry([
-        "pack".as_ref(),
-        spec.as_os_str(),
-        "-o".as_ref(),
-        t.path().join("o.tar").as_os_str(),
-    ])
-    .expect_fail("pack");
+    let e = pack_fails(&spec, t.path().join("o.tar").as_os_str());
     assert!(
         e.contains(&format!("invalid spec {}", spec.display())),
         "{e}"
@@ -53,13 +52,7 @@ fn malformed_spec_names_line_and_column() {
         "name: x\nimages:\n  - oci:layout\nfiles: []\nextra: 1\n",
     )
     .unwrap();
-    let e = ferry([
-        "pack".as_ref(),
-        spec.as_os_str(),
-        "-o".as_ref(),
-        t.path().join("o.tar").as_os_str(),
-    ])
-    .expect_fail("pack");
+    let e = pack_fails(&spec, t.path().join("o.tar").as_os_str());
     assert!(
         e.contains("line 5 column 1") && e.contains("unknown field `extra`"),
         "{e}"
@@ -73,13 +66,7 @@ fn unknown_source_path_is_named() {
     let spec = t.path().join("ferry.yaml");
     std::fs::write(&spec, "images:\n  - oci:missing-dir:app:1\n").unwrap();
     let out = t.path().join("o.tar");
-    let e = ferry([
-        "pack".as_ref(),
-        spec.as_os_str(),
-        "-o".as_ref(),
-        out.as_os_str(),
-    ])
-    .expect_fail("pack");
+    let e = pack_fails(&spec, out.as_os_str());
     assert!(e.contains("missing-dir"), "{e}");
     assert!(!out.exists());
     // No scratch or partial files are left behind.
@@ -94,13 +81,7 @@ fn unknown_source_path_is_named() {
     );
 
     std::fs::write(&spec, "files:\n  - path: nothing-here.txt\n").unwrap();
-    let e = ferry([
-        "pack".as_ref(),
-        spec.as_os_str(),
-        "-o".as_ref(),
-        out.as_os_str(),
-    ])
-    .expect_fail("pack");
+    let e = pack_fails(&spec, out.as_os_str());
     assert!(e.contains("nothing-here.txt"), "{e}");
 }
 
@@ -117,13 +98,7 @@ fn unknown_image_name_in_layout_lists_what_exists() {
         ),
     )
     .unwrap();
-    let e = ferry([
-        "pack".as_ref(),
-        spec.as_os_str(),
-        "-o".as_ref(),
-        t.path().join("o.tar").as_os_str(),
-    ])
-    .expect_fail("pack");
+    let e = pack_fails(&spec, t.path().join("o.tar").as_os_str());
     assert!(
         e.contains("no image named \"docker.io/library/nope:1\""),
         "{e}"
@@ -522,13 +497,7 @@ fn chart_that_is_not_a_chart_or_escapes_its_directory() {
         support::build::gzip(&support::build::tar_of(&[("x/values.yaml", b"a: 1\n")])),
     )
     .unwrap();
-    let e = ferry([
-        "pack".as_ref(),
-        spec.as_os_str(),
-        "-o".as_ref(),
-        out.as_os_str(),
-    ])
-    .expect_fail("pack");
+    let e = pack_fails(&spec, out.as_os_str());
     assert!(
         e.contains("is not a Helm chart: it has no <name>/Chart.yaml"),
         "{e}"
@@ -546,13 +515,7 @@ fn chart_that_is_not_a_chart_or_escapes_its_directory() {
     );
     raw.extend(std::fs::read(&tmp).unwrap());
     std::fs::write(t.path().join("bad.tgz"), support::build::gzip(&raw)).unwrap();
-    let e = ferry([
-        "pack".as_ref(),
-        spec.as_os_str(),
-        "-o".as_ref(),
-        out.as_os_str(),
-    ])
-    .expect_fail("pack");
+    let e = pack_fails(&spec, out.as_os_str());
     assert!(
         e.contains("contains the unsafe path \"x/../../evil\""),
         "{e}"
@@ -560,13 +523,7 @@ fn chart_that_is_not_a_chart_or_escapes_its_directory() {
     assert!(!out.exists());
 
     std::fs::write(t.path().join("bad.tgz"), b"plain text").unwrap();
-    let e = ferry([
-        "pack".as_ref(),
-        spec.as_os_str(),
-        "-o".as_ref(),
-        out.as_os_str(),
-    ])
-    .expect_fail("pack");
+    let e = pack_fails(&spec, out.as_os_str());
     assert!(e.contains("bad.tgz"), "{e}");
 }
 
@@ -575,13 +532,7 @@ fn registry_sources_say_they_are_not_available_yet() {
     let t = tempfile::tempdir().unwrap();
     let spec = t.path().join("images.txt");
     std::fs::write(&spec, "# a runbook list\nnginx:1.27\n").unwrap();
-    let e = ferry([
-        "pack".as_ref(),
-        spec.as_os_str(),
-        "-o".as_ref(),
-        t.path().join("o.tar").as_os_str(),
-    ])
-    .expect_fail("pack");
+    let e = pack_fails(&spec, t.path().join("o.tar").as_os_str());
     assert!(
         e.contains("docker.io/library/nginx:1.27") && e.contains("not available in this build"),
         "{e}"
@@ -598,13 +549,7 @@ fn chart_images_flag_is_refused_not_ignored() {
         format!("charts:\n  - {{path: {}, images: true}}\n", chart.display()),
     )
     .unwrap();
-    let e = ferry([
-        "pack".as_ref(),
-        spec.as_os_str(),
-        "-o".as_ref(),
-        t.path().join("o.tar").as_os_str(),
-    ])
-    .expect_fail("pack");
+    let e = pack_fails(&spec, t.path().join("o.tar").as_os_str());
     assert!(
         e.contains("`images: true`") && e.contains("not available in this build"),
         "{e}"
@@ -624,13 +569,7 @@ fn duplicate_names_in_spec_are_refused() {
         ),
     )
     .unwrap();
-    let e = ferry([
-        "pack".as_ref(),
-        spec.as_os_str(),
-        "-o".as_ref(),
-        t.path().join("o.tar").as_os_str(),
-    ])
-    .expect_fail("pack");
+    let e = pack_fails(&spec, t.path().join("o.tar").as_os_str());
     assert!(
         e.contains("docker.io/library/demo:1.0 would be carried twice"),
         "{e}"

@@ -121,13 +121,7 @@ fn skopeo_and_umoci_read_an_unpacked_layout() {
     let t = tempfile::tempdir().unwrap();
     let archive = pack_demo(t.path());
     let dir = t.path().join("unpacked");
-    ferry([
-        "unpack".as_ref(),
-        archive.as_os_str(),
-        "-o".as_ref(),
-        dir.as_os_str(),
-    ])
-    .expect_ok("unpack");
+    unpack_ok(&archive, &dir);
     check_layout_with_skopeo(&dir, &archive, t.path());
     check_layout_with_umoci(&dir, &archive);
 }
@@ -163,13 +157,7 @@ fn ferry_packs_what_skopeo_wrote() {
     let t = tempfile::tempdir().unwrap();
     let archive = pack_demo(t.path());
     let dir = t.path().join("unpacked");
-    ferry([
-        "unpack".as_ref(),
-        archive.as_os_str(),
-        "-o".as_ref(),
-        dir.as_os_str(),
-    ])
-    .expect_ok("unpack");
+    unpack_ok(&archive, &dir);
     let copy = t.path().join("by-skopeo");
     run(skopeo().args([
         "copy",

@@ -219,13 +219,7 @@ fn names_follow_load_rules_and_layouts_serve_too() {
     let t = tempfile::tempdir().unwrap();
     let archive = pack_demo(t.path());
     let dir = t.path().join("layout");
-    ferry([
-        "unpack".as_ref(),
-        archive.as_os_str(),
-        "-o".as_ref(),
-        dir.as_os_str(),
-    ])
-    .expect_ok("unpack");
+    unpack_ok(&archive, &dir);
     let rules = TargetRules {
         prefix: Some("mirror".into()),
         keep_host: true,
