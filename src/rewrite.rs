@@ -12,7 +12,8 @@
 //! - `image: REF` strings anywhere (Pods, Deployments, CronJobs, compose…);
 //! - Helm's split form under an `image:` key: `registry`, `repository` (or
 //!   `image`), `tag`, `digest`;
-//! - kustomize `images:` entries: `name`, `newName`, `newTag`, `digest`.
+//! - kustomize `images:` entries: `name`, `newName`, `newTag`, `digest`;
+//! - `image_repository_server`/`_path`, `image_tag`, `image_digest` maps.
 //!
 //! Values built from templates or variables (`{{ }}`, `${}`) are reported
 //! and left alone. This module computes edits and a report; reading and
@@ -612,6 +613,10 @@ impl Walk<'_> {
         if split && path.first() != Some(&"global") {
             split_form(fields, self);
         }
+        // An `images_digests.yml`-style entry.
+        if has("image_repository_server") && has("image_repository_path") {
+            digests_form(fields, self);
+        }
         // kustomize `images:` entry.
         if in_images_seq && has("name") {
             kustomize_form(
@@ -751,6 +756,60 @@ fn split_form(fields: &[(String, Scalar)], w: &mut Walk<'_>) {
     w.found.push(Found {
         line: repo.line,
         form: "helm split",
+        reference: joined,
+        outcome,
+    });
+}
+
+/// `image_repository_server`, `image_repository_path`, `image_tag`,
+/// `image_digest` (the override map of ESS-style installers).
+fn digests_form(fields: &[(String, Scalar)], w: &mut Walk<'_>) {
+    let (Some(server), Some(path)) = (
+        get(fields, "image_repository_server"),
+        get(fields, "image_repository_path"),
+    ) else {
+        return;
+    };
+    let tag = get(fields, "image_tag").filter(|t| !t.value.is_empty());
+    let digest = get(fields, "image_digest");
+    let mut joined = format!("{}/{}", server.value, path.value);
+    if let Some(t) = tag {
+        joined.push(':');
+        joined.push_str(&t.value);
+    }
+    if let Some(d) = digest.filter(|d| !d.value.is_empty()) {
+        joined.push('@');
+        joined.push_str(&d.value);
+    }
+    let outcome = match classify(&joined, w.map) {
+        Err(o) => o,
+        Ok((_, None)) => Outcome::NotInBundle,
+        Ok((r, Some(e))) => {
+            let (host, target_path) = e.target.split_once('/').unwrap_or((e.target.as_str(), ""));
+            w.edits
+                .push((server.start, server.end, render(host, server.style)));
+            if path.value != target_path {
+                w.edits
+                    .push((path.start, path.end, render(target_path, path.style)));
+            }
+            // A digest recorded for the source is replaced by the one the
+            // target holds (they differ when a platform filter applied).
+            if let Some(d) =
+                digest.filter(|d| !(d.value.is_empty() && d.style == ScalarStyle::Plain))
+            {
+                if w.opts.pin_digest || !d.value.is_empty() {
+                    w.edits
+                        .push((d.start, d.end, render(&e.digest.to_string(), d.style)));
+                }
+            }
+            Outcome::Rewritten {
+                to: target_string(&e, &r, w.opts),
+            }
+        }
+    };
+    w.found.push(Found {
+        line: server.line,
+        form: "images_digests",
         reference: joined,
         outcome,
     });
@@ -904,6 +963,34 @@ mod tests {
         );
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].form, "helm split");
+    }
+
+    #[test]
+    fn images_digests_maps() {
+        let d = Digest::of(b"nginx");
+        let other = Digest::of(b"source");
+        let src = format!("images_digests:\n  web:\n    nginx:\n      image_digest: {other}\n      image_repository_path: library/nginx\n      image_repository_server: docker.io\n      image_tag: '1.27'\n    other:\n      image_repository_path: x/y\n      image_repository_server: quay.io\n");
+        let map = ImageMap::from_entries(
+            "registry.local:5000",
+            vec![MapEntry {
+                source: "docker.io/library/nginx:1.27".into(),
+                target: "registry.local:5000/library/nginx".into(),
+                tag: Some("1.27".into()),
+                digest: d,
+                source_digest: Some(other),
+            }],
+        );
+        let (out, found) = rewrite(&src, &map, RewriteOptions::default()).unwrap();
+        assert_eq!(
+            out,
+            src.replace(&other.to_string(), &d.to_string()).replace(
+                "image_repository_server: docker.io",
+                "image_repository_server: registry.local:5000"
+            )
+        );
+        assert_eq!(found.len(), 2);
+        assert_eq!(found[0].form, "images_digests");
+        assert_eq!(found[1].outcome, Outcome::NotInBundle);
     }
 
     #[test]
