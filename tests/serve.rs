@@ -251,10 +251,10 @@ fn names_follow_load_rules_and_layouts_serve_too() {
 }
 
 #[test]
-fn many_parallel_blob_downloads() {
+fn many_parallel_blob_downloads_keep_server_memory_bounded() {
     let t = tempfile::tempdir().unwrap();
     let mut l = LayoutBuilder::new(&t.path().join("src"));
-    let idx = build::multi_arch(&mut l, 11, 2 << 20);
+    let idx = build::multi_arch(&mut l, 11, 8 << 20);
     l.tag(&idx, "docker.io/library/big:1");
     l.finish();
     let spec = t.path().join("ferry.yaml");
@@ -269,13 +269,34 @@ fn many_parallel_blob_downloads() {
     .expect_ok("pack");
     let blobs: Vec<RawMember> = read_members(&archive)
         .into_iter()
-        .filter(|m| m.name.starts_with("blobs/") && m.data.len() > 1 << 20)
+        .filter(|m| m.name.starts_with("blobs/") && m.data.len() > 4 << 20)
         .collect();
     assert!(blobs.len() >= 3);
-    let s = Served::start(&archive, TargetRules::default());
-    let addr = s.addr;
+
+    // The real binary, so its memory can be read from /proc.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args([
+            "serve".as_ref(),
+            archive.as_os_str(),
+            "--listen".as_ref(),
+            "127.0.0.1:0".as_ref(),
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stderr.take().unwrap()));
+    let first = lines.next().unwrap().unwrap();
+    let addr: std::net::SocketAddr = first
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {first:?}"));
+    std::thread::spawn(move || lines.for_each(drop));
+
+    // 48 parallel downloads: 384 MiB streamed in all.
     std::thread::scope(|scope| {
-        for i in 0..24 {
+        for i in 0..48 {
             let m = &blobs[i % blobs.len()];
             scope.spawn(move || {
                 let d = m.name.trim_start_matches("blobs/sha256/");
@@ -290,6 +311,20 @@ fn many_parallel_blob_downloads() {
             });
         }
     });
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+    let peak_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Bounded by buffers (256 KiB per stream), not by the bytes served.
+    eprintln!("ferry serve peak RSS while streaming 384 MiB: {peak_kib} KiB");
+    assert!(
+        peak_kib < 96 * 1024,
+        "ferry serve peaked at {peak_kib} KiB while streaming 384 MiB"
+    );
 }
 
 #[test]
