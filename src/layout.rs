@@ -161,7 +161,8 @@ pub(crate) fn make_readable(f: &std::fs::File) -> io::Result<()> {
     f.set_permissions(std::fs::Permissions::from_mode(0o644))
 }
 
-/// Writes a small file via temp file + fsync + rename.
+/// Writes a small file via temp file + fsync + rename, keeping the
+/// permissions of the file it replaces.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
@@ -178,7 +179,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
         })?;
     tmp.write_all(bytes)?;
     tmp.as_file().sync_data()?;
-    make_readable(tmp.as_file())?;
+    // Replacing a file keeps its permissions (a private values file stays
+    // private); a new file gets 0644.
+    match std::fs::metadata(path) {
+        Ok(m) => tmp.as_file().set_permissions(m.permissions())?,
+        Err(_) => make_readable(tmp.as_file())?,
+    }
     tmp.persist(path).map_err(|e| {
         io::Error::new(
             e.error.kind(),

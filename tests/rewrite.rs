@@ -92,7 +92,11 @@ fn check_and_strict_fail_on_missing_images_and_write_nothing() {
         DEPLOY
     );
 
-    // Without --strict, in place: the file changes, the missing image is a warning.
+    // Without --strict, in place: the file changes, the missing image is a
+    // warning, and the file keeps its permissions.
+    use std::os::unix::fs::PermissionsExt;
+    let target = dir.join("sub/deploy.yaml");
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600)).unwrap();
     let mut a = args(&archive, &["--in-place", "--json"]);
     a.push(dir.clone().into());
     let out = ferry(a).expect_ok("rewrite --in-place");
@@ -100,9 +104,14 @@ fn check_and_strict_fail_on_missing_images_and_write_nothing() {
     assert_eq!(report.as_array().unwrap().len(), 2);
     assert_eq!(report[0]["outcome"], "rewritten");
     assert_eq!(report[1]["outcome"], "not_in_bundle");
-    assert!(std::fs::read_to_string(dir.join("sub/deploy.yaml"))
+    assert!(std::fs::read_to_string(&target)
         .unwrap()
         .contains("registry.local:5000/library/demo:1.0"));
+    assert_eq!(
+        std::fs::metadata(&target).unwrap().permissions().mode() & 0o777,
+        0o600,
+        "--in-place keeps the file's permissions"
+    );
 }
 
 #[test]
