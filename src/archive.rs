@@ -15,6 +15,7 @@
 //! unpacking and serving read members by offset without extraction.
 //! Hashing members is left to the callers (`verify`, `unpack`).
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
@@ -594,6 +595,21 @@ impl Archive {
     /// The entry for a member path.
     pub fn entry(&self, path: &str) -> Option<&Entry> {
         self.entries.iter().find(|e| e.path == path)
+    }
+
+    /// Where each blob listed in bundle.json lies: digest → (offset, size).
+    pub fn blob_locations(&self) -> HashMap<Digest, (u64, u64)> {
+        let declared: HashMap<&str, Digest> = self
+            .bundle
+            .members
+            .iter()
+            .map(|m| (m.path.as_str(), m.digest))
+            .collect();
+        self.entries
+            .iter()
+            .filter(|e| e.path.starts_with("blobs/"))
+            .filter_map(|e| Some((*declared.get(e.path.as_str())?, (e.offset, e.size))))
+            .collect()
     }
 
     /// Reads a whole member into memory, refusing members above `limit`.

@@ -21,6 +21,9 @@ use crate::reference::{is_valid_repository, Reference};
 /// Errors computing targets.
 #[derive(Debug, thiserror::Error)]
 pub enum MappingError {
+    /// The target registry is malformed.
+    #[error("invalid target registry {0:?}: expected HOST[:PORT][/PREFIX]")]
+    Registry(String),
     /// The prefix is not a repository path.
     #[error("prefix {0:?} is not a valid repository path (lowercase letters, digits, separators . _ - and /)")]
     Prefix(String),
@@ -73,6 +76,40 @@ pub struct Target {
     pub tag: Option<String>,
     /// The digest the target will hold.
     pub digest: Digest,
+}
+
+/// A target registry, `HOST[:PORT][/PREFIX]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetRegistry {
+    /// `HOST[:PORT]`.
+    pub host: String,
+    /// The naming rules (prefix, keep-host).
+    pub rules: TargetRules,
+}
+
+impl TargetRegistry {
+    /// Parses `HOST[:PORT][/PREFIX]` and checks the prefix.
+    pub fn parse(registry: &str, keep_host: bool) -> Result<TargetRegistry, MappingError> {
+        let (host, prefix) = match registry.split_once('/') {
+            Some((h, p)) => (h, Some(p.trim_end_matches('/').to_owned())),
+            None => (registry, None),
+        };
+        let prefix = prefix.filter(|p| !p.is_empty());
+        if host.is_empty()
+            || host.contains(char::is_whitespace)
+            || registry.contains("://")
+            || host.starts_with(':')
+            || host.ends_with(':')
+        {
+            return Err(MappingError::Registry(registry.to_owned()));
+        }
+        let rules = TargetRules { prefix, keep_host };
+        rules.validate()?;
+        Ok(TargetRegistry {
+            host: host.to_owned(),
+            rules,
+        })
+    }
 }
 
 impl TargetRules {

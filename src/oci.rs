@@ -261,6 +261,105 @@ pub fn parse_node(digest: Digest, declared: &str, bytes: &[u8]) -> Result<Node, 
     })
 }
 
+/// What [`walk_graph`] meets.
+#[derive(Debug)]
+pub enum Visit<'a> {
+    /// A manifest or index, with its raw bytes (met once per digest,
+    /// after all its children).
+    Document {
+        /// Its digest (checked against the bytes).
+        digest: Digest,
+        /// Its media type: the document's own field, else the descriptor's.
+        media_type: String,
+        /// The raw bytes.
+        bytes: Vec<u8>,
+    },
+    /// A config or layer descriptor of a manifest.
+    Blob(&'a Descriptor),
+}
+
+/// Why a graph walk stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum WalkError {
+    /// Indexes nest too deep.
+    #[error("indexes nest deeper than {MAX_DEPTH} levels at {0}")]
+    TooDeep(Digest),
+    /// A document could not be read.
+    #[error("cannot read document {digest}")]
+    Read {
+        /// The document.
+        digest: Digest,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A document's bytes do not match its digest.
+    #[error("document {0} does not match its digest")]
+    Mismatch(Digest),
+    /// A document does not parse.
+    #[error(transparent)]
+    Parse(#[from] OciError),
+    /// A blob a manifest needs is missing or has the wrong size.
+    #[error("blob {0} is missing or has the wrong size")]
+    Blob(Digest),
+}
+
+/// Walks the graph under `root` (of declared `media_type`) depth first,
+/// children before parents. `read` returns a document's bytes (at most
+/// [`MANIFEST_MAX_BYTES`]); `visit` sees every document once and every
+/// config and layer descriptor of every manifest.
+pub fn walk_graph(
+    media_type: &str,
+    root: &Digest,
+    read: &mut dyn FnMut(&Digest) -> std::io::Result<Vec<u8>>,
+    visit: &mut dyn FnMut(Visit<'_>) -> Result<(), WalkError>,
+) -> Result<(), WalkError> {
+    let mut seen = std::collections::HashSet::new();
+    walk_at(media_type, root, read, visit, &mut seen, 0)
+}
+
+fn walk_at(
+    media_type: &str,
+    d: &Digest,
+    read: &mut dyn FnMut(&Digest) -> std::io::Result<Vec<u8>>,
+    visit: &mut dyn FnMut(Visit<'_>) -> Result<(), WalkError>,
+    seen: &mut std::collections::HashSet<Digest>,
+    depth: usize,
+) -> Result<(), WalkError> {
+    if depth > MAX_DEPTH {
+        return Err(WalkError::TooDeep(*d));
+    }
+    if !seen.insert(*d) {
+        return Ok(());
+    }
+    let bytes = read(d).map_err(|source| WalkError::Read { digest: *d, source })?;
+    if Digest::of(&bytes) != *d {
+        return Err(WalkError::Mismatch(*d));
+    }
+    let node = parse_node(*d, media_type, &bytes)?;
+    let own = match &node {
+        Node::Index(i) => i.media_type.clone(),
+        Node::Manifest(m) => m.media_type.clone(),
+    };
+    match &node {
+        Node::Index(i) => {
+            for c in &i.manifests {
+                walk_at(&c.media_type, &c.digest, read, visit, seen, depth + 1)?;
+            }
+        }
+        Node::Manifest(m) => {
+            for b in std::iter::once(&m.config).chain(&m.layers) {
+                visit(Visit::Blob(b))?;
+            }
+        }
+    }
+    visit(Visit::Document {
+        digest: *d,
+        media_type: own.unwrap_or_else(|| media_type.to_owned()),
+        bytes,
+    })
+}
+
 /// Serialises a document ferry creates itself (compact, deterministic).
 pub fn to_bytes<T: Serialize>(doc: &T) -> Vec<u8> {
     // Serialising these plain structs cannot fail.

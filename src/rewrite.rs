@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bundle::{ArtifactKind, Bundle};
 use crate::digest::Digest;
-use crate::mapping::{MappingError, TargetRules};
+use crate::mapping::{MappingError, TargetRegistry};
 use crate::reference::Reference;
 
 /// Errors rewriting.
@@ -42,9 +42,6 @@ pub enum RewriteError {
         /// The parser's message.
         message: String,
     },
-    /// The target registry is malformed.
-    #[error("invalid target registry {0:?}: expected HOST[:PORT][/PREFIX]")]
-    Registry(String),
     /// Target names could not be computed.
     #[error(transparent)]
     Mapping(#[from] MappingError),
@@ -99,14 +96,7 @@ impl ImageMap {
         registry: &str,
         keep_host: bool,
     ) -> Result<ImageMap, RewriteError> {
-        let (host, prefix) = match registry.split_once('/') {
-            Some((h, p)) => (h, Some(p.trim_end_matches('/').to_owned())),
-            None => (registry, None),
-        };
-        if host.is_empty() || host.contains(char::is_whitespace) || registry.contains("://") {
-            return Err(RewriteError::Registry(registry.to_owned()));
-        }
-        let rules = TargetRules { prefix, keep_host };
+        let TargetRegistry { host, rules } = TargetRegistry::parse(registry, keep_host)?;
         let images: Vec<_> = bundle
             .artifacts
             .iter()
@@ -115,7 +105,7 @@ impl ImageMap {
             .collect();
         let targets = rules.targets(&images)?;
         let mut map = ImageMap {
-            target_host: host.to_owned(),
+            target_host: host.clone(),
             ..ImageMap::default()
         };
         for (t, a) in targets.into_iter().zip(&images) {

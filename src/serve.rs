@@ -29,7 +29,7 @@ use crate::archive::{Archive, ArchiveError};
 use crate::bundle::{Artifact, ArtifactKind, Bundle};
 use crate::digest::Digest;
 use crate::mapping::{MappingError, TargetRules};
-use crate::oci::{self, Node};
+use crate::oci::{self, Visit};
 
 /// Errors opening content for serving.
 #[derive(Debug, thiserror::Error)]
@@ -156,18 +156,7 @@ impl Registry {
 
     fn open_archive(path: &Path, rules: &TargetRules) -> Result<Registry, ServeError> {
         let a = Archive::open(path)?;
-        let declared: HashMap<&str, Digest> = a
-            .bundle
-            .members
-            .iter()
-            .map(|m| (m.path.as_str(), m.digest))
-            .collect();
-        let members = a
-            .entries
-            .iter()
-            .filter(|e| e.path.starts_with("blobs/"))
-            .filter_map(|e| Some((*declared.get(e.path.as_str())?, (e.offset, e.size))))
-            .collect();
+        let members = a.blob_locations();
         let content = Content::Archive {
             path: path.to_owned(),
             members,
@@ -247,7 +236,7 @@ impl Registry {
         };
         for (t, a) in targets.iter().zip(artifacts) {
             let mut contents = HashSet::new();
-            reg.walk(&a.media_type, &a.digest, &mut contents, 0)?;
+            reg.walk(&a.media_type, &a.digest, &mut contents)?;
             let repo = reg.repos.entry(t.repository.clone()).or_default();
             repo.contents.extend(contents);
             if let Some(tag) = &t.tag {
@@ -262,53 +251,35 @@ impl Registry {
         media_type: &str,
         d: &Digest,
         out: &mut HashSet<Digest>,
-        depth: usize,
     ) -> Result<(), ServeError> {
-        let graph = |what: String| ServeError::Graph {
-            source_path: self.source.clone(),
-            what,
-        };
-        if depth > oci::MAX_DEPTH {
-            return Err(graph(format!(
-                "indexes nest deeper than {} levels at {d}",
-                oci::MAX_DEPTH
-            )));
-        }
-        let bytes = self
-            .content
-            .read_small(d, oci::MANIFEST_MAX_BYTES)
-            .map_err(|e| graph(format!("manifest {d}: {e}")))?;
-        if Digest::of(&bytes) != *d {
-            return Err(graph(format!("manifest {d} does not match its digest")));
-        }
-        let node = oci::parse_node(*d, media_type, &bytes)
-            .map_err(|e| graph(crate::verify::error_chain(&e)))?;
-        out.insert(*d);
-        let mt = match &node {
-            Node::Index(i) => i.media_type.clone(),
-            Node::Manifest(m) => m.media_type.clone(),
-        };
-        self.media_types
-            .insert(*d, mt.unwrap_or_else(|| media_type.to_owned()));
-        match node {
-            Node::Index(i) => {
-                for c in &i.manifests {
-                    self.walk(&c.media_type, &c.digest, out, depth + 1)?;
-                }
-            }
-            Node::Manifest(m) => {
-                for b in std::iter::once(&m.config).chain(&m.layers) {
-                    if self.content.size(&b.digest) != Some(b.size) {
-                        return Err(graph(format!(
-                            "blob {} is missing or has the wrong size",
-                            b.digest
-                        )));
+        let content = &self.content;
+        let media_types = &mut self.media_types;
+        oci::walk_graph(
+            media_type,
+            d,
+            &mut |d| content.read_small(d, oci::MANIFEST_MAX_BYTES),
+            &mut |v| {
+                match v {
+                    Visit::Blob(b) => {
+                        if content.size(&b.digest) != Some(b.size) {
+                            return Err(oci::WalkError::Blob(b.digest));
+                        }
+                        out.insert(b.digest);
                     }
-                    out.insert(b.digest);
+                    Visit::Document {
+                        digest, media_type, ..
+                    } => {
+                        out.insert(digest);
+                        media_types.insert(digest, media_type);
+                    }
                 }
-            }
-        }
-        Ok(())
+                Ok(())
+            },
+        )
+        .map_err(|e| ServeError::Graph {
+            source_path: self.source.clone(),
+            what: crate::verify::error_chain(&e),
+        })
     }
 
     /// Repository names served, sorted.

@@ -1,0 +1,587 @@
+//! Loading a bundle into a registry straight from the archive: no
+//! extraction, every blob re-hashed on its way out, blobs before the
+//! manifests that need them, manifests as their raw bytes.
+//!
+//! The plan is made before the first request: targets (collisions are
+//! refused), each artifact's documents in children-first order, and the
+//! set of repositories each blob must reach. Then one bounded pool works
+//! over *blobs* across all artifacts: for each blob, the first repository
+//! gets an upload (after a HEAD shows it missing) and the others a
+//! cross-repository mount, falling back to an upload when the registry
+//! declines. Manifests follow, HEAD first, so a re-run after an
+//! interruption pushes only what is missing and a repeated load pushes
+//! nothing. One artifact's failure does not stop the others.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::stream::{self, StreamExt};
+use serde::Serialize;
+
+use crate::archive::{Archive, ArchiveError};
+use crate::bundle::{Artifact, ArtifactKind, Bundle};
+use crate::digest::{Digest, Hasher, COPY_BUF};
+use crate::mapping::{MappingError, TargetRegistry};
+use crate::oci::{self, Visit, WalkError};
+use crate::remote::{BlobBody, Remote, RemoteError, RemoteOptions};
+use crate::report::Reporter;
+use crate::verify::error_chain;
+
+/// Errors that stop a load before anything is pushed.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The archive is unreadable or damaged.
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+    /// Target naming failed (bad registry, collision).
+    #[error(transparent)]
+    Mapping(#[from] MappingError),
+    /// An artifact's graph is incomplete in the archive.
+    #[error(
+        "{archive}: artifact {artifact} cannot be loaded (run `ferry verify` for a full report)"
+    )]
+    Graph {
+        /// The archive.
+        archive: PathBuf,
+        /// The artifact's reference.
+        artifact: String,
+        /// What is wrong.
+        #[source]
+        source: WalkError,
+    },
+    /// The registry client could not be set up (CA file, docker config).
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
+}
+
+/// How to load.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// `HOST[:PORT][/PREFIX]`.
+    pub registry: String,
+    /// Keep the source host as the first path component.
+    pub keep_host: bool,
+    /// Blobs in flight at once.
+    pub jobs: usize,
+    /// Check the registry and report what would be pushed; push nothing.
+    pub dry_run: bool,
+    /// Transport, credentials and retries.
+    pub remote: RemoteOptions,
+}
+
+/// What happened to one artifact.
+#[derive(Debug, Clone, Serialize)]
+pub struct ArtifactOutcome {
+    /// Image, chart or file.
+    pub kind: ArtifactKind,
+    /// The reference carried in the bundle.
+    pub source: String,
+    /// `HOST[:PORT]/REPOSITORY`.
+    pub target: String,
+    /// The tag, when the source had one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// The digest the target holds.
+    pub digest: Digest,
+    /// Whether it is (or, in a dry run, could be) fully in the registry.
+    pub ok: bool,
+    /// Why not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl ArtifactOutcome {
+    /// `HOST/REPO:TAG` or `HOST/REPO@DIGEST`.
+    pub fn target_ref(&self) -> String {
+        match &self.tag {
+            Some(t) => format!("{}:{t}", self.target),
+            None => format!("{}@{}", self.target, self.digest),
+        }
+    }
+}
+
+/// Counts for one run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LoadCounts {
+    /// Distinct blobs in the artifacts loaded.
+    pub blobs: usize,
+    /// (repository, blob) pairs the run needed.
+    pub blob_placements: usize,
+    /// Pairs uploaded (in a dry run: that would be).
+    pub uploaded: usize,
+    /// Pairs mounted from another repository.
+    pub mounted: usize,
+    /// Pairs already present.
+    pub present: usize,
+    /// Bytes uploaded (in a dry run: at most).
+    pub bytes_uploaded: u64,
+    /// Manifests and indexes pushed (in a dry run: that would be).
+    pub manifests_pushed: usize,
+    /// Manifests and tags already in place.
+    pub manifests_present: usize,
+}
+
+/// The result of a load.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadReport {
+    /// The archive.
+    pub archive: PathBuf,
+    /// The registry host.
+    pub registry: String,
+    /// Whether nothing was pushed.
+    pub dry_run: bool,
+    /// Per artifact, in bundle order.
+    pub artifacts: Vec<ArtifactOutcome>,
+    /// Counts.
+    pub counts: LoadCounts,
+    /// Digests of the blobs uploaded (sorted), so a re-run can be checked.
+    pub uploaded: Vec<Digest>,
+}
+
+impl LoadReport {
+    /// Whether every artifact is in place.
+    pub fn is_ok(&self) -> bool {
+        self.artifacts.iter().all(|a| a.ok)
+    }
+
+    /// The bundle restricted to the artifacts that are in place, for maps.
+    pub fn loaded_bundle(&self, bundle: &Bundle) -> Bundle {
+        let ok: HashSet<&str> = self
+            .artifacts
+            .iter()
+            .filter(|a| a.ok)
+            .map(|a| a.source.as_str())
+            .collect();
+        let mut b = bundle.clone();
+        b.artifacts.retain(|a| ok.contains(a.reference.as_str()));
+        b
+    }
+}
+
+/// One artifact's share of the plan.
+struct Item {
+    artifact: Artifact,
+    repository: String,
+    tag: Option<String>,
+    /// Documents children first; the root is last.
+    documents: Vec<(Digest, String, Vec<u8>)>,
+    blobs: Vec<Digest>,
+}
+
+/// One blob and where it must go.
+struct BlobJob {
+    digest: Digest,
+    offset: u64,
+    size: u64,
+    repositories: Vec<String>,
+}
+
+#[derive(Default)]
+struct Tally {
+    counts: LoadCounts,
+    uploaded: Vec<Digest>,
+}
+
+/// Opens `archive`, plans, and loads it (or, with `dry_run`, reports what
+/// a load would push). Errors returned stop everything before any push;
+/// per-artifact failures are in the report.
+pub async fn load(
+    archive: &Path,
+    opts: &LoadOptions,
+    reporter: &dyn Reporter,
+) -> Result<(LoadReport, Bundle), LoadError> {
+    let a = Archive::open(archive)?;
+    let target = TargetRegistry::parse(&opts.registry, opts.keep_host)?;
+    let targets = target.rules.targets(&a.bundle.artifacts)?;
+    let locations = a.blob_locations();
+
+    let mut items = Vec::new();
+    for (t, art) in targets.into_iter().zip(&a.bundle.artifacts) {
+        let mut documents = Vec::new();
+        let mut blobs = Vec::new();
+        oci::walk_graph(
+            &art.media_type,
+            &art.digest,
+            &mut |d| read_document(&a, &locations, d),
+            &mut |v| {
+                match v {
+                    Visit::Blob(b) => {
+                        if locations.get(&b.digest).map(|&(_, s)| s) != Some(b.size) {
+                            return Err(WalkError::Blob(b.digest));
+                        }
+                        blobs.push(b.digest);
+                    }
+                    Visit::Document {
+                        digest,
+                        media_type,
+                        bytes,
+                    } => documents.push((digest, media_type, bytes)),
+                }
+                Ok(())
+            },
+        )
+        .map_err(|source| LoadError::Graph {
+            archive: archive.to_owned(),
+            artifact: art.reference.clone(),
+            source,
+        })?;
+        blobs.sort();
+        blobs.dedup();
+        items.push(Item {
+            artifact: art.clone(),
+            repository: t.repository,
+            tag: t.tag,
+            documents,
+            blobs,
+        });
+    }
+
+    // Every blob once, with the repositories that need it, in plan order.
+    let mut jobs: Vec<BlobJob> = Vec::new();
+    let mut index: HashMap<Digest, usize> = HashMap::new();
+    for it in &items {
+        for d in &it.blobs {
+            let i = *index.entry(*d).or_insert_with(|| {
+                let (offset, size) = locations[d];
+                jobs.push(BlobJob {
+                    digest: *d,
+                    offset,
+                    size,
+                    repositories: Vec::new(),
+                });
+                jobs.len() - 1
+            });
+            if !jobs[i].repositories.contains(&it.repository) {
+                jobs[i].repositories.push(it.repository.clone());
+            }
+        }
+    }
+
+    let remote = Remote::connect(&target.host, &opts.remote)?;
+    let tally = Mutex::new(Tally::default());
+    {
+        let mut t = lock(&tally);
+        t.counts.blobs = jobs.len();
+        t.counts.blob_placements = jobs.iter().map(|j| j.repositories.len()).sum();
+    }
+    let sent = Arc::new(AtomicU64::new(0));
+    let total: u64 = jobs.iter().map(|j| j.size).sum();
+    reporter.start(
+        if opts.dry_run {
+            "Checking blobs"
+        } else {
+            "Pushing blobs"
+        },
+        total,
+    );
+
+    let blob_phase = stream::iter(&jobs)
+        .map(|job| {
+            let remote = &remote;
+            let tally = &tally;
+            let sent = sent.clone();
+            async move {
+                let r = place_blob(remote, archive, job, opts.dry_run, tally, &sent).await;
+                (job.digest, r)
+            }
+        })
+        .buffer_unordered(opts.jobs.max(1))
+        .collect::<Vec<_>>();
+    let blob_results = with_progress(blob_phase, &sent, reporter).await;
+    reporter.finish();
+    let failed_blobs: HashMap<Digest, String> = blob_results
+        .into_iter()
+        .filter_map(|(d, r)| r.err().map(|e| (d, e)))
+        .collect();
+
+    reporter.start("Pushing manifests", 0);
+    let outcomes = stream::iter(&items)
+        .map(|it| {
+            let remote = &remote;
+            let tally = &tally;
+            let failed_blobs = &failed_blobs;
+            let host = &target.host;
+            async move {
+                let error = match it.blobs.iter().find_map(|d| failed_blobs.get(d)) {
+                    Some(e) => Some(e.clone()),
+                    None => place_documents(remote, it, opts.dry_run, tally)
+                        .await
+                        .err()
+                        .map(|e| error_chain(&e)),
+                };
+                ArtifactOutcome {
+                    kind: it.artifact.kind,
+                    source: it.artifact.reference.clone(),
+                    target: format!("{host}/{}", it.repository),
+                    tag: it.tag.clone(),
+                    digest: it.artifact.digest,
+                    ok: error.is_none(),
+                    error,
+                }
+            }
+        })
+        .buffered(opts.jobs.max(1))
+        .collect::<Vec<_>>()
+        .await;
+    reporter.finish();
+
+    let Tally {
+        counts,
+        mut uploaded,
+    } = tally.into_inner().unwrap_or_else(|p| p.into_inner());
+    uploaded.sort();
+    uploaded.dedup();
+    Ok((
+        LoadReport {
+            archive: archive.to_owned(),
+            registry: target.host.clone(),
+            dry_run: opts.dry_run,
+            artifacts: outcomes,
+            counts,
+            uploaded,
+        },
+        a.bundle,
+    ))
+}
+
+fn lock(t: &Mutex<Tally>) -> std::sync::MutexGuard<'_, Tally> {
+    t.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn read_document(
+    a: &Archive,
+    locations: &HashMap<Digest, (u64, u64)>,
+    d: &Digest,
+) -> io::Result<Vec<u8>> {
+    let &(offset, size) = locations
+        .get(d)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "not in the archive"))?;
+    if size > oci::MANIFEST_MAX_BYTES {
+        return Err(io::Error::other(format!(
+            "{size} bytes, over the {}-byte limit",
+            oci::MANIFEST_MAX_BYTES
+        )));
+    }
+    let f = fs_err::File::open(a.path())?;
+    let mut buf = vec![0u8; size as usize];
+    f.file().read_exact_at(&mut buf, offset)?;
+    Ok(buf)
+}
+
+/// Drives `work` while turning the shared byte counter into progress.
+async fn with_progress<T>(
+    work: impl std::future::Future<Output = T>,
+    sent: &AtomicU64,
+    reporter: &dyn Reporter,
+) -> T {
+    let mut work = std::pin::pin!(work);
+    let mut seen = 0;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            out = &mut work => {
+                reporter.advance(sent.load(Ordering::Relaxed).saturating_sub(seen));
+                return out;
+            }
+            _ = tick.tick() => {
+                let now = sent.load(Ordering::Relaxed);
+                reporter.advance(now.saturating_sub(seen));
+                seen = now;
+            }
+        }
+    }
+}
+
+/// Gets one blob into every repository that needs it.
+async fn place_blob(
+    remote: &Remote,
+    archive: &Path,
+    job: &BlobJob,
+    dry_run: bool,
+    tally: &Mutex<Tally>,
+    sent: &Arc<AtomicU64>,
+) -> Result<(), String> {
+    let d = &job.digest;
+    let mut holder: Option<&str> = None;
+    let corrupt = Arc::new(AtomicBool::new(false));
+    for repo in &job.repositories {
+        let present = remote
+            .has_blob(repo, d)
+            .await
+            .map_err(|e| error_chain(&e))?;
+        if present {
+            lock(tally).counts.present += 1;
+            sent.fetch_add(job.size, Ordering::Relaxed);
+            holder.get_or_insert(repo);
+            continue;
+        }
+        if dry_run {
+            let mut t = lock(tally);
+            t.counts.uploaded += 1;
+            t.counts.bytes_uploaded += job.size;
+            continue;
+        }
+        if let Some(from) = holder {
+            if remote
+                .mount_blob(repo, from, d)
+                .await
+                .map_err(|e| error_chain(&e))?
+            {
+                lock(tally).counts.mounted += 1;
+                continue;
+            }
+        }
+        let open = {
+            let archive = archive.to_owned();
+            let (offset, size, digest) = (job.offset, job.size, *d);
+            let corrupt = corrupt.clone();
+            let sent = sent.clone();
+            move || blob_body(&archive, offset, size, digest, &corrupt, &sent)
+        };
+        let aborted = || corrupt.load(Ordering::Relaxed);
+        match remote.push_blob(repo, d, job.size, &open, &aborted).await {
+            Ok(()) => {
+                let mut t = lock(tally);
+                t.counts.uploaded += 1;
+                t.counts.bytes_uploaded += job.size;
+                t.uploaded.push(*d);
+                holder.get_or_insert(repo);
+            }
+            Err(_) if corrupt.load(Ordering::Relaxed) => return Err(format!(
+                "blob {d} in {} does not match its digest; it was not pushed (run `ferry verify`)",
+                archive.display()
+            )),
+            Err(e) => return Err(error_chain(&e)),
+        }
+    }
+    Ok(())
+}
+
+/// A body reading `size` bytes at `offset` of the archive on a blocking
+/// thread, hashing as it goes. The last chunk is held back until the hash
+/// is checked, so a damaged blob never reaches the registry whole.
+fn blob_body(
+    archive: &Path,
+    offset: u64,
+    size: u64,
+    digest: Digest,
+    corrupt: &Arc<AtomicBool>,
+    sent: &Arc<AtomicU64>,
+) -> BlobBody {
+    let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(4);
+    let archive = archive.to_owned();
+    let corrupt = corrupt.clone();
+    let sent = sent.clone();
+    tokio::task::spawn_blocking(move || {
+        let run = || -> io::Result<Option<Bytes>> {
+            let f = fs_err::File::open(&archive)?;
+            let mut h = Hasher::new();
+            let mut pos = 0u64;
+            let mut pending: Option<Bytes> = None;
+            while pos < size {
+                let n = (size - pos).min(COPY_BUF as u64) as usize;
+                let mut buf = vec![0u8; n];
+                f.file().read_exact_at(&mut buf, offset + pos)?;
+                h.update(&buf);
+                pos += n as u64;
+                if let Some(p) = pending.replace(Bytes::from(buf)) {
+                    let len = p.len() as u64;
+                    if tx.blocking_send(Ok(p)).is_err() {
+                        return Ok(None);
+                    }
+                    sent.fetch_add(len, Ordering::Relaxed);
+                }
+            }
+            if h.finish().0 != digest {
+                corrupt.store(true, Ordering::Relaxed);
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("blob {digest} does not match its digest"),
+                ));
+            }
+            Ok(pending)
+        };
+        let last = run();
+        if let Ok(Some(p)) = &last {
+            sent.fetch_add(p.len() as u64, Ordering::Relaxed);
+        }
+        let _ = match last {
+            Ok(Some(p)) => tx.blocking_send(Ok(p)),
+            Ok(None) => Ok(()),
+            Err(e) => tx.blocking_send(Err(e)),
+        };
+    });
+    stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) }).boxed()
+}
+
+/// Pushes an artifact's documents, children first, skipping those present.
+async fn place_documents(
+    remote: &Remote,
+    it: &Item,
+    dry_run: bool,
+    tally: &Mutex<Tally>,
+) -> Result<(), RemoteError> {
+    let repo = &it.repository;
+    let Some(((root, _, _), children)) = it.documents.split_last() else {
+        return Ok(());
+    };
+    let mut steps: Vec<(&Digest, &str, &[u8], String)> = children
+        .iter()
+        .map(|(d, mt, b)| (d, mt.as_str(), b.as_slice(), d.to_string()))
+        .collect();
+    let (_, root_mt, root_bytes) = &it.documents[it.documents.len() - 1];
+    let root_ref = it.tag.clone().unwrap_or_else(|| root.to_string());
+    steps.push((root, root_mt.as_str(), root_bytes.as_slice(), root_ref));
+    for (d, mt, bytes, reference) in steps {
+        if remote.manifest_digest(repo, &reference).await? == Some(*d) {
+            lock(tally).counts.manifests_present += 1;
+            continue;
+        }
+        if !dry_run {
+            remote.push_manifest(repo, &reference, bytes, mt).await?;
+        }
+        lock(tally).counts.manifests_pushed += 1;
+    }
+    Ok(())
+}
+
+/// The `images_digests.yml`-shaped override file: for each image loaded,
+/// `image_repository_server`, `image_repository_path`, `image_tag` and
+/// `image_digest`, keyed by the repository's last path component.
+pub fn images_digests_yaml(report: &LoadReport) -> String {
+    let mut out = String::from(
+        "# Written by `ferry load`: where each carried image now is.\nimages_digests:\n",
+    );
+    let mut used: BTreeMap<String, usize> = BTreeMap::new();
+    for a in report
+        .artifacts
+        .iter()
+        .filter(|a| a.ok && a.kind == ArtifactKind::Image)
+    {
+        let (server, path) = a.target.split_once('/').unwrap_or((&a.target, ""));
+        let base: String = path
+            .rsplit('/')
+            .next()
+            .unwrap_or(path)
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        let n = used.entry(base.clone()).or_insert(0);
+        *n += 1;
+        let key = if *n == 1 { base } else { format!("{base}_{n}") };
+        out.push_str(&format!("  {key}:\n"));
+        out.push_str(&format!("    image_digest: {}\n", a.digest));
+        out.push_str(&format!("    image_repository_path: {path}\n"));
+        out.push_str(&format!("    image_repository_server: \"{server}\"\n"));
+        if let Some(t) = &a.tag {
+            out.push_str(&format!("    image_tag: \"{t}\"\n"));
+        }
+    }
+    out
+}

@@ -1,0 +1,562 @@
+//! Talking to a registry: credentials, transport rules and retries around
+//! `oci-client`. Blobs move as streams (never buffered whole), manifests as
+//! their raw bytes, and every error names the registry, the repository and
+//! the digest or tag concerned.
+//!
+//! Credentials come, in this order, from an explicit username and password,
+//! then from the docker config (`$DOCKER_CONFIG/config.json` or
+//! `~/.docker/config.json`, `auths`, `credHelpers` and `credsStore`), else
+//! none. Plain HTTP is used only for loopback hosts and hosts the caller
+//! names as insecure; everything else is HTTPS.
+
+use std::future::Future;
+use std::io;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::stream::{BoxStream, StreamExt};
+use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
+use oci_client::errors::OciDistributionError;
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference as OciRef};
+
+use crate::digest::Digest;
+
+/// A blob body: chunks in order; an `Err` aborts the upload.
+pub type BlobBody = BoxStream<'static, io::Result<Bytes>>;
+
+/// Errors talking to a registry.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    /// A CA certificate file is unreadable.
+    #[error("cannot read CA certificate {path}")]
+    Ca {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The docker config file is unreadable or malformed.
+    #[error("cannot read registry credentials for {registry} from {path}")]
+    Config {
+        /// The registry.
+        registry: String,
+        /// The config file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The registry wants credentials and none were found.
+    #[error("registry {registry} asks for credentials and none were found (looked in {looked}); run `docker login {registry}` or pass --username and --password-stdin")]
+    NoCredentials {
+        /// The registry.
+        registry: String,
+        /// Where ferry looked.
+        looked: String,
+    },
+    /// The registry refused the credentials.
+    #[error(
+        "registry {registry} refused the credentials from {credentials} while trying to {what}"
+    )]
+    Refused {
+        /// The registry.
+        registry: String,
+        /// Where the credentials came from.
+        credentials: String,
+        /// The operation.
+        what: String,
+        /// The registry's answer.
+        #[source]
+        source: OciDistributionError,
+    },
+    /// Any other failure, after retries.
+    #[error("{what} at {registry} failed{}", attempts_note(*attempts))]
+    Request {
+        /// The registry.
+        registry: String,
+        /// The operation.
+        what: String,
+        /// How many attempts were made.
+        attempts: u32,
+        /// The last error.
+        #[source]
+        source: OciDistributionError,
+    },
+}
+
+fn attempts_note(n: u32) -> String {
+    if n > 1 {
+        format!(" after {n} attempts")
+    } else {
+        String::new()
+    }
+}
+
+impl RemoteError {
+    /// Whether the failure is about credentials (so retrying other
+    /// operations against the same registry is pointless).
+    pub fn is_auth(&self) -> bool {
+        matches!(
+            self,
+            RemoteError::NoCredentials { .. } | RemoteError::Refused { .. }
+        )
+    }
+}
+
+/// How to reach a registry.
+#[derive(Debug, Clone, Default)]
+pub struct RemoteOptions {
+    /// `HOST[:PORT]`s that may be spoken to over plain HTTP (loopback
+    /// always may).
+    pub insecure: Vec<String>,
+    /// Extra PEM CA certificates to trust.
+    pub ca_files: Vec<PathBuf>,
+    /// Accept any TLS certificate (for testing only).
+    pub tls_skip_verify: bool,
+    /// Explicit username and password; otherwise the docker config.
+    pub credentials: Option<(String, String)>,
+    /// How many times a transient failure (5xx, 429, reset) is retried.
+    pub retries: u32,
+    /// The first retry's delay; it doubles each time (capped at 10 s).
+    pub backoff: Duration,
+}
+
+/// A client for one registry host.
+pub struct Remote {
+    host: String,
+    client: Client,
+    chunked: Client,
+    auth: RegistryAuth,
+    credentials: String,
+    retries: u32,
+    backoff: Duration,
+}
+
+/// Whether `host` (`HOST[:PORT]`) is a loopback address or name.
+pub fn is_loopback(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(rest),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    name == "localhost"
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+impl Remote {
+    /// A client for `host` (`HOST[:PORT]`), resolving credentials now.
+    pub fn connect(host: &str, opts: &RemoteOptions) -> Result<Remote, RemoteError> {
+        // One process-wide crypto provider (ring, shared with `serve`).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut plain: Vec<String> = opts.insecure.clone();
+        if is_loopback(host) {
+            plain.push(host.to_owned());
+        }
+        let mut roots = Vec::new();
+        for path in &opts.ca_files {
+            let data = fs_err::read(path).map_err(|source| RemoteError::Ca {
+                path: path.clone(),
+                source,
+            })?;
+            roots.push(Certificate {
+                encoding: CertificateEncoding::Pem,
+                data,
+            });
+        }
+        let config = |monolithic: bool| ClientConfig {
+            protocol: ClientProtocol::HttpsExcept(plain.clone()),
+            accept_invalid_certificates: opts.tls_skip_verify,
+            use_monolithic_push: monolithic,
+            extra_root_certificates: roots.clone(),
+            connect_timeout: Some(Duration::from_secs(15)),
+            read_timeout: Some(Duration::from_secs(120)),
+            user_agent: concat!("ferry/", env!("CARGO_PKG_VERSION")),
+            ..ClientConfig::default()
+        };
+        let (auth, credentials) = resolve_credentials(host, opts.credentials.clone())?;
+        Ok(Remote {
+            host: host.to_owned(),
+            client: Client::new(config(true)),
+            chunked: Client::new(config(false)),
+            auth,
+            credentials,
+            retries: opts.retries,
+            backoff: opts.backoff,
+        })
+    }
+
+    /// The registry host.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// Where the credentials came from (for messages).
+    pub fn credentials(&self) -> &str {
+        &self.credentials
+    }
+
+    fn at_digest(&self, repo: &str, d: &Digest) -> OciRef {
+        OciRef::with_digest(self.host.clone(), repo.to_owned(), d.to_string())
+    }
+
+    fn at(&self, repo: &str, tag: &str) -> OciRef {
+        OciRef::with_tag(self.host.clone(), repo.to_owned(), tag.to_owned())
+    }
+
+    async fn login(&self) {
+        for c in [&self.client, &self.chunked] {
+            c.store_auth_if_needed(&self.host, &self.auth).await;
+        }
+    }
+
+    /// Runs `op` with retries on transient failures.
+    async fn retry<T, F, Fut>(&self, what: &dyn Fn() -> String, mut op: F) -> Result<T, RemoteError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, OciDistributionError>>,
+    {
+        self.login().await;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match op().await {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    if let Some(code @ (401 | 403)) = status(&e) {
+                        return Err(self.auth_error(code, what(), e));
+                    }
+                    if attempt > self.retries || !transient(&e) {
+                        return Err(RemoteError::Request {
+                            registry: self.host.clone(),
+                            what: what(),
+                            attempts: attempt,
+                            source: e,
+                        });
+                    }
+                    let delay = self
+                        .backoff
+                        .saturating_mul(1 << (attempt - 1).min(8))
+                        .min(Duration::from_secs(10));
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+
+    fn auth_error(&self, code: u16, what: String, source: OciDistributionError) -> RemoteError {
+        if code == 401 && matches!(self.auth, RegistryAuth::Anonymous) {
+            RemoteError::NoCredentials {
+                registry: self.host.clone(),
+                looked: self.credentials.clone(),
+            }
+        } else {
+            RemoteError::Refused {
+                registry: self.host.clone(),
+                credentials: self.credentials.clone(),
+                what,
+                source,
+            }
+        }
+    }
+
+    /// Whether `repo` holds blob `d`.
+    pub async fn has_blob(&self, repo: &str, d: &Digest) -> Result<bool, RemoteError> {
+        let r = self.at_digest(repo, d);
+        let digest = d.to_string();
+        self.retry(&|| format!("checking blob {d} in {repo}"), || {
+            self.client.blob_exists(&r, &digest)
+        })
+        .await
+    }
+
+    /// Asks the registry to mount blob `d` into `repo` from `from`; `false`
+    /// when it declines (the caller then uploads).
+    pub async fn mount_blob(
+        &self,
+        repo: &str,
+        from: &str,
+        d: &Digest,
+    ) -> Result<bool, RemoteError> {
+        let target = self.at_digest(repo, d);
+        let source = self.at_digest(from, d);
+        let digest = d.to_string();
+        let r = self
+            .retry(
+                &|| format!("mounting blob {d} into {repo} from {from}"),
+                || self.client.mount_blob(&target, &source, &digest),
+            )
+            .await;
+        match r {
+            Ok(()) => Ok(true),
+            Err(e) if e.is_auth() => Err(e),
+            // 202 (an upload session instead of a mount) and refusals.
+            Err(_) => Ok(false),
+        }
+    }
+
+    /// Uploads blob `d` of `size` bytes into `repo`: one monolithic PUT,
+    /// falling back to a chunked upload when the registry refuses that
+    /// (a proxy's body size limit, say). `open` gives a fresh body for each
+    /// attempt; `aborted` tells whether a body failure is final (a digest
+    /// mismatch, not a network fault), so it is not retried.
+    pub async fn push_blob(
+        &self,
+        repo: &str,
+        d: &Digest,
+        size: u64,
+        open: &(dyn Fn() -> BlobBody + Send + Sync),
+        aborted: &(dyn Fn() -> bool + Send + Sync),
+    ) -> Result<(), RemoteError> {
+        let r = self.at_digest(repo, d);
+        let digest = d.to_string();
+        let body = |f: BlobBody| f.map(|c| c.map_err(OciDistributionError::IoError));
+        let what = || format!("uploading blob {d} to {repo}");
+        let mono = self
+            .retry(&what, || async {
+                if aborted() {
+                    return Err(OciDistributionError::GenericError(Some(
+                        "the blob's bytes are damaged".into(),
+                    )));
+                }
+                self.client
+                    .push_blob_stream(&r, body(open()), &digest, Some(size))
+                    .await
+            })
+            .await;
+        match mono {
+            Ok(_) => Ok(()),
+            Err(RemoteError::Request { source: ref e, .. })
+                if !aborted() && matches!(status(e), Some(400 | 405 | 411 | 413 | 415 | 501)) =>
+            {
+                self.retry(
+                    &|| format!("uploading blob {d} to {repo} in chunks"),
+                    || {
+                        self.chunked
+                            .push_blob_stream(&r, body(open()), &digest, Some(size))
+                    },
+                )
+                .await
+                .map(|_| ())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The digest `repo:reference` points at, or `None` when absent.
+    pub async fn manifest_digest(
+        &self,
+        repo: &str,
+        reference: &str,
+    ) -> Result<Option<Digest>, RemoteError> {
+        let r = match reference.parse::<Digest>() {
+            Ok(d) => self.at_digest(repo, &d),
+            Err(_) => self.at(repo, reference),
+        };
+        let res = self
+            .retry(
+                &|| format!("checking manifest {repo}:{reference}"),
+                || async {
+                    match self.client.fetch_manifest_digest(&r, &self.auth).await {
+                        Ok(d) => Ok(Some(d)),
+                        Err(e) if status(&e) == Some(404) || is_not_found(&e) => Ok(None),
+                        Err(e) => Err(e),
+                    }
+                },
+            )
+            .await?;
+        Ok(res.and_then(|d| d.parse().ok()))
+    }
+
+    /// Pushes raw manifest bytes as `repo:reference` (a tag or a digest).
+    pub async fn push_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        bytes: &[u8],
+        media_type: &str,
+    ) -> Result<(), RemoteError> {
+        let r = match reference.parse::<Digest>() {
+            Ok(d) => self.at_digest(repo, &d),
+            Err(_) => self.at(repo, reference),
+        };
+        let what = || format!("pushing manifest {repo}:{reference}");
+        let ct = reqwest_header(media_type).ok_or_else(|| RemoteError::Request {
+            registry: self.host.clone(),
+            what: what(),
+            attempts: 0,
+            source: OciDistributionError::UnsupportedMediaTypeError(media_type.to_owned()),
+        })?;
+        let body = Bytes::copy_from_slice(bytes);
+        self.retry(&what, || {
+            self.client.push_manifest_raw(&r, body.clone(), ct.clone())
+        })
+        .await
+        .map(|_| ())
+    }
+}
+
+fn reqwest_header(v: &str) -> Option<http::HeaderValue> {
+    http::HeaderValue::from_str(v).ok()
+}
+
+/// The HTTP status behind an error, when there is one.
+fn status(e: &OciDistributionError) -> Option<u16> {
+    match e {
+        OciDistributionError::RequestError(r) => r.status().map(|s| s.as_u16()),
+        OciDistributionError::ServerError { code, .. } => Some(*code),
+        OciDistributionError::UnauthorizedError { .. } => Some(401),
+        OciDistributionError::AuthenticationFailure(_) => Some(401),
+        _ => None,
+    }
+}
+
+fn is_not_found(e: &OciDistributionError) -> bool {
+    use oci_client::errors::OciErrorCode as C;
+    match e {
+        OciDistributionError::ImageManifestNotFoundError(_) => true,
+        OciDistributionError::RegistryError { envelope, .. } => envelope
+            .errors
+            .iter()
+            .any(|e| matches!(e.code, C::ManifestUnknown | C::NameUnknown)),
+        _ => false,
+    }
+}
+
+/// Whether retrying may help: server errors, throttling, timeouts and
+/// connections that failed or broke.
+fn transient(e: &OciDistributionError) -> bool {
+    match status(e) {
+        Some(s) => s >= 500 || s == 429 || s == 408,
+        None => match e {
+            OciDistributionError::RequestError(r) => {
+                r.is_connect() || r.is_timeout() || r.is_request() || r.is_body()
+            }
+            OciDistributionError::IoError(_) => true,
+            _ => false,
+        },
+    }
+}
+
+/// Where credentials for `host` come from: explicit ones, else the docker
+/// config, else none. Returns the auth and a description of its source.
+fn resolve_credentials(
+    host: &str,
+    explicit: Option<(String, String)>,
+) -> Result<(RegistryAuth, String), RemoteError> {
+    if let Some((u, p)) = explicit {
+        return Ok((
+            RegistryAuth::Basic(u, p),
+            "--username/--password-stdin".into(),
+        ));
+    }
+    let Some(path) = docker_config_path() else {
+        return Ok((
+            RegistryAuth::Anonymous,
+            "no docker config ($HOME unset)".into(),
+        ));
+    };
+    let bytes = match fs_err::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Ok((
+                RegistryAuth::Anonymous,
+                format!("{} (absent) and no --username", path.display()),
+            ))
+        }
+        Err(e) => {
+            return Err(RemoteError::Config {
+                registry: host.to_owned(),
+                path,
+                source: Box::new(e),
+            })
+        }
+    };
+    use docker_credential::{CredentialRetrievalError as E, DockerCredential};
+    let mut keys = vec![
+        host.to_owned(),
+        format!("https://{host}"),
+        format!("http://{host}"),
+        format!("https://{host}/v1/"),
+    ];
+    if host == "docker.io" || host == "registry-1.docker.io" || host == "index.docker.io" {
+        keys.insert(0, "https://index.docker.io/v1/".into());
+    }
+    for key in &keys {
+        match docker_credential::get_credential_from_reader(&bytes[..], key) {
+            Ok(DockerCredential::UsernamePassword(u, p)) => {
+                return Ok((
+                    RegistryAuth::Basic(u, p),
+                    format!("{} (entry {key:?})", path.display()),
+                ))
+            }
+            Ok(DockerCredential::IdentityToken(_)) => {
+                return Err(RemoteError::Config {
+                    registry: host.to_owned(),
+                    path,
+                    source: format!(
+                        "entry {key:?} holds an identity token, which ferry cannot use yet; pass --username and --password-stdin"
+                    )
+                    .into(),
+                })
+            }
+            // Helpers that know nothing of this key, and absent entries.
+            Err(E::NoCredentialConfigured | E::HelperFailure { .. }) => continue,
+            Err(e) => {
+                return Err(RemoteError::Config {
+                    registry: host.to_owned(),
+                    path,
+                    source: Box::new(e),
+                })
+            }
+        }
+    }
+    Ok((
+        RegistryAuth::Anonymous,
+        format!("{} (no entry for {host}) and no --username", path.display()),
+    ))
+}
+
+fn docker_config_path() -> Option<PathBuf> {
+    let dir = std::env::var_os("DOCKER_CONFIG")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker")))?;
+    Some(dir.join("config.json"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_hosts() {
+        for h in [
+            "localhost",
+            "localhost:5000",
+            "127.0.0.1:80",
+            "[::1]:5000",
+            "127.1.2.3",
+        ] {
+            assert!(is_loopback(h), "{h}");
+        }
+        for h in ["registry.local:5000", "10.0.0.1", "localhost.example.com"] {
+            assert!(!is_loopback(h), "{h}");
+        }
+    }
+
+    #[test]
+    fn transient_statuses() {
+        let server = |code| OciDistributionError::ServerError {
+            code,
+            url: "u".into(),
+            message: String::new(),
+        };
+        assert!(transient(&server(503)));
+        assert!(transient(&server(429)));
+        assert!(!transient(&server(404)));
+        assert!(!transient(&server(400)));
+    }
+}
