@@ -264,6 +264,11 @@ pub async fn load(
     }
 
     let remote = Remote::connect(&target.host, &opts.remote)?;
+    // One request first: an unreachable registry or refused credentials
+    // is one error, not one per blob.
+    if let Some(j) = jobs.first() {
+        remote.has_blob(&j.repositories[0], &j.digest).await?;
+    }
     let tally = Mutex::new(Tally::default());
     {
         let mut t = lock(&tally);

@@ -59,7 +59,7 @@ pub enum RemoteError {
     },
     /// The registry refused the credentials.
     #[error(
-        "registry {registry} refused the credentials from {credentials} while trying to {what}"
+        "registry {registry} refused the credentials from {credentials} when {what}"
     )]
     Refused {
         /// The registry.

@@ -1,0 +1,432 @@
+//! `ferry load` against the real distribution registry (`docker-registry`):
+//! exact manifest bytes, mounts, auth, idempotence, resuming after the
+//! registry dies mid-load, damaged blobs, collisions and dry runs.
+
+mod support;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+use support::build::{self, Flavour, LayoutBuilder};
+use support::registry::{CuttingProxy, DockerRegistry, PASSWORD, USER};
+use support::*;
+
+/// A bundle with a multi-arch image, a Docker schema-2 image and an OCI
+/// image sharing a layer across repositories, and a chart.
+fn fixture_bundle(dir: &Path, layer_size: usize) -> PathBuf {
+    let mut l = LayoutBuilder::new(&dir.join("src"));
+    let app = build::multi_arch(&mut l, 21, layer_size);
+    l.tag(&app, "docker.io/library/app:1.0");
+    let base = build::layer(&[("etc/shared", &build::pseudo_random(100, layer_size))]);
+    let x = build::layer(&[("bin/tool", &build::pseudo_random(101, layer_size))]);
+    let y = build::layer(&[("bin/user", &build::pseudo_random(102, layer_size))]);
+    let tool = l.image(Flavour::Docker, "linux", "amd64", &[base.clone(), x]);
+    l.tag(&tool, "quay.io/team/tool:2");
+    let user = l.image(Flavour::Oci, "linux", "amd64", &[base, y]);
+    l.tag(&user, "ghcr.io/org/base-user:3");
+    l.finish();
+    std::fs::write(
+        dir.join("demo-0.1.0.tgz"),
+        build::chart_tgz("demo", "0.1.0", "image:\n  repository: app\n  tag: \"1.0\"\n"),
+    )
+    .unwrap();
+    let spec = dir.join("ferry.yaml");
+    std::fs::write(
+        &spec,
+        "name: load-test\nimages:\n  - oci:src:docker.io/library/app:1.0\n  - oci:src:quay.io/team/tool:2\n  - oci:src:ghcr.io/org/base-user:3\ncharts:\n  - path: demo-0.1.0.tgz\n",
+    )
+    .unwrap();
+    let archive = dir.join("bundle.tar");
+    ferry([
+        "pack".as_ref(),
+        spec.as_os_str(),
+        "-o".as_ref(),
+        archive.as_os_str(),
+    ])
+    .expect_ok("pack");
+    archive
+}
+
+/// `ferry load ARCHIVE --registry R ARGS… --json`, with `stdin` fed in.
+fn load(archive: &Path, registry: &str, args: &[&str], stdin: Option<&str>) -> Out {
+    load_env(archive, registry, args, stdin, &[])
+}
+
+fn load_env(
+    archive: &Path,
+    registry: &str,
+    args: &[&str],
+    stdin: Option<&str>,
+    env: &[(&str, &Path)],
+) -> Out {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
+    cmd.arg("--quiet")
+        .arg("load")
+        .arg(archive)
+        .args(["--registry", registry, "--json"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // Never read the developer's own docker credentials.
+    cmd.env("DOCKER_CONFIG", archive.parent().unwrap().join("no-docker-config"));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    {
+        let mut i = child.stdin.take().unwrap();
+        if let Some(s) = stdin {
+            i.write_all(s.as_bytes()).unwrap();
+        }
+    }
+    let o = child.wait_with_output().unwrap();
+    Out {
+        code: o.status.code(),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
+fn report(out: &Out) -> Value {
+    serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("not a JSON report ({e}):\n{}\n{}", out.stdout, out.stderr))
+}
+
+/// Every artifact's target answers with the bundle's exact manifest bytes,
+/// and skopeo can copy it out.
+fn check_targets_with_skopeo(report: &Value, scratch: &Path, creds: Option<&str>) {
+    let arts = report["artifacts"].as_array().unwrap();
+    assert!(!arts.is_empty());
+    for (i, a) in arts.iter().enumerate() {
+        assert_eq!(a["ok"], true, "{a}");
+        let target = format!(
+            "docker://{}:{}",
+            a["target"].as_str().unwrap(),
+            a["tag"].as_str().unwrap()
+        );
+        let mut inspect = skopeo();
+        inspect.args(["inspect", "--tls-verify=false", "--raw"]);
+        if let Some(c) = creds {
+            inspect.args(["--creds", c]);
+        }
+        let raw = run(inspect.arg(&target)).expect_ok(&format!("skopeo inspect --raw {target}"));
+        assert_eq!(
+            ferry::digest::Digest::of(raw.as_bytes()).to_string(),
+            a["digest"].as_str().unwrap(),
+            "the registry holds the bundle's exact manifest bytes for {target}"
+        );
+        let out = scratch.join(format!("copy-{i}"));
+        let mut copy = skopeo();
+        copy.args(["copy", "--all", "--src-tls-verify=false"]);
+        if let Some(c) = creds {
+            copy.args(["--src-creds", c]);
+        }
+        run(copy.arg(&target).arg(format!("dir:{}", out.display())))
+            .expect_ok(&format!("skopeo copy {target}"));
+    }
+}
+
+#[test]
+fn load_pushes_exact_manifests_and_a_second_load_pushes_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    let archive = fixture_bundle(t.path(), 64 << 10);
+    let reg = DockerRegistry::start(&t.path().join("reg"), false);
+    let target = format!("{}/mirror", reg.host());
+    let map = t.path().join("map.json");
+    let digests = t.path().join("digests.yml");
+    let out = load(
+        &archive,
+        &target,
+        &[
+            "--map-out",
+            map.to_str().unwrap(),
+            "--images-digests-out",
+            digests.to_str().unwrap(),
+        ],
+        None,
+    );
+    let r = report(&out);
+    assert!(out.ok(), "load failed:\n{}\n{}", out.stdout, out.stderr);
+    check_targets_with_skopeo(&r, t.path(), None);
+    let c = &r["counts"];
+    // The shared layer reaches its second repository by a mount.
+    assert!(c["mounted"].as_u64().unwrap() >= 1, "{c}");
+    assert_eq!(c["present"], 0);
+    assert_eq!(
+        c["uploaded"].as_u64().unwrap() + c["mounted"].as_u64().unwrap(),
+        c["blob_placements"].as_u64().unwrap()
+    );
+    let names: Vec<&str> = r["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["target"].as_str().unwrap())
+        .collect();
+    let host = reg.host();
+    assert_eq!(
+        names,
+        [
+            format!("{host}/mirror/library/app"),
+            format!("{host}/mirror/team/tool"),
+            format!("{host}/mirror/org/base-user"),
+            format!("{host}/mirror/charts/demo"),
+        ]
+    );
+
+    // The map feeds `ferry rewrite`; the override file names each image.
+    let m: Value = serde_json::from_slice(&std::fs::read(&map).unwrap()).unwrap();
+    assert_eq!(m["format"], "ferry-map");
+    assert_eq!(m["images"].as_array().unwrap().len(), 3);
+    assert_eq!(m["images"][0]["source"], "docker.io/library/app:1.0");
+    assert_eq!(m["images"][0]["target"], format!("{host}/mirror/library/app"));
+    assert_eq!(m["images"][0]["digest"], r["artifacts"][0]["digest"]);
+    let d = std::fs::read_to_string(&digests).unwrap();
+    assert!(d.starts_with("# Written by `ferry load`"), "{d}");
+    assert!(d.contains("  tool:\n    image_digest: sha256:"), "{d}");
+    assert!(d.contains("    image_repository_path: mirror/team/tool\n"), "{d}");
+    assert!(d.contains(&format!("    image_repository_server: \"{host}\"\n")), "{d}");
+    assert!(d.contains("    image_tag: \"2\"\n"), "{d}");
+
+    // Idempotent: a second load pushes no blob and no manifest.
+    let again = load(&archive, &target, &[], None);
+    let r2 = report(&again);
+    assert!(again.ok(), "{}", again.stderr);
+    assert_eq!(r2["counts"]["uploaded"], 0);
+    assert_eq!(r2["counts"]["mounted"], 0);
+    assert_eq!(r2["counts"]["manifests_pushed"], 0);
+    assert_eq!(r2["counts"]["present"], c["blob_placements"]);
+}
+
+#[test]
+fn load_into_a_registry_with_auth_uses_given_or_configured_credentials() {
+    let t = tempfile::tempdir().unwrap();
+    let archive = fixture_bundle(t.path(), 16 << 10);
+    let reg = DockerRegistry::start(&t.path().join("reg"), true);
+    let host = reg.host();
+
+    // No credentials at all: the registry and where ferry looked are named.
+    let out = load(&archive, &host, &[], None);
+    let msg = out.expect_fail("load without credentials");
+    assert!(
+        msg.contains(&format!("registry {host} asks for credentials and none were found")),
+        "{msg}"
+    );
+    assert!(reg.repositories().is_empty(), "nothing was pushed");
+
+    // A wrong password: refused, naming the credential source.
+    let out = load(
+        &archive,
+        &host,
+        &["--username", USER, "--password-stdin"],
+        Some("wrong\n"),
+    );
+    let msg = out.expect_fail("load with a wrong password");
+    assert!(
+        msg.contains(&format!(
+            "registry {host} refused the credentials from --username/--password-stdin"
+        )),
+        "{msg}"
+    );
+
+    // The right password on stdin.
+    let out = load(
+        &archive,
+        &host,
+        &["--username", USER, "--password-stdin"],
+        Some(&format!("{PASSWORD}\n")),
+    );
+    assert!(out.ok(), "{}", out.stderr);
+    check_targets_with_skopeo(&report(&out), t.path(), Some(&format!("{USER}:{PASSWORD}")));
+
+    // Credentials from a docker config ($DOCKER_CONFIG/config.json).
+    let cfg = t.path().join("docker");
+    std::fs::create_dir_all(&cfg).unwrap();
+    let auth = base64_encode(format!("{USER}:{PASSWORD}").as_bytes());
+    std::fs::write(
+        cfg.join("config.json"),
+        format!(r#"{{"auths":{{"{host}":{{"auth":"{auth}"}}}}}}"#),
+    )
+    .unwrap();
+    let out = load_env(
+        &archive,
+        &format!("{host}/other"),
+        &[],
+        None,
+        &[("DOCKER_CONFIG", &cfg)],
+    );
+    assert!(out.ok(), "{}", out.stderr);
+    assert_eq!(report(&out)["artifacts"][0]["ok"], true);
+}
+
+fn base64_encode(data: &[u8]) -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut s = String::new();
+    for c in data.chunks(3) {
+        let b = [c[0], *c.get(1).unwrap_or(&0), *c.get(2).unwrap_or(&0)];
+        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
+        for i in 0..4 {
+            if i <= c.len() {
+                s.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                s.push('=');
+            }
+        }
+    }
+    s
+}
+
+#[test]
+fn load_resumes_after_the_registry_dies_midway_without_pushing_twice() {
+    let t = tempfile::tempdir().unwrap();
+    let archive = fixture_bundle(t.path(), 1 << 20);
+    let mut reg = DockerRegistry::start(&t.path().join("reg"), false);
+    let pid = reg.pid().unwrap();
+    // The registry process is killed once 2.5 MiB have gone its way.
+    let proxy = CuttingProxy::start(reg.addr, 5 << 19, move || {
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+    });
+    let first = load(
+        &archive,
+        &proxy.addr.to_string(),
+        &["--retries", "1", "--jobs", "2"],
+        None,
+    );
+    let msg = first.expect_fail("load into a registry that dies");
+    assert!(
+        msg.contains("were not loaded into"),
+        "the summary says the load is incomplete:\n{msg}"
+    );
+    assert!(proxy.cut.load(std::sync::atomic::Ordering::Relaxed));
+    drop(proxy);
+
+    reg.restart();
+    let repos = ["library/app", "team/tool", "org/base-user", "charts/demo"];
+    let before: Vec<Vec<String>> = repos.iter().map(|r| reg.linked_blobs(r)).collect();
+    assert!(
+        before.iter().any(|b| !b.is_empty()),
+        "some blobs arrived before the crash"
+    );
+    let second = load(&archive, &reg.host(), &[], None);
+    assert!(second.ok(), "{}\n{}", second.stdout, second.stderr);
+    let r = report(&second);
+    let uploaded: Vec<String> = r["uploaded"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap().to_owned())
+        .collect();
+    // Nothing already complete in a repository is uploaded to it again.
+    let all_before: std::collections::BTreeSet<&String> = before.iter().flatten().collect();
+    for d in &uploaded {
+        assert!(
+            !all_before.contains(d),
+            "{d} was complete before the crash and was uploaded again"
+        );
+    }
+    assert!(r["counts"]["present"].as_u64().unwrap() > 0);
+    check_targets_with_skopeo(&r, t.path(), None);
+}
+
+#[test]
+fn load_refuses_a_damaged_blob_names_it_and_loads_the_rest() {
+    let t = tempfile::tempdir().unwrap();
+    let archive = fixture_bundle(t.path(), 32 << 10);
+    // Damage the chart's content layer (same size, different bytes).
+    let chart_layer = ferry::digest::Digest::of(&std::fs::read(t.path().join("demo-0.1.0.tgz")).unwrap());
+    let member = format!("blobs/sha256/{}", chart_layer.hex());
+    let mut members = read_members(&archive);
+    let m = members.iter_mut().find(|m| m.name == member).unwrap();
+    let last = m.data.len() - 1;
+    m.data[last] ^= 0xff;
+    write_raw_tar(&archive, &members, true);
+
+    let reg = DockerRegistry::start(&t.path().join("reg"), false);
+    let out = load(&archive, &reg.host(), &["--retries", "1"], None);
+    let r = report(&out);
+    let msg = out.expect_fail("load of a damaged archive");
+    assert!(
+        msg.contains(&format!("blob {chart_layer} in")) && msg.contains("does not match its digest"),
+        "{msg}"
+    );
+    let failed: Vec<&str> = r["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["ok"] == false)
+        .map(|a| a["source"].as_str().unwrap())
+        .collect();
+    assert_eq!(failed, ["charts/demo:0.1.0"]);
+    assert!(
+        !reg.linked_blobs("charts/demo").contains(&chart_layer.to_string()),
+        "the damaged blob was not pushed"
+    );
+    let blob_dir = reg
+        .dir
+        .join("data/docker/registry/v2/blobs/sha256")
+        .join(&chart_layer.hex()[..2])
+        .join(chart_layer.hex());
+    assert!(!blob_dir.exists(), "no blob data for {chart_layer}");
+    assert_eq!(reg.linked_blobs("library/app").len(), 5);
+}
+
+#[test]
+fn load_refuses_two_sources_for_one_target_before_any_request() {
+    let t = tempfile::tempdir().unwrap();
+    let mut l = LayoutBuilder::new(&t.path().join("src"));
+    let a = l.image(Flavour::Oci, "linux", "amd64", &[build::layer(&[("a", b"a")])]);
+    l.tag(&a, "docker.io/team/x:1");
+    let b = l.image(Flavour::Oci, "linux", "amd64", &[build::layer(&[("b", b"b")])]);
+    l.tag(&b, "quay.io/team/x:1");
+    l.finish();
+    let spec = t.path().join("ferry.yaml");
+    std::fs::write(
+        &spec,
+        "images:\n  - oci:src:docker.io/team/x:1\n  - oci:src:quay.io/team/x:1\n",
+    )
+    .unwrap();
+    let archive = t.path().join("b.tar");
+    ferry([
+        "pack".as_ref(),
+        spec.as_os_str(),
+        "-o".as_ref(),
+        archive.as_os_str(),
+    ])
+    .expect_ok("pack");
+    // A listener that would see any request.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let host = listener.local_addr().unwrap().to_string();
+    let msg = load(&archive, &host, &[], None).expect_fail("load with a collision");
+    assert!(
+        msg.contains("docker.io/team/x:1 and quay.io/team/x:1 would both become team/x:1"),
+        "{msg}"
+    );
+    assert!(listener.accept().is_err(), "no connection was made");
+    // --keep-host separates them.
+    let reg = DockerRegistry::start(&t.path().join("reg"), false);
+    let out = load(&archive, &reg.host(), &["--keep-host"], None);
+    assert!(out.ok(), "{}", out.stderr);
+    assert_eq!(
+        reg.repositories(),
+        ["docker.io/team/x", "quay.io/team/x"]
+    );
+}
+
+#[test]
+fn dry_run_reports_the_plan_and_pushes_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    let archive = fixture_bundle(t.path(), 8 << 10);
+    let reg = DockerRegistry::start(&t.path().join("reg"), false);
+    let out = load(&archive, &reg.host(), &["--dry-run"], None);
+    assert!(out.ok(), "{}", out.stderr);
+    let r = report(&out);
+    assert_eq!(r["dry_run"], true);
+    let c = &r["counts"];
+    assert_eq!(c["uploaded"], c["blob_placements"]);
+    assert!(c["bytes_uploaded"].as_u64().unwrap() > 0);
+    assert!(c["manifests_pushed"].as_u64().unwrap() >= 6);
+    assert!(reg.repositories().is_empty(), "a dry run pushes nothing");
+}
