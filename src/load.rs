@@ -263,7 +263,7 @@ pub async fn load(
         }
     }
 
-    let remote = Remote::connect(&target.host, &opts.remote)?;
+    let remote = Remote::connect(&target.host, &opts.remote).await?;
     // One request first: an unreachable registry or refused credentials
     // is one error, not one per blob.
     if let Some(j) = jobs.first() {
@@ -458,10 +458,12 @@ async fn place_blob(
                 t.uploaded.push(*d);
                 holder.get_or_insert(repo);
             }
-            Err(_) if corrupt.load(Ordering::Relaxed) => return Err(format!(
+            Err(_) if corrupt.load(Ordering::Relaxed) => {
+                return Err(format!(
                 "blob {d} in {} does not match its digest; it was not pushed (run `ferry verify`)",
                 archive.display()
-            )),
+            ))
+            }
             Err(e) => return Err(error_chain(&e)),
         }
     }

@@ -12,6 +12,7 @@
 use std::future::Future;
 use std::io;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -58,9 +59,7 @@ pub enum RemoteError {
         looked: String,
     },
     /// The registry refused the credentials.
-    #[error(
-        "registry {registry} refused the credentials from {credentials} when {what}"
-    )]
+    #[error("registry {registry} refused the credentials from {credentials} when {what}")]
     Refused {
         /// The registry.
         registry: String,
@@ -69,6 +68,17 @@ pub enum RemoteError {
         /// The operation.
         what: String,
         /// The registry's answer.
+        #[source]
+        source: OciDistributionError,
+    },
+    /// The registry's TLS certificate is not trusted.
+    #[error("registry {registry} presented a TLS certificate ferry does not trust when {what}; pass its CA certificate with --ca-file")]
+    Certificate {
+        /// The registry.
+        registry: String,
+        /// The operation.
+        what: String,
+        /// The TLS error.
         #[source]
         source: OciDistributionError,
     },
@@ -96,12 +106,14 @@ fn attempts_note(n: u32) -> String {
 }
 
 impl RemoteError {
-    /// Whether the failure is about credentials (so retrying other
+    /// Whether the failure is about credentials or trust (so retrying other
     /// operations against the same registry is pointless).
     pub fn is_auth(&self) -> bool {
         matches!(
             self,
-            RemoteError::NoCredentials { .. } | RemoteError::Refused { .. }
+            RemoteError::NoCredentials { .. }
+                | RemoteError::Refused { .. }
+                | RemoteError::Certificate { .. }
         )
     }
 }
@@ -133,6 +145,25 @@ pub struct Remote {
     credentials: String,
     retries: u32,
     backoff: Duration,
+    /// Set once the registry refused a monolithic upload: later blobs go
+    /// straight to chunked uploads.
+    chunked_only: std::sync::atomic::AtomicBool,
+}
+
+/// Whether `host` answers `GET http://HOST/v2/` as a registry does (200,
+/// or 401 asking for credentials). A TLS port answers plain HTTP with a 400
+/// or not at all.
+async fn speaks_plain_http(host: &str) -> bool {
+    let Ok(client) = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+    else {
+        return false;
+    };
+    match client.get(format!("http://{host}/v2/")).send().await {
+        Ok(r) => matches!(r.status().as_u16(), 200 | 401),
+        Err(_) => false,
+    }
 }
 
 /// Whether `host` (`HOST[:PORT]`) is a loopback address or name.
@@ -149,11 +180,15 @@ pub fn is_loopback(host: &str) -> bool {
 
 impl Remote {
     /// A client for `host` (`HOST[:PORT]`), resolving credentials now.
-    pub fn connect(host: &str, opts: &RemoteOptions) -> Result<Remote, RemoteError> {
+    /// A loopback host, or one named insecure, is spoken to over plain HTTP
+    /// when it answers a registry's `/v2/` there, else over HTTPS.
+    pub async fn connect(host: &str, opts: &RemoteOptions) -> Result<Remote, RemoteError> {
         // One process-wide crypto provider (ring, shared with `serve`).
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut plain: Vec<String> = opts.insecure.clone();
-        if is_loopback(host) {
+        let mut plain: Vec<String> = Vec::new();
+        if (is_loopback(host) || opts.insecure.iter().any(|h| h == host))
+            && speaks_plain_http(host).await
+        {
             plain.push(host.to_owned());
         }
         let mut roots = Vec::new();
@@ -186,6 +221,7 @@ impl Remote {
             credentials,
             retries: opts.retries,
             backoff: opts.backoff,
+            chunked_only: false.into(),
         })
     }
 
@@ -228,6 +264,14 @@ impl Remote {
                 Err(e) => {
                     if let Some(code @ (401 | 403)) = status(&e) {
                         return Err(self.auth_error(code, what(), e));
+                    }
+                    if matches!(&e, OciDistributionError::RequestError(r) if is_certificate_error(r))
+                    {
+                        return Err(RemoteError::Certificate {
+                            registry: self.host.clone(),
+                            what: what(),
+                            source: e,
+                        });
                     }
                     if attempt > self.retries || !transient(&e) {
                         return Err(RemoteError::Request {
@@ -315,6 +359,20 @@ impl Remote {
         let digest = d.to_string();
         let body = |f: BlobBody| f.map(|c| c.map_err(OciDistributionError::IoError));
         let what = || format!("uploading blob {d} to {repo}");
+        let chunked = || async {
+            self.retry(
+                &|| format!("uploading blob {d} to {repo} in chunks"),
+                || {
+                    self.chunked
+                        .push_blob_stream(&r, body(open()), &digest, Some(size))
+                },
+            )
+            .await
+            .map(|_| ())
+        };
+        if self.chunked_only.load(Ordering::Relaxed) {
+            return chunked().await;
+        }
         let mono = self
             .retry(&what, || async {
                 if aborted() {
@@ -332,15 +390,8 @@ impl Remote {
             Err(RemoteError::Request { source: ref e, .. })
                 if !aborted() && matches!(status(e), Some(400 | 405 | 411 | 413 | 415 | 501)) =>
             {
-                self.retry(
-                    &|| format!("uploading blob {d} to {repo} in chunks"),
-                    || {
-                        self.chunked
-                            .push_blob_stream(&r, body(open()), &digest, Some(size))
-                    },
-                )
-                .await
-                .map(|_| ())
+                self.chunked_only.store(true, Ordering::Relaxed);
+                chunked().await
             }
             Err(e) => Err(e),
         }
@@ -433,12 +484,26 @@ fn transient(e: &OciDistributionError) -> bool {
         Some(s) => s >= 500 || s == 429 || s == 408,
         None => match e {
             OciDistributionError::RequestError(r) => {
-                r.is_connect() || r.is_timeout() || r.is_request() || r.is_body()
+                (r.is_connect() || r.is_timeout() || r.is_request() || r.is_body())
+                    && !is_certificate_error(r)
             }
             OciDistributionError::IoError(_) => true,
             _ => false,
         },
     }
+}
+
+/// Whether a request failed on the peer's TLS certificate (retrying will
+/// not change the certificate).
+fn is_certificate_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cur {
+        if c.downcast_ref::<rustls::Error>().is_some() || c.to_string().contains("certificate") {
+            return true;
+        }
+        cur = c.source();
+    }
+    false
 }
 
 /// Where credentials for `host` come from: explicit ones, else the docker

@@ -29,7 +29,11 @@ fn fixture_bundle(dir: &Path, layer_size: usize) -> PathBuf {
     l.finish();
     std::fs::write(
         dir.join("demo-0.1.0.tgz"),
-        build::chart_tgz("demo", "0.1.0", "image:\n  repository: app\n  tag: \"1.0\"\n"),
+        build::chart_tgz(
+            "demo",
+            "0.1.0",
+            "image:\n  repository: app\n  tag: \"1.0\"\n",
+        ),
     )
     .unwrap();
     let spec = dir.join("ferry.yaml");
@@ -71,7 +75,10 @@ fn load_env(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     // Never read the developer's own docker credentials.
-    cmd.env("DOCKER_CONFIG", archive.parent().unwrap().join("no-docker-config"));
+    cmd.env(
+        "DOCKER_CONFIG",
+        archive.parent().unwrap().join("no-docker-config"),
+    );
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -181,13 +188,22 @@ fn load_pushes_exact_manifests_and_a_second_load_pushes_nothing() {
     assert_eq!(m["format"], "ferry-map");
     assert_eq!(m["images"].as_array().unwrap().len(), 3);
     assert_eq!(m["images"][0]["source"], "docker.io/library/app:1.0");
-    assert_eq!(m["images"][0]["target"], format!("{host}/mirror/library/app"));
+    assert_eq!(
+        m["images"][0]["target"],
+        format!("{host}/mirror/library/app")
+    );
     assert_eq!(m["images"][0]["digest"], r["artifacts"][0]["digest"]);
     let d = std::fs::read_to_string(&digests).unwrap();
     assert!(d.starts_with("# Written by `ferry load`"), "{d}");
     assert!(d.contains("  tool:\n    image_digest: sha256:"), "{d}");
-    assert!(d.contains("    image_repository_path: mirror/team/tool\n"), "{d}");
-    assert!(d.contains(&format!("    image_repository_server: \"{host}\"\n")), "{d}");
+    assert!(
+        d.contains("    image_repository_path: mirror/team/tool\n"),
+        "{d}"
+    );
+    assert!(
+        d.contains(&format!("    image_repository_server: \"{host}\"\n")),
+        "{d}"
+    );
     assert!(d.contains("    image_tag: \"2\"\n"), "{d}");
 
     // Idempotent: a second load pushes no blob and no manifest.
@@ -211,7 +227,9 @@ fn load_into_a_registry_with_auth_uses_given_or_configured_credentials() {
     let out = load(&archive, &host, &[], None);
     let msg = out.expect_fail("load without credentials");
     assert!(
-        msg.contains(&format!("registry {host} asks for credentials and none were found")),
+        msg.contains(&format!(
+            "registry {host} asks for credentials and none were found"
+        )),
         "{msg}"
     );
     assert!(reg.repositories().is_empty(), "nothing was pushed");
@@ -335,7 +353,8 @@ fn load_refuses_a_damaged_blob_names_it_and_loads_the_rest() {
     let t = tempfile::tempdir().unwrap();
     let archive = fixture_bundle(t.path(), 32 << 10);
     // Damage the chart's content layer (same size, different bytes).
-    let chart_layer = ferry::digest::Digest::of(&std::fs::read(t.path().join("demo-0.1.0.tgz")).unwrap());
+    let chart_layer =
+        ferry::digest::Digest::of(&std::fs::read(t.path().join("demo-0.1.0.tgz")).unwrap());
     let member = format!("blobs/sha256/{}", chart_layer.hex());
     let mut members = read_members(&archive);
     let m = members.iter_mut().find(|m| m.name == member).unwrap();
@@ -348,7 +367,8 @@ fn load_refuses_a_damaged_blob_names_it_and_loads_the_rest() {
     let r = report(&out);
     let msg = out.expect_fail("load of a damaged archive");
     assert!(
-        msg.contains(&format!("blob {chart_layer} in")) && msg.contains("does not match its digest"),
+        msg.contains(&format!("blob {chart_layer} in"))
+            && msg.contains("does not match its digest"),
         "{msg}"
     );
     let failed: Vec<&str> = r["artifacts"]
@@ -360,7 +380,8 @@ fn load_refuses_a_damaged_blob_names_it_and_loads_the_rest() {
         .collect();
     assert_eq!(failed, ["charts/demo:0.1.0"]);
     assert!(
-        !reg.linked_blobs("charts/demo").contains(&chart_layer.to_string()),
+        !reg.linked_blobs("charts/demo")
+            .contains(&chart_layer.to_string()),
         "the damaged blob was not pushed"
     );
     let blob_dir = reg
@@ -376,9 +397,19 @@ fn load_refuses_a_damaged_blob_names_it_and_loads_the_rest() {
 fn load_refuses_two_sources_for_one_target_before_any_request() {
     let t = tempfile::tempdir().unwrap();
     let mut l = LayoutBuilder::new(&t.path().join("src"));
-    let a = l.image(Flavour::Oci, "linux", "amd64", &[build::layer(&[("a", b"a")])]);
+    let a = l.image(
+        Flavour::Oci,
+        "linux",
+        "amd64",
+        &[build::layer(&[("a", b"a")])],
+    );
     l.tag(&a, "docker.io/team/x:1");
-    let b = l.image(Flavour::Oci, "linux", "amd64", &[build::layer(&[("b", b"b")])]);
+    let b = l.image(
+        Flavour::Oci,
+        "linux",
+        "amd64",
+        &[build::layer(&[("b", b"b")])],
+    );
     l.tag(&b, "quay.io/team/x:1");
     l.finish();
     let spec = t.path().join("ferry.yaml");
@@ -409,10 +440,7 @@ fn load_refuses_two_sources_for_one_target_before_any_request() {
     let reg = DockerRegistry::start(&t.path().join("reg"), false);
     let out = load(&archive, &reg.host(), &["--keep-host"], None);
     assert!(out.ok(), "{}", out.stderr);
-    assert_eq!(
-        reg.repositories(),
-        ["docker.io/team/x", "quay.io/team/x"]
-    );
+    assert_eq!(reg.repositories(), ["docker.io/team/x", "quay.io/team/x"]);
 }
 
 #[test]
@@ -429,4 +457,57 @@ fn dry_run_reports_the_plan_and_pushes_nothing() {
     assert!(c["bytes_uploaded"].as_u64().unwrap() > 0);
     assert!(c["manifests_pushed"].as_u64().unwrap() >= 6);
     assert!(reg.repositories().is_empty(), "a dry run pushes nothing");
+}
+
+#[test]
+fn load_falls_back_to_chunked_upload_when_a_proxy_limits_body_size() {
+    let t = tempfile::tempdir().unwrap();
+    let archive = fixture_bundle(t.path(), 3 << 20);
+    let reg = DockerRegistry::start(&t.path().join("reg"), false);
+    // nginx's default client_max_body_size: 1 MiB.
+    let proxy = support::registry::BodyLimitProxy::start(reg.addr, 1 << 20);
+    let out = load(&archive, &proxy.addr.to_string(), &[], None);
+    assert!(out.ok(), "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        proxy.refused.load(std::sync::atomic::Ordering::Relaxed) > 0,
+        "monolithic uploads of the 3 MiB layers were refused"
+    );
+    // Checked at the registry itself (the proxy serves one request per
+    // connection, which makes skopeo slow).
+    let direct: Value =
+        serde_json::from_str(&out.stdout.replace(&proxy.addr.to_string(), &reg.host())).unwrap();
+    check_targets_with_skopeo(&direct, t.path(), None);
+}
+
+#[test]
+fn load_over_tls_trusts_a_private_ca_given_with_ca_file() {
+    let t = tempfile::tempdir().unwrap();
+    let archive = fixture_bundle(t.path(), 8 << 10);
+    let (ca, cert, key) = private_ca(t.path());
+    let reg = DockerRegistry::start_with(&t.path().join("reg"), false, Some((&cert, &key)));
+    // Not trusted: the failure names the registry and says why.
+    let out = load(&archive, &reg.host(), &[], None);
+    let msg = out.expect_fail("load to an untrusted certificate");
+    assert!(msg.contains(&reg.host()), "{msg}");
+    assert!(
+        msg.contains("presented a TLS certificate ferry does not trust")
+            && msg.contains("--ca-file"),
+        "{msg}"
+    );
+    assert!(reg.repositories().is_empty());
+    // Trusted with --ca-file: everything lands, over HTTPS.
+    let out = load(
+        &archive,
+        &reg.host(),
+        &["--ca-file", ca.to_str().unwrap()],
+        None,
+    );
+    assert!(out.ok(), "{}", out.stderr);
+    let r = report(&out);
+    assert!(r["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|a| a["ok"] == true));
+    assert_eq!(reg.repositories().len(), 4);
 }

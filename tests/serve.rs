@@ -4,7 +4,6 @@
 mod support;
 
 use std::path::Path;
-use std::process::Command;
 
 use ferry::mapping::TargetRules;
 use support::build::{self, LayoutBuilder};
@@ -378,27 +377,9 @@ fn damaged_or_colliding_bundles_are_refused_at_start() {
 
 #[test]
 fn tls_with_a_certificate_skopeo_verifies() {
-    let openssl = require_tool("openssl", "openssl");
     let t = tempfile::tempdir().unwrap();
     let archive = pack_demo(t.path());
-    let (cert, key) = (t.path().join("cert.pem"), t.path().join("key.pem"));
-    run(Command::new(openssl)
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=127.0.0.1",
-        ])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert))
-    .expect_ok("openssl req");
+    let (cert, key) = self_signed_cert(t.path());
     let s = Served::start_with(
         &archive,
         TargetRules::default(),

@@ -90,6 +90,72 @@ pub fn require_tool(bin: &str, package: &str) -> PathBuf {
     panic!("this test needs `{bin}`, which is not installed: apt-get install {package} (or run scripts/test.sh, which installs it)");
 }
 
+/// A self-signed certificate for `127.0.0.1` (cert.pem, key.pem in `dir`),
+/// made with openssl.
+pub fn self_signed_cert(dir: &Path) -> (PathBuf, PathBuf) {
+    let openssl = require_tool("openssl", "openssl");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    run(Command::new(openssl)
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args(["-subj", "/CN=127.0.0.1"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert))
+    .expect_ok("openssl req");
+    (cert, key)
+}
+
+/// A private CA and a server certificate it signed for `127.0.0.1`, made
+/// with openssl: (ca.pem, server.pem, server-key.pem) in `dir`.
+pub fn private_ca(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let openssl = require_tool("openssl", "openssl");
+    let p = |n: &str| dir.join(n);
+    run(Command::new(&openssl)
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args(["-subj", "/CN=ferry test CA", "-keyout"])
+        .arg(p("ca-key.pem"))
+        .arg("-out")
+        .arg(p("ca.pem")))
+    .expect_ok("openssl CA");
+    run(Command::new(&openssl)
+        .args([
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+        ])
+        .arg(p("server-key.pem"))
+        .arg("-out")
+        .arg(p("server.csr")))
+    .expect_ok("openssl CSR");
+    std::fs::write(
+        p("ext.cnf"),
+        "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(Command::new(&openssl)
+        .args(["x509", "-req", "-days", "2", "-CAcreateserial", "-in"])
+        .arg(p("server.csr"))
+        .arg("-CA")
+        .arg(p("ca.pem"))
+        .arg("-CAkey")
+        .arg(p("ca-key.pem"))
+        .arg("-extfile")
+        .arg(p("ext.cnf"))
+        .arg("-out")
+        .arg(p("server.pem")))
+    .expect_ok("openssl sign");
+    (p("ca.pem"), p("server.pem"), p("server-key.pem"))
+}
+
 /// `skopeo --insecure-policy` (the tests carry their own trust decisions).
 pub fn skopeo() -> Command {
     let mut c = Command::new(require_tool("skopeo", "skopeo"));

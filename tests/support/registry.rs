@@ -39,12 +39,24 @@ impl DockerRegistry {
     /// Starts a registry storing under `dir` (created), with htpasswd auth
     /// when `auth` is set.
     pub fn start(dir: &Path, auth: bool) -> DockerRegistry {
+        DockerRegistry::start_with(dir, auth, None)
+    }
+
+    /// With `tls` = (certificate, key) PEM files, serves HTTPS.
+    pub fn start_with(dir: &Path, auth: bool, tls: Option<(&Path, &Path)>) -> DockerRegistry {
         std::fs::create_dir_all(dir).unwrap();
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let mut config = format!(
             "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
             dir.join("data").display()
         );
+        if let Some((cert, key)) = tls {
+            config.push_str(&format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
+            ));
+        }
         if auth {
             std::fs::write(dir.join("htpasswd"), HTPASSWD).unwrap();
             config.push_str(&format!(
@@ -128,7 +140,10 @@ impl DockerRegistry {
     pub fn repositories(&self) -> Vec<String> {
         let root = self.dir.join("data/docker/registry/v2/repositories");
         let mut out = Vec::new();
-        for e in walkdir::WalkDir::new(&root).into_iter().filter_map(|e| e.ok()) {
+        for e in walkdir::WalkDir::new(&root)
+            .into_iter()
+            .filter_map(|e| e.ok())
+        {
             if e.file_name() == "_layers" {
                 let repo = e.path().parent().unwrap().strip_prefix(&root).unwrap();
                 out.push(repo.to_string_lossy().into_owned());
@@ -239,4 +254,78 @@ impl Drop for CuttingProxy {
         self.stop.store(true, Ordering::Relaxed);
         let _ = TcpStream::connect(self.addr);
     }
+}
+
+/// An HTTP proxy to `upstream` that answers `413 Payload Too Large` to any
+/// request whose body is over `limit` bytes (as nginx does with its default
+/// `client_max_body_size 1m`) and passes everything else through, one
+/// request per connection. `refused` counts the 413s.
+pub struct BodyLimitProxy {
+    pub addr: SocketAddr,
+    pub refused: Arc<AtomicU64>,
+}
+
+impl BodyLimitProxy {
+    pub fn start(upstream: SocketAddr, limit: u64) -> BodyLimitProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let refused = Arc::new(AtomicU64::new(0));
+        let r = refused.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(client) = conn else { continue };
+                let r = r.clone();
+                std::thread::spawn(move || {
+                    let _ = limit_one(client, upstream, limit, &r);
+                });
+            }
+        });
+        BodyLimitProxy { addr, refused }
+    }
+}
+
+fn limit_one(
+    mut client: TcpStream,
+    upstream: SocketAddr,
+    limit: u64,
+    refused: &AtomicU64,
+) -> std::io::Result<()> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if client.read(&mut byte)? == 0 {
+            return Ok(());
+        }
+        head.push(byte[0]);
+    }
+    let text = String::from_utf8_lossy(&head).into_owned();
+    let length: u64 = text
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.trim().parse().ok())
+        .unwrap_or(0);
+    if length > limit {
+        refused.fetch_add(1, Ordering::Relaxed);
+        // Read the body away first, as nginx's lingering close does, so the
+        // client sees the answer rather than a reset.
+        std::io::copy(&mut (&mut client).take(length), &mut std::io::sink())?;
+        client.write_all(
+            b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        )?;
+        return Ok(());
+    }
+    // One request per connection, so every request's head is seen here.
+    let mut lines: Vec<&str> = text.trim_end().split("\r\n").collect();
+    lines.retain(|l| !l.to_ascii_lowercase().starts_with("connection:"));
+    let head = format!("{}\r\nConnection: close\r\n\r\n", lines.join("\r\n"));
+    let mut server = TcpStream::connect(upstream)?;
+    server.write_all(head.as_bytes())?;
+    let (mut c2, mut s2) = (client.try_clone()?, server.try_clone()?);
+    let up = std::thread::spawn(move || {
+        let _ = std::io::copy(&mut (&mut c2).take(length), &mut s2);
+    });
+    let _ = std::io::copy(&mut server, &mut client);
+    let _ = up.join();
+    Ok(())
 }

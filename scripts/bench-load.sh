@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Load benchmark, in one run on the same machine and images: `ferry load` of
+# a generated bundle into an empty CNCF distribution registry versus
+# `skopeo copy --all oci:LAYOUT:REF docker://…` of every image into another
+# empty one (skopeo gets the layout already extracted; ferry reads the
+# archive as it is). Prints times, throughput and ferry's peak RSS, then the
+# time of a repeated load (nothing left to push).
+# Usage: scripts/bench-load.sh [TOTAL_MIB=1024] [IMAGES=8]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+total=${1:-1024}
+images=${2:-8}
+out=bench-out
+mkdir -p "$out"
+cargo build --release --quiet --bin ferry --example gen_bench
+ferry=target/release/ferry
+target/release/examples/gen_bench "$out/src" "$total" "$images" >/dev/null
+"$ferry" --quiet pack "$out/src/ferry.yaml" -o "$out/bench.tar" >/dev/null
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+work=$(mktemp -d); pids=()
+trap 'kill "${pids[@]}" 2>/dev/null || true; rm -rf "$work"' EXIT
+start_registry() { # name -> prints port
+  local port; port=$(free_port)
+  cat > "$work/$1.yml" <<YML
+version: 0.1
+log: {level: error, accesslog: {disabled: true}}
+storage: {filesystem: {rootdirectory: $work/$1-data}}
+http: {addr: 127.0.0.1:$port}
+YML
+  docker-registry serve "$work/$1.yml" >"$work/$1.log" 2>&1 &
+  pids+=($!)
+  echo "$port"
+}
+ferry_port=$(start_registry ferry)
+skopeo_port=$(start_registry skopeo)
+sleep 1
+bytes=$(stat -c %s "$out/bench.tar")
+now() { date +%s.%N; }
+
+t0=$(now)
+/usr/bin/time -f '%M' -o "$work/ferry.rss" "$ferry" --quiet load "$out/bench.tar" --registry "127.0.0.1:$ferry_port" 2>"$work/ferry.out"
+t1=$(now); f=$(echo "$t1 - $t0" | bc -l)
+
+t0=$(now)
+for i in $(seq 0 $((images - 1))); do
+  skopeo --insecure-policy copy -q --all --dest-tls-verify=false \
+    "oci:$out/src/layout:registry.example.com/bench/app$i:1.0" "docker://127.0.0.1:$skopeo_port/bench/app$i:1.0"
+done
+t1=$(now); s=$(echo "$t1 - $t0" | bc -l)
+
+t0=$(now)
+"$ferry" --quiet load "$out/bench.tar" --registry "127.0.0.1:$ferry_port" 2>/dev/null
+t1=$(now); again=$(echo "$t1 - $t0" | bc -l)
+
+printf 'bundle: %.0f MB, %d images\n' "$(echo "$bytes/1000000" | bc -l)" "$images"
+printf 'ferry load:            %.2f s (%.0f MB/s), peak RSS %.1f MiB\n' "$f" "$(echo "$bytes/1000000/$f" | bc -l)" "$(echo "$(cat "$work/ferry.rss")/1024" | bc -l)"
+printf 'skopeo copy --all x%d: %.2f s (%.0f MB/s)\n' "$images" "$s" "$(echo "$bytes/1000000/$s" | bc -l)"
+printf 'speed-up: %.2fx\n' "$(echo "$s/$f" | bc -l)"
+printf 'repeated ferry load (everything present): %.2f s\n' "$again"
