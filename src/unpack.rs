@@ -27,6 +27,19 @@ pub enum UnpackError {
     /// The target directory holds something already.
     #[error("{0} exists and is not empty; unpack into a new or empty directory")]
     NotEmpty(PathBuf),
+    /// A chart or file could not be written out.
+    #[error("{archive}: {artifact} could not be written to {path}")]
+    Extract {
+        /// The archive.
+        archive: PathBuf,
+        /// The artifact's reference.
+        artifact: String,
+        /// The file or directory being written.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// Writing a blob failed or it did not match its digest.
     #[error("{archive}: member {member} could not be unpacked into {dir}")]
     Blob {
@@ -130,6 +143,237 @@ pub fn unpack(
         blobs: blobs.len(),
         bytes: total,
     })
+}
+
+/// What [`extract`] wrote.
+#[derive(Debug, Clone, Serialize)]
+pub struct Extracted {
+    /// Chart `.tgz` files written.
+    pub charts: Vec<PathBuf>,
+    /// Files and directories written.
+    pub files: Vec<PathBuf>,
+}
+
+/// Writes carried charts back out as `NAME-VERSION.tgz` under `charts_dir`
+/// and carried files and directories under `files_dir` (by their titles),
+/// each byte checked against its digest. A chart file already there with
+/// the same bytes is left alone; any other existing target is an error.
+/// Directories are staged under a temp name and renamed into place whole;
+/// their tar may hold only plain files and directories below the title,
+/// so `..`, absolute paths and links are refused with nothing written.
+pub fn extract(
+    archive_path: &Path,
+    charts_dir: Option<&Path>,
+    files_dir: Option<&Path>,
+) -> Result<Extracted, UnpackError> {
+    let archive = Archive::open(archive_path)?;
+    let locations = archive.blob_locations();
+    let mut out = Extracted {
+        charts: Vec::new(),
+        files: Vec::new(),
+    };
+    for a in &archive.bundle.artifacts {
+        let (dir, name) = match (a.kind, &a.chart, &a.file) {
+            (bundle::ArtifactKind::Chart, Some(c), _) => match charts_dir {
+                Some(d) => (d, format!("{}-{}.tgz", c.name, c.version)),
+                None => continue,
+            },
+            (bundle::ArtifactKind::File, _, Some(f)) => match files_dir {
+                Some(d) => (d, f.title.clone()),
+                None => continue,
+            },
+            _ => continue,
+        };
+        let target = dir.join(&name);
+        let fail = |source: std::io::Error| UnpackError::Extract {
+            archive: archive_path.to_owned(),
+            artifact: a.reference.clone(),
+            path: target.clone(),
+            source,
+        };
+        if !is_plain_name(&name) {
+            return Err(fail(invalid(format!("{name:?} is not a plain file name"))));
+        }
+        let layer = single_layer(&archive, &locations, a).map_err(&fail)?;
+        let &(offset, size) = locations
+            .get(&layer.digest)
+            .filter(|&&(_, s)| s == layer.size)
+            .ok_or_else(|| fail(invalid(format!("blob {} is missing", layer.digest))))?;
+        let entry = crate::archive::Entry {
+            path: layer.digest.blob_path(),
+            offset,
+            size,
+        };
+        fs_err::create_dir_all(dir).map_err(&fail)?;
+        let reader = crate::digest::HashingReader::new(archive.member_reader(&entry));
+        let directory = a.file.as_ref().is_some_and(|f| f.directory);
+        if directory {
+            write_tree(reader, dir, &name, &layer.digest).map_err(&fail)?;
+        } else {
+            write_file(reader, &target, &layer.digest).map_err(&fail)?;
+        }
+        if a.kind == bundle::ArtifactKind::Chart {
+            out.charts.push(target);
+        } else {
+            out.files.push(target);
+        }
+    }
+    Ok(out)
+}
+
+fn invalid(msg: String) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, msg)
+}
+
+fn is_plain_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\', '\0'])
+}
+
+/// The one content layer of a chart or file artifact.
+fn single_layer(
+    archive: &Archive,
+    locations: &std::collections::HashMap<Digest, (u64, u64)>,
+    a: &Artifact,
+) -> std::io::Result<crate::oci::Descriptor> {
+    let &(offset, size) = locations
+        .get(&a.digest)
+        .ok_or_else(|| invalid(format!("manifest {} is missing", a.digest)))?;
+    if size > crate::oci::MANIFEST_MAX_BYTES {
+        return Err(invalid(format!("manifest {} is too large", a.digest)));
+    }
+    let mut bytes = vec![0u8; size as usize];
+    std::io::Read::read_exact(
+        &mut archive.member_reader(&crate::archive::Entry {
+            path: a.digest.blob_path(),
+            offset,
+            size,
+        }),
+        &mut bytes,
+    )?;
+    if Digest::of(&bytes) != a.digest {
+        return Err(invalid(format!(
+            "manifest {} does not match its digest",
+            a.digest
+        )));
+    }
+    match crate::oci::parse_node(a.digest, &a.media_type, &bytes) {
+        Ok(crate::oci::Node::Manifest(m)) if m.layers.len() == 1 => Ok(m
+            .layers
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| unreachable!())),
+        _ => Err(invalid(format!(
+            "manifest {} is not a one-layer artifact",
+            a.digest
+        ))),
+    }
+}
+
+/// Copies `reader` to `target` via a temp file, renamed only when the
+/// digest matches. An identical existing file is kept.
+fn write_file<R: std::io::Read>(
+    mut reader: crate::digest::HashingReader<R>,
+    target: &Path,
+    digest: &Digest,
+) -> std::io::Result<()> {
+    if target.exists() {
+        let (d, _) = crate::source::hash_file(target)?;
+        if d == *digest {
+            return Ok(());
+        }
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            "a different file is there; remove it or choose another directory",
+        ));
+    }
+    let dir = target.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".ferry-extract.")
+        .tempfile_in(dir)?;
+    std::io::copy(&mut reader, tmp.as_file_mut())?;
+    let (d, _) = reader.finish();
+    if d != *digest {
+        return Err(invalid(format!("blob {digest} does not match its digest")));
+    }
+    use std::os::unix::fs::PermissionsExt;
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o644))?;
+    tmp.as_file().sync_all()?;
+    tmp.persist_noclobber(target).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// Extracts a directory artifact's tar (entries under `title/`) into
+/// `dir/title`, staged in a temp directory and renamed into place whole.
+fn write_tree<R: std::io::Read>(
+    mut reader: crate::digest::HashingReader<R>,
+    dir: &Path,
+    title: &str,
+    digest: &Digest,
+) -> std::io::Result<()> {
+    use std::path::Component;
+    let target = dir.join(title);
+    if target.exists() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            "it exists; remove it or choose another directory",
+        ));
+    }
+    let stage = tempfile::Builder::new()
+        .prefix(".ferry-extract.")
+        .tempdir_in(dir)?;
+    {
+        let mut tar = tar::Archive::new(&mut reader);
+        for entry in tar.entries()? {
+            let mut entry = entry?;
+            let path = entry.path()?.into_owned();
+            let mut comps = path.components();
+            let first_ok = matches!(comps.next(), Some(Component::Normal(c)) if c == title);
+            if !first_ok || !comps.all(|c| matches!(c, Component::Normal(_))) {
+                return Err(invalid(format!(
+                    "the directory's tar holds {path:?}, outside {title}/"
+                )));
+            }
+            let out = stage.path().join(&path);
+            match entry.header().entry_type() {
+                tar::EntryType::Directory => fs_err::create_dir_all(&out)?,
+                tar::EntryType::Regular => {
+                    if let Some(p) = out.parent() {
+                        fs_err::create_dir_all(p)?;
+                    }
+                    let mut f = fs_err::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .open(&out)?;
+                    std::io::copy(&mut entry, &mut f)?;
+                    let exec = entry.header().mode().unwrap_or(0o644) & 0o111 != 0;
+                    use std::os::unix::fs::PermissionsExt;
+                    f.file()
+                        .set_permissions(std::fs::Permissions::from_mode(if exec {
+                            0o755
+                        } else {
+                            0o644
+                        }))?;
+                }
+                other => {
+                    return Err(invalid(format!(
+                        "the directory's tar holds {path:?} of type {other:?}; only files and directories are restored"
+                    )))
+                }
+            }
+        }
+    }
+    std::io::copy(&mut reader, &mut std::io::sink())?;
+    let (d, _) = reader.finish();
+    if d != *digest {
+        return Err(invalid(format!("blob {digest} does not match its digest")));
+    }
+    let staged = stage.path().join(title);
+    if !staged.is_dir() {
+        fs_err::create_dir_all(&staged)?;
+    }
+    fs_err::rename(&staged, &target)?;
+    Ok(())
 }
 
 struct ProgressReader<'a, R> {

@@ -316,3 +316,47 @@ fn platform_filter_writes_a_new_index_and_records_both_digests() {
     assert!(e.contains("linux/amd64, linux/arm64"), "{e}");
     assert!(!t.path().join("d.tar").exists());
 }
+
+#[test]
+fn unpack_charts_and_files_gives_back_the_packed_bytes() {
+    let t = tempfile::tempdir().unwrap();
+    let archive = pack_demo(t.path());
+    let (charts, files) = (t.path().join("charts"), t.path().join("files"));
+    let out = ferry([
+        "unpack".as_ref(),
+        archive.as_os_str(),
+        "--charts".as_ref(),
+        charts.as_os_str(),
+        "--files".as_ref(),
+        files.as_os_str(),
+    ])
+    .expect_ok("unpack --charts --files");
+    assert!(out.contains("demo-chart-0.1.0.tgz"), "{out}");
+    let fx = repo_root().join("fixtures/demo");
+    assert_eq!(
+        std::fs::read(charts.join("demo-chart-0.1.0.tgz")).unwrap(),
+        std::fs::read(fx.join("charts/demo-chart-0.1.0.tgz")).unwrap()
+    );
+    assert_eq!(
+        std::fs::read(files.join("README.txt")).unwrap(),
+        std::fs::read(fx.join("files/README.txt")).unwrap()
+    );
+    assert_eq!(
+        std::fs::read(files.join("manifests/deployment.yaml")).unwrap(),
+        std::fs::read(fx.join("files/manifests/deployment.yaml")).unwrap()
+    );
+    // Only what was asked for, and no temp files left behind.
+    let names: Vec<_> = std::fs::read_dir(&files)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    // A chart already there with the same bytes is fine.
+    ferry([
+        "unpack".as_ref(),
+        archive.as_os_str(),
+        "--charts".as_ref(),
+        charts.as_os_str(),
+    ])
+    .expect_ok("unpack --charts again");
+}

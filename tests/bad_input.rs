@@ -575,3 +575,62 @@ fn duplicate_names_in_spec_are_refused() {
         "{e}"
     );
 }
+
+#[test]
+fn unpack_files_refuses_a_directory_tar_that_escapes_its_title() {
+    let t = tempfile::tempdir().unwrap();
+    let archive = pack_demo(t.path());
+    let mut members = read_members(&archive);
+    // The directory artifact's layer: a tar with manifests/deployment.yaml.
+    let at = |d: &[u8]| {
+        (0..d.len() / 512).find(|i| d[i * 512..].starts_with(b"manifests/deployment.yaml"))
+    };
+    let layer = members
+        .iter()
+        .find(|m| m.name.starts_with("blobs/") && at(&m.data).is_some())
+        .expect("the directory layer")
+        .clone();
+    let off = at(&layer.data).unwrap() * 512;
+    let mut evil = layer.data.clone();
+    // Same length: "manifests/deployment.yaml" -> "manifests/../../evil.yaml".
+    let name = b"manifests/../../evil.yaml";
+    let mut header = [0u8; 512];
+    header.copy_from_slice(&evil[off..off + 512]);
+    header[..100].fill(0);
+    header[..name.len()].copy_from_slice(name);
+    header[148..156].copy_from_slice(b"        ");
+    let sum: u32 = header.iter().map(|&b| b as u32).sum();
+    header[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    evil[off..off + 512].copy_from_slice(&header);
+    swap_blob(
+        &mut members,
+        &ferry::digest::Digest::of(&layer.data).hex(),
+        evil,
+    );
+    write_raw_tar(&archive, &members, true);
+    ferry(["verify".as_ref(), archive.as_os_str()])
+        .expect_ok("verify: the archive itself is whole");
+
+    let files = t.path().join("out/files");
+    let msg = ferry([
+        "unpack".as_ref(),
+        archive.as_os_str(),
+        "--files".as_ref(),
+        files.as_os_str(),
+    ])
+    .expect_fail("unpack --files of an escaping tar");
+    assert!(
+        msg.contains("files/manifests:latest could not be written")
+            && msg.contains("outside manifests/"),
+        "{msg}"
+    );
+    assert!(!t.path().join("out/evil.yaml").exists());
+    assert!(!t.path().join("evil.yaml").exists());
+    assert!(!files.join("manifests").exists(), "nothing half-written");
+    let left: Vec<_> = std::fs::read_dir(&files)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with(".ferry"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}

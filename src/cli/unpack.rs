@@ -1,4 +1,4 @@
-//! `ferry unpack ARCHIVE -o DIR`.
+//! `ferry unpack ARCHIVE [-o DIR] [--charts DIR] [--files DIR]`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -6,22 +6,40 @@ use std::process::ExitCode;
 use super::{human, progress::Bars, Settings};
 
 #[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).multiple(true).args(["output", "charts", "files"])))]
 pub struct Args {
     /// The archive.
     pub archive: PathBuf,
     /// The OCI layout directory to create (must be new or empty).
     #[arg(short, long)]
-    pub output: PathBuf,
+    pub output: Option<PathBuf>,
+    /// Write each carried chart as NAME-VERSION.tgz into this directory
+    /// (for `helm install ./NAME-VERSION.tgz`).
+    #[arg(long, value_name = "DIR")]
+    pub charts: Option<PathBuf>,
+    /// Write each carried file and directory into this directory, under
+    /// the name it was packed with.
+    #[arg(long, value_name = "DIR")]
+    pub files: Option<PathBuf>,
 }
 
 pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
-    let bars = Bars::new(settings.quiet);
-    let s = ferry::unpack::unpack(&args.archive, &args.output, &bars)?;
-    println!(
-        "unpacked {} blobs ({}) into OCI layout {}",
-        s.blobs,
-        human(s.bytes),
-        s.dir.display()
-    );
+    if let Some(out) = &args.output {
+        let bars = Bars::new(settings.quiet);
+        let s = ferry::unpack::unpack(&args.archive, out, &bars)?;
+        println!(
+            "unpacked {} blobs ({}) into OCI layout {}",
+            s.blobs,
+            human(s.bytes),
+            s.dir.display()
+        );
+    }
+    if args.charts.is_some() || args.files.is_some() {
+        let x =
+            ferry::unpack::extract(&args.archive, args.charts.as_deref(), args.files.as_deref())?;
+        for p in x.charts.iter().chain(&x.files) {
+            println!("wrote {}", p.display());
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }

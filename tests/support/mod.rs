@@ -395,3 +395,52 @@ pub fn http(
         body,
     }
 }
+
+/// Replaces blob `old` (a digest) with `data` of the same length and
+/// re-points everything above it: manifests and indexes naming it are
+/// rewritten (and renamed, their own digests changing in turn), then
+/// index.json and bundle.json. Positions in the tar stay the same, so the
+/// result is a well-formed archive whose content is `data`.
+pub fn swap_blob(members: &mut [RawMember], old: &str, data: Vec<u8>) {
+    let hex = |d: &[u8]| ferry::digest::Digest::of(d).hex();
+    let old = old.trim_start_matches("sha256:").to_owned();
+    let mut swaps: Vec<(String, String)> = Vec::new();
+    let m = members
+        .iter_mut()
+        .find(|m| m.name == format!("blobs/sha256/{old}"))
+        .expect("the blob to swap");
+    assert_eq!(m.data.len(), data.len(), "a swapped blob keeps its size");
+    let new = hex(&data);
+    m.name = format!("blobs/sha256/{new}");
+    m.data = data;
+    swaps.push((old, new));
+    let mut i = 0;
+    while i < swaps.len() {
+        let (from, to) = swaps[i].clone();
+        for m in members.iter_mut().filter(|m| m.name != "bundle.json") {
+            let text = String::from_utf8_lossy(&m.data).into_owned();
+            if !m.name.ends_with(&to)
+                && text.contains(&from)
+                && std::str::from_utf8(&m.data).is_ok()
+            {
+                let before = hex(&m.data);
+                m.data = text.replace(&from, &to).into_bytes();
+                let after = hex(&m.data);
+                if m.name.starts_with("blobs/") {
+                    m.name = format!("blobs/sha256/{after}");
+                }
+                swaps.push((before, after));
+            }
+        }
+        i += 1;
+    }
+    let b = members
+        .iter_mut()
+        .find(|m| m.name == "bundle.json")
+        .unwrap();
+    let mut text = String::from_utf8(b.data.clone()).unwrap();
+    for (from, to) in &swaps {
+        text = text.replace(from.as_str(), to);
+    }
+    b.data = text.into_bytes();
+}
