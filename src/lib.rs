@@ -21,6 +21,7 @@ pub mod archive;
 pub mod bundle;
 pub mod chart;
 pub mod digest;
+pub mod fetch;
 pub mod inputs;
 pub mod layout;
 pub mod load;

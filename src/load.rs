@@ -380,7 +380,7 @@ fn read_document(
 }
 
 /// Drives `work` while turning the shared byte counter into progress.
-async fn with_progress<T>(
+pub(crate) async fn with_progress<T>(
     work: impl std::future::Future<Output = T>,
     sent: &AtomicU64,
     reporter: &dyn Reporter,

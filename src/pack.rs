@@ -15,6 +15,7 @@ use crate::archive::{self, ArchiveError, BlobSource, PlannedMember};
 use crate::bundle::{self, Artifact, ArtifactKind, Bundle, ChartInfo, FileInfo, Member, Tool};
 use crate::chart::{self, ChartError};
 use crate::digest::Digest;
+use crate::fetch::{FetchCounts, FetchOptions, FetchRequest};
 use crate::inputs::{ChartEntry, FileEntry, ImageEntry, ImageSource, Spec};
 use crate::oci::{self, Descriptor, Index, Manifest};
 use crate::platform::Platform;
@@ -62,12 +63,25 @@ pub enum PackError {
         /// What it is.
         kind: &'static str,
     },
-    /// Registry and chart-repository sources need the network fetcher.
-    #[error("{entry}: fetching from registries and chart repositories is not available in this build of ferry; use local sources (oci:DIR, oci-archive:TAR, chart .tgz paths)")]
+    /// Chart-repository and OCI chart sources need the chart fetcher.
+    #[error("{entry}: fetching charts from chart repositories and registries is not available in this build of ferry; `helm pull` the chart and name its .tgz with `path:`")]
     Remote {
         /// The entry.
         entry: String,
     },
+    /// Some registry images could not be fetched; nothing was written.
+    #[error("{} of {total} registry images could not be fetched; no archive was written (what was fetched stays in the cache {}, so a re-run fetches only the rest):{}", failures.len(), cache.display(), failures.iter().map(|(r, why)| format!("\n  {r}: {why}")).collect::<String>())]
+    Fetch {
+        /// The cache directory.
+        cache: PathBuf,
+        /// How many registry images the spec names.
+        total: usize,
+        /// (reference, why) of each failure.
+        failures: Vec<(String, String)>,
+    },
+    /// The fetcher could not start (cache directory, runtime).
+    #[error("fetching registry images failed")]
+    Fetcher(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// `images: true` on a chart: not built yet, and never silently ignored.
     #[error("chart {entry}: `images: true` (also carry the images a chart names) is not available in this build of ferry; list the images under `images:` instead")]
     ChartImages {
@@ -124,6 +138,9 @@ pub struct PackOptions {
     pub default_name: String,
     /// mtime for tar headers.
     pub mtime: u64,
+    /// How to fetch registry images (cache, jobs, credentials). Needed only
+    /// when the spec names registry images.
+    pub fetch: Option<FetchOptions>,
 }
 
 /// What a pack run produced.
@@ -135,6 +152,8 @@ pub struct PackSummary {
     pub size: u64,
     /// Its table of contents.
     pub bundle: Bundle,
+    /// What was fetched from registries (when anything was).
+    pub fetched: Option<FetchCounts>,
 }
 
 #[derive(Default)]
@@ -182,15 +201,23 @@ pub fn pack(
         .tempdir_in(&out_dir)
         .map_err(|e| PackError::Scratch(opts.out.clone(), e))?;
 
-    let mut plan = Plan::default();
-    reporter.start("resolving sources", 0);
-    for entry in &spec.images {
-        let filter = opts
-            .platforms
+    let filter_of = |entry: &ImageEntry| {
+        opts.platforms
             .as_ref()
             .or(entry.platforms.as_ref())
-            .or(spec.platforms.as_ref());
-        plan_image(&mut plan, entry, filter.map(Vec::as_slice))?;
+            .or(spec.platforms.as_ref())
+            .cloned()
+    };
+    let (fetched_roots, fetched) = fetch_registry_images(spec, opts, &filter_of, reporter)?;
+
+    let mut plan = Plan::default();
+    reporter.start("resolving sources", 0);
+    for (i, entry) in spec.images.iter().enumerate() {
+        let filter = filter_of(entry);
+        let cached = fetched_roots
+            .get(&i)
+            .map(|root| (opts.fetch.as_ref(), root));
+        plan_image(&mut plan, entry, filter.as_deref(), cached)?;
     }
     for entry in &spec.charts {
         plan_chart(&mut plan, entry)?;
@@ -274,31 +301,100 @@ pub fn pack(
         archive: opts.out.clone(),
         size,
         bundle,
+        fetched,
     })
+}
+
+/// Fetches the spec's registry images into the cache; returns each one's
+/// root descriptor by image index.
+#[allow(clippy::type_complexity)]
+fn fetch_registry_images(
+    spec: &Spec,
+    opts: &PackOptions,
+    filter_of: &dyn Fn(&ImageEntry) -> Option<Vec<Platform>>,
+    reporter: &dyn Reporter,
+) -> Result<(BTreeMap<usize, Descriptor>, Option<FetchCounts>), PackError> {
+    let wanted: Vec<(usize, FetchRequest)> = spec
+        .images
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| match &e.source {
+            ImageSource::Registry(r) => Some((
+                i,
+                FetchRequest {
+                    reference: r.clone(),
+                    platforms: filter_of(e),
+                },
+            )),
+            _ => None,
+        })
+        .collect();
+    if wanted.is_empty() {
+        return Ok((BTreeMap::new(), None));
+    }
+    let Some(fopts) = &opts.fetch else {
+        return Err(PackError::Remote {
+            entry: wanted[0].1.reference.to_string(),
+        });
+    };
+    let requests: Vec<FetchRequest> = wanted.iter().map(|(_, r)| r.clone()).collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| PackError::Fetcher(Box::new(e)))?;
+    let report = rt
+        .block_on(crate::fetch::fetch(&requests, fopts, reporter))
+        .map_err(|e| PackError::Fetcher(Box::new(e)))?;
+    let mut roots = BTreeMap::new();
+    let mut failures = Vec::new();
+    for ((i, req), result) in wanted.iter().zip(report.results) {
+        match result {
+            Ok(root) => {
+                roots.insert(*i, root);
+            }
+            Err(why) => failures.push((req.reference.to_string(), why)),
+        }
+    }
+    if !failures.is_empty() {
+        return Err(PackError::Fetch {
+            cache: fopts.cache.clone(),
+            total: wanted.len(),
+            failures,
+        });
+    }
+    Ok((roots, Some(report.counts)))
 }
 
 fn plan_image(
     plan: &mut Plan,
     entry: &ImageEntry,
     filter: Option<&[Platform]>,
+    fetched: Option<(Option<&FetchOptions>, &Descriptor)>,
 ) -> Result<(), PackError> {
     let label = entry.source.to_string();
     let image_err = |source| PackError::Image {
         entry: label.clone(),
         source,
     };
-    let (layout, local_name) = match &entry.source {
-        ImageSource::Registry(_) => return Err(PackError::Remote { entry: label }),
-        ImageSource::OciDir { path, name } => (
+    let (layout, local_name) = match (&entry.source, fetched) {
+        (ImageSource::Registry(r), Some((Some(f), _))) => {
+            (LocalLayout::cache(&f.cache, r), Some(r.to_string()))
+        }
+        (ImageSource::Registry(_), _) => return Err(PackError::Remote { entry: label }),
+        (ImageSource::OciDir { path, name }, _) => (
             LocalLayout::open_dir(path).map_err(image_err)?,
-            name.as_deref(),
+            name.clone(),
         ),
-        ImageSource::OciArchive { path, name } => (
+        (ImageSource::OciArchive { path, name }, _) => (
             LocalLayout::open_tar(path).map_err(image_err)?,
-            name.as_deref(),
+            name.clone(),
         ),
     };
-    let root = layout.select(local_name).map_err(image_err)?;
+    let local_name = local_name.as_deref();
+    let root = match fetched {
+        Some((_, root)) => root.clone(),
+        None => layout.select(local_name).map_err(image_err)?,
+    };
     let name = match (
         &entry.name,
         local_name,

@@ -213,10 +213,19 @@ impl Remote {
             ..ClientConfig::default()
         };
         let (auth, credentials) = resolve_credentials(host, opts.credentials.clone())?;
+        // `Client::new` would fall back to a default config on a bad CA.
+        let build = |monolithic| {
+            Client::try_from(config(monolithic)).map_err(|source| RemoteError::Request {
+                registry: host.to_owned(),
+                what: "setting up the HTTP client".into(),
+                attempts: 0,
+                source,
+            })
+        };
         Ok(Remote {
             host: host.to_owned(),
-            client: Client::new(config(true)),
-            chunked: Client::new(config(false)),
+            client: build(true)?,
+            chunked: build(false)?,
             auth,
             credentials,
             retries: opts.retries,
@@ -395,6 +404,69 @@ impl Remote {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Pulls the manifest or index `repo:reference` (a tag or a digest) as
+    /// raw bytes, with its digest (checked against a digest reference).
+    pub async fn pull_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+    ) -> Result<(Vec<u8>, Digest), RemoteError> {
+        let r = match reference.parse::<Digest>() {
+            Ok(d) => self.at_digest(repo, &d),
+            Err(_) => self.at(repo, reference),
+        };
+        let what = || format!("fetching manifest {repo}:{reference}");
+        let accept = [
+            crate::oci::OCI_INDEX,
+            crate::oci::OCI_MANIFEST,
+            crate::oci::DOCKER_LIST,
+            crate::oci::DOCKER_MANIFEST,
+            crate::oci::DOCKER_SCHEMA1_SIGNED,
+            crate::oci::DOCKER_SCHEMA1,
+        ];
+        let (bytes, _) = self
+            .retry(&what, || {
+                self.client.pull_manifest_raw(&r, &self.auth, &accept)
+            })
+            .await?;
+        let d = Digest::of(&bytes);
+        if let Ok(want) = reference.parse::<Digest>() {
+            if want != d {
+                return Err(RemoteError::Request {
+                    registry: self.host.clone(),
+                    what: what(),
+                    attempts: 1,
+                    source: OciDistributionError::GenericError(Some(format!(
+                        "the registry served bytes with digest {d}"
+                    ))),
+                });
+            }
+        }
+        Ok((bytes.to_vec(), d))
+    }
+
+    /// Streams blob `d` of `repo` into `sink` (called once per attempt with
+    /// a fresh body; it must hash, check and store, returning `Ok(false)`
+    /// when the bytes were damaged in transit, which is retried).
+    pub async fn pull_blob<F, Fut>(
+        &self,
+        repo: &str,
+        d: &Digest,
+        sink: F,
+    ) -> Result<(), RemoteError>
+    where
+        F: Fn(BlobBody) -> Fut,
+        Fut: Future<Output = io::Result<()>>,
+    {
+        let r = self.at_digest(repo, d);
+        let digest = d.to_string();
+        self.retry(&|| format!("fetching blob {d} from {repo}"), || async {
+            let s = self.client.pull_blob_stream(&r, digest.as_str()).await?;
+            sink(s.stream).await.map_err(OciDistributionError::IoError)
+        })
+        .await
     }
 
     /// The digest `repo:reference` points at, or `None` when absent.

@@ -200,6 +200,23 @@ impl LocalLayout {
         })
     }
 
+    /// The fetch cache (an OCI layout store without an index), read for
+    /// one registry image; messages name the image.
+    pub fn cache(dir: &Path, image: &crate::reference::Reference) -> LocalLayout {
+        LocalLayout {
+            label: format!("{image} (cached in {})", dir.display()),
+            kind: LayoutKind::Dir(dir.to_owned()),
+            index: Index {
+                schema_version: 2,
+                media_type: None,
+                artifact_type: None,
+                manifests: Vec::new(),
+                subject: None,
+                annotations: Default::default(),
+            },
+        }
+    }
+
     /// Opens an OCI layout stored in a tar (as `skopeo copy … oci-archive:` writes).
     pub fn open_tar(path: &Path) -> Result<LocalLayout, SourceError> {
         let f = fs_err::File::open(path)?;
@@ -464,7 +481,7 @@ const ATTESTATION_KEY: &str = "vnd.docker.reference.digest";
 
 /// Applies a platform filter to an index. Returns the children to keep and
 /// whether that is a strict subset (so a new index must be written).
-fn choose_children(
+pub(crate) fn choose_children(
     index: &Index,
     filter: Option<&[Platform]>,
     image: &str,

@@ -1,17 +1,15 @@
 //! `ferry load ARCHIVE --registry HOST[:PORT][/PREFIX]`.
 
-use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use ferry::layout::write_atomic;
 use ferry::load::{images_digests_yaml, load, LoadOptions};
-use ferry::remote::RemoteOptions;
 use ferry::rewrite::ImageMap;
 
-use super::{human, progress::Bars, Settings};
+use super::{human, progress::Bars, remote_args::RemoteArgs, Settings};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -38,58 +36,20 @@ pub struct Args {
     /// (image_repository_server, image_repository_path, image_tag, image_digest).
     #[arg(long, value_name = "FILE")]
     pub images_digests_out: Option<PathBuf>,
-    /// Speak plain HTTP to this registry (loopback hosts always may).
-    /// Repeatable; `HOST[:PORT]`.
-    #[arg(long, value_name = "HOST[:PORT]")]
-    pub insecure_registry: Vec<String>,
-    /// Trust this PEM CA certificate too (a private registry CA). Repeatable.
-    #[arg(long, value_name = "FILE")]
-    pub ca_file: Vec<PathBuf>,
-    /// Accept any TLS certificate. Unsafe; prefer --ca-file.
-    #[arg(long)]
-    pub tls_skip_verify: bool,
-    /// Username for the registry (the password comes from --password-stdin).
-    #[arg(long, requires = "password_stdin")]
-    pub username: Option<String>,
-    /// Read the password from standard input.
-    #[arg(long, requires = "username")]
-    pub password_stdin: bool,
-    /// Retries of a transient failure (5xx, 429, reset connection) per request.
-    #[arg(long, default_value_t = 4)]
-    pub retries: u32,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
 }
 
 pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
-    let credentials = match (&args.username, args.password_stdin) {
-        (Some(u), true) => {
-            let mut p = String::new();
-            std::io::stdin()
-                .read_to_string(&mut p)
-                .context("reading the password from standard input")?;
-            let p = p.trim_end_matches(['\n', '\r']).to_owned();
-            if p.is_empty() {
-                bail!("--password-stdin: standard input held no password");
-            }
-            Some((u.clone(), p))
-        }
-        _ => None,
-    };
     let opts = LoadOptions {
         registry: args.registry.clone(),
         keep_host: args.keep_host,
         jobs: args.jobs as usize,
         dry_run: args.dry_run,
-        remote: RemoteOptions {
-            insecure: args.insecure_registry.clone(),
-            ca_files: args.ca_file.clone(),
-            tls_skip_verify: args.tls_skip_verify,
-            credentials,
-            retries: args.retries,
-            backoff: Duration::from_millis(500),
-        },
+        remote: args.remote.options()?,
     };
     let bars = Bars::new(settings.quiet || args.json);
     let start = Instant::now();

@@ -6,6 +6,7 @@ mod inspect;
 mod load;
 mod pack;
 mod progress;
+mod remote_args;
 mod rewrite;
 mod serve;
 mod unpack;

@@ -3,12 +3,12 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use ferry::inputs::Spec;
 use ferry::pack::{pack, PackOptions};
 use ferry::platform::Platform;
 
-use super::{human, progress::Bars, Settings};
+use super::{human, progress::Bars, remote_args::RemoteArgs, Settings};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -27,6 +27,16 @@ pub struct Args {
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Cache for registry images (an OCI layout; shared between runs, so a
+    /// re-run fetches only what is missing). Default: $XDG_CACHE_HOME/ferry
+    /// or ~/.cache/ferry.
+    #[arg(long, value_name = "DIR")]
+    pub cache: Option<PathBuf>,
+    /// Registry blobs downloaded at once.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub jobs: u16,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
 }
 
 pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
@@ -37,11 +47,40 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "bundle".into())
     });
+    let hosts: std::collections::BTreeSet<&str> = spec
+        .images
+        .iter()
+        .filter_map(|e| match &e.source {
+            ferry::inputs::ImageSource::Registry(r) => Some(r.registry()),
+            _ => None,
+        })
+        .collect();
+    if args.remote.username.is_some() && hosts.len() > 1 {
+        bail!(
+            "--username would be sent to {} registries ({}); give each its credentials with `docker login` (or $DOCKER_CONFIG) instead",
+            hosts.len(),
+            hosts.into_iter().collect::<Vec<_>>().join(", ")
+        );
+    }
+    let fetch = if hosts.is_empty() {
+        None
+    } else {
+        let cache = match args.cache.clone().or_else(ferry::fetch::default_cache_dir) {
+            Some(c) => c,
+            None => bail!("no cache directory: set --cache, $XDG_CACHE_HOME or $HOME"),
+        };
+        Some(ferry::fetch::FetchOptions {
+            cache,
+            jobs: args.jobs as usize,
+            remote: args.remote.options()?,
+        })
+    };
     let opts = PackOptions {
         out: args.output.clone(),
         platforms: (!args.platform.is_empty()).then(|| args.platform.clone()),
         default_name,
         mtime: ferry::archive::mtime_from_env(),
+        fetch,
     };
     let bars = Bars::new(settings.quiet);
     let summary =
@@ -54,6 +93,7 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
                 "size": summary.size,
                 "name": summary.bundle.name,
                 "artifacts": summary.bundle.artifacts,
+                "fetched": summary.fetched,
             })
         );
     } else {
@@ -68,6 +108,20 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
                 a.reference,
                 a.digest,
                 filtered
+            );
+        }
+        if let Some(f) = &summary.fetched {
+            println!(
+                "fetched {} blobs ({}) and {} manifests from registries; {} blobs were already cached{}",
+                f.blobs_fetched,
+                human(f.bytes_fetched),
+                f.manifests,
+                f.blobs_cached,
+                if f.blobs_repaired > 0 {
+                    format!(", {} damaged cached blobs fetched again", f.blobs_repaired)
+                } else {
+                    String::new()
+                }
             );
         }
         println!(

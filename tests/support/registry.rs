@@ -175,6 +175,20 @@ impl CuttingProxy {
         budget: u64,
         on_cut: impl FnOnce() + Send + 'static,
     ) -> CuttingProxy {
+        CuttingProxy::start_with(upstream, budget, false, on_cut)
+    }
+
+    /// Counts bytes in both directions (for downloads).
+    pub fn start_both_ways(upstream: SocketAddr, budget: u64) -> CuttingProxy {
+        CuttingProxy::start_with(upstream, budget, true, || {})
+    }
+
+    fn start_with(
+        upstream: SocketAddr,
+        budget: u64,
+        both_ways: bool,
+        on_cut: impl FnOnce() + Send + 'static,
+    ) -> CuttingProxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let cut = Arc::new(AtomicBool::new(false));
@@ -199,7 +213,7 @@ impl CuttingProxy {
                     };
                     let (cut, spent, on_cut) = (cut.clone(), spent.clone(), on_cut.clone());
                     std::thread::spawn(move || {
-                        pipe_pair(client, server, budget, &cut, &spent, &on_cut)
+                        pipe_pair(client, server, budget, both_ways, &cut, &spent, &on_cut)
                     });
                 }
             });
@@ -208,21 +222,35 @@ impl CuttingProxy {
     }
 }
 
-fn pipe_pair<F: FnOnce() + Send>(
+fn pipe_pair<F: FnOnce() + Send + 'static>(
     client: TcpStream,
     server: TcpStream,
     budget: u64,
+    both_ways: bool,
     cut: &Arc<AtomicBool>,
     spent: &Arc<AtomicU64>,
     on_cut: &Arc<std::sync::Mutex<Option<F>>>,
 ) {
     let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+    let (cut2, spent2, on_cut2) = (cut.clone(), spent.clone(), on_cut.clone());
     let back = std::thread::spawn(move || {
-        let (mut from, mut to) = (s2, c2);
-        let _ = std::io::copy(&mut from, &mut to);
-        let _ = to.shutdown(std::net::Shutdown::Both);
+        let b = if both_ways { budget } else { u64::MAX };
+        pump(s2, c2, b, &cut2, &spent2, &on_cut2);
     });
-    let (mut from, mut to) = (client, server);
+    pump(client, server, budget, cut, spent, on_cut);
+    let _ = back.join();
+}
+
+/// Copies `from` → `to` until either side closes or, once `budget` bytes
+/// have passed in all, cuts every connection.
+fn pump<F: FnOnce() + Send>(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    budget: u64,
+    cut: &AtomicBool,
+    spent: &AtomicU64,
+    on_cut: &std::sync::Mutex<Option<F>>,
+) {
     let mut buf = vec![0u8; 64 << 10];
     loop {
         if cut.load(Ordering::Relaxed) {
@@ -232,7 +260,7 @@ fn pipe_pair<F: FnOnce() + Send>(
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        if spent.fetch_add(n as u64, Ordering::Relaxed) + n as u64 > budget {
+        if budget != u64::MAX && spent.fetch_add(n as u64, Ordering::Relaxed) + n as u64 > budget {
             if !cut.swap(true, Ordering::Relaxed) {
                 if let Some(f) = on_cut.lock().unwrap().take() {
                     f();
@@ -246,7 +274,6 @@ fn pipe_pair<F: FnOnce() + Send>(
     }
     let _ = from.shutdown(std::net::Shutdown::Both);
     let _ = to.shutdown(std::net::Shutdown::Both);
-    let _ = back.join();
 }
 
 impl Drop for CuttingProxy {
@@ -290,21 +317,9 @@ fn limit_one(
     limit: u64,
     refused: &AtomicU64,
 ) -> std::io::Result<()> {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if client.read(&mut byte)? == 0 {
-            return Ok(());
-        }
-        head.push(byte[0]);
-    }
-    let text = String::from_utf8_lossy(&head).into_owned();
-    let length: u64 = text
-        .lines()
-        .filter_map(|l| l.split_once(':'))
-        .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.trim().parse().ok())
-        .unwrap_or(0);
+    let Some((head, length)) = read_head(&mut client)? else {
+        return Ok(());
+    };
     if length > limit {
         refused.fetch_add(1, Ordering::Relaxed);
         // Read the body away first, as nginx's lingering close does, so the
@@ -315,12 +330,7 @@ fn limit_one(
         )?;
         return Ok(());
     }
-    // One request per connection, so every request's head is seen here.
-    let mut lines: Vec<&str> = text.trim_end().split("\r\n").collect();
-    lines.retain(|l| !l.to_ascii_lowercase().starts_with("connection:"));
-    let head = format!("{}\r\nConnection: close\r\n\r\n", lines.join("\r\n"));
-    let mut server = TcpStream::connect(upstream)?;
-    server.write_all(head.as_bytes())?;
+    let mut server = send_head(&head, upstream)?;
     let (mut c2, mut s2) = (client.try_clone()?, server.try_clone()?);
     let up = std::thread::spawn(move || {
         let _ = std::io::copy(&mut (&mut c2).take(length), &mut s2);
@@ -328,4 +338,138 @@ fn limit_one(
     let _ = std::io::copy(&mut server, &mut client);
     let _ = up.join();
     Ok(())
+}
+
+/// Reads one request head; returns it with its Content-Length.
+fn read_head(client: &mut TcpStream) -> std::io::Result<Option<(String, u64)>> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if client.read(&mut byte)? == 0 {
+            return Ok(None);
+        }
+        head.push(byte[0]);
+    }
+    let text = String::from_utf8_lossy(&head).into_owned();
+    let length: u64 = text
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.trim().parse().ok())
+        .unwrap_or(0);
+    Ok(Some((text, length)))
+}
+
+/// Sends `head` upstream with `Connection: close`, so every request gets
+/// its own connection and is seen by the proxy.
+fn send_head(head: &str, upstream: SocketAddr) -> std::io::Result<TcpStream> {
+    let mut lines: Vec<&str> = head.trim_end().split("\r\n").collect();
+    lines.retain(|l| !l.to_ascii_lowercase().starts_with("connection:"));
+    let head = format!("{}\r\nConnection: close\r\n\r\n", lines.join("\r\n"));
+    let mut server = TcpStream::connect(upstream)?;
+    server.write_all(head.as_bytes())?;
+    Ok(server)
+}
+
+/// What a [`FaultProxy`] does to a matching GET.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Answer 503 instead.
+    Unavailable,
+    /// Send half the response, then close the connection.
+    ResetMidBody,
+    /// Flip the last byte of the body.
+    Corrupt,
+    /// Answer 404 with a registry error body.
+    NotFound,
+}
+
+/// A proxy to `upstream` that applies a fault to the first `times` GET
+/// requests whose path contains `needle`, passing everything else through.
+/// `hits` counts faults applied; `requests` counts every request.
+pub struct FaultProxy {
+    pub addr: SocketAddr,
+    pub hits: Arc<AtomicU64>,
+    pub requests: Arc<AtomicU64>,
+}
+
+impl FaultProxy {
+    pub fn start(upstream: SocketAddr, needle: &str, fault: Fault, times: u64) -> FaultProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hits = Arc::new(AtomicU64::new(0));
+        let requests = Arc::new(AtomicU64::new(0));
+        let (h, r, needle) = (hits.clone(), requests.clone(), needle.to_owned());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(client) = conn else { continue };
+                let (h, r, needle) = (h.clone(), r.clone(), needle.clone());
+                std::thread::spawn(move || {
+                    let _ = fault_one(client, upstream, &needle, fault, times, &h, &r);
+                });
+            }
+        });
+        FaultProxy {
+            addr,
+            hits,
+            requests,
+        }
+    }
+}
+
+fn fault_one(
+    mut client: TcpStream,
+    upstream: SocketAddr,
+    needle: &str,
+    fault: Fault,
+    times: u64,
+    hits: &AtomicU64,
+    requests: &AtomicU64,
+) -> std::io::Result<()> {
+    let Some((head, length)) = read_head(&mut client)? else {
+        return Ok(());
+    };
+    requests.fetch_add(1, Ordering::Relaxed);
+    let first = head.lines().next().unwrap_or("").to_owned();
+    let matches = first.starts_with("GET ") && first.contains(needle);
+    let apply = matches && hits.fetch_add(1, Ordering::Relaxed) < times;
+    if matches && !apply {
+        hits.fetch_sub(1, Ordering::Relaxed);
+    }
+    if apply && fault == Fault::Unavailable {
+        client.write_all(
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        )?;
+        return Ok(());
+    }
+    if apply && fault == Fault::NotFound {
+        let body = br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#;
+        client.write_all(format!("HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).as_bytes())?;
+        client.write_all(body)?;
+        return Ok(());
+    }
+    let mut server = send_head(&head, upstream)?;
+    std::io::copy(&mut (&mut client).take(length), &mut server)?;
+    let mut response = Vec::new();
+    server.read_to_end(&mut response)?;
+    if apply {
+        let split = response
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map_or(response.len(), |p| p + 4);
+        match fault {
+            Fault::ResetMidBody => {
+                let cut = split + (response.len() - split) / 2;
+                client.write_all(&response[..cut])?;
+                let _ = client.shutdown(std::net::Shutdown::Both);
+                return Ok(());
+            }
+            Fault::Corrupt if response.len() > split => {
+                let last = response.len() - 1;
+                response[last] ^= 0xff;
+            }
+            _ => {}
+        }
+    }
+    client.write_all(&response)
 }

@@ -1,0 +1,385 @@
+//! Fetching images from registries into the local cache, which is an OCI
+//! layout store shared by every run: `pack` then reads registry images
+//! from it exactly as it reads a local layout.
+//!
+//! For each reference the manifest (or index) is pulled as raw bytes and
+//! its digest taken from those bytes; with a platform filter only the
+//! index children that are kept are followed, so nothing unused is
+//! downloaded. Manifests come first, so the whole plan is known before the
+//! first layer moves. Then one bounded pool works over the *blobs* of all
+//! images: a blob shared by several images is fetched once, hashed while it
+//! streams, and renamed into the cache only when digest and size match.
+//! Blobs already cached are re-hashed instead of fetched, and a damaged one
+//! is fetched again. One image's failure does not stop the others.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use futures_util::stream::{self, StreamExt};
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::digest::Digest;
+use crate::layout::{LayoutError, Store};
+use crate::oci::{self, Descriptor, Node};
+use crate::platform::Platform;
+use crate::reference::Reference;
+use crate::remote::{BlobBody, Remote, RemoteError, RemoteOptions};
+use crate::report::Reporter;
+use crate::verify::error_chain;
+
+/// Errors that stop a fetch as a whole.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The cache directory is unusable.
+    #[error("cannot use the cache directory {path}")]
+    Cache {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: LayoutError,
+    },
+}
+
+/// How to fetch.
+#[derive(Debug, Clone)]
+pub struct FetchOptions {
+    /// The cache (an OCI layout store).
+    pub cache: PathBuf,
+    /// Blobs in flight at once.
+    pub jobs: usize,
+    /// Transport, credentials and retries (for every registry).
+    pub remote: RemoteOptions,
+}
+
+/// One image to fetch.
+#[derive(Debug, Clone)]
+pub struct FetchRequest {
+    /// The reference.
+    pub reference: Reference,
+    /// Platforms to keep (`None`: all).
+    pub platforms: Option<Vec<Platform>>,
+}
+
+/// Counts for one run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FetchCounts {
+    /// Manifests and indexes pulled.
+    pub manifests: usize,
+    /// Blobs downloaded.
+    pub blobs_fetched: usize,
+    /// Bytes downloaded.
+    pub bytes_fetched: u64,
+    /// Blobs found whole in the cache.
+    pub blobs_cached: usize,
+    /// Cached blobs that were damaged and fetched again.
+    pub blobs_repaired: usize,
+}
+
+/// The outcome of a fetch.
+#[derive(Debug)]
+pub struct FetchReport {
+    /// Per request, in order: the root descriptor in the cache, or why not.
+    pub results: Vec<Result<Descriptor, String>>,
+    /// Counts.
+    pub counts: FetchCounts,
+}
+
+/// A blob some image needs, and where it can be had.
+struct Needed {
+    size: u64,
+    host: String,
+    repo: String,
+    /// Requests that need it.
+    users: Vec<usize>,
+}
+
+/// Fetches every request into `opts.cache`.
+pub async fn fetch(
+    requests: &[FetchRequest],
+    opts: &FetchOptions,
+    reporter: &dyn Reporter,
+) -> Result<FetchReport, FetchError> {
+    let store = Store::create(&opts.cache).map_err(|source| FetchError::Cache {
+        path: opts.cache.clone(),
+        source,
+    })?;
+    let mut remotes: HashMap<String, Arc<Remote>> = HashMap::new();
+    let mut results: Vec<Result<Descriptor, String>> = Vec::new();
+    let mut counts = FetchCounts::default();
+    let mut needed: BTreeMap<Digest, Needed> = BTreeMap::new();
+
+    // Manifests first, one image at a time (they are small).
+    reporter.start("resolving images", 0);
+    for (i, req) in requests.iter().enumerate() {
+        let host = req.reference.registry().to_owned();
+        let remote = match remotes.get(&host) {
+            Some(r) => r.clone(),
+            None => match Remote::connect(&host, &opts.remote).await {
+                Ok(r) => {
+                    let r = Arc::new(r);
+                    remotes.insert(host.clone(), r.clone());
+                    r
+                }
+                Err(e) => {
+                    results.push(Err(error_chain(&e)));
+                    continue;
+                }
+            },
+        };
+        let mut blobs = Vec::new();
+        match resolve(&remote, &store, req, &mut blobs, &mut counts).await {
+            Ok(root) => {
+                for b in blobs {
+                    needed
+                        .entry(b.digest)
+                        .or_insert_with(|| Needed {
+                            size: b.size,
+                            host: host.clone(),
+                            repo: req.reference.repository().to_owned(),
+                            users: Vec::new(),
+                        })
+                        .users
+                        .push(i);
+                }
+                results.push(Ok(root));
+            }
+            Err(e) => results.push(Err(e)),
+        }
+    }
+    reporter.finish();
+
+    // Blobs already cached: re-hash them (in parallel) rather than trust them.
+    let cached: Vec<(Digest, bool)> = needed
+        .par_iter()
+        .filter(|(d, n)| store.has(d, n.size))
+        .map(|(d, _)| {
+            let whole = crate::source::hash_file(&store.blob_path(d)).is_ok_and(|(h, _)| h == *d);
+            (*d, whole)
+        })
+        .collect();
+    for (d, whole) in cached {
+        if whole {
+            counts.blobs_cached += 1;
+            needed.remove(&d);
+        } else {
+            counts.blobs_repaired += 1;
+            let _ = fs_err::remove_file(store.blob_path(&d));
+        }
+    }
+
+    let total: u64 = needed.values().map(|n| n.size).sum();
+    reporter.start("fetching blobs", total);
+    let received = Arc::new(AtomicU64::new(0));
+    let failures: Mutex<Vec<(usize, String)>> = Mutex::new(Vec::new());
+    let fetched = AtomicU64::new(0);
+    let work = stream::iter(&needed)
+        .map(|(d, n)| {
+            let remote = remotes.get(&n.host).cloned();
+            let store = &store;
+            let received = received.clone();
+            let failures = &failures;
+            let fetched = &fetched;
+            async move {
+                let Some(remote) = remote else { return };
+                match fetch_blob(&remote, store, &n.repo, d, n.size, &received).await {
+                    Ok(()) => {
+                        fetched.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        let msg = error_chain(&e);
+                        let mut f = failures.lock().unwrap_or_else(|p| p.into_inner());
+                        f.extend(n.users.iter().map(|&u| (u, msg.clone())));
+                    }
+                }
+            }
+        })
+        .buffer_unordered(opts.jobs.max(1))
+        .collect::<Vec<()>>();
+    crate::load::with_progress(work, &received, reporter).await;
+    reporter.finish();
+    counts.blobs_fetched = fetched.load(Ordering::Relaxed) as usize;
+    counts.bytes_fetched = received.load(Ordering::Relaxed);
+    for (u, msg) in failures.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        if results[u].is_ok() {
+            results[u] = Err(msg);
+        }
+    }
+    Ok(FetchReport { results, counts })
+}
+
+/// Pulls the manifests of one image into the store and lists its blobs.
+async fn resolve(
+    remote: &Remote,
+    store: &Store,
+    req: &FetchRequest,
+    blobs: &mut Vec<Descriptor>,
+    counts: &mut FetchCounts,
+) -> Result<Descriptor, String> {
+    let r = &req.reference;
+    let repo = r.repository();
+    let reference = match (r.digest(), r.tag()) {
+        (Some(d), _) => d.to_string(),
+        (None, Some(t)) => t.to_owned(),
+        (None, None) => "latest".to_owned(),
+    };
+    let (bytes, digest) = remote
+        .pull_manifest(repo, &reference)
+        .await
+        .map_err(|e| error_chain(&e))?;
+    counts.manifests += 1;
+    let media_type = media_type_of(&bytes).unwrap_or_else(|| oci::OCI_MANIFEST.to_owned());
+    let root = Descriptor::new(&media_type, digest, bytes.len() as u64);
+    let node = oci::parse_node(digest, &media_type, &bytes)
+        .map_err(|e| format!("{r}: {}", error_chain(&e)))?;
+    put_small(store, &bytes, digest)?;
+    let mut todo: Vec<(Node, usize)> = vec![(node, 0)];
+    let mut top = true;
+    while let Some((node, depth)) = todo.pop() {
+        match node {
+            Node::Index(i) => {
+                let children = if top {
+                    crate::source::choose_children(&i, req.platforms.as_deref(), &r.to_string())
+                        .map_err(|e| error_chain(&e))?
+                        .0
+                } else {
+                    i.manifests.clone()
+                };
+                if depth >= oci::MAX_DEPTH {
+                    return Err(format!(
+                        "{r}: indexes nest deeper than {} levels",
+                        oci::MAX_DEPTH
+                    ));
+                }
+                for c in children {
+                    let (bytes, d) = remote
+                        .pull_manifest(repo, &c.digest.to_string())
+                        .await
+                        .map_err(|e| error_chain(&e))?;
+                    counts.manifests += 1;
+                    let node = oci::parse_node(d, &c.media_type, &bytes)
+                        .map_err(|e| format!("{r}: {}", error_chain(&e)))?;
+                    put_small(store, &bytes, d)?;
+                    todo.push((node, depth + 1));
+                }
+            }
+            Node::Manifest(m) => {
+                blobs.push(m.config.clone());
+                blobs.extend(m.layers.iter().cloned());
+            }
+        }
+        top = false;
+    }
+    Ok(root)
+}
+
+fn media_type_of(bytes: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        #[serde(rename = "mediaType")]
+        media_type: Option<String>,
+        manifests: Option<serde::de::IgnoredAny>,
+    }
+    let p: Probe = serde_json::from_slice(bytes).ok()?;
+    p.media_type
+        .or_else(|| p.manifests.map(|_| oci::OCI_INDEX.to_owned()))
+}
+
+fn put_small(store: &Store, bytes: &[u8], d: Digest) -> Result<(), String> {
+    store
+        .put(bytes, Some((d, bytes.len() as u64)))
+        .map(|_| ())
+        .map_err(|e| format!("storing manifest {d} in the cache: {}", error_chain(&e)))
+}
+
+/// Downloads one blob into the store: streamed into a temp file by a
+/// blocking thread that hashes as it writes, renamed only when whole.
+async fn fetch_blob(
+    remote: &Remote,
+    store: &Store,
+    repo: &str,
+    d: &Digest,
+    size: u64,
+    received: &Arc<AtomicU64>,
+) -> Result<(), RemoteError> {
+    remote
+        .pull_blob(repo, d, |body: BlobBody| {
+            let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<bytes::Bytes>>(4);
+            let root = store.root().to_owned();
+            let (d, received) = (*d, received.clone());
+            let writer = tokio::task::spawn_blocking(move || {
+                let store = Store::create(&root)?;
+                store
+                    .put(ChannelReader::new(rx, received), Some((d, size)))
+                    .map(|_| ())
+            });
+            async move {
+                let mut body = body;
+                while let Some(chunk) = body.next().await {
+                    let failed = chunk.is_err();
+                    if tx.send(chunk).await.is_err() || failed {
+                        break;
+                    }
+                }
+                drop(tx);
+                match writer.await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(io::Error::other(error_chain(&e))),
+                    Err(e) => Err(io::Error::other(e.to_string())),
+                }
+            }
+        })
+        .await
+}
+
+/// A `Read` over chunks sent from async code.
+struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<io::Result<bytes::Bytes>>,
+    cur: bytes::Bytes,
+    received: Arc<AtomicU64>,
+}
+
+impl ChannelReader {
+    fn new(
+        rx: tokio::sync::mpsc::Receiver<io::Result<bytes::Bytes>>,
+        received: Arc<AtomicU64>,
+    ) -> Self {
+        ChannelReader {
+            rx,
+            cur: bytes::Bytes::new(),
+            received,
+        }
+    }
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.cur.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(c)) => {
+                    self.received.fetch_add(c.len() as u64, Ordering::Relaxed);
+                    self.cur = c;
+                }
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.cur.len());
+        buf[..n].copy_from_slice(&self.cur.split_to(n));
+        Ok(n)
+    }
+}
+
+/// The default cache directory: `$XDG_CACHE_HOME/ferry`, else
+/// `~/.cache/ferry`.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))
+        .map(|d| d.join("ferry"))
+}

@@ -1,0 +1,424 @@
+//! `ferry pack` of registry images, against the real distribution registry
+//! (`docker-registry`) filled by skopeo: exact digests, platform filtering,
+//! auth, the cache and resuming, and faults injected by a proxy (503, a
+//! reset mid-blob, damaged bytes, a missing manifest).
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+use support::build::{self, Flavour, LayoutBuilder};
+use support::registry::{CuttingProxy, DockerRegistry, Fault, FaultProxy, PASSWORD, USER};
+use support::*;
+
+/// Images in a layout: a multi-arch OCI index, and two Docker schema-2
+/// images sharing a layer.
+fn source_layout(dir: &Path, layer_size: usize) -> PathBuf {
+    let mut l = LayoutBuilder::new(dir);
+    let app = build::multi_arch(&mut l, 31, layer_size);
+    l.tag(&app, "app");
+    let base = build::layer(&[("etc/shared", &build::pseudo_random(200, layer_size))]);
+    let x = build::layer(&[("bin/x", &build::pseudo_random(201, layer_size))]);
+    let y = build::layer(&[("bin/y", &build::pseudo_random(202, layer_size))]);
+    let a = l.image(Flavour::Docker, "linux", "amd64", &[base.clone(), x]);
+    l.tag(&a, "tool");
+    let b = l.image(Flavour::Docker, "linux", "amd64", &[base, y]);
+    l.tag(&b, "user");
+    l.finish()
+}
+
+/// skopeo's source for image `name` of the layout: the OCI layout itself
+/// for OCI media types, else a `dir:` copy (skopeo's OCI transport only
+/// lists OCI descriptors).
+fn skopeo_source(layout: &Path, name: &str) -> String {
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let d = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["annotations"]["org.opencontainers.image.ref.name"] == name)
+        .unwrap();
+    if d["mediaType"]
+        .as_str()
+        .unwrap()
+        .starts_with("application/vnd.oci.")
+    {
+        return format!("oci:{}:{name}", layout.display());
+    }
+    let blob = |digest: &str| {
+        layout
+            .join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:"))
+    };
+    let dir = layout.with_file_name(format!("dir-{name}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("version"), "Directory Transport Version: 1.1\n").unwrap();
+    let manifest = std::fs::read(blob(d["digest"].as_str().unwrap())).unwrap();
+    let m: Value = serde_json::from_slice(&manifest).unwrap();
+    std::fs::write(dir.join("manifest.json"), &manifest).unwrap();
+    for b in std::iter::once(&m["config"]).chain(m["layers"].as_array().unwrap()) {
+        let digest = b["digest"].as_str().unwrap();
+        std::fs::copy(blob(digest), dir.join(digest.trim_start_matches("sha256:"))).unwrap();
+    }
+    format!("dir:{}", dir.display())
+}
+
+/// Pushes the layout's images with skopeo (digests preserved).
+fn fill_registry(layout: &Path, host: &str) {
+    fill_registry_as(layout, host, None)
+}
+
+fn fill_registry_as(layout: &Path, host: &str, creds: Option<&str>) {
+    for (name, target) in [
+        ("app", "library/app:1.0"),
+        ("tool", "team/tool:2"),
+        ("user", "team/user:3"),
+    ] {
+        let mut c = skopeo();
+        c.args([
+            "copy",
+            "--all",
+            "--preserve-digests",
+            "--dest-tls-verify=false",
+        ]);
+        if let Some(creds) = creds {
+            c.args(["--dest-creds", creds]);
+        }
+        run(c.args([
+            &skopeo_source(layout, name),
+            &format!("docker://{host}/{target}"),
+        ]))
+        .expect_ok(&format!("skopeo copy {name}"));
+    }
+}
+
+fn spec(dir: &Path, host: &str) -> PathBuf {
+    let p = dir.join("ferry.yaml");
+    std::fs::write(
+        &p,
+        format!(
+            "images:\n  - {host}/library/app:1.0\n  - {host}/team/tool:2\n  - {host}/team/user:3\n"
+        ),
+    )
+    .unwrap();
+    p
+}
+
+/// `ferry pack SPEC -o OUT --cache CACHE --json ARGS…` with an empty docker
+/// config unless `env` sets one.
+fn pack(spec: &Path, out: &Path, cache: &Path, args: &[&str], env: &[(&str, &Path)]) -> Out {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
+    cmd.arg("--quiet")
+        .arg("pack")
+        .arg(spec)
+        .arg("-o")
+        .arg(out)
+        .arg("--cache")
+        .arg(cache)
+        .arg("--json")
+        .args(args)
+        .env(
+            "DOCKER_CONFIG",
+            spec.parent().unwrap().join("no-docker-config"),
+        )
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    run(&mut cmd)
+}
+
+fn registry_digest(reference: &str, creds: Option<&str>) -> String {
+    let mut c = skopeo();
+    c.args(["inspect", "--raw", "--tls-verify=false"]);
+    if let Some(c2) = creds {
+        c.args(["--creds", c2]);
+    }
+    let raw = run(c.arg(format!("docker://{reference}"))).expect_ok("skopeo inspect --raw");
+    ferry::digest::Digest::of(raw.as_bytes()).to_string()
+}
+
+fn summary(out: &Out) -> Value {
+    serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}\n{}", out.stdout, out.stderr))
+}
+
+#[test]
+fn pack_from_a_registry_keeps_every_digest_and_verifies() {
+    let t = tempfile::tempdir().unwrap();
+    let layout = source_layout(&t.path().join("src"), 32 << 10);
+    let reg = DockerRegistry::start(&t.path().join("reg"), false);
+    fill_registry(&layout, &reg.host());
+    let spec = spec(t.path(), &reg.host());
+    let (archive, cache) = (t.path().join("b.tar"), t.path().join("cache"));
+    let out = pack(&spec, &archive, &cache, &[], &[]);
+    let s = summary(&out);
+    assert!(out.ok(), "{}", out.stderr);
+    ferry(["verify".as_ref(), archive.as_os_str()]).expect_ok("verify");
+    for a in s["artifacts"].as_array().unwrap() {
+        let r = a["reference"].as_str().unwrap();
+        assert_eq!(
+            a["digest"].as_str().unwrap(),
+            registry_digest(r, None),
+            "{r}"
+        );
+        assert!(
+            a.get("source_digest").is_none(),
+            "no filter, no new index: {a}"
+        );
+    }
+    assert_eq!(
+        s["artifacts"][0]["platforms"],
+        serde_json::json!(["linux/amd64", "linux/arm64"])
+    );
+    // The shared layer is fetched once: 5 blobs for app, 3 for tool and 2
+    // more for user (its own layer and config).
+    assert_eq!(s["fetched"]["blobs_fetched"], 10);
+    assert_eq!(s["fetched"]["blobs_cached"], 0);
+
+    // Again: everything comes from the cache, and the archive is identical.
+    let again = t.path().join("again.tar");
+    let out = pack(&spec, &again, &cache, &[], &[]);
+    assert!(out.ok(), "{}", out.stderr);
+    let s = summary(&out);
+    assert_eq!(s["fetched"]["blobs_fetched"], 0);
+    assert_eq!(s["fetched"]["blobs_cached"], 10);
+    assert_eq!(
+        std::fs::read(&archive).unwrap(),
+        std::fs::read(&again).unwrap()
+    );
+
+    // A platform filter writes a new index and records the registry's.
+    let one = t.path().join("one.tar");
+    let out = pack(&spec, &one, &cache, &["--platform", "linux/arm64"], &[]);
+    let msg = format!("{}{}", out.stdout, out.stderr);
+    assert!(!out.ok(), "tool and user have no linux/arm64: {msg}");
+    assert!(msg.contains("has no linux/arm64 variant"), "{msg}");
+    let app_only = t.path().join("app.yaml");
+    std::fs::write(
+        &app_only,
+        format!("images:\n  - {}/library/app:1.0\n", reg.host()),
+    )
+    .unwrap();
+    let out = pack(&app_only, &one, &cache, &["--platform", "linux/arm64"], &[]);
+    assert!(out.ok(), "{}", out.stderr);
+    let a = &summary(&out)["artifacts"][0];
+    assert_eq!(a["platforms"], serde_json::json!(["linux/arm64"]));
+    let at_registry = registry_digest(&format!("{}/library/app:1.0", reg.host()), None);
+    assert_eq!(a["source_digest"].as_str().unwrap(), at_registry);
+    assert_ne!(a["digest"].as_str().unwrap(), at_registry);
+}
+
+#[test]
+fn pack_from_a_registry_with_auth_reads_the_docker_config() {
+    let t = tempfile::tempdir().unwrap();
+    let layout = source_layout(&t.path().join("src"), 8 << 10);
+    let reg = DockerRegistry::start(&t.path().join("reg"), true);
+    let host = reg.host();
+    fill_registry_as(&layout, &host, Some(&format!("{USER}:{PASSWORD}")));
+    let spec = spec(t.path(), &host);
+    let cache = t.path().join("cache");
+    let archive = t.path().join("b.tar");
+
+    let out = pack(&spec, &archive, &cache, &[], &[]);
+    let msg = out.expect_fail("pack without credentials");
+    assert!(
+        msg.contains(&format!("registry {host} asks for credentials")),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("3 of 3 registry images could not be fetched"),
+        "{msg}"
+    );
+    assert!(!archive.exists());
+
+    let cfg = t.path().join("docker");
+    std::fs::create_dir_all(&cfg).unwrap();
+    let write_cfg = |password: &str| {
+        let auth = b64(format!("{USER}:{password}").as_bytes());
+        std::fs::write(
+            cfg.join("config.json"),
+            format!(r#"{{"auths":{{"{host}":{{"auth":"{auth}"}}}}}}"#),
+        )
+        .unwrap();
+    };
+    write_cfg("wrong");
+    let out = pack(&spec, &archive, &cache, &[], &[("DOCKER_CONFIG", &cfg)]);
+    let msg = out.expect_fail("pack with a refused login");
+    assert!(
+        msg.contains(&format!(
+            "registry {host} refused the credentials from {}",
+            cfg.join("config.json").display()
+        )),
+        "{msg}"
+    );
+    write_cfg(PASSWORD);
+    let out = pack(&spec, &archive, &cache, &[], &[("DOCKER_CONFIG", &cfg)]);
+    assert!(out.ok(), "{}", out.stderr);
+    let creds = format!("{USER}:{PASSWORD}");
+    for a in summary(&out)["artifacts"].as_array().unwrap() {
+        let r = a["reference"].as_str().unwrap();
+        assert_eq!(
+            a["digest"].as_str().unwrap(),
+            registry_digest(r, Some(&creds))
+        );
+    }
+}
+
+fn b64(data: &[u8]) -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut s = String::new();
+    for c in data.chunks(3) {
+        let n = (c[0] as u32) << 16
+            | (*c.get(1).unwrap_or(&0) as u32) << 8
+            | *c.get(2).unwrap_or(&0) as u32;
+        for i in 0..4 {
+            s.push(if i <= c.len() {
+                A[(n >> (18 - 6 * i) & 63) as usize] as char
+            } else {
+                '='
+            });
+        }
+    }
+    s
+}
+
+#[test]
+fn an_interrupted_pack_resumes_fetching_only_the_missing_blobs() {
+    let t = tempfile::tempdir().unwrap();
+    let layout = source_layout(&t.path().join("src"), 1 << 20);
+    let reg = DockerRegistry::start(&t.path().join("reg"), false);
+    fill_registry(&layout, &reg.host());
+    let cache = t.path().join("cache");
+    // The link drops after ~2.5 MiB have come back from the registry: the
+    // proxy counts bytes towards ferry, so cut on the upstream side.
+    let proxy = CuttingProxy::start_both_ways(reg.addr, 5 << 19);
+    let spec_cut = spec(t.path(), &proxy.addr.to_string());
+    let archive = t.path().join("b.tar");
+    let out = pack(
+        &spec_cut,
+        &archive,
+        &cache,
+        &["--retries", "1", "--jobs", "2"],
+        &[],
+    );
+    out.expect_fail("pack over a link that drops");
+    assert!(!archive.exists(), "no archive from an incomplete fetch");
+    drop(proxy);
+    let cached_before = std::fs::read_dir(cache.join("blobs/sha256"))
+        .unwrap()
+        .filter(|e| {
+            !e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with('.')
+        })
+        .count();
+    assert!(cached_before > 0, "some blobs arrived before the cut");
+
+    let spec_ok = t.path().join("ok.yaml");
+    std::fs::copy(spec(t.path(), &reg.host()), &spec_ok).unwrap();
+    let out = pack(&spec_ok, &archive, &cache, &[], &[]);
+    assert!(out.ok(), "{}", out.stderr);
+    let f = &summary(&out)["fetched"];
+    assert!(f["blobs_cached"].as_u64().unwrap() > 0, "{f}");
+    assert_eq!(
+        f["blobs_cached"].as_u64().unwrap() + f["blobs_fetched"].as_u64().unwrap(),
+        10,
+        "only the missing blobs were fetched: {f}"
+    );
+    // No temp file is left looking like a blob.
+    for e in std::fs::read_dir(cache.join("blobs/sha256")).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        if !name.starts_with('.') {
+            let d: ferry::digest::Digest = format!("sha256:{name}").parse().unwrap();
+            let (h, _) = ferry::source::hash_file(&cache.join("blobs/sha256").join(&name)).unwrap();
+            assert_eq!(h, d, "cached blob {name} is whole");
+        }
+    }
+    ferry(["verify".as_ref(), archive.as_os_str()]).expect_ok("verify");
+}
+
+/// Packs the three images through a fault proxy.
+fn pack_through(
+    fault: Fault,
+    needle: &str,
+    times: u64,
+) -> (tempfile::TempDir, Out, FaultProxy, PathBuf, DockerRegistry) {
+    let t = tempfile::tempdir().unwrap();
+    let layout = source_layout(&t.path().join("src"), 64 << 10);
+    let reg = DockerRegistry::start(&t.path().join("reg"), false);
+    fill_registry(&layout, &reg.host());
+    let proxy = FaultProxy::start(reg.addr, needle, fault, times);
+    let spec = spec(t.path(), &proxy.addr.to_string());
+    let cache = t.path().join("cache");
+    let out = pack(
+        &spec,
+        &t.path().join("b.tar"),
+        &cache,
+        &["--retries", "2"],
+        &[],
+    );
+    (t, out, proxy, cache, reg)
+}
+
+#[test]
+fn a_503_then_success_is_retried() {
+    let (t, out, proxy, _, _reg) = pack_through(Fault::Unavailable, "/blobs/", 2);
+    assert!(out.ok(), "{}", out.stderr);
+    assert_eq!(proxy.hits.load(std::sync::atomic::Ordering::Relaxed), 2);
+    ferry(["verify".as_ref(), t.path().join("b.tar").as_os_str()]).expect_ok("verify");
+}
+
+#[test]
+fn a_connection_reset_mid_blob_is_retried() {
+    let (t, out, proxy, _, _reg) = pack_through(Fault::ResetMidBody, "/blobs/", 1);
+    assert!(out.ok(), "{}", out.stderr);
+    assert_eq!(proxy.hits.load(std::sync::atomic::Ordering::Relaxed), 1);
+    ferry(["verify".as_ref(), t.path().join("b.tar").as_os_str()]).expect_ok("verify");
+}
+
+#[test]
+fn a_blob_with_the_wrong_bytes_never_enters_the_cache() {
+    // Every download of one layer of `tool` comes back damaged.
+    let t0 = tempfile::tempdir().unwrap();
+    let layout = source_layout(&t0.path().join("src"), 64 << 10);
+    let x = build::layer(&[("bin/x", &build::pseudo_random(201, 64 << 10))]);
+    let x_digest = ferry::digest::Digest::of(&x.0);
+    drop(layout);
+    let (_t, out, proxy, cache, _reg) = pack_through(Fault::Corrupt, &x_digest.hex(), 100);
+    let msg = out.expect_fail("pack with a damaged blob");
+    assert!(msg.contains(&x_digest.to_string()), "{msg}");
+    assert!(msg.contains("team/tool:2"), "the image is named: {msg}");
+    assert!(
+        !msg.contains("team/user:3:"),
+        "user does not need that layer: {msg}"
+    );
+    assert!(proxy.hits.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+    assert!(
+        !cache.join("blobs/sha256").join(x_digest.hex()).exists(),
+        "the damaged blob is not in the cache"
+    );
+}
+
+#[test]
+fn a_missing_manifest_is_named_and_the_other_images_are_still_fetched() {
+    let (_t, out, _proxy, cache, _reg) =
+        pack_through(Fault::NotFound, "/team/user/manifests/", 100);
+    let msg = out.expect_fail("pack with a missing image");
+    assert!(
+        msg.contains("1 of 3 registry images could not be fetched"),
+        "{msg}"
+    );
+    assert!(msg.contains("team/user:3"), "{msg}");
+    assert!(msg.to_lowercase().contains("manifest unknown"), "{msg}");
+    // tool's and app's blobs are in the cache for the re-run.
+    let cached = std::fs::read_dir(cache.join("blobs/sha256"))
+        .unwrap()
+        .count();
+    assert!(cached >= 8, "{cached}");
+}
