@@ -17,10 +17,12 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use rayon::prelude::*;
 
 use crate::bundle::{self, Bundle, BundleError, BUNDLE_MAX_BYTES, BUNDLE_PATH, OCI_LAYOUT_PATH};
 use crate::digest::{Digest, HashingReader, COPY_BUF};
@@ -238,82 +240,47 @@ pub fn write(
         })?;
     let total: u64 = members.iter().map(|m| m.size).sum();
     reporter.start("writing archive", total);
-    let mut w = BufWriter::with_capacity(COPY_BUF, tmp);
-    let mut pos = 0u64;
     let write_err =
         |e: io::Error| io::Error::new(e.kind(), format!("writing {}: {e}", out.display()));
+    let file = tmp.as_file();
 
+    // Every member's place is known in advance (ustar headers have a fixed
+    // size), so members are written in parallel at their offsets.
     let layout = crate::layout::OCI_LAYOUT;
-    pos += write_member(
-        &mut w,
+    let mut pos = write_member_at(
+        file,
+        0,
         OCI_LAYOUT_PATH,
         layout.len() as u64,
         mtime,
         &mut &layout[..],
     )
     .map_err(|e| e.into_archive(out, OCI_LAYOUT_PATH))?;
-    pos += write_member(
-        &mut w,
+    pos += write_member_at(
+        file,
+        pos,
         BUNDLE_PATH,
         bundle_json.len() as u64,
         mtime,
         &mut &bundle_json[..],
     )
     .map_err(|e| e.into_archive(out, BUNDLE_PATH))?;
-    for m in members {
-        if m.path == OCI_LAYOUT_PATH {
-            continue;
-        }
-        let source_path = match &m.source {
-            BlobSource::File { path, .. } => path.clone(),
-            BlobSource::Bytes(_) => PathBuf::from("<memory>"),
-        };
-        let reader: Box<dyn Read + '_> = match &m.source {
-            BlobSource::File { path, offset } => {
-                let mut f =
-                    fs_err::File::open(path).map_err(|source| ArchiveError::SourceRead {
-                        source_path: path.clone(),
-                        member: m.path.clone(),
-                        source,
-                    })?;
-                if *offset > 0 {
-                    f.seek(SeekFrom::Start(*offset))?;
-                }
-                Box::new(f.take(m.size))
-            }
-            BlobSource::Bytes(b) => Box::new(b.as_slice()),
-        };
-        let mut hr = HashingReader::new(Progress {
-            inner: reader,
-            reporter,
-        });
-        let n = write_member(&mut w, &m.path, m.size, mtime, &mut hr).map_err(|e| match e {
-            MemberWriteError::Read(source) => ArchiveError::SourceRead {
-                source_path: source_path.clone(),
-                member: m.path.clone(),
-                source,
-            },
-            MemberWriteError::Write(e) => ArchiveError::Io(write_err(e)),
-        })?;
-        // What was written is exactly `size` bytes; it must hash right.
-        let (digest, size) = hr.finish();
-        if digest != m.digest || size != m.size {
-            return Err(ArchiveError::SourceMismatch {
-                source_path,
-                digest: m.digest,
-                size: m.size,
-                actual: digest,
-                actual_size: size,
-            });
-        }
-        pos += n;
+    let mut placed = Vec::with_capacity(members.len());
+    for m in members.iter().filter(|m| m.path != OCI_LAYOUT_PATH) {
+        placed.push((pos, m));
+        pos += BLOCK + m.size + padding(m.size);
     }
+    let end = pos + 2 * BLOCK;
+    file.set_len(end).map_err(write_err)?;
+    placed
+        .par_iter()
+        .with_max_len(1)
+        .try_for_each(|&(offset, m)| write_planned(file, offset, m, mtime, out, reporter))?;
     // End of archive: two zero blocks.
-    w.write_all(&[0u8; 2 * BLOCK as usize]).map_err(write_err)?;
-    pos += 2 * BLOCK;
-    let tmp = w.into_inner().map_err(|e| write_err(e.into_error()))?;
-    tmp.as_file().sync_all().map_err(write_err)?;
-    crate::layout::make_readable(tmp.as_file()).map_err(write_err)?;
+    file.write_all_at(&[0u8; 2 * BLOCK as usize], pos)
+        .map_err(write_err)?;
+    file.sync_all().map_err(write_err)?;
+    crate::layout::make_readable(file).map_err(write_err)?;
     tmp.persist(out).map_err(|e| {
         io::Error::new(
             e.error.kind(),
@@ -321,7 +288,63 @@ pub fn write(
         )
     })?;
     reporter.finish();
-    Ok(pos)
+    Ok(end)
+}
+
+/// Writes one planned member at `offset`, checking its digest.
+fn write_planned(
+    file: &File,
+    offset: u64,
+    m: &PlannedMember,
+    mtime: u64,
+    out: &Path,
+    reporter: &dyn Reporter,
+) -> Result<(), ArchiveError> {
+    let source_path = match &m.source {
+        BlobSource::File { path, .. } => path.clone(),
+        BlobSource::Bytes(_) => PathBuf::from("<memory>"),
+    };
+    let reader: Box<dyn Read + '_> = match &m.source {
+        BlobSource::File { path, offset } => {
+            let mut f = fs_err::File::open(path).map_err(|source| ArchiveError::SourceRead {
+                source_path: path.clone(),
+                member: m.path.clone(),
+                source,
+            })?;
+            if *offset > 0 {
+                f.seek(SeekFrom::Start(*offset))?;
+            }
+            Box::new(f.take(m.size))
+        }
+        BlobSource::Bytes(b) => Box::new(b.as_slice()),
+    };
+    let mut hr = HashingReader::new(Progress {
+        inner: reader,
+        reporter,
+    });
+    write_member_at(file, offset, &m.path, m.size, mtime, &mut hr).map_err(|e| match e {
+        MemberWriteError::Read(source) => ArchiveError::SourceRead {
+            source_path: source_path.clone(),
+            member: m.path.clone(),
+            source,
+        },
+        MemberWriteError::Write(e) => ArchiveError::Io(io::Error::new(
+            e.kind(),
+            format!("writing {}: {e}", out.display()),
+        )),
+    })?;
+    // What was written is exactly `size` bytes; it must hash right.
+    let (digest, size) = hr.finish();
+    if digest != m.digest || size != m.size {
+        return Err(ArchiveError::SourceMismatch {
+            source_path,
+            digest: m.digest,
+            size: m.size,
+            actual: digest,
+            actual_size: size,
+        });
+    }
+    Ok(())
 }
 
 struct Progress<'a, R> {
@@ -355,10 +378,11 @@ impl MemberWriteError {
     }
 }
 
-/// Writes one header, exactly `size` bytes of data (fewer is an error) and
-/// the padding. Returns the bytes written.
-fn write_member<W: Write>(
-    w: &mut W,
+/// Writes one header at `offset`, exactly `size` bytes of data (fewer is
+/// an error) and the padding. Returns the bytes written.
+fn write_member_at(
+    file: &File,
+    offset: u64,
     path: &str,
     size: u64,
     mtime: u64,
@@ -373,28 +397,37 @@ fn write_member<W: Write>(
     h.set_mtime(mtime);
     h.set_entry_type(tar::EntryType::Regular);
     h.set_cksum();
-    w.write_all(h.as_bytes()).map_err(MemberWriteError::Write)?;
+    file.write_all_at(h.as_bytes(), offset)
+        .map_err(MemberWriteError::Write)?;
+    let mut at = offset + BLOCK;
     let mut buf = vec![0u8; COPY_BUF.min(size.max(1) as usize)];
     let mut left = size;
     while left > 0 {
         let want = buf.len().min(left as usize);
-        let n = match data.read(&mut buf[..want]) {
-            Ok(0) => {
-                return Err(MemberWriteError::Read(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("ended {left} bytes before the declared size of {size}"),
-                )))
+        // Fill the buffer before writing: fewer, larger writes.
+        let mut filled = 0;
+        while filled < want {
+            match data.read(&mut buf[filled..want]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(MemberWriteError::Read(e)),
             }
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(MemberWriteError::Read(e)),
-        };
-        w.write_all(&buf[..n]).map_err(MemberWriteError::Write)?;
-        left -= n as u64;
+        }
+        if filled == 0 {
+            return Err(MemberWriteError::Read(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("ended {left} bytes before the declared size of {size}"),
+            )));
+        }
+        file.write_all_at(&buf[..filled], at)
+            .map_err(MemberWriteError::Write)?;
+        at += filled as u64;
+        left -= filled as u64;
     }
     let pad = padding(size);
     if pad > 0 {
-        w.write_all(&[0u8; BLOCK as usize][..pad as usize])
+        file.write_all_at(&[0u8; BLOCK as usize][..pad as usize], at)
             .map_err(MemberWriteError::Write)?;
     }
     Ok(BLOCK + size + pad)

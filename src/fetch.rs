@@ -104,7 +104,7 @@ pub async fn fetch(
     opts: &FetchOptions,
     reporter: &dyn Reporter,
 ) -> Result<FetchReport, FetchError> {
-    let store = Store::create(&opts.cache).map_err(|source| FetchError::Cache {
+    let store = Store::create_cache(&opts.cache).map_err(|source| FetchError::Cache {
         path: opts.cache.clone(),
         source,
     })?;
@@ -312,7 +312,7 @@ async fn fetch_blob(
             let root = store.root().to_owned();
             let (d, received) = (*d, received.clone());
             let writer = tokio::task::spawn_blocking(move || {
-                let store = Store::create(&root)?;
+                let store = Store::create_cache(&root)?;
                 store
                     .put(ChannelReader::new(rx, received), Some((d, size)))
                     .map(|_| ())

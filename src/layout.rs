@@ -42,9 +42,19 @@ pub enum LayoutError {
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
+    sync: bool,
 }
 
 impl Store {
+    /// Like [`Store::create`], for a cache whose every blob is re-hashed
+    /// before use: blobs are not synced to disk one by one (a blob a crash
+    /// damaged is found by the re-hash and fetched again).
+    pub fn create_cache(root: &Path) -> Result<Store, LayoutError> {
+        let mut s = Store::create(root)?;
+        s.sync = false;
+        Ok(s)
+    }
+
     /// Opens `root`, creating the layout skeleton when missing.
     pub fn create(root: &Path) -> Result<Store, LayoutError> {
         fs_err::create_dir_all(root.join("blobs/sha256"))?;
@@ -53,6 +63,7 @@ impl Store {
             write_atomic(&marker, OCI_LAYOUT)?;
         }
         Ok(Store {
+            sync: true,
             root: root.to_owned(),
         })
     }
@@ -112,7 +123,9 @@ impl Store {
             }
         }
         let tmp = buf.into_inner().map_err(|e| e.into_error())?;
-        tmp.as_file().sync_data()?;
+        if self.sync {
+            tmp.as_file().sync_data()?;
+        }
         make_readable(tmp.as_file())?;
         let dest = self.blob_path(&digest);
         tmp.persist(&dest).map_err(|e| {

@@ -528,13 +528,46 @@ fn chart_that_is_not_a_chart_or_escapes_its_directory() {
 }
 
 #[test]
-fn registry_sources_say_they_are_not_available_yet() {
+fn an_unreachable_registry_is_named_and_nothing_is_written() {
     let t = tempfile::tempdir().unwrap();
     let spec = t.path().join("images.txt");
-    std::fs::write(&spec, "# a runbook list\nnginx:1.27\n").unwrap();
+    // Port 9 (discard) on loopback: nothing listens.
+    std::fs::write(&spec, "# a runbook list\n127.0.0.1:9/team/app:1.0\n").unwrap();
+    let out = t.path().join("o.tar");
+    let cache = t.path().join("cache");
+    let e = ferry([
+        "pack".as_ref(),
+        spec.as_os_str(),
+        "-o".as_ref(),
+        out.as_os_str(),
+        "--cache".as_ref(),
+        cache.as_os_str(),
+        "--retries".as_ref(),
+        "0".as_ref(),
+    ])
+    .expect_fail("pack from an unreachable registry");
+    assert!(
+        e.contains("1 of 1 registry images could not be fetched")
+            && e.contains("127.0.0.1:9/team/app:1.0")
+            && e.contains("Connection refused"),
+        "{e}"
+    );
+    assert!(!out.exists());
+}
+
+#[test]
+fn chart_repositories_say_they_are_not_available_yet() {
+    let t = tempfile::tempdir().unwrap();
+    let spec = t.path().join("ferry.yaml");
+    std::fs::write(
+        &spec,
+        "charts:\n  - repo: https://charts.example.com/stable\n    name: redis\n    version: 18.1.0\n",
+    )
+    .unwrap();
     let e = pack_fails(&spec, t.path().join("o.tar").as_os_str());
     assert!(
-        e.contains("docker.io/library/nginx:1.27") && e.contains("not available in this build"),
+        e.contains("chart redis from https://charts.example.com/stable")
+            && e.contains("not available in this build"),
         "{e}"
     );
 }
