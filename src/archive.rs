@@ -344,6 +344,7 @@ fn write_planned(
             actual_size: size,
         });
     }
+    crate::layout::start_writeback(file, offset, BLOCK + m.size);
     Ok(())
 }
 

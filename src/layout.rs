@@ -125,6 +125,8 @@ impl Store {
         let tmp = buf.into_inner().map_err(|e| e.into_error())?;
         if self.sync {
             tmp.as_file().sync_data()?;
+        } else {
+            start_writeback(tmp.as_file(), 0, 0);
         }
         make_readable(tmp.as_file())?;
         let dest = self.blob_path(&digest);
@@ -172,6 +174,29 @@ pub(crate) fn copy_with<R: Read, W: Write>(r: &mut R, w: &mut W) -> Result<u64, 
 pub(crate) fn make_readable(f: &std::fs::File) -> io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     f.set_permissions(std::fs::Permissions::from_mode(0o644))
+}
+
+/// Asks the kernel to start writing `len` bytes at `offset` of `file` to
+/// disk (0 = to the end) without waiting, so a later `fsync` (of this file,
+/// or of another that the filesystem orders after it) has little left to
+/// do. Only a hint: failures are ignored.
+pub fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::io::AsRawFd;
+        // SAFETY: a plain syscall on a file descriptor we own; no memory is
+        // passed.
+        unsafe {
+            libc::sync_file_range(
+                file.as_raw_fd(),
+                offset as libc::off64_t,
+                len as libc::off64_t,
+                libc::SYNC_FILE_RANGE_WRITE,
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (file, offset, len);
 }
 
 /// Writes a small file via temp file + fsync + rename, keeping the

@@ -253,8 +253,12 @@ impl Remote {
     }
 
     async fn login(&self) {
+        // oci-client looks credentials up by the resolved name
+        // (`docker.io` → `index.docker.io`).
+        let resolved = self.at("x", "x").resolve_registry().to_owned();
         for c in [&self.client, &self.chunked] {
             c.store_auth_if_needed(&self.host, &self.auth).await;
+            c.store_auth_if_needed(&resolved, &self.auth).await;
         }
     }
 
@@ -596,6 +600,14 @@ fn resolve_credentials(
             "no docker config ($HOME unset)".into(),
         ));
     };
+    credentials_from_config(host, path)
+}
+
+/// Credentials for `host` from the docker config file at `path`.
+fn credentials_from_config(
+    host: &str,
+    path: PathBuf,
+) -> Result<(RegistryAuth, String), RemoteError> {
     let bytes = match fs_err::read(&path) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -682,6 +694,42 @@ mod tests {
         for h in ["registry.local:5000", "10.0.0.1", "localhost.example.com"] {
             assert!(!is_loopback(h), "{h}");
         }
+    }
+
+    fn config(dir: &std::path::Path, json: &str) -> PathBuf {
+        let p = dir.join("config.json");
+        std::fs::write(&p, json).unwrap();
+        p
+    }
+
+    #[test]
+    fn docker_config_entries_by_host_and_docker_hub_key() {
+        let t = tempfile::tempdir().unwrap();
+        // "u:p" and "hub:secret" in base64.
+        let p = config(
+            t.path(),
+            r#"{"auths":{"reg.local:5000":{"auth":"dTpw"},"https://index.docker.io/v1/":{"auth":"aHViOnNlY3JldA=="}}}"#,
+        );
+        let (auth, from) = credentials_from_config("reg.local:5000", p.clone()).unwrap();
+        assert!(matches!(auth, RegistryAuth::Basic(u, pw) if u == "u" && pw == "p"));
+        assert!(from.contains("\"reg.local:5000\""), "{from}");
+        let (auth, _) = credentials_from_config("docker.io", p.clone()).unwrap();
+        assert!(matches!(auth, RegistryAuth::Basic(u, _) if u == "hub"));
+        let (auth, from) = credentials_from_config("other.example", p).unwrap();
+        assert!(matches!(auth, RegistryAuth::Anonymous));
+        assert!(from.contains("no entry for other.example"), "{from}");
+        let missing = t.path().join("absent.json");
+        let (auth, from) = credentials_from_config("x", missing).unwrap();
+        assert!(matches!(auth, RegistryAuth::Anonymous));
+        assert!(from.contains("(absent)"), "{from}");
+    }
+
+    #[test]
+    fn malformed_docker_config_is_an_error_naming_the_file() {
+        let t = tempfile::tempdir().unwrap();
+        let p = config(t.path(), "{not json");
+        let e = credentials_from_config("reg.local", p.clone()).unwrap_err();
+        assert!(e.to_string().contains(&p.display().to_string()), "{e}");
     }
 
     #[test]
