@@ -261,8 +261,8 @@ async fn resolve(
                         .await
                         .map_err(|e| error_chain(&e))?;
                     counts.manifests += 1;
-                    let node = oci::parse_node(d, &c.media_type, &bytes)
-                        .map_err(|e| format!("{r}: {}", error_chain(&e)))?;
+                    let node =
+                        oci::parse_node(d, &c.media_type, &bytes).map_err(|e| error_chain(&e))?;
                     put_small(store, &bytes, d)?;
                     todo.push((node, depth + 1));
                 }
@@ -282,9 +282,14 @@ fn media_type_of(bytes: &[u8]) -> Option<String> {
     struct Probe {
         #[serde(rename = "mediaType")]
         media_type: Option<String>,
+        #[serde(rename = "schemaVersion")]
+        schema_version: Option<u32>,
         manifests: Option<serde::de::IgnoredAny>,
     }
     let p: Probe = serde_json::from_slice(bytes).ok()?;
+    if p.schema_version == Some(1) {
+        return Some(oci::DOCKER_SCHEMA1_SIGNED.to_owned());
+    }
     p.media_type
         .or_else(|| p.manifests.map(|_| oci::OCI_INDEX.to_owned()))
 }

@@ -422,3 +422,33 @@ fn a_missing_manifest_is_named_and_the_other_images_are_still_fetched() {
         .count();
     assert!(cached >= 8, "{cached}");
 }
+
+#[test]
+fn a_schema1_manifest_is_refused_naming_the_reference() {
+    let (_t, out, _proxy, _cache, _reg) =
+        pack_through(Fault::Schema1, "/team/user/manifests/", 100);
+    let msg = out.expect_fail("pack of a schema-1 image");
+    assert!(msg.contains("team/user:3"), "{msg}");
+    assert!(msg.contains("manifest.v1+prettyjws"), "{msg}");
+}
+
+#[test]
+fn a_digest_reference_must_match_what_the_registry_serves() {
+    let t = tempfile::tempdir().unwrap();
+    let layout = source_layout(&t.path().join("src"), 8 << 10);
+    let reg = DockerRegistry::start(&t.path().join("reg"), false);
+    fill_registry(&layout, &reg.host());
+    let host = reg.host();
+    let digest = registry_digest(&format!("{host}/team/tool:2"), None);
+    let cache = t.path().join("cache");
+    let spec = t.path().join("d.yaml");
+    std::fs::write(&spec, format!("images:\n  - {host}/team/tool@{digest}\n")).unwrap();
+    let out = pack(&spec, &t.path().join("d.tar"), &cache, &[], &[]);
+    assert!(out.ok(), "{}", out.stderr);
+    assert_eq!(summary(&out)["artifacts"][0]["digest"], digest.as_str());
+    // A digest the registry does not hold under that name.
+    let other = registry_digest(&format!("{host}/team/user:3"), None);
+    std::fs::write(&spec, format!("images:\n  - {host}/team/tool@{other}\n")).unwrap();
+    let msg = pack(&spec, &t.path().join("e.tar"), &cache, &[], &[]).expect_fail("wrong digest");
+    assert!(msg.contains(&format!("team/tool@{other}")), "{msg}");
+}

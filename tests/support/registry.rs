@@ -382,6 +382,8 @@ pub enum Fault {
     Corrupt,
     /// Answer 404 with a registry error body.
     NotFound,
+    /// Answer with a Docker schema-1 manifest.
+    Schema1,
 }
 
 /// A proxy to `upstream` that applies a fault to the first `times` GET
@@ -445,6 +447,12 @@ fn fault_one(
     if apply && fault == Fault::NotFound {
         let body = br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#;
         client.write_all(format!("HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).as_bytes())?;
+        client.write_all(body)?;
+        return Ok(());
+    }
+    if apply && fault == Fault::Schema1 {
+        let body = br#"{"schemaVersion":1,"name":"team/user","tag":"3","architecture":"amd64","fsLayers":[],"history":[]}"#;
+        client.write_all(format!("HTTP/1.1 200 OK\r\nContent-Type: application/vnd.docker.distribution.manifest.v1+prettyjws\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).as_bytes())?;
         client.write_all(body)?;
         return Ok(());
     }
