@@ -177,8 +177,8 @@ pub async fn fetch(
     let received = Arc::new(AtomicU64::new(0));
     let failures: Mutex<Vec<(usize, String)>> = Mutex::new(Vec::new());
     let fetched = AtomicU64::new(0);
-    let work = stream::iter(&needed)
-        .map(|(d, n)| {
+    let work = stream::iter(needed.iter().enumerate())
+        .map(|(id, (d, n))| {
             let remote = remotes.get(&n.host).cloned();
             let store = &store;
             let received = received.clone();
@@ -186,7 +186,12 @@ pub async fn fetch(
             let fetched = &fetched;
             async move {
                 let Some(remote) = remote else { return };
-                match fetch_blob(&remote, store, &n.repo, d, n.size, &received).await {
+                let label = format!("{}…", &d.to_string()[..19]);
+                reporter.item_start(id as u64, &label, n.size);
+                let item = (reporter, id as u64);
+                let r = fetch_blob(&remote, store, &n.repo, d, n.size, &received, item).await;
+                reporter.item_finish(id as u64);
+                match r {
                     Ok(()) => {
                         fetched.fetch_add(1, Ordering::Relaxed);
                     }
@@ -310,6 +315,7 @@ async fn fetch_blob(
     d: &Digest,
     size: u64,
     received: &Arc<AtomicU64>,
+    (reporter, id): (&dyn Reporter, u64),
 ) -> Result<(), RemoteError> {
     remote
         .pull_blob(repo, d, |body: BlobBody| {
@@ -326,6 +332,9 @@ async fn fetch_blob(
                 let mut body = body;
                 while let Some(chunk) = body.next().await {
                     let failed = chunk.is_err();
+                    if let Ok(c) = &chunk {
+                        reporter.item_advance(id, c.len() as u64);
+                    }
                     if tx.send(chunk).await.is_err() || failed {
                         break;
                     }

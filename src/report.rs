@@ -13,6 +13,13 @@ pub trait Reporter: Send + Sync {
     fn note(&self, _message: &str) {}
     /// The current phase is done.
     fn finish(&self);
+    /// One item of the current phase (a blob being fetched) starts; `id`
+    /// is unique within the phase.
+    fn item_start(&self, _id: u64, _label: &str, _total_bytes: u64) {}
+    /// `bytes` more of item `id` are done.
+    fn item_advance(&self, _id: u64, _bytes: u64) {}
+    /// Item `id` is done (or abandoned).
+    fn item_finish(&self, _id: u64) {}
 }
 
 /// A reporter that reports nothing.

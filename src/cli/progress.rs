@@ -2,19 +2,29 @@
 //! per phase on stderr, hidden when stderr is not a terminal or with
 //! `--quiet`.
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 pub struct Bars {
     bar: Mutex<Option<ProgressBar>>,
+    multi: MultiProgress,
+    items: Mutex<HashMap<u64, ProgressBar>>,
     quiet: bool,
 }
 
 impl Bars {
     pub fn new(quiet: bool) -> Bars {
+        let multi = MultiProgress::with_draw_target(if quiet {
+            ProgressDrawTarget::hidden()
+        } else {
+            ProgressDrawTarget::stderr()
+        });
         Bars {
             bar: Mutex::new(None),
+            multi,
+            items: Mutex::new(HashMap::new()),
             quiet,
         }
     }
@@ -46,6 +56,7 @@ impl ferry::report::Reporter for Bars {
             b
         };
         bar.set_message(phase.to_owned());
+        let bar = self.multi.add(bar);
         if let Ok(mut g) = self.bar.lock() {
             *g = Some(bar);
         }
@@ -69,6 +80,39 @@ impl ferry::report::Reporter for Bars {
         if let Ok(mut g) = self.bar.lock() {
             if let Some(b) = g.take() {
                 b.finish_and_clear();
+            }
+        }
+    }
+
+    fn item_start(&self, id: u64, label: &str, total_bytes: u64) {
+        if self.quiet {
+            return;
+        }
+        let b = self.multi.add(ProgressBar::new(total_bytes));
+        b.set_style(
+            ProgressStyle::with_template("  {msg:<24} [{bar:20}] {bytes}/{total_bytes}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        b.set_message(label.to_owned());
+        if let Ok(mut g) = self.items.lock() {
+            g.insert(id, b);
+        }
+    }
+
+    fn item_advance(&self, id: u64, bytes: u64) {
+        if let Ok(g) = self.items.lock() {
+            if let Some(b) = g.get(&id) {
+                b.inc(bytes);
+            }
+        }
+    }
+
+    fn item_finish(&self, id: u64) {
+        if let Ok(mut g) = self.items.lock() {
+            if let Some(b) = g.remove(&id) {
+                b.finish_and_clear();
+                self.multi.remove(&b);
             }
         }
     }
