@@ -22,6 +22,9 @@
 use std::collections::HashMap;
 
 use granit_parser::{Event, Parser, ScalarStyle, Span};
+
+mod fast;
+use fast::Ev;
 use serde::{Deserialize, Serialize};
 
 use crate::bundle::{ArtifactKind, Bundle};
@@ -392,90 +395,8 @@ fn rewrite_document(
         found: Vec::new(),
         global_registry: None,
     };
-    for ev in Parser::new_from_str(text) {
-        let (ev, span): (Event, Span) = ev.map_err(|e| RewriteError::Yaml {
-            line: e.marker().line(),
-            column: e.marker().col() + 1,
-            message: e.info().to_owned(),
-        })?;
-        match ev {
-            Event::Scalar(value, style, anchor, tag) => {
-                // Spans of a parser reading a &str always carry byte offsets.
-                let Some(range) = span.byte_range() else {
-                    continue;
-                };
-                let (mut start, end) = (range.start, range.end);
-                if anchor != 0 || tag.is_some() {
-                    start = skip_properties(text, start, end);
-                }
-                let s = Scalar {
-                    value: value.into_owned(),
-                    start,
-                    end,
-                    style,
-                    line: span.start.line(),
-                };
-                if let Some(Frame::Map {
-                    key,
-                    expect_key,
-                    fields,
-                    ..
-                }) = stack.last_mut()
-                {
-                    if *expect_key {
-                        *key = Some(s.value.clone());
-                        *expect_key = false;
-                    } else {
-                        if let Some(k) = key.take() {
-                            fields.push((k, s));
-                        }
-                        *expect_key = true;
-                    }
-                }
-            }
-            Event::MappingStart(..) => {
-                let (parent_key, in_images_seq) = open_child(&mut stack);
-                stack.push(Frame::Map {
-                    key: None,
-                    expect_key: true,
-                    fields: Vec::new(),
-                    parent_key,
-                    in_images_seq,
-                });
-            }
-            Event::SequenceStart(..) => {
-                let (parent_key, _) = open_child(&mut stack);
-                stack.push(Frame::Seq { parent_key });
-            }
-            Event::MappingEnd => {
-                if let Some(Frame::Map {
-                    fields,
-                    parent_key,
-                    in_images_seq,
-                    ..
-                }) = stack.pop()
-                {
-                    // The keys above this mapping, outermost first.
-                    let mut path: Vec<&str> = stack
-                        .iter()
-                        .map(|f| match f {
-                            Frame::Map { parent_key, .. } | Frame::Seq { parent_key } => {
-                                parent_key.as_deref().unwrap_or("-")
-                            }
-                        })
-                        .collect();
-                    path.push(parent_key.as_deref().unwrap_or("-"));
-                    w.examine(&fields, &path[1..], in_images_seq);
-                }
-                close_child(&mut stack);
-            }
-            Event::SequenceEnd => {
-                stack.pop();
-                close_child(&mut stack);
-            }
-            Event::Alias(_) => close_child(&mut stack),
-            _ => {}
-        }
+    for ev in events(text)? {
+        step(&mut stack, &mut w, ev);
     }
     let Walk {
         mut edits,
@@ -497,6 +418,132 @@ fn rewrite_document(
     out.push_str(&text[pos..]);
     found.sort_by_key(|f| f.line);
     Ok((out, found))
+}
+
+/// The events of `text`: from the fast scanner when the text is in its
+/// subset, else from the full parser.
+fn events(text: &str) -> Result<Vec<Ev>, RewriteError> {
+    match fast::scan(text) {
+        Some(events) => Ok(events),
+        None => parsed_events(text),
+    }
+}
+
+/// The events of `text` from the full YAML parser.
+fn parsed_events(text: &str) -> Result<Vec<Ev>, RewriteError> {
+    let mut out = Vec::new();
+    for ev in Parser::new_from_str(text) {
+        let (ev, span): (Event, Span) = ev.map_err(|e| RewriteError::Yaml {
+            line: e.marker().line(),
+            column: e.marker().col() + 1,
+            message: e.info().to_owned(),
+        })?;
+        out.push(match ev {
+            Event::Scalar(value, style, anchor, tag) => {
+                // Spans of a parser reading a &str always carry byte offsets.
+                let Some(range) = span.byte_range() else {
+                    continue;
+                };
+                let (mut start, end) = (range.start, range.end);
+                if anchor != 0 || tag.is_some() {
+                    start = skip_properties(text, start, end);
+                }
+                Ev::Scalar {
+                    value: value.into_owned(),
+                    start,
+                    end,
+                    style,
+                    line: span.start.line(),
+                }
+            }
+            Event::MappingStart(..) => Ev::MapStart,
+            Event::SequenceStart(..) => Ev::SeqStart,
+            Event::MappingEnd => Ev::MapEnd,
+            Event::SequenceEnd => Ev::SeqEnd,
+            Event::Alias(_) => Ev::Alias,
+            _ => continue,
+        });
+    }
+    Ok(out)
+}
+
+/// Feeds one event to the walker.
+fn step(stack: &mut Vec<Frame>, w: &mut Walk<'_>, ev: Ev) {
+    match ev {
+        Ev::Scalar {
+            value,
+            start,
+            end,
+            style,
+            line,
+        } => {
+            let s = Scalar {
+                value,
+                start,
+                end,
+                style,
+                line,
+            };
+            if let Some(Frame::Map {
+                key,
+                expect_key,
+                fields,
+                ..
+            }) = stack.last_mut()
+            {
+                if *expect_key {
+                    *key = Some(s.value.clone());
+                    *expect_key = false;
+                } else {
+                    if let Some(k) = key.take() {
+                        fields.push((k, s));
+                    }
+                    *expect_key = true;
+                }
+            }
+        }
+        Ev::MapStart => {
+            let (parent_key, in_images_seq) = open_child(stack);
+            stack.push(Frame::Map {
+                key: None,
+                expect_key: true,
+                fields: Vec::new(),
+                parent_key,
+                in_images_seq,
+            });
+        }
+        Ev::SeqStart => {
+            let (parent_key, _) = open_child(stack);
+            stack.push(Frame::Seq { parent_key });
+        }
+        Ev::MapEnd => {
+            if let Some(Frame::Map {
+                fields,
+                parent_key,
+                in_images_seq,
+                ..
+            }) = stack.pop()
+            {
+                // The keys above this mapping, outermost first.
+                let mut path: Vec<&str> = stack
+                    .iter()
+                    .map(|f| match f {
+                        Frame::Map { parent_key, .. } | Frame::Seq { parent_key } => {
+                            parent_key.as_deref().unwrap_or("-")
+                        }
+                    })
+                    .collect();
+                path.push(parent_key.as_deref().unwrap_or("-"));
+                w.examine(&fields, &path[1..], in_images_seq);
+            }
+            close_child(stack);
+        }
+        Ev::SeqEnd => {
+            stack.pop();
+            close_child(stack);
+        }
+        Ev::Alias => close_child(stack),
+    }
 }
 
 /// A collection starts as a value: returns the key it sits under and
@@ -1050,6 +1097,80 @@ mod tests {
             e.to_string().contains("line 4") || e.to_string().contains("line 3"),
             "{e}"
         );
+    }
+
+    /// The fast scanner, where it accepts a text, yields exactly the full
+    /// parser's events.
+    fn same_events(text: &str) -> bool {
+        match fast::scan(text) {
+            Some(fast) => {
+                let slow = parsed_events(text).expect("valid YAML");
+                assert_eq!(fast, slow, "fast scanner differs on:\n{text}");
+                true
+            }
+            None => false,
+        }
+    }
+
+    #[test]
+    fn fast_scanner_matches_the_parser_on_the_corpus() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus");
+        let (mut fast, mut all) = (0, 0);
+        for e in walkdir::WalkDir::new(dir).sort_by_file_name() {
+            let e = e.unwrap();
+            let ext = e.path().extension().and_then(|x| x.to_str()).unwrap_or("");
+            if !e.file_type().is_file() || !matches!(ext, "yaml" | "yml" | "json") {
+                continue;
+            }
+            let text = std::fs::read_to_string(e.path()).unwrap();
+            // Per document, as the rewriter cuts streams.
+            for d in split_documents(&text, 0) {
+                all += 1;
+                if same_events(d) {
+                    fast += 1;
+                }
+            }
+        }
+        assert!(all > 0);
+        eprintln!("fast scanner took {fast} of {all} corpus documents");
+    }
+
+    #[test]
+    fn fast_scanner_matches_the_parser_on_tricky_inputs() {
+        let cases = [
+            "a:\nb: 1\nc: \"x\"\nd: [1, {e: f}]\ng:\n- h\n- i: \nj: k # c\n",
+            "image: nginx:1.27\n",
+            "---\na: 1\n---\nb: 2\n...\n",
+            "spec:\n  containers:\n    - name: a\n      image: 'x:1'\n    - name: b\n      image: \"y\"\n",
+            "list:\n- a\n- b\nnext: c\n",
+            "m:\n  k:\n  l: v\n",
+            "a: {x: 1, y: \"2\", z: 'it''s'}\nb: []\nc: {}\n",
+            "k: v   \nk2: v2 # comment\n",
+            "\u{feff}a: b\r\nc: d\r\n",
+            "a: http://x:80/y\nb: -1\n",
+            "- a\n- b: c\n  d: e\n-   f: g\n",
+            "\"quoted key\": v\n'single': w\n",
+            "a:\n  - b\n  -\n    c: d\n",
+            "x: [a, b]  # trailing\n",
+        ];
+        for c in cases {
+            assert!(same_events(c), "{c:?} should take the fast path");
+        }
+        // Outside the subset: the full parser decides.
+        for c in [
+            "a: &x 1\nb: *x\n",
+            "a: |\n  text\n",
+            "a: b\n  c\n",
+            "a: \"x\\ny\"\n",
+            "{\"a\": 1}\n",
+            "a: [1,\n 2]\n",
+            "%YAML 1.2\n---\na: 1\n",
+            "? a\n: b\n",
+            "- - a\n",
+            "a: !!str 1\n",
+        ] {
+            assert!(fast::scan(c).is_none(), "{c:?} should go to the parser");
+        }
     }
 
     fn rw_err(text: &str) -> String {

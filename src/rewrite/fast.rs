@@ -1,0 +1,518 @@
+//! A fast scanner for the plain subset of YAML that Kubernetes manifests
+//! and Helm values are almost always written in: block mappings and
+//! sequences by indentation, single-line plain and quoted scalars,
+//! comments, `---` separators, and flow collections that open and close on
+//! one line. It yields the same events (and byte spans) as the full parser
+//! for that subset, at several times its speed.
+//!
+//! Anything outside the subset (anchors, aliases, tags, multi-line
+//! scalars, block scalars, flow collections across lines, escapes,
+//! directives, tabs, complex keys, JSON documents) makes it give up and
+//! return `None`; the caller then uses the full parser for that piece. It
+//! never guesses.
+
+use granit_parser::ScalarStyle;
+
+/// One event, as the rewrite walker consumes it.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Ev {
+    Scalar {
+        value: String,
+        start: usize,
+        end: usize,
+        style: ScalarStyle,
+        line: usize,
+    },
+    MapStart,
+    MapEnd,
+    SeqStart,
+    SeqEnd,
+    /// Only from the full parser.
+    Alias,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Map,
+    Seq,
+}
+
+struct Open {
+    indent: usize,
+    kind: Kind,
+}
+
+/// A value announced by `key:` or `-` with nothing after it on its line:
+/// a nested block follows, or it is null.
+struct Pending {
+    /// Indentation of the key or dash.
+    indent: usize,
+    /// Where the null scalar's zero-width span sits.
+    at: usize,
+    line: usize,
+    /// Set for `key:` (a sequence may then start at the key's own indent).
+    key: bool,
+}
+
+struct Scanner<'t> {
+    text: &'t str,
+    out: Vec<Ev>,
+    stack: Vec<Open>,
+    pending: Option<Pending>,
+    /// After a scalar value on a line, a deeper line would be its
+    /// continuation (unsupported): the indent that must not be exceeded.
+    scalar_indent: Option<usize>,
+}
+
+/// Scans `text`; `None` when it leaves the supported subset.
+pub(super) fn scan(text: &str) -> Option<Vec<Ev>> {
+    let mut s = Scanner {
+        text,
+        out: Vec::with_capacity(text.len() / 8),
+        stack: Vec::new(),
+        pending: None,
+        scalar_indent: None,
+    };
+    let body = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut pos = text.len() - body.len();
+    let mut line_no = 0;
+    while pos < text.len() {
+        line_no += 1;
+        let end = text[pos..].find('\n').map_or(text.len(), |i| pos + i);
+        let mut line_end = end;
+        if line_end > pos && text.as_bytes()[line_end - 1] == b'\r' {
+            line_end -= 1;
+        }
+        s.line(pos, line_end, line_no)?;
+        pos = end + 1;
+    }
+    s.close_to(None)?;
+    Some(s.out)
+}
+
+fn is_blank_or_comment(rest: &str) -> bool {
+    let t = rest.trim_start_matches(' ');
+    t.is_empty() || t.starts_with('#')
+}
+
+impl Scanner<'_> {
+    fn line(&mut self, start: usize, end: usize, line: usize) -> Option<()> {
+        let l = &self.text[start..end];
+        let indent = l.len() - l.trim_start_matches(' ').len();
+        let rest = &l[indent..];
+        if rest.is_empty() || rest.starts_with('#') {
+            return Some(());
+        }
+        if rest.starts_with('\t') || l.starts_with('%') {
+            return None;
+        }
+        if indent == 0 && (rest.starts_with("---") || rest.starts_with("...")) {
+            let after = &rest[3..];
+            if after.is_empty() || after.starts_with(' ') {
+                if !is_blank_or_comment(after) {
+                    return None;
+                }
+                return self.close_to(None);
+            }
+        }
+        if let Some(limit) = self.scalar_indent.take() {
+            if indent > limit {
+                return None; // a multi-line scalar
+            }
+        }
+        let at = start + indent;
+        let dash = rest == "-" || rest.starts_with("- ");
+        if let Some(p) = self.pending.take() {
+            let nested = indent > p.indent;
+            let same_indent_seq = p.key
+                && indent == p.indent
+                && dash
+                && self.stack.last().is_some_and(|o| o.indent == indent && o.kind == Kind::Map);
+            if nested || same_indent_seq {
+                return self.open(at, end, indent, line, dash);
+            }
+            if !p.key {
+                return None; // a null sequence item: leave it to the parser
+            }
+            self.pending = Some(p);
+        }
+        self.close_to(Some(indent))?;
+        if let Some(o) = self.stack.last() {
+            if o.indent == indent && o.kind == Kind::Seq && !dash {
+                // A sequence at its key's indent ends when the mapping goes on.
+                self.stack.pop();
+                self.out.push(Ev::SeqEnd);
+            }
+        }
+        let kind = if dash { Kind::Seq } else { Kind::Map };
+        match self.stack.last() {
+            None => self.open(at, end, indent, line, dash),
+            Some(o) if o.indent == indent && o.kind == kind => self.entry(at, end, indent, line, kind),
+            Some(_) => None,
+        }
+    }
+
+    /// Emits the end events of every collection deeper than `indent`
+    /// (`None`: all), resolving a pending null first.
+    fn close_to(&mut self, indent: Option<usize>) -> Option<()> {
+        if let Some(p) = self.pending.take() {
+            if !p.key {
+                return None; // a null sequence item: leave it to the parser
+            }
+            self.out.push(Ev::Scalar {
+                value: "~".into(),
+                start: p.at,
+                end: p.at,
+                style: ScalarStyle::Plain,
+                line: p.line,
+            });
+        }
+        while let Some(top) = self.stack.last() {
+            if indent.is_some_and(|i| top.indent <= i) {
+                break;
+            }
+            let ev = match top.kind {
+                Kind::Map => Ev::MapEnd,
+                Kind::Seq => Ev::SeqEnd,
+            };
+            self.stack.pop();
+            self.out.push(ev);
+        }
+        Some(())
+    }
+
+    /// Opens a block collection at `col` with this line's entry.
+    fn open(&mut self, at: usize, end: usize, col: usize, line: usize, dash: bool) -> Option<()> {
+        let kind = if dash { Kind::Seq } else { Kind::Map };
+        if !dash && split_key(&self.text[at..end]).is_none() {
+            // A lone scalar as a block value spanning lines, or a root
+            // scalar: not handled.
+            return None;
+        }
+        self.out.push(match kind {
+            Kind::Map => Ev::MapStart,
+            Kind::Seq => Ev::SeqStart,
+        });
+        self.stack.push(Open { indent: col, kind });
+        self.entry(at, end, col, line, kind)
+    }
+
+    /// One entry of the open collection `kind` at `col`.
+    fn entry(&mut self, at: usize, end: usize, col: usize, line: usize, kind: Kind) -> Option<()> {
+        let rest = &self.text[at..end];
+        match kind {
+            Kind::Seq => {
+                let after = &rest[1..];
+                let pad = after.len() - after.trim_start_matches(' ').len();
+                let inner = at + 1 + pad;
+                if is_blank_or_comment(after) {
+                    self.pending = Some(Pending {
+                        indent: col,
+                        at: at + 1,
+                        line,
+                        key: false,
+                    });
+                    return Some(());
+                }
+                let inner_col = col + 1 + pad;
+                let inner_rest = &self.text[inner..end];
+                if inner_rest == "-" || inner_rest.starts_with("- ") {
+                    return None; // `- - x`: nested sequences on one line
+                }
+                if split_key(inner_rest).is_some() {
+                    self.out.push(Ev::MapStart);
+                    self.stack.push(Open {
+                        indent: inner_col,
+                        kind: Kind::Map,
+                    });
+                    return self.entry(inner, end, inner_col, line, Kind::Map);
+                }
+                self.value(inner, end, col, line)
+            }
+            Kind::Map => {
+                let (key, key_end, value_at) = split_key(rest)?;
+                let (kstart, kend) = (at, at + key_end);
+                let (kvalue, kstyle) = scalar_text(&self.text[kstart..kend])?;
+                self.out.push(Ev::Scalar {
+                    value: kvalue,
+                    start: kstart,
+                    end: kend,
+                    style: kstyle,
+                    line,
+                });
+                let _ = key;
+                let vat = at + value_at;
+                if is_blank_or_comment(&self.text[vat.min(end)..end]) {
+                    self.pending = Some(Pending {
+                        indent: col,
+                        at: kend,
+                        line,
+                        key: true,
+                    });
+                    return Some(());
+                }
+                self.value(vat, end, col, line)
+            }
+        }
+    }
+
+    /// A value on the rest of a line (after `key: ` or `- `).
+    fn value(&mut self, at: usize, end: usize, col: usize, line: usize) -> Option<()> {
+        let b = self.text.as_bytes();
+        match b[at] {
+            b'[' | b'{' => {
+                let used = flow(self.text, at, end, line, &mut self.out)?;
+                if !is_blank_or_comment(&self.text[used..end]) {
+                    return None;
+                }
+            }
+            b'"' | b'\'' => {
+                let close = quoted_end(self.text, at, end)?;
+                if !is_blank_or_comment(&self.text[close..end]) {
+                    return None;
+                }
+                let (value, style) = scalar_text(&self.text[at..close])?;
+                self.out.push(Ev::Scalar {
+                    value,
+                    start: at,
+                    end: close,
+                    style,
+                    line,
+                });
+            }
+            b'&' | b'*' | b'!' | b'|' | b'>' | b'%' | b'@' | b'`' | b'?' => return None,
+            b'-' if b.get(at + 1).is_none_or(|c| *c == b' ') => return None,
+            _ => {
+                let v_end = plain_end(self.text, at, end);
+                let v = &self.text[at..v_end];
+                if v.contains(": ") || v.ends_with(':') || v.contains(" #") {
+                    return None;
+                }
+                self.out.push(Ev::Scalar {
+                    value: v.to_owned(),
+                    start: at,
+                    end: v_end,
+                    style: ScalarStyle::Plain,
+                    line,
+                });
+            }
+        }
+        self.scalar_indent = Some(col);
+        Some(())
+    }
+}
+
+/// Splits `key: value` / `key:`; returns (key text, key end, value start),
+/// offsets relative to `rest`. `None` when `rest` is not a simple key.
+fn split_key(rest: &str) -> Option<(&str, usize, usize)> {
+    let b = rest.as_bytes();
+    let key_end = match b.first()? {
+        b'"' | b'\'' => quoted_end(rest, 0, rest.len())?,
+        b'[' | b'{' | b'&' | b'*' | b'!' | b'|' | b'>' | b'%' | b'@' | b'`' | b'?' | b'#' | b',' => {
+            return None
+        }
+        b'-' if b.get(1).is_none_or(|c| *c == b' ') => return None,
+        _ => {
+            let mut i = 0;
+            loop {
+                let c = *b.get(i)?;
+                if c == b':' && b.get(i + 1).is_none_or(|n| *n == b' ') {
+                    break i;
+                }
+                if c == b'#' && i > 0 && b[i - 1] == b' ' {
+                    return None;
+                }
+                i += 1;
+            }
+        }
+    };
+    if b.get(key_end) != Some(&b':') {
+        return None;
+    }
+    let key = rest[..key_end].trim_end_matches(' ');
+    if key.is_empty() || key.len() != key_end && b[0] != b'"' && b[0] != b'\'' {
+        // Trailing spaces before the colon change the span; leave it.
+        return None;
+    }
+    let mut v = key_end + 1;
+    while b.get(v) == Some(&b' ') {
+        v += 1;
+    }
+    Some((key, key_end, v))
+}
+
+/// The value and style of a single-line scalar's source text (quotes
+/// included). `None` for escapes the fast path does not decode.
+fn scalar_text(src: &str) -> Option<(String, ScalarStyle)> {
+    if let Some(inner) = src.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
+        if inner.contains('\\') {
+            return None;
+        }
+        return Some((inner.to_owned(), ScalarStyle::DoubleQuoted));
+    }
+    if let Some(inner) = src.strip_prefix('\'').and_then(|s| s.strip_suffix('\'')) {
+        return Some((inner.replace("''", "'"), ScalarStyle::SingleQuoted));
+    }
+    if src.is_empty() || src.ends_with(' ') {
+        return None;
+    }
+    Some((src.to_owned(), ScalarStyle::Plain))
+}
+
+/// The byte after the closing quote of the quoted scalar at `at`.
+fn quoted_end(text: &str, at: usize, end: usize) -> Option<usize> {
+    let b = text.as_bytes();
+    let q = b[at];
+    let mut i = at + 1;
+    while i < end {
+        if b[i] == b'\\' && q == b'"' {
+            return None;
+        }
+        if b[i] == q {
+            if q == b'\'' && b.get(i + 1) == Some(&b'\'') && i + 1 < end {
+                i += 2;
+                continue;
+            }
+            return Some(i + 1);
+        }
+        i += 1;
+    }
+    None // closes on a later line
+}
+
+/// The end of a block plain scalar: before ` #` or trailing spaces.
+fn plain_end(text: &str, at: usize, end: usize) -> usize {
+    let b = text.as_bytes();
+    let mut e = end;
+    let mut i = at;
+    while i < end {
+        if b[i] == b'#' && i > at && b[i - 1] == b' ' {
+            e = i;
+            break;
+        }
+        i += 1;
+    }
+    while e > at && b[e - 1] == b' ' {
+        e -= 1;
+    }
+    e
+}
+
+/// Parses a flow collection that closes on this line; returns the byte
+/// after it.
+fn flow(text: &str, at: usize, end: usize, line: usize, out: &mut Vec<Ev>) -> Option<usize> {
+    let b = text.as_bytes();
+    let (is_map, close) = match b[at] {
+        b'{' => (true, b'}'),
+        _ => (false, b']'),
+    };
+    out.push(if is_map { Ev::MapStart } else { Ev::SeqStart });
+    let mut i = at + 1;
+    let skip = |i: &mut usize| {
+        while *i < end && b[*i] == b' ' {
+            *i += 1;
+        }
+    };
+    skip(&mut i);
+    if i < end && b[i] == close {
+        out.push(if is_map { Ev::MapEnd } else { Ev::SeqEnd });
+        return Some(i + 1);
+    }
+    loop {
+        skip(&mut i);
+        if i >= end {
+            return None;
+        }
+        // One entry: for maps `key: value`, for sequences a value.
+        if is_map {
+            let (kstart, kend) = flow_scalar_span(text, i, end, true)?;
+            let (k, ks) = scalar_text(&text[kstart..kend])?;
+            out.push(Ev::Scalar {
+                value: k,
+                start: kstart,
+                end: kend,
+                style: ks,
+                line,
+            });
+            i = kend;
+            if b.get(i) != Some(&b':') {
+                return None;
+            }
+            i += 1;
+            if b.get(i) != Some(&b' ') {
+                return None;
+            }
+            skip(&mut i);
+        }
+        if i >= end {
+            return None;
+        }
+        match b[i] {
+            b'{' | b'[' => {
+                i = flow(text, i, end, line, out)?;
+            }
+            b',' | b'}' | b']' => return None, // empty values: leave them
+            _ => {
+                let (vstart, vend) = flow_scalar_span(text, i, end, false)?;
+                let (v, vs) = scalar_text(&text[vstart..vend])?;
+                out.push(Ev::Scalar {
+                    value: v,
+                    start: vstart,
+                    end: vend,
+                    style: vs,
+                    line,
+                });
+                i = vend;
+            }
+        }
+        skip(&mut i);
+        match b.get(i) {
+            Some(b',') => {
+                i += 1;
+                skip(&mut i);
+                if i < end && b[i] == close {
+                    return None; // trailing comma: leave it
+                }
+            }
+            Some(c) if *c == close => {
+                out.push(if is_map { Ev::MapEnd } else { Ev::SeqEnd });
+                return Some(i + 1);
+            }
+            _ => return None,
+        }
+    }
+}
+
+/// The span of one flow scalar starting at `at`.
+fn flow_scalar_span(text: &str, at: usize, end: usize, key: bool) -> Option<(usize, usize)> {
+    let b = text.as_bytes();
+    match b[at] {
+        b'"' | b'\'' => Some((at, quoted_end(text, at, end)?)),
+        b'&' | b'*' | b'!' | b'|' | b'>' | b'%' | b'@' | b'`' | b'?' | b'#' | b'{' | b'[' => None,
+        b'-' if b.get(at + 1).is_none_or(|c| *c == b' ') => None,
+        _ => {
+            let mut i = at;
+            while i < end {
+                let c = b[i];
+                if matches!(c, b',' | b'[' | b']' | b'{' | b'}') {
+                    break;
+                }
+                if c == b':' && b.get(i + 1).is_none_or(|n| matches!(n, b' ' | b',' | b']' | b'}')) {
+                    if key {
+                        break;
+                    }
+                    return None;
+                }
+                if c == b'#' && b[i - 1] == b' ' {
+                    return None;
+                }
+                i += 1;
+            }
+            let mut e = i;
+            while e > at && b[e - 1] == b' ' {
+                e -= 1;
+            }
+            (e > at).then_some((at, e))
+        }
+    }
+}
