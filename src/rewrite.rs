@@ -19,6 +19,7 @@
 //! and left alone. This module computes edits and a report; reading and
 //! writing files belongs to the caller.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use granit_parser::{Event, Parser, ScalarStyle, Span};
@@ -193,6 +194,15 @@ impl ImageMap {
         &self.entries
     }
 
+    /// An entry for image `name` (`HOST/REPO`), whatever its tag.
+    fn lookup_name(&self, name: &str) -> Option<&MapEntry> {
+        self.entries.iter().find(|e| {
+            e.source
+                .parse::<Reference>()
+                .is_ok_and(|r| r.name() == name)
+        })
+    }
+
     fn lookup(&self, r: &Reference) -> Option<&MapEntry> {
         let by_digest = r.digest().and_then(|d| self.by_digest.get(&(r.name(), d)));
         let by_tag = r
@@ -245,8 +255,8 @@ pub struct RewriteOptions {
 
 /// A scalar with its byte span and style.
 #[derive(Debug, Clone)]
-struct Scalar {
-    value: String,
+struct Scalar<'t> {
+    value: Cow<'t, str>,
     start: usize,
     end: usize,
     style: ScalarStyle,
@@ -254,16 +264,16 @@ struct Scalar {
 }
 
 #[derive(Debug)]
-enum Frame {
+enum Frame<'t> {
     Map {
-        key: Option<String>,
+        key: Option<Cow<'t, str>>,
         expect_key: bool,
-        fields: Vec<(String, Scalar)>,
-        parent_key: Option<String>,
+        fields: Vec<(Cow<'t, str>, Scalar<'t>)>,
+        parent_key: Option<Cow<'t, str>>,
         in_images_seq: bool,
     },
     Seq {
-        parent_key: Option<String>,
+        parent_key: Option<Cow<'t, str>>,
     },
 }
 
@@ -394,6 +404,7 @@ fn rewrite_document(
         edits: Vec::new(),
         found: Vec::new(),
         global_registry: None,
+        named: Vec::new(),
     };
     for ev in events(text)? {
         step(&mut stack, &mut w, ev);
@@ -422,7 +433,7 @@ fn rewrite_document(
 
 /// The events of `text`: from the fast scanner when the text is in its
 /// subset, else from the full parser.
-fn events(text: &str) -> Result<Vec<Ev>, RewriteError> {
+fn events(text: &str) -> Result<Vec<Ev<'_>>, RewriteError> {
     match fast::scan(text) {
         Some(events) => Ok(events),
         None => parsed_events(text),
@@ -430,7 +441,7 @@ fn events(text: &str) -> Result<Vec<Ev>, RewriteError> {
 }
 
 /// The events of `text` from the full YAML parser.
-fn parsed_events(text: &str) -> Result<Vec<Ev>, RewriteError> {
+fn parsed_events(text: &str) -> Result<Vec<Ev<'_>>, RewriteError> {
     let mut out = Vec::new();
     for ev in Parser::new_from_str(text) {
         let (ev, span): (Event, Span) = ev.map_err(|e| RewriteError::Yaml {
@@ -449,7 +460,7 @@ fn parsed_events(text: &str) -> Result<Vec<Ev>, RewriteError> {
                     start = skip_properties(text, start, end);
                 }
                 Ev::Scalar {
-                    value: value.into_owned(),
+                    value: Cow::Owned(value.into_owned()),
                     start,
                     end,
                     style,
@@ -468,7 +479,7 @@ fn parsed_events(text: &str) -> Result<Vec<Ev>, RewriteError> {
 }
 
 /// Feeds one event to the walker.
-fn step(stack: &mut Vec<Frame>, w: &mut Walk<'_>, ev: Ev) {
+fn step<'t>(stack: &mut Vec<Frame<'t>>, w: &mut Walk<'_, 't>, ev: Ev<'t>) {
     match ev {
         Ev::Scalar {
             value,
@@ -548,7 +559,7 @@ fn step(stack: &mut Vec<Frame>, w: &mut Walk<'_>, ev: Ev) {
 
 /// A collection starts as a value: returns the key it sits under and
 /// whether it is an entry of an `images:` sequence.
-fn open_child(stack: &mut [Frame]) -> (Option<String>, bool) {
+fn open_child<'t>(stack: &mut [Frame<'t>]) -> (Option<Cow<'t, str>>, bool) {
     match stack.last_mut() {
         Some(Frame::Map {
             key, expect_key, ..
@@ -560,7 +571,7 @@ fn open_child(stack: &mut [Frame]) -> (Option<String>, bool) {
 
 /// A value that is not a scalar (a collection or an alias) ended: its
 /// parent map now expects a key. An alias in key position is a key.
-fn close_child(stack: &mut [Frame]) {
+fn close_child(stack: &mut [Frame<'_>]) {
     if let Some(Frame::Map {
         key, expect_key, ..
     }) = stack.last_mut()
@@ -568,7 +579,7 @@ fn close_child(stack: &mut [Frame]) {
         if *expect_key {
             // An alias used as a key: what follows is its value.
             *expect_key = false;
-            *key = Some(String::new());
+            *key = Some(Cow::Borrowed(""));
         } else {
             key.take();
             *expect_key = true;
@@ -604,23 +615,38 @@ fn render(value: &str, style: ScalarStyle) -> String {
     }
 }
 
-fn get<'a>(fields: &'a [(String, Scalar)], k: &str) -> Option<&'a Scalar> {
+fn get<'a, 't>(fields: &'a [(Cow<'t, str>, Scalar<'t>)], k: &str) -> Option<&'a Scalar<'t>> {
     fields.iter().find(|(key, _)| key == k).map(|(_, s)| s)
 }
 
-struct Walk<'m> {
+struct Walk<'m, 't> {
     map: &'m ImageMap,
     opts: RewriteOptions,
     edits: Vec<(usize, usize, String)>,
     found: Vec<Found>,
     /// `global.imageRegistry` or `global.image.registry`, when non-empty.
-    global_registry: Option<Scalar>,
+    global_registry: Option<Scalar<'t>>,
+    /// cert-manager-style `image.name` entries, resolved against the root's
+    /// `imageRegistry` and `imageNamespace` when the root mapping ends.
+    named: Vec<NamedImage<'t>>,
 }
 
-impl Walk<'_> {
+/// An `image:` mapping that names its image by `name` alone.
+struct NamedImage<'t> {
+    name: Scalar<'t>,
+    tag: Option<Scalar<'t>>,
+    digest: Option<Scalar<'t>>,
+}
+
+impl<'t> Walk<'_, 't> {
     /// Looks at one finished mapping. `path` holds the keys above it
     /// (`-` for sequence items), its own key last.
-    fn examine(&mut self, fields: &[(String, Scalar)], path: &[&str], in_images_seq: bool) {
+    fn examine(
+        &mut self,
+        fields: &[(Cow<'t, str>, Scalar<'t>)],
+        path: &[&str],
+        in_images_seq: bool,
+    ) {
         let parent_key = path.last().copied();
         let global = |k: &str| get(fields, k).filter(|s| !s.value.is_empty()).cloned();
         match path {
@@ -642,11 +668,32 @@ impl Walk<'_> {
                 string_form(s, self.map, self.opts, &mut self.edits, &mut self.found);
             }
         }
+        // cert-manager's naming: `image.name`, no repository override; the
+        // registry and namespace come from the root.
+        let has = |k: &str| get(fields, k).is_some();
+        let nonempty = |k: &str| get(fields, k).filter(|s| !s.value.is_empty()).cloned();
+        let named = parent_key == Some("image")
+            && has("name")
+            && nonempty("repository").is_none()
+            && !has("image");
+        if named {
+            if let Some(name) = nonempty("name") {
+                self.named.push(NamedImage {
+                    name,
+                    tag: nonempty("tag"),
+                    digest: nonempty("digest"),
+                });
+            }
+        }
+        if path.is_empty() && !self.named.is_empty() {
+            self.resolve_named(fields);
+        }
         // Helm split form: the value of an `image:` key, or any mapping with
         // `repository` next to `registry`, `tag`, `digest` or `sha`.
-        let has = |k: &str| get(fields, k).is_some();
-        let split = parent_key == Some("image") && (has("repository") || has("image"))
-            || has("repository") && (has("registry") || has("tag") || has("digest") || has("sha"));
+        let split = !named
+            && (parent_key == Some("image") && (has("repository") || has("image"))
+                || has("repository")
+                    && (has("registry") || has("tag") || has("digest") || has("sha")));
         if split && path.first() != Some(&"global") {
             split_form(fields, self);
         }
@@ -664,6 +711,105 @@ impl Walk<'_> {
                 &mut self.found,
             );
         }
+    }
+}
+
+impl<'t> Walk<'_, 't> {
+    /// Resolves cert-manager-style images against the root mapping's
+    /// `imageRegistry` and `imageNamespace`: when every one is carried under
+    /// one target namespace, those two values are rewritten.
+    fn resolve_named(&mut self, root: &[(Cow<'t, str>, Scalar<'t>)]) {
+        let named = std::mem::take(&mut self.named);
+        let value = |k: &str| get(root, k).filter(|s| !s.value.is_empty());
+        let (Some(reg), Some(ns)) = (value("imageRegistry"), value("imageNamespace")) else {
+            for n in named {
+                self.found.push(Found {
+                    line: n.name.line,
+                    form: "cert-manager",
+                    reference: n.name.value.to_string(),
+                    outcome: Outcome::Skipped {
+                        reason: "no imageRegistry/imageNamespace at the top level".into(),
+                    },
+                });
+            }
+            return;
+        };
+        let mut found = Vec::new();
+        let mut targets: Vec<(String, String)> = Vec::new();
+        for n in &named {
+            let mut joined = format!("{}/{}/{}", reg.value, ns.value, n.name.value);
+            let exact = n.tag.is_some() || n.digest.is_some();
+            if let Some(t) = &n.tag {
+                joined.push(':');
+                joined.push_str(&t.value);
+            }
+            if let Some(d) = &n.digest {
+                joined.push('@');
+                joined.push_str(&d.value);
+            }
+            let outcome = match classify(&joined, self.map) {
+                Err(o) => o,
+                Ok((r, e)) => {
+                    // No tag in the values: the chart's appVersion decides,
+                    // so any carried tag of that image counts.
+                    let e = if exact {
+                        e
+                    } else {
+                        self.map.lookup_name(&r.name()).cloned()
+                    };
+                    match e {
+                        None => Outcome::NotInBundle,
+                        Some(e) => {
+                            let (host, path) = e.target.split_once('/').unwrap_or((&e.target, ""));
+                            let ns_target = path
+                                .strip_suffix(&format!("/{}", n.name.value))
+                                .unwrap_or(path);
+                            targets.push((host.to_owned(), ns_target.to_owned()));
+                            Outcome::Rewritten {
+                                to: if exact {
+                                    target_string(&e, &r, self.opts)
+                                } else {
+                                    e.target.clone()
+                                },
+                            }
+                        }
+                    }
+                }
+            };
+            found.push(Found {
+                line: n.name.line,
+                form: "cert-manager",
+                reference: joined,
+                outcome,
+            });
+        }
+        targets.dedup();
+        let all_there = found
+            .iter()
+            .all(|f| matches!(f.outcome, Outcome::Rewritten { .. }));
+        match targets.as_slice() {
+            [(host, ns_target)] if all_there => {
+                self.edits
+                    .push((reg.start, reg.end, render(host, reg.style)));
+                if ns.value != ns_target.as_str() {
+                    self.edits
+                        .push((ns.start, ns.end, render(ns_target, ns.style)));
+                }
+            }
+            [] => {}
+            _ => {
+                // Shared values cannot point at two places, or at a registry
+                // that lacks some of the images.
+                for f in found.iter_mut() {
+                    if matches!(f.outcome, Outcome::Rewritten { .. }) {
+                        f.outcome = Outcome::Skipped {
+                            reason: "the images sharing imageRegistry/imageNamespace are not all carried under one target".into(),
+                        };
+                    }
+                }
+            }
+        }
+        self.found.extend(found);
     }
 }
 
@@ -697,7 +843,7 @@ fn target_string(e: &MapEntry, r: &Reference, opts: RewriteOptions) -> String {
 }
 
 fn string_form(
-    s: &Scalar,
+    s: &Scalar<'_>,
     map: &ImageMap,
     opts: RewriteOptions,
     edits: &mut Vec<(usize, usize, String)>,
@@ -718,12 +864,12 @@ fn string_form(
     found.push(Found {
         line: s.line,
         form: "image",
-        reference: s.value.clone(),
+        reference: s.value.to_string(),
         outcome,
     });
 }
 
-fn split_form(fields: &[(String, Scalar)], w: &mut Walk<'_>) {
+fn split_form<'t>(fields: &[(Cow<'t, str>, Scalar<'t>)], w: &mut Walk<'_, 't>) {
     let (map, opts) = (w.map, w.opts);
     let repo = get(fields, "repository").or_else(|| get(fields, "image"));
     let Some(repo) = repo else { return };
@@ -736,7 +882,7 @@ fn split_form(fields: &[(String, Scalar)], w: &mut Walk<'_>) {
         .filter(|d| !d.value.is_empty());
     let mut joined = match registry.filter(|r| !r.value.is_empty()) {
         Some(r) => format!("{}/{}", r.value, repo.value),
-        None => repo.value.clone(),
+        None => repo.value.to_string(),
     };
     if let Some(t) = tag {
         joined.push(':');
@@ -800,7 +946,7 @@ fn split_form(fields: &[(String, Scalar)], w: &mut Walk<'_>) {
 
 /// `image_repository_server`, `image_repository_path`, `image_tag`,
 /// `image_digest` (the override map of ESS-style installers).
-fn digests_form(fields: &[(String, Scalar)], w: &mut Walk<'_>) {
+fn digests_form<'t>(fields: &[(Cow<'t, str>, Scalar<'t>)], w: &mut Walk<'_, 't>) {
     let (Some(server), Some(path)) = (
         get(fields, "image_repository_server"),
         get(fields, "image_repository_path"),
@@ -853,7 +999,7 @@ fn digests_form(fields: &[(String, Scalar)], w: &mut Walk<'_>) {
 }
 
 fn kustomize_form(
-    fields: &[(String, Scalar)],
+    fields: &[(Cow<'_, str>, Scalar<'_>)],
     map: &ImageMap,
     opts: RewriteOptions,
     edits: &mut Vec<(usize, usize, String)>,
@@ -866,8 +1012,8 @@ fn kustomize_form(
     let new_tag = get(fields, "newTag");
     let digest = get(fields, "digest");
     let mut joined = new_name
-        .map(|n| n.value.clone())
-        .unwrap_or_else(|| name.value.clone());
+        .map(|n| n.value.to_string())
+        .unwrap_or_else(|| name.value.to_string());
     if let Some(t) = new_tag {
         joined.push(':');
         joined.push_str(&t.value);
@@ -944,6 +1090,47 @@ mod tests {
 
     fn rw(text: &str) -> (String, Vec<Found>) {
         rewrite(text, &map(), RewriteOptions::default()).unwrap()
+    }
+
+    #[test]
+    fn cert_manager_naming() {
+        let entry = |name: &str, target: &str| MapEntry {
+            source: format!("quay.io/jetstack/{name}:v1.19.1"),
+            target: format!("registry.local:5000/{target}/{name}"),
+            tag: Some("v1.19.1".into()),
+            digest: Digest::of(name.as_bytes()),
+            source_digest: None,
+        };
+        let values = "imageRegistry: quay.io # default\nimageNamespace: \"jetstack\"\nimage:\n  name: cert-manager-controller\n  repository: \"\"\nwebhook:\n  image:\n    name: cert-manager-webhook\n";
+        // Both carried under mirror/jetstack: the two shared values change.
+        let m = ImageMap::from_entries(
+            "registry.local:5000",
+            vec![
+                entry("cert-manager-controller", "mirror/jetstack"),
+                entry("cert-manager-webhook", "mirror/jetstack"),
+            ],
+        );
+        let (out, found) = rewrite(values, &m, RewriteOptions::default()).unwrap();
+        assert_eq!(
+            out,
+            "imageRegistry: registry.local:5000 # default\nimageNamespace: \"mirror/jetstack\"\nimage:\n  name: cert-manager-controller\n  repository: \"\"\nwebhook:\n  image:\n    name: cert-manager-webhook\n"
+        );
+        assert_eq!(found.len(), 2);
+        assert!(found
+            .iter()
+            .all(|f| f.form == "cert-manager" && matches!(f.outcome, Outcome::Rewritten { .. })));
+        // One missing: nothing changes and it is reported.
+        let m = ImageMap::from_entries(
+            "registry.local:5000",
+            vec![entry("cert-manager-controller", "jetstack")],
+        );
+        let (out, found) = rewrite(values, &m, RewriteOptions::default()).unwrap();
+        assert_eq!(out, values);
+        assert!(found.iter().any(|f| f.outcome == Outcome::NotInBundle
+            && f.reference == "quay.io/jetstack/cert-manager-webhook"));
+        // Without the top-level values there is nothing to redirect.
+        let (_, found) = rw("image:\n  name: cert-manager-controller\n");
+        assert!(matches!(found[0].outcome, Outcome::Skipped { .. }));
     }
 
     #[test]

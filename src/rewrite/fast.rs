@@ -11,13 +11,15 @@
 //! return `None`; the caller then uses the full parser for that piece. It
 //! never guesses.
 
+use std::borrow::Cow;
+
 use granit_parser::ScalarStyle;
 
 /// One event, as the rewrite walker consumes it.
 #[derive(Debug, Clone, PartialEq)]
-pub(super) enum Ev {
+pub(super) enum Ev<'t> {
     Scalar {
-        value: String,
+        value: Cow<'t, str>,
         start: usize,
         end: usize,
         style: ScalarStyle,
@@ -56,7 +58,7 @@ struct Pending {
 
 struct Scanner<'t> {
     text: &'t str,
-    out: Vec<Ev>,
+    out: Vec<Ev<'t>>,
     stack: Vec<Open>,
     pending: Option<Pending>,
     /// After a scalar value on a line, a deeper line would be its
@@ -65,7 +67,7 @@ struct Scanner<'t> {
 }
 
 /// Scans `text`; `None` when it leaves the supported subset.
-pub(super) fn scan(text: &str) -> Option<Vec<Ev>> {
+pub(super) fn scan(text: &str) -> Option<Vec<Ev<'_>>> {
     let mut s = Scanner {
         text,
         out: Vec::with_capacity(text.len() / 8),
@@ -95,7 +97,7 @@ fn is_blank_or_comment(rest: &str) -> bool {
     t.is_empty() || t.starts_with('#')
 }
 
-impl Scanner<'_> {
+impl<'t> Scanner<'t> {
     fn line(&mut self, start: usize, end: usize, line: usize) -> Option<()> {
         let l = &self.text[start..end];
         let indent = l.len() - l.trim_start_matches(' ').len();
@@ -127,7 +129,10 @@ impl Scanner<'_> {
             let same_indent_seq = p.key
                 && indent == p.indent
                 && dash
-                && self.stack.last().is_some_and(|o| o.indent == indent && o.kind == Kind::Map);
+                && self
+                    .stack
+                    .last()
+                    .is_some_and(|o| o.indent == indent && o.kind == Kind::Map);
             if nested || same_indent_seq {
                 return self.open(at, end, indent, line, dash);
             }
@@ -147,7 +152,9 @@ impl Scanner<'_> {
         let kind = if dash { Kind::Seq } else { Kind::Map };
         match self.stack.last() {
             None => self.open(at, end, indent, line, dash),
-            Some(o) if o.indent == indent && o.kind == kind => self.entry(at, end, indent, line, kind),
+            Some(o) if o.indent == indent && o.kind == kind => {
+                self.entry(at, end, indent, line, kind)
+            }
             Some(_) => None,
         }
     }
@@ -160,7 +167,7 @@ impl Scanner<'_> {
                 return None; // a null sequence item: leave it to the parser
             }
             self.out.push(Ev::Scalar {
-                value: "~".into(),
+                value: Cow::Borrowed("~"),
                 start: p.at,
                 end: p.at,
                 style: ScalarStyle::Plain,
@@ -289,7 +296,7 @@ impl Scanner<'_> {
                     return None;
                 }
                 self.out.push(Ev::Scalar {
-                    value: v.to_owned(),
+                    value: Cow::Borrowed(v),
                     start: at,
                     end: v_end,
                     style: ScalarStyle::Plain,
@@ -308,9 +315,8 @@ fn split_key(rest: &str) -> Option<(&str, usize, usize)> {
     let b = rest.as_bytes();
     let key_end = match b.first()? {
         b'"' | b'\'' => quoted_end(rest, 0, rest.len())?,
-        b'[' | b'{' | b'&' | b'*' | b'!' | b'|' | b'>' | b'%' | b'@' | b'`' | b'?' | b'#' | b',' => {
-            return None
-        }
+        b'[' | b'{' | b'&' | b'*' | b'!' | b'|' | b'>' | b'%' | b'@' | b'`' | b'?' | b'#'
+        | b',' => return None,
         b'-' if b.get(1).is_none_or(|c| *c == b' ') => return None,
         _ => {
             let mut i = 0;
@@ -343,20 +349,25 @@ fn split_key(rest: &str) -> Option<(&str, usize, usize)> {
 
 /// The value and style of a single-line scalar's source text (quotes
 /// included). `None` for escapes the fast path does not decode.
-fn scalar_text(src: &str) -> Option<(String, ScalarStyle)> {
+fn scalar_text(src: &str) -> Option<(Cow<'_, str>, ScalarStyle)> {
     if let Some(inner) = src.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
         if inner.contains('\\') {
             return None;
         }
-        return Some((inner.to_owned(), ScalarStyle::DoubleQuoted));
+        return Some((Cow::Borrowed(inner), ScalarStyle::DoubleQuoted));
     }
     if let Some(inner) = src.strip_prefix('\'').and_then(|s| s.strip_suffix('\'')) {
-        return Some((inner.replace("''", "'"), ScalarStyle::SingleQuoted));
+        let v = if inner.contains("''") {
+            Cow::Owned(inner.replace("''", "'"))
+        } else {
+            Cow::Borrowed(inner)
+        };
+        return Some((v, ScalarStyle::SingleQuoted));
     }
     if src.is_empty() || src.ends_with(' ') {
         return None;
     }
-    Some((src.to_owned(), ScalarStyle::Plain))
+    Some((Cow::Borrowed(src), ScalarStyle::Plain))
 }
 
 /// The byte after the closing quote of the quoted scalar at `at`.
@@ -400,7 +411,13 @@ fn plain_end(text: &str, at: usize, end: usize) -> usize {
 
 /// Parses a flow collection that closes on this line; returns the byte
 /// after it.
-fn flow(text: &str, at: usize, end: usize, line: usize, out: &mut Vec<Ev>) -> Option<usize> {
+fn flow<'t>(
+    text: &'t str,
+    at: usize,
+    end: usize,
+    line: usize,
+    out: &mut Vec<Ev<'t>>,
+) -> Option<usize> {
     let b = text.as_bytes();
     let (is_map, close) = match b[at] {
         b'{' => (true, b'}'),
@@ -497,7 +514,10 @@ fn flow_scalar_span(text: &str, at: usize, end: usize, key: bool) -> Option<(usi
                 if matches!(c, b',' | b'[' | b']' | b'{' | b'}') {
                     break;
                 }
-                if c == b':' && b.get(i + 1).is_none_or(|n| matches!(n, b' ' | b',' | b']' | b'}')) {
+                if c == b':'
+                    && b.get(i + 1)
+                        .is_none_or(|n| matches!(n, b' ' | b',' | b']' | b'}'))
+                {
                     if key {
                         break;
                     }
