@@ -397,8 +397,7 @@ fn rewrite_document(
     map: &ImageMap,
     opts: RewriteOptions,
 ) -> Result<(String, Vec<Found>), RewriteError> {
-    let mut stack: Vec<Frame> = Vec::new();
-    let mut w = Walk {
+    let new_walk = || Walk {
         map,
         opts,
         edits: Vec::new(),
@@ -406,8 +405,15 @@ fn rewrite_document(
         global_registry: None,
         named: Vec::new(),
     };
-    for ev in events(text)? {
-        step(&mut stack, &mut w, ev);
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut w = new_walk();
+    if fast::scan(text, &mut |ev| step(&mut stack, &mut w, ev)).is_none() {
+        // Outside the fast scanner's subset: start again with the parser.
+        stack.clear();
+        w = new_walk();
+        for ev in parsed_events(text)? {
+            step(&mut stack, &mut w, ev);
+        }
     }
     let Walk {
         mut edits,
@@ -429,15 +435,6 @@ fn rewrite_document(
     out.push_str(&text[pos..]);
     found.sort_by_key(|f| f.line);
     Ok((out, found))
-}
-
-/// The events of `text`: from the fast scanner when the text is in its
-/// subset, else from the full parser.
-fn events(text: &str) -> Result<Vec<Ev<'_>>, RewriteError> {
-    match fast::scan(text) {
-        Some(events) => Ok(events),
-        None => parsed_events(text),
-    }
 }
 
 /// The events of `text` from the full YAML parser.
@@ -1289,8 +1286,9 @@ mod tests {
     /// The fast scanner, where it accepts a text, yields exactly the full
     /// parser's events.
     fn same_events(text: &str) -> bool {
-        match fast::scan(text) {
-            Some(fast) => {
+        let mut fast = Vec::new();
+        match fast::scan(text, &mut |e| fast.push(e)) {
+            Some(()) => {
                 let slow = parsed_events(text).expect("valid YAML");
                 assert_eq!(fast, slow, "fast scanner differs on:\n{text}");
                 true
@@ -1356,7 +1354,10 @@ mod tests {
             "- - a\n",
             "a: !!str 1\n",
         ] {
-            assert!(fast::scan(c).is_none(), "{c:?} should go to the parser");
+            assert!(
+                fast::scan(c, &mut |_| {}).is_none(),
+                "{c:?} should go to the parser"
+            );
         }
     }
 

@@ -56,9 +56,9 @@ struct Pending {
     key: bool,
 }
 
-struct Scanner<'t> {
+struct Scanner<'t, 's> {
     text: &'t str,
-    out: Vec<Ev<'t>>,
+    out: &'s mut dyn FnMut(Ev<'t>),
     stack: Vec<Open>,
     pending: Option<Pending>,
     /// After a scalar value on a line, a deeper line would be its
@@ -66,11 +66,12 @@ struct Scanner<'t> {
     scalar_indent: Option<usize>,
 }
 
-/// Scans `text`; `None` when it leaves the supported subset.
-pub(super) fn scan(text: &str) -> Option<Vec<Ev<'_>>> {
+/// Scans `text`, handing each event to `sink`; `None` when the text leaves
+/// the supported subset (the events already handed over are then void).
+pub(super) fn scan<'t>(text: &'t str, sink: &mut dyn FnMut(Ev<'t>)) -> Option<()> {
     let mut s = Scanner {
         text,
-        out: Vec::with_capacity(text.len() / 8),
+        out: sink,
         stack: Vec::new(),
         pending: None,
         scalar_indent: None,
@@ -89,7 +90,7 @@ pub(super) fn scan(text: &str) -> Option<Vec<Ev<'_>>> {
         pos = end + 1;
     }
     s.close_to(None)?;
-    Some(s.out)
+    Some(())
 }
 
 fn is_blank_or_comment(rest: &str) -> bool {
@@ -97,7 +98,7 @@ fn is_blank_or_comment(rest: &str) -> bool {
     t.is_empty() || t.starts_with('#')
 }
 
-impl<'t> Scanner<'t> {
+impl<'t> Scanner<'t, '_> {
     fn line(&mut self, start: usize, end: usize, line: usize) -> Option<()> {
         let l = &self.text[start..end];
         let indent = l.len() - l.trim_start_matches(' ').len();
@@ -146,7 +147,7 @@ impl<'t> Scanner<'t> {
             if o.indent == indent && o.kind == Kind::Seq && !dash {
                 // A sequence at its key's indent ends when the mapping goes on.
                 self.stack.pop();
-                self.out.push(Ev::SeqEnd);
+                (self.out)(Ev::SeqEnd);
             }
         }
         let kind = if dash { Kind::Seq } else { Kind::Map };
@@ -166,7 +167,7 @@ impl<'t> Scanner<'t> {
             if !p.key {
                 return None; // a null sequence item: leave it to the parser
             }
-            self.out.push(Ev::Scalar {
+            (self.out)(Ev::Scalar {
                 value: Cow::Borrowed("~"),
                 start: p.at,
                 end: p.at,
@@ -183,7 +184,7 @@ impl<'t> Scanner<'t> {
                 Kind::Seq => Ev::SeqEnd,
             };
             self.stack.pop();
-            self.out.push(ev);
+            (self.out)(ev);
         }
         Some(())
     }
@@ -196,7 +197,7 @@ impl<'t> Scanner<'t> {
             // scalar: not handled.
             return None;
         }
-        self.out.push(match kind {
+        (self.out)(match kind {
             Kind::Map => Ev::MapStart,
             Kind::Seq => Ev::SeqStart,
         });
@@ -227,7 +228,7 @@ impl<'t> Scanner<'t> {
                     return None; // `- - x`: nested sequences on one line
                 }
                 if split_key(inner_rest).is_some() {
-                    self.out.push(Ev::MapStart);
+                    (self.out)(Ev::MapStart);
                     self.stack.push(Open {
                         indent: inner_col,
                         kind: Kind::Map,
@@ -240,7 +241,7 @@ impl<'t> Scanner<'t> {
                 let (key, key_end, value_at) = split_key(rest)?;
                 let (kstart, kend) = (at, at + key_end);
                 let (kvalue, kstyle) = scalar_text(&self.text[kstart..kend])?;
-                self.out.push(Ev::Scalar {
+                (self.out)(Ev::Scalar {
                     value: kvalue,
                     start: kstart,
                     end: kend,
@@ -268,7 +269,7 @@ impl<'t> Scanner<'t> {
         let b = self.text.as_bytes();
         match b[at] {
             b'[' | b'{' => {
-                let used = flow(self.text, at, end, line, &mut self.out)?;
+                let used = flow(self.text, at, end, line, self.out)?;
                 if !is_blank_or_comment(&self.text[used..end]) {
                     return None;
                 }
@@ -279,7 +280,7 @@ impl<'t> Scanner<'t> {
                     return None;
                 }
                 let (value, style) = scalar_text(&self.text[at..close])?;
-                self.out.push(Ev::Scalar {
+                (self.out)(Ev::Scalar {
                     value,
                     start: at,
                     end: close,
@@ -295,7 +296,7 @@ impl<'t> Scanner<'t> {
                 if v.contains(": ") || v.ends_with(':') || v.contains(" #") {
                     return None;
                 }
-                self.out.push(Ev::Scalar {
+                (self.out)(Ev::Scalar {
                     value: Cow::Borrowed(v),
                     start: at,
                     end: v_end,
@@ -416,14 +417,14 @@ fn flow<'t>(
     at: usize,
     end: usize,
     line: usize,
-    out: &mut Vec<Ev<'t>>,
+    out: &mut dyn FnMut(Ev<'t>),
 ) -> Option<usize> {
     let b = text.as_bytes();
     let (is_map, close) = match b[at] {
         b'{' => (true, b'}'),
         _ => (false, b']'),
     };
-    out.push(if is_map { Ev::MapStart } else { Ev::SeqStart });
+    out(if is_map { Ev::MapStart } else { Ev::SeqStart });
     let mut i = at + 1;
     let skip = |i: &mut usize| {
         while *i < end && b[*i] == b' ' {
@@ -432,7 +433,7 @@ fn flow<'t>(
     };
     skip(&mut i);
     if i < end && b[i] == close {
-        out.push(if is_map { Ev::MapEnd } else { Ev::SeqEnd });
+        out(if is_map { Ev::MapEnd } else { Ev::SeqEnd });
         return Some(i + 1);
     }
     loop {
@@ -444,7 +445,7 @@ fn flow<'t>(
         if is_map {
             let (kstart, kend) = flow_scalar_span(text, i, end, true)?;
             let (k, ks) = scalar_text(&text[kstart..kend])?;
-            out.push(Ev::Scalar {
+            out(Ev::Scalar {
                 value: k,
                 start: kstart,
                 end: kend,
@@ -472,7 +473,7 @@ fn flow<'t>(
             _ => {
                 let (vstart, vend) = flow_scalar_span(text, i, end, false)?;
                 let (v, vs) = scalar_text(&text[vstart..vend])?;
-                out.push(Ev::Scalar {
+                out(Ev::Scalar {
                     value: v,
                     start: vstart,
                     end: vend,
@@ -492,7 +493,7 @@ fn flow<'t>(
                 }
             }
             Some(c) if *c == close => {
-                out.push(if is_map { Ev::MapEnd } else { Ev::SeqEnd });
+                out(if is_map { Ev::MapEnd } else { Ev::SeqEnd });
                 return Some(i + 1);
             }
             _ => return None,
