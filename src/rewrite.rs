@@ -1361,6 +1361,95 @@ mod tests {
         }
     }
 
+    /// Random documents built from the pieces manifests are made of (and
+    /// some broken indentation): wherever the fast scanner accepts one, the
+    /// parser must accept it too and yield the same events.
+    #[test]
+    fn fast_scanner_agrees_with_the_parser_on_random_documents() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        let keys = [
+            "image",
+            "name",
+            "tag",
+            "repository",
+            "registry",
+            "a",
+            "\"q k\"",
+            "'s'",
+        ];
+        let values = [
+            "nginx:1.27",
+            "\"x:1\"",
+            "'y'",
+            "''",
+            "\"\"",
+            "1",
+            "-1",
+            "http://h:1/p",
+            "{a: 1, b: \"2\"}",
+            "[x, 'y', \"z\"]",
+            "[]",
+            "{}",
+            "v # c",
+            "a b c",
+            "~",
+        ];
+        let (mut accepted, mut total) = (0, 0);
+        for _ in 0..3000 {
+            let mut doc = String::new();
+            let mut indent = 0usize;
+            for _ in 0..(1 + next(12)) {
+                match next(10) {
+                    0 if indent >= 2 => indent -= 2,
+                    1 => indent += 2,
+                    2 => indent = 0,
+                    _ => {}
+                }
+                let pad = " ".repeat(indent + usize::from(next(25) == 0));
+                let line = match next(8) {
+                    0 => format!("{pad}- {}", values[next(values.len())]),
+                    1 => format!(
+                        "{pad}- {}: {}",
+                        keys[next(keys.len())],
+                        values[next(values.len())]
+                    ),
+                    2 => format!("{pad}{}:", keys[next(keys.len())]),
+                    3 => format!("{pad}- {}:", keys[next(keys.len())]),
+                    4 => "# comment".to_owned(),
+                    5 => String::new(),
+                    _ => format!(
+                        "{pad}{}: {}",
+                        keys[next(keys.len())],
+                        values[next(values.len())]
+                    ),
+                };
+                doc.push_str(&line);
+                doc.push(if next(20) == 0 { '\r' } else { ' ' });
+                doc.pop();
+                doc.push('\n');
+                if next(15) == 0 {
+                    doc.push_str("---\n");
+                    indent = 0;
+                }
+            }
+            total += 1;
+            let mut fast = Vec::new();
+            if fast::scan(&doc, &mut |e| fast.push(e)).is_some() {
+                accepted += 1;
+                let slow = parsed_events(&doc)
+                    .unwrap_or_else(|e| panic!("fast scanner accepted invalid YAML ({e}):\n{doc}"));
+                assert_eq!(fast, slow, "fast scanner differs on:\n{doc}");
+            }
+        }
+        assert!(accepted > total / 10, "{accepted} of {total} accepted");
+    }
+
     fn rw_err(text: &str) -> String {
         rewrite(text, &map(), RewriteOptions::default())
             .unwrap_err()

@@ -64,6 +64,10 @@ struct Scanner<'t, 's> {
     /// After a scalar value on a line, a deeper line would be its
     /// continuation (unsupported): the indent that must not be exceeded.
     scalar_indent: Option<usize>,
+    /// The current document already has its root node.
+    has_root: bool,
+    /// The current document was opened by a `---` line.
+    explicit: bool,
 }
 
 /// Scans `text`, handing each event to `sink`; `None` when the text leaves
@@ -75,6 +79,8 @@ pub(super) fn scan<'t>(text: &'t str, sink: &mut dyn FnMut(Ev<'t>)) -> Option<()
         stack: Vec::new(),
         pending: None,
         scalar_indent: None,
+        has_root: false,
+        explicit: false,
     };
     let body = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut pos = text.len() - body.len();
@@ -89,6 +95,7 @@ pub(super) fn scan<'t>(text: &'t str, sink: &mut dyn FnMut(Ev<'t>)) -> Option<()
         s.line(pos, line_end, line_no)?;
         pos = end + 1;
     }
+    s.end_document()?;
     s.close_to(None)?;
     Some(())
 }
@@ -115,6 +122,8 @@ impl<'t> Scanner<'t, '_> {
                 if !is_blank_or_comment(after) {
                     return None;
                 }
+                self.end_document()?;
+                self.explicit = rest.starts_with("---");
                 return self.close_to(None);
             }
         }
@@ -143,12 +152,17 @@ impl<'t> Scanner<'t, '_> {
             self.pending = Some(p);
         }
         self.close_to(Some(indent))?;
-        if let Some(o) = self.stack.last() {
-            if o.indent == indent && o.kind == Kind::Seq && !dash {
-                // A sequence at its key's indent ends when the mapping goes on.
-                self.stack.pop();
-                (self.out)(Ev::SeqEnd);
-            }
+        let n = self.stack.len();
+        if !dash
+            && n >= 2
+            && self.stack[n - 1].indent == indent
+            && self.stack[n - 1].kind == Kind::Seq
+            && self.stack[n - 2].indent == indent
+            && self.stack[n - 2].kind == Kind::Map
+        {
+            // A sequence at its key's indent ends when the mapping goes on.
+            self.stack.pop();
+            (self.out)(Ev::SeqEnd);
         }
         let kind = if dash { Kind::Seq } else { Kind::Map };
         match self.stack.last() {
@@ -158,6 +172,17 @@ impl<'t> Scanner<'t, '_> {
             }
             Some(_) => None,
         }
+    }
+
+    /// A document ends. An explicit (`---`) document with no content is a
+    /// null the parser reports with its own span: left to the parser.
+    fn end_document(&mut self) -> Option<()> {
+        if self.explicit && !self.has_root {
+            return None;
+        }
+        self.has_root = false;
+        self.explicit = false;
+        Some(())
     }
 
     /// Emits the end events of every collection deeper than `indent`
@@ -191,6 +216,12 @@ impl<'t> Scanner<'t, '_> {
 
     /// Opens a block collection at `col` with this line's entry.
     fn open(&mut self, at: usize, end: usize, col: usize, line: usize, dash: bool) -> Option<()> {
+        if self.stack.is_empty() {
+            if self.has_root {
+                return None; // a second root node: invalid, let the parser say so
+            }
+            self.has_root = true;
+        }
         let kind = if dash { Kind::Seq } else { Kind::Map };
         if !dash && split_key(&self.text[at..end]).is_none() {
             // A lone scalar as a block value spanning lines, or a root
