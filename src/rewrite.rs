@@ -1246,6 +1246,24 @@ mod tests {
     }
 
     #[test]
+    fn block_scalars_survive_and_their_text_is_not_rewritten() {
+        let src = "script: |\n  docker pull nginx:1.27\n  image: nginx:1.27\nnote: >-\n  folded\n  text\nimage: nginx:1.27 # the only value\n";
+        let (out, found) = rw(src);
+        assert_eq!(
+            out,
+            src.replace(
+                "image: nginx:1.27 # the only",
+                "image: registry.local:5000/library/nginx:1.27 # the only"
+            )
+        );
+        assert_eq!(found.len(), 1);
+        // The same with the value itself a block scalar: reported, not edited.
+        let src = "image: |\n  nginx:1.27\n";
+        let (out, _) = rw(src);
+        assert_eq!(out, src);
+    }
+
+    #[test]
     fn multibyte_text_before_values() {
         let src = "# café ☕ — ünïcode\nname: \"日本\"\nimage: nginx:1.27\n";
         let (out, _) = rw(src);
