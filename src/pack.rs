@@ -69,8 +69,16 @@ pub enum PackError {
         /// The entry.
         entry: String,
     },
+    /// A registry artifact named as a chart is not a Helm chart.
+    #[error("chart {entry}: not a Helm chart artifact: {what}")]
+    NotChart {
+        /// The entry.
+        entry: String,
+        /// What is wrong.
+        what: String,
+    },
     /// Some registry images could not be fetched; nothing was written.
-    #[error("{} of {total} registry images could not be fetched; no archive was written (what was fetched stays in the cache {}, so a re-run fetches only the rest):{}", failures.len(), cache.display(), failures.iter().map(|(r, why)| format!("\n  {r}: {why}")).collect::<String>())]
+    #[error("{} of {total} registry images and charts could not be fetched; no archive was written (what was fetched stays in the cache {}, so a re-run fetches only the rest):{}", failures.len(), cache.display(), failures.iter().map(|(r, why)| format!("\n  {r}: {why}")).collect::<String>())]
     Fetch {
         /// The cache directory.
         cache: PathBuf,
@@ -219,8 +227,11 @@ pub fn pack(
             .map(|root| (opts.fetch.as_ref(), root));
         plan_image(&mut plan, entry, filter.as_deref(), cached)?;
     }
-    for entry in &spec.charts {
-        plan_chart(&mut plan, entry)?;
+    for (j, entry) in spec.charts.iter().enumerate() {
+        let cached = fetched_roots
+            .get(&(spec.images.len() + j))
+            .and_then(|root| Some((opts.fetch.as_ref()?, root)));
+        plan_chart(&mut plan, entry, cached)?;
     }
     for entry in &spec.files {
         plan_file(&mut plan, entry, scratch.path(), opts.mtime)?;
@@ -329,6 +340,23 @@ fn fetch_registry_images(
             _ => None,
         })
         .collect();
+    let mut wanted = wanted;
+    for (j, c) in spec.charts.iter().enumerate() {
+        if let ChartEntry::Oci {
+            reference,
+            version,
+            images: false,
+        } = c
+        {
+            wanted.push((
+                spec.images.len() + j,
+                FetchRequest {
+                    reference: oci_chart_reference(reference, version)?,
+                    platforms: None,
+                },
+            ));
+        }
+    }
     if wanted.is_empty() {
         return Ok((BTreeMap::new(), None));
     }
@@ -446,7 +474,43 @@ fn small_bytes(bytes: Vec<u8>) -> (Digest, FoundBlob) {
     )
 }
 
-fn plan_chart(plan: &mut Plan, entry: &ChartEntry) -> Result<(), PackError> {
+/// The registries a spec fetches from (images and OCI charts).
+pub fn registry_hosts(spec: &Spec) -> std::collections::BTreeSet<String> {
+    let images = spec.images.iter().filter_map(|e| match &e.source {
+        ImageSource::Registry(r) => Some(r.registry().to_owned()),
+        _ => None,
+    });
+    let charts = spec.charts.iter().filter_map(|c| match c {
+        ChartEntry::Oci {
+            reference, version, ..
+        } => oci_chart_reference(reference, version)
+            .ok()
+            .map(|r| r.registry().to_owned()),
+        _ => None,
+    });
+    images.chain(charts).collect()
+}
+
+/// `oci://HOST/PATH/NAME` at `version` as a registry reference (Helm
+/// stores `+` in versions as `_` in tags).
+fn oci_chart_reference(reference: &str, version: &str) -> Result<Reference, PackError> {
+    let r = format!(
+        "{}:{}",
+        reference.trim_start_matches("oci://").trim_end_matches('/'),
+        version.replace('+', "_")
+    );
+    r.parse().map_err(|source| PackError::BadName {
+        entry: format!("chart {reference}"),
+        name: r.clone(),
+        source,
+    })
+}
+
+fn plan_chart(
+    plan: &mut Plan,
+    entry: &ChartEntry,
+    fetched: Option<(&FetchOptions, &Descriptor)>,
+) -> Result<(), PackError> {
     let path = match entry {
         ChartEntry::Path { path, images: true } => {
             return Err(PackError::ChartImages {
@@ -459,10 +523,24 @@ fn plan_chart(plan: &mut Plan, entry: &ChartEntry) -> Result<(), PackError> {
                 entry: format!("chart {name} from {repo}"),
             })
         }
-        ChartEntry::Oci { reference, .. } => {
-            return Err(PackError::Remote {
-                entry: format!("chart {reference}"),
+        ChartEntry::Oci {
+            reference,
+            images: true,
+            ..
+        } => {
+            return Err(PackError::ChartImages {
+                entry: reference.clone(),
             })
+        }
+        ChartEntry::Oci {
+            reference, version, ..
+        } => {
+            return match fetched {
+                Some((f, root)) => plan_oci_chart(plan, reference, version, f, root),
+                None => Err(PackError::Remote {
+                    entry: format!("chart {reference}"),
+                }),
+            }
         }
     };
     let label = path.display().to_string();
@@ -514,6 +592,100 @@ fn plan_chart(plan: &mut Plan, entry: &ChartEntry) -> Result<(), PackError> {
     ));
     plan.add_blobs(blobs);
     Ok(())
+}
+
+/// A chart fetched from a registry into the cache: checked to be a Helm
+/// chart artifact whose archive is a real chart, then carried with its
+/// manifest bytes unchanged.
+fn plan_oci_chart(
+    plan: &mut Plan,
+    reference: &str,
+    version: &str,
+    f: &FetchOptions,
+    root: &Descriptor,
+) -> Result<(), PackError> {
+    let label = format!("{reference}:{version}");
+    let r = oci_chart_reference(reference, version)?;
+    let layout = LocalLayout::cache(&f.cache, &r);
+    let not_chart = |what: String| PackError::NotChart {
+        entry: label.clone(),
+        what,
+    };
+    let image_err = |source| PackError::Image {
+        entry: label.clone(),
+        source,
+    };
+    let bytes = layout
+        .read_verified(root, oci::MANIFEST_MAX_BYTES)
+        .map_err(image_err)?;
+    let m = match oci::parse_node(root.digest, &root.media_type, &bytes) {
+        Ok(oci::Node::Manifest(m)) => m,
+        _ => return Err(not_chart("it is not an artifact manifest".into())),
+    };
+    if m.config.media_type != oci::HELM_CONFIG {
+        return Err(not_chart(format!(
+            "its config has media type {:?}, not {:?}",
+            m.config.media_type,
+            oci::HELM_CONFIG
+        )));
+    }
+    let Some(layer) = m.layers.iter().find(|l| l.media_type == oci::HELM_CHART) else {
+        return Err(not_chart(format!("it has no {} layer", oci::HELM_CHART)));
+    };
+    let config = layout
+        .read_verified(&m.config, 1 << 20)
+        .map_err(image_err)?;
+    #[derive(serde::Deserialize)]
+    struct HelmConfig {
+        name: String,
+        version: String,
+        #[serde(rename = "appVersion")]
+        app_version: Option<String>,
+    }
+    let cfg: HelmConfig = serde_json::from_slice(&config)
+        .map_err(|e| not_chart(format!("its Helm config does not parse: {e}")))?;
+    // The archive itself must be a chart (and safe to unpack later).
+    let meta = chart::read_chart(&f.cache.join(layer.digest.blob_path())).map_err(|source| {
+        PackError::Chart {
+            entry: label.clone(),
+            source,
+        }
+    })?;
+    if meta.name != cfg.name || meta.version != cfg.version {
+        return Err(not_chart(format!(
+            "its config says {} {} but its Chart.yaml says {} {}",
+            cfg.name, cfg.version, meta.name, meta.version
+        )));
+    }
+    let reference_name = format!("charts/{}:{}", cfg.name, cfg.version.replace('+', "_"));
+    plan.claim(&reference_name, &label)?;
+    let walked = source::walk_image(&layout, root, None, &label).map_err(image_err)?;
+    let size = walked.blobs.values().map(|b| b.size).sum();
+    plan.artifacts.push((
+        Artifact {
+            kind: ArtifactKind::Chart,
+            source: label,
+            reference: reference_name,
+            digest: root.digest,
+            media_type: root.media_type.clone(),
+            size,
+            platforms: Vec::new(),
+            source_digest: None,
+            chart: Some(ChartInfo {
+                name: cfg.name,
+                version: cfg.version,
+                app_version: cfg.app_version,
+            }),
+            file: None,
+        },
+        plain_descriptor(root),
+    ));
+    plan.add_blobs(walked.blobs);
+    Ok(())
+}
+
+fn plain_descriptor(d: &Descriptor) -> Descriptor {
+    Descriptor::new(&d.media_type, d.digest, d.size)
 }
 
 /// A repository-safe form of a file name: lowercase, runs of other

@@ -547,7 +547,7 @@ fn an_unreachable_registry_is_named_and_nothing_is_written() {
     ])
     .expect_fail("pack from an unreachable registry");
     assert!(
-        e.contains("1 of 1 registry images could not be fetched")
+        e.contains("1 of 1 registry images and charts could not be fetched")
             && e.contains("127.0.0.1:9/team/app:1.0")
             && e.contains("Connection refused"),
         "{e}"

@@ -230,7 +230,7 @@ fn pack_from_a_registry_with_auth_reads_the_docker_config() {
         "{msg}"
     );
     assert!(
-        msg.contains("3 of 3 registry images could not be fetched"),
+        msg.contains("3 of 3 registry images and charts could not be fetched"),
         "{msg}"
     );
     assert!(!archive.exists());
@@ -411,7 +411,7 @@ fn a_missing_manifest_is_named_and_the_other_images_are_still_fetched() {
         pack_through(Fault::NotFound, "/team/user/manifests/", 100);
     let msg = out.expect_fail("pack with a missing image");
     assert!(
-        msg.contains("1 of 3 registry images could not be fetched"),
+        msg.contains("1 of 3 registry images and charts could not be fetched"),
         "{msg}"
     );
     assert!(msg.contains("team/user:3"), "{msg}");
@@ -451,4 +451,67 @@ fn a_digest_reference_must_match_what_the_registry_serves() {
     std::fs::write(&spec, format!("images:\n  - {host}/team/tool@{other}\n")).unwrap();
     let msg = pack(&spec, &t.path().join("e.tar"), &cache, &[], &[]).expect_fail("wrong digest");
     assert!(msg.contains(&format!("team/tool@{other}")), "{msg}");
+}
+
+#[test]
+fn an_oci_chart_is_fetched_with_its_manifest_unchanged() {
+    let t = tempfile::tempdir().unwrap();
+    let reg = DockerRegistry::start(&t.path().join("reg"), false);
+    // `ferry load` puts the demo chart in the registry as a Helm artifact.
+    let demo = pack_demo(t.path());
+    run(Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["--quiet", "load"])
+        .arg(&demo)
+        .args(["--registry", &reg.host()])
+        .env("DOCKER_CONFIG", t.path().join("none")))
+    .expect_ok("load the demo");
+    let host = reg.host();
+    let at_registry = registry_digest(&format!("{host}/charts/demo-chart:0.1.0"), None);
+
+    let spec = t.path().join("charts.yaml");
+    std::fs::write(
+        &spec,
+        format!("charts:\n  - ref: oci://{host}/charts/demo-chart\n    version: 0.1.0\n"),
+    )
+    .unwrap();
+    let archive = t.path().join("c.tar");
+    let out = pack(&spec, &archive, &t.path().join("cache"), &[], &[]);
+    assert!(out.ok(), "{}", out.stderr);
+    let a = &summary(&out)["artifacts"][0];
+    assert_eq!(a["kind"], "chart");
+    assert_eq!(a["reference"], "charts/demo-chart:0.1.0");
+    assert_eq!(a["digest"], at_registry.as_str());
+    assert_eq!(a["chart"]["name"], "demo-chart");
+    ferry(["verify".as_ref(), archive.as_os_str()]).expect_ok("verify");
+    // The .tgz comes back out byte for byte.
+    let charts = t.path().join("charts");
+    ferry([
+        "unpack".as_ref(),
+        archive.as_os_str(),
+        "--charts".as_ref(),
+        charts.as_os_str(),
+    ])
+    .expect_ok("unpack --charts");
+    assert_eq!(
+        std::fs::read(charts.join("demo-chart-0.1.0.tgz")).unwrap(),
+        std::fs::read(repo_root().join("fixtures/demo/charts/demo-chart-0.1.0.tgz")).unwrap()
+    );
+
+    // An image is not a chart.
+    let layout = source_layout(&t.path().join("src"), 4 << 10);
+    fill_registry(&layout, &host);
+    std::fs::write(
+        &spec,
+        format!("charts:\n  - ref: oci://{host}/team/tool\n    version: \"2\"\n"),
+    )
+    .unwrap();
+    let msg = pack(
+        &spec,
+        &t.path().join("d.tar"),
+        &t.path().join("cache"),
+        &[],
+        &[],
+    )
+    .expect_fail("pack an image as a chart");
+    assert!(msg.contains("not a Helm chart artifact"), "{msg}");
 }

@@ -47,14 +47,7 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "bundle".into())
     });
-    let hosts: std::collections::BTreeSet<&str> = spec
-        .images
-        .iter()
-        .filter_map(|e| match &e.source {
-            ferry::inputs::ImageSource::Registry(r) => Some(r.registry()),
-            _ => None,
-        })
-        .collect();
+    let hosts = ferry::pack::registry_hosts(&spec);
     if args.remote.username.is_some() && hosts.len() > 1 {
         bail!(
             "--username would be sent to {} registries ({}); give each its credentials with `docker login` (or $DOCKER_CONFIG) instead",
