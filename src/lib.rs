@@ -31,6 +31,7 @@ pub mod pack;
 pub mod platform;
 pub mod reference;
 pub mod remote;
+pub mod repo;
 pub mod report;
 pub mod rewrite;
 pub mod serve;

@@ -217,6 +217,7 @@ pub fn pack(
             .cloned()
     };
     let (fetched_roots, fetched) = fetch_registry_images(spec, opts, &filter_of, reporter)?;
+    let repo_charts = fetch_repo_charts(spec, opts, reporter)?;
 
     let mut plan = Plan::default();
     reporter.start("resolving sources", 0);
@@ -231,7 +232,10 @@ pub fn pack(
         let cached = fetched_roots
             .get(&(spec.images.len() + j))
             .and_then(|root| Some((opts.fetch.as_ref()?, root)));
-        plan_chart(&mut plan, entry, cached)?;
+        match repo_charts.get(&j) {
+            Some(c) => plan_chart_file(&mut plan, &c.path, c.label.clone())?,
+            None => plan_chart(&mut plan, entry, cached)?,
+        }
     }
     for entry in &spec.files {
         plan_file(&mut plan, entry, scratch.path(), opts.mtime)?;
@@ -474,7 +478,8 @@ fn small_bytes(bytes: Vec<u8>) -> (Digest, FoundBlob) {
     )
 }
 
-/// The registries a spec fetches from (images and OCI charts).
+/// The hosts a spec fetches from (registries of images and OCI charts,
+/// chart repositories).
 pub fn registry_hosts(spec: &Spec) -> std::collections::BTreeSet<String> {
     let images = spec.images.iter().filter_map(|e| match &e.source {
         ImageSource::Registry(r) => Some(r.registry().to_owned()),
@@ -486,9 +491,95 @@ pub fn registry_hosts(spec: &Spec) -> std::collections::BTreeSet<String> {
         } => oci_chart_reference(reference, version)
             .ok()
             .map(|r| r.registry().to_owned()),
+        ChartEntry::Repo { repo, .. } => reqwest::Url::parse(repo).ok().and_then(|u| {
+            let h = u.host_str()?.to_owned();
+            Some(match u.port() {
+                Some(p) => format!("{h}:{p}"),
+                None => h,
+            })
+        }),
         _ => None,
     });
     images.chain(charts).collect()
+}
+
+/// A chart downloaded from a repository, and how it is named in messages.
+struct RepoChart {
+    path: PathBuf,
+    label: String,
+}
+
+/// Downloads the spec's chart-repository charts into the cache; by chart
+/// index. Every failure is listed; nothing is written when one fails.
+fn fetch_repo_charts(
+    spec: &Spec,
+    opts: &PackOptions,
+    reporter: &dyn Reporter,
+) -> Result<BTreeMap<usize, RepoChart>, PackError> {
+    let wanted: Vec<(usize, &str, &str, &str)> = spec
+        .charts
+        .iter()
+        .enumerate()
+        .filter_map(|(j, c)| match c {
+            ChartEntry::Repo {
+                repo,
+                name,
+                version,
+                images: false,
+            } => Some((j, repo.as_str(), name.as_str(), version.as_str())),
+            _ => None,
+        })
+        .collect();
+    if wanted.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let Some(fopts) = &opts.fetch else {
+        return Err(PackError::Remote {
+            entry: format!("chart {} from {}", wanted[0].2, wanted[0].1),
+        });
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| PackError::Fetcher(Box::new(e)))?;
+    reporter.start("fetching charts", 0);
+    let results = rt.block_on(async {
+        let mut out = Vec::new();
+        for &(j, repo, name, version) in &wanted {
+            let r =
+                crate::repo::fetch_chart(repo, name, version, &fopts.cache, &fopts.remote).await;
+            out.push((j, repo, name, r));
+        }
+        out
+    });
+    reporter.finish();
+    let mut charts = BTreeMap::new();
+    let mut failures = Vec::new();
+    for (j, repo, name, r) in results {
+        match r {
+            Ok(c) => {
+                charts.insert(
+                    j,
+                    RepoChart {
+                        path: c.path,
+                        label: format!("chart {name} {} from {repo}", c.version),
+                    },
+                );
+            }
+            Err(e) => failures.push((
+                format!("chart {name} from {repo}"),
+                crate::verify::error_chain(&e),
+            )),
+        }
+    }
+    if !failures.is_empty() {
+        return Err(PackError::Fetch {
+            cache: fopts.cache.clone(),
+            total: wanted.len(),
+            failures,
+        });
+    }
+    Ok(charts)
 }
 
 /// `oci://HOST/PATH/NAME` at `version` as a registry reference (Helm
@@ -518,6 +609,16 @@ fn plan_chart(
             })
         }
         ChartEntry::Path { path, .. } => path,
+        ChartEntry::Repo {
+            repo,
+            name,
+            images: true,
+            ..
+        } => {
+            return Err(PackError::ChartImages {
+                entry: format!("{name} from {repo}"),
+            })
+        }
         ChartEntry::Repo { repo, name, .. } => {
             return Err(PackError::Remote {
                 entry: format!("chart {name} from {repo}"),
@@ -543,7 +644,11 @@ fn plan_chart(
             }
         }
     };
-    let label = path.display().to_string();
+    plan_chart_file(plan, path, path.display().to_string())
+}
+
+/// A chart `.tgz` on disk (given, or downloaded into the cache).
+fn plan_chart_file(plan: &mut Plan, path: &Path, label: String) -> Result<(), PackError> {
     let chart_err = |source| PackError::Chart {
         entry: label.clone(),
         source,
@@ -564,7 +669,7 @@ fn plan_chart(
         FoundBlob {
             size,
             source: BlobSource::File {
-                path: path.clone(),
+                path: path.to_owned(),
                 offset: 0,
             },
             small: false,

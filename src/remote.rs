@@ -582,6 +582,20 @@ fn is_certificate_error(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// Basic credentials for `host` (explicit ones, else the docker config),
+/// and where they came from; for HTTP services other than registries
+/// (chart repositories).
+pub(crate) fn basic_credentials(
+    host: &str,
+    explicit: Option<(String, String)>,
+) -> Result<(Option<(String, String)>, String), RemoteError> {
+    let (auth, source) = resolve_credentials(host, explicit)?;
+    Ok(match auth {
+        RegistryAuth::Basic(u, p) => (Some((u, p)), source),
+        _ => (None, source),
+    })
+}
+
 /// Where credentials for `host` come from: explicit ones, else the docker
 /// config, else none. Returns the auth and a description of its source.
 fn resolve_credentials(

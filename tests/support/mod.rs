@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod build;
+pub mod files;
 pub mod registry;
 
 use std::path::{Path, PathBuf};
