@@ -133,13 +133,13 @@ fn closest(list: &[String]) -> String {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Debug, PartialEq)]
 struct Index {
     #[serde(default)]
     entries: std::collections::BTreeMap<String, Vec<IndexEntry>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Debug, PartialEq)]
 struct IndexEntry {
     version: String,
     #[serde(default)]
@@ -238,10 +238,13 @@ pub async fn fetch_chart(
             url: index_url.to_string(),
             source,
         })?;
-    let index = parse_index(&body).map_err(|source| RepoError::Index {
-        url: index_url.to_string(),
-        source,
-    })?;
+    let index = match std::str::from_utf8(&body).ok().and_then(scan_index) {
+        Some(i) => i,
+        None => parse_index(&body).map_err(|source| RepoError::Index {
+            url: index_url.to_string(),
+            source,
+        })?,
+    };
     let Some(versions) = index.entries.get(name) else {
         let mut similar: Vec<&String> = index.entries.keys().collect();
         similar.sort_by_key(|k| std::cmp::Reverse(common_prefix(k, name)));
@@ -311,6 +314,149 @@ pub async fn fetch_chart(
         version: entry.version.clone(),
         url,
     })
+}
+
+/// Reads the parts of `index.yaml` ferry needs (each chart's versions,
+/// URLs and digests) line by line, for the block layout Helm writes. Keys
+/// are recognised only at the indentation of an entry's fields, where YAML
+/// cannot be inside a multi-line value. Anything unexpected (tabs, flow
+/// style, escapes, odd nesting) gives `None`, and the full parser reads
+/// the index instead.
+fn scan_index(text: &str) -> Option<Index> {
+    let mut index = Index {
+        entries: Default::default(),
+    };
+    let mut in_entries = false;
+    let mut chart_indent: Option<usize> = None;
+    let mut chart: Option<String> = None;
+    let mut dash_indent: Option<usize> = None;
+    let mut field_indent = 0;
+    let mut entry: Option<IndexEntry> = None;
+    let mut in_urls = false;
+    let finish =
+        |index: &mut Index, chart: &Option<String>, entry: &mut Option<IndexEntry>| -> Option<()> {
+            if let Some(e) = entry.take() {
+                if e.version.is_empty() {
+                    return None;
+                }
+                index.entries.get_mut(chart.as_ref()?)?.push(e);
+            }
+            Some(())
+        };
+    for raw in text.strip_prefix('\u{feff}').unwrap_or(text).split('\n') {
+        let line = raw.strip_suffix('\r').unwrap_or(raw);
+        let indent = line.len() - line.trim_start_matches(' ').len();
+        let rest = line[indent..].trim_end_matches(' ');
+        if rest.is_empty() || rest.starts_with('#') {
+            continue;
+        }
+        if rest.starts_with('\t') {
+            return None;
+        }
+        if indent == 0 {
+            finish(&mut index, &chart, &mut entry)?;
+            in_urls = false;
+            in_entries = rest == "entries:";
+            if !in_entries && rest.starts_with("entries:") && rest != "entries: {}" {
+                return None;
+            }
+            continue;
+        }
+        if !in_entries {
+            continue;
+        }
+        let ci = *chart_indent.get_or_insert(indent);
+        let dash = rest.starts_with("- ") || rest == "-";
+        if indent == ci && !dash {
+            finish(&mut index, &chart, &mut entry)?;
+            in_urls = false;
+            let (k, v) = rest.split_once(':')?;
+            if !(v.is_empty() || v.trim() == "[]") {
+                return None;
+            }
+            let name = unquote(k)?;
+            index.entries.entry(name.clone()).or_default();
+            chart = Some(name);
+            dash_indent = None;
+            continue;
+        }
+        chart.as_ref()?;
+        if dash && in_urls && indent >= field_indent && dash_indent.is_some_and(|d| indent != d) {
+            entry.as_mut()?.urls.push(unquote(rest[1..].trim())?);
+            continue;
+        }
+        if dash && dash_indent.is_none_or(|d| d == indent) && indent >= ci {
+            finish(&mut index, &chart, &mut entry)?;
+            dash_indent = Some(indent);
+            let after = &rest[1..];
+            let pad = after.len() - after.trim_start_matches(' ').len();
+            field_indent = indent + 1 + pad;
+            entry = Some(IndexEntry {
+                version: String::new(),
+                urls: Vec::new(),
+                digest: None,
+            });
+            in_urls = false;
+            field(entry.as_mut()?, after.trim_start(), &mut in_urls)?;
+            continue;
+        }
+        if indent == field_indent && !dash {
+            in_urls = false;
+            field(entry.as_mut()?, rest, &mut in_urls)?;
+            continue;
+        }
+        if indent == field_indent && dash {
+            continue; // an item of another field's list (`dependencies:`)
+        }
+        if indent > field_indent {
+            if in_urls && dash {
+                entry.as_mut()?.urls.push(unquote(rest[1..].trim())?);
+            }
+            continue; // nested content of another field
+        }
+        return None;
+    }
+    finish(&mut index, &chart, &mut entry)?;
+    Some(index)
+}
+
+/// One `key: value` field of an index entry.
+fn field(e: &mut IndexEntry, kv: &str, in_urls: &mut bool) -> Option<()> {
+    let (k, v) = match kv.split_once(": ") {
+        Some((k, v)) => (k, v.trim()),
+        None => (kv.strip_suffix(':')?, ""),
+    };
+    match k {
+        "version" => e.version = unquote(v)?,
+        "digest" => e.digest = Some(unquote(v)?),
+        "urls" if v.is_empty() => *in_urls = true,
+        "urls" => {
+            let inner = v.strip_prefix('[')?.strip_suffix(']')?;
+            for u in inner.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+                e.urls.push(unquote(u)?);
+            }
+        }
+        _ => {}
+    }
+    Some(())
+}
+
+/// A single-line scalar's value; `None` for what needs the full parser.
+fn unquote(v: &str) -> Option<String> {
+    let v = v.trim();
+    if let Some(inner) = v.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
+        return (!inner.contains('\\')).then(|| inner.to_owned());
+    }
+    if let Some(inner) = v.strip_prefix('\'').and_then(|s| s.strip_suffix('\'')) {
+        return Some(inner.replace("''", "'"));
+    }
+    if v.is_empty()
+        || v.starts_with(['&', '*', '!', '|', '>', '{', '[', '"', '\''])
+        || v.contains(" #")
+    {
+        return None;
+    }
+    Some(v.to_owned())
 }
 
 /// Parses `index.yaml`. Real indexes hold millions of nodes, so the parser's
@@ -433,6 +579,40 @@ mod tests {
 
     fn pick(vs: &[&str], c: &str) -> Option<String> {
         choose(&entries(vs), c).unwrap().map(|e| e.version.clone())
+    }
+
+    fn index_text() -> String {
+        let mut s = String::from("apiVersion: v1\nentries:\n");
+        for c in 0..3 {
+            s.push_str(&format!("  chart-{c}:\n"));
+            for v in 0..4 {
+                s.push_str(&format!(
+                    "  - annotations:\n      category: Database\n      licenses: Apache-2.0\n    apiVersion: v2\n    created: \"2024-01-01T00:00:00Z\"\n    dependencies:\n    - name: common\n      version: 2.x.x\n    description: |\n      version: 9.9.9 (not a field)\n      text\n    digest: {c}{v}ab\n    name: chart-{c}\n    urls:\n    - https://example.com/chart-{c}-1.{v}.0.tgz\n    - 'mirror/chart-{c}-1.{v}.0.tgz'\n    version: \"1.{v}.0\"\n"
+                ));
+            }
+        }
+        s.push_str("  empty: []\ngenerated: \"2026-01-01T00:00:00Z\"\nserverInfo: {}\n");
+        s
+    }
+
+    #[test]
+    fn index_scanner_agrees_with_the_parser() {
+        let text = index_text();
+        let fast = scan_index(&text).expect("the scanner reads Helm's layout");
+        let slow = parse_index(text.as_bytes()).unwrap();
+        assert_eq!(fast, slow);
+        assert_eq!(fast.entries["chart-1"][2].version, "1.2.0");
+        assert_eq!(fast.entries["chart-1"][2].urls.len(), 2);
+        // Indented lists (`entries:` items deeper than the names) too.
+        let deeper = text
+            .replace("\n  - ", "\n    - ")
+            .replace("\n    ", "\n      ");
+        if let Some(f) = scan_index(&deeper) {
+            assert_eq!(f, parse_index(deeper.as_bytes()).unwrap());
+        }
+        // Escapes and flow style go to the parser.
+        assert!(scan_index("entries:\n  a:\n  - version: \"1\\u0030\"\n").is_none());
+        assert!(scan_index("entries: {a: [{version: 1}]}\n").is_none());
     }
 
     #[test]
