@@ -285,3 +285,172 @@ mod tests {
         assert!(e.to_string().contains("`version` is missing"), "{e}");
     }
 }
+
+/// An image a chart names, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChartImage {
+    /// The reference (a tag from the chart's appVersion when the values
+    /// give none).
+    pub reference: String,
+    /// Where it was found (`redis/values.yaml:123`, `Chart.yaml
+    /// artifacthub.io/images`).
+    pub origin: String,
+}
+
+/// The images a chart names: the `artifacthub.io/images` annotation of its
+/// Chart.yaml, and `image:` values (string and split forms) in the
+/// `values.yaml` of the chart and its sub-charts (directories and nested
+/// `.tgz` files). References without a tag take the (sub-)chart's
+/// appVersion, as Helm charts' templates do. Templated values are left out.
+/// An image named in several places is listed once per place.
+pub fn chart_images(path: &Path) -> Result<Vec<ChartImage>, ChartError> {
+    let f = fs_err::File::open(path)?;
+    let mut out = Vec::new();
+    images_in_tgz(path, std::io::BufReader::new(f), "", 0, &mut out)?;
+    Ok(out)
+}
+
+/// The chart files one chart directory holds, by their path inside it.
+#[derive(Default)]
+struct ChartFiles {
+    chart_yaml: Option<Vec<u8>>,
+    values: Option<Vec<u8>>,
+}
+
+fn images_in_tgz<R: Read>(
+    path: &Path,
+    reader: R,
+    prefix: &str,
+    depth: usize,
+    out: &mut Vec<ChartImage>,
+) -> Result<(), ChartError> {
+    if depth > 3 {
+        return Ok(());
+    }
+    let gz = flate2::read::GzDecoder::new(reader);
+    let mut ar = tar::Archive::new(gz.take(CHART_MAX_DECOMPRESSED + 1));
+    let not_tgz = |source| ChartError::NotTgz {
+        path: path.to_owned(),
+        source,
+    };
+    // Chart directories (`x`, `x/charts/y`) and their files.
+    let mut dirs: BTreeMap<String, ChartFiles> = BTreeMap::new();
+    let mut nested: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut total = 0u64;
+    for entry in ar.entries().map_err(not_tgz)? {
+        let mut entry = entry.map_err(not_tgz)?;
+        let member = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let parts: Vec<&str> = member
+            .split('/')
+            .filter(|p| !p.is_empty() && *p != ".")
+            .collect();
+        if parts.contains(&"..") || member.starts_with('/') {
+            return Err(ChartError::UnsafePath {
+                path: path.to_owned(),
+                member,
+            });
+        }
+        total = total.saturating_add(entry.size());
+        if total > CHART_MAX_DECOMPRESSED {
+            return Err(ChartError::TooLarge(path.to_owned()));
+        }
+        if !entry.header().entry_type().is_file() || parts.len() < 2 {
+            continue;
+        }
+        let file = parts[parts.len() - 1];
+        let dir = parts[..parts.len() - 1].join("/");
+        // Only the chart itself and sub-charts under `charts/`.
+        let is_chart_dir = parts.len() == 2 || parts[parts.len() - 3] == "charts";
+        let want = match file {
+            "Chart.yaml" | "values.yaml" => is_chart_dir,
+            f => f.ends_with(".tgz") && parts[parts.len() - 2] == "charts",
+        };
+        if !want {
+            continue;
+        }
+        let mut buf = Vec::new();
+        (&mut entry)
+            .take(CHART_MAX_DECOMPRESSED)
+            .read_to_end(&mut buf)?;
+        match file {
+            "Chart.yaml" => dirs.entry(dir).or_default().chart_yaml = Some(buf),
+            "values.yaml" => dirs.entry(dir).or_default().values = Some(buf),
+            _ => nested.push((format!("{prefix}{member}"), buf)),
+        }
+    }
+    for (dir, files) in &dirs {
+        let label = format!("{prefix}{dir}");
+        let app_version = files
+            .chart_yaml
+            .as_deref()
+            .and_then(|y| meta_from_chart_yaml(path, y).ok())
+            .and_then(|m| m.app_version);
+        if let Some(y) = &files.chart_yaml {
+            annotation_images(y, &label, out);
+        }
+        if let Some(v) = &files.values {
+            value_images(v, &label, app_version.as_deref(), out);
+        }
+    }
+    for (label, bytes) in nested {
+        images_in_tgz(path, &bytes[..], &format!("{label}!"), depth + 1, out)?;
+    }
+    Ok(())
+}
+
+/// `artifacthub.io/images`: a YAML list of `{name, image}` in a string.
+fn annotation_images(chart_yaml: &[u8], label: &str, out: &mut Vec<ChartImage>) {
+    #[derive(serde::Deserialize)]
+    struct Chart {
+        #[serde(default)]
+        annotations: BTreeMap<String, serde_json::Value>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Listed {
+        image: String,
+    }
+    let Ok(c) = serde_saphyr::from_slice::<Chart>(chart_yaml) else {
+        return;
+    };
+    let Some(serde_json::Value::String(list)) = c.annotations.get("artifacthub.io/images") else {
+        return;
+    };
+    let Ok(items) = serde_saphyr::from_str::<Vec<Listed>>(list) else {
+        return;
+    };
+    for i in items {
+        out.push(ChartImage {
+            reference: i.image,
+            origin: format!("{label}/Chart.yaml artifacthub.io/images"),
+        });
+    }
+}
+
+/// `image:` values in values.yaml, found by the rewriter's reader.
+fn value_images(values: &[u8], label: &str, app_version: Option<&str>, out: &mut Vec<ChartImage>) {
+    let Ok(text) = std::str::from_utf8(values) else {
+        return;
+    };
+    let map = crate::rewrite::ImageMap::default();
+    let Ok((_, found)) = crate::rewrite::rewrite(text, &map, Default::default()) else {
+        return;
+    };
+    for f in found {
+        if f.outcome != crate::rewrite::Outcome::NotInBundle {
+            continue; // templated, empty or not a reference
+        }
+        let last = f.reference.rsplit('/').next().unwrap_or("");
+        let reference = if last.contains(':') || last.contains('@') {
+            f.reference
+        } else {
+            match app_version {
+                Some(v) => format!("{}:{v}", f.reference),
+                None => continue,
+            }
+        };
+        out.push(ChartImage {
+            reference,
+            origin: format!("{label}/values.yaml:{}", f.line),
+        });
+    }
+}

@@ -90,11 +90,14 @@ pub enum PackError {
     /// The fetcher could not start (cache directory, runtime).
     #[error("fetching registry images failed")]
     Fetcher(#[source] Box<dyn std::error::Error + Send + Sync>),
-    /// `images: true` on a chart: not built yet, and never silently ignored.
-    #[error("chart {entry}: `images: true` (also carry the images a chart names) is not available in this build of ferry; list the images under `images:` instead")]
+    /// The images a chart names could not be read.
+    #[error("chart {entry}: cannot read the images it names")]
     ChartImages {
         /// The entry.
         entry: String,
+        /// Why.
+        #[source]
+        source: ChartError,
     },
     /// The image has no usable name.
     #[error(
@@ -162,6 +165,9 @@ pub struct PackSummary {
     pub bundle: Bundle,
     /// What was fetched from registries (when anything was).
     pub fetched: Option<FetchCounts>,
+    /// Images carried because a chart with `images: true` names them:
+    /// (reference, where it was found).
+    pub chart_images: Vec<(String, String)>,
 }
 
 #[derive(Default)]
@@ -228,6 +234,7 @@ pub fn pack(
             .map(|root| (opts.fetch.as_ref(), root));
         plan_image(&mut plan, entry, filter.as_deref(), cached)?;
     }
+    let mut chart_files: Vec<(PathBuf, String)> = Vec::new();
     for (j, entry) in spec.charts.iter().enumerate() {
         let cached = fetched_roots
             .get(&(spec.images.len() + j))
@@ -236,7 +243,30 @@ pub fn pack(
             Some(c) => plan_chart_file(&mut plan, &c.path, c.label.clone())?,
             None => plan_chart(&mut plan, entry, cached)?,
         }
+        let wants_images = match entry {
+            ChartEntry::Path { images, .. }
+            | ChartEntry::Repo { images, .. }
+            | ChartEntry::Oci { images, .. } => *images,
+        };
+        if wants_images {
+            let label = plan
+                .artifacts
+                .last()
+                .map(|(a, _)| a.source.clone())
+                .unwrap_or_default();
+            let path = match (entry, repo_charts.get(&j), cached) {
+                (ChartEntry::Path { path, .. }, _, _) => path.clone(),
+                (_, Some(c), _) => c.path.clone(),
+                (_, None, Some((f, root))) => oci_chart_layer(f, root, &label)?,
+                _ => continue,
+            };
+            chart_files.push((path, label));
+        }
     }
+    reporter.finish();
+    let chart_images =
+        plan_chart_images(&mut plan, spec, opts, &chart_files, &filter_of, reporter)?;
+    reporter.start("resolving sources", 0);
     for entry in &spec.files {
         plan_file(&mut plan, entry, scratch.path(), opts.mtime)?;
     }
@@ -317,6 +347,7 @@ pub fn pack(
         size,
         bundle,
         fetched,
+        chart_images,
     })
 }
 
@@ -347,9 +378,7 @@ fn fetch_registry_images(
     let mut wanted = wanted;
     for (j, c) in spec.charts.iter().enumerate() {
         if let ChartEntry::Oci {
-            reference,
-            version,
-            images: false,
+            reference, version, ..
         } = c
         {
             wanted.push((
@@ -503,6 +532,124 @@ pub fn registry_hosts(spec: &Spec) -> std::collections::BTreeSet<String> {
     images.chain(charts).collect()
 }
 
+/// The chart archive inside an OCI chart in the cache.
+fn oci_chart_layer(f: &FetchOptions, root: &Descriptor, label: &str) -> Result<PathBuf, PackError> {
+    let bytes = fs_err::read(f.cache.join(root.digest.blob_path())).map_err(|e| {
+        PackError::ChartImages {
+            entry: label.to_owned(),
+            source: ChartError::Io(e),
+        }
+    })?;
+    match oci::parse_node(root.digest, &root.media_type, &bytes) {
+        Ok(oci::Node::Manifest(m)) => m
+            .layers
+            .iter()
+            .find(|l| l.media_type == oci::HELM_CHART)
+            .map(|l| f.cache.join(l.digest.blob_path()))
+            .ok_or_else(|| PackError::NotChart {
+                entry: label.to_owned(),
+                what: format!("it has no {} layer", oci::HELM_CHART),
+            }),
+        _ => Err(PackError::NotChart {
+            entry: label.to_owned(),
+            what: "it is not an artifact manifest".into(),
+        }),
+    }
+}
+
+/// Fetches and plans the images named by charts with `images: true`
+/// (those the spec does not list already); returns (reference, origin).
+fn plan_chart_images(
+    plan: &mut Plan,
+    spec: &Spec,
+    opts: &PackOptions,
+    charts: &[(PathBuf, String)],
+    filter_of: &dyn Fn(&ImageEntry) -> Option<Vec<Platform>>,
+    reporter: &dyn Reporter,
+) -> Result<Vec<(String, String)>, PackError> {
+    let listed: std::collections::HashSet<String> = spec
+        .images
+        .iter()
+        .filter_map(|e| match &e.source {
+            ImageSource::Registry(r) => Some(r.to_string()),
+            _ => e.name.as_ref().map(|n| n.to_string()),
+        })
+        .collect();
+    let mut wanted: Vec<(Reference, String)> = Vec::new();
+    let mut report = Vec::new();
+    for (path, label) in charts {
+        let found = chart::chart_images(path).map_err(|source| PackError::ChartImages {
+            entry: label.clone(),
+            source,
+        })?;
+        for img in found {
+            let origin = format!("{label}: {}", img.origin);
+            let Ok(r) = img.reference.parse::<Reference>() else {
+                continue;
+            };
+            report.push((r.to_string(), origin.clone()));
+            if listed.contains(&r.to_string()) || wanted.iter().any(|(w, _)| *w == r) {
+                continue;
+            }
+            wanted.push((r, origin));
+        }
+    }
+    if wanted.is_empty() {
+        return Ok(report);
+    }
+    let Some(fopts) = &opts.fetch else {
+        return Err(PackError::Remote {
+            entry: wanted[0].0.to_string(),
+        });
+    };
+    let entries: Vec<ImageEntry> = wanted
+        .iter()
+        .map(|(r, _)| ImageEntry {
+            source: ImageSource::Registry(r.clone()),
+            platforms: None,
+            name: None,
+        })
+        .collect();
+    let requests: Vec<FetchRequest> = entries
+        .iter()
+        .zip(&wanted)
+        .map(|(e, (r, _))| FetchRequest {
+            reference: r.clone(),
+            platforms: filter_of(e),
+        })
+        .collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| PackError::Fetcher(Box::new(e)))?;
+    let fetched = rt
+        .block_on(crate::fetch::fetch(&requests, fopts, reporter))
+        .map_err(|e| PackError::Fetcher(Box::new(e)))?;
+    let mut failures = Vec::new();
+    let mut roots = Vec::new();
+    for ((r, origin), result) in wanted.iter().zip(fetched.results) {
+        match result {
+            Ok(root) => roots.push(root),
+            Err(why) => failures.push((format!("{r} (named by {origin})"), why)),
+        }
+    }
+    if !failures.is_empty() {
+        return Err(PackError::Fetch {
+            cache: fopts.cache.clone(),
+            total: wanted.len(),
+            failures,
+        });
+    }
+    for ((entry, (_, origin)), root) in entries.iter().zip(&wanted).zip(&roots) {
+        let filter = filter_of(entry);
+        plan_image(plan, entry, filter.as_deref(), Some((Some(fopts), root)))?;
+        if let Some((a, _)) = plan.artifacts.last_mut() {
+            a.source = format!("{} (named by {origin})", a.source);
+        }
+    }
+    Ok(report)
+}
+
 /// A chart downloaded from a repository, and how it is named in messages.
 struct RepoChart {
     path: PathBuf,
@@ -525,7 +672,7 @@ fn fetch_repo_charts(
                 repo,
                 name,
                 version,
-                images: false,
+                ..
             } => Some((j, repo.as_str(), name.as_str(), version.as_str())),
             _ => None,
         })
@@ -603,34 +750,10 @@ fn plan_chart(
     fetched: Option<(&FetchOptions, &Descriptor)>,
 ) -> Result<(), PackError> {
     let path = match entry {
-        ChartEntry::Path { path, images: true } => {
-            return Err(PackError::ChartImages {
-                entry: path.display().to_string(),
-            })
-        }
         ChartEntry::Path { path, .. } => path,
-        ChartEntry::Repo {
-            repo,
-            name,
-            images: true,
-            ..
-        } => {
-            return Err(PackError::ChartImages {
-                entry: format!("{name} from {repo}"),
-            })
-        }
         ChartEntry::Repo { repo, name, .. } => {
             return Err(PackError::Remote {
                 entry: format!("chart {name} from {repo}"),
-            })
-        }
-        ChartEntry::Oci {
-            reference,
-            images: true,
-            ..
-        } => {
-            return Err(PackError::ChartImages {
-                entry: reference.clone(),
             })
         }
         ChartEntry::Oci {

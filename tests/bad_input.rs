@@ -556,37 +556,38 @@ fn an_unreachable_registry_is_named_and_nothing_is_written() {
 }
 
 #[test]
-fn chart_repositories_say_they_are_not_available_yet() {
+fn an_image_a_chart_names_that_cannot_be_fetched_is_named_with_its_origin() {
     let t = tempfile::tempdir().unwrap();
-    let spec = t.path().join("ferry.yaml");
+    let chart = t.path().join("x-1.0.0.tgz");
     std::fs::write(
-        &spec,
-        "charts:\n  - repo: https://charts.example.com/stable\n    name: redis\n    version: 18.1.0\n",
+        &chart,
+        support::build::chart_tgz(
+            "x",
+            "1.0.0",
+            "image:\n  repository: 127.0.0.1:9/team/app\n  tag: \"3\"\n",
+        ),
     )
     .unwrap();
-    let e = pack_fails(&spec, t.path().join("o.tar").as_os_str());
-    assert!(
-        e.contains("chart redis from https://charts.example.com/stable")
-            && e.contains("not available in this build"),
-        "{e}"
-    );
-}
-
-#[test]
-fn chart_images_flag_is_refused_not_ignored() {
-    let t = tempfile::tempdir().unwrap();
     let spec = t.path().join("ferry.yaml");
-    let chart = repo_root().join("fixtures/demo/charts/demo-chart-0.1.0.tgz");
-    std::fs::write(
-        &spec,
-        format!("charts:\n  - {{path: {}, images: true}}\n", chart.display()),
-    )
-    .unwrap();
-    let e = pack_fails(&spec, t.path().join("o.tar").as_os_str());
+    std::fs::write(&spec, "charts:\n  - {path: x-1.0.0.tgz, images: true}\n").unwrap();
+    let out = t.path().join("o.tar");
+    let cache = t.path().join("cache");
+    let e = ferry([
+        "pack".as_ref(),
+        spec.as_os_str(),
+        "-o".as_ref(),
+        out.as_os_str(),
+        "--cache".as_ref(),
+        cache.as_os_str(),
+        "--retries".as_ref(),
+        "0".as_ref(),
+    ])
+    .expect_fail("pack of a chart whose image is unreachable");
     assert!(
-        e.contains("`images: true`") && e.contains("not available in this build"),
+        e.contains("127.0.0.1:9/team/app:3 (named by") && e.contains("x/values.yaml:2"),
         "{e}"
     );
+    assert!(!out.exists());
 }
 
 #[test]

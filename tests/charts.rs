@@ -163,3 +163,104 @@ fn a_chart_repository_behind_basic_auth_uses_the_docker_config() {
     let out = pack_charts(t.path(), &url, "demo", "1.0.0");
     assert!(out.ok(), "{}", out.stderr);
 }
+
+#[test]
+fn images_true_carries_the_images_a_chart_and_its_subcharts_name() {
+    use support::registry::DockerRegistry;
+    let t = tempfile::tempdir().unwrap();
+    let reg = DockerRegistry::start(&t.path().join("reg"), false);
+    let host = reg.host();
+    // The demo images, in a real registry: HOST/library/demo:1.0 and
+    // HOST/tools/hello:2.1.
+    let demo = pack_demo(t.path());
+    run(std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["--quiet", "load"])
+        .arg(&demo)
+        .args(["--registry", &host])
+        .env("DOCKER_CONFIG", t.path().join("none")))
+    .expect_ok("load the demo images");
+
+    // A sub-chart (nested .tgz) naming hello without a tag: its appVersion.
+    let sub = build::gzip(&build::tar_of(&[
+        (
+            "hello/Chart.yaml",
+            b"apiVersion: v2\nname: hello\nversion: 0.1.0\nappVersion: \"2.1\"\n",
+        ),
+        (
+            "hello/values.yaml",
+            format!("image:\n  registry: {host}\n  repository: tools/hello\n  tag: \"\"\n")
+                .as_bytes(),
+        ),
+    ]));
+    let chart_yaml = format!(
+        "apiVersion: v2\nname: app\nversion: 1.0.0\nappVersion: \"1.0\"\nannotations:\n  artifacthub.io/images: |\n    - name: demo\n      image: {host}/library/demo:1.0\n"
+    );
+    let values = format!(
+        "# values\nimage: {host}/library/demo:1.0\nsidecar:\n  image: \"{{{{ .Values.x }}}}\"\n"
+    );
+    let tgz = build::gzip(&build::tar_of(&[
+        ("app/Chart.yaml", chart_yaml.as_bytes()),
+        ("app/values.yaml", values.as_bytes()),
+        ("app/charts/hello-0.1.0.tgz", &sub),
+    ]));
+    std::fs::write(t.path().join("app-1.0.0.tgz"), tgz).unwrap();
+    let spec = t.path().join("ferry.yaml");
+    std::fs::write(
+        &spec,
+        "charts:\n  - path: app-1.0.0.tgz\n    images: true\n",
+    )
+    .unwrap();
+    let out = run(std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["--quiet", "pack"])
+        .arg(&spec)
+        .arg("-o")
+        .arg(t.path().join("b.tar"))
+        .arg("--cache")
+        .arg(t.path().join("cache"))
+        .arg("--json")
+        .env("DOCKER_CONFIG", t.path().join("none")));
+    assert!(out.ok(), "{}", out.stderr);
+    let s: Value = serde_json::from_str(&out.stdout).unwrap();
+    let refs: Vec<&str> = s["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["reference"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        refs,
+        [
+            "charts/app:1.0.0".to_owned(),
+            format!("{host}/library/demo:1.0"),
+            format!("{host}/tools/hello:2.1"),
+        ]
+    );
+    let origins: Vec<String> = s["chart_images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["origin"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        origins
+            .iter()
+            .any(|o| o.ends_with("app/Chart.yaml artifacthub.io/images")),
+        "{origins:?}"
+    );
+    assert!(
+        origins.iter().any(|o| o.ends_with("app/values.yaml:2")),
+        "{origins:?}"
+    );
+    assert!(
+        origins
+            .iter()
+            .any(|o| o.contains("app/charts/hello-0.1.0.tgz!hello/values.yaml")),
+        "{origins:?}"
+    );
+    let source = s["artifacts"][1]["source"].as_str().unwrap();
+    assert!(
+        source.contains("(named by ") && source.contains("app-1.0.0.tgz"),
+        "{source}"
+    );
+    ferry(["verify".as_ref(), t.path().join("b.tar").as_os_str()]).expect_ok("verify");
+}

@@ -55,7 +55,12 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
             hosts.into_iter().collect::<Vec<_>>().join(", ")
         );
     }
-    let fetch = if hosts.is_empty() {
+    let chart_images = spec.charts.iter().any(|c| match c {
+        ferry::inputs::ChartEntry::Path { images, .. }
+        | ferry::inputs::ChartEntry::Repo { images, .. }
+        | ferry::inputs::ChartEntry::Oci { images, .. } => *images,
+    });
+    let fetch = if hosts.is_empty() && !chart_images {
         None
     } else {
         let cache = match args.cache.clone().or_else(ferry::fetch::default_cache_dir) {
@@ -87,6 +92,7 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
                 "name": summary.bundle.name,
                 "artifacts": summary.bundle.artifacts,
                 "fetched": summary.fetched,
+                "chart_images": summary.chart_images.iter().map(|(r, o)| serde_json::json!({"reference": r, "origin": o})).collect::<Vec<_>>(),
             })
         );
     } else {
@@ -102,6 +108,9 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
                 a.digest,
                 filtered
             );
+        }
+        for (r, origin) in &summary.chart_images {
+            println!("  chart names {r} ({origin})");
         }
         if let Some(f) = &summary.fetched {
             println!(
