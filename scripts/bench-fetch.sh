@@ -6,28 +6,9 @@
 # figure includes making the archive durable). Prints times, throughput
 # and ferry's peak RSS, then a warm re-run (everything cached).
 # Usage: scripts/bench-fetch.sh [TOTAL_MIB=1024] [IMAGES=8]
-set -euo pipefail
-cd "$(dirname "$0")/.."
-total=${1:-1024}
-images=${2:-8}
-out=bench-out
-mkdir -p "$out"
-cargo build --release --quiet --bin ferry --example gen_bench
-ferry=target/release/ferry
-target/release/examples/gen_bench "$out/src" "$total" "$images" >/dev/null
+source "$(dirname "$0")/bench-common.sh" "$@"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-work=$(mktemp -d -p "$PWD/$out"); pids=()
-trap 'kill "${pids[@]}" 2>/dev/null || true; rm -rf "$work"' EXIT
-port=$(free_port)
-cat > "$work/registry.yml" <<YML
-version: 0.1
-log: {level: error, accesslog: {disabled: true}}
-storage: {filesystem: {rootdirectory: $work/data}}
-http: {addr: 127.0.0.1:$port}
-YML
-docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
-pids+=($!)
+port=$(start_registry registry)
 sleep 1
 printf 'images:\n' > "$work/spec.yaml"
 for i in $(seq 0 $((images - 1))); do
@@ -35,7 +16,6 @@ for i in $(seq 0 $((images - 1))); do
     "oci:$out/src/layout:registry.example.com/bench/app$i:1.0" "docker://127.0.0.1:$port/bench/app$i:1.0"
   printf '  - 127.0.0.1:%s/bench/app%d:1.0\n' "$port" "$i" >> "$work/spec.yaml"
 done
-now() { date +%s.%N; }
 
 sync; t0=$(now)
 /usr/bin/time -f '%M' -o "$work/ferry.rss" "$ferry" --quiet pack "$work/spec.yaml" -o "$work/ferry.tar" --cache "$work/cache" >/dev/null

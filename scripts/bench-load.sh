@@ -6,37 +6,13 @@
 # archive as it is). Prints times, throughput and ferry's peak RSS, then the
 # time of a repeated load (nothing left to push).
 # Usage: scripts/bench-load.sh [TOTAL_MIB=1024] [IMAGES=8]
-set -euo pipefail
-cd "$(dirname "$0")/.."
-total=${1:-1024}
-images=${2:-8}
-out=bench-out
-mkdir -p "$out"
-cargo build --release --quiet --bin ferry --example gen_bench
-ferry=target/release/ferry
-target/release/examples/gen_bench "$out/src" "$total" "$images" >/dev/null
-"$ferry" --quiet pack "$out/src/ferry.yaml" -o "$out/bench.tar" >/dev/null
+source "$(dirname "$0")/bench-common.sh" "$@"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-work=$(mktemp -d); pids=()
-trap 'kill "${pids[@]}" 2>/dev/null || true; rm -rf "$work"' EXIT
-start_registry() { # name -> prints port
-  local port; port=$(free_port)
-  cat > "$work/$1.yml" <<YML
-version: 0.1
-log: {level: error, accesslog: {disabled: true}}
-storage: {filesystem: {rootdirectory: $work/$1-data}}
-http: {addr: 127.0.0.1:$port}
-YML
-  docker-registry serve "$work/$1.yml" >"$work/$1.log" 2>&1 &
-  pids+=($!)
-  echo "$port"
-}
+"$ferry" --quiet pack "$out/src/ferry.yaml" -o "$out/bench.tar" >/dev/null
 ferry_port=$(start_registry ferry)
 skopeo_port=$(start_registry skopeo)
 sleep 1
 bytes=$(stat -c %s "$out/bench.tar")
-now() { date +%s.%N; }
 
 t0=$(now)
 /usr/bin/time -f '%M' -o "$work/ferry.rss" "$ferry" --quiet load "$out/bench.tar" --registry "127.0.0.1:$ferry_port" 2>"$work/ferry.out"

@@ -3,28 +3,13 @@
 # from `ferry serve` versus from the CNCF distribution registry holding the
 # same images, in one run. Also prints ferry serve's start-up time and peak
 # RSS. Usage: scripts/bench-serve.sh [TOTAL_MIB=1024] [IMAGES=8]
-set -euo pipefail
-cd "$(dirname "$0")/.."
-total=${1:-1024}
-images=${2:-8}
-out=bench-out
-mkdir -p "$out"
-cargo build --release --quiet --bin ferry --example gen_bench
-ferry=target/release/ferry
-target/release/examples/gen_bench "$out/src" "$total" "$images" >/dev/null
-"$ferry" --quiet pack "$out/src/ferry.yaml" -o "$out/bench.tar" >/dev/null
+source "$(dirname "$0")/bench-common.sh" "$@"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-reg_port=$(free_port); ferry_port=$(free_port)
-work=$(mktemp -d); trap 'kill $reg_pid $ferry_pid 2>/dev/null || true; rm -rf "$work"' EXIT
-cat > "$work/registry.yml" <<YML
-version: 0.1
-log: {level: error}
-storage: {filesystem: {rootdirectory: $work/data}}
-http: {addr: 127.0.0.1:$reg_port}
-YML
-docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 & reg_pid=$!
+"$ferry" --quiet pack "$out/src/ferry.yaml" -o "$out/bench.tar" >/dev/null
+reg_port=$(start_registry registry)
+ferry_port=$(free_port)
 /usr/bin/time -f '%M' -o "$work/ferry.rss" "$ferry" serve "$out/bench.tar" --listen "127.0.0.1:$ferry_port" 2>"$work/ferry.log" & ferry_pid=$!
+pids+=($ferry_pid)
 sleep 1
 grep -o 'ready in [0-9]* ms' "$work/ferry.log" | sed 's/^/ferry serve start-up on the bundle: /'
 

@@ -114,28 +114,9 @@ pub fn read_chart(path: &Path) -> Result<ChartMeta, ChartError> {
                 not_tgz(e)
             }
         })?;
-        let member = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-        let p = Path::new(&member);
-        let safe = !member.contains('\\')
-            && p.components()
-                .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
-        if !safe {
-            return Err(ChartError::UnsafePath {
-                path: path.to_owned(),
-                member,
-            });
-        }
+        let member = checked_member(path, &entry, &mut total)?;
         let kind = entry.header().entry_type();
-        if kind.is_symlink() || kind.is_hard_link() {
-            return Err(ChartError::UnsafePath {
-                path: path.to_owned(),
-                member,
-            });
-        }
-        total = total.saturating_add(entry.size());
-        if total > CHART_MAX_DECOMPRESSED {
-            return Err(ChartError::TooLarge(path.to_owned()));
-        }
+        let p = Path::new(&member);
         let parts: Vec<_> = p
             .components()
             .filter(|c| !matches!(c, Component::CurDir))
@@ -152,6 +133,33 @@ pub fn read_chart(path: &Path) -> Result<ChartMeta, ChartError> {
     }
     let yaml = chart_yaml.ok_or_else(|| ChartError::NoChartYaml(path.to_owned()))?;
     meta_from_chart_yaml(path, &yaml)
+}
+
+/// A chart archive member's path, after the checks every reader applies:
+/// no `..`, absolute path, backslash or link, and the running total of
+/// sizes within the decompression limit.
+fn checked_member<R: Read>(
+    path: &Path,
+    entry: &tar::Entry<'_, R>,
+    total: &mut u64,
+) -> Result<String, ChartError> {
+    let member = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+    let safe = !member.contains('\\')
+        && Path::new(&member)
+            .components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+    let kind = entry.header().entry_type();
+    if !safe || kind.is_symlink() || kind.is_hard_link() {
+        return Err(ChartError::UnsafePath {
+            path: path.to_owned(),
+            member,
+        });
+    }
+    *total = total.saturating_add(entry.size());
+    if *total > CHART_MAX_DECOMPRESSED {
+        return Err(ChartError::TooLarge(path.to_owned()));
+    }
+    Ok(member)
 }
 
 /// Builds chart metadata from Chart.yaml bytes.
@@ -339,21 +347,11 @@ fn images_in_tgz<R: Read>(
     let mut total = 0u64;
     for entry in ar.entries().map_err(not_tgz)? {
         let mut entry = entry.map_err(not_tgz)?;
-        let member = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let member = checked_member(path, &entry, &mut total)?;
         let parts: Vec<&str> = member
             .split('/')
             .filter(|p| !p.is_empty() && *p != ".")
             .collect();
-        if parts.contains(&"..") || member.starts_with('/') {
-            return Err(ChartError::UnsafePath {
-                path: path.to_owned(),
-                member,
-            });
-        }
-        total = total.saturating_add(entry.size());
-        if total > CHART_MAX_DECOMPRESSED {
-            return Err(ChartError::TooLarge(path.to_owned()));
-        }
         if !entry.header().entry_type().is_file() || parts.len() < 2 {
             continue;
         }

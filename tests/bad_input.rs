@@ -535,16 +535,11 @@ fn an_unreachable_registry_is_named_and_nothing_is_written() {
     std::fs::write(&spec, "# a runbook list\n127.0.0.1:9/team/app:1.0\n").unwrap();
     let out = t.path().join("o.tar");
     let cache = t.path().join("cache");
-    let e = ferry([
-        "pack".as_ref(),
-        spec.as_os_str(),
-        "-o".as_ref(),
-        out.as_os_str(),
-        "--cache".as_ref(),
-        cache.as_os_str(),
-        "--retries".as_ref(),
-        "0".as_ref(),
-    ])
+    let e = pack_args(
+        &spec,
+        &out,
+        &["--cache", cache.to_str().unwrap(), "--retries", "0"],
+    )
     .expect_fail("pack from an unreachable registry");
     assert!(
         e.contains("1 of 1 registry images and charts could not be fetched")
@@ -572,16 +567,11 @@ fn an_image_a_chart_names_that_cannot_be_fetched_is_named_with_its_origin() {
     std::fs::write(&spec, "charts:\n  - {path: x-1.0.0.tgz, images: true}\n").unwrap();
     let out = t.path().join("o.tar");
     let cache = t.path().join("cache");
-    let e = ferry([
-        "pack".as_ref(),
-        spec.as_os_str(),
-        "-o".as_ref(),
-        out.as_os_str(),
-        "--cache".as_ref(),
-        cache.as_os_str(),
-        "--retries".as_ref(),
-        "0".as_ref(),
-    ])
+    let e = pack_args(
+        &spec,
+        &out,
+        &["--cache", cache.to_str().unwrap(), "--retries", "0"],
+    )
     .expect_fail("pack of a chart whose image is unreachable");
     assert!(
         e.contains("127.0.0.1:9/team/app:3 (named by") && e.contains("x/values.yaml:2"),

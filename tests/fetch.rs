@@ -238,7 +238,7 @@ fn pack_from_a_registry_with_auth_reads_the_docker_config() {
     let cfg = t.path().join("docker");
     std::fs::create_dir_all(&cfg).unwrap();
     let write_cfg = |password: &str| {
-        let auth = b64(format!("{USER}:{password}").as_bytes());
+        let auth = base64(format!("{USER}:{password}").as_bytes());
         std::fs::write(
             cfg.join("config.json"),
             format!(r#"{{"auths":{{"{host}":{{"auth":"{auth}"}}}}}}"#),
@@ -266,24 +266,6 @@ fn pack_from_a_registry_with_auth_reads_the_docker_config() {
             registry_digest(r, Some(&creds))
         );
     }
-}
-
-fn b64(data: &[u8]) -> String {
-    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut s = String::new();
-    for c in data.chunks(3) {
-        let n = (c[0] as u32) << 16
-            | (*c.get(1).unwrap_or(&0) as u32) << 8
-            | *c.get(2).unwrap_or(&0) as u32;
-        for i in 0..4 {
-            s.push(if i <= c.len() {
-                A[(n >> (18 - 6 * i) & 63) as usize] as char
-            } else {
-                '='
-            });
-        }
-    }
-    s
 }
 
 #[test]

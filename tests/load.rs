@@ -43,13 +43,7 @@ fn fixture_bundle(dir: &Path, layer_size: usize) -> PathBuf {
     )
     .unwrap();
     let archive = dir.join("bundle.tar");
-    ferry([
-        "pack".as_ref(),
-        spec.as_os_str(),
-        "-o".as_ref(),
-        archive.as_os_str(),
-    ])
-    .expect_ok("pack");
+    pack_spec(&spec, &archive);
     archive
 }
 
@@ -262,7 +256,7 @@ fn load_into_a_registry_with_auth_uses_given_or_configured_credentials() {
     // Credentials from a docker config ($DOCKER_CONFIG/config.json).
     let cfg = t.path().join("docker");
     std::fs::create_dir_all(&cfg).unwrap();
-    let auth = base64_encode(format!("{USER}:{PASSWORD}").as_bytes());
+    let auth = base64(format!("{USER}:{PASSWORD}").as_bytes());
     std::fs::write(
         cfg.join("config.json"),
         format!(r#"{{"auths":{{"{host}":{{"auth":"{auth}"}}}}}}"#),
@@ -277,23 +271,6 @@ fn load_into_a_registry_with_auth_uses_given_or_configured_credentials() {
     );
     assert!(out.ok(), "{}", out.stderr);
     assert_eq!(report(&out)["artifacts"][0]["ok"], true);
-}
-
-fn base64_encode(data: &[u8]) -> String {
-    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut s = String::new();
-    for c in data.chunks(3) {
-        let b = [c[0], *c.get(1).unwrap_or(&0), *c.get(2).unwrap_or(&0)];
-        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
-        for i in 0..4 {
-            if i <= c.len() {
-                s.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                s.push('=');
-            }
-        }
-    }
-    s
 }
 
 #[test]
@@ -419,13 +396,7 @@ fn load_refuses_two_sources_for_one_target_before_any_request() {
     )
     .unwrap();
     let archive = t.path().join("b.tar");
-    ferry([
-        "pack".as_ref(),
-        spec.as_os_str(),
-        "-o".as_ref(),
-        archive.as_os_str(),
-    ])
-    .expect_ok("pack");
+    pack_spec(&spec, &archive);
     // A listener that would see any request.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();

@@ -259,13 +259,7 @@ fn many_parallel_blob_downloads_keep_server_memory_bounded() {
     let spec = t.path().join("ferry.yaml");
     std::fs::write(&spec, "images:\n  - oci:src:docker.io/library/big:1\n").unwrap();
     let archive = t.path().join("big.tar");
-    ferry([
-        "pack".as_ref(),
-        spec.as_os_str(),
-        "-o".as_ref(),
-        archive.as_os_str(),
-    ])
-    .expect_ok("pack");
+    pack_spec(&spec, &archive);
     let blobs: Vec<RawMember> = read_members(&archive)
         .into_iter()
         .filter(|m| m.name.starts_with("blobs/") && m.data.len() > 4 << 20)
@@ -354,13 +348,7 @@ fn damaged_or_colliding_bundles_are_refused_at_start() {
     )
     .unwrap();
     let out = t.path().join("c.tar");
-    ferry([
-        "pack".as_ref(),
-        spec.as_os_str(),
-        "-o".as_ref(),
-        out.as_os_str(),
-    ])
-    .expect_ok("pack");
+    pack_spec(&spec, &out);
     let e = ferry([
         "serve".as_ref(),
         out.as_os_str(),

@@ -185,14 +185,44 @@ pub fn unpack_ok(archive: &Path, dir: &Path) {
 /// Packs the demo fixtures into `dir/demo.tar`.
 pub fn pack_demo(dir: &Path) -> PathBuf {
     let out = dir.join("demo.tar");
-    ferry([
+    pack_spec(&demo_spec(), &out);
+    out
+}
+
+/// `ferry pack SPEC -o OUT ARGS…`.
+pub fn pack_args(spec: &Path, out: &Path, args: &[&str]) -> Out {
+    let mut all: Vec<&std::ffi::OsStr> = vec![
         "pack".as_ref(),
-        demo_spec().as_os_str(),
+        spec.as_os_str(),
         "-o".as_ref(),
         out.as_os_str(),
-    ])
-    .expect_ok("pack demo");
-    out
+    ];
+    all.extend(args.iter().map(std::ffi::OsStr::new));
+    ferry(all)
+}
+
+/// `ferry pack SPEC -o OUT`, which must succeed.
+pub fn pack_spec(spec: &Path, out: &Path) {
+    pack_args(spec, out, &[]).expect_ok(&format!("pack {}", spec.display()));
+}
+
+/// Standard base64 (for docker config `auth` entries).
+pub fn base64(data: &[u8]) -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut s = String::new();
+    for c in data.chunks(3) {
+        let n = (c[0] as u32) << 16
+            | (*c.get(1).unwrap_or(&0) as u32) << 8
+            | *c.get(2).unwrap_or(&0) as u32;
+        for i in 0..4 {
+            s.push(if i <= c.len() {
+                A[(n >> (18 - 6 * i) & 63) as usize] as char
+            } else {
+                '='
+            });
+        }
+    }
+    s
 }
 
 /// One tar member, as read or to be written verbatim.
