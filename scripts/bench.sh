@@ -3,16 +3,7 @@
 # and prints throughput and peak RSS next to sha256sum and openssl over the
 # same bytes. Usage: scripts/bench.sh [TOTAL_MIB=1024] [IMAGES=8]
 # Figures are printed, never asserted: performance lives here, not in tests.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-total=${1:-1024}
-images=${2:-8}
-out=bench-out
-mkdir -p "$out"
-
-cargo build --release --quiet --bin ferry --example gen_bench
-ferry=target/release/ferry
-target/release/examples/gen_bench "$out/src" "$total" "$images" >/dev/null
+source "$(dirname "$0")/bench-common.sh" "$@"
 
 measure() { # label, command...
   local label=$1; shift

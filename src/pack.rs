@@ -399,13 +399,7 @@ fn fetch_registry_images(
         });
     };
     let requests: Vec<FetchRequest> = wanted.iter().map(|(_, r)| r.clone()).collect();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| PackError::Fetcher(Box::new(e)))?;
-    let report = rt
-        .block_on(crate::fetch::fetch(&requests, fopts, reporter))
-        .map_err(|e| PackError::Fetcher(Box::new(e)))?;
+    let report = run_fetch(&requests, fopts, reporter)?;
     let mut roots = BTreeMap::new();
     let mut failures = Vec::new();
     for ((i, req), result) in wanted.iter().zip(report.results) {
@@ -532,6 +526,24 @@ pub fn registry_hosts(spec: &Spec) -> std::collections::BTreeSet<String> {
     images.chain(charts).collect()
 }
 
+fn runtime() -> Result<tokio::runtime::Runtime, PackError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| PackError::Fetcher(Box::new(e)))
+}
+
+/// Runs the fetcher to completion.
+fn run_fetch(
+    requests: &[FetchRequest],
+    fopts: &FetchOptions,
+    reporter: &dyn Reporter,
+) -> Result<crate::fetch::FetchReport, PackError> {
+    runtime()?
+        .block_on(crate::fetch::fetch(requests, fopts, reporter))
+        .map_err(|e| PackError::Fetcher(Box::new(e)))
+}
+
 /// The chart archive inside an OCI chart in the cache.
 fn oci_chart_layer(f: &FetchOptions, root: &Descriptor, label: &str) -> Result<PathBuf, PackError> {
     let bytes = fs_err::read(f.cache.join(root.digest.blob_path())).map_err(|e| {
@@ -618,13 +630,7 @@ fn plan_chart_images(
             platforms: filter_of(e),
         })
         .collect();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| PackError::Fetcher(Box::new(e)))?;
-    let fetched = rt
-        .block_on(crate::fetch::fetch(&requests, fopts, reporter))
-        .map_err(|e| PackError::Fetcher(Box::new(e)))?;
+    let fetched = run_fetch(&requests, fopts, reporter)?;
     let mut failures = Vec::new();
     let mut roots = Vec::new();
     for ((r, origin), result) in wanted.iter().zip(fetched.results) {
@@ -685,10 +691,7 @@ fn fetch_repo_charts(
             entry: format!("chart {} from {}", wanted[0].2, wanted[0].1),
         });
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| PackError::Fetcher(Box::new(e)))?;
+    let rt = runtime()?;
     reporter.start("fetching charts", 0);
     let results = rt.block_on(async {
         let mut out = Vec::new();

@@ -527,20 +527,27 @@ fn chart_that_is_not_a_chart_or_escapes_its_directory() {
     assert!(e.contains("bad.tgz"), "{e}");
 }
 
+/// `pack SPEC` into `dir/o.tar` with a private cache and no retries, which
+/// must fail; returns the messages and the archive path.
+fn pack_offline(dir: &Path, spec: &Path) -> (String, std::path::PathBuf) {
+    let out = dir.join("o.tar");
+    let cache = dir.join("cache");
+    let e = pack_args(
+        spec,
+        &out,
+        &["--cache", cache.to_str().unwrap(), "--retries", "0"],
+    )
+    .expect_fail("pack from an unreachable registry");
+    (e, out)
+}
+
 #[test]
 fn an_unreachable_registry_is_named_and_nothing_is_written() {
     let t = tempfile::tempdir().unwrap();
     let spec = t.path().join("images.txt");
     // Port 9 (discard) on loopback: nothing listens.
     std::fs::write(&spec, "# a runbook list\n127.0.0.1:9/team/app:1.0\n").unwrap();
-    let out = t.path().join("o.tar");
-    let cache = t.path().join("cache");
-    let e = pack_args(
-        &spec,
-        &out,
-        &["--cache", cache.to_str().unwrap(), "--retries", "0"],
-    )
-    .expect_fail("pack from an unreachable registry");
+    let (e, out) = pack_offline(t.path(), &spec);
     assert!(
         e.contains("1 of 1 registry images and charts could not be fetched")
             && e.contains("127.0.0.1:9/team/app:1.0")
@@ -565,14 +572,7 @@ fn an_image_a_chart_names_that_cannot_be_fetched_is_named_with_its_origin() {
     .unwrap();
     let spec = t.path().join("ferry.yaml");
     std::fs::write(&spec, "charts:\n  - {path: x-1.0.0.tgz, images: true}\n").unwrap();
-    let out = t.path().join("o.tar");
-    let cache = t.path().join("cache");
-    let e = pack_args(
-        &spec,
-        &out,
-        &["--cache", cache.to_str().unwrap(), "--retries", "0"],
-    )
-    .expect_fail("pack of a chart whose image is unreachable");
+    let (e, out) = pack_offline(t.path(), &spec);
     assert!(
         e.contains("127.0.0.1:9/team/app:3 (named by") && e.contains("x/values.yaml:2"),
         "{e}"
