@@ -281,7 +281,10 @@ fn load_resumes_after_the_registry_dies_midway_without_pushing_twice() {
     let pid = reg.pid().unwrap();
     // The registry process is killed once 2.5 MiB have gone its way.
     let proxy = CuttingProxy::start(reg.addr, 5 << 19, move || {
-        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        // SAFETY: a signal to the registry process this test started.
+        unsafe {
+            libc::kill(pid as libc::pid_t, libc::SIGKILL);
+        }
     });
     let first = load(
         &archive,
