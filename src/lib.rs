@@ -5,12 +5,15 @@
 //! is a thin front end over it. Modules, from the bottom up:
 //! [`digest`] (typed digests, streaming hashes), [`reference`](mod@reference) and
 //! [`platform`] (names), [`inputs`] (the spec file), [`oci`] (manifest
-//! documents), [`layout`] (the content-addressed store), [`source`] (local
-//! image sources), [`chart`] (charts as OCI artifacts), [`bundle`]
-//! (bundle.json), [`archive`] (deterministic tar writing, safe reading),
-//! [`pack`], [`verify`], [`unpack`] (also `inspect`), [`mapping`] (target
-//! repository names), [`serve`] (read-only registry), [`rewrite`] (image references in
-//! YAML), and [`report`]
+//! documents and graph walks), [`layout`] (the content-addressed store),
+//! [`source`] (local image sources), [`chart`] (charts as OCI artifacts,
+//! the images they name), [`remote`] (the registry client: credentials,
+//! transport, retries), [`fetch`] (registry images into the cache),
+//! [`repo`] (Helm chart repositories), [`bundle`] (bundle.json),
+//! [`archive`] (deterministic tar writing, safe reading), [`pack`],
+//! [`verify`], [`unpack`] (also `inspect`), [`mapping`] (target repository
+//! names), [`load`] (pushing into a registry), [`serve`] (read-only
+//! registry), [`rewrite`] (image references in YAML), and [`report`]
 //! (progress).
 #![warn(missing_docs)]
 // Errors carry the paths, digests and references they name; they are built
