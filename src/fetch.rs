@@ -350,15 +350,15 @@ async fn fetch_blob(
         .await
 }
 
-/// A `Read` over chunks sent from async code.
-struct ChannelReader {
+/// A `Read` over chunks sent from async code (for blocking writers).
+pub(crate) struct ChannelReader {
     rx: tokio::sync::mpsc::Receiver<io::Result<bytes::Bytes>>,
     cur: bytes::Bytes,
     received: Arc<AtomicU64>,
 }
 
 impl ChannelReader {
-    fn new(
+    pub(crate) fn new(
         rx: tokio::sync::mpsc::Receiver<io::Result<bytes::Bytes>>,
         received: Arc<AtomicU64>,
     ) -> Self {

@@ -288,27 +288,50 @@ pub async fn fetch_chart(
         .join(first)
         .map_err(|_| RepoError::Url(first.clone()))?
         .to_string();
-    let bytes = get(url.clone())
-        .await?
-        .bytes()
-        .await
-        .map_err(|source| RepoError::Http {
-            url: url.clone(),
-            source,
-        })?;
-    let expected = entry
-        .digest
-        .as_deref()
-        .and_then(|d| Digest::from_hex(d.trim_start_matches("sha256:")).ok())
-        .map(|d| (d, bytes.len() as u64));
     let store_err = |source| RepoError::Store {
         name: name.to_owned(),
         version: entry.version.clone(),
         url: url.clone(),
         source,
     };
+    let expected = entry
+        .digest
+        .as_deref()
+        .and_then(|d| Digest::from_hex(d.trim_start_matches("sha256:")).ok());
+    // Streamed into the cache by a blocking writer that hashes as it goes.
+    let mut resp = get(url.clone()).await?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(4);
+    let root = cache.to_owned();
+    let writer = tokio::task::spawn_blocking(move || {
+        let reader = crate::fetch::ChannelReader::new(rx, Default::default());
+        Store::create_cache(&root)?.put(reader, None)
+    });
+    loop {
+        let chunk = match resp.chunk().await {
+            Ok(Some(c)) => Ok(c),
+            Ok(None) => break,
+            Err(e) => Err(std::io::Error::other(e)),
+        };
+        let failed = chunk.is_err();
+        if tx.send(chunk).await.is_err() || failed {
+            break;
+        }
+    }
+    drop(tx);
+    let (d, size) = writer
+        .await
+        .map_err(|e| store_err(LayoutError::Io(std::io::Error::other(e))))?
+        .map_err(store_err)?;
     let store = Store::create_cache(cache).map_err(store_err)?;
-    let (d, _) = store.put(&bytes[..], expected).map_err(store_err)?;
+    if let Some(want) = expected.filter(|w| *w != d) {
+        let _ = fs_err::remove_file(store.blob_path(&d));
+        return Err(store_err(LayoutError::Mismatch {
+            expected: want,
+            expected_size: size,
+            actual: d,
+            actual_size: size,
+        }));
+    }
     Ok(FetchedChart {
         path: store.blob_path(&d),
         version: entry.version.clone(),

@@ -351,12 +351,20 @@ fn unpack_charts_and_files_gives_back_the_packed_bytes() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     assert_eq!(names.len(), 2, "{names:?}");
-    // A chart already there with the same bytes is fine.
-    ferry([
-        "unpack".as_ref(),
-        archive.as_os_str(),
-        "--charts".as_ref(),
-        charts.as_os_str(),
-    ])
-    .expect_ok("unpack --charts again");
+    // A chart already there with the same bytes is fine; other bytes are not
+    // overwritten.
+    let unpack_charts = || {
+        ferry([
+            "unpack".as_ref(),
+            archive.as_os_str(),
+            "--charts".as_ref(),
+            charts.as_os_str(),
+        ])
+    };
+    unpack_charts().expect_ok("unpack --charts again");
+    let mine = charts.join("demo-chart-0.1.0.tgz");
+    std::fs::write(&mine, b"my own file").unwrap();
+    let msg = unpack_charts().expect_fail("unpack over a different file");
+    assert!(msg.contains("a different file is there"), "{msg}");
+    assert_eq!(std::fs::read(&mine).unwrap(), b"my own file");
 }

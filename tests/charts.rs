@@ -127,6 +127,22 @@ fn chart_repository_errors_are_clear_and_write_nothing() {
         msg.contains("index.yaml failed: the server answered 404"),
         "{msg}"
     );
+    // An index that is not one.
+    let bad = t.path().join("bad-repo");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::write(bad.join("index.yaml"), "entries: [unclosed\n").unwrap();
+    let bad_server = FileServer::start(bad, None);
+    let msg = pack_charts(
+        t.path(),
+        &format!("http://{}", bad_server.addr),
+        "demo",
+        "1.0.0",
+    )
+    .expect_fail("not an index");
+    assert!(
+        msg.contains("index.yaml is not a Helm repository index"),
+        "{msg}"
+    );
     // Plain HTTP to a host that is not loopback is refused before any request.
     let msg = pack_charts(
         t.path(),

@@ -418,6 +418,24 @@ fn load_refuses_two_sources_for_one_target_before_any_request() {
 }
 
 #[test]
+fn an_unreachable_registry_is_one_clear_error() {
+    let t = tempfile::tempdir().unwrap();
+    let archive = fixture_bundle(t.path(), 1 << 10);
+    // Port 9 (discard) on loopback: nothing listens.
+    let msg = load(&archive, "127.0.0.1:9", &["--retries", "0"], None)
+        .expect_fail("load into an unreachable registry");
+    assert!(
+        msg.contains("at 127.0.0.1:9 failed") && msg.contains("Connection refused"),
+        "{msg}"
+    );
+    assert_eq!(
+        msg.matches("Connection refused").count(),
+        1,
+        "one error, not one per blob: {msg}"
+    );
+}
+
+#[test]
 fn dry_run_reports_the_plan_and_pushes_nothing() {
     let t = tempfile::tempdir().unwrap();
     let archive = fixture_bundle(t.path(), 8 << 10);
