@@ -27,6 +27,7 @@ use rayon::prelude::*;
 use crate::bundle::{self, Bundle, BundleError, BUNDLE_MAX_BYTES, BUNDLE_PATH, OCI_LAYOUT_PATH};
 use crate::digest::{Digest, HashingReader, COPY_BUF};
 use crate::report::Reporter;
+use crate::sign::{SIGNATURE_MAX_BYTES, SIGNATURE_PATH};
 
 const BLOCK: u64 = 512;
 
@@ -216,6 +217,7 @@ pub struct PlannedMember {
 pub fn write(
     out: &Path,
     bundle_json: &[u8],
+    signature: Option<&[u8]>,
     members: &[PlannedMember],
     mtime: u64,
     reporter: &dyn Reporter,
@@ -265,6 +267,17 @@ pub fn write(
         &mut &bundle_json[..],
     )
     .map_err(|e| e.into_archive(out, BUNDLE_PATH))?;
+    if let Some(sig) = signature {
+        pos += write_member_at(
+            file,
+            pos,
+            SIGNATURE_PATH,
+            sig.len() as u64,
+            mtime,
+            &mut &sig[..],
+        )
+        .map_err(|e| e.into_archive(out, SIGNATURE_PATH))?;
+    }
     let mut placed = Vec::with_capacity(members.len());
     for m in members.iter().filter(|m| m.path != OCI_LAYOUT_PATH) {
         placed.push((pos, m));
@@ -461,6 +474,8 @@ pub struct Archive {
     pub bundle: Bundle,
     /// Its raw bytes.
     pub bundle_bytes: Vec<u8>,
+    /// The minisign signature of bundle.json, when the archive is signed.
+    pub signature: Option<Vec<u8>>,
     /// Members found, in archive order, excluding bundle.json. When `fault`
     /// is set, these are the members before the fault.
     pub entries: Vec<Entry>,
@@ -531,12 +546,24 @@ impl Archive {
             archive: path.to_owned(),
             source,
         })?;
+        // The signature, when signed, comes right after bundle.json.
+        let before = sc.pos;
+        let signature = match sc.next_header() {
+            Ok(Some(h)) if h.path == SIGNATURE_PATH && h.size <= SIGNATURE_MAX_BYTES => {
+                Some(sc.read_data(&h)?)
+            }
+            _ => {
+                sc.pos = before;
+                None
+            }
+        };
 
         let mut a = Archive {
             path: path.to_owned(),
             file: sc.file.try_clone()?,
             bundle,
             bundle_bytes,
+            signature,
             entries: Vec::new(),
             fault: None,
         };

@@ -38,6 +38,7 @@ pub mod repo;
 pub mod report;
 pub mod rewrite;
 pub mod serve;
+pub mod sign;
 pub mod source;
 pub mod unpack;
 pub mod verify;

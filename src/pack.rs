@@ -87,6 +87,9 @@ pub enum PackError {
         /// (reference, why) of each failure.
         failures: Vec<(String, String)>,
     },
+    /// Signing failed.
+    #[error(transparent)]
+    Sign(#[from] crate::sign::SignError),
     /// The fetcher could not start (cache directory, runtime).
     #[error("fetching registry images failed")]
     Fetcher(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -152,6 +155,8 @@ pub struct PackOptions {
     /// How to fetch registry images (cache, jobs, credentials). Needed only
     /// when the spec names registry images.
     pub fetch: Option<FetchOptions>,
+    /// Sign bundle.json with this minisign secret key.
+    pub sign: Option<PathBuf>,
 }
 
 /// What a pack run produced.
@@ -340,7 +345,30 @@ pub fn pack(
             .collect(),
     };
     let bundle_bytes = bundle.to_bytes();
-    let size = archive::write(&opts.out, &bundle_bytes, &members, opts.mtime, reporter)?;
+    let signature = match &opts.sign {
+        Some(key) => {
+            let comment = format!(
+                "ferry bundle {}: {} artifacts, {} members, signed at {}",
+                bundle.name,
+                bundle.artifacts.len(),
+                bundle.members.len() + 1,
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0)
+            );
+            Some(crate::sign::sign(key, &bundle_bytes, &comment)?)
+        }
+        None => None,
+    };
+    let size = archive::write(
+        &opts.out,
+        &bundle_bytes,
+        signature.as_deref(),
+        &members,
+        opts.mtime,
+        reporter,
+    )?;
     drop(scratch);
     Ok(PackSummary {
         archive: opts.out.clone(),

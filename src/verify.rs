@@ -53,6 +53,9 @@ pub struct VerifyReport {
     pub artifacts_ok: Vec<String>,
     /// Everything found wrong; empty when the archive is whole.
     pub problems: Vec<Problem>,
+    /// Whether the archive carries a signature of bundle.json (checked
+    /// only by [`check_signature`], against a key).
+    pub signed: bool,
 }
 
 impl VerifyReport {
@@ -268,7 +271,31 @@ pub fn verify(path: &Path, reporter: &dyn Reporter) -> Result<VerifyReport, Arch
         bytes_hashed: total,
         artifacts_ok,
         problems: content_problems,
+        signed: archive.signature.is_some(),
     })
+}
+
+/// Checks the archive's signature of bundle.json against the minisign
+/// public key in `key`; returns the signature's trusted comment.
+pub fn check_signature(path: &Path, key: &Path) -> Result<String, SignatureCheckError> {
+    let a = Archive::open_lenient(path)?;
+    Ok(crate::sign::check(
+        path,
+        key,
+        &a.bundle_bytes,
+        a.signature.as_deref(),
+    )?)
+}
+
+/// Why a signature check failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SignatureCheckError {
+    /// The archive cannot be read as far as bundle.json.
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+    /// The signature is missing or wrong.
+    #[error(transparent)]
+    Sign(#[from] crate::sign::SignError),
 }
 
 /// The error's message followed by its causes.

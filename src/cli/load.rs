@@ -38,6 +38,10 @@ pub struct Args {
     pub images_digests_out: Option<PathBuf>,
     #[command(flatten)]
     pub remote: RemoteArgs,
+    /// Refuse the archive unless bundle.json is signed by this minisign
+    /// public key (checked before anything is pushed).
+    #[arg(long, value_name = "PUB")]
+    pub key: Option<PathBuf>,
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -51,6 +55,12 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
         dry_run: args.dry_run,
         remote: args.remote.options()?,
     };
+    if let Some(key) = &args.key {
+        let comment = ferry::verify::check_signature(&args.archive, key)?;
+        if !args.json && !settings.quiet {
+            eprintln!("signature OK: {comment}");
+        }
+    }
     let bars = Bars::new(settings.quiet || args.json);
     let start = Instant::now();
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;

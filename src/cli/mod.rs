@@ -3,6 +3,7 @@
 //! exit status: 0 success, 1 failure, 2 usage error.
 
 mod inspect;
+mod keygen;
 mod load;
 mod pack;
 mod progress;
@@ -37,6 +38,8 @@ pub enum Command {
     Verify(verify::Args),
     /// Write a plain OCI image layout from an archive.
     Unpack(unpack::Args),
+    /// Make a minisign key pair for signing bundles (`pack --sign`).
+    Keygen(keygen::Args),
     /// Push an archive into a registry, resumably; write the source → target map.
     Load(load::Args),
     /// Serve an archive (or an unpacked layout) as a read-only registry.
@@ -58,6 +61,7 @@ pub fn run() -> ExitCode {
         Command::Inspect(a) => inspect::run(a, &settings),
         Command::Verify(a) => verify::run(a, &settings),
         Command::Unpack(a) => unpack::run(a, &settings),
+        Command::Keygen(a) => keygen::run(a, &settings),
         Command::Load(a) => load::run(a, &settings),
         Command::Serve(a) => serve::run(a, &settings),
         Command::Rewrite(a) => rewrite::run(a, &settings),

@@ -35,6 +35,9 @@ pub struct Args {
     /// Registry blobs downloaded at once.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub jobs: u16,
+    /// Sign bundle.json with this minisign secret key (from `ferry keygen`).
+    #[arg(long, value_name = "KEY")]
+    pub sign: Option<PathBuf>,
     #[command(flatten)]
     pub remote: RemoteArgs,
 }
@@ -79,6 +82,7 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
         default_name,
         mtime: ferry::archive::mtime_from_env(),
         fetch,
+        sign: args.sign.clone(),
     };
     let bars = Bars::new(settings.quiet);
     let summary =

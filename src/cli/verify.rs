@@ -9,6 +9,9 @@ use super::{human, progress::Bars, Settings};
 pub struct Args {
     /// The archive.
     pub archive: PathBuf,
+    /// Require a signature of bundle.json by this minisign public key.
+    #[arg(long, value_name = "PUB")]
+    pub key: Option<PathBuf>,
     /// Print the report as JSON on stdout (for auditors).
     #[arg(long)]
     pub json: bool,
@@ -19,8 +22,15 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
     let start = std::time::Instant::now();
     let r = ferry::verify::verify(&args.archive, &bars)?;
     let secs = start.elapsed().as_secs_f64();
+    // The signature decides before anything is called whole.
+    let signature = match &args.key {
+        Some(key) => Some(ferry::verify::check_signature(&args.archive, key)?),
+        None => None,
+    };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        let mut v = serde_json::to_value(&r)?;
+        v["signature"] = serde_json::json!(signature);
+        println!("{}", serde_json::to_string_pretty(&v)?);
     } else if r.is_ok() {
         println!(
             "OK {}: {} members, {} artifacts, {} hashed in {:.2}s ({:.0} MB/s)",
@@ -31,6 +41,11 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
             secs,
             r.bytes_hashed as f64 / 1e6 / secs.max(1e-9)
         );
+        match (&signature, r.signed) {
+            (Some(comment), _) => println!("signature OK: {comment}"),
+            (None, true) => println!("signed (not checked: pass --key KEY.pub)"),
+            (None, false) => {}
+        }
     } else {
         eprintln!(
             "FAILED {}: {} problem(s)",

@@ -1,0 +1,141 @@
+//! Signed bundles: `ferry keygen`, `pack --sign`, `verify --key` and
+//! `load --key`, checked against the real `minisign` too.
+
+mod support;
+
+use std::path::Path;
+
+use support::*;
+
+fn keygen(dir: &Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let prefix = dir.join(name);
+    ferry(["keygen".as_ref(), "-o".as_ref(), prefix.as_os_str()]).expect_ok("keygen");
+    (
+        dir.join(format!("{name}.key")),
+        dir.join(format!("{name}.pub")),
+    )
+}
+
+fn verify_with(archive: &Path, key: &Path) -> Out {
+    ferry([
+        "verify".as_ref(),
+        archive.as_os_str(),
+        "--key".as_ref(),
+        key.as_os_str(),
+    ])
+}
+
+#[test]
+fn a_signed_bundle_verifies_with_ferry_and_with_minisign() {
+    let t = tempfile::tempdir().unwrap();
+    let (key, public) = keygen(t.path(), "release");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let msg = ferry([
+        "keygen".as_ref(),
+        "-o".as_ref(),
+        t.path().join("release").as_os_str(),
+    ])
+    .expect_fail("keygen over an existing key");
+    assert!(
+        msg.contains("exists; keygen never overwrites a key"),
+        "{msg}"
+    );
+
+    let archive = t.path().join("s.tar");
+    pack_args(&demo_spec(), &archive, &["--sign", key.to_str().unwrap()]).expect_ok("pack --sign");
+    let out = verify_with(&archive, &public).expect_ok("verify --key");
+    assert!(
+        out.contains("signature OK: ferry bundle demo: 5 artifacts"),
+        "{out}"
+    );
+    let out = ferry(["verify".as_ref(), archive.as_os_str()]).expect_ok("verify");
+    assert!(out.contains("signed (not checked"), "{out}");
+
+    // No ferry needed: tar and minisign check the same signature.
+    let x = t.path().join("x");
+    std::fs::create_dir(&x).unwrap();
+    run(std::process::Command::new(require_tool("tar", "tar"))
+        .arg("-xf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&x)
+        .args(["bundle.json", "bundle.json.minisig"]))
+    .expect_ok("tar -xf");
+    run(
+        std::process::Command::new(require_tool("minisign", "minisign"))
+            .arg("-Vm")
+            .arg(x.join("bundle.json"))
+            .arg("-p")
+            .arg(&public),
+    )
+    .expect_ok("minisign -V");
+    // Other readers ignore the extra member.
+    run(skopeo().args([
+        "inspect",
+        "--raw",
+        &format!(
+            "oci-archive:{}:docker.io/library/demo:1.0",
+            archive.display()
+        ),
+    ]))
+    .expect_ok("skopeo reads a signed archive");
+}
+
+#[test]
+fn wrong_key_unsigned_and_tampered_bundles_are_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let (key, _) = keygen(t.path(), "release");
+    let (_, other) = keygen(t.path(), "other");
+    let signed = t.path().join("s.tar");
+    pack_args(&demo_spec(), &signed, &["--sign", key.to_str().unwrap()]).expect_ok("pack --sign");
+    let public = t.path().join("release.pub");
+
+    let msg = verify_with(&signed, &other).expect_fail("verify with another key");
+    assert!(
+        msg.contains("does not verify with") && msg.contains("other.pub"),
+        "{msg}"
+    );
+
+    let unsigned = pack_demo(t.path());
+    let msg = verify_with(&unsigned, &public).expect_fail("verify unsigned");
+    assert!(
+        msg.contains("is not signed (no bundle.json.minisig)"),
+        "{msg}"
+    );
+
+    // bundle.json changed after signing (same length, still valid).
+    let mut members = read_members(&signed);
+    let b = members
+        .iter_mut()
+        .find(|m| m.name == "bundle.json")
+        .unwrap();
+    let text = String::from_utf8(b.data.clone())
+        .unwrap()
+        .replacen("\"demo\"", "\"demX\"", 1);
+    b.data = text.into_bytes();
+    let tampered = t.path().join("tampered.tar");
+    write_raw_tar(&tampered, &members, true);
+    let msg = verify_with(&tampered, &public).expect_fail("verify tampered");
+    assert!(
+        msg.contains("the signature of bundle.json does not verify"),
+        "{msg}"
+    );
+    // load --key refuses it before any request (nothing listens on port 9).
+    let msg = ferry([
+        "load".as_ref(),
+        tampered.as_os_str(),
+        "--registry".as_ref(),
+        "127.0.0.1:9".as_ref(),
+        "--key".as_ref(),
+        public.as_os_str(),
+    ])
+    .expect_fail("load --key of a tampered bundle");
+    assert!(
+        msg.contains("does not verify") && !msg.contains("Connection refused"),
+        "{msg}"
+    );
+}
