@@ -9,7 +9,8 @@
 //! [`source`] (local image sources), [`chart`] (charts as OCI artifacts,
 //! the images they name), [`remote`] (the registry client: credentials,
 //! transport, retries), [`fetch`] (registry images into the cache),
-//! [`repo`] (Helm chart repositories), [`bundle`] (bundle.json),
+//! [`repo`] (Helm chart repositories), [`bundle`] (bundle.json), [`sign`]
+//! (minisign signatures of bundle.json),
 //! [`archive`] (deterministic tar writing, safe reading), [`pack`],
 //! [`verify`], [`unpack`] (also `inspect`), [`mapping`] (target repository
 //! names), [`load`] (pushing into a registry), [`serve`] (read-only
