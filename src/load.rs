@@ -71,6 +71,8 @@ pub struct LoadOptions {
     pub jobs: usize,
     /// Check the registry and report what would be pushed; push nothing.
     pub dry_run: bool,
+    /// Move tags that already point to other content.
+    pub force: bool,
     /// Transport, credentials and retries.
     pub remote: RemoteOptions,
 }
@@ -315,10 +317,7 @@ pub async fn load(
             async move {
                 let error = match it.blobs.iter().find_map(|d| failed_blobs.get(d)) {
                     Some(e) => Some(e.clone()),
-                    None => place_documents(remote, it, opts.dry_run, tally)
-                        .await
-                        .err()
-                        .map(|e| error_chain(&e)),
+                    None => place_documents(remote, it, opts, tally).await.err(),
                 };
                 ArtifactOutcome {
                     kind: it.artifact.kind,
@@ -531,27 +530,42 @@ fn blob_body(
 async fn place_documents(
     remote: &Remote,
     it: &Item,
-    dry_run: bool,
+    opts: &LoadOptions,
     tally: &Mutex<Tally>,
-) -> Result<(), RemoteError> {
+) -> Result<(), String> {
     let repo = &it.repository;
-    let Some(((root, _, _), children)) = it.documents.split_last() else {
+    let Some(((root, root_mt, root_bytes), children)) = it.documents.split_last() else {
         return Ok(());
     };
     let mut steps: Vec<(&Digest, &str, &[u8], String)> = children
         .iter()
         .map(|(d, mt, b)| (d, mt.as_str(), b.as_slice(), d.to_string()))
         .collect();
-    let (_, root_mt, root_bytes) = &it.documents[it.documents.len() - 1];
     let root_ref = it.tag.clone().unwrap_or_else(|| root.to_string());
     steps.push((root, root_mt.as_str(), root_bytes.as_slice(), root_ref));
     for (d, mt, bytes, reference) in steps {
-        if remote.manifest_digest(repo, &reference).await? == Some(*d) {
+        let current = remote
+            .manifest_digest(repo, &reference)
+            .await
+            .map_err(|e| error_chain(&e))?;
+        if current == Some(*d) {
             lock(tally).counts.manifests_present += 1;
             continue;
         }
-        if !dry_run {
-            remote.push_manifest(repo, &reference, bytes, mt).await?;
+        // A tag that already names other content is not moved silently.
+        if let (Some(other), Some(tag), false) = (current, &it.tag, opts.force) {
+            if reference == *tag {
+                return Err(format!(
+                    "tag {}/{repo}:{tag} already points to {other}, not to the bundle's {d}; it was left as it is (pass --force to move it)",
+                    remote.host()
+                ));
+            }
+        }
+        if !opts.dry_run {
+            remote
+                .push_manifest(repo, &reference, bytes, mt)
+                .await
+                .map_err(|e| error_chain(&e))?;
         }
         lock(tally).counts.manifests_pushed += 1;
     }

@@ -503,3 +503,43 @@ fn load_over_tls_trusts_a_private_ca_given_with_ca_file() {
         .all(|a| a["ok"] == true));
     assert_eq!(reg.repositories().len(), 4);
 }
+
+#[test]
+fn a_tag_that_points_elsewhere_is_not_moved_without_force() {
+    let t = tempfile::tempdir().unwrap();
+    let (da, db) = (t.path().join("a"), t.path().join("b"));
+    std::fs::create_dir_all(&da).unwrap();
+    std::fs::create_dir_all(&db).unwrap();
+    // Same references, different content.
+    let first = fixture_bundle(&da, 4 << 10);
+    let second = fixture_bundle(&db, 8 << 10);
+    let reg = DockerRegistry::start(&t.path().join("reg"), false);
+    let host = reg.host();
+    assert!(load(&first, &host, &[], None).ok());
+    let before = report(&load(&first, &host, &["--dry-run"], None))["artifacts"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let out = load(&second, &host, &[], None);
+    let r = report(&out);
+    let new = r["artifacts"][0]["digest"].as_str().unwrap().to_owned();
+    let msg = out.expect_fail("load over tags that point elsewhere");
+    assert!(
+        msg.contains(&format!(
+            "tag {host}/library/app:1.0 already points to {before}, not to the bundle's {new}"
+        )) && msg.contains("--force"),
+        "{msg}"
+    );
+    let tag = format!("docker://{host}/library/app:1.0");
+    let digest_at = |tag: &str| {
+        let raw = run(skopeo().args(["inspect", "--raw", "--tls-verify=false", tag]))
+            .expect_ok("skopeo inspect");
+        ferry::digest::Digest::of(raw.as_bytes()).to_string()
+    };
+    assert_eq!(digest_at(&tag), before, "the tag was left alone");
+
+    let out = load(&second, &host, &["--force"], None);
+    assert!(out.ok(), "{}", out.stderr);
+    assert_eq!(digest_at(&tag), new, "--force moved it");
+}

@@ -29,6 +29,10 @@ pub struct Args {
     /// Check the registry and print what would be pushed; push nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Move a tag that already points to different content in the target
+    /// (without it, such an artifact fails and the tag is left alone).
+    #[arg(long)]
+    pub force: bool,
     /// Write the source → target map (for `ferry rewrite --map`).
     #[arg(long, value_name = "FILE")]
     pub map_out: Option<PathBuf>,
@@ -53,6 +57,7 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
         keep_host: args.keep_host,
         jobs: args.jobs as usize,
         dry_run: args.dry_run,
+        force: args.force,
         remote: args.remote.options()?,
     };
     if let Some(key) = &args.key {
