@@ -639,6 +639,23 @@ mod tests {
     }
 
     #[test]
+    fn index_scanner_survives_garbage() {
+        let alphabet: Vec<char> = " \n-:#'\"{}[]ab1.eé".chars().collect();
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..20000 {
+            let mut doc = String::from("entries:\n");
+            for _ in 0..(seed % 80) {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                doc.push(alphabet[(seed % alphabet.len() as u64) as usize]);
+            }
+            let _ = scan_index(&doc);
+            let _ = requirements(&doc);
+        }
+    }
+
+    #[test]
     fn helm_constraints() {
         let vs = [
             "18.0.0",

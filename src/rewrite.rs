@@ -1468,6 +1468,30 @@ mod tests {
         assert!(accepted > total / 10, "{accepted} of {total} accepted");
     }
 
+    /// Garbage made of YAML's significant characters never panics the
+    /// fast scanner, and what it accepts the parser accepts alike.
+    #[test]
+    fn fast_scanner_survives_garbage() {
+        let alphabet: Vec<char> = " \n\r\t-:#'\"{}[],&*!|>?%@`~ab1é\u{feff}".chars().collect();
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..20000 {
+            let mut doc = String::new();
+            for _ in 0..(seed % 60) {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                doc.push(alphabet[(seed % alphabet.len() as u64) as usize]);
+            }
+            let mut fast = Vec::new();
+            if fast::scan(&doc, &mut |e| fast.push(e)).is_some() {
+                match parsed_events(&doc) {
+                    Ok(slow) => assert_eq!(fast, slow, "differs on {doc:?}"),
+                    Err(e) => panic!("fast scanner accepted {doc:?}, the parser says {e}"),
+                }
+            }
+        }
+    }
+
     fn rw_err(text: &str) -> String {
         rewrite(text, &map(), RewriteOptions::default())
             .unwrap_err()

@@ -82,6 +82,14 @@ pub(super) fn scan<'t>(text: &'t str, sink: &mut dyn FnMut(Ev<'t>)) -> Option<()
         has_root: false,
         explicit: false,
     };
+    // A lone CR is a line break too; only LF and CRLF are handled here.
+    let b = text.as_bytes();
+    if b.iter()
+        .enumerate()
+        .any(|(i, &c)| c == b'\r' && b.get(i + 1) != Some(&b'\n'))
+    {
+        return None;
+    }
     let body = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut pos = text.len() - body.len();
     let mut line_no = 0;
