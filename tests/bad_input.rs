@@ -658,3 +658,42 @@ fn unpack_files_refuses_a_directory_tar_that_escapes_its_title() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+#[test]
+fn alias_bombs_are_never_expanded_by_rewrite() {
+    let t = tempfile::tempdir().unwrap();
+    // Nine levels of nine aliases: 387,420,489 strings if expanded.
+    let mut bomb = String::from(
+        "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+    );
+    let names = ["a", "b", "c", "d", "e", "f", "g", "h", "i"];
+    for w in names.windows(2) {
+        let (prev, next) = (w[0], w[1]);
+        bomb.push_str(&format!("{next}: &{next} [*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev}]\n"));
+    }
+    let values = t.path().join("values.yaml");
+    std::fs::write(
+        &values,
+        format!("{bomb}image: docker.io/library/demo:1.0\n"),
+    )
+    .unwrap();
+    let start = std::time::Instant::now();
+    let out = ferry([
+        "rewrite".as_ref(),
+        "--bundle".as_ref(),
+        pack_demo(t.path()).as_os_str(),
+        "--registry".as_ref(),
+        "registry.local:5000".as_ref(),
+        "--check".as_ref(),
+        values.as_os_str(),
+    ])
+    .expect_ok("rewrite --check of an alias bomb");
+    assert!(
+        out.contains("registry.local:5000/library/demo:1.0"),
+        "{out}"
+    );
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(20),
+        "bounded"
+    );
+}

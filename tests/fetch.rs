@@ -497,3 +497,23 @@ fn an_oci_chart_is_fetched_with_its_manifest_unchanged() {
     .expect_fail("pack an image as a chart");
     assert!(msg.contains("not a Helm chart artifact"), "{msg}");
 }
+
+#[test]
+fn two_packs_sharing_one_cache_both_succeed() {
+    let t = tempfile::tempdir().unwrap();
+    let layout = source_layout(&t.path().join("src"), 256 << 10);
+    let reg = DockerRegistry::start(&t.path().join("reg"), false);
+    fill_registry(&layout, &reg.host());
+    let spec = spec(t.path(), &reg.host());
+    let cache = t.path().join("cache");
+    let (a, b) = (t.path().join("a.tar"), t.path().join("b.tar"));
+    let (oa, ob) = std::thread::scope(|s| {
+        let ja = s.spawn(|| pack(&spec, &a, &cache, &["--jobs", "2"], &[]));
+        let jb = s.spawn(|| pack(&spec, &b, &cache, &["--jobs", "2"], &[]));
+        (ja.join().unwrap(), jb.join().unwrap())
+    });
+    assert!(oa.ok(), "{}", oa.stderr);
+    assert!(ob.ok(), "{}", ob.stderr);
+    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+    ferry(["verify".as_ref(), a.as_os_str()]).expect_ok("verify");
+}

@@ -543,3 +543,27 @@ fn a_tag_that_points_elsewhere_is_not_moved_without_force() {
     assert!(out.ok(), "{}", out.stderr);
     assert_eq!(digest_at(&tag), new, "--force moved it");
 }
+
+#[test]
+fn a_registry_out_of_disk_fails_the_load_and_leaves_no_tag() {
+    let t = tempfile::tempdir().unwrap();
+    let archive = fixture_bundle(t.path(), 4 << 10);
+    let reg = DockerRegistry::start(&t.path().join("reg"), false);
+    let proxy = support::registry::FaultProxy::start(
+        reg.addr,
+        "/blobs/uploads/",
+        support::registry::Fault::DiskFull,
+        u64::MAX,
+    );
+    let out = load(&archive, &proxy.addr.to_string(), &["--retries", "1"], None);
+    let msg = out.expect_fail("load into a full registry");
+    assert!(
+        msg.contains("uploading blob sha256:") && msg.contains("507"),
+        "{msg}"
+    );
+    assert!(msg.contains("4 of 4 artifacts were not loaded"), "{msg}");
+    let tags = reg
+        .dir
+        .join("data/docker/registry/v2/repositories/library/app/_manifests/tags");
+    assert!(!tags.exists(), "no tag points at an incomplete image");
+}

@@ -384,6 +384,8 @@ pub enum Fault {
     NotFound,
     /// Answer with a Docker schema-1 manifest.
     Schema1,
+    /// Answer 507 Insufficient Storage to uploads (PUT and PATCH).
+    DiskFull,
 }
 
 /// A proxy to `upstream` that applies a fault to the first `times` GET
@@ -433,7 +435,11 @@ fn fault_one(
     };
     requests.fetch_add(1, Ordering::Relaxed);
     let first = head.lines().next().unwrap_or("").to_owned();
-    let matches = first.starts_with("GET ") && first.contains(needle);
+    let method = match fault {
+        Fault::DiskFull => first.starts_with("PUT ") || first.starts_with("PATCH "),
+        _ => first.starts_with("GET "),
+    };
+    let matches = method && first.contains(needle);
     let apply = matches && hits.fetch_add(1, Ordering::Relaxed) < times;
     if matches && !apply {
         hits.fetch_sub(1, Ordering::Relaxed);
@@ -447,6 +453,13 @@ fn fault_one(
     if apply && fault == Fault::NotFound {
         let body = br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#;
         client.write_all(format!("HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).as_bytes())?;
+        client.write_all(body)?;
+        return Ok(());
+    }
+    if apply && fault == Fault::DiskFull {
+        std::io::copy(&mut (&mut client).take(length), &mut std::io::sink())?;
+        let body = br#"{"errors":[{"code":"UNKNOWN","message":"no space left on device"}]}"#;
+        client.write_all(format!("HTTP/1.1 507 Insufficient Storage\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).as_bytes())?;
         client.write_all(body)?;
         return Ok(());
     }
