@@ -256,13 +256,13 @@ fn single_layer(
             a.digest
         )));
     }
-    match crate::oci::parse_node(a.digest, &a.media_type, &bytes) {
-        Ok(crate::oci::Node::Manifest(m)) if m.layers.len() == 1 => Ok(m
-            .layers
-            .into_iter()
-            .next()
-            .unwrap_or_else(|| unreachable!())),
-        _ => Err(invalid(format!(
+    let one = match crate::oci::parse_node(a.digest, &a.media_type, &bytes) {
+        Ok(crate::oci::Node::Manifest(m)) => <[_; 1]>::try_from(m.layers).ok(),
+        _ => None,
+    };
+    match one {
+        Some([layer]) => Ok(layer),
+        None => Err(invalid(format!(
             "manifest {} is not a one-layer artifact",
             a.digest
         ))),
