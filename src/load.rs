@@ -366,16 +366,13 @@ fn read_document(
     let &(offset, size) = locations
         .get(d)
         .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "not in the archive"))?;
-    if size > oci::MANIFEST_MAX_BYTES {
-        return Err(io::Error::other(format!(
-            "{size} bytes, over the {}-byte limit",
-            oci::MANIFEST_MAX_BYTES
-        )));
-    }
-    let f = fs_err::File::open(a.path())?;
-    let mut buf = vec![0u8; size as usize];
-    f.file().read_exact_at(&mut buf, offset)?;
-    Ok(buf)
+    let entry = crate::archive::Entry {
+        path: d.blob_path(),
+        offset,
+        size,
+    };
+    a.read_member(&entry, oci::MANIFEST_MAX_BYTES)
+        .map_err(|e| io::Error::other(error_chain(&e)))
 }
 
 /// Drives `work` while turning the shared byte counter into progress.

@@ -238,18 +238,14 @@ fn single_layer(
     let &(offset, size) = locations
         .get(&a.digest)
         .ok_or_else(|| invalid(format!("manifest {} is missing", a.digest)))?;
-    if size > crate::oci::MANIFEST_MAX_BYTES {
-        return Err(invalid(format!("manifest {} is too large", a.digest)));
-    }
-    let mut bytes = vec![0u8; size as usize];
-    std::io::Read::read_exact(
-        &mut archive.member_reader(&crate::archive::Entry {
-            path: a.digest.blob_path(),
-            offset,
-            size,
-        }),
-        &mut bytes,
-    )?;
+    let entry = crate::archive::Entry {
+        path: a.digest.blob_path(),
+        offset,
+        size,
+    };
+    let bytes = archive
+        .read_member(&entry, crate::oci::MANIFEST_MAX_BYTES)
+        .map_err(|e| invalid(crate::verify::error_chain(&e)))?;
     if Digest::of(&bytes) != a.digest {
         return Err(invalid(format!(
             "manifest {} does not match its digest",
