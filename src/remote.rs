@@ -739,6 +739,20 @@ mod tests {
     }
 
     #[test]
+    fn identity_tokens_are_refused_with_a_message() {
+        let t = tempfile::tempdir().unwrap();
+        let p = config(
+            t.path(),
+            r#"{"auths":{"reg.local":{"identitytoken":"abc"}}}"#,
+        );
+        let e = credentials_from_config("reg.local", p).unwrap_err();
+        assert!(
+            crate::verify::error_chain(&e).contains("identity token, which ferry cannot use yet"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn malformed_docker_config_is_an_error_naming_the_file() {
         let t = tempfile::tempdir().unwrap();
         let p = config(t.path(), "{not json");

@@ -697,3 +697,59 @@ fn alias_bombs_are_never_expanded_by_rewrite() {
         "bounded"
     );
 }
+
+#[test]
+fn one_password_is_not_sent_to_several_registries() {
+    let t = tempfile::tempdir().unwrap();
+    let spec = t.path().join("images.txt");
+    std::fs::write(&spec, "127.0.0.1:9/a:1\n127.0.0.2:9/b:1\n").unwrap();
+    let out = run(std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["--quiet", "pack"])
+        .arg(&spec)
+        .arg("-o")
+        .arg(t.path().join("o.tar"))
+        .args(["--username", "u", "--password-stdin"])
+        .stdin(std::process::Stdio::null()));
+    let e = out.expect_fail("--username with two registries");
+    assert!(
+        e.contains("--username would be sent to 2 registries (127.0.0.1:9, 127.0.0.2:9)"),
+        "{e}"
+    );
+}
+
+#[test]
+fn an_unreadable_ca_file_or_key_file_is_named() {
+    let t = tempfile::tempdir().unwrap();
+    let archive = pack_demo(t.path());
+    let missing = t.path().join("no-such-ca.pem");
+    let e = ferry([
+        "load".as_ref(),
+        archive.as_os_str(),
+        "--registry".as_ref(),
+        "127.0.0.1:9".as_ref(),
+        "--ca-file".as_ref(),
+        missing.as_os_str(),
+    ])
+    .expect_fail("load with a missing CA file");
+    assert!(
+        e.contains(&format!("cannot read CA certificate {}", missing.display())),
+        "{e}"
+    );
+
+    let bad_key = t.path().join("bad.pub");
+    std::fs::write(&bad_key, "not a key\n").unwrap();
+    let e = ferry([
+        "verify".as_ref(),
+        archive.as_os_str(),
+        "--key".as_ref(),
+        bad_key.as_os_str(),
+    ])
+    .expect_fail("verify with a file that is not a key");
+    assert!(
+        e.contains(&format!(
+            "{} is not a usable minisign public key",
+            bad_key.display()
+        )),
+        "{e}"
+    );
+}
