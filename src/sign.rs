@@ -100,21 +100,30 @@ pub fn keygen(prefix: &Path) -> Result<(PathBuf, PathBuf), SignError> {
     Ok((key, public))
 }
 
+/// Writes a new file whole or not at all: a temp file beside it, synced,
+/// then linked into place without replacing anything there.
 fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), SignError> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::PermissionsExt;
     let io = |source| SignError::Io {
         path: path.to_owned(),
         source,
     };
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".ferry-key.")
+        .tempfile_in(dir)
         .map_err(io)?;
-    f.write_all(bytes).map_err(io)?;
-    f.sync_all().map_err(io)
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(mode))
+        .map_err(io)?;
+    tmp.write_all(bytes).map_err(io)?;
+    tmp.as_file().sync_all().map_err(io)?;
+    tmp.persist_noclobber(path).map_err(|e| io(e.error))?;
+    Ok(())
 }
 
 /// Signs `data` (bundle.json) with the secret key in `key`; returns the
