@@ -14,8 +14,12 @@ use crate::digest::Digest;
 
 /// The value of `format`.
 pub const FORMAT: &str = "ferry-bundle";
-/// The newest format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The newest format version this build writes and reads. Version 2 adds
+/// the volume plan and the delta record; bundles that use neither are
+/// still written as version 1, so older readers keep reading them.
+pub const FORMAT_VERSION: u32 = 2;
+/// The version written when a bundle uses no version-2 feature.
+pub const FORMAT_VERSION_BASE: u32 = 1;
 /// The largest bundle.json ferry reads.
 pub const BUNDLE_MAX_BYTES: u64 = 64 << 20;
 /// Member name of the layout marker.
@@ -54,6 +58,9 @@ pub enum BundleError {
     /// Required members absent.
     #[error("bundle.json does not list {0}")]
     MissingMember(&'static str),
+    /// A volume plan that does not cover the members exactly once, in order.
+    #[error("bundle.json has an inconsistent volume plan: {0}")]
+    VolumePlan(String),
 }
 
 /// The whole table of contents.
@@ -78,6 +85,92 @@ pub struct Bundle {
     /// Every archive member except bundle.json itself, in archive order
     /// (`oci-layout` first, then `index.json`, then the blobs).
     pub members: Vec<Member>,
+    /// How the members are cut into volumes, when the archive is split.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volumes: Option<VolumePlan>,
+    /// When the archive is a delta: the blobs it leaves out because the
+    /// far side already holds them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta: Option<Delta>,
+}
+
+/// How an archive is cut into volumes `OUT.001`, `OUT.002`, ….
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VolumePlan {
+    /// Identifies this set of volumes; every volume after the first
+    /// repeats it in its `ferry-volume.json`, so a volume from another
+    /// bundle is recognised.
+    pub id: Digest,
+    /// The largest volume allowed, in bytes.
+    pub max_size: u64,
+    /// The volumes in order; the first also holds `oci-layout`,
+    /// `bundle.json` and the signature.
+    pub volumes: Vec<VolumeInfo>,
+}
+
+/// One volume of a split archive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeInfo {
+    /// The member bytes it holds, in archive order.
+    pub pieces: Vec<Piece>,
+}
+
+/// A member, or a part of one, held by a volume. A member larger than a
+/// volume is the only kind split into parts; each part is a tar member
+/// named `PATH.partN` (N from 1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Piece {
+    /// The member's path (as in `members`).
+    pub member: String,
+    /// Where in the member this piece starts.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub offset: u64,
+    /// The piece's length.
+    pub size: u64,
+    /// The part number (from 1) when the member is split; absent when the
+    /// piece is the whole member.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part: Option<u32>,
+}
+
+impl Piece {
+    /// The piece's path inside its volume's tar.
+    pub fn tar_path(&self) -> String {
+        match self.part {
+            Some(n) => format!("{}.part{n}", self.member),
+            None => self.member.clone(),
+        }
+    }
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+/// What a delta archive leaves out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Delta {
+    /// What the inventory described: a registry or an earlier bundle.
+    pub base: String,
+    /// sha256 of the inventory file the delta was made against.
+    pub inventory: Digest,
+    /// Blobs the artifacts need that are not in this archive; `load`
+    /// checks each is in the target before pushing what needs it.
+    pub absent: Vec<AbsentBlob>,
+}
+
+/// A blob a delta expects the target to hold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AbsentBlob {
+    /// Its digest.
+    pub digest: Digest,
+    /// Its size.
+    pub size: u64,
 }
 
 /// Writer identification.
@@ -230,6 +323,64 @@ impl Bundle {
             if !seen.contains(required) {
                 return Err(BundleError::MissingMember(required));
             }
+        }
+        if let Some(plan) = &self.volumes {
+            self.validate_volumes(plan)?;
+        }
+        Ok(())
+    }
+
+    /// The pieces, read in order, must be every member in order, each
+    /// whole or cut into consecutive numbered parts.
+    fn validate_volumes(&self, plan: &VolumePlan) -> Result<(), BundleError> {
+        let bad = |m: String| Err(BundleError::VolumePlan(m));
+        if plan.volumes.is_empty() {
+            return bad("it lists no volumes".into());
+        }
+        let mut members = self.members.iter();
+        let mut current: Option<(&Member, u64, u32)> = None;
+        for (v, vol) in plan.volumes.iter().enumerate() {
+            for p in &vol.pieces {
+                let (m, at, part) = match current.take() {
+                    Some(c) => c,
+                    None => match members.next() {
+                        Some(m) => (m, 0, 0),
+                        None => {
+                            return bad(format!(
+                                "volume {} lists {} after the last member",
+                                v + 1,
+                                p.member
+                            ))
+                        }
+                    },
+                };
+                let whole = p.part.is_none();
+                if p.member != m.path
+                    || p.offset != at
+                    || (whole && (at != 0 || p.size != m.size))
+                    || (!whole && p.part != Some(part + 1))
+                    || p.size == 0 && m.size != 0
+                    || at + p.size > m.size
+                {
+                    return bad(format!(
+                        "volume {} lists {} (offset {}, {} bytes) where {} from byte {at} is due",
+                        v + 1,
+                        p.tar_path(),
+                        p.offset,
+                        p.size,
+                        m.path
+                    ));
+                }
+                if at + p.size < m.size {
+                    current = Some((m, at + p.size, part + 1));
+                }
+            }
+        }
+        if let Some((m, at, _)) = current {
+            return bad(format!("{} ends at byte {at} of {}", m.path, m.size));
+        }
+        if let Some(m) = members.next() {
+            return bad(format!("{} is in no volume", m.path));
         }
         Ok(())
     }

@@ -13,8 +13,7 @@
 //! nothing. One artifact's failure does not stop the others.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io;
-use std::os::unix::fs::FileExt;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,7 +23,7 @@ use bytes::Bytes;
 use futures_util::stream::{self, StreamExt};
 use serde::Serialize;
 
-use crate::archive::{Archive, ArchiveError};
+use crate::archive::{Archive, ArchiveError, Entry};
 use crate::bundle::{Artifact, ArtifactKind, Bundle};
 use crate::digest::{Digest, Hasher, COPY_BUF};
 use crate::mapping::{MappingError, TargetRegistry};
@@ -179,7 +178,7 @@ struct Item {
 /// One blob and where it must go.
 struct BlobJob {
     digest: Digest,
-    offset: u64,
+    entry: Entry,
     size: u64,
     repositories: Vec<String>,
 }
@@ -198,7 +197,7 @@ pub async fn load(
     opts: &LoadOptions,
     reporter: &dyn Reporter,
 ) -> Result<(LoadReport, Bundle), LoadError> {
-    let a = Archive::open(archive)?;
+    let a = Arc::new(Archive::open(archive)?);
     let target = TargetRegistry::parse(&opts.registry, opts.keep_host)?;
     let targets = target.rules.targets(&a.bundle.artifacts)?;
     let locations = a.blob_locations();
@@ -214,7 +213,7 @@ pub async fn load(
             &mut |v| {
                 match v {
                     Visit::Blob(b) => {
-                        if locations.get(&b.digest).map(|&(_, s)| s) != Some(b.size) {
+                        if locations.get(&b.digest).map(|e| e.size) != Some(b.size) {
                             return Err(WalkError::Blob(b.digest));
                         }
                         blobs.push(b.digest);
@@ -250,11 +249,11 @@ pub async fn load(
     for it in &items {
         for d in &it.blobs {
             let i = *index.entry(*d).or_insert_with(|| {
-                let (offset, size) = locations[d];
+                let entry = locations[d].clone();
                 jobs.push(BlobJob {
                     digest: *d,
-                    offset,
-                    size,
+                    size: entry.size,
+                    entry,
                     repositories: Vec::new(),
                 });
                 jobs.len() - 1
@@ -290,11 +289,12 @@ pub async fn load(
 
     let blob_phase = stream::iter(&jobs)
         .map(|job| {
+            let a = &a;
             let remote = &remote;
             let tally = &tally;
             let sent = sent.clone();
             async move {
-                let r = place_blob(remote, archive, job, opts.dry_run, tally, &sent).await;
+                let r = place_blob(remote, a, job, opts.dry_run, tally, &sent).await;
                 (job.digest, r)
             }
         })
@@ -350,7 +350,7 @@ pub async fn load(
             counts,
             uploaded,
         },
-        a.bundle,
+        a.bundle.clone(),
     ))
 }
 
@@ -360,18 +360,13 @@ fn lock(t: &Mutex<Tally>) -> std::sync::MutexGuard<'_, Tally> {
 
 fn read_document(
     a: &Archive,
-    locations: &HashMap<Digest, (u64, u64)>,
+    locations: &HashMap<Digest, Entry>,
     d: &Digest,
 ) -> io::Result<Vec<u8>> {
-    let &(offset, size) = locations
+    let entry = locations
         .get(d)
         .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "not in the archive"))?;
-    let entry = crate::archive::Entry {
-        path: d.blob_path(),
-        offset,
-        size,
-    };
-    a.read_member(&entry, oci::MANIFEST_MAX_BYTES)
+    a.read_member(entry, oci::MANIFEST_MAX_BYTES)
         .map_err(|e| io::Error::other(error_chain(&e)))
 }
 
@@ -402,7 +397,7 @@ pub(crate) async fn with_progress<T>(
 /// Gets one blob into every repository that needs it.
 async fn place_blob(
     remote: &Remote,
-    archive: &Path,
+    archive: &Arc<Archive>,
     job: &BlobJob,
     dry_run: bool,
     tally: &Mutex<Tally>,
@@ -439,11 +434,11 @@ async fn place_blob(
             }
         }
         let open = {
-            let archive = archive.to_owned();
-            let (offset, size, digest) = (job.offset, job.size, *d);
+            let archive = archive.clone();
+            let (entry, digest) = (job.entry.clone(), *d);
             let corrupt = corrupt.clone();
             let sent = sent.clone();
-            move || blob_body(&archive, offset, size, digest, &corrupt, &sent)
+            move || blob_body(&archive, &entry, digest, &corrupt, &sent)
         };
         let aborted = || corrupt.load(Ordering::Relaxed);
         match remote.push_blob(repo, d, job.size, &open, &aborted).await {
@@ -457,7 +452,7 @@ async fn place_blob(
             Err(_) if corrupt.load(Ordering::Relaxed) => {
                 return Err(format!(
                 "blob {d} in {} does not match its digest; it was not pushed (run `ferry verify`)",
-                archive.display()
+                archive.path().display()
             ))
             }
             Err(e) => return Err(error_chain(&e)),
@@ -466,31 +461,32 @@ async fn place_blob(
     Ok(())
 }
 
-/// A body reading `size` bytes at `offset` of the archive on a blocking
-/// thread, hashing as it goes. The last chunk is held back until the hash
-/// is checked, so a damaged blob never reaches the registry whole.
+/// A body reading one member of the archive on a blocking thread,
+/// hashing as it goes. The last chunk is held back until the hash is
+/// checked, so a damaged blob never reaches the registry whole.
 fn blob_body(
-    archive: &Path,
-    offset: u64,
-    size: u64,
+    archive: &Arc<Archive>,
+    entry: &Entry,
     digest: Digest,
     corrupt: &Arc<AtomicBool>,
     sent: &Arc<AtomicU64>,
 ) -> BlobBody {
     let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(4);
-    let archive = archive.to_owned();
+    let archive = archive.clone();
+    let entry = entry.clone();
     let corrupt = corrupt.clone();
     let sent = sent.clone();
     tokio::task::spawn_blocking(move || {
         let run = || -> io::Result<Option<Bytes>> {
-            let f = fs_err::File::open(&archive)?;
+            let mut r = archive.member_reader(&entry);
+            let size = entry.size;
             let mut h = Hasher::new();
             let mut pos = 0u64;
             let mut pending: Option<Bytes> = None;
             while pos < size {
                 let n = (size - pos).min(COPY_BUF as u64) as usize;
                 let mut buf = vec![0u8; n];
-                f.file().read_exact_at(&mut buf, offset + pos)?;
+                r.read_exact(&mut buf)?;
                 h.update(&buf);
                 pos += n as u64;
                 if let Some(p) = pending.replace(Bytes::from(buf)) {

@@ -157,6 +157,8 @@ pub struct PackOptions {
     pub fetch: Option<FetchOptions>,
     /// Sign bundle.json with this minisign secret key.
     pub sign: Option<PathBuf>,
+    /// Split the archive into volumes of at most this many bytes.
+    pub volume_size: Option<u64>,
 }
 
 /// What a pack run produced.
@@ -164,8 +166,12 @@ pub struct PackOptions {
 pub struct PackSummary {
     /// The archive path.
     pub archive: PathBuf,
-    /// Its size in bytes.
+    /// Its size in bytes (all volumes together).
     pub size: u64,
+    /// The files written: the archive, or its volumes.
+    pub files: Vec<(PathBuf, u64)>,
+    /// The checksum sidecar of a split archive.
+    pub sidecar: Option<PathBuf>,
     /// Its table of contents.
     pub bundle: Bundle,
     /// What was fetched from registries (when anything was).
@@ -322,9 +328,9 @@ pub fn pack(
         }
     }
 
-    let bundle = Bundle {
+    let mut bundle = Bundle {
         format: bundle::FORMAT.into(),
-        format_version: bundle::FORMAT_VERSION,
+        format_version: bundle::FORMAT_VERSION_BASE,
         tool: Tool {
             name: "ferry".into(),
             version: env!("CARGO_PKG_VERSION").into(),
@@ -343,7 +349,12 @@ pub fn pack(
                 size: m.size,
             })
             .collect(),
+        volumes: None,
+        delta: None,
     };
+    if let Some(max_size) = opts.volume_size {
+        plan_volumes(&mut bundle, max_size, opts.sign.is_some())?;
+    }
     let bundle_bytes = bundle.to_bytes();
     let signature = match &opts.sign {
         Some(key) => {
@@ -361,8 +372,9 @@ pub fn pack(
         }
         None => None,
     };
-    let size = archive::write(
+    let written = archive::write(
         &opts.out,
+        &bundle,
         &bundle_bytes,
         signature.as_deref(),
         &members,
@@ -372,11 +384,48 @@ pub fn pack(
     drop(scratch);
     Ok(PackSummary {
         archive: opts.out.clone(),
-        size,
+        size: written.size(),
+        files: written.files,
+        sidecar: written.sidecar,
         bundle,
         fetched,
         chart_images,
     })
+}
+
+/// Adds a volume plan to `bundle`. Volume 1 must also hold bundle.json
+/// (which holds the plan) and the signature, so the plan is made with room
+/// reserved for them and made again until the room suffices.
+fn plan_volumes(bundle: &mut Bundle, max_size: u64, signed: bool) -> Result<(), PackError> {
+    let id = Digest::of(
+        &serde_json::to_vec(&(&bundle.name, &bundle.artifacts, &bundle.members, max_size))
+            .unwrap_or_default(),
+    );
+    bundle.format_version = bundle::FORMAT_VERSION;
+    let sig = if signed {
+        512 + crate::sign::SIGNATURE_MAX_BYTES
+    } else {
+        0
+    };
+    let mut head = 512 + bundle.to_bytes().len() as u64 + 512 + sig;
+    for _ in 0..8 {
+        let volumes = archive::plan_volumes(&bundle.members, max_size, head)?;
+        bundle.volumes = Some(bundle::VolumePlan {
+            id,
+            max_size,
+            volumes,
+        });
+        let need = 512 + bundle.to_bytes().len() as u64 + 512 + sig;
+        if need <= head {
+            return Ok(());
+        }
+        head = need + 4096;
+    }
+    Err(PackError::Archive(archive::ArchiveError::VolumeTooSmall {
+        max_size,
+        need: head,
+        what: "bundle.json".into(),
+    }))
 }
 
 /// Fetches the spec's registry images into the cache; returns each one's

@@ -81,8 +81,8 @@ pub enum ServeError {
 #[derive(Debug)]
 enum Content {
     Archive {
-        path: PathBuf,
-        members: HashMap<Digest, (u64, u64)>,
+        /// Each blob's size and pieces: (file, offset, length).
+        members: HashMap<Digest, (u64, Segments)>,
     },
     Dir {
         root: PathBuf,
@@ -92,28 +92,27 @@ enum Content {
 impl Content {
     fn size(&self, d: &Digest) -> Option<u64> {
         match self {
-            Content::Archive { members, .. } => members.get(d).map(|&(_, s)| s),
+            Content::Archive { members } => members.get(d).map(|(s, _)| *s),
             Content::Dir { root } => std::fs::metadata(root.join(d.blob_path()))
                 .ok()
                 .map(|m| m.len()),
         }
     }
 
-    fn location(&self, d: &Digest) -> Option<(PathBuf, u64, u64)> {
+    /// The blob's size and where its bytes are, in order.
+    fn location(&self, d: &Digest) -> Option<(u64, Segments)> {
         match self {
-            Content::Archive { path, members } => {
-                members.get(d).map(|&(o, s)| (path.clone(), o, s))
-            }
+            Content::Archive { members } => members.get(d).cloned(),
             Content::Dir { root } => {
                 let p = root.join(d.blob_path());
                 let s = std::fs::metadata(&p).ok()?.len();
-                Some((p, 0, s))
+                Some((s, vec![(p, 0, s)]))
             }
         }
     }
 
     fn read_small(&self, d: &Digest, limit: u64) -> io::Result<Vec<u8>> {
-        let (path, off, size) = self.location(d).ok_or_else(|| {
+        let (size, segments) = self.location(d).ok_or_else(|| {
             io::Error::new(io::ErrorKind::NotFound, format!("blob {d} is missing"))
         })?;
         if size > limit {
@@ -121,12 +120,23 @@ impl Content {
                 "document {d} is {size} bytes, over the {limit}-byte limit"
             )));
         }
-        let f = fs_err::File::open(&path)?;
         let mut buf = vec![0u8; size as usize];
-        std::os::unix::fs::FileExt::read_exact_at(f.file(), &mut buf, off)?;
+        let mut at = 0;
+        for (path, off, len) in segments {
+            let f = fs_err::File::open(&path)?;
+            let end = at + len as usize;
+            let part = buf.get_mut(at..end).ok_or_else(|| {
+                io::Error::other(format!("blob {d} is longer than its size {size}"))
+            })?;
+            std::os::unix::fs::FileExt::read_exact_at(f.file(), part, off)?;
+            at = end;
+        }
         Ok(buf)
     }
 }
+
+/// A blob's bytes as (file, offset, length) pieces in order.
+type Segments = Vec<(PathBuf, u64, u64)>;
 
 #[derive(Debug, Default)]
 struct Repo {
@@ -156,11 +166,20 @@ impl Registry {
 
     fn open_archive(path: &Path, rules: &TargetRules) -> Result<Registry, ServeError> {
         let a = Archive::open(path)?;
-        let members = a.blob_locations();
-        let content = Content::Archive {
-            path: path.to_owned(),
-            members,
-        };
+        let files = a.files();
+        let members = a
+            .blob_locations()
+            .into_iter()
+            .map(|(d, e)| {
+                let segments = e
+                    .spans
+                    .iter()
+                    .map(|s| (files[s.volume].to_owned(), s.offset, s.len))
+                    .collect();
+                (d, (e.size, segments))
+            })
+            .collect();
+        let content = Content::Archive { members };
         Registry::build(path, content, &a.bundle.artifacts, rules)
     }
 
@@ -714,7 +733,7 @@ async fn blob(
     } else {
         None
     };
-    let Some((path, offset, size)) = loc else {
+    let Some((size, segments)) = loc else {
         return error(
             StatusCode::NOT_FOUND,
             "BLOB_UNKNOWN",
@@ -758,28 +777,45 @@ async fn blob(
     if head {
         return b.body(Body::empty()).unwrap_or_default();
     }
-    let file = match tokio::fs::File::open(&path).await {
-        Ok(f) => f,
-        Err(e) => {
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "UNKNOWN",
-                "cannot open content",
-                Some(&e.to_string()),
-            )
+    match open_range(&segments, start, len).await {
+        Ok(reader) => {
+            let stream = tokio_util::io::ReaderStream::with_capacity(reader, 256 * 1024);
+            b.body(Body::from_stream(stream)).unwrap_or_default()
         }
-    };
-    let mut file = file;
-    if let Err(e) = file.seek(SeekFrom::Start(offset + start)).await {
-        return error(
+        Err(e) => error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "UNKNOWN",
             "cannot read content",
             Some(&e.to_string()),
-        );
+        ),
     }
-    let stream = tokio_util::io::ReaderStream::with_capacity(file.take(len), 256 * 1024);
-    b.body(Body::from_stream(stream)).unwrap_or_default()
+}
+
+/// A reader over `len` bytes from `start` of a blob made of `segments`.
+async fn open_range(
+    segments: &[(PathBuf, u64, u64)],
+    start: u64,
+    len: u64,
+) -> io::Result<std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>>> {
+    let mut reader: std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>> =
+        Box::pin(tokio::io::empty());
+    let (mut skip, mut want) = (start, len);
+    for (path, offset, seg_len) in segments {
+        if want == 0 {
+            break;
+        }
+        if skip >= *seg_len {
+            skip -= seg_len;
+            continue;
+        }
+        let take = (seg_len - skip).min(want);
+        let mut file = tokio::fs::File::open(path).await?;
+        file.seek(SeekFrom::Start(offset + skip)).await?;
+        reader = Box::pin(reader.chain(file.take(take)));
+        skip = 0;
+        want -= take;
+    }
+    Ok(reader)
 }
 
 #[cfg(test)]

@@ -195,17 +195,12 @@ pub fn extract(
             return Err(fail(invalid(format!("{name:?} is not a plain file name"))));
         }
         let layer = single_layer(&archive, &locations, a).map_err(&fail)?;
-        let &(offset, size) = locations
+        let entry = locations
             .get(&layer.digest)
-            .filter(|&&(_, s)| s == layer.size)
+            .filter(|e| e.size == layer.size)
             .ok_or_else(|| fail(invalid(format!("blob {} is missing", layer.digest))))?;
-        let entry = crate::archive::Entry {
-            path: layer.digest.blob_path(),
-            offset,
-            size,
-        };
         fs_err::create_dir_all(dir).map_err(&fail)?;
-        let reader = crate::digest::HashingReader::new(archive.member_reader(&entry));
+        let reader = crate::digest::HashingReader::new(archive.member_reader(entry));
         let directory = a.file.as_ref().is_some_and(|f| f.directory);
         if directory {
             write_tree(reader, dir, &name, &layer.digest).map_err(&fail)?;
@@ -232,19 +227,14 @@ fn is_plain_name(name: &str) -> bool {
 /// The one content layer of a chart or file artifact.
 fn single_layer(
     archive: &Archive,
-    locations: &std::collections::HashMap<Digest, (u64, u64)>,
+    locations: &std::collections::HashMap<Digest, crate::archive::Entry>,
     a: &Artifact,
 ) -> std::io::Result<crate::oci::Descriptor> {
-    let &(offset, size) = locations
+    let entry = locations
         .get(&a.digest)
         .ok_or_else(|| invalid(format!("manifest {} is missing", a.digest)))?;
-    let entry = crate::archive::Entry {
-        path: a.digest.blob_path(),
-        offset,
-        size,
-    };
     let bytes = archive
-        .read_member(&entry, crate::oci::MANIFEST_MAX_BYTES)
+        .read_member(entry, crate::oci::MANIFEST_MAX_BYTES)
         .map_err(|e| invalid(crate::verify::error_chain(&e)))?;
     if Digest::of(&bytes) != a.digest {
         return Err(invalid(format!(
@@ -400,8 +390,14 @@ pub struct Inspection {
     pub members: usize,
     /// Bytes of member content (bundle.json included).
     pub content_bytes: u64,
-    /// The archive file's size.
+    /// The archive's size (all volumes together).
     pub archive_bytes: u64,
+    /// The volume files of a split archive, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<PathBuf>,
+    /// What a delta archive leaves out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delta: Option<bundle::Delta>,
     /// The artifacts.
     pub artifacts: Vec<Artifact>,
 }
@@ -409,9 +405,18 @@ pub struct Inspection {
 /// Reads bundle.json and summarises it. Refuses damaged archives.
 pub fn inspect(path: &Path) -> Result<Inspection, ArchiveError> {
     let a = Archive::open(path)?;
-    let archive_bytes = fs_err::metadata(path)?.len();
+    let mut archive_bytes = 0;
+    for f in a.files() {
+        archive_bytes += fs_err::metadata(f)?.len();
+    }
+    let volumes = match a.volume_count() {
+        1 => Vec::new(),
+        _ => a.files().into_iter().map(Path::to_owned).collect(),
+    };
     Ok(Inspection {
-        archive: path.to_owned(),
+        archive: a.path().to_owned(),
+        volumes,
+        delta: a.bundle.delta.clone(),
         name: a.bundle.name.clone(),
         format_version: a.bundle.format_version,
         tool_version: a.bundle.tool.version.clone(),

@@ -32,6 +32,9 @@ pub struct Problem {
     pub digest: Option<Digest>,
     /// References of the artifacts that need it.
     pub artifacts: Vec<String>,
+    /// The volumes concerned (numbered from 1), for a split archive.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<usize>,
     /// What is wrong.
     pub message: String,
 }
@@ -56,6 +59,12 @@ pub struct VerifyReport {
     /// Whether the archive carries a signature of bundle.json (checked
     /// only by [`check_signature`], against a key).
     pub signed: bool,
+    /// The volume files, for a split archive.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<PathBuf>,
+    /// For a delta: what it leaves out and expects the target to hold.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delta: Option<crate::bundle::Delta>,
 }
 
 impl VerifyReport {
@@ -89,7 +98,25 @@ pub fn verify(path: &Path, reporter: &dyn Reporter) -> Result<VerifyReport, Arch
         .collect();
     reporter.finish();
 
-    let mut bad: BTreeMap<String, (Option<Digest>, String)> = BTreeMap::new();
+    let split = archive.volume_count() > 1;
+    let where_ = |e: &Entry| -> (Vec<usize>, String) {
+        if !split {
+            return (Vec::new(), String::new());
+        }
+        let v = e.volumes();
+        let text = match (v.first(), v.last()) {
+            (Some(a), Some(b)) if a != b => {
+                format!(
+                    " (split across volumes {a}-{b} of {})",
+                    archive.volume_count()
+                )
+            }
+            (Some(a), _) => format!(" (in volume {a} of {})", archive.volume_count()),
+            _ => String::new(),
+        };
+        (v, text)
+    };
+    let mut bad: BTreeMap<String, (Option<Digest>, String, Vec<usize>)> = BTreeMap::new();
     let mut good: BTreeSet<&str> = BTreeSet::new();
     for (e, r) in &hashed {
         let Some(&(want, _)) = declared.get(e.path.as_str()) else {
@@ -100,18 +127,21 @@ pub fn verify(path: &Path, reporter: &dyn Reporter) -> Result<VerifyReport, Arch
                 good.insert(e.path.as_str());
             }
             Ok(d) => {
+                let (v, at) = where_(e);
                 bad.insert(
                     e.path.clone(),
                     (
                         Some(want),
-                        format!("content does not match its digest {want} (it hashes to {d})"),
+                        format!("content does not match its digest {want} (it hashes to {d}){at}"),
+                        v,
                     ),
                 );
             }
             Err(err) => {
+                let (v, at) = where_(e);
                 bad.insert(
                     e.path.clone(),
-                    (Some(want), format!("could not be read: {err}")),
+                    (Some(want), format!("could not be read{at}: {err}"), v),
                 );
             }
         }
@@ -126,6 +156,13 @@ pub fn verify(path: &Path, reporter: &dyn Reporter) -> Result<VerifyReport, Arch
         .iter()
         .filter_map(|e| Some((declared.get(e.path.as_str())?.0, e)))
         .collect();
+    let absent: HashMap<Digest, u64> = archive
+        .bundle
+        .delta
+        .iter()
+        .flat_map(|d| &d.absent)
+        .map(|b| (b.digest, b.size))
+        .collect();
     let index = if good.contains(INDEX_PATH) {
         archive
             .entry(INDEX_PATH)
@@ -135,11 +172,12 @@ pub fn verify(path: &Path, reporter: &dyn Reporter) -> Result<VerifyReport, Arch
         None
     };
     match &index {
-        None if archive.fault.is_none() && !bad.contains_key(INDEX_PATH) => {
+        None if archive.faults.is_empty() && !bad.contains_key(INDEX_PATH) => {
             problems.push(Problem {
                 member: Some(INDEX_PATH.into()),
                 digest: None,
                 artifacts: Vec::new(),
+                volumes: Vec::new(),
                 message: "index.json is not a valid OCI index".into(),
             })
         }
@@ -164,6 +202,7 @@ pub fn verify(path: &Path, reporter: &dyn Reporter) -> Result<VerifyReport, Arch
                         member: Some(INDEX_PATH.into()),
                         digest: Some(d.digest),
                         artifacts: vec![name.clone()],
+                        volumes: Vec::new(),
                         message: format!(
                             "index.json points {name} at {} but bundle.json records {}",
                             d.digest, a.digest
@@ -173,6 +212,7 @@ pub fn verify(path: &Path, reporter: &dyn Reporter) -> Result<VerifyReport, Arch
                         member: Some(INDEX_PATH.into()),
                         digest: Some(d.digest),
                         artifacts: vec![name.clone()],
+                        volumes: Vec::new(),
                         message: format!(
                             "index.json names {name:?}, which bundle.json does not list"
                         ),
@@ -182,7 +222,8 @@ pub fn verify(path: &Path, reporter: &dyn Reporter) -> Result<VerifyReport, Arch
                     archive: &archive,
                     present: &present,
                     bad: &bad,
-                    fault: archive.fault.is_some(),
+                    fault: !archive.faults.is_empty(),
+                    absent: &absent,
                     artifact: &name,
                     owners: &mut owners,
                     problems: &mut problems,
@@ -199,6 +240,7 @@ pub fn verify(path: &Path, reporter: &dyn Reporter) -> Result<VerifyReport, Arch
                         member: Some(INDEX_PATH.into()),
                         digest: Some(a.digest),
                         artifacts: vec![a.reference.clone()],
+                        volumes: Vec::new(),
                         message: format!(
                             "bundle.json lists {}, which index.json does not",
                             a.reference
@@ -212,7 +254,7 @@ pub fn verify(path: &Path, reporter: &dyn Reporter) -> Result<VerifyReport, Arch
 
     // 3. Content problems, each with the artifacts that need the member.
     let mut content_problems = Vec::new();
-    for (path, (digest, message)) in &bad {
+    for (path, (digest, message, volumes)) in &bad {
         let artifacts: Vec<String> = digest
             .and_then(|d| owners.get(&d))
             .map(|s| s.iter().cloned().collect())
@@ -222,14 +264,36 @@ pub fn verify(path: &Path, reporter: &dyn Reporter) -> Result<VerifyReport, Arch
             member: Some(path.clone()),
             digest: *digest,
             artifacts,
+            volumes: volumes.clone(),
             message: message.clone(),
         });
     }
-    if let Some(fault) = &archive.fault {
-        let reached: BTreeSet<&str> = archive.entries.iter().map(|e| e.path.as_str()).collect();
+    let reached: BTreeSet<&str> = archive.entries.iter().map(|e| e.path.as_str()).collect();
+    // Which volumes each member lives in, for a split archive.
+    let mut member_volumes: HashMap<&str, BTreeSet<usize>> = HashMap::new();
+    if let Some(plan) = &archive.bundle.volumes {
+        for (v, vol) in plan.volumes.iter().enumerate() {
+            for p in &vol.pieces {
+                member_volumes
+                    .entry(p.member.as_str())
+                    .or_default()
+                    .insert(v + 1);
+            }
+        }
+    }
+    for (i, fault) in archive.faults.iter().enumerate() {
+        let volume = fault_volume(fault);
         let mut affected = BTreeSet::new();
+        let mut lost = 0;
         for m in &archive.bundle.members {
-            if !reached.contains(m.path.as_str()) {
+            let here = match volume {
+                Some(v) => member_volumes
+                    .get(m.path.as_str())
+                    .is_some_and(|s| s.contains(&v)),
+                None => true,
+            };
+            if here && !reached.contains(m.path.as_str()) {
+                lost += 1;
                 if let Some(o) = owners.get(&m.digest) {
                     affected.extend(o.iter().cloned());
                 }
@@ -239,18 +303,23 @@ pub fn verify(path: &Path, reporter: &dyn Reporter) -> Result<VerifyReport, Arch
             affected.extend(archive.bundle.artifacts.iter().map(|a| a.reference.clone()));
         }
         broken_artifacts.extend(affected.iter().cloned());
+        let message = match volume {
+            Some(_) => format!("{}; {lost} member(s) in it are lost", error_chain(fault)),
+            None => format!(
+                "{} ({} of {} members arrived before it)",
+                error_chain(fault),
+                archive.entries.len(),
+                archive.bundle.members.len()
+            ),
+        };
         content_problems.insert(
-            0,
+            i,
             Problem {
                 member: None,
                 digest: None,
                 artifacts: affected.into_iter().collect(),
-                message: format!(
-                    "{} ({} of {} members arrived before it)",
-                    error_chain(fault),
-                    archive.entries.len(),
-                    archive.bundle.members.len()
-                ),
+                volumes: volume.into_iter().collect(),
+                message,
             },
         );
     }
@@ -272,7 +341,23 @@ pub fn verify(path: &Path, reporter: &dyn Reporter) -> Result<VerifyReport, Arch
         artifacts_ok,
         problems: content_problems,
         signed: archive.signature.is_some(),
+        volumes: if split {
+            archive.files().into_iter().map(Path::to_owned).collect()
+        } else {
+            Vec::new()
+        },
+        delta: archive.bundle.delta.clone(),
     })
+}
+
+/// The volume (from 1) a fault of a split archive is in.
+fn fault_volume(e: &ArchiveError) -> Option<usize> {
+    match e {
+        ArchiveError::InVolume { volume, .. }
+        | ArchiveError::VolumeMissing { volume, .. }
+        | ArchiveError::VolumeMismatch { volume, .. } => Some(*volume),
+        _ => None,
+    }
 }
 
 /// Checks the archive's signature of bundle.json against the minisign
@@ -328,8 +413,9 @@ fn hash_member(archive: &Archive, e: &Entry, reporter: &dyn Reporter) -> std::io
 struct Walk<'a> {
     archive: &'a Archive,
     present: &'a HashMap<Digest, &'a Entry>,
-    bad: &'a BTreeMap<String, (Option<Digest>, String)>,
+    bad: &'a BTreeMap<String, (Option<Digest>, String, Vec<usize>)>,
     fault: bool,
+    absent: &'a HashMap<Digest, u64>,
     artifact: &'a str,
     owners: &'a mut HashMap<Digest, BTreeSet<String>>,
     problems: &'a mut Vec<Problem>,
@@ -343,6 +429,7 @@ impl<'a> Walk<'a> {
             member: Some(d.digest.blob_path()),
             digest: Some(d.digest),
             artifacts: vec![self.artifact.to_owned()],
+            volumes: Vec::new(),
             message,
         });
     }
@@ -355,6 +442,19 @@ impl<'a> Walk<'a> {
             .or_default()
             .insert(self.artifact.to_owned());
         let Some(entry) = self.present.get(&d.digest).copied() else {
+            if let Some(&size) = self.absent.get(&d.digest) {
+                // A delta leaves it out: the target must hold it.
+                if size != d.size {
+                    self.problem(
+                        d,
+                        format!(
+                            "blob {} is recorded as left out with {size} bytes but its descriptor says {}",
+                            d.digest, d.size
+                        ),
+                    );
+                }
+                return None;
+            }
             if !self.fault {
                 // A truncated archive already explains missing members.
                 self.problem(

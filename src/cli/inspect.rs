@@ -28,6 +28,21 @@ pub fn run(args: Args, _: &Settings) -> anyhow::Result<ExitCode> {
         i.archive.display(),
         human(i.archive_bytes)
     );
+    if !i.volumes.is_empty() {
+        println!("volumes:  {}", i.volumes.len());
+        for v in &i.volumes {
+            println!("          {}", v.display());
+        }
+    }
+    if let Some(d) = &i.delta {
+        println!(
+            "delta:    against {} ({} blobs, {} left out; inventory {})",
+            d.base,
+            d.absent.len(),
+            human(d.absent.iter().map(|b| b.size).sum()),
+            d.inventory
+        );
+    }
     println!(
         "format:   {} (written by ferry {})",
         i.format_version, i.tool_version

@@ -38,6 +38,11 @@ pub struct Args {
     /// Sign bundle.json with this minisign secret key (from `ferry keygen`).
     #[arg(long, value_name = "KEY")]
     pub sign: Option<PathBuf>,
+    /// Split the archive into volumes OUT.001, OUT.002, … of at most SIZE
+    /// (700M, 4G, 4000MB, fat32) plus OUT.sha256 for `sha256sum -c`. Without
+    /// SIZE: fat32, the largest file FAT32 holds (4 GiB less one byte).
+    #[arg(long, value_name = "SIZE", num_args = 0..=1, default_missing_value = "fat32", value_parser = super::parse_size)]
+    pub volume_size: Option<u64>,
     #[command(flatten)]
     pub remote: RemoteArgs,
 }
@@ -83,6 +88,7 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
         mtime: ferry::archive::mtime_from_env(),
         fetch,
         sign: args.sign.clone(),
+        volume_size: args.volume_size,
     };
     let bars = Bars::new(settings.quiet);
     let summary =
@@ -93,6 +99,8 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
             serde_json::json!({
                 "archive": summary.archive,
                 "size": summary.size,
+                "files": summary.files.iter().map(|(f, s)| serde_json::json!({"path": f, "size": s})).collect::<Vec<_>>(),
+                "sidecar": summary.sidecar,
                 "name": summary.bundle.name,
                 "artifacts": summary.bundle.artifacts,
                 "fetched": summary.fetched,
@@ -130,13 +138,27 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
                 }
             );
         }
-        println!(
-            "wrote {} ({}, {} artifacts, {} members)",
-            summary.archive.display(),
-            human(summary.size),
-            summary.bundle.artifacts.len(),
-            summary.bundle.members.len() + 1
-        );
+        if let Some(sidecar) = &summary.sidecar {
+            for (f, size) in &summary.files {
+                println!("  volume {}  {}", f.display(), human(*size));
+            }
+            println!(
+                "wrote {} volumes ({}, {} artifacts, {} members) and {}",
+                summary.files.len(),
+                human(summary.size),
+                summary.bundle.artifacts.len(),
+                summary.bundle.members.len() + 1,
+                sidecar.display()
+            );
+        } else {
+            println!(
+                "wrote {} ({}, {} artifacts, {} members)",
+                summary.archive.display(),
+                human(summary.size),
+                summary.bundle.artifacts.len(),
+                summary.bundle.members.len() + 1
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

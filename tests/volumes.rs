@@ -1,0 +1,395 @@
+//! Split archives: `pack --volume-size` writes self-checking volumes and a
+//! `sha256sum -c` sidecar; verify, load, serve and unpack take the first
+//! volume and find the rest; a missing, swapped, duplicated, foreign or
+//! truncated volume is named by number while the other volumes' members
+//! are still checked.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+use support::build::{self, Flavour, LayoutBuilder};
+use support::registry::DockerRegistry;
+use support::*;
+
+/// A spec with a multi-arch image (300 KiB layers), an image with one
+/// 2.5 MiB layer (larger than a 1 MiB volume, so it is split) and a chart.
+fn fixture(dir: &Path, seed: u64) -> PathBuf {
+    let mut l = LayoutBuilder::new(&dir.join("src"));
+    let app = build::multi_arch(&mut l, seed, 300 << 10);
+    l.tag(&app, "docker.io/library/app:1.0");
+    let big = build::layer(&[("opt/big", &build::pseudo_random(seed + 10, 5 << 19))]);
+    let bigimg = l.image(Flavour::Docker, "linux", "amd64", &[big]);
+    l.tag(&bigimg, "quay.io/team/big:2");
+    l.finish();
+    std::fs::write(
+        dir.join("demo-0.1.0.tgz"),
+        build::chart_tgz("demo", "0.1.0", "image:\n  repository: app\n"),
+    )
+    .unwrap();
+    let spec = dir.join("ferry.yaml");
+    std::fs::write(
+        &spec,
+        "name: volumes-test\nimages:\n  - oci:src:docker.io/library/app:1.0\n  - oci:src:quay.io/team/big:2\ncharts:\n  - path: demo-0.1.0.tgz\n",
+    )
+    .unwrap();
+    spec
+}
+
+fn split(spec: &Path, out: &Path) -> Vec<PathBuf> {
+    pack_args(spec, out, &["--volume-size", "1M"]).expect_ok("split pack");
+    let mut v = Vec::new();
+    for n in 1.. {
+        let p = PathBuf::from(format!("{}.{n:03}", out.display()));
+        if !p.exists() {
+            break;
+        }
+        v.push(p);
+    }
+    v
+}
+
+fn verify_json(first: &Path) -> (Option<i32>, Value) {
+    let o = ferry(["verify", first.to_str().unwrap(), "--json"]);
+    let v = serde_json::from_str(&o.stdout)
+        .unwrap_or_else(|e| panic!("verify --json output: {e}\n{}\n{}", o.stdout, o.stderr));
+    (o.code, v)
+}
+
+fn messages(report: &Value) -> String {
+    report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["message"].as_str().unwrap().to_owned())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn split_pack_writes_checkable_volumes_and_a_sidecar() {
+    let t = tempfile::tempdir().unwrap();
+    let spec = fixture(t.path(), 1);
+    let out = t.path().join("b.tar");
+    let vols = split(&spec, &out);
+    assert!(vols.len() >= 4, "expected at least 4 volumes, got {vols:?}");
+    assert!(
+        !out.exists(),
+        "a split pack must not write the unsplit name"
+    );
+    for v in &vols {
+        let len = std::fs::metadata(v).unwrap().len();
+        assert!(len <= 1 << 20, "{} is {len} bytes", v.display());
+        // Each volume is a tar a stock tool can list on its own.
+        let o = run(Command::new("tar").arg("-tf").arg(v));
+        assert!(o.ok(), "tar -tf {}: {}", v.display(), o.stderr);
+    }
+    // The 2.5 MiB layer is the only member split into parts.
+    let listing = run(Command::new("tar").arg("-tf").arg(&vols[2])).stdout;
+    assert!(listing.contains(".part"), "{listing}");
+    let first = run(Command::new("tar").arg("-tf").arg(&vols[0])).stdout;
+    assert!(first.starts_with("oci-layout\nbundle.json\n"), "{first}");
+
+    // coreutils checks every volume with no ferry.
+    let sidecar = t.path().join("b.tar.sha256");
+    let o = run(Command::new(require_tool("sha256sum", "coreutils"))
+        .arg("-c")
+        .arg(&sidecar)
+        .current_dir(t.path()));
+    assert!(o.ok(), "sha256sum -c: {}{}", o.stdout, o.stderr);
+    assert_eq!(o.stdout.lines().count(), vols.len());
+
+    // verify takes the first volume, or the name the volumes share.
+    for name in [vols[0].clone(), out.clone()] {
+        let (code, report) = verify_json(&name);
+        assert_eq!(code, Some(0), "{report}");
+        assert_eq!(report["volumes"].as_array().unwrap().len(), vols.len());
+        assert_eq!(report["artifacts_ok"].as_array().unwrap().len(), 3);
+    }
+    let inspect = inspect_json(&vols[0]);
+    assert_eq!(inspect["volumes"].as_array().unwrap().len(), vols.len());
+
+    // Deterministic: packing again gives the same volumes.
+    let again = t.path().join("again/b.tar");
+    std::fs::create_dir_all(again.parent().unwrap()).unwrap();
+    let vols2 = split(&spec, &again);
+    assert_eq!(vols.len(), vols2.len());
+    for (a, b) in vols.iter().zip(&vols2) {
+        assert!(
+            std::fs::read(a).unwrap() == std::fs::read(b).unwrap(),
+            "{} differs between runs",
+            a.display()
+        );
+    }
+}
+
+#[test]
+fn damaged_volumes_are_named_by_number_and_the_rest_still_checked() {
+    let t = tempfile::tempdir().unwrap();
+    let spec = fixture(t.path(), 1);
+    let out = t.path().join("b.tar");
+    let vols = split(&spec, &out);
+    let n = vols.len();
+    let pristine: Vec<Vec<u8>> = vols.iter().map(|v| std::fs::read(v).unwrap()).collect();
+    let restore = || {
+        for (v, b) in vols.iter().zip(&pristine) {
+            std::fs::write(v, b).unwrap();
+        }
+    };
+
+    // Missing.
+    std::fs::remove_file(&vols[2]).unwrap();
+    let (code, r) = verify_json(&vols[0]);
+    assert_eq!(code, Some(1));
+    let m = messages(&r);
+    assert!(m.contains(&format!("volume 3 of {n}")), "{m}");
+    assert!(m.contains("b.tar.003"), "{m}");
+    assert!(r["members_ok"].as_u64().unwrap() > 3, "{r}");
+    restore();
+
+    // A flipped byte inside a whole (not split) blob of a later volume.
+    let (k, victim) = (1..n)
+        .find_map(|k| {
+            read_members(&vols[k])
+                .into_iter()
+                .find(|m| {
+                    m.name.starts_with("blobs/") && !m.name.contains(".part") && m.data.len() > 1000
+                })
+                .map(|m| (k, m))
+        })
+        .expect("a whole blob in a later volume");
+    let mut bytes = pristine[k].clone();
+    let at = bytes
+        .windows(64)
+        .position(|w| w == &victim.data[..64])
+        .unwrap()
+        + 100;
+    bytes[at] ^= 0x55;
+    std::fs::write(&vols[k], &bytes).unwrap();
+    let (code, r) = verify_json(&vols[0]);
+    assert_eq!(code, Some(1));
+    let m = messages(&r);
+    assert!(m.contains(&format!("(in volume {} of {n})", k + 1)), "{m}");
+    assert!(
+        m.contains(&format!(
+            "does not match its digest sha256:{}",
+            victim.name.trim_start_matches("blobs/sha256/")
+        )),
+        "{m}"
+    );
+    assert_eq!(r["problems"].as_array().unwrap().len(), 1, "{r}");
+    restore();
+
+    // Swapped.
+    std::fs::write(&vols[1], &pristine[2]).unwrap();
+    std::fs::write(&vols[2], &pristine[1]).unwrap();
+    let (code, r) = verify_json(&vols[0]);
+    assert_eq!(code, Some(1));
+    let m = messages(&r);
+    assert!(
+        m.contains(&format!(
+            "b.tar.002 should be volume 2 of {n}, but it is volume 3 of {n}"
+        )),
+        "{m}"
+    );
+    assert!(m.contains("b.tar.003 should be volume 3"), "{m}");
+    restore();
+
+    // Two copies of one volume.
+    std::fs::write(&vols[2], &pristine[1]).unwrap();
+    let (code, r) = verify_json(&vols[0]);
+    assert_eq!(code, Some(1));
+    let m = messages(&r);
+    assert!(m.contains("a second copy"), "{m}");
+    assert!(!m.contains("b.tar.002"), "volume 2 itself is fine: {m}");
+    restore();
+
+    // A volume of another bundle.
+    let other_dir = t.path().join("other");
+    std::fs::create_dir_all(&other_dir).unwrap();
+    let other_vols = split(&fixture(&other_dir, 7), &other_dir.join("b.tar"));
+    std::fs::copy(&other_vols[1], &vols[1]).unwrap();
+    let (code, r) = verify_json(&vols[0]);
+    assert_eq!(code, Some(1));
+    let m = messages(&r);
+    assert!(m.contains("belongs to another bundle"), "{m}");
+    restore();
+
+    // The last volume truncated.
+    let last = &vols[n - 1];
+    let cut = pristine[n - 1].len() - 3000;
+    std::fs::write(last, &pristine[n - 1][..cut]).unwrap();
+    let (code, r) = verify_json(&vols[0]);
+    assert_eq!(code, Some(1));
+    let m = messages(&r);
+    assert!(m.contains(&format!("volume {n} of {n}")), "{m}");
+    assert!(m.contains("truncated"), "{m}");
+    // load refuses it before any connection.
+    let o = ferry([
+        "load",
+        vols[0].to_str().unwrap(),
+        "--registry",
+        "127.0.0.1:9",
+    ]);
+    let m = o.expect_fail("load of a truncated volume set");
+    assert!(m.contains(&format!("volume {n} of {n}")), "{m}");
+    restore();
+
+    // A later volume given first.
+    let o = ferry(["verify", vols[1].to_str().unwrap()]);
+    let m = o.expect_fail("verify of volume 2");
+    assert!(
+        m.contains(&format!(
+            "is volume 2 of {n} of a split archive; pass the first volume"
+        )),
+        "{m}"
+    );
+    assert!(m.contains("b.tar.001"), "{m}");
+
+    // Everything restored verifies again.
+    let (code, r) = verify_json(&vols[0]);
+    assert_eq!(code, Some(0), "{r}");
+}
+
+#[test]
+fn split_archive_loads_serves_and_unpacks_like_the_unsplit_one() {
+    let t = tempfile::tempdir().unwrap();
+    let spec = fixture(t.path(), 3);
+    let whole = t.path().join("whole.tar");
+    pack_spec(&spec, &whole);
+    let vols = split(&spec, &t.path().join("split.tar"));
+    assert!(vols.len() >= 3);
+
+    // load: each into its own prefix of one real registry.
+    let reg = DockerRegistry::start(&t.path().join("reg"), false);
+    let host = reg.host();
+    let mut maps = Vec::new();
+    for (name, archive) in [("whole", &whole), ("split", &vols[0])] {
+        let map = t.path().join(format!("{name}.map"));
+        ferry([
+            "load",
+            archive.to_str().unwrap(),
+            "--registry",
+            &format!("{host}/{name}"),
+            "--map-out",
+            map.to_str().unwrap(),
+        ])
+        .expect_ok("load");
+        maps.push(
+            std::fs::read_to_string(&map)
+                .unwrap()
+                .replace("/split/", "/whole/"),
+        );
+    }
+    assert_eq!(maps[0], maps[1], "the two loads differ");
+    for repo in ["library/app:1.0", "team/big:2"] {
+        let digest = |prefix: &str| {
+            let o = run(skopeo().args([
+                "inspect",
+                "--raw",
+                "--tls-verify=false",
+                &format!("docker://{host}/{prefix}/{repo}"),
+            ]));
+            assert!(o.ok(), "{}", o.stderr);
+            o.stdout
+        };
+        assert_eq!(digest("whole"), digest("split"), "{repo}");
+    }
+    // Every blob of the split bundle arrived whole in the registry.
+    let o = run(skopeo().args([
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://{host}/split/team/big:2"),
+        &format!("oci:{}:big", t.path().join("pulled").display()),
+    ]));
+    assert!(o.ok(), "skopeo copy: {}", o.stderr);
+
+    // serve: skopeo pulls the split 2.5 MiB layer through ferry serve.
+    let s = Served::start(&vols[0], ferry::mapping::TargetRules::default());
+    let o = run(skopeo().args([
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://{}/team/big:2", s.addr),
+        &format!("oci:{}:big", t.path().join("served").display()),
+    ]));
+    assert!(o.ok(), "skopeo copy from serve: {}", o.stderr);
+    // A range across the cut between two volumes.
+    let listing = run(Command::new("tar").arg("-tf").arg(&vols[1])).stdout;
+    let part = listing
+        .lines()
+        .find(|l| l.contains(".part"))
+        .expect("a part in volume 2")
+        .to_owned();
+    let hex = part
+        .trim_start_matches("blobs/sha256/")
+        .split('.')
+        .next()
+        .unwrap()
+        .to_owned();
+    let full = std::fs::read(t.path().join("src/blobs/sha256").join(&hex)).unwrap();
+    let mid = (full.len() / 2) as u64;
+    let r = http(
+        s.addr,
+        "GET",
+        &format!("/v2/team/big/blobs/sha256:{hex}"),
+        &[(
+            "Range",
+            &format!("bytes={}-{}", mid - 700_000, mid + 700_000),
+        )],
+    );
+    assert_eq!(r.status, 206);
+    assert!(r.body == full[(mid - 700_000) as usize..=(mid + 700_000) as usize]);
+    drop(s);
+
+    // unpack: the same layout as from the unsplit archive.
+    let (a, b) = (t.path().join("u-whole"), t.path().join("u-split"));
+    unpack_ok(&whole, &a);
+    unpack_ok(&vols[0], &b);
+    let list = |d: &Path| {
+        let mut v: Vec<_> = walkdir::WalkDir::new(d)
+            .into_iter()
+            .map(|e| e.unwrap())
+            .filter(|e| e.file_type().is_file())
+            .map(|e| {
+                (
+                    e.path().strip_prefix(d).unwrap().to_owned(),
+                    std::fs::read(e.path()).unwrap(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let (la, lb) = (list(&a), list(&b));
+    let names = |l: &[(PathBuf, Vec<u8>)]| l.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&la), names(&lb));
+    for ((p, x), (_, y)) in la.iter().zip(&lb) {
+        if p != Path::new("bundle.json") {
+            assert!(x == y, "{} differs", p.display());
+        }
+    }
+    let o = run(Command::new(require_tool("umoci", "umoci"))
+        .args(["ls", "--layout"])
+        .arg(&b));
+    assert!(o.ok(), "umoci ls: {}", o.stderr);
+}
+
+#[test]
+fn volume_size_too_small_is_refused_with_the_size() {
+    let t = tempfile::tempdir().unwrap();
+    let spec = fixture(t.path(), 1);
+    let out = t.path().join("b.tar");
+    let m = pack_args(&spec, &out, &["--volume-size", "100K"]).expect_fail("tiny volumes");
+    assert!(
+        m.contains("a volume size of 102400 bytes is too small"),
+        "{m}"
+    );
+    let left: Vec<_> = std::fs::read_dir(t.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("b.tar") || n.contains("partial"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
