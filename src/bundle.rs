@@ -171,6 +171,11 @@ pub struct AbsentBlob {
     pub digest: Digest,
     /// Its size.
     pub size: u64,
+    /// Repositories of the target registry the inventory saw it in;
+    /// `load` mounts it from one of them when the target repository
+    /// lacks it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub repositories: Vec<String>,
 }
 
 /// Writer identification.

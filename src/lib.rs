@@ -32,6 +32,7 @@ pub mod chart;
 pub mod digest;
 pub mod fetch;
 pub mod inputs;
+pub mod inventory;
 pub mod layout;
 pub mod load;
 pub mod mapping;

@@ -178,7 +178,10 @@ struct Item {
 /// One blob and where it must go.
 struct BlobJob {
     digest: Digest,
-    entry: Entry,
+    /// Where it is in the archive; none when a delta left it out.
+    entry: Option<Entry>,
+    /// For a left-out blob: repositories the inventory saw it in.
+    mount_from: Vec<String>,
     size: u64,
     repositories: Vec<String>,
 }
@@ -201,6 +204,14 @@ pub async fn load(
     let target = TargetRegistry::parse(&opts.registry, opts.keep_host)?;
     let targets = target.rules.targets(&a.bundle.artifacts)?;
     let locations = a.blob_locations();
+    // A delta's left-out blobs: the target must already hold them.
+    let absent: HashMap<Digest, &crate::bundle::AbsentBlob> = a
+        .bundle
+        .delta
+        .iter()
+        .flat_map(|d| &d.absent)
+        .map(|b| (b.digest, b))
+        .collect();
 
     let mut items = Vec::new();
     for (t, art) in targets.into_iter().zip(&a.bundle.artifacts) {
@@ -213,7 +224,9 @@ pub async fn load(
             &mut |v| {
                 match v {
                     Visit::Blob(b) => {
-                        if locations.get(&b.digest).map(|e| e.size) != Some(b.size) {
+                        let carried = locations.get(&b.digest).map(|e| e.size) == Some(b.size);
+                        let left_out = absent.get(&b.digest).map(|a| a.size) == Some(b.size);
+                        if !carried && !left_out {
                             return Err(WalkError::Blob(b.digest));
                         }
                         blobs.push(b.digest);
@@ -249,10 +262,19 @@ pub async fn load(
     for it in &items {
         for d in &it.blobs {
             let i = *index.entry(*d).or_insert_with(|| {
-                let entry = locations[d].clone();
+                let entry = locations.get(d).cloned();
+                let left_out = absent.get(d);
                 jobs.push(BlobJob {
                     digest: *d,
-                    size: entry.size,
+                    size: entry
+                        .as_ref()
+                        .map(|e| e.size)
+                        .or(left_out.map(|a| a.size))
+                        .unwrap_or(0),
+                    mount_from: match (&entry, left_out) {
+                        (None, Some(a)) => a.repositories.clone(),
+                        _ => Vec::new(),
+                    },
                     entry,
                     repositories: Vec::new(),
                 });
@@ -295,6 +317,14 @@ pub async fn load(
             let sent = sent.clone();
             async move {
                 let r = place_blob(remote, a, job, opts.dry_run, tally, &sent).await;
+                let r = r.map_err(|e| match &job.entry {
+                    Some(_) => e,
+                    None => format!(
+                        "{e}; blob {} was left out of this delta because {} held it: load that first, or pack without --have",
+                        job.digest,
+                        a.bundle.delta.as_ref().map(|d| d.base.as_str()).unwrap_or("its base")
+                    ),
+                });
                 (job.digest, r)
             }
         })
@@ -417,6 +447,33 @@ async fn place_blob(
             holder.get_or_insert(repo);
             continue;
         }
+        let Some(entry) = &job.entry else {
+            // Left out of a delta: only a mount can place it.
+            if !dry_run {
+                let sources = holder
+                    .into_iter()
+                    .chain(job.mount_from.iter().map(String::as_str));
+                let mut mounted = false;
+                for from in sources.filter(|f| *f != repo.as_str()) {
+                    if remote
+                        .mount_blob(repo, from, d)
+                        .await
+                        .map_err(|e| error_chain(&e))?
+                    {
+                        mounted = true;
+                        break;
+                    }
+                }
+                if mounted {
+                    lock(tally).counts.mounted += 1;
+                    continue;
+                }
+            }
+            return Err(format!(
+                "{}/{repo} does not hold blob {d}, which this archive does not carry",
+                remote.host()
+            ));
+        };
         if dry_run {
             let mut t = lock(tally);
             t.counts.uploaded += 1;
@@ -435,7 +492,7 @@ async fn place_blob(
         }
         let open = {
             let archive = archive.clone();
-            let (entry, digest) = (job.entry.clone(), *d);
+            let (entry, digest) = (entry.clone(), *d);
             let corrupt = corrupt.clone();
             let sent = sent.clone();
             move || blob_body(&archive, &entry, digest, &corrupt, &sent)

@@ -17,6 +17,7 @@ use crate::chart::{self, ChartError};
 use crate::digest::Digest;
 use crate::fetch::{FetchCounts, FetchOptions, FetchRequest};
 use crate::inputs::{ChartEntry, FileEntry, ImageEntry, ImageSource, Spec};
+use crate::inventory::Inventory;
 use crate::oci::{self, Descriptor, Index, Manifest};
 use crate::platform::Platform;
 use crate::reference::Reference;
@@ -159,6 +160,9 @@ pub struct PackOptions {
     pub sign: Option<PathBuf>,
     /// Split the archive into volumes of at most this many bytes.
     pub volume_size: Option<u64>,
+    /// Make a delta: leave out the layers this inventory (with its file's
+    /// digest) says the far side holds.
+    pub have: Option<(Inventory, Digest)>,
 }
 
 /// What a pack run produced.
@@ -317,6 +321,27 @@ pub fn pack(
             source: BlobSource::Bytes(index_bytes.clone()),
         },
     ];
+    // A delta leaves out layers and contents the far side holds (same
+    // digest and size); manifests, indexes and configs always travel.
+    let mut delta = opts.have.as_ref().map(|(inv, digest)| bundle::Delta {
+        base: inv.source.clone(),
+        inventory: *digest,
+        absent: Vec::new(),
+    });
+    if let (Some(delta), Some((inv, _))) = (&mut delta, &opts.have) {
+        let held = inv.held();
+        plan.blobs.retain(|d, b| {
+            let Some(h) = held.get(d).filter(|h| !b.small && h.size == b.size) else {
+                return true;
+            };
+            delta.absent.push(bundle::AbsentBlob {
+                digest: *d,
+                size: b.size,
+                repositories: h.repositories.clone(),
+            });
+            false
+        });
+    }
     for small in [true, false] {
         for (d, b) in plan.blobs.iter().filter(|(_, b)| b.small == small) {
             members.push(PlannedMember {
@@ -350,8 +375,11 @@ pub fn pack(
             })
             .collect(),
         volumes: None,
-        delta: None,
+        delta,
     };
+    if bundle.delta.is_some() {
+        bundle.format_version = bundle::FORMAT_VERSION;
+    }
     if let Some(max_size) = opts.volume_size {
         plan_volumes(&mut bundle, max_size, opts.sign.is_some())?;
     }

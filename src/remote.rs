@@ -106,6 +106,16 @@ fn attempts_note(n: u32) -> String {
 }
 
 impl RemoteError {
+    /// Whether the registry answered that the thing does not exist.
+    pub fn is_not_found(&self) -> bool {
+        match self {
+            RemoteError::Request { source, .. } => {
+                status(source) == Some(404) || is_not_found(source)
+            }
+            _ => false,
+        }
+    }
+
     /// Whether the failure is about credentials or trust (so retrying other
     /// operations against the same registry is pointless).
     pub fn is_auth(&self) -> bool {
@@ -316,6 +326,64 @@ impl Remote {
                 credentials: self.credentials.clone(),
                 what,
                 source,
+            }
+        }
+    }
+
+    /// Every repository the registry lists in `/v2/_catalog` (all pages).
+    pub async fn catalog(&self) -> Result<Vec<String>, RemoteError> {
+        const PAGE: usize = 1000;
+        let r = self.at("x", "x");
+        let mut all: Vec<String> = Vec::new();
+        loop {
+            let last = all.last().cloned();
+            let page = self
+                .retry(&|| "listing repositories (/v2/_catalog)".to_owned(), || {
+                    self.client
+                        .catalog(&r, &self.auth, Some(PAGE), last.as_deref())
+                })
+                .await?;
+            let n = page.repositories.len();
+            let before = all.len();
+            all.extend(
+                page.repositories
+                    .into_iter()
+                    .filter(|x| last.as_deref().is_none_or(|l| x.as_str() > l)),
+            );
+            if n < PAGE || all.len() == before {
+                return Ok(all);
+            }
+        }
+    }
+
+    /// Every tag of `repo` (all pages); an unknown repository has none.
+    pub async fn list_tags(&self, repo: &str) -> Result<Vec<String>, RemoteError> {
+        const PAGE: usize = 1000;
+        let r = self.at(repo, "x");
+        let mut all: Vec<String> = Vec::new();
+        loop {
+            let last = all.last().cloned();
+            let page = self
+                .retry(&|| format!("listing the tags of {repo}"), || async {
+                    match self
+                        .client
+                        .list_tags(&r, &self.auth, Some(PAGE), last.as_deref())
+                        .await
+                    {
+                        Err(e) if status(&e) == Some(404) || is_not_found(&e) => Ok(Vec::new()),
+                        Err(e) => Err(e),
+                        Ok(t) => Ok(t.tags),
+                    }
+                })
+                .await?;
+            let n = page.len();
+            let before = all.len();
+            all.extend(
+                page.into_iter()
+                    .filter(|x| last.as_deref().is_none_or(|l| x.as_str() > l)),
+            );
+            if n < PAGE || all.len() == before {
+                return Ok(all);
             }
         }
     }

@@ -3,6 +3,7 @@
 //! exit status: 0 success, 1 failure, 2 usage error.
 
 mod inspect;
+mod inventory;
 mod keygen;
 mod load;
 mod pack;
@@ -46,6 +47,8 @@ pub enum Command {
     Serve(serve::Args),
     /// Point image references in YAML/JSON at the local registry.
     Rewrite(rewrite::Args),
+    /// List the blobs a registry or an earlier bundle holds (for `pack --have`).
+    Inventory(inventory::Args),
 }
 
 /// Global settings every command gets.
@@ -65,6 +68,7 @@ pub fn run() -> ExitCode {
         Command::Load(a) => load::run(a, &settings),
         Command::Serve(a) => serve::run(a, &settings),
         Command::Rewrite(a) => rewrite::run(a, &settings),
+        Command::Inventory(a) => inventory::run(a, &settings),
     };
     match result {
         Ok(code) => code,

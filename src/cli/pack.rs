@@ -43,6 +43,10 @@ pub struct Args {
     /// SIZE: fat32, the largest file FAT32 holds (4 GiB less one byte).
     #[arg(long, value_name = "SIZE", num_args = 0..=1, default_missing_value = "fat32", value_parser = super::parse_size)]
     pub volume_size: Option<u64>,
+    /// Make a delta: leave out the layers this inventory (from `ferry
+    /// inventory`) says the far side already holds.
+    #[arg(long, value_name = "INVENTORY")]
+    pub have: Option<PathBuf>,
     #[command(flatten)]
     pub remote: RemoteArgs,
 }
@@ -89,6 +93,10 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
         fetch,
         sign: args.sign.clone(),
         volume_size: args.volume_size,
+        have: match &args.have {
+            Some(p) => Some(ferry::inventory::Inventory::read(p)?),
+            None => None,
+        },
     };
     let bars = Bars::new(settings.quiet);
     let summary =
@@ -136,6 +144,14 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
                 } else {
                     String::new()
                 }
+            );
+        }
+        if let Some(d) = &summary.bundle.delta {
+            println!(
+                "delta against {}: {} blobs ({}) left out; the target must hold them",
+                d.base,
+                d.absent.len(),
+                human(d.absent.iter().map(|b| b.size).sum())
             );
         }
         if let Some(sidecar) = &summary.sidecar {

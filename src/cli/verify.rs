@@ -41,6 +41,17 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
             secs,
             r.bytes_hashed as f64 / 1e6 / secs.max(1e-9)
         );
+        if !r.volumes.is_empty() {
+            println!("{} volumes, each intact", r.volumes.len());
+        }
+        if let Some(d) = &r.delta {
+            println!(
+                "delta against {}: expects the target to hold {} blobs ({}) it does not carry (`ferry load` checks them first)",
+                d.base,
+                d.absent.len(),
+                human(d.absent.iter().map(|b| b.size).sum())
+            );
+        }
         match (&signature, r.signed) {
             (Some(comment), _) => println!("signature OK: {comment}"),
             (None, true) => println!("signed (not checked: pass --key KEY.pub)"),
