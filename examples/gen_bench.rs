@@ -1,7 +1,9 @@
 //! Writes a benchmark source for `scripts/bench.sh`: an OCI layout with
 //! IMAGES images (each a two-platform index) whose layers are incompressible
 //! pseudo-random data, about TOTAL_MIB in all, plus a spec naming them.
-//! `cargo run --release --example gen_bench -- DIR TOTAL_MIB IMAGES`
+//! With CHANGE_PCT, that share of the layers (evenly spread) gets other
+//! bytes: the "next month" of the same images, for the delta benchmark.
+//! `cargo run --release --example gen_bench -- DIR TOTAL_MIB IMAGES [CHANGE_PCT]`
 
 #[path = "../tests/support/build.rs"]
 mod build;
@@ -11,6 +13,11 @@ fn main() {
     let dir = std::path::PathBuf::from(args.get(1).map(String::as_str).unwrap_or("bench-out/src"));
     let total_mib: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1024);
     let images: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(8);
+    let change_pct: usize = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let n_layers = images * 2 * 4;
+    let changes = (n_layers * change_pct + 50) / 100;
+    // Layer g changes when g*changes/n steps: `changes` layers, evenly spread.
+    let changed = |g: usize| g * changes / n_layers != (g + 1) * changes / n_layers;
     let _ = std::fs::remove_dir_all(&dir);
     let mut l = build::LayoutBuilder::new(&dir.join("layout"));
     // Each image: 2 platforms x 4 layers; layers are stored gzip-wrapped
@@ -22,7 +29,9 @@ fn main() {
         for (p, arch) in ["amd64", "arm64"].iter().enumerate() {
             let layers: Vec<_> = (0..4)
                 .map(|k| {
-                    let data = build::pseudo_random((i * 100 + p * 10 + k) as u64, per_layer);
+                    let g = (i * 2 + p) * 4 + k;
+                    let seed = (i * 100 + p * 10 + k) as u64 + if changed(g) { 1 << 40 } else { 0 };
+                    let data = build::pseudo_random(seed, per_layer);
                     let gz = build::gzip(&data);
                     (gz, ferry::digest::Digest::of(&data))
                 })
