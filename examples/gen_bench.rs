@@ -3,6 +3,8 @@
 //! pseudo-random data, about TOTAL_MIB in all, plus a spec naming them.
 //! With CHANGE_PCT, that share of the layers (evenly spread) gets other
 //! bytes: the "next month" of the same images, for the delta benchmark.
+//! With FERRY_BENCH_TEXT=1 in the environment, layers are uncompressed
+//! text instead (compressible about 3x), for the compression benchmark.
 //! `cargo run --release --example gen_bench -- DIR TOTAL_MIB IMAGES [CHANGE_PCT]`
 
 #[path = "../tests/support/build.rs"]
@@ -14,6 +16,7 @@ fn main() {
     let total_mib: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1024);
     let images: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(8);
     let change_pct: usize = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let text = std::env::var_os("FERRY_BENCH_TEXT").is_some();
     let n_layers = images * 2 * 4;
     let changes = (n_layers * change_pct + 50) / 100;
     // Layer g changes when g*changes/n steps: `changes` layers, evenly spread.
@@ -31,6 +34,11 @@ fn main() {
                 .map(|k| {
                     let g = (i * 2 + p) * 4 + k;
                     let seed = (i * 100 + p * 10 + k) as u64 + if changed(g) { 1 << 40 } else { 0 };
+                    if text {
+                        let data = words(seed, per_layer);
+                        let d = ferry::digest::Digest::of(&data);
+                        return (data, d);
+                    }
                     let data = build::pseudo_random(seed, per_layer);
                     let gz = build::gzip(&data);
                     (gz, ferry::digest::Digest::of(&data))
@@ -46,4 +54,41 @@ fn main() {
     l.finish();
     std::fs::write(dir.join("ferry.yaml"), spec).unwrap();
     println!("wrote {}", dir.display());
+}
+
+/// `len` bytes of text: words from a small vocabulary in a pseudo-random
+/// order (compresses about 3x, like logs or manifests).
+fn words(seed: u64, len: usize) -> Vec<u8> {
+    const VOCAB: [&str; 16] = [
+        "container",
+        "image",
+        "layer",
+        "registry",
+        "manifest",
+        "digest",
+        "sha256",
+        "volume",
+        "bundle",
+        "ferry",
+        "air",
+        "gap",
+        "kubernetes",
+        "helm",
+        "chart",
+        "values",
+    ];
+    let noise = build::pseudo_random(seed, len / 4 + 1);
+    let mut out = Vec::with_capacity(len + 16);
+    let mut i = 0;
+    while out.len() < len {
+        let b = noise[i % noise.len()];
+        out.extend_from_slice(VOCAB[(b & 15) as usize].as_bytes());
+        out.push(if b & 0x30 == 0 { b'\n' } else { b' ' });
+        if b >> 6 == 0 {
+            out.extend_from_slice(format!("{} ", b).as_bytes());
+        }
+        i += 1;
+    }
+    out.truncate(len);
+    out
 }

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh Debian machine: installs the external
 # programs the tests drive (the real CNCF distribution registry, skopeo,
-# umoci, minisign) when they are missing, then runs `cargo test`.
+# umoci, minisign, zstd) when they are missing, then runs `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
-for pair in docker-registry:docker-registry skopeo:skopeo umoci:umoci minisign:minisign tar:tar openssl:openssl; do
+for pair in docker-registry:docker-registry skopeo:skopeo umoci:umoci minisign:minisign tar:tar openssl:openssl zstd:zstd sha256sum:coreutils; do
   bin=${pair%%:*} pkg=${pair##*:}
   command -v "$bin" >/dev/null 2>&1 || missing+=("$pkg")
 done

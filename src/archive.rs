@@ -32,7 +32,7 @@ use crate::digest::{Digest, HashingReader, COPY_BUF};
 use crate::report::Reporter;
 use crate::sign::{SIGNATURE_MAX_BYTES, SIGNATURE_PATH};
 
-const BLOCK: u64 = 512;
+pub(crate) const BLOCK: u64 = 512;
 
 /// Errors reading or writing an archive. Every variant names the archive.
 #[derive(Debug, thiserror::Error)]
@@ -235,6 +235,37 @@ pub enum ArchiveError {
         /// The damage.
         #[source]
         source: Box<ArchiveError>,
+    },
+    /// A member whose bytes do not match bundle.json.
+    #[error("{archive}: member {path} does not match its digest {digest} (it hashes to {actual}); run ferry verify")]
+    MemberDigest {
+        /// The archive.
+        archive: PathBuf,
+        /// The member.
+        path: String,
+        /// The digest bundle.json declares.
+        digest: Digest,
+        /// What it hashes to.
+        actual: Digest,
+    },
+    /// A compressed archive whose zstd stream cannot be decoded.
+    #[error("{archive}: the zstd stream is damaged after {offset} uncompressed bytes")]
+    Decompress {
+        /// The archive.
+        archive: PathBuf,
+        /// Uncompressed bytes read before the damage.
+        offset: u64,
+        /// The decoder's error.
+        #[source]
+        source: io::Error,
+    },
+    /// A command that needs random access was given a compressed archive.
+    #[error("{archive} is compressed (zstd), and {what} needs random access; decompress it first: zstd -d {archive} -o ARCHIVE.tar")]
+    NeedsRandomAccess {
+        /// The archive.
+        archive: PathBuf,
+        /// The command.
+        what: String,
     },
     /// A member too large to read into memory.
     #[error(
@@ -621,20 +652,12 @@ pub fn write(
     })
 }
 
-/// Copies one planned member to its places, checking its digest.
-fn write_planned(
-    files: &[&File],
-    dests: &[Dest],
+/// A reader over a planned member's source bytes, and the source's name
+/// for messages.
+pub(crate) fn open_source(
     m: &PlannedMember,
-    mtime: u64,
-    out: &Path,
-    reporter: &dyn Reporter,
-) -> Result<(), ArchiveError> {
-    let source_path = match &m.source {
-        BlobSource::File { path, .. } => path.clone(),
-        BlobSource::Bytes(_) => PathBuf::from("<memory>"),
-    };
-    let reader: Box<dyn Read + '_> = match &m.source {
+) -> Result<(Box<dyn Read + '_>, PathBuf), ArchiveError> {
+    match &m.source {
         BlobSource::File { path, offset } => {
             let mut f = fs_err::File::open(path).map_err(|source| ArchiveError::SourceRead {
                 source_path: path.clone(),
@@ -644,10 +667,22 @@ fn write_planned(
             if *offset > 0 {
                 f.seek(SeekFrom::Start(*offset))?;
             }
-            Box::new(f.take(m.size))
+            Ok((Box::new(f.take(m.size)), path.clone()))
         }
-        BlobSource::Bytes(b) => Box::new(b.as_slice()),
-    };
+        BlobSource::Bytes(b) => Ok((Box::new(b.as_slice()), PathBuf::from("<memory>"))),
+    }
+}
+
+/// Copies one planned member to its places, checking its digest.
+fn write_planned(
+    files: &[&File],
+    dests: &[Dest],
+    m: &PlannedMember,
+    mtime: u64,
+    out: &Path,
+    reporter: &dyn Reporter,
+) -> Result<(), ArchiveError> {
+    let (reader, source_path) = open_source(m)?;
     let mut hr = HashingReader::new(Progress {
         inner: reader,
         reporter,
@@ -683,9 +718,9 @@ fn write_planned(
     Ok(())
 }
 
-struct Progress<'a, R> {
-    inner: R,
-    reporter: &'a dyn Reporter,
+pub(crate) struct Progress<'a, R> {
+    pub(crate) inner: R,
+    pub(crate) reporter: &'a dyn Reporter,
 }
 
 impl<R: Read> Read for Progress<'_, R> {
@@ -724,15 +759,7 @@ fn write_member_at(
     mtime: u64,
     data: &mut dyn Read,
 ) -> Result<u64, MemberWriteError> {
-    let mut h = tar::Header::new_ustar();
-    h.set_path(path).map_err(MemberWriteError::Write)?;
-    h.set_size(size);
-    h.set_mode(0o644);
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_mtime(mtime);
-    h.set_entry_type(tar::EntryType::Regular);
-    h.set_cksum();
+    let h = ustar_header(path, size, mtime).map_err(MemberWriteError::Write)?;
     file.write_all_at(h.as_bytes(), offset)
         .map_err(MemberWriteError::Write)?;
     let mut at = offset + BLOCK;
@@ -769,7 +796,22 @@ fn write_member_at(
     Ok(BLOCK + size + pad)
 }
 
-fn padding(size: u64) -> u64 {
+/// The one header shape ferry writes: ustar, regular file, mode 0644,
+/// uid/gid 0, the given mtime.
+pub(crate) fn ustar_header(path: &str, size: u64, mtime: u64) -> io::Result<tar::Header> {
+    let mut h = tar::Header::new_ustar();
+    h.set_path(path)?;
+    h.set_size(size);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(mtime);
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_cksum();
+    Ok(h)
+}
+
+pub(crate) fn padding(size: u64) -> u64 {
     (BLOCK - size % BLOCK) % BLOCK
 }
 
@@ -826,6 +868,14 @@ pub struct Archive {
     /// Structural problems, at most one per volume; scanning a volume
     /// stops at its first.
     pub faults: Vec<ArchiveError>,
+    /// For a compressed archive, read in one pass: the members' digests as
+    /// computed while streaming.
+    pub(crate) digests: HashMap<String, Digest>,
+    /// For a compressed archive: the small JSON members (documents,
+    /// configs, index.json), kept in memory.
+    pub(crate) kept: HashMap<String, Arc<Vec<u8>>>,
+    /// Whether the archive is one zstd stream (no random access).
+    pub(crate) compressed: bool,
 }
 
 impl Archive {
@@ -839,12 +889,27 @@ impl Archive {
         }
     }
 
+    /// [`Archive::open`] for commands that read members out of order:
+    /// a compressed archive is refused before it is read, naming `what`.
+    pub fn open_random(path: &Path, what: &str) -> Result<Archive, ArchiveError> {
+        if crate::compressed::is_compressed(path)? {
+            return Err(ArchiveError::NeedsRandomAccess {
+                archive: path.to_owned(),
+                what: what.to_owned(),
+            });
+        }
+        Archive::open(path)
+    }
+
     /// Opens and scans an archive. `path` is the archive, or the first
     /// volume of a split one (`OUT.001`, or `OUT` when only the volumes
     /// exist). Damage after bundle.json is recorded in `faults` (with the
     /// members that still arrived whole in `entries`) so a verifier can
     /// check what arrived; damage before it is an error.
     pub fn open_lenient(path: &Path) -> Result<Archive, ArchiveError> {
+        if crate::compressed::is_compressed(path)? {
+            return crate::compressed::scan(path);
+        }
         let path = if !path.exists() && volume_path(path, 1).exists() {
             volume_path(path, 1)
         } else {
@@ -1057,12 +1122,52 @@ impl Archive {
             signature,
             entries,
             faults,
+            digests: HashMap::new(),
+            kept: HashMap::new(),
+            compressed: false,
         })
     }
 
     /// The archive's path (the first volume's, when split).
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Builds the view of a compressed archive read in one pass.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn from_stream(
+        path: &Path,
+        bundle: Bundle,
+        bundle_bytes: Vec<u8>,
+        signature: Option<Vec<u8>>,
+        entries: Vec<Entry>,
+        faults: Vec<ArchiveError>,
+        digests: HashMap<String, Digest>,
+        kept: HashMap<String, Arc<Vec<u8>>>,
+    ) -> Archive {
+        Archive {
+            path: path.to_owned(),
+            files: vec![(path.to_owned(), None)],
+            bundle,
+            bundle_bytes,
+            signature,
+            entries,
+            faults,
+            digests,
+            kept,
+            compressed: true,
+        }
+    }
+
+    /// Whether the archive is compressed (one zstd stream, read in order).
+    pub fn is_compressed(&self) -> bool {
+        self.compressed
+    }
+
+    /// The member's digest when it was computed while scanning (compressed
+    /// archives).
+    pub fn scanned_digest(&self, entry: &Entry) -> Option<Digest> {
+        self.digests.get(&entry.path).copied()
     }
 
     /// The files of the archive: one, or each volume in order.
@@ -1103,6 +1208,15 @@ impl Archive {
                 path: entry.path.clone(),
                 size: entry.size,
                 limit,
+            });
+        }
+        if let Some(kept) = self.kept.get(&entry.path) {
+            return Ok(kept.as_ref().clone());
+        }
+        if self.compressed {
+            return Err(ArchiveError::NeedsRandomAccess {
+                archive: self.path.clone(),
+                what: format!("reading member {}", entry.path),
             });
         }
         let mut buf = vec![0u8; entry.size as usize];
@@ -1170,10 +1284,10 @@ impl Read for MemberReader<'_> {
 }
 
 /// A member header as scanned: the path, where its data starts, its size.
-struct Header {
-    path: String,
-    offset: u64,
-    size: u64,
+pub(crate) struct Header {
+    pub(crate) path: String,
+    pub(crate) offset: u64,
+    pub(crate) size: u64,
 }
 
 struct Scanner<'a> {
@@ -1242,49 +1356,7 @@ impl<'a> Scanner<'a> {
                 }
                 return self.check_trailing();
             };
-            let again = seen.contains(&entry.path)
-                || entry.path == BUNDLE_PATH
-                || entry.path == VOLUME_HEADER_PATH;
-            let Some((want, want_size)) = expected.next() else {
-                return Err(if again {
-                    ArchiveError::Duplicate {
-                        archive,
-                        path: entry.path,
-                    }
-                } else {
-                    ArchiveError::Unlisted {
-                        archive,
-                        path: entry.path,
-                    }
-                });
-            };
-            if entry.path != *want {
-                return Err(if again {
-                    ArchiveError::Duplicate {
-                        archive,
-                        path: entry.path,
-                    }
-                } else if known.contains(entry.path.as_str()) {
-                    ArchiveError::OutOfOrder {
-                        archive,
-                        path: entry.path,
-                        expected: want.clone(),
-                    }
-                } else {
-                    ArchiveError::Unlisted {
-                        archive,
-                        path: entry.path,
-                    }
-                });
-            }
-            if entry.size != *want_size {
-                return Err(ArchiveError::Size {
-                    archive,
-                    path: entry.path,
-                    actual: entry.size,
-                    declared: *want_size,
-                });
-            }
+            check_member(&archive, expected.next(), &entry, &seen, known)?;
             if !already_skipped {
                 self.skip_data(&entry)?;
             }
@@ -1336,53 +1408,7 @@ impl<'a> Scanner<'a> {
             self.pos += 2 * BLOCK;
             return Ok(None);
         }
-        let h = tar::Header::from_byte_slice(&block);
-        let stored = h
-            .cksum()
-            .map_err(|_| self.bad(at, "the checksum field is not octal".into()))?;
-        let computed: u32 = block[..148]
-            .iter()
-            .chain(&block[156..])
-            .map(|&b| b as u32)
-            .sum::<u32>()
-            + 8 * 32;
-        if stored != computed {
-            return Err(self.bad(
-                at,
-                format!("checksum {stored} does not match the header's bytes ({computed})"),
-            ));
-        }
-        if h.as_ustar().is_none() {
-            return Err(self.bad(at, "not a POSIX ustar header".into()));
-        }
-        let path = String::from_utf8(h.path_bytes().into_owned())
-            .map_err(|_| self.bad(at, "the member name is not UTF-8".into()))?;
-        let kind = h.entry_type();
-        if !kind.is_file() {
-            let kind = match kind {
-                tar::EntryType::Symlink => "symbolic link".to_owned(),
-                tar::EntryType::Link => "hard link".to_owned(),
-                tar::EntryType::Char => "character device".to_owned(),
-                tar::EntryType::Block => "block device".to_owned(),
-                tar::EntryType::Fifo => "FIFO".to_owned(),
-                tar::EntryType::Directory => "directory".to_owned(),
-                tar::EntryType::XHeader | tar::EntryType::XGlobalHeader => {
-                    "PAX extended header".to_owned()
-                }
-                tar::EntryType::GNULongName | tar::EntryType::GNULongLink => {
-                    "GNU long-name header".to_owned()
-                }
-                other => format!("tar entry of type {:?}", other.as_byte() as char),
-            };
-            return Err(ArchiveError::MemberType {
-                archive: self.archive.clone(),
-                path,
-                kind,
-            });
-        }
-        let size = h
-            .entry_size()
-            .map_err(|_| self.bad(at, format!("the size field of {path:?} is not a number")))?;
+        let (path, size) = parse_header(&self.archive, at, &block)?;
         self.pos += BLOCK;
         Ok(Some(Header {
             path,
@@ -1446,6 +1472,111 @@ impl<'a> Scanner<'a> {
         }
         Ok(())
     }
+}
+
+/// Checks a member header against the one bundle.json expects at that
+/// position (`None`: no more are expected), naming what is wrong.
+pub(crate) fn check_member(
+    archive: &Path,
+    expected: Option<&(String, u64)>,
+    entry: &Header,
+    seen: &std::collections::HashSet<String>,
+    known: &std::collections::HashSet<&str>,
+) -> Result<(), ArchiveError> {
+    let archive = archive.to_owned();
+    let path = entry.path.clone();
+    let again = seen.contains(&entry.path) || path == BUNDLE_PATH || path == VOLUME_HEADER_PATH;
+    let Some((want, want_size)) = expected else {
+        return Err(if again {
+            ArchiveError::Duplicate { archive, path }
+        } else {
+            ArchiveError::Unlisted { archive, path }
+        });
+    };
+    if path != *want {
+        return Err(if again {
+            ArchiveError::Duplicate { archive, path }
+        } else if known.contains(path.as_str()) {
+            ArchiveError::OutOfOrder {
+                archive,
+                path,
+                expected: want.clone(),
+            }
+        } else {
+            ArchiveError::Unlisted { archive, path }
+        });
+    }
+    if entry.size != *want_size {
+        return Err(ArchiveError::Size {
+            archive,
+            path,
+            actual: entry.size,
+            declared: *want_size,
+        });
+    }
+    Ok(())
+}
+
+/// Validates one non-zero 512-byte header block at byte `at`: checksum,
+/// ustar magic, UTF-8 name, regular file, numeric size.
+pub(crate) fn parse_header(
+    archive: &Path,
+    at: u64,
+    block: &[u8; BLOCK as usize],
+) -> Result<(String, u64), ArchiveError> {
+    let bad = |offset: u64, reason: String| ArchiveError::BadHeader {
+        archive: archive.to_owned(),
+        offset,
+        reason,
+    };
+    let h = tar::Header::from_byte_slice(block);
+    let stored = h
+        .cksum()
+        .map_err(|_| bad(at, "the checksum field is not octal".into()))?;
+    let computed: u32 = block[..148]
+        .iter()
+        .chain(&block[156..])
+        .map(|&b| b as u32)
+        .sum::<u32>()
+        + 8 * 32;
+    if stored != computed {
+        return Err(bad(
+            at,
+            format!("checksum {stored} does not match the header's bytes ({computed})"),
+        ));
+    }
+    if h.as_ustar().is_none() {
+        return Err(bad(at, "not a POSIX ustar header".into()));
+    }
+    let path = String::from_utf8(h.path_bytes().into_owned())
+        .map_err(|_| bad(at, "the member name is not UTF-8".into()))?;
+    let kind = h.entry_type();
+    if !kind.is_file() {
+        let kind = match kind {
+            tar::EntryType::Symlink => "symbolic link".to_owned(),
+            tar::EntryType::Link => "hard link".to_owned(),
+            tar::EntryType::Char => "character device".to_owned(),
+            tar::EntryType::Block => "block device".to_owned(),
+            tar::EntryType::Fifo => "FIFO".to_owned(),
+            tar::EntryType::Directory => "directory".to_owned(),
+            tar::EntryType::XHeader | tar::EntryType::XGlobalHeader => {
+                "PAX extended header".to_owned()
+            }
+            tar::EntryType::GNULongName | tar::EntryType::GNULongLink => {
+                "GNU long-name header".to_owned()
+            }
+            other => format!("tar entry of type {:?}", other.as_byte() as char),
+        };
+        return Err(ArchiveError::MemberType {
+            archive: archive.to_owned(),
+            path,
+            kind,
+        });
+    }
+    let size = h
+        .entry_size()
+        .map_err(|_| bad(at, format!("the size field of {path:?} is not a number")))?;
+    Ok((path, size))
 }
 
 /// The mtime written into headers: `SOURCE_DATE_EPOCH` when set and valid,

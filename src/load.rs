@@ -200,7 +200,15 @@ pub async fn load(
     opts: &LoadOptions,
     reporter: &dyn Reporter,
 ) -> Result<(LoadReport, Bundle), LoadError> {
-    let a = Arc::new(Archive::open(archive)?);
+    // A compressed archive is read twice in order: its head (the
+    // documents) now, and everything else once, while uploading.
+    let a = Arc::new(
+        if crate::compressed::is_compressed(archive).map_err(ArchiveError::Io)? {
+            crate::compressed::scan_head(archive)?
+        } else {
+            Archive::open(archive)?
+        },
+    );
     let target = TargetRegistry::parse(&opts.registry, opts.keep_host)?;
     let targets = target.rules.targets(&a.bundle.artifacts)?;
     let locations = a.blob_locations();
@@ -309,14 +317,16 @@ pub async fn load(
         total,
     );
 
+    let deferred: Mutex<HashMap<Digest, Vec<String>>> = Mutex::new(HashMap::new());
     let blob_phase = stream::iter(&jobs)
         .map(|job| {
             let a = &a;
             let remote = &remote;
             let tally = &tally;
+            let deferred = &deferred;
             let sent = sent.clone();
             async move {
-                let r = place_blob(remote, a, job, opts.dry_run, tally, &sent).await;
+                let r = place_blob(remote, a, job, opts.dry_run, tally, deferred, &sent).await;
                 let r = r.map_err(|e| match &job.entry {
                     Some(_) => e,
                     None => format!(
@@ -330,7 +340,12 @@ pub async fn load(
         })
         .buffer_unordered(opts.jobs.max(1))
         .collect::<Vec<_>>();
-    let blob_results = with_progress(blob_phase, &sent, reporter).await;
+    let mut blob_results = with_progress(blob_phase, &sent, reporter).await;
+    let deferred = deferred.into_inner().unwrap_or_else(|p| p.into_inner());
+    if !deferred.is_empty() {
+        let streamed = upload_in_order(&remote, &a, &jobs, &deferred, &tally, &sent);
+        blob_results.extend(with_progress(streamed, &sent, reporter).await);
+    }
     reporter.finish();
     let failed_blobs: HashMap<Digest, String> = blob_results
         .into_iter()
@@ -431,6 +446,7 @@ async fn place_blob(
     job: &BlobJob,
     dry_run: bool,
     tally: &Mutex<Tally>,
+    deferred: &Mutex<HashMap<Digest, Vec<String>>>,
     sent: &Arc<AtomicU64>,
 ) -> Result<(), String> {
     let d = &job.digest;
@@ -490,6 +506,17 @@ async fn place_blob(
                 continue;
             }
         }
+        if archive.is_compressed() {
+            // Uploaded later, in archive order, from one pass over the
+            // stream; the other repositories get mounts.
+            deferred
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(*d)
+                .or_default()
+                .push(repo.clone());
+            continue;
+        }
         let open = {
             let archive = archive.clone();
             let (entry, digest) = (entry.clone(), *d);
@@ -534,46 +561,234 @@ fn blob_body(
     let corrupt = corrupt.clone();
     let sent = sent.clone();
     tokio::task::spawn_blocking(move || {
-        let run = || -> io::Result<Option<Bytes>> {
-            let mut r = archive.member_reader(&entry);
-            let size = entry.size;
-            let mut h = Hasher::new();
-            let mut pos = 0u64;
-            let mut pending: Option<Bytes> = None;
-            while pos < size {
-                let n = (size - pos).min(COPY_BUF as u64) as usize;
-                let mut buf = vec![0u8; n];
-                r.read_exact(&mut buf)?;
-                h.update(&buf);
-                pos += n as u64;
-                if let Some(p) = pending.replace(Bytes::from(buf)) {
-                    let len = p.len() as u64;
-                    if tx.blocking_send(Ok(p)).is_err() {
-                        return Ok(None);
-                    }
-                    sent.fetch_add(len, Ordering::Relaxed);
+        let mut r = archive.member_reader(&entry);
+        pump(&mut r, entry.size, digest, &tx, &corrupt, &sent);
+    });
+    body_of(rx)
+}
+
+/// Sends `size` bytes of `r` down `tx` in chunks, hashing them. The last
+/// chunk is held back until the hash is checked, so a damaged blob never
+/// reaches the registry whole; then `corrupt` is set and an error sent.
+/// Returns early (having read less) when the receiver is gone.
+fn pump(
+    r: &mut dyn Read,
+    size: u64,
+    digest: Digest,
+    tx: &tokio::sync::mpsc::Sender<io::Result<Bytes>>,
+    corrupt: &AtomicBool,
+    sent: &AtomicU64,
+) {
+    let mut run = || -> io::Result<Option<Bytes>> {
+        let mut h = Hasher::new();
+        let mut pos = 0u64;
+        let mut pending: Option<Bytes> = None;
+        while pos < size {
+            let n = (size - pos).min(COPY_BUF as u64) as usize;
+            let mut buf = vec![0u8; n];
+            r.read_exact(&mut buf)?;
+            h.update(&buf);
+            pos += n as u64;
+            if let Some(p) = pending.replace(Bytes::from(buf)) {
+                let len = p.len() as u64;
+                if tx.blocking_send(Ok(p)).is_err() {
+                    return Ok(None);
+                }
+                sent.fetch_add(len, Ordering::Relaxed);
+            }
+        }
+        if h.finish().0 != digest {
+            corrupt.store(true, Ordering::Relaxed);
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("blob {digest} does not match its digest"),
+            ));
+        }
+        Ok(pending)
+    };
+    let last = run();
+    if let Ok(Some(p)) = &last {
+        sent.fetch_add(p.len() as u64, Ordering::Relaxed);
+    }
+    let _ = match last {
+        Ok(Some(p)) => tx.blocking_send(Ok(p)),
+        Ok(None) => Ok(()),
+        Err(e) => tx.blocking_send(Err(e)),
+    };
+}
+
+fn body_of(rx: tokio::sync::mpsc::Receiver<io::Result<Bytes>>) -> BlobBody {
+    stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) }).boxed()
+}
+
+/// The second pass over a compressed archive: reads the stream once, in
+/// order, and uploads each deferred blob as it comes by, to the first
+/// repository that needs it, then mounts it into the others. A retried
+/// upload reads the archive again from the start up to that blob.
+async fn upload_in_order(
+    remote: &Remote,
+    archive: &Arc<Archive>,
+    jobs: &[BlobJob],
+    deferred: &HashMap<Digest, Vec<String>>,
+    tally: &Mutex<Tally>,
+    sent: &Arc<AtomicU64>,
+) -> Vec<(Digest, Result<(), String>)> {
+    type Delivery = (
+        Digest,
+        u64,
+        Arc<AtomicBool>,
+        tokio::sync::mpsc::Receiver<io::Result<Bytes>>,
+    );
+    let (deliver, mut delivered) = tokio::sync::mpsc::channel::<Delivery>(1);
+    let path = archive.path().to_owned();
+    let wanted: HashMap<Digest, u64> = jobs
+        .iter()
+        .filter(|j| deferred.contains_key(&j.digest))
+        .map(|j| (j.digest, j.size))
+        .collect();
+    let reader = {
+        let (path, wanted, sent) = (path.clone(), wanted.clone(), sent.clone());
+        tokio::task::spawn_blocking(move || -> Result<(), String> {
+            let mut s = crate::compressed::Stream::open(&path).map_err(|e| error_chain(&e))?;
+            while let Some(i) = s.next_member().map_err(|e| error_chain(&e))? {
+                let Some(m) = s.bundle.members.get(i).cloned() else {
+                    continue;
+                };
+                let Some(&size) = wanted.get(&m.digest) else {
+                    continue;
+                };
+                let (tx, rx) = tokio::sync::mpsc::channel(4);
+                let corrupt = Arc::new(AtomicBool::new(false));
+                if deliver
+                    .blocking_send((m.digest, size, corrupt.clone(), rx))
+                    .is_err()
+                {
+                    return Ok(());
+                }
+                pump(&mut s, size, m.digest, &tx, &corrupt, &sent);
+            }
+            Ok(())
+        })
+    };
+
+    let mut results = Vec::new();
+    while let Some((d, size, corrupt, rx)) = delivered.recv().await {
+        let repos = &deferred[&d];
+        let first = Mutex::new(Some(rx));
+        let open = || match first.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            Some(rx) => body_of(rx),
+            None => reread(&path, d, size, &corrupt, sent),
+        };
+        let aborted = || corrupt.load(Ordering::Relaxed);
+        let r = match remote.push_blob(&repos[0], &d, size, &open, &aborted).await {
+            Ok(()) => {
+                let mut t = lock(tally);
+                t.counts.uploaded += 1;
+                t.counts.bytes_uploaded += size;
+                t.uploaded.push(d);
+                Ok(())
+            }
+            Err(_) if corrupt.load(Ordering::Relaxed) => Err(format!(
+                "blob {d} in {} does not match its digest; it was not pushed (run `ferry verify`)",
+                path.display()
+            )),
+            Err(e) => Err(error_chain(&e)),
+        };
+        // Drain what the upload left unread, so the stream moves on.
+        drop(first);
+        let r = match r {
+            Ok(()) => mount_rest(remote, &repos[0], &repos[1..], &d, tally).await,
+            e => e,
+        };
+        results.push((d, r));
+    }
+    let failure = match reader.await {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e),
+        Err(e) => Some(format!("reading {} failed: {e}", path.display())),
+    };
+    // Blobs the stream never reached (it was damaged before them).
+    let done: std::collections::HashSet<Digest> = results.iter().map(|(d, _)| *d).collect();
+    for d in deferred.keys().filter(|d| !done.contains(d)) {
+        results.push((
+            *d,
+            Err(failure
+                .clone()
+                .unwrap_or_else(|| format!("blob {d} never came by in {}", path.display()))),
+        ));
+    }
+    results
+}
+
+/// Mounts an uploaded blob from `from` into the other repositories.
+async fn mount_rest(
+    remote: &Remote,
+    from: &str,
+    rest: &[String],
+    d: &Digest,
+    tally: &Mutex<Tally>,
+) -> Result<(), String> {
+    for repo in rest {
+        if remote
+            .mount_blob(repo, from, d)
+            .await
+            .map_err(|e| error_chain(&e))?
+        {
+            lock(tally).counts.mounted += 1;
+        } else {
+            return Err(format!(
+                "{} declined to mount blob {d} from {from} into {repo}, and a compressed archive cannot be read again cheaply; decompress it (zstd -d) and load again",
+                remote.host()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A fresh body for blob `d` of a compressed archive, read from the start
+/// of the stream (for a retried upload).
+fn reread(
+    path: &Path,
+    d: Digest,
+    size: u64,
+    corrupt: &Arc<AtomicBool>,
+    sent: &Arc<AtomicU64>,
+) -> BlobBody {
+    let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(4);
+    let (path, corrupt, sent) = (path.to_owned(), corrupt.clone(), sent.clone());
+    tokio::task::spawn_blocking(move || {
+        let mut s = match crate::compressed::Stream::open(&path) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = tx.blocking_send(Err(io::Error::other(error_chain(&e))));
+                return;
+            }
+        };
+        loop {
+            match s.next_member() {
+                Ok(Some(i)) if s.bundle.members.get(i).map(|m| m.digest) == Some(d) => {
+                    // Progress was counted by the first attempt already.
+                    let uncounted = AtomicU64::new(0);
+                    pump(&mut s, size, d, &tx, &corrupt, &uncounted);
+                    return;
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    let _ = tx.blocking_send(Err(io::Error::other(format!(
+                        "blob {d} is not in {}",
+                        path.display()
+                    ))));
+                    return;
+                }
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(io::Error::other(error_chain(&e))));
+                    return;
                 }
             }
-            if h.finish().0 != digest {
-                corrupt.store(true, Ordering::Relaxed);
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("blob {digest} does not match its digest"),
-                ));
-            }
-            Ok(pending)
-        };
-        let last = run();
-        if let Ok(Some(p)) = &last {
-            sent.fetch_add(p.len() as u64, Ordering::Relaxed);
         }
-        let _ = match last {
-            Ok(Some(p)) => tx.blocking_send(Ok(p)),
-            Ok(None) => Ok(()),
-            Err(e) => tx.blocking_send(Err(e)),
-        };
     });
-    stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) }).boxed()
+    let _ = sent;
+    body_of(rx)
 }
 
 /// Pushes an artifact's documents, children first, skipping those present.

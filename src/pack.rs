@@ -140,6 +140,11 @@ pub enum PackError {
     /// A scratch directory could not be made.
     #[error("cannot create a scratch directory next to {0}")]
     Scratch(PathBuf, #[source] std::io::Error),
+    /// Both compression and volumes were asked for.
+    #[error(
+        "compressed archives cannot be split into volumes yet: choose --compress or --volume-size"
+    )]
+    CompressedVolumes,
 }
 
 /// Settings for one pack run.
@@ -163,6 +168,8 @@ pub struct PackOptions {
     /// Make a delta: leave out the layers this inventory (with its file's
     /// digest) says the far side holds.
     pub have: Option<(Inventory, Digest)>,
+    /// Compress the archive as one zstd stream at this level.
+    pub compress: Option<i32>,
 }
 
 /// What a pack run produced.
@@ -220,6 +227,9 @@ pub fn pack(
     opts: &PackOptions,
     reporter: &dyn Reporter,
 ) -> Result<PackSummary, PackError> {
+    if opts.compress.is_some() && opts.volume_size.is_some() {
+        return Err(PackError::CompressedVolumes);
+    }
     let out_dir = match opts.out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
         _ => PathBuf::from("."),
@@ -400,15 +410,26 @@ pub fn pack(
         }
         None => None,
     };
-    let written = archive::write(
-        &opts.out,
-        &bundle,
-        &bundle_bytes,
-        signature.as_deref(),
-        &members,
-        opts.mtime,
-        reporter,
-    )?;
+    let written = match opts.compress {
+        Some(level) => crate::compressed::write(
+            &opts.out,
+            &bundle_bytes,
+            signature.as_deref(),
+            &members,
+            opts.mtime,
+            level,
+            reporter,
+        )?,
+        None => archive::write(
+            &opts.out,
+            &bundle,
+            &bundle_bytes,
+            signature.as_deref(),
+            &members,
+            opts.mtime,
+            reporter,
+        )?,
+    };
     drop(scratch);
     Ok(PackSummary {
         archive: opts.out.clone(),

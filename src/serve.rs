@@ -165,7 +165,7 @@ impl Registry {
     }
 
     fn open_archive(path: &Path, rules: &TargetRules) -> Result<Registry, ServeError> {
-        let a = Archive::open(path)?;
+        let a = Archive::open_random(path, "ferry serve")?;
         let files = a.files();
         let members = a
             .blob_locations()

@@ -72,7 +72,7 @@ pub fn unpack(
     dir: &Path,
     reporter: &dyn Reporter,
 ) -> Result<UnpackSummary, UnpackError> {
-    let archive = Archive::open(archive_path)?;
+    let archive = Archive::open_random(archive_path, "ferry unpack")?;
     if dir.exists() {
         let mut it = fs_err::read_dir(dir).map_err(ArchiveError::Io)?;
         if it.next().is_some() {
@@ -166,7 +166,7 @@ pub fn extract(
     charts_dir: Option<&Path>,
     files_dir: Option<&Path>,
 ) -> Result<Extracted, UnpackError> {
-    let archive = Archive::open(archive_path)?;
+    let archive = Archive::open_random(archive_path, "ferry unpack")?;
     let locations = archive.blob_locations();
     let mut out = Extracted {
         charts: Vec::new(),
@@ -398,12 +398,32 @@ pub struct Inspection {
     /// What a delta archive leaves out.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub delta: Option<bundle::Delta>,
+    /// Whether the archive is one zstd stream.
+    pub compressed: bool,
     /// The artifacts.
     pub artifacts: Vec<Artifact>,
 }
 
 /// Reads bundle.json and summarises it. Refuses damaged archives.
 pub fn inspect(path: &Path) -> Result<Inspection, ArchiveError> {
+    if crate::compressed::is_compressed(path)? {
+        // Only the head of the stream is read.
+        let s = crate::compressed::Stream::open(path)?;
+        return Ok(Inspection {
+            archive: path.to_owned(),
+            volumes: Vec::new(),
+            delta: s.bundle.delta.clone(),
+            name: s.bundle.name.clone(),
+            format_version: s.bundle.format_version,
+            tool_version: s.bundle.tool.version.clone(),
+            members: s.bundle.members.len() + 1,
+            content_bytes: s.bundle.members.iter().map(|m| m.size).sum::<u64>()
+                + s.bundle_bytes.len() as u64,
+            archive_bytes: fs_err::metadata(path)?.len(),
+            compressed: true,
+            artifacts: s.bundle.artifacts.clone(),
+        });
+    }
     let a = Archive::open(path)?;
     let mut archive_bytes = 0;
     for f in a.files() {
@@ -417,6 +437,7 @@ pub fn inspect(path: &Path) -> Result<Inspection, ArchiveError> {
         archive: a.path().to_owned(),
         volumes,
         delta: a.bundle.delta.clone(),
+        compressed: false,
         name: a.bundle.name.clone(),
         format_version: a.bundle.format_version,
         tool_version: a.bundle.tool.version.clone(),

@@ -78,7 +78,11 @@ impl VerifyReport {
 /// read at all (missing file, not a ferry archive, unreadable bundle.json);
 /// damage inside a readable archive is reported in the returned report.
 pub fn verify(path: &Path, reporter: &dyn Reporter) -> Result<VerifyReport, ArchiveError> {
-    let archive = Archive::open_lenient(path)?;
+    let archive = if crate::compressed::is_compressed(path)? {
+        crate::compressed::scan_with(path, reporter)?
+    } else {
+        Archive::open_lenient(path)?
+    };
     let declared: HashMap<&str, (Digest, u64)> = archive
         .bundle
         .members
@@ -363,12 +367,20 @@ fn fault_volume(e: &ArchiveError) -> Option<usize> {
 /// Checks the archive's signature of bundle.json against the minisign
 /// public key in `key`; returns the signature's trusted comment.
 pub fn check_signature(path: &Path, key: &Path) -> Result<String, SignatureCheckError> {
-    let a = Archive::open_lenient(path)?;
+    let (bundle_bytes, signature) =
+        if crate::compressed::is_compressed(path).map_err(ArchiveError::Io)? {
+            // Only the head of the stream is needed.
+            let s = crate::compressed::Stream::open(path)?;
+            (s.bundle_bytes, s.signature)
+        } else {
+            let a = Archive::open_lenient(path)?;
+            (a.bundle_bytes, a.signature)
+        };
     Ok(crate::sign::check(
         path,
         key,
-        &a.bundle_bytes,
-        a.signature.as_deref(),
+        &bundle_bytes,
+        signature.as_deref(),
     )?)
 }
 
@@ -396,6 +408,9 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 fn hash_member(archive: &Archive, e: &Entry, reporter: &dyn Reporter) -> std::io::Result<Digest> {
+    if let Some(d) = archive.scanned_digest(e) {
+        return Ok(d);
+    }
     let mut r = archive.member_reader(e);
     let mut h = Hasher::new();
     let mut buf = vec![0u8; COPY_BUF.min(e.size.max(1) as usize)];

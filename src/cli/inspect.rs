@@ -24,9 +24,14 @@ pub fn run(args: Args, _: &Settings) -> anyhow::Result<ExitCode> {
     }
     println!("bundle:   {}", i.name);
     println!(
-        "archive:  {} ({})",
+        "archive:  {} ({}{})",
         i.archive.display(),
-        human(i.archive_bytes)
+        human(i.archive_bytes),
+        if i.compressed {
+            format!(", zstd-compressed from {}", human(i.content_bytes))
+        } else {
+            String::new()
+        }
     );
     if !i.volumes.is_empty() {
         println!("volumes:  {}", i.volumes.len());

@@ -43,6 +43,12 @@ pub struct Args {
     /// SIZE: fat32, the largest file FAT32 holds (4 GiB less one byte).
     #[arg(long, value_name = "SIZE", num_args = 0..=1, default_missing_value = "fat32", value_parser = super::parse_size)]
     pub volume_size: Option<u64>,
+    /// Compress the archive as one zstd stream: `zstd` or `zstd:LEVEL`
+    /// (1-19, default 3). Worth it only for uncompressed content; layers
+    /// are usually compressed already. serve and unpack need an
+    /// uncompressed archive.
+    #[arg(long, value_name = "zstd[:LEVEL]", value_parser = parse_compress)]
+    pub compress: Option<i32>,
     /// Make a delta: leave out the layers this inventory (from `ferry
     /// inventory`) says the far side already holds.
     #[arg(long, value_name = "INVENTORY")]
@@ -93,6 +99,7 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
         fetch,
         sign: args.sign.clone(),
         volume_size: args.volume_size,
+        compress: args.compress,
         have: match &args.have {
             Some(p) => Some(ferry::inventory::Inventory::read(p)?),
             None => None,
@@ -177,4 +184,22 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `zstd` or `zstd:LEVEL`.
+fn parse_compress(s: &str) -> Result<i32, String> {
+    let (algo, level) = match s.split_once(':') {
+        Some((a, l)) => (a, Some(l)),
+        None => (s, None),
+    };
+    if algo != "zstd" {
+        return Err(format!("{algo:?} is not supported; use zstd or zstd:LEVEL"));
+    }
+    match level {
+        None => Ok(ferry::compressed::DEFAULT_LEVEL),
+        Some(l) => match l.parse::<i32>() {
+            Ok(n) if (1..=19).contains(&n) => Ok(n),
+            _ => Err(format!("zstd level {l:?} must be 1-19")),
+        },
+    }
 }
