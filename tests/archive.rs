@@ -368,3 +368,17 @@ fn unpack_charts_and_files_gives_back_the_packed_bytes() {
     assert!(msg.contains("a different file is there"), "{msg}");
     assert_eq!(std::fs::read(&mine).unwrap(), b"my own file");
 }
+
+#[test]
+fn inspect_into_a_closed_pipe_ends_quietly() {
+    let t = tempfile::tempdir().unwrap();
+    let archive = pack_demo(t.path());
+    let o = run(std::process::Command::new("sh").arg("-c").arg(format!(
+        "'{}' inspect '{}' | head -n 1",
+        env!("CARGO_BIN_EXE_ferry"),
+        archive.display()
+    )));
+    assert!(o.ok(), "{}", o.stderr);
+    assert!(o.stdout.starts_with("bundle:"), "{}", o.stdout);
+    assert!(!o.stderr.contains("panicked"), "{}", o.stderr);
+}

@@ -58,6 +58,19 @@ pub struct Settings {
 
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(
+        cli.command,
+        Command::Inspect(_) | Command::Verify(_) | Command::Rewrite(_) | Command::Unpack(_)
+    ) {
+        // `ferry inspect … | head` should end quietly, like other Unix
+        // tools, instead of panicking on a closed stdout. Only for commands
+        // with no network I/O: a registry that hangs up must be an error,
+        // not a signal (vectored socket writes do not suppress SIGPIPE).
+        // SAFETY: no other thread runs yet; this restores the default.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let settings = Settings { quiet: cli.quiet };
     let result = match cli.command {
         Command::Pack(a) => pack::run(a, &settings),
