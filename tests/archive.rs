@@ -373,12 +373,13 @@ fn unpack_charts_and_files_gives_back_the_packed_bytes() {
 fn inspect_into_a_closed_pipe_ends_quietly() {
     let t = tempfile::tempdir().unwrap();
     let archive = pack_demo(t.path());
+    // The reader is gone before ferry writes a byte.
     let o = run(std::process::Command::new("sh").arg("-c").arg(format!(
-        "'{}' inspect '{}' | head -n 1",
+        "'{}' inspect '{}' | true",
         env!("CARGO_BIN_EXE_ferry"),
         archive.display()
     )));
     assert!(o.ok(), "{}", o.stderr);
-    assert!(o.stdout.starts_with("bundle:"), "{}", o.stdout);
     assert!(!o.stderr.contains("panicked"), "{}", o.stderr);
+    assert!(o.stderr.is_empty(), "{}", o.stderr);
 }
