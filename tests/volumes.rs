@@ -108,6 +108,26 @@ fn split_pack_writes_checkable_volumes_and_a_sidecar() {
         assert_eq!(report["volumes"].as_array().unwrap().len(), vols.len());
         assert_eq!(report["artifacts_ok"].as_array().unwrap().len(), 3);
     }
+    // Or the whole set, as a shell glob gives it (sidecar included).
+    let mut set: Vec<String> = std::fs::read_dir(t.path())
+        .unwrap()
+        .map(|e| e.unwrap().path().display().to_string())
+        .filter(|p| p.contains("b.tar."))
+        .collect();
+    set.sort();
+    assert_eq!(set.len(), vols.len() + 1, "{set:?}");
+    let mut args = vec!["verify".to_owned()];
+    args.extend(set.iter().cloned());
+    ferry(&args).expect_ok("verify b.tar.*");
+    let m =
+        ferry(["verify", set[1].as_str(), set[2].as_str()]).expect_fail("a set without volume 1");
+    assert!(
+        m.contains("give one archive, or the volumes of one split archive"),
+        "{m}"
+    );
+    let m =
+        ferry(["verify", set[0].as_str(), spec.to_str().unwrap()]).expect_fail("a foreign file");
+    assert!(m.contains("is not a volume of"), "{m}");
     let inspect = inspect_json(&vols[0]);
     assert_eq!(inspect["volumes"].as_array().unwrap().len(), vols.len());
 

@@ -10,14 +10,18 @@ use super::{human, Settings};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The archive.
-    pub archive: PathBuf,
+    /// For a split archive: its first volume (OUT.001), the name the
+    /// volumes share (OUT), or the whole set (OUT.*).
+    #[arg(required = true, num_args = 1.., value_name = "ARCHIVE")]
+    pub archive: Vec<PathBuf>,
     /// Print JSON on stdout.
     #[arg(long)]
     pub json: bool,
 }
 
 pub fn run(args: Args, _: &Settings) -> anyhow::Result<ExitCode> {
-    let i = ferry::unpack::inspect(&args.archive)?;
+    let archive = super::archive_arg(&args.archive)?;
+    let i = ferry::unpack::inspect(&archive)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&i)?);
         return Ok(ExitCode::SUCCESS);

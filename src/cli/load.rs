@@ -14,7 +14,10 @@ use super::{human, progress::Bars, remote_args::RemoteArgs, Settings};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The archive written by `ferry pack`.
-    pub archive: PathBuf,
+    /// For a split archive: its first volume (OUT.001), the name the
+    /// volumes share (OUT), or the whole set (OUT.*).
+    #[arg(required = true, num_args = 1.., value_name = "ARCHIVE")]
+    pub archive: Vec<PathBuf>,
     /// Target registry, `HOST[:PORT]` with an optional path prefix
     /// (`harbor.corp/mirror`).
     #[arg(long)]
@@ -52,6 +55,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
+    let archive = super::archive_arg(&args.archive)?;
     let opts = LoadOptions {
         registry: args.registry.clone(),
         keep_host: args.keep_host,
@@ -61,7 +65,7 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
         remote: args.remote.options()?,
     };
     if let Some(key) = &args.key {
-        let comment = ferry::verify::check_signature(&args.archive, key)?;
+        let comment = ferry::verify::check_signature(&archive, key)?;
         if !args.json && !settings.quiet {
             eprintln!("signature OK: {comment}");
         }
@@ -69,7 +73,7 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
     let bars = Bars::new(settings.quiet || args.json);
     let start = Instant::now();
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let (report, bundle) = rt.block_on(load(&args.archive, &opts, &bars))?;
+    let (report, bundle) = rt.block_on(load(&archive, &opts, &bars))?;
     let secs = start.elapsed().as_secs_f64();
 
     if !args.dry_run {

@@ -98,6 +98,40 @@ pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// Human-readable byte counts.
+/// The archive named on the command line: one path, or the files of one
+/// volume set (`b.tar.*`, the sidecar included), of which the first volume
+/// is opened; the reader finds and checks the others by number.
+pub fn archive_arg(paths: &[std::path::PathBuf]) -> anyhow::Result<std::path::PathBuf> {
+    let named: Vec<&std::path::PathBuf> = paths
+        .iter()
+        .filter(|p| !(paths.len() > 1 && p.to_string_lossy().ends_with(".sha256")))
+        .collect();
+    match named.as_slice() {
+        [] => anyhow::bail!("no archive given"),
+        [one] => return Ok((*one).clone()),
+        _ => {}
+    }
+    let Some(first) = named.iter().find(|p| p.to_string_lossy().ends_with(".001")) else {
+        anyhow::bail!(
+            "{} archives given; give one archive, or the volumes of one split archive (OUT.001 …)",
+            named.len()
+        );
+    };
+    let s = first.to_string_lossy();
+    let base = &s[..s.len() - 4];
+    for p in &named {
+        let name = p.to_string_lossy();
+        let ok = name
+            .strip_prefix(base)
+            .and_then(|rest| rest.strip_prefix('.'))
+            .is_some_and(|n| n.len() == 3 && n.bytes().all(|b| b.is_ascii_digit()));
+        if !ok {
+            anyhow::bail!("{} is not a volume of {base} (OUT.NNN)", p.display());
+        }
+    }
+    Ok((*first).clone())
+}
+
 /// The largest file FAT32 holds: 4 GiB less one byte.
 pub const FAT32_MAX: u64 = (4 << 30) - 1;
 

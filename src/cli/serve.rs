@@ -14,7 +14,10 @@ use super::Settings;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The archive, or a layout directory written by `ferry unpack`.
-    pub archive: PathBuf,
+    /// For a split archive: its first volume (OUT.001), the name the
+    /// volumes share (OUT), or the whole set (OUT.*).
+    #[arg(required = true, num_args = 1.., value_name = "ARCHIVE")]
+    pub archive: Vec<PathBuf>,
     /// Address to listen on. Loopback by default; name another address to
     /// expose the registry to the network.
     #[arg(long, default_value = "127.0.0.1:5000")]
@@ -38,12 +41,13 @@ pub struct Args {
 }
 
 pub fn run(args: Args, _: &Settings) -> anyhow::Result<ExitCode> {
+    let archive = super::archive_arg(&args.archive)?;
     let rules = TargetRules {
         prefix: args.prefix.clone(),
         keep_host: args.keep_host,
     };
     let start = std::time::Instant::now();
-    let registry = Arc::new(Registry::open(&args.archive, &rules)?);
+    let registry = Arc::new(Registry::open(&archive, &rules)?);
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(c), Some(k)) => Some(ferry::serve::load_tls(c, k)?),
         _ => None,
@@ -58,7 +62,7 @@ pub fn run(args: Args, _: &Settings) -> anyhow::Result<ExitCode> {
         let addr = listener.local_addr()?;
         eprintln!(
             "serving {} ({} repositories, ready in {:.0} ms) on {scheme}://{addr}/v2/ — Ctrl-C to stop",
-            args.archive.display(),
+            archive.display(),
             repos.len(),
             start.elapsed().as_secs_f64() * 1000.0
         );

@@ -9,7 +9,10 @@ use super::{human, progress::Bars, Settings};
 #[command(group(clap::ArgGroup::new("what").required(true).multiple(true).args(["output", "charts", "files"])))]
 pub struct Args {
     /// The archive.
-    pub archive: PathBuf,
+    /// For a split archive: its first volume (OUT.001), the name the
+    /// volumes share (OUT), or the whole set (OUT.*).
+    #[arg(required = true, num_args = 1.., value_name = "ARCHIVE")]
+    pub archive: Vec<PathBuf>,
     /// The OCI layout directory to create (must be new or empty).
     #[arg(short, long)]
     pub output: Option<PathBuf>,
@@ -24,9 +27,10 @@ pub struct Args {
 }
 
 pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
+    let archive = super::archive_arg(&args.archive)?;
     if let Some(out) = &args.output {
         let bars = Bars::new(settings.quiet);
-        let s = ferry::unpack::unpack(&args.archive, out, &bars)?;
+        let s = ferry::unpack::unpack(&archive, out, &bars)?;
         println!(
             "unpacked {} blobs ({}) into OCI layout {}",
             s.blobs,
@@ -35,8 +39,7 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
         );
     }
     if args.charts.is_some() || args.files.is_some() {
-        let x =
-            ferry::unpack::extract(&args.archive, args.charts.as_deref(), args.files.as_deref())?;
+        let x = ferry::unpack::extract(&archive, args.charts.as_deref(), args.files.as_deref())?;
         for p in x.charts.iter().chain(&x.files) {
             println!("wrote {}", p.display());
         }

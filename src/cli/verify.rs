@@ -8,7 +8,10 @@ use super::{human, progress::Bars, Settings};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The archive.
-    pub archive: PathBuf,
+    /// For a split archive: its first volume (OUT.001), the name the
+    /// volumes share (OUT), or the whole set (OUT.*).
+    #[arg(required = true, num_args = 1.., value_name = "ARCHIVE")]
+    pub archive: Vec<PathBuf>,
     /// Require a signature of bundle.json by this minisign public key.
     #[arg(long, value_name = "PUB")]
     pub key: Option<PathBuf>,
@@ -18,13 +21,14 @@ pub struct Args {
 }
 
 pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
+    let archive = super::archive_arg(&args.archive)?;
     let bars = Bars::new(settings.quiet);
     let start = std::time::Instant::now();
-    let r = ferry::verify::verify(&args.archive, &bars)?;
+    let r = ferry::verify::verify(&archive, &bars)?;
     let secs = start.elapsed().as_secs_f64();
     // The signature decides before anything is called whole.
     let signature = match &args.key {
-        Some(key) => Some(ferry::verify::check_signature(&args.archive, key)?),
+        Some(key) => Some(ferry::verify::check_signature(&archive, key)?),
         None => None,
     };
     if args.json {
