@@ -139,3 +139,29 @@ fn wrong_key_unsigned_and_tampered_bundles_are_refused() {
         "{msg}"
     );
 }
+
+#[test]
+fn signed_volumes_and_signed_compressed_archives_verify_and_refuse_other_keys() {
+    let t = tempfile::tempdir().unwrap();
+    let (key, public) = keygen(t.path(), "release");
+    let (_, other) = keygen(t.path(), "other");
+    let spec = demo_spec();
+    for (name, extra) in [
+        ("split.tar", vec!["--volume-size", "1M"]),
+        ("packed.tar.zst", vec!["--compress", "zstd:5"]),
+    ] {
+        let out = t.path().join(name);
+        let mut args = vec!["--sign", key.to_str().unwrap()];
+        args.extend(extra);
+        pack_args(&spec, &out, &args).expect_ok("signed pack");
+        let first = if name == "split.tar" {
+            t.path().join("split.tar.001")
+        } else {
+            out.clone()
+        };
+        let ok = verify_with(&first, &public).expect_ok("verify --key");
+        assert!(ok.contains("signature OK"), "{ok}");
+        let m = verify_with(&first, &other).expect_fail("verify with another key");
+        assert!(m.contains("signature"), "{m}");
+    }
+}
