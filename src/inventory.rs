@@ -225,6 +225,11 @@ pub fn read_bundle(path: &Path) -> Result<Bundle, InventoryError> {
         return Bundle::from_slice(&bytes).map_err(|e| InventoryError::Bundle(path.to_owned(), e));
     }
     // Only bundle.json is needed, so damage further on does not matter.
+    if crate::compressed::is_compressed(path).map_err(read)? {
+        return crate::compressed::Stream::open(path)
+            .map(|s| s.bundle)
+            .map_err(|e| InventoryError::Archive(path.to_owned(), e));
+    }
     Archive::open_lenient(path)
         .map(|a| a.bundle)
         .map_err(|e| InventoryError::Archive(path.to_owned(), e))

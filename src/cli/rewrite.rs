@@ -51,7 +51,7 @@ pub fn run(args: Args, _: &Settings) -> anyhow::Result<ExitCode> {
         (Some(m), _, _) => ImageMap::from_json(&fs_err::read(m)?)
             .with_context(|| format!("reading map {}", m.display()))?,
         (None, Some(b), Some(r)) => {
-            let bundle = ferry::archive::Archive::open(b)?.bundle;
+            let bundle = ferry::inventory::read_bundle(b)?;
             ImageMap::from_bundle(&bundle, r, args.keep_host)?
         }
         _ => bail!(
