@@ -450,7 +450,7 @@ struct Dest {
     len: u64,
 }
 
-/// What [`write`] produced.
+/// What [`write()`] produced.
 #[derive(Debug, Clone)]
 pub struct Written {
     /// The files written with their sizes: the archive, or its volumes.
