@@ -18,4 +18,17 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
+# Known advisories against the locked dependencies, when cargo-deny is
+# installed and can reach its advisory database (it cannot offline).
+if command -v cargo-deny >/dev/null 2>&1; then
+  if cargo deny check advisories; then :; else
+    status=$?
+    # 1: advisories found (fail); anything else: no database (say so).
+    [ "$status" -eq 1 ] && exit 1
+    echo "cargo deny could not check advisories (exit $status): no advisory database?" >&2
+  fi
+else
+  echo "note: cargo-deny is not installed; advisories not checked (cargo install cargo-deny)" >&2
+fi
+
 exec cargo test --locked "$@"

@@ -114,10 +114,6 @@ impl FromStr for Reference {
                 return Err(err(ReferenceError::Tag));
             }
         }
-        if name.len() > NAME_MAX {
-            return Err(err(ReferenceError::TooLong));
-        }
-
         let (registry, repository) = match name.split_once('/') {
             Some((first, rest)) if looks_like_registry(first) => {
                 (first.to_owned(), rest.to_owned())
@@ -137,6 +133,12 @@ impl FromStr for Reference {
         } else {
             repository
         };
+        // The limit is on the full name, as the registry sees it (found
+        // by fuzzing: a 250-character Docker Hub short name parsed, but
+        // its own printed form, with docker.io/library/, did not).
+        if registry.len() + 1 + repository.len() > NAME_MAX {
+            return Err(err(ReferenceError::TooLong));
+        }
         if repository.is_empty() || !repository.split('/').all(valid_path_component) {
             return Err(err(ReferenceError::Repository));
         }
@@ -346,6 +348,21 @@ mod tests {
         let long = format!("a/{}", "b".repeat(300));
         assert!(matches!(
             long.parse::<Reference>(),
+            Err(ReferenceError::TooLong(_))
+        ));
+    }
+
+    /// Found by `cargo fuzz run reference`: the limit applies to the name
+    /// as printed (`docker.io/library/…`), so every accepted reference
+    /// prints to a string that parses again.
+    #[test]
+    fn length_limit_counts_the_normalised_name() {
+        let fits = "x".repeat(255 - "docker.io/library/".len());
+        let r: Reference = fits.parse().unwrap();
+        assert_eq!(r.to_string().parse::<Reference>().unwrap(), r);
+        let over = format!("{fits}y");
+        assert!(matches!(
+            over.parse::<Reference>(),
             Err(ReferenceError::TooLong(_))
         ));
     }
