@@ -600,11 +600,22 @@ fn reqwest_header(v: &str) -> Option<http::HeaderValue> {
 
 /// The HTTP status behind an error, when there is one.
 fn status(e: &OciDistributionError) -> Option<u16> {
+    use oci_client::errors::OciErrorCode as C;
     match e {
         OciDistributionError::RequestError(r) => r.status().map(|s| s.as_u16()),
         OciDistributionError::ServerError { code, .. } => Some(*code),
         OciDistributionError::UnauthorizedError { .. } => Some(401),
         OciDistributionError::AuthenticationFailure(_) => Some(401),
+        // A 4xx with an OCI error body arrives without its status; the
+        // codes that matter for retrying and for auth say it.
+        OciDistributionError::RegistryError { envelope, .. } => {
+            envelope.errors.iter().find_map(|e| match e.code {
+                C::Toomanyrequests => Some(429),
+                C::Unauthorized => Some(401),
+                C::Denied => Some(403),
+                _ => None,
+            })
+        }
         _ => None,
     }
 }

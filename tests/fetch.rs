@@ -356,6 +356,16 @@ fn a_503_then_success_is_retried() {
     ferry(["verify".as_ref(), t.path().join("b.tar").as_os_str()]).expect_ok("verify");
 }
 
+/// Docker Hub answers a rate limit with 429 and an OCI error body, which
+/// the client crate reports without its status; it must still be retried.
+#[test]
+fn a_429_with_an_oci_error_body_is_retried() {
+    let (t, out, proxy, _, _reg) = pack_through(Fault::TooManyRequests, "/manifests/", 2);
+    assert!(out.ok(), "{}", out.stderr);
+    assert_eq!(proxy.hits.load(std::sync::atomic::Ordering::Relaxed), 2);
+    ferry(["verify".as_ref(), t.path().join("b.tar").as_os_str()]).expect_ok("verify");
+}
+
 #[test]
 fn a_connection_reset_mid_blob_is_retried() {
     let (t, out, proxy, _, _reg) = pack_through(Fault::ResetMidBody, "/blobs/", 1);

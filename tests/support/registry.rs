@@ -386,6 +386,8 @@ pub enum Fault {
     Schema1,
     /// Answer 507 Insufficient Storage to uploads (PUT and PATCH).
     DiskFull,
+    /// Answer 429 with `Retry-After: 1` and Docker Hub's error body.
+    TooManyRequests,
 }
 
 /// A proxy to `upstream` that applies a fault to the first `times` GET
@@ -448,6 +450,12 @@ fn fault_one(
         client.write_all(
             b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
         )?;
+        return Ok(());
+    }
+    if apply && fault == Fault::TooManyRequests {
+        let body = br#"{"errors":[{"code":"TOOMANYREQUESTS","message":"You have reached your pull rate limit."}]}"#;
+        client.write_all(format!("HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).as_bytes())?;
+        client.write_all(body)?;
         return Ok(());
     }
     if apply && fault == Fault::NotFound {
