@@ -753,3 +753,34 @@ fn an_unreadable_ca_file_or_key_file_is_named() {
         "{e}"
     );
 }
+
+/// A write that fails part-way (the disk fills up) must leave neither an
+/// archive under its final name nor a temp file. RLIMIT_FSIZE makes writes
+/// past the limit fail (EFBIG) the way a full disk does (ENOSPC): the same
+/// error path, with no root needed.
+#[test]
+fn a_failed_write_while_packing_leaves_no_archive_and_no_temp_file() {
+    let t = tempfile::tempdir().unwrap();
+    for (name, extra) in [
+        ("plain.tar", ""),
+        ("split.tar", "--volume-size 1M"),
+        ("packed.tar.zst", "--compress zstd"),
+    ] {
+        let out = t.path().join(name);
+        let o = run(std::process::Command::new("sh").arg("-c").arg(format!(
+            "trap '' XFSZ; ulimit -f 16; exec '{}' --quiet pack '{}' -o '{}' {extra}",
+            env!("CARGO_BIN_EXE_ferry"),
+            demo_spec().display(),
+            out.display()
+        )));
+        let m = format!("{}{}", o.stdout, o.stderr);
+        assert_eq!(o.code, Some(1), "{name}: {m}");
+        assert!(m.contains(name), "{name}: the output is named: {m}");
+        assert!(m.contains("File too large"), "{name}: the cause is given: {m}");
+        let left: Vec<String> = std::fs::read_dir(t.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(left.is_empty(), "{name}: left behind: {left:?}");
+    }
+}
