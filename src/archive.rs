@@ -555,6 +555,7 @@ pub fn write(
     }
 
     let mut tmps = Vec::with_capacity(finals.len());
+    let mut registered = Vec::with_capacity(finals.len());
     for f in &finals {
         let name = f.file_name().and_then(|n| n.to_str()).unwrap_or("archive");
         let tmp = tempfile::Builder::new()
@@ -567,6 +568,7 @@ pub fn write(
                     format!("creating a temp file in {}: {e}", dir.display()),
                 )
             })?;
+        registered.push(crate::interrupt::register(tmp.path()));
         tmps.push(tmp);
     }
     let files: Vec<&File> = tmps.iter().map(|t| t.as_file()).collect();
@@ -625,6 +627,7 @@ pub fn write(
             _ => {}
         }
     }
+    drop(registered);
     let mut persisted: Vec<&PathBuf> = Vec::new();
     for (tmp, f) in tmps.into_iter().zip(&finals) {
         if let Err(e) = tmp.persist(f) {

@@ -87,6 +87,7 @@ pub fn write(
                 format!("creating a temp file in {}: {e}", dir.display()),
             )
         })?;
+    let registered = crate::interrupt::register(tmp.path());
     let werr = |e: io::Error| io::Error::new(e.kind(), format!("writing {}: {e}", out.display()));
     let threads = std::thread::available_parallelism()
         .map(|n| n.get() as u32)
@@ -152,6 +153,7 @@ pub fn write(
         .map_err(werr)?;
     crate::layout::make_readable(tmp.as_file()).map_err(werr)?;
     let size = tmp.as_file().metadata().map_err(werr)?.len();
+    drop(registered);
     tmp.persist(out).map_err(|e| {
         io::Error::new(
             e.error.kind(),

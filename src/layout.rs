@@ -106,6 +106,7 @@ impl Store {
                     format!("creating a temp file in {}: {e}", dir.display()),
                 )
             })?;
+        let registered = crate::interrupt::register(tmp.path());
         let mut w = HashingWriter::new(io::BufWriter::with_capacity(COPY_BUF, tmp));
         copy_with(&mut reader, &mut w).map_err(|e| match e {
             CopyError::Read(source) => LayoutError::Source(source),
@@ -130,6 +131,7 @@ impl Store {
         }
         make_readable(tmp.as_file())?;
         let dest = self.blob_path(&digest);
+        drop(registered);
         tmp.persist(&dest).map_err(|e| {
             io::Error::new(
                 e.error.kind(),
@@ -215,6 +217,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
                 format!("creating a temp file in {}: {e}", dir.display()),
             )
         })?;
+    let registered = crate::interrupt::register(tmp.path());
     tmp.write_all(bytes)?;
     tmp.as_file().sync_data()?;
     // Replacing a file keeps its permissions (a private values file stays
@@ -223,6 +226,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
         Ok(m) => tmp.as_file().set_permissions(m.permissions())?,
         Err(_) => make_readable(tmp.as_file())?,
     }
+    drop(registered);
     tmp.persist(path).map_err(|e| {
         io::Error::new(
             e.error.kind(),

@@ -33,6 +33,7 @@ pub mod compressed;
 pub mod digest;
 pub mod fetch;
 pub mod inputs;
+pub mod interrupt;
 pub mod inventory;
 pub mod layout;
 pub mod load;

@@ -239,6 +239,7 @@ pub fn pack(
         .prefix(".ferry-pack-")
         .tempdir_in(&out_dir)
         .map_err(|e| PackError::Scratch(opts.out.clone(), e))?;
+    let _scratch_registered = crate::interrupt::register(scratch.path());
 
     let filter_of = |entry: &ImageEntry| {
         opts.platforms

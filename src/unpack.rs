@@ -276,6 +276,7 @@ fn write_file<R: std::io::Read>(
     let mut tmp = tempfile::Builder::new()
         .prefix(".ferry-extract.")
         .tempfile_in(dir)?;
+    let registered = crate::interrupt::register(tmp.path());
     std::io::copy(&mut reader, tmp.as_file_mut())?;
     let (d, _) = reader.finish();
     if d != *digest {
@@ -285,6 +286,7 @@ fn write_file<R: std::io::Read>(
     tmp.as_file()
         .set_permissions(std::fs::Permissions::from_mode(0o644))?;
     tmp.as_file().sync_all()?;
+    drop(registered);
     tmp.persist_noclobber(target).map_err(|e| e.error)?;
     Ok(())
 }
@@ -308,6 +310,7 @@ fn write_tree<R: std::io::Read>(
     let stage = tempfile::Builder::new()
         .prefix(".ferry-extract.")
         .tempdir_in(dir)?;
+    let _registered = crate::interrupt::register(stage.path());
     {
         let mut tar = tar::Archive::new(&mut reader);
         for entry in tar.entries()? {

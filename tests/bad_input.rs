@@ -776,7 +776,10 @@ fn a_failed_write_while_packing_leaves_no_archive_and_no_temp_file() {
         let m = format!("{}{}", o.stdout, o.stderr);
         assert_eq!(o.code, Some(1), "{name}: {m}");
         assert!(m.contains(name), "{name}: the output is named: {m}");
-        assert!(m.contains("File too large"), "{name}: the cause is given: {m}");
+        assert!(
+            m.contains("File too large"),
+            "{name}: the cause is given: {m}"
+        );
         let left: Vec<String> = std::fs::read_dir(t.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

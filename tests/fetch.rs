@@ -527,3 +527,70 @@ fn two_packs_sharing_one_cache_both_succeed() {
     assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
     ferry(["verify".as_ref(), a.as_os_str()]).expect_ok("verify");
 }
+
+/// Ctrl-C while a blob is half downloaded: ferry removes its temp files
+/// (the cache's partial blob, nothing in the output directory) and exits
+/// 130; a re-run completes and the archive verifies.
+#[test]
+fn ctrl_c_mid_fetch_leaves_no_temp_file_and_a_rerun_completes() {
+    let t = tempfile::tempdir().unwrap();
+    let layout = source_layout(&t.path().join("src"), 512 << 10);
+    let reg = DockerRegistry::start(&t.path().join("reg"), false);
+    fill_registry(&layout, &reg.host());
+    let proxy = FaultProxy::start(reg.addr, "/blobs/", Fault::Stall, 1);
+    let spec = spec(t.path(), &proxy.addr.to_string());
+    let cache = t.path().join("cache");
+    let out_dir = t.path().join("out");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let out = out_dir.join("b.tar");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["--quiet", "pack"])
+        .arg(&spec)
+        .arg("-o")
+        .arg(&out)
+        .arg("--cache")
+        .arg(&cache)
+        .env("DOCKER_CONFIG", t.path().join("no-docker-config"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let temps = |dir: &Path| -> Vec<String> {
+        walkdir::WalkDir::new(dir)
+            .into_iter()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('.'))
+            .collect()
+    };
+    // Wait until the stalled blob's temp file exists in the cache.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while temps(&cache).is_empty() || proxy.hits.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the fetch never stalled"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // SAFETY: signalling our own child process.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let o = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted: removed"), "{stderr}");
+    assert!(
+        temps(&cache).is_empty(),
+        "left in the cache: {:?}",
+        temps(&cache)
+    );
+    let left: Vec<_> = std::fs::read_dir(&out_dir).unwrap().collect();
+    assert!(left.is_empty(), "left in the output directory: {left:?}");
+
+    // The stall was one-off: a re-run completes.
+    pack(&spec, &out, &cache, &[], &[]).expect_ok("re-run after Ctrl-C");
+    ferry(["verify".as_ref(), out.as_os_str()]).expect_ok("verify");
+}

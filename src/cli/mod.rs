@@ -71,6 +71,10 @@ pub fn run() -> ExitCode {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         }
     }
+    if !matches!(cli.command, Command::Serve(_)) {
+        // serve treats Ctrl-C as its graceful shutdown instead.
+        clean_up_on_interrupt();
+    }
     let settings = Settings { quiet: cli.quiet };
     let result = match cli.command {
         Command::Pack(a) => pack::run(a, &settings),
@@ -90,6 +94,32 @@ pub fn run() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// On Ctrl-C or SIGTERM: removes the temp files and scratch directories
+/// the library has registered, says so, and exits 130 (143 for SIGTERM),
+/// so an interrupted pack or unpack leaves nothing half-written behind.
+fn clean_up_on_interrupt() {
+    std::thread::spawn(|| {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        let caught = rt.block_on(async {
+            use tokio::signal::unix::{signal, SignalKind};
+            let mut term = signal(SignalKind::terminate()).ok()?;
+            tokio::select! {
+                r = tokio::signal::ctrl_c() => r.ok().map(|()| ("interrupted", 130)),
+                _ = term.recv() => Some(("terminated", 143)),
+            }
+        });
+        let Some((what, code)) = caught else { return };
+        let removed = ferry::interrupt::remove_registered();
+        eprintln!("\n{what}: removed {removed} temp file(s) and directories; nothing half-written is left");
+        std::process::exit(code);
+    });
 }
 
 /// An error and its causes on one line, outermost first.

@@ -388,6 +388,9 @@ pub enum Fault {
     DiskFull,
     /// Answer 429 with `Retry-After: 1` and Docker Hub's error body.
     TooManyRequests,
+    /// Send the head and half the body, then hold the connection open
+    /// for a minute without sending more.
+    Stall,
 }
 
 /// A proxy to `upstream` that applies a fault to the first `times` GET
@@ -491,6 +494,13 @@ fn fault_one(
                 let cut = split + (response.len() - split) / 2;
                 client.write_all(&response[..cut])?;
                 let _ = client.shutdown(std::net::Shutdown::Both);
+                return Ok(());
+            }
+            Fault::Stall => {
+                let cut = split + (response.len() - split) / 2;
+                client.write_all(&response[..cut])?;
+                client.flush()?;
+                std::thread::sleep(std::time::Duration::from_secs(60));
                 return Ok(());
             }
             Fault::Corrupt if response.len() > split => {
