@@ -543,7 +543,7 @@ fn ctrl_c_mid_fetch_leaves_no_temp_file_and_a_rerun_completes() {
     let out_dir = t.path().join("out");
     std::fs::create_dir_all(&out_dir).unwrap();
     let out = out_dir.join("b.tar");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
+    let child = Command::new(env!("CARGO_BIN_EXE_ferry"))
         .args(["--quiet", "pack"])
         .arg(&spec)
         .arg("-o")
