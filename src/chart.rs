@@ -8,6 +8,9 @@
 //! Fetching charts from repositories is not here; this module starts from
 //! a local file.
 
+// Parses untrusted input: no indexing that could panic.
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
+
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
@@ -122,8 +125,7 @@ pub fn read_chart(path: &Path) -> Result<ChartMeta, ChartError> {
             .filter(|c| !matches!(c, Component::CurDir))
             .collect();
         if chart_yaml.is_none()
-            && parts.len() == 2
-            && parts[1].as_os_str() == "Chart.yaml"
+            && matches!(parts.as_slice(), [_, f] if f.as_os_str() == "Chart.yaml")
             && kind.is_file()
         {
             let mut buf = Vec::new();
@@ -352,16 +354,20 @@ fn images_in_tgz<R: Read>(
             .split('/')
             .filter(|p| !p.is_empty() && *p != ".")
             .collect();
-        if !entry.header().entry_type().is_file() || parts.len() < 2 {
+        let (Some((&file, ancestors)), true) =
+            (parts.split_last(), entry.header().entry_type().is_file())
+        else {
             continue;
-        }
-        let file = parts[parts.len() - 1];
-        let dir = parts[..parts.len() - 1].join("/");
+        };
+        let Some(&parent) = ancestors.last() else {
+            continue;
+        };
+        let dir = ancestors.join("/");
         // Only the chart itself and sub-charts under `charts/`.
-        let is_chart_dir = parts.len() == 2 || parts[parts.len() - 3] == "charts";
+        let is_chart_dir = ancestors.len() == 1 || ancestors.iter().rev().nth(1) == Some(&"charts");
         let want = match file {
             "Chart.yaml" | "values.yaml" => is_chart_dir,
-            f => f.ends_with(".tgz") && parts[parts.len() - 2] == "charts",
+            f => f.ends_with(".tgz") && parent == "charts",
         };
         if !want {
             continue;

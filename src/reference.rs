@@ -3,6 +3,9 @@
 //! round-trips. This module knows nothing about transports such as `oci:`;
 //! those live in `inputs`.
 
+// Parses untrusted input: no indexing that could panic.
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
+
 use std::fmt;
 use std::str::FromStr;
 
@@ -210,35 +213,25 @@ fn valid_path_component(c: &str) -> bool {
         return false;
     }
     let alnum = |x: u8| x.is_ascii_lowercase() || x.is_ascii_digit();
-    let mut i = 0;
+    let mut it = b.iter().copied().peekable();
     let mut need_alnum = true;
-    while i < b.len() {
-        if alnum(b[i]) {
+    while let Some(x) = it.next() {
+        if alnum(x) {
             need_alnum = false;
-            i += 1;
             continue;
         }
         if need_alnum {
             return false;
         }
         // A separator: '.', '_', '__' or a run of '-'.
-        let start = i;
-        match b[i] {
-            b'.' => i += 1,
+        match x {
+            b'.' => {}
             b'_' => {
-                i += 1;
-                if i < b.len() && b[i] == b'_' {
-                    i += 1;
-                }
+                it.next_if_eq(&b'_');
             }
-            b'-' => {
-                while i < b.len() && b[i] == b'-' {
-                    i += 1;
-                }
-            }
+            b'-' => while it.next_if_eq(&b'-').is_some() {},
             _ => return false,
         }
-        debug_assert!(i > start);
         need_alnum = true;
     }
     !need_alnum
@@ -248,7 +241,8 @@ fn valid_tag(t: &str) -> bool {
     let b = t.as_bytes();
     !b.is_empty()
         && b.len() <= 128
-        && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
+        && b.first()
+            .is_some_and(|&c| c.is_ascii_alphanumeric() || c == b'_')
         && b.iter()
             .all(|&x| x.is_ascii_alphanumeric() || matches!(x, b'_' | b'.' | b'-'))
 }
