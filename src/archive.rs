@@ -480,10 +480,6 @@ pub fn write(
     mtime: u64,
     reporter: &dyn Reporter,
 ) -> Result<Written, ArchiveError> {
-    let dir = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
     let write_err =
         |e: io::Error| io::Error::new(e.kind(), format!("writing {}: {e}", out.display()));
     let whole: Vec<VolumeInfo>;
@@ -557,17 +553,7 @@ pub fn write(
     let mut tmps = Vec::with_capacity(finals.len());
     let mut registered = Vec::with_capacity(finals.len());
     for f in &finals {
-        let name = f.file_name().and_then(|n| n.to_str()).unwrap_or("archive");
-        let tmp = tempfile::Builder::new()
-            .prefix(&format!(".{name}."))
-            .suffix(".partial")
-            .tempfile_in(dir)
-            .map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("creating a temp file in {}: {e}", dir.display()),
-                )
-            })?;
+        let tmp = partial_file(f)?;
         registered.push(crate::interrupt::register(tmp.path()));
         tmps.push(tmp);
     }
@@ -708,7 +694,17 @@ fn write_planned(
         crate::layout::start_writeback(file, d.offset, BLOCK + d.len);
     }
     // What was written is exactly `size` bytes; it must hash right.
-    let (digest, size) = hr.finish();
+    check_source(m, source_path, hr)
+}
+
+/// Checks that what was copied from a member's source hashed to the
+/// member's digest and size.
+pub(crate) fn check_source<R: Read>(
+    m: &PlannedMember,
+    source_path: PathBuf,
+    copied: HashingReader<R>,
+) -> Result<(), ArchiveError> {
+    let (digest, size) = copied.finish();
     if digest != m.digest || size != m.size {
         return Err(ArchiveError::SourceMismatch {
             source_path,
@@ -719,6 +715,28 @@ fn write_planned(
         });
     }
     Ok(())
+}
+
+/// A temp file `.NAME.<random>.partial` beside `out`, for writing `out`.
+pub(crate) fn partial_file(out: &Path) -> Result<tempfile::NamedTempFile, ArchiveError> {
+    let dir = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let name = out
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("archive");
+    tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".partial")
+        .tempfile_in(dir)
+        .map_err(|e| {
+            ArchiveError::Io(io::Error::new(
+                e.kind(),
+                format!("creating a temp file in {}: {e}", dir.display()),
+            ))
+        })
 }
 
 pub(crate) struct Progress<'a, R> {

@@ -69,24 +69,7 @@ pub fn write(
     level: i32,
     reporter: &dyn Reporter,
 ) -> Result<Written, ArchiveError> {
-    let dir = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let name = out
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("archive");
-    let tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .suffix(".partial")
-        .tempfile_in(dir)
-        .map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("creating a temp file in {}: {e}", dir.display()),
-            )
-        })?;
+    let tmp = archive::partial_file(out)?;
     let registered = crate::interrupt::register(tmp.path());
     let werr = |e: io::Error| io::Error::new(e.kind(), format!("writing {}: {e}", out.display()));
     let threads = std::thread::available_parallelism()
@@ -120,16 +103,7 @@ pub fn write(
                 ArchiveError::Io(werr(e))
             }
         })?;
-        let (digest, size) = hr.finish();
-        if digest != m.digest || size != m.size {
-            return Err(ArchiveError::SourceMismatch {
-                source_path,
-                digest: m.digest,
-                size: m.size,
-                actual: digest,
-                actual_size: size,
-            });
-        }
+        archive::check_source(m, source_path, hr)?;
         if i == 0 {
             // bundle.json and the signature follow oci-layout.
             if m.path != OCI_LAYOUT_PATH {
