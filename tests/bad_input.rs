@@ -307,6 +307,54 @@ fn link_device_and_fifo_members_are_refused() {
     }
 }
 
+/// A PAX `size` record overrides the ustar size field for the member that
+/// follows; a reader that believed one saying more (or less) than the data
+/// would lose its place in the archive. ferry refuses PAX headers outright,
+/// before reading the member they describe, so the lie is never believed.
+#[test]
+fn a_pax_header_that_lies_about_size_is_refused_before_it_is_believed() {
+    for claimed in [1u64, 1 << 40] {
+        let t = tempfile::tempdir().unwrap();
+        let (archive, mut members) = demo_members(t.path());
+        let layer = a_layer(&members);
+        let at = members.iter().position(|m| m.name == layer.name).unwrap();
+        let body = format!(" size={claimed}\n");
+        let mut len = body.len() + 1;
+        while format!("{len}{body}").len() != len {
+            len += 1;
+        }
+        members.insert(
+            at,
+            RawMember {
+                name: format!("PaxHeaders/{}", layer.name),
+                data: format!("{len}{body}").into_bytes(),
+                typeflag: b'x',
+                link: String::new(),
+                header_size: None,
+            },
+        );
+        write_raw_tar(&archive, &members, true);
+        let e = verify_fails(&archive);
+        assert!(
+            e.contains(&format!(
+                "member \"PaxHeaders/{}\" is a PAX extended header",
+                layer.name
+            )),
+            "size={claimed}: {e}"
+        );
+        let dir = t.path().join("out");
+        let e = ferry([
+            "unpack".as_ref(),
+            archive.as_os_str(),
+            "-o".as_ref(),
+            dir.as_os_str(),
+        ])
+        .expect_fail("unpack");
+        assert!(e.contains("PAX extended header"), "{e}");
+        assert!(!dir.exists() || std::fs::read_dir(&dir).unwrap().next().is_none());
+    }
+}
+
 #[test]
 fn duplicate_member_is_refused() {
     let t = tempfile::tempdir().unwrap();
