@@ -82,6 +82,33 @@ pub enum RemoteError {
         #[source]
         source: OciDistributionError,
     },
+    /// The registry sent a request on to another host (an upload
+    /// `Location`, a redirect), which asked for credentials. ferry sends a
+    /// registry's credentials to that registry only.
+    #[error("{what} at {registry}: the registry sent the request on to {url}, another host, which asked for credentials; ferry sends the credentials for {registry} to {registry} only")]
+    OffHost {
+        /// The registry.
+        registry: String,
+        /// The operation.
+        what: String,
+        /// Where the registry sent the request.
+        url: String,
+        /// The other host's answer.
+        #[source]
+        source: OciDistributionError,
+    },
+    /// The registry names a token service reached over plain HTTP on a
+    /// host that is neither loopback nor named insecure: the credentials
+    /// would cross the network in clear text.
+    #[error("registry {registry} sends logins to the token service {realm} over plain HTTP; ferry will not send the credentials from {credentials} there (name its host with --insecure-registry to allow it)")]
+    PlainRealm {
+        /// The registry.
+        registry: String,
+        /// The token service URL from the registry's challenge.
+        realm: String,
+        /// Where the credentials came from.
+        credentials: String,
+    },
     /// Any other failure, after retries.
     #[error("{what} at {registry} failed{}", attempts_note(*attempts))]
     Request {
@@ -124,6 +151,7 @@ impl RemoteError {
             RemoteError::NoCredentials { .. }
                 | RemoteError::Refused { .. }
                 | RemoteError::Certificate { .. }
+                | RemoteError::PlainRealm { .. }
         )
     }
 }
@@ -160,20 +188,62 @@ pub struct Remote {
     chunked_only: std::sync::atomic::AtomicBool,
 }
 
-/// Whether `host` answers `GET http://HOST/v2/` as a registry does (200,
-/// or 401 asking for credentials). A TLS port answers plain HTTP with a 400
-/// or not at all.
-async fn speaks_plain_http(host: &str) -> bool {
-    let Ok(client) = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-    else {
-        return false;
-    };
-    match client.get(format!("http://{host}/v2/")).send().await {
-        Ok(r) => matches!(r.status().as_u16(), 200 | 401),
-        Err(_) => false,
+/// What `GET URL` answered: its status and its `WWW-Authenticate`
+/// challenge; `None` when nothing answered. Only for looking ahead: the
+/// real requests go through oci-client, which reports failures properly.
+async fn probe(client: &reqwest::Client, url: &str) -> Option<(u16, Option<String>)> {
+    let r = client.get(url).send().await.ok()?;
+    let challenge = r
+        .headers()
+        .get(http::header::WWW_AUTHENTICATE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    Some((r.status().as_u16(), challenge))
+}
+
+/// The `realm` of a `Bearer` challenge, if the challenge is one.
+fn bearer_realm(challenge: &str) -> Option<&str> {
+    let (scheme, params) = challenge.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
     }
+    params.split(',').find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        k.trim()
+            .eq_ignore_ascii_case("realm")
+            .then(|| v.trim().trim_matches('"'))
+    })
+}
+
+/// Refuses a token realm that would carry credentials in clear text: plain
+/// HTTP to a host that is neither loopback nor in `insecure`. Realms on
+/// another host over HTTPS are normal (Docker Hub's is `auth.docker.io`).
+fn check_realm(
+    registry: &str,
+    challenge: &str,
+    insecure: &[String],
+    credentials: &str,
+) -> Result<(), RemoteError> {
+    let Some(realm) = bearer_realm(challenge) else {
+        return Ok(());
+    };
+    let Some(rest) = realm
+        .get(..7)
+        .filter(|p| p.eq_ignore_ascii_case("http://"))
+        .and_then(|_| realm.get(7..))
+    else {
+        return Ok(());
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    let authority = authority.rsplit('@').next().unwrap_or(authority);
+    if is_loopback(authority) || insecure.iter().any(|h| h.eq_ignore_ascii_case(authority)) {
+        return Ok(());
+    }
+    Err(RemoteError::PlainRealm {
+        registry: registry.to_owned(),
+        realm: realm.to_owned(),
+        credentials: credentials.to_owned(),
+    })
 }
 
 /// Whether `host` (`HOST[:PORT]`) is a loopback address or name.
@@ -195,12 +265,6 @@ impl Remote {
     pub async fn connect(host: &str, opts: &RemoteOptions) -> Result<Remote, RemoteError> {
         // One process-wide crypto provider (ring, shared with `serve`).
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut plain: Vec<String> = Vec::new();
-        if (is_loopback(host) || opts.insecure.iter().any(|h| h == host))
-            && speaks_plain_http(host).await
-        {
-            plain.push(host.to_owned());
-        }
         let mut roots = Vec::new();
         for path in &opts.ca_files {
             let data = fs_err::read(path).map_err(|source| RemoteError::Ca {
@@ -212,6 +276,50 @@ impl Remote {
                 data,
             });
         }
+        let (auth, credentials) = resolve_credentials(host, opts.credentials.clone())?;
+        let prober = |tls: bool| {
+            let mut b = reqwest::Client::builder().timeout(Duration::from_secs(10));
+            if tls {
+                b = b.danger_accept_invalid_certs(opts.tls_skip_verify);
+                for c in &roots {
+                    if let Ok(c) = reqwest::Certificate::from_pem(&c.data) {
+                        b = b.tls_certs_merge([c]);
+                    }
+                }
+            }
+            b.build().ok()
+        };
+        // A loopback or insecure host is spoken to over plain HTTP when it
+        // answers `/v2/` there as a registry does (200, or 401 asking for
+        // credentials); a TLS port answers with a 400 or not at all.
+        let mut plain: Vec<String> = Vec::new();
+        let mut answer = None;
+        if is_loopback(host) || opts.insecure.iter().any(|h| h == host) {
+            if let Some(c) = prober(false) {
+                answer = probe(&c, &format!("http://{host}/v2/"))
+                    .await
+                    .filter(|(status, _)| matches!(status, 200 | 401));
+            }
+            if answer.is_some() {
+                plain.push(host.to_owned());
+            }
+        }
+        // With credentials to send, look at the token realm first:
+        // oci-client would send them wherever it points.
+        if !matches!(auth, RegistryAuth::Anonymous) {
+            if answer.is_none() {
+                // As oci-client resolves it: `docker.io` → `index.docker.io`.
+                let name = OciRef::with_tag(host.to_owned(), "x".into(), "x".into())
+                    .resolve_registry()
+                    .to_owned();
+                if let Some(c) = prober(true) {
+                    answer = probe(&c, &format!("https://{name}/v2/")).await;
+                }
+            }
+            if let Some((_, Some(challenge))) = &answer {
+                check_realm(host, challenge, &opts.insecure, &credentials)?;
+            }
+        }
         let config = |monolithic: bool| ClientConfig {
             protocol: ClientProtocol::HttpsExcept(plain.clone()),
             accept_invalid_certificates: opts.tls_skip_verify,
@@ -222,7 +330,6 @@ impl Remote {
             user_agent: concat!("ferry/", env!("CARGO_PKG_VERSION")),
             ..ClientConfig::default()
         };
-        let (auth, credentials) = resolve_credentials(host, opts.credentials.clone())?;
         // `Client::new` would fall back to a default config on a bad CA.
         let build = |monolithic| {
             Client::try_from(config(monolithic)).map_err(|source| RemoteError::Request {
@@ -286,6 +393,14 @@ impl Remote {
                 Ok(v) => return Ok(v),
                 Err(e) => {
                     if let Some(code @ (401 | 403)) = status(&e) {
+                        if let Some(url) = error_url(&e).filter(|u| !self.is_own(u)) {
+                            return Err(RemoteError::OffHost {
+                                registry: self.host.clone(),
+                                what: what(),
+                                url,
+                                source: e,
+                            });
+                        }
                         return Err(self.auth_error(code, what(), e));
                     }
                     if matches!(&e, OciDistributionError::RequestError(r) if is_certificate_error(r))
@@ -312,6 +427,22 @@ impl Remote {
                 }
             }
         }
+    }
+
+    /// Whether `url` is on this registry's host (as named, or as
+    /// oci-client resolves it: `docker.io` → `index.docker.io`).
+    fn is_own(&self, url: &str) -> bool {
+        let Some(authority) = url
+            .parse::<http::Uri>()
+            .ok()
+            .and_then(|u| u.authority().cloned())
+        else {
+            return true;
+        };
+        let resolved = self.at("x", "x").resolve_registry().to_owned();
+        [self.host.as_str(), resolved.as_str()]
+            .iter()
+            .any(|h| authority.as_str().eq_ignore_ascii_case(h))
     }
 
     fn auth_error(&self, code: u16, what: String, source: OciDistributionError) -> RemoteError {
@@ -620,6 +751,17 @@ fn status(e: &OciDistributionError) -> Option<u16> {
     }
 }
 
+/// The URL a failed request went to, when the error says.
+fn error_url(e: &OciDistributionError) -> Option<String> {
+    match e {
+        OciDistributionError::RequestError(r) => r.url().map(|u| u.to_string()),
+        OciDistributionError::ServerError { url, .. }
+        | OciDistributionError::UnauthorizedError { url }
+        | OciDistributionError::RegistryError { url, .. } => Some(url.clone()),
+        _ => None,
+    }
+}
+
 fn is_not_found(e: &OciDistributionError) -> bool {
     use oci_client::errors::OciErrorCode as C;
     match e {
@@ -837,6 +979,42 @@ mod tests {
         let p = config(t.path(), "{not json");
         let e = credentials_from_config("reg.local", p.clone()).unwrap_err();
         assert!(e.to_string().contains(&p.display().to_string()), "{e}");
+    }
+
+    #[test]
+    fn token_realms_over_plain_http_leave_loopback_and_insecure_hosts_only() {
+        let insecure = vec!["tokens.lan:8080".to_owned()];
+        let check = |c: &str| check_realm("reg.example", c, &insecure, "config.json");
+        assert_eq!(
+            bearer_realm(
+                r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io""#
+            ),
+            Some("https://auth.docker.io/token")
+        );
+        assert_eq!(bearer_realm(r#"Basic realm="Registry Realm""#), None);
+        for ok in [
+            r#"Bearer realm="https://auth.example/token",service="reg""#,
+            r#"bearer service="reg", realm="http://127.0.0.1:5001/token""#,
+            r#"Bearer realm="http://localhost/token""#,
+            r#"Bearer realm="http://[::1]:80/token""#,
+            r#"Bearer realm="http://tokens.lan:8080/token?x=1""#,
+            r#"Basic realm="http://anywhere""#,
+            "Bearer",
+            "",
+        ] {
+            assert!(check(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            r#"Bearer realm="http://auth.example/token",service="reg""#,
+            r#"Bearer realm="HTTP://tokens.lan/token""#,
+            r#"Bearer realm="http://127.0.0.1.evil.example/token""#,
+            r#"Bearer realm="http://user@auth.example""#,
+        ] {
+            let e = check(bad).unwrap_err().to_string();
+            assert!(e.contains("over plain HTTP"), "{bad}: {e}");
+            assert!(e.contains("registry reg.example"), "{e}");
+            assert!(e.contains("config.json"), "{e}");
+        }
     }
 
     #[test]

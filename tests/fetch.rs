@@ -594,3 +594,165 @@ fn ctrl_c_mid_fetch_leaves_no_temp_file_and_a_rerun_completes() {
     pack(&spec, &out, &cache, &[], &[]).expect_ok("re-run after Ctrl-C");
     ferry(["verify".as_ref(), out.as_os_str()]).expect_ok("verify");
 }
+
+/// Registries may send blob downloads to another host (a CDN, an object
+/// store). The redirect is followed, but the registry's credentials stay
+/// with the registry: the other host sees no `Authorization` header.
+#[test]
+fn a_blob_redirected_to_another_host_is_fetched_without_the_credentials() {
+    let t = tempfile::tempdir().unwrap();
+    let layout = source_layout(&t.path().join("src"), 16 << 10);
+    let with_auth = DockerRegistry::start(&t.path().join("reg"), true);
+    fill_registry_as(
+        &layout,
+        &with_auth.host(),
+        Some(&format!("{USER}:{PASSWORD}")),
+    );
+    // The "CDN": another registry holding the same blobs, open to all.
+    let open = DockerRegistry::start(&t.path().join("cdn"), false);
+    fill_registry(&layout, &open.host());
+    let cdn = FaultProxy::recording(open.addr);
+    let front = FaultProxy::start(
+        with_auth.addr,
+        "/blobs/",
+        Fault::Redirect(cdn.addr),
+        u64::MAX,
+    );
+
+    let host = front.addr.to_string();
+    let cfg = t.path().join("docker");
+    std::fs::create_dir_all(&cfg).unwrap();
+    let auth = base64(format!("{USER}:{PASSWORD}").as_bytes());
+    std::fs::write(
+        cfg.join("config.json"),
+        format!(r#"{{"auths":{{"{host}":{{"auth":"{auth}"}}}}}}"#),
+    )
+    .unwrap();
+    let archive = t.path().join("b.tar");
+    let out = pack(
+        &spec(t.path(), &host),
+        &archive,
+        &t.path().join("cache"),
+        &[],
+        &[("DOCKER_CONFIG", &cfg)],
+    );
+    assert!(out.ok(), "{}", out.stderr);
+    ferry(["verify".as_ref(), archive.as_os_str()]).expect_ok("verify");
+
+    let redirected = front.hits.load(std::sync::atomic::Ordering::Relaxed);
+    let served = cdn.heads.lock().unwrap().len() as u64;
+    assert!(redirected >= 5, "blobs were redirected: {redirected}");
+    assert_eq!(served, redirected, "every redirect reached the other host");
+    assert_eq!(cdn.with_credentials(), Vec::<String>::new());
+    assert!(
+        !front.with_credentials().is_empty(),
+        "the registry itself did get the credentials"
+    );
+}
+
+/// Writes a docker config with `USER:PASSWORD` for `host`; its directory.
+fn docker_config_for(dir: &Path, host: &str) -> PathBuf {
+    let cfg = dir.join("docker");
+    std::fs::create_dir_all(&cfg).unwrap();
+    let auth = base64(format!("{USER}:{PASSWORD}").as_bytes());
+    std::fs::write(
+        cfg.join("config.json"),
+        format!(r#"{{"auths":{{"{host}":{{"auth":"{auth}"}}}}}}"#),
+    )
+    .unwrap();
+    cfg
+}
+
+/// A registry whose token service is on another host (as Docker Hub's is
+/// on auth.docker.io): the password goes to the token service it names,
+/// and the registry itself only ever sees the token.
+#[test]
+fn a_token_realm_on_another_host_gets_the_login_and_the_registry_only_the_token() {
+    let t = tempfile::tempdir().unwrap();
+    let layout = source_layout(&t.path().join("src"), 8 << 10);
+    let reg = DockerRegistry::start(&t.path().join("reg"), false);
+    fill_registry(&layout, &reg.host());
+    let tokens = support::registry::TokenServer::start();
+    let realm: &'static str = format!("http://{}/token", tokens.addr).leak();
+    let front = FaultProxy::start(reg.addr, "", Fault::Bearer(realm), u64::MAX);
+    let host = front.addr.to_string();
+    let cfg = docker_config_for(t.path(), &host);
+    let archive = t.path().join("b.tar");
+    let out = pack(
+        &spec(t.path(), &host),
+        &archive,
+        &t.path().join("cache"),
+        &[],
+        &[("DOCKER_CONFIG", &cfg)],
+    );
+    assert!(out.ok(), "{}", out.stderr);
+    ferry(["verify".as_ref(), archive.as_os_str()]).expect_ok("verify");
+
+    let basic = format!(
+        "authorization: basic {}",
+        base64(format!("{USER}:{PASSWORD}").as_bytes())
+    );
+    let logins = tokens.heads.lock().unwrap().clone();
+    assert!(!logins.is_empty());
+    assert!(
+        logins
+            .iter()
+            .all(|h| h.to_ascii_lowercase().contains(&basic.to_ascii_lowercase())),
+        "{logins:?}"
+    );
+    let sent = front.with_credentials();
+    assert!(!sent.is_empty());
+    for h in sent {
+        let h = h.to_ascii_lowercase();
+        assert!(
+            !h.contains("authorization: basic"),
+            "the password reached the registry: {h}"
+        );
+    }
+}
+
+/// A registry (here on loopback) whose token service is reached over
+/// plain HTTP on another host: the login would cross the network in clear
+/// text, so ferry refuses before sending it, in pack and in load alike.
+#[test]
+fn a_plain_http_token_realm_off_loopback_is_refused_before_the_login_is_sent() {
+    let t = tempfile::tempdir().unwrap();
+    let reg = DockerRegistry::start(&t.path().join("reg"), false);
+    let realm = "http://tokens.invalid/token";
+    let front = FaultProxy::start(reg.addr, "", Fault::Bearer(realm), u64::MAX);
+    let host = front.addr.to_string();
+    let cfg = docker_config_for(t.path(), &host);
+    let archive = t.path().join("b.tar");
+    let out = pack(
+        &spec(t.path(), &host),
+        &archive,
+        &t.path().join("cache"),
+        &[],
+        &[("DOCKER_CONFIG", &cfg)],
+    );
+    let msg = out.expect_fail("pack with a plain-HTTP token realm");
+    let want = format!(
+        "registry {host} sends logins to the token service {realm} over plain HTTP; ferry will not send the credentials from {}",
+        cfg.join("config.json").display()
+    );
+    assert!(msg.contains(&want), "{msg}");
+    assert!(!archive.exists());
+
+    let demo = pack_demo(t.path());
+    let mut load = Command::new(env!("CARGO_BIN_EXE_ferry"));
+    load.args(["--quiet", "load"])
+        .arg(&demo)
+        .args(["--registry", &host, "--username", USER, "--password-stdin"])
+        .env("DOCKER_CONFIG", t.path().join("no-docker-config"));
+    let out = run_with_stdin(&mut load, &format!("{PASSWORD}\n"));
+    let msg = out.expect_fail("load with a plain-HTTP token realm");
+    assert!(
+        msg.contains(&format!(
+            "registry {host} sends logins to the token service {realm} over plain HTTP"
+        )),
+        "{msg}"
+    );
+    assert!(msg.contains("--username/--password-stdin"), "{msg}");
+    assert_eq!(front.with_credentials(), Vec::<String>::new());
+    assert!(reg.repositories().is_empty(), "nothing was pushed");
+}

@@ -4,9 +4,8 @@
 
 mod support;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_json::Value;
 use support::build::{self, Flavour, LayoutBuilder};
@@ -64,10 +63,7 @@ fn load_env(
         .arg("load")
         .arg(archive)
         .args(["--registry", registry, "--json"])
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .args(args);
     // Never read the developer's own docker credentials.
     cmd.env(
         "DOCKER_CONFIG",
@@ -76,19 +72,7 @@ fn load_env(
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let mut child = cmd.spawn().unwrap();
-    {
-        let mut i = child.stdin.take().unwrap();
-        if let Some(s) = stdin {
-            i.write_all(s.as_bytes()).unwrap();
-        }
-    }
-    let o = child.wait_with_output().unwrap();
-    Out {
-        code: o.status.code(),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
+    run_with_stdin(&mut cmd, stdin.unwrap_or(""))
 }
 
 fn report(out: &Out) -> Value {
@@ -566,4 +550,54 @@ fn a_registry_out_of_disk_fails_the_load_and_leaves_no_tag() {
         .dir
         .join("data/docker/registry/v2/repositories/library/app/_manifests/tags");
     assert!(!tags.exists(), "no tag points at an incomplete image");
+}
+
+/// A registry may answer the start of an upload with a `Location` on
+/// another host. ferry follows it, but never with the registry's
+/// credentials; when that host asks for them the blob fails, named with
+/// the place it was sent, and no tag points at an incomplete image. A
+/// re-run against a sane registry completes.
+#[test]
+fn an_upload_location_on_another_host_gets_no_credentials_and_no_tag_is_left() {
+    let t = tempfile::tempdir().unwrap();
+    let archive = fixture_bundle(t.path(), 4 << 10);
+    let reg = DockerRegistry::start(&t.path().join("reg"), true);
+    let elsewhere = support::registry::FaultProxy::recording(reg.addr);
+    let front = support::registry::FaultProxy::start(
+        reg.addr,
+        "/blobs/uploads/",
+        support::registry::Fault::MoveUploads(elsewhere.addr),
+        u64::MAX,
+    );
+    let front_host = front.addr.to_string();
+    let login = ["--username", USER, "--password-stdin", "--retries", "1"];
+    let password = format!("{PASSWORD}\n");
+    let out = load(&archive, &front_host, &login, Some(&password));
+    let msg = out.expect_fail("load with uploads sent elsewhere");
+    let other = format!("http://{}/v2/", elsewhere.addr);
+    assert!(
+        msg.contains(&format!(
+            "at {front_host}: the registry sent the request on to {other}"
+        )),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("another host, which asked for credentials"),
+        "{msg}"
+    );
+    assert!(msg.contains("uploading blob sha256:"), "{msg}");
+    assert!(
+        !elsewhere.heads.lock().unwrap().is_empty(),
+        "the uploads went there"
+    );
+    assert_eq!(elsewhere.with_credentials(), Vec::<String>::new());
+    assert!(!front.with_credentials().is_empty());
+    let tags = reg
+        .dir
+        .join("data/docker/registry/v2/repositories/library/app/_manifests/tags");
+    assert!(!tags.exists(), "no tag points at an incomplete image");
+
+    let out = load(&archive, &reg.host(), &login, Some(&password));
+    assert!(out.ok(), "{}", out.stderr);
+    check_targets_with_skopeo(&report(&out), t.path(), Some(&format!("{USER}:{PASSWORD}")));
 }

@@ -69,6 +69,25 @@ pub fn run(cmd: &mut Command) -> Out {
     }
 }
 
+/// Runs a command to completion with `input` on its standard input.
+pub fn run_with_stdin(cmd: &mut Command, input: &str) -> Out {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    // A command that exits before reading closes the pipe; that is fine.
+    let _ = child.stdin.take().unwrap().write_all(input.as_bytes());
+    let o = child.wait_with_output().unwrap();
+    Out {
+        code: o.status.code(),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
 /// `ferry ARGS…` (quiet).
 pub fn ferry<I, S>(args: I) -> Out
 where

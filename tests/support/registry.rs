@@ -391,15 +391,60 @@ pub enum Fault {
     /// Send the head and half the body, then hold the connection open
     /// for a minute without sending more.
     Stall,
+    /// Answer `307 Temporary Redirect` to the same path on another host,
+    /// as registries that keep blobs on a CDN or object store do.
+    Redirect(SocketAddr),
+    /// Pass a POST that starts an upload through, then point its
+    /// `Location` at another host (answers to other methods pass as is).
+    MoveUploads(SocketAddr),
+    /// Answer any request (every method) that lacks `Authorization: Bearer
+    /// TOKEN` with 401 and a Bearer challenge naming this realm, as a
+    /// registry with a separate token service does; pass the rest through.
+    Bearer(&'static str),
+}
+
+/// The token a [`TokenServer`] hands out.
+pub const TOKEN: &str = "t0k3n";
+
+/// A token service: answers every request with [`TOKEN`] and keeps each
+/// request's head.
+pub struct TokenServer {
+    pub addr: SocketAddr,
+    pub heads: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl TokenServer {
+    pub fn start() -> TokenServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let heads = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let hd = heads.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut client) = conn else { continue };
+                let hd = hd.clone();
+                std::thread::spawn(move || {
+                    if let Ok(Some((head, _))) = read_head(&mut client) {
+                        hd.lock().unwrap().push(head);
+                        let body = format!(r#"{{"token":"{TOKEN}","expires_in":300}}"#);
+                        let _ = client.write_all(format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).as_bytes());
+                    }
+                });
+            }
+        });
+        TokenServer { addr, heads }
+    }
 }
 
 /// A proxy to `upstream` that applies a fault to the first `times` GET
 /// requests whose path contains `needle`, passing everything else through.
-/// `hits` counts faults applied; `requests` counts every request.
+/// `hits` counts faults applied; `requests` counts every request and
+/// `heads` keeps each request's head.
 pub struct FaultProxy {
     pub addr: SocketAddr,
     pub hits: Arc<AtomicU64>,
     pub requests: Arc<AtomicU64>,
+    pub heads: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl FaultProxy {
@@ -408,13 +453,19 @@ impl FaultProxy {
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(AtomicU64::new(0));
         let requests = Arc::new(AtomicU64::new(0));
-        let (h, r, needle) = (hits.clone(), requests.clone(), needle.to_owned());
+        let heads = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (h, r, hd, needle) = (
+            hits.clone(),
+            requests.clone(),
+            heads.clone(),
+            needle.to_owned(),
+        );
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(client) = conn else { continue };
-                let (h, r, needle) = (h.clone(), r.clone(), needle.clone());
+                let (h, r, hd, needle) = (h.clone(), r.clone(), hd.clone(), needle.clone());
                 std::thread::spawn(move || {
-                    let _ = fault_one(client, upstream, &needle, fault, times, &h, &r);
+                    let _ = fault_one(client, upstream, &needle, fault, times, &h, &r, &hd);
                 });
             }
         });
@@ -422,10 +473,30 @@ impl FaultProxy {
             addr,
             hits,
             requests,
+            heads,
         }
+    }
+
+    /// A proxy that passes everything through and only records.
+    pub fn recording(upstream: SocketAddr) -> FaultProxy {
+        FaultProxy::start(upstream, "", Fault::Unavailable, 0)
+    }
+
+    /// The recorded request heads that carry an `Authorization` header.
+    pub fn with_credentials(&self) -> Vec<String> {
+        let heads = self.heads.lock().unwrap();
+        heads
+            .iter()
+            .filter(|h| {
+                h.lines()
+                    .any(|l| l.to_ascii_lowercase().starts_with("authorization:"))
+            })
+            .cloned()
+            .collect()
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn fault_one(
     mut client: TcpStream,
     upstream: SocketAddr,
@@ -434,14 +505,20 @@ fn fault_one(
     times: u64,
     hits: &AtomicU64,
     requests: &AtomicU64,
+    heads: &std::sync::Mutex<Vec<String>>,
 ) -> std::io::Result<()> {
     let Some((head, length)) = read_head(&mut client)? else {
         return Ok(());
     };
     requests.fetch_add(1, Ordering::Relaxed);
+    heads.lock().unwrap().push(head.clone());
     let first = head.lines().next().unwrap_or("").to_owned();
     let method = match fault {
         Fault::DiskFull => first.starts_with("PUT ") || first.starts_with("PATCH "),
+        Fault::MoveUploads(_) => first.starts_with("POST "),
+        Fault::Bearer(_) => !head
+            .to_ascii_lowercase()
+            .contains(&format!("\r\nauthorization: bearer {TOKEN}\r\n")),
         _ => first.starts_with("GET "),
     };
     let matches = method && first.contains(needle);
@@ -453,6 +530,18 @@ fn fault_one(
         client.write_all(
             b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
         )?;
+        return Ok(());
+    }
+    if let (true, Fault::Redirect(to)) = (apply, fault) {
+        let path = first.split(' ').nth(1).unwrap_or("/");
+        client.write_all(format!("HTTP/1.1 307 Temporary Redirect\r\nLocation: http://{to}{path}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes())?;
+        return Ok(());
+    }
+    if let (true, Fault::Bearer(realm)) = (apply, fault) {
+        std::io::copy(&mut (&mut client).take(length), &mut std::io::sink())?;
+        let body = br#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#;
+        client.write_all(format!("HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"{realm}\",service=\"test\"\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).as_bytes())?;
+        client.write_all(body)?;
         return Ok(());
     }
     if apply && fault == Fault::TooManyRequests {
@@ -502,6 +591,25 @@ fn fault_one(
                 client.flush()?;
                 std::thread::sleep(std::time::Duration::from_secs(60));
                 return Ok(());
+            }
+            Fault::MoveUploads(to) => {
+                let head = String::from_utf8_lossy(&response[..split]).into_owned();
+                let moved: Vec<String> = head
+                    .split("\r\n")
+                    .map(|l| match l.split_once(':') {
+                        Some((k, v)) if k.eq_ignore_ascii_case("location") => {
+                            let v = v.trim();
+                            let path = v.split_once("://").map_or(v, |(_, rest)| {
+                                &rest[rest.find('/').unwrap_or(rest.len())..]
+                            });
+                            format!("Location: http://{to}{path}")
+                        }
+                        _ => l.to_owned(),
+                    })
+                    .collect();
+                let mut out = moved.join("\r\n").into_bytes();
+                out.extend_from_slice(&response[split..]);
+                response = out;
             }
             Fault::Corrupt if response.len() > split => {
                 let last = response.len() - 1;
