@@ -114,6 +114,21 @@ fn check_targets_with_skopeo(report: &Value, scratch: &Path, creds: Option<&str>
     }
 }
 
+/// Asserts that every tag in `reg` resolves to a complete image: skopeo
+/// copies each, with every blob it needs. Returns the tags.
+fn assert_every_tag_is_complete(reg: &DockerRegistry, scratch: &Path) -> Vec<String> {
+    let tags = reg.tags();
+    for (i, tag) in tags.iter().enumerate() {
+        let out = scratch.join(format!("tag-copy-{i}"));
+        run(skopeo()
+            .args(["copy", "--all", "--src-tls-verify=false"])
+            .arg(format!("docker://{}/{tag}", reg.host()))
+            .arg(format!("dir:{}", out.display())))
+        .expect_ok(&format!("{tag} resolves to a complete image"));
+    }
+    tags
+}
+
 #[test]
 fn load_pushes_exact_manifests_and_a_second_load_pushes_nothing() {
     let t = tempfile::tempdir().unwrap();
@@ -600,4 +615,94 @@ fn an_upload_location_on_another_host_gets_no_credentials_and_no_tag_is_left() {
     let out = load(&archive, &reg.host(), &login, Some(&password));
     assert!(out.ok(), "{}", out.stderr);
     check_targets_with_skopeo(&report(&out), t.path(), Some(&format!("{USER}:{PASSWORD}")));
+}
+
+/// A load that stops in a phase after the blobs (the child manifests of
+/// an index, pushed by digest; the index itself, pushed by its tag) leaves
+/// no tag that resolves to an incomplete image, the other artifacts load,
+/// and a re-run completes. (Stopping in the blob phase is covered by the
+/// out-of-disk and registry-dies tests.)
+#[test]
+fn a_load_failing_in_any_manifest_phase_leaves_no_tag_on_an_incomplete_image() {
+    let t = tempfile::tempdir().unwrap();
+    let archive = fixture_bundle(t.path(), 4 << 10);
+    for (phase, needle) in [
+        ("child manifests", "/library/app/manifests/sha256:"),
+        ("the index and its tag", "/library/app/manifests/1.0"),
+    ] {
+        let scratch = t.path().join(phase.replace(' ', "-"));
+        let reg = DockerRegistry::start(&scratch.join("reg"), false);
+        let proxy = support::registry::FaultProxy::start(
+            reg.addr,
+            needle,
+            support::registry::Fault::DiskFull,
+            u64::MAX,
+        );
+        let out = load(&archive, &proxy.addr.to_string(), &["--retries", "0"], None);
+        let msg = out.expect_fail(&format!("load failing on {phase}"));
+        assert!(msg.contains("507"), "{phase}: {msg}");
+        assert!(
+            proxy.hits.load(std::sync::atomic::Ordering::Relaxed) > 0,
+            "{phase}"
+        );
+        let tags = assert_every_tag_is_complete(&reg, &scratch);
+        assert!(
+            !tags.iter().any(|t| t.starts_with("library/app:")),
+            "{phase}: {tags:?}"
+        );
+        assert!(
+            tags.contains(&"team/tool:2".to_owned()),
+            "{phase}: {tags:?}"
+        );
+        let out = load(&archive, &reg.host(), &[], None);
+        assert!(out.ok(), "{phase}: {}", out.stderr);
+        check_targets_with_skopeo(&report(&out), &scratch, None);
+    }
+}
+
+/// Ctrl-C while an upload hangs: exit 130, every tag already pushed is
+/// complete, and a re-run completes.
+#[test]
+fn ctrl_c_mid_load_exits_130_and_a_rerun_completes() {
+    let t = tempfile::tempdir().unwrap();
+    let archive = fixture_bundle(t.path(), 256 << 10);
+    let reg = DockerRegistry::start(&t.path().join("reg"), false);
+    let proxy = support::registry::FaultProxy::start(
+        reg.addr,
+        "/blobs/uploads/",
+        support::registry::Fault::Stall,
+        1,
+    );
+    let child = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["--quiet", "load"])
+        .arg(&archive)
+        .args(["--registry", &proxy.addr.to_string()])
+        .env("DOCKER_CONFIG", t.path().join("no-docker-config"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while proxy.hits.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the load never stalled"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // SAFETY: signalling our own child process.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let o = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert_every_tag_is_complete(&reg, t.path());
+
+    let out = load(&archive, &reg.host(), &[], None);
+    assert!(out.ok(), "{}", out.stderr);
+    check_targets_with_skopeo(&report(&out), t.path(), None);
 }

@@ -136,6 +136,22 @@ impl DockerRegistry {
         out
     }
 
+    /// Every `repository:tag` in storage.
+    pub fn tags(&self) -> Vec<String> {
+        let root = self.dir.join("data/docker/registry/v2/repositories");
+        let mut out = Vec::new();
+        for repo in self.repositories() {
+            let Ok(rd) = std::fs::read_dir(root.join(&repo).join("_manifests/tags")) else {
+                continue;
+            };
+            for e in rd.filter_map(|e| e.ok()) {
+                out.push(format!("{repo}:{}", e.file_name().to_string_lossy()));
+            }
+        }
+        out.sort();
+        out
+    }
+
     /// Repositories that exist in storage.
     pub fn repositories(&self) -> Vec<String> {
         let root = self.dir.join("data/docker/registry/v2/repositories");
@@ -388,8 +404,9 @@ pub enum Fault {
     DiskFull,
     /// Answer 429 with `Retry-After: 1` and Docker Hub's error body.
     TooManyRequests,
-    /// Send the head and half the body, then hold the connection open
-    /// for a minute without sending more.
+    /// Pass a GET or PUT through, then send the head and half the body of
+    /// the answer (half the head when it has no body) and hold the
+    /// connection open for a minute.
     Stall,
     /// Answer `307 Temporary Redirect` to the same path on another host,
     /// as registries that keep blobs on a CDN or object store do.
@@ -516,6 +533,7 @@ fn fault_one(
     let method = match fault {
         Fault::DiskFull => first.starts_with("PUT ") || first.starts_with("PATCH "),
         Fault::MoveUploads(_) => first.starts_with("POST "),
+        Fault::Stall => first.starts_with("GET ") || first.starts_with("PUT "),
         Fault::Bearer(_) => !head
             .to_ascii_lowercase()
             .contains(&format!("\r\nauthorization: bearer {TOKEN}\r\n")),
@@ -586,7 +604,12 @@ fn fault_one(
                 return Ok(());
             }
             Fault::Stall => {
-                let cut = split + (response.len() - split) / 2;
+                // Half the body, or half the head when there is no body.
+                let cut = if response.len() > split {
+                    split + (response.len() - split) / 2
+                } else {
+                    split / 2
+                };
                 client.write_all(&response[..cut])?;
                 client.flush()?;
                 std::thread::sleep(std::time::Duration::from_secs(60));
