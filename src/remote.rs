@@ -246,6 +246,14 @@ fn check_realm(
     })
 }
 
+/// The wait before retry number `attempt` (from 1): `first`, doubling
+/// each time, capped at 10 s.
+pub(crate) fn backoff_delay(first: Duration, attempt: u32) -> Duration {
+    first
+        .saturating_mul(1 << attempt.saturating_sub(1).min(8))
+        .min(Duration::from_secs(10))
+}
+
 /// Whether `host` (`HOST[:PORT]`) is a loopback address or name.
 pub fn is_loopback(host: &str) -> bool {
     let name = match host.strip_prefix('[') {
@@ -419,11 +427,7 @@ impl Remote {
                             source: e,
                         });
                     }
-                    let delay = self
-                        .backoff
-                        .saturating_mul(1 << (attempt - 1).min(8))
-                        .min(Duration::from_secs(10));
-                    tokio::time::sleep(delay).await;
+                    tokio::time::sleep(backoff_delay(self.backoff, attempt)).await;
                 }
             }
         }

@@ -6,7 +6,9 @@
 //! `^1.2`, `~1.2.3`, `>=1.2 <2`, `1.2.x`, `*`, ranges `1.2 - 1.4`, and
 //! alternatives with `||`. Pre-releases are chosen only when the constraint
 //! names one. Plain HTTP is allowed only for loopback hosts and hosts the
-//! caller names as insecure.
+//! caller names as insecure. Server errors, throttling and broken
+//! connections are retried with backoff, or after the wait a 429 or 503
+//! asks for in `Retry-After`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -15,7 +17,7 @@ use serde::Deserialize;
 
 use crate::digest::Digest;
 use crate::layout::{LayoutError, Store};
-use crate::remote::{is_loopback, RemoteError, RemoteOptions};
+use crate::remote::{backoff_delay, is_loopback, RemoteError, RemoteOptions};
 
 /// Errors fetching a chart from a repository.
 #[derive(Debug, thiserror::Error)]
@@ -27,21 +29,27 @@ pub enum RepoError {
     #[error("chart repository {0} uses plain HTTP; use https, or name the host with --insecure-registry")]
     PlainHttp(String),
     /// A request failed.
-    #[error("fetching {url} failed")]
+    #[error("fetching {url} failed{}", attempts_note(*attempts))]
     Http {
         /// The URL.
         url: String,
+        /// How many attempts were made.
+        attempts: u32,
         /// Why.
         #[source]
         source: reqwest::Error,
     },
     /// The server answered with an error status.
-    #[error("fetching {url} failed: the server answered {status}{}", auth_hint(*status, credentials))]
+    #[error("fetching {url} failed{}: the server answered {status}{}{}", attempts_note(*attempts), wait_note(*retry_after), auth_hint(*status, credentials))]
     Status {
         /// The URL.
         url: String,
         /// The HTTP status.
         status: u16,
+        /// The wait the server asked for (`Retry-After`).
+        retry_after: Option<Duration>,
+        /// How many attempts were made.
+        attempts: u32,
         /// Where credentials came from.
         credentials: String,
     },
@@ -115,6 +123,107 @@ pub enum RepoError {
     /// Credentials or TLS setup failed.
     #[error(transparent)]
     Remote(#[from] RemoteError),
+}
+
+/// The longest `Retry-After` ferry waits. A server asking for more fails
+/// the chart at once, with the wait named, rather than hang the run.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+fn attempts_note(n: u32) -> String {
+    if n > 1 {
+        format!(" after {n} attempts")
+    } else {
+        String::new()
+    }
+}
+
+fn wait_note(wait: Option<Duration>) -> String {
+    match wait {
+        Some(w) if w > MAX_RETRY_AFTER => format!(
+            " and asked to retry after {} s, longer than ferry waits ({} s); run again later",
+            w.as_secs(),
+            MAX_RETRY_AFTER.as_secs()
+        ),
+        Some(w) => format!(" and asked to retry after {} s", w.as_secs()),
+        None => String::new(),
+    }
+}
+
+/// The wait a `Retry-After` header asks for: delay-seconds or an HTTP
+/// date (a date in the past means no wait).
+fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
+    let v = headers
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    Some(
+        at.duration_since(std::time::SystemTime::now())
+            .unwrap_or_default(),
+    )
+}
+
+impl RepoError {
+    /// Whether trying again may help, and after how long at the least
+    /// (the server's `Retry-After`).
+    fn retry(&self) -> Option<Option<Duration>> {
+        match self {
+            RepoError::Status {
+                status,
+                retry_after,
+                ..
+            } if *status >= 500 || *status == 429 || *status == 408 => match retry_after {
+                Some(w) if *w > MAX_RETRY_AFTER => None,
+                w => Some(*w),
+            },
+            RepoError::Http { source, .. }
+                if source.is_connect()
+                    || source.is_timeout()
+                    || source.is_request()
+                    || source.is_body()
+                    // A body cut short reads as a decode error.
+                    || source.is_decode() =>
+            {
+                Some(None)
+            }
+            _ => None,
+        }
+    }
+
+    fn set_attempts(mut self, n: u32) -> RepoError {
+        if let RepoError::Status { attempts, .. } | RepoError::Http { attempts, .. } = &mut self {
+            *attempts = n;
+        }
+        self
+    }
+}
+
+/// Runs `op` until it succeeds, fails for good, or has been tried
+/// `retries` more times, waiting between attempts as [`RepoError::retry`]
+/// says or with the usual backoff.
+async fn with_retries<T, F, Fut>(opts: &RemoteOptions, mut op: F) -> Result<T, RepoError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, RepoError>>,
+{
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(e) => match e.retry() {
+                Some(wait) if attempt <= opts.retries => {
+                    let delay = wait.unwrap_or_else(|| backoff_delay(opts.backoff, attempt));
+                    tokio::time::sleep(delay).await;
+                }
+                _ => return Err(e.set_attempts(attempt)),
+            },
+        }
+    }
 }
 
 fn auth_hint(status: u16, credentials: &str) -> String {
@@ -200,6 +309,7 @@ pub async fn fetch_chart(
     }
     let client = builder.build().map_err(|source| RepoError::Http {
         url: repo.to_owned(),
+        attempts: 1,
         source,
     })?;
     let (creds, source) = crate::remote::basic_credentials(&host, opts.credentials.clone())?;
@@ -214,12 +324,15 @@ pub async fn fetch_chart(
         async move {
             let r = req.send().await.map_err(|e| RepoError::Http {
                 url: url.clone(),
+                attempts: 1,
                 source: e,
             })?;
             if !r.status().is_success() {
                 return Err(RepoError::Status {
                     url,
                     status: r.status().as_u16(),
+                    retry_after: retry_after(r.headers()),
+                    attempts: 1,
                     credentials: source,
                 });
             }
@@ -230,14 +343,18 @@ pub async fn fetch_chart(
     let index_url = base
         .join("index.yaml")
         .map_err(|_| RepoError::Url(repo.to_owned()))?;
-    let body = get(index_url.to_string())
-        .await?
-        .bytes()
-        .await
-        .map_err(|source| RepoError::Http {
-            url: index_url.to_string(),
-            source,
-        })?;
+    let body = with_retries(opts, || async {
+        get(index_url.to_string())
+            .await?
+            .bytes()
+            .await
+            .map_err(|source| RepoError::Http {
+                url: index_url.to_string(),
+                attempts: 1,
+                source,
+            })
+    })
+    .await?;
     let index = match std::str::from_utf8(&body).ok().and_then(scan_index) {
         Some(i) => i,
         None => parse_index(&body).map_err(|source| RepoError::Index {
@@ -298,30 +415,45 @@ pub async fn fetch_chart(
         .digest
         .as_deref()
         .and_then(|d| Digest::from_hex(d.trim_start_matches("sha256:")).ok());
-    // Streamed into the cache by a blocking writer that hashes as it goes.
-    let mut resp = get(url.clone()).await?;
-    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(4);
-    let root = cache.to_owned();
-    let writer = tokio::task::spawn_blocking(move || {
-        let reader = crate::fetch::ChannelReader::new(rx, Default::default());
-        Store::create_cache(&root)?.put(reader, None)
-    });
-    loop {
-        let chunk = match resp.chunk().await {
-            Ok(Some(c)) => Ok(c),
-            Ok(None) => break,
-            Err(e) => Err(std::io::Error::other(e)),
-        };
-        let failed = chunk.is_err();
-        if tx.send(chunk).await.is_err() || failed {
-            break;
+    // Streamed into the cache by a blocking writer that hashes as it goes;
+    // a broken body is retried from the start.
+    let (d, size) = with_retries(opts, || async {
+        let mut resp = get(url.clone()).await?;
+        let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(4);
+        let root = cache.to_owned();
+        let writer = tokio::task::spawn_blocking(move || {
+            let reader = crate::fetch::ChannelReader::new(rx, Default::default());
+            Store::create_cache(&root)?.put(reader, None)
+        });
+        let mut broken = None;
+        loop {
+            let chunk = match resp.chunk().await {
+                Ok(Some(c)) => Ok(c),
+                Ok(None) => break,
+                Err(e) => {
+                    broken = Some(e);
+                    Err(std::io::Error::other("the download broke off"))
+                }
+            };
+            let failed = chunk.is_err();
+            if tx.send(chunk).await.is_err() || failed {
+                break;
+            }
         }
-    }
-    drop(tx);
-    let (d, size) = writer
-        .await
-        .map_err(|e| store_err(LayoutError::Io(std::io::Error::other(e))))?
-        .map_err(store_err)?;
+        drop(tx);
+        let stored = writer
+            .await
+            .map_err(|e| store_err(LayoutError::Io(std::io::Error::other(e))));
+        if let Some(source) = broken {
+            return Err(RepoError::Http {
+                url: url.clone(),
+                attempts: 1,
+                source,
+            });
+        }
+        stored?.map_err(store_err)
+    })
+    .await?;
     let store = Store::create_cache(cache).map_err(store_err)?;
     if let Some(want) = expected.filter(|w| *w != d) {
         let _ = fs_err::remove_file(store.blob_path(&d));
@@ -589,6 +721,47 @@ fn choose<'e>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_reads_seconds_and_http_dates() {
+        let h = |v: &str| {
+            let mut m = http::HeaderMap::new();
+            m.insert(http::header::RETRY_AFTER, v.parse().unwrap());
+            retry_after(&m)
+        };
+        assert_eq!(h("7"), Some(Duration::from_secs(7)));
+        assert_eq!(h(" 0 "), Some(Duration::ZERO));
+        assert_eq!(h("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
+        let later = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(90));
+        let w = h(&later).unwrap();
+        assert!(
+            w > Duration::from_secs(80) && w <= Duration::from_secs(90),
+            "{w:?}"
+        );
+        assert_eq!(h("soon"), None);
+        assert_eq!(h("-5"), None);
+        assert_eq!(retry_after(&http::HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn waits_longer_than_the_limit_are_not_retried() {
+        let status = |code, wait| RepoError::Status {
+            url: "u".into(),
+            status: code,
+            retry_after: wait,
+            attempts: 1,
+            credentials: "none".into(),
+        };
+        assert_eq!(status(429, None).retry(), Some(None));
+        let w = Some(Duration::from_secs(3));
+        assert_eq!(status(503, w).retry(), Some(w));
+        assert_eq!(
+            status(429, Some(MAX_RETRY_AFTER + Duration::from_secs(1))).retry(),
+            None
+        );
+        assert_eq!(status(404, None).retry(), None);
+        assert_eq!(status(401, w).retry(), None);
+    }
 
     fn entries(vs: &[&str]) -> Vec<IndexEntry> {
         vs.iter()

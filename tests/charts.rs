@@ -6,10 +6,12 @@
 mod support;
 
 use std::path::Path;
+use std::sync::atomic::Ordering;
 
 use serde_json::Value;
 use support::build;
 use support::files::FileServer;
+use support::registry::{Fault, FaultProxy};
 use support::*;
 
 /// A repository with demo 0.1.0, 0.1.5, 0.2.0-rc.1 and 1.0.0; the index
@@ -40,6 +42,10 @@ fn repo(dir: &Path, bad_digest: bool) -> std::path::PathBuf {
 }
 
 fn pack_charts(dir: &Path, repo_url: &str, name: &str, version: &str) -> Out {
+    pack_charts_with(dir, repo_url, name, version, &[])
+}
+
+fn pack_charts_with(dir: &Path, repo_url: &str, name: &str, version: &str, args: &[&str]) -> Out {
     let spec = dir.join("ferry.yaml");
     std::fs::write(
         &spec,
@@ -54,6 +60,7 @@ fn pack_charts(dir: &Path, repo_url: &str, name: &str, version: &str) -> Out {
         .arg("--cache")
         .arg(dir.join("cache"))
         .arg("--json")
+        .args(args)
         .env("DOCKER_CONFIG", dir.join("none")))
 }
 
@@ -279,4 +286,88 @@ fn images_true_carries_the_images_a_chart_and_its_subcharts_name() {
         "{source}"
     );
     ferry(["verify".as_ref(), t.path().join("b.tar").as_os_str()]).expect_ok("verify");
+}
+
+/// A chart repository behind a proxy that applies `fault` to the first
+/// `times` requests whose path contains `needle`.
+fn faulty_repo(
+    dir: &Path,
+    needle: &str,
+    fault: Fault,
+    times: u64,
+) -> (FileServer, FaultProxy, String) {
+    let server = FileServer::start(repo(dir, false), None);
+    let proxy = FaultProxy::start(server.addr, needle, fault, times);
+    let url = format!("http://{}/", proxy.addr);
+    (server, proxy, url)
+}
+
+/// A chart repository that throttles with `429` and `Retry-After` is
+/// asked again only after the wait it named (longer than ferry's own
+/// first backoff of 0.5 s).
+#[test]
+fn a_chart_repository_429_is_retried_after_the_wait_it_asks_for() {
+    let t = tempfile::tempdir().unwrap();
+    let (_server, proxy, url) = faulty_repo(t.path(), "/index.yaml", Fault::TooManyRequests(2), 1);
+    let out = pack_charts(t.path(), &url, "demo", "1.0.0");
+    assert!(out.ok(), "{}", out.stderr);
+    assert_eq!(proxy.hits.load(Ordering::Relaxed), 1);
+    let heads = proxy.heads.lock().unwrap().clone();
+    let index: Vec<_> = heads
+        .iter()
+        .filter(|(_, h)| h.contains("/index.yaml"))
+        .collect();
+    assert_eq!(index.len(), 2, "one 429, one retry");
+    let waited = index[1].0 - index[0].0;
+    assert!(
+        waited >= std::time::Duration::from_secs(2),
+        "asked again after {waited:?}, not after the 2 s asked for"
+    );
+    ferry(["verify".as_ref(), t.path().join("c.tar").as_os_str()]).expect_ok("verify");
+}
+
+/// A wait longer than ferry is willing to sit through fails at once,
+/// naming it, rather than hanging the run.
+#[test]
+fn a_chart_repository_asking_for_a_long_wait_fails_at_once_naming_it() {
+    let t = tempfile::tempdir().unwrap();
+    let (_server, proxy, url) =
+        faulty_repo(t.path(), "/index.yaml", Fault::TooManyRequests(3600), 100);
+    let msg = pack_charts(t.path(), &url, "demo", "1.0.0").expect_fail("a long Retry-After");
+    assert!(
+        msg.contains("index.yaml failed: the server answered 429 and asked to retry after 3600 s, longer than ferry waits (60 s); run again later"),
+        "{msg}"
+    );
+    assert_eq!(proxy.hits.load(Ordering::Relaxed), 1, "not asked again");
+    assert!(!t.path().join("c.tar").exists());
+}
+
+/// 503s and a download cut in the middle are retried; a cut that never
+/// heals is named with the attempts made.
+#[test]
+fn chart_repository_503s_and_broken_downloads_are_retried() {
+    for (needle, fault) in [
+        ("/index.yaml", Fault::Unavailable),
+        (".tgz", Fault::Unavailable),
+        (".tgz", Fault::ResetMidBody),
+    ] {
+        let t = tempfile::tempdir().unwrap();
+        let (_server, proxy, url) = faulty_repo(t.path(), needle, fault, 2);
+        let out = pack_charts(t.path(), &url, "demo", "1.0.0");
+        assert!(out.ok(), "{needle} {fault:?}: {}", out.stderr);
+        assert_eq!(proxy.hits.load(Ordering::Relaxed), 2, "{needle} {fault:?}");
+        ferry(["verify".as_ref(), t.path().join("c.tar").as_os_str()]).expect_ok("verify");
+        let temps: Vec<_> = walkdir::WalkDir::new(t.path().join("cache"))
+            .into_iter()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+            .collect();
+        assert!(temps.is_empty(), "{temps:?}");
+    }
+    let t = tempfile::tempdir().unwrap();
+    let (_server, _proxy, url) = faulty_repo(t.path(), ".tgz", Fault::ResetMidBody, 100);
+    let msg =
+        pack_charts(t.path(), &url, "demo", "1.0.0").expect_fail("a download that never completes");
+    assert!(msg.contains("demo-1.0.0.tgz failed after"), "{msg}");
+    assert!(!t.path().join("c.tar").exists());
 }

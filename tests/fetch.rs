@@ -360,7 +360,7 @@ fn a_503_then_success_is_retried() {
 /// the client crate reports without its status; it must still be retried.
 #[test]
 fn a_429_with_an_oci_error_body_is_retried() {
-    let (t, out, proxy, _, _reg) = pack_through(Fault::TooManyRequests, "/manifests/", 2);
+    let (t, out, proxy, _, _reg) = pack_through(Fault::TooManyRequests(1), "/manifests/", 2);
     assert!(out.ok(), "{}", out.stderr);
     assert_eq!(proxy.hits.load(std::sync::atomic::Ordering::Relaxed), 2);
     ferry(["verify".as_ref(), t.path().join("b.tar").as_os_str()]).expect_ok("verify");

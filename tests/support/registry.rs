@@ -402,8 +402,8 @@ pub enum Fault {
     Schema1,
     /// Answer 507 Insufficient Storage to uploads (PUT and PATCH).
     DiskFull,
-    /// Answer 429 with `Retry-After: 1` and Docker Hub's error body.
-    TooManyRequests,
+    /// Answer 429 with `Retry-After: SECONDS` and Docker Hub's error body.
+    TooManyRequests(u32),
     /// Pass a GET or PUT through, then send the head and half the body of
     /// the answer (half the head when it has no body) and hold the
     /// connection open for a minute.
@@ -456,12 +456,12 @@ impl TokenServer {
 /// A proxy to `upstream` that applies a fault to the first `times` GET
 /// requests whose path contains `needle`, passing everything else through.
 /// `hits` counts faults applied; `requests` counts every request and
-/// `heads` keeps each request's head.
+/// `heads` keeps each request's head, with the time it arrived.
 pub struct FaultProxy {
     pub addr: SocketAddr,
     pub hits: Arc<AtomicU64>,
     pub requests: Arc<AtomicU64>,
-    pub heads: Arc<std::sync::Mutex<Vec<String>>>,
+    pub heads: Arc<std::sync::Mutex<Vec<(Instant, String)>>>,
 }
 
 impl FaultProxy {
@@ -504,11 +504,11 @@ impl FaultProxy {
         let heads = self.heads.lock().unwrap();
         heads
             .iter()
-            .filter(|h| {
+            .filter(|(_, h)| {
                 h.lines()
                     .any(|l| l.to_ascii_lowercase().starts_with("authorization:"))
             })
-            .cloned()
+            .map(|(_, h)| h.clone())
             .collect()
     }
 }
@@ -522,13 +522,13 @@ fn fault_one(
     times: u64,
     hits: &AtomicU64,
     requests: &AtomicU64,
-    heads: &std::sync::Mutex<Vec<String>>,
+    heads: &std::sync::Mutex<Vec<(Instant, String)>>,
 ) -> std::io::Result<()> {
     let Some((head, length)) = read_head(&mut client)? else {
         return Ok(());
     };
     requests.fetch_add(1, Ordering::Relaxed);
-    heads.lock().unwrap().push(head.clone());
+    heads.lock().unwrap().push((Instant::now(), head.clone()));
     let first = head.lines().next().unwrap_or("").to_owned();
     let method = match fault {
         Fault::DiskFull => first.starts_with("PUT ") || first.starts_with("PATCH "),
@@ -562,9 +562,9 @@ fn fault_one(
         client.write_all(body)?;
         return Ok(());
     }
-    if apply && fault == Fault::TooManyRequests {
+    if let (true, Fault::TooManyRequests(wait)) = (apply, fault) {
         let body = br#"{"errors":[{"code":"TOOMANYREQUESTS","message":"You have reached your pull rate limit."}]}"#;
-        client.write_all(format!("HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).as_bytes())?;
+        client.write_all(format!("HTTP/1.1 429 Too Many Requests\r\nRetry-After: {wait}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).as_bytes())?;
         client.write_all(body)?;
         return Ok(());
     }
