@@ -213,6 +213,60 @@ fn truncated_inside_a_blob() {
     assert!(!dir.join("index.json").exists());
 }
 
+/// Every member of the demo archive (oci-layout, bundle.json, index.json,
+/// manifests, indexes, configs, layers, the chart): a flipped bit in its
+/// header or its data, and a cut inside its header or its data, are each
+/// refused by verify with the member or the byte offset named.
+#[test]
+fn every_member_kind_damaged_or_cut_anywhere_is_named() {
+    let t = tempfile::tempdir().unwrap();
+    let archive = pack_demo(t.path());
+    let bytes = std::fs::read(&archive).unwrap();
+    let mut places = Vec::new();
+    let mut tar = tar::Archive::new(std::io::Cursor::new(&bytes));
+    for e in tar.entries().unwrap() {
+        let e = e.unwrap();
+        places.push((
+            e.path().unwrap().to_string_lossy().into_owned(),
+            e.raw_header_position() as usize,
+            e.raw_file_position() as usize,
+            e.size() as usize,
+        ));
+    }
+    assert!(places.len() > 10, "{places:?}");
+    let damaged = t.path().join("damaged.tar");
+    for (name, header, data, size) in places {
+        let mut flipped = bytes.clone();
+        flipped[data + size / 2] ^= 0x04;
+        std::fs::write(&damaged, &flipped).unwrap();
+        let e = verify_fails(&damaged);
+        assert!(e.contains(&name), "flipped bit in {name}: {e}");
+
+        let mut flipped = bytes.clone();
+        flipped[header + 50] ^= 0x04;
+        std::fs::write(&damaged, &flipped).unwrap();
+        let e = verify_fails(&damaged);
+        assert!(
+            e.contains(&format!("corrupt tar header at byte {header}")),
+            "flipped bit in the header of {name}: {e}"
+        );
+
+        std::fs::write(&damaged, &bytes[..header + 100]).unwrap();
+        let e = verify_fails(&damaged);
+        assert!(
+            e.contains(&format!("a tar header at byte {header} is incomplete")),
+            "cut inside the header of {name}: {e}"
+        );
+
+        std::fs::write(&damaged, &bytes[..data + size.div_ceil(2)]).unwrap();
+        let e = verify_fails(&damaged);
+        assert!(
+            e.contains("is truncated") && e.contains(&format!("member {name} needs {size} bytes")),
+            "cut inside {name}: {e}"
+        );
+    }
+}
+
 #[test]
 fn truncated_on_a_member_boundary_without_end_marker() {
     let t = tempfile::tempdir().unwrap();
@@ -587,6 +641,43 @@ fn pack_offline(dir: &Path, spec: &Path) -> (String, std::path::PathBuf) {
     )
     .expect_fail("pack from an unreachable registry");
     (e, out)
+}
+
+/// A reference that does not parse is named with its file and line, in a
+/// YAML spec and in an images.txt list, before any request.
+#[test]
+fn references_that_do_not_parse_are_named_with_file_and_line() {
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("o.tar");
+    let yaml = t.path().join("ferry.yaml");
+    std::fs::write(
+        &yaml,
+        "images:\n  - 127.0.0.1:9/ok:1\n  - \"Bad Name!!:x\"\n",
+    )
+    .unwrap();
+    let e = pack_fails(&yaml, out.as_os_str());
+    assert!(
+        e.contains(&format!(
+            "invalid spec {} at line 3 column 5",
+            yaml.display()
+        )) && e.contains("invalid image reference \"Bad Name!!:x\""),
+        "{e}"
+    );
+    let list = t.path().join("images.txt");
+    std::fs::write(&list, "127.0.0.1:9/ok:1\n\nnginx:-x\n").unwrap();
+    let e = pack_fails(&list, out.as_os_str());
+    assert!(
+        e.contains(&format!(
+            "invalid spec {}:3: \"nginx:-x\" is not an image reference",
+            list.display()
+        )),
+        "{e}"
+    );
+    assert!(
+        !e.contains("Connection refused"),
+        "no request was made: {e}"
+    );
+    assert!(!out.exists());
 }
 
 #[test]

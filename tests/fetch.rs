@@ -756,3 +756,79 @@ fn a_plain_http_token_realm_off_loopback_is_refused_before_the_login_is_sent() {
     assert_eq!(front.with_credentials(), Vec::<String>::new());
     assert!(reg.repositories().is_empty(), "nothing was pushed");
 }
+
+/// A blob damaged in the cache (same size, other bytes) is found by
+/// re-hashing, fetched again, and counted; the archive comes out the same.
+#[test]
+fn a_damaged_blob_in_the_cache_is_detected_and_fetched_again() {
+    let t = tempfile::tempdir().unwrap();
+    let layout = source_layout(&t.path().join("src"), 32 << 10);
+    let reg = DockerRegistry::start(&t.path().join("reg"), false);
+    fill_registry(&layout, &reg.host());
+    let spec = spec(t.path(), &reg.host());
+    let cache = t.path().join("cache");
+    let first = t.path().join("first.tar");
+    pack(&spec, &first, &cache, &[], &[]).expect_ok("first pack");
+
+    let x = build::layer(&[("bin/x", &build::pseudo_random(201, 32 << 10))]);
+    let x = ferry::digest::Digest::of(&x.0);
+    let cached = cache.join("blobs/sha256").join(x.hex());
+    let mut bytes = std::fs::read(&cached).unwrap();
+    bytes[100] ^= 0xff;
+    std::fs::write(&cached, &bytes).unwrap();
+
+    let second = t.path().join("second.tar");
+    let out = pack(&spec, &second, &cache, &[], &[]);
+    assert!(out.ok(), "{}", out.stderr);
+    let s = summary(&out);
+    assert_eq!(s["fetched"]["blobs_repaired"], 1, "{s}");
+    assert_eq!(s["fetched"]["blobs_fetched"], 1, "{s}");
+    assert_eq!(
+        std::fs::read(&first).unwrap(),
+        std::fs::read(&second).unwrap()
+    );
+    assert_eq!(
+        ferry::digest::Digest::of(&std::fs::read(&cached).unwrap()),
+        x
+    );
+}
+
+/// Credentials that stop working in the middle of a run (a password
+/// changed, a token revoked): the images that hit the refusal are named
+/// with the registry and the credential source; the others are packed
+/// into the cache, and the run fails without writing an archive.
+#[test]
+fn credentials_refused_mid_run_name_the_registry_and_the_source() {
+    let t = tempfile::tempdir().unwrap();
+    let layout = source_layout(&t.path().join("src"), 16 << 10);
+    let reg = DockerRegistry::start(&t.path().join("reg"), false);
+    fill_registry(&layout, &reg.host());
+    let y = build::layer(&[("bin/y", &build::pseudo_random(202, 16 << 10))]);
+    let y = ferry::digest::Digest::of(&y.0);
+    let proxy = FaultProxy::start(reg.addr, &y.hex(), Fault::Unauthorized, u64::MAX);
+    let host = proxy.addr.to_string();
+    let cfg = docker_config_for(t.path(), &host);
+    let archive = t.path().join("b.tar");
+    let out = pack(
+        &spec(t.path(), &host),
+        &archive,
+        &t.path().join("cache"),
+        &[],
+        &[("DOCKER_CONFIG", &cfg)],
+    );
+    let msg = out.expect_fail("pack with credentials refused mid-run");
+    assert!(
+        msg.contains(&format!(
+            "registry {host} refused the credentials from {}",
+            cfg.join("config.json").display()
+        )),
+        "{msg}"
+    );
+    assert!(msg.contains(&y.to_string()), "{msg}");
+    assert!(
+        msg.contains("1 of 3 registry images and charts could not be fetched"),
+        "{msg}"
+    );
+    assert!(msg.contains("team/user:3"), "{msg}");
+    assert!(!archive.exists());
+}

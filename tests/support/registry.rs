@@ -414,6 +414,9 @@ pub enum Fault {
     /// Pass a POST that starts an upload through, then point its
     /// `Location` at another host (answers to other methods pass as is).
     MoveUploads(SocketAddr),
+    /// Answer 401 with a Basic challenge, as a registry does once the
+    /// credentials stop working.
+    Unauthorized,
     /// Answer any request (every method) that lacks `Authorization: Bearer
     /// TOKEN` with 401 and a Bearer challenge naming this realm, as a
     /// registry with a separate token service does; pass the rest through.
@@ -553,6 +556,12 @@ fn fault_one(
     if let (true, Fault::Redirect(to)) = (apply, fault) {
         let path = first.split(' ').nth(1).unwrap_or("/");
         client.write_all(format!("HTTP/1.1 307 Temporary Redirect\r\nLocation: http://{to}{path}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes())?;
+        return Ok(());
+    }
+    if apply && fault == Fault::Unauthorized {
+        let body = br#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#;
+        client.write_all(format!("HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"registry\"\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).as_bytes())?;
+        client.write_all(body)?;
         return Ok(());
     }
     if let (true, Fault::Bearer(realm)) = (apply, fault) {
