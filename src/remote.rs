@@ -124,7 +124,8 @@ pub enum RemoteError {
     },
 }
 
-fn attempts_note(n: u32) -> String {
+/// ` after N attempts` when there was more than one, else nothing.
+pub(crate) fn attempts_note(n: u32) -> String {
     if n > 1 {
         format!(" after {n} attempts")
     } else {

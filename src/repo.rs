@@ -17,7 +17,7 @@ use serde::Deserialize;
 
 use crate::digest::Digest;
 use crate::layout::{LayoutError, Store};
-use crate::remote::{backoff_delay, is_loopback, RemoteError, RemoteOptions};
+use crate::remote::{attempts_note, backoff_delay, is_loopback, RemoteError, RemoteOptions};
 
 /// Errors fetching a chart from a repository.
 #[derive(Debug, thiserror::Error)]
@@ -128,14 +128,6 @@ pub enum RepoError {
 /// The longest `Retry-After` ferry waits. A server asking for more fails
 /// the chart at once, with the wait named, rather than hang the run.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
-
-fn attempts_note(n: u32) -> String {
-    if n > 1 {
-        format!(" after {n} attempts")
-    } else {
-        String::new()
-    }
-}
 
 fn wait_note(wait: Option<Duration>) -> String {
     match wait {
