@@ -564,24 +564,15 @@ fn ctrl_c_mid_fetch_leaves_no_temp_file_and_a_rerun_completes() {
             .filter(|n| n.starts_with('.'))
             .collect()
     };
-    // Wait until the stalled blob's temp file exists in the cache.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while temps(&cache).is_empty() || proxy.hits.load(std::sync::atomic::Ordering::Relaxed) == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the fetch never stalled"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    // SAFETY: signalling our own child process.
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGINT);
-    }
-    let o = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(130), "{stderr}");
-    assert!(stderr.contains("interrupted: removed"), "{stderr}");
+    // Interrupted once the stalled blob's temp file exists in the cache.
+    let interrupted = interrupt_when(child, "the fetch", || {
+        !temps(&cache).is_empty() && proxy.hits.load(std::sync::atomic::Ordering::Relaxed) > 0
+    });
+    assert!(
+        interrupted.stderr.contains("interrupted: removed"),
+        "{}",
+        interrupted.stderr
+    );
     assert!(
         temps(&cache).is_empty(),
         "left in the cache: {:?}",

@@ -683,23 +683,9 @@ fn ctrl_c_mid_load_exits_130_and_a_rerun_completes() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while proxy.hits.load(std::sync::atomic::Ordering::Relaxed) == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the load never stalled"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    // SAFETY: signalling our own child process.
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGINT);
-    }
-    let o = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(130), "{stderr}");
-    assert!(stderr.contains("interrupted"), "{stderr}");
+    interrupt_when(child, "the load", || {
+        proxy.hits.load(std::sync::atomic::Ordering::Relaxed) > 0
+    });
     assert_every_tag_is_complete(&reg, t.path());
 
     let out = load(&archive, &reg.host(), &[], None);

@@ -88,6 +88,31 @@ pub fn run_with_stdin(cmd: &mut Command, input: &str) -> Out {
     }
 }
 
+/// Waits (up to 30 s) until `ready` holds, lets the child settle for a
+/// moment, sends it SIGINT as Ctrl-C does, and returns its output, asserting
+/// that it exited 130 and said it was interrupted.
+pub fn interrupt_when(child: std::process::Child, what: &str, ready: impl Fn() -> bool) -> Out {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !ready() {
+        assert!(std::time::Instant::now() < deadline, "{what} never stalled");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // SAFETY: signalling our own child process.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let o = child.wait_with_output().unwrap();
+    let out = Out {
+        code: o.status.code(),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    };
+    assert_eq!(out.code, Some(130), "{what}: {}", out.stderr);
+    assert!(out.stderr.contains("interrupted"), "{what}: {}", out.stderr);
+    out
+}
+
 /// `ferry ARGS…` (quiet).
 pub fn ferry<I, S>(args: I) -> Out
 where
