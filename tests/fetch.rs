@@ -235,17 +235,7 @@ fn pack_from_a_registry_with_auth_reads_the_docker_config() {
     );
     assert!(!archive.exists());
 
-    let cfg = t.path().join("docker");
-    std::fs::create_dir_all(&cfg).unwrap();
-    let write_cfg = |password: &str| {
-        let auth = base64(format!("{USER}:{password}").as_bytes());
-        std::fs::write(
-            cfg.join("config.json"),
-            format!(r#"{{"auths":{{"{host}":{{"auth":"{auth}"}}}}}}"#),
-        )
-        .unwrap();
-    };
-    write_cfg("wrong");
+    let cfg = docker_config(t.path(), &host, USER, "wrong");
     let out = pack(&spec, &archive, &cache, &[], &[("DOCKER_CONFIG", &cfg)]);
     let msg = out.expect_fail("pack with a refused login");
     assert!(
@@ -255,7 +245,7 @@ fn pack_from_a_registry_with_auth_reads_the_docker_config() {
         )),
         "{msg}"
     );
-    write_cfg(PASSWORD);
+    docker_config(t.path(), &host, USER, PASSWORD);
     let out = pack(&spec, &archive, &cache, &[], &[("DOCKER_CONFIG", &cfg)]);
     assert!(out.ok(), "{}", out.stderr);
     let creds = format!("{USER}:{PASSWORD}");
@@ -610,23 +600,7 @@ fn a_blob_redirected_to_another_host_is_fetched_without_the_credentials() {
         u64::MAX,
     );
 
-    let host = front.addr.to_string();
-    let cfg = t.path().join("docker");
-    std::fs::create_dir_all(&cfg).unwrap();
-    let auth = base64(format!("{USER}:{PASSWORD}").as_bytes());
-    std::fs::write(
-        cfg.join("config.json"),
-        format!(r#"{{"auths":{{"{host}":{{"auth":"{auth}"}}}}}}"#),
-    )
-    .unwrap();
-    let archive = t.path().join("b.tar");
-    let out = pack(
-        &spec(t.path(), &host),
-        &archive,
-        &t.path().join("cache"),
-        &[],
-        &[("DOCKER_CONFIG", &cfg)],
-    );
+    let (out, archive) = pack_logged_in(t.path(), &front.addr.to_string());
     assert!(out.ok(), "{}", out.stderr);
     ferry(["verify".as_ref(), archive.as_os_str()]).expect_ok("verify");
 
@@ -641,17 +615,19 @@ fn a_blob_redirected_to_another_host_is_fetched_without_the_credentials() {
     );
 }
 
-/// Writes a docker config with `USER:PASSWORD` for `host`; its directory.
-fn docker_config_for(dir: &Path, host: &str) -> PathBuf {
-    let cfg = dir.join("docker");
-    std::fs::create_dir_all(&cfg).unwrap();
-    let auth = base64(format!("{USER}:{PASSWORD}").as_bytes());
-    std::fs::write(
-        cfg.join("config.json"),
-        format!(r#"{{"auths":{{"{host}":{{"auth":"{auth}"}}}}}}"#),
-    )
-    .unwrap();
-    cfg
+/// Packs the three images from `host` with `USER:PASSWORD` in a docker
+/// config (`DIR/docker`); the output and the archive's path.
+fn pack_logged_in(dir: &Path, host: &str) -> (Out, PathBuf) {
+    let cfg = docker_config(dir, host, USER, PASSWORD);
+    let archive = dir.join("b.tar");
+    let out = pack(
+        &spec(dir, host),
+        &archive,
+        &dir.join("cache"),
+        &[],
+        &[("DOCKER_CONFIG", &cfg)],
+    );
+    (out, archive)
 }
 
 /// A registry whose token service is on another host (as Docker Hub's is
@@ -666,16 +642,7 @@ fn a_token_realm_on_another_host_gets_the_login_and_the_registry_only_the_token(
     let tokens = support::registry::TokenServer::start();
     let realm: &'static str = format!("http://{}/token", tokens.addr).leak();
     let front = FaultProxy::start(reg.addr, "", Fault::Bearer(realm), u64::MAX);
-    let host = front.addr.to_string();
-    let cfg = docker_config_for(t.path(), &host);
-    let archive = t.path().join("b.tar");
-    let out = pack(
-        &spec(t.path(), &host),
-        &archive,
-        &t.path().join("cache"),
-        &[],
-        &[("DOCKER_CONFIG", &cfg)],
-    );
+    let (out, archive) = pack_logged_in(t.path(), &front.addr.to_string());
     assert!(out.ok(), "{}", out.stderr);
     ferry(["verify".as_ref(), archive.as_os_str()]).expect_ok("verify");
 
@@ -712,15 +679,8 @@ fn a_plain_http_token_realm_off_loopback_is_refused_before_the_login_is_sent() {
     let realm = "http://tokens.invalid/token";
     let front = FaultProxy::start(reg.addr, "", Fault::Bearer(realm), u64::MAX);
     let host = front.addr.to_string();
-    let cfg = docker_config_for(t.path(), &host);
-    let archive = t.path().join("b.tar");
-    let out = pack(
-        &spec(t.path(), &host),
-        &archive,
-        &t.path().join("cache"),
-        &[],
-        &[("DOCKER_CONFIG", &cfg)],
-    );
+    let (out, archive) = pack_logged_in(t.path(), &host);
+    let cfg = t.path().join("docker");
     let msg = out.expect_fail("pack with a plain-HTTP token realm");
     let want = format!(
         "registry {host} sends logins to the token service {realm} over plain HTTP; ferry will not send the credentials from {}",
@@ -798,15 +758,8 @@ fn credentials_refused_mid_run_name_the_registry_and_the_source() {
     let y = ferry::digest::Digest::of(&y.0);
     let proxy = FaultProxy::start(reg.addr, &y.hex(), Fault::Unauthorized, u64::MAX);
     let host = proxy.addr.to_string();
-    let cfg = docker_config_for(t.path(), &host);
-    let archive = t.path().join("b.tar");
-    let out = pack(
-        &spec(t.path(), &host),
-        &archive,
-        &t.path().join("cache"),
-        &[],
-        &[("DOCKER_CONFIG", &cfg)],
-    );
+    let (out, archive) = pack_logged_in(t.path(), &host);
+    let cfg = t.path().join("docker");
     let msg = out.expect_fail("pack with credentials refused mid-run");
     assert!(
         msg.contains(&format!(

@@ -253,14 +253,7 @@ fn load_into_a_registry_with_auth_uses_given_or_configured_credentials() {
     check_targets_with_skopeo(&report(&out), t.path(), Some(&format!("{USER}:{PASSWORD}")));
 
     // Credentials from a docker config ($DOCKER_CONFIG/config.json).
-    let cfg = t.path().join("docker");
-    std::fs::create_dir_all(&cfg).unwrap();
-    let auth = base64(format!("{USER}:{PASSWORD}").as_bytes());
-    std::fs::write(
-        cfg.join("config.json"),
-        format!(r#"{{"auths":{{"{host}":{{"auth":"{auth}"}}}}}}"#),
-    )
-    .unwrap();
+    let cfg = docker_config(t.path(), &host, USER, PASSWORD);
     let out = load_env(
         &archive,
         &format!("{host}/other"),

@@ -113,6 +113,21 @@ pub fn interrupt_when(child: std::process::Child, what: &str, ready: impl Fn() -
     out
 }
 
+/// Writes `DIR/docker/config.json` with an `auths` entry for `host`
+/// (`user:password`, base64 as `docker login` writes it); returns the
+/// directory, for `DOCKER_CONFIG`.
+pub fn docker_config(dir: &Path, host: &str, user: &str, password: &str) -> PathBuf {
+    let cfg = dir.join("docker");
+    std::fs::create_dir_all(&cfg).unwrap();
+    let auth = base64(format!("{user}:{password}").as_bytes());
+    std::fs::write(
+        cfg.join("config.json"),
+        format!(r#"{{"auths":{{"{host}":{{"auth":"{auth}"}}}}}}"#),
+    )
+    .unwrap();
+    cfg
+}
+
 /// `ferry ARGS…` (quiet).
 pub fn ferry<I, S>(args: I) -> Out
 where
