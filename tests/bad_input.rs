@@ -12,6 +12,17 @@ fn verify_fails(archive: &Path) -> String {
     ferry(["verify".as_ref(), archive.as_os_str()]).expect_fail("verify")
 }
 
+/// `ferry unpack ARCHIVE -o DIR`, which must fail with exit 1; its output.
+fn unpack_fails(archive: &Path, dir: &Path) -> String {
+    ferry([
+        "unpack".as_ref(),
+        archive.as_os_str(),
+        "-o".as_ref(),
+        dir.as_os_str(),
+    ])
+    .expect_fail("unpack")
+}
+
 /// `ferry pack SPEC -o OUT`, which must fail with exit 1; its output.
 fn pack_fails(spec: &Path, out: &std::ffi::OsStr) -> String {
     ferry(["pack".as_ref(), spec.as_os_str(), "-o".as_ref(), out]).expect_fail("pack")
@@ -170,13 +181,7 @@ fn flipped_byte_in_a_layer_names_digest_and_image() {
 
     // unpack refuses and leaves no usable layout.
     let dir = t.path().join("out");
-    let e = ferry([
-        "unpack".as_ref(),
-        archive.as_os_str(),
-        "-o".as_ref(),
-        dir.as_os_str(),
-    ])
-    .expect_fail("unpack");
+    let e = unpack_fails(&archive, &dir);
     assert!(
         e.contains(&layer.name) || e.contains(layer.name.trim_start_matches("blobs/sha256/")),
         "{e}"
@@ -203,13 +208,7 @@ fn truncated_inside_a_blob() {
     let e = ferry(["inspect".as_ref(), archive.as_os_str()]).expect_fail("inspect");
     assert!(e.contains("is truncated"), "{e}");
     let dir = t.path().join("out");
-    ferry([
-        "unpack".as_ref(),
-        archive.as_os_str(),
-        "-o".as_ref(),
-        dir.as_os_str(),
-    ])
-    .expect_fail("unpack");
+    unpack_fails(&archive, &dir);
     assert!(!dir.join("index.json").exists());
 }
 
@@ -311,13 +310,7 @@ fn parent_dir_member_is_refused() {
         "{e}"
     );
     let dir = t.path().join("out");
-    ferry([
-        "unpack".as_ref(),
-        archive.as_os_str(),
-        "-o".as_ref(),
-        dir.as_os_str(),
-    ])
-    .expect_fail("unpack");
+    unpack_fails(&archive, &dir);
     assert!(!t.path().join("evil").exists());
 
     // Listing it in bundle.json does not help.
@@ -397,13 +390,7 @@ fn a_pax_header_that_lies_about_size_is_refused_before_it_is_believed() {
             "size={claimed}: {e}"
         );
         let dir = t.path().join("out");
-        let e = ferry([
-            "unpack".as_ref(),
-            archive.as_os_str(),
-            "-o".as_ref(),
-            dir.as_os_str(),
-        ])
-        .expect_fail("unpack");
+        let e = unpack_fails(&archive, &dir);
         assert!(e.contains("PAX extended header"), "{e}");
         assert!(!dir.exists() || std::fs::read_dir(&dir).unwrap().next().is_none());
     }
@@ -576,13 +563,7 @@ fn unpack_into_a_non_empty_directory_is_refused() {
     let dir = t.path().join("busy");
     std::fs::create_dir(&dir).unwrap();
     std::fs::write(dir.join("keep.txt"), b"mine").unwrap();
-    let e = ferry([
-        "unpack".as_ref(),
-        archive.as_os_str(),
-        "-o".as_ref(),
-        dir.as_os_str(),
-    ])
-    .expect_fail("unpack");
+    let e = unpack_fails(&archive, &dir);
     assert!(e.contains("is not empty"), "{e}");
     assert_eq!(std::fs::read(dir.join("keep.txt")).unwrap(), b"mine");
 }
