@@ -547,54 +547,62 @@ fn fault_one(
     if matches && !apply {
         hits.fetch_sub(1, Ordering::Relaxed);
     }
-    if apply && fault == Fault::Unavailable {
+    // Faults answered here, without asking upstream: status, extra
+    // headers, body.
+    const JSON: &str = "Content-Type: application/json\r\n";
+    let unauthorized =
+        br#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#;
+    let canned: Option<(&str, String, &[u8])> = match fault {
+        _ if !apply => None,
+        Fault::Unavailable => Some(("503 Service Unavailable", String::new(), b"")),
+        Fault::Redirect(to) => {
+            let path = first.split(' ').nth(1).unwrap_or("/");
+            Some(("307 Temporary Redirect", format!("Location: http://{to}{path}\r\n"), b""))
+        }
+        Fault::Unauthorized => Some((
+            "401 Unauthorized",
+            format!("WWW-Authenticate: Basic realm=\"registry\"\r\n{JSON}"),
+            unauthorized,
+        )),
+        Fault::Bearer(realm) => Some((
+            "401 Unauthorized",
+            format!("WWW-Authenticate: Bearer realm=\"{realm}\",service=\"test\"\r\n{JSON}"),
+            unauthorized,
+        )),
+        Fault::TooManyRequests(wait) => Some((
+            "429 Too Many Requests",
+            format!("Retry-After: {wait}\r\n{JSON}"),
+            br#"{"errors":[{"code":"TOOMANYREQUESTS","message":"You have reached your pull rate limit."}]}"#,
+        )),
+        Fault::NotFound => Some((
+            "404 Not Found",
+            JSON.to_owned(),
+            br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#,
+        )),
+        Fault::DiskFull => Some((
+            "507 Insufficient Storage",
+            JSON.to_owned(),
+            br#"{"errors":[{"code":"UNKNOWN","message":"no space left on device"}]}"#,
+        )),
+        Fault::Schema1 => Some((
+            "200 OK",
+            "Content-Type: application/vnd.docker.distribution.manifest.v1+prettyjws\r\n".to_owned(),
+            br#"{"schemaVersion":1,"name":"team/user","tag":"3","architecture":"amd64","fsLayers":[],"history":[]}"#,
+        )),
+        _ => None,
+    };
+    if let Some((status, headers, body)) = canned {
+        // Read the request body away first, so the client sees the answer
+        // rather than a reset.
+        std::io::copy(&mut (&mut client).take(length), &mut std::io::sink())?;
         client.write_all(
-            b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            format!(
+                "HTTP/1.1 {status}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
         )?;
-        return Ok(());
-    }
-    if let (true, Fault::Redirect(to)) = (apply, fault) {
-        let path = first.split(' ').nth(1).unwrap_or("/");
-        client.write_all(format!("HTTP/1.1 307 Temporary Redirect\r\nLocation: http://{to}{path}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes())?;
-        return Ok(());
-    }
-    if apply && fault == Fault::Unauthorized {
-        let body = br#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#;
-        client.write_all(format!("HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"registry\"\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).as_bytes())?;
-        client.write_all(body)?;
-        return Ok(());
-    }
-    if let (true, Fault::Bearer(realm)) = (apply, fault) {
-        std::io::copy(&mut (&mut client).take(length), &mut std::io::sink())?;
-        let body = br#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#;
-        client.write_all(format!("HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"{realm}\",service=\"test\"\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).as_bytes())?;
-        client.write_all(body)?;
-        return Ok(());
-    }
-    if let (true, Fault::TooManyRequests(wait)) = (apply, fault) {
-        let body = br#"{"errors":[{"code":"TOOMANYREQUESTS","message":"You have reached your pull rate limit."}]}"#;
-        client.write_all(format!("HTTP/1.1 429 Too Many Requests\r\nRetry-After: {wait}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).as_bytes())?;
-        client.write_all(body)?;
-        return Ok(());
-    }
-    if apply && fault == Fault::NotFound {
-        let body = br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#;
-        client.write_all(format!("HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).as_bytes())?;
-        client.write_all(body)?;
-        return Ok(());
-    }
-    if apply && fault == Fault::DiskFull {
-        std::io::copy(&mut (&mut client).take(length), &mut std::io::sink())?;
-        let body = br#"{"errors":[{"code":"UNKNOWN","message":"no space left on device"}]}"#;
-        client.write_all(format!("HTTP/1.1 507 Insufficient Storage\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).as_bytes())?;
-        client.write_all(body)?;
-        return Ok(());
-    }
-    if apply && fault == Fault::Schema1 {
-        let body = br#"{"schemaVersion":1,"name":"team/user","tag":"3","architecture":"amd64","fsLayers":[],"history":[]}"#;
-        client.write_all(format!("HTTP/1.1 200 OK\r\nContent-Type: application/vnd.docker.distribution.manifest.v1+prettyjws\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).as_bytes())?;
-        client.write_all(body)?;
-        return Ok(());
+        return client.write_all(body);
     }
     let mut server = send_head(&head, upstream)?;
     std::io::copy(&mut (&mut client).take(length), &mut server)?;
