@@ -194,6 +194,27 @@ pub struct Stream {
 }
 
 impl Stream {
+    /// The archive view of what was read: the entries found, the faults
+    /// met, the digests computed and the small members kept.
+    fn into_archive(
+        self,
+        entries: Vec<Entry>,
+        faults: Vec<ArchiveError>,
+        digests: HashMap<String, Digest>,
+        kept: HashMap<String, Arc<Vec<u8>>>,
+    ) -> Archive {
+        Archive::from_stream(
+            &self.path,
+            self.bundle,
+            self.bundle_bytes,
+            self.signature,
+            entries,
+            faults,
+            digests,
+            kept,
+        )
+    }
+
     /// Opens a compressed archive and reads it as far as bundle.json and
     /// the signature.
     pub fn open(path: &Path) -> Result<Stream, ArchiveError> {
@@ -551,22 +572,7 @@ pub fn scan_with(path: &Path, reporter: &dyn Reporter) -> Result<Archive, Archiv
         });
     }
     reporter.finish();
-    let Stream {
-        bundle,
-        bundle_bytes,
-        signature,
-        ..
-    } = s;
-    Ok(Archive::from_stream(
-        path,
-        bundle,
-        bundle_bytes,
-        signature,
-        entries,
-        faults,
-        digests,
-        kept,
-    ))
+    Ok(s.into_archive(entries, faults, digests, kept))
 }
 
 /// Reads the head of a compressed archive: bundle.json and the JSON
@@ -619,20 +625,5 @@ pub fn scan_head(path: &Path) -> Result<Archive, ArchiveError> {
             spans: Vec::new(),
         })
         .collect();
-    let Stream {
-        bundle,
-        bundle_bytes,
-        signature,
-        ..
-    } = s;
-    Ok(Archive::from_stream(
-        path,
-        bundle,
-        bundle_bytes,
-        signature,
-        entries,
-        Vec::new(),
-        HashMap::new(),
-        kept,
-    ))
+    Ok(s.into_archive(entries, Vec::new(), HashMap::new(), kept))
 }
