@@ -165,12 +165,7 @@ fn compressed_archive_loads_in_one_pass_like_the_plain_one() {
         "files/docs:latest",
     ] {
         let raw = |prefix: &str| {
-            let o = run(skopeo().args([
-                "inspect",
-                "--raw",
-                "--tls-verify=false",
-                &format!("docker://{host}/{prefix}/{repo}"),
-            ]));
+            let o = registry_manifest(&format!("{host}/{prefix}/{repo}"), None);
             assert!(o.ok(), "{repo}: {}", o.stderr);
             o.stdout
         };
@@ -224,12 +219,7 @@ fn damaged_compressed_archives_are_named() {
             &format!("docker://{}/{repo}", reg.host()),
             &format!("oci:{}:x", t.path().join("check").display()),
         ]));
-        let tagged = run(skopeo().args([
-            "inspect",
-            "--raw",
-            "--tls-verify=false",
-            &format!("docker://{}/{repo}", reg.host()),
-        ]));
+        let tagged = registry_manifest(&format!("{}/{repo}", reg.host()), None);
         assert!(
             !tagged.ok() || o.ok(),
             "{repo} is tagged but incomplete: {}",

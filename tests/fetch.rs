@@ -132,12 +132,7 @@ fn pack(spec: &Path, out: &Path, cache: &Path, args: &[&str], env: &[(&str, &Pat
 }
 
 fn registry_digest(reference: &str, creds: Option<&str>) -> String {
-    let mut c = skopeo();
-    c.args(["inspect", "--raw", "--tls-verify=false"]);
-    if let Some(c2) = creds {
-        c.args(["--creds", c2]);
-    }
-    let raw = run(c.arg(format!("docker://{reference}"))).expect_ok("skopeo inspect --raw");
+    let raw = registry_manifest(reference, creds).expect_ok("skopeo inspect --raw");
     ferry::digest::Digest::of(raw.as_bytes()).to_string()
 }
 

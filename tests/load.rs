@@ -92,12 +92,8 @@ fn check_targets_with_skopeo(report: &Value, scratch: &Path, creds: Option<&str>
             a["target"].as_str().unwrap(),
             a["tag"].as_str().unwrap()
         );
-        let mut inspect = skopeo();
-        inspect.args(["inspect", "--tls-verify=false", "--raw"]);
-        if let Some(c) = creds {
-            inspect.args(["--creds", c]);
-        }
-        let raw = run(inspect.arg(&target)).expect_ok(&format!("skopeo inspect --raw {target}"));
+        let raw = registry_manifest(target.trim_start_matches("docker://"), creds)
+            .expect_ok(&format!("skopeo inspect --raw {target}"));
         assert_eq!(
             ferry::digest::Digest::of(raw.as_bytes()).to_string(),
             a["digest"].as_str().unwrap(),
@@ -523,10 +519,9 @@ fn a_tag_that_points_elsewhere_is_not_moved_without_force() {
         )) && msg.contains("--force"),
         "{msg}"
     );
-    let tag = format!("docker://{host}/library/app:1.0");
+    let tag = format!("{host}/library/app:1.0");
     let digest_at = |tag: &str| {
-        let raw = run(skopeo().args(["inspect", "--raw", "--tls-verify=false", tag]))
-            .expect_ok("skopeo inspect");
+        let raw = registry_manifest(tag, None).expect_ok("skopeo inspect");
         ferry::digest::Digest::of(raw.as_bytes()).to_string()
     };
     assert_eq!(digest_at(&tag), before, "the tag was left alone");

@@ -33,9 +33,9 @@ fn skopeo_pulls_every_artifact_with_identical_digests() {
             .as_str()
             .unwrap()
             .to_owned();
-        let src = format!("docker://{}/{target}", s.addr);
-        let raw = run(skopeo().args(["inspect", "--raw", "--tls-verify=false", &src]))
-            .expect_ok("skopeo inspect --raw");
+        let at = format!("{}/{target}", s.addr);
+        let raw = registry_manifest(&at, None).expect_ok("skopeo inspect --raw");
+        let src = format!("docker://{at}");
         assert_eq!(
             ferry::digest::Digest::of(raw.as_bytes()).to_string(),
             want,

@@ -223,6 +223,18 @@ pub fn skopeo() -> Command {
     c
 }
 
+/// `skopeo inspect --raw docker://REFERENCE` from a plain-HTTP or
+/// self-signed registry, with `user:password` when given: the manifest's
+/// raw bytes on stdout.
+pub fn registry_manifest(reference: &str, creds: Option<&str>) -> Out {
+    let mut c = skopeo();
+    c.args(["inspect", "--raw", "--tls-verify=false"]);
+    if let Some(creds) = creds {
+        c.args(["--creds", creds]);
+    }
+    run(c.arg(format!("docker://{reference}")))
+}
+
 /// `ferry inspect --json ARCHIVE`, parsed.
 pub fn inspect_json(archive: &Path) -> serde_json::Value {
     let out = ferry(["inspect".as_ref(), archive.as_os_str(), "--json".as_ref()])
