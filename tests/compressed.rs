@@ -165,9 +165,7 @@ fn compressed_archive_loads_in_one_pass_like_the_plain_one() {
         "files/docs:latest",
     ] {
         let raw = |prefix: &str| {
-            let o = registry_manifest(&format!("{host}/{prefix}/{repo}"), None);
-            assert!(o.ok(), "{repo}: {}", o.stderr);
-            o.stdout
+            registry_manifest(&format!("{host}/{prefix}/{repo}"), None).expect_ok(repo)
         };
         assert_eq!(raw("plain"), raw("zst"), "{repo}");
     }

@@ -306,9 +306,7 @@ fn split_archive_loads_serves_and_unpacks_like_the_unsplit_one() {
     assert_eq!(maps[0], maps[1], "the two loads differ");
     for repo in ["library/app:1.0", "team/big:2"] {
         let digest = |prefix: &str| {
-            let o = registry_manifest(&format!("{host}/{prefix}/{repo}"), None);
-            assert!(o.ok(), "{}", o.stderr);
-            o.stdout
+            registry_manifest(&format!("{host}/{prefix}/{repo}"), None).expect_ok(repo)
         };
         assert_eq!(digest("whole"), digest("split"), "{repo}");
     }
