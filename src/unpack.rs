@@ -412,20 +412,15 @@ pub fn inspect(path: &Path) -> Result<Inspection, ArchiveError> {
     if crate::compressed::is_compressed(path)? {
         // Only the head of the stream is read.
         let s = crate::compressed::Stream::open(path)?;
-        return Ok(Inspection {
-            archive: path.to_owned(),
-            volumes: Vec::new(),
-            delta: s.bundle.delta.clone(),
-            name: s.bundle.name.clone(),
-            format_version: s.bundle.format_version,
-            tool_version: s.bundle.tool.version.clone(),
-            members: s.bundle.members.len() + 1,
-            content_bytes: s.bundle.members.iter().map(|m| m.size).sum::<u64>()
-                + s.bundle_bytes.len() as u64,
-            archive_bytes: fs_err::metadata(path)?.len(),
-            compressed: true,
-            artifacts: s.bundle.artifacts.clone(),
-        });
+        let size = fs_err::metadata(path)?.len();
+        return Ok(Inspection::of(
+            path,
+            &s.bundle,
+            &s.bundle_bytes,
+            size,
+            Vec::new(),
+            true,
+        ));
     }
     let a = Archive::open(path)?;
     let mut archive_bytes = 0;
@@ -436,18 +431,38 @@ pub fn inspect(path: &Path) -> Result<Inspection, ArchiveError> {
         1 => Vec::new(),
         _ => a.files().into_iter().map(Path::to_owned).collect(),
     };
-    Ok(Inspection {
-        archive: a.path().to_owned(),
-        volumes,
-        delta: a.bundle.delta.clone(),
-        compressed: false,
-        name: a.bundle.name.clone(),
-        format_version: a.bundle.format_version,
-        tool_version: a.bundle.tool.version.clone(),
-        members: a.bundle.members.len() + 1,
-        content_bytes: a.bundle.members.iter().map(|m| m.size).sum::<u64>()
-            + a.bundle_bytes.len() as u64,
+    Ok(Inspection::of(
+        a.path(),
+        &a.bundle,
+        &a.bundle_bytes,
         archive_bytes,
-        artifacts: a.bundle.artifacts.clone(),
-    })
+        volumes,
+        false,
+    ))
+}
+
+impl Inspection {
+    fn of(
+        archive: &Path,
+        bundle: &bundle::Bundle,
+        bundle_bytes: &[u8],
+        archive_bytes: u64,
+        volumes: Vec<PathBuf>,
+        compressed: bool,
+    ) -> Inspection {
+        Inspection {
+            archive: archive.to_owned(),
+            name: bundle.name.clone(),
+            format_version: bundle.format_version,
+            tool_version: bundle.tool.version.clone(),
+            members: bundle.members.len() + 1,
+            content_bytes: bundle.members.iter().map(|m| m.size).sum::<u64>()
+                + bundle_bytes.len() as u64,
+            archive_bytes,
+            volumes,
+            delta: bundle.delta.clone(),
+            compressed,
+            artifacts: bundle.artifacts.clone(),
+        }
+    }
 }
