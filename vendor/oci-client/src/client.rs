@@ -492,9 +492,10 @@ impl Client {
             .send()
             .await?;
         let status = res.status();
+        let headers = res.headers().clone();
         let body = res.bytes().await?;
 
-        validate_registry_response(status, &body, &url)?;
+        validate_registry_response(status, &body, &url).map_err(|e| e.with_retry_after(status, &headers))?;
 
         Ok(serde_json::from_str(std::str::from_utf8(&body)?)?)
     }
@@ -563,13 +564,15 @@ impl Client {
             .send()
             .await?;
 
+        let status = res.status();
+        let headers = res.headers().clone();
         match res.error_for_status() {
             Ok(_) => Ok(true),
             Err(err) => {
                 if err.status() == Some(StatusCode::NOT_FOUND) {
                     Ok(false)
                 } else {
-                    Err(err.into())
+                    Err(OciDistributionError::from(err).with_retry_after(status, &headers))
                 }
             }
         }
@@ -945,8 +948,9 @@ impl Client {
 
         if let Some(digest) = digest_header_value(res.headers().clone())? {
             let status = res.status();
+            let headers = res.headers().clone();
             let body = res.bytes().await?;
-            validate_registry_response(status, &body, &url)?;
+            validate_registry_response(status, &body, &url).map_err(|e| e.with_retry_after(status, &headers))?;
 
             // If the reference has a digest and the digest header has a matching algorithm, compare
             // them and return an error if they don't match.
@@ -978,7 +982,7 @@ impl Client {
             trace!(headers = ?res.headers(), "Got Headers");
             let headers = res.headers().clone();
             let body = res.bytes().await?;
-            validate_registry_response(status, &body, &url)?;
+            validate_registry_response(status, &body, &url).map_err(|e| e.with_retry_after(status, &headers))?;
 
             validate_digest(&body, digest_header_value(headers)?, image.digest())
                 .map_err(OciDistributionError::from)
@@ -1175,7 +1179,7 @@ impl Client {
         let headers = res.headers().clone();
         let body = res.bytes().await?;
 
-        validate_registry_response(status, &body, &url)?;
+        validate_registry_response(status, &body, &url).map_err(|e| e.with_retry_after(status, &headers))?;
 
         let digest_header = digest_header_value(headers)?;
         let digest = validate_digest(&body, digest_header, image.digest())?;
@@ -1360,8 +1364,9 @@ impl Client {
         let status = response.status();
         let url = response.url().to_string();
         if !status.is_success() {
+            let headers = response.headers().clone();
             let body = response.bytes().await?;
-            return validate_registry_response(status, &body, &url);
+            return validate_registry_response(status, &body, &url).map_err(|e| e.with_retry_after(status, &headers));
         }
         let mut stream = response.bytes_stream();
 
@@ -1475,8 +1480,9 @@ impl Client {
             )),
             _ => {
                 let url = response.url().to_string();
+                let headers = response.headers().clone();
                 let body = response.bytes().await?;
-                Err(validate_registry_response(status, &body, &url).expect_err("validate_registry_response should return an error for non-success status codes"))
+                Err(validate_registry_response(status, &body, &url).expect_err("validate_registry_response should return an error for non-success status codes").with_retry_after(status, &headers))
             }
         }
     }
@@ -1916,6 +1922,7 @@ impl Client {
             .send()
             .await?;
         let status = res.status();
+        let headers = res.headers().clone();
         let body = res.bytes().await?;
 
         // Per the OCI Distribution Spec, a 404 on the native referrers endpoint means the
@@ -1930,7 +1937,7 @@ impl Client {
                 .await;
         }
 
-        validate_registry_response(status, &body, &url)?;
+        validate_registry_response(status, &body, &url).map_err(|e| e.with_retry_after(status, &headers))?;
         let manifest = serde_json::from_slice(&body)
             .map_err(|e| OciDistributionError::ManifestParsingError(e.to_string()))?;
 
@@ -2051,9 +2058,10 @@ impl Client {
             .send()
             .await?;
         let status = res.status();
+        let headers = res.headers().clone();
         let body = res.bytes().await?;
 
-        validate_registry_response(status, &body, &url)?;
+        validate_registry_response(status, &body, &url).map_err(|e| e.with_retry_after(status, &headers))?;
 
         Ok(serde_json::from_str(std::str::from_utf8(&body)?)?)
     }
@@ -2082,9 +2090,15 @@ impl Client {
             )))
         } else {
             let url = res.url().to_string();
-            let code = res.status().as_u16();
+            let status = res.status();
+            let headers = res.headers().clone();
             let message = res.text().await?;
-            Err(OciDistributionError::ServerError { url, code, message })
+            Err(OciDistributionError::ServerError {
+                url,
+                code: status.as_u16(),
+                message,
+            }
+            .with_retry_after(status, &headers))
         }
     }
 
@@ -2270,9 +2284,11 @@ async fn stream_from_response(
     let headers = response.headers().clone();
     if !status.is_success() {
         let body = response.bytes().await?;
-        return Err(validate_registry_response(status, &body, &url).expect_err(
-            "validate_registry_response should return an error for non-success status codes",
-        ));
+        return Err(validate_registry_response(status, &body, &url)
+            .expect_err(
+                "validate_registry_response should return an error for non-success status codes",
+            )
+            .with_retry_after(status, &headers));
     }
     let stream = response.bytes_stream().map_err(std::io::Error::other);
 

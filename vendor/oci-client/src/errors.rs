@@ -104,6 +104,39 @@ pub enum OciDistributionError {
     /// Versioned object: JSON deserialization error
     #[error("Failed to parse manifest: {0}")]
     VersionedParsingError(String),
+    /// (ferry patch) The server answered 429 or 5xx with a `Retry-After`
+    /// header: the error it came with, and the header's value as sent
+    /// (delay-seconds or an HTTP date).
+    #[error("the server asked to retry after {retry_after}")]
+    RetryAfter {
+        /// The `Retry-After` header's value
+        retry_after: String,
+        /// The error the response gave
+        #[source]
+        source: Box<OciDistributionError>,
+    },
+}
+
+impl OciDistributionError {
+    /// (ferry patch) Wraps `self` in [`OciDistributionError::RetryAfter`]
+    /// when the response was a 429 or 5xx carrying `Retry-After`.
+    pub(crate) fn with_retry_after(
+        self,
+        status: reqwest::StatusCode,
+        headers: &reqwest::header::HeaderMap,
+    ) -> Self {
+        let throttled = status == reqwest::StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
+        match headers
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(v) if throttled => OciDistributionError::RetryAfter {
+                retry_after: v.trim().to_owned(),
+                source: Box::new(self),
+            },
+            _ => self,
+        }
+    }
 }
 
 /// Helper type to declare `Result` objects that might return a `OciDistributionError`
