@@ -109,6 +109,23 @@ pub enum RemoteError {
         /// Where the credentials came from.
         credentials: String,
     },
+    /// The registry throttled the request and asked for a longer wait
+    /// (`Retry-After`) than ferry makes; waiting it out would look like a
+    /// hang.
+    #[error("{what} at {registry} failed{}: the registry asked to retry after {} s, longer than ferry waits ({} s); run again later", attempts_note(*attempts), wait.as_secs(), MAX_RETRY_AFTER.as_secs())]
+    Throttled {
+        /// The registry.
+        registry: String,
+        /// The operation.
+        what: String,
+        /// The wait the registry asked for.
+        wait: Duration,
+        /// How many attempts were made.
+        attempts: u32,
+        /// The registry's answer.
+        #[source]
+        source: OciDistributionError,
+    },
     /// Any other failure, after retries.
     #[error("{what} at {registry} failed{}", attempts_note(*attempts))]
     Request {
@@ -245,6 +262,25 @@ fn check_realm(
         realm: realm.to_owned(),
         credentials: credentials.to_owned(),
     })
+}
+
+/// The longest `Retry-After` ferry waits out, for registries and chart
+/// repositories alike; a server asking for more fails the request at once,
+/// naming the wait.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// The wait a `Retry-After` value asks for: delay-seconds or an HTTP date
+/// (a date in the past means no wait).
+pub(crate) fn retry_after_value(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    Some(
+        at.duration_since(std::time::SystemTime::now())
+            .unwrap_or_default(),
+    )
 }
 
 /// The wait before retry number `attempt` (from 1): `first`, doubling
@@ -420,6 +456,16 @@ impl Remote {
                             source: e,
                         });
                     }
+                    let wait = retry_after(&e);
+                    if let Some(wait) = wait.filter(|w| *w > MAX_RETRY_AFTER && transient(&e)) {
+                        return Err(RemoteError::Throttled {
+                            registry: self.host.clone(),
+                            what: what(),
+                            wait,
+                            attempts: attempt,
+                            source: peel(e),
+                        });
+                    }
                     if attempt > self.retries || !transient(&e) {
                         return Err(RemoteError::Request {
                             registry: self.host.clone(),
@@ -428,7 +474,8 @@ impl Remote {
                             source: e,
                         });
                     }
-                    tokio::time::sleep(backoff_delay(self.backoff, attempt)).await;
+                    let delay = wait.unwrap_or_else(|| backoff_delay(self.backoff, attempt));
+                    tokio::time::sleep(delay).await;
                 }
             }
         }
@@ -553,6 +600,7 @@ impl Remote {
             .await;
         match r {
             Ok(()) => Ok(true),
+            Err(e @ RemoteError::Throttled { .. }) => Err(e),
             Err(e) if e.is_auth() => Err(e),
             // 202 (an upload session instead of a mount) and refusals.
             Err(_) => Ok(false),
@@ -734,10 +782,35 @@ fn reqwest_header(v: &str) -> Option<http::HeaderValue> {
     http::HeaderValue::from_str(v).ok()
 }
 
+/// The error a response gave, without the `Retry-After` wrapper that
+/// ferry's patch of oci-client adds to throttling answers.
+fn inner(e: &OciDistributionError) -> &OciDistributionError {
+    match e {
+        OciDistributionError::RetryAfter { source, .. } => inner(source),
+        e => e,
+    }
+}
+
+/// [`inner`], owned.
+fn peel(e: OciDistributionError) -> OciDistributionError {
+    match e {
+        OciDistributionError::RetryAfter { source, .. } => peel(*source),
+        e => e,
+    }
+}
+
+/// The wait a throttling answer asked for (`Retry-After`), when it did.
+fn retry_after(e: &OciDistributionError) -> Option<Duration> {
+    match e {
+        OciDistributionError::RetryAfter { retry_after, .. } => retry_after_value(retry_after),
+        _ => None,
+    }
+}
+
 /// The HTTP status behind an error, when there is one.
 fn status(e: &OciDistributionError) -> Option<u16> {
     use oci_client::errors::OciErrorCode as C;
-    match e {
+    match inner(e) {
         OciDistributionError::RequestError(r) => r.status().map(|s| s.as_u16()),
         OciDistributionError::ServerError { code, .. } => Some(*code),
         OciDistributionError::UnauthorizedError { .. } => Some(401),
@@ -758,7 +831,7 @@ fn status(e: &OciDistributionError) -> Option<u16> {
 
 /// The URL a failed request went to, when the error says.
 fn error_url(e: &OciDistributionError) -> Option<String> {
-    match e {
+    match inner(e) {
         OciDistributionError::RequestError(r) => r.url().map(|u| u.to_string()),
         OciDistributionError::ServerError { url, .. }
         | OciDistributionError::UnauthorizedError { url }
@@ -769,7 +842,7 @@ fn error_url(e: &OciDistributionError) -> Option<String> {
 
 fn is_not_found(e: &OciDistributionError) -> bool {
     use oci_client::errors::OciErrorCode as C;
-    match e {
+    match inner(e) {
         OciDistributionError::ImageManifestNotFoundError(_) => true,
         OciDistributionError::RegistryError { envelope, .. } => envelope
             .errors
@@ -784,7 +857,7 @@ fn is_not_found(e: &OciDistributionError) -> bool {
 fn transient(e: &OciDistributionError) -> bool {
     match status(e) {
         Some(s) => s >= 500 || s == 429 || s == 408,
-        None => match e {
+        None => match inner(e) {
             OciDistributionError::RequestError(r) => {
                 (r.is_connect() || r.is_timeout() || r.is_request() || r.is_body())
                     && !is_certificate_error(r)
@@ -1022,16 +1095,63 @@ mod tests {
         }
     }
 
-    #[test]
-    fn transient_statuses() {
-        let server = |code| OciDistributionError::ServerError {
+    fn server(code: u16) -> OciDistributionError {
+        OciDistributionError::ServerError {
             code,
             url: "u".into(),
             message: String::new(),
-        };
+        }
+    }
+
+    #[test]
+    fn transient_statuses() {
         assert!(transient(&server(503)));
         assert!(transient(&server(429)));
         assert!(!transient(&server(404)));
         assert!(!transient(&server(400)));
+    }
+
+    #[test]
+    fn a_retry_after_answer_keeps_its_status_url_and_wait() {
+        let wrap = |retry_after: &str, source| OciDistributionError::RetryAfter {
+            retry_after: retry_after.into(),
+            source: Box::new(source),
+        };
+        let unavailable = wrap(
+            "7",
+            OciDistributionError::ServerError {
+                code: 503,
+                url: "https://r.example/v2/x/manifests/1".into(),
+                message: String::new(),
+            },
+        );
+        assert!(transient(&unavailable));
+        assert_eq!(status(&unavailable), Some(503));
+        assert_eq!(retry_after(&unavailable), Some(Duration::from_secs(7)));
+        assert_eq!(
+            error_url(&unavailable).as_deref(),
+            Some("https://r.example/v2/x/manifests/1")
+        );
+        assert!(matches!(
+            peel(unavailable),
+            OciDistributionError::ServerError { code: 503, .. }
+        ));
+
+        let envelope = serde_json::from_str(
+            r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"rate limit"}]}"#,
+        )
+        .unwrap();
+        let hub = wrap(
+            "Wed, 21 Oct 2015 07:28:00 GMT",
+            OciDistributionError::RegistryError {
+                envelope,
+                url: "u".into(),
+            },
+        );
+        assert!(transient(&hub));
+        assert_eq!(status(&hub), Some(429));
+        assert_eq!(retry_after(&hub), Some(Duration::ZERO), "a past date");
+        assert_eq!(retry_after(&wrap("soon", server(429))), None);
+        assert_eq!(retry_after(&server(429)), None);
     }
 }

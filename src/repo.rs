@@ -17,7 +17,10 @@ use serde::Deserialize;
 
 use crate::digest::Digest;
 use crate::layout::{LayoutError, Store};
-use crate::remote::{attempts_note, backoff_delay, is_loopback, RemoteError, RemoteOptions};
+use crate::remote::{
+    attempts_note, backoff_delay, is_loopback, retry_after_value, RemoteError, RemoteOptions,
+    MAX_RETRY_AFTER,
+};
 
 /// Errors fetching a chart from a repository.
 #[derive(Debug, thiserror::Error)]
@@ -125,10 +128,6 @@ pub enum RepoError {
     Remote(#[from] RemoteError),
 }
 
-/// The longest `Retry-After` ferry waits. A server asking for more fails
-/// the chart at once, with the wait named, rather than hang the run.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
-
 fn wait_note(wait: Option<Duration>) -> String {
     match wait {
         Some(w) if w > MAX_RETRY_AFTER => format!(
@@ -144,19 +143,7 @@ fn wait_note(wait: Option<Duration>) -> String {
 /// The wait a `Retry-After` header asks for: delay-seconds or an HTTP
 /// date (a date in the past means no wait).
 fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
-    let v = headers
-        .get(http::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = httpdate::parse_http_date(v).ok()?;
-    Some(
-        at.duration_since(std::time::SystemTime::now())
-            .unwrap_or_default(),
-    )
+    retry_after_value(headers.get(http::header::RETRY_AFTER)?.to_str().ok()?)
 }
 
 impl RepoError {

@@ -342,13 +342,42 @@ fn a_503_then_success_is_retried() {
 }
 
 /// Docker Hub answers a rate limit with 429 and an OCI error body, which
-/// the client crate reports without its status; it must still be retried.
+/// the client crate reports without its status; it must still be retried,
+/// and only after the `Retry-After` wait (2 s here; ferry's own first
+/// backoff would be 0.5 s).
 #[test]
-fn a_429_with_an_oci_error_body_is_retried() {
-    let (t, out, proxy, _, _reg) = pack_through(Fault::TooManyRequests(1), "/manifests/", 2);
-    assert!(out.ok(), "{}", out.stderr);
-    assert_eq!(proxy.hits.load(std::sync::atomic::Ordering::Relaxed), 2);
-    ferry(["verify".as_ref(), t.path().join("b.tar").as_os_str()]).expect_ok("verify");
+fn a_429_with_an_oci_error_body_is_retried_after_the_wait_it_asks_for() {
+    for needle in ["/manifests/", "/blobs/"] {
+        let (t, out, proxy, _, _reg) = pack_through(Fault::TooManyRequests(2), needle, 1);
+        assert!(out.ok(), "{needle}: {}", out.stderr);
+        assert_eq!(proxy.hits.load(std::sync::atomic::Ordering::Relaxed), 1);
+        let waited = proxy.wait_before_asking_again(needle);
+        assert!(
+            waited >= std::time::Duration::from_secs(2),
+            "{needle}: asked again after {waited:?}, not after the 2 s asked for"
+        );
+        ferry(["verify".as_ref(), t.path().join("b.tar").as_os_str()]).expect_ok("verify");
+    }
+}
+
+/// A registry asking for a longer wait than ferry makes fails each image
+/// at once, naming the wait, instead of sleeping through `--retries`
+/// rounds or hanging the run; nothing is written.
+#[test]
+fn a_registry_asking_for_a_long_wait_fails_at_once_naming_it() {
+    let (t, out, proxy, _, _reg) = pack_through(Fault::TooManyRequests(3600), "/manifests/", 100);
+    let msg = out.expect_fail("a registry asking for an hour's wait");
+    assert!(
+        msg.contains("asked to retry after 3600 s, longer than ferry waits (60 s)"),
+        "{msg}"
+    );
+    assert!(msg.contains("fetching manifest "), "{msg}");
+    assert_eq!(
+        proxy.hits.load(std::sync::atomic::Ordering::Relaxed),
+        3,
+        "one request per image, none retried"
+    );
+    assert!(!t.path().join("b.tar").exists());
 }
 
 #[test]

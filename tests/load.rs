@@ -555,6 +555,36 @@ fn a_registry_out_of_disk_fails_the_load_and_leaves_no_tag() {
     assert!(!tags.exists(), "no tag points at an incomplete image");
 }
 
+/// A registry that throttles a manifest push with 429 and `Retry-After`
+/// is asked again only after the wait it named (ferry's own first backoff
+/// would be 0.5 s), and the load completes.
+#[test]
+fn a_throttled_push_is_retried_after_the_wait_the_registry_asks_for() {
+    let t = tempfile::tempdir().unwrap();
+    let archive = fixture_bundle(t.path(), 4 << 10);
+    let reg = DockerRegistry::start(&t.path().join("reg"), false);
+    let needle = "PUT /v2/library/app/manifests/";
+    let proxy = support::registry::FaultProxy::start(
+        reg.addr,
+        needle,
+        support::registry::Fault::TooManyRequests(2),
+        1,
+    );
+    let out = load(&archive, &proxy.addr.to_string(), &[], None);
+    assert!(out.ok(), "{}", out.stderr);
+    assert_eq!(proxy.hits.load(std::sync::atomic::Ordering::Relaxed), 1);
+    let waited = proxy.wait_before_asking_again(needle);
+    assert!(
+        waited >= std::time::Duration::from_secs(2),
+        "asked again after {waited:?}, not after the 2 s asked for"
+    );
+    // Checked on the registry itself: skopeo's TLS probe would stall on
+    // the plain-text proxy.
+    let tags = assert_every_tag_is_complete(&reg, t.path());
+    assert!(tags.contains(&"library/app:1.0".to_owned()), "{tags:?}");
+    assert!(tags.contains(&"team/tool:2".to_owned()), "{tags:?}");
+}
+
 /// A registry may answer the start of an upload with a `Location` on
 /// another host. ferry follows it, but never with the registry's
 /// credentials; when that host asks for them the blob fails, named with

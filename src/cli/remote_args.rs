@@ -28,6 +28,8 @@ pub struct RemoteArgs {
     #[arg(long, requires = "username")]
     pub password_stdin: bool,
     /// Retries of a transient failure (5xx, 429, reset connection) per request.
+    /// Waits 0.5 s, doubling up to 10 s, or what the server's `Retry-After`
+    /// asks for (up to 60 s; a longer wait fails the request at once).
     #[arg(long, default_value_t = 4)]
     pub retries: u32,
 }

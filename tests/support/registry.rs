@@ -402,7 +402,8 @@ pub enum Fault {
     Schema1,
     /// Answer 507 Insufficient Storage to uploads (PUT and PATCH).
     DiskFull,
-    /// Answer 429 with `Retry-After: SECONDS` and Docker Hub's error body.
+    /// Answer 429 with `Retry-After: SECONDS` and Docker Hub's error body,
+    /// to any method.
     TooManyRequests(u32),
     /// Pass a GET or PUT through, then send the head and half the body of
     /// the answer (half the head when it has no body) and hold the
@@ -514,6 +515,32 @@ impl FaultProxy {
             .map(|(_, h)| h.clone())
             .collect()
     }
+
+    /// The time between the first two arrivals of the one request line
+    /// (method and path) containing `needle` that arrived more than once:
+    /// how long the client waited before asking again.
+    pub fn wait_before_asking_again(&self, needle: &str) -> std::time::Duration {
+        let mut heads = self.heads.lock().unwrap().clone();
+        heads.sort_by_key(|(at, _)| *at);
+        let lines: Vec<(Instant, &str)> = heads
+            .iter()
+            .map(|(at, h)| (*at, h.lines().next().unwrap_or("")))
+            .filter(|(_, l)| l.contains(needle))
+            .collect();
+        let mut repeated: Vec<&str> = lines
+            .iter()
+            .map(|(_, l)| *l)
+            .filter(|l| lines.iter().filter(|(_, m)| m == l).count() > 1)
+            .collect();
+        repeated.dedup();
+        assert_eq!(repeated.len(), 1, "one request line asked again: {lines:?}");
+        let at: Vec<Instant> = lines
+            .iter()
+            .filter(|(_, l)| *l == repeated[0])
+            .map(|(at, _)| *at)
+            .collect();
+        at[1] - at[0]
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -537,6 +564,7 @@ fn fault_one(
         Fault::DiskFull => first.starts_with("PUT ") || first.starts_with("PATCH "),
         Fault::MoveUploads(_) => first.starts_with("POST "),
         Fault::Stall => first.starts_with("GET ") || first.starts_with("PUT "),
+        Fault::TooManyRequests(_) => true,
         Fault::Bearer(_) => !head
             .to_ascii_lowercase()
             .contains(&format!("\r\nauthorization: bearer {TOKEN}\r\n")),
