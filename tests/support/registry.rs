@@ -516,10 +516,22 @@ impl FaultProxy {
             .collect()
     }
 
+    /// Asserts that the one fault this proxy injected (a 429 asking for
+    /// `seconds`) on the request line containing `needle` was retried once,
+    /// and only after that wait.
+    pub fn assert_asked_again_after(&self, needle: &str, seconds: u64) {
+        assert_eq!(self.hits.load(Ordering::Relaxed), 1, "{needle}: one fault");
+        let waited = self.wait_before_asking_again(needle);
+        assert!(
+            waited >= std::time::Duration::from_secs(seconds),
+            "{needle}: asked again after {waited:?}, not after the {seconds} s asked for"
+        );
+    }
+
     /// The time between the first two arrivals of the one request line
     /// (method and path) containing `needle` that arrived more than once:
     /// how long the client waited before asking again.
-    pub fn wait_before_asking_again(&self, needle: &str) -> std::time::Duration {
+    fn wait_before_asking_again(&self, needle: &str) -> std::time::Duration {
         let mut heads = self.heads.lock().unwrap().clone();
         heads.sort_by_key(|(at, _)| *at);
         let lines: Vec<(Instant, &str)> = heads
