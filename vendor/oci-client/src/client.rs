@@ -495,7 +495,8 @@ impl Client {
         let headers = res.headers().clone();
         let body = res.bytes().await?;
 
-        validate_registry_response(status, &body, &url).map_err(|e| e.with_retry_after(status, &headers))?;
+        validate_registry_response(status, &body, &url)
+            .map_err(|e| e.with_retry_after(status, &headers))?;
 
         Ok(serde_json::from_str(std::str::from_utf8(&body)?)?)
     }
@@ -950,7 +951,8 @@ impl Client {
             let status = res.status();
             let headers = res.headers().clone();
             let body = res.bytes().await?;
-            validate_registry_response(status, &body, &url).map_err(|e| e.with_retry_after(status, &headers))?;
+            validate_registry_response(status, &body, &url)
+                .map_err(|e| e.with_retry_after(status, &headers))?;
 
             // If the reference has a digest and the digest header has a matching algorithm, compare
             // them and return an error if they don't match.
@@ -982,7 +984,8 @@ impl Client {
             trace!(headers = ?res.headers(), "Got Headers");
             let headers = res.headers().clone();
             let body = res.bytes().await?;
-            validate_registry_response(status, &body, &url).map_err(|e| e.with_retry_after(status, &headers))?;
+            validate_registry_response(status, &body, &url)
+                .map_err(|e| e.with_retry_after(status, &headers))?;
 
             validate_digest(&body, digest_header_value(headers)?, image.digest())
                 .map_err(OciDistributionError::from)
@@ -1179,7 +1182,8 @@ impl Client {
         let headers = res.headers().clone();
         let body = res.bytes().await?;
 
-        validate_registry_response(status, &body, &url).map_err(|e| e.with_retry_after(status, &headers))?;
+        validate_registry_response(status, &body, &url)
+            .map_err(|e| e.with_retry_after(status, &headers))?;
 
         let digest_header = digest_header_value(headers)?;
         let digest = validate_digest(&body, digest_header, image.digest())?;
@@ -1366,7 +1370,8 @@ impl Client {
         if !status.is_success() {
             let headers = response.headers().clone();
             let body = response.bytes().await?;
-            return validate_registry_response(status, &body, &url).map_err(|e| e.with_retry_after(status, &headers));
+            return validate_registry_response(status, &body, &url)
+                .map_err(|e| e.with_retry_after(status, &headers));
         }
         let mut stream = response.bytes_stream();
 
@@ -1937,7 +1942,8 @@ impl Client {
                 .await;
         }
 
-        validate_registry_response(status, &body, &url).map_err(|e| e.with_retry_after(status, &headers))?;
+        validate_registry_response(status, &body, &url)
+            .map_err(|e| e.with_retry_after(status, &headers))?;
         let manifest = serde_json::from_slice(&body)
             .map_err(|e| OciDistributionError::ManifestParsingError(e.to_string()))?;
 
@@ -2061,7 +2067,8 @@ impl Client {
         let headers = res.headers().clone();
         let body = res.bytes().await?;
 
-        validate_registry_response(status, &body, &url).map_err(|e| e.with_retry_after(status, &headers))?;
+        validate_registry_response(status, &body, &url)
+            .map_err(|e| e.with_retry_after(status, &headers))?;
 
         Ok(serde_json::from_str(std::str::from_utf8(&body)?)?)
     }

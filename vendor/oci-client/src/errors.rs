@@ -125,7 +125,8 @@ impl OciDistributionError {
         status: reqwest::StatusCode,
         headers: &reqwest::header::HeaderMap,
     ) -> Self {
-        let throttled = status == reqwest::StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
+        let throttled =
+            status == reqwest::StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
         match headers
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
