@@ -896,13 +896,29 @@ impl Client {
         // server for auth. This particular workflow is for read-only public auth.
         debug!(?realm, ?service, ?scope, "Making authentication call");
 
-        let auth_res = self
-            .client
-            .get(realm)
-            .query(&query)
-            .apply_authentication(authentication)
-            .send()
-            .await?;
+        let auth_res = match authentication {
+            // The OAuth2 refresh-token grant, as `docker login` sets it up.
+            RegistryAuth::IdentityToken(refresh_token) => {
+                let mut form = vec![
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", refresh_token.as_str()),
+                    ("client_id", self.config.user_agent),
+                    ("scope", scope.as_str()),
+                ];
+                if let Some(s) = service {
+                    form.push(("service", s.as_str()));
+                }
+                self.client.post(realm).form(&form).send().await?
+            }
+            _ => {
+                self.client
+                    .get(realm)
+                    .query(&query)
+                    .apply_authentication(authentication)
+                    .send()
+                    .await?
+            }
+        };
 
         match auth_res.status() {
             reqwest::StatusCode::OK => {

@@ -11,6 +11,10 @@ pub enum RegistryAuth {
     Basic(String, String),
     /// Access the registry using Bearer token authentication
     Bearer(String),
+    /// Exchange this OAuth2 refresh token (a docker config's
+    /// `identitytoken`) at the registry's token service for a Bearer token
+    /// per scope
+    IdentityToken(String),
 }
 
 impl fmt::Debug for RegistryAuth {
@@ -23,6 +27,9 @@ impl fmt::Debug for RegistryAuth {
                 .field(&"<redacted>")
                 .finish(),
             RegistryAuth::Bearer(_) => f.debug_tuple("Bearer").field(&"<redacted>").finish(),
+            RegistryAuth::IdentityToken(_) => {
+                f.debug_tuple("IdentityToken").field(&"<redacted>").finish()
+            }
         }
     }
 }
@@ -37,6 +44,8 @@ impl Authenticable for reqwest::RequestBuilder {
             RegistryAuth::Anonymous => self,
             RegistryAuth::Basic(username, password) => self.basic_auth(username, Some(password)),
             RegistryAuth::Bearer(token) => self.bearer_auth(token),
+            // Only ever sent to the token service, in a form body.
+            RegistryAuth::IdentityToken(_) => self,
         }
     }
 }
