@@ -891,6 +891,10 @@ pub(crate) fn basic_credentials(
     let (auth, source) = resolve_credentials(host, explicit)?;
     Ok(match auth {
         RegistryAuth::Basic(u, p) => (Some((u, p)), source),
+        RegistryAuth::IdentityToken(_) => (
+            None,
+            format!("{source}, which only registries take, so none"),
+        ),
         _ => (None, source),
     })
 }
@@ -955,15 +959,11 @@ fn credentials_from_config(
                     format!("{} (entry {key:?})", path.display()),
                 ))
             }
-            Ok(DockerCredential::IdentityToken(_)) => {
-                return Err(RemoteError::Config {
-                    registry: host.to_owned(),
-                    path,
-                    source: format!(
-                        "entry {key:?} holds an identity token, which ferry cannot use yet; pass --username and --password-stdin"
-                    )
-                    .into(),
-                })
+            Ok(DockerCredential::IdentityToken(t)) => {
+                return Ok((
+                    RegistryAuth::IdentityToken(t),
+                    format!("{} (entry {key:?}, an identity token)", path.display()),
+                ))
             }
             // Helpers that know nothing of this key, and absent entries.
             Err(E::NoCredentialConfigured | E::HelperFailure { .. }) => continue,
@@ -1038,16 +1038,17 @@ mod tests {
     }
 
     #[test]
-    fn identity_tokens_are_refused_with_a_message() {
+    fn identity_tokens_are_kept_for_the_token_service() {
         let t = tempfile::tempdir().unwrap();
         let p = config(
             t.path(),
             r#"{"auths":{"reg.local":{"identitytoken":"abc"}}}"#,
         );
-        let e = credentials_from_config("reg.local", p).unwrap_err();
+        let (auth, source) = credentials_from_config("reg.local", p).unwrap();
+        assert!(matches!(auth, RegistryAuth::IdentityToken(t) if t == "abc"));
         assert!(
-            crate::verify::error_chain(&e).contains("identity token, which ferry cannot use yet"),
-            "{e}"
+            source.ends_with("(entry \"reg.local\", an identity token)"),
+            "{source}"
         );
     }
 

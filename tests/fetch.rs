@@ -688,6 +688,135 @@ fn a_token_realm_on_another_host_gets_the_login_and_the_registry_only_the_token(
     }
 }
 
+/// A docker config holding identity tokens for two registries
+/// (`identitytoken`, as `docker login` leaves for registries that log in
+/// with OAuth2).
+fn identity_config(dir: &Path, hosts: &[&str], token: &str) -> PathBuf {
+    let cfg = dir.join("docker");
+    std::fs::create_dir_all(&cfg).unwrap();
+    let auths: Vec<String> = hosts
+        .iter()
+        .map(|h| format!(r#""{h}":{{"identitytoken":"{token}"}}"#))
+        .collect();
+    std::fs::write(
+        cfg.join("config.json"),
+        format!(r#"{{"auths":{{{}}}}}"#, auths.join(",")),
+    )
+    .unwrap();
+    cfg
+}
+
+/// An identity token in the docker config is traded at the token service
+/// for a token per repository and action (an OAuth2 `refresh_token`
+/// grant, as docker does): pack pulls with it, load pushes with it, and
+/// neither registry ever sees the identity token itself.
+#[test]
+fn an_identity_token_is_traded_at_the_token_service_for_pull_and_push() {
+    let t = tempfile::tempdir().unwrap();
+    let layout = source_layout(&t.path().join("src"), 8 << 10);
+    let reg = DockerRegistry::start(&t.path().join("reg"), false);
+    fill_registry(&layout, &reg.host());
+    let tokens = support::registry::TokenServer::start();
+    let realm: &'static str = format!("http://{}/token", tokens.addr).leak();
+    let front = FaultProxy::start(reg.addr, "", Fault::Bearer(realm), u64::MAX);
+    let target = DockerRegistry::start(&t.path().join("target"), false);
+    let target_front = FaultProxy::start(target.addr, "", Fault::Bearer(realm), u64::MAX);
+    let (host, target_host) = (front.addr.to_string(), target_front.addr.to_string());
+    let cfg = identity_config(
+        t.path(),
+        &[&host, &target_host],
+        support::registry::REFRESH_TOKEN,
+    );
+
+    let archive = t.path().join("b.tar");
+    let out = pack(
+        &spec(t.path(), &host),
+        &archive,
+        &t.path().join("cache"),
+        &[],
+        &[("DOCKER_CONFIG", &cfg)],
+    );
+    assert!(out.ok(), "{}", out.stderr);
+    ferry(["verify".as_ref(), archive.as_os_str()]).expect_ok("verify");
+    let mut load = Command::new(env!("CARGO_BIN_EXE_ferry"));
+    load.args(["--quiet", "load"])
+        .arg(&archive)
+        .args(["--registry", &target_host])
+        .env("DOCKER_CONFIG", &cfg);
+    run_with_stdin(&mut load, "").expect_ok("load with an identity token");
+    assert_eq!(
+        target.tags(),
+        ["library/app:1.0", "team/tool:2", "team/user:3"]
+    );
+
+    let grants = tokens.heads.lock().unwrap().clone();
+    let form = |scope: &str| {
+        format!(
+            "grant_type=refresh_token&refresh_token={}&client_id=ferry%2F{}&scope={}",
+            support::registry::REFRESH_TOKEN,
+            env!("CARGO_PKG_VERSION"),
+            scope
+                .replace(':', "%3A")
+                .replace('/', "%2F")
+                .replace(',', "%2C")
+        )
+    };
+    for scope in [
+        "repository:library/app:pull",
+        "repository:team/tool:pull",
+        "repository:library/app:pull,push",
+        "repository:team/user:pull,push",
+    ] {
+        assert!(
+            grants
+                .iter()
+                .any(|g| g.starts_with("POST /token ") && g.contains(&form(scope))),
+            "no grant for {scope}: {grants:?}"
+        );
+    }
+    for (name, proxy) in [("source", &front), ("target", &target_front)] {
+        let heads = proxy.heads.lock().unwrap();
+        assert!(!heads.is_empty());
+        for (_, h) in heads.iter() {
+            assert!(
+                !h.contains(support::registry::REFRESH_TOKEN),
+                "the identity token reached the {name} registry: {h}"
+            );
+        }
+    }
+}
+
+/// An identity token the token service refuses: the image fails naming
+/// the registry and the docker config entry it came from, and no archive
+/// is written.
+#[test]
+fn a_refused_identity_token_names_the_registry_and_the_config_entry() {
+    let t = tempfile::tempdir().unwrap();
+    let layout = source_layout(&t.path().join("src"), 8 << 10);
+    let reg = DockerRegistry::start(&t.path().join("reg"), false);
+    fill_registry(&layout, &reg.host());
+    let tokens = support::registry::TokenServer::start();
+    let realm: &'static str = format!("http://{}/token", tokens.addr).leak();
+    let front = FaultProxy::start(reg.addr, "", Fault::Bearer(realm), u64::MAX);
+    let host = front.addr.to_string();
+    let cfg = identity_config(t.path(), &[&host], "revoked");
+    let archive = t.path().join("b.tar");
+    let out = pack(
+        &spec(t.path(), &host),
+        &archive,
+        &t.path().join("cache"),
+        &[],
+        &[("DOCKER_CONFIG", &cfg)],
+    );
+    let msg = out.expect_fail("pack with a refused identity token");
+    let want = format!(
+        "registry {host} refused the credentials from {} (entry \"{host}\", an identity token)",
+        cfg.join("config.json").display()
+    );
+    assert!(msg.contains(&want), "{msg}");
+    assert!(!archive.exists());
+}
+
 /// A registry (here on loopback) whose token service is reached over
 /// plain HTTP on another host: the login would cross the network in clear
 /// text, so ferry refuses before sending it, in pack and in load alike.

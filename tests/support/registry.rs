@@ -427,8 +427,13 @@ pub enum Fault {
 /// The token a [`TokenServer`] hands out.
 pub const TOKEN: &str = "t0k3n";
 
-/// A token service: answers every request with [`TOKEN`] and keeps each
-/// request's head.
+/// The refresh token (a docker config's `identitytoken`) a [`TokenServer`]
+/// takes in an OAuth2 `refresh_token` grant.
+pub const REFRESH_TOKEN: &str = "r3fr3sh-t0k3n";
+
+/// A token service: answers a GET with [`TOKEN`], and a POST with it only
+/// when the form is a `refresh_token` grant of [`REFRESH_TOKEN`] (else 401).
+/// Keeps each request's head and body.
 pub struct TokenServer {
     pub addr: SocketAddr,
     pub heads: Arc<std::sync::Mutex<Vec<String>>>,
@@ -445,10 +450,27 @@ impl TokenServer {
                 let Ok(mut client) = conn else { continue };
                 let hd = hd.clone();
                 std::thread::spawn(move || {
-                    if let Ok(Some((head, _))) = read_head(&mut client) {
-                        hd.lock().unwrap().push(head);
-                        let body = format!(r#"{{"token":"{TOKEN}","expires_in":300}}"#);
-                        let _ = client.write_all(format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).as_bytes());
+                    if let Ok(Some((head, length))) = read_head(&mut client) {
+                        let mut body = String::new();
+                        let _ = (&mut client).take(length).read_to_string(&mut body);
+                        let granted = !head.starts_with("POST ")
+                            || (body.split('&').any(|f| f == "grant_type=refresh_token")
+                                && body
+                                    .split('&')
+                                    .any(|f| f == format!("refresh_token={REFRESH_TOKEN}")));
+                        hd.lock().unwrap().push(format!("{head}{body}"));
+                        let (status, body) = if granted {
+                            (
+                                "200 OK",
+                                format!(r#"{{"access_token":"{TOKEN}","expires_in":300}}"#),
+                            )
+                        } else {
+                            (
+                                "401 Unauthorized",
+                                r#"{"error":"invalid_grant"}"#.to_owned(),
+                            )
+                        };
+                        let _ = client.write_all(format!("HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).as_bytes());
                     }
                 });
             }
