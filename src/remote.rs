@@ -893,7 +893,7 @@ pub(crate) fn basic_credentials(
         RegistryAuth::Basic(u, p) => (Some((u, p)), source),
         RegistryAuth::IdentityToken(_) => (
             None,
-            format!("{source}, which only registries take, so none"),
+            format!("none sent; {source} is for registry token services only"),
         ),
         _ => (None, source),
     })

@@ -175,14 +175,22 @@ fn a_chart_repository_behind_basic_auth_uses_the_docker_config() {
     );
     let cfg = t.path().join("none");
     std::fs::create_dir_all(&cfg).unwrap();
-    std::fs::write(
-        cfg.join("config.json"),
-        format!(
-            r#"{{"auths":{{"{}":{{"auth":"ZmVycnk6czNjcmV0"}}}}}}"#,
+    // An identity token is for registries' token services: not sent here.
+    let entry = |creds: &str| {
+        let json = format!(r#"{{"auths":{{"{}":{{{creds}}}}}}}"#, server.addr);
+        std::fs::write(cfg.join("config.json"), json).unwrap();
+    };
+    entry(r#""identitytoken":"r3fr3sh""#);
+    let msg = pack_charts(t.path(), &url, "demo", "1.0.0").expect_fail("an identity token");
+    assert!(
+        msg.contains(&format!(
+            "answered 401 (credentials: none sent; {} (entry \"{}\", an identity token) is for registry token services only)",
+            cfg.join("config.json").display(),
             server.addr
-        ),
-    )
-    .unwrap();
+        )),
+        "{msg}"
+    );
+    entry(r#""auth":"ZmVycnk6czNjcmV0""#);
     let out = pack_charts(t.path(), &url, "demo", "1.0.0");
     assert!(out.ok(), "{}", out.stderr);
 }

@@ -649,18 +649,34 @@ fn pack_logged_in(dir: &Path, host: &str) -> (Out, PathBuf) {
     (out, archive)
 }
 
+/// The test images in the real registry, behind a front that asks for a
+/// Bearer token from an in-process token service (as Docker Hub's registry
+/// sends clients to auth.docker.io): the registry, the token service, its
+/// realm URL and the front.
+fn behind_token_service(
+    dir: &Path,
+) -> (
+    DockerRegistry,
+    support::registry::TokenServer,
+    &'static str,
+    FaultProxy,
+) {
+    let layout = source_layout(&dir.join("src"), 8 << 10);
+    let reg = DockerRegistry::start(&dir.join("reg"), false);
+    fill_registry(&layout, &reg.host());
+    let tokens = support::registry::TokenServer::start();
+    let realm: &'static str = format!("http://{}/token", tokens.addr).leak();
+    let front = FaultProxy::start(reg.addr, "", Fault::Bearer(realm), u64::MAX);
+    (reg, tokens, realm, front)
+}
+
 /// A registry whose token service is on another host (as Docker Hub's is
 /// on auth.docker.io): the password goes to the token service it names,
 /// and the registry itself only ever sees the token.
 #[test]
 fn a_token_realm_on_another_host_gets_the_login_and_the_registry_only_the_token() {
     let t = tempfile::tempdir().unwrap();
-    let layout = source_layout(&t.path().join("src"), 8 << 10);
-    let reg = DockerRegistry::start(&t.path().join("reg"), false);
-    fill_registry(&layout, &reg.host());
-    let tokens = support::registry::TokenServer::start();
-    let realm: &'static str = format!("http://{}/token", tokens.addr).leak();
-    let front = FaultProxy::start(reg.addr, "", Fault::Bearer(realm), u64::MAX);
+    let (_reg, tokens, _, front) = behind_token_service(t.path());
     let (out, archive) = pack_logged_in(t.path(), &front.addr.to_string());
     assert!(out.ok(), "{}", out.stderr);
     ferry(["verify".as_ref(), archive.as_os_str()]).expect_ok("verify");
@@ -688,9 +704,9 @@ fn a_token_realm_on_another_host_gets_the_login_and_the_registry_only_the_token(
     }
 }
 
-/// A docker config holding identity tokens for two registries
-/// (`identitytoken`, as `docker login` leaves for registries that log in
-/// with OAuth2).
+/// A docker config holding `token` as the identity token of each of
+/// `hosts` (`identitytoken`, as `docker login` leaves for registries that
+/// log in with OAuth2).
 fn identity_config(dir: &Path, hosts: &[&str], token: &str) -> PathBuf {
     let cfg = dir.join("docker");
     std::fs::create_dir_all(&cfg).unwrap();
@@ -713,12 +729,7 @@ fn identity_config(dir: &Path, hosts: &[&str], token: &str) -> PathBuf {
 #[test]
 fn an_identity_token_is_traded_at_the_token_service_for_pull_and_push() {
     let t = tempfile::tempdir().unwrap();
-    let layout = source_layout(&t.path().join("src"), 8 << 10);
-    let reg = DockerRegistry::start(&t.path().join("reg"), false);
-    fill_registry(&layout, &reg.host());
-    let tokens = support::registry::TokenServer::start();
-    let realm: &'static str = format!("http://{}/token", tokens.addr).leak();
-    let front = FaultProxy::start(reg.addr, "", Fault::Bearer(realm), u64::MAX);
+    let (_reg, tokens, realm, front) = behind_token_service(t.path());
     let target = DockerRegistry::start(&t.path().join("target"), false);
     let target_front = FaultProxy::start(target.addr, "", Fault::Bearer(realm), u64::MAX);
     let (host, target_host) = (front.addr.to_string(), target_front.addr.to_string());
@@ -749,29 +760,40 @@ fn an_identity_token_is_traded_at_the_token_service_for_pull_and_push() {
         ["library/app:1.0", "team/tool:2", "team/user:3"]
     );
 
-    let grants = tokens.heads.lock().unwrap().clone();
-    let form = |scope: &str| {
-        format!(
-            "grant_type=refresh_token&refresh_token={}&client_id=ferry%2F{}&scope={}",
-            support::registry::REFRESH_TOKEN,
-            env!("CARGO_PKG_VERSION"),
-            scope
-                .replace(':', "%3A")
-                .replace('/', "%2F")
-                .replace(',', "%2C")
-        )
-    };
+    // Each grant's form fields, in any order.
+    let grants: Vec<Vec<String>> = tokens
+        .heads
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|g| g.starts_with("POST /token "))
+        .map(|g| {
+            let body = g.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+            body.split('&').map(str::to_owned).collect()
+        })
+        .collect();
+    let refresh = format!("refresh_token={}", support::registry::REFRESH_TOKEN);
+    let client_id = format!("client_id=ferry%2F{}", env!("CARGO_PKG_VERSION"));
     for scope in [
         "repository:library/app:pull",
         "repository:team/tool:pull",
         "repository:library/app:pull,push",
         "repository:team/user:pull,push",
     ] {
+        let scope = format!(
+            "scope={}",
+            scope
+                .replace(':', "%3A")
+                .replace('/', "%2F")
+                .replace(',', "%2C")
+        );
         assert!(
-            grants
-                .iter()
-                .any(|g| g.starts_with("POST /token ") && g.contains(&form(scope))),
-            "no grant for {scope}: {grants:?}"
+            grants.iter().any(
+                |g| ["grant_type=refresh_token", &refresh, &client_id, &scope]
+                    .iter()
+                    .all(|f| g.iter().any(|have| have == f))
+            ),
+            "no grant with {scope}: {grants:?}"
         );
     }
     for (name, proxy) in [("source", &front), ("target", &target_front)] {
@@ -792,12 +814,7 @@ fn an_identity_token_is_traded_at_the_token_service_for_pull_and_push() {
 #[test]
 fn a_refused_identity_token_names_the_registry_and_the_config_entry() {
     let t = tempfile::tempdir().unwrap();
-    let layout = source_layout(&t.path().join("src"), 8 << 10);
-    let reg = DockerRegistry::start(&t.path().join("reg"), false);
-    fill_registry(&layout, &reg.host());
-    let tokens = support::registry::TokenServer::start();
-    let realm: &'static str = format!("http://{}/token", tokens.addr).leak();
-    let front = FaultProxy::start(reg.addr, "", Fault::Bearer(realm), u64::MAX);
+    let (_reg, _tokens, _, front) = behind_token_service(t.path());
     let host = front.addr.to_string();
     let cfg = identity_config(t.path(), &[&host], "revoked");
     let archive = t.path().join("b.tar");
