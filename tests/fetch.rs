@@ -637,14 +637,19 @@ fn a_blob_redirected_to_another_host_is_fetched_without_the_credentials() {
 /// Packs the three images from `host` with `USER:PASSWORD` in a docker
 /// config (`DIR/docker`); the output and the archive's path.
 fn pack_logged_in(dir: &Path, host: &str) -> (Out, PathBuf) {
-    let cfg = docker_config(dir, host, USER, PASSWORD);
+    pack_with_config(dir, host, &docker_config(dir, host, USER, PASSWORD))
+}
+
+/// Packs the test images from `host` into `DIR/b.tar` with the docker
+/// config in `cfg`.
+fn pack_with_config(dir: &Path, host: &str, cfg: &Path) -> (Out, PathBuf) {
     let archive = dir.join("b.tar");
     let out = pack(
         &spec(dir, host),
         &archive,
         &dir.join("cache"),
         &[],
-        &[("DOCKER_CONFIG", &cfg)],
+        &[("DOCKER_CONFIG", cfg)],
     );
     (out, archive)
 }
@@ -739,14 +744,7 @@ fn an_identity_token_is_traded_at_the_token_service_for_pull_and_push() {
         support::registry::REFRESH_TOKEN,
     );
 
-    let archive = t.path().join("b.tar");
-    let out = pack(
-        &spec(t.path(), &host),
-        &archive,
-        &t.path().join("cache"),
-        &[],
-        &[("DOCKER_CONFIG", &cfg)],
-    );
+    let (out, archive) = pack_with_config(t.path(), &host, &cfg);
     assert!(out.ok(), "{}", out.stderr);
     ferry(["verify".as_ref(), archive.as_os_str()]).expect_ok("verify");
     let mut load = Command::new(env!("CARGO_BIN_EXE_ferry"));
@@ -817,14 +815,7 @@ fn a_refused_identity_token_names_the_registry_and_the_config_entry() {
     let (_reg, _tokens, _, front) = behind_token_service(t.path());
     let host = front.addr.to_string();
     let cfg = identity_config(t.path(), &[&host], "revoked");
-    let archive = t.path().join("b.tar");
-    let out = pack(
-        &spec(t.path(), &host),
-        &archive,
-        &t.path().join("cache"),
-        &[],
-        &[("DOCKER_CONFIG", &cfg)],
-    );
+    let (out, archive) = pack_with_config(t.path(), &host, &cfg);
     let msg = out.expect_fail("pack with a refused identity token");
     let want = format!(
         "registry {host} refused the credentials from {} (entry \"{host}\", an identity token)",
