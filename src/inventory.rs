@@ -225,8 +225,8 @@ pub fn read_bundle(path: &Path) -> Result<Bundle, InventoryError> {
         return Bundle::from_slice(&bytes).map_err(|e| InventoryError::Bundle(path.to_owned(), e));
     }
     // Only bundle.json is needed, so damage further on does not matter.
-    if crate::compressed::is_compressed(path).map_err(read)? {
-        return crate::compressed::Stream::open(path)
+    if crate::archive::compressed::is_compressed(path).map_err(read)? {
+        return crate::archive::compressed::Stream::open(path)
             .map(|s| s.bundle)
             .map_err(|e| InventoryError::Archive(path.to_owned(), e));
     }

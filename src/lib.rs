@@ -29,7 +29,7 @@
 pub mod archive;
 pub mod bundle;
 pub mod chart;
-pub mod compressed;
+
 pub mod digest;
 pub mod fetch;
 pub mod inputs;

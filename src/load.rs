@@ -203,8 +203,8 @@ pub async fn load(
     // A compressed archive is read twice in order: its head (the
     // documents) now, and everything else once, while uploading.
     let a = Arc::new(
-        if crate::compressed::is_compressed(archive).map_err(ArchiveError::Io)? {
-            crate::compressed::scan_head(archive)?
+        if crate::archive::compressed::is_compressed(archive).map_err(ArchiveError::Io)? {
+            crate::archive::compressed::scan_head(archive)?
         } else {
             Archive::open(archive)?
         },
@@ -649,7 +649,8 @@ async fn upload_in_order(
     let reader = {
         let (path, wanted, sent) = (path.clone(), wanted.clone(), sent.clone());
         tokio::task::spawn_blocking(move || -> Result<(), String> {
-            let mut s = crate::compressed::Stream::open(&path).map_err(|e| error_chain(&e))?;
+            let mut s =
+                crate::archive::compressed::Stream::open(&path).map_err(|e| error_chain(&e))?;
             while let Some(i) = s.next_member().map_err(|e| error_chain(&e))? {
                 let Some(m) = s.bundle.members.get(i).cloned() else {
                     continue;
@@ -757,7 +758,7 @@ fn reread(
     let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(4);
     let (path, corrupt, sent) = (path.to_owned(), corrupt.clone(), sent.clone());
     tokio::task::spawn_blocking(move || {
-        let mut s = match crate::compressed::Stream::open(&path) {
+        let mut s = match crate::archive::compressed::Stream::open(&path) {
             Ok(s) => s,
             Err(e) => {
                 let _ = tx.blocking_send(Err(io::Error::other(error_chain(&e))));

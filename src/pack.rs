@@ -412,7 +412,7 @@ pub fn pack(
         None => None,
     };
     let written = match opts.compress {
-        Some(level) => crate::compressed::write(
+        Some(level) => crate::archive::compressed::write(
             &opts.out,
             &bundle_bytes,
             signature.as_deref(),

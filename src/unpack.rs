@@ -409,9 +409,9 @@ pub struct Inspection {
 
 /// Reads bundle.json and summarises it. Refuses damaged archives.
 pub fn inspect(path: &Path) -> Result<Inspection, ArchiveError> {
-    if crate::compressed::is_compressed(path)? {
+    if crate::archive::compressed::is_compressed(path)? {
         // Only the head of the stream is read.
-        let s = crate::compressed::Stream::open(path)?;
+        let s = crate::archive::compressed::Stream::open(path)?;
         let size = fs_err::metadata(path)?.len();
         return Ok(Inspection::of(
             path,

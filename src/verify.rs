@@ -78,8 +78,8 @@ impl VerifyReport {
 /// read at all (missing file, not a ferry archive, unreadable bundle.json);
 /// damage inside a readable archive is reported in the returned report.
 pub fn verify(path: &Path, reporter: &dyn Reporter) -> Result<VerifyReport, ArchiveError> {
-    let archive = if crate::compressed::is_compressed(path)? {
-        crate::compressed::scan_with(path, reporter)?
+    let archive = if crate::archive::compressed::is_compressed(path)? {
+        crate::archive::compressed::scan_with(path, reporter)?
     } else {
         Archive::open_lenient(path)?
     };
@@ -368,9 +368,9 @@ fn fault_volume(e: &ArchiveError) -> Option<usize> {
 /// public key in `key`; returns the signature's trusted comment.
 pub fn check_signature(path: &Path, key: &Path) -> Result<String, SignatureCheckError> {
     let (bundle_bytes, signature) =
-        if crate::compressed::is_compressed(path).map_err(ArchiveError::Io)? {
+        if crate::archive::compressed::is_compressed(path).map_err(ArchiveError::Io)? {
             // Only the head of the stream is needed.
-            let s = crate::compressed::Stream::open(path)?;
+            let s = crate::archive::compressed::Stream::open(path)?;
             (s.bundle_bytes, s.signature)
         } else {
             let a = Archive::open_lenient(path)?;

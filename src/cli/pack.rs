@@ -196,7 +196,7 @@ fn parse_compress(s: &str) -> Result<i32, String> {
         return Err(format!("{algo:?} is not supported; use zstd or zstd:LEVEL"));
     }
     match level {
-        None => Ok(ferry::compressed::DEFAULT_LEVEL),
+        None => Ok(ferry::archive::compressed::DEFAULT_LEVEL),
         Some(l) => match l.parse::<i32>() {
             Ok(n) if (1..=19).contains(&n) => Ok(n),
             _ => Err(format!("zstd level {l:?} must be 1-19")),

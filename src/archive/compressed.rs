@@ -17,8 +17,8 @@ use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::archive::{
-    self, check_member, padding, parse_header, ustar_header, Archive, ArchiveError, Entry, Header,
+use super::{
+    check_member, padding, parse_header, ustar_header, Archive, ArchiveError, Entry, Header,
     PlannedMember, Written, BLOCK,
 };
 use crate::bundle::{Bundle, BUNDLE_MAX_BYTES, BUNDLE_PATH, OCI_LAYOUT_PATH};
@@ -69,7 +69,7 @@ pub fn write(
     level: i32,
     reporter: &dyn Reporter,
 ) -> Result<Written, ArchiveError> {
-    let tmp = archive::partial_file(out)?;
+    let tmp = super::partial_file(out)?;
     let registered = crate::interrupt::register(tmp.path());
     let werr = |e: io::Error| io::Error::new(e.kind(), format!("writing {}: {e}", out.display()));
     let threads = std::thread::available_parallelism()
@@ -87,8 +87,8 @@ pub fn write(
         put_member(enc, path, bytes.len() as u64, mtime, &mut &bytes[..]).map_err(werr)
     };
     for (i, m) in members.iter().enumerate() {
-        let (reader, source_path) = archive::open_source(m)?;
-        let mut hr = HashingReader::new(archive::Progress {
+        let (reader, source_path) = super::open_source(m)?;
+        let mut hr = HashingReader::new(super::Progress {
             inner: reader,
             reporter,
         });
@@ -103,7 +103,7 @@ pub fn write(
                 ArchiveError::Io(werr(e))
             }
         })?;
-        archive::check_source(m, source_path, hr)?;
+        super::check_source(m, source_path, hr)?;
         if i == 0 {
             // bundle.json and the signature follow oci-layout.
             if m.path != OCI_LAYOUT_PATH {

@@ -1,0 +1,43 @@
+//! The ferry archive on disk: a plain POSIX (ustar) tar whose members form
+//! an OCI image layout, in the order `oci-layout`, `bundle.json`,
+//! `index.json`, small JSON blobs, large blobs.
+//!
+//! The writer produces byte-identical output for identical inputs (fixed
+//! mtime, uid/gid 0, mode 0644, no directories, no extensions) and writes to
+//! a temp file that is renamed to the final name only when complete.
+//!
+//! The reader trusts nothing. It parses each 512-byte header itself (with
+//! the `tar` crate's field decoding), accepts only regular files whose path
+//! and size are exactly what `bundle.json` declares at that position, and
+//! requires the end-of-archive blocks, so truncation on a member boundary,
+//! links, devices, duplicates, unlisted members and lying sizes are all
+//! refused. It records each member's data offset so that verification,
+//! unpacking and serving read members by offset without extraction.
+//! Hashing members is left to the callers (`verify`, `unpack`).
+//!
+//! Inside: [`write`](mod@write) lays out and writes plain archives and
+//! volumes, [`volumes`] plans them, `read` opens them for random access,
+//! `scan` holds the tar checks every reader shares, and [`compressed`]
+//! writes and streams the zstd form.
+
+pub mod compressed;
+mod error;
+mod read;
+mod scan;
+pub mod volumes;
+pub mod write;
+
+pub use error::ArchiveError;
+pub use read::{Archive, Entry, MemberReader, Span};
+pub(crate) use scan::{check_member, parse_header, Header};
+pub use volumes::{
+    plan_volumes, sidecar_path, volume_path, VolumeHeader, MIN_VOLUME_SIZE, VOLUME_HEADER_PATH,
+};
+pub(crate) use write::{check_source, open_source, padding, partial_file, ustar_header, Progress};
+pub use write::{mtime_from_env, write, BlobSource, PlannedMember, Written};
+
+/// The tar block size.
+pub(crate) const BLOCK: u64 = 512;
+
+/// Re-exported so callers need not import `bundle` for member paths.
+pub use crate::bundle::INDEX_PATH;

@@ -1,0 +1,482 @@
+//! Reading a plain archive or volume set: [`Archive`] scans the structure
+//! once, records where each member's bytes are, and gives positioned
+//! readers over them, so members are read without extraction.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::scan::Scanner;
+use super::volumes::{volume_path, VOLUME_HEADER_PATH};
+use super::ArchiveError;
+use crate::bundle::{Bundle, Piece, BUNDLE_MAX_BYTES, BUNDLE_PATH, OCI_LAYOUT_PATH};
+use crate::digest::Digest;
+use crate::sign::{SIGNATURE_MAX_BYTES, SIGNATURE_PATH};
+
+/// A stretch of a member's bytes in one file of the archive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Span {
+    /// The volume holding it, from 0 (an unsplit archive has only 0).
+    pub volume: usize,
+    /// Byte offset of the data in that file.
+    pub offset: u64,
+    /// Its length.
+    pub len: u64,
+}
+
+/// A member located in the archive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Path inside the archive.
+    pub path: String,
+    /// Data size.
+    pub size: u64,
+    /// Where the bytes are, in order: one span, or one per part when a
+    /// member larger than a volume was split.
+    pub spans: Vec<Span>,
+}
+
+impl Entry {
+    /// The volumes (numbered from 1) holding the member.
+    pub fn volumes(&self) -> Vec<usize> {
+        let mut v: Vec<usize> = self.spans.iter().map(|s| s.volume + 1).collect();
+        v.dedup();
+        v
+    }
+}
+
+/// An opened, structurally scanned archive: one file, or the volumes of
+/// a split one.
+#[derive(Debug)]
+pub struct Archive {
+    path: PathBuf,
+    files: Vec<(PathBuf, Option<File>)>,
+    /// The parsed table of contents.
+    pub bundle: Bundle,
+    /// Its raw bytes.
+    pub bundle_bytes: Vec<u8>,
+    /// The minisign signature of bundle.json, when the archive is signed.
+    pub signature: Option<Vec<u8>>,
+    /// Members that arrived whole, in archive order, excluding
+    /// bundle.json. Members after a fault are missing from it.
+    pub entries: Vec<Entry>,
+    /// Structural problems, at most one per volume; scanning a volume
+    /// stops at its first.
+    pub faults: Vec<ArchiveError>,
+    /// For a compressed archive, read in one pass: the members' digests as
+    /// computed while streaming.
+    pub(crate) digests: HashMap<String, Digest>,
+    /// For a compressed archive: the small JSON members (documents,
+    /// configs, index.json), kept in memory.
+    pub(crate) kept: HashMap<String, Arc<Vec<u8>>>,
+    /// Whether the archive is one zstd stream (no random access).
+    pub(crate) compressed: bool,
+}
+
+impl Archive {
+    /// Opens and scans an archive, refusing it when it is damaged anywhere.
+    pub fn open(path: &Path) -> Result<Archive, ArchiveError> {
+        let mut a = Archive::open_lenient(path)?;
+        if a.faults.is_empty() {
+            Ok(a)
+        } else {
+            Err(a.faults.swap_remove(0))
+        }
+    }
+
+    /// [`Archive::open`] for commands that read members out of order:
+    /// a compressed archive is refused before it is read, naming `what`.
+    pub fn open_random(path: &Path, what: &str) -> Result<Archive, ArchiveError> {
+        if crate::archive::compressed::is_compressed(path)? {
+            return Err(ArchiveError::NeedsRandomAccess {
+                archive: path.to_owned(),
+                what: what.to_owned(),
+            });
+        }
+        Archive::open(path)
+    }
+
+    /// Opens and scans an archive. `path` is the archive, or the first
+    /// volume of a split one (`OUT.001`, or `OUT` when only the volumes
+    /// exist). Damage after bundle.json is recorded in `faults` (with the
+    /// members that still arrived whole in `entries`) so a verifier can
+    /// check what arrived; damage before it is an error.
+    pub fn open_lenient(path: &Path) -> Result<Archive, ArchiveError> {
+        if crate::archive::compressed::is_compressed(path)? {
+            return crate::archive::compressed::scan(path);
+        }
+        let path = if !path.exists() && volume_path(path, 1).exists() {
+            volume_path(path, 1)
+        } else {
+            path.to_owned()
+        };
+        let path = path.as_path();
+        let file = fs_err::File::open(path)?.into_parts().0;
+        let mut sc = Scanner::new(path, &file)?;
+        let not_ferry = |reason: String| ArchiveError::NotFerry {
+            archive: path.to_owned(),
+            reason,
+        };
+        // oci-layout
+        let first = match sc.next_header()? {
+            Some(h) => h,
+            None => return Err(not_ferry("it holds no members".into())),
+        };
+        if first.path == VOLUME_HEADER_PATH {
+            let header = sc.volume_header(&first)?;
+            let hint = path
+                .to_str()
+                .and_then(|s| s.get(..s.len().checked_sub(4)?))
+                .filter(|_| path.extension().is_some_and(|e| e.len() == 3))
+                .map(|base| format!(" ({base}.001)"))
+                .unwrap_or_default();
+            return Err(ArchiveError::NotFirstVolume {
+                path: path.to_owned(),
+                volume: header.volume,
+                volumes: header.volumes,
+                hint,
+            });
+        }
+        if first.path != OCI_LAYOUT_PATH {
+            return Err(not_ferry(format!(
+                "its first member is {:?}, not oci-layout",
+                first.path
+            )));
+        }
+        sc.skip_data(&first)?;
+        let layout_entry = first;
+        // bundle.json
+        let second = match sc.next_header()? {
+            Some(h) => h,
+            None => return Err(not_ferry("it has no bundle.json".into())),
+        };
+        if second.path != BUNDLE_PATH {
+            return Err(not_ferry(format!(
+                "its second member is {:?}, not bundle.json",
+                second.path
+            )));
+        }
+        if second.size > BUNDLE_MAX_BYTES {
+            return Err(ArchiveError::TooLarge {
+                archive: path.to_owned(),
+                path: BUNDLE_PATH.into(),
+                size: second.size,
+                limit: BUNDLE_MAX_BYTES,
+            });
+        }
+        let bundle_bytes = sc.read_data(&second)?;
+        let bundle = Bundle::from_slice(&bundle_bytes).map_err(|source| ArchiveError::Bundle {
+            archive: path.to_owned(),
+            source,
+        })?;
+        // The signature, when signed, comes right after bundle.json.
+        let before = sc.pos;
+        let signature = match sc.next_header() {
+            Ok(Some(h)) if h.path == SIGNATURE_PATH && h.size <= SIGNATURE_MAX_BYTES => {
+                Some(sc.read_data(&h)?)
+            }
+            _ => {
+                sc.pos = before;
+                None
+            }
+        };
+
+        // What each volume must hold, as (tar path, size).
+        let plan: Vec<Vec<(String, u64)>> = match &bundle.volumes {
+            Some(p) => p
+                .volumes
+                .iter()
+                .map(|v| v.pieces.iter().map(|p| (p.tar_path(), p.size)).collect())
+                .collect(),
+            None => vec![bundle
+                .members
+                .iter()
+                .map(|m| (m.path.clone(), m.size))
+                .collect()],
+        };
+        let volumes = plan.len();
+        let mut paths = vec![path.to_owned()];
+        if let Some(p) = &bundle.volumes {
+            let base = path
+                .to_str()
+                .and_then(|s| s.strip_suffix(".001"))
+                .ok_or_else(|| ArchiveError::VolumeName {
+                    path: path.to_owned(),
+                    volumes,
+                })?;
+            paths.extend((2..=p.volumes.len()).map(|n| volume_path(Path::new(base), n)));
+        }
+        let known: std::collections::HashSet<&str> =
+            plan.iter().flatten().map(|(p, _)| p.as_str()).collect();
+        let split = bundle.volumes.as_ref().map(|p| p.id);
+        let in_volume = |v: usize, e: ArchiveError| match split {
+            Some(_) => ArchiveError::InVolume {
+                volume: v + 1,
+                volumes,
+                source: Box::new(e),
+            },
+            None => e,
+        };
+
+        let mut found: HashMap<String, Span> = HashMap::new();
+        let mut faults = Vec::new();
+        if let Err(e) = sc.scan_volume(0, &plan[0], &known, Some(layout_entry), &mut found) {
+            faults.push(in_volume(0, e));
+        }
+        let mut files = vec![(path.to_owned(), Some(file))];
+        for (v, vpath) in paths.iter().enumerate().skip(1) {
+            let f = match File::open(vpath) {
+                Ok(f) => f,
+                Err(source) => {
+                    faults.push(ArchiveError::VolumeMissing {
+                        volume: v + 1,
+                        volumes,
+                        path: vpath.clone(),
+                        source,
+                    });
+                    files.push((vpath.clone(), None));
+                    continue;
+                }
+            };
+            let scanned = (|| {
+                let mut sc = Scanner::new(vpath, &f)?;
+                let mismatch = |reason: String| ArchiveError::VolumeMismatch {
+                    path: vpath.clone(),
+                    volume: v + 1,
+                    volumes,
+                    reason,
+                };
+                let header = match sc.next_header()? {
+                    Some(h) if h.path == VOLUME_HEADER_PATH => sc.volume_header(&h)?,
+                    Some(h) if h.path == OCI_LAYOUT_PATH => {
+                        return Err(mismatch("it is the first volume of a bundle".into()))
+                    }
+                    _ => {
+                        return Err(mismatch(format!(
+                            "it does not start with {VOLUME_HEADER_PATH}"
+                        )))
+                    }
+                };
+                if Some(header.id) != split {
+                    return Err(mismatch(format!(
+                        "it belongs to another bundle (volume set {}, this bundle's is {})",
+                        header.id,
+                        split.map(|d| d.to_string()).unwrap_or_default()
+                    )));
+                }
+                if header.volume != v + 1 || header.volumes != volumes {
+                    return Err(mismatch(format!(
+                        "it is volume {} of {} of this bundle (a second copy, or renamed)",
+                        header.volume, header.volumes
+                    )));
+                }
+                sc.scan_volume(v, &plan[v], &known, None, &mut found)
+            })();
+            if let Err(e) = scanned {
+                faults.push(match e {
+                    e @ ArchiveError::VolumeMismatch { .. } => e,
+                    e => in_volume(v, e),
+                });
+            }
+            files.push((vpath.clone(), Some(f)));
+        }
+
+        // Members whose every piece arrived.
+        let mut entries = Vec::with_capacity(bundle.members.len());
+        let pieces: HashMap<&str, Vec<&Piece>> = match &bundle.volumes {
+            Some(p) => {
+                let mut m: HashMap<&str, Vec<&Piece>> = HashMap::new();
+                for piece in p.volumes.iter().flat_map(|v| &v.pieces) {
+                    m.entry(piece.member.as_str()).or_default().push(piece);
+                }
+                m
+            }
+            None => HashMap::new(),
+        };
+        for m in &bundle.members {
+            let spans: Option<Vec<Span>> = match pieces.get(m.path.as_str()) {
+                Some(ps) => ps
+                    .iter()
+                    .map(|p| found.get(&p.tar_path()).cloned())
+                    .collect(),
+                None => found.get(&m.path).cloned().map(|s| vec![s]),
+            };
+            if let Some(spans) = spans {
+                entries.push(Entry {
+                    path: m.path.clone(),
+                    size: m.size,
+                    spans,
+                });
+            }
+        }
+        Ok(Archive {
+            path: path.to_owned(),
+            files,
+            bundle,
+            bundle_bytes,
+            signature,
+            entries,
+            faults,
+            digests: HashMap::new(),
+            kept: HashMap::new(),
+            compressed: false,
+        })
+    }
+
+    /// The archive's path (the first volume's, when split).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Builds the view of a compressed archive read in one pass.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn from_stream(
+        path: &Path,
+        bundle: Bundle,
+        bundle_bytes: Vec<u8>,
+        signature: Option<Vec<u8>>,
+        entries: Vec<Entry>,
+        faults: Vec<ArchiveError>,
+        digests: HashMap<String, Digest>,
+        kept: HashMap<String, Arc<Vec<u8>>>,
+    ) -> Archive {
+        Archive {
+            path: path.to_owned(),
+            files: vec![(path.to_owned(), None)],
+            bundle,
+            bundle_bytes,
+            signature,
+            entries,
+            faults,
+            digests,
+            kept,
+            compressed: true,
+        }
+    }
+
+    /// Whether the archive is compressed (one zstd stream, read in order).
+    pub fn is_compressed(&self) -> bool {
+        self.compressed
+    }
+
+    /// The member's digest when it was computed while scanning (compressed
+    /// archives).
+    pub fn scanned_digest(&self, entry: &Entry) -> Option<Digest> {
+        self.digests.get(&entry.path).copied()
+    }
+
+    /// The files of the archive: one, or each volume in order.
+    pub fn files(&self) -> Vec<&Path> {
+        self.files.iter().map(|(p, _)| p.as_path()).collect()
+    }
+
+    /// How many volumes the archive has (1 when not split).
+    pub fn volume_count(&self) -> usize {
+        self.files.len()
+    }
+
+    /// The entry for a member path.
+    pub fn entry(&self, path: &str) -> Option<&Entry> {
+        self.entries.iter().find(|e| e.path == path)
+    }
+
+    /// Each blob listed in bundle.json that arrived, by digest.
+    pub fn blob_locations(&self) -> HashMap<Digest, Entry> {
+        let declared: HashMap<&str, Digest> = self
+            .bundle
+            .members
+            .iter()
+            .map(|m| (m.path.as_str(), m.digest))
+            .collect();
+        self.entries
+            .iter()
+            .filter(|e| e.path.starts_with("blobs/"))
+            .filter_map(|e| Some((*declared.get(e.path.as_str())?, e.clone())))
+            .collect()
+    }
+
+    /// Reads a whole member into memory, refusing members above `limit`.
+    pub fn read_member(&self, entry: &Entry, limit: u64) -> Result<Vec<u8>, ArchiveError> {
+        if entry.size > limit {
+            return Err(ArchiveError::TooLarge {
+                archive: self.path.clone(),
+                path: entry.path.clone(),
+                size: entry.size,
+                limit,
+            });
+        }
+        if let Some(kept) = self.kept.get(&entry.path) {
+            return Ok(kept.as_ref().clone());
+        }
+        if self.compressed {
+            return Err(ArchiveError::NeedsRandomAccess {
+                archive: self.path.clone(),
+                what: format!("reading member {}", entry.path),
+            });
+        }
+        let mut buf = vec![0u8; entry.size as usize];
+        self.member_reader(entry)
+            .read_exact(&mut buf)
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("reading {} from {}: {e}", entry.path, self.path.display()),
+                )
+            })?;
+        Ok(buf)
+    }
+
+    /// A reader over one member's bytes (positioned reads; many can be
+    /// used at once from different threads).
+    pub fn member_reader<'a>(&'a self, entry: &'a Entry) -> MemberReader<'a> {
+        MemberReader {
+            files: &self.files,
+            spans: &entry.spans,
+            at: 0,
+            pos: 0,
+        }
+    }
+}
+
+/// Positioned reader over a member's spans.
+pub struct MemberReader<'a> {
+    files: &'a [(PathBuf, Option<File>)],
+    spans: &'a [Span],
+    at: usize,
+    pos: u64,
+}
+
+impl Read for MemberReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let Some(span) = self.spans.get(self.at) else {
+                return Ok(0);
+            };
+            let left = span.len - self.pos;
+            if left == 0 {
+                self.at += 1;
+                self.pos = 0;
+                continue;
+            }
+            let Some((_, Some(file))) = self.files.get(span.volume) else {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("volume {} is missing", span.volume + 1),
+                ));
+            };
+            let want = buf.len().min(left as usize);
+            let n = file.read_at(&mut buf[..want], span.offset + self.pos)?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "archive ended inside a member",
+                ));
+            }
+            self.pos += n as u64;
+            return Ok(n);
+        }
+    }
+}

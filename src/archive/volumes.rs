@@ -1,0 +1,235 @@
+//! Volumes: the plan that cuts members into files of at most a given size
+//! (on member boundaries, splitting only members larger than a volume),
+//! the `ferry-volume.json` header that opens every volume after the first,
+//! and the names of the volume files and their `sha256sum -c` sidecar.
+
+use std::path::{Path, PathBuf};
+
+use super::write::padding;
+use super::{ArchiveError, BLOCK};
+use crate::bundle::{Member, Piece, VolumeInfo};
+use crate::digest::Digest;
+
+/// Member name of the small header that opens every volume after the first.
+pub const VOLUME_HEADER_PATH: &str = "ferry-volume.json";
+/// The largest `ferry-volume.json` ferry reads.
+pub(super) const VOLUME_HEADER_MAX: u64 = 4096;
+/// Bytes a later volume spends on its header member.
+const VOLUME_HEADER_BYTES: u64 = 2 * BLOCK;
+/// The smallest part a split member is cut into; less room than this in a
+/// volume starts the next volume instead.
+const MIN_PART: u64 = 64 * 1024;
+/// The smallest volume size accepted.
+pub const MIN_VOLUME_SIZE: u64 = 1 << 20;
+
+/// `ferry-volume.json`: says which bundle and which volume a file is.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeHeader {
+    /// Always `ferry-volume`.
+    pub format: String,
+    /// The bundle's volume-set id (bundle.json `volumes.id`).
+    pub id: Digest,
+    /// This volume's number, from 1.
+    pub volume: usize,
+    /// How many volumes the set has.
+    pub volumes: usize,
+}
+
+impl VolumeHeader {
+    pub(super) fn to_bytes(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec(self).unwrap_or_default();
+        v.push(b'\n');
+        v
+    }
+}
+
+/// The file name of volume `n` (from 1) of the archive `out`: `OUT.001`.
+pub fn volume_path(out: &Path, n: usize) -> PathBuf {
+    let mut s = out.as_os_str().to_owned();
+    s.push(format!(".{n:03}"));
+    PathBuf::from(s)
+}
+
+/// The coreutils-format checksum file written beside a split archive.
+pub fn sidecar_path(out: &Path) -> PathBuf {
+    let mut s = out.as_os_str().to_owned();
+    s.push(".sha256");
+    PathBuf::from(s)
+}
+
+/// Bytes a member takes in a tar: header, data, padding.
+pub(super) fn tar_bytes(size: u64) -> u64 {
+    BLOCK + size + padding(size)
+}
+
+/// Cuts `members` into volumes of at most `max_size` bytes each. `head`
+/// is what volume 1 spends on bundle.json and the signature. Members are
+/// never split unless larger than a whole volume; such a member fills the
+/// rest of the volume it starts in and continues in the next.
+pub fn plan_volumes(
+    members: &[Member],
+    max_size: u64,
+    head: u64,
+) -> Result<Vec<VolumeInfo>, ArchiveError> {
+    let too_small = |need: u64, what: String| ArchiveError::VolumeTooSmall {
+        max_size,
+        need,
+        what,
+    };
+    if max_size < MIN_VOLUME_SIZE {
+        return Err(too_small(
+            MIN_VOLUME_SIZE,
+            "the smallest volume ferry writes".into(),
+        ));
+    }
+    let end = 2 * BLOCK;
+    let mut volumes = vec![VolumeInfo { pieces: Vec::new() }];
+    let mut used = head;
+    if used + end > max_size {
+        return Err(too_small(
+            used + end,
+            "bundle.json and the signature".into(),
+        ));
+    }
+    let empty = VOLUME_HEADER_BYTES;
+    for m in members {
+        let need = tar_bytes(m.size);
+        let whole = Piece {
+            member: m.path.clone(),
+            offset: 0,
+            size: m.size,
+            part: None,
+        };
+        if used + need + end <= max_size {
+            used += need;
+        } else if empty + need + end <= max_size {
+            volumes.push(VolumeInfo { pieces: Vec::new() });
+            used = empty + need;
+        } else {
+            // Larger than a volume: fill this one, then whole volumes.
+            let mut at = 0;
+            let mut part = 1;
+            while at < m.size {
+                let room = max_size.saturating_sub(used + BLOCK + end) / BLOCK * BLOCK;
+                if room < MIN_PART.min(m.size - at) {
+                    volumes.push(VolumeInfo { pieces: Vec::new() });
+                    used = empty;
+                    continue;
+                }
+                let len = room.min(m.size - at);
+                if let Some(v) = volumes.last_mut() {
+                    v.pieces.push(Piece {
+                        member: m.path.clone(),
+                        offset: at,
+                        size: len,
+                        part: Some(part),
+                    });
+                }
+                used += tar_bytes(len);
+                at += len;
+                part += 1;
+            }
+            continue;
+        }
+        if let Some(v) = volumes.last_mut() {
+            v.pieces.push(whole);
+        }
+    }
+    Ok(volumes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bundle::{self, Bundle, OCI_LAYOUT_PATH};
+
+    fn member(n: u8, size: u64) -> Member {
+        let d = Digest::of(&[n]);
+        Member {
+            path: d.blob_path(),
+            digest: d,
+            size,
+        }
+    }
+
+    /// The tar bytes a planned volume takes, as the writer lays it out.
+    fn volume_bytes(v: usize, vol: &VolumeInfo, head: u64) -> u64 {
+        let fixed = if v == 0 { head } else { VOLUME_HEADER_BYTES };
+        fixed + vol.pieces.iter().map(|p| tar_bytes(p.size)).sum::<u64>() + 2 * BLOCK
+    }
+
+    #[test]
+    fn volume_plan_keeps_every_volume_under_the_size_and_splits_only_oversized_members() {
+        let max = 1 << 20;
+        let head = 8192;
+        let members: Vec<Member> = [100, 300_000, 700_000, 3_500_000, 10, 1_040_000, 500_000, 0]
+            .iter()
+            .enumerate()
+            .map(|(i, &s)| member(i as u8, s))
+            .collect();
+        let plan = plan_volumes(&members, max, head).unwrap();
+        for (v, vol) in plan.iter().enumerate() {
+            assert!(volume_bytes(v, vol, head) <= max, "volume {}", v + 1);
+        }
+        let parts: Vec<&Piece> = plan
+            .iter()
+            .flat_map(|v| &v.pieces)
+            .filter(|p| p.part.is_some())
+            .collect();
+        assert!(parts.iter().all(|p| p.member == members[3].path));
+        assert_eq!(parts.iter().map(|p| p.size).sum::<u64>(), 3_500_000);
+        // The plan is what bundle.json validation accepts.
+        let mut all = vec![
+            Member {
+                path: OCI_LAYOUT_PATH.into(),
+                digest: Digest::of(b"l"),
+                size: 30,
+            },
+            Member {
+                path: bundle::INDEX_PATH.into(),
+                digest: Digest::of(b"i"),
+                size: 300,
+            },
+        ];
+        all.extend(members);
+        let plan = plan_volumes(&all, max, head).unwrap();
+        let bundle = Bundle {
+            format: bundle::FORMAT.into(),
+            format_version: bundle::FORMAT_VERSION,
+            tool: bundle::Tool {
+                name: "ferry".into(),
+                version: "0".into(),
+            },
+            name: "t".into(),
+            created: None,
+            artifacts: Vec::new(),
+            members: all,
+            volumes: Some(bundle::VolumePlan {
+                id: Digest::of(b"id"),
+                max_size: max,
+                volumes: plan,
+            }),
+            delta: None,
+        };
+        assert!(Bundle::from_slice(&bundle.to_bytes()).is_ok());
+        // A plan that drops a piece is refused.
+        let mut broken = bundle.clone();
+        if let Some(p) = &mut broken.volumes {
+            p.volumes[1].pieces.remove(0);
+        }
+        let e = Bundle::from_slice(&broken.to_bytes()).unwrap_err();
+        assert!(e.to_string().contains("inconsistent volume plan"), "{e}");
+    }
+
+    #[test]
+    fn volume_plan_refuses_a_size_that_cannot_hold_bundle_json() {
+        let e = plan_volumes(&[member(1, 10)], 1 << 20, 2 << 20).unwrap_err();
+        assert!(
+            e.to_string().contains("bundle.json and the signature"),
+            "{e}"
+        );
+        let e = plan_volumes(&[member(1, 10)], 1000, 0).unwrap_err();
+        assert!(e.to_string().contains("too small"), "{e}");
+    }
+}
