@@ -8,7 +8,7 @@ use std::time::Instant;
 use ferry::digest::Digest;
 use ferry::rewrite::{rewrite, ImageMap, MapEntry, RewriteOptions};
 
-fn main() {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mb: usize = std::env::args()
         .nth(1)
         .and_then(|s| s.parse().ok())
@@ -42,7 +42,7 @@ fn main() {
         .collect();
     let map = ImageMap::from_entries("registry.local:5000", entries);
     let start = Instant::now();
-    let (out, found) = rewrite(&text, &map, RewriteOptions { pin_digest: true }).expect("rewrite");
+    let (out, found) = rewrite(&text, &map, RewriteOptions { pin_digest: true })?;
     let secs = start.elapsed().as_secs_f64();
     println!(
         "rewrote {:.1} MB ({} documents, {} references) in {:.3} s: {:.0} MB/s; output {:.1} MB",
@@ -53,4 +53,5 @@ fn main() {
         text.len() as f64 / 1e6 / secs,
         out.len() as f64 / 1e6
     );
+    Ok(())
 }

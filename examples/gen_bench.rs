@@ -7,10 +7,12 @@
 //! text instead (compressible about 3x), for the compression benchmark.
 //! `cargo run --release --example gen_bench -- DIR TOTAL_MIB IMAGES [CHANGE_PCT]`
 
+// Test fixtures panic on failure, like the tests that use them.
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 #[path = "../tests/support/build.rs"]
 mod build;
 
-fn main() {
+fn main() -> std::io::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let dir = std::path::PathBuf::from(args.get(1).map(String::as_str).unwrap_or("bench-out/src"));
     let total_mib: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1024);
@@ -52,8 +54,9 @@ fn main() {
         spec.push_str(&format!("  - oci:layout:{name}\n"));
     }
     l.finish();
-    std::fs::write(dir.join("ferry.yaml"), spec).unwrap();
+    std::fs::write(dir.join("ferry.yaml"), spec)?;
     println!("wrote {}", dir.display());
+    Ok(())
 }
 
 /// `len` bytes of text: words from a small vocabulary in a pseudo-random

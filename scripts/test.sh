@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh Debian machine: installs the external
 # programs the tests drive (the real CNCF distribution registry, skopeo,
-# umoci, minisign, zstd) when they are missing, then runs `cargo test`.
+# umoci, minisign, zstd) when they are missing, then checks what README
+# promises (rustfmt, clippy with -D warnings, rustdoc with -D warnings,
+# vendor/oci-client = upstream + ferry.patch) and runs `cargo test`.
+# Any failing check fails the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,4 +34,13 @@ else
   echo "note: cargo-deny is not installed; advisories not checked (cargo install cargo-deny)" >&2
 fi
 
+for component in rustfmt clippy; do
+  cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1 ||
+    { echo "cargo ${component/rustfmt/fmt} is missing: rustup component add $component" >&2; exit 1; }
+done
+step() { echo "== $*" >&2; "$@"; }
+step cargo fmt --all -- --check
+step cargo clippy --locked --all-targets -- -D warnings
+RUSTDOCFLAGS="-D warnings" step cargo doc --locked --no-deps
+step scripts/check-vendor.sh
 exec cargo test --locked "$@"

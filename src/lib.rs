@@ -16,15 +16,6 @@
 //! names), [`load`] (pushing into a registry), [`serve`] (read-only
 //! registry), [`rewrite`] (image references in YAML), and [`report`]
 //! (progress).
-#![warn(missing_docs)]
-// No panics from input: the library never unwraps or expects (its unit
-// tests may). Indexing is kept, guarded by the checks beside it, and the
-// parsers facing untrusted input are exercised with random and garbage
-// input in their tests.
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
-// Errors carry the paths, digests and references they name; they are built
-// only on failure paths, so their size does not matter for speed.
-#![allow(clippy::result_large_err)]
 
 pub mod archive;
 pub mod bundle;

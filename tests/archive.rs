@@ -1,6 +1,9 @@
 //! Packing, inspecting, verifying and unpacking archives made from local
 //! sources, and the archive contract: member order, determinism, schema.
 
+// Test helpers panic on failure, like the tests that call them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::path::Path;

@@ -2,6 +2,9 @@
 //! leaves nothing half-written that looks whole. Each test feeds one kind
 //! of damage.
 
+// Test helpers panic on failure, like the tests that call them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::path::{Path, PathBuf};

@@ -3,6 +3,9 @@
 //! Helm's rules, digest checks, clear errors, and the archive bytes back
 //! out of `unpack --charts`.
 
+// Test helpers panic on failure, like the tests that call them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::path::Path;

@@ -2,6 +2,9 @@
 //! loaded in one streaming pass, and damage (truncation, flipped bits,
 //! garbage after the stream, zero bombs) named.
 
+// Test helpers panic on failure, like the tests that call them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::path::{Path, PathBuf};

@@ -3,6 +3,9 @@
 //! what the delta carries and lists what it expects, and `load` refuses to
 //! push a manifest whose left-out blobs the target lacks.
 
+// Test helpers panic on failure, like the tests that call them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::path::{Path, PathBuf};

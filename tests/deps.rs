@@ -3,6 +3,9 @@
 //! symlink fixes), never `tokio-tar`, and zstd without its legacy-format
 //! decoders. Checked against Cargo.lock and `cargo tree`, offline.
 
+// Test helpers panic on failure, like the tests that call them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::process::Command;
 
 fn lockfile() -> String {

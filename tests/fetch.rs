@@ -3,6 +3,9 @@
 //! auth, the cache and resuming, and faults injected by a proxy (503, a
 //! reset mid-blob, damaged bytes, a missing manifest).
 
+// Test helpers panic on failure, like the tests that call them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::path::{Path, PathBuf};

@@ -2,6 +2,9 @@
 //! archives (as `oci-archive:`), layouts extracted with plain `tar -xf`,
 //! and layouts written by `ferry unpack`.
 
+// Test helpers panic on failure, like the tests that call them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::path::Path;

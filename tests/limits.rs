@@ -3,6 +3,9 @@
 //! volume headers, specs (size, nesting, aliases) and inventories. The
 //! limits are listed in docs/SECURITY.md.
 
+// Test helpers panic on failure, like the tests that call them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::path::Path;

@@ -2,6 +2,9 @@
 //! exact manifest bytes, mounts, auth, idempotence, resuming after the
 //! registry dies mid-load, damaged blobs, collisions and dry runs.
 
+// Test helpers panic on failure, like the tests that call them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::path::{Path, PathBuf};

@@ -2,6 +2,9 @@
 //! directory, in place, check and strict modes, and bad input that leaves
 //! every file untouched.
 
+// Test helpers panic on failure, like the tests that call them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::path::Path;

@@ -2,6 +2,9 @@
 //! provenance in tests/corpus/SOURCES.md): every image reference is found,
 //! rewritten values are right, and every other byte is identical.
 
+// Test helpers panic on failure, like the tests that call them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::PathBuf;
 
 use ferry::digest::Digest;

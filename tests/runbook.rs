@@ -4,6 +4,9 @@
 //! rewrite --check → rewrite → every image the rewritten manifests name is
 //! pullable from the local registry.
 
+// Test helpers panic on failure, like the tests that call them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use support::registry::DockerRegistry;

@@ -1,6 +1,9 @@
 //! `ferry serve`: skopeo pulls everything from it unchanged; the HTTP
 //! surface follows the distribution spec's pull side.
 
+// Test helpers panic on failure, like the tests that call them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::path::Path;

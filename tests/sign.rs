@@ -1,6 +1,9 @@
 //! Signed bundles: `ferry keygen`, `pack --sign`, `verify --key` and
 //! `load --key`, checked against the real `minisign` too.
 
+// Test helpers panic on failure, like the tests that call them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::path::Path;

@@ -4,6 +4,9 @@
 //! truncated volume is named by number while the other volumes' members
 //! are still checked.
 
+// Test helpers panic on failure, like the tests that call them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::path::{Path, PathBuf};

@@ -3,6 +3,8 @@
 //! (see `build`), and reading and hand-writing tar archives for bad-input
 //! tests.
 #![allow(dead_code)]
+// Test helpers panic on failure, like the tests that call them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod build;
 pub mod files;
