@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use futures_util::stream::{self, StreamExt};
 use serde::{Deserialize, Serialize};
 
-use crate::archive::{Archive, ArchiveError};
+use crate::archive::ArchiveError;
 use crate::bundle::{Bundle, BundleError};
 use crate::digest::Digest;
 use crate::mapping::{MappingError, TargetRegistry};
@@ -225,13 +225,8 @@ pub fn read_bundle(path: &Path) -> Result<Bundle, InventoryError> {
         return Bundle::from_slice(&bytes).map_err(|e| InventoryError::Bundle(path.to_owned(), e));
     }
     // Only bundle.json is needed, so damage further on does not matter.
-    if crate::archive::compressed::is_compressed(path).map_err(read)? {
-        return crate::archive::compressed::Stream::open(path)
-            .map(|s| s.bundle)
-            .map_err(|e| InventoryError::Archive(path.to_owned(), e));
-    }
-    Archive::open_lenient(path)
-        .map(|a| a.bundle)
+    crate::archive::read_head(path)
+        .map(|h| h.bundle)
         .map_err(|e| InventoryError::Archive(path.to_owned(), e))
 }
 

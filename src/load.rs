@@ -202,13 +202,7 @@ pub async fn load(
 ) -> Result<(LoadReport, Bundle), LoadError> {
     // A compressed archive is read twice in order: its head (the
     // documents) now, and everything else once, while uploading.
-    let a = Arc::new(
-        if crate::archive::compressed::is_compressed(archive).map_err(ArchiveError::Io)? {
-            crate::archive::compressed::scan_head(archive)?
-        } else {
-            Archive::open(archive)?
-        },
-    );
+    let a = Arc::new(Archive::open_head(archive)?);
     let target = TargetRegistry::parse(&opts.registry, opts.keep_host)?;
     let targets = target.rules.targets(&a.bundle.artifacts)?;
     let locations = a.blob_locations();

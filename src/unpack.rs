@@ -409,35 +409,23 @@ pub struct Inspection {
 
 /// Reads bundle.json and summarises it. Refuses damaged archives.
 pub fn inspect(path: &Path) -> Result<Inspection, ArchiveError> {
-    if crate::archive::compressed::is_compressed(path)? {
-        // Only the head of the stream is read.
-        let s = crate::archive::compressed::Stream::open(path)?;
-        let size = fs_err::metadata(path)?.len();
-        return Ok(Inspection::of(
-            path,
-            &s.bundle,
-            &s.bundle_bytes,
-            size,
-            Vec::new(),
-            true,
-        ));
-    }
-    let a = Archive::open(path)?;
+    // A compressed archive is read only as far as its head.
+    let head = crate::archive::read_head_strict(path)?;
     let mut archive_bytes = 0;
-    for f in a.files() {
+    for f in &head.files {
         archive_bytes += fs_err::metadata(f)?.len();
     }
-    let volumes = match a.volume_count() {
+    let volumes = match head.files.len() {
         1 => Vec::new(),
-        _ => a.files().into_iter().map(Path::to_owned).collect(),
+        _ => head.files.clone(),
     };
     Ok(Inspection::of(
-        a.path(),
-        &a.bundle,
-        &a.bundle_bytes,
+        &head.path,
+        &head.bundle,
+        &head.bundle_bytes,
         archive_bytes,
         volumes,
-        false,
+        head.form == crate::archive::Form::Zstd,
     ))
 }
 

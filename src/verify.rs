@@ -78,11 +78,7 @@ impl VerifyReport {
 /// read at all (missing file, not a ferry archive, unreadable bundle.json);
 /// damage inside a readable archive is reported in the returned report.
 pub fn verify(path: &Path, reporter: &dyn Reporter) -> Result<VerifyReport, ArchiveError> {
-    let archive = if crate::archive::compressed::is_compressed(path)? {
-        crate::archive::compressed::scan_with(path, reporter)?
-    } else {
-        Archive::open_lenient(path)?
-    };
+    let archive = Archive::open_lenient_with(path, reporter)?;
     let declared: HashMap<&str, (Digest, u64)> = archive
         .bundle
         .members
@@ -367,15 +363,9 @@ fn fault_volume(e: &ArchiveError) -> Option<usize> {
 /// Checks the archive's signature of bundle.json against the minisign
 /// public key in `key`; returns the signature's trusted comment.
 pub fn check_signature(path: &Path, key: &Path) -> Result<String, SignatureCheckError> {
-    let (bundle_bytes, signature) =
-        if crate::archive::compressed::is_compressed(path).map_err(ArchiveError::Io)? {
-            // Only the head of the stream is needed.
-            let s = crate::archive::compressed::Stream::open(path)?;
-            (s.bundle_bytes, s.signature)
-        } else {
-            let a = Archive::open_lenient(path)?;
-            (a.bundle_bytes, a.signature)
-        };
+    // Only the head is needed.
+    let head = crate::archive::read_head(path)?;
+    let (bundle_bytes, signature) = (head.bundle_bytes, head.signature);
     Ok(crate::sign::check(
         path,
         key,

@@ -17,17 +17,16 @@ use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::volumes::{volume_path, VolumeHeader, VOLUME_HEADER_MAX, VOLUME_HEADER_PATH};
 use super::{
     check_member, padding, parse_header, ustar_header, Archive, ArchiveError, Entry, Header,
-    PlannedMember, Written, BLOCK,
+    PlannedMember, Span, Written, BLOCK,
 };
 use crate::bundle::{Bundle, BUNDLE_MAX_BYTES, BUNDLE_PATH, OCI_LAYOUT_PATH};
 use crate::digest::{Digest, Hasher, HashingReader, COPY_BUF};
 use crate::report::Reporter;
 use crate::sign::{SIGNATURE_MAX_BYTES, SIGNATURE_PATH};
 
-/// The first four bytes of a zstd frame.
-pub const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 /// The default compression level.
 pub const DEFAULT_LEVEL: i32 = 3;
 /// JSON members up to this size are kept in memory by [`scan`].
@@ -36,23 +35,6 @@ const KEEP_MAX: u64 = crate::oci::MANIFEST_MAX_BYTES * 4;
 pub const KEPT_MAX_BYTES: u64 = 256 << 20;
 /// The most zero padding accepted after the end-of-archive marker.
 pub const TRAILING_MAX: u64 = 1 << 20;
-
-/// Whether the file starts like a zstd stream.
-pub fn is_compressed(path: &Path) -> io::Result<bool> {
-    let Ok(mut f) = File::open(path) else {
-        // Let the caller's open name the problem.
-        return Ok(false);
-    };
-    let mut magic = [0u8; 4];
-    match f.read_exact(&mut magic) {
-        Ok(()) => Ok(magic == ZSTD_MAGIC),
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(false),
-        Err(e) => Err(io::Error::new(
-            e.kind(),
-            format!("reading {}: {e}", path.display()),
-        )),
-    }
-}
 
 // ---------------------------------------------------------------------------
 // Writing
@@ -167,13 +149,23 @@ fn put_member(
 // ---------------------------------------------------------------------------
 // Reading
 
-/// A compressed archive read once, in order. After [`Stream::open`] the
-/// table of contents is known; [`Stream::next_member`] moves to each
-/// member in turn (checked against bundle.json) and `Read` gives its bytes.
+/// A compressed archive read once, in order: one zstd stream, or zstd
+/// volumes read one after the other. After [`Stream::open`] the table of
+/// contents is known; [`Stream::next_member`] moves to each member in turn
+/// (checked against bundle.json, and against the volume plan) and `Read`
+/// gives its bytes, across volumes for a member split between them.
 pub struct Stream {
+    /// The file that opened the archive (the first volume, when split).
     path: PathBuf,
+    /// The archive's files: itself, or each volume in order.
+    files: Vec<PathBuf>,
+    /// The volume-set id, when split.
+    split: Option<Digest>,
+    /// The volume being read (from 0) and its file.
+    volume: usize,
+    file: PathBuf,
     dec: zstd::stream::read::Decoder<'static, BufReader<File>>,
-    /// Uncompressed bytes consumed.
+    /// Uncompressed bytes consumed in this file.
     pos: u64,
     /// The table of contents.
     pub bundle: Bundle,
@@ -183,14 +175,35 @@ pub struct Stream {
     pub signature: Option<Vec<u8>>,
     /// The bytes of `oci-layout` (member 0, read while opening).
     pub layout: Vec<u8>,
-    expected: Vec<(String, u64)>,
+    /// Every tar member the archive must hold after bundle.json, in order.
+    pieces: Vec<PieceAt>,
     next: usize,
+    /// Tar paths seen in this file.
     seen: HashSet<String>,
     /// A header already read while looking for the signature (`Some(None)`:
     /// the end marker).
     pending: Option<Option<Header>>,
+    /// What is left of the current piece, its padding, and whether more
+    /// pieces of the same member follow.
     left: u64,
     pad: u64,
+    continues: bool,
+    /// Where the current member's bytes were.
+    spans: Vec<Span>,
+    /// The error met inside `read` (which can only return an io::Error).
+    fault: Option<ArchiveError>,
+}
+
+/// One tar member of the archive as planned: a whole member, or a part of
+/// one split across volumes.
+struct PieceAt {
+    volume: usize,
+    tar_path: String,
+    size: u64,
+    /// Its member's index in bundle.json's members.
+    member: usize,
+    /// Whether it is the member's last piece.
+    last: bool,
 }
 
 impl Stream {
@@ -205,6 +218,7 @@ impl Stream {
     ) -> Archive {
         Archive::from_stream(
             &self.path,
+            &self.files,
             self.bundle,
             self.bundle_bytes,
             self.signature,
@@ -215,37 +229,48 @@ impl Stream {
         )
     }
 
-    /// Opens a compressed archive and reads it as far as bundle.json and
-    /// the signature.
+    /// Opens a compressed archive (or the first of its zstd volumes) and
+    /// reads it as far as bundle.json and the signature.
     pub fn open(path: &Path) -> Result<Stream, ArchiveError> {
-        let file = fs_err::File::open(path)?.into_parts().0;
-        let dec = zstd::stream::read::Decoder::new(file).map_err(|e| ArchiveError::Decompress {
-            archive: path.to_owned(),
-            offset: 0,
-            source: e,
-        })?;
+        let dec = decoder(path)?;
         let not_ferry = |reason: String| ArchiveError::NotFerry {
             archive: path.to_owned(),
             reason,
         };
         let mut s = Stream {
             path: path.to_owned(),
+            files: vec![path.to_owned()],
+            split: None,
+            volume: 0,
+            file: path.to_owned(),
             dec,
             pos: 0,
             bundle: placeholder(),
             bundle_bytes: Vec::new(),
             signature: None,
             layout: Vec::new(),
-            expected: Vec::new(),
+            pieces: Vec::new(),
             next: 1,
             seen: HashSet::new(),
             pending: None,
             left: 0,
             pad: 0,
+            continues: false,
+            spans: Vec::new(),
+            fault: None,
         };
         let first = s
             .header("the first member")?
             .ok_or_else(|| not_ferry("it holds no members".into()))?;
+        if first.path == VOLUME_HEADER_PATH {
+            let header = s.volume_header(&first)?;
+            return Err(ArchiveError::NotFirstVolume {
+                path: path.to_owned(),
+                volume: header.volume,
+                volumes: header.volumes,
+                hint: first_volume_hint(path),
+            });
+        }
         if first.path != OCI_LAYOUT_PATH {
             return Err(not_ferry(format!(
                 "its first member is {:?}, not oci-layout",
@@ -267,21 +292,30 @@ impl Stream {
             archive: path.to_owned(),
             source,
         })?;
-        if s.bundle.volumes.is_some() {
-            return Err(not_ferry(
-                "its bundle.json plans volumes, which compressed archives do not have".into(),
-            ));
-        }
-        s.expected = s
-            .bundle
-            .members
-            .iter()
-            .map(|m| (m.path.clone(), m.size))
-            .collect();
-        if s.expected.first().map(|(p, _)| p.as_str()) != Some(OCI_LAYOUT_PATH) {
+        s.pieces = pieces(&s.bundle).ok_or_else(|| {
+            not_ferry("its volume plan names members bundle.json does not list".into())
+        })?;
+        if s.pieces
+            .first()
+            .is_none_or(|p| p.tar_path != OCI_LAYOUT_PATH || p.volume != 0)
+        {
             return Err(not_ferry(
                 "bundle.json does not list oci-layout first".into(),
             ));
+        }
+        if let Some(plan) = &s.bundle.volumes {
+            let volumes = plan.volumes.len();
+            let base = path
+                .to_str()
+                .and_then(|p| p.strip_suffix(".001"))
+                .ok_or_else(|| ArchiveError::VolumeName {
+                    path: path.to_owned(),
+                    volumes,
+                })?;
+            s.files = (1..=volumes)
+                .map(|n| volume_path(Path::new(base), n))
+                .collect();
+            s.split = Some(plan.id);
         }
         match s.header("the member after bundle.json")? {
             Some(h) if h.path == SIGNATURE_PATH && h.size <= SIGNATURE_MAX_BYTES => {
@@ -292,38 +326,92 @@ impl Stream {
         Ok(s)
     }
 
-    /// The archive's path.
+    /// The archive's path (the first volume's, when split).
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The archive's files: the archive, or each volume in order.
+    pub fn files(&self) -> &[PathBuf] {
+        &self.files
+    }
+
+    /// Where the current member's bytes were read so far, by volume.
+    pub fn spans(&self) -> &[Span] {
+        &self.spans
     }
 
     /// Moves to the next member (skipping what is left of the current
     /// one): its index in bundle.json's members, or `None` at a proper end
     /// of the archive (every member arrived, the end marker and nothing but
-    /// zero padding after it).
+    /// zero padding after it, in every volume). Damage inside a volume of
+    /// a split archive names the volume.
     pub fn next_member(&mut self) -> Result<Option<usize>, ArchiveError> {
+        self.next_member_here().map_err(|e| self.in_volume(e))
+    }
+
+    fn next_member_here(&mut self) -> Result<Option<usize>, ArchiveError> {
         self.skip_rest()?;
-        let h = match self.pending.take() {
-            Some(h) => h,
-            None => self.header("the next member")?,
-        };
-        let known: HashSet<&str> = HashSet::new();
-        let Some(h) = h else {
-            if let Some((path, _)) = self.expected.get(self.next) {
-                return Err(ArchiveError::Missing {
-                    archive: self.path.clone(),
-                    path: path.clone(),
-                    count: self.expected.len() - self.next,
-                });
+        loop {
+            let Some(p) = self.pieces.get(self.next) else {
+                // Everything arrived: the file must end here.
+                let h = self.take_header("the end-of-archive marker")?;
+                if let Some(h) = h {
+                    self.check_piece(None, &h)?;
+                }
+                self.check_trailing()?;
+                return Ok(None);
+            };
+            if p.volume != self.volume {
+                self.next_volume()?;
+                continue;
             }
-            self.check_trailing()?;
-            return Ok(None);
+            let (member, last) = (p.member, p.last);
+            self.enter_piece("the next member")?;
+            self.continues = !last;
+            return Ok(Some(member));
+        }
+    }
+
+    /// Reads the header of `pieces[next]` (in the current volume), checks
+    /// it and makes it the current piece.
+    fn enter_piece(&mut self, what: &str) -> Result<(), ArchiveError> {
+        let h = self.take_header(what)?;
+        let Some(p) = self.pieces.get(self.next) else {
+            return Ok(());
         };
-        let want = self.expected.get(self.next);
-        if let Err(e) = check_member(&self.path, want, &h, &self.seen, &known) {
-            // Members listed further on are out of order, not unlisted.
-            let listed = self.expected.iter().any(|(p, _)| *p == h.path);
-            return Err(match (e, want) {
+        let Some(h) = h else {
+            let rest = self.pieces.len() - self.next;
+            return Err(ArchiveError::Missing {
+                archive: self.file.clone(),
+                path: p.tar_path.clone(),
+                count: rest,
+            });
+        };
+        let want = (p.tar_path.clone(), p.size);
+        self.check_piece(Some(&want), &h)?;
+        self.seen.insert(h.path.clone());
+        if !self.continues {
+            self.spans.clear();
+        }
+        self.spans.push(Span {
+            volume: self.volume,
+            offset: h.offset,
+            len: h.size,
+        });
+        self.left = h.size;
+        self.pad = padding(h.size);
+        self.next += 1;
+        Ok(())
+    }
+
+    /// Checks a header against the piece expected there, telling pieces
+    /// listed further on (out of order) from unlisted ones.
+    fn check_piece(&self, want: Option<&(String, u64)>, h: &Header) -> Result<(), ArchiveError> {
+        let known: HashSet<&str> = HashSet::new();
+        check_member(&self.file, want, h, &self.seen, &known).map_err(|e| {
+            let listed = self.pieces.iter().any(|p| p.tar_path == h.path);
+            match (e, want) {
                 (ArchiveError::Unlisted { archive, path }, Some((w, _))) if listed => {
                     ArchiveError::OutOfOrder {
                         archive,
@@ -332,14 +420,100 @@ impl Stream {
                     }
                 }
                 (e, _) => e,
-            });
+            }
+        })
+    }
+
+    /// Ends the current volume (its end marker and padding) and opens the
+    /// next, checking its `ferry-volume.json`.
+    fn next_volume(&mut self) -> Result<(), ArchiveError> {
+        if let Some(h) = self.take_header("the end of the volume")? {
+            self.check_piece(None, &h)?;
         }
+        self.check_trailing()?;
+        let volumes = self.files.len();
+        let v = self.volume + 1;
+        let Some(path) = self.files.get(v).cloned() else {
+            return Ok(());
+        };
+        self.volume = v;
+        self.dec = match File::open(&path) {
+            Ok(f) => zstd::stream::read::Decoder::new(f).map_err(|e| ArchiveError::Decompress {
+                archive: path.clone(),
+                offset: 0,
+                source: e,
+            })?,
+            Err(source) => {
+                return Err(ArchiveError::VolumeMissing {
+                    volume: v + 1,
+                    volumes,
+                    path,
+                    source,
+                })
+            }
+        };
+        self.file = path.clone();
+        self.pos = 0;
+        self.seen.clear();
+        let mismatch = |reason: String| ArchiveError::VolumeMismatch {
+            path: path.clone(),
+            volume: v + 1,
+            volumes,
+            reason,
+        };
+        let header = match self.header("the volume header")? {
+            Some(h) if h.path == VOLUME_HEADER_PATH => self.volume_header(&h)?,
+            Some(h) if h.path == OCI_LAYOUT_PATH => {
+                return Err(mismatch("it is the first volume of a bundle".into()))
+            }
+            _ => {
+                return Err(mismatch(format!(
+                    "it does not start with {VOLUME_HEADER_PATH}"
+                )))
+            }
+        };
+        if Some(header.id) != self.split {
+            return Err(mismatch(format!(
+                "it belongs to another bundle (volume set {}, this bundle's is {})",
+                header.id,
+                self.split.map(|d| d.to_string()).unwrap_or_default()
+            )));
+        }
+        if header.volume != v + 1 || header.volumes != volumes {
+            return Err(mismatch(format!(
+                "it is volume {} of {} of this bundle (a second copy, or renamed)",
+                header.volume, header.volumes
+            )));
+        }
+        Ok(())
+    }
+
+    /// Reads and parses a `ferry-volume.json` member.
+    fn volume_header(&mut self, h: &Header) -> Result<VolumeHeader, ArchiveError> {
+        let bytes = self.small_data(h, VOLUME_HEADER_MAX)?;
         self.seen.insert(h.path.clone());
-        self.left = h.size;
-        self.pad = padding(h.size);
-        let i = self.next;
-        self.next += 1;
-        Ok(Some(i))
+        serde_json::from_slice(&bytes).map_err(|e| ArchiveError::NotFerry {
+            archive: self.file.clone(),
+            reason: format!("its {VOLUME_HEADER_PATH} is not a ferry volume header ({e})"),
+        })
+    }
+
+    /// Damage met in a volume of a split archive, named by its number.
+    fn in_volume(&self, e: ArchiveError) -> ArchiveError {
+        match (self.split, e) {
+            (
+                _,
+                e @ (ArchiveError::VolumeMissing { .. }
+                | ArchiveError::VolumeMismatch { .. }
+                | ArchiveError::InVolume { .. }),
+            ) => e,
+            (Some(_), e) => ArchiveError::InVolume {
+                volume: self.volume + 1,
+                volumes: self.files.len(),
+                source: Box::new(e),
+            },
+            (None, e) => e,
+        }
     }
 
     /// Reads exactly `buf.len()` uncompressed bytes, naming what was being
@@ -350,26 +524,46 @@ impl Stream {
                 self.pos += buf.len() as u64;
                 Ok(())
             }
-            Err(e) => Err(self.stream_error(e, what)),
+            Err(e) => Err(self.decode_error(e, what)),
         }
     }
 
-    fn stream_error(&self, e: io::Error, what: &str) -> ArchiveError {
+    /// The archive error behind a failed read of the stream: the one met
+    /// moving between pieces, or the stream's own damage, named by volume.
+    fn stream_error(&mut self, e: io::Error, what: &str) -> ArchiveError {
+        match self.fault.take() {
+            Some(f) => f,
+            None => {
+                let e = self.decode_error(e, what);
+                self.in_volume(e)
+            }
+        }
+    }
+
+    fn decode_error(&self, e: io::Error, what: &str) -> ArchiveError {
         if e.kind() == io::ErrorKind::UnexpectedEof {
             ArchiveError::Truncated {
-                archive: self.path.clone(),
+                archive: self.file.clone(),
                 what: format!(
                     "the zstd stream ends inside {what}, after {} uncompressed bytes",
                     self.pos
                 ),
-                file_len: fs_err::metadata(&self.path).map(|m| m.len()).unwrap_or(0),
+                file_len: fs_err::metadata(&self.file).map(|m| m.len()).unwrap_or(0),
             }
         } else {
             ArchiveError::Decompress {
-                archive: self.path.clone(),
+                archive: self.file.clone(),
                 offset: self.pos,
                 source: e,
             }
+        }
+    }
+
+    /// The header read ahead while opening, or the next one.
+    fn take_header(&mut self, what: &str) -> Result<Option<Header>, ArchiveError> {
+        match self.pending.take() {
+            Some(h) => Ok(h),
+            None => self.header(what),
         }
     }
 
@@ -382,14 +576,14 @@ impl Stream {
             self.fill(&mut block, "the end-of-archive marker")?;
             if block.iter().any(|&b| b != 0) {
                 return Err(ArchiveError::BadHeader {
-                    archive: self.path.clone(),
+                    archive: self.file.clone(),
                     offset: at,
                     reason: "a zero block followed by data".into(),
                 });
             }
             return Ok(None);
         }
-        let (path, size) = parse_header(&self.path, at, &block)?;
+        let (path, size) = parse_header(&self.file, at, &block)?;
         Ok(Some(Header {
             path,
             offset: self.pos,
@@ -400,7 +594,7 @@ impl Stream {
     fn small_data(&mut self, h: &Header, limit: u64) -> Result<Vec<u8>, ArchiveError> {
         if h.size > limit {
             return Err(ArchiveError::TooLarge {
-                archive: self.path.clone(),
+                archive: self.file.clone(),
                 path: h.path.clone(),
                 size: h.size,
                 limit,
@@ -412,16 +606,43 @@ impl Stream {
         Ok(buf)
     }
 
+    /// Skips what is left of the current member, across volumes, and its
+    /// padding.
     fn skip_rest(&mut self) -> Result<(), ArchiveError> {
-        let mut n = self.left + self.pad;
         let mut buf = [0u8; 64 * 1024];
-        while n > 0 {
-            let k = n.min(buf.len() as u64) as usize;
-            self.fill(&mut buf[..k], "a member")?;
-            n -= k as u64;
+        loop {
+            match self.read(&mut buf) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(self.stream_error(e, "a member")),
+            }
         }
-        self.left = 0;
+        self.skip_pad()
+    }
+
+    fn skip_pad(&mut self) -> Result<(), ArchiveError> {
+        let mut buf = [0u8; BLOCK as usize];
+        let n = self.pad as usize;
+        self.fill(&mut buf[..n], "a member's padding")?;
         self.pad = 0;
+        Ok(())
+    }
+
+    /// After the current piece: the next piece of the same member, in
+    /// this volume or the next.
+    fn next_piece(&mut self) -> Result<(), ArchiveError> {
+        self.skip_pad()?;
+        if self
+            .pieces
+            .get(self.next)
+            .is_some_and(|p| p.volume != self.volume)
+        {
+            self.next_volume()?;
+        }
+        let last = self.pieces.get(self.next).is_none_or(|p| p.last);
+        self.enter_piece("the next part of a split member")?;
+        self.continues = !last;
         Ok(())
     }
 
@@ -433,14 +654,14 @@ impl Stream {
             let n = match self.dec.read(&mut buf) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(self.stream_error(e, "the padding after the end marker")),
+                Err(e) => return Err(self.decode_error(e, "the padding after the end marker")),
             };
             if n == 0 {
                 return Ok(());
             }
             if let Some(i) = buf[..n].iter().position(|&b| b != 0) {
                 return Err(ArchiveError::Trailing {
-                    archive: self.path.clone(),
+                    archive: self.file.clone(),
                     offset: self.pos + i as u64,
                 });
             }
@@ -448,7 +669,7 @@ impl Stream {
             seen += n as u64;
             if seen > TRAILING_MAX {
                 return Err(ArchiveError::Trailing {
-                    archive: self.path.clone(),
+                    archive: self.file.clone(),
                     offset: self.pos,
                 });
             }
@@ -456,11 +677,84 @@ impl Stream {
     }
 }
 
+/// Opens a zstd decoder over `path`.
+fn decoder(
+    path: &Path,
+) -> Result<zstd::stream::read::Decoder<'static, BufReader<File>>, ArchiveError> {
+    let file = fs_err::File::open(path)?.into_parts().0;
+    zstd::stream::read::Decoder::new(file).map_err(|e| ArchiveError::Decompress {
+        archive: path.to_owned(),
+        offset: 0,
+        source: e,
+    })
+}
+
+/// Every tar member an archive holds after bundle.json, in order: the
+/// members, or the volume plan's pieces. `None` when the plan names a
+/// member bundle.json does not list.
+fn pieces(bundle: &Bundle) -> Option<Vec<PieceAt>> {
+    let Some(plan) = &bundle.volumes else {
+        return Some(
+            bundle
+                .members
+                .iter()
+                .enumerate()
+                .map(|(i, m)| PieceAt {
+                    volume: 0,
+                    tar_path: m.path.clone(),
+                    size: m.size,
+                    member: i,
+                    last: true,
+                })
+                .collect(),
+        );
+    };
+    let index: HashMap<&str, usize> = bundle
+        .members
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (m.path.as_str(), i))
+        .collect();
+    let mut out = Vec::new();
+    for (v, vol) in plan.volumes.iter().enumerate() {
+        for p in &vol.pieces {
+            let i = *index.get(p.member.as_str())?;
+            let size = bundle.members.get(i)?.size;
+            out.push(PieceAt {
+                volume: v,
+                tar_path: p.tar_path(),
+                size: p.size,
+                member: i,
+                last: p.offset + p.size == size,
+            });
+        }
+    }
+    Some(out)
+}
+
+/// `" (OUT.001)"` for a path that looks like a later volume `OUT.NNN`.
+fn first_volume_hint(path: &Path) -> String {
+    path.to_str()
+        .and_then(|s| s.get(..s.len().checked_sub(4)?))
+        .filter(|_| path.extension().is_some_and(|e| e.len() == 3))
+        .map(|base| format!(" ({base}.001)"))
+        .unwrap_or_default()
+}
+
 impl Read for Stream {
-    /// Reads the current member's bytes; 0 at its end.
+    /// Reads the current member's bytes, across the pieces of a member
+    /// split between volumes; 0 at its end.
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.left == 0 {
-            return Ok(0);
+        while self.left == 0 {
+            if !self.continues {
+                return Ok(0);
+            }
+            if let Err(e) = self.next_piece() {
+                let e = self.in_volume(e);
+                let text = e.to_string();
+                self.fault = Some(e);
+                return Err(io::Error::other(text));
+            }
         }
         let want = buf.len().min(self.left as usize);
         let n = self.dec.read(&mut buf[..want])?;
@@ -517,7 +811,11 @@ pub fn scan_with(path: &Path, reporter: &dyn Reporter) -> Result<Archive, Archiv
     entries.push(Entry {
         path: layout_path,
         size: s.layout.len() as u64,
-        spans: Vec::new(),
+        spans: vec![Span {
+            volume: 0,
+            offset: BLOCK,
+            len: s.layout.len() as u64,
+        }],
     });
     let total: u64 = s.bundle.members.iter().map(|m| m.size).sum();
     reporter.start("verifying", total);
@@ -568,7 +866,7 @@ pub fn scan_with(path: &Path, reporter: &dyn Reporter) -> Result<Archive, Archiv
         entries.push(Entry {
             path: m.path,
             size: m.size,
-            spans: Vec::new(),
+            spans: s.spans().to_vec(),
         });
     }
     reporter.finish();

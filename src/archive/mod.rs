@@ -16,19 +16,22 @@
 //! Hashing members is left to the callers (`verify`, `unpack`).
 //!
 //! Inside: [`write`](mod@write) lays out and writes plain archives and
-//! volumes, [`volumes`] plans them, `read` opens them for random access,
+//! volumes, [`volumes`] plans them, [`form`] tells plain from zstd (the
+//! only place that looks at magic bytes), `read` opens every form,
 //! `scan` holds the tar checks every reader shares, and [`compressed`]
 //! writes and streams the zstd form.
 
 pub mod compressed;
 mod error;
+pub mod form;
 mod read;
 mod scan;
 pub mod volumes;
 pub mod write;
 
 pub use error::ArchiveError;
-pub use read::{Archive, Entry, MemberReader, Span};
+pub use form::Form;
+pub use read::{read_head, read_head_strict, Archive, Entry, Head, MemberReader, Span};
 pub(crate) use scan::{check_member, parse_header, Header};
 pub use volumes::{
     plan_volumes, sidecar_path, volume_path, VolumeHeader, MIN_VOLUME_SIZE, VOLUME_HEADER_PATH,

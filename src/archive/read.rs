@@ -9,11 +9,14 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::compressed;
+use super::form::{detect, Form};
 use super::scan::Scanner;
 use super::volumes::{volume_path, VOLUME_HEADER_PATH};
 use super::ArchiveError;
 use crate::bundle::{Bundle, Piece, BUNDLE_MAX_BYTES, BUNDLE_PATH, OCI_LAYOUT_PATH};
 use crate::digest::Digest;
+use crate::report::{Reporter, Silent};
 use crate::sign::{SIGNATURE_MAX_BYTES, SIGNATURE_PATH};
 
 /// A stretch of a member's bytes in one file of the archive.
@@ -90,13 +93,25 @@ impl Archive {
     /// [`Archive::open`] for commands that read members out of order:
     /// a compressed archive is refused before it is read, naming `what`.
     pub fn open_random(path: &Path, what: &str) -> Result<Archive, ArchiveError> {
-        if crate::archive::compressed::is_compressed(path)? {
+        let (first, form) = detect(path)?;
+        if form == Form::Zstd {
             return Err(ArchiveError::NeedsRandomAccess {
-                archive: path.to_owned(),
+                archive: first,
                 what: what.to_owned(),
             });
         }
         Archive::open(path)
+    }
+
+    /// [`Archive::open`] for commands that read members in one pass, in
+    /// archive order (`load`): a compressed archive is read only as far as
+    /// its documents (see [`compressed::scan_head`]), the rest being
+    /// checked while it is read; a plain one is scanned whole.
+    pub fn open_head(path: &Path) -> Result<Archive, ArchiveError> {
+        match detect(path)? {
+            (first, Form::Zstd) => compressed::scan_head(&first),
+            (_, Form::Plain) => Archive::open(path),
+        }
     }
 
     /// Opens and scans an archive. `path` is the archive, or the first
@@ -105,15 +120,23 @@ impl Archive {
     /// members that still arrived whole in `entries`) so a verifier can
     /// check what arrived; damage before it is an error.
     pub fn open_lenient(path: &Path) -> Result<Archive, ArchiveError> {
-        if crate::archive::compressed::is_compressed(path)? {
-            return crate::archive::compressed::scan(path);
+        Archive::open_lenient_with(path, &Silent)
+    }
+
+    /// [`Archive::open_lenient`], reporting the bytes a compressed archive
+    /// hashes while it is read (a plain archive is hashed by its caller).
+    pub fn open_lenient_with(
+        path: &Path,
+        reporter: &dyn Reporter,
+    ) -> Result<Archive, ArchiveError> {
+        match detect(path)? {
+            (first, Form::Zstd) => compressed::scan_with(&first, reporter),
+            (first, Form::Plain) => Archive::scan_plain(&first),
         }
-        let path = if !path.exists() && volume_path(path, 1).exists() {
-            volume_path(path, 1)
-        } else {
-            path.to_owned()
-        };
-        let path = path.as_path();
+    }
+
+    /// Scans a plain archive or volume set whose first file is `path`.
+    fn scan_plain(path: &Path) -> Result<Archive, ArchiveError> {
         let file = fs_err::File::open(path)?.into_parts().0;
         let mut sc = Scanner::new(path, &file)?;
         let not_ferry = |reason: String| ArchiveError::NotFerry {
@@ -335,6 +358,7 @@ impl Archive {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn from_stream(
         path: &Path,
+        files: &[PathBuf],
         bundle: Bundle,
         bundle_bytes: Vec<u8>,
         signature: Option<Vec<u8>>,
@@ -345,7 +369,7 @@ impl Archive {
     ) -> Archive {
         Archive {
             path: path.to_owned(),
-            files: vec![(path.to_owned(), None)],
+            files: files.iter().map(|f| (f.clone(), None)).collect(),
             bundle,
             bundle_bytes,
             signature,
@@ -477,6 +501,68 @@ impl Read for MemberReader<'_> {
             }
             self.pos += n as u64;
             return Ok(n);
+        }
+    }
+}
+
+/// What every form gives without reading past bundle.json and its
+/// signature: enough to inspect, check a signature or take an inventory.
+#[derive(Debug)]
+pub struct Head {
+    /// The file that opens the archive (the first volume, when split).
+    pub path: PathBuf,
+    /// How its bytes are stored.
+    pub form: Form,
+    /// Its files: the archive, or each volume in order.
+    pub files: Vec<PathBuf>,
+    /// The table of contents.
+    pub bundle: Bundle,
+    /// Its raw bytes.
+    pub bundle_bytes: Vec<u8>,
+    /// The minisign signature of bundle.json, when signed.
+    pub signature: Option<Vec<u8>>,
+}
+
+/// Reads the head of the archive at `path`, whatever its form. A plain
+/// archive's structure is scanned too (it costs no reading of data), so
+/// damage before bundle.json is an error; damage after it is not.
+pub fn read_head(path: &Path) -> Result<Head, ArchiveError> {
+    head_of(path, false)
+}
+
+/// [`read_head`], refusing a plain archive that is damaged anywhere (its
+/// whole structure is scanned anyway); a compressed one is read only as
+/// far as its head.
+pub fn read_head_strict(path: &Path) -> Result<Head, ArchiveError> {
+    head_of(path, true)
+}
+
+fn head_of(path: &Path, strict: bool) -> Result<Head, ArchiveError> {
+    match detect(path)? {
+        (first, Form::Zstd) => {
+            let s = compressed::Stream::open(&first)?;
+            Ok(Head {
+                path: first,
+                form: Form::Zstd,
+                files: s.files().to_vec(),
+                bundle: s.bundle,
+                bundle_bytes: s.bundle_bytes,
+                signature: s.signature,
+            })
+        }
+        (first, Form::Plain) => {
+            let mut a = Archive::scan_plain(&first)?;
+            if strict && !a.faults.is_empty() {
+                return Err(a.faults.swap_remove(0));
+            }
+            Ok(Head {
+                files: a.files().into_iter().map(Path::to_owned).collect(),
+                path: a.path,
+                form: Form::Plain,
+                bundle: a.bundle,
+                bundle_bytes: a.bundle_bytes,
+                signature: a.signature,
+            })
         }
     }
 }
