@@ -140,11 +140,6 @@ pub enum PackError {
     /// A scratch directory could not be made.
     #[error("cannot create a scratch directory next to {0}")]
     Scratch(PathBuf, #[source] std::io::Error),
-    /// Both compression and volumes were asked for.
-    #[error(
-        "compressed archives cannot be split into volumes yet: choose --compress or --volume-size"
-    )]
-    CompressedVolumes,
 }
 
 /// Settings for one pack run.
@@ -227,9 +222,6 @@ pub fn pack(
     opts: &PackOptions,
     reporter: &dyn Reporter,
 ) -> Result<PackSummary, PackError> {
-    if opts.compress.is_some() && opts.volume_size.is_some() {
-        return Err(PackError::CompressedVolumes);
-    }
     let out_dir = match opts.out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
         _ => PathBuf::from("."),
@@ -392,7 +384,17 @@ pub fn pack(
         bundle.format_version = bundle::FORMAT_VERSION;
     }
     if let Some(max_size) = opts.volume_size {
-        plan_volumes(&mut bundle, max_size, opts.sign.is_some())?;
+        // zstd volumes are filled by what each member really compresses
+        // to, which takes one compression pass (nothing is kept).
+        let framing = match opts.compress {
+            Some(level) => archive::volumes::Framing::Zstd {
+                measured: crate::archive::compressed::measure(
+                    &members, opts.mtime, level, reporter,
+                )?,
+            },
+            None => archive::volumes::Framing::Plain,
+        };
+        plan_volumes(&mut bundle, max_size, opts.sign.is_some(), &framing)?;
     }
     let bundle_bytes = bundle.to_bytes();
     let signature = match &opts.sign {
@@ -412,6 +414,16 @@ pub fn pack(
         None => None,
     };
     let written = match opts.compress {
+        Some(level) if bundle.volumes.is_some() => crate::archive::compressed::write_volumes(
+            &opts.out,
+            &bundle,
+            &bundle_bytes,
+            signature.as_deref(),
+            &members,
+            opts.mtime,
+            level,
+            reporter,
+        )?,
         Some(level) => crate::archive::compressed::write(
             &opts.out,
             &bundle_bytes,
@@ -443,29 +455,35 @@ pub fn pack(
     })
 }
 
-/// Adds a volume plan to `bundle`. Volume 1 must also hold bundle.json
-/// (which holds the plan) and the signature, so the plan is made with room
-/// reserved for them and made again until the room suffices.
-fn plan_volumes(bundle: &mut Bundle, max_size: u64, signed: bool) -> Result<(), PackError> {
+/// Adds a volume plan to `bundle`, pricing members by `framing`. Volume 1
+/// must also hold bundle.json (which holds the plan) and the signature, so
+/// the plan is made with room reserved for them and made again until the
+/// room suffices.
+fn plan_volumes(
+    bundle: &mut Bundle,
+    max_size: u64,
+    signed: bool,
+    framing: &archive::volumes::Framing,
+) -> Result<(), PackError> {
+    let key = (&bundle.name, &bundle.artifacts, &bundle.members, max_size);
+    // Plain and zstd volumes of the same content are different sets.
     let id = Digest::of(
-        &serde_json::to_vec(&(&bundle.name, &bundle.artifacts, &bundle.members, max_size))
-            .unwrap_or_default(),
+        &match framing {
+            archive::volumes::Framing::Plain => serde_json::to_vec(&key),
+            archive::volumes::Framing::Zstd { .. } => serde_json::to_vec(&(key, "zstd")),
+        }
+        .unwrap_or_default(),
     );
     bundle.format_version = bundle::FORMAT_VERSION;
-    let sig = if signed {
-        512 + crate::sign::SIGNATURE_MAX_BYTES
-    } else {
-        0
-    };
-    let mut head = 512 + bundle.to_bytes().len() as u64 + 512 + sig;
+    let mut head = framing.head(bundle.to_bytes().len() as u64, signed);
     for _ in 0..8 {
-        let volumes = archive::plan_volumes(&bundle.members, max_size, head)?;
+        let volumes = archive::plan_volumes(&bundle.members, max_size, head, framing)?;
         bundle.volumes = Some(bundle::VolumePlan {
             id,
             max_size,
             volumes,
         });
-        let need = 512 + bundle.to_bytes().len() as u64 + 512 + sig;
+        let need = framing.head(bundle.to_bytes().len() as u64, signed);
         if need <= head {
             return Ok(());
         }

@@ -409,3 +409,201 @@ fn volume_size_too_small_is_refused_with_the_size() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// A bundle of about 110 MiB: an image with one 30 MiB incompressible
+/// layer (larger than a 20 MiB volume, so it is split), a multi-arch
+/// image, and nine 8 MiB files of compressible text.
+fn big_fixture(dir: &Path) -> PathBuf {
+    let mut l = LayoutBuilder::new(&dir.join("src"));
+    let app = build::multi_arch(&mut l, 7, 300 << 10);
+    l.tag(&app, "docker.io/library/app:1.0");
+    let big = build::layer(&[("opt/big", &build::pseudo_random(70, 30 << 20))]);
+    let bigimg = l.image(Flavour::Oci, "linux", "amd64", &[big]);
+    l.tag(&bigimg, "quay.io/team/big:2");
+    l.finish();
+    let mut spec = String::from(
+        "name: zstd-volumes\nimages:\n  - oci:src:docker.io/library/app:1.0\n  - oci:src:quay.io/team/big:2\nfiles:\n",
+    );
+    for i in 0..9u64 {
+        // 64 KiB of noise, repeated: zstd takes it to a fraction.
+        let text = build::pseudo_random(100 + i, 64 << 10).repeat(128);
+        std::fs::write(dir.join(format!("f{i}.bin")), text).unwrap();
+        spec.push_str(&format!("  - {{path: f{i}.bin}}\n"));
+    }
+    let path = dir.join("ferry.yaml");
+    std::fs::write(&path, spec).unwrap();
+    path
+}
+
+fn volumes_of(out: &Path) -> Vec<PathBuf> {
+    (1..)
+        .map(|n| PathBuf::from(format!("{}.{n:03}", out.display())))
+        .take_while(|p| p.exists())
+        .collect()
+}
+
+#[test]
+fn compressed_volumes_are_zstd_streams_that_sha256sum_verify_inspect_and_load_take() {
+    let t = tempfile::tempdir().unwrap();
+    let spec = big_fixture(t.path());
+    let out = t.path().join("b.tar");
+    let max = 20u64 << 20;
+    pack_args(&spec, &out, &["--compress", "zstd", "--volume-size", "20M"])
+        .expect_ok("pack --compress zstd --volume-size 20M");
+    let vols = volumes_of(&out);
+    assert!(vols.len() >= 2, "{vols:?}");
+    let zstd = require_tool("zstd", "zstd");
+    let mut parts = 0;
+    let mut total = 0;
+    for v in &vols {
+        let len = std::fs::metadata(v).unwrap().len();
+        total += len;
+        assert!(len <= max, "{} is {len} bytes", v.display());
+        // Each volume is a zstd stream of its own holding a tar of its own.
+        let tar = t.path().join("one.tar");
+        let o = run(Command::new(&zstd).args(["-dqf", "-o"]).arg(&tar).arg(v));
+        assert!(o.ok(), "zstd -d {}: {}", v.display(), o.stderr);
+        let listing = run(Command::new("tar").arg("-tf").arg(&tar));
+        assert!(
+            listing.ok(),
+            "tar -tf of {}: {}",
+            v.display(),
+            listing.stderr
+        );
+        parts += listing.stdout.matches(".part").count();
+    }
+    assert!(parts >= 2, "the 30 MiB layer is split into parts");
+    // Filled by what the data compresses to, not by its worst case: the
+    // text compresses, so the set is far smaller than the content.
+    assert!(total < 60 << 20, "{total} bytes in {} volumes", vols.len());
+    assert!(vols.len() <= 3, "{} volumes", vols.len());
+
+    let o = run(Command::new(require_tool("sha256sum", "coreutils"))
+        .arg("-c")
+        .arg(t.path().join("b.tar.sha256"))
+        .current_dir(t.path()));
+    assert!(o.ok(), "sha256sum -c: {}{}", o.stdout, o.stderr);
+    assert_eq!(o.stdout.lines().count(), vols.len());
+
+    let (code, report) = verify_json(&vols[0]);
+    assert_eq!(code, Some(0), "{report}");
+    assert_eq!(report["volumes"].as_array().unwrap().len(), vols.len());
+    assert_eq!(report["artifacts_ok"].as_array().unwrap().len(), 11);
+    let inspect = inspect_json(&out);
+    assert_eq!(inspect["compressed"], true);
+    assert_eq!(inspect["volumes"].as_array().unwrap().len(), vols.len());
+    assert_eq!(inspect["archive_bytes"].as_u64().unwrap(), total);
+
+    // load: what the registry holds has the source digests.
+    let reg = DockerRegistry::start(&t.path().join("reg"), false);
+    let host = reg.host();
+    ferry([
+        "load",
+        vols[0].to_str().unwrap(),
+        "--registry",
+        &format!("{host}/z"),
+    ])
+    .expect_ok("load of zstd volumes");
+    for a in inspect["artifacts"].as_array().unwrap() {
+        let reference = a["reference"].as_str().unwrap();
+        // Images lose their source host; files keep their files/ name.
+        let repo = match reference.strip_prefix("files/") {
+            Some(_) => reference,
+            None => reference.split_once('/').unwrap().1,
+        };
+        let raw = registry_manifest(&format!("{host}/z/{repo}"), None).expect_ok(repo);
+        assert_eq!(
+            ferry::digest::Digest::of(raw.as_bytes()).to_string(),
+            a["digest"].as_str().unwrap(),
+            "{reference}"
+        );
+    }
+    let o = run(skopeo().args([
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://{host}/z/team/big:2"),
+        &format!("oci:{}:big", t.path().join("pulled").display()),
+    ]));
+    assert!(o.ok(), "skopeo copy of the split layer: {}", o.stderr);
+
+    // Deterministic: packing again gives the same volumes.
+    let again = t.path().join("again/b.tar");
+    std::fs::create_dir_all(again.parent().unwrap()).unwrap();
+    pack_args(
+        &spec,
+        &again,
+        &["--compress", "zstd", "--volume-size", "20M"],
+    )
+    .expect_ok("second pack");
+    let sums = |p: &Path| std::fs::read_to_string(p).unwrap();
+    assert_eq!(
+        sums(&t.path().join("b.tar.sha256")),
+        sums(&t.path().join("again/b.tar.sha256"))
+    );
+}
+
+#[test]
+fn a_missing_or_damaged_compressed_volume_is_named_by_number_and_the_rest_still_checked() {
+    let t = tempfile::tempdir().unwrap();
+    let spec = fixture(t.path(), 4);
+    let out = t.path().join("b.tar");
+    pack_args(&spec, &out, &["--compress", "zstd", "--volume-size", "1M"])
+        .expect_ok("pack --compress zstd --volume-size 1M");
+    let vols = volumes_of(&out);
+    let n = vols.len();
+    assert!(n >= 3, "{vols:?}");
+    let (code, whole) = verify_json(&vols[0]);
+    assert_eq!(code, Some(0), "{whole}");
+    let all_ok = whole["members_ok"].as_u64().unwrap();
+
+    // Missing: named, and the members of the other volumes still checked.
+    let kept = std::fs::read(&vols[1]).unwrap();
+    std::fs::remove_file(&vols[1]).unwrap();
+    let (code, r) = verify_json(&vols[0]);
+    assert_eq!(code, Some(1));
+    let m = messages(&r);
+    assert!(m.contains(&format!("volume 2 of {n}")), "{m}");
+    assert!(m.contains("b.tar.002"), "{m}");
+    let ok = r["members_ok"].as_u64().unwrap();
+    assert!(ok < all_ok, "{r}");
+    assert!(
+        r["problems"].as_array().unwrap().len() == 1,
+        "only volume 2 is named: {m}"
+    );
+    // load names it too, and fails.
+    let reg = DockerRegistry::start(&t.path().join("reg"), false);
+    let m = ferry([
+        "load",
+        vols[0].to_str().unwrap(),
+        "--registry",
+        &format!("{}/x", reg.host()),
+        "--retries",
+        "0",
+    ])
+    .expect_fail("load without volume 2");
+    assert!(m.contains(&format!("volume 2 of {n}")), "{m}");
+    std::fs::write(&vols[1], &kept).unwrap();
+
+    // Damaged: a flipped byte in the middle of the last volume.
+    let last = &vols[n - 1];
+    let mut bytes = std::fs::read(last).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x55;
+    std::fs::write(last, &bytes).unwrap();
+    let (code, r) = verify_json(&vols[0]);
+    assert_eq!(code, Some(1));
+    let m = messages(&r);
+    assert!(m.contains(&format!("volume {n} of {n}")), "{m}");
+
+    // Swapped: volume 3's file under volume 2's name.
+    bytes[mid] ^= 0x55;
+    std::fs::write(last, &bytes).unwrap();
+    std::fs::copy(&vols[2], &vols[1]).unwrap();
+    let (code, r) = verify_json(&vols[0]);
+    assert_eq!(code, Some(1));
+    let m = messages(&r);
+    assert!(
+        m.contains(&format!("should be volume 2 of {n}, but it is volume 3")),
+        "{m}"
+    );
+}

@@ -3,19 +3,22 @@
 //! the `ferry-volume.json` header that opens every volume after the first,
 //! and the names of the volume files and their `sha256sum -c` sidecar.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use super::write::padding;
 use super::{ArchiveError, BLOCK};
 use crate::bundle::{Member, Piece, VolumeInfo};
 use crate::digest::Digest;
+use crate::sign::SIGNATURE_MAX_BYTES;
 
 /// Member name of the small header that opens every volume after the first.
 pub const VOLUME_HEADER_PATH: &str = "ferry-volume.json";
 /// The largest `ferry-volume.json` ferry reads.
 pub(super) const VOLUME_HEADER_MAX: u64 = 4096;
-/// Bytes a later volume spends on its header member.
-const VOLUME_HEADER_BYTES: u64 = 2 * BLOCK;
+/// The most data a `ferry-volume.json` that ferry writes holds: it fits
+/// one block.
+const VOLUME_HEADER_DATA_MAX: u64 = BLOCK;
 /// The smallest part a split member is cut into; less room than this in a
 /// volume starts the next volume instead.
 const MIN_PART: u64 = 64 * 1024;
@@ -63,14 +66,101 @@ pub(super) fn tar_bytes(size: u64) -> u64 {
     BLOCK + size + padding(size)
 }
 
-/// Cuts `members` into volumes of at most `max_size` bytes each. `head`
-/// is what volume 1 spends on bundle.json and the signature. Members are
-/// never split unless larger than a whole volume; such a member fills the
-/// rest of the volume it starts in and continues in the next.
+/// How members are laid into a volume file, which decides what each one
+/// costs against the volume size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Framing {
+    /// A plain tar: a member takes its header, data and padding.
+    Plain,
+    /// zstd volumes: each member in frames of its own, with its
+    /// seek-table entries. `measured` holds what whole members really take
+    /// (by path, from [`compressed::measure`](super::compressed::measure));
+    /// anything else (bundle.json, parts of a split member) is priced at
+    /// zstd's worst case, so a volume never exceeds the size.
+    Zstd {
+        /// Each whole member's exact size as frames, by member path.
+        measured: HashMap<String, u64>,
+    },
+}
+
+impl Framing {
+    /// The most bytes a tar member with `size` bytes of data takes.
+    pub fn member(&self, size: u64) -> u64 {
+        match self {
+            Framing::Plain => tar_bytes(size),
+            Framing::Zstd { .. } => super::compressed::framed_bound(tar_bytes(size)),
+        }
+    }
+
+    /// What the whole member `m` takes: measured, or at most.
+    fn whole(&self, m: &Member) -> u64 {
+        match self {
+            Framing::Zstd { measured } => measured
+                .get(&m.path)
+                .copied()
+                .unwrap_or_else(|| self.member(m.size)),
+            Framing::Plain => self.member(m.size),
+        }
+    }
+
+    /// The most bytes a volume spends after its last member: the
+    /// end-of-archive marker (and, for zstd, the seek table's frame).
+    pub fn end(&self) -> u64 {
+        match self {
+            Framing::Plain => 2 * BLOCK,
+            Framing::Zstd { .. } => {
+                super::compressed::framed_bound(2 * BLOCK) + super::compressed::SEEK_TABLE_FIXED
+            }
+        }
+    }
+
+    /// What volume 1 spends on bundle.json (`bundle_len` bytes) and, when
+    /// signed, the signature.
+    pub fn head(&self, bundle_len: u64, signed: bool) -> u64 {
+        let sig = match signed {
+            true => self.member(SIGNATURE_MAX_BYTES),
+            false => 0,
+        };
+        match self {
+            // The plain plan reserves a whole block of padding.
+            Framing::Plain => BLOCK + bundle_len + BLOCK + sig,
+            Framing::Zstd { .. } => self.member(bundle_len) + sig,
+        }
+    }
+
+    /// The largest part (a multiple of the block size) of a split member
+    /// whose tar member fits in `room` bytes.
+    fn largest_part(&self, room: u64) -> u64 {
+        match self {
+            Framing::Plain => room.saturating_sub(BLOCK) / BLOCK * BLOCK,
+            Framing::Zstd { .. } => {
+                // The cost only grows with the size: search for the
+                // largest block count that fits.
+                let (mut lo, mut hi) = (0u64, room / BLOCK + 1);
+                while lo + 1 < hi {
+                    let mid = lo + (hi - lo) / 2;
+                    if self.member(mid * BLOCK) <= room {
+                        lo = mid;
+                    } else {
+                        hi = mid;
+                    }
+                }
+                lo * BLOCK
+            }
+        }
+    }
+}
+
+/// Cuts `members` into volumes of at most `max_size` bytes each, pricing
+/// each member by `framing`. `head` is what volume 1 spends on
+/// bundle.json and the signature ([`Framing::head`]). Members are never
+/// split unless larger than a whole volume; such a member fills the rest
+/// of the volume it starts in and continues in the next.
 pub fn plan_volumes(
     members: &[Member],
     max_size: u64,
     head: u64,
+    framing: &Framing,
 ) -> Result<Vec<VolumeInfo>, ArchiveError> {
     let too_small = |need: u64, what: String| ArchiveError::VolumeTooSmall {
         max_size,
@@ -83,7 +173,7 @@ pub fn plan_volumes(
             "the smallest volume ferry writes".into(),
         ));
     }
-    let end = 2 * BLOCK;
+    let end = framing.end();
     let mut volumes = vec![VolumeInfo { pieces: Vec::new() }];
     let mut used = head;
     if used + end > max_size {
@@ -92,9 +182,10 @@ pub fn plan_volumes(
             "bundle.json and the signature".into(),
         ));
     }
-    let empty = VOLUME_HEADER_BYTES;
+    // A later volume opens with its ferry-volume.json (under a block).
+    let empty = framing.member(VOLUME_HEADER_DATA_MAX);
     for m in members {
-        let need = tar_bytes(m.size);
+        let need = framing.whole(m);
         let whole = Piece {
             member: m.path.clone(),
             offset: 0,
@@ -111,7 +202,7 @@ pub fn plan_volumes(
             let mut at = 0;
             let mut part = 1;
             while at < m.size {
-                let room = max_size.saturating_sub(used + BLOCK + end) / BLOCK * BLOCK;
+                let room = framing.largest_part(max_size.saturating_sub(used + end));
                 if room < MIN_PART.min(m.size - at) {
                     volumes.push(VolumeInfo { pieces: Vec::new() });
                     used = empty;
@@ -126,7 +217,7 @@ pub fn plan_volumes(
                         part: Some(part),
                     });
                 }
-                used += tar_bytes(len);
+                used += framing.member(len);
                 at += len;
                 part += 1;
             }
@@ -155,7 +246,11 @@ mod tests {
 
     /// The tar bytes a planned volume takes, as the writer lays it out.
     fn volume_bytes(v: usize, vol: &VolumeInfo, head: u64) -> u64 {
-        let fixed = if v == 0 { head } else { VOLUME_HEADER_BYTES };
+        let fixed = if v == 0 {
+            head
+        } else {
+            tar_bytes(VOLUME_HEADER_DATA_MAX)
+        };
         fixed + vol.pieces.iter().map(|p| tar_bytes(p.size)).sum::<u64>() + 2 * BLOCK
     }
 
@@ -168,7 +263,7 @@ mod tests {
             .enumerate()
             .map(|(i, &s)| member(i as u8, s))
             .collect();
-        let plan = plan_volumes(&members, max, head).unwrap();
+        let plan = plan_volumes(&members, max, head, &Framing::Plain).unwrap();
         for (v, vol) in plan.iter().enumerate() {
             assert!(volume_bytes(v, vol, head) <= max, "volume {}", v + 1);
         }
@@ -193,7 +288,7 @@ mod tests {
             },
         ];
         all.extend(members);
-        let plan = plan_volumes(&all, max, head).unwrap();
+        let plan = plan_volumes(&all, max, head, &Framing::Plain).unwrap();
         let bundle = Bundle {
             format: bundle::FORMAT.into(),
             format_version: bundle::FORMAT_VERSION,
@@ -224,12 +319,12 @@ mod tests {
 
     #[test]
     fn volume_plan_refuses_a_size_that_cannot_hold_bundle_json() {
-        let e = plan_volumes(&[member(1, 10)], 1 << 20, 2 << 20).unwrap_err();
+        let e = plan_volumes(&[member(1, 10)], 1 << 20, 2 << 20, &Framing::Plain).unwrap_err();
         assert!(
             e.to_string().contains("bundle.json and the signature"),
             "{e}"
         );
-        let e = plan_volumes(&[member(1, 10)], 1000, 0).unwrap_err();
+        let e = plan_volumes(&[member(1, 10)], 1000, 0, &Framing::Plain).unwrap_err();
         assert!(e.to_string().contains("too small"), "{e}");
     }
 }

@@ -191,24 +191,47 @@ pub fn write(
     reporter.finish();
 
     let sizes: Vec<u64> = ends.iter().map(|e| e + 2 * BLOCK).collect();
+    drop(registered);
+    let sidecar = persist(out, tmps, &finals, split.is_some())?;
+    Ok(Written {
+        files: finals.into_iter().zip(sizes).collect(),
+        sidecar,
+    })
+}
+
+/// Renames complete temp files to their final names. For a volume set
+/// (`split`) the volumes are hashed as they are on disk first, a stale
+/// sidecar is removed before any rename (it must not vouch for a
+/// half-renamed set), and the new sidecar, for `sha256sum -c`, is written
+/// last. A failed rename removes the volumes already renamed.
+pub(super) fn persist(
+    out: &Path,
+    tmps: Vec<tempfile::NamedTempFile>,
+    finals: &[PathBuf],
+    split: bool,
+) -> Result<Option<PathBuf>, ArchiveError> {
+    let write_err =
+        |e: io::Error| io::Error::new(e.kind(), format!("writing {}: {e}", out.display()));
     let sidecar = match split {
-        None => None,
-        Some(_) => {
-            // Hash what is on disk, for `sha256sum -c`.
+        false => None,
+        true => {
             let sums = tmps
                 .par_iter()
-                .map(|t| crate::digest::hash_reader(io::BufReader::new(t.as_file())))
+                .map(|t| {
+                    let mut f = t.as_file();
+                    f.rewind()?;
+                    crate::digest::hash_reader(io::BufReader::new(f))
+                })
                 .collect::<io::Result<Vec<_>>>()
                 .map_err(write_err)?;
             let mut text = String::new();
-            for ((d, _), f) in sums.iter().zip(&finals) {
+            for ((d, _), f) in sums.iter().zip(finals) {
                 let name = f.file_name().and_then(|n| n.to_str()).unwrap_or_default();
                 text.push_str(&format!("{}  {name}\n", d.hex()));
             }
             Some(text)
         }
     };
-    // A stale sidecar must not vouch for a half-renamed set.
     let sidecar_file = sidecar_path(out);
     if sidecar.is_some() {
         match fs_err::remove_file(&sidecar_file) {
@@ -216,9 +239,8 @@ pub fn write(
             _ => {}
         }
     }
-    drop(registered);
     let mut persisted: Vec<&PathBuf> = Vec::new();
-    for (tmp, f) in tmps.into_iter().zip(&finals) {
+    for (tmp, f) in tmps.into_iter().zip(finals) {
         if let Err(e) = tmp.persist(f) {
             for p in persisted {
                 let _ = std::fs::remove_file(p);
@@ -231,16 +253,12 @@ pub fn write(
         }
         persisted.push(f);
     }
-    let sidecar = match sidecar {
+    Ok(match sidecar {
         Some(text) => {
             crate::layout::write_atomic(&sidecar_file, text.as_bytes())?;
             Some(sidecar_file)
         }
         None => None,
-    };
-    Ok(Written {
-        files: finals.into_iter().zip(sizes).collect(),
-        sidecar,
     })
 }
 
