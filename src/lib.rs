@@ -2,43 +2,29 @@
 //! in one content-addressed, verifiable OCI image layout archive.
 //!
 //! The library does the work and never prints or exits; the `ferry` binary
-//! is a thin front end over it. Modules, from the bottom up:
-//! [`digest`] (typed digests, streaming hashes), [`reference`](mod@reference) and
-//! [`platform`] (names), [`inputs`] (the spec file), [`oci`] (manifest
-//! documents and graph walks), [`layout`] (the content-addressed store),
-//! [`source`] (local image sources), [`chart`] (charts as OCI artifacts,
-//! the images they name), [`remote`] (the registry client: credentials,
-//! transport, retries), [`fetch`] (registry images into the cache),
-//! [`repo`] (Helm chart repositories), [`bundle`] (bundle.json), [`sign`]
-//! (minisign signatures of bundle.json),
-//! [`archive`] (deterministic tar writing, safe reading), [`pack`],
-//! [`verify`], [`unpack`] (also `inspect`), [`mapping`] (target repository
-//! names), [`load`] (pushing into a registry), [`serve`] (read-only
-//! registry), [`rewrite`] (image references in YAML), and [`report`]
-//! (progress).
+//! is a thin front end over it. The modules sit in five layers, each using
+//! only the layers before it (ARCHITECTURE.md has the map, and a test
+//! holds the code to it):
+//!
+//! 1. [`base`]: digests, references, platforms, progress, interrupts;
+//! 2. [`format`](mod@format): OCI documents, bundle.json, signatures, the store and
+//!    the archive in every form;
+//! 3. [`shared`]: the registry client, target naming, inventories and the
+//!    YAML image-reference rewriter, used on both sides;
+//! 4. [`connected`] (spec, sources, fetch, charts, pack) and [`far`]
+//!    (verify, load, serve, unpack), which never use each other.
 
-pub mod archive;
-pub mod bundle;
-pub mod chart;
+pub mod base;
+pub mod connected;
+pub mod far;
+pub mod format;
+pub mod shared;
 
-pub mod digest;
-pub mod fetch;
-pub mod inputs;
-pub mod interrupt;
-pub mod inventory;
-pub mod layout;
-pub mod load;
-pub mod mapping;
-pub mod oci;
-pub mod pack;
-pub mod platform;
-pub mod reference;
-pub mod remote;
-pub mod repo;
-pub mod report;
-pub mod rewrite;
-pub mod serve;
-pub mod sign;
-pub mod source;
-pub mod unpack;
-pub mod verify;
+// The flat paths (`ferry::digest`, `ferry::archive`, …) are the public
+// API the binary, the tests and the fuzz targets use; the folders above
+// are the design (see ARCHITECTURE.md).
+pub use base::{digest, interrupt, platform, reference, report};
+pub use connected::{chart, fetch, inputs, pack, repo, source};
+pub use far::{load, serve, unpack, verify};
+pub use format::{archive, bundle, layout, oci, sign};
+pub use shared::{inventory, mapping, remote, rewrite};

@@ -4,7 +4,7 @@
 //!
 //! At start-up the archive is scanned like `verify` scans it (structure,
 //! bundle.json, member offsets), repositories are named with the shared
-//! [`crate::mapping`] rules, and every manifest and index is read and hashed
+//! [`crate::shared::mapping`] rules, and every manifest and index is read and hashed
 //! once to learn its media type and children. Blobs are not re-hashed at
 //! start-up; clients check blob digests, and `ferry verify` checks all.
 //! Requests then stream byte ranges from disk with a fixed-size buffer, so
@@ -25,11 +25,11 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode, Uri};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-use crate::archive::{Archive, ArchiveError};
-use crate::bundle::{Artifact, ArtifactKind, Bundle};
-use crate::digest::Digest;
-use crate::mapping::{MappingError, TargetRules};
-use crate::oci::{self, Visit};
+use crate::base::digest::Digest;
+use crate::format::archive::{Archive, ArchiveError};
+use crate::format::bundle::{Artifact, ArtifactKind, Bundle};
+use crate::format::oci::{self, Visit};
+use crate::shared::mapping::{MappingError, TargetRules};
 
 /// Errors opening content for serving.
 #[derive(Debug, thiserror::Error)]
@@ -188,13 +188,13 @@ impl Registry {
             path: dir.to_owned(),
             source,
         };
-        let bundle_path = dir.join(crate::bundle::BUNDLE_PATH);
+        let bundle_path = dir.join(crate::format::bundle::BUNDLE_PATH);
         let artifacts = if bundle_path.is_file() {
             let bytes = fs_err::read(&bundle_path).map_err(layout_err)?;
             Bundle::from_slice(&bytes)
                 .map_err(|e| ServeError::Invalid {
                     path: bundle_path.clone(),
-                    what: crate::verify::error_chain(&e),
+                    what: crate::far::verify::error_chain(&e),
                 })?
                 .artifacts
         } else {
@@ -212,7 +212,7 @@ impl Registry {
                 .filter_map(|d| {
                     let name = d.annotations.get(oci::ANN_REF_NAME)?;
                     let reference = name
-                        .parse::<crate::reference::Reference>()
+                        .parse::<crate::base::reference::Reference>()
                         .ok()?
                         .to_string();
                     Some(Artifact {
@@ -297,7 +297,7 @@ impl Registry {
         )
         .map_err(|e| ServeError::Graph {
             source_path: self.source.clone(),
-            what: crate::verify::error_chain(&e),
+            what: crate::far::verify::error_chain(&e),
         })
     }
 

@@ -43,4 +43,4 @@ pub use write::{mtime_from_env, write, BlobSource, PlannedMember, Written};
 pub(crate) const BLOCK: u64 = 512;
 
 /// Re-exported so callers need not import `bundle` for member paths.
-pub use crate::bundle::INDEX_PATH;
+pub use crate::format::bundle::INDEX_PATH;

@@ -13,10 +13,10 @@ use rayon::prelude::*;
 
 use super::volumes::{sidecar_path, tar_bytes, volume_path, VolumeHeader, VOLUME_HEADER_PATH};
 use super::{ArchiveError, BLOCK};
-use crate::bundle::{Bundle, Piece, VolumeInfo, BUNDLE_PATH, OCI_LAYOUT_PATH};
-use crate::digest::{Digest, HashingReader, COPY_BUF};
-use crate::report::Reporter;
-use crate::sign::SIGNATURE_PATH;
+use crate::base::digest::{Digest, HashingReader, COPY_BUF};
+use crate::base::report::Reporter;
+use crate::format::bundle::{Bundle, Piece, VolumeInfo, BUNDLE_PATH, OCI_LAYOUT_PATH};
+use crate::format::sign::SIGNATURE_PATH;
 
 /// Where the bytes of a member come from while packing.
 #[derive(Debug, Clone)]
@@ -157,7 +157,7 @@ pub fn write(
     let mut registered = Vec::with_capacity(finals.len());
     for f in &finals {
         let tmp = partial_file(f)?;
-        registered.push(crate::interrupt::register(tmp.path()));
+        registered.push(crate::base::interrupt::register(tmp.path()));
         tmps.push(tmp);
     }
     let files: Vec<&File> = tmps.iter().map(|t| t.as_file()).collect();
@@ -186,7 +186,7 @@ pub fn write(
         f.write_all_at(&[0u8; 2 * BLOCK as usize], end)
             .map_err(write_err)?;
         f.sync_all().map_err(write_err)?;
-        crate::layout::make_readable(f).map_err(write_err)?;
+        crate::format::layout::make_readable(f).map_err(write_err)?;
     }
     reporter.finish();
 
@@ -220,7 +220,7 @@ pub(super) fn persist(
                 .map(|t| {
                     let mut f = t.as_file();
                     f.rewind()?;
-                    crate::digest::hash_reader(io::BufReader::new(f))
+                    crate::base::digest::hash_reader(io::BufReader::new(f))
                 })
                 .collect::<io::Result<Vec<_>>>()
                 .map_err(write_err)?;
@@ -255,7 +255,7 @@ pub(super) fn persist(
     }
     Ok(match sidecar {
         Some(text) => {
-            crate::layout::write_atomic(&sidecar_file, text.as_bytes())?;
+            crate::format::layout::write_atomic(&sidecar_file, text.as_bytes())?;
             Some(sidecar_file)
         }
         None => None,
@@ -312,7 +312,7 @@ fn write_planned(
                 )),
             },
         )?;
-        crate::layout::start_writeback(file, d.offset, BLOCK + d.len);
+        crate::format::layout::start_writeback(file, d.offset, BLOCK + d.len);
     }
     // What was written is exactly `size` bytes; it must hash right.
     check_source(m, source_path, hr)

@@ -11,8 +11,8 @@ use super::read::Span;
 use super::volumes::{VolumeHeader, VOLUME_HEADER_MAX, VOLUME_HEADER_PATH};
 use super::write::padding;
 use super::{ArchiveError, BLOCK};
-use crate::bundle::BUNDLE_PATH;
-use crate::digest::COPY_BUF;
+use crate::base::digest::COPY_BUF;
+use crate::format::bundle::BUNDLE_PATH;
 
 /// A member header as scanned: the path, where its data starts, its size.
 pub(crate) struct Header {

@@ -23,14 +23,14 @@ use bytes::Bytes;
 use futures_util::stream::{self, StreamExt};
 use serde::Serialize;
 
-use crate::archive::{Archive, ArchiveError, Entry};
-use crate::bundle::{Artifact, ArtifactKind, Bundle};
-use crate::digest::{Digest, Hasher, COPY_BUF};
-use crate::mapping::{MappingError, TargetRegistry};
-use crate::oci::{self, Visit, WalkError};
-use crate::remote::{BlobBody, Remote, RemoteError, RemoteOptions};
-use crate::report::Reporter;
-use crate::verify::error_chain;
+use crate::base::digest::{Digest, Hasher, COPY_BUF};
+use crate::base::report::Reporter;
+use crate::far::verify::error_chain;
+use crate::format::archive::{Archive, ArchiveError, Entry};
+use crate::format::bundle::{Artifact, ArtifactKind, Bundle};
+use crate::format::oci::{self, Visit, WalkError};
+use crate::shared::mapping::{MappingError, TargetRegistry};
+use crate::shared::remote::{BlobBody, Remote, RemoteError, RemoteOptions};
 
 /// Errors that stop a load before anything is pushed.
 #[derive(Debug, thiserror::Error)]
@@ -207,7 +207,7 @@ pub async fn load(
     let targets = target.rules.targets(&a.bundle.artifacts)?;
     let locations = a.blob_locations();
     // A delta's left-out blobs: the target must already hold them.
-    let absent: HashMap<Digest, &crate::bundle::AbsentBlob> = a
+    let absent: HashMap<Digest, &crate::format::bundle::AbsentBlob> = a
         .bundle
         .delta
         .iter()
@@ -643,8 +643,8 @@ async fn upload_in_order(
     let reader = {
         let (path, wanted, sent) = (path.clone(), wanted.clone(), sent.clone());
         tokio::task::spawn_blocking(move || -> Result<(), String> {
-            let mut s =
-                crate::archive::compressed::Stream::open(&path).map_err(|e| error_chain(&e))?;
+            let mut s = crate::format::archive::compressed::Stream::open(&path)
+                .map_err(|e| error_chain(&e))?;
             while let Some(i) = s.next_member().map_err(|e| error_chain(&e))? {
                 let Some(m) = s.bundle.members.get(i).cloned() else {
                     continue;
@@ -752,7 +752,7 @@ fn reread(
     let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(4);
     let (path, corrupt, sent) = (path.to_owned(), corrupt.clone(), sent.clone());
     tokio::task::spawn_blocking(move || {
-        let mut s = match crate::archive::compressed::Stream::open(&path) {
+        let mut s = match crate::format::archive::compressed::Stream::open(&path) {
             Ok(s) => s,
             Err(e) => {
                 let _ = tx.blocking_send(Err(io::Error::other(error_chain(&e))));

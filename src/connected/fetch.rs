@@ -22,14 +22,14 @@ use futures_util::stream::{self, StreamExt};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::digest::Digest;
-use crate::layout::{LayoutError, Store};
-use crate::oci::{self, Descriptor, Node};
-use crate::platform::Platform;
-use crate::reference::Reference;
-use crate::remote::{BlobBody, Remote, RemoteError, RemoteOptions};
-use crate::report::Reporter;
-use crate::verify::error_chain;
+use crate::base::digest::Digest;
+use crate::base::platform::Platform;
+use crate::base::reference::Reference;
+use crate::base::report::Reporter;
+use crate::far::verify::error_chain;
+use crate::format::layout::{LayoutError, Store};
+use crate::format::oci::{self, Descriptor, Node};
+use crate::shared::remote::{BlobBody, Remote, RemoteError, RemoteOptions};
 
 /// Errors that stop a fetch as a whole.
 #[derive(Debug, thiserror::Error)]
@@ -158,7 +158,8 @@ pub async fn fetch(
         .par_iter()
         .filter(|(d, n)| store.has(d, n.size))
         .map(|(d, _)| {
-            let whole = crate::source::hash_file(&store.blob_path(d)).is_ok_and(|(h, _)| h == *d);
+            let whole = crate::connected::source::hash_file(&store.blob_path(d))
+                .is_ok_and(|(h, _)| h == *d);
             (*d, whole)
         })
         .collect();
@@ -205,7 +206,7 @@ pub async fn fetch(
         })
         .buffer_unordered(opts.jobs.max(1))
         .collect::<Vec<()>>();
-    crate::load::with_progress(work, &received, reporter).await;
+    crate::far::load::with_progress(work, &received, reporter).await;
     reporter.finish();
     counts.blobs_fetched = fetched.load(Ordering::Relaxed) as usize;
     counts.bytes_fetched = received.load(Ordering::Relaxed);
@@ -248,9 +249,13 @@ async fn resolve(
         match node {
             Node::Index(i) => {
                 let children = if top {
-                    crate::source::choose_children(&i, req.platforms.as_deref(), &r.to_string())
-                        .map_err(|e| error_chain(&e))?
-                        .0
+                    crate::connected::source::choose_children(
+                        &i,
+                        req.platforms.as_deref(),
+                        &r.to_string(),
+                    )
+                    .map_err(|e| error_chain(&e))?
+                    .0
                 } else {
                     i.manifests.clone()
                 };

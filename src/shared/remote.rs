@@ -22,7 +22,7 @@ use oci_client::errors::OciDistributionError;
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference as OciRef};
 
-use crate::digest::Digest;
+use crate::base::digest::Digest;
 
 /// A blob body: chunks in order; an `Err` aborts the upload.
 pub type BlobBody = BoxStream<'static, io::Result<Bytes>>;
@@ -675,12 +675,12 @@ impl Remote {
         };
         let what = || format!("fetching manifest {repo}:{reference}");
         let accept = [
-            crate::oci::OCI_INDEX,
-            crate::oci::OCI_MANIFEST,
-            crate::oci::DOCKER_LIST,
-            crate::oci::DOCKER_MANIFEST,
-            crate::oci::DOCKER_SCHEMA1_SIGNED,
-            crate::oci::DOCKER_SCHEMA1,
+            crate::format::oci::OCI_INDEX,
+            crate::format::oci::OCI_MANIFEST,
+            crate::format::oci::DOCKER_LIST,
+            crate::format::oci::DOCKER_MANIFEST,
+            crate::format::oci::DOCKER_SCHEMA1_SIGNED,
+            crate::format::oci::DOCKER_SCHEMA1,
         ];
         let (bytes, _) = self
             .retry(&what, || {

@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 
 use super::write::padding;
 use super::{ArchiveError, BLOCK};
-use crate::bundle::{Member, Piece, VolumeInfo};
-use crate::digest::Digest;
-use crate::sign::SIGNATURE_MAX_BYTES;
+use crate::base::digest::Digest;
+use crate::format::bundle::{Member, Piece, VolumeInfo};
+use crate::format::sign::SIGNATURE_MAX_BYTES;
 
 /// Member name of the small header that opens every volume after the first.
 pub const VOLUME_HEADER_PATH: &str = "ferry-volume.json";
@@ -233,7 +233,7 @@ pub fn plan_volumes(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bundle::{self, Bundle, OCI_LAYOUT_PATH};
+    use crate::format::bundle::{self, Bundle, OCI_LAYOUT_PATH};
 
     fn member(n: u8, size: u64) -> Member {
         let d = Digest::of(&[n]);

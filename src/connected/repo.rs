@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::digest::Digest;
-use crate::layout::{LayoutError, Store};
-use crate::remote::{
+use crate::base::digest::Digest;
+use crate::format::layout::{LayoutError, Store};
+use crate::shared::remote::{
     attempts_note, backoff_delay, is_loopback, retry_after_value, RemoteError, RemoteOptions,
     MAX_RETRY_AFTER,
 };
@@ -291,7 +291,8 @@ pub async fn fetch_chart(
         attempts: 1,
         source,
     })?;
-    let (creds, source) = crate::remote::basic_credentials(&host, opts.credentials.clone())?;
+    let (creds, source) =
+        crate::shared::remote::basic_credentials(&host, opts.credentials.clone())?;
     let get = |url: String| {
         let mut req = client.get(url.clone());
         // Credentials go only to the repository's own host.
@@ -401,7 +402,7 @@ pub async fn fetch_chart(
         let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(4);
         let root = cache.to_owned();
         let writer = tokio::task::spawn_blocking(move || {
-            let reader = crate::fetch::ChannelReader::new(rx, Default::default());
+            let reader = crate::connected::fetch::ChannelReader::new(rx, Default::default());
             Store::create_cache(&root)?.put(reader, None)
         });
         let mut broken = None;

@@ -11,18 +11,20 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::archive::{self, ArchiveError, BlobSource, PlannedMember};
-use crate::bundle::{self, Artifact, ArtifactKind, Bundle, ChartInfo, FileInfo, Member, Tool};
-use crate::chart::{self, ChartError};
-use crate::digest::Digest;
-use crate::fetch::{FetchCounts, FetchOptions, FetchRequest};
-use crate::inputs::{ChartEntry, FileEntry, ImageEntry, ImageSource, Spec};
-use crate::inventory::Inventory;
-use crate::oci::{self, Descriptor, Index, Manifest};
-use crate::platform::Platform;
-use crate::reference::Reference;
-use crate::report::Reporter;
-use crate::source::{self, FoundBlob, LocalLayout, SourceError};
+use crate::base::digest::Digest;
+use crate::base::platform::Platform;
+use crate::base::reference::Reference;
+use crate::base::report::Reporter;
+use crate::connected::chart::{self, ChartError};
+use crate::connected::fetch::{FetchCounts, FetchOptions, FetchRequest};
+use crate::connected::inputs::{ChartEntry, FileEntry, ImageEntry, ImageSource, Spec};
+use crate::connected::source::{self, FoundBlob, LocalLayout, SourceError};
+use crate::format::archive::{self, ArchiveError, BlobSource, PlannedMember};
+use crate::format::bundle::{
+    self, Artifact, ArtifactKind, Bundle, ChartInfo, FileInfo, Member, Tool,
+};
+use crate::format::oci::{self, Descriptor, Index, Manifest};
+use crate::shared::inventory::Inventory;
 
 /// Errors while packing. Each names the spec entry it concerns.
 #[derive(Debug, thiserror::Error)]
@@ -90,7 +92,7 @@ pub enum PackError {
     },
     /// Signing failed.
     #[error(transparent)]
-    Sign(#[from] crate::sign::SignError),
+    Sign(#[from] crate::format::sign::SignError),
     /// The fetcher could not start (cache directory, runtime).
     #[error("fetching registry images failed")]
     Fetcher(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -122,7 +124,7 @@ pub enum PackError {
         name: String,
         /// Why.
         #[source]
-        source: crate::reference::ReferenceError,
+        source: crate::base::reference::ReferenceError,
     },
     /// Two entries carried under one name.
     #[error("{name} would be carried twice (by {first} and by {second}); give one of them another `name:`")]
@@ -231,7 +233,7 @@ pub fn pack(
         .prefix(".ferry-pack-")
         .tempdir_in(&out_dir)
         .map_err(|e| PackError::Scratch(opts.out.clone(), e))?;
-    let _scratch_registered = crate::interrupt::register(scratch.path());
+    let _scratch_registered = crate::base::interrupt::register(scratch.path());
 
     let filter_of = |entry: &ImageEntry| {
         opts.platforms
@@ -313,9 +315,9 @@ pub fn pack(
     let mut members = vec![
         PlannedMember {
             path: bundle::OCI_LAYOUT_PATH.into(),
-            digest: Digest::of(crate::layout::OCI_LAYOUT),
-            size: crate::layout::OCI_LAYOUT.len() as u64,
-            source: BlobSource::Bytes(Arc::new(crate::layout::OCI_LAYOUT.to_vec())),
+            digest: Digest::of(crate::format::layout::OCI_LAYOUT),
+            size: crate::format::layout::OCI_LAYOUT.len() as u64,
+            source: BlobSource::Bytes(Arc::new(crate::format::layout::OCI_LAYOUT.to_vec())),
         },
         PlannedMember {
             path: bundle::INDEX_PATH.into(),
@@ -388,7 +390,7 @@ pub fn pack(
         // to, which takes one compression pass (nothing is kept).
         let framing = match opts.compress {
             Some(level) => archive::volumes::Framing::Zstd {
-                measured: crate::archive::compressed::measure(
+                measured: crate::format::archive::compressed::measure(
                     &members, opts.mtime, level, reporter,
                 )?,
             },
@@ -409,22 +411,24 @@ pub fn pack(
                     .map(|d| d.as_secs())
                     .unwrap_or(0)
             );
-            Some(crate::sign::sign(key, &bundle_bytes, &comment)?)
+            Some(crate::format::sign::sign(key, &bundle_bytes, &comment)?)
         }
         None => None,
     };
     let written = match opts.compress {
-        Some(level) if bundle.volumes.is_some() => crate::archive::compressed::write_volumes(
-            &opts.out,
-            &bundle,
-            &bundle_bytes,
-            signature.as_deref(),
-            &members,
-            opts.mtime,
-            level,
-            reporter,
-        )?,
-        Some(level) => crate::archive::compressed::write(
+        Some(level) if bundle.volumes.is_some() => {
+            crate::format::archive::compressed::write_volumes(
+                &opts.out,
+                &bundle,
+                &bundle_bytes,
+                signature.as_deref(),
+                &members,
+                opts.mtime,
+                level,
+                reporter,
+            )?
+        }
+        Some(level) => crate::format::archive::compressed::write(
             &opts.out,
             &bundle_bytes,
             signature.as_deref(),
@@ -683,9 +687,9 @@ fn run_fetch(
     requests: &[FetchRequest],
     fopts: &FetchOptions,
     reporter: &dyn Reporter,
-) -> Result<crate::fetch::FetchReport, PackError> {
+) -> Result<crate::connected::fetch::FetchReport, PackError> {
     runtime()?
-        .block_on(crate::fetch::fetch(requests, fopts, reporter))
+        .block_on(crate::connected::fetch::fetch(requests, fopts, reporter))
         .map_err(|e| PackError::Fetcher(Box::new(e)))
 }
 
@@ -841,8 +845,14 @@ fn fetch_repo_charts(
     let results = rt.block_on(async {
         let mut out = Vec::new();
         for &(j, repo, name, version) in &wanted {
-            let r =
-                crate::repo::fetch_chart(repo, name, version, &fopts.cache, &fopts.remote).await;
+            let r = crate::connected::repo::fetch_chart(
+                repo,
+                name,
+                version,
+                &fopts.cache,
+                &fopts.remote,
+            )
+            .await;
             out.push((j, repo, name, r));
         }
         out
@@ -863,7 +873,7 @@ fn fetch_repo_charts(
             }
             Err(e) => failures.push((
                 format!("chart {name} from {repo}"),
-                crate::verify::error_chain(&e),
+                crate::far::verify::error_chain(&e),
             )),
         }
     }

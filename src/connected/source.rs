@@ -13,10 +13,10 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::archive::BlobSource;
-use crate::digest::{hash_reader, Digest};
-use crate::oci::{self, Descriptor, Index, Node};
-use crate::platform::Platform;
+use crate::base::digest::{hash_reader, Digest};
+use crate::base::platform::Platform;
+use crate::format::archive::BlobSource;
+use crate::format::oci::{self, Descriptor, Index, Node};
 
 /// Errors reading a local image source.
 #[derive(Debug, thiserror::Error)]
@@ -202,7 +202,7 @@ impl LocalLayout {
 
     /// The fetch cache (an OCI layout store without an index), read for
     /// one registry image; messages name the image.
-    pub fn cache(dir: &Path, image: &crate::reference::Reference) -> LocalLayout {
+    pub fn cache(dir: &Path, image: &crate::base::reference::Reference) -> LocalLayout {
         LocalLayout {
             label: format!("{image} (cached in {})", dir.display()),
             kind: LayoutKind::Dir(dir.to_owned()),

@@ -9,7 +9,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::digest::Digest;
+use crate::base::digest::Digest;
 
 /// The registry Docker Hub images live on, in normalised form.
 pub const DOCKER_HUB: &str = "docker.io";

@@ -15,11 +15,11 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::archive::{Archive, ArchiveError, Entry};
-use crate::bundle::INDEX_PATH;
-use crate::digest::{Digest, Hasher, COPY_BUF};
-use crate::oci::{self, Index, Node};
-use crate::report::Reporter;
+use crate::base::digest::{Digest, Hasher, COPY_BUF};
+use crate::base::report::Reporter;
+use crate::format::archive::{Archive, ArchiveError, Entry};
+use crate::format::bundle::INDEX_PATH;
+use crate::format::oci::{self, Index, Node};
 
 /// One thing wrong with an archive.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -64,7 +64,7 @@ pub struct VerifyReport {
     pub volumes: Vec<PathBuf>,
     /// For a delta: what it leaves out and expects the target to hold.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub delta: Option<crate::bundle::Delta>,
+    pub delta: Option<crate::format::bundle::Delta>,
 }
 
 impl VerifyReport {
@@ -364,9 +364,9 @@ fn fault_volume(e: &ArchiveError) -> Option<usize> {
 /// public key in `key`; returns the signature's trusted comment.
 pub fn check_signature(path: &Path, key: &Path) -> Result<String, SignatureCheckError> {
     // Only the head is needed.
-    let head = crate::archive::read_head(path)?;
+    let head = crate::format::archive::read_head(path)?;
     let (bundle_bytes, signature) = (head.bundle_bytes, head.signature);
-    Ok(crate::sign::check(
+    Ok(crate::format::sign::check(
         path,
         key,
         &bundle_bytes,
@@ -382,7 +382,7 @@ pub enum SignatureCheckError {
     Archive(#[from] ArchiveError),
     /// The signature is missing or wrong.
     #[error(transparent)]
-    Sign(#[from] crate::sign::SignError),
+    Sign(#[from] crate::format::sign::SignError),
 }
 
 /// The error's message followed by its causes.

@@ -10,7 +10,7 @@
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-use crate::digest::{Digest, HashingWriter, COPY_BUF};
+use crate::base::digest::{Digest, HashingWriter, COPY_BUF};
 
 /// The `oci-layout` file content.
 pub const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
@@ -106,7 +106,7 @@ impl Store {
                     format!("creating a temp file in {}: {e}", dir.display()),
                 )
             })?;
-        let registered = crate::interrupt::register(tmp.path());
+        let registered = crate::base::interrupt::register(tmp.path());
         let mut w = HashingWriter::new(io::BufWriter::with_capacity(COPY_BUF, tmp));
         copy_with(&mut reader, &mut w).map_err(|e| match e {
             CopyError::Read(source) => LayoutError::Source(source),
@@ -217,7 +217,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
                 format!("creating a temp file in {}: {e}", dir.display()),
             )
         })?;
-    let registered = crate::interrupt::register(tmp.path());
+    let registered = crate::base::interrupt::register(tmp.path());
     tmp.write_all(bytes)?;
     tmp.as_file().sync_data()?;
     // Replacing a file keeps its permissions (a private values file stays

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
-use crate::platform::Platform;
-use crate::reference::Reference;
+use crate::base::platform::Platform;
+use crate::base::reference::Reference;
 
 /// The most bytes a spec file may have; larger files are refused unread.
 pub const SPEC_MAX_BYTES: u64 = 16 << 20;
@@ -93,7 +93,7 @@ impl fmt::Display for Location {
 pub enum ImageSourceError {
     /// Not a valid registry reference.
     #[error(transparent)]
-    Reference(#[from] crate::reference::ReferenceError),
+    Reference(#[from] crate::base::reference::ReferenceError),
     /// `oci:` or `oci-archive:` without a path.
     #[error("{0:?} names no path after the transport")]
     EmptyPath(String),

@@ -3,8 +3,8 @@
 use std::io;
 use std::path::PathBuf;
 
-use crate::bundle::BundleError;
-use crate::digest::Digest;
+use crate::base::digest::Digest;
+use crate::format::bundle::BundleError;
 
 /// Errors reading or writing an archive. Every variant names the archive.
 #[derive(Debug, thiserror::Error)]

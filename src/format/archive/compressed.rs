@@ -24,15 +24,15 @@ use super::{
     check_member, padding, parse_header, ustar_header, Archive, ArchiveError, Entry, Header,
     PlannedMember, Span, Written, BLOCK,
 };
-use crate::bundle::{Bundle, BUNDLE_MAX_BYTES, BUNDLE_PATH, OCI_LAYOUT_PATH};
-use crate::digest::{Digest, Hasher, HashingReader, COPY_BUF};
-use crate::report::Reporter;
-use crate::sign::{SIGNATURE_MAX_BYTES, SIGNATURE_PATH};
+use crate::base::digest::{Digest, Hasher, HashingReader, COPY_BUF};
+use crate::base::report::Reporter;
+use crate::format::bundle::{Bundle, BUNDLE_MAX_BYTES, BUNDLE_PATH, OCI_LAYOUT_PATH};
+use crate::format::sign::{SIGNATURE_MAX_BYTES, SIGNATURE_PATH};
 
 /// The default compression level.
 pub const DEFAULT_LEVEL: i32 = 3;
 /// JSON members up to this size are kept in memory by [`scan`].
-const KEEP_MAX: u64 = crate::oci::MANIFEST_MAX_BYTES * 4;
+const KEEP_MAX: u64 = crate::format::oci::MANIFEST_MAX_BYTES * 4;
 /// The most a scan keeps in memory in all.
 pub const KEPT_MAX_BYTES: u64 = 256 << 20;
 /// The most zero padding accepted after the end-of-archive marker.
@@ -54,7 +54,7 @@ pub fn write(
     reporter: &dyn Reporter,
 ) -> Result<Written, ArchiveError> {
     let tmp = super::partial_file(out)?;
-    let registered = crate::interrupt::register(tmp.path());
+    let registered = crate::base::interrupt::register(tmp.path());
     let werr = |e: io::Error| io::Error::new(e.kind(), format!("writing {}: {e}", out.display()));
     let threads = std::thread::available_parallelism()
         .map(|n| n.get() as u32)
@@ -109,7 +109,7 @@ pub fn write(
         .map_err(|e| werr(e.into_error()))?
         .sync_all()
         .map_err(werr)?;
-    crate::layout::make_readable(tmp.as_file()).map_err(werr)?;
+    crate::format::layout::make_readable(tmp.as_file()).map_err(werr)?;
     let size = tmp.as_file().metadata().map_err(werr)?.len();
     drop(registered);
     tmp.persist(out).map_err(|e| {
@@ -182,7 +182,7 @@ pub(crate) fn framed_bound(len: u64) -> u64 {
 /// `OUT.sha256`, as `bundle`'s volume plan (made with
 /// [`Framing::Zstd`](super::volumes::Framing)) says. Each volume is a zstd
 /// stream of its own that decompresses to a tar of its own: each member
-/// in frames of at most [`FRAME_MAX`] bytes (compressed in parallel, so
+/// in frames of at most 4 MiB of tar (compressed in parallel, so
 /// the bytes do not depend on the thread count), the end-of-archive
 /// marker, and the seekable format's seek table in a skippable frame,
 /// which `zstd -d` passes over. Members are re-hashed on the way; temp
@@ -221,7 +221,7 @@ pub fn write_volumes(
     for (v, vol) in plan.volumes.iter().enumerate() {
         let Some(fin) = finals.get(v) else { break };
         let tmp = super::partial_file(fin)?;
-        registered.push(crate::interrupt::register(tmp.path()));
+        registered.push(crate::base::interrupt::register(tmp.path()));
         let mut fw = FrameWriter::new(BufWriter::with_capacity(1 << 20, tmp.as_file()), level);
         if v > 0 {
             let header = VolumeHeader {
@@ -293,7 +293,7 @@ pub fn write_volumes(
             });
         }
         tmp.as_file().sync_all().map_err(werr)?;
-        crate::layout::make_readable(tmp.as_file()).map_err(werr)?;
+        crate::format::layout::make_readable(tmp.as_file()).map_err(werr)?;
         sizes.push(size);
         tmps.push(tmp);
     }
@@ -1185,7 +1185,7 @@ fn placeholder() -> Bundle {
     Bundle {
         format: String::new(),
         format_version: 0,
-        tool: crate::bundle::Tool {
+        tool: crate::format::bundle::Tool {
             name: String::new(),
             version: String::new(),
         },
@@ -1203,7 +1203,7 @@ fn placeholder() -> Bundle {
 /// bundle.json is recorded in the returned archive's faults, with the
 /// members before it.
 pub fn scan(path: &Path) -> Result<Archive, ArchiveError> {
-    scan_with(path, &crate::report::Silent)
+    scan_with(path, &crate::base::report::Silent)
 }
 
 /// [`scan`], reporting bytes read.

@@ -14,9 +14,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::bundle::{Artifact, ArtifactKind};
-use crate::digest::Digest;
-use crate::reference::{is_valid_repository, Reference};
+use crate::base::digest::Digest;
+use crate::base::reference::{is_valid_repository, Reference};
+use crate::format::bundle::{Artifact, ArtifactKind};
 
 /// Errors computing targets.
 #[derive(Debug, thiserror::Error)]
@@ -34,7 +34,7 @@ pub enum MappingError {
         reference: String,
         /// Why.
         #[source]
-        source: crate::reference::ReferenceError,
+        source: crate::base::reference::ReferenceError,
     },
     /// The mapped repository is invalid.
     #[error("artifact {reference} maps to {repository:?}, which is not a valid repository path")]
@@ -196,7 +196,7 @@ mod tests {
             source: r.into(),
             reference: r.into(),
             digest: Digest::of(r.as_bytes()),
-            media_type: crate::oci::OCI_INDEX.into(),
+            media_type: crate::format::oci::OCI_INDEX.into(),
             size: 1,
             platforms: vec![],
             source_digest: None,

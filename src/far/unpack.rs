@@ -12,11 +12,11 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::archive::{Archive, ArchiveError};
-use crate::bundle::{self, Artifact, INDEX_PATH, OCI_LAYOUT_PATH};
-use crate::digest::Digest;
-use crate::layout::{LayoutError, Store};
-use crate::report::Reporter;
+use crate::base::digest::Digest;
+use crate::base::report::Reporter;
+use crate::format::archive::{Archive, ArchiveError};
+use crate::format::bundle::{self, Artifact, INDEX_PATH, OCI_LAYOUT_PATH};
+use crate::format::layout::{LayoutError, Store};
 
 /// Errors unpacking.
 #[derive(Debug, thiserror::Error)]
@@ -111,7 +111,7 @@ pub fn unpack(
     reporter.finish();
 
     // bundle.json travels along (harmless to other tools, useful to ferry).
-    crate::layout::write_atomic(&dir.join(bundle::BUNDLE_PATH), &archive.bundle_bytes)
+    crate::format::layout::write_atomic(&dir.join(bundle::BUNDLE_PATH), &archive.bundle_bytes)
         .map_err(|e| blob_err(bundle::BUNDLE_PATH, e.into()))?;
     // index.json last, after its own digest check.
     let index_entry = archive.entry(INDEX_PATH).ok_or_else(|| {
@@ -200,7 +200,7 @@ pub fn extract(
             .filter(|e| e.size == layer.size)
             .ok_or_else(|| fail(invalid(format!("blob {} is missing", layer.digest))))?;
         fs_err::create_dir_all(dir).map_err(&fail)?;
-        let reader = crate::digest::HashingReader::new(archive.member_reader(entry));
+        let reader = crate::base::digest::HashingReader::new(archive.member_reader(entry));
         let directory = a.file.as_ref().is_some_and(|f| f.directory);
         if directory {
             write_tree(reader, dir, &name, &layer.digest).map_err(&fail)?;
@@ -227,23 +227,23 @@ fn is_plain_name(name: &str) -> bool {
 /// The one content layer of a chart or file artifact.
 fn single_layer(
     archive: &Archive,
-    locations: &std::collections::HashMap<Digest, crate::archive::Entry>,
+    locations: &std::collections::HashMap<Digest, crate::format::archive::Entry>,
     a: &Artifact,
-) -> std::io::Result<crate::oci::Descriptor> {
+) -> std::io::Result<crate::format::oci::Descriptor> {
     let entry = locations
         .get(&a.digest)
         .ok_or_else(|| invalid(format!("manifest {} is missing", a.digest)))?;
     let bytes = archive
-        .read_member(entry, crate::oci::MANIFEST_MAX_BYTES)
-        .map_err(|e| invalid(crate::verify::error_chain(&e)))?;
+        .read_member(entry, crate::format::oci::MANIFEST_MAX_BYTES)
+        .map_err(|e| invalid(crate::far::verify::error_chain(&e)))?;
     if Digest::of(&bytes) != a.digest {
         return Err(invalid(format!(
             "manifest {} does not match its digest",
             a.digest
         )));
     }
-    let one = match crate::oci::parse_node(a.digest, &a.media_type, &bytes) {
-        Ok(crate::oci::Node::Manifest(m)) => <[_; 1]>::try_from(m.layers).ok(),
+    let one = match crate::format::oci::parse_node(a.digest, &a.media_type, &bytes) {
+        Ok(crate::format::oci::Node::Manifest(m)) => <[_; 1]>::try_from(m.layers).ok(),
         _ => None,
     };
     match one {
@@ -258,12 +258,12 @@ fn single_layer(
 /// Copies `reader` to `target` via a temp file, renamed only when the
 /// digest matches. An identical existing file is kept.
 fn write_file<R: std::io::Read>(
-    mut reader: crate::digest::HashingReader<R>,
+    mut reader: crate::base::digest::HashingReader<R>,
     target: &Path,
     digest: &Digest,
 ) -> std::io::Result<()> {
     if target.exists() {
-        let (d, _) = crate::source::hash_file(target)?;
+        let (d, _) = crate::connected::source::hash_file(target)?;
         if d == *digest {
             return Ok(());
         }
@@ -276,7 +276,7 @@ fn write_file<R: std::io::Read>(
     let mut tmp = tempfile::Builder::new()
         .prefix(".ferry-extract.")
         .tempfile_in(dir)?;
-    let registered = crate::interrupt::register(tmp.path());
+    let registered = crate::base::interrupt::register(tmp.path());
     std::io::copy(&mut reader, tmp.as_file_mut())?;
     let (d, _) = reader.finish();
     if d != *digest {
@@ -294,7 +294,7 @@ fn write_file<R: std::io::Read>(
 /// Extracts a directory artifact's tar (entries under `title/`) into
 /// `dir/title`, staged in a temp directory and renamed into place whole.
 fn write_tree<R: std::io::Read>(
-    mut reader: crate::digest::HashingReader<R>,
+    mut reader: crate::base::digest::HashingReader<R>,
     dir: &Path,
     title: &str,
     digest: &Digest,
@@ -310,7 +310,7 @@ fn write_tree<R: std::io::Read>(
     let stage = tempfile::Builder::new()
         .prefix(".ferry-extract.")
         .tempdir_in(dir)?;
-    let _registered = crate::interrupt::register(stage.path());
+    let _registered = crate::base::interrupt::register(stage.path());
     {
         let mut tar = tar::Archive::new(&mut reader);
         for entry in tar.entries()? {
@@ -410,7 +410,7 @@ pub struct Inspection {
 /// Reads bundle.json and summarises it. Refuses damaged archives.
 pub fn inspect(path: &Path) -> Result<Inspection, ArchiveError> {
     // A compressed archive is read only as far as its head.
-    let head = crate::archive::read_head_strict(path)?;
+    let head = crate::format::archive::read_head_strict(path)?;
     let mut archive_bytes = 0;
     for f in &head.files {
         archive_bytes += fs_err::metadata(f)?.len();
@@ -425,7 +425,7 @@ pub fn inspect(path: &Path) -> Result<Inspection, ArchiveError> {
         &head.bundle_bytes,
         archive_bytes,
         volumes,
-        head.form == crate::archive::Form::Zstd,
+        head.form == crate::format::archive::Form::Zstd,
     ))
 }
 

@@ -15,8 +15,8 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 
-use crate::digest::Digest;
-use crate::oci::{self, Descriptor, Manifest};
+use crate::base::digest::Digest;
+use crate::format::oci::{self, Descriptor, Manifest};
 
 /// Largest decompressed chart Helm itself accepts (100 MiB).
 pub const CHART_MAX_DECOMPRESSED: u64 = 100 << 20;
@@ -179,7 +179,7 @@ pub fn meta_from_chart_yaml(path: &Path, yaml: &[u8]) -> Result<ChartMeta, Chart
     let string = |k: &str| map.get(k).and_then(scalar_string);
     let name = string("name").ok_or_else(|| bad("`name` is missing".into()))?;
     let version = string("version").ok_or_else(|| bad("`version` is missing".into()))?;
-    if !crate::reference::is_valid_repository(&name) {
+    if !crate::base::reference::is_valid_repository(&name) {
         return Err(bad(format!(
             "chart name {name:?} cannot be an OCI repository name"
         )));
@@ -435,12 +435,12 @@ fn value_images(values: &[u8], label: &str, app_version: Option<&str>, out: &mut
     let Ok(text) = std::str::from_utf8(values) else {
         return;
     };
-    let map = crate::rewrite::ImageMap::default();
-    let Ok((_, found)) = crate::rewrite::rewrite(text, &map, Default::default()) else {
+    let map = crate::shared::rewrite::ImageMap::default();
+    let Ok((_, found)) = crate::shared::rewrite::rewrite(text, &map, Default::default()) else {
         return;
     };
     for f in found {
-        if f.outcome != crate::rewrite::Outcome::NotInBundle {
+        if f.outcome != crate::shared::rewrite::Outcome::NotInBundle {
             continue; // templated, empty or not a reference
         }
         let last = f.reference.rsplit('/').next().unwrap_or("");

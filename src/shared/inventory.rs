@@ -14,13 +14,13 @@ use std::path::{Path, PathBuf};
 use futures_util::stream::{self, StreamExt};
 use serde::{Deserialize, Serialize};
 
-use crate::archive::ArchiveError;
-use crate::bundle::{Bundle, BundleError};
-use crate::digest::Digest;
-use crate::mapping::{MappingError, TargetRegistry};
-use crate::oci::{self, Node};
-use crate::remote::{Remote, RemoteError, RemoteOptions};
-use crate::report::Reporter;
+use crate::base::digest::Digest;
+use crate::base::report::Reporter;
+use crate::format::archive::ArchiveError;
+use crate::format::bundle::{Bundle, BundleError};
+use crate::format::oci::{self, Node};
+use crate::shared::mapping::{MappingError, TargetRegistry};
+use crate::shared::remote::{Remote, RemoteError, RemoteOptions};
 
 /// The value of `format`.
 pub const FORMAT: &str = "ferry-inventory";
@@ -214,18 +214,18 @@ pub fn read_bundle(path: &Path) -> Result<Bundle, InventoryError> {
     };
     if is_json {
         let size = fs_err::metadata(path).map_err(read)?.len();
-        if size > crate::bundle::BUNDLE_MAX_BYTES {
+        if size > crate::format::bundle::BUNDLE_MAX_BYTES {
             return Err(InventoryError::TooLarge {
                 path: path.to_owned(),
                 size,
-                limit: crate::bundle::BUNDLE_MAX_BYTES,
+                limit: crate::format::bundle::BUNDLE_MAX_BYTES,
             });
         }
         let bytes = fs_err::read(path).map_err(read)?;
         return Bundle::from_slice(&bytes).map_err(|e| InventoryError::Bundle(path.to_owned(), e));
     }
     // Only bundle.json is needed, so damage further on does not matter.
-    crate::archive::read_head(path)
+    crate::format::archive::read_head(path)
         .map(|h| h.bundle)
         .map_err(|e| InventoryError::Archive(path.to_owned(), e))
 }

@@ -28,10 +28,10 @@ mod fast;
 use fast::Ev;
 use serde::{Deserialize, Serialize};
 
-use crate::bundle::{ArtifactKind, Bundle};
-use crate::digest::Digest;
-use crate::mapping::{MappingError, TargetRegistry};
-use crate::reference::Reference;
+use crate::base::digest::Digest;
+use crate::base::reference::Reference;
+use crate::format::bundle::{ArtifactKind, Bundle};
+use crate::shared::mapping::{MappingError, TargetRegistry};
 
 /// Errors rewriting.
 #[derive(Debug, thiserror::Error)]

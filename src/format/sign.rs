@@ -120,7 +120,7 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), SignError> {
     tmp.as_file()
         .set_permissions(std::fs::Permissions::from_mode(mode))
         .map_err(io)?;
-    let registered = crate::interrupt::register(tmp.path());
+    let registered = crate::base::interrupt::register(tmp.path());
     tmp.write_all(bytes).map_err(io)?;
     tmp.as_file().sync_all().map_err(io)?;
     drop(registered);

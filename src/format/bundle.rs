@@ -10,7 +10,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::digest::Digest;
+use crate::base::digest::Digest;
 
 /// The value of `format`.
 pub const FORMAT: &str = "ferry-bundle";

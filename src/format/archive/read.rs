@@ -14,10 +14,10 @@ use super::form::{detect, Form};
 use super::scan::Scanner;
 use super::volumes::{volume_path, VOLUME_HEADER_PATH};
 use super::ArchiveError;
-use crate::bundle::{Bundle, Piece, BUNDLE_MAX_BYTES, BUNDLE_PATH, OCI_LAYOUT_PATH};
-use crate::digest::Digest;
-use crate::report::{Reporter, Silent};
-use crate::sign::{SIGNATURE_MAX_BYTES, SIGNATURE_PATH};
+use crate::base::digest::Digest;
+use crate::base::report::{Reporter, Silent};
+use crate::format::bundle::{Bundle, Piece, BUNDLE_MAX_BYTES, BUNDLE_PATH, OCI_LAYOUT_PATH};
+use crate::format::sign::{SIGNATURE_MAX_BYTES, SIGNATURE_PATH};
 
 /// A stretch of a member's bytes in one file of the archive.
 #[derive(Debug, Clone, PartialEq, Eq)]

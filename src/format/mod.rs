@@ -1,0 +1,11 @@
+//! The format: what a ferry archive is, independent of where its content
+//! came from or where it goes. OCI documents and graph walks ([`oci`]),
+//! bundle.json ([`bundle`]), its minisign signature ([`sign`]), the
+//! content-addressed store ([`layout`]) and the archive itself in every
+//! physical form ([`archive`]). Uses only [`base`](crate::base).
+
+pub mod archive;
+pub mod bundle;
+pub mod layout;
+pub mod oci;
+pub mod sign;

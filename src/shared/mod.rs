@@ -1,0 +1,11 @@
+//! What both sides of the air gap use: the registry client ([`remote`]),
+//! the naming of targets ([`mapping`]), inventories of what a registry or
+//! bundle holds ([`inventory`]), and the finding and rewriting of image
+//! references in YAML ([`rewrite`]), which `pack` uses to find a chart's
+//! images and `ferry rewrite` to point manifests at the far registry.
+//! Uses [`base`](crate::base) and [`format`](crate::format).
+
+pub mod inventory;
+pub mod mapping;
+pub mod remote;
+pub mod rewrite;
