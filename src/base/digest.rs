@@ -206,6 +206,11 @@ impl<W: Write> Write for HashingWriter<W> {
 /// throughput, small enough that memory stays bounded by buffers.
 pub const COPY_BUF: usize = 1 << 20;
 
+/// Hashes a file (for files and charts, whose digest ferry computes).
+pub fn hash_file(path: &std::path::Path) -> io::Result<(Digest, u64)> {
+    hash_reader(fs_err::File::open(path)?)
+}
+
 /// Hashes everything `reader` yields, in `COPY_BUF` chunks.
 pub fn hash_reader<R: Read>(mut reader: R) -> io::Result<(Digest, u64)> {
     let mut hasher = Hasher::new();

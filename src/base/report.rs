@@ -1,6 +1,7 @@
 //! Progress reporting. The library never prints: long operations call a
 //! [`Reporter`], which the command-line front end implements with progress
-//! bars and tests implement with nothing ([`Silent`]).
+//! bars and tests implement with nothing ([`Silent`]). [`with_progress`]
+//! turns a byte counter that async workers share into progress.
 
 /// Receives progress from long operations. Implementations must be cheap
 /// and thread-safe: `advance` is called from worker threads per chunk.
@@ -30,4 +31,28 @@ impl Reporter for Silent {
     fn start(&self, _: &str, _: u64) {}
     fn advance(&self, _: u64) {}
     fn finish(&self) {}
+}
+
+/// Drives `work` while turning the shared byte counter into progress.
+pub(crate) async fn with_progress<T>(
+    work: impl std::future::Future<Output = T>,
+    sent: &std::sync::atomic::AtomicU64,
+    reporter: &dyn Reporter,
+) -> T {
+    let mut work = std::pin::pin!(work);
+    let mut seen = 0;
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            out = &mut work => {
+                reporter.advance(sent.load(std::sync::atomic::Ordering::Relaxed).saturating_sub(seen));
+                return out;
+            }
+            _ = tick.tick() => {
+                let now = sent.load(std::sync::atomic::Ordering::Relaxed);
+                reporter.advance(now.saturating_sub(seen));
+                seen = now;
+            }
+        }
+    }
 }

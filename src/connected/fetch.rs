@@ -23,10 +23,10 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::base::digest::Digest;
+use crate::base::error::error_chain;
 use crate::base::platform::Platform;
 use crate::base::reference::Reference;
 use crate::base::report::Reporter;
-use crate::far::verify::error_chain;
 use crate::format::layout::{LayoutError, Store};
 use crate::format::oci::{self, Descriptor, Node};
 use crate::shared::remote::{BlobBody, Remote, RemoteError, RemoteOptions};
@@ -158,8 +158,8 @@ pub async fn fetch(
         .par_iter()
         .filter(|(d, n)| store.has(d, n.size))
         .map(|(d, _)| {
-            let whole = crate::connected::source::hash_file(&store.blob_path(d))
-                .is_ok_and(|(h, _)| h == *d);
+            let whole =
+                crate::base::digest::hash_file(&store.blob_path(d)).is_ok_and(|(h, _)| h == *d);
             (*d, whole)
         })
         .collect();
@@ -206,7 +206,7 @@ pub async fn fetch(
         })
         .buffer_unordered(opts.jobs.max(1))
         .collect::<Vec<()>>();
-    crate::far::load::with_progress(work, &received, reporter).await;
+    crate::base::report::with_progress(work, &received, reporter).await;
     reporter.finish();
     counts.blobs_fetched = fetched.load(Ordering::Relaxed) as usize;
     counts.bytes_fetched = received.load(Ordering::Relaxed);

@@ -873,7 +873,7 @@ fn fetch_repo_charts(
             }
             Err(e) => failures.push((
                 format!("chart {name} from {repo}"),
-                crate::far::verify::error_chain(&e),
+                crate::base::error::error_chain(&e),
             )),
         }
     }
@@ -935,7 +935,8 @@ fn plan_chart_file(plan: &mut Plan, path: &Path, label: String) -> Result<(), Pa
         source,
     };
     let meta = chart::read_chart(path).map_err(chart_err)?;
-    let (digest, size) = source::hash_file(path).map_err(|e| chart_err(ChartError::Io(e)))?;
+    let (digest, size) =
+        crate::base::digest::hash_file(path).map_err(|e| chart_err(ChartError::Io(e)))?;
     let reference = format!("charts/{}:{}", meta.name, meta.tag());
     plan.claim(&reference, &label)?;
     let manifest = meta.manifest(digest, size);
@@ -1127,7 +1128,7 @@ fn plan_file(
             kind: "special file",
         });
     };
-    let (digest, size) = source::hash_file(&layer_path).map_err(io_err)?;
+    let (digest, size) = crate::base::digest::hash_file(&layer_path).map_err(io_err)?;
     let mut layer = Descriptor::new(layer_type, digest, size);
     layer
         .annotations

@@ -17,15 +17,14 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::stream::{self, StreamExt};
 use serde::Serialize;
 
 use crate::base::digest::{Digest, Hasher, COPY_BUF};
+use crate::base::error::error_chain;
 use crate::base::report::Reporter;
-use crate::far::verify::error_chain;
 use crate::format::archive::{Archive, ArchiveError, Entry};
 use crate::format::bundle::{Artifact, ArtifactKind, Bundle};
 use crate::format::oci::{self, Visit, WalkError};
@@ -334,11 +333,11 @@ pub async fn load(
         })
         .buffer_unordered(opts.jobs.max(1))
         .collect::<Vec<_>>();
-    let mut blob_results = with_progress(blob_phase, &sent, reporter).await;
+    let mut blob_results = crate::base::report::with_progress(blob_phase, &sent, reporter).await;
     let deferred = deferred.into_inner().unwrap_or_else(|p| p.into_inner());
     if !deferred.is_empty() {
         let streamed = upload_in_order(&remote, &a, &jobs, &deferred, &tally, &sent);
-        blob_results.extend(with_progress(streamed, &sent, reporter).await);
+        blob_results.extend(crate::base::report::with_progress(streamed, &sent, reporter).await);
     }
     reporter.finish();
     let failed_blobs: HashMap<Digest, String> = blob_results
@@ -407,30 +406,6 @@ fn read_document(
         .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "not in the archive"))?;
     a.read_member(entry, oci::MANIFEST_MAX_BYTES)
         .map_err(|e| io::Error::other(error_chain(&e)))
-}
-
-/// Drives `work` while turning the shared byte counter into progress.
-pub(crate) async fn with_progress<T>(
-    work: impl std::future::Future<Output = T>,
-    sent: &AtomicU64,
-    reporter: &dyn Reporter,
-) -> T {
-    let mut work = std::pin::pin!(work);
-    let mut seen = 0;
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    loop {
-        tokio::select! {
-            out = &mut work => {
-                reporter.advance(sent.load(Ordering::Relaxed).saturating_sub(seen));
-                return out;
-            }
-            _ = tick.tick() => {
-                let now = sent.load(Ordering::Relaxed);
-                reporter.advance(now.saturating_sub(seen));
-                seen = now;
-            }
-        }
-    }
 }
 
 /// Gets one blob into every repository that needs it.

@@ -194,7 +194,7 @@ impl Registry {
             Bundle::from_slice(&bytes)
                 .map_err(|e| ServeError::Invalid {
                     path: bundle_path.clone(),
-                    what: crate::far::verify::error_chain(&e),
+                    what: crate::base::error::error_chain(&e),
                 })?
                 .artifacts
         } else {
@@ -297,7 +297,7 @@ impl Registry {
         )
         .map_err(|e| ServeError::Graph {
             source_path: self.source.clone(),
-            what: crate::far::verify::error_chain(&e),
+            what: crate::base::error::error_chain(&e),
         })
     }
 

@@ -235,7 +235,7 @@ fn single_layer(
         .ok_or_else(|| invalid(format!("manifest {} is missing", a.digest)))?;
     let bytes = archive
         .read_member(entry, crate::format::oci::MANIFEST_MAX_BYTES)
-        .map_err(|e| invalid(crate::far::verify::error_chain(&e)))?;
+        .map_err(|e| invalid(crate::base::error::error_chain(&e)))?;
     if Digest::of(&bytes) != a.digest {
         return Err(invalid(format!(
             "manifest {} does not match its digest",
@@ -263,7 +263,7 @@ fn write_file<R: std::io::Read>(
     digest: &Digest,
 ) -> std::io::Result<()> {
     if target.exists() {
-        let (d, _) = crate::connected::source::hash_file(target)?;
+        let (d, _) = crate::base::digest::hash_file(target)?;
         if d == *digest {
             return Ok(());
         }

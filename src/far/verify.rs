@@ -18,6 +18,8 @@ use serde::Serialize;
 use crate::base::digest::{Digest, Hasher, COPY_BUF};
 use crate::base::report::Reporter;
 use crate::format::archive::{Archive, ArchiveError, Entry};
+// Kept at its old path for the binary and tests.
+pub use crate::base::error::error_chain;
 use crate::format::bundle::INDEX_PATH;
 use crate::format::oci::{self, Index, Node};
 
@@ -383,18 +385,6 @@ pub enum SignatureCheckError {
     /// The signature is missing or wrong.
     #[error(transparent)]
     Sign(#[from] crate::format::sign::SignError),
-}
-
-/// The error's message followed by its causes.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 fn hash_member(archive: &Archive, e: &Entry, reporter: &dyn Reporter) -> std::io::Result<Digest> {
