@@ -385,19 +385,17 @@ pub fn pack(
     if bundle.delta.is_some() {
         bundle.format_version = bundle::FORMAT_VERSION;
     }
-    if let Some(max_size) = opts.volume_size {
-        // zstd volumes are filled by what each member really compresses
-        // to, which takes one compression pass (nothing is kept).
-        let framing = match opts.compress {
-            Some(level) => archive::volumes::Framing::Zstd {
-                measured: crate::format::archive::compressed::measure(
-                    &members, opts.mtime, level, reporter,
-                )?,
-            },
-            None => archive::volumes::Framing::Plain,
-        };
-        plan_volumes(&mut bundle, max_size, opts.sign.is_some(), &framing)?;
-    }
+    let form = archive::WriteForm {
+        compress: opts.compress,
+        volume_size: opts.volume_size,
+    };
+    form.plan(
+        &mut bundle,
+        &members,
+        opts.sign.is_some(),
+        opts.mtime,
+        reporter,
+    )?;
     let bundle_bytes = bundle.to_bytes();
     let signature = match &opts.sign {
         Some(key) => {
@@ -415,38 +413,15 @@ pub fn pack(
         }
         None => None,
     };
-    let written = match opts.compress {
-        Some(level) if bundle.volumes.is_some() => {
-            crate::format::archive::compressed::write_volumes(
-                &opts.out,
-                &bundle,
-                &bundle_bytes,
-                signature.as_deref(),
-                &members,
-                opts.mtime,
-                level,
-                reporter,
-            )?
-        }
-        Some(level) => crate::format::archive::compressed::write(
-            &opts.out,
-            &bundle_bytes,
-            signature.as_deref(),
-            &members,
-            opts.mtime,
-            level,
-            reporter,
-        )?,
-        None => archive::write(
-            &opts.out,
-            &bundle,
-            &bundle_bytes,
-            signature.as_deref(),
-            &members,
-            opts.mtime,
-            reporter,
-        )?,
-    };
+    let written = form.write(
+        &opts.out,
+        &bundle,
+        &bundle_bytes,
+        signature.as_deref(),
+        &members,
+        opts.mtime,
+        reporter,
+    )?;
     drop(scratch);
     Ok(PackSummary {
         archive: opts.out.clone(),
@@ -457,47 +432,6 @@ pub fn pack(
         fetched,
         chart_images,
     })
-}
-
-/// Adds a volume plan to `bundle`, pricing members by `framing`. Volume 1
-/// must also hold bundle.json (which holds the plan) and the signature, so
-/// the plan is made with room reserved for them and made again until the
-/// room suffices.
-fn plan_volumes(
-    bundle: &mut Bundle,
-    max_size: u64,
-    signed: bool,
-    framing: &archive::volumes::Framing,
-) -> Result<(), PackError> {
-    let key = (&bundle.name, &bundle.artifacts, &bundle.members, max_size);
-    // Plain and zstd volumes of the same content are different sets.
-    let id = Digest::of(
-        &match framing {
-            archive::volumes::Framing::Plain => serde_json::to_vec(&key),
-            archive::volumes::Framing::Zstd { .. } => serde_json::to_vec(&(key, "zstd")),
-        }
-        .unwrap_or_default(),
-    );
-    bundle.format_version = bundle::FORMAT_VERSION;
-    let mut head = framing.head(bundle.to_bytes().len() as u64, signed);
-    for _ in 0..8 {
-        let volumes = archive::plan_volumes(&bundle.members, max_size, head, framing)?;
-        bundle.volumes = Some(bundle::VolumePlan {
-            id,
-            max_size,
-            volumes,
-        });
-        let need = framing.head(bundle.to_bytes().len() as u64, signed);
-        if need <= head {
-            return Ok(());
-        }
-        head = need + 4096;
-    }
-    Err(PackError::Archive(archive::ArchiveError::VolumeTooSmall {
-        max_size,
-        need: head,
-        what: "bundle.json".into(),
-    }))
 }
 
 /// Fetches the spec's registry images into the cache; returns each one's

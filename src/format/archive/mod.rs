@@ -39,6 +39,82 @@ pub use volumes::{
 pub(crate) use write::{check_source, open_source, padding, partial_file, ustar_header, Progress};
 pub use write::{mtime_from_env, write, BlobSource, PlannedMember, Written};
 
+/// The physical form an archive is written in: plain or zstd, one file
+/// or volumes. `pack` asks for one; this module does the rest.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WriteForm {
+    /// zstd at this level, or plain.
+    pub compress: Option<i32>,
+    /// Volumes of at most this many bytes, or one file.
+    pub volume_size: Option<u64>,
+}
+
+impl WriteForm {
+    /// Adds the volume plan to `bundle` when volumes are asked for. For
+    /// zstd volumes every member is compressed once first, to fill the
+    /// volumes by what the data really compresses to. Call before
+    /// bundle.json is serialised (and signed).
+    pub fn plan(
+        &self,
+        bundle: &mut crate::format::bundle::Bundle,
+        members: &[PlannedMember],
+        signed: bool,
+        mtime: u64,
+        reporter: &dyn crate::base::report::Reporter,
+    ) -> Result<(), ArchiveError> {
+        let Some(max_size) = self.volume_size else {
+            return Ok(());
+        };
+        let framing = match self.compress {
+            Some(level) => volumes::Framing::Zstd {
+                measured: compressed::measure(members, mtime, level, reporter)?,
+            },
+            None => volumes::Framing::Plain,
+        };
+        volumes::plan_into(bundle, max_size, signed, &framing)
+    }
+
+    /// Writes the archive at `out` in this form: temp files renamed only
+    /// when complete and checked. `bundle` carries the plan made by
+    /// [`WriteForm::plan`]; `bundle_json` is its bytes as signed.
+    #[allow(clippy::too_many_arguments)]
+    pub fn write(
+        &self,
+        out: &std::path::Path,
+        bundle: &crate::format::bundle::Bundle,
+        bundle_json: &[u8],
+        signature: Option<&[u8]>,
+        members: &[PlannedMember],
+        mtime: u64,
+        reporter: &dyn crate::base::report::Reporter,
+    ) -> Result<Written, ArchiveError> {
+        match (self.compress, bundle.volumes.is_some()) {
+            (Some(level), true) => compressed::write_volumes(
+                out,
+                bundle,
+                bundle_json,
+                signature,
+                members,
+                mtime,
+                level,
+                reporter,
+            ),
+            (Some(level), false) => {
+                compressed::write(out, bundle_json, signature, members, mtime, level, reporter)
+            }
+            (None, _) => write(
+                out,
+                bundle,
+                bundle_json,
+                signature,
+                members,
+                mtime,
+                reporter,
+            ),
+        }
+    }
+}
+
 /// The tar block size.
 pub(crate) const BLOCK: u64 = 512;
 

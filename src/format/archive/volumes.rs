@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use super::write::padding;
 use super::{ArchiveError, BLOCK};
 use crate::base::digest::Digest;
-use crate::format::bundle::{Member, Piece, VolumeInfo};
+use crate::format::bundle::{Bundle, Member, Piece, VolumeInfo, VolumePlan};
 use crate::format::sign::SIGNATURE_MAX_BYTES;
 
 /// Member name of the small header that opens every volume after the first.
@@ -228,6 +228,48 @@ pub fn plan_volumes(
         }
     }
     Ok(volumes)
+}
+
+/// Adds a volume plan to `bundle` for volumes of at most `max_size`
+/// bytes, pricing members by `framing`. Volume 1
+/// must also hold bundle.json (which holds the plan) and the signature, so
+/// the plan is made with room reserved for them and made again until the
+/// room suffices.
+pub fn plan_into(
+    bundle: &mut Bundle,
+    max_size: u64,
+    signed: bool,
+    framing: &Framing,
+) -> Result<(), ArchiveError> {
+    let key = (&bundle.name, &bundle.artifacts, &bundle.members, max_size);
+    // Plain and zstd volumes of the same content are different sets.
+    let id = Digest::of(
+        &match framing {
+            Framing::Plain => serde_json::to_vec(&key),
+            Framing::Zstd { .. } => serde_json::to_vec(&(key, "zstd")),
+        }
+        .unwrap_or_default(),
+    );
+    bundle.format_version = crate::format::bundle::FORMAT_VERSION;
+    let mut head = framing.head(bundle.to_bytes().len() as u64, signed);
+    for _ in 0..8 {
+        let volumes = plan_volumes(&bundle.members, max_size, head, framing)?;
+        bundle.volumes = Some(VolumePlan {
+            id,
+            max_size,
+            volumes,
+        });
+        let need = framing.head(bundle.to_bytes().len() as u64, signed);
+        if need <= head {
+            return Ok(());
+        }
+        head = need + 4096;
+    }
+    Err(ArchiveError::VolumeTooSmall {
+        max_size,
+        need: head,
+        what: "bundle.json".into(),
+    })
 }
 
 #[cfg(test)]
