@@ -1,0 +1,450 @@
+//! `pack`: turns a spec into an archive. It resolves every entry into an
+//! artifact (image, chart, file), collects the distinct blobs with where
+//! their bytes are, builds `index.json` and `bundle.json`, orders members as
+//! the archive contract requires (small JSON blobs, then large blobs, each
+//! sorted by digest) and hands the plan to the archive writer.
+//!
+//! Local sources are read in place: nothing is copied into a cache first,
+//! and the writer re-hashes every blob as it streams it into the archive.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::base::digest::Digest;
+use crate::base::platform::Platform;
+use crate::base::reference::Reference;
+use crate::base::report::Reporter;
+use crate::connected::chart::ChartError;
+use crate::connected::fetch::{FetchCounts, FetchOptions};
+use crate::connected::inputs::{ChartEntry, ImageEntry, ImageSource, Spec};
+use crate::connected::source::SourceError;
+use crate::format::archive::{self, ArchiveError, BlobSource, PlannedMember};
+use crate::format::bundle::{self, Bundle, Member, Tool};
+use crate::format::oci::{self, Index};
+use crate::shared::inventory::Inventory;
+
+mod plan;
+mod resolve;
+
+use plan::{plan_chart, plan_chart_file, plan_file, plan_image, Plan};
+use resolve::{fetch_registry_images, fetch_repo_charts, oci_chart_layer, plan_chart_images};
+
+/// Errors while packing. Each names the spec entry it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum PackError {
+    /// An image entry could not be resolved.
+    #[error("image {entry}")]
+    Image {
+        /// The entry as written in the spec.
+        entry: String,
+        /// Why.
+        #[source]
+        source: SourceError,
+    },
+    /// A chart entry could not be resolved.
+    #[error("chart {entry}")]
+    Chart {
+        /// The entry.
+        entry: String,
+        /// Why.
+        #[source]
+        source: ChartError,
+    },
+    /// A file entry could not be read.
+    #[error("file {entry}")]
+    File {
+        /// The entry.
+        entry: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file entry that is neither a regular file nor a directory.
+    #[error("file {entry}: {path} is a {kind}; ferry carries regular files and directories")]
+    FileKind {
+        /// The entry.
+        entry: String,
+        /// The offending path.
+        path: PathBuf,
+        /// What it is.
+        kind: &'static str,
+    },
+    /// Chart-repository and OCI chart sources need the chart fetcher.
+    #[error("{entry}: fetching charts from chart repositories and registries is not available in this build of ferry; `helm pull` the chart and name its .tgz with `path:`")]
+    Remote {
+        /// The entry.
+        entry: String,
+    },
+    /// A registry artifact named as a chart is not a Helm chart.
+    #[error("chart {entry}: not a Helm chart artifact: {what}")]
+    NotChart {
+        /// The entry.
+        entry: String,
+        /// What is wrong.
+        what: String,
+    },
+    /// Some registry images could not be fetched; nothing was written.
+    #[error("{} of {total} registry images and charts could not be fetched; no archive was written (what was fetched stays in the cache {}, so a re-run fetches only the rest):{}", failures.len(), cache.display(), failures.iter().map(|(r, why)| format!("\n  {r}: {why}")).collect::<String>())]
+    Fetch {
+        /// The cache directory.
+        cache: PathBuf,
+        /// How many registry images the spec names.
+        total: usize,
+        /// (reference, why) of each failure.
+        failures: Vec<(String, String)>,
+    },
+    /// Signing failed.
+    #[error(transparent)]
+    Sign(#[from] crate::format::sign::SignError),
+    /// The fetcher could not start (cache directory, runtime).
+    #[error("fetching registry images failed")]
+    Fetcher(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The images a chart names could not be read.
+    #[error("chart {entry}: cannot read the images it names")]
+    ChartImages {
+        /// The entry.
+        entry: String,
+        /// Why.
+        #[source]
+        source: ChartError,
+    },
+    /// The image has no usable name.
+    #[error(
+        "image {entry} has no name to carry it under; add `name: REGISTRY/REPO:TAG` to the entry"
+    )]
+    Unnamed {
+        /// The entry.
+        entry: String,
+    },
+    /// A local ref name that is not a valid reference.
+    #[error(
+        "image {entry}: its name {name:?} is not a valid image reference; add `name:` to the entry"
+    )]
+    BadName {
+        /// The entry.
+        entry: String,
+        /// The name.
+        name: String,
+        /// Why.
+        #[source]
+        source: crate::base::reference::ReferenceError,
+    },
+    /// Two entries carried under one name.
+    #[error("{name} would be carried twice (by {first} and by {second}); give one of them another `name:`")]
+    Collision {
+        /// The shared name.
+        name: String,
+        /// First entry.
+        first: String,
+        /// Second entry.
+        second: String,
+    },
+    /// Writing the archive failed.
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+    /// A scratch directory could not be made.
+    #[error("cannot create a scratch directory next to {0}")]
+    Scratch(PathBuf, #[source] std::io::Error),
+}
+
+/// Settings for one pack run.
+#[derive(Debug, Clone)]
+pub struct PackOptions {
+    /// The archive to write.
+    pub out: PathBuf,
+    /// Platforms for every image, overriding the spec (`--platform`).
+    pub platforms: Option<Vec<Platform>>,
+    /// Bundle name when the spec has none.
+    pub default_name: String,
+    /// mtime for tar headers.
+    pub mtime: u64,
+    /// How to fetch registry images (cache, jobs, credentials). Needed only
+    /// when the spec names registry images.
+    pub fetch: Option<FetchOptions>,
+    /// Sign bundle.json with this minisign secret key.
+    pub sign: Option<PathBuf>,
+    /// Split the archive into volumes of at most this many bytes.
+    pub volume_size: Option<u64>,
+    /// Make a delta: leave out the layers this inventory (with its file's
+    /// digest) says the far side holds.
+    pub have: Option<(Inventory, Digest)>,
+    /// Compress the archive as one zstd stream at this level.
+    pub compress: Option<i32>,
+}
+
+/// What a pack run produced.
+#[derive(Debug, Clone)]
+pub struct PackSummary {
+    /// The archive path.
+    pub archive: PathBuf,
+    /// Its size in bytes (all volumes together).
+    pub size: u64,
+    /// The files written: the archive, or its volumes.
+    pub files: Vec<(PathBuf, u64)>,
+    /// The checksum sidecar of a split archive.
+    pub sidecar: Option<PathBuf>,
+    /// Its table of contents.
+    pub bundle: Bundle,
+    /// What was fetched from registries (when anything was).
+    pub fetched: Option<FetchCounts>,
+    /// Images carried because a chart with `images: true` names them:
+    /// (reference, where it was found).
+    pub chart_images: Vec<(String, String)>,
+}
+
+/// Packs `spec` into `opts.out`.
+pub fn pack(
+    spec: &Spec,
+    opts: &PackOptions,
+    reporter: &dyn Reporter,
+) -> Result<PackSummary, PackError> {
+    let out_dir = match opts.out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    // Scratch space for generated blobs (directory tars); removed on drop.
+    let scratch = tempfile::Builder::new()
+        .prefix(".ferry-pack-")
+        .tempdir_in(&out_dir)
+        .map_err(|e| PackError::Scratch(opts.out.clone(), e))?;
+    let _scratch_registered = crate::base::interrupt::register(scratch.path());
+
+    let filter_of = |entry: &ImageEntry| {
+        opts.platforms
+            .as_ref()
+            .or(entry.platforms.as_ref())
+            .or(spec.platforms.as_ref())
+            .cloned()
+    };
+    let (fetched_roots, fetched) = fetch_registry_images(spec, opts, &filter_of, reporter)?;
+    let repo_charts = fetch_repo_charts(spec, opts, reporter)?;
+
+    let mut plan = Plan::default();
+    reporter.start("resolving sources", 0);
+    for (i, entry) in spec.images.iter().enumerate() {
+        let filter = filter_of(entry);
+        let cached = fetched_roots
+            .get(&i)
+            .map(|root| (opts.fetch.as_ref(), root));
+        plan_image(&mut plan, entry, filter.as_deref(), cached)?;
+    }
+    let mut chart_files: Vec<(PathBuf, String)> = Vec::new();
+    for (j, entry) in spec.charts.iter().enumerate() {
+        let cached = fetched_roots
+            .get(&(spec.images.len() + j))
+            .and_then(|root| Some((opts.fetch.as_ref()?, root)));
+        match repo_charts.get(&j) {
+            Some(c) => plan_chart_file(&mut plan, &c.path, c.label.clone())?,
+            None => plan_chart(&mut plan, entry, cached)?,
+        }
+        let wants_images = match entry {
+            ChartEntry::Path { images, .. }
+            | ChartEntry::Repo { images, .. }
+            | ChartEntry::Oci { images, .. } => *images,
+        };
+        if wants_images {
+            let label = plan
+                .artifacts
+                .last()
+                .map(|(a, _)| a.source.clone())
+                .unwrap_or_default();
+            let path = match (entry, repo_charts.get(&j), cached) {
+                (ChartEntry::Path { path, .. }, _, _) => path.clone(),
+                (_, Some(c), _) => c.path.clone(),
+                (_, None, Some((f, root))) => oci_chart_layer(f, root, &label)?,
+                _ => continue,
+            };
+            chart_files.push((path, label));
+        }
+    }
+    reporter.finish();
+    let chart_images =
+        plan_chart_images(&mut plan, spec, opts, &chart_files, &filter_of, reporter)?;
+    reporter.start("resolving sources", 0);
+    for entry in &spec.files {
+        plan_file(&mut plan, entry, scratch.path(), opts.mtime)?;
+    }
+    reporter.finish();
+
+    // index.json: one descriptor per artifact, in spec order.
+    let index = Index {
+        schema_version: 2,
+        media_type: Some(oci::OCI_INDEX.into()),
+        artifact_type: None,
+        manifests: plan
+            .artifacts
+            .iter()
+            .map(|(a, root)| {
+                let mut d = root.clone();
+                d.annotations
+                    .insert(oci::ANN_REF_NAME.into(), a.reference.clone());
+                d
+            })
+            .collect(),
+        subject: None,
+        annotations: BTreeMap::new(),
+    };
+    let index_bytes = Arc::new(oci::to_bytes(&index));
+
+    let mut members = vec![
+        PlannedMember {
+            path: bundle::OCI_LAYOUT_PATH.into(),
+            digest: Digest::of(crate::format::layout::OCI_LAYOUT),
+            size: crate::format::layout::OCI_LAYOUT.len() as u64,
+            source: BlobSource::Bytes(Arc::new(crate::format::layout::OCI_LAYOUT.to_vec())),
+        },
+        PlannedMember {
+            path: bundle::INDEX_PATH.into(),
+            digest: Digest::of(&index_bytes),
+            size: index_bytes.len() as u64,
+            source: BlobSource::Bytes(index_bytes.clone()),
+        },
+    ];
+    // A delta leaves out layers and contents the far side holds (same
+    // digest and size); manifests, indexes and configs always travel.
+    let mut delta = opts.have.as_ref().map(|(inv, digest)| bundle::Delta {
+        base: inv.source.clone(),
+        inventory: *digest,
+        absent: Vec::new(),
+    });
+    if let (Some(delta), Some((inv, _))) = (&mut delta, &opts.have) {
+        let held = inv.held();
+        plan.blobs.retain(|d, b| {
+            let Some(h) = held.get(d).filter(|h| !b.small && h.size == b.size) else {
+                return true;
+            };
+            delta.absent.push(bundle::AbsentBlob {
+                digest: *d,
+                size: b.size,
+                repositories: h.repositories.clone(),
+            });
+            false
+        });
+    }
+    for small in [true, false] {
+        for (d, b) in plan.blobs.iter().filter(|(_, b)| b.small == small) {
+            members.push(PlannedMember {
+                path: d.blob_path(),
+                digest: *d,
+                size: b.size,
+                source: b.source.clone(),
+            });
+        }
+    }
+
+    let mut bundle = Bundle {
+        format: bundle::FORMAT.into(),
+        format_version: bundle::FORMAT_VERSION_BASE,
+        tool: Tool {
+            name: "ferry".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        },
+        name: spec
+            .name
+            .clone()
+            .unwrap_or_else(|| opts.default_name.clone()),
+        created: None,
+        artifacts: plan.artifacts.into_iter().map(|(a, _)| a).collect(),
+        members: members
+            .iter()
+            .map(|m| Member {
+                path: m.path.clone(),
+                digest: m.digest,
+                size: m.size,
+            })
+            .collect(),
+        volumes: None,
+        delta,
+    };
+    if bundle.delta.is_some() {
+        bundle.format_version = bundle::FORMAT_VERSION;
+    }
+    let form = archive::WriteForm {
+        compress: opts.compress,
+        volume_size: opts.volume_size,
+    };
+    form.plan(
+        &mut bundle,
+        &members,
+        opts.sign.is_some(),
+        opts.mtime,
+        reporter,
+    )?;
+    let bundle_bytes = bundle.to_bytes();
+    let signature = match &opts.sign {
+        Some(key) => {
+            let comment = format!(
+                "ferry bundle {}: {} artifacts, {} members, signed at {}",
+                bundle.name,
+                bundle.artifacts.len(),
+                bundle.members.len() + 1,
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0)
+            );
+            Some(crate::format::sign::sign(key, &bundle_bytes, &comment)?)
+        }
+        None => None,
+    };
+    let written = form.write(
+        &opts.out,
+        &bundle,
+        &bundle_bytes,
+        signature.as_deref(),
+        &members,
+        opts.mtime,
+        reporter,
+    )?;
+    drop(scratch);
+    Ok(PackSummary {
+        archive: opts.out.clone(),
+        size: written.size(),
+        files: written.files,
+        sidecar: written.sidecar,
+        bundle,
+        fetched,
+        chart_images,
+    })
+}
+
+/// The hosts a spec fetches from (registries of images and OCI charts,
+/// chart repositories).
+pub fn registry_hosts(spec: &Spec) -> std::collections::BTreeSet<String> {
+    let images = spec.images.iter().filter_map(|e| match &e.source {
+        ImageSource::Registry(r) => Some(r.registry().to_owned()),
+        _ => None,
+    });
+    let charts = spec.charts.iter().filter_map(|c| match c {
+        ChartEntry::Oci {
+            reference, version, ..
+        } => oci_chart_reference(reference, version)
+            .ok()
+            .map(|r| r.registry().to_owned()),
+        ChartEntry::Repo { repo, .. } => reqwest::Url::parse(repo).ok().and_then(|u| {
+            let h = u.host_str()?.to_owned();
+            Some(match u.port() {
+                Some(p) => format!("{h}:{p}"),
+                None => h,
+            })
+        }),
+        _ => None,
+    });
+    images.chain(charts).collect()
+}
+
+/// `oci://HOST/PATH/NAME` at `version` as a registry reference (Helm
+/// stores `+` in versions as `_` in tags).
+fn oci_chart_reference(reference: &str, version: &str) -> Result<Reference, PackError> {
+    let r = format!(
+        "{}:{}",
+        reference.trim_start_matches("oci://").trim_end_matches('/'),
+        version.replace('+', "_")
+    );
+    r.parse().map_err(|source| PackError::BadName {
+        entry: format!("chart {reference}"),
+        name: r.clone(),
+        source,
+    })
+}
