@@ -106,8 +106,9 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
         },
     };
     let bars = Bars::new(settings.quiet);
-    let summary =
-        pack(&spec, &opts, &bars).with_context(|| format!("packing {}", args.spec.display()))?;
+    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let summary = pack(&spec, &opts, rt.handle(), &bars)
+        .with_context(|| format!("packing {}", args.spec.display()))?;
     if args.json {
         println!(
             "{}",

@@ -7,9 +7,7 @@
 //! Local sources are read in place: nothing is copied into a cache first,
 //! and the writer re-hashes every blob as it streams it into the archive.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use crate::base::digest::Digest;
 use crate::base::platform::Platform;
@@ -19,15 +17,14 @@ use crate::connected::chart::ChartError;
 use crate::connected::fetch::{FetchCounts, FetchOptions};
 use crate::connected::inputs::{ChartEntry, ImageEntry, ImageSource, Spec};
 use crate::connected::source::SourceError;
-use crate::format::archive::{self, ArchiveError, BlobSource, PlannedMember};
-use crate::format::bundle::{self, Bundle, Member, Tool};
-use crate::format::oci::{self, Index};
+use crate::format::archive::{self, ArchiveError};
+use crate::format::bundle::Bundle;
 use crate::shared::inventory::Inventory;
 
 mod plan;
 mod resolve;
 
-use plan::{plan_chart, plan_chart_file, plan_file, plan_image, Plan};
+use plan::{assemble, plan_chart, plan_chart_file, plan_file, plan_image, Plan};
 use resolve::{fetch_registry_images, fetch_repo_charts, oci_chart_layer, plan_chart_images};
 
 /// Errors while packing. Each names the spec entry it concerns.
@@ -148,6 +145,16 @@ pub enum PackError {
     Scratch(PathBuf, #[source] std::io::Error),
 }
 
+/// A spec entry, by kind and position in the spec: how what is resolved
+/// for an entry is keyed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum EntryId {
+    /// The n-th entry of `images:`.
+    Image(usize),
+    /// The n-th entry of `charts:`.
+    Chart(usize),
+}
+
 /// Settings for one pack run.
 #[derive(Debug, Clone)]
 pub struct PackOptions {
@@ -193,10 +200,13 @@ pub struct PackSummary {
     pub chart_images: Vec<(String, String)>,
 }
 
-/// Packs `spec` into `opts.out`.
+/// Packs `spec` into `opts.out`: resolve (fetch what the network must
+/// give, on the caller's runtime `rt`), plan each entry, [`assemble`] the
+/// bundle, then plan the volumes, sign and write in the form asked for.
 pub fn pack(
     spec: &Spec,
     opts: &PackOptions,
+    rt: &tokio::runtime::Handle,
     reporter: &dyn Reporter,
 ) -> Result<PackSummary, PackError> {
     let out_dir = match opts.out.parent() {
@@ -217,22 +227,22 @@ pub fn pack(
             .or(spec.platforms.as_ref())
             .cloned()
     };
-    let (fetched_roots, fetched) = fetch_registry_images(spec, opts, &filter_of, reporter)?;
-    let repo_charts = fetch_repo_charts(spec, opts, reporter)?;
+    let (fetched_roots, fetched) = fetch_registry_images(spec, opts, rt, &filter_of, reporter)?;
+    let repo_charts = fetch_repo_charts(spec, opts, rt, reporter)?;
 
     let mut plan = Plan::default();
     reporter.start("resolving sources", 0);
     for (i, entry) in spec.images.iter().enumerate() {
         let filter = filter_of(entry);
         let cached = fetched_roots
-            .get(&i)
+            .get(&EntryId::Image(i))
             .map(|root| (opts.fetch.as_ref(), root));
         plan_image(&mut plan, entry, filter.as_deref(), cached)?;
     }
     let mut chart_files: Vec<(PathBuf, String)> = Vec::new();
     for (j, entry) in spec.charts.iter().enumerate() {
         let cached = fetched_roots
-            .get(&(spec.images.len() + j))
+            .get(&EntryId::Chart(j))
             .and_then(|root| Some((opts.fetch.as_ref()?, root)));
         match repo_charts.get(&j) {
             Some(c) => plan_chart_file(&mut plan, &c.path, c.label.clone())?,
@@ -259,107 +269,26 @@ pub fn pack(
         }
     }
     reporter.finish();
-    let chart_images =
-        plan_chart_images(&mut plan, spec, opts, &chart_files, &filter_of, reporter)?;
+    let chart_images = plan_chart_images(
+        &mut plan,
+        spec,
+        opts,
+        rt,
+        &chart_files,
+        &filter_of,
+        reporter,
+    )?;
     reporter.start("resolving sources", 0);
     for entry in &spec.files {
         plan_file(&mut plan, entry, scratch.path(), opts.mtime)?;
     }
     reporter.finish();
 
-    // index.json: one descriptor per artifact, in spec order.
-    let index = Index {
-        schema_version: 2,
-        media_type: Some(oci::OCI_INDEX.into()),
-        artifact_type: None,
-        manifests: plan
-            .artifacts
-            .iter()
-            .map(|(a, root)| {
-                let mut d = root.clone();
-                d.annotations
-                    .insert(oci::ANN_REF_NAME.into(), a.reference.clone());
-                d
-            })
-            .collect(),
-        subject: None,
-        annotations: BTreeMap::new(),
-    };
-    let index_bytes = Arc::new(oci::to_bytes(&index));
-
-    let mut members = vec![
-        PlannedMember {
-            path: bundle::OCI_LAYOUT_PATH.into(),
-            digest: Digest::of(crate::format::layout::OCI_LAYOUT),
-            size: crate::format::layout::OCI_LAYOUT.len() as u64,
-            source: BlobSource::Bytes(Arc::new(crate::format::layout::OCI_LAYOUT.to_vec())),
-        },
-        PlannedMember {
-            path: bundle::INDEX_PATH.into(),
-            digest: Digest::of(&index_bytes),
-            size: index_bytes.len() as u64,
-            source: BlobSource::Bytes(index_bytes.clone()),
-        },
-    ];
-    // A delta leaves out layers and contents the far side holds (same
-    // digest and size); manifests, indexes and configs always travel.
-    let mut delta = opts.have.as_ref().map(|(inv, digest)| bundle::Delta {
-        base: inv.source.clone(),
-        inventory: *digest,
-        absent: Vec::new(),
-    });
-    if let (Some(delta), Some((inv, _))) = (&mut delta, &opts.have) {
-        let held = inv.held();
-        plan.blobs.retain(|d, b| {
-            let Some(h) = held.get(d).filter(|h| !b.small && h.size == b.size) else {
-                return true;
-            };
-            delta.absent.push(bundle::AbsentBlob {
-                digest: *d,
-                size: b.size,
-                repositories: h.repositories.clone(),
-            });
-            false
-        });
-    }
-    for small in [true, false] {
-        for (d, b) in plan.blobs.iter().filter(|(_, b)| b.small == small) {
-            members.push(PlannedMember {
-                path: d.blob_path(),
-                digest: *d,
-                size: b.size,
-                source: b.source.clone(),
-            });
-        }
-    }
-
-    let mut bundle = Bundle {
-        format: bundle::FORMAT.into(),
-        format_version: bundle::FORMAT_VERSION_BASE,
-        tool: Tool {
-            name: "ferry".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-        },
-        name: spec
-            .name
-            .clone()
-            .unwrap_or_else(|| opts.default_name.clone()),
-        created: None,
-        artifacts: plan.artifacts.into_iter().map(|(a, _)| a).collect(),
-        members: members
-            .iter()
-            .map(|m| Member {
-                path: m.path.clone(),
-                digest: m.digest,
-                size: m.size,
-            })
-            .collect(),
-        volumes: None,
-        delta,
-    };
-    if bundle.delta.is_some() {
-        bundle.format_version = bundle::FORMAT_VERSION;
-    }
+    let name = spec
+        .name
+        .clone()
+        .unwrap_or_else(|| opts.default_name.clone());
+    let (mut bundle, members) = assemble(plan, name, opts.have.as_ref());
     let form = archive::WriteForm {
         compress: opts.compress,
         volume_size: opts.volume_size,

@@ -1,7 +1,9 @@
 //! Planning: each resolved entry becomes an artifact (its root
 //! descriptor and the blobs it needs, with where their bytes are), read
 //! from the cache or a local layout in place; files and directories are
-//! hashed, directories tarred into the scratch space.
+//! hashed, directories tarred into the scratch space. Then [`assemble`]
+//! makes index.json, the member list and bundle.json's model from the
+//! plan alone.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -14,9 +16,12 @@ use crate::connected::chart::{self, ChartError};
 use crate::connected::fetch::FetchOptions;
 use crate::connected::inputs::{ChartEntry, FileEntry, ImageEntry, ImageSource};
 use crate::connected::source::{self, FoundBlob, LocalLayout};
-use crate::format::archive::BlobSource;
-use crate::format::bundle::{Artifact, ArtifactKind, ChartInfo, FileInfo};
-use crate::format::oci::{self, Descriptor, Manifest};
+use crate::format::archive::{BlobSource, PlannedMember};
+use crate::format::bundle::{
+    self, Artifact, ArtifactKind, Bundle, ChartInfo, FileInfo, Member, Tool,
+};
+use crate::format::oci::{self, Descriptor, Index, Manifest};
+use crate::shared::inventory::Inventory;
 
 use super::{oci_chart_reference, PackError};
 
@@ -485,4 +490,247 @@ pub(super) fn write_dir_tar(
         .sync_all()
         .map_err(io_err)?;
     Ok(())
+}
+
+/// The bundle a plan makes: index.json (one descriptor per artifact, in
+/// spec order, named by `org.opencontainers.image.ref.name`), the members
+/// in contract order (`oci-layout`, `index.json`, the small JSON blobs,
+/// then the large ones, each sorted by digest), and bundle.json's model.
+/// With `have`, the large blobs the far side holds (same digest and size)
+/// are left out and recorded as absent. No I/O: a function of the plan.
+pub(super) fn assemble(
+    mut plan: Plan,
+    name: String,
+    have: Option<&(Inventory, Digest)>,
+) -> (Bundle, Vec<PlannedMember>) {
+    // index.json: one descriptor per artifact, in spec order.
+    let index = Index {
+        schema_version: 2,
+        media_type: Some(oci::OCI_INDEX.into()),
+        artifact_type: None,
+        manifests: plan
+            .artifacts
+            .iter()
+            .map(|(a, root)| {
+                let mut d = root.clone();
+                d.annotations
+                    .insert(oci::ANN_REF_NAME.into(), a.reference.clone());
+                d
+            })
+            .collect(),
+        subject: None,
+        annotations: BTreeMap::new(),
+    };
+    let index_bytes = Arc::new(oci::to_bytes(&index));
+
+    let mut members = vec![
+        PlannedMember {
+            path: bundle::OCI_LAYOUT_PATH.into(),
+            digest: Digest::of(crate::format::layout::OCI_LAYOUT),
+            size: crate::format::layout::OCI_LAYOUT.len() as u64,
+            source: BlobSource::Bytes(Arc::new(crate::format::layout::OCI_LAYOUT.to_vec())),
+        },
+        PlannedMember {
+            path: bundle::INDEX_PATH.into(),
+            digest: Digest::of(&index_bytes),
+            size: index_bytes.len() as u64,
+            source: BlobSource::Bytes(index_bytes.clone()),
+        },
+    ];
+    // A delta leaves out layers and contents the far side holds (same
+    // digest and size); manifests, indexes and configs always travel.
+    let mut delta = have.map(|(inv, digest)| bundle::Delta {
+        base: inv.source.clone(),
+        inventory: *digest,
+        absent: Vec::new(),
+    });
+    if let (Some(delta), Some((inv, _))) = (&mut delta, have) {
+        let held = inv.held();
+        plan.blobs.retain(|d, b| {
+            let Some(h) = held.get(d).filter(|h| !b.small && h.size == b.size) else {
+                return true;
+            };
+            delta.absent.push(bundle::AbsentBlob {
+                digest: *d,
+                size: b.size,
+                repositories: h.repositories.clone(),
+            });
+            false
+        });
+    }
+    for small in [true, false] {
+        for (d, b) in plan.blobs.iter().filter(|(_, b)| b.small == small) {
+            members.push(PlannedMember {
+                path: d.blob_path(),
+                digest: *d,
+                size: b.size,
+                source: b.source.clone(),
+            });
+        }
+    }
+
+    let mut bundle = Bundle {
+        format: bundle::FORMAT.into(),
+        format_version: bundle::FORMAT_VERSION_BASE,
+        tool: Tool {
+            name: "ferry".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        },
+        name,
+        created: None,
+        artifacts: plan.artifacts.into_iter().map(|(a, _)| a).collect(),
+        members: members
+            .iter()
+            .map(|m| Member {
+                path: m.path.clone(),
+                digest: m.digest,
+                size: m.size,
+            })
+            .collect(),
+        volumes: None,
+        delta,
+    };
+    if bundle.delta.is_some() {
+        bundle.format_version = bundle::FORMAT_VERSION;
+    }
+    (bundle, members)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shared::inventory::HeldBlob;
+
+    fn blob(bytes: &[u8], small: bool) -> (Digest, FoundBlob) {
+        (
+            Digest::of(bytes),
+            FoundBlob {
+                size: bytes.len() as u64,
+                source: BlobSource::Bytes(Arc::new(bytes.to_vec())),
+                small,
+            },
+        )
+    }
+
+    fn artifact(reference: &str, root: &[u8]) -> (Artifact, Descriptor) {
+        let d = Descriptor::new(oci::OCI_MANIFEST, Digest::of(root), root.len() as u64);
+        (
+            Artifact {
+                kind: ArtifactKind::Image,
+                source: reference.into(),
+                reference: reference.into(),
+                digest: d.digest,
+                media_type: d.media_type.clone(),
+                size: 0,
+                platforms: Vec::new(),
+                source_digest: None,
+                chart: None,
+                file: None,
+            },
+            d,
+        )
+    }
+
+    /// Two images: two manifests and a config (small), three layers.
+    fn two_images() -> Plan {
+        let mut plan = Plan::default();
+        plan.artifacts
+            .push(artifact("r.example/b:1", b"{manifest b}"));
+        plan.artifacts
+            .push(artifact("r.example/a:1", b"{manifest a}"));
+        plan.add_blobs(
+            [
+                blob(b"{manifest b}", true),
+                blob(b"{manifest a}", true),
+                blob(b"{config}", true),
+                blob(b"layer one", false),
+                blob(b"layer two", false),
+                blob(b"layer three!", false),
+            ]
+            .into_iter()
+            .collect(),
+        );
+        plan
+    }
+
+    #[test]
+    fn members_come_in_contract_order_small_then_large_each_sorted_by_digest() {
+        let (bundle, members) = assemble(two_images(), "t".into(), None);
+        let paths: Vec<&str> = members.iter().map(|m| m.path.as_str()).collect();
+        assert_eq!(paths[..2], [bundle::OCI_LAYOUT_PATH, bundle::INDEX_PATH]);
+        let small: Vec<Digest> = [&b"{manifest b}"[..], b"{manifest a}", b"{config}"]
+            .iter()
+            .map(|b| Digest::of(b))
+            .collect();
+        let (head, tail) = members[2..].split_at(3);
+        assert!(head.iter().all(|m| small.contains(&m.digest)));
+        assert!(tail.iter().all(|m| !small.contains(&m.digest)));
+        for part in [head, tail] {
+            assert!(part.windows(2).all(|w| w[0].digest < w[1].digest));
+        }
+        // bundle.json lists exactly the members, with their digests.
+        assert_eq!(bundle.members.len(), members.len());
+        for (b, m) in bundle.members.iter().zip(&members) {
+            assert_eq!((&b.path, b.digest, b.size), (&m.path, m.digest, m.size));
+        }
+        assert_eq!(bundle.format_version, bundle::FORMAT_VERSION_BASE);
+        assert_eq!(bundle.name, "t");
+    }
+
+    #[test]
+    fn index_json_names_every_artifact_in_spec_order() {
+        let (_, members) = assemble(two_images(), "t".into(), None);
+        let BlobSource::Bytes(bytes) = &members[1].source else {
+            panic!("index.json is made in memory");
+        };
+        let index: Index = serde_json::from_slice(bytes).unwrap();
+        let names: Vec<&str> = index
+            .manifests
+            .iter()
+            .map(|d| d.annotations[oci::ANN_REF_NAME].as_str())
+            .collect();
+        assert_eq!(names, ["r.example/b:1", "r.example/a:1"]);
+        assert_eq!(members[1].digest, Digest::of(bytes));
+    }
+
+    #[test]
+    fn a_delta_leaves_out_only_large_blobs_the_far_side_holds_at_the_same_size() {
+        let held = |b: &[u8], size: u64| HeldBlob {
+            digest: Digest::of(b),
+            size,
+            repositories: vec!["library/a".into()],
+        };
+        let inventory = Inventory {
+            format: "ferry-inventory".into(),
+            format_version: 1,
+            source: "registry r.example".into(),
+            blobs: vec![
+                held(b"layer one", 9),
+                held(b"layer two", 999), // another size: carried
+                held(b"{config}", 8),    // small: always carried
+            ],
+        };
+        let have = (inventory, Digest::of(b"inventory file"));
+        let (bundle, members) = assemble(two_images(), "t".into(), Some(&have));
+        let carried: Vec<Digest> = members.iter().map(|m| m.digest).collect();
+        assert!(!carried.contains(&Digest::of(b"layer one")));
+        assert!(carried.contains(&Digest::of(b"layer two")));
+        assert!(carried.contains(&Digest::of(b"{config}")));
+        let delta = bundle.delta.expect("a delta");
+        assert_eq!(delta.absent.len(), 1);
+        assert_eq!(delta.absent[0].digest, Digest::of(b"layer one"));
+        assert_eq!(delta.absent[0].repositories, ["library/a"]);
+        assert_eq!(delta.inventory, Digest::of(b"inventory file"));
+        assert_eq!(bundle.format_version, bundle::FORMAT_VERSION);
+    }
+
+    #[test]
+    fn two_entries_under_one_name_are_refused_naming_both() {
+        let mut plan = Plan::default();
+        assert!(plan.claim("r.example/a:1", "oci:x:a").is_ok());
+        let e = plan.claim("r.example/a:1", "r.example/a:1").unwrap_err();
+        let m = e.to_string();
+        assert!(m.contains("r.example/a:1 would be carried twice"), "{m}");
+        assert!(m.contains("by oci:x:a"), "{m}");
+    }
 }

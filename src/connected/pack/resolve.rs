@@ -6,6 +6,8 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use tokio::runtime::Handle;
+
 use crate::base::platform::Platform;
 use crate::base::reference::Reference;
 use crate::base::report::Reporter;
@@ -15,24 +17,25 @@ use crate::connected::inputs::{ChartEntry, ImageEntry, ImageSource, Spec};
 use crate::format::oci::{self, Descriptor};
 
 use super::plan::{plan_image, Plan};
-use super::{oci_chart_reference, PackError, PackOptions};
+use super::{oci_chart_reference, EntryId, PackError, PackOptions};
 
-/// Fetches the spec's registry images into the cache; returns each one's
-/// root descriptor by image index.
+/// Fetches the spec's registry images and OCI charts into the cache;
+/// returns each one's root descriptor by spec entry.
 #[allow(clippy::type_complexity)]
 pub(super) fn fetch_registry_images(
     spec: &Spec,
     opts: &PackOptions,
+    rt: &Handle,
     filter_of: &dyn Fn(&ImageEntry) -> Option<Vec<Platform>>,
     reporter: &dyn Reporter,
-) -> Result<(BTreeMap<usize, Descriptor>, Option<FetchCounts>), PackError> {
-    let wanted: Vec<(usize, FetchRequest)> = spec
+) -> Result<(BTreeMap<EntryId, Descriptor>, Option<FetchCounts>), PackError> {
+    let wanted: Vec<(EntryId, FetchRequest)> = spec
         .images
         .iter()
         .enumerate()
         .filter_map(|(i, e)| match &e.source {
             ImageSource::Registry(r) => Some((
-                i,
+                EntryId::Image(i),
                 FetchRequest {
                     reference: r.clone(),
                     platforms: filter_of(e),
@@ -48,7 +51,7 @@ pub(super) fn fetch_registry_images(
         } = c
         {
             wanted.push((
-                spec.images.len() + j,
+                EntryId::Chart(j),
                 FetchRequest {
                     reference: oci_chart_reference(reference, version)?,
                     platforms: None,
@@ -65,7 +68,7 @@ pub(super) fn fetch_registry_images(
         });
     };
     let requests: Vec<FetchRequest> = wanted.iter().map(|(_, r)| r.clone()).collect();
-    let report = run_fetch(&requests, fopts, reporter)?;
+    let report = run_fetch(&requests, fopts, rt, reporter)?;
     let mut roots = BTreeMap::new();
     let mut failures = Vec::new();
     for ((i, req), result) in wanted.iter().zip(report.results) {
@@ -86,21 +89,14 @@ pub(super) fn fetch_registry_images(
     Ok((roots, Some(report.counts)))
 }
 
-pub(super) fn runtime() -> Result<tokio::runtime::Runtime, PackError> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| PackError::Fetcher(Box::new(e)))
-}
-
 /// Runs the fetcher to completion.
 pub(super) fn run_fetch(
     requests: &[FetchRequest],
     fopts: &FetchOptions,
+    rt: &Handle,
     reporter: &dyn Reporter,
 ) -> Result<crate::connected::fetch::FetchReport, PackError> {
-    runtime()?
-        .block_on(crate::connected::fetch::fetch(requests, fopts, reporter))
+    rt.block_on(crate::connected::fetch::fetch(requests, fopts, reporter))
         .map_err(|e| PackError::Fetcher(Box::new(e)))
 }
 
@@ -139,6 +135,7 @@ pub(super) fn plan_chart_images(
     plan: &mut Plan,
     spec: &Spec,
     opts: &PackOptions,
+    rt: &Handle,
     charts: &[(PathBuf, String)],
     filter_of: &dyn Fn(&ImageEntry) -> Option<Vec<Platform>>,
     reporter: &dyn Reporter,
@@ -194,7 +191,7 @@ pub(super) fn plan_chart_images(
             platforms: filter_of(e),
         })
         .collect();
-    let fetched = run_fetch(&requests, fopts, reporter)?;
+    let fetched = run_fetch(&requests, fopts, rt, reporter)?;
     let mut failures = Vec::new();
     let mut roots = Vec::new();
     for ((r, origin), result) in wanted.iter().zip(fetched.results) {
@@ -231,6 +228,7 @@ pub(super) struct RepoChart {
 pub(super) fn fetch_repo_charts(
     spec: &Spec,
     opts: &PackOptions,
+    rt: &Handle,
     reporter: &dyn Reporter,
 ) -> Result<BTreeMap<usize, RepoChart>, PackError> {
     let wanted: Vec<(usize, &str, &str, &str)> = spec
@@ -255,7 +253,6 @@ pub(super) fn fetch_repo_charts(
             entry: format!("chart {} from {}", wanted[0].2, wanted[0].1),
         });
     };
-    let rt = runtime()?;
     reporter.start("fetching charts", 0);
     let results = rt.block_on(async {
         let mut out = Vec::new();
