@@ -1,6 +1,6 @@
 //! Progress reporting. The library never prints: long operations call a
 //! [`Reporter`], which the command-line front end implements with progress
-//! bars and tests implement with nothing ([`Silent`]). [`with_progress`]
+//! bars and tests implement with nothing ([`Silent`]). `with_progress`
 //! turns a byte counter that async workers share into progress.
 
 /// Receives progress from long operations. Implementations must be cheap

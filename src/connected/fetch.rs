@@ -13,7 +13,7 @@
 //! is fetched again. One image's failure does not stop the others.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{self, Read};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -330,7 +330,10 @@ async fn fetch_blob(
             let writer = tokio::task::spawn_blocking(move || {
                 let store = Store::create_cache(&root)?;
                 store
-                    .put(ChannelReader::new(rx, received), Some((d, size)))
+                    .put(
+                        crate::shared::transport::ChannelReader::new(rx, received),
+                        Some((d, size)),
+                    )
                     .map(|_| ())
             });
             async move {
@@ -353,44 +356,6 @@ async fn fetch_blob(
             }
         })
         .await
-}
-
-/// A `Read` over chunks sent from async code (for blocking writers).
-pub(crate) struct ChannelReader {
-    rx: tokio::sync::mpsc::Receiver<io::Result<bytes::Bytes>>,
-    cur: bytes::Bytes,
-    received: Arc<AtomicU64>,
-}
-
-impl ChannelReader {
-    pub(crate) fn new(
-        rx: tokio::sync::mpsc::Receiver<io::Result<bytes::Bytes>>,
-        received: Arc<AtomicU64>,
-    ) -> Self {
-        ChannelReader {
-            rx,
-            cur: bytes::Bytes::new(),
-            received,
-        }
-    }
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.cur.is_empty() {
-            match self.rx.blocking_recv() {
-                Some(Ok(c)) => {
-                    self.received.fetch_add(c.len() as u64, Ordering::Relaxed);
-                    self.cur = c;
-                }
-                Some(Err(e)) => return Err(e),
-                None => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.cur.len());
-        buf[..n].copy_from_slice(&self.cur.split_to(n));
-        Ok(n)
-    }
 }
 
 /// The default cache directory: `$XDG_CACHE_HOME/ferry`, else

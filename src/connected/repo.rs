@@ -17,9 +17,10 @@ use serde::Deserialize;
 
 use crate::base::digest::Digest;
 use crate::format::layout::{LayoutError, Store};
-use crate::shared::remote::{
-    attempts_note, backoff_delay, is_loopback, retry_after_value, RemoteError, RemoteOptions,
-    MAX_RETRY_AFTER,
+use crate::shared::remote::{RemoteError, RemoteOptions};
+use crate::shared::transport::{
+    attempts_note, plain_http_allowed, read_cas, retry_after_value, retrying, Attempt,
+    ChannelReader, GaveUp, MAX_RETRY_AFTER,
 };
 
 /// Errors fetching a chart from a repository.
@@ -149,16 +150,13 @@ fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
 impl RepoError {
     /// Whether trying again may help, and after how long at the least
     /// (the server's `Retry-After`).
-    fn retry(&self) -> Option<Option<Duration>> {
+    fn retry(&self) -> Attempt {
         match self {
             RepoError::Status {
                 status,
                 retry_after,
                 ..
-            } if *status >= 500 || *status == 429 || *status == 408 => match retry_after {
-                Some(w) if *w > MAX_RETRY_AFTER => None,
-                w => Some(*w),
-            },
+            } if *status >= 500 || *status == 429 || *status == 408 => Attempt::Retry(*retry_after),
             RepoError::Http { source, .. }
                 if source.is_connect()
                     || source.is_timeout()
@@ -167,9 +165,9 @@ impl RepoError {
                     // A body cut short reads as a decode error.
                     || source.is_decode() =>
             {
-                Some(None)
+                Attempt::Retry(None)
             }
-            _ => None,
+            _ => Attempt::Stop,
         }
     }
 
@@ -181,28 +179,21 @@ impl RepoError {
     }
 }
 
-/// Runs `op` until it succeeds, fails for good, or has been tried
-/// `retries` more times, waiting between attempts as [`RepoError::retry`]
-/// says or with the usual backoff.
-async fn with_retries<T, F, Fut>(opts: &RemoteOptions, mut op: F) -> Result<T, RepoError>
+/// Runs `op` with the shared retry policy, judging failures by
+/// [`RepoError::retry`]; the error given up on says how many attempts
+/// were made.
+async fn with_retries<T, F, Fut>(opts: &RemoteOptions, op: F) -> Result<T, RepoError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, RepoError>>,
 {
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        match op().await {
-            Ok(v) => return Ok(v),
-            Err(e) => match e.retry() {
-                Some(wait) if attempt <= opts.retries => {
-                    let delay = wait.unwrap_or_else(|| backoff_delay(opts.backoff, attempt));
-                    tokio::time::sleep(delay).await;
-                }
-                _ => return Err(e.set_attempts(attempt)),
-            },
-        }
-    }
+    retrying(opts.retries, opts.backoff, op, RepoError::retry)
+        .await
+        .map_err(
+            |GaveUp {
+                 error, attempts, ..
+             }| error.set_attempts(attempts),
+        )
 }
 
 fn auth_hint(status: u16, credentials: &str) -> String {
@@ -265,7 +256,7 @@ pub async fn fetch_chart(
     };
     match base.scheme() {
         "https" => {}
-        "http" if is_loopback(&host) || opts.insecure.contains(&host) => {}
+        "http" if plain_http_allowed(&host, &opts.insecure) => {}
         "http" => return Err(RepoError::PlainHttp(repo.to_owned())),
         _ => return Err(RepoError::Url(repo.to_owned())),
     }
@@ -275,14 +266,13 @@ pub async fn fetch_chart(
         .read_timeout(Duration::from_secs(120))
         .user_agent(concat!("ferry/", env!("CARGO_PKG_VERSION")))
         .tls_danger_accept_invalid_certs(opts.tls_skip_verify);
-    for path in &opts.ca_files {
-        let pem = fs_err::read(path).map_err(|source| RemoteError::Ca {
-            path: path.clone(),
-            source,
-        })?;
-        let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| RemoteError::Ca {
-            path: path.clone(),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+    let pems = read_cas(&opts.ca_files).map_err(RemoteError::from)?;
+    for (path, pem) in opts.ca_files.iter().zip(pems) {
+        let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| {
+            RemoteError::from(crate::shared::transport::TransportError::Ca {
+                path: path.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+            })
         })?;
         builder = builder.add_root_certificate(cert);
     }
@@ -402,7 +392,7 @@ pub async fn fetch_chart(
         let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(4);
         let root = cache.to_owned();
         let writer = tokio::task::spawn_blocking(move || {
-            let reader = crate::connected::fetch::ChannelReader::new(rx, Default::default());
+            let reader = ChannelReader::new(rx, Default::default());
             Store::create_cache(&root)?.put(reader, None)
         });
         let mut broken = None;
@@ -724,7 +714,7 @@ mod tests {
     }
 
     #[test]
-    fn waits_longer_than_the_limit_are_not_retried() {
+    fn server_errors_throttling_and_timeouts_are_retried_with_the_wait_asked() {
         let status = |code, wait| RepoError::Status {
             url: "u".into(),
             status: code,
@@ -732,15 +722,16 @@ mod tests {
             attempts: 1,
             credentials: "none".into(),
         };
-        assert_eq!(status(429, None).retry(), Some(None));
+        assert_eq!(status(429, None).retry(), Attempt::Retry(None));
+        assert_eq!(status(408, None).retry(), Attempt::Retry(None));
         let w = Some(Duration::from_secs(3));
-        assert_eq!(status(503, w).retry(), Some(w));
-        assert_eq!(
-            status(429, Some(MAX_RETRY_AFTER + Duration::from_secs(1))).retry(),
-            None
-        );
-        assert_eq!(status(404, None).retry(), None);
-        assert_eq!(status(401, w).retry(), None);
+        assert_eq!(status(503, w).retry(), Attempt::Retry(w));
+        // A wait over the limit is passed on: the shared retry loop
+        // (transport::retrying) ends at once on it.
+        let long = Some(MAX_RETRY_AFTER + Duration::from_secs(1));
+        assert_eq!(status(429, long).retry(), Attempt::Retry(long));
+        assert_eq!(status(404, None).retry(), Attempt::Stop);
+        assert_eq!(status(401, w).retry(), Attempt::Stop);
     }
 
     fn entries(vs: &[&str]) -> Vec<IndexEntry> {

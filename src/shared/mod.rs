@@ -9,3 +9,4 @@ pub mod inventory;
 pub mod mapping;
 pub mod remote;
 pub mod rewrite;
+pub mod transport;

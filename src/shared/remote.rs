@@ -23,6 +23,10 @@ use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference as OciRef};
 
 use crate::base::digest::Digest;
+use crate::shared::transport::{
+    attempts_note, plain_http_allowed, read_cas, retry_after_value, retrying, Attempt, GaveUp,
+    TransportError, MAX_RETRY_AFTER,
+};
 
 /// A blob body: chunks in order; an `Err` aborts the upload.
 pub type BlobBody = BoxStream<'static, io::Result<Bytes>>;
@@ -31,14 +35,8 @@ pub type BlobBody = BoxStream<'static, io::Result<Bytes>>;
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {
     /// A CA certificate file is unreadable.
-    #[error("cannot read CA certificate {path}")]
-    Ca {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Transport(#[from] TransportError),
     /// The docker config file is unreadable or malformed.
     #[error("cannot read registry credentials for {registry} from {path}")]
     Config {
@@ -139,15 +137,6 @@ pub enum RemoteError {
         #[source]
         source: OciDistributionError,
     },
-}
-
-/// ` after N attempts` when there was more than one, else nothing.
-pub(crate) fn attempts_note(n: u32) -> String {
-    if n > 1 {
-        format!(" after {n} attempts")
-    } else {
-        String::new()
-    }
 }
 
 impl RemoteError {
@@ -254,7 +243,7 @@ fn check_realm(
     };
     let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
     let authority = authority.rsplit('@').next().unwrap_or(authority);
-    if is_loopback(authority) || insecure.iter().any(|h| h.eq_ignore_ascii_case(authority)) {
+    if plain_http_allowed(authority, insecure) {
         return Ok(());
     }
     Err(RemoteError::PlainRealm {
@@ -264,45 +253,6 @@ fn check_realm(
     })
 }
 
-/// The longest `Retry-After` ferry waits out, for registries and chart
-/// repositories alike; a server asking for more fails the request at once,
-/// naming the wait.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
-
-/// The wait a `Retry-After` value asks for: delay-seconds or an HTTP date
-/// (a date in the past means no wait).
-pub(crate) fn retry_after_value(v: &str) -> Option<Duration> {
-    let v = v.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = httpdate::parse_http_date(v).ok()?;
-    Some(
-        at.duration_since(std::time::SystemTime::now())
-            .unwrap_or_default(),
-    )
-}
-
-/// The wait before retry number `attempt` (from 1): `first`, doubling
-/// each time, capped at 10 s.
-pub(crate) fn backoff_delay(first: Duration, attempt: u32) -> Duration {
-    first
-        .saturating_mul(1 << attempt.saturating_sub(1).min(8))
-        .min(Duration::from_secs(10))
-}
-
-/// Whether `host` (`HOST[:PORT]`) is a loopback address or name.
-pub fn is_loopback(host: &str) -> bool {
-    let name = match host.strip_prefix('[') {
-        Some(rest) => rest.split(']').next().unwrap_or(rest),
-        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
-    };
-    name == "localhost"
-        || name
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
 impl Remote {
     /// A client for `host` (`HOST[:PORT]`), resolving credentials now.
     /// A loopback host, or one named insecure, is spoken to over plain HTTP
@@ -310,17 +260,13 @@ impl Remote {
     pub async fn connect(host: &str, opts: &RemoteOptions) -> Result<Remote, RemoteError> {
         // One process-wide crypto provider (ring, shared with `serve`).
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut roots = Vec::new();
-        for path in &opts.ca_files {
-            let data = fs_err::read(path).map_err(|source| RemoteError::Ca {
-                path: path.clone(),
-                source,
-            })?;
-            roots.push(Certificate {
+        let roots: Vec<Certificate> = read_cas(&opts.ca_files)?
+            .into_iter()
+            .map(|data| Certificate {
                 encoding: CertificateEncoding::Pem,
                 data,
-            });
-        }
+            })
+            .collect();
         let (auth, credentials) = resolve_credentials(host, opts.credentials.clone())?;
         let prober = |tls: bool| {
             let mut b = reqwest::Client::builder().timeout(Duration::from_secs(10));
@@ -339,7 +285,7 @@ impl Remote {
         // credentials); a TLS port answers with a 400 or not at all.
         let mut plain: Vec<String> = Vec::new();
         let mut answer = None;
-        if is_loopback(host) || opts.insecure.iter().any(|h| h == host) {
+        if plain_http_allowed(host, &opts.insecure) {
             if let Some(c) = prober(false) {
                 answer = probe(&c, &format!("http://{host}/v2/"))
                     .await
@@ -425,60 +371,63 @@ impl Remote {
     }
 
     /// Runs `op` with retries on transient failures.
-    async fn retry<T, F, Fut>(&self, what: &dyn Fn() -> String, mut op: F) -> Result<T, RemoteError>
+    async fn retry<T, F, Fut>(&self, what: &dyn Fn() -> String, op: F) -> Result<T, RemoteError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, OciDistributionError>>,
     {
         self.login().await;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match op().await {
-                Ok(v) => return Ok(v),
-                Err(e) => {
-                    if let Some(code @ (401 | 403)) = status(&e) {
-                        if let Some(url) = error_url(&e).filter(|u| !self.is_own(u)) {
-                            return Err(RemoteError::OffHost {
-                                registry: self.host.clone(),
-                                what: what(),
-                                url,
-                                source: e,
-                            });
-                        }
-                        return Err(self.auth_error(code, what(), e));
-                    }
-                    if matches!(&e, OciDistributionError::RequestError(r) if is_certificate_error(r))
-                    {
-                        return Err(RemoteError::Certificate {
-                            registry: self.host.clone(),
-                            what: what(),
-                            source: e,
-                        });
-                    }
-                    let wait = retry_after(&e);
-                    if let Some(wait) = wait.filter(|w| *w > MAX_RETRY_AFTER && transient(&e)) {
-                        return Err(RemoteError::Throttled {
-                            registry: self.host.clone(),
-                            what: what(),
-                            wait,
-                            attempts: attempt,
-                            source: peel(e),
-                        });
-                    }
-                    if attempt > self.retries || !transient(&e) {
-                        return Err(RemoteError::Request {
-                            registry: self.host.clone(),
-                            what: what(),
-                            attempts: attempt,
-                            source: e,
-                        });
-                    }
-                    let delay = wait.unwrap_or_else(|| backoff_delay(self.backoff, attempt));
-                    tokio::time::sleep(delay).await;
-                }
+        // Credentials refused, untrusted certificates and errors that are
+        // not transient end the loop at once.
+        let judge = |e: &OciDistributionError| match status(e) {
+            Some(401 | 403) => Attempt::Stop,
+            _ if matches!(e, OciDistributionError::RequestError(r) if is_certificate_error(r)) => {
+                Attempt::Stop
             }
+            _ if transient(e) => Attempt::Retry(retry_after(e)),
+            _ => Attempt::Stop,
+        };
+        let GaveUp {
+            error: e,
+            attempts,
+            too_long,
+        } = match retrying(self.retries, self.backoff, op, judge).await {
+            Ok(v) => return Ok(v),
+            Err(g) => g,
+        };
+        if let Some(code @ (401 | 403)) = status(&e) {
+            if let Some(url) = error_url(&e).filter(|u| !self.is_own(u)) {
+                return Err(RemoteError::OffHost {
+                    registry: self.host.clone(),
+                    what: what(),
+                    url,
+                    source: e,
+                });
+            }
+            return Err(self.auth_error(code, what(), e));
         }
+        if matches!(&e, OciDistributionError::RequestError(r) if is_certificate_error(r)) {
+            return Err(RemoteError::Certificate {
+                registry: self.host.clone(),
+                what: what(),
+                source: e,
+            });
+        }
+        if let Some(wait) = too_long {
+            return Err(RemoteError::Throttled {
+                registry: self.host.clone(),
+                what: what(),
+                wait,
+                attempts,
+                source: peel(e),
+            });
+        }
+        Err(RemoteError::Request {
+            registry: self.host.clone(),
+            what: what(),
+            attempts,
+            source: e,
+        })
     }
 
     /// Whether `url` is on this registry's host (as named, or as
@@ -992,22 +941,6 @@ fn docker_config_path() -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn loopback_hosts() {
-        for h in [
-            "localhost",
-            "localhost:5000",
-            "127.0.0.1:80",
-            "[::1]:5000",
-            "127.1.2.3",
-        ] {
-            assert!(is_loopback(h), "{h}");
-        }
-        for h in ["registry.local:5000", "10.0.0.1", "localhost.example.com"] {
-            assert!(!is_loopback(h), "{h}");
-        }
-    }
 
     fn config(dir: &std::path::Path, json: &str) -> PathBuf {
         let p = dir.join("config.json");

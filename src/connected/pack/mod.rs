@@ -201,7 +201,7 @@ pub struct PackSummary {
 }
 
 /// Packs `spec` into `opts.out`: resolve (fetch what the network must
-/// give, on the caller's runtime `rt`), plan each entry, [`assemble`] the
+/// give, on the caller's runtime `rt`), plan each entry, `assemble` the
 /// bundle, then plan the volumes, sign and write in the form asked for.
 pub fn pack(
     spec: &Spec,
