@@ -56,3 +56,20 @@ pub(crate) async fn with_progress<T>(
         }
     }
 }
+
+/// A reader that reports the bytes it passes as progress of the current
+/// phase.
+pub struct Progress<'a, R> {
+    /// The bytes.
+    pub inner: R,
+    /// Where progress goes.
+    pub reporter: &'a dyn Reporter,
+}
+
+impl<R: std::io::Read> std::io::Read for Progress<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.reporter.advance(n as u64);
+        Ok(n)
+    }
+}

@@ -306,7 +306,7 @@ fn media_type_of(bytes: &[u8]) -> Option<String> {
 
 fn put_small(store: &Store, bytes: &[u8], d: Digest) -> Result<(), String> {
     store
-        .put(bytes, Some((d, bytes.len() as u64)))
+        .put(bytes, Some((d, bytes.len() as u64)), "the registry")
         .map(|_| ())
         .map_err(|e| format!("storing manifest {d} in the cache: {}", error_chain(&e)))
 }
@@ -327,12 +327,14 @@ async fn fetch_blob(
             let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<bytes::Bytes>>(4);
             let root = store.root().to_owned();
             let (d, received) = (*d, received.clone());
+            let from = format!("{}/{repo}", remote.host());
             let writer = tokio::task::spawn_blocking(move || {
                 let store = Store::create_cache(&root)?;
                 store
                     .put(
                         crate::shared::transport::ChannelReader::new(rx, received),
                         Some((d, size)),
+                        &from,
                     )
                     .map(|_| ())
             });

@@ -16,6 +16,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::base::digest::Digest;
+use crate::format::blob::Mismatch;
 use crate::format::layout::{LayoutError, Store};
 use crate::shared::remote::{RemoteError, RemoteOptions};
 use crate::shared::transport::{
@@ -393,7 +394,7 @@ pub async fn fetch_chart(
         let root = cache.to_owned();
         let writer = tokio::task::spawn_blocking(move || {
             let reader = ChannelReader::new(rx, Default::default());
-            Store::create_cache(&root)?.put(reader, None)
+            Store::create_cache(&root)?.put(reader, None, "")
         });
         let mut broken = None;
         loop {
@@ -427,12 +428,13 @@ pub async fn fetch_chart(
     let store = Store::create_cache(cache).map_err(store_err)?;
     if let Some(want) = expected.filter(|w| *w != d) {
         let _ = fs_err::remove_file(store.blob_path(&d));
-        return Err(store_err(LayoutError::Mismatch {
-            expected: want,
-            expected_size: size,
+        return Err(store_err(LayoutError::Mismatch(Mismatch {
+            digest: want,
+            size,
             actual: d,
             actual_size: size,
-        }));
+            from: url.clone(),
+        })));
     }
     Ok(FetchedChart {
         path: store.blob_path(&d),

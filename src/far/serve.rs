@@ -27,7 +27,9 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::base::digest::Digest;
 use crate::format::archive::{Archive, ArchiveError};
+use crate::format::blob::BlobSource;
 use crate::format::bundle::{Artifact, ArtifactKind, Bundle};
+use crate::format::layout::Store;
 use crate::format::oci::{self, Visit};
 use crate::shared::mapping::{MappingError, TargetRules};
 
@@ -77,67 +79,6 @@ pub enum ServeError {
     },
 }
 
-/// Where blob bytes live.
-#[derive(Debug)]
-enum Content {
-    Archive {
-        /// Each blob's size and pieces: (file, offset, length).
-        members: HashMap<Digest, (u64, Segments)>,
-    },
-    Dir {
-        root: PathBuf,
-    },
-}
-
-impl Content {
-    fn size(&self, d: &Digest) -> Option<u64> {
-        match self {
-            Content::Archive { members } => members.get(d).map(|(s, _)| *s),
-            Content::Dir { root } => std::fs::metadata(root.join(d.blob_path()))
-                .ok()
-                .map(|m| m.len()),
-        }
-    }
-
-    /// The blob's size and where its bytes are, in order.
-    fn location(&self, d: &Digest) -> Option<(u64, Segments)> {
-        match self {
-            Content::Archive { members } => members.get(d).cloned(),
-            Content::Dir { root } => {
-                let p = root.join(d.blob_path());
-                let s = std::fs::metadata(&p).ok()?.len();
-                Some((s, vec![(p, 0, s)]))
-            }
-        }
-    }
-
-    fn read_small(&self, d: &Digest, limit: u64) -> io::Result<Vec<u8>> {
-        let (size, segments) = self.location(d).ok_or_else(|| {
-            io::Error::new(io::ErrorKind::NotFound, format!("blob {d} is missing"))
-        })?;
-        if size > limit {
-            return Err(io::Error::other(format!(
-                "document {d} is {size} bytes, over the {limit}-byte limit"
-            )));
-        }
-        let mut buf = vec![0u8; size as usize];
-        let mut at = 0;
-        for (path, off, len) in segments {
-            let f = fs_err::File::open(&path)?;
-            let end = at + len as usize;
-            let part = buf.get_mut(at..end).ok_or_else(|| {
-                io::Error::other(format!("blob {d} is longer than its size {size}"))
-            })?;
-            std::os::unix::fs::FileExt::read_exact_at(f.file(), part, off)?;
-            at = end;
-        }
-        Ok(buf)
-    }
-}
-
-/// A blob's bytes as (file, offset, length) pieces in order.
-type Segments = Vec<(PathBuf, u64, u64)>;
-
 #[derive(Debug, Default)]
 struct Repo {
     tags: BTreeMap<String, Digest>,
@@ -149,7 +90,9 @@ struct Repo {
 #[derive(Debug)]
 pub struct Registry {
     source: PathBuf,
-    content: Content,
+    /// Where blob bytes live: the archive (read by position), or the
+    /// layout directory.
+    content: Box<dyn BlobSource>,
     repos: BTreeMap<String, Repo>,
     media_types: HashMap<Digest, String>,
 }
@@ -166,21 +109,8 @@ impl Registry {
 
     fn open_archive(path: &Path, rules: &TargetRules) -> Result<Registry, ServeError> {
         let a = Archive::open_random(path, "ferry serve")?;
-        let files = a.files();
-        let members = a
-            .blob_locations()
-            .into_iter()
-            .map(|(d, e)| {
-                let segments = e
-                    .spans
-                    .iter()
-                    .map(|s| (files[s.volume].to_owned(), s.offset, s.len))
-                    .collect();
-                (d, (e.size, segments))
-            })
-            .collect();
-        let content = Content::Archive { members };
-        Registry::build(path, content, &a.bundle.artifacts, rules)
+        let artifacts = a.bundle.artifacts.clone();
+        Registry::build(path, Box::new(a), &artifacts, rules)
     }
 
     fn open_dir(dir: &Path, rules: &TargetRules) -> Result<Registry, ServeError> {
@@ -230,19 +160,12 @@ impl Registry {
                 })
                 .collect()
         };
-        Registry::build(
-            dir,
-            Content::Dir {
-                root: dir.to_owned(),
-            },
-            &artifacts,
-            rules,
-        )
+        Registry::build(dir, Box::new(Store::at(dir)), &artifacts, rules)
     }
 
     fn build(
         source: &Path,
-        content: Content,
+        content: Box<dyn BlobSource>,
         artifacts: &[Artifact],
         rules: &TargetRules,
     ) -> Result<Registry, ServeError> {
@@ -280,7 +203,7 @@ impl Registry {
             &mut |v| {
                 match v {
                     Visit::Blob(b) => {
-                        if content.size(&b.digest) != Some(b.size) {
+                        if content.locate(&b.digest).map(|(size, _)| size) != Some(b.size) {
                             return Err(oci::WalkError::Blob(b.digest));
                         }
                         out.insert(b.digest);
@@ -729,7 +652,7 @@ async fn blob(
         }
     };
     let loc = if repo.contents.contains(&d) {
-        reg.content.location(&d)
+        reg.content.locate(&d)
     } else {
         None
     };

@@ -9,12 +9,12 @@
 
 use std::path::{Path, PathBuf};
 
-use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::base::digest::Digest;
 use crate::base::report::Reporter;
 use crate::format::archive::{Archive, ArchiveError};
+use crate::format::blob;
 use crate::format::bundle::{self, Artifact, INDEX_PATH, OCI_LAYOUT_PATH};
 use crate::format::layout::{LayoutError, Store};
 
@@ -40,7 +40,18 @@ pub enum UnpackError {
         #[source]
         source: std::io::Error,
     },
-    /// Writing a blob failed or it did not match its digest.
+    /// A blob could not be copied into the layout (named, with why).
+    #[error("{archive}: unpacking into {dir} failed")]
+    Copy {
+        /// The archive.
+        archive: PathBuf,
+        /// The target directory.
+        dir: PathBuf,
+        /// Why.
+        #[source]
+        source: blob::CopyError,
+    },
+    /// Writing a member failed or it did not match its digest.
     #[error("{archive}: member {member} could not be unpacked into {dir}")]
     Blob {
         /// The archive.
@@ -90,25 +101,25 @@ pub fn unpack(
         archive.bundle.member(path).map(|m| (m.digest, m.size))
     };
 
-    let blobs: Vec<_> = archive
+    // Every blob, through the one blob path: read by position, verified,
+    // renamed into the layout only when whole.
+    let blobs: Vec<Digest> = archive
         .entries
         .iter()
         .filter(|e| e.path != INDEX_PATH && e.path != OCI_LAYOUT_PATH)
+        .filter_map(|e| Some(declared(&e.path)?.0))
         .collect();
-    let total: u64 = blobs.iter().map(|e| e.size).sum();
-    reporter.start("unpacking", total);
-    blobs.par_iter().with_max_len(1).try_for_each(|e| {
-        let expected = declared(&e.path);
-        let r = ProgressReader {
-            inner: archive.member_reader(e),
-            reporter,
-        };
-        store
-            .put(r, expected)
-            .map(|_| ())
-            .map_err(|err| blob_err(&e.path, err))
+    let total: u64 = archive
+        .entries
+        .iter()
+        .filter(|e| e.path.starts_with("blobs/"))
+        .map(|e| e.size)
+        .sum();
+    blob::copy(&archive, &store, &blobs, reporter).map_err(|source| UnpackError::Copy {
+        archive: archive_path.to_owned(),
+        dir: dir.to_owned(),
+        source,
     })?;
-    reporter.finish();
 
     // bundle.json travels along (harmless to other tools, useful to ferry).
     crate::format::layout::write_atomic(&dir.join(bundle::BUNDLE_PATH), &archive.bundle_bytes)
@@ -126,12 +137,13 @@ pub fn unpack(
         if actual != d || bytes.len() as u64 != n {
             return Err(blob_err(
                 INDEX_PATH,
-                LayoutError::Mismatch {
-                    expected: d,
-                    expected_size: n,
+                LayoutError::Mismatch(blob::Mismatch {
+                    digest: d,
+                    size: n,
                     actual,
                     actual_size: bytes.len() as u64,
-                },
+                    from: format!("{INDEX_PATH} in {}", archive_path.display()),
+                }),
             ));
         }
     }
@@ -363,19 +375,6 @@ fn write_tree<R: std::io::Read>(
     }
     fs_err::rename(&staged, &target)?;
     Ok(())
-}
-
-struct ProgressReader<'a, R> {
-    inner: R,
-    reporter: &'a dyn Reporter,
-}
-
-impl<R: std::io::Read> std::io::Read for ProgressReader<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.reporter.advance(n as u64);
-        Ok(n)
-    }
 }
 
 /// A summary of an archive's contents.

@@ -11,6 +11,9 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::base::digest::{Digest, HashingWriter, COPY_BUF};
+use crate::format::blob::{
+    mismatch_in, BlobSink, BlobSource, CopyError as BlobCopyError, Mismatch, Segments, Verifying,
+};
 
 /// The `oci-layout` file content.
 pub const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
@@ -25,17 +28,8 @@ pub enum LayoutError {
     #[error("reading the blob's content failed")]
     Source(#[source] io::Error),
     /// The content did not hash to what it claimed.
-    #[error("blob {expected} ({expected_size} bytes) arrived as {actual} ({actual_size} bytes); it was not stored")]
-    Mismatch {
-        /// Digest that was expected.
-        expected: Digest,
-        /// Size that was expected.
-        expected_size: u64,
-        /// Digest of what arrived.
-        actual: Digest,
-        /// Size of what arrived.
-        actual_size: u64,
-    },
+    #[error("{0}; it was not stored")]
+    Mismatch(Mismatch),
 }
 
 /// An OCI image layout directory used as a blob store.
@@ -68,6 +62,14 @@ impl Store {
         })
     }
 
+    /// The existing layout at `root`, read as it is (nothing is created).
+    pub fn at(root: &Path) -> Store {
+        Store {
+            root: root.to_owned(),
+            sync: true,
+        }
+    }
+
     /// The layout directory.
     pub fn root(&self) -> &Path {
         &self.root
@@ -85,17 +87,32 @@ impl Store {
     }
 
     /// Streams `reader` into the store. With `expected`, the content must
-    /// hash to that digest and size or nothing is stored.
+    /// hash to that digest and size (it is read through the verifying
+    /// reader, `from` naming where it comes from) or nothing is stored.
     pub fn put<R: Read>(
         &self,
-        mut reader: R,
+        reader: R,
         expected: Option<(Digest, u64)>,
+        from: &str,
     ) -> Result<(Digest, u64), LayoutError> {
-        if let Some((d, n)) = expected {
-            if self.has(&d, n) {
-                return Ok((d, n));
+        match expected {
+            Some((d, n)) if self.has(&d, n) => Ok((d, n)),
+            Some((d, n)) => {
+                self.write(&mut Verifying::new(reader, d, n, from), Some(d))?;
+                Ok((d, n))
             }
+            None => self.write(&mut { reader }, None),
         }
+    }
+
+    /// Writes a blob to a temp file and renames it into place. `known` is
+    /// its digest when `bytes` is a verifying reader (which fails the read
+    /// on a mismatch, before anything is renamed); else it is hashed here.
+    fn write(
+        &self,
+        bytes: &mut dyn Read,
+        known: Option<Digest>,
+    ) -> Result<(Digest, u64), LayoutError> {
         let dir = self.root.join("blobs/sha256");
         let tmp = tempfile::Builder::new()
             .prefix(".tmp-")
@@ -107,23 +124,24 @@ impl Store {
                 )
             })?;
         let registered = crate::base::interrupt::register(tmp.path());
-        let mut w = HashingWriter::new(io::BufWriter::with_capacity(COPY_BUF, tmp));
-        copy_with(&mut reader, &mut w).map_err(|e| match e {
-            CopyError::Read(source) => LayoutError::Source(source),
+        let mut out = io::BufWriter::with_capacity(COPY_BUF, tmp);
+        let copy_err = |e| match e {
+            CopyError::Read(source) => match mismatch_in(&source) {
+                Some(m) => LayoutError::Mismatch(m.clone()),
+                None => LayoutError::Source(source),
+            },
             CopyError::Write(e) => LayoutError::Io(e),
-        })?;
-        let (buf, digest, size) = w.finish();
-        if let Some((d, n)) = expected {
-            if d != digest || n != size {
-                return Err(LayoutError::Mismatch {
-                    expected: d,
-                    expected_size: n,
-                    actual: digest,
-                    actual_size: size,
-                });
+        };
+        let (digest, size) = match known {
+            Some(d) => (d, copy_with(bytes, &mut out).map_err(copy_err)?),
+            None => {
+                let mut w = HashingWriter::new(&mut out);
+                copy_with(bytes, &mut w).map_err(copy_err)?;
+                let (_, digest, size) = w.finish();
+                (digest, size)
             }
-        }
-        let tmp = buf.into_inner().map_err(|e| e.into_error())?;
+        };
+        let tmp = out.into_inner().map_err(|e| e.into_error())?;
         if self.sync {
             tmp.as_file().sync_data()?;
         } else {
@@ -156,7 +174,10 @@ pub(crate) enum CopyError {
 }
 
 /// `io::copy` that tells read errors from write errors.
-pub(crate) fn copy_with<R: Read, W: Write>(r: &mut R, w: &mut W) -> Result<u64, CopyError> {
+pub(crate) fn copy_with<R: Read + ?Sized, W: Write>(
+    r: &mut R,
+    w: &mut W,
+) -> Result<u64, CopyError> {
     let mut buf = vec![0u8; COPY_BUF];
     let mut total = 0u64;
     loop {
@@ -236,23 +257,54 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+impl BlobSource for Store {
+    fn describe(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn locate(&self, digest: &Digest) -> Option<(u64, Segments)> {
+        let path = self.blob_path(digest);
+        let size = std::fs::metadata(&path).ok().filter(|m| m.is_file())?.len();
+        Some((size, vec![(path, 0, size)]))
+    }
+}
+
+impl BlobSink for Store {
+    fn has(&self, digest: &Digest, size: u64) -> bool {
+        Store::has(self, digest, size)
+    }
+
+    fn put(&self, digest: &Digest, _size: u64, bytes: &mut dyn Read) -> Result<(), BlobCopyError> {
+        self.write(bytes, Some(*digest))
+            .map(|_| ())
+            .map_err(|e| match e {
+                LayoutError::Mismatch(m) => BlobCopyError::Mismatch(m),
+                LayoutError::Io(e) | LayoutError::Source(e) => BlobCopyError::io(*digest, e),
+            })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::base::report::Silent;
+    use crate::format::blob;
 
     #[test]
     fn stores_once_and_refuses_mismatch() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::create(dir.path()).unwrap();
-        let (d, n) = s.put(&b"hello"[..], None).unwrap();
+        let (d, n) = s.put(&b"hello"[..], None, "test").unwrap();
         assert_eq!(d, Digest::of(b"hello"));
         assert!(s.has(&d, n));
         // Same content again: fine, same place.
-        assert_eq!(s.put(&b"hello"[..], Some((d, n))).unwrap(), (d, n));
+        assert_eq!(s.put(&b"hello"[..], Some((d, n)), "test").unwrap(), (d, n));
         // Wrong content for a claimed digest: refused, nothing left behind.
         let want = Digest::of(b"other");
-        let e = s.put(&b"tampered"[..], Some((want, 5))).unwrap_err();
-        assert!(matches!(e, LayoutError::Mismatch { .. }), "{e}");
+        let e = s
+            .put(&b"tampered"[..], Some((want, 5)), "test")
+            .unwrap_err();
+        assert!(matches!(e, LayoutError::Mismatch(_)), "{e}");
         assert!(!s.blob_path(&want).exists());
         let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("blobs/sha256"))
             .unwrap()
@@ -260,5 +312,44 @@ mod tests {
             .filter(|n| n.starts_with(".tmp"))
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[test]
+    fn copy_moves_blobs_between_stores_and_refuses_a_damaged_one() {
+        let t = tempfile::tempdir().unwrap();
+        let (a, b) = (t.path().join("a"), t.path().join("b"));
+        let from = Store::create(&a).unwrap();
+        let to = Store::create(&b).unwrap();
+        let (x, _) = from.put(&b"blob x"[..], None, "test").unwrap();
+        let (y, _) = from.put(&b"blob y!"[..], None, "test").unwrap();
+        assert_eq!(blob::copy(&from, &to, &[x, y], &Silent).unwrap(), 13);
+        assert_eq!(std::fs::read(to.blob_path(&y)).unwrap(), b"blob y!");
+        // Already there: nothing to copy.
+        assert_eq!(blob::copy(&from, &to, &[x, y], &Silent).unwrap(), 0);
+
+        // A blob damaged at the source is refused, named, and not stored.
+        let z = Digest::of(b"blob z");
+        std::fs::write(from.blob_path(&z), b"blob Z").unwrap();
+        let e = blob::copy(&from, &to, &[z], &Silent).unwrap_err();
+        let blob::CopyError::Mismatch(m) = &e else {
+            panic!("{e}");
+        };
+        assert_eq!(m.digest, z);
+        assert!(m.from.contains(&z.hex()), "{}", m.from);
+        assert!(!to.blob_path(&z).exists());
+        let leftovers = std::fs::read_dir(b.join("blobs/sha256"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with('.')
+            })
+            .count();
+        assert_eq!(leftovers, 0, "no temp file left");
+        // A blob the source lacks is named too.
+        let e = blob::copy(&from, &to, &[Digest::of(b"none")], &Silent).unwrap_err();
+        assert!(matches!(e, blob::CopyError::Missing { .. }), "{e}");
     }
 }

@@ -1,10 +1,12 @@
 //! The format: what a ferry archive is, independent of where its content
 //! came from or where it goes. OCI documents and graph walks ([`oci`]),
 //! bundle.json ([`bundle`]), its minisign signature ([`sign`]), the
-//! content-addressed store ([`layout`]) and the archive itself in every
+//! content-addressed store ([`layout`]), the one blob path (sources, sinks,
+//! the verifying reader and copy: [`blob`]) and the archive itself in every
 //! physical form ([`archive`]). Uses only [`base`](crate::base).
 
 pub mod archive;
+pub mod blob;
 pub mod bundle;
 pub mod layout;
 pub mod oci;

@@ -29,6 +29,7 @@ mod scan;
 pub mod volumes;
 pub mod write;
 
+pub(crate) use crate::base::report::Progress;
 pub use error::ArchiveError;
 pub use form::Form;
 pub use read::{read_head, read_head_strict, Archive, Entry, Head, MemberReader, Span};
@@ -36,7 +37,7 @@ pub(crate) use scan::{check_member, parse_header, Header};
 pub use volumes::{
     plan_volumes, sidecar_path, volume_path, VolumeHeader, MIN_VOLUME_SIZE, VOLUME_HEADER_PATH,
 };
-pub(crate) use write::{check_source, open_source, padding, partial_file, ustar_header, Progress};
+pub(crate) use write::{check_source, open_source, padding, partial_file, ustar_header};
 pub use write::{mtime_from_env, write, BlobSource, PlannedMember, Written};
 
 /// The physical form an archive is written in: plain or zstd, one file

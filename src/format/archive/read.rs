@@ -16,6 +16,7 @@ use super::volumes::{volume_path, VOLUME_HEADER_PATH};
 use super::ArchiveError;
 use crate::base::digest::Digest;
 use crate::base::report::{Reporter, Silent};
+use crate::format::blob::{BlobSource, SegmentReader, Segments, Verifying};
 use crate::format::bundle::{Bundle, Piece, BUNDLE_MAX_BYTES, BUNDLE_PATH, OCI_LAYOUT_PATH};
 use crate::format::sign::{SIGNATURE_MAX_BYTES, SIGNATURE_PATH};
 
@@ -77,6 +78,9 @@ pub struct Archive {
     pub(crate) kept: HashMap<String, Arc<Vec<u8>>>,
     /// Whether the archive is one zstd stream (no random access).
     pub(crate) compressed: bool,
+    /// Each blob that arrived, by digest: its index in `entries` (made on
+    /// first use).
+    by_digest: std::sync::OnceLock<HashMap<Digest, usize>>,
 }
 
 impl Archive {
@@ -346,6 +350,7 @@ impl Archive {
             digests: HashMap::new(),
             kept: HashMap::new(),
             compressed: false,
+            by_digest: Default::default(),
         })
     }
 
@@ -378,6 +383,7 @@ impl Archive {
             digests,
             kept,
             compressed: true,
+            by_digest: Default::default(),
         }
     }
 
@@ -502,6 +508,57 @@ impl Read for MemberReader<'_> {
             self.pos += n as u64;
             return Ok(n);
         }
+    }
+}
+
+/// A plain archive, or volume set, is a blob source: each blob that
+/// arrived is read by position from the file (or the volumes) holding it.
+/// A compressed archive holds nothing here; it is read in order instead.
+impl BlobSource for Archive {
+    fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn locate(&self, digest: &Digest) -> Option<(u64, Segments)> {
+        if self.compressed {
+            return None;
+        }
+        let index = self.by_digest.get_or_init(|| {
+            let declared: HashMap<&str, Digest> = self
+                .bundle
+                .members
+                .iter()
+                .map(|m| (m.path.as_str(), m.digest))
+                .collect();
+            self.entries
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| e.path.starts_with("blobs/"))
+                .filter_map(|(i, e)| Some((*declared.get(e.path.as_str())?, i)))
+                .collect()
+        });
+        let entry = self.entries.get(*index.get(digest)?)?;
+        let segments = entry
+            .spans
+            .iter()
+            .map(|s| {
+                let file = self.files.get(s.volume).map(|(p, _)| p.clone());
+                Some((file?, s.offset, s.len))
+            })
+            .collect::<Option<Segments>>()?;
+        Some((entry.size, segments))
+    }
+
+    fn open(&self, digest: &Digest) -> Option<Verifying<SegmentReader>> {
+        let (size, segments) = self.locate(digest)?;
+        let index = self.by_digest.get()?;
+        let entry = self.entries.get(*index.get(digest)?)?;
+        Some(Verifying::new(
+            SegmentReader::new(segments),
+            *digest,
+            size,
+            format!("{} in {}", entry.path, self.path.display()),
+        ))
     }
 }
 

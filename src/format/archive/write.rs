@@ -14,7 +14,7 @@ use rayon::prelude::*;
 use super::volumes::{sidecar_path, tar_bytes, volume_path, VolumeHeader, VOLUME_HEADER_PATH};
 use super::{ArchiveError, BLOCK};
 use crate::base::digest::{Digest, HashingReader, COPY_BUF};
-use crate::base::report::Reporter;
+use crate::base::report::{Progress, Reporter};
 use crate::format::bundle::{Bundle, Piece, VolumeInfo, BUNDLE_PATH, OCI_LAYOUT_PATH};
 use crate::format::sign::SIGNATURE_PATH;
 
@@ -358,19 +358,6 @@ pub(crate) fn partial_file(out: &Path) -> Result<tempfile::NamedTempFile, Archiv
                 format!("creating a temp file in {}: {e}", dir.display()),
             ))
         })
-}
-
-pub(crate) struct Progress<'a, R> {
-    pub(crate) inner: R,
-    pub(crate) reporter: &'a dyn Reporter,
-}
-
-impl<R: Read> Read for Progress<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.reporter.advance(n as u64);
-        Ok(n)
-    }
 }
 
 enum MemberWriteError {

@@ -1,0 +1,343 @@
+//! One blob path. A blob comes from a [`BlobSource`] (an archive, the
+//! store or a layout directory, a local image source) and goes to a
+//! [`BlobSink`] (the store); [`copy`] moves a set of them. Every byte read
+//! passes through [`Verifying`], the one reader that checks a blob against
+//! its digest and size, and that fails with one typed [`Mismatch`] naming
+//! the digest and where the bytes came from. A sink renames a blob into
+//! place only after that check.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+
+use rayon::prelude::*;
+
+use crate::base::digest::{Digest, Hasher};
+use crate::base::report::{Progress, Reporter};
+
+/// A blob whose bytes are not what its digest and size say.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("blob {digest} ({size} bytes) from {from} arrived as {actual} ({actual_size} bytes)")]
+pub struct Mismatch {
+    /// The digest the blob should have.
+    pub digest: Digest,
+    /// The size it should have.
+    pub size: u64,
+    /// What its bytes hash to.
+    pub actual: Digest,
+    /// How many bytes there were (at most one more than `size`: reading
+    /// stops at the first byte too many).
+    pub actual_size: u64,
+    /// Where the bytes came from: a file, an archive member, a URL.
+    pub from: String,
+}
+
+/// The [`Mismatch`] inside an I/O error from a [`Verifying`] reader.
+pub fn mismatch_in(e: &io::Error) -> Option<&Mismatch> {
+    e.get_ref()?.downcast_ref::<Mismatch>()
+}
+
+/// A reader that hashes what passes and checks it against a digest and a
+/// size: more bytes than the size fail at once, and at the end of the
+/// input (or at [`Verifying::finish`], for callers that stop at the size)
+/// the digest must match. The failure is a [`Mismatch`], inside an
+/// [`io::Error`] of kind `InvalidData` when it comes from `read`.
+pub struct Verifying<R> {
+    inner: R,
+    hasher: Hasher,
+    digest: Digest,
+    size: u64,
+    seen: u64,
+    from: String,
+    checked: bool,
+}
+
+impl<R: Read> Verifying<R> {
+    /// Wraps `inner`, whose bytes must be the blob `digest` of `size`
+    /// bytes; `from` says where they come from, for the error.
+    pub fn new(inner: R, digest: Digest, size: u64, from: impl Into<String>) -> Verifying<R> {
+        Verifying {
+            inner,
+            hasher: Hasher::new(),
+            digest,
+            size,
+            seen: 0,
+            from: from.into(),
+            checked: false,
+        }
+    }
+
+    /// How many bytes have passed.
+    pub fn bytes(&self) -> u64 {
+        self.seen
+    }
+
+    /// Checks what passed: exactly the size, hashing to the digest.
+    pub fn finish(self) -> Result<(), Mismatch> {
+        let (actual, _) = self.hasher.finish();
+        if actual == self.digest && self.seen == self.size {
+            return Ok(());
+        }
+        Err(Mismatch {
+            digest: self.digest,
+            size: self.size,
+            actual,
+            actual_size: self.seen,
+            from: self.from,
+        })
+    }
+
+    fn mismatch(&self) -> io::Error {
+        let actual = self.hasher.clone().finish().0;
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            Mismatch {
+                digest: self.digest,
+                size: self.size,
+                actual,
+                actual_size: self.seen,
+                from: self.from.clone(),
+            },
+        )
+    }
+}
+
+impl<R: Read> Read for Verifying<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // Ask for one byte past the size, so that a longer input is seen.
+        let room = (self.size + 1).saturating_sub(self.seen);
+        let want = buf.len().min(room.min(usize::MAX as u64) as usize);
+        let n = self.inner.read(&mut buf[..want])?;
+        self.hasher.update(&buf[..n]);
+        self.seen += n as u64;
+        if self.seen > self.size {
+            return Err(self.mismatch());
+        }
+        if n == 0 && !buf.is_empty() && !self.checked {
+            self.checked = true;
+            if self.seen != self.size || self.hasher.clone().finish().0 != self.digest {
+                return Err(self.mismatch());
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// A blob's bytes on disk as (file, offset, length) pieces, in order.
+pub type Segments = Vec<(PathBuf, u64, u64)>;
+
+/// Where blobs can be read from.
+pub trait BlobSource: Send + Sync + std::fmt::Debug {
+    /// What the source is, for messages: an archive, a directory.
+    fn describe(&self) -> String;
+
+    /// The blob's size and where its bytes are on disk, when this source
+    /// holds it. Sources that cannot say (a compressed archive) hold
+    /// nothing here.
+    fn locate(&self, digest: &Digest) -> Option<(u64, Segments)>;
+
+    /// A verifying reader over the blob's bytes, or `None` when the source
+    /// does not hold it.
+    fn open(&self, digest: &Digest) -> Option<Verifying<SegmentReader>> {
+        let (size, segments) = self.locate(digest)?;
+        let from = match segments.as_slice() {
+            [(path, _, _)] if segments.len() == 1 => path.display().to_string(),
+            _ => self.describe(),
+        };
+        Some(Verifying::new(
+            SegmentReader::new(segments),
+            *digest,
+            size,
+            from,
+        ))
+    }
+
+    /// The whole blob in memory, checked, refusing blobs over `limit`
+    /// bytes (documents: manifests, indexes, configs).
+    fn read_small(&self, digest: &Digest, limit: u64) -> io::Result<Vec<u8>> {
+        let mut r = self.open(digest).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("blob {digest} is not in {}", self.describe()),
+            )
+        })?;
+        if r.size > limit {
+            return Err(io::Error::other(format!(
+                "document {digest} is {} bytes, over the {limit}-byte limit",
+                r.size
+            )));
+        }
+        let mut buf = Vec::with_capacity(r.size as usize);
+        r.read_to_end(&mut buf)?;
+        Ok(buf)
+    }
+}
+
+/// Where blobs can be written: only whole and checked.
+pub trait BlobSink: Sync {
+    /// Whether the sink already holds the blob, at that size.
+    fn has(&self, digest: &Digest, size: u64) -> bool;
+
+    /// Stores blob `digest` of `size` bytes, read from `bytes` to its end.
+    /// `bytes` is a [`Verifying`] reader (perhaps wrapped for progress),
+    /// so a mismatch fails the read before the sink renames anything into
+    /// place.
+    fn put(&self, digest: &Digest, size: u64, bytes: &mut dyn Read) -> Result<(), CopyError>;
+}
+
+/// Why a blob could not be copied.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    /// The source does not hold it.
+    #[error("blob {digest} is not in {source_name}")]
+    Missing {
+        /// The blob.
+        digest: Digest,
+        /// The source.
+        source_name: String,
+    },
+    /// Its bytes are not what its digest says.
+    #[error(transparent)]
+    Mismatch(#[from] Mismatch),
+    /// Reading or writing failed.
+    #[error("copying blob {digest} failed")]
+    Io {
+        /// The blob.
+        digest: Digest,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl CopyError {
+    /// The error for an I/O failure while copying `digest`, keeping a
+    /// verifying reader's mismatch typed.
+    pub fn io(digest: Digest, e: io::Error) -> CopyError {
+        match mismatch_in(&e) {
+            Some(m) => CopyError::Mismatch(m.clone()),
+            None => CopyError::Io { digest, source: e },
+        }
+    }
+}
+
+/// Copies `blobs` from `from` to `to` (those it already holds are
+/// skipped), several at once, largest first; returns the bytes copied.
+pub fn copy(
+    from: &dyn BlobSource,
+    to: &dyn BlobSink,
+    blobs: &[Digest],
+    reporter: &dyn Reporter,
+) -> Result<u64, CopyError> {
+    let mut todo: Vec<(Digest, u64)> = Vec::with_capacity(blobs.len());
+    for d in blobs {
+        let (size, _) = from.locate(d).ok_or_else(|| CopyError::Missing {
+            digest: *d,
+            source_name: from.describe(),
+        })?;
+        if !to.has(d, size) {
+            todo.push((*d, size));
+        }
+    }
+    todo.sort_by_key(|(_, size)| std::cmp::Reverse(*size));
+    let total = todo.iter().map(|(_, s)| s).sum();
+    reporter.start("copying blobs", total);
+    todo.par_iter().with_max_len(1).try_for_each(|(d, size)| {
+        let r = from.open(d).ok_or_else(|| CopyError::Missing {
+            digest: *d,
+            source_name: from.describe(),
+        })?;
+        to.put(d, *size, &mut Progress { inner: r, reporter })
+    })?;
+    reporter.finish();
+    Ok(total)
+}
+
+/// Reads a blob's [`Segments`] in order, by position.
+pub struct SegmentReader {
+    segments: Segments,
+    at: usize,
+    pos: u64,
+    file: Option<File>,
+}
+
+impl SegmentReader {
+    /// A reader over `segments`.
+    pub fn new(segments: Segments) -> SegmentReader {
+        SegmentReader {
+            segments,
+            at: 0,
+            pos: 0,
+            file: None,
+        }
+    }
+}
+
+impl Read for SegmentReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let Some((path, offset, len)) = self.segments.get(self.at) else {
+                return Ok(0);
+            };
+            let left = len - self.pos;
+            if left == 0 {
+                (self.at, self.pos, self.file) = (self.at + 1, 0, None);
+                continue;
+            }
+            if self.file.is_none() {
+                self.file = Some(fs_err::File::open(path)?.into_parts().0);
+            }
+            let Some(f) = &self.file else { continue };
+            let want = buf.len().min(left.min(usize::MAX as u64) as usize);
+            let n = f.read_at(&mut buf[..want], offset + self.pos)?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("{} ends inside a blob", path.display()),
+                ));
+            }
+            self.pos += n as u64;
+            return Ok(n);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_all(mut r: impl Read) -> io::Result<Vec<u8>> {
+        let mut v = Vec::new();
+        r.read_to_end(&mut v)?;
+        Ok(v)
+    }
+
+    #[test]
+    fn the_verifying_reader_passes_a_blob_that_is_what_it_says() {
+        let d = Digest::of(b"hello");
+        let r = Verifying::new(&b"hello"[..], d, 5, "here");
+        assert_eq!(read_all(r).unwrap(), b"hello");
+        let mut r = Verifying::new(&b"hello"[..], d, 5, "here");
+        let mut buf = [0u8; 5];
+        r.read_exact(&mut buf).unwrap();
+        assert!(r.finish().is_ok());
+    }
+
+    #[test]
+    fn other_bytes_fewer_bytes_or_more_bytes_are_one_typed_mismatch_naming_the_source() {
+        let d = Digest::of(b"hello");
+        for (bytes, size) in [(&b"jello"[..], 5), (b"hell", 5), (b"hello!", 5)] {
+            let e = read_all(Verifying::new(bytes, d, size, "volume 3")).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+            let m = mismatch_in(&e).expect("a typed mismatch");
+            assert_eq!((m.digest, m.size, m.from.as_str()), (d, 5, "volume 3"));
+            assert!(m.actual_size <= 6, "reading stops one byte past the size");
+            assert!(e.to_string().contains(&d.to_string()), "{e}");
+        }
+        // A caller that stops at the size asks finish().
+        let mut r = Verifying::new(&b"jello"[..], d, 5, "x");
+        io::copy(&mut (&mut r).take(5), &mut io::sink()).unwrap();
+        assert_eq!(r.finish().unwrap_err().actual, Digest::of(b"jello"));
+    }
+}
