@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use crate::base::digest::Digest;
 use crate::base::platform::Platform;
-use crate::format::archive::BlobSource;
+use crate::format::archive::MemberSource;
 use crate::format::oci::{self, Descriptor, Index, Node};
 
 /// Errors reading a local image source.
@@ -303,7 +303,7 @@ impl LocalLayout {
     }
 
     /// Where a blob's bytes are, after checking it exists with the right size.
-    pub fn locate(&self, d: &Descriptor) -> Result<BlobSource, SourceError> {
+    pub fn locate(&self, d: &Descriptor) -> Result<MemberSource, SourceError> {
         let (path, offset, size) = match &self.kind {
             LayoutKind::Dir(root) => {
                 let p = root.join(d.digest.blob_path());
@@ -335,7 +335,7 @@ impl LocalLayout {
                 declared: d.size,
             });
         }
-        Ok(BlobSource::File { path, offset })
+        Ok(MemberSource::File { path, offset })
     }
 
     /// Reads a small blob whole and checks its digest.
@@ -348,7 +348,7 @@ impl LocalLayout {
                 limit,
             });
         }
-        let BlobSource::File { path, offset } = self.locate(d)? else {
+        let MemberSource::File { path, offset } = self.locate(d)? else {
             unreachable!("layouts locate files")
         };
         let mut f = fs_err::File::open(&path)?;
@@ -378,7 +378,7 @@ pub struct FoundBlob {
     /// Size in bytes.
     pub size: u64,
     /// Where the bytes are.
-    pub source: BlobSource,
+    pub source: MemberSource,
     /// Manifest, index or config (archived before the layers).
     pub small: bool,
 }
@@ -432,7 +432,7 @@ pub fn walk_image(
                     d,
                     FoundBlob {
                         size: new_bytes.len() as u64,
-                        source: BlobSource::Bytes(Arc::new(new_bytes)),
+                        source: MemberSource::Bytes(Arc::new(new_bytes)),
                         small: true,
                     },
                 );

@@ -16,7 +16,7 @@ use crate::connected::chart::{self, ChartError};
 use crate::connected::fetch::FetchOptions;
 use crate::connected::inputs::{ChartEntry, FileEntry, ImageEntry, ImageSource};
 use crate::connected::source::{self, FoundBlob, LocalLayout};
-use crate::format::archive::{BlobSource, PlannedMember};
+use crate::format::archive::{MemberSource, PlannedMember};
 use crate::format::bundle::{
     self, Artifact, ArtifactKind, Bundle, ChartInfo, FileInfo, Member, Tool,
 };
@@ -129,7 +129,7 @@ pub(super) fn small_bytes(bytes: Vec<u8>) -> (Digest, FoundBlob) {
         d,
         FoundBlob {
             size: bytes.len() as u64,
-            source: BlobSource::Bytes(Arc::new(bytes)),
+            source: MemberSource::Bytes(Arc::new(bytes)),
             small: true,
         },
     )
@@ -187,7 +187,7 @@ pub(super) fn plan_chart_file(
         digest,
         FoundBlob {
             size,
-            source: BlobSource::File {
+            source: MemberSource::File {
                 path: path.to_owned(),
                 offset: 0,
             },
@@ -398,7 +398,7 @@ pub(super) fn plan_file(
         digest,
         FoundBlob {
             size,
-            source: BlobSource::File {
+            source: MemberSource::File {
                 path: layer_path,
                 offset: 0,
             },
@@ -528,13 +528,13 @@ pub(super) fn assemble(
             path: bundle::OCI_LAYOUT_PATH.into(),
             digest: Digest::of(crate::format::layout::OCI_LAYOUT),
             size: crate::format::layout::OCI_LAYOUT.len() as u64,
-            source: BlobSource::Bytes(Arc::new(crate::format::layout::OCI_LAYOUT.to_vec())),
+            source: MemberSource::Bytes(Arc::new(crate::format::layout::OCI_LAYOUT.to_vec())),
         },
         PlannedMember {
             path: bundle::INDEX_PATH.into(),
             digest: Digest::of(&index_bytes),
             size: index_bytes.len() as u64,
-            source: BlobSource::Bytes(index_bytes.clone()),
+            source: MemberSource::Bytes(index_bytes.clone()),
         },
     ];
     // A delta leaves out layers and contents the far side holds (same
@@ -606,7 +606,7 @@ mod tests {
             Digest::of(bytes),
             FoundBlob {
                 size: bytes.len() as u64,
-                source: BlobSource::Bytes(Arc::new(bytes.to_vec())),
+                source: MemberSource::Bytes(Arc::new(bytes.to_vec())),
                 small,
             },
         )
@@ -680,7 +680,7 @@ mod tests {
     #[test]
     fn index_json_names_every_artifact_in_spec_order() {
         let (_, members) = assemble(two_images(), "t".into(), None);
-        let BlobSource::Bytes(bytes) = &members[1].source else {
+        let MemberSource::Bytes(bytes) = &members[1].source else {
             panic!("index.json is made in memory");
         };
         let index: Index = serde_json::from_slice(bytes).unwrap();

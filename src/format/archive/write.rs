@@ -20,7 +20,7 @@ use crate::format::sign::SIGNATURE_PATH;
 
 /// Where the bytes of a member come from while packing.
 #[derive(Debug, Clone)]
-pub enum BlobSource {
+pub enum MemberSource {
     /// A byte range of a file (a layout blob, or a member of a tar).
     File {
         /// The file.
@@ -42,7 +42,7 @@ pub struct PlannedMember {
     /// Expected size.
     pub size: u64,
     /// Where the content is.
-    pub source: BlobSource,
+    pub source: MemberSource,
 }
 
 /// One place a member's bytes go: a tar member in a volume.
@@ -268,7 +268,7 @@ pub(crate) fn open_source(
     m: &PlannedMember,
 ) -> Result<(Box<dyn Read + '_>, PathBuf), ArchiveError> {
     match &m.source {
-        BlobSource::File { path, offset } => {
+        MemberSource::File { path, offset } => {
             let mut f = fs_err::File::open(path).map_err(|source| ArchiveError::SourceRead {
                 source_path: path.clone(),
                 member: m.path.clone(),
@@ -279,7 +279,7 @@ pub(crate) fn open_source(
             }
             Ok((Box::new(f.take(m.size)), path.clone()))
         }
-        BlobSource::Bytes(b) => Ok((Box::new(b.as_slice()), PathBuf::from("<memory>"))),
+        MemberSource::Bytes(b) => Ok((Box::new(b.as_slice()), PathBuf::from("<memory>"))),
     }
 }
 
