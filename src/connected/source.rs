@@ -16,6 +16,7 @@ use std::sync::Arc;
 use crate::base::digest::Digest;
 use crate::base::platform::Platform;
 use crate::format::archive::MemberSource;
+use crate::format::blob::{mismatch_in, BlobSource, Segments};
 use crate::format::oci::{self, Descriptor, Index, Node};
 
 /// Errors reading a local image source.
@@ -304,28 +305,17 @@ impl LocalLayout {
 
     /// Where a blob's bytes are, after checking it exists with the right size.
     pub fn locate(&self, d: &Descriptor) -> Result<MemberSource, SourceError> {
-        let (path, offset, size) = match &self.kind {
-            LayoutKind::Dir(root) => {
-                let p = root.join(d.digest.blob_path());
-                match std::fs::metadata(&p) {
-                    Ok(m) if m.is_file() => (p, 0, m.len()),
-                    _ => {
-                        return Err(SourceError::MissingBlob {
-                            layout: self.label.clone(),
-                            digest: d.digest,
-                        })
-                    }
-                }
-            }
-            LayoutKind::Tar { path, members } => match members.get(&d.digest.blob_path()) {
-                Some(&(off, size)) => (path.clone(), off, size),
-                None => {
-                    return Err(SourceError::MissingBlob {
-                        layout: self.label.clone(),
-                        digest: d.digest,
-                    })
-                }
-            },
+        let Some((size, segments)) = BlobSource::locate(self, &d.digest) else {
+            return Err(SourceError::MissingBlob {
+                layout: self.label.clone(),
+                digest: d.digest,
+            });
+        };
+        let Some((path, offset, _)) = segments.into_iter().next() else {
+            return Err(SourceError::MissingBlob {
+                layout: self.label.clone(),
+                digest: d.digest,
+            });
         };
         if size != d.size {
             return Err(SourceError::BlobSize {
@@ -348,21 +338,40 @@ impl LocalLayout {
                 limit,
             });
         }
-        let MemberSource::File { path, offset } = self.locate(d)? else {
-            unreachable!("layouts locate files")
-        };
-        let mut f = fs_err::File::open(&path)?;
-        f.seek(SeekFrom::Start(offset))?;
-        let bytes = read_limited(f.take(d.size), limit)?;
-        let actual = Digest::of(&bytes);
-        if actual != d.digest || bytes.len() as u64 != d.size {
-            return Err(SourceError::Corrupt {
-                layout: self.label.clone(),
-                digest: d.digest,
-                actual,
-            });
+        self.locate(d)?;
+        match BlobSource::read_small(self, &d.digest, limit) {
+            Ok(bytes) => Ok(bytes),
+            Err(e) => match mismatch_in(&e) {
+                Some(m) => Err(SourceError::Corrupt {
+                    layout: self.label.clone(),
+                    digest: d.digest,
+                    actual: m.actual,
+                }),
+                None => Err(e.into()),
+            },
         }
-        Ok(bytes)
+    }
+}
+
+/// A local layout (directory or OCI archive) is a blob source: a
+/// directory's blob files, or a tar's members, read by position.
+impl BlobSource for LocalLayout {
+    fn describe(&self) -> String {
+        self.label.clone()
+    }
+
+    fn locate(&self, digest: &Digest) -> Option<(u64, Segments)> {
+        match &self.kind {
+            LayoutKind::Dir(root) => {
+                let p = root.join(digest.blob_path());
+                let size = std::fs::metadata(&p).ok().filter(|m| m.is_file())?.len();
+                Some((size, vec![(p, 0, size)]))
+            }
+            LayoutKind::Tar { path, members } => {
+                let &(off, size) = members.get(&digest.blob_path())?;
+                Some((size, vec![(path.clone(), off, size)]))
+            }
+        }
     }
 }
 
