@@ -24,7 +24,7 @@ use super::{
     check_member, padding, parse_header, ustar_header, Archive, ArchiveError, Entry, Header,
     PlannedMember, Span, Written, BLOCK,
 };
-use crate::base::digest::{Digest, Hasher, HashingReader, COPY_BUF};
+use crate::base::digest::{Digest, Hasher, COPY_BUF};
 use crate::base::report::Reporter;
 use crate::format::bundle::{Bundle, BUNDLE_MAX_BYTES, BUNDLE_PATH, OCI_LAYOUT_PATH};
 use crate::format::sign::{SIGNATURE_MAX_BYTES, SIGNATURE_PATH};
@@ -71,11 +71,7 @@ pub fn write(
         put_member(enc, path, bytes.len() as u64, mtime, &mut &bytes[..]).map_err(werr)
     };
     for (i, m) in members.iter().enumerate() {
-        let (reader, source_path) = super::open_source(m)?;
-        let mut hr = HashingReader::new(super::Progress {
-            inner: reader,
-            reporter,
-        });
+        let (mut hr, source_path) = super::open_verified(m, reporter)?;
         put_member(&mut enc, &m.path, m.size, mtime, &mut hr).map_err(|e| {
             if e.kind() == io::ErrorKind::UnexpectedEof || e.kind() == io::ErrorKind::Other {
                 ArchiveError::SourceRead {
@@ -217,7 +213,7 @@ pub fn write_volumes(
     let mut registered = Vec::with_capacity(finals.len());
     let mut sizes = Vec::with_capacity(finals.len());
     // The member being copied, across the volumes it is split between.
-    let mut current: Option<(SourceReader<'_>, PathBuf)> = None;
+    let mut current: Option<(super::write::SourceReader<'_>, PathBuf)> = None;
     for (v, vol) in plan.volumes.iter().enumerate() {
         let Some(fin) = finals.get(v) else { break };
         let tmp = super::partial_file(fin)?;
@@ -239,14 +235,7 @@ pub fn write_volumes(
                 .copied()
                 .ok_or_else(|| not_ferry(format!("the plan names {}, not a member", p.member)))?;
             if p.offset == 0 {
-                let (reader, source_path) = super::open_source(m)?;
-                current = Some((
-                    HashingReader::new(super::Progress {
-                        inner: reader,
-                        reporter,
-                    }),
-                    source_path,
-                ));
+                current = Some(super::open_verified(m, reporter)?);
             }
             let Some((hr, source_path)) = current.as_mut() else {
                 return Err(not_ferry(format!(
@@ -343,9 +332,6 @@ pub fn measure(
     reporter.finish();
     Ok(sizes)
 }
-
-/// A member's source, hashed and reported as it is read.
-type SourceReader<'a> = HashingReader<super::Progress<'a, Box<dyn Read + 'a>>>;
 
 /// Where copying a member failed: reading its source or writing.
 enum Put {

@@ -37,7 +37,9 @@ pub(crate) use scan::{check_member, parse_header, Header};
 pub use volumes::{
     plan_volumes, sidecar_path, volume_path, VolumeHeader, MIN_VOLUME_SIZE, VOLUME_HEADER_PATH,
 };
-pub(crate) use write::{check_source, open_source, padding, partial_file, ustar_header};
+pub(crate) use write::{
+    check_source, open_source, open_verified, padding, partial_file, ustar_header,
+};
 pub use write::{mtime_from_env, write, MemberSource, PlannedMember, Written};
 
 /// The physical form an archive is written in: plain or zstd, one file

@@ -13,8 +13,9 @@ use rayon::prelude::*;
 
 use super::volumes::{sidecar_path, tar_bytes, volume_path, VolumeHeader, VOLUME_HEADER_PATH};
 use super::{ArchiveError, BLOCK};
-use crate::base::digest::{Digest, HashingReader, COPY_BUF};
+use crate::base::digest::{Digest, COPY_BUF};
 use crate::base::report::{Progress, Reporter};
+use crate::format::blob::Verifying;
 use crate::format::bundle::{Bundle, Piece, VolumeInfo, BUNDLE_PATH, OCI_LAYOUT_PATH};
 use crate::format::sign::SIGNATURE_PATH;
 
@@ -292,11 +293,7 @@ fn write_planned(
     out: &Path,
     reporter: &dyn Reporter,
 ) -> Result<(), ArchiveError> {
-    let (reader, source_path) = open_source(m)?;
-    let mut hr = HashingReader::new(Progress {
-        inner: reader,
-        reporter,
-    });
+    let (mut hr, source_path) = open_verified(m, reporter)?;
     for d in dests {
         let file = files[d.volume];
         write_member_at(file, d.offset, &d.tar_path, d.len, mtime, &mut hr).map_err(
@@ -318,24 +315,42 @@ fn write_planned(
     check_source(m, source_path, hr)
 }
 
-/// Checks that what was copied from a member's source hashed to the
-/// member's digest and size.
+/// A member's source, read through the verifying reader and reported as
+/// progress.
+pub(crate) type SourceReader<'a> = Verifying<Progress<'a, Box<dyn Read + 'a>>>;
+
+/// Opens a planned member's source for copying: the verifying reader over
+/// its bytes, and the source's name for messages.
+pub(crate) fn open_verified<'a>(
+    m: &'a PlannedMember,
+    reporter: &'a dyn Reporter,
+) -> Result<(SourceReader<'a>, PathBuf), ArchiveError> {
+    let (reader, source_path) = open_source(m)?;
+    let from = source_path.display().to_string();
+    let progress = Progress {
+        inner: reader,
+        reporter,
+    };
+    Ok((
+        Verifying::new(progress, m.digest, m.size, from),
+        source_path,
+    ))
+}
+
+/// Checks that what was copied from a member's source (exactly its size,
+/// through the verifying reader) is the member's digest.
 pub(crate) fn check_source<R: Read>(
     m: &PlannedMember,
     source_path: PathBuf,
-    copied: HashingReader<R>,
+    copied: Verifying<R>,
 ) -> Result<(), ArchiveError> {
-    let (digest, size) = copied.finish();
-    if digest != m.digest || size != m.size {
-        return Err(ArchiveError::SourceMismatch {
-            source_path,
-            digest: m.digest,
-            size: m.size,
-            actual: digest,
-            actual_size: size,
-        });
-    }
-    Ok(())
+    copied.finish().map_err(|bad| ArchiveError::SourceMismatch {
+        source_path,
+        digest: m.digest,
+        size: m.size,
+        actual: bad.actual,
+        actual_size: bad.actual_size,
+    })
 }
 
 /// A temp file `.NAME.<random>.partial` beside `out`, for writing `out`.
