@@ -22,10 +22,11 @@ use bytes::Bytes;
 use futures_util::stream::{self, StreamExt};
 use serde::Serialize;
 
-use crate::base::digest::{Digest, Hasher, COPY_BUF};
+use crate::base::digest::{Digest, COPY_BUF};
 use crate::base::error::error_chain;
 use crate::base::report::Reporter;
 use crate::format::archive::{Archive, ArchiveError, Entry};
+use crate::format::blob::{mismatch_in, Verifying};
 use crate::format::bundle::{Artifact, ArtifactKind, Bundle};
 use crate::format::oci::{self, Visit, WalkError};
 use crate::shared::mapping::{MappingError, TargetRegistry};
@@ -531,32 +532,36 @@ fn blob_body(
     let sent = sent.clone();
     tokio::task::spawn_blocking(move || {
         let mut r = archive.member_reader(&entry);
-        pump(&mut r, entry.size, digest, &tx, &corrupt, &sent);
+        let from = format!("{} in {}", entry.path, archive.path().display());
+        pump(&mut r, entry.size, digest, &from, &tx, &corrupt, &sent);
     });
     body_of(rx)
 }
 
-/// Sends `size` bytes of `r` down `tx` in chunks, hashing them. The last
-/// chunk is held back until the hash is checked, so a damaged blob never
-/// reaches the registry whole; then `corrupt` is set and an error sent.
-/// Returns early (having read less) when the receiver is gone.
+/// Sends the `size` bytes of blob `digest` read from `r` down `tx` in
+/// chunks, through the verifying reader. The last chunk is held back until
+/// the reader has checked the digest at the end of the blob, so a damaged
+/// blob never reaches the registry whole; then `corrupt` is set and the
+/// mismatch sent. Returns early (having read less) when the receiver is
+/// gone.
+#[allow(clippy::too_many_arguments)]
 fn pump(
     r: &mut dyn Read,
     size: u64,
     digest: Digest,
+    from: &str,
     tx: &tokio::sync::mpsc::Sender<io::Result<Bytes>>,
     corrupt: &AtomicBool,
     sent: &AtomicU64,
 ) {
+    let mut r = Verifying::new(r, digest, size, from);
     let mut run = || -> io::Result<Option<Bytes>> {
-        let mut h = Hasher::new();
         let mut pos = 0u64;
         let mut pending: Option<Bytes> = None;
         while pos < size {
             let n = (size - pos).min(COPY_BUF as u64) as usize;
             let mut buf = vec![0u8; n];
             r.read_exact(&mut buf)?;
-            h.update(&buf);
             pos += n as u64;
             if let Some(p) = pending.replace(Bytes::from(buf)) {
                 let len = p.len() as u64;
@@ -566,12 +571,12 @@ fn pump(
                 sent.fetch_add(len, Ordering::Relaxed);
             }
         }
-        if h.finish().0 != digest {
-            corrupt.store(true, Ordering::Relaxed);
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("blob {digest} does not match its digest"),
-            ));
+        // The end of the blob: the verifying reader checks it here.
+        if let Err(e) = r.read(&mut [0u8; 1]) {
+            if mismatch_in(&e).is_some() {
+                corrupt.store(true, Ordering::Relaxed);
+            }
+            return Err(e);
         }
         Ok(pending)
     };
@@ -635,7 +640,8 @@ async fn upload_in_order(
                 {
                     return Ok(());
                 }
-                pump(&mut s, size, m.digest, &tx, &corrupt, &sent);
+                let from = format!("{} in {}", m.path, path.display());
+                pump(&mut s, size, m.digest, &from, &tx, &corrupt, &sent);
             }
             Ok(())
         })
@@ -739,7 +745,8 @@ fn reread(
                 Ok(Some(i)) if s.bundle.members.get(i).map(|m| m.digest) == Some(d) => {
                     // Progress was counted by the first attempt already.
                     let uncounted = AtomicU64::new(0);
-                    pump(&mut s, size, d, &tx, &corrupt, &uncounted);
+                    let from = format!("{} in {}", d.blob_path(), path.display());
+                    pump(&mut s, size, d, &from, &tx, &corrupt, &uncounted);
                     return;
                 }
                 Ok(Some(_)) => {}
