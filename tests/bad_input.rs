@@ -783,6 +783,43 @@ fn unpack_files_refuses_a_directory_tar_that_escapes_its_title() {
 }
 
 #[test]
+fn unpack_files_refuses_a_damaged_file_blob_and_writes_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    let archive = pack_demo(t.path());
+    let mut members = read_members(&archive);
+    // The directory artifact's layer: one byte of a file inside it flipped,
+    // the tar itself still well-formed.
+    let layer = members
+        .iter_mut()
+        .find(|m| {
+            m.name.starts_with("blobs/")
+                && (0..m.data.len() / 512)
+                    .any(|i| m.data[i * 512..].starts_with(b"manifests/deployment.yaml"))
+        })
+        .expect("the directory layer");
+    let hex = layer.name.trim_start_matches("blobs/sha256/").to_owned();
+    let at = (0..layer.data.len() / 512)
+        .find(|i| layer.data[i * 512..].starts_with(b"manifests/deployment.yaml"))
+        .unwrap()
+        * 512
+        + 512
+        + 3;
+    layer.data[at] ^= 0x20;
+    write_raw_tar(&archive, &members, true);
+
+    let files = t.path().join("out/files");
+    let msg = ferry([
+        "unpack".as_ref(),
+        archive.as_os_str(),
+        "--files".as_ref(),
+        files.as_os_str(),
+    ])
+    .expect_fail("unpack --files of a damaged blob");
+    assert!(msg.contains(&hex) && msg.contains("arrived as"), "{msg}");
+    assert!(!files.join("manifests").exists(), "nothing half-written");
+}
+
+#[test]
 fn alias_bombs_are_never_expanded_by_rewrite() {
     let t = tempfile::tempdir().unwrap();
     // Nine levels of nine aliases: 387,420,489 strings if expanded.

@@ -2,8 +2,9 @@
 //! `sha256:<64 lowercase hex>` value, and the streaming helpers that compute
 //! one while bytes pass through ([`HashingReader`], [`HashingWriter`]).
 //!
-//! This module owns hashing only. Where bytes are stored, and what happens
-//! when a digest does not match, belongs to the callers (`layout`, `archive`).
+//! This module owns hashing only. Checking a blob against its digest and
+//! size, and the one typed mismatch, belong to the verifying reader in
+//! `format::blob`, which every blob read goes through.
 
 use std::fmt;
 use std::io::{self, Read, Write};

@@ -207,15 +207,17 @@ pub fn extract(
             return Err(fail(invalid(format!("{name:?} is not a plain file name"))));
         }
         let layer = single_layer(&archive, &locations, a).map_err(&fail)?;
-        let entry = locations
+        // Read through the verifying reader: a damaged blob fails the read
+        // at its end, before anything is renamed into place.
+        let reader = locations
             .get(&layer.digest)
             .filter(|e| e.size == layer.size)
+            .and_then(|_| blob::BlobSource::open(&archive, &layer.digest))
             .ok_or_else(|| fail(invalid(format!("blob {} is missing", layer.digest))))?;
         fs_err::create_dir_all(dir).map_err(&fail)?;
-        let reader = crate::base::digest::HashingReader::new(archive.member_reader(entry));
         let directory = a.file.as_ref().is_some_and(|f| f.directory);
         if directory {
-            write_tree(reader, dir, &name, &layer.digest).map_err(&fail)?;
+            write_tree(reader, dir, &name).map_err(&fail)?;
         } else {
             write_file(reader, &target, &layer.digest).map_err(&fail)?;
         }
@@ -270,7 +272,7 @@ fn single_layer(
 /// Copies `reader` to `target` via a temp file, renamed only when the
 /// digest matches. An identical existing file is kept.
 fn write_file<R: std::io::Read>(
-    mut reader: crate::base::digest::HashingReader<R>,
+    mut reader: blob::Verifying<R>,
     target: &Path,
     digest: &Digest,
 ) -> std::io::Result<()> {
@@ -290,10 +292,6 @@ fn write_file<R: std::io::Read>(
         .tempfile_in(dir)?;
     let registered = crate::base::interrupt::register(tmp.path());
     std::io::copy(&mut reader, tmp.as_file_mut())?;
-    let (d, _) = reader.finish();
-    if d != *digest {
-        return Err(invalid(format!("blob {digest} does not match its digest")));
-    }
     use std::os::unix::fs::PermissionsExt;
     tmp.as_file()
         .set_permissions(std::fs::Permissions::from_mode(0o644))?;
@@ -306,10 +304,9 @@ fn write_file<R: std::io::Read>(
 /// Extracts a directory artifact's tar (entries under `title/`) into
 /// `dir/title`, staged in a temp directory and renamed into place whole.
 fn write_tree<R: std::io::Read>(
-    mut reader: crate::base::digest::HashingReader<R>,
+    mut reader: blob::Verifying<R>,
     dir: &Path,
     title: &str,
-    digest: &Digest,
 ) -> std::io::Result<()> {
     use std::path::Component;
     let target = dir.join(title);
@@ -364,11 +361,8 @@ fn write_tree<R: std::io::Read>(
             }
         }
     }
+    // The rest (tar padding) to the end, where the digest is checked.
     std::io::copy(&mut reader, &mut std::io::sink())?;
-    let (d, _) = reader.finish();
-    if d != *digest {
-        return Err(invalid(format!("blob {digest} does not match its digest")));
-    }
     let staged = stage.path().join(title);
     if !staged.is_dir() {
         fs_err::create_dir_all(&staged)?;
