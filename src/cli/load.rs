@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use ferry::layout::write_atomic;
-use ferry::load::{images_digests_yaml, load, LoadOptions};
+use ferry::load::{load, LoadOptions};
 use ferry::rewrite::ImageMap;
 
 use super::{human, progress::Bars, remote_args::RemoteArgs, Settings};
@@ -78,13 +78,13 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
 
     if !args.dry_run {
         let loaded = report.loaded_bundle(&bundle);
+        let map = ImageMap::from_bundle(&loaded, &args.registry, args.keep_host)?;
         if let Some(path) = &args.map_out {
-            let map = ImageMap::from_bundle(&loaded, &args.registry, args.keep_host)?;
             write_atomic(path, &map.to_json())
                 .with_context(|| format!("writing the map {}", path.display()))?;
         }
         if let Some(path) = &args.images_digests_out {
-            write_atomic(path, images_digests_yaml(&report).as_bytes())
+            write_atomic(path, map.images_digests_yaml().as_bytes())
                 .with_context(|| format!("writing {}", path.display()))?;
         }
     }

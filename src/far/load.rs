@@ -12,7 +12,7 @@
 //! interruption pushes only what is missing and a repeated load pushes
 //! nothing. One artifact's failure does not stop the others.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -812,39 +812,4 @@ async fn place_documents(
         lock(tally).counts.manifests_pushed += 1;
     }
     Ok(())
-}
-
-/// The `images_digests.yml`-shaped override file: for each image loaded,
-/// `image_repository_server`, `image_repository_path`, `image_tag` and
-/// `image_digest`, keyed by the repository's last path component.
-pub fn images_digests_yaml(report: &LoadReport) -> String {
-    let mut out = String::from(
-        "# Written by `ferry load`: where each carried image now is.\nimages_digests:\n",
-    );
-    let mut used: BTreeMap<String, usize> = BTreeMap::new();
-    for a in report
-        .artifacts
-        .iter()
-        .filter(|a| a.ok && a.kind == ArtifactKind::Image)
-    {
-        let (server, path) = a.target.split_once('/').unwrap_or((&a.target, ""));
-        let base: String = path
-            .rsplit('/')
-            .next()
-            .unwrap_or(path)
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-            .collect();
-        let n = used.entry(base.clone()).or_insert(0);
-        *n += 1;
-        let key = if *n == 1 { base } else { format!("{base}_{n}") };
-        out.push_str(&format!("  {key}:\n"));
-        out.push_str(&format!("    image_digest: {}\n", a.digest));
-        out.push_str(&format!("    image_repository_path: {path}\n"));
-        out.push_str(&format!("    image_repository_server: \"{server}\"\n"));
-        if let Some(t) = &a.tag {
-            out.push_str(&format!("    image_tag: \"{t}\"\n"));
-        }
-    }
-    out
 }

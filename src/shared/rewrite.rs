@@ -20,18 +20,17 @@
 //! writing files belongs to the caller.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 
 use granit_parser::{Event, Parser, ScalarStyle, Span};
 
 mod fast;
 use fast::Ev;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::base::digest::Digest;
 use crate::base::reference::Reference;
-use crate::format::bundle::{ArtifactKind, Bundle};
-use crate::shared::mapping::{MappingError, TargetRegistry};
+use crate::shared::mapping::MappingError;
+// The map file moved to mapping; kept at its old path for the tests.
+pub use crate::shared::mapping::{ImageMap, MapEntry, MAP_FORMAT};
 
 /// Errors rewriting.
 #[derive(Debug, thiserror::Error)]
@@ -49,167 +48,6 @@ pub enum RewriteError {
     /// Target names could not be computed.
     #[error(transparent)]
     Mapping(#[from] MappingError),
-    /// A map file that is not a ferry map.
-    #[error("not a ferry map file: {0}")]
-    MapFile(String),
-}
-
-/// The `format` of map files.
-pub const MAP_FORMAT: &str = "ferry-map";
-
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct MapFile {
-    format: String,
-    format_version: u32,
-    registry: String,
-    images: Vec<MapEntry>,
-}
-
-/// One source image and where it is in the target registry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MapEntry {
-    /// The source reference, as carried.
-    pub source: String,
-    /// `HOST[:PORT]/REPOSITORY` in the target registry.
-    pub target: String,
-    /// The tag, when the source had one.
-    pub tag: Option<String>,
-    /// The digest the target holds.
-    pub digest: Digest,
-    /// The digest at the source, when a platform filter changed it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub source_digest: Option<Digest>,
-}
-
-/// Source → target lookups.
-#[derive(Debug, Clone, Default)]
-pub struct ImageMap {
-    entries: Vec<MapEntry>,
-    by_name_tag: HashMap<(String, String), usize>,
-    by_digest: HashMap<(String, Digest), usize>,
-    target_host: String,
-}
-
-impl ImageMap {
-    /// The map a load of `bundle` into `registry` (`HOST[:PORT][/PREFIX]`)
-    /// produces, with the shared naming rules.
-    pub fn from_bundle(
-        bundle: &Bundle,
-        registry: &str,
-        keep_host: bool,
-    ) -> Result<ImageMap, RewriteError> {
-        let TargetRegistry { host, rules } = TargetRegistry::parse(registry, keep_host)?;
-        let images: Vec<_> = bundle
-            .artifacts
-            .iter()
-            .filter(|a| a.kind == ArtifactKind::Image)
-            .cloned()
-            .collect();
-        let targets = rules.targets(&images)?;
-        let mut map = ImageMap {
-            target_host: host.clone(),
-            ..ImageMap::default()
-        };
-        for (t, a) in targets.into_iter().zip(&images) {
-            map.insert(MapEntry {
-                source: a.reference.clone(),
-                target: format!("{host}/{}", t.repository),
-                tag: t.tag,
-                digest: t.digest,
-                source_digest: a.source_digest,
-            });
-        }
-        Ok(map)
-    }
-
-    /// A map from explicit entries (`target_host` is the registry whose
-    /// references count as already local).
-    pub fn from_entries(target_host: &str, entries: Vec<MapEntry>) -> ImageMap {
-        let mut map = ImageMap {
-            target_host: target_host.to_owned(),
-            ..ImageMap::default()
-        };
-        for e in entries {
-            map.insert(e);
-        }
-        map
-    }
-
-    fn insert(&mut self, e: MapEntry) {
-        let Ok(r) = e.source.parse::<Reference>() else {
-            return;
-        };
-        let i = self.entries.len();
-        if let Some(t) = r.tag() {
-            self.by_name_tag.insert((r.name(), t.to_owned()), i);
-        }
-        self.by_digest.insert((r.name(), e.digest), i);
-        if let Some(sd) = e.source_digest {
-            self.by_digest.insert((r.name(), sd), i);
-        }
-        if let Some(d) = r.digest() {
-            self.by_digest.insert((r.name(), d), i);
-        }
-        self.entries.push(e);
-    }
-
-    /// Reads a map file (`ferry-map` JSON: `{"format": "ferry-map",
-    /// "format_version": 1, "registry": HOST, "images": [MapEntry…]}`).
-    pub fn from_json(bytes: &[u8]) -> Result<ImageMap, RewriteError> {
-        let f: MapFile =
-            serde_json::from_slice(bytes).map_err(|e| RewriteError::MapFile(e.to_string()))?;
-        if f.format != MAP_FORMAT {
-            return Err(RewriteError::MapFile(format!(
-                "format is {:?}, not {MAP_FORMAT:?}",
-                f.format
-            )));
-        }
-        if f.format_version > 1 {
-            return Err(RewriteError::MapFile(format!(
-                "format version {} is newer than this ferry reads (1)",
-                f.format_version
-            )));
-        }
-        let host = f.registry.split('/').next().unwrap_or("").to_owned();
-        Ok(ImageMap::from_entries(&host, f.images))
-    }
-
-    /// The map as a `ferry-map` JSON document.
-    pub fn to_json(&self) -> Vec<u8> {
-        let f = MapFile {
-            format: MAP_FORMAT.into(),
-            format_version: 1,
-            registry: self.target_host.clone(),
-            images: self.entries.clone(),
-        };
-        let mut v = serde_json::to_vec_pretty(&f).unwrap_or_default();
-        v.push(b'\n');
-        v
-    }
-
-    /// The entries.
-    pub fn entries(&self) -> &[MapEntry] {
-        &self.entries
-    }
-
-    /// An entry for image `name` (`HOST/REPO`), whatever its tag.
-    fn lookup_name(&self, name: &str) -> Option<&MapEntry> {
-        self.entries.iter().find(|e| {
-            e.source
-                .parse::<Reference>()
-                .is_ok_and(|r| r.name() == name)
-        })
-    }
-
-    fn lookup(&self, r: &Reference) -> Option<&MapEntry> {
-        let by_digest = r.digest().and_then(|d| self.by_digest.get(&(r.name(), d)));
-        let by_tag = r
-            .tag()
-            .and_then(|t| self.by_name_tag.get(&(r.name(), t.to_owned())));
-        by_digest.or(by_tag).map(|&i| &self.entries[i])
-    }
 }
 
 /// What happened to one reference.
@@ -819,7 +657,7 @@ fn classify(reference: &str, map: &ImageMap) -> Result<(Reference, Option<MapEnt
     let r: Reference = reference.parse().map_err(|_| Outcome::Skipped {
         reason: "not an image reference".into(),
     })?;
-    if !map.target_host.is_empty() && r.registry() == map.target_host {
+    if !map.target_host().is_empty() && r.registry() == map.target_host() {
         return Err(Outcome::AlreadyLocal);
     }
     let e = map.lookup(&r).cloned();
@@ -1054,6 +892,7 @@ fn kustomize_form(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::base::digest::Digest;
 
     fn map() -> ImageMap {
         let d = |s: &str| Digest::of(s.as_bytes());
