@@ -9,7 +9,8 @@ images=${2:-8}
 out=bench-out
 mkdir -p "$out"
 cargo build --release --quiet --bin ferry --example gen_bench
-ferry=target/release/ferry
+# FERRY_BIN runs another build (a before/after comparison) on the same data.
+ferry=${FERRY_BIN:-target/release/ferry}
 target/release/examples/gen_bench "$out/src" "$total" "$images" >/dev/null
 
 work=$(mktemp -d -p "$PWD/$out")
