@@ -15,7 +15,7 @@ sleep 1
 bytes=$(stat -c %s "$out/bench.tar")
 
 t0=$(now)
-/usr/bin/time -f '%M' -o "$work/ferry.rss" "$ferry" --quiet load "$out/bench.tar" --registry "127.0.0.1:$ferry_port" 2>"$work/ferry.out"
+/usr/bin/time -f '%M' -o "$work/ferry.rss" "$ferry" --quiet load "$out/bench.tar" --registry "127.0.0.1:$ferry_port" >"$work/ferry.out" 2>&1
 t1=$(now); f=$(echo "$t1 - $t0" | bc -l)
 
 t0=$(now)
@@ -26,7 +26,7 @@ done
 t1=$(now); s=$(echo "$t1 - $t0" | bc -l)
 
 t0=$(now)
-"$ferry" --quiet load "$out/bench.tar" --registry "127.0.0.1:$ferry_port" 2>/dev/null
+"$ferry" --quiet load "$out/bench.tar" --registry "127.0.0.1:$ferry_port" >/dev/null 2>&1
 t1=$(now); again=$(echo "$t1 - $t0" | bc -l)
 
 printf 'bundle: %.0f MB, %d images\n' "$(echo "$bytes/1000000" | bc -l)" "$images"

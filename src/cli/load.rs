@@ -89,25 +89,27 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
         }
     }
 
+    // The result on stdout (so `ferry load … | tail -1` is the counts line);
+    // the signature note above and the error below on stderr.
     let c = &report.counts;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        super::print_result(&[serde_json::to_string_pretty(&report)?])?;
     } else {
-        for a in &report.artifacts {
-            match &a.error {
-                None if args.dry_run => {
-                    eprintln!("  would load {} -> {}", a.source, a.target_ref())
-                }
-                None => eprintln!("  loaded {} -> {}", a.source, a.target_ref()),
-                Some(e) => eprintln!("  FAILED {} -> {}: {e}", a.source, a.target_ref()),
-            }
-        }
+        let mut lines: Vec<String> = report
+            .artifacts
+            .iter()
+            .map(|a| match &a.error {
+                None if args.dry_run => format!("  would load {} -> {}", a.source, a.target_ref()),
+                None => format!("  loaded {} -> {}", a.source, a.target_ref()),
+                Some(e) => format!("  FAILED {} -> {}: {e}", a.source, a.target_ref()),
+            })
+            .collect();
         let verb = if args.dry_run {
             "would upload"
         } else {
             "uploaded"
         };
-        eprintln!(
+        lines.push(format!(
             "{} {} blobs ({}), mounted {}, {} already present; {} {} manifests, {} already present; {:.1} s",
             verb,
             c.uploaded,
@@ -118,7 +120,8 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
             c.manifests_pushed,
             c.manifests_present,
             secs
-        );
+        ));
+        super::print_result(&lines)?;
     }
     let failed = report.artifacts.iter().filter(|a| !a.ok).count();
     if failed > 0 {

@@ -122,6 +122,26 @@ fn clean_up_on_interrupt() {
     });
 }
 
+/// Writes a command's result lines to stdout in one write. A reader that
+/// has gone (`ferry load … | head -1`) is not an error: the work is done
+/// and the exit status must still say how it went. `println!` would panic
+/// there instead, since commands with network I/O ignore SIGPIPE.
+pub fn print_result<S: AsRef<str>>(lines: &[S]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut text = String::new();
+    for l in lines {
+        text.push_str(l.as_ref());
+        text.push('\n');
+    }
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(anyhow::Error::new(e).context("writing to stdout"))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// An error and its causes on one line, outermost first.
 pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     ferry::verify::error_chain(e)
