@@ -62,7 +62,9 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
             (None, false) => {}
         }
     } else {
-        eprintln!(
+        // A failed verification is still verify's result: on stdout, like
+        // OK; the exit status says it failed.
+        println!(
             "FAILED {}: {} problem(s)",
             r.archive.display(),
             r.problems.len()
@@ -76,9 +78,9 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
             if !p.artifacts.is_empty() {
                 line.push_str(&format!(" [needed by {}]", p.artifacts.join(", ")));
             }
-            eprintln!("{line}");
+            println!("{line}");
         }
-        eprintln!(
+        println!(
             "{} of {} members intact; intact artifacts: {}",
             r.members_ok,
             r.members_listed,
