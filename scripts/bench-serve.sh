@@ -8,7 +8,7 @@ source "$(dirname "$0")/bench-common.sh" "$@"
 "$ferry" --quiet pack "$out/src/ferry.yaml" -o "$out/bench.tar" >/dev/null
 reg_port=$(start_registry registry)
 ferry_port=$(free_port)
-/usr/bin/time -f '%M' -o "$work/ferry.rss" "$ferry" serve "$out/bench.tar" --listen "127.0.0.1:$ferry_port" 2>"$work/ferry.log" & ferry_pid=$!
+/usr/bin/time -f '%M' -o "$work/ferry.rss" "$ferry" serve "$out/bench.tar" --listen "127.0.0.1:$ferry_port" >"$work/ferry.log" 2>&1 & ferry_pid=$!
 pids+=($ferry_pid)
 sleep 1
 grep -o 'ready in [0-9]* ms' "$work/ferry.log" | sed 's/^/ferry serve start-up on the bundle: /'

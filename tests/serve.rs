@@ -277,10 +277,10 @@ fn many_parallel_blob_downloads_keep_server_memory_bounded() {
             "--listen".as_ref(),
             "127.0.0.1:0".as_ref(),
         ])
-        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stderr.take().unwrap()));
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
     let first = lines.next().unwrap().unwrap();
     let addr: std::net::SocketAddr = first
         .split("http://")

@@ -60,16 +60,21 @@ pub fn run(args: Args, _: &Settings) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         let addr = listener.local_addr()?;
-        eprintln!(
+        // What is served, and where: the result a script waits for, so on
+        // stdout, in one write, and a reader that stops reading after the
+        // first line does not stop the server. The access log and
+        // "stopping" are diagnostics, on stderr.
+        let mut lines = vec![format!(
             "serving {} ({} repositories, ready in {:.0} ms) on {scheme}://{addr}/v2/ — Ctrl-C to stop",
             archive.display(),
             repos.len(),
             start.elapsed().as_secs_f64() * 1000.0
-        );
+        )];
         for r in &repos {
             let tags = registry.tags(r).unwrap_or_default();
-            eprintln!("  {addr}/{r}:{}", tags.join(","));
+            lines.push(format!("  {addr}/{r}:{}", tags.join(",")));
         }
+        super::print_result(&lines)?;
         let log: Option<AccessLog> = args.verbose.then(|| {
             Arc::new(|r: &ferry::serve::AccessRecord| {
                 eprintln!(
