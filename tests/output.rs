@@ -135,6 +135,17 @@ fn pack_says_what_it_wrote_on_stdout() {
 
     let o = q(&["pack", s(&t.path().join("missing.yaml")), "-o", s(&out)]);
     assert_error_only(&o, "pack of a missing spec");
+
+    // A reader that has gone (`ferry pack … | head -1`) does not turn a
+    // written archive into a panic.
+    let bin = env!("CARGO_BIN_EXE_ferry");
+    let o = run(Command::new("bash").arg("-c").arg(format!(
+        "'{bin}' --quiet pack '{}' -o '{}' | true; exit ${{PIPESTATUS[0]}}",
+        s(&spec),
+        s(&t.path().join("piped.tar"))
+    )));
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    assert!(!o.stderr.contains("panicked"), "{}", o.stderr);
 }
 
 #[test]

@@ -109,8 +109,10 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let summary = pack(&spec, &opts, rt.handle(), &bars)
         .with_context(|| format!("packing {}", args.spec.display()))?;
+    // Written at once; a reader that has gone is not an error.
+    let mut lines: Vec<String> = Vec::new();
     if args.json {
-        println!(
+        lines.push(format!(
             "{}",
             serde_json::json!({
                 "archive": summary.archive,
@@ -122,26 +124,26 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
                 "fetched": summary.fetched,
                 "chart_images": summary.chart_images.iter().map(|(r, o)| serde_json::json!({"reference": r, "origin": o})).collect::<Vec<_>>(),
             })
-        );
+        ));
     } else {
         for a in &summary.bundle.artifacts {
             let filtered = match a.source_digest {
                 Some(src) => format!(" (platform-filtered: new index; source index {src})"),
                 None => String::new(),
             };
-            println!(
+            lines.push(format!(
                 "  {:<6} {}  {}{}",
                 format!("{:?}", a.kind).to_lowercase(),
                 a.reference,
                 a.digest,
                 filtered
-            );
+            ));
         }
         for (r, origin) in &summary.chart_images {
-            println!("  chart names {r} ({origin})");
+            lines.push(format!("  chart names {r} ({origin})"));
         }
         if let Some(f) = &summary.fetched {
-            println!(
+            lines.push(format!(
                 "fetched {} blobs ({}) and {} manifests from registries; {} blobs were already cached{}",
                 f.blobs_fetched,
                 human(f.bytes_fetched),
@@ -152,38 +154,39 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
                 } else {
                     String::new()
                 }
-            );
+            ));
         }
         if let Some(d) = &summary.bundle.delta {
-            println!(
+            lines.push(format!(
                 "delta against {}: {} blobs ({}) left out; the target must hold them",
                 d.base,
                 d.absent.len(),
                 human(d.absent.iter().map(|b| b.size).sum())
-            );
+            ));
         }
         if let Some(sidecar) = &summary.sidecar {
             for (f, size) in &summary.files {
-                println!("  volume {}  {}", f.display(), human(*size));
+                lines.push(format!("  volume {}  {}", f.display(), human(*size)));
             }
-            println!(
+            lines.push(format!(
                 "wrote {} volumes ({}, {} artifacts, {} members) and {}",
                 summary.files.len(),
                 human(summary.size),
                 summary.bundle.artifacts.len(),
                 summary.bundle.members.len() + 1,
                 sidecar.display()
-            );
+            ));
         } else {
-            println!(
+            lines.push(format!(
                 "wrote {} ({}, {} artifacts, {} members)",
                 summary.archive.display(),
                 human(summary.size),
                 summary.bundle.artifacts.len(),
                 summary.bundle.members.len() + 1
-            );
+            ));
         }
     }
+    crate::cli::print_result(&lines)?;
     Ok(ExitCode::SUCCESS)
 }
 
