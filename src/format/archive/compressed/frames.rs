@@ -1,0 +1,389 @@
+//! Writing zstd volumes: each member in frames of its own (at most
+//! [`FRAME_MAX`] bytes of tar, never spanning two members), compressed in
+//! parallel, and a seekable-format seek table closing each volume.
+
+use std::collections::HashMap;
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+
+use super::super::volumes::{volume_path, VolumeHeader, VOLUME_HEADER_PATH};
+use super::super::{padding, ustar_header, ArchiveError, PlannedMember, Written, BLOCK};
+use crate::base::report::Reporter;
+use crate::format::bundle::{Bundle, BUNDLE_PATH, OCI_LAYOUT_PATH};
+use crate::format::sign::SIGNATURE_PATH;
+
+/// Uncompressed bytes per frame in zstd volumes. Frames never span two
+/// members and the seek table lists them all, so a reader can start at
+/// any member, and frames can be decompressed in parallel.
+pub(crate) const FRAME_MAX: u64 = 4 << 20;
+/// Bytes of the seek table's frame besides its entries: the skippable
+/// frame's magic and size, and the footer.
+pub(crate) const SEEK_TABLE_FIXED: u64 = 8 + 9;
+/// One seek-table entry: compressed and decompressed size.
+const SEEK_ENTRY: u64 = 8;
+/// The skippable-frame magic the seek table is written under.
+const SKIPPABLE_MAGIC: u32 = 0x184D_2A5E;
+/// The seekable format's footer magic.
+const SEEKABLE_MAGIC: u32 = 0x8F92_EAB1;
+
+/// The most one frame of `n` uncompressed bytes takes: zstd's worst case
+/// for incompressible input, room for the frame header and checksum, and
+/// its seek-table entry.
+fn frame_bound(n: u64) -> u64 {
+    zstd::zstd_safe::compress_bound(n as usize) as u64 + 32 + SEEK_ENTRY
+}
+
+/// The most `len` uncompressed bytes of one tar member take as frames.
+pub(crate) fn framed_bound(len: u64) -> u64 {
+    let (full, rest) = (len / FRAME_MAX, len % FRAME_MAX);
+    full * frame_bound(FRAME_MAX) + if rest > 0 { frame_bound(rest) } else { 0 }
+}
+
+/// Writes the archive as zstd volumes `OUT.001`, … and the sidecar
+/// `OUT.sha256`, as `bundle`'s volume plan (made with
+/// [`Framing::Zstd`](super::super::volumes::Framing)) says. Each volume is a zstd
+/// stream of its own that decompresses to a tar of its own: each member
+/// in frames of at most 4 MiB of tar (compressed in parallel, so
+/// the bytes do not depend on the thread count), the end-of-archive
+/// marker, and the seekable format's seek table in a skippable frame,
+/// which `zstd -d` passes over. Members are re-hashed on the way; temp
+/// files are renamed only when every volume is complete and checked.
+#[allow(clippy::too_many_arguments)]
+pub fn write_volumes(
+    out: &Path,
+    bundle: &Bundle,
+    bundle_json: &[u8],
+    signature: Option<&[u8]>,
+    members: &[PlannedMember],
+    mtime: u64,
+    level: i32,
+    reporter: &dyn Reporter,
+) -> Result<Written, ArchiveError> {
+    let not_ferry = |reason: String| ArchiveError::NotFerry {
+        archive: out.to_owned(),
+        reason,
+    };
+    let Some(plan) = &bundle.volumes else {
+        return Err(not_ferry("bundle.json has no volume plan".into()));
+    };
+    let werr = |e: io::Error| io::Error::new(e.kind(), format!("writing {}: {e}", out.display()));
+    let by_path: HashMap<&str, &PlannedMember> =
+        members.iter().map(|m| (m.path.as_str(), m)).collect();
+    let finals: Vec<PathBuf> = (1..=plan.volumes.len())
+        .map(|n| volume_path(out, n))
+        .collect();
+    let total: u64 = members.iter().map(|m| m.size).sum();
+    reporter.start("compressing archive", total);
+    let mut tmps = Vec::with_capacity(finals.len());
+    let mut registered = Vec::with_capacity(finals.len());
+    let mut sizes = Vec::with_capacity(finals.len());
+    // The member being copied, across the volumes it is split between.
+    let mut current: Option<(super::super::write::SourceReader<'_>, PathBuf)> = None;
+    for (v, vol) in plan.volumes.iter().enumerate() {
+        let Some(fin) = finals.get(v) else { break };
+        let tmp = super::super::partial_file(fin)?;
+        registered.push(crate::base::interrupt::register(tmp.path()));
+        let mut fw = FrameWriter::new(BufWriter::with_capacity(1 << 20, tmp.as_file()), level);
+        if v > 0 {
+            let header = VolumeHeader {
+                format: "ferry-volume".into(),
+                id: plan.id,
+                volume: v + 1,
+                volumes: plan.volumes.len(),
+            };
+            fw.fixed(VOLUME_HEADER_PATH, &header.to_bytes(), mtime)
+                .map_err(werr)?;
+        }
+        for (i, p) in vol.pieces.iter().enumerate() {
+            let m = by_path
+                .get(p.member.as_str())
+                .copied()
+                .ok_or_else(|| not_ferry(format!("the plan names {}, not a member", p.member)))?;
+            if p.offset == 0 {
+                current = Some(super::super::open_verified(m, reporter)?);
+            }
+            let Some((hr, source_path)) = current.as_mut() else {
+                return Err(not_ferry(format!(
+                    "the plan continues {} before it starts",
+                    p.member
+                )));
+            };
+            fw.member(&p.tar_path(), p.size, mtime, hr)
+                .map_err(|e| match e {
+                    Put::Read(source) => ArchiveError::SourceRead {
+                        source_path: source_path.clone(),
+                        member: m.path.clone(),
+                        source,
+                    },
+                    Put::Write(e) => ArchiveError::Io(werr(e)),
+                })?;
+            if p.offset + p.size == m.size {
+                if let Some((hr, source_path)) = current.take() {
+                    super::super::check_source(m, source_path, hr)?;
+                }
+            }
+            if v == 0 && i == 0 {
+                // bundle.json and the signature follow oci-layout.
+                if p.member != OCI_LAYOUT_PATH {
+                    return Err(not_ferry(format!(
+                        "the plan starts with {}, not oci-layout",
+                        p.member
+                    )));
+                }
+                fw.fixed(BUNDLE_PATH, bundle_json, mtime).map_err(werr)?;
+                if let Some(sig) = signature {
+                    fw.fixed(SIGNATURE_PATH, sig, mtime).map_err(werr)?;
+                }
+            }
+        }
+        let (_, size) = fw.finish().map_err(werr)?;
+        if size > plan.max_size {
+            // The plan prices every frame at zstd's worst case, so this
+            // cannot happen; refuse rather than write an oversized volume.
+            return Err(ArchiveError::VolumeTooSmall {
+                max_size: plan.max_size,
+                need: size,
+                what: format!("volume {} compressed", v + 1),
+            });
+        }
+        tmp.as_file().sync_all().map_err(werr)?;
+        crate::format::layout::make_readable(tmp.as_file()).map_err(werr)?;
+        sizes.push(size);
+        tmps.push(tmp);
+    }
+    reporter.finish();
+    drop(registered);
+    let sidecar = super::super::write::persist(out, tmps, &finals, true)?;
+    Ok(Written {
+        files: finals.into_iter().zip(sizes).collect(),
+        sidecar,
+    })
+}
+
+/// The exact bytes each member takes as frames, with its seek-table
+/// entries, when [`write_volumes`] writes it whole: what the volume plan
+/// needs to fill volumes by what the data really compresses to. Every
+/// member is compressed once, in the same frames, and nothing is kept.
+pub fn measure(
+    members: &[PlannedMember],
+    mtime: u64,
+    level: i32,
+    reporter: &dyn Reporter,
+) -> Result<HashMap<String, u64>, ArchiveError> {
+    let total: u64 = members.iter().map(|m| m.size).sum();
+    reporter.start("sizing compressed volumes", total);
+    let mut sizes = HashMap::with_capacity(members.len());
+    for m in members {
+        let (reader, source_path) = super::super::open_source(m)?;
+        let mut fw = FrameWriter::new(io::sink(), level);
+        let mut r = super::super::Progress {
+            inner: reader,
+            reporter,
+        };
+        fw.member(&m.path, m.size, mtime, &mut r)
+            .map_err(|e| match e {
+                Put::Read(source) => ArchiveError::SourceRead {
+                    source_path,
+                    member: m.path.clone(),
+                    source,
+                },
+                Put::Write(e) => ArchiveError::Io(e),
+            })?;
+        sizes.insert(
+            m.path.clone(),
+            fw.written + fw.frames.len() as u64 * SEEK_ENTRY,
+        );
+    }
+    reporter.finish();
+    Ok(sizes)
+}
+
+/// Where copying a member failed: reading its source or writing.
+enum Put {
+    Read(io::Error),
+    Write(io::Error),
+}
+
+/// Writes tar members as zstd frames and, at the end, the seek table.
+struct FrameWriter<W: Write> {
+    out: W,
+    level: i32,
+    written: u64,
+    /// Each frame's compressed and decompressed size.
+    frames: Vec<(u32, u32)>,
+}
+
+impl<W: Write> FrameWriter<W> {
+    fn new(out: W, level: i32) -> FrameWriter<W> {
+        FrameWriter {
+            out,
+            level,
+            written: 0,
+            frames: Vec::new(),
+        }
+    }
+
+    /// A member whose bytes ferry made (bundle.json, a volume header).
+    fn fixed(&mut self, path: &str, bytes: &[u8], mtime: u64) -> io::Result<()> {
+        self.member(path, bytes.len() as u64, mtime, &mut &bytes[..])
+            .map_err(|e| match e {
+                Put::Read(e) | Put::Write(e) => e,
+            })
+    }
+
+    /// One tar member (header, exactly `size` bytes of `data`, padding),
+    /// cut into frames of at most [`FRAME_MAX`] bytes, compressed a batch
+    /// at a time in parallel.
+    fn member(
+        &mut self,
+        path: &str,
+        size: u64,
+        mtime: u64,
+        data: &mut dyn Read,
+    ) -> Result<(), Put> {
+        let header = ustar_header(path, size, mtime).map_err(Put::Write)?;
+        let mut tar = io::Cursor::new(header.as_bytes().to_vec())
+            .chain(data.take(size))
+            .chain(io::repeat(0).take(padding(size)));
+        let total = BLOCK + size + padding(size);
+        let batch = rayon::current_num_threads().max(1) * 2;
+        let mut done = 0u64;
+        while done < total {
+            let mut chunks = Vec::with_capacity(batch);
+            while chunks.len() < batch && done < total {
+                let len = (total - done).min(FRAME_MAX) as usize;
+                let mut chunk = vec![0u8; len];
+                read_full(&mut tar, &mut chunk).map_err(|e| {
+                    Put::Read(match e.kind() {
+                        io::ErrorKind::UnexpectedEof => io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            format!("ended before the declared size of {size}"),
+                        ),
+                        _ => e,
+                    })
+                })?;
+                done += len as u64;
+                chunks.push(chunk);
+            }
+            let level = self.level;
+            let compressed = chunks
+                .par_iter()
+                .map(|c| {
+                    let mut z = zstd::bulk::Compressor::new(level)?;
+                    z.include_checksum(true)?;
+                    z.compress(c)
+                })
+                .collect::<io::Result<Vec<Vec<u8>>>>()
+                .map_err(Put::Write)?;
+            for (c, z) in chunks.iter().zip(&compressed) {
+                self.out.write_all(z).map_err(Put::Write)?;
+                self.written += z.len() as u64;
+                self.frames.push((z.len() as u32, c.len() as u32));
+            }
+        }
+        Ok(())
+    }
+
+    /// The end-of-archive marker and the seek table; returns the writer
+    /// and the bytes written in all.
+    fn finish(mut self) -> io::Result<(W, u64)> {
+        let end = [0u8; 2 * BLOCK as usize];
+        let z = zstd::bulk::Compressor::new(self.level).and_then(|mut z| {
+            z.include_checksum(true)?;
+            z.compress(&end)
+        })?;
+        self.out.write_all(&z)?;
+        self.written += z.len() as u64;
+        self.frames.push((z.len() as u32, end.len() as u32));
+        let mut table = Vec::with_capacity(self.frames.len() * 8 + 17);
+        table.extend_from_slice(&SKIPPABLE_MAGIC.to_le_bytes());
+        let body = self.frames.len() * SEEK_ENTRY as usize + 9;
+        table.extend_from_slice(&(body as u32).to_le_bytes());
+        for (c, d) in &self.frames {
+            table.extend_from_slice(&c.to_le_bytes());
+            table.extend_from_slice(&d.to_le_bytes());
+        }
+        table.extend_from_slice(&(self.frames.len() as u32).to_le_bytes());
+        table.push(0); // descriptor: no per-frame checksums in the table
+        table.extend_from_slice(&SEEKABLE_MAGIC.to_le_bytes());
+        self.out.write_all(&table)?;
+        self.written += table.len() as u64;
+        self.out.flush()?;
+        Ok((self.out, self.written))
+    }
+}
+
+/// Fills `buf` from `r`, failing with `UnexpectedEof` if it ends first.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<()> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match r.read(&mut buf[filled..]) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::archive::compressed::DEFAULT_LEVEL;
+
+    /// Noise zstd cannot shrink.
+    fn noise(len: usize) -> Vec<u8> {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_member_never_takes_more_than_the_plan_prices_it_at() {
+        for data in [Vec::new(), noise(10), noise(600), noise((9 << 20) + 77)] {
+            let size = data.len() as u64;
+            let mut fw = FrameWriter::new(Vec::new(), DEFAULT_LEVEL);
+            if fw.member("m", size, 0, &mut &data[..]).is_err() {
+                panic!("writing {size} bytes");
+            }
+            let cost = fw.written + fw.frames.len() as u64 * SEEK_ENTRY;
+            let tar = BLOCK + size + padding(size);
+            assert!(cost <= framed_bound(tar), "{size}: {cost}");
+            // Frames hold at most FRAME_MAX and never span two members.
+            assert_eq!(fw.frames.len() as u64, tar.div_ceil(FRAME_MAX));
+            assert_eq!(fw.frames.iter().map(|f| f.1 as u64).sum::<u64>(), tar);
+        }
+    }
+
+    #[test]
+    fn a_volume_ends_with_a_seek_table_zstd_skips() {
+        let data = noise(5000);
+        let mut fw = FrameWriter::new(Vec::new(), DEFAULT_LEVEL);
+        assert!(fw.member("m", 5000, 0, &mut &data[..]).is_ok());
+        let frames = fw.frames.len() as u32 + 1;
+        let Ok((bytes, _)) = fw.finish() else {
+            panic!("finishing");
+        };
+        // Footer: frame count, descriptor, seekable magic.
+        let footer = &bytes[bytes.len() - 9..];
+        assert_eq!(&footer[5..], &SEEKABLE_MAGIC.to_le_bytes());
+        assert_eq!(
+            u32::from_le_bytes([footer[0], footer[1], footer[2], footer[3]]),
+            frames
+        );
+        let Ok(plain) = zstd::stream::decode_all(&bytes[..]) else {
+            panic!("zstd cannot read the volume");
+        };
+        assert_eq!(plain.len() as u64, BLOCK + 5000 + padding(5000) + 2 * BLOCK);
+        assert_eq!(&plain[512..5512], &data[..]);
+    }
+}
