@@ -24,7 +24,7 @@ pub mod shared;
 // API the binary, the tests and the fuzz targets use; the folders above
 // are the design (see ARCHITECTURE.md).
 pub use base::{digest, interrupt, platform, reference, report};
-pub use connected::{chart, fetch, inputs, pack, repo, source};
+pub use connected::{fetch, inputs, pack, source};
 pub use far::{load, serve, unpack, verify};
 pub use format::{archive, bundle, layout, oci, sign};
 pub use shared::{inventory, mapping, remote, rewrite};

@@ -235,8 +235,6 @@ pub struct FetchedChart {
     pub path: PathBuf,
     /// The version chosen.
     pub version: String,
-    /// Where it came from.
-    pub url: String,
 }
 
 /// Fetches chart `name` matching `constraint` from the repository at
@@ -439,7 +437,6 @@ pub async fn fetch_chart(
     Ok(FetchedChart {
         path: store.blob_path(&d),
         version: entry.version.clone(),
-        url,
     })
 }
 
