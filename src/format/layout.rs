@@ -113,17 +113,7 @@ impl Store {
         bytes: &mut dyn Read,
         known: Option<Digest>,
     ) -> Result<(Digest, u64), LayoutError> {
-        let dir = self.root.join("blobs/sha256");
-        let tmp = tempfile::Builder::new()
-            .prefix(".tmp-")
-            .tempfile_in(&dir)
-            .map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("creating a temp file in {}: {e}", dir.display()),
-                )
-            })?;
-        let registered = crate::base::interrupt::register(tmp.path());
+        let (tmp, registered) = temp_in(&self.root.join("blobs/sha256"))?;
         let mut out = io::BufWriter::with_capacity(COPY_BUF, tmp);
         let copy_err = |e| match e {
             CopyError::Read(source) => match mismatch_in(&source) {
@@ -222,14 +212,11 @@ pub fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
     let _ = (file, offset, len);
 }
 
-/// Writes a small file via temp file + fsync + rename, keeping the
-/// permissions of the file it replaces.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::Builder::new()
+/// A `.tmp-*` file in `dir`, removed on Ctrl-C until the guard is dropped.
+fn temp_in(
+    dir: &Path,
+) -> io::Result<(tempfile::NamedTempFile, crate::base::interrupt::Registered)> {
+    let tmp = tempfile::Builder::new()
         .prefix(".tmp-")
         .tempfile_in(dir)
         .map_err(|e| {
@@ -239,6 +226,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
             )
         })?;
     let registered = crate::base::interrupt::register(tmp.path());
+    Ok((tmp, registered))
+}
+
+/// Writes a small file via temp file + fsync + rename, keeping the
+/// permissions of the file it replaces.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let (mut tmp, registered) = temp_in(dir)?;
     tmp.write_all(bytes)?;
     tmp.as_file().sync_data()?;
     // Replacing a file keeps its permissions (a private values file stays

@@ -415,17 +415,29 @@ impl Archive {
 
     /// Each blob listed in bundle.json that arrived, by digest.
     pub fn blob_locations(&self) -> HashMap<Digest, Entry> {
-        let declared: HashMap<&str, Digest> = self
-            .bundle
-            .members
+        self.blob_index()
             .iter()
-            .map(|m| (m.path.as_str(), m.digest))
-            .collect();
-        self.entries
-            .iter()
-            .filter(|e| e.path.starts_with("blobs/"))
-            .filter_map(|e| Some((*declared.get(e.path.as_str())?, e.clone())))
+            .filter_map(|(d, &i)| Some((*d, self.entries.get(i)?.clone())))
             .collect()
+    }
+
+    /// Each blob listed in bundle.json that arrived: its index in
+    /// `entries`, by digest (made on first use).
+    fn blob_index(&self) -> &HashMap<Digest, usize> {
+        self.by_digest.get_or_init(|| {
+            let declared: HashMap<&str, Digest> = self
+                .bundle
+                .members
+                .iter()
+                .map(|m| (m.path.as_str(), m.digest))
+                .collect();
+            self.entries
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| e.path.starts_with("blobs/"))
+                .filter_map(|(i, e)| Some((*declared.get(e.path.as_str())?, i)))
+                .collect()
+        })
     }
 
     /// Reads a whole member into memory, refusing members above `limit`.
@@ -523,21 +535,7 @@ impl BlobSource for Archive {
         if self.compressed {
             return None;
         }
-        let index = self.by_digest.get_or_init(|| {
-            let declared: HashMap<&str, Digest> = self
-                .bundle
-                .members
-                .iter()
-                .map(|m| (m.path.as_str(), m.digest))
-                .collect();
-            self.entries
-                .iter()
-                .enumerate()
-                .filter(|(_, e)| e.path.starts_with("blobs/"))
-                .filter_map(|(i, e)| Some((*declared.get(e.path.as_str())?, i)))
-                .collect()
-        });
-        let entry = self.entries.get(*index.get(digest)?)?;
+        let entry = self.entries.get(*self.blob_index().get(digest)?)?;
         let segments = entry
             .spans
             .iter()
@@ -551,8 +549,7 @@ impl BlobSource for Archive {
 
     fn open(&self, digest: &Digest) -> Option<Verifying<SegmentReader>> {
         let (size, segments) = self.locate(digest)?;
-        let index = self.by_digest.get()?;
-        let entry = self.entries.get(*index.get(digest)?)?;
+        let entry = self.entries.get(*self.blob_index().get(digest)?)?;
         Some(Verifying::new(
             SegmentReader::new(segments),
             *digest,
