@@ -1,13 +1,13 @@
 //! The connected side: reading the spec ([`inputs`]), local image sources
 //! ([`source`]), fetching registry images into the cache ([`fetch`]),
 //! charts as OCI artifacts (`chart`) and from Helm repositories
-//! (`repo`), and writing the archive ([`pack`]). Uses
+//! (`helm_repo`), and writing the archive ([`pack`]). Uses
 //! [`base`](crate::base), [`format`](crate::format) and
 //! [`shared`](crate::shared), never [`far`](crate::far).
 
 pub(crate) mod chart;
 pub mod fetch;
+pub(crate) mod helm_repo;
 pub mod inputs;
 pub mod pack;
-pub(crate) mod repo;
 pub mod source;

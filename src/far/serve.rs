@@ -80,7 +80,7 @@ pub enum ServeError {
 }
 
 #[derive(Debug, Default)]
-struct Repo {
+struct ServedRepo {
     tags: BTreeMap<String, Digest>,
     contents: HashSet<Digest>,
 }
@@ -93,7 +93,7 @@ pub struct Registry {
     /// Where blob bytes live: the archive (read by position), or the
     /// layout directory.
     content: Box<dyn BlobSource>,
-    repos: BTreeMap<String, Repo>,
+    repos: BTreeMap<String, ServedRepo>,
     media_types: HashMap<Digest, String>,
 }
 

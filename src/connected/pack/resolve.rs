@@ -257,7 +257,7 @@ pub(super) fn fetch_repo_charts(
     let results = rt.block_on(async {
         let mut out = Vec::new();
         for &(j, repo, name, version) in &wanted {
-            let r = crate::connected::repo::fetch_chart(
+            let r = crate::connected::helm_repo::fetch_chart(
                 repo,
                 name,
                 version,
