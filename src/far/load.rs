@@ -571,16 +571,20 @@ fn pump(
                 sent.fetch_add(len, Ordering::Relaxed);
             }
         }
-        // The end of the blob: the verifying reader checks it here.
-        if let Err(e) = r.read(&mut [0u8; 1]) {
-            if mismatch_in(&e).is_some() {
-                corrupt.store(true, Ordering::Relaxed);
-            }
-            return Err(e);
+        // The end of the blob: the verifying reader checks it here (and
+        // fails on any byte past the size, so nothing more can come).
+        if r.read(&mut [0u8; 1])? != 0 {
+            return Err(io::Error::other(format!(
+                "blob {digest} is longer than its size"
+            )));
         }
         Ok(pending)
     };
     let last = run();
+    // Damage, wherever the reader met it, is final: no retry helps.
+    if last.as_ref().err().and_then(mismatch_in).is_some() {
+        corrupt.store(true, Ordering::Relaxed);
+    }
     if let Ok(Some(p)) = &last {
         sent.fetch_add(p.len() as u64, Ordering::Relaxed);
     }
