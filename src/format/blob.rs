@@ -106,7 +106,7 @@ impl<R: Read> Verifying<R> {
 impl<R: Read> Read for Verifying<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         // Ask for one byte past the size, so that a longer input is seen.
-        let room = (self.size + 1).saturating_sub(self.seen);
+        let room = self.size.saturating_add(1).saturating_sub(self.seen);
         let want = buf.len().min(room.min(usize::MAX as u64) as usize);
         let n = self.inner.read(&mut buf[..want])?;
         self.hasher.update(&buf[..n]);
@@ -137,14 +137,20 @@ pub trait BlobSource: Send + Sync + std::fmt::Debug {
     /// nothing here.
     fn locate(&self, digest: &Digest) -> Option<(u64, Segments)>;
 
+    /// Where a blob's bytes are, for messages: its file when it is one,
+    /// else the source.
+    fn name_of(&self, _digest: &Digest, segments: &Segments) -> String {
+        match segments.as_slice() {
+            [(path, _, _)] => path.display().to_string(),
+            _ => self.describe(),
+        }
+    }
+
     /// A verifying reader over the blob's bytes, or `None` when the source
     /// does not hold it.
     fn open(&self, digest: &Digest) -> Option<Verifying<SegmentReader>> {
         let (size, segments) = self.locate(digest)?;
-        let from = match segments.as_slice() {
-            [(path, _, _)] if segments.len() == 1 => path.display().to_string(),
-            _ => self.describe(),
-        };
+        let from = self.name_of(digest, &segments);
         Some(Verifying::new(
             SegmentReader::new(segments),
             *digest,
@@ -179,11 +185,17 @@ pub trait BlobSink: Sync {
     /// Whether the sink already holds the blob, at that size.
     fn has(&self, digest: &Digest, size: u64) -> bool;
 
-    /// Stores blob `digest` of `size` bytes, read from `bytes` to its end.
-    /// `bytes` is a [`Verifying`] reader (perhaps wrapped for progress),
-    /// so a mismatch fails the read before the sink renames anything into
-    /// place.
-    fn put(&self, digest: &Digest, size: u64, bytes: &mut dyn Read) -> Result<(), CopyError>;
+    /// Stores blob `digest` of `size` bytes read from `bytes` (`from`
+    /// names where they come from). The sink reads them through a
+    /// [`Verifying`] reader, so a mismatch fails before it renames anything
+    /// into place.
+    fn put(
+        &self,
+        digest: &Digest,
+        size: u64,
+        from: &str,
+        bytes: &mut dyn Read,
+    ) -> Result<(), CopyError>;
 }
 
 /// Why a blob could not be copied.
@@ -243,12 +255,17 @@ pub fn copy(
     todo.sort_by_key(|(_, size)| std::cmp::Reverse(*size));
     let total = todo.iter().map(|(_, s)| s).sum();
     reporter.start("copying blobs", total);
-    todo.par_iter().with_max_len(1).try_for_each(|(d, size)| {
-        let r = from.open(d).ok_or_else(|| CopyError::Missing {
+    let name = from.describe();
+    todo.par_iter().with_max_len(1).try_for_each(|(d, _)| {
+        let missing = || CopyError::Missing {
             digest: *d,
-            source_name: from.describe(),
-        })?;
-        to.put(d, *size, &mut Progress { inner: r, reporter })
+            source_name: name.clone(),
+        };
+        // The sink verifies; the bytes are hashed once.
+        let (size, segments) = from.locate(d).ok_or_else(missing)?;
+        let named = from.name_of(d, &segments);
+        let inner = SegmentReader::new(segments);
+        to.put(d, size, &named, &mut Progress { inner, reporter })
     })?;
     reporter.finish();
     Ok(total)

@@ -272,13 +272,22 @@ impl BlobSink for Store {
         Store::has(self, digest, size)
     }
 
-    fn put(&self, digest: &Digest, _size: u64, bytes: &mut dyn Read) -> Result<(), BlobCopyError> {
-        self.write(bytes, Some(*digest))
-            .map(|_| ())
-            .map_err(|e| match e {
-                LayoutError::Mismatch(m) => BlobCopyError::Mismatch(m),
-                LayoutError::Io(e) | LayoutError::Source(e) => BlobCopyError::io(*digest, e),
-            })
+    fn put(
+        &self,
+        digest: &Digest,
+        size: u64,
+        from: &str,
+        bytes: &mut dyn Read,
+    ) -> Result<(), BlobCopyError> {
+        self.write(
+            &mut Verifying::new(bytes, *digest, size, from),
+            Some(*digest),
+        )
+        .map(|_| ())
+        .map_err(|e| match e {
+            LayoutError::Mismatch(m) => BlobCopyError::Mismatch(m),
+            LayoutError::Io(e) | LayoutError::Source(e) => BlobCopyError::io(*digest, e),
+        })
     }
 }
 
