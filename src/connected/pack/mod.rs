@@ -244,7 +244,7 @@ pub fn pack(
         let cached = fetched_roots
             .get(&EntryId::Chart(j))
             .and_then(|root| Some((opts.fetch.as_ref()?, root)));
-        match repo_charts.get(&j) {
+        match repo_charts.get(&EntryId::Chart(j)) {
             Some(c) => plan_chart_file(&mut plan, &c.path, c.label.clone())?,
             None => plan_chart(&mut plan, entry, cached)?,
         }
@@ -259,7 +259,7 @@ pub fn pack(
                 .last()
                 .map(|(a, _)| a.source.clone())
                 .unwrap_or_default();
-            let path = match (entry, repo_charts.get(&j), cached) {
+            let path = match (entry, repo_charts.get(&EntryId::Chart(j)), cached) {
                 (ChartEntry::Path { path, .. }, _, _) => path.clone(),
                 (_, Some(c), _) => c.path.clone(),
                 (_, None, Some((f, root))) => oci_chart_layer(f, root, &label)?,

@@ -223,14 +223,14 @@ pub(super) struct RepoChart {
     pub(super) label: String,
 }
 
-/// Downloads the spec's chart-repository charts into the cache; by chart
-/// index. Every failure is listed; nothing is written when one fails.
+/// Downloads the spec's chart-repository charts into the cache, keyed by
+/// their spec entry. Every failure is listed; nothing is written when one fails.
 pub(super) fn fetch_repo_charts(
     spec: &Spec,
     opts: &PackOptions,
     rt: &Handle,
     reporter: &dyn Reporter,
-) -> Result<BTreeMap<usize, RepoChart>, PackError> {
+) -> Result<BTreeMap<EntryId, RepoChart>, PackError> {
     let wanted: Vec<(usize, &str, &str, &str)> = spec
         .charts
         .iter()
@@ -276,7 +276,7 @@ pub(super) fn fetch_repo_charts(
         match r {
             Ok(c) => {
                 charts.insert(
-                    j,
+                    EntryId::Chart(j),
                     RepoChart {
                         path: c.path,
                         label: format!("chart {name} {} from {repo}", c.version),
