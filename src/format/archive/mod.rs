@@ -38,7 +38,7 @@ pub use volumes::{
     plan_volumes, sidecar_path, volume_path, VolumeHeader, MIN_VOLUME_SIZE, VOLUME_HEADER_PATH,
 };
 pub(crate) use write::{
-    check_source, open_source, open_verified, padding, partial_file, ustar_header,
+    check_source, open_source, open_verified, padding, partial_file, source_error, ustar_header,
 };
 pub use write::{mtime_from_env, write, MemberSource, PlannedMember, Written};
 

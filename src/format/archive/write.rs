@@ -15,7 +15,7 @@ use super::volumes::{sidecar_path, tar_bytes, volume_path, VolumeHeader, VOLUME_
 use super::{ArchiveError, BLOCK};
 use crate::base::digest::{Digest, COPY_BUF};
 use crate::base::report::{Progress, Reporter};
-use crate::format::blob::Verifying;
+use crate::format::blob::{mismatch_in, Verifying};
 use crate::format::bundle::{Bundle, Piece, VolumeInfo, BUNDLE_PATH, OCI_LAYOUT_PATH};
 use crate::format::sign::SIGNATURE_PATH;
 
@@ -298,11 +298,7 @@ fn write_planned(
         let file = files[d.volume];
         write_member_at(file, d.offset, &d.tar_path, d.len, mtime, &mut hr).map_err(
             |e| match e {
-                MemberWriteError::Read(source) => ArchiveError::SourceRead {
-                    source_path: source_path.clone(),
-                    member: m.path.clone(),
-                    source,
-                },
+                MemberWriteError::Read(e) => source_error(m, &source_path, e),
                 MemberWriteError::Write(e) => ArchiveError::Io(io::Error::new(
                     e.kind(),
                     format!("writing {}: {e}", out.display()),
@@ -335,6 +331,26 @@ pub(crate) fn open_verified<'a>(
         Verifying::new(progress, m.digest, m.size, from),
         source_path,
     ))
+}
+
+/// The error for a failed read of a member's source: the typed mismatch
+/// when the verifying reader found other bytes than the digest says (a
+/// source shorter or longer than its size included), else a read error.
+pub(crate) fn source_error(m: &PlannedMember, source_path: &Path, e: io::Error) -> ArchiveError {
+    match mismatch_in(&e) {
+        Some(bad) => ArchiveError::SourceMismatch {
+            source_path: source_path.to_owned(),
+            digest: m.digest,
+            size: m.size,
+            actual: bad.actual,
+            actual_size: bad.actual_size,
+        },
+        None => ArchiveError::SourceRead {
+            source_path: source_path.to_owned(),
+            member: m.path.clone(),
+            source: e,
+        },
+    }
 }
 
 /// Checks that what was copied from a member's source (exactly its size,

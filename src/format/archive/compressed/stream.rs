@@ -41,12 +41,11 @@ pub fn write(
     for (i, m) in members.iter().enumerate() {
         let (mut hr, source_path) = super::super::open_verified(m, reporter)?;
         put_member(&mut enc, &m.path, m.size, mtime, &mut hr).map_err(|e| {
-            if e.kind() == io::ErrorKind::UnexpectedEof || e.kind() == io::ErrorKind::Other {
-                ArchiveError::SourceRead {
-                    source_path: source_path.clone(),
-                    member: m.path.clone(),
-                    source: e,
-                }
+            if e.kind() == io::ErrorKind::UnexpectedEof
+                || e.kind() == io::ErrorKind::Other
+                || e.kind() == io::ErrorKind::InvalidData
+            {
+                super::super::source_error(m, &source_path, e)
             } else {
                 ArchiveError::Io(werr(e))
             }
