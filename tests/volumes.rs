@@ -606,4 +606,67 @@ fn a_missing_or_damaged_compressed_volume_is_named_by_number_and_the_rest_still_
         m.contains(&format!("should be volume 2 of {n}, but it is volume 3")),
         "{m}"
     );
+    std::fs::write(&vols[1], &kept).unwrap();
+
+    // A seek table that no longer matches its frames (zstd itself skips
+    // the table, so only ferry's check sees it).
+    let mut bytes = std::fs::read(&vols[0]).unwrap();
+    let at = bytes.len() - 12; // the last entry's decompressed size
+    bytes[at] ^= 0x01;
+    std::fs::write(&vols[0], &bytes).unwrap();
+    let o = run(Command::new(require_tool("zstd", "zstd"))
+        .args(["-tq"])
+        .arg(&vols[0]));
+    assert!(o.ok(), "zstd does not look at the table: {}", o.stderr);
+    let (code, r) = verify_json(&vols[0]);
+    assert_eq!(code, Some(1));
+    let m = messages(&r);
+    assert!(
+        m.contains(&format!("volume 1 of {n}")) && m.contains("the seek table lists"),
+        "{m}"
+    );
+    bytes[at] ^= 0x01;
+    std::fs::write(&vols[0], &bytes).unwrap();
+}
+
+#[test]
+fn zstd_volumes_decompressed_one_by_one_are_a_plain_volume_set_verify_and_unpack_take() {
+    let t = tempfile::tempdir().unwrap();
+    let spec = fixture(t.path(), 5);
+    let out = t.path().join("b.tar");
+    pack_args(&spec, &out, &["--compress", "zstd", "--volume-size", "1M"])
+        .expect_ok("pack --compress zstd --volume-size 1M");
+    // unpack refuses the zstd set and says how to decompress it.
+    let m = ferry([
+        "unpack",
+        volumes_of(&out)[0].to_str().unwrap(),
+        "-o",
+        t.path().join("u0").to_str().unwrap(),
+    ])
+    .expect_fail("unpack of zstd volumes");
+    assert!(
+        m.contains("zstd -d \"$v\" -o \"plain/$(basename \"$v\")\""),
+        "{m}"
+    );
+
+    // What it says, done: each volume decompressed under its own name.
+    let plain = t.path().join("plain");
+    std::fs::create_dir(&plain).unwrap();
+    let zstd = require_tool("zstd", "zstd");
+    for v in volumes_of(&out) {
+        let o = run(Command::new(&zstd)
+            .arg("-dq")
+            .arg(&v)
+            .arg("-o")
+            .arg(plain.join(v.file_name().unwrap())));
+        assert!(o.ok(), "zstd -d {}: {}", v.display(), o.stderr);
+    }
+    let first = volumes_of(&plain.join("b.tar"))[0].clone();
+    let (code, r) = verify_json(&first);
+    assert_eq!(code, Some(0), "{r}");
+    unpack_ok(&first, &t.path().join("u"));
+    let o = run(Command::new(require_tool("umoci", "umoci"))
+        .args(["ls", "--layout"])
+        .arg(t.path().join("u")));
+    assert!(o.ok(), "umoci ls: {}", o.stderr);
 }

@@ -232,10 +232,12 @@ pub enum ArchiveError {
         source: io::Error,
     },
     /// A command that needs random access was given a compressed archive.
-    #[error("{archive} is compressed (zstd), and {what} needs random access; decompress it first: zstd -d {archive} -o ARCHIVE.tar")]
+    #[error("{archive} is compressed (zstd), and {what} needs random access; decompress it first: {how}")]
     NeedsRandomAccess {
         /// The archive.
         archive: PathBuf,
+        /// The commands that decompress it.
+        how: String,
         /// The command.
         what: String,
     },
@@ -252,5 +254,13 @@ pub enum ArchiveError {
         size: u64,
         /// The limit.
         limit: u64,
+    },
+    /// A zstd volume's seek table does not describe the volume.
+    #[error("{archive}: the seek table {reason}")]
+    SeekTable {
+        /// The volume.
+        archive: PathBuf,
+        /// What is wrong.
+        reason: String,
     },
 }

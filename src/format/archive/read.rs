@@ -16,7 +16,7 @@ use super::volumes::{volume_path, VOLUME_HEADER_PATH};
 use super::ArchiveError;
 use crate::base::digest::Digest;
 use crate::base::report::{Reporter, Silent};
-use crate::format::blob::{BlobSource, SegmentReader, Segments, Verifying};
+use crate::format::blob::{BlobSource, Segments};
 use crate::format::bundle::{Bundle, Piece, BUNDLE_MAX_BYTES, BUNDLE_PATH, OCI_LAYOUT_PATH};
 use crate::format::sign::{SIGNATURE_MAX_BYTES, SIGNATURE_PATH};
 
@@ -100,6 +100,7 @@ impl Archive {
         let (first, form) = detect(path)?;
         if form == Form::Zstd {
             return Err(ArchiveError::NeedsRandomAccess {
+                how: decompress_hint(&first),
                 archive: first,
                 what: what.to_owned(),
             });
@@ -387,7 +388,8 @@ impl Archive {
         }
     }
 
-    /// Whether the archive is compressed (one zstd stream, read in order).
+    /// Whether the archive is compressed (one zstd stream, or zstd volumes:
+    /// read in order).
     pub fn is_compressed(&self) -> bool {
         self.compressed
     }
@@ -456,6 +458,7 @@ impl Archive {
         if self.compressed {
             return Err(ArchiveError::NeedsRandomAccess {
                 archive: self.path.clone(),
+                how: decompress_hint(&self.path),
                 what: format!("reading member {}", entry.path),
             });
         }
@@ -523,6 +526,19 @@ impl Read for MemberReader<'_> {
     }
 }
 
+/// The commands that turn the zstd archive opened by `first` into a plain
+/// one: `zstd -d` for one stream; for zstd volumes, each volume in turn,
+/// under the same names in another directory (a plain volume set).
+fn decompress_hint(first: &Path) -> String {
+    match first.to_str().and_then(|p| p.strip_suffix(".001")) {
+        Some(base) => format!(
+            "mkdir plain && for v in {base}.[0-9][0-9][0-9]; do zstd -d \"$v\" -o \"plain/$(basename \"$v\")\"; done; then give plain/{}",
+            first.file_name().and_then(|n| n.to_str()).unwrap_or_default()
+        ),
+        None => format!("zstd -d {} -o ARCHIVE.tar", first.display()),
+    }
+}
+
 /// A plain archive, or volume set, is a blob source: each blob that
 /// arrived is read by position from the file (or the volumes) holding it.
 /// A compressed archive holds nothing here; it is read in order instead.
@@ -547,15 +563,15 @@ impl BlobSource for Archive {
         Some((entry.size, segments))
     }
 
-    fn open(&self, digest: &Digest) -> Option<Verifying<SegmentReader>> {
-        let (size, segments) = self.locate(digest)?;
-        let entry = self.entries.get(*self.blob_index().get(digest)?)?;
-        Some(Verifying::new(
-            SegmentReader::new(segments),
-            *digest,
-            size,
-            format!("{} in {}", entry.path, self.path.display()),
-        ))
+    fn name_of(&self, digest: &Digest, _segments: &Segments) -> String {
+        match self
+            .blob_index()
+            .get(digest)
+            .and_then(|&i| self.entries.get(i))
+        {
+            Some(entry) => format!("{} in {}", entry.path, self.path.display()),
+            None => self.describe(),
+        }
     }
 }
 

@@ -112,11 +112,7 @@ pub fn write_volumes(
             };
             fw.member(&p.tar_path(), p.size, mtime, hr)
                 .map_err(|e| match e {
-                    Put::Read(source) => ArchiveError::SourceRead {
-                        source_path: source_path.clone(),
-                        member: m.path.clone(),
-                        source,
-                    },
+                    Put::Read(e) => super::super::source_error(m, source_path, e),
                     Put::Write(e) => ArchiveError::Io(werr(e)),
                 })?;
             if p.offset + p.size == m.size {
@@ -248,7 +244,9 @@ impl<W: Write> FrameWriter<W> {
             .chain(data.take(size))
             .chain(io::repeat(0).take(padding(size)));
         let total = BLOCK + size + padding(size);
-        let batch = rayon::current_num_threads().max(1) * 2;
+        // Two frames a thread, at most six in flight (24 MiB of input and
+        // at most as much output), whatever the core count.
+        let batch = rayon::current_num_threads().clamp(1, 3) * 2;
         let mut done = 0u64;
         while done < total {
             let mut chunks = Vec::with_capacity(batch);
@@ -270,11 +268,19 @@ impl<W: Write> FrameWriter<W> {
             let level = self.level;
             let compressed = chunks
                 .par_iter()
-                .map(|c| {
-                    let mut z = zstd::bulk::Compressor::new(level)?;
-                    z.include_checksum(true)?;
-                    z.compress(c)
-                })
+                .map_init(
+                    || {
+                        // One compression context a worker, for the batch.
+                        zstd::bulk::Compressor::new(level).and_then(|mut z| {
+                            z.include_checksum(true)?;
+                            Ok(z)
+                        })
+                    },
+                    |z, c| match z {
+                        Ok(z) => z.compress(c),
+                        Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+                    },
+                )
                 .collect::<io::Result<Vec<Vec<u8>>>>()
                 .map_err(Put::Write)?;
             for (c, z) in chunks.iter().zip(&compressed) {
@@ -313,6 +319,76 @@ impl<W: Write> FrameWriter<W> {
         self.out.flush()?;
         Ok((self.out, self.written))
     }
+}
+
+/// Checks the seek table that ends the zstd volume at `path` against the
+/// volume: its frames must fill the file up to the table, and their
+/// decompressed sizes add up to `tar_len`, the bytes the volume
+/// decompressed to. (zstd itself skips the table, so nothing else would
+/// notice a damaged one, or a skippable frame slipped in elsewhere.)
+pub(crate) fn check_seek_table(path: &Path, tar_len: u64) -> Result<(), ArchiveError> {
+    use std::os::unix::fs::FileExt;
+    let bad = |reason: String| ArchiveError::SeekTable {
+        archive: path.to_owned(),
+        reason,
+    };
+    let f = fs_err::File::open(path)?;
+    let len = f.metadata()?.len();
+    let at = |offset: u64, n: usize| -> Result<Vec<u8>, ArchiveError> {
+        let mut buf = vec![0u8; n];
+        f.file().read_exact_at(&mut buf, offset)?;
+        Ok(buf)
+    };
+    let u32_at = |b: &[u8], i: usize| -> u32 {
+        let mut w = [0u8; 4];
+        w.copy_from_slice(b.get(i..i + 4).unwrap_or(&[0; 4]));
+        u32::from_le_bytes(w)
+    };
+    if len < SEEK_TABLE_FIXED {
+        return Err(bad("is missing: the volume is too short to hold one".into()));
+    }
+    let footer = at(len - 9, 9)?;
+    if u32_at(&footer, 5) != SEEKABLE_MAGIC {
+        return Err(bad("is missing: the volume does not end with one".into()));
+    }
+    if footer.get(4) != Some(&0) {
+        return Err(bad(format!(
+            "has a descriptor ferry does not write ({:#04x})",
+            footer.get(4).copied().unwrap_or(0)
+        )));
+    }
+    let frames = u64::from(u32_at(&footer, 0));
+    let table = SEEK_TABLE_FIXED + frames * SEEK_ENTRY;
+    if table > len {
+        return Err(bad(format!(
+            "lists {frames} frames, more than the volume's {len} bytes can hold"
+        )));
+    }
+    let head = at(len - table, 8)?;
+    if u32_at(&head, 0) != SKIPPABLE_MAGIC || u64::from(u32_at(&head, 4)) != table - 8 {
+        return Err(bad(format!(
+            "does not start where its footer says (byte {})",
+            len - table
+        )));
+    }
+    let entries = at(len - table + 8, (frames * SEEK_ENTRY) as usize)?;
+    let (mut compressed, mut decompressed) = (0u64, 0u64);
+    for e in entries.chunks_exact(SEEK_ENTRY as usize) {
+        compressed += u64::from(u32_at(e, 0));
+        decompressed += u64::from(u32_at(e, 4));
+    }
+    if compressed != len - table {
+        return Err(bad(format!(
+            "lists {compressed} bytes of frames, but {} bytes come before it",
+            len - table
+        )));
+    }
+    if decompressed != tar_len {
+        return Err(bad(format!(
+            "lists {decompressed} bytes of tar, but the volume decompresses to {tar_len}"
+        )));
+    }
+    Ok(())
 }
 
 /// Fills `buf` from `r`, failing with `UnexpectedEof` if it ends first.

@@ -18,7 +18,7 @@ mod frames;
 mod read;
 mod stream;
 
-pub(crate) use frames::{framed_bound, SEEK_TABLE_FIXED};
+pub(crate) use frames::{check_seek_table, framed_bound, SEEK_TABLE_FIXED};
 pub use frames::{measure, write_volumes};
 pub use read::{scan, scan_head, scan_with, Stream};
 pub use stream::write;

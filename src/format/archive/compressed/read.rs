@@ -252,7 +252,10 @@ impl Stream {
     fn enter_piece(&mut self, what: &str) -> Result<(), ArchiveError> {
         let h = self.take_header(what)?;
         let Some(p) = self.pieces.get(self.next) else {
-            return Ok(());
+            return Err(ArchiveError::NotFerry {
+                archive: self.file.clone(),
+                reason: "its volume plan ends inside a member".into(),
+            });
         };
         let Some(h) = h else {
             let rest = self.pieces.len() - self.next;
@@ -599,6 +602,10 @@ impl Stream {
                 Err(e) => return Err(self.decode_error(e, "the padding after the end marker")),
             };
             if n == 0 {
+                // A volume ends with the seek table its frames must match.
+                if self.split.is_some() {
+                    super::check_seek_table(&self.file, self.pos)?;
+                }
                 return Ok(());
             }
             if let Some(i) = buf[..n].iter().position(|&b| b != 0) {
@@ -689,6 +696,9 @@ impl Read for Stream {
     /// Reads the current member's bytes, across the pieces of a member
     /// split between volumes; 0 at its end.
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
         while self.left == 0 {
             if !self.continues {
                 return Ok(0);
