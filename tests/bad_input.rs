@@ -26,6 +26,18 @@ fn unpack_fails(archive: &Path, dir: &Path) -> String {
     .expect_fail("unpack")
 }
 
+/// `ferry unpack ARCHIVE --files DIR`, which must fail with exit 1; its
+/// output.
+fn unpack_files_fails(archive: &Path, files: &Path) -> String {
+    ferry([
+        "unpack".as_ref(),
+        archive.as_os_str(),
+        "--files".as_ref(),
+        files.as_os_str(),
+    ])
+    .expect_fail("unpack --files")
+}
+
 /// `ferry pack SPEC -o OUT`, which must fail with exit 1; its output.
 fn pack_fails(spec: &Path, out: &std::ffi::OsStr) -> String {
     ferry(["pack".as_ref(), spec.as_os_str(), "-o".as_ref(), out]).expect_fail("pack")
@@ -759,13 +771,7 @@ fn unpack_files_refuses_a_directory_tar_that_escapes_its_title() {
         .expect_ok("verify: the archive itself is whole");
 
     let files = t.path().join("out/files");
-    let msg = ferry([
-        "unpack".as_ref(),
-        archive.as_os_str(),
-        "--files".as_ref(),
-        files.as_os_str(),
-    ])
-    .expect_fail("unpack --files of an escaping tar");
+    let msg = unpack_files_fails(&archive, &files);
     assert!(
         msg.contains("files/manifests:latest could not be written")
             && msg.contains("outside manifests/"),
@@ -808,13 +814,7 @@ fn unpack_files_refuses_a_damaged_file_blob_and_writes_nothing() {
     write_raw_tar(&archive, &members, true);
 
     let files = t.path().join("out/files");
-    let msg = ferry([
-        "unpack".as_ref(),
-        archive.as_os_str(),
-        "--files".as_ref(),
-        files.as_os_str(),
-    ])
-    .expect_fail("unpack --files of a damaged blob");
+    let msg = unpack_files_fails(&archive, &files);
     assert!(msg.contains(&hex) && msg.contains("arrived as"), "{msg}");
     assert!(!files.join("manifests").exists(), "nothing half-written");
 }
