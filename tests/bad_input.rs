@@ -947,3 +947,123 @@ fn a_failed_write_while_packing_leaves_no_archive_and_no_temp_file() {
         assert!(left.is_empty(), "{name}: left behind: {left:?}");
     }
 }
+
+/// A four-level index graph that names the same child 60 times at each
+/// level: 60^4 paths, 5 documents.
+fn fan_out_layout(dir: &Path) -> PathBuf {
+    use support::build::{self, Flavour, LayoutBuilder};
+    let mut l = LayoutBuilder::new(&dir.join("src"));
+    let layer = build::layer(&[("etc/leaf", b"leaf")]);
+    let mut node = l.image(Flavour::Oci, "linux", "amd64", &[layer]);
+    for _ in 0..4 {
+        node = l.index(Flavour::Oci, vec![node; 60]);
+    }
+    l.tag(&node, "docker.io/library/fan:1");
+    l.finish();
+    let spec = dir.join("ferry.yaml");
+    std::fs::write(&spec, "images:\n  - oci:src:docker.io/library/fan:1\n").unwrap();
+    spec
+}
+
+/// The ferry binary under a 120 s limit (`timeout` exits 124 past it).
+fn ferry_limited(args: &[&std::ffi::OsStr]) -> Out {
+    run(
+        std::process::Command::new(require_tool("timeout", "coreutils"))
+            .arg("120")
+            .arg(env!("CARGO_BIN_EXE_ferry"))
+            .arg("--quiet")
+            .args(args),
+    )
+}
+
+#[test]
+fn a_graph_naming_one_child_many_times_is_walked_once_per_document() {
+    let t = tempfile::tempdir().unwrap();
+    let spec = fan_out_layout(t.path());
+    let out = t.path().join("fan.tar");
+    let o = ferry_limited(&[
+        "pack".as_ref(),
+        spec.as_os_str(),
+        "-o".as_ref(),
+        out.as_os_str(),
+    ]);
+    assert_eq!(o.code, Some(0), "pack: {}", o.stderr);
+    let o = ferry_limited(&["verify".as_ref(), out.as_os_str()]);
+    assert_eq!(o.code, Some(0), "verify: {}{}", o.stdout, o.stderr);
+
+    // The leaf's layer missing: named once, not once per path.
+    let mut members = read_members(&out);
+    let layer = build_layer_name(&members);
+    members.retain(|m| m.name != layer);
+    write_raw_tar(&out, &members, true);
+    let o = ferry_limited(&["verify".as_ref(), out.as_os_str(), "--json".as_ref()]);
+    assert_eq!(o.code, Some(1), "verify: {}", o.stderr);
+    let report: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    let hex = layer.trim_start_matches("blobs/sha256/");
+    let named = report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["message"].as_str().unwrap_or_default().contains(hex))
+        .count();
+    assert_eq!(named, 1, "{report:#}");
+
+    // From a registry: pack pulls each document once, and so does
+    // inventory. (load already walked with a visited set.)
+    let whole = t.path().join("whole.tar");
+    let o = ferry_limited(&[
+        "pack".as_ref(),
+        spec.as_os_str(),
+        "-o".as_ref(),
+        whole.as_os_str(),
+    ]);
+    assert_eq!(o.code, Some(0), "pack: {}", o.stderr);
+    let reg = support::registry::DockerRegistry::start(&t.path().join("reg"), false);
+    let target = format!("{}/x", reg.host());
+    let o = ferry_limited(&[
+        "load".as_ref(),
+        whole.as_os_str(),
+        "--registry".as_ref(),
+        target.as_ref(),
+    ]);
+    assert_eq!(o.code, Some(0), "load: {}", o.stderr);
+    let remote_spec = t.path().join("remote.yaml");
+    std::fs::write(
+        &remote_spec,
+        format!("images:\n  - {target}/library/fan:1\n"),
+    )
+    .unwrap();
+    let (cache, again) = (t.path().join("cache"), t.path().join("again.tar"));
+    let o = run(
+        std::process::Command::new(require_tool("timeout", "coreutils"))
+            .arg("120")
+            .arg(env!("CARGO_BIN_EXE_ferry"))
+            .args(["--quiet", "pack"])
+            .arg(&remote_spec)
+            .arg("-o")
+            .arg(&again)
+            .arg("--cache")
+            .arg(&cache)
+            .env("DOCKER_CONFIG", t.path().join("no-docker-config")),
+    );
+    assert_eq!(o.code, Some(0), "pack from the registry: {}", o.stderr);
+    let inv = t.path().join("inv.json");
+    let o = ferry_limited(&[
+        "inventory".as_ref(),
+        "--registry".as_ref(),
+        target.as_ref(),
+        "-o".as_ref(),
+        inv.as_os_str(),
+    ]);
+    assert_eq!(o.code, Some(0), "inventory: {}", o.stderr);
+}
+
+/// The member holding the fan-out leaf's only layer (the one gzip blob).
+fn build_layer_name(members: &[RawMember]) -> String {
+    members
+        .iter()
+        .find(|m| m.name.starts_with("blobs/") && m.data.starts_with(&[0x1f, 0x8b]))
+        .expect("the gzip layer")
+        .name
+        .clone()
+}

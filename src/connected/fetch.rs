@@ -244,6 +244,8 @@ async fn resolve(
         .map_err(|e| format!("{r}: {}", error_chain(&e)))?;
     put_small(store, &bytes, digest)?;
     let mut todo: Vec<(Node, usize)> = vec![(node, 0)];
+    // Each document is pulled once, however often the graph names it.
+    let mut pulled = std::collections::HashSet::from([digest]);
     let mut top = true;
     while let Some((node, depth)) = todo.pop() {
         match node {
@@ -266,6 +268,9 @@ async fn resolve(
                     ));
                 }
                 for c in children {
+                    if !pulled.insert(c.digest) {
+                        continue;
+                    }
                     let (bytes, d) = remote
                         .pull_manifest(repo, &c.digest.to_string())
                         .await

@@ -417,6 +417,7 @@ pub fn walk_image(
         layout,
         blobs: BTreeMap::new(),
         platforms: Vec::new(),
+        walked: Default::default(),
     };
     let bytes = layout.read_verified(root, oci::MANIFEST_MAX_BYTES)?;
     let node = parse(layout, root, &bytes)?;
@@ -545,6 +546,9 @@ struct Walker<'a> {
     layout: &'a LocalLayout,
     blobs: BTreeMap<Digest, FoundBlob>,
     platforms: Vec<Platform>,
+    /// Documents already walked: each is read and descended into once,
+    /// however many times the graph names it.
+    walked: std::collections::HashSet<Digest>,
 }
 
 impl Walker<'_> {
@@ -566,6 +570,9 @@ impl Walker<'_> {
     }
 
     fn child(&mut self, d: &Descriptor, depth: usize) -> Result<(), SourceError> {
+        if !self.walked.insert(d.digest) {
+            return Ok(());
+        }
         if depth > oci::MAX_DEPTH {
             return Err(SourceError::TooDeep {
                 layout: self.layout.label.clone(),

@@ -230,6 +230,7 @@ pub fn verify(path: &Path, reporter: &dyn Reporter) -> Result<VerifyReport, Arch
                     owners: &mut owners,
                     problems: &mut problems,
                     broken: false,
+                    walked: Default::default(),
                 };
                 walk.visit(d, 0);
                 if walk.broken {
@@ -415,6 +416,10 @@ struct Walk<'a> {
     owners: &'a mut HashMap<Digest, BTreeSet<String>>,
     problems: &'a mut Vec<Problem>,
     broken: bool,
+    /// Documents already walked for this artifact: a graph that names
+    /// one child many times at every level is walked once per document,
+    /// not once per path (fan-out to the power of the depth).
+    walked: std::collections::HashSet<Digest>,
 }
 
 impl<'a> Walk<'a> {
@@ -482,6 +487,11 @@ impl<'a> Walk<'a> {
     }
 
     fn visit(&mut self, d: &oci::Descriptor, depth: usize) {
+        if !self.walked.insert(d.digest) {
+            // Already checked, with its children; a problem it has is
+            // already reported for this artifact.
+            return;
+        }
         let Some(entry) = self.check(d) else { return };
         if depth > oci::MAX_DEPTH {
             self.problem(
@@ -501,9 +511,10 @@ impl<'a> Walk<'a> {
                 }
             }
             Ok(Node::Manifest(m)) => {
-                self.check(&m.config);
-                for l in &m.layers {
-                    self.check(l);
+                for b in std::iter::once(&m.config).chain(&m.layers) {
+                    if self.walked.insert(b.digest) {
+                        self.check(b);
+                    }
                 }
             }
             Err(e) => self.problem(d, error_chain(&e)),

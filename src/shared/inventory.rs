@@ -306,6 +306,8 @@ pub async fn from_registry(
 async fn walk(r: &Remote, repo: &str, tag: &str) -> Result<Vec<(Digest, u64)>, InventoryError> {
     let mut out = Vec::new();
     let mut pending: Vec<(String, String, usize)> = vec![(tag.to_owned(), String::new(), 0)];
+    // Each child is pulled once, however often the graph names it.
+    let mut pulled = std::collections::HashSet::new();
     while let Some((reference, media_type, depth)) = pending.pop() {
         let (bytes, digest) = match r.pull_manifest(repo, &reference).await {
             Ok(m) => m,
@@ -329,7 +331,9 @@ async fn walk(r: &Remote, repo: &str, tag: &str) -> Result<Vec<(Digest, u64)>, I
         match node {
             Node::Index(i) if depth < oci::MAX_DEPTH => {
                 for c in i.manifests {
-                    pending.push((c.digest.to_string(), c.media_type, depth + 1));
+                    if pulled.insert(c.digest) {
+                        pending.push((c.digest.to_string(), c.media_type, depth + 1));
+                    }
                 }
             }
             Node::Index(_) => {}
