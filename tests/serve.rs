@@ -421,3 +421,48 @@ fn tls_with_a_certificate_skopeo_verifies() {
         "{e}"
     );
 }
+
+#[test]
+fn serve_answers_n_0_without_a_link_bad_query_encoding_with_an_answer_and_a_stale_if_range_with_the_whole_blob(
+) {
+    let t = tempfile::tempdir().unwrap();
+    let archive = pack_demo(t.path());
+    let s = Served::start(&archive, TargetRules::default());
+
+    // n=0: an empty page and no Link, which would send a link-following
+    // client round for ever.
+    for path in ["/v2/_catalog?n=0", "/v2/library/demo/tags/list?n=0"] {
+        let r = http(s.addr, "GET", path, &[]);
+        assert_eq!(r.status, 200, "{path}");
+        assert!(!r.headers.contains_key("link"), "{path}: {:?}", r.headers);
+    }
+
+    // A `%` followed by raw UTF-8 bytes: an answer, not a dropped
+    // connection (the query decoder used to panic on it).
+    let r = http(s.addr, "GET", "/v2/_catalog?n=%\u{e9}1&last=%\u{20ac}", &[]);
+    assert!(r.status == 200 || r.status == 400, "{}", r.status);
+
+    // If-Range: the blob's ETag gets the range, anything else all of it.
+    let layer = read_members(&archive)
+        .into_iter()
+        .find(|m| m.name.starts_with("blobs/") && m.data.starts_with(&[0x1f, 0x8b]))
+        .unwrap();
+    let digest = format!("sha256:{}", layer.name.trim_start_matches("blobs/sha256/"));
+    let path = format!("/v2/library/demo/blobs/{digest}");
+    let etag = format!("\"{digest}\"");
+    let r = http(
+        s.addr,
+        "GET",
+        &path,
+        &[("Range", "bytes=0-9"), ("If-Range", &etag)],
+    );
+    assert_eq!((r.status, r.body.len()), (206, 10));
+    let r = http(
+        s.addr,
+        "GET",
+        &path,
+        &[("Range", "bytes=0-9"), ("If-Range", "\"sha256:0000\"")],
+    );
+    assert_eq!(r.status, 200);
+    assert!(r.body == layer.data, "the whole blob");
+}

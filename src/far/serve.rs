@@ -428,18 +428,19 @@ fn query(uri: &Uri) -> HashMap<String, String> {
 }
 
 fn percent_decode(s: &str) -> String {
+    // Byte by byte: a `%` may be followed by anything, raw UTF-8 included,
+    // so nothing here slices the string.
     let b = s.as_bytes();
+    let hex = |i: usize| b.get(i).and_then(|&c| (c as char).to_digit(16));
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
+    while let Some(&c) = b.get(i) {
+        if let (b'%', Some(hi), Some(lo)) = (c, hex(i + 1), hex(i + 2)) {
+            out.push((hi * 16 + lo) as u8);
+            i += 3;
+            continue;
         }
-        out.push(if b[i] == b'+' { b' ' } else { b[i] });
+        out.push(if c == b'+' { b' ' } else { c });
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
@@ -455,6 +456,8 @@ fn paginate(
         None => items,
     };
     match q.get("n").and_then(|n| n.parse::<usize>().ok()) {
+        // An empty page has no next page: no Link (the distribution spec).
+        Some(0) => (Vec::new(), None),
         Some(n) if n < after.len() => {
             let page: Vec<String> = after.into_iter().take(n).collect();
             let last = page.last().cloned().unwrap_or_default();
@@ -664,7 +667,14 @@ async fn blob(
             Some(digest),
         );
     };
-    let range = match parse_range(headers.get(header::RANGE), size) {
+    // An If-Range that does not name this blob asks for all of it (RFC
+    // 9110 13.1.5): ferry's validator is the digest ETag.
+    let etag = format!("\"{d}\"");
+    let if_range_holds = headers
+        .get(header::IF_RANGE)
+        .is_none_or(|v| v.to_str().is_ok_and(|v| v.trim() == etag));
+    let asked = headers.get(header::RANGE).filter(|_| if_range_holds);
+    let range = match parse_range(asked, size) {
         Ok(r) => r,
         Err(()) => {
             let mut r = error(
