@@ -97,9 +97,14 @@ pub fn unpack(
         source,
     };
     let store = Store::create(dir).map_err(|e| blob_err(OCI_LAYOUT_PATH, e))?;
-    let declared = |path: &str| -> Option<(Digest, u64)> {
-        archive.bundle.member(path).map(|m| (m.digest, m.size))
-    };
+    // bundle.json's members indexed once, not searched per blob.
+    let by_path: std::collections::HashMap<&str, (Digest, u64)> = archive
+        .bundle
+        .members
+        .iter()
+        .map(|m| (m.path.as_str(), (m.digest, m.size)))
+        .collect();
+    let declared = |path: &str| -> Option<(Digest, u64)> { by_path.get(path).copied() };
 
     // Every blob, through the one blob path: read by position, verified,
     // renamed into the layout only when whole.
