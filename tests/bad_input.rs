@@ -1067,3 +1067,34 @@ fn build_layer_name(members: &[RawMember]) -> String {
         .name
         .clone()
 }
+
+#[test]
+fn control_characters_from_bundle_json_are_shown_escaped_by_inspect() {
+    let t = tempfile::tempdir().unwrap();
+    std::fs::write(t.path().join("notes.txt"), b"hello").unwrap();
+    let spec = t.path().join("ferry.yaml");
+    // A name that would clear the screen and forge a line.
+    std::fs::write(
+        &spec,
+        "name: \"evil\\e[2J\\nformat:   1 (written by ferry 9.9)\"\nfiles:\n  - {path: notes.txt}\n",
+    )
+    .unwrap();
+    let archive = t.path().join("b.tar");
+    pack_spec(&spec, &archive);
+    let out = ferry(["inspect".as_ref(), archive.as_os_str()]).expect_ok("inspect");
+    assert!(!out.contains('\u{1b}'), "{out:?}");
+    assert!(out.contains("evil\\u{1b}[2J\\u{a}format:"), "{out}");
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("format:")).count(),
+        1,
+        "no forged line: {out}"
+    );
+    // JSON stays exact.
+    let json = ferry(["inspect".as_ref(), archive.as_os_str(), "--json".as_ref()])
+        .expect_ok("inspect --json");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        v["name"],
+        "evil\u{1b}[2J\nformat:   1 (written by ferry 9.9)"
+    );
+}

@@ -26,8 +26,10 @@ pub fn run(args: Args, _: &Settings) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&i)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!("bundle:   {}", i.name);
-    println!(
+    // Through print_result: what bundle.json says is shown, never obeyed.
+    let mut lines: Vec<String> = Vec::new();
+    lines.push(format!("bundle:   {}", i.name));
+    lines.push(format!(
         "archive:  {} ({}{})",
         i.archive.display(),
         human(i.archive_bytes),
@@ -36,31 +38,31 @@ pub fn run(args: Args, _: &Settings) -> anyhow::Result<ExitCode> {
         } else {
             String::new()
         }
-    );
+    ));
     if !i.volumes.is_empty() {
-        println!("volumes:  {}", i.volumes.len());
+        lines.push(format!("volumes:  {}", i.volumes.len()));
         for v in &i.volumes {
-            println!("          {}", v.display());
+            lines.push(format!("          {}", v.display()));
         }
     }
     if let Some(d) = &i.delta {
-        println!(
+        lines.push(format!(
             "delta:    against {} ({} blobs, {} left out; inventory {})",
             d.base,
             d.absent.len(),
             human(d.absent.iter().map(|b| b.size).sum()),
             d.inventory
-        );
+        ));
     }
-    println!(
+    lines.push(format!(
         "format:   {} (written by ferry {})",
         i.format_version, i.tool_version
-    );
-    println!(
+    ));
+    lines.push(format!(
         "members:  {} ({} of content)",
         i.members,
         human(i.content_bytes)
-    );
+    ));
     for (kind, title) in [
         (ArtifactKind::Image, "images"),
         (ArtifactKind::Chart, "charts"),
@@ -70,19 +72,20 @@ pub fn run(args: Args, _: &Settings) -> anyhow::Result<ExitCode> {
         if list.is_empty() {
             continue;
         }
-        println!("\n{title}:");
+        lines.push(String::new());
+        lines.push(format!("{title}:"));
         for a in list {
-            println!("  {}", a.reference);
-            println!("    digest     {}", a.digest);
+            lines.push(format!("  {}", a.reference));
+            lines.push(format!("    digest     {}", a.digest));
             if let Some(src) = a.source_digest {
-                println!("    source     {src} (index rewritten by the platform filter; targets get the digest above)");
+                lines.push(format!("    source     {src} (index rewritten by the platform filter; targets get the digest above)"));
             }
-            println!("    size       {}", human(a.size));
+            lines.push(format!("    size       {}", human(a.size)));
             if !a.platforms.is_empty() {
-                println!("    platforms  {}", a.platforms.join(", "));
+                lines.push(format!("    platforms  {}", a.platforms.join(", ")));
             }
             if let Some(c) = &a.chart {
-                println!(
+                lines.push(format!(
                     "    chart      {} {}{}",
                     c.name,
                     c.version,
@@ -90,17 +93,18 @@ pub fn run(args: Args, _: &Settings) -> anyhow::Result<ExitCode> {
                         .as_ref()
                         .map(|v| format!(" (app {v})"))
                         .unwrap_or_default()
-                );
+                ));
             }
             if let Some(f) = &a.file {
-                println!(
+                lines.push(format!(
                     "    file       {}{}",
                     f.title,
                     if f.directory { "/ (directory)" } else { "" }
-                );
+                ));
             }
-            println!("    from       {}", a.source);
+            lines.push(format!("    from       {}", a.source));
         }
     }
+    super::print_result(&lines)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -126,11 +126,22 @@ fn clean_up_on_interrupt() {
 /// has gone (`ferry load … | head -1`) is not an error: the work is done
 /// and the exit status must still say how it went. `println!` would panic
 /// there instead, since commands with network I/O ignore SIGPIPE.
+///
+/// Control characters in a line (from an untrusted bundle.json, map or
+/// spec: a name, a title, a version) are shown escaped (`\u{1b}`), so they
+/// cannot clear the screen or forge lines. JSON needs nothing: serde
+/// escapes them already.
 pub fn print_result<S: AsRef<str>>(lines: &[S]) -> anyhow::Result<()> {
     use std::io::Write;
     let mut text = String::new();
     for l in lines {
-        text.push_str(l.as_ref());
+        for c in l.as_ref().chars() {
+            if c.is_control() {
+                text.extend(c.escape_unicode());
+            } else {
+                text.push(c);
+            }
+        }
         text.push('\n');
     }
     let mut out = std::io::stdout().lock();
