@@ -93,7 +93,7 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
     // the signature note above and the error below on stderr.
     let c = &report.counts;
     if args.json {
-        super::print_result(&[serde_json::to_string_pretty(&report)?])?;
+        super::print_json(&serde_json::to_string_pretty(&report)?)?;
     } else {
         let mut lines: Vec<String> = report
             .artifacts

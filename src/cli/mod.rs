@@ -129,10 +129,9 @@ fn clean_up_on_interrupt() {
 ///
 /// Control characters in a line (from an untrusted bundle.json, map or
 /// spec: a name, a title, a version) are shown escaped (`\u{1b}`), so they
-/// cannot clear the screen or forge lines. JSON needs nothing: serde
-/// escapes them already.
+/// cannot clear the screen or forge lines. JSON goes through
+/// [`print_json`] instead.
 pub fn print_result<S: AsRef<str>>(lines: &[S]) -> anyhow::Result<()> {
-    use std::io::Write;
     let mut text = String::new();
     for l in lines {
         for c in l.as_ref().chars() {
@@ -144,6 +143,18 @@ pub fn print_result<S: AsRef<str>>(lines: &[S]) -> anyhow::Result<()> {
         }
         text.push('\n');
     }
+    write_stdout(&text)
+}
+
+/// A JSON result, as it is: serde escapes every control character inside
+/// its strings, so the only raw ones are its own line breaks.
+pub fn print_json(json: &str) -> anyhow::Result<()> {
+    write_stdout(&format!("{json}\n"))
+}
+
+/// One write to stdout; a reader that has gone is not an error.
+fn write_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
