@@ -31,12 +31,15 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
         Some(key) => Some(ferry::verify::check_signature(&archive, key)?),
         None => None,
     };
+    // Human lines through print_result: names from bundle.json and the
+    // signature's comment are shown, never obeyed.
+    let mut lines: Vec<String> = Vec::new();
     if args.json {
         let mut v = serde_json::to_value(&r)?;
         v["signature"] = serde_json::json!(signature);
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        super::print_json(&serde_json::to_string_pretty(&v)?)?;
     } else if r.is_ok() {
-        println!(
+        lines.push(format!(
             "OK {}: {} members, {} artifacts, {} hashed in {:.2}s ({:.0} MB/s)",
             r.archive.display(),
             r.members_listed + 1,
@@ -44,31 +47,31 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
             human(r.bytes_hashed),
             secs,
             r.bytes_hashed as f64 / 1e6 / secs.max(1e-9)
-        );
+        ));
         if !r.volumes.is_empty() {
-            println!("{} volumes, each intact", r.volumes.len());
+            lines.push(format!("{} volumes, each intact", r.volumes.len()));
         }
         if let Some(d) = &r.delta {
-            println!(
+            lines.push(format!(
                 "delta against {}: expects the target to hold {} blobs ({}) it does not carry (`ferry load` checks them first)",
                 d.base,
                 d.absent.len(),
                 human(d.absent.iter().map(|b| b.size).sum())
-            );
+            ));
         }
         match (&signature, r.signed) {
-            (Some(comment), _) => println!("signature OK: {comment}"),
-            (None, true) => println!("signed (not checked: pass --key KEY.pub)"),
+            (Some(comment), _) => lines.push(format!("signature OK: {comment}")),
+            (None, true) => lines.push("signed (not checked: pass --key KEY.pub)".into()),
             (None, false) => {}
         }
     } else {
         // A failed verification is still verify's result: on stdout, like
         // OK; the exit status says it failed.
-        println!(
+        lines.push(format!(
             "FAILED {}: {} problem(s)",
             r.archive.display(),
             r.problems.len()
-        );
+        ));
         for p in &r.problems {
             let mut line = String::from("  ");
             if let Some(m) = &p.member {
@@ -78,9 +81,9 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
             if !p.artifacts.is_empty() {
                 line.push_str(&format!(" [needed by {}]", p.artifacts.join(", ")));
             }
-            println!("{line}");
+            lines.push(line);
         }
-        println!(
+        lines.push(format!(
             "{} of {} members intact; intact artifacts: {}",
             r.members_ok,
             r.members_listed,
@@ -89,8 +92,9 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
             } else {
                 r.artifacts_ok.join(", ")
             }
-        );
+        ));
     }
+    super::print_result(&lines)?;
     Ok(if r.is_ok() {
         ExitCode::SUCCESS
     } else {
