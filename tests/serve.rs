@@ -466,3 +466,36 @@ fn serve_answers_n_0_without_a_link_bad_query_encoding_with_an_answer_and_a_stal
     assert_eq!(r.status, 200);
     assert!(r.body == layer.data, "the whole blob");
 }
+
+#[test]
+fn serve_dir_refuses_a_blob_that_is_a_symbolic_link() {
+    let t = tempfile::tempdir().unwrap();
+    let archive = pack_demo(t.path());
+    let dir = t.path().join("layout");
+    unpack_ok(&archive, &dir);
+    // The same bytes, but through a link to a file outside the layout.
+    let layer = read_members(&archive)
+        .into_iter()
+        .find(|m| m.name.starts_with("blobs/") && m.data.starts_with(&[0x1f, 0x8b]))
+        .unwrap();
+    let outside = t.path().join("outside");
+    std::fs::write(&outside, &layer.data).unwrap();
+    std::fs::remove_file(dir.join(&layer.name)).unwrap();
+    std::os::unix::fs::symlink(&outside, dir.join(&layer.name)).unwrap();
+    let o = run(
+        std::process::Command::new(require_tool("timeout", "coreutils"))
+            .arg("30")
+            .arg(env!("CARGO_BIN_EXE_ferry"))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .arg(&dir),
+    );
+    assert_eq!(
+        o.code,
+        Some(1),
+        "serve must refuse: {}{}",
+        o.stdout,
+        o.stderr
+    );
+    let hex = layer.name.trim_start_matches("blobs/sha256/");
+    assert!(o.stderr.contains(hex), "{}", o.stderr);
+}

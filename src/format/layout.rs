@@ -261,8 +261,13 @@ impl BlobSource for Store {
     }
 
     fn locate(&self, digest: &Digest) -> Option<(u64, Segments)> {
+        // A link under blobs/ is not a blob of this layout, wherever it
+        // points (serve would hand out the target's bytes).
         let path = self.blob_path(digest);
-        let size = std::fs::metadata(&path).ok().filter(|m| m.is_file())?.len();
+        let size = std::fs::symlink_metadata(&path)
+            .ok()
+            .filter(|m| m.is_file())?
+            .len();
         Some((size, vec![(path, 0, size)]))
     }
 }
