@@ -173,3 +173,52 @@ fn map_files() {
         "{e}"
     );
 }
+
+#[test]
+fn a_map_whose_fields_are_not_references_is_refused_and_nothing_is_written() {
+    let t = tempfile::tempdir().unwrap();
+    let (_, dir) = setup(t.path());
+    let file = dir.join("sub/deploy.yaml");
+    let before = std::fs::read(&file).unwrap();
+    let d = ferry::digest::Digest::of(b"x");
+    for (source, target, tag) in [
+        // A newline and more YAML: a privileged Pod if written verbatim.
+        (
+            "docker.io/library/demo:1.0",
+            "reg:5000/library/demo\n    securityContext: {privileged: true}\n    x",
+            "\"1.0\"",
+        ),
+        (
+            "docker.io/library/demo:1.0",
+            "reg:5000/library/demo",
+            "\"1.0\\nprivileged: true\"",
+        ),
+        (
+            "docker.io/library/demo:1.0",
+            "reg:5000/Library/ Demo",
+            "\"1.0\"",
+        ),
+        ("not a reference", "reg:5000/library/demo", "\"1.0\""),
+    ] {
+        let map = format!(
+            r#"{{"format":"ferry-map","format_version":1,"registry":"reg:5000","images":[{{"source":{},"target":{},"tag":{tag},"digest":"{d}"}}]}}"#,
+            serde_json::to_string(source).unwrap(),
+            serde_json::to_string(target).unwrap(),
+        );
+        let map_path = t.path().join("map.json");
+        std::fs::write(&map_path, map).unwrap();
+        let e = ferry([
+            "rewrite".as_ref(),
+            "--in-place".as_ref(),
+            "--map".as_ref(),
+            map_path.as_os_str(),
+            file.as_os_str(),
+        ])
+        .expect_fail("rewrite with a bad map");
+        assert!(
+            e.contains("not a ferry map file") && e.contains("map.json"),
+            "{e}"
+        );
+        assert_eq!(std::fs::read(&file).unwrap(), before, "nothing written");
+    }
+}

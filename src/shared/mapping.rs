@@ -313,6 +313,30 @@ impl ImageMap {
                 f.format_version
             )));
         }
+        // Every field ferry writes into YAML must be what it claims to be:
+        // a target that is not a reference (a newline and more YAML, say)
+        // would be written into manifests verbatim.
+        for e in &f.images {
+            if e.source.parse::<Reference>().is_err() {
+                return Err(MappingError::MapFile(format!(
+                    "source {:?} is not an image reference",
+                    e.source
+                )));
+            }
+            let target = match &e.tag {
+                Some(tag) => format!("{}:{tag}", e.target),
+                None => format!("{}@{}", e.target, e.digest),
+            };
+            let valid = target
+                .parse::<Reference>()
+                .is_ok_and(|r| r.to_string() == target);
+            if !valid || e.target.contains(['@', ' ']) {
+                return Err(MappingError::MapFile(format!(
+                    "the target of {} ({target:?}) is not a reference of the form HOST/REPOSITORY:TAG",
+                    e.source
+                )));
+            }
+        }
         let host = f.registry.split('/').next().unwrap_or("").to_owned();
         Ok(ImageMap::from_entries(&host, f.images))
     }
