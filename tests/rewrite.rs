@@ -222,3 +222,24 @@ fn a_map_whose_fields_are_not_references_is_refused_and_nothing_is_written() {
         assert_eq!(std::fs::read(&file).unwrap(), before, "nothing written");
     }
 }
+
+#[test]
+fn rewrite_to_an_output_directory_never_writes_through_a_link_planted_in_it() {
+    let t = tempfile::tempdir().unwrap();
+    let (archive, dir) = setup(t.path());
+    let out = t.path().join("out");
+    let victim = t.path().join("victim");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::create_dir_all(&victim).unwrap();
+    // out/sub -> victim: sub/deploy.yaml would land in victim/.
+    std::os::unix::fs::symlink(&victim, out.join("sub")).unwrap();
+    let mut a = args(&archive, &["-o", out.to_str().unwrap()]);
+    a.push(dir.clone().into());
+    let e = ferry(a).expect_fail("rewrite -o through a link");
+    assert!(e.contains("is a symbolic link") && e.contains("sub"), "{e}");
+    assert_eq!(
+        std::fs::read_dir(&victim).unwrap().count(),
+        0,
+        "nothing written through the link"
+    );
+}

@@ -127,6 +127,14 @@ pub fn run(args: Args, _: &Settings) -> anyhow::Result<ExitCode> {
     }
     let mut changed = 0;
     if !args.check {
+        // Every destination checked before the first is written.
+        if let Some(dir) = &args.output {
+            for (_, rel, text, out, _) in &results {
+                if out != text {
+                    output_path(dir, rel)?;
+                }
+            }
+        }
         for (path, rel, text, out, _) in &results {
             if out == text {
                 continue;
@@ -136,7 +144,7 @@ pub fn run(args: Args, _: &Settings) -> anyhow::Result<ExitCode> {
                 ferry::layout::write_atomic(path, out.as_bytes())
                     .with_context(|| format!("writing {}", path.display()))?;
             } else if let Some(dir) = &args.output {
-                let dest = dir.join(rel);
+                let dest = output_path(dir, rel)?;
                 if let Some(parent) = dest.parent() {
                     fs_err::create_dir_all(parent)?;
                 }
@@ -152,4 +160,31 @@ pub fn run(args: Args, _: &Settings) -> anyhow::Result<ExitCode> {
         eprintln!("warning: {missing} image reference(s) are not in the bundle");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where `rel` goes under the output root `dir`: never through a link
+/// (one planted under the root would send the file elsewhere) and never
+/// out of the root.
+fn output_path(dir: &std::path::Path, rel: &std::path::Path) -> anyhow::Result<PathBuf> {
+    use std::path::Component;
+    let mut at = dir.to_owned();
+    for c in rel.components() {
+        let Component::Normal(name) = c else {
+            anyhow::bail!(
+                "refusing to write {} under {}: the path leaves the output directory",
+                rel.display(),
+                dir.display()
+            );
+        };
+        at.push(name);
+        if std::fs::symlink_metadata(&at).is_ok_and(|m| m.file_type().is_symlink()) {
+            anyhow::bail!(
+                "refusing to write {} under {}: {} is a symbolic link",
+                rel.display(),
+                dir.display(),
+                at.display()
+            );
+        }
+    }
+    Ok(at)
 }
