@@ -243,3 +243,36 @@ fn rewrite_to_an_output_directory_never_writes_through_a_link_planted_in_it() {
         "nothing written through the link"
     );
 }
+
+#[test]
+fn a_rewrite_in_place_that_fails_midway_changes_no_file() {
+    let t = tempfile::tempdir().unwrap();
+    let (archive, _) = setup(t.path());
+    let dir = t.path().join("values");
+    std::fs::create_dir_all(&dir).unwrap();
+    // a.yaml is small; z.yaml is larger than the file-size limit below, so
+    // writing it fails after a.yaml's output is already written.
+    std::fs::write(dir.join("a.yaml"), DEPLOY).unwrap();
+    let big = format!("{DEPLOY}# {}\n", "x".repeat(200 << 10));
+    std::fs::write(dir.join("z.yaml"), &big).unwrap();
+    let o = run(std::process::Command::new("bash").arg("-c").arg(format!(
+        "trap '' XFSZ; ulimit -f 64; exec '{}' --quiet rewrite --bundle '{}' --registry registry.local:5000 --in-place '{}'",
+        env!("CARGO_BIN_EXE_ferry"),
+        archive.display(),
+        dir.display()
+    )));
+    assert_eq!(o.code, Some(1), "{}{}", o.stdout, o.stderr);
+    assert!(
+        o.stderr.contains("z.yaml") && o.stderr.contains("no file was changed"),
+        "{}",
+        o.stderr
+    );
+    assert_eq!(std::fs::read_to_string(dir.join("a.yaml")).unwrap(), DEPLOY);
+    assert_eq!(std::fs::read_to_string(dir.join("z.yaml")).unwrap(), big);
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(left.is_empty(), "temp files left: {left:?}");
+}

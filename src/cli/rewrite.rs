@@ -135,22 +135,45 @@ pub fn run(args: Args, _: &Settings) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        // Every output is written in full under a temp name first; only
+        // then are they renamed into place, so a failure while writing
+        // (a full disk, a read-only file) leaves every file as it was.
+        let mut staged = Vec::new();
         for (path, rel, text, out, _) in &results {
             if out == text {
                 continue;
             }
             changed += 1;
-            if args.in_place {
-                ferry::layout::write_atomic(path, out.as_bytes())
-                    .with_context(|| format!("writing {}", path.display()))?;
-            } else if let Some(dir) = &args.output {
-                let dest = output_path(dir, rel)?;
-                if let Some(parent) = dest.parent() {
-                    fs_err::create_dir_all(parent)?;
+            let dest = match (&args.output, args.in_place) {
+                (_, true) => path.clone(),
+                (Some(dir), false) => {
+                    let dest = output_path(dir, rel)?;
+                    if let Some(parent) = dest.parent() {
+                        fs_err::create_dir_all(parent)?;
+                    }
+                    dest
                 }
-                ferry::layout::write_atomic(&dest, out.as_bytes())
-                    .with_context(|| format!("writing {}", dest.display()))?;
-            }
+                (None, false) => continue,
+            };
+            let s = ferry::layout::stage(&dest, out.as_bytes())
+                .with_context(|| format!("writing {}; no file was changed", dest.display()))?;
+            staged.push(s);
+        }
+        let mut written: Vec<String> = Vec::new();
+        for s in staged {
+            let path = s.path().to_owned();
+            s.commit().with_context(|| {
+                format!(
+                    "writing {}; written before it: {}",
+                    path.display(),
+                    if written.is_empty() {
+                        "none".into()
+                    } else {
+                        written.join(", ")
+                    }
+                )
+            })?;
+            written.push(path.display().to_string());
         }
         if args.output.is_none() && !args.in_place && changed > 0 {
             eprintln!("{changed} file(s) would change; pass -o DIR or --in-place to write them");

@@ -232,6 +232,21 @@ fn temp_in(
 /// Writes a small file via temp file + fsync + rename, keeping the
 /// permissions of the file it replaces.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    stage(path, bytes)?.commit()
+}
+
+/// A file written in full under a temp name beside its final place, not
+/// yet renamed: several can be staged, then committed together, so a
+/// failure while writing leaves every final file as it was.
+pub struct Staged {
+    path: PathBuf,
+    tmp: tempfile::NamedTempFile,
+    _registered: crate::base::interrupt::Registered,
+}
+
+/// Stages `bytes` for `path` (temp file, fsync, the permissions of the
+/// file it replaces or 0644).
+pub fn stage(path: &Path, bytes: &[u8]) -> io::Result<Staged> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -245,14 +260,30 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
         Ok(m) => tmp.as_file().set_permissions(m.permissions())?,
         Err(_) => make_readable(tmp.as_file())?,
     }
-    drop(registered);
-    tmp.persist(path).map_err(|e| {
-        io::Error::new(
-            e.error.kind(),
-            format!("renaming into {}: {}", path.display(), e.error),
-        )
-    })?;
-    Ok(())
+    Ok(Staged {
+        path: path.to_owned(),
+        tmp,
+        _registered: registered,
+    })
+}
+
+impl Staged {
+    /// The final path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Renames the staged file into place.
+    pub fn commit(self) -> io::Result<()> {
+        let Staged { path, tmp, .. } = self;
+        tmp.persist(&path).map_err(|e| {
+            io::Error::new(
+                e.error.kind(),
+                format!("renaming into {}: {}", path.display(), e.error),
+            )
+        })?;
+        Ok(())
+    }
 }
 
 impl BlobSource for Store {
