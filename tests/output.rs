@@ -533,12 +533,7 @@ fn serve_says_where_it_serves_on_stdout_and_logs_on_stderr() {
     };
     let first = next_line();
     assert!(first.starts_with("serving "), "{first:?}");
-    let addr: std::net::SocketAddr = first
-        .split("http://")
-        .nth(1)
-        .and_then(|r| r.split('/').next())
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no address in {first:?}"));
+    let addr = served_addr(&first);
     // One line per repository follows.
     let n: usize = first
         .split(" (")

@@ -282,12 +282,7 @@ fn many_parallel_blob_downloads_keep_server_memory_bounded() {
         .unwrap();
     let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
     let first = lines.next().unwrap().unwrap();
-    let addr: std::net::SocketAddr = first
-        .split("http://")
-        .nth(1)
-        .and_then(|r| r.split('/').next())
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no address in {first:?}"));
+    let addr = served_addr(&first);
     std::thread::spawn(move || lines.for_each(drop));
 
     // 48 parallel downloads: 384 MiB streamed in all.

@@ -548,3 +548,13 @@ pub fn swap_blob(members: &mut [RawMember], old: &str, data: Vec<u8>) {
     }
     b.data = text.into_bytes();
 }
+
+/// The address in `ferry serve`'s first line (`serving … on http://ADDR/v2/ …`).
+pub fn served_addr(first: &str) -> std::net::SocketAddr {
+    first
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {first:?}"))
+}
