@@ -267,3 +267,30 @@ fn damaged_compressed_archives_are_named() {
     // The good one is still good.
     ferry(["verify", zst.to_str().unwrap()]).expect_ok("verify");
 }
+
+#[test]
+fn a_second_pass_over_a_compressed_archive_must_read_the_bundle_json_checked_first() {
+    let t = tempfile::tempdir().unwrap();
+    let spec = fixture(t.path());
+    let zst = t.path().join("x.tar.zst");
+    pack_args(&spec, &zst, &["--compress", "zstd"]).expect_ok("pack --compress zstd");
+    let first = ferry::archive::Archive::open_head(&zst).unwrap();
+    // The same archive reads again.
+    assert!(ferry::archive::compressed::Stream::reopen(&zst, &first.bundle_bytes).is_ok());
+    // Another archive in its place (here: another name) is refused.
+    let other = t.path().join("y.tar.zst");
+    pack_args(
+        &spec,
+        &other,
+        &["--compress", "zstd", "--platform", "linux/amd64"],
+    )
+    .expect_ok("pack");
+    std::fs::rename(&other, &zst).unwrap();
+    let Err(e) = ferry::archive::compressed::Stream::reopen(&zst, &first.bundle_bytes) else {
+        panic!("a replaced archive was read again")
+    };
+    assert!(
+        e.to_string().contains("changed while it was being read"),
+        "{e}"
+    );
+}

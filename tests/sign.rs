@@ -168,3 +168,164 @@ fn signed_volumes_and_signed_compressed_archives_verify_and_refuse_other_keys() 
         assert!(m.contains("signature"), "{m}");
     }
 }
+
+/// How often `ferry ARGS` opened `archive`, traced by strace.
+fn opens_of(dir: &Path, archive: &Path, args: &[&std::ffi::OsStr]) -> (Out, usize) {
+    let log = dir.join("strace.log");
+    let out = run(std::process::Command::new(require_tool("strace", "strace"))
+        .args(["-f", "-qq", "-e", "trace=open,openat,openat2", "-o"])
+        .arg(&log)
+        .arg(env!("CARGO_BIN_EXE_ferry"))
+        .arg("--quiet")
+        .args(args));
+    let name = format!("\"{}\"", archive.display());
+    let text = std::fs::read_to_string(&log).unwrap();
+    let n = text
+        .lines()
+        .filter(|l| l.contains(&name) && !l.contains("ENOENT"))
+        .count();
+    (out, n)
+}
+
+#[test]
+fn the_signature_is_checked_on_the_one_open_of_the_archive_that_is_then_used() {
+    let t = tempfile::tempdir().unwrap();
+    let (key, public) = keygen(t.path(), "release");
+    let archive = t.path().join("s.tar");
+    pack_args(&demo_spec(), &archive, &["--sign", key.to_str().unwrap()]).expect_ok("pack --sign");
+    let reg = support::registry::DockerRegistry::start(&t.path().join("reg"), false);
+    let host = reg.host();
+    let (layout, charts) = (t.path().join("layout"), t.path().join("charts"));
+    let inv = t.path().join("inv.json");
+    let k = public.as_os_str();
+    let a = archive.as_os_str();
+    let commands: Vec<Vec<&std::ffi::OsStr>> = vec![
+        vec!["verify".as_ref(), a, "--key".as_ref(), k],
+        vec!["inspect".as_ref(), a, "--key".as_ref(), k],
+        vec![
+            "load".as_ref(),
+            a,
+            "--registry".as_ref(),
+            host.as_ref(),
+            "--key".as_ref(),
+            k,
+        ],
+        vec![
+            "unpack".as_ref(),
+            a,
+            "-o".as_ref(),
+            layout.as_os_str(),
+            "--key".as_ref(),
+            k,
+        ],
+        vec![
+            "unpack".as_ref(),
+            a,
+            "--charts".as_ref(),
+            charts.as_os_str(),
+            "--key".as_ref(),
+            k,
+        ],
+        vec![
+            "inventory".as_ref(),
+            "--bundle".as_ref(),
+            a,
+            "-o".as_ref(),
+            inv.as_os_str(),
+            "--key".as_ref(),
+            k,
+        ],
+    ];
+    for args in commands {
+        let (out, n) = opens_of(t.path(), &archive, &args);
+        assert_eq!(out.code, Some(0), "{args:?}: {}", out.stderr);
+        // Checked and used through one open file: an archive swapped
+        // after the check is never read.
+        assert_eq!(n, 1, "{args:?} opened the archive {n} times");
+    }
+}
+
+#[test]
+fn every_command_that_reads_an_archive_refuses_a_key_that_did_not_sign_it() {
+    let t = tempfile::tempdir().unwrap();
+    let (key, _) = keygen(t.path(), "release");
+    let (_, other) = keygen(t.path(), "other");
+    let archive = t.path().join("s.tar");
+    pack_args(&demo_spec(), &archive, &["--sign", key.to_str().unwrap()]).expect_ok("pack --sign");
+    let reg = support::registry::DockerRegistry::start(&t.path().join("reg"), false);
+    let host = reg.host();
+    let (layout, charts, inv) = (
+        t.path().join("layout"),
+        t.path().join("charts"),
+        t.path().join("inv.json"),
+    );
+    let (k, a) = (other.as_os_str(), archive.as_os_str());
+    let commands: Vec<Vec<&std::ffi::OsStr>> = vec![
+        vec!["verify".as_ref(), a],
+        vec!["inspect".as_ref(), a],
+        vec!["load".as_ref(), a, "--registry".as_ref(), host.as_ref()],
+        vec!["unpack".as_ref(), a, "-o".as_ref(), layout.as_os_str()],
+        vec![
+            "unpack".as_ref(),
+            a,
+            "--charts".as_ref(),
+            charts.as_os_str(),
+        ],
+        vec![
+            "serve".as_ref(),
+            a,
+            "--listen".as_ref(),
+            "127.0.0.1:0".as_ref(),
+        ],
+        vec![
+            "inventory".as_ref(),
+            "--bundle".as_ref(),
+            a,
+            "-o".as_ref(),
+            inv.as_os_str(),
+        ],
+        vec![
+            "rewrite".as_ref(),
+            t.path().as_os_str(),
+            "--bundle".as_ref(),
+            a,
+            "--registry".as_ref(),
+            "r.local".as_ref(),
+        ],
+    ];
+    for mut args in commands {
+        args.extend(["--key".as_ref(), k]);
+        let msg = ferry(&args).expect_fail(&format!("{args:?} with another key"));
+        assert!(
+            msg.contains("does not verify") && msg.contains("other.pub"),
+            "{args:?}: {msg}"
+        );
+    }
+    assert!(!layout.exists() && !charts.exists() && !inv.exists());
+    assert!(reg.tags().is_empty(), "{:?}", reg.tags());
+
+    // A layout unpacked with the key carries the signature, so serving the
+    // directory checks it again; a layout without bundle.json cannot be.
+    ferry(["unpack".as_ref(), a, "-o".as_ref(), layout.as_os_str()]).expect_ok("unpack");
+    let msg = ferry([
+        "serve".as_ref(),
+        layout.as_os_str(),
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--key".as_ref(),
+        k,
+    ])
+    .expect_fail("serve DIR with another key");
+    assert!(msg.contains("does not verify"), "{msg}");
+    std::fs::remove_file(layout.join("bundle.json")).unwrap();
+    let msg = ferry([
+        "serve".as_ref(),
+        layout.as_os_str(),
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--key".as_ref(),
+        k,
+    ])
+    .expect_fail("serve DIR without bundle.json, with a key");
+    assert!(msg.contains("has no bundle.json"), "{msg}");
+}

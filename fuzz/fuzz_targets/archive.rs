@@ -22,8 +22,8 @@ fuzz_target!(|data: &[u8]| {
 });
 
 fn check(path: &std::path::Path) {
-    let _ = ferry::unpack::inspect(path);
-    if let Ok(report) = ferry::verify::verify(path, &Silent) {
+    let _ = ferry::unpack::inspect(path, None);
+    if let Ok(report) = ferry::verify::verify(path, None, &Silent) {
         if report.is_ok() {
             // Whatever verifies must open strictly and read back whole.
             if let Ok(a) = ferry::archive::Archive::open(path) {

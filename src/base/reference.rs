@@ -113,7 +113,7 @@ impl FromStr for Reference {
             None => (name_tag, None),
         };
         if let Some(t) = tag {
-            if !valid_tag(t) {
+            if !is_valid_tag(t) {
                 return Err(err(ReferenceError::Tag));
             }
         }
@@ -237,7 +237,8 @@ fn valid_path_component(c: &str) -> bool {
     !need_alnum
 }
 
-fn valid_tag(t: &str) -> bool {
+/// Whether `t` is a valid tag: `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`.
+pub fn is_valid_tag(t: &str) -> bool {
     let b = t.as_bytes();
     !b.is_empty()
         && b.len() <= 128

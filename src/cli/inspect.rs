@@ -14,6 +14,10 @@ pub struct Args {
     /// volumes share (OUT), or the whole set (OUT.*).
     #[arg(required = true, num_args = 1.., value_name = "ARCHIVE")]
     pub archive: Vec<PathBuf>,
+    /// Require a signature of bundle.json by this minisign public key,
+    /// checked on the archive as read, before anything in it is used.
+    #[arg(long, value_name = "PUB")]
+    pub key: Option<PathBuf>,
     /// Print JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -21,14 +25,17 @@ pub struct Args {
 
 pub fn run(args: Args, _: &Settings) -> anyhow::Result<ExitCode> {
     let archive = super::archive_arg(&args.archive)?;
-    let i = ferry::unpack::inspect(&archive)?;
+    let i = ferry::unpack::inspect(&archive, args.key.as_deref())?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&i)?);
+        super::print_json(&serde_json::to_string_pretty(&i)?)?;
         return Ok(ExitCode::SUCCESS);
     }
     // Through print_result: what bundle.json says is shown, never obeyed.
     let mut lines: Vec<String> = Vec::new();
     lines.push(format!("bundle:   {}", i.name));
+    if let Some(comment) = &i.signature {
+        lines.push(format!("signature OK: {comment}"));
+    }
     lines.push(format!(
         "archive:  {} ({}{})",
         i.archive.display(),

@@ -24,6 +24,10 @@ pub struct Args {
     /// (no catalog needed; for registries that do not offer one).
     #[arg(long = "for", value_name = "ARCHIVE", requires = "registry")]
     pub for_bundle: Option<PathBuf>,
+    /// Require a signature of bundle.json by this minisign public key,
+    /// checked on the archive as read, before anything in it is used (with --bundle or --for).
+    #[arg(long, value_name = "PUB")]
+    pub key: Option<PathBuf>,
     /// With --for: the source host is kept in repository paths, as with
     /// `load --keep-host`.
     #[arg(long, requires = "for_bundle")]
@@ -43,7 +47,7 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
         (Some(registry), None) => {
             let only = match &args.for_bundle {
                 Some(b) => {
-                    let bundle = read_bundle(b)?;
+                    let bundle = read_bundle(b, args.key.as_deref())?;
                     let target = TargetRegistry::parse(registry, args.keep_host)?;
                     let mut repos: Vec<String> = target
                         .rules
@@ -67,7 +71,7 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
                 &bars,
             ))?
         }
-        (None, Some(b)) => from_bundle(b)?,
+        (None, Some(b)) => from_bundle(b, args.key.as_deref())?,
         _ => bail!("give --registry HOST[:PORT][/PREFIX] or --bundle ARCHIVE"),
     };
     write_atomic(&args.output, &inv.to_bytes())

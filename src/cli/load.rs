@@ -63,18 +63,18 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
         dry_run: args.dry_run,
         force: args.force,
         remote: args.remote.options()?,
+        key: args.key.clone(),
     };
-    if let Some(key) = &args.key {
-        let comment = ferry::verify::check_signature(&archive, key)?;
-        if !args.json && !settings.quiet {
-            eprintln!("signature OK: {comment}");
-        }
-    }
     let bars = Bars::new(settings.quiet || args.json);
     let start = Instant::now();
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    // With --key, load checks the signature on the archive it opened,
+    // before anything is pushed.
     let (report, bundle) = rt.block_on(load(&archive, &opts, &bars))?;
     let secs = start.elapsed().as_secs_f64();
+    if let (Some(comment), false, false) = (&report.signature, args.json, settings.quiet) {
+        eprintln!("signature OK: {}", super::escape_controls(comment));
+    }
 
     if !args.dry_run {
         let loaded = report.loaded_bundle(&bundle);

@@ -134,16 +134,23 @@ fn clean_up_on_interrupt() {
 pub fn print_result<S: AsRef<str>>(lines: &[S]) -> anyhow::Result<()> {
     let mut text = String::new();
     for l in lines {
-        for c in l.as_ref().chars() {
-            if c.is_control() {
-                text.extend(c.escape_unicode());
-            } else {
-                text.push(c);
-            }
-        }
+        text.push_str(&escape_controls(l.as_ref()));
         text.push('\n');
     }
     write_stdout(&text)
+}
+
+/// `s` with every control character shown as an escape, never obeyed.
+pub fn escape_controls(s: &str) -> String {
+    let mut text = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() {
+            text.extend(c.escape_unicode());
+        } else {
+            text.push(c);
+        }
+    }
+    text
 }
 
 /// A JSON result, as it is: serde escapes every control character inside
@@ -275,5 +282,43 @@ mod tests {
         assert!(parse_size("4X").is_err());
         assert!(parse_size("G").is_err());
         assert!(parse_size("0").is_err());
+    }
+
+    /// Every command that reads an archive takes `--key`, including any
+    /// added later: an argument that names an archive (`ARCHIVE`) without a
+    /// `--key` beside it fails this test.
+    #[test]
+    fn every_command_that_reads_an_archive_takes_a_key() {
+        use clap::CommandFactory;
+        let cli = Cli::command();
+        let mut readers = Vec::new();
+        for sub in cli.get_subcommands() {
+            let reads_archive = sub.get_arguments().any(|a| {
+                a.get_value_names()
+                    .is_some_and(|names| names.iter().any(|n| n.as_str() == "ARCHIVE"))
+            });
+            if reads_archive {
+                readers.push(sub.get_name().to_owned());
+                let key = sub.get_arguments().find(|a| a.get_id() == "key");
+                assert!(
+                    key.is_some_and(|k| k.get_long() == Some("key")),
+                    "`ferry {}` reads an archive but takes no --key",
+                    sub.get_name()
+                );
+            }
+        }
+        readers.sort();
+        assert_eq!(
+            readers,
+            [
+                "inspect",
+                "inventory",
+                "load",
+                "rewrite",
+                "serve",
+                "unpack",
+                "verify"
+            ]
+        );
     }
 }

@@ -18,8 +18,12 @@ pub struct Args {
     #[arg(long, conflicts_with_all = ["bundle", "registry"])]
     pub map: Option<PathBuf>,
     /// Compute the map from this archive instead of a map file.
-    #[arg(long, requires = "registry")]
+    #[arg(long, requires = "registry", value_name = "ARCHIVE")]
     pub bundle: Option<PathBuf>,
+    /// Require a signature of bundle.json by this minisign public key,
+    /// checked on the archive as read, before anything in it is used (with --bundle).
+    #[arg(long, value_name = "PUB")]
+    pub key: Option<PathBuf>,
     /// With --bundle: the target registry, HOST[:PORT][/PREFIX].
     #[arg(long, requires = "bundle")]
     pub registry: Option<String>,
@@ -51,7 +55,7 @@ pub fn run(args: Args, _: &Settings) -> anyhow::Result<ExitCode> {
         (Some(m), _, _) => ImageMap::from_json(&fs_err::read(m)?)
             .with_context(|| format!("reading map {}", m.display()))?,
         (None, Some(b), Some(r)) => {
-            let bundle = ferry::inventory::read_bundle(b)?;
+            let bundle = ferry::inventory::read_bundle(b, args.key.as_deref())?;
             ImageMap::from_bundle(&bundle, r, args.keep_host)?
         }
         _ => bail!(

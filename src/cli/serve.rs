@@ -18,6 +18,10 @@ pub struct Args {
     /// volumes share (OUT), or the whole set (OUT.*).
     #[arg(required = true, num_args = 1.., value_name = "ARCHIVE")]
     pub archive: Vec<PathBuf>,
+    /// Require a signature of bundle.json by this minisign public key,
+    /// checked on the archive as read, before anything in it is served.
+    #[arg(long, value_name = "PUB")]
+    pub key: Option<PathBuf>,
     /// Address to listen on. Loopback by default; name another address to
     /// expose the registry to the network.
     #[arg(long, default_value = "127.0.0.1:5000")]
@@ -47,7 +51,11 @@ pub fn run(args: Args, _: &Settings) -> anyhow::Result<ExitCode> {
         keep_host: args.keep_host,
     };
     let start = std::time::Instant::now();
-    let registry = Arc::new(Registry::open(&archive, &rules)?);
+    let (registry, signature) = Registry::open_with_key(&archive, &rules, args.key.as_deref())?;
+    if let Some(comment) = signature {
+        eprintln!("signature OK: {}", super::escape_controls(&comment));
+    }
+    let registry = Arc::new(registry);
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(c), Some(k)) => Some(ferry::serve::load_tls(c, k)?),
         _ => None,

@@ -13,6 +13,10 @@ pub struct Args {
     /// volumes share (OUT), or the whole set (OUT.*).
     #[arg(required = true, num_args = 1.., value_name = "ARCHIVE")]
     pub archive: Vec<PathBuf>,
+    /// Require a signature of bundle.json by this minisign public key,
+    /// checked on the archive as read, before anything in it is used.
+    #[arg(long, value_name = "PUB")]
+    pub key: Option<PathBuf>,
     /// The OCI layout directory to create (must be new or empty).
     #[arg(short, long)]
     pub output: Option<PathBuf>,
@@ -30,7 +34,7 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
     let archive = super::archive_arg(&args.archive)?;
     if let Some(out) = &args.output {
         let bars = Bars::new(settings.quiet);
-        let s = ferry::unpack::unpack(&archive, out, &bars)?;
+        let s = ferry::unpack::unpack(&archive, out, args.key.as_deref(), &bars)?;
         println!(
             "unpacked {} blobs ({}) into OCI layout {}",
             s.blobs,
@@ -39,7 +43,12 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
         );
     }
     if args.charts.is_some() || args.files.is_some() {
-        let x = ferry::unpack::extract(&archive, args.charts.as_deref(), args.files.as_deref())?;
+        let x = ferry::unpack::extract(
+            &archive,
+            args.charts.as_deref(),
+            args.files.as_deref(),
+            args.key.as_deref(),
+        )?;
         for p in x.charts.iter().chain(&x.files) {
             println!("wrote {}", p.display());
         }

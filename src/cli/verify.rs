@@ -24,20 +24,15 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
     let archive = super::archive_arg(&args.archive)?;
     let bars = Bars::new(settings.quiet);
     let start = std::time::Instant::now();
-    let r = ferry::verify::verify(&archive, &bars)?;
-    let secs = start.elapsed().as_secs_f64();
     // The signature decides before anything is called whole.
-    let signature = match &args.key {
-        Some(key) => Some(ferry::verify::check_signature(&archive, key)?),
-        None => None,
-    };
+    let r = ferry::verify::verify(&archive, args.key.as_deref(), &bars)?;
+    let secs = start.elapsed().as_secs_f64();
+    let signature = r.signature.clone();
     // Human lines through print_result: names from bundle.json and the
     // signature's comment are shown, never obeyed.
     let mut lines: Vec<String> = Vec::new();
     if args.json {
-        let mut v = serde_json::to_value(&r)?;
-        v["signature"] = serde_json::json!(signature);
-        super::print_json(&serde_json::to_string_pretty(&v)?)?;
+        super::print_json(&serde_json::to_string_pretty(&r)?)?;
     } else if r.is_ok() {
         lines.push(format!(
             "OK {}: {} members, {} artifacts, {} hashed in {:.2}s ({:.0} MB/s)",

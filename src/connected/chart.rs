@@ -179,11 +179,8 @@ pub fn meta_from_chart_yaml(path: &Path, yaml: &[u8]) -> Result<ChartMeta, Chart
     let string = |k: &str| map.get(k).and_then(scalar_string);
     let name = string("name").ok_or_else(|| bad("`name` is missing".into()))?;
     let version = string("version").ok_or_else(|| bad("`version` is missing".into()))?;
-    if !crate::base::reference::is_valid_repository(&name) {
-        return Err(bad(format!(
-            "chart name {name:?} cannot be an OCI repository name"
-        )));
-    }
+    // The name and version become a repository and a tag.
+    crate::format::bundle::check_chart(&name, &version).map_err(bad)?;
     // Helm's config: the metadata fields it knows, in its struct order.
     let mut config = String::from("{");
     for key in HELM_FIELDS {

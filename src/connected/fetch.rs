@@ -238,10 +238,11 @@ async fn resolve(
         .await
         .map_err(|e| error_chain(&e))?;
     counts.manifests += 1;
-    let media_type = media_type_of(&bytes).unwrap_or_else(|| oci::OCI_MANIFEST.to_owned());
-    let root = Descriptor::new(&media_type, digest, bytes.len() as u64);
-    let node = oci::parse_node(digest, &media_type, &bytes)
-        .map_err(|e| format!("{r}: {}", error_chain(&e)))?;
+    // Pulled by tag or digest: nothing declared its kind, so the document
+    // says what it is (and must say it unambiguously).
+    let node =
+        oci::parse_node(digest, "", &bytes).map_err(|e| format!("{r}: {}", error_chain(&e)))?;
+    let root = Descriptor::new(&node.media_type(), digest, bytes.len() as u64);
     put_small(store, &bytes, digest)?;
     let mut todo: Vec<(Node, usize)> = vec![(node, 0)];
     // Each document is pulled once, however often the graph names it.
@@ -290,23 +291,6 @@ async fn resolve(
         top = false;
     }
     Ok(root)
-}
-
-fn media_type_of(bytes: &[u8]) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct Probe {
-        #[serde(rename = "mediaType")]
-        media_type: Option<String>,
-        #[serde(rename = "schemaVersion")]
-        schema_version: Option<u32>,
-        manifests: Option<serde::de::IgnoredAny>,
-    }
-    let p: Probe = serde_json::from_slice(bytes).ok()?;
-    if p.schema_version == Some(1) {
-        return Some(oci::DOCKER_SCHEMA1_SIGNED.to_owned());
-    }
-    p.media_type
-        .or_else(|| p.manifests.map(|_| oci::OCI_INDEX.to_owned()))
 }
 
 fn put_small(store: &Store, bytes: &[u8], d: Digest) -> Result<(), String> {

@@ -190,7 +190,7 @@ impl LocalLayout {
             });
         }
         let bytes = read_limited(f, INDEX_MAX)?;
-        let index = serde_json::from_slice(&bytes).map_err(|source| SourceError::BadIndex {
+        let index = oci::parse_index_json(&bytes).map_err(|source| SourceError::BadIndex {
             path: dir.to_owned(),
             source,
         })?;
@@ -250,7 +250,7 @@ impl LocalLayout {
         let mut f = fs_err::File::open(path)?;
         f.seek(SeekFrom::Start(off))?;
         let bytes = read_limited(f.take(size), INDEX_MAX)?;
-        let index = serde_json::from_slice(&bytes).map_err(|source| SourceError::BadIndex {
+        let index = oci::parse_index_json(&bytes).map_err(|source| SourceError::BadIndex {
             path: path.to_owned(),
             source,
         })?;
@@ -622,7 +622,7 @@ impl Walker<'_> {
             variant: Option<String>,
         }
         let bytes = self.layout.read_verified(&m.config, CONFIG_MAX)?;
-        let p = match serde_json::from_slice::<Cfg>(&bytes) {
+        let p = match oci::parse_config::<Cfg>(&bytes) {
             Ok(Cfg {
                 os: Some(os),
                 architecture: Some(architecture),

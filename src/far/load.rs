@@ -54,6 +54,9 @@ pub enum LoadError {
         #[source]
         source: WalkError,
     },
+    /// The signature of bundle.json is missing or wrong.
+    #[error(transparent)]
+    Sign(#[from] crate::format::sign::SignError),
     /// The registry client could not be set up (CA file, docker config).
     #[error(transparent)]
     Remote(#[from] RemoteError),
@@ -74,6 +77,9 @@ pub struct LoadOptions {
     pub force: bool,
     /// Transport, credentials and retries.
     pub remote: RemoteOptions,
+    /// Require a signature of bundle.json by this minisign public key,
+    /// checked on the archive as opened, before anything is pushed.
+    pub key: Option<PathBuf>,
 }
 
 /// What happened to one artifact.
@@ -143,6 +149,9 @@ pub struct LoadReport {
     pub counts: LoadCounts,
     /// Digests of the blobs uploaded (sorted), so a re-run can be checked.
     pub uploaded: Vec<Digest>,
+    /// With a key: the trusted comment of the signature checked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
 }
 
 impl LoadReport {
@@ -203,6 +212,10 @@ pub async fn load(
     // A compressed archive is read twice in order: its head (the
     // documents) now, and everything else once, while uploading.
     let a = Arc::new(Archive::open_head(archive)?);
+    let signature = a.check_key(opts.key.as_deref())?;
+    // The roots pushed are bundle.json's artifacts, which index.json must
+    // name: the same model verify checks.
+    a.check_model()?;
     let target = TargetRegistry::parse(&opts.registry, opts.keep_host)?;
     let targets = target.rules.targets(&a.bundle.artifacts)?;
     let locations = a.blob_locations();
@@ -388,6 +401,7 @@ pub async fn load(
             artifacts: outcomes,
             counts,
             uploaded,
+            signature,
         },
         a.bundle.clone(),
     ))
@@ -619,6 +633,8 @@ async fn upload_in_order(
     );
     let (deliver, mut delivered) = tokio::sync::mpsc::channel::<Delivery>(1);
     let path = archive.path().to_owned();
+    // Each pass over the stream must read the bundle.json checked first.
+    let bundle_bytes: Arc<[u8]> = archive.bundle_bytes.clone().into();
     let wanted: HashMap<Digest, u64> = jobs
         .iter()
         .filter(|j| deferred.contains_key(&j.digest))
@@ -626,8 +642,9 @@ async fn upload_in_order(
         .collect();
     let reader = {
         let (path, wanted, sent) = (path.clone(), wanted.clone(), sent.clone());
+        let bundle_bytes = bundle_bytes.clone();
         tokio::task::spawn_blocking(move || -> Result<(), String> {
-            let mut s = crate::format::archive::compressed::Stream::open(&path)
+            let mut s = crate::format::archive::compressed::Stream::reopen(&path, &bundle_bytes)
                 .map_err(|e| error_chain(&e))?;
             while let Some(i) = s.next_member().map_err(|e| error_chain(&e))? {
                 let Some(m) = s.bundle.members.get(i).cloned() else {
@@ -657,7 +674,7 @@ async fn upload_in_order(
         let first = Mutex::new(Some(rx));
         let open = || match first.lock().unwrap_or_else(|p| p.into_inner()).take() {
             Some(rx) => body_of(rx),
-            None => reread(&path, d, size, &corrupt, sent),
+            None => reread(&path, &bundle_bytes, d, size, &corrupt),
         };
         let aborted = || corrupt.load(Ordering::Relaxed);
         let r = match remote.push_blob(&repos[0], &d, size, &open, &aborted).await {
@@ -729,15 +746,15 @@ async fn mount_rest(
 /// of the stream (for a retried upload).
 fn reread(
     path: &Path,
+    bundle_bytes: &Arc<[u8]>,
     d: Digest,
     size: u64,
     corrupt: &Arc<AtomicBool>,
-    sent: &Arc<AtomicU64>,
 ) -> BlobBody {
     let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(4);
-    let (path, corrupt, sent) = (path.to_owned(), corrupt.clone(), sent.clone());
+    let (path, corrupt, bundle_bytes) = (path.to_owned(), corrupt.clone(), bundle_bytes.clone());
     tokio::task::spawn_blocking(move || {
-        let mut s = match crate::format::archive::compressed::Stream::open(&path) {
+        let mut s = match crate::format::archive::compressed::Stream::reopen(&path, &bundle_bytes) {
             Ok(s) => s,
             Err(e) => {
                 let _ = tx.blocking_send(Err(io::Error::other(error_chain(&e))));
@@ -768,7 +785,6 @@ fn reread(
             }
         }
     });
-    let _ = sent;
     body_of(rx)
 }
 

@@ -69,6 +69,9 @@ pub enum ServeError {
         /// What is wrong.
         what: String,
     },
+    /// The signature of bundle.json is missing or wrong.
+    #[error(transparent)]
+    Sign(#[from] crate::format::sign::SignError),
     /// A document needed to build the graph is missing or damaged.
     #[error("{source_path}: {what} (run `ferry verify` for a full report)")]
     Graph {
@@ -100,39 +103,105 @@ pub struct Registry {
 impl Registry {
     /// Opens an archive file or a layout directory.
     pub fn open(path: &Path, rules: &TargetRules) -> Result<Registry, ServeError> {
+        Registry::open_with_key(path, rules, None).map(|(r, _)| r)
+    }
+
+    /// [`Registry::open`], requiring with `key` a signature of bundle.json
+    /// by that minisign public key, checked on the very bytes this open
+    /// reads and serves from. Returns the signature's trusted comment.
+    pub fn open_with_key(
+        path: &Path,
+        rules: &TargetRules,
+        key: Option<&Path>,
+    ) -> Result<(Registry, Option<String>), ServeError> {
         if path.is_dir() {
-            Registry::open_dir(path, rules)
+            Registry::open_dir(path, rules, key)
         } else {
-            Registry::open_archive(path, rules)
+            Registry::open_archive(path, rules, key)
         }
     }
 
-    fn open_archive(path: &Path, rules: &TargetRules) -> Result<Registry, ServeError> {
+    fn open_archive(
+        path: &Path,
+        rules: &TargetRules,
+        key: Option<&Path>,
+    ) -> Result<(Registry, Option<String>), ServeError> {
         let a = Archive::open_random(path, "ferry serve")?;
+        let signature = a.check_key(key)?;
+        a.check_model()?;
         let artifacts = a.bundle.artifacts.clone();
-        Registry::build(path, Box::new(a), &artifacts, rules)
+        Ok((
+            Registry::build(path, Box::new(a), &artifacts, rules)?,
+            signature,
+        ))
     }
 
-    fn open_dir(dir: &Path, rules: &TargetRules) -> Result<Registry, ServeError> {
+    fn open_dir(
+        dir: &Path,
+        rules: &TargetRules,
+        key: Option<&Path>,
+    ) -> Result<(Registry, Option<String>), ServeError> {
         let layout_err = |source| ServeError::Layout {
             path: dir.to_owned(),
             source,
         };
         let bundle_path = dir.join(crate::format::bundle::BUNDLE_PATH);
+        let index_path = dir.join(crate::format::bundle::INDEX_PATH);
+        let mut signature = None;
         let artifacts = if bundle_path.is_file() {
             let bytes = fs_err::read(&bundle_path).map_err(layout_err)?;
-            Bundle::from_slice(&bytes)
-                .map_err(|e| ServeError::Invalid {
-                    path: bundle_path.clone(),
-                    what: crate::base::error::error_chain(&e),
-                })?
-                .artifacts
+            let bundle = Bundle::from_slice(&bytes).map_err(|e| ServeError::Invalid {
+                path: bundle_path.clone(),
+                what: crate::base::error::error_chain(&e),
+            })?;
+            if let Some(key) = key {
+                // `ferry unpack` writes the archive's signature beside it.
+                let sig_path = dir.join(crate::format::sign::SIGNATURE_PATH);
+                let sig = match fs_err::metadata(&sig_path) {
+                    Ok(m) if m.len() <= crate::format::sign::SIGNATURE_MAX_BYTES => {
+                        Some(fs_err::read(&sig_path).map_err(layout_err)?)
+                    }
+                    _ => None,
+                };
+                signature = Some(crate::format::sign::check(
+                    dir,
+                    key,
+                    &bytes,
+                    sig.as_deref(),
+                )?);
+            }
+            // One model: index.json is the one bundle.json lists, and
+            // names exactly its artifacts.
+            let index_bytes = fs_err::read(&index_path).map_err(layout_err)?;
+            let invalid = |what: String| ServeError::Invalid {
+                path: index_path.clone(),
+                what,
+            };
+            let listed = bundle
+                .member(crate::format::bundle::INDEX_PATH)
+                .map(|m| m.digest);
+            if listed != Some(crate::base::digest::Digest::of(&index_bytes)) {
+                return Err(invalid("is not the index.json bundle.json lists".into()));
+            }
+            let index = oci::parse_index_json(&index_bytes)
+                .map_err(|e| invalid(format!("not an OCI index: {e}")))?;
+            if let Some(what) = bundle.check_index(&index).into_iter().next() {
+                return Err(invalid(format!("disagrees with bundle.json: {what}")));
+            }
+            bundle.artifacts
+        } else if let Some(key) = key {
+            return Err(ServeError::Invalid {
+                path: dir.to_owned(),
+                what: format!(
+                    "has no bundle.json, so nothing in it is signed to check against {}",
+                    key.display()
+                ),
+            });
         } else {
             // A layout from another tool: every named image in index.json.
-            let index_path = dir.join("index.json");
             let bytes = fs_err::read(&index_path).map_err(layout_err)?;
             let index: oci::Index =
-                serde_json::from_slice(&bytes).map_err(|e| ServeError::Invalid {
+                oci::parse_index_json(&bytes).map_err(|e| ServeError::Invalid {
                     path: index_path.clone(),
                     what: format!("not an OCI index: {e}"),
                 })?;
@@ -160,7 +229,10 @@ impl Registry {
                 })
                 .collect()
         };
-        Registry::build(dir, Box::new(Store::at(dir)), &artifacts, rules)
+        Ok((
+            Registry::build(dir, Box::new(Store::at(dir)), &artifacts, rules)?,
+            signature,
+        ))
     }
 
     fn build(

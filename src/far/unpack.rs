@@ -24,6 +24,9 @@ pub enum UnpackError {
     /// The archive is unreadable or damaged.
     #[error(transparent)]
     Archive(#[from] ArchiveError),
+    /// The signature of bundle.json is missing or wrong.
+    #[error(transparent)]
+    Sign(#[from] crate::format::sign::SignError),
     /// The target directory holds something already.
     #[error("{0} exists and is not empty; unpack into a new or empty directory")]
     NotEmpty(PathBuf),
@@ -77,13 +80,18 @@ pub struct UnpackSummary {
     pub bytes: u64,
 }
 
-/// Unpacks `archive` into the OCI layout directory `dir`.
+/// Unpacks `archive` into the OCI layout directory `dir`. With `key`, the
+/// signature of bundle.json is checked first, on the archive as opened, and
+/// is written beside bundle.json so `serve DIR --key` can check it again.
 pub fn unpack(
     archive_path: &Path,
     dir: &Path,
+    key: Option<&Path>,
     reporter: &dyn Reporter,
 ) -> Result<UnpackSummary, UnpackError> {
     let archive = Archive::open_random(archive_path, "ferry unpack")?;
+    archive.check_key(key)?;
+    archive.check_model()?;
     if dir.exists() {
         let mut it = fs_err::read_dir(dir).map_err(ArchiveError::Io)?;
         if it.next().is_some() {
@@ -129,6 +137,11 @@ pub fn unpack(
     // bundle.json travels along (harmless to other tools, useful to ferry).
     crate::format::layout::write_atomic(&dir.join(bundle::BUNDLE_PATH), &archive.bundle_bytes)
         .map_err(|e| blob_err(bundle::BUNDLE_PATH, e.into()))?;
+    if let Some(sig) = &archive.signature {
+        let name = crate::format::sign::SIGNATURE_PATH;
+        crate::format::layout::write_atomic(&dir.join(name), sig)
+            .map_err(|e| blob_err(name, e.into()))?;
+    }
     // index.json last, after its own digest check.
     let index_entry = archive.entry(INDEX_PATH).ok_or_else(|| {
         blob_err(
@@ -182,8 +195,11 @@ pub fn extract(
     archive_path: &Path,
     charts_dir: Option<&Path>,
     files_dir: Option<&Path>,
+    key: Option<&Path>,
 ) -> Result<Extracted, UnpackError> {
     let archive = Archive::open_random(archive_path, "ferry unpack")?;
+    archive.check_key(key)?;
+    archive.check_model()?;
     let locations = archive.blob_locations();
     let mut out = Extracted {
         charts: Vec::new(),
@@ -403,28 +419,35 @@ pub struct Inspection {
     pub compressed: bool,
     /// The artifacts.
     pub artifacts: Vec<Artifact>,
+    /// With a key: the trusted comment of the signature checked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
 }
 
-/// Reads bundle.json and summarises it. Refuses damaged archives.
-pub fn inspect(path: &Path) -> Result<Inspection, ArchiveError> {
+/// Reads bundle.json and summarises it. Refuses damaged archives, and with
+/// `key`, a bundle.json that key did not sign.
+pub fn inspect(path: &Path, key: Option<&Path>) -> Result<Inspection, UnpackError> {
     // A compressed archive is read only as far as its head.
     let head = crate::format::archive::read_head_strict(path)?;
+    let signature = head.check_key(key)?;
     let mut archive_bytes = 0;
     for f in &head.files {
-        archive_bytes += fs_err::metadata(f)?.len();
+        archive_bytes += fs_err::metadata(f).map_err(ArchiveError::Io)?.len();
     }
     let volumes = match head.files.len() {
         1 => Vec::new(),
         _ => head.files.clone(),
     };
-    Ok(Inspection::of(
+    let mut i = Inspection::of(
         &head.path,
         &head.bundle,
         &head.bundle_bytes,
         archive_bytes,
         volumes,
         head.form == crate::format::archive::Form::Zstd,
-    ))
+    );
+    i.signature = signature;
+    Ok(i)
 }
 
 impl Inspection {
@@ -449,6 +472,7 @@ impl Inspection {
             delta: bundle.delta.clone(),
             compressed,
             artifacts: bundle.artifacts.clone(),
+            signature: None,
         }
     }
 }

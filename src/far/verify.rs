@@ -21,7 +21,7 @@ use crate::format::archive::{Archive, ArchiveError, Entry};
 // Kept at its old path for the binary and tests.
 pub use crate::base::error::error_chain;
 use crate::format::bundle::INDEX_PATH;
-use crate::format::oci::{self, Index, Node};
+use crate::format::oci::{self, Node};
 
 /// One thing wrong with an archive.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -58,9 +58,10 @@ pub struct VerifyReport {
     pub artifacts_ok: Vec<String>,
     /// Everything found wrong; empty when the archive is whole.
     pub problems: Vec<Problem>,
-    /// Whether the archive carries a signature of bundle.json (checked
-    /// only by [`check_signature`], against a key).
+    /// Whether the archive carries a signature of bundle.json.
     pub signed: bool,
+    /// With a key: the trusted comment of the signature it checked.
+    pub signature: Option<String>,
     /// The volume files, for a split archive.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<PathBuf>,
@@ -77,10 +78,20 @@ impl VerifyReport {
 }
 
 /// Verifies the archive at `path`. Errors are for archives that cannot be
-/// read at all (missing file, not a ferry archive, unreadable bundle.json);
-/// damage inside a readable archive is reported in the returned report.
-pub fn verify(path: &Path, reporter: &dyn Reporter) -> Result<VerifyReport, ArchiveError> {
+/// read at all (missing file, not a ferry archive, unreadable bundle.json)
+/// and, with `key`, for a signature that is missing or wrong; damage inside
+/// a readable archive is reported in the returned report.
+///
+/// The signature is checked on the bundle.json this one open read, and
+/// every member is hashed through the same open files and compared with
+/// that bundle.json: nothing is opened again by path.
+pub fn verify(
+    path: &Path,
+    key: Option<&Path>,
+    reporter: &dyn Reporter,
+) -> Result<VerifyReport, SignatureCheckError> {
     let archive = Archive::open_lenient_with(path, reporter)?;
+    let signature = archive.check_key(key)?;
     let declared: HashMap<&str, (Digest, u64)> = archive
         .bundle
         .members
@@ -153,6 +164,7 @@ pub fn verify(path: &Path, reporter: &dyn Reporter) -> Result<VerifyReport, Arch
     let mut problems = Vec::new();
     let mut owners: HashMap<Digest, BTreeSet<String>> = HashMap::new();
     let mut broken_artifacts: BTreeSet<String> = BTreeSet::new();
+    let mut broken_index = false;
     let present: HashMap<Digest, &Entry> = archive
         .entries
         .iter()
@@ -169,7 +181,7 @@ pub fn verify(path: &Path, reporter: &dyn Reporter) -> Result<VerifyReport, Arch
         archive
             .entry(INDEX_PATH)
             .and_then(|e| archive.read_member(e, oci::MANIFEST_MAX_BYTES * 4).ok())
-            .and_then(|b| serde_json::from_slice::<Index>(&b).ok())
+            .and_then(|b| oci::parse_index_json(&b).ok())
     } else {
         None
     };
@@ -185,74 +197,45 @@ pub fn verify(path: &Path, reporter: &dyn Reporter) -> Result<VerifyReport, Arch
         }
         None => {}
         Some(index) => {
-            let mut in_index = BTreeSet::new();
-            for d in &index.manifests {
-                let name = d
-                    .annotations
-                    .get(oci::ANN_REF_NAME)
-                    .cloned()
-                    .unwrap_or_default();
-                in_index.insert(name.clone());
-                match archive
-                    .bundle
-                    .artifacts
-                    .iter()
-                    .find(|a| a.reference == name)
-                {
-                    Some(a) if a.digest == d.digest => {}
-                    Some(a) => problems.push(Problem {
-                        member: Some(INDEX_PATH.into()),
-                        digest: Some(d.digest),
-                        artifacts: vec![name.clone()],
-                        volumes: Vec::new(),
-                        message: format!(
-                            "index.json points {name} at {} but bundle.json records {}",
-                            d.digest, a.digest
-                        ),
-                    }),
-                    None => problems.push(Problem {
-                        member: Some(INDEX_PATH.into()),
-                        digest: Some(d.digest),
-                        artifacts: vec![name.clone()],
-                        volumes: Vec::new(),
-                        message: format!(
-                            "index.json names {name:?}, which bundle.json does not list"
-                        ),
-                    }),
-                }
+            // One model: bundle.json's artifacts are the roots load and
+            // serve use, and index.json must agree with them.
+            for message in archive.bundle.check_index(index) {
+                problems.push(Problem {
+                    member: Some(INDEX_PATH.into()),
+                    digest: None,
+                    artifacts: Vec::new(),
+                    volumes: Vec::new(),
+                    message,
+                });
+                broken_index = true;
+            }
+            for a in &archive.bundle.artifacts {
+                let root_size = declared
+                    .get(a.digest.blob_path().as_str())
+                    .map_or(0, |(_, size)| *size);
+                let root = oci::Descriptor::new(&a.media_type, a.digest, root_size);
                 let mut walk = Walk {
                     archive: &archive,
                     present: &present,
                     bad: &bad,
                     fault: !archive.faults.is_empty(),
                     absent: &absent,
-                    artifact: &name,
+                    artifact: &a.reference,
                     owners: &mut owners,
                     problems: &mut problems,
                     broken: false,
                     walked: Default::default(),
                 };
-                walk.visit(d, 0);
+                walk.visit(&root, 0);
                 if walk.broken {
-                    broken_artifacts.insert(name);
-                }
-            }
-            for a in &archive.bundle.artifacts {
-                if !in_index.contains(&a.reference) {
-                    problems.push(Problem {
-                        member: Some(INDEX_PATH.into()),
-                        digest: Some(a.digest),
-                        artifacts: vec![a.reference.clone()],
-                        volumes: Vec::new(),
-                        message: format!(
-                            "bundle.json lists {}, which index.json does not",
-                            a.reference
-                        ),
-                    });
                     broken_artifacts.insert(a.reference.clone());
                 }
             }
         }
+    }
+    if broken_index {
+        // index.json is what OCI tools read: none of it can be trusted.
+        broken_artifacts.extend(archive.bundle.artifacts.iter().map(|a| a.reference.clone()));
     }
 
     // 3. Content problems, each with the artifacts that need the member.
@@ -344,6 +327,7 @@ pub fn verify(path: &Path, reporter: &dyn Reporter) -> Result<VerifyReport, Arch
         artifacts_ok,
         problems: content_problems,
         signed: archive.signature.is_some(),
+        signature,
         volumes: if split {
             archive.files().into_iter().map(Path::to_owned).collect()
         } else {
@@ -361,20 +345,6 @@ fn fault_volume(e: &ArchiveError) -> Option<usize> {
         | ArchiveError::VolumeMismatch { volume, .. } => Some(*volume),
         _ => None,
     }
-}
-
-/// Checks the archive's signature of bundle.json against the minisign
-/// public key in `key`; returns the signature's trusted comment.
-pub fn check_signature(path: &Path, key: &Path) -> Result<String, SignatureCheckError> {
-    // Only the head is needed.
-    let head = crate::format::archive::read_head(path)?;
-    let (bundle_bytes, signature) = (head.bundle_bytes, head.signature);
-    Ok(crate::format::sign::check(
-        path,
-        key,
-        &bundle_bytes,
-        signature.as_deref(),
-    )?)
 }
 
 /// Why a signature check failed.

@@ -146,17 +146,18 @@ pub trait BlobSource: Send + Sync + std::fmt::Debug {
         }
     }
 
+    /// A reader over `segments` (as [`BlobSource::locate`] gave them).
+    /// A source that holds its files open reads through those.
+    fn reader(&self, segments: Segments) -> SegmentReader {
+        SegmentReader::new(segments)
+    }
+
     /// A verifying reader over the blob's bytes, or `None` when the source
     /// does not hold it.
     fn open(&self, digest: &Digest) -> Option<Verifying<SegmentReader>> {
         let (size, segments) = self.locate(digest)?;
         let from = self.name_of(digest, &segments);
-        Some(Verifying::new(
-            SegmentReader::new(segments),
-            *digest,
-            size,
-            from,
-        ))
+        Some(Verifying::new(self.reader(segments), *digest, size, from))
     }
 
     /// The whole blob in memory, checked, refusing blobs over `limit`
@@ -264,7 +265,7 @@ pub fn copy(
         // The sink verifies; the bytes are hashed once.
         let (size, segments) = from.locate(d).ok_or_else(missing)?;
         let named = from.name_of(d, &segments);
-        let inner = SegmentReader::new(segments);
+        let inner = from.reader(segments);
         to.put(d, size, &named, &mut Progress { inner, reporter })
     })?;
     reporter.finish();
@@ -274,16 +275,30 @@ pub fn copy(
 /// Reads a blob's [`Segments`] in order, by position.
 pub struct SegmentReader {
     segments: Segments,
+    /// Files already open, by segment: read through them rather than
+    /// opening the path again.
+    opened: Vec<Option<std::sync::Arc<File>>>,
     at: usize,
     pos: u64,
-    file: Option<File>,
+    file: Option<std::sync::Arc<File>>,
 }
 
 impl SegmentReader {
-    /// A reader over `segments`.
+    /// A reader over `segments`, opening each file by path.
     pub fn new(segments: Segments) -> SegmentReader {
+        SegmentReader::with_files(segments, Vec::new())
+    }
+
+    /// A reader over `segments` that reads segment `i` through
+    /// `opened[i]` when it is given (the file a source already opened and
+    /// checked), and opens the path only for the others.
+    pub fn with_files(
+        segments: Segments,
+        opened: Vec<Option<std::sync::Arc<File>>>,
+    ) -> SegmentReader {
         SegmentReader {
             segments,
+            opened,
             at: 0,
             pos: 0,
             file: None,
@@ -303,7 +318,12 @@ impl Read for SegmentReader {
                 continue;
             }
             if self.file.is_none() {
-                self.file = Some(fs_err::File::open(path)?.into_parts().0);
+                self.file = match self.opened.get(self.at) {
+                    Some(Some(f)) => Some(f.clone()),
+                    _ => Some(std::sync::Arc::new(
+                        fs_err::File::open(path)?.into_parts().0,
+                    )),
+                };
             }
             let Some(f) = &self.file else { continue };
             let want = buf.len().min(left.min(usize::MAX as u64) as usize);

@@ -58,6 +58,17 @@ pub enum BundleError {
     /// Required members absent.
     #[error("bundle.json does not list {0}")]
     MissingMember(&'static str),
+    /// Two artifacts carried under one reference.
+    #[error("bundle.json lists the artifact {0} twice")]
+    DuplicateArtifact(String),
+    /// An artifact whose root is not a manifest or index, or is not carried.
+    #[error("bundle.json lists the artifact {reference} with {what}")]
+    Artifact {
+        /// The artifact's reference.
+        reference: String,
+        /// What is wrong.
+        what: String,
+    },
     /// A volume plan that does not cover the members exactly once, in order.
     #[error("bundle.json has an inconsistent volume plan: {0}")]
     VolumePlan(String),
@@ -329,6 +340,28 @@ impl Bundle {
                 return Err(BundleError::MissingMember(required));
             }
         }
+        let mut references = std::collections::HashSet::new();
+        for a in &self.artifacts {
+            if !references.insert(a.reference.as_str()) {
+                return Err(BundleError::DuplicateArtifact(a.reference.clone()));
+            }
+            let bad = |what: String| BundleError::Artifact {
+                reference: a.reference.clone(),
+                what,
+            };
+            if !crate::format::oci::is_manifest_like(&a.media_type) {
+                return Err(bad(format!(
+                    "media type {:?}, which is not a manifest or index",
+                    a.media_type
+                )));
+            }
+            if !seen.contains(a.digest.blob_path().as_str()) {
+                return Err(bad(format!("root {}, which is not a member", a.digest)));
+            }
+            if let Some(c) = &a.chart {
+                check_chart(&c.name, &c.version).map_err(bad)?;
+            }
+        }
         if let Some(plan) = &self.volumes {
             self.validate_volumes(plan)?;
         }
@@ -394,6 +427,95 @@ impl Bundle {
     pub fn member(&self, path: &str) -> Option<&Member> {
         self.members.iter().find(|m| m.path == path)
     }
+}
+
+impl Bundle {
+    /// Checks that `index` (the archive's index.json) names exactly the
+    /// artifacts bundle.json lists, each once, at the same digest and media
+    /// type. This is the one model every reader relies on: bundle.json's
+    /// artifacts are the roots that verify walks, load pushes and serve
+    /// answers, and index.json is what OCI tools see. Returns every
+    /// disagreement.
+    pub fn check_index(&self, index: &crate::format::oci::Index) -> Vec<String> {
+        use crate::format::oci::ANN_REF_NAME;
+        let mut problems = Vec::new();
+        let mut named: std::collections::HashMap<&str, Vec<&crate::format::oci::Descriptor>> =
+            std::collections::HashMap::new();
+        for d in &index.manifests {
+            match d.annotations.get(ANN_REF_NAME) {
+                Some(name) => named.entry(name.as_str()).or_default().push(d),
+                None => problems.push(format!(
+                    "index.json lists {} without a reference name",
+                    d.digest
+                )),
+            }
+        }
+        for a in &self.artifacts {
+            match named.remove(a.reference.as_str()).as_deref() {
+                None | Some([]) => problems.push(format!(
+                    "bundle.json lists {}, which index.json does not",
+                    a.reference
+                )),
+                Some([d]) => {
+                    if d.digest != a.digest {
+                        problems.push(format!(
+                            "index.json points {} at {} but bundle.json records {}",
+                            a.reference, d.digest, a.digest
+                        ));
+                    } else if d.media_type != a.media_type {
+                        problems.push(format!(
+                            "index.json gives {} the media type {} but bundle.json records {}",
+                            a.reference, d.media_type, a.media_type
+                        ));
+                    }
+                }
+                Some(_) => {
+                    problems.push(format!("index.json names {} more than once", a.reference))
+                }
+            }
+        }
+        let mut left: Vec<&str> = named.into_keys().collect();
+        left.sort_unstable();
+        for name in left {
+            problems.push(format!(
+                "index.json names {name:?}, which bundle.json does not list"
+            ));
+        }
+        problems
+    }
+}
+
+/// Checks a chart's identity as it becomes a repository and tag: the name
+/// is one repository path component, and the version is SemVer (Helm's
+/// leading `v` and short forms allowed) whose tag (`+` → `_`, as Helm
+/// pushes it) is a valid OCI tag. `Err` says what is wrong.
+pub fn check_chart(name: &str, version: &str) -> Result<(), String> {
+    use crate::base::reference::{is_valid_repository, is_valid_tag};
+    if name.contains('/') || !is_valid_repository(name) {
+        return Err(format!(
+            "chart name {name:?}, which is not a repository name (lowercase letters and digits, separated by . _ or -)"
+        ));
+    }
+    let v = version.strip_prefix('v').unwrap_or(version);
+    let (core, rest) = match v.find(['-', '+']) {
+        Some(i) => v.split_at(i),
+        None => (v, ""),
+    };
+    let padded = match core.split('.').count() {
+        1 => format!("{core}.0.0{rest}"),
+        2 => format!("{core}.0{rest}"),
+        _ => v.to_owned(),
+    };
+    if semver::Version::parse(&padded).is_err() {
+        return Err(format!("chart version {version:?}, which is not SemVer"));
+    }
+    let tag = version.replace('+', "_");
+    if !is_valid_tag(&tag) {
+        return Err(format!(
+            "chart version {version:?}, whose OCI tag {tag:?} is not a valid tag"
+        ));
+    }
+    Ok(())
 }
 
 /// The JSON schema of bundle.json, as committed in `bundle.schema.json`.

@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 
+use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 use crate::base::digest::Digest;
@@ -65,6 +66,8 @@ pub const MAX_DEPTH: usize = 4;
 /// The `{}` blob every OCI artifact without a real config points at.
 pub const EMPTY_JSON: &[u8] = b"{}";
 
+mod strict;
+
 /// Errors interpreting a manifest or index.
 #[derive(Debug, thiserror::Error)]
 pub enum OciError {
@@ -76,6 +79,26 @@ pub enum OciError {
         /// The JSON error.
         #[source]
         source: serde_json::Error,
+    },
+    /// A document that clients could read as a manifest or as an index,
+    /// or whose kind disagrees with the descriptor that points at it (the
+    /// class of CVE-2021-41190).
+    #[error("manifest {digest} is ambiguous: {what}")]
+    Ambiguous {
+        /// The document's digest.
+        digest: Digest,
+        /// How.
+        what: String,
+    },
+    /// A descriptor's embedded `data` contradicts its digest or size.
+    #[error("manifest {digest}: the descriptor of {child} embeds data that {what}")]
+    Data {
+        /// The document's digest.
+        digest: Digest,
+        /// The descriptor's digest.
+        child: Digest,
+        /// What is wrong.
+        what: String,
     },
     /// A media type ferry cannot carry faithfully.
     #[error("manifest {digest} has media type {media_type:?}, which ferry does not carry (schema-1 manifests are deprecated; re-push the image with a current client)")]
@@ -106,6 +129,13 @@ pub struct Descriptor {
     /// Artifact type, for index entries of artifacts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifact_type: Option<String>,
+    /// Where else the content may be fetched (foreign layers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub urls: Option<Vec<String>>,
+    /// The content itself, base64, when the document embeds it. Checked
+    /// against `digest` and `size` by [`parse_node`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
 }
 
 impl Descriptor {
@@ -118,7 +148,32 @@ impl Descriptor {
             platform: None,
             annotations: BTreeMap::new(),
             artifact_type: None,
+            urls: None,
+            data: None,
         }
+    }
+
+    /// Checks embedded `data`, when there is any, against the digest and
+    /// size. `Err` says what is wrong.
+    fn check_data(&self) -> Result<(), String> {
+        let Some(data) = &self.data else {
+            return Ok(());
+        };
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .map_err(|e| format!("is not valid base64 ({e})"))?;
+        if bytes.len() as u64 != self.size {
+            return Err(format!(
+                "is {} bytes while the descriptor says {}",
+                bytes.len(),
+                self.size
+            ));
+        }
+        let d = Digest::of(&bytes);
+        if d != self.digest {
+            return Err(format!("hashes to {d}"));
+        }
+        Ok(())
     }
 }
 
@@ -216,6 +271,20 @@ pub enum Node {
     Manifest(Manifest),
 }
 
+impl Node {
+    /// The document's media type: its own field, else the OCI type of its
+    /// kind.
+    pub fn media_type(&self) -> String {
+        match self {
+            Node::Index(i) => i.media_type.clone().unwrap_or_else(|| OCI_INDEX.to_owned()),
+            Node::Manifest(m) => m
+                .media_type
+                .clone()
+                .unwrap_or_else(|| OCI_MANIFEST.to_owned()),
+        }
+    }
+}
+
 /// Whether `mt` names an index or manifest list.
 pub fn is_index(mt: &str) -> bool {
     mt == OCI_INDEX || mt == DOCKER_LIST
@@ -234,31 +303,135 @@ struct Probe {
     #[serde(default)]
     manifests: Option<serde::de::IgnoredAny>,
     #[serde(default)]
+    config: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    layers: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
     schema_version: Option<u32>,
 }
 
-/// Parses raw document bytes. `declared` is the media type from the
-/// descriptor that pointed at them (the document's own field wins).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Index,
+    Manifest,
+}
+
+fn kind_of(mt: &str) -> Option<Kind> {
+    if is_index(mt) {
+        Some(Kind::Index)
+    } else if mt == OCI_MANIFEST || mt == DOCKER_MANIFEST {
+        Some(Kind::Manifest)
+    } else {
+        None
+    }
+}
+
+/// Parses raw document bytes. `declared` is the media type of the
+/// descriptor that pointed at them, or `""` when nothing did (a manifest
+/// pulled by tag).
+///
+/// The document must read the same to every client: it passes the
+/// strictness rules (no duplicate keys, no schema field that differs only
+/// in case), it is unambiguously a manifest or an index, its own
+/// `mediaType` (when present) equals `declared` (when given), and every
+/// descriptor's embedded `data` matches its digest and size.
 pub fn parse_node(digest: Digest, declared: &str, bytes: &[u8]) -> Result<Node, OciError> {
     let perr = |source| OciError::Parse { digest, source };
+    strict::check(bytes).map_err(perr)?;
     let probe: Probe = serde_json::from_slice(bytes).map_err(perr)?;
-    let mt = probe.media_type.as_deref().unwrap_or(declared).to_owned();
-    if mt == DOCKER_SCHEMA1 || mt == DOCKER_SCHEMA1_SIGNED || probe.schema_version == Some(1) {
-        return Err(OciError::Unsupported {
-            digest,
-            media_type: mt,
-        });
-    }
-    if is_index(&mt) || (probe.media_type.is_none() && probe.manifests.is_some()) {
-        return Ok(Node::Index(serde_json::from_slice(bytes).map_err(perr)?));
-    }
-    if mt == OCI_MANIFEST || mt == DOCKER_MANIFEST {
-        return Ok(Node::Manifest(serde_json::from_slice(bytes).map_err(perr)?));
-    }
-    Err(OciError::Unsupported {
+    let own = probe.media_type.as_deref();
+    let unsupported = |mt: &str| OciError::Unsupported {
         digest,
-        media_type: mt,
-    })
+        media_type: mt.to_owned(),
+    };
+    if own == Some(DOCKER_SCHEMA1)
+        || own == Some(DOCKER_SCHEMA1_SIGNED)
+        || declared == DOCKER_SCHEMA1
+        || declared == DOCKER_SCHEMA1_SIGNED
+        || probe.schema_version == Some(1)
+    {
+        let said = own.or((!declared.is_empty()).then_some(declared));
+        return Err(unsupported(said.unwrap_or(DOCKER_SCHEMA1_SIGNED)));
+    }
+    let ambiguous = |what: String| OciError::Ambiguous { digest, what };
+    let has_manifests = probe.manifests.is_some();
+    let has_parts = probe.config.is_some() || probe.layers.is_some();
+    if let (Some(own), false) = (own, declared.is_empty()) {
+        if own != declared {
+            return Err(ambiguous(format!(
+                "its descriptor says {declared} but the document says {own}"
+            )));
+        }
+    }
+    let kind = match own {
+        Some(mt) => kind_of(mt).ok_or_else(|| unsupported(mt))?,
+        None => match (has_manifests, has_parts) {
+            (true, true) => {
+                return Err(ambiguous(
+                    "it has no mediaType and holds both manifests and config/layers".into(),
+                ))
+            }
+            (true, false) => Kind::Index,
+            (false, true) => Kind::Manifest,
+            (false, false) => kind_of(declared).ok_or_else(|| unsupported(declared))?,
+        },
+    };
+    if !declared.is_empty() {
+        match kind_of(declared) {
+            Some(k) if k == kind => {}
+            Some(_) => {
+                return Err(ambiguous(format!(
+                    "its descriptor says {declared} but the document is {}",
+                    if kind == Kind::Index {
+                        "an index"
+                    } else {
+                        "a manifest"
+                    }
+                )))
+            }
+            None => return Err(unsupported(declared)),
+        }
+    }
+    if kind == Kind::Manifest && has_manifests {
+        return Err(ambiguous("a manifest that also has manifests".into()));
+    }
+    if kind == Kind::Index && has_parts {
+        return Err(ambiguous("an index that also has config or layers".into()));
+    }
+    let node = match kind {
+        Kind::Index => Node::Index(serde_json::from_slice(bytes).map_err(perr)?),
+        Kind::Manifest => Node::Manifest(serde_json::from_slice(bytes).map_err(perr)?),
+    };
+    let descriptors: Vec<&Descriptor> = match &node {
+        Node::Index(i) => i.manifests.iter().chain(&i.subject).collect(),
+        Node::Manifest(m) => std::iter::once(&m.config)
+            .chain(&m.layers)
+            .chain(&m.subject)
+            .collect(),
+    };
+    for d in descriptors {
+        d.check_data().map_err(|what| OciError::Data {
+            digest,
+            child: d.digest,
+            what,
+        })?;
+    }
+    Ok(node)
+}
+
+/// Parses a layout's `index.json` under the same strictness rules as any
+/// index (it is not content-addressed, so no digest or kind checks).
+pub fn parse_index_json(bytes: &[u8]) -> Result<Index, serde_json::Error> {
+    strict::check(bytes)?;
+    serde_json::from_slice(bytes)
+}
+
+/// Parses an image config (or the part of it `T` names) under the
+/// strictness rules: no duplicate keys, no top-level field that differs
+/// only in case from one the OCI config defines.
+pub fn parse_config<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, serde_json::Error> {
+    strict::check_config(bytes)?;
+    serde_json::from_slice(bytes)
 }
 
 /// What [`walk_graph`] meets.
@@ -389,7 +562,10 @@ mod tests {
         let doc = format!(
             r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"{OCI_MANIFEST}","digest":"{d}","size":3,"platform":{{"architecture":"arm","os":"linux","variant":"v7"}}}}]}}"#
         );
-        match parse_node(d, OCI_MANIFEST, doc.as_bytes()).unwrap() {
+        // Its descriptor calling it a manifest is a contradiction.
+        let e = parse_node(d, OCI_MANIFEST, doc.as_bytes()).unwrap_err();
+        assert!(matches!(e, OciError::Ambiguous { .. }), "{e}");
+        match parse_node(d, OCI_INDEX, doc.as_bytes()).unwrap() {
             Node::Index(i) => {
                 assert_eq!(
                     i.manifests[0]
@@ -402,6 +578,87 @@ mod tests {
                 )
             }
             Node::Manifest(_) => panic!("parsed as manifest"),
+        }
+    }
+
+    fn blob(data: &[u8]) -> String {
+        format!(
+            r#"{{"mediaType":"{OCI_CONFIG}","digest":"{}","size":{}}}"#,
+            Digest::of(data),
+            data.len()
+        )
+    }
+
+    #[test]
+    fn ambiguous_documents_are_refused_whatever_the_declared_type() {
+        let d = Digest::of(b"x");
+        let c = blob(b"{}");
+        let cases = [
+            // A manifest that also lists manifests.
+            (
+                OCI_MANIFEST,
+                format!(
+                    r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{c},"layers":[],"manifests":[]}}"#
+                ),
+            ),
+            // An index that also has config or layers.
+            (
+                OCI_INDEX,
+                format!(
+                    r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[],"layers":[]}}"#
+                ),
+            ),
+            (
+                OCI_INDEX,
+                format!(r#"{{"schemaVersion":2,"manifests":[],"config":{c}}}"#),
+            ),
+            // No mediaType and both shapes.
+            (
+                "",
+                format!(r#"{{"schemaVersion":2,"manifests":[],"config":{c},"layers":[]}}"#),
+            ),
+            // The body's kind disagrees with its descriptor.
+            (
+                OCI_INDEX,
+                format!(r#"{{"schemaVersion":2,"config":{c},"layers":[]}}"#),
+            ),
+            (
+                DOCKER_MANIFEST,
+                format!(
+                    r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{c},"layers":[]}}"#
+                ),
+            ),
+        ];
+        for (declared, doc) in cases {
+            let e = parse_node(d, declared, doc.as_bytes()).unwrap_err();
+            assert!(matches!(e, OciError::Ambiguous { .. }), "{doc}: {e}");
+        }
+        let fine = format!(r#"{{"schemaVersion":2,"config":{c},"layers":[]}}"#);
+        assert!(matches!(
+            parse_node(d, OCI_MANIFEST, fine.as_bytes()),
+            Ok(Node::Manifest(_))
+        ));
+        assert!(matches!(
+            parse_node(d, "", fine.as_bytes()),
+            Ok(Node::Manifest(_))
+        ));
+    }
+
+    #[test]
+    fn embedded_data_must_match_the_digest_and_size() {
+        let d = Digest::of(b"x");
+        let ok = format!(
+            r#"{{"schemaVersion":2,"config":{{"mediaType":"{OCI_EMPTY}","digest":"{}","size":2,"data":"e30="}},"layers":[]}}"#,
+            Digest::of(b"{}")
+        );
+        assert!(parse_node(d, OCI_MANIFEST, ok.as_bytes()).is_ok());
+        for (data, size) in [("e31=", 2), ("e30=", 3), ("not base64!", 2)] {
+            let doc = format!(
+                r#"{{"schemaVersion":2,"config":{{"mediaType":"{OCI_EMPTY}","digest":"{}","size":{size},"data":"{data}"}},"layers":[]}}"#,
+                Digest::of(b"{}")
+            );
+            let e = parse_node(d, OCI_MANIFEST, doc.as_bytes()).unwrap_err();
+            assert!(matches!(e, OciError::Data { .. }), "{doc}: {e}");
         }
     }
 }

@@ -32,6 +32,9 @@ pub const INVENTORY_MAX_BYTES: u64 = 256 << 20;
 /// Why an inventory could not be made or read.
 #[derive(Debug, thiserror::Error)]
 pub enum InventoryError {
+    /// The signature of bundle.json is missing or wrong.
+    #[error(transparent)]
+    Sign(#[from] crate::format::sign::SignError),
     /// The inventory file is unreadable.
     #[error("cannot read inventory {0}")]
     Read(PathBuf, #[source] std::io::Error),
@@ -183,8 +186,8 @@ impl Inventory {
 /// Lists what an earlier bundle carried: every blob member, and the blobs
 /// it left out itself when it was a delta (its load checked they were
 /// there). `path` is the archive (its first volume) or a bundle.json.
-pub fn from_bundle(path: &Path) -> Result<Inventory, InventoryError> {
-    let bundle = read_bundle(path)?;
+pub fn from_bundle(path: &Path, key: Option<&Path>) -> Result<Inventory, InventoryError> {
+    let bundle = read_bundle(path, key)?;
     let mut blobs = BTreeMap::new();
     for m in &bundle.members {
         if m.path.starts_with("blobs/") {
@@ -201,33 +204,50 @@ pub fn from_bundle(path: &Path) -> Result<Inventory, InventoryError> {
     ))
 }
 
-/// bundle.json of an archive, or a bundle.json file.
-pub fn read_bundle(path: &Path) -> Result<Bundle, InventoryError> {
+/// bundle.json of an archive, or a bundle.json file. With `key`, only an
+/// archive will do: its signature of bundle.json is checked on the bytes
+/// read here.
+pub fn read_bundle(path: &Path, key: Option<&Path>) -> Result<Bundle, InventoryError> {
+    // An archive first: only bundle.json is needed, so damage further on
+    // does not matter, and the key is checked on the bytes that are used.
+    let archive_error = match crate::format::archive::read_head(path) {
+        Ok(head) => {
+            head.check_key(key)?;
+            return Ok(head.bundle);
+        }
+        Err(e) => e,
+    };
     let read = |e| InventoryError::Read(path.to_owned(), e);
-    let mut head = [0u8; 1];
+    let mut first = [0u8; 1];
     let is_json = match fs_err::File::open(path) {
         Ok(mut f) => {
             use std::io::Read;
-            f.read(&mut head).map_err(read)? == 1 && head[0] == b'{'
+            f.read(&mut first).map_err(read)? == 1 && first[0] == b'{'
         }
         Err(_) => false,
     };
-    if is_json {
-        let size = fs_err::metadata(path).map_err(read)?.len();
-        if size > crate::format::bundle::BUNDLE_MAX_BYTES {
-            return Err(InventoryError::TooLarge {
-                path: path.to_owned(),
-                size,
-                limit: crate::format::bundle::BUNDLE_MAX_BYTES,
-            });
-        }
-        let bytes = fs_err::read(path).map_err(read)?;
-        return Bundle::from_slice(&bytes).map_err(|e| InventoryError::Bundle(path.to_owned(), e));
+    if !is_json {
+        return Err(InventoryError::Archive(path.to_owned(), archive_error));
     }
-    // Only bundle.json is needed, so damage further on does not matter.
-    crate::format::archive::read_head(path)
-        .map(|h| h.bundle)
-        .map_err(|e| InventoryError::Archive(path.to_owned(), e))
+    if let Some(key) = key {
+        // A bare bundle.json carries no signature.
+        return Err(InventoryError::Sign(
+            crate::format::sign::SignError::Unsigned {
+                archive: path.to_owned(),
+                key: key.to_owned(),
+            },
+        ));
+    }
+    let size = fs_err::metadata(path).map_err(read)?.len();
+    if size > crate::format::bundle::BUNDLE_MAX_BYTES {
+        return Err(InventoryError::TooLarge {
+            path: path.to_owned(),
+            size,
+            limit: crate::format::bundle::BUNDLE_MAX_BYTES,
+        });
+    }
+    let bytes = fs_err::read(path).map_err(read)?;
+    Bundle::from_slice(&bytes).map_err(|e| InventoryError::Bundle(path.to_owned(), e))
 }
 
 /// Lists what a registry holds: every tag of every repository under the

@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 
 use crate::base::digest::Digest;
-use crate::base::reference::{is_valid_repository, Reference};
+use crate::base::reference::{is_valid_repository, is_valid_tag, Reference};
 use crate::format::bundle::{Artifact, ArtifactKind, Bundle};
 
 /// Errors computing targets.
@@ -52,6 +52,14 @@ pub enum MappingError {
         reference: String,
         /// The computed repository.
         repository: String,
+    },
+    /// The mapped tag is invalid.
+    #[error("artifact {reference} maps to the tag {tag:?}, which is not a valid tag")]
+    Tag {
+        /// The reference.
+        reference: String,
+        /// The computed tag.
+        tag: String,
     },
     /// Two artifacts land on one target.
     #[error("{first} and {second} would both become {target}; use --keep-host or rename one in the spec")]
@@ -161,6 +169,12 @@ impl TargetRules {
             return Err(MappingError::Repository {
                 reference: a.reference.clone(),
                 repository,
+            });
+        }
+        if let Some(t) = tag.as_ref().filter(|t| !is_valid_tag(t)) {
+            return Err(MappingError::Tag {
+                reference: a.reference.clone(),
+                tag: t.clone(),
             });
         }
         Ok(Target {

@@ -8,6 +8,7 @@
 
 pub mod build;
 pub mod files;
+pub mod hand;
 pub mod registry;
 
 use std::path::{Path, PathBuf};

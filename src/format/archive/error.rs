@@ -220,6 +220,20 @@ pub enum ArchiveError {
         /// What it hashes to.
         actual: Digest,
     },
+    /// The archive read again is not the one opened first.
+    #[error("{archive} changed while it was being read: its bundle.json is no longer the one checked first")]
+    Changed {
+        /// The archive.
+        archive: PathBuf,
+    },
+    /// index.json does not parse, or disagrees with bundle.json.
+    #[error("{archive}: index.json {what}; run ferry verify")]
+    Model {
+        /// The archive.
+        archive: PathBuf,
+        /// What is wrong.
+        what: String,
+    },
     /// A compressed archive whose zstd stream cannot be decoded.
     #[error("{archive}: the zstd stream is damaged after {offset} uncompressed bytes")]
     Decompress {

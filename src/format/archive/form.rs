@@ -37,9 +37,16 @@ pub fn first_file(path: &Path) -> PathBuf {
 /// a split one), and the file that opens it. A file that cannot be opened
 /// is reported as plain: the opener then names the problem.
 pub fn detect(path: &Path) -> io::Result<(PathBuf, Form)> {
+    detect_file(path).map(|(first, form, _)| (first, form))
+}
+
+/// [`detect`], also returning the first file as it was opened (when it
+/// could be), so a reader goes on with the very file whose form it learnt
+/// and never opens the path a second time.
+pub(crate) fn detect_file(path: &Path) -> io::Result<(PathBuf, Form, Option<File>)> {
     let first = first_file(path);
     let Ok(mut f) = File::open(&first) else {
-        return Ok((first, Form::Plain));
+        return Ok((first, Form::Plain, None));
     };
     let mut magic = [0u8; 4];
     let form = match f.read_exact(&mut magic) {
@@ -53,5 +60,5 @@ pub fn detect(path: &Path) -> io::Result<(PathBuf, Form)> {
             ))
         }
     };
-    Ok((first, form))
+    Ok((first, form, Some(f)))
 }

@@ -10,13 +10,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::compressed;
-use super::form::{detect, Form};
+use super::form::{detect_file, Form};
 use super::scan::Scanner;
 use super::volumes::{volume_path, VOLUME_HEADER_PATH};
 use super::ArchiveError;
 use crate::base::digest::Digest;
 use crate::base::report::{Reporter, Silent};
-use crate::format::blob::{BlobSource, Segments};
+use crate::format::blob::{BlobSource, SegmentReader, Segments};
 use crate::format::bundle::{Bundle, Piece, BUNDLE_MAX_BYTES, BUNDLE_PATH, OCI_LAYOUT_PATH};
 use crate::format::sign::{SIGNATURE_MAX_BYTES, SIGNATURE_PATH};
 
@@ -57,7 +57,7 @@ impl Entry {
 #[derive(Debug)]
 pub struct Archive {
     path: PathBuf,
-    files: Vec<(PathBuf, Option<File>)>,
+    files: Vec<(PathBuf, Option<Arc<File>>)>,
     /// The parsed table of contents.
     pub bundle: Bundle,
     /// Its raw bytes.
@@ -97,15 +97,23 @@ impl Archive {
     /// [`Archive::open`] for commands that read members out of order:
     /// a compressed archive is refused before it is read, naming `what`.
     pub fn open_random(path: &Path, what: &str) -> Result<Archive, ArchiveError> {
-        let (first, form) = detect(path)?;
-        if form == Form::Zstd {
-            return Err(ArchiveError::NeedsRandomAccess {
+        match detect_file(path)? {
+            (first, Form::Zstd, _) => Err(ArchiveError::NeedsRandomAccess {
                 how: decompress_hint(&first),
                 archive: first,
                 what: what.to_owned(),
-            });
+            }),
+            (first, Form::Plain, file) => Archive::strict(Archive::scan_plain(&first, file)?),
         }
-        Archive::open(path)
+    }
+
+    /// The archive, or its first fault.
+    fn strict(mut a: Archive) -> Result<Archive, ArchiveError> {
+        if a.faults.is_empty() {
+            Ok(a)
+        } else {
+            Err(a.faults.swap_remove(0))
+        }
     }
 
     /// [`Archive::open`] for commands that read members in one pass, in
@@ -113,9 +121,9 @@ impl Archive {
     /// its documents (see [`compressed::scan_head`]), the rest being
     /// checked while it is read; a plain one is scanned whole.
     pub fn open_head(path: &Path) -> Result<Archive, ArchiveError> {
-        match detect(path)? {
-            (first, Form::Zstd) => compressed::scan_head(&first),
-            (_, Form::Plain) => Archive::open(path),
+        match detect_file(path)? {
+            (first, Form::Zstd, _) => compressed::scan_head(&first),
+            (first, Form::Plain, file) => Archive::strict(Archive::scan_plain(&first, file)?),
         }
     }
 
@@ -134,15 +142,19 @@ impl Archive {
         path: &Path,
         reporter: &dyn Reporter,
     ) -> Result<Archive, ArchiveError> {
-        match detect(path)? {
-            (first, Form::Zstd) => compressed::scan_with(&first, reporter),
-            (first, Form::Plain) => Archive::scan_plain(&first),
+        match detect_file(path)? {
+            (first, Form::Zstd, _) => compressed::scan_with(&first, reporter),
+            (first, Form::Plain, file) => Archive::scan_plain(&first, file),
         }
     }
 
-    /// Scans a plain archive or volume set whose first file is `path`.
-    fn scan_plain(path: &Path) -> Result<Archive, ArchiveError> {
-        let file = fs_err::File::open(path)?.into_parts().0;
+    /// Scans a plain archive or volume set whose first file is `path`
+    /// (`file`, when it is open already).
+    fn scan_plain(path: &Path, file: Option<File>) -> Result<Archive, ArchiveError> {
+        let file = match file {
+            Some(f) => f,
+            None => fs_err::File::open(path)?.into_parts().0,
+        };
         let mut sc = Scanner::new(path, &file)?;
         let not_ferry = |reason: String| ArchiveError::NotFerry {
             archive: path.to_owned(),
@@ -254,7 +266,7 @@ impl Archive {
         if let Err(e) = sc.scan_volume(0, &plan[0], &known, Some(layout_entry), &mut found) {
             faults.push(in_volume(0, e));
         }
-        let mut files = vec![(path.to_owned(), Some(file))];
+        let mut files = vec![(path.to_owned(), Some(Arc::new(file)))];
         for (v, vpath) in paths.iter().enumerate().skip(1) {
             let f = match File::open(vpath) {
                 Ok(f) => f,
@@ -309,7 +321,7 @@ impl Archive {
                     e => in_volume(v, e),
                 });
             }
-            files.push((vpath.clone(), Some(f)));
+            files.push((vpath.clone(), Some(Arc::new(f))));
         }
 
         // Members whose every piece arrived.
@@ -474,6 +486,67 @@ impl Archive {
         Ok(buf)
     }
 
+    /// Checks, when `key` is given, the signature of the bundle.json this
+    /// open read (the same bytes that were parsed into [`Archive::bundle`],
+    /// and to which every member is tied by digest) against the minisign
+    /// public key in `key`. Returns the signature's trusted comment.
+    pub fn check_key(
+        &self,
+        key: Option<&Path>,
+    ) -> Result<Option<String>, crate::format::sign::SignError> {
+        key.map(|k| {
+            crate::format::sign::check(&self.path, k, &self.bundle_bytes, self.signature.as_deref())
+        })
+        .transpose()
+    }
+
+    /// Reads `entry` into memory, checked against the digest bundle.json
+    /// declares for it, so the bytes used are the bytes bundle.json (and a
+    /// signature of it) vouches for.
+    pub fn read_member_checked(&self, entry: &Entry, limit: u64) -> Result<Vec<u8>, ArchiveError> {
+        let bytes = self.read_member(entry, limit)?;
+        let declared = self.bundle.member(&entry.path).map(|m| m.digest);
+        let actual = Digest::of(&bytes);
+        match declared {
+            Some(d) if d == actual => Ok(bytes),
+            _ => Err(ArchiveError::MemberDigest {
+                archive: self.path.clone(),
+                path: entry.path.clone(),
+                digest: declared.unwrap_or(actual),
+                actual,
+            }),
+        }
+    }
+
+    /// index.json, read and checked against bundle.json, parsed under the
+    /// strictness rules of every OCI index.
+    pub fn index_json(&self) -> Result<crate::format::oci::Index, ArchiveError> {
+        let model = |what: String| ArchiveError::Model {
+            archive: self.path.clone(),
+            what,
+        };
+        let entry = self
+            .entry(crate::format::bundle::INDEX_PATH)
+            .ok_or_else(|| model("is missing".into()))?;
+        let bytes = self.read_member_checked(entry, crate::format::oci::MANIFEST_MAX_BYTES * 4)?;
+        crate::format::oci::parse_index_json(&bytes)
+            .map_err(|e| model(format!("is not a valid OCI index: {e}")))
+    }
+
+    /// Checks the one model of the bundle every reader relies on:
+    /// index.json names exactly bundle.json's artifacts, at their digests
+    /// and media types (see [`Bundle::check_index`]).
+    pub fn check_model(&self) -> Result<(), ArchiveError> {
+        let index = self.index_json()?;
+        match self.bundle.check_index(&index).into_iter().next() {
+            None => Ok(()),
+            Some(what) => Err(ArchiveError::Model {
+                archive: self.path.clone(),
+                what: format!("disagrees with bundle.json: {what}"),
+            }),
+        }
+    }
+
     /// A reader over one member's bytes (positioned reads; many can be
     /// used at once from different threads).
     pub fn member_reader<'a>(&'a self, entry: &'a Entry) -> MemberReader<'a> {
@@ -488,7 +561,7 @@ impl Archive {
 
 /// Positioned reader over a member's spans.
 pub struct MemberReader<'a> {
-    files: &'a [(PathBuf, Option<File>)],
+    files: &'a [(PathBuf, Option<Arc<File>>)],
     spans: &'a [Span],
     at: usize,
     pos: u64,
@@ -563,6 +636,21 @@ impl BlobSource for Archive {
         Some((entry.size, segments))
     }
 
+    /// Read through the files this open scanned (and whose bundle.json
+    /// was checked), never by opening the path again.
+    fn reader(&self, segments: Segments) -> SegmentReader {
+        let opened = segments
+            .iter()
+            .map(|(p, _, _)| {
+                self.files
+                    .iter()
+                    .find(|(q, _)| q == p)
+                    .and_then(|(_, f)| f.clone())
+            })
+            .collect();
+        SegmentReader::with_files(segments, opened)
+    }
+
     fn name_of(&self, digest: &Digest, _segments: &Segments) -> String {
         match self
             .blob_index()
@@ -600,6 +688,19 @@ pub fn read_head(path: &Path) -> Result<Head, ArchiveError> {
     head_of(path, false)
 }
 
+impl Head {
+    /// [`Archive::check_key`] for the bundle.json this head read.
+    pub fn check_key(
+        &self,
+        key: Option<&Path>,
+    ) -> Result<Option<String>, crate::format::sign::SignError> {
+        key.map(|k| {
+            crate::format::sign::check(&self.path, k, &self.bundle_bytes, self.signature.as_deref())
+        })
+        .transpose()
+    }
+}
+
 /// [`read_head`], refusing a plain archive that is damaged anywhere (its
 /// whole structure is scanned anyway); a compressed one is read only as
 /// far as its head.
@@ -608,8 +709,8 @@ pub fn read_head_strict(path: &Path) -> Result<Head, ArchiveError> {
 }
 
 fn head_of(path: &Path, strict: bool) -> Result<Head, ArchiveError> {
-    match detect(path)? {
-        (first, Form::Zstd) => {
+    match detect_file(path)? {
+        (first, Form::Zstd, _) => {
             let s = compressed::Stream::open(&first)?;
             Ok(Head {
                 path: first,
@@ -620,8 +721,8 @@ fn head_of(path: &Path, strict: bool) -> Result<Head, ArchiveError> {
                 signature: s.signature,
             })
         }
-        (first, Form::Plain) => {
-            let mut a = Archive::scan_plain(&first)?;
+        (first, Form::Plain, file) => {
+            let mut a = Archive::scan_plain(&first, file)?;
             if strict && !a.faults.is_empty() {
                 return Err(a.faults.swap_remove(0));
             }

@@ -15,7 +15,8 @@ use super::super::{
 use super::{KEEP_MAX, KEPT_MAX_BYTES, TRAILING_MAX};
 use crate::base::digest::{Digest, Hasher, COPY_BUF};
 use crate::base::report::Reporter;
-use crate::format::bundle::{Bundle, BUNDLE_MAX_BYTES, BUNDLE_PATH, OCI_LAYOUT_PATH};
+use crate::format::bundle::{Bundle, BUNDLE_MAX_BYTES, BUNDLE_PATH, INDEX_PATH, OCI_LAYOUT_PATH};
+use crate::format::oci::{self, Node};
 use crate::format::sign::{SIGNATURE_MAX_BYTES, SIGNATURE_PATH};
 
 /// A compressed archive read once, in order: one zstd stream, or zstd
@@ -80,6 +81,19 @@ struct PieceAt {
 }
 
 impl Stream {
+    /// [`Stream::open`] for a second pass over an archive already opened:
+    /// refused unless its bundle.json is byte for byte `bundle_bytes`, the
+    /// one checked (and, with a key, whose signature was checked) first.
+    pub fn reopen(path: &Path, bundle_bytes: &[u8]) -> Result<Stream, ArchiveError> {
+        let s = Stream::open(path)?;
+        if s.bundle_bytes != bundle_bytes {
+            return Err(ArchiveError::Changed {
+                archive: path.to_owned(),
+            });
+        }
+        Ok(s)
+    }
+
     /// The archive view of what was read: the entries found, the faults
     /// met, the digests computed and the small members kept.
     fn into_archive(
@@ -775,6 +789,7 @@ pub fn scan_with(path: &Path, reporter: &dyn Reporter) -> Result<Archive, Archiv
         }],
     });
     let total: u64 = s.bundle.members.iter().map(|m| m.size).sum();
+    let mut documents = Documents::of(&s.bundle);
     reporter.start("verifying", total);
     let mut faults = Vec::new();
     let mut buf = vec![0u8; COPY_BUF];
@@ -802,7 +817,11 @@ pub fn scan_with(path: &Path, reporter: &dyn Reporter) -> Result<Archive, Archiv
             break;
         };
         let mut h = Hasher::new();
-        let keep = m.size <= KEEP_MAX && kept_bytes + m.size <= KEPT_MAX_BYTES;
+        // Which members are documents is the graph's to say, not the
+        // bytes': until every document is held, every small member is.
+        let keep = m.size <= KEEP_MAX
+            && kept_bytes + m.size <= KEPT_MAX_BYTES
+            && (!documents.complete() || documents.wants(&m.path));
         let mut held = Vec::new();
         let mut failed = None;
         loop {
@@ -829,10 +848,12 @@ pub fn scan_with(path: &Path, reporter: &dyn Reporter) -> Result<Archive, Archiv
                 false => break,
             }
         }
-        digests.insert(m.path.clone(), h.finish().0);
-        if keep && held.first() == Some(&b'{') {
+        let digest = h.finish().0;
+        digests.insert(m.path.clone(), digest);
+        if keep && digest == m.digest {
             kept_bytes += held.len() as u64;
             kept.insert(m.path.clone(), Arc::new(held));
+            documents.absorb(&kept);
         }
         entries.push(Entry {
             path: m.path,
@@ -841,12 +862,14 @@ pub fn scan_with(path: &Path, reporter: &dyn Reporter) -> Result<Archive, Archiv
         });
     }
     reporter.finish();
+    documents.prune(&mut kept);
     Ok(s.into_archive(entries, faults, digests, kept))
 }
 
-/// Reads the head of a compressed archive: bundle.json and the JSON
-/// members at its start (index.json, manifests, indexes, configs, which
-/// ferry writes before anything else), each checked against its digest.
+/// Reads the head of a compressed archive: bundle.json, index.json and
+/// every manifest and index the artifacts need (which ferry writes before
+/// any layer), each checked against its digest. Which members those are is
+/// learnt from the graph as it is read, never guessed from their bytes.
 /// Every member bundle.json lists is entered as declared; the rest of the
 /// stream is checked when it is read (by `load`'s upload pass).
 pub fn scan_head(path: &Path) -> Result<Archive, ArchiveError> {
@@ -854,22 +877,21 @@ pub fn scan_head(path: &Path) -> Result<Archive, ArchiveError> {
     let mut kept: HashMap<String, Arc<Vec<u8>>> = HashMap::new();
     kept.insert(OCI_LAYOUT_PATH.to_owned(), Arc::new(s.layout.clone()));
     let mut kept_bytes = 0u64;
-    while let Some(i) = s.next_member()? {
+    let mut documents = Documents::of(&s.bundle);
+    let mut buf = vec![0u8; COPY_BUF];
+    while !documents.complete() {
+        let Some(i) = s.next_member()? else {
+            break;
+        };
         let Some(m) = s.bundle.members.get(i).cloned() else {
             break;
         };
         if m.size > KEEP_MAX || kept_bytes + m.size > KEPT_MAX_BYTES {
-            break;
+            // Too big to be a document: read past it.
+            while s.read(&mut buf).map_err(|e| s.stream_error(e, &m.path))? > 0 {}
+            continue;
         }
-        let mut first = [0u8; 1];
-        if m.size > 0 {
-            s.read_exact(&mut first)
-                .map_err(|e| s.stream_error(e, &m.path))?;
-            if first[0] != b'{' {
-                break;
-            }
-        }
-        let mut bytes = first[..m.size.min(1) as usize].to_vec();
+        let mut bytes = Vec::new();
         s.read_to_end(&mut bytes)
             .map_err(|e| s.stream_error(e, &m.path))?;
         let actual = Digest::of(&bytes);
@@ -883,7 +905,9 @@ pub fn scan_head(path: &Path) -> Result<Archive, ArchiveError> {
         }
         kept_bytes += bytes.len() as u64;
         kept.insert(m.path, Arc::new(bytes));
+        documents.absorb(&kept);
     }
+    documents.prune(&mut kept);
     let entries = s
         .bundle
         .members
@@ -895,4 +919,79 @@ pub fn scan_head(path: &Path) -> Result<Archive, ArchiveError> {
         })
         .collect();
     Ok(s.into_archive(entries, Vec::new(), HashMap::new(), kept))
+}
+
+/// The documents a compressed archive's readers need in memory: index.json
+/// and every manifest and index reachable from bundle.json's artifacts.
+/// Learnt as members arrive (the archive sorts its small members by digest,
+/// so a child may come before its parent); a document that does not parse
+/// has no children here, and the reader that walks it reports why.
+struct Documents {
+    /// Member path → the media type its parent declared.
+    needed: HashMap<String, String>,
+    /// Needed documents already held and expanded.
+    expanded: HashSet<String>,
+}
+
+impl Documents {
+    fn of(bundle: &Bundle) -> Documents {
+        let mut needed: HashMap<String, String> = bundle
+            .artifacts
+            .iter()
+            .map(|a| (a.digest.blob_path(), a.media_type.clone()))
+            .collect();
+        needed.insert(INDEX_PATH.to_owned(), String::new());
+        Documents {
+            needed,
+            expanded: HashSet::new(),
+        }
+    }
+
+    fn complete(&self) -> bool {
+        self.expanded.len() == self.needed.len()
+    }
+
+    fn wants(&self, path: &str) -> bool {
+        self.needed.contains_key(path)
+    }
+
+    /// Expands every needed document now held, until nothing changes.
+    fn absorb(&mut self, kept: &HashMap<String, Arc<Vec<u8>>>) {
+        loop {
+            let ready: Vec<(String, String)> = self
+                .needed
+                .iter()
+                .filter(|(p, _)| !self.expanded.contains(*p) && kept.contains_key(*p))
+                .map(|(p, mt)| (p.clone(), mt.clone()))
+                .collect();
+            if ready.is_empty() {
+                return;
+            }
+            for (path, media_type) in ready {
+                self.expanded.insert(path.clone());
+                if path == INDEX_PATH {
+                    continue;
+                }
+                let (Some(bytes), Some(digest)) = (
+                    kept.get(&path),
+                    path.strip_prefix("blobs/sha256/")
+                        .and_then(|h| Digest::from_hex(h).ok()),
+                ) else {
+                    continue;
+                };
+                if let Ok(Node::Index(i)) = oci::parse_node(digest, &media_type, bytes) {
+                    for c in &i.manifests {
+                        self.needed
+                            .entry(c.digest.blob_path())
+                            .or_insert_with(|| c.media_type.clone());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Drops what was held only while the graph was not yet known.
+    fn prune(&self, kept: &mut HashMap<String, Arc<Vec<u8>>>) {
+        kept.retain(|p, _| p == OCI_LAYOUT_PATH || self.needed.contains_key(p));
+    }
 }

@@ -1,0 +1,475 @@
+//! Documents that clients could read differently from ferry: keys that
+//! differ only in case or repeat, ambiguous manifests and indexes, embedded
+//! data that contradicts its digest, a bundle.json and index.json that
+//! disagree, and chart versions that would become paths. Each must be
+//! refused by every command that reads it, and valid content in unusual
+//! shapes (non-JSON configs, leading whitespace) must still load from a
+//! compressed archive.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::path::Path;
+
+use ferry::digest::Digest;
+use ferry::oci;
+use support::hand::{desc, hand_archive, Root};
+use support::registry::DockerRegistry;
+use support::{bundle_of, ferry, read_members, set_bundle, write_raw_tar};
+
+const REF: &str = "docker.io/library/odd:1";
+
+/// A config and a layer, and their descriptors.
+fn parts() -> (Vec<u8>, Vec<u8>, String, String) {
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#
+            .to_vec();
+    let layer = support::build::gzip(&support::build::tar_of(&[("etc/odd", b"odd")]));
+    let c = desc(oci::OCI_CONFIG, &config);
+    let l = desc(oci::OCI_LAYER_GZIP, &layer);
+    (config, layer, c, l)
+}
+
+/// verify, load and serve all refuse the archive, each naming `what`.
+fn refused_everywhere(dir: &Path, archive: &Path, what: &str) {
+    let o = ferry(["verify".as_ref(), archive.as_os_str()]);
+    assert_ne!(o.code, Some(0), "verify accepted it: {}", o.stdout);
+    let all = format!("{}{}", o.stdout, o.stderr);
+    assert!(all.contains(what), "verify does not say {what:?}: {all}");
+
+    let reg = DockerRegistry::start(&dir.join("reg"), false);
+    let o = ferry([
+        "load".as_ref(),
+        archive.as_os_str(),
+        "--registry".as_ref(),
+        reg.host().as_ref(),
+    ]);
+    assert_ne!(o.code, Some(0), "load accepted it: {}", o.stdout);
+    let all = format!("{}{}", o.stdout, o.stderr);
+    assert!(all.contains(what), "load does not say {what:?}: {all}");
+    assert!(reg.tags().is_empty(), "load pushed {:?}", reg.tags());
+
+    let o = ferry([
+        "serve".as_ref(),
+        archive.as_os_str(),
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+    ]);
+    assert_ne!(o.code, Some(0), "serve started: {}", o.stdout);
+    assert!(
+        o.stderr.contains(what),
+        "serve does not say {what:?}: {}",
+        o.stderr
+    );
+}
+
+#[test]
+fn keys_that_differ_only_in_case_or_repeat_are_refused_wherever_a_document_is_read() {
+    let t = tempfile::tempdir().unwrap();
+    let (config, layer, c, l) = parts();
+    // A second layer list Go clients would use, never hashed by ferry.
+    let other = desc(oci::OCI_LAYER_GZIP, b"never carried");
+    let cases = [
+        (
+            "case",
+            format!(
+                r#"{{"schemaVersion":2,"mediaType":"{}","config":{c},"layers":[{l}],"Layers":[{other}]}}"#,
+                oci::OCI_MANIFEST
+            ),
+            "differs only in case",
+        ),
+        (
+            "case-in-descriptor",
+            format!(
+                r#"{{"schemaVersion":2,"mediaType":"{}","config":{c},"layers":[{}]}}"#,
+                oci::OCI_MANIFEST,
+                l.replace("\"size\"", "\"Digest\":\"sha256:00\",\"size\"")
+            ),
+            "differs only in case",
+        ),
+        (
+            "duplicate",
+            format!(
+                r#"{{"schemaVersion":2,"mediaType":"{}","config":{c},"layers":[{l}],"layers":[]}}"#,
+                oci::OCI_MANIFEST
+            ),
+            "appears twice",
+        ),
+        (
+            "wrong-kind",
+            format!(
+                r#"{{"schemaVersion":2,"mediaType":"{}","config":{c},"layers":{{"0":{l}}}}}"#,
+                oci::OCI_MANIFEST
+            ),
+            "not a valid OCI",
+        ),
+    ];
+    for (name, manifest, what) in cases {
+        let dir = t.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let archive = dir.join("a.tar");
+        let root = Root {
+            reference: REF,
+            media_type: oci::OCI_MANIFEST,
+            bytes: manifest.into_bytes(),
+        };
+        hand_archive(&archive, &[root], &[config.clone(), layer.clone()]);
+        refused_everywhere(&dir, &archive, what);
+    }
+    // User maps keep their keys: both spellings of an annotation are fine.
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{}","config":{c},"layers":[{l}],"annotations":{{"maintainer":"a","Maintainer":"b"}}}}"#,
+        oci::OCI_MANIFEST
+    );
+    let archive = t.path().join("fine.tar");
+    let root = Root {
+        reference: REF,
+        media_type: oci::OCI_MANIFEST,
+        bytes: manifest.into_bytes(),
+    };
+    hand_archive(&archive, &[root], &[config, layer]);
+    ferry(["verify".as_ref(), archive.as_os_str()])
+        .expect_ok("verify of a manifest with Maintainer and maintainer");
+}
+
+#[test]
+fn a_layout_whose_manifest_repeats_a_key_is_refused_by_pack() {
+    let t = tempfile::tempdir().unwrap();
+    let (config, layer, c, l) = parts();
+    let mut b = support::build::LayoutBuilder::new(&t.path().join("src"));
+    b.blob(oci::OCI_CONFIG, &config);
+    b.blob(oci::OCI_LAYER_GZIP, &layer);
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{}","config":{c},"layers":[{l}],"LAYERS":[]}}"#,
+        oci::OCI_MANIFEST
+    );
+    let d = b.blob(oci::OCI_MANIFEST, manifest.as_bytes());
+    b.tag(&d, REF);
+    b.finish();
+    let spec = t.path().join("ferry.yaml");
+    std::fs::write(&spec, format!("images:\n  - oci:src:{REF}\n")).unwrap();
+    let out = t.path().join("b.tar");
+    let msg = ferry([
+        "pack".as_ref(),
+        spec.as_os_str(),
+        "-o".as_ref(),
+        out.as_os_str(),
+    ])
+    .expect_fail("pack of a manifest with LAYERS");
+    assert!(msg.contains(&d.digest.to_string()), "{msg}");
+    assert!(msg.contains("differs only in case"), "{msg}");
+    assert!(!out.exists());
+}
+
+#[test]
+fn ambiguous_manifests_and_indexes_are_refused_by_verify_load_and_serve() {
+    let t = tempfile::tempdir().unwrap();
+    let (config, layer, c, l) = parts();
+    let image = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{}","config":{c},"layers":[{l}]}}"#,
+        oci::OCI_MANIFEST
+    );
+    let child = desc(oci::OCI_MANIFEST, image.as_bytes());
+    let cases = [
+        // A manifest that also lists manifests.
+        (
+            "manifest-with-manifests",
+            oci::OCI_MANIFEST,
+            format!(
+                r#"{{"schemaVersion":2,"mediaType":"{}","config":{c},"layers":[{l}],"manifests":[{child}]}}"#,
+                oci::OCI_MANIFEST
+            ),
+        ),
+        // An index that also has layers.
+        (
+            "index-with-layers",
+            oci::OCI_INDEX,
+            format!(
+                r#"{{"schemaVersion":2,"mediaType":"{}","manifests":[{child}],"layers":[{l}]}}"#,
+                oci::OCI_INDEX
+            ),
+        ),
+        // No mediaType, and both shapes.
+        (
+            "both-without-media-type",
+            oci::OCI_INDEX,
+            format!(r#"{{"schemaVersion":2,"manifests":[{child}],"config":{c},"layers":[{l}]}}"#),
+        ),
+        // A manifest whose descriptor calls it an index.
+        (
+            "kind-disagrees",
+            oci::OCI_INDEX,
+            format!(r#"{{"schemaVersion":2,"config":{c},"layers":[{l}]}}"#),
+        ),
+    ];
+    for (name, media_type, doc) in cases {
+        let dir = t.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let archive = dir.join("a.tar");
+        let root = Root {
+            reference: REF,
+            media_type,
+            bytes: doc.into_bytes(),
+        };
+        hand_archive(
+            &archive,
+            &[root],
+            &[image.clone().into_bytes(), config.clone(), layer.clone()],
+        );
+        refused_everywhere(&dir, &archive, "is ambiguous");
+    }
+}
+
+#[test]
+fn a_descriptor_whose_embedded_data_contradicts_its_digest_is_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let (config, layer, _, l) = parts();
+    // The config descriptor embeds `{}` but names the real config's digest.
+    let c = desc(oci::OCI_CONFIG, &config).replace("\"size\"", "\"data\":\"e30=\",\"size\"");
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{}","config":{c},"layers":[{l}]}}"#,
+        oci::OCI_MANIFEST
+    );
+    let archive = t.path().join("a.tar");
+    let root = Root {
+        reference: REF,
+        media_type: oci::OCI_MANIFEST,
+        bytes: manifest.into_bytes(),
+    };
+    hand_archive(&archive, &[root], &[config, layer]);
+    refused_everywhere(t.path(), &archive, "embeds data");
+}
+
+#[test]
+fn verify_checks_the_artifacts_load_and_serve_use_not_only_index_json() {
+    let t = tempfile::tempdir().unwrap();
+    let (config, layer, c, l) = parts();
+    let good = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{}","config":{c},"layers":[{l}]}}"#,
+        oci::OCI_MANIFEST
+    );
+    let missing = desc(oci::OCI_LAYER_GZIP, b"not in the archive");
+    let broken = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{}","config":{c},"layers":[{missing}]}}"#,
+        oci::OCI_MANIFEST
+    );
+
+    // bundle.json lists the reference twice; index.json names only the
+    // good one, and the second points at a manifest with a missing layer.
+    let archive = t.path().join("twice.tar");
+    let root = Root {
+        reference: REF,
+        media_type: oci::OCI_MANIFEST,
+        bytes: good.clone().into_bytes(),
+    };
+    let mut members = hand_archive(
+        &archive,
+        &[root],
+        &[broken.clone().into_bytes(), config.clone(), layer.clone()],
+    );
+    let mut b = bundle_of(&members);
+    let mut second = b["artifacts"][0].clone();
+    second["digest"] = Digest::of(broken.as_bytes()).to_string().into();
+    b["artifacts"].as_array_mut().unwrap().push(second);
+    set_bundle(&mut members, &b);
+    write_raw_tar(&archive, &members, true);
+    let msg = ferry(["verify".as_ref(), archive.as_os_str()])
+        .expect_fail("verify of an artifact listed twice");
+    assert!(
+        msg.contains(&format!("lists the artifact {REF} twice")),
+        "{msg}"
+    );
+
+    // Each listed once, but bundle.json's media type disagrees with
+    // index.json's.
+    let archive = t.path().join("media-type.tar");
+    let root = Root {
+        reference: REF,
+        media_type: oci::OCI_MANIFEST,
+        bytes: good.into_bytes(),
+    };
+    let mut members = hand_archive(&archive, &[root], &[config, layer]);
+    let mut b = bundle_of(&members);
+    b["artifacts"][0]["media_type"] = oci::DOCKER_MANIFEST.into();
+    set_bundle(&mut members, &b);
+    write_raw_tar(&archive, &members, true);
+    let o = ferry(["verify".as_ref(), archive.as_os_str()]);
+    assert_eq!(o.code, Some(1), "{}{}", o.stdout, o.stderr);
+    assert!(
+        o.stdout.contains("gives") && o.stdout.contains("media type"),
+        "{}",
+        o.stdout
+    );
+    refused_everywhere(t.path(), &archive, oci::DOCKER_MANIFEST);
+}
+
+#[test]
+fn a_compressed_archive_of_valid_but_unusual_documents_loads_and_verifies() {
+    let t = tempfile::tempdir().unwrap();
+    let mut b = support::build::LayoutBuilder::new(&t.path().join("src"));
+    // An ORAS-style artifact whose config is not JSON at all.
+    let cfg = b.blob(
+        "application/vnd.example.config.v1+text",
+        b"plain text config",
+    );
+    let payload = b.blob(
+        "application/vnd.example.payload",
+        &support::build::pseudo_random(7, 4096),
+    );
+    let oras = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{}","artifactType":"application/vnd.example","config":{},"layers":[{}]}}"#,
+        oci::OCI_MANIFEST,
+        serde_json::to_string(&cfg).unwrap(),
+        serde_json::to_string(&payload).unwrap()
+    );
+    let oras = b.blob(oci::OCI_MANIFEST, oras.as_bytes());
+    b.tag(&oras, "registry.example.com/art/oras:1");
+    // An image whose config starts with whitespace and whose manifest
+    // starts with a newline.
+    let layer = support::build::gzip(&support::build::tar_of(&[("etc/x", b"x")]));
+    let config = b.blob(oci::OCI_CONFIG, b"  {\"architecture\":\"amd64\",\"os\":\"linux\",\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[]}}");
+    let layer = b.blob(oci::OCI_LAYER_GZIP, &layer);
+    let manifest = format!(
+        "\n{{\"schemaVersion\":2,\"mediaType\":\"{}\",\"config\":{},\"layers\":[{}]}}",
+        oci::OCI_MANIFEST,
+        serde_json::to_string(&config).unwrap(),
+        serde_json::to_string(&layer).unwrap()
+    );
+    let image = b.blob(oci::OCI_MANIFEST, manifest.as_bytes());
+    b.tag(&image, "registry.example.com/art/spaced:1");
+    b.finish();
+    let spec = t.path().join("ferry.yaml");
+    std::fs::write(
+        &spec,
+        "images:\n  - oci:src:registry.example.com/art/oras:1\n  - oci:src:registry.example.com/art/spaced:1\n",
+    )
+    .unwrap();
+    let out = t.path().join("b.tar.zst");
+    ferry([
+        "pack".as_ref(),
+        spec.as_os_str(),
+        "-o".as_ref(),
+        out.as_os_str(),
+        "--compress".as_ref(),
+        "zstd".as_ref(),
+    ])
+    .expect_ok("pack --compress zstd");
+    ferry(["verify".as_ref(), out.as_os_str()]).expect_ok("verify");
+    let reg = DockerRegistry::start(&t.path().join("reg"), false);
+    ferry([
+        "load".as_ref(),
+        out.as_os_str(),
+        "--registry".as_ref(),
+        reg.host().as_ref(),
+    ])
+    .expect_ok("load of a compressed archive with unusual documents");
+    let pulled = support::registry_manifest(&format!("{}/art/spaced:1", reg.host()), None);
+    assert!(pulled.ok(), "{}", pulled.stderr);
+}
+
+#[test]
+fn a_chart_version_that_would_become_a_path_is_refused_at_pack_verify_and_load() {
+    let t = tempfile::tempdir().unwrap();
+    let evil = "1.0.0/../../../../../library/demo/manifests/9.9";
+    let charts = t.path().join("charts");
+    std::fs::create_dir_all(&charts).unwrap();
+    std::fs::write(
+        charts.join("demo.tgz"),
+        support::build::chart_tgz("demo", evil, "image: x\n"),
+    )
+    .unwrap();
+    let spec = t.path().join("ferry.yaml");
+    std::fs::write(&spec, "charts:\n  - path: charts/demo.tgz\n").unwrap();
+    let out = t.path().join("b.tar");
+    let msg = ferry([
+        "pack".as_ref(),
+        spec.as_os_str(),
+        "-o".as_ref(),
+        out.as_os_str(),
+    ])
+    .expect_fail("pack of a chart whose version is a path");
+    assert!(
+        msg.contains("is not SemVer") && msg.contains("demo.tgz"),
+        "{msg}"
+    );
+    assert!(!out.exists());
+
+    // An archive whose bundle.json carries such a chart anyway.
+    std::fs::write(
+        charts.join("demo.tgz"),
+        support::build::chart_tgz("demo", "1.0.0", "image: x\n"),
+    )
+    .unwrap();
+    ferry([
+        "pack".as_ref(),
+        spec.as_os_str(),
+        "-o".as_ref(),
+        out.as_os_str(),
+    ])
+    .expect_ok("pack");
+    let mut members = read_members(&out);
+    let mut b = bundle_of(&members);
+    b["artifacts"][0]["chart"]["version"] = evil.into();
+    b["artifacts"][0]["reference"] = format!("charts/demo:{evil}").into();
+    set_bundle(&mut members, &b);
+    write_raw_tar(&out, &members, true);
+    // (bundle.json is no longer what index.json names, which verify would
+    // also report; the chart version is refused first, by every reader.)
+    refused_everywhere(t.path(), &out, "is not SemVer");
+}
+
+#[test]
+fn a_tag_that_is_not_a_tag_never_reaches_a_registry_url() {
+    let t = tempfile::tempdir().unwrap();
+    let charts = t.path().join("charts");
+    std::fs::create_dir_all(&charts).unwrap();
+    std::fs::write(
+        charts.join("demo.tgz"),
+        support::build::chart_tgz("demo", "1.0.0", "image: x\n"),
+    )
+    .unwrap();
+    let spec = t.path().join("ferry.yaml");
+    std::fs::write(&spec, "charts:\n  - path: charts/demo.tgz\n").unwrap();
+    let out = t.path().join("b.tar");
+    ferry([
+        "pack".as_ref(),
+        spec.as_os_str(),
+        "-o".as_ref(),
+        out.as_os_str(),
+    ])
+    .expect_ok("pack");
+    // A file-like artifact named with a path for a tag, chart record gone.
+    let mut members = read_members(&out);
+    let mut b = bundle_of(&members);
+    b["artifacts"][0]["chart"] = serde_json::Value::Null;
+    b["artifacts"][0].as_object_mut().unwrap().remove("chart");
+    b["artifacts"][0]["reference"] = "charts/demo:1.0.0/../../../x/manifests/9".into();
+    set_bundle(&mut members, &b);
+    // index.json names it the same way, so bundle and index agree.
+    let index = members.iter_mut().find(|m| m.name == "index.json").unwrap();
+    let mut i: serde_json::Value = serde_json::from_slice(&index.data).unwrap();
+    i["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"] =
+        "charts/demo:1.0.0/../../../x/manifests/9".into();
+    index.data = serde_json::to_vec(&i).unwrap();
+    let d = ferry::digest::Digest::of(&index.data);
+    let size = index.data.len();
+    let mut b = bundle_of(&members);
+    for m in b["members"].as_array_mut().unwrap() {
+        if m["path"] == "index.json" {
+            m["digest"] = d.to_string().into();
+            m["size"] = size.into();
+        }
+    }
+    set_bundle(&mut members, &b);
+    write_raw_tar(&out, &members, true);
+    let reg = DockerRegistry::start(&t.path().join("reg"), false);
+    let msg = ferry([
+        "load".as_ref(),
+        out.as_os_str(),
+        "--registry".as_ref(),
+        reg.host().as_ref(),
+    ])
+    .expect_fail("load of a tag holding a path");
+    assert!(msg.contains("is not a valid tag"), "{msg}");
+    assert!(reg.tags().is_empty());
+}
