@@ -1098,3 +1098,66 @@ fn control_characters_from_bundle_json_are_shown_escaped_by_inspect() {
         "evil\u{1b}[2J\nformat:   1 (written by ferry 9.9)"
     );
 }
+
+#[test]
+fn a_blob_missing_from_several_artifacts_is_reported_once_naming_them_all() {
+    use support::build::{self, Flavour, LayoutBuilder};
+    let t = tempfile::tempdir().unwrap();
+    let mut l = LayoutBuilder::new(&t.path().join("src"));
+    let shared = build::layer(&[("etc/shared", b"shared by both")]);
+    let a = l.image(
+        Flavour::Oci,
+        "linux",
+        "amd64",
+        std::slice::from_ref(&shared),
+    );
+    let b = l.image(
+        Flavour::Docker,
+        "linux",
+        "arm64",
+        std::slice::from_ref(&shared),
+    );
+    l.tag(&a, "docker.io/library/a:1");
+    l.tag(&b, "docker.io/library/b:1");
+    l.finish();
+    let spec = t.path().join("ferry.yaml");
+    std::fs::write(
+        &spec,
+        "images:\n  - oci:src:docker.io/library/a:1\n  - oci:src:docker.io/library/b:1\n",
+    )
+    .unwrap();
+    let out = t.path().join("b.tar");
+    pack_spec(&spec, &out);
+    let path = ferry::digest::Digest::of(&shared.0).blob_path();
+    let mut members = read_members(&out);
+    members.retain(|m| m.name != path);
+    let mut bundle = bundle_of(&members);
+    bundle["members"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|m| m["path"] != path.as_str());
+    set_bundle(&mut members, &bundle);
+    write_raw_tar(&out, &members, true);
+    let o = ferry(["verify", out.to_str().unwrap(), "--json"]);
+    assert_eq!(o.code, Some(1), "{}", o.stderr);
+    let r: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    let about: Vec<&serde_json::Value> = r["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["member"] == path.as_str())
+        .collect();
+    assert_eq!(about.len(), 1, "{r:#}");
+    let mut artifacts: Vec<&str> = about[0]["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    artifacts.sort();
+    assert_eq!(
+        artifacts,
+        ["docker.io/library/a:1", "docker.io/library/b:1"],
+        "{r:#}"
+    );
+}

@@ -670,3 +670,59 @@ fn zstd_volumes_decompressed_one_by_one_are_a_plain_volume_set_verify_and_unpack
         .arg(t.path().join("u")));
     assert!(o.ok(), "umoci ls: {}", o.stderr);
 }
+
+#[test]
+fn verify_checks_the_volume_sidecar_and_names_each_disagreement() {
+    let t = tempfile::tempdir().unwrap();
+    let spec = fixture(t.path(), 21);
+    let out = t.path().join("b.tar");
+    let vols = split(&spec, &out);
+    assert!(vols.len() >= 3, "{vols:?}");
+    let sidecar = t.path().join("b.tar.sha256");
+    let (code, r) = verify_json(&vols[0]);
+    assert_eq!(code, Some(0), "{r:#}");
+    assert_eq!(r["sidecar"], sidecar.to_str().unwrap(), "{r:#}");
+    let o = ferry(["verify", vols[0].to_str().unwrap()]).expect_ok("verify");
+    assert!(o.contains("each intact and as"), "{o}");
+
+    // One line altered: verify agrees with `sha256sum -c`, naming the volume.
+    let good = std::fs::read_to_string(&sidecar).unwrap();
+    let mut lines: Vec<String> = good.lines().map(str::to_owned).collect();
+    lines[1] = format!("{}  b.tar.002", "0".repeat(64));
+    std::fs::write(&sidecar, lines.join("\n") + "\n").unwrap();
+    let sums = run(std::process::Command::new("sha256sum")
+        .arg("-c")
+        .arg(&sidecar)
+        .current_dir(t.path()));
+    assert!(!sums.ok(), "sha256sum -c accepted the altered sidecar");
+    let (code, r) = verify_json(&vols[0]);
+    assert_eq!(code, Some(1), "{r:#}");
+    let m = messages(&r);
+    assert!(
+        m.contains("b.tar.sha256 says b.tar.002 hashes to sha256:000"),
+        "{m}"
+    );
+    assert_eq!(r["problems"][0]["volumes"][0], 2, "{r:#}");
+
+    // A volume left out of it, a file it lists that is not a volume, and
+    // a line that is not a checksum line.
+    let mut lines: Vec<String> = good.lines().map(str::to_owned).collect();
+    lines.remove(0);
+    lines.push(format!("{}  b.tar.999", "1".repeat(64)));
+    lines.push("not a checksum line".into());
+    std::fs::write(&sidecar, lines.join("\n") + "\n").unwrap();
+    let (code, r) = verify_json(&vols[0]);
+    assert_eq!(code, Some(1), "{r:#}");
+    let m = messages(&r);
+    assert!(m.contains("b.tar.sha256 does not list b.tar.001"), "{m}");
+    assert!(
+        m.contains("lists b.tar.999, which is not a volume of this archive"),
+        "{m}"
+    );
+    assert!(m.contains(&format!("line {} is not", lines.len())), "{m}");
+
+    // No sidecar: verify says so and passes on the volumes alone.
+    std::fs::remove_file(&sidecar).unwrap();
+    let o = ferry(["verify", vols[0].to_str().unwrap()]).expect_ok("verify without a sidecar");
+    assert!(o.contains("no checksum sidecar"), "{o}");
+}

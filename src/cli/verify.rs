@@ -43,8 +43,13 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
             secs,
             r.bytes_hashed as f64 / 1e6 / secs.max(1e-9)
         ));
-        if !r.volumes.is_empty() {
-            lines.push(format!("{} volumes, each intact", r.volumes.len()));
+        match (&r.sidecar, r.volumes.len()) {
+            (_, 0) => {}
+            (Some(s), n) => lines.push(format!(
+                "{n} volumes, each intact and as {} lists it",
+                s.display()
+            )),
+            (None, n) => lines.push(format!("{n} volumes, each intact (no checksum sidecar)")),
         }
         if let Some(d) = &r.delta {
             lines.push(format!(

@@ -68,6 +68,10 @@ pub struct VerifyReport {
     /// For a delta: what it leaves out and expects the target to hold.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub delta: Option<crate::format::bundle::Delta>,
+    /// The checksum sidecar of a split archive, when it was there and
+    /// checked against every volume.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sidecar: Option<PathBuf>,
 }
 
 impl VerifyReport {
@@ -310,6 +314,13 @@ pub fn verify(
         );
     }
     content_problems.extend(problems);
+    let mut content_problems = merge_problems(content_problems);
+    // A split archive's checksum sidecar must agree with the volumes, so
+    // `sha256sum -c` and verify never give two verdicts.
+    let sidecar = match split {
+        true => check_sidecar(&archive.files(), &mut content_problems),
+        false => None,
+    };
 
     let artifacts_ok = archive
         .bundle
@@ -334,7 +345,132 @@ pub fn verify(
             Vec::new()
         },
         delta: archive.bundle.delta.clone(),
+        sidecar,
     })
+}
+
+/// One problem per thing wrong: the same blob missing from several
+/// artifacts is reported once, with all the artifacts that need it.
+fn merge_problems(problems: Vec<Problem>) -> Vec<Problem> {
+    let mut out: Vec<Problem> = Vec::with_capacity(problems.len());
+    let mut at: HashMap<(Option<String>, Option<Digest>, String), usize> = HashMap::new();
+    for p in problems {
+        let key = (p.member.clone(), p.digest, p.message.clone());
+        match at.get(&key) {
+            Some(&i) => {
+                if let Some(first) = out.get_mut(i) {
+                    for a in p.artifacts {
+                        if !first.artifacts.contains(&a) {
+                            first.artifacts.push(a);
+                        }
+                    }
+                }
+            }
+            None => {
+                at.insert(key, out.len());
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// The largest checksum sidecar read (999 volumes take about 80 KB).
+pub const SIDECAR_MAX_BYTES: u64 = 1 << 20;
+
+/// Checks the sidecar beside a split archive's volumes (`OUT.sha256` for
+/// `OUT.001`, …), when there is one: every volume is listed once with the
+/// digest of its bytes, and nothing else is listed. Each disagreement is a
+/// problem; a volume already named by a problem (damaged or missing) is not
+/// hashed again, its damage being reported. Returns the sidecar's path when
+/// it was there.
+fn check_sidecar(volumes: &[&Path], problems: &mut Vec<Problem>) -> Option<PathBuf> {
+    let damaged: BTreeSet<usize> = problems.iter().flat_map(|p| p.volumes.clone()).collect();
+    let first = volumes.first()?.to_str()?;
+    let base = Path::new(first.strip_suffix(".001")?);
+    let sidecar = crate::format::archive::sidecar_path(base);
+    let name = sidecar.display().to_string();
+    let mut problem = |message: String, volume: Option<usize>| {
+        problems.push(Problem {
+            member: None,
+            digest: None,
+            artifacts: Vec::new(),
+            volumes: volume.into_iter().collect(),
+            message,
+        })
+    };
+    let size = fs_err::metadata(&sidecar).ok()?.len();
+    if size > SIDECAR_MAX_BYTES {
+        problem(
+            format!(
+                "{name} is {size} bytes, more than the {SIDECAR_MAX_BYTES}-byte limit; not read"
+            ),
+            None,
+        );
+        return Some(sidecar);
+    }
+    let text = match fs_err::read_to_string(&sidecar) {
+        Ok(t) => t,
+        Err(e) => {
+            problem(format!("{name} cannot be read: {e}"), None);
+            return Some(sidecar);
+        }
+    };
+    let mut listed: BTreeMap<String, Digest> = BTreeMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let parsed = line
+            .split_once("  ")
+            .or_else(|| line.split_once(" *"))
+            .and_then(|(hex, file)| Some((Digest::from_hex(hex).ok()?, file)));
+        match parsed {
+            Some((d, file)) => {
+                if listed.insert(file.to_owned(), d).is_some() {
+                    problem(format!("{name} lists {file} twice"), None);
+                }
+            }
+            None => problem(
+                format!("{name} line {} is not `<sha256>  <file>`", i + 1),
+                None,
+            ),
+        }
+    }
+    let sums: Vec<Option<std::io::Result<(Digest, u64)>>> = volumes
+        .par_iter()
+        .enumerate()
+        .with_max_len(1)
+        .map(|(n, v)| {
+            (!damaged.contains(&(n + 1))).then(|| {
+                fs_err::File::open(v)
+                    .and_then(|f| crate::base::digest::hash_reader(std::io::BufReader::new(f)))
+            })
+        })
+        .collect();
+    for (n, (v, sum)) in volumes.iter().zip(sums).enumerate() {
+        let file = v
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let Some(sum) = sum else {
+            listed.remove(&file);
+            continue;
+        };
+        match (listed.remove(&file), sum) {
+            (None, _) => problem(format!("{name} does not list {file}"), Some(n + 1)),
+            (Some(want), Ok((got, _))) if want != got => problem(
+                format!("{name} says {file} hashes to {want}, but it hashes to {got} (`sha256sum -c` fails on it)"),
+                Some(n + 1),
+            ),
+            (Some(_), Ok(_)) => {}
+            (Some(_), Err(e)) => problem(format!("{file} cannot be read: {e}"), Some(n + 1)),
+        }
+    }
+    for file in listed.keys() {
+        problem(
+            format!("{name} lists {file}, which is not a volume of this archive"),
+            None,
+        );
+    }
+    Some(sidecar)
 }
 
 /// The volume (from 1) a fault of a split archive is in.
@@ -429,10 +565,10 @@ impl<'a> Walk<'a> {
                 // A truncated archive already explains missing members.
                 self.problem(
                     d,
-                    format!(
-                        "blob {} ({}) is missing from the archive",
-                        d.digest, d.media_type
-                    ),
+                    // Without the media type: the same blob can be
+                    // described differently by the manifests that need it,
+                    // and it is reported once for all of them.
+                    format!("blob {} is missing from the archive", d.digest),
                 );
             } else {
                 self.broken = true;
