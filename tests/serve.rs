@@ -494,3 +494,82 @@ fn serve_dir_refuses_a_blob_that_is_a_symbolic_link() {
     let hex = layer.name.trim_start_matches("blobs/sha256/");
     assert!(o.stderr.contains(hex), "{}", o.stderr);
 }
+
+#[test]
+fn manifest_bytes_changed_in_the_archive_after_start_are_served_as_checked_at_start() {
+    let t = tempfile::tempdir().unwrap();
+    let archive = pack_demo(t.path());
+    let dir = t.path().join("layout");
+    unpack_ok(&archive, &dir);
+    let index = artifacts(&archive)[0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let hello = artifacts(&archive)
+        .iter()
+        .find(|a| a["reference"] == "registry.example.com/tools/hello:2.1")
+        .unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let hex = |d: &str| d.trim_start_matches("sha256:").to_owned();
+    let members = read_members(&archive);
+    let original = |d: &str| {
+        members
+            .iter()
+            .find(|m| m.name == format!("blobs/sha256/{}", hex(d)))
+            .unwrap()
+            .data
+            .clone()
+    };
+    // The same length, one byte changed inside the JSON: what a disk, a
+    // copy or someone with write access could do while serve runs.
+    let changed = |bytes: &[u8]| {
+        let mut b = bytes.to_vec();
+        let at = b.len() / 2;
+        b[at] = if b[at] == b'0' { b'1' } else { b'0' };
+        b
+    };
+    let served_archive = Served::start(&archive, TargetRules::default());
+    let served_dir = Served::start(&dir, TargetRules::default());
+
+    let mut file = std::fs::read(&archive).unwrap();
+    for d in [&index, &hello] {
+        let bytes = original(d);
+        let at = file
+            .windows(bytes.len())
+            .position(|w| w == bytes.as_slice())
+            .unwrap();
+        file[at..at + bytes.len()].copy_from_slice(&changed(&bytes));
+        std::fs::write(dir.join("blobs/sha256").join(hex(d)), changed(&bytes)).unwrap();
+    }
+    // In place, as a write into the open archive would be.
+    std::io::Write::write_all(
+        &mut std::fs::OpenOptions::new()
+            .write(true)
+            .open(&archive)
+            .unwrap(),
+        &file,
+    )
+    .unwrap();
+
+    for s in [&served_archive, &served_dir] {
+        for (repo, tag, d) in [
+            ("library/demo", "1.0", &index),
+            ("tools/hello", "2.1", &hello),
+        ] {
+            for reference in [tag, d.as_str()] {
+                let path = format!("/v2/{repo}/manifests/{reference}");
+                let r = http(s.addr, "GET", &path, &[]);
+                assert_eq!(r.status, 200, "{path}");
+                assert_eq!(r.headers["docker-content-digest"], *d, "{path}");
+                assert_eq!(
+                    ferry::digest::Digest::of(&r.body).to_string(),
+                    *d,
+                    "{path}: the bytes served must be the ones that match the digest"
+                );
+                assert!(r.body == original(d), "{path}");
+            }
+        }
+    }
+}

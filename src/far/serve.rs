@@ -5,10 +5,13 @@
 //! At start-up the archive is scanned like `verify` scans it (structure,
 //! bundle.json, member offsets), repositories are named with the shared
 //! [`crate::shared::mapping`] rules, and every manifest and index is read and hashed
-//! once to learn its media type and children. Blobs are not re-hashed at
-//! start-up; clients check blob digests, and `ferry verify` checks all.
-//! Requests then stream byte ranges from disk with a fixed-size buffer, so
-//! memory does not grow with the bundle.
+//! once to learn its media type and children. Those checked bytes are kept
+//! in memory and are what manifest requests get: bytes changed on disk
+//! after start-up are never served under the digest they no longer match.
+//! Blobs are not re-hashed, at start-up or when served; clients check blob
+//! digests, and `ferry verify` checks all. Blob requests stream byte ranges
+//! from disk with a fixed-size buffer, so memory grows with the manifests
+//! (at most 4 MiB each), not with the layers.
 //!
 //! The server takes a bound listener and a shutdown future; it never
 //! decides its own address or lifetime.
@@ -94,7 +97,16 @@ pub struct Registry {
     /// layout directory.
     content: Box<dyn BlobSource>,
     repos: BTreeMap<String, ServedRepo>,
-    media_types: HashMap<Digest, String>,
+    /// Every manifest and index, as read and checked against its digest at
+    /// start-up.
+    documents: HashMap<Digest, Document>,
+}
+
+/// A manifest or index held in memory.
+#[derive(Debug)]
+struct Document {
+    media_type: String,
+    bytes: bytes::Bytes,
 }
 
 impl Registry {
@@ -174,7 +186,7 @@ impl Registry {
             source: source.to_owned(),
             content,
             repos: BTreeMap::new(),
-            media_types: HashMap::new(),
+            documents: HashMap::new(),
         };
         for (t, a) in targets.iter().zip(artifacts) {
             let mut contents = HashSet::new();
@@ -195,7 +207,7 @@ impl Registry {
         out: &mut HashSet<Digest>,
     ) -> Result<(), ServeError> {
         let content = &self.content;
-        let media_types = &mut self.media_types;
+        let documents = &mut self.documents;
         oci::walk_graph(
             media_type,
             d,
@@ -209,10 +221,19 @@ impl Registry {
                         out.insert(b.digest);
                     }
                     Visit::Document {
-                        digest, media_type, ..
+                        digest,
+                        media_type,
+                        bytes,
                     } => {
+                        // The walk has checked `bytes` against `digest`.
                         out.insert(digest);
-                        media_types.insert(digest, media_type);
+                        documents.insert(
+                            digest,
+                            Document {
+                                media_type,
+                                bytes: bytes.into(),
+                            },
+                        );
                     }
                 }
                 Ok(())
@@ -515,7 +536,7 @@ async fn route(reg: &Registry, method: &Method, uri: &Uri, headers: &HeaderMap) 
                 .map(|(n, last)| format!("</v2/{name}/tags/list?n={n}&last={last}>; rel=\"next\""));
             return json(serde_json::json!({ "name": name, "tags": page }), link);
         }
-        Some((name, "manifests", reference)) => return manifest(reg, name, reference, head).await,
+        Some((name, "manifests", reference)) => return manifest(reg, name, reference, head),
         Some((name, "blobs", digest)) => return blob(reg, name, digest, head, headers).await,
         _ => {}
     }
@@ -527,13 +548,13 @@ async fn route(reg: &Registry, method: &Method, uri: &Uri, headers: &HeaderMap) 
     )
 }
 
-async fn manifest(reg: &Registry, name: &str, reference: &str, head: bool) -> Response<Body> {
+fn manifest(reg: &Registry, name: &str, reference: &str, head: bool) -> Response<Body> {
     let Some(repo) = reg.repos.get(name) else {
         return name_unknown(name);
     };
     let digest = if reference.contains(':') {
         match reference.parse::<Digest>() {
-            Ok(d) if repo.contents.contains(&d) && reg.media_types.contains_key(&d) => d,
+            Ok(d) if repo.contents.contains(&d) => d,
             Ok(_) => {
                 return error(
                     StatusCode::NOT_FOUND,
@@ -564,34 +585,26 @@ async fn manifest(reg: &Registry, name: &str, reference: &str, head: bool) -> Re
             }
         }
     };
-    let bytes = match reg.content.read_small(&digest, oci::MANIFEST_MAX_BYTES) {
-        Ok(b) => b,
-        Err(e) => {
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "UNKNOWN",
-                "cannot read manifest",
-                Some(&e.to_string()),
-            )
-        }
+    // The bytes checked at start-up, never a fresh read of the disk.
+    let Some(doc) = reg.documents.get(&digest) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "MANIFEST_UNKNOWN",
+            "manifest unknown",
+            Some(reference),
+        );
     };
-    let mt = reg
-        .media_types
-        .get(&digest)
-        .cloned()
-        .unwrap_or_else(|| oci::OCI_MANIFEST.into());
-    let len = bytes.len();
     Response::builder()
         .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, mt)
-        .header(header::CONTENT_LENGTH, len)
+        .header(header::CONTENT_TYPE, doc.media_type.as_str())
+        .header(header::CONTENT_LENGTH, doc.bytes.len())
         .header("Docker-Content-Digest", digest.to_string())
         .header(header::ETAG, format!("\"{digest}\""))
         .header("Docker-Distribution-API-Version", "registry/2.0")
         .body(if head {
             Body::empty()
         } else {
-            Body::from(bytes)
+            Body::from(doc.bytes.clone())
         })
         .unwrap_or_default()
 }
