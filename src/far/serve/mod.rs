@@ -13,8 +13,13 @@
 //! from disk with a fixed-size buffer, so memory grows with the manifests
 //! (at most 4 MiB each), not with the layers.
 //!
-//! The server takes a bound listener and a shutdown future; it never
-//! decides its own address or lifetime.
+//! The server takes a bound listener, [`Limits`] and a shutdown future; it
+//! never decides its own address, lifetime or limits. Plain HTTP and TLS
+//! share one accept loop (`connections`): it closes a connection that takes
+//! longer than the header timeout to send a request head or stays idle past
+//! the idle timeout, and at the connection cap it closes the connection
+//! that has waited longest, idle or partway through a head. A connection
+//! answering a request is never closed by either.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
@@ -35,6 +40,10 @@ use crate::format::bundle::{Artifact, ArtifactKind, Bundle};
 use crate::format::layout::Store;
 use crate::format::oci::{self, Visit};
 use crate::shared::mapping::{MappingError, TargetRules};
+
+mod connections;
+
+pub use connections::Limits;
 
 /// Errors opening content for serving.
 #[derive(Debug, thiserror::Error)]
@@ -283,19 +292,20 @@ struct AppState {
 }
 
 /// Serves `registry` on `listener` until `shutdown` completes, then stops
-/// accepting and lets in-flight requests finish.
+/// accepting and lets in-flight requests finish. `limits` bounds how long a
+/// client may take to send a request head, how long an idle connection
+/// stays open, and how many are open at once.
 pub async fn serve<F>(
     listener: tokio::net::TcpListener,
     registry: Arc<Registry>,
     log: Option<AccessLog>,
+    limits: Limits,
     shutdown: F,
 ) -> io::Result<()>
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    axum::serve(listener, router(registry, log))
-        .with_graceful_shutdown(shutdown)
-        .await
+    connections::run(listener, router(registry, log), None, limits, shutdown).await
 }
 
 fn router(registry: Arc<Registry>, log: Option<AccessLog>) -> axum::Router {
@@ -332,47 +342,22 @@ pub fn load_tls(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, Se
     Ok(Arc::new(config))
 }
 
-/// Like [`serve`], over TLS.
+/// Like [`serve`], over TLS. The handshake counts as part of the first
+/// request head, for the header timeout.
 pub async fn serve_tls<F>(
     listener: tokio::net::TcpListener,
     registry: Arc<Registry>,
     log: Option<AccessLog>,
+    limits: Limits,
     tls: Arc<rustls::ServerConfig>,
     shutdown: F,
 ) -> io::Result<()>
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    let app = router(registry, log);
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let builder =
-        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => {
-                // A failed accept (for example, too many open files) must not
-                // end the server; the next one may succeed.
-                let Ok((stream, _)) = accepted else { continue };
-                let acceptor = acceptor.clone();
-                let app = app.clone();
-                let builder = builder.clone();
-                let watcher = graceful.watcher();
-                tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(stream).await else { return };
-                    let service = hyper_util::service::TowerToHyperService::new(app);
-                    let conn = builder
-                        .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
-                        .into_owned();
-                    let _ = watcher.watch(conn).await;
-                });
-            }
-        }
-    }
-    graceful.shutdown().await;
-    Ok(())
+    let app = router(registry, log);
+    connections::run(listener, app, Some(acceptor), limits, shutdown).await
 }
 
 async fn handle(
