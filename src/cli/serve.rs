@@ -4,10 +4,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use ferry::mapping::TargetRules;
-use ferry::serve::{serve, serve_tls, AccessLog, Registry};
+use ferry::serve::{serve, serve_tls, AccessLog, Limits, Registry};
 
 use super::Settings;
 
@@ -39,6 +40,21 @@ pub struct Args {
     /// The PEM private key for --tls-cert.
     #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Seconds a client may take to send a whole request head: from
+    /// connecting (the TLS handshake included) or, on a kept-alive
+    /// connection, from the first byte of its next request.
+    #[arg(long, value_name = "SECONDS", default_value_t = Limits::HEADER_TIMEOUT.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_timeout: u64,
+    /// Seconds a kept-alive connection may wait for its next request.
+    #[arg(long, value_name = "SECONDS", default_value_t = Limits::IDLE_TIMEOUT.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout: u64,
+    /// Connections open at once [default: 1024, or fewer if the open-file
+    /// limit cannot carry them]. Past it, the connection idle or sending a
+    /// request head for longest is closed; a download never is.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: Option<u32>,
     /// Print one access-log line per request on stderr.
     #[arg(short, long)]
     pub verbose: bool,
@@ -60,6 +76,7 @@ pub fn run(args: Args, _: &Settings) -> anyhow::Result<ExitCode> {
         (Some(c), Some(k)) => Some(ferry::serve::load_tls(c, k)?),
         _ => None,
     };
+    let limits = limits(&args);
     let scheme = if tls.is_some() { "https" } else { "http" };
     let repos = registry.repositories();
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
@@ -100,11 +117,73 @@ pub fn run(args: Args, _: &Settings) -> anyhow::Result<ExitCode> {
             eprintln!("stopping");
         };
         match tls {
-            Some(tls) => serve_tls(listener, registry, log, tls, shutdown).await,
-            None => serve(listener, registry, log, shutdown).await,
+            Some(tls) => serve_tls(listener, registry, log, limits, tls, shutdown).await,
+            None => serve(listener, registry, log, limits, shutdown).await,
         }
         .context("serving")?;
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The timeouts and the connection cap from the flags. The cap's default
+/// is fitted to the open-file limit, raised to the hard limit first.
+fn limits(args: &Args) -> Limits {
+    let open_files = raise_open_file_limit();
+    let fit = open_files.map_or(Limits::MAX_CONNECTIONS, Limits::max_connections_for);
+    let max_connections = match args.max_connections {
+        Some(n) => {
+            let n = usize::try_from(n).unwrap_or(usize::MAX);
+            if let Some(files) = open_files.filter(|_| n > fit) {
+                eprintln!(
+                    "warning: --max-connections {n} may run out of open files: the limit of {files} carries about {fit}"
+                );
+            }
+            n
+        }
+        None => {
+            if let Some(files) = open_files.filter(|_| fit < Limits::MAX_CONNECTIONS) {
+                eprintln!(
+                    "warning: the open-file limit of {files} carries {fit} connections, not {}; raise `ulimit -n` for more",
+                    Limits::MAX_CONNECTIONS
+                );
+            }
+            fit
+        }
+    };
+    Limits {
+        header_timeout: Duration::from_secs(args.header_timeout),
+        idle_timeout: Duration::from_secs(args.idle_timeout),
+        max_connections,
+    }
+}
+
+/// Raises this process's soft limit on open files to its hard limit, as Go
+/// programs do at start: the soft limit is often 1024 while the hard limit
+/// is far higher. Returns the soft limit in force, or `None` if it cannot
+/// be read.
+fn raise_open_file_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return None;
+    }
+    // An unlimited hard limit still stops at the kernel's fs.nr_open,
+    // 1,048,576 by default.
+    let want = limit.rlim_max.min(1 << 20);
+    if limit.rlim_cur < want {
+        let raised = libc::rlimit {
+            rlim_cur: want,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: setrlimit only reads the struct it is given.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            limit.rlim_cur = want;
+        }
+    }
+    let files: u64 = limit.rlim_cur;
+    Some(files)
 }

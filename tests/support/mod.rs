@@ -425,9 +425,12 @@ impl Served {
                 let stop = async {
                     let _ = rx.await;
                 };
+                let limits = ferry::serve::Limits::default();
                 match tls {
-                    Some(tls) => ferry::serve::serve_tls(listener, registry, None, tls, stop).await,
-                    None => ferry::serve::serve(listener, registry, None, stop).await,
+                    Some(tls) => {
+                        ferry::serve::serve_tls(listener, registry, None, limits, tls, stop).await
+                    }
+                    None => ferry::serve::serve(listener, registry, None, limits, stop).await,
                 }
                 .unwrap();
             });
@@ -558,4 +561,177 @@ pub fn served_addr(first: &str) -> std::net::SocketAddr {
         .and_then(|r| r.split('/').next())
         .and_then(|a| a.parse().ok())
         .unwrap_or_else(|| panic!("no address in {first:?}"))
+}
+
+/// Raises this test process's soft limit on open files to its hard limit
+/// (a test that holds a thousand connections needs more than the usual
+/// 1024) and returns it.
+pub fn raise_open_file_limit() -> u64 {
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain syscalls on a struct we own.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut l), 0);
+        if l.rlim_cur < l.rlim_max {
+            l.rlim_cur = l.rlim_max;
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &l), 0);
+        }
+    }
+    l.rlim_cur
+}
+
+/// `ferry serve SOURCE --listen 127.0.0.1:0 ARGS…` as a child process,
+/// killed on drop: its address, the `ADDR/REPOSITORY:TAGS` lines it
+/// printed, and its stderr so far.
+pub struct ServeProcess {
+    pub addr: std::net::SocketAddr,
+    /// `ADDR/REPOSITORY:TAG,TAG…`, one per repository.
+    pub repositories: Vec<String>,
+    child: std::process::Child,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl ServeProcess {
+    /// With `open_files`, the child may open at most that many files (its
+    /// soft and hard limits), as under a default `ulimit -n`.
+    pub fn start(source: &Path, args: &[&str], open_files: Option<u64>) -> ServeProcess {
+        use std::io::{BufRead, Read};
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
+        cmd.arg("serve")
+            .arg(source)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        if let Some(n) = open_files {
+            // SAFETY: setrlimit is async-signal-safe; it runs in the child
+            // between fork and exec.
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+                    let l = libc::rlimit {
+                        rlim_cur: n,
+                        rlim_max: n,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &l) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let mut err = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = err.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let Some(Ok(first)) = lines.next() else {
+            let _ = child.wait();
+            panic!("ferry serve printed nothing: {}", stderr.lock().unwrap());
+        };
+        let addr = first
+            .rsplit("://")
+            .next()
+            .and_then(|r| r.split('/').next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {first:?}"));
+        let count: usize = first
+            .split(" repositories")
+            .next()
+            .and_then(|s| s.rsplit('(').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no repository count in {first:?}"));
+        let repositories = (0..count)
+            .map(|_| lines.next().unwrap().unwrap().trim().to_owned())
+            .collect();
+        std::thread::spawn(move || lines.for_each(drop));
+        ServeProcess {
+            addr,
+            repositories,
+            child,
+            stderr,
+        }
+    }
+
+    /// What the server has written on stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Sends SIGINT, as Ctrl-C does.
+    pub fn interrupt(&self) {
+        // SAFETY: signalling our own child process.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGINT);
+        }
+    }
+
+    /// Waits up to `within` for the server to exit; its exit status.
+    pub fn wait_exit(&mut self, within: std::time::Duration) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "ferry serve still running after {within:?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A rustls client configuration trusting the CA certificate in `ca` (PEM).
+pub fn tls_client_config(ca: &Path) -> std::sync::Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    std::sync::Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+/// A TLS connection to `addr` (a server certificate for 127.0.0.1), with
+/// the handshake done.
+pub fn tls_connect(
+    addr: std::net::SocketAddr,
+    config: &std::sync::Arc<rustls::ClientConfig>,
+) -> rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream> {
+    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+    let mut conn = rustls::ClientConnection::new(config.clone(), name).unwrap();
+    let mut sock = std::net::TcpStream::connect(addr).unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    while conn.is_handshaking() {
+        conn.complete_io(&mut sock).unwrap();
+    }
+    rustls::StreamOwned::new(conn, sock)
 }

@@ -5,13 +5,21 @@
 //! At start-up the archive is scanned like `verify` scans it (structure,
 //! bundle.json, member offsets), repositories are named with the shared
 //! [`crate::shared::mapping`] rules, and every manifest and index is read and hashed
-//! once to learn its media type and children. Blobs are not re-hashed at
-//! start-up; clients check blob digests, and `ferry verify` checks all.
-//! Requests then stream byte ranges from disk with a fixed-size buffer, so
-//! memory does not grow with the bundle.
+//! once to learn its media type and children. Those checked bytes are kept
+//! in memory and are what manifest requests get: bytes changed on disk
+//! after start-up are never served under the digest they no longer match.
+//! Blobs are not re-hashed, at start-up or when served; clients check blob
+//! digests, and `ferry verify` checks all. Blob requests stream byte ranges
+//! from disk with a fixed-size buffer, so memory grows with the manifests
+//! (at most 4 MiB each), not with the layers.
 //!
-//! The server takes a bound listener and a shutdown future; it never
-//! decides its own address or lifetime.
+//! The server takes a bound listener, [`Limits`] and a shutdown future; it
+//! never decides its own address, lifetime or limits. Plain HTTP and TLS
+//! share one accept loop (`connections`): it closes a connection that takes
+//! longer than the header timeout to send a request head or stays idle past
+//! the idle timeout, and at the connection cap it closes the connection
+//! that has waited longest, idle or partway through a head. A connection
+//! answering a request is never closed by either.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
@@ -32,6 +40,10 @@ use crate::format::bundle::{Artifact, ArtifactKind, Bundle};
 use crate::format::layout::Store;
 use crate::format::oci::{self, Visit};
 use crate::shared::mapping::{MappingError, TargetRules};
+
+mod connections;
+
+pub use connections::Limits;
 
 /// Errors opening content for serving.
 #[derive(Debug, thiserror::Error)]
@@ -97,7 +109,16 @@ pub struct Registry {
     /// layout directory.
     content: Box<dyn BlobSource>,
     repos: BTreeMap<String, ServedRepo>,
-    media_types: HashMap<Digest, String>,
+    /// Every manifest and index, as read and checked against its digest at
+    /// start-up.
+    documents: HashMap<Digest, Document>,
+}
+
+/// A manifest or index held in memory.
+#[derive(Debug)]
+struct Document {
+    media_type: String,
+    bytes: bytes::Bytes,
 }
 
 impl Registry {
@@ -246,7 +267,7 @@ impl Registry {
             source: source.to_owned(),
             content,
             repos: BTreeMap::new(),
-            media_types: HashMap::new(),
+            documents: HashMap::new(),
         };
         for (t, a) in targets.iter().zip(artifacts) {
             let mut contents = HashSet::new();
@@ -267,7 +288,7 @@ impl Registry {
         out: &mut HashSet<Digest>,
     ) -> Result<(), ServeError> {
         let content = &self.content;
-        let media_types = &mut self.media_types;
+        let documents = &mut self.documents;
         oci::walk_graph(
             media_type,
             d,
@@ -281,10 +302,19 @@ impl Registry {
                         out.insert(b.digest);
                     }
                     Visit::Document {
-                        digest, media_type, ..
+                        digest,
+                        media_type,
+                        bytes,
                     } => {
+                        // The walk has checked `bytes` against `digest`.
                         out.insert(digest);
-                        media_types.insert(digest, media_type);
+                        documents.insert(
+                            digest,
+                            Document {
+                                media_type,
+                                bytes: bytes.into(),
+                            },
+                        );
                     }
                 }
                 Ok(())
@@ -334,19 +364,20 @@ struct AppState {
 }
 
 /// Serves `registry` on `listener` until `shutdown` completes, then stops
-/// accepting and lets in-flight requests finish.
+/// accepting and lets in-flight requests finish. `limits` bounds how long a
+/// client may take to send a request head, how long an idle connection
+/// stays open, and how many are open at once.
 pub async fn serve<F>(
     listener: tokio::net::TcpListener,
     registry: Arc<Registry>,
     log: Option<AccessLog>,
+    limits: Limits,
     shutdown: F,
 ) -> io::Result<()>
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    axum::serve(listener, router(registry, log))
-        .with_graceful_shutdown(shutdown)
-        .await
+    connections::run(listener, router(registry, log), None, limits, shutdown).await
 }
 
 fn router(registry: Arc<Registry>, log: Option<AccessLog>) -> axum::Router {
@@ -383,47 +414,22 @@ pub fn load_tls(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, Se
     Ok(Arc::new(config))
 }
 
-/// Like [`serve`], over TLS.
+/// Like [`serve`], over TLS. The handshake counts as part of the first
+/// request head, for the header timeout.
 pub async fn serve_tls<F>(
     listener: tokio::net::TcpListener,
     registry: Arc<Registry>,
     log: Option<AccessLog>,
+    limits: Limits,
     tls: Arc<rustls::ServerConfig>,
     shutdown: F,
 ) -> io::Result<()>
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    let app = router(registry, log);
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let builder =
-        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => {
-                // A failed accept (for example, too many open files) must not
-                // end the server; the next one may succeed.
-                let Ok((stream, _)) = accepted else { continue };
-                let acceptor = acceptor.clone();
-                let app = app.clone();
-                let builder = builder.clone();
-                let watcher = graceful.watcher();
-                tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(stream).await else { return };
-                    let service = hyper_util::service::TowerToHyperService::new(app);
-                    let conn = builder
-                        .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
-                        .into_owned();
-                    let _ = watcher.watch(conn).await;
-                });
-            }
-        }
-    }
-    graceful.shutdown().await;
-    Ok(())
+    let app = router(registry, log);
+    connections::run(listener, app, Some(acceptor), limits, shutdown).await
 }
 
 async fn handle(
@@ -587,7 +593,7 @@ async fn route(reg: &Registry, method: &Method, uri: &Uri, headers: &HeaderMap) 
                 .map(|(n, last)| format!("</v2/{name}/tags/list?n={n}&last={last}>; rel=\"next\""));
             return json(serde_json::json!({ "name": name, "tags": page }), link);
         }
-        Some((name, "manifests", reference)) => return manifest(reg, name, reference, head).await,
+        Some((name, "manifests", reference)) => return manifest(reg, name, reference, head),
         Some((name, "blobs", digest)) => return blob(reg, name, digest, head, headers).await,
         _ => {}
     }
@@ -599,13 +605,13 @@ async fn route(reg: &Registry, method: &Method, uri: &Uri, headers: &HeaderMap) 
     )
 }
 
-async fn manifest(reg: &Registry, name: &str, reference: &str, head: bool) -> Response<Body> {
+fn manifest(reg: &Registry, name: &str, reference: &str, head: bool) -> Response<Body> {
     let Some(repo) = reg.repos.get(name) else {
         return name_unknown(name);
     };
     let digest = if reference.contains(':') {
         match reference.parse::<Digest>() {
-            Ok(d) if repo.contents.contains(&d) && reg.media_types.contains_key(&d) => d,
+            Ok(d) if repo.contents.contains(&d) => d,
             Ok(_) => {
                 return error(
                     StatusCode::NOT_FOUND,
@@ -636,34 +642,26 @@ async fn manifest(reg: &Registry, name: &str, reference: &str, head: bool) -> Re
             }
         }
     };
-    let bytes = match reg.content.read_small(&digest, oci::MANIFEST_MAX_BYTES) {
-        Ok(b) => b,
-        Err(e) => {
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "UNKNOWN",
-                "cannot read manifest",
-                Some(&e.to_string()),
-            )
-        }
+    // The bytes checked at start-up, never a fresh read of the disk.
+    let Some(doc) = reg.documents.get(&digest) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "MANIFEST_UNKNOWN",
+            "manifest unknown",
+            Some(reference),
+        );
     };
-    let mt = reg
-        .media_types
-        .get(&digest)
-        .cloned()
-        .unwrap_or_else(|| oci::OCI_MANIFEST.into());
-    let len = bytes.len();
     Response::builder()
         .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, mt)
-        .header(header::CONTENT_LENGTH, len)
+        .header(header::CONTENT_TYPE, doc.media_type.as_str())
+        .header(header::CONTENT_LENGTH, doc.bytes.len())
         .header("Docker-Content-Digest", digest.to_string())
         .header(header::ETAG, format!("\"{digest}\""))
         .header("Docker-Distribution-API-Version", "registry/2.0")
         .body(if head {
             Body::empty()
         } else {
-            Body::from(bytes)
+            Body::from(doc.bytes.clone())
         })
         .unwrap_or_default()
 }
