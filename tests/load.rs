@@ -708,3 +708,59 @@ fn ctrl_c_mid_load_exits_130_and_a_rerun_completes() {
     assert!(out.ok(), "{}", out.stderr);
     check_targets_with_skopeo(&report(&out), t.path(), None);
 }
+
+/// The one failed artifact's error in a `--json` load report.
+fn the_error(out: &Out) -> String {
+    let r = report(out);
+    let failed: Vec<&Value> = r["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["ok"] != true)
+        .collect();
+    assert_eq!(failed.len(), 1, "one artifact fails: {r:#}");
+    failed[0]["error"].as_str().unwrap().to_owned()
+}
+
+/// A tag from bundle.json that would walk out of its repository in a URL
+/// (`1.0.0/../../x/manifests/9.9`) never reaches a request: the registry
+/// client refuses it, naming it, and the other artifacts load.
+#[test]
+fn load_never_puts_a_tag_that_leaves_its_repository_into_a_url() {
+    let t = tempfile::tempdir().unwrap();
+    let archive = fixture_bundle(t.path(), 4 << 10);
+    let mut members = read_members(&archive);
+    let mut bundle = bundle_of(&members);
+    let evil = "1.0.0/../../x/manifests/9.9";
+    let chart = bundle["artifacts"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|a| a["kind"] == "chart")
+        .unwrap();
+    let reference = chart["reference"].as_str().unwrap().to_owned();
+    let (name, _) = reference.rsplit_once(':').unwrap();
+    chart["reference"] = format!("{name}:{evil}").into();
+    set_bundle(&mut members, &bundle);
+    let bad = t.path().join("bad.tar");
+    write_raw_tar(&bad, &members, true);
+
+    let reg = DockerRegistry::start(&t.path().join("reg"), false);
+    let proxy = support::registry::FaultProxy::recording(reg.addr);
+    let out = load(&bad, &proxy.addr.to_string(), &[], None);
+    let e = the_error(&out);
+    out.expect_fail("load of a bundle with a tag that is a path");
+    assert!(e.contains(&format!("{evil:?}")), "{e}");
+    assert!(e.contains("tag"), "{e}");
+    let heads = proxy.heads.lock().unwrap().clone();
+    assert!(!heads.is_empty());
+    for (_, h) in heads {
+        let line = h.lines().next().unwrap_or("");
+        assert!(!line.contains(".."), "{line}");
+        assert!(!line.contains("/x/"), "{line}");
+    }
+    assert!(!reg
+        .repositories()
+        .iter()
+        .any(|r| r.ends_with("/x") || r == "x"));
+}

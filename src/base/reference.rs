@@ -252,6 +252,11 @@ pub fn is_valid_repository(s: &str) -> bool {
     !s.is_empty() && s.split('/').all(valid_path_component)
 }
 
+/// Whether `t` is a valid tag: `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`.
+pub fn is_valid_tag(t: &str) -> bool {
+    valid_tag(t)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,6 +23,7 @@ use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference as OciRef};
 
 use crate::base::digest::Digest;
+use crate::base::reference::{is_valid_repository, is_valid_tag};
 use crate::shared::transport::{
     attempts_note, plain_http_allowed, read_cas, retry_after_value, retrying, Attempt, GaveUp,
     TransportError, MAX_RETRY_AFTER,
@@ -123,6 +124,18 @@ pub enum RemoteError {
         /// The registry's answer.
         #[source]
         source: OciDistributionError,
+    },
+    /// A repository or tag that does not match the distribution spec's
+    /// grammar: ferry never puts one into a URL (a tag holding `../` would
+    /// make the request name another repository).
+    #[error("registry {registry}: the {kind} {value:?} does not match the distribution spec's grammar for a {kind}; ferry sends no request naming it")]
+    BadName {
+        /// The registry.
+        registry: String,
+        /// `repository` or `tag`.
+        kind: &'static str,
+        /// The name, as given.
+        value: String,
     },
     /// Any other failure, after retries.
     #[error("{what} at {registry} failed{}", attempts_note(*attempts))]
@@ -352,18 +365,46 @@ impl Remote {
         &self.credentials
     }
 
-    fn at_digest(&self, repo: &str, d: &Digest) -> OciRef {
-        OciRef::with_digest(self.host.clone(), repo.to_owned(), d.to_string())
+    /// The one place a repository and a tag or digest become what
+    /// oci-client puts into a URL: a repository or tag that breaks the
+    /// distribution spec's grammar is refused here, whatever it came from
+    /// (bundle.json, a map file, a chart version, a spec), so that no
+    /// request can name another path than the one meant.
+    fn reference(&self, repo: &str, reference: &str) -> Result<OciRef, RemoteError> {
+        let bad = |kind, value: &str| RemoteError::BadName {
+            registry: self.host.clone(),
+            kind,
+            value: value.to_owned(),
+        };
+        if !is_valid_repository(repo) {
+            return Err(bad("repository", repo));
+        }
+        let (host, repo) = (self.host.clone(), repo.to_owned());
+        match reference.parse::<Digest>() {
+            Ok(d) => Ok(OciRef::with_digest(host, repo, d.to_string())),
+            Err(_) if is_valid_tag(reference) => {
+                Ok(OciRef::with_tag(host, repo, reference.to_owned()))
+            }
+            Err(_) => Err(bad("tag", reference)),
+        }
     }
 
-    fn at(&self, repo: &str, tag: &str) -> OciRef {
-        OciRef::with_tag(self.host.clone(), repo.to_owned(), tag.to_owned())
+    fn at_digest(&self, repo: &str, d: &Digest) -> Result<OciRef, RemoteError> {
+        self.reference(repo, &d.to_string())
+    }
+
+    /// The registry name oci-client looks credentials up by (`docker.io`
+    /// → `index.docker.io`).
+    fn resolved_registry(&self) -> String {
+        OciRef::with_tag(self.host.clone(), "x".into(), "x".into())
+            .resolve_registry()
+            .to_owned()
     }
 
     async fn login(&self) {
         // oci-client looks credentials up by the resolved name
         // (`docker.io` → `index.docker.io`).
-        let resolved = self.at("x", "x").resolve_registry().to_owned();
+        let resolved = self.resolved_registry();
         for c in [&self.client, &self.chunked] {
             c.store_auth_if_needed(&self.host, &self.auth).await;
             c.store_auth_if_needed(&resolved, &self.auth).await;
@@ -440,7 +481,7 @@ impl Remote {
         else {
             return true;
         };
-        let resolved = self.at("x", "x").resolve_registry().to_owned();
+        let resolved = self.resolved_registry();
         [self.host.as_str(), resolved.as_str()]
             .iter()
             .any(|h| authority.as_str().eq_ignore_ascii_case(h))
@@ -465,7 +506,7 @@ impl Remote {
     /// Every repository the registry lists in `/v2/_catalog` (all pages).
     pub async fn catalog(&self) -> Result<Vec<String>, RemoteError> {
         const PAGE: usize = 1000;
-        let r = self.at("x", "x");
+        let r = self.reference("x", "x")?;
         let mut all: Vec<String> = Vec::new();
         loop {
             let last = all.last().cloned();
@@ -491,7 +532,7 @@ impl Remote {
     /// Every tag of `repo` (all pages); an unknown repository has none.
     pub async fn list_tags(&self, repo: &str) -> Result<Vec<String>, RemoteError> {
         const PAGE: usize = 1000;
-        let r = self.at(repo, "x");
+        let r = self.reference(repo, "x")?;
         let mut all: Vec<String> = Vec::new();
         loop {
             let last = all.last().cloned();
@@ -522,7 +563,7 @@ impl Remote {
 
     /// Whether `repo` holds blob `d`.
     pub async fn has_blob(&self, repo: &str, d: &Digest) -> Result<bool, RemoteError> {
-        let r = self.at_digest(repo, d);
+        let r = self.at_digest(repo, d)?;
         let digest = d.to_string();
         self.retry(&|| format!("checking blob {d} in {repo}"), || {
             self.client.blob_exists(&r, &digest)
@@ -538,8 +579,8 @@ impl Remote {
         from: &str,
         d: &Digest,
     ) -> Result<bool, RemoteError> {
-        let target = self.at_digest(repo, d);
-        let source = self.at_digest(from, d);
+        let target = self.at_digest(repo, d)?;
+        let source = self.at_digest(from, d)?;
         let digest = d.to_string();
         let r = self
             .retry(
@@ -569,7 +610,7 @@ impl Remote {
         open: &(dyn Fn() -> BlobBody + Send + Sync),
         aborted: &(dyn Fn() -> bool + Send + Sync),
     ) -> Result<(), RemoteError> {
-        let r = self.at_digest(repo, d);
+        let r = self.at_digest(repo, d)?;
         let digest = d.to_string();
         let body = |f: BlobBody| f.map(|c| c.map_err(OciDistributionError::IoError));
         let what = || format!("uploading blob {d} to {repo}");
@@ -618,10 +659,7 @@ impl Remote {
         repo: &str,
         reference: &str,
     ) -> Result<(Vec<u8>, Digest), RemoteError> {
-        let r = match reference.parse::<Digest>() {
-            Ok(d) => self.at_digest(repo, &d),
-            Err(_) => self.at(repo, reference),
-        };
+        let r = self.reference(repo, reference)?;
         let what = || format!("fetching manifest {repo}:{reference}");
         let accept = [
             crate::format::oci::OCI_INDEX,
@@ -665,7 +703,7 @@ impl Remote {
         F: Fn(BlobBody) -> Fut,
         Fut: Future<Output = io::Result<()>>,
     {
-        let r = self.at_digest(repo, d);
+        let r = self.at_digest(repo, d)?;
         let digest = d.to_string();
         self.retry(&|| format!("fetching blob {d} from {repo}"), || async {
             let s = self.client.pull_blob_stream(&r, digest.as_str()).await?;
@@ -680,10 +718,7 @@ impl Remote {
         repo: &str,
         reference: &str,
     ) -> Result<Option<Digest>, RemoteError> {
-        let r = match reference.parse::<Digest>() {
-            Ok(d) => self.at_digest(repo, &d),
-            Err(_) => self.at(repo, reference),
-        };
+        let r = self.reference(repo, reference)?;
         let res = self
             .retry(
                 &|| format!("checking manifest {repo}:{reference}"),
@@ -707,10 +742,7 @@ impl Remote {
         bytes: &[u8],
         media_type: &str,
     ) -> Result<(), RemoteError> {
-        let r = match reference.parse::<Digest>() {
-            Ok(d) => self.at_digest(repo, &d),
-            Err(_) => self.at(repo, reference),
-        };
+        let r = self.reference(repo, reference)?;
         let what = || format!("pushing manifest {repo}:{reference}");
         let ct = reqwest_header(media_type).ok_or_else(|| RemoteError::Request {
             registry: self.host.clone(),
@@ -1027,6 +1059,72 @@ mod tests {
             assert!(e.contains("registry reg.example"), "{e}");
             assert!(e.contains("config.json"), "{e}");
         }
+    }
+
+    #[test]
+    fn repositories_and_tags_outside_the_grammar_never_become_a_request() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            // Nothing listens on the discard port: a request would fail
+            // with a connection error, not with the name.
+            let remote = Remote::connect("127.0.0.1:9", &RemoteOptions::default())
+                .await
+                .unwrap();
+            let d = Digest::of(b"x");
+            let bad_tag = "1.0.0/../../x/manifests/9.9";
+            let e = remote
+                .push_manifest("charts/demo", bad_tag, b"{}", "application/json")
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(&e, RemoteError::BadName { kind: "tag", value, .. } if value == bad_tag),
+                "{e}"
+            );
+            assert!(e.to_string().contains(&format!("{bad_tag:?}")), "{e}");
+            for tag in ["", ".hidden", "-x", "a b", "a\nb", &"x".repeat(129), "v1:2"] {
+                let e = remote
+                    .manifest_digest("charts/demo", tag)
+                    .await
+                    .unwrap_err();
+                assert!(
+                    matches!(e, RemoteError::BadName { kind: "tag", .. }),
+                    "{tag:?}: {e}"
+                );
+            }
+            for repo in [
+                "../x", "a/../b", "A", "a//b", "/a", "a/", "a?b", "a%2fb", "",
+            ] {
+                let errors = [
+                    remote.pull_manifest(repo, "1.0").await.err(),
+                    remote.manifest_digest(repo, "1.0").await.err(),
+                    remote.has_blob(repo, &d).await.err(),
+                    remote.mount_blob("ok", repo, &d).await.err(),
+                    remote.list_tags(repo).await.err(),
+                    remote.pull_blob(repo, &d, |_| async { Ok(()) }).await.err(),
+                ];
+                for e in errors {
+                    assert!(
+                        matches!(
+                            e,
+                            Some(RemoteError::BadName {
+                                kind: "repository",
+                                ..
+                            })
+                        ),
+                        "{repo:?}: {e:?}"
+                    );
+                }
+            }
+            // A name in the grammar gets as far as the network.
+            let e = remote
+                .manifest_digest("a.b/c__d/e-f", "v1.0_x")
+                .await
+                .unwrap_err();
+            assert!(matches!(e, RemoteError::Request { .. }), "{e}");
+        });
     }
 
     fn server(code: u16) -> OciDistributionError {
