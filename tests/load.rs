@@ -722,6 +722,42 @@ fn the_error(out: &Out) -> String {
     failed[0]["error"].as_str().unwrap().to_owned()
 }
 
+/// A registry answering a manifest push with a 400 MB error body (sent
+/// as it is read, never held by the test): ferry keeps at most 64 KiB of
+/// it and shows the registry's answer on one short line, escaped, with
+/// the status and the reference; it reads little more than that.
+#[test]
+fn a_huge_error_body_on_a_manifest_push_is_cut_to_one_short_line() {
+    let t = tempfile::tempdir().unwrap();
+    let archive = fixture_bundle(t.path(), 4 << 10);
+    let reg = DockerRegistry::start(&t.path().join("reg"), false);
+    let huge = 400 << 20;
+    let proxy = support::registry::FaultProxy::start(
+        reg.addr,
+        "/team/tool/manifests/2",
+        support::registry::Fault::Huge {
+            method: "PUT",
+            status: 400,
+            bytes: huge,
+            declared: true,
+        },
+        u64::MAX,
+    );
+    let out = load(&archive, &proxy.addr.to_string(), &["--retries", "0"], None);
+    let e = the_error(&out);
+    assert!(out
+        .expect_fail("load")
+        .contains("1 of 4 artifacts were not loaded"));
+    assert!(e.contains("pushing manifest team/tool:2"), "{e}");
+    assert!(e.contains("code: 400"), "{e}");
+    assert!(e.contains("the registry says no"), "{e}");
+    assert!(!e.chars().any(char::is_control), "one line, escaped: {e:?}");
+    assert!(e.contains("\\u{1b}[2J"), "{e}");
+    assert!(e.len() < 2048, "{} bytes: {e}", e.len());
+    let sent = proxy.body_sent.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(sent < 64 << 20, "read {sent} of {huge} bytes");
+}
+
 /// A tag from bundle.json that would walk out of its repository in a URL
 /// (`1.0.0/../../x/manifests/9.9`) never reaches a request: the registry
 /// client refuses it, naming it, and the other artifacts load.

@@ -3,6 +3,14 @@
 //! their raw bytes, and every error names the registry, the repository and
 //! the digest or tag concerned.
 //!
+//! What the network sends is bounded and checked here, the last line
+//! before a request or after an answer: every repository and tag is
+//! checked against the distribution spec's grammar before it goes into a
+//! URL, and every body read into memory has a limit for its kind
+//! ([`MANIFEST_MAX`], [`TOKEN_MAX`], [`TAG_LIST_MAX`], [`CATALOG_MAX`],
+//! [`REFERRERS_MAX`], and [`ERROR_BODY_MAX`] for error answers, which are
+//! shown on one line of at most [`ANSWER_SHOWN_MAX`] bytes).
+//!
 //! Credentials come, in this order, from an explicit username and password,
 //! then from the docker config (`$DOCKER_CONFIG/config.json` or
 //! `~/.docker/config.json`, `auths`, `credHelpers` and `credsStore`), else
@@ -17,12 +25,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::stream::{BoxStream, StreamExt};
-use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
+use oci_client::client::{
+    BodyLimits, Certificate, CertificateEncoding, ClientConfig, ClientProtocol,
+};
 use oci_client::errors::OciDistributionError;
 use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference as OciRef};
+use oci_client::{Client, Reference as OciRef, RegistryOperation};
 
 use crate::base::digest::Digest;
+use crate::base::error::{error_chain, one_line};
 use crate::base::reference::{is_valid_repository, is_valid_tag};
 use crate::shared::transport::{
     attempts_note, plain_http_allowed, read_cas, retry_after_value, retrying, Attempt, GaveUp,
@@ -31,6 +42,77 @@ use crate::shared::transport::{
 
 /// A blob body: chunks in order; an `Err` aborts the upload.
 pub type BlobBody = BoxStream<'static, io::Result<Bytes>>;
+
+/// The largest manifest or index ferry reads from a registry (the size the
+/// distribution spec asks registries to accept at the least; also the
+/// limit everywhere else ferry reads one).
+pub const MANIFEST_MAX: usize = crate::format::oci::MANIFEST_MAX_BYTES as usize;
+/// The largest answer ferry reads from a token service: a token is a few
+/// KiB (a JWT with its claims).
+pub const TOKEN_MAX: usize = 1 << 20;
+/// The largest page of a tag list ferry reads. It asks for 1,000 tags (of
+/// at most 128 characters: some 130 KiB); a registry that ignores the
+/// page size and sends every tag at once may send over 100,000 in this.
+pub const TAG_LIST_MAX: usize = 16 << 20;
+/// The largest page of `/v2/_catalog` ferry reads (it asks for 1,000
+/// repositories of at most 255 characters: some 260 KiB; as for tags, a
+/// registry may send them all at once).
+pub const CATALOG_MAX: usize = 16 << 20;
+/// The largest referrers index ferry would read (an index, so the manifest
+/// limit; ferry does not list referrers today).
+pub const REFERRERS_MAX: usize = MANIFEST_MAX;
+/// How much of an error answer's body ferry keeps in memory (the rest is
+/// not read): enough for any registry's error JSON.
+pub const ERROR_BODY_MAX: usize = 64 << 10;
+/// How much of a registry's answer an error message shows, on one line.
+pub const ANSWER_SHOWN_MAX: usize = 512;
+
+/// A byte count for messages: `4 MiB`, `64 KiB`, or bytes.
+fn size_text(n: u64) -> String {
+    match n {
+        n if n >= 1 << 20 && n % (1 << 20) == 0 => format!("{} MiB", n >> 20),
+        n if n >= 1 << 10 && n % (1 << 10) == 0 => format!("{} KiB", n >> 10),
+        n => format!("{n} bytes"),
+    }
+}
+
+/// A registry's answer as oci-client reports it, shown on one line: its
+/// text comes from the network (an error body, a token service's reason),
+/// so its whole chain of causes is shown escaped and cut at
+/// [`ANSWER_SHOWN_MAX`] bytes. The error itself is kept for callers that
+/// look inside it ([`Answer::error`]).
+#[derive(Debug)]
+pub struct Answer(OciDistributionError);
+
+impl Answer {
+    /// The error as oci-client gave it.
+    pub fn error(&self) -> &OciDistributionError {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Answer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&one_line(&error_chain(&self.0), ANSWER_SHOWN_MAX))
+    }
+}
+
+/// Its causes are part of its one line.
+impl std::error::Error for Answer {}
+
+impl From<OciDistributionError> for Answer {
+    fn from(e: OciDistributionError) -> Answer {
+        Answer(e)
+    }
+}
+
+/// A `Content-Length` the server declared, for messages.
+fn declared_note(content_length: &Option<u64>) -> String {
+    match content_length {
+        Some(n) => format!(" (it declared Content-Length {n}); refused before reading it"),
+        None => "; stopped reading past the limit".to_owned(),
+    }
+}
 
 /// Errors talking to a registry.
 #[derive(Debug, thiserror::Error)]
@@ -68,7 +150,7 @@ pub enum RemoteError {
         what: String,
         /// The registry's answer.
         #[source]
-        source: OciDistributionError,
+        source: Answer,
     },
     /// The registry's TLS certificate is not trusted.
     #[error("registry {registry} presented a TLS certificate ferry does not trust when {what}; pass its CA certificate with --ca-file")]
@@ -79,7 +161,7 @@ pub enum RemoteError {
         what: String,
         /// The TLS error.
         #[source]
-        source: OciDistributionError,
+        source: Answer,
     },
     /// The registry sent a request on to another host (an upload
     /// `Location`, a redirect), which asked for credentials. ferry sends a
@@ -94,7 +176,7 @@ pub enum RemoteError {
         url: String,
         /// The other host's answer.
         #[source]
-        source: OciDistributionError,
+        source: Answer,
     },
     /// The registry names a token service reached over plain HTTP on a
     /// host that is neither loopback nor named insecure: the credentials
@@ -123,7 +205,24 @@ pub enum RemoteError {
         attempts: u32,
         /// The registry's answer.
         #[source]
-        source: OciDistributionError,
+        source: Answer,
+    },
+    /// An answer's body is larger than ferry's limit for its kind: refused
+    /// from its `Content-Length`, or once the bytes read passed the limit.
+    #[error("{what} at {registry} failed: the {kind} is larger than ferry's limit of {}{} ({url})", size_text(*limit as u64), declared_note(content_length))]
+    TooLarge {
+        /// The registry.
+        registry: String,
+        /// The operation.
+        what: String,
+        /// What the body is: `manifest`, `token`, `tag list`, `catalog`, …
+        kind: &'static str,
+        /// The limit, in bytes.
+        limit: usize,
+        /// The URL that answered.
+        url: String,
+        /// The length the server declared, when it did.
+        content_length: Option<u64>,
     },
     /// A repository or tag that does not match the distribution spec's
     /// grammar: ferry never puts one into a URL (a tag holding `../` would
@@ -148,7 +247,7 @@ pub enum RemoteError {
         attempts: u32,
         /// The last error.
         #[source]
-        source: OciDistributionError,
+        source: Answer,
     },
 }
 
@@ -157,7 +256,7 @@ impl RemoteError {
     pub fn is_not_found(&self) -> bool {
         match self {
             RemoteError::Request { source, .. } => {
-                status(source) == Some(404) || is_not_found(source)
+                status(&source.0) == Some(404) || is_not_found(&source.0)
             }
             _ => false,
         }
@@ -332,6 +431,14 @@ impl Remote {
             connect_timeout: Some(Duration::from_secs(15)),
             read_timeout: Some(Duration::from_secs(120)),
             user_agent: concat!("ferry/", env!("CARGO_PKG_VERSION")),
+            body_limits: BodyLimits {
+                manifest: MANIFEST_MAX,
+                token: TOKEN_MAX,
+                tag_list: TAG_LIST_MAX,
+                catalog: CATALOG_MAX,
+                referrers: REFERRERS_MAX,
+                error: ERROR_BODY_MAX,
+            },
             ..ClientConfig::default()
         };
         // `Client::new` would fall back to a default config on a bad CA.
@@ -340,7 +447,7 @@ impl Remote {
                 registry: host.to_owned(),
                 what: "setting up the HTTP client".into(),
                 attempts: 0,
-                source,
+                source: source.into(),
             })
         };
         Ok(Remote {
@@ -442,16 +549,28 @@ impl Remote {
                     registry: self.host.clone(),
                     what: what(),
                     url,
-                    source: e,
+                    source: e.into(),
                 });
             }
+            // oci-client drops a failed token request and sends the
+            // request without a token; ask again to learn why.
+            let e = match self.why_no_token(&e).await {
+                Some(why) => why,
+                None => e,
+            };
+            if let Some(too_large) = self.too_large(&e, what) {
+                return Err(too_large);
+            }
             return Err(self.auth_error(code, what(), e));
+        }
+        if let Some(too_large) = self.too_large(&e, what) {
+            return Err(too_large);
         }
         if matches!(&e, OciDistributionError::RequestError(r) if is_certificate_error(r)) {
             return Err(RemoteError::Certificate {
                 registry: self.host.clone(),
                 what: what(),
-                source: e,
+                source: e.into(),
             });
         }
         if let Some(wait) = too_long {
@@ -460,15 +579,60 @@ impl Remote {
                 what: what(),
                 wait,
                 attempts,
-                source: peel(e),
+                source: peel(e).into(),
             });
         }
         Err(RemoteError::Request {
             registry: self.host.clone(),
             what: what(),
             attempts,
-            source: e,
+            source: e.into(),
         })
+    }
+
+    /// [`RemoteError::TooLarge`] when `e` is a body over its limit.
+    fn too_large(
+        &self,
+        e: &OciDistributionError,
+        what: &dyn Fn() -> String,
+    ) -> Option<RemoteError> {
+        match inner(e) {
+            OciDistributionError::BodyTooLarge {
+                what: kind,
+                url,
+                limit,
+                content_length,
+            } => Some(RemoteError::TooLarge {
+                registry: self.host.clone(),
+                what: what(),
+                kind,
+                limit: *limit,
+                url: url.clone(),
+                content_length: *content_length,
+            }),
+            _ => None,
+        }
+    }
+
+    /// Why the registry got no token for the request that failed with
+    /// `e` (a 401 from the registry's own host): the token service's
+    /// refusal or an answer over [`TOKEN_MAX`], which oci-client does not
+    /// report. `None` when a token comes, or there are no credentials.
+    async fn why_no_token(&self, e: &OciDistributionError) -> Option<OciDistributionError> {
+        if matches!(self.auth, RegistryAuth::Anonymous) {
+            return None;
+        }
+        let url = error_url(e)?;
+        let path = url.parse::<http::Uri>().ok()?.path().to_owned();
+        let rest = path.strip_prefix("/v2/")?;
+        let repo = ["/manifests/", "/blobs/", "/tags/"]
+            .iter()
+            .find_map(|m| rest.rfind(m).map(|i| &rest[..i]))?;
+        let r = self.reference(repo, "x").ok()?;
+        self.client
+            .auth(&r, &self.auth, RegistryOperation::Pull)
+            .await
+            .err()
     }
 
     /// Whether `url` is on this registry's host (as named, or as
@@ -488,6 +652,7 @@ impl Remote {
     }
 
     fn auth_error(&self, code: u16, what: String, source: OciDistributionError) -> RemoteError {
+        let source = Answer(source);
         if code == 401 && matches!(self.auth, RegistryAuth::Anonymous) {
             RemoteError::NoCredentials {
                 registry: self.host.clone(),
@@ -643,7 +808,8 @@ impl Remote {
         match mono {
             Ok(_) => Ok(()),
             Err(RemoteError::Request { source: ref e, .. })
-                if !aborted() && matches!(status(e), Some(400 | 405 | 411 | 413 | 415 | 501)) =>
+                if !aborted()
+                    && matches!(status(e.error()), Some(400 | 405 | 411 | 413 | 415 | 501)) =>
             {
                 self.chunked_only.store(true, Ordering::Relaxed);
                 chunked().await
@@ -683,7 +849,8 @@ impl Remote {
                     attempts: 1,
                     source: OciDistributionError::GenericError(Some(format!(
                         "the registry served bytes with digest {d}"
-                    ))),
+                    )))
+                    .into(),
                 });
             }
         }
@@ -748,7 +915,7 @@ impl Remote {
             registry: self.host.clone(),
             what: what(),
             attempts: 0,
-            source: OciDistributionError::UnsupportedMediaTypeError(media_type.to_owned()),
+            source: OciDistributionError::UnsupportedMediaTypeError(media_type.to_owned()).into(),
         })?;
         let body = Bytes::copy_from_slice(bytes);
         self.retry(&what, || {
@@ -1125,6 +1292,31 @@ mod tests {
                 .unwrap_err();
             assert!(matches!(e, RemoteError::Request { .. }), "{e}");
         });
+    }
+
+    #[test]
+    fn a_registrys_answer_is_shown_on_one_bounded_line() {
+        let message = format!(
+            "{}\n\u{1b}[2Jferry: loaded everything\n",
+            "no ".repeat(10_000)
+        );
+        let e = Answer(OciDistributionError::RetryAfter {
+            retry_after: "1".into(),
+            source: Box::new(OciDistributionError::ServerError {
+                code: 400,
+                url: "http://r/v2/x/manifests/1".into(),
+                message,
+            }),
+        });
+        let shown = e.to_string();
+        assert!(shown.starts_with("the server asked to retry after 1: Server error: url http://r/v2/x/manifests/1, code: 400, message: no no"), "{shown}");
+        assert!(!shown.chars().any(char::is_control), "{shown:?}");
+        assert!(shown.len() < ANSWER_SHOWN_MAX + 64, "{}", shown.len());
+        assert!(shown.ends_with("more characters not shown)"), "{shown}");
+        assert!(std::error::Error::source(&e).is_none());
+        assert_eq!(size_text(4 << 20), "4 MiB");
+        assert_eq!(size_text(64 << 10), "64 KiB");
+        assert_eq!(size_text(1000), "1000 bytes");
     }
 
     fn server(code: u16) -> OciDistributionError {
