@@ -758,6 +758,123 @@ fn a_huge_error_body_on_a_manifest_push_is_cut_to_one_short_line() {
     assert!(sent < 64 << 20, "read {sent} of {huge} bytes");
 }
 
+/// A registry that stores other bytes than ferry pushed (here the proxy
+/// adds a byte on the way, and the registry honestly answers with the
+/// digest of what it stored), or that answers a push with another digest
+/// than the pushed one: the artifact fails, naming the reference and both
+/// digests, and is not reported loaded.
+#[test]
+fn a_manifest_push_answered_with_another_digest_fails_naming_both() {
+    use support::registry::{Fault, FaultProxy, PutDigest};
+    let t = tempfile::tempdir().unwrap();
+    let archive = fixture_bundle(t.path(), 4 << 10);
+    let other = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+    for (case, alter, digest) in [
+        ("other bytes stored", true, PutDigest::AsSent),
+        ("another digest answered", false, PutDigest::Replaced(other)),
+    ] {
+        let scratch = t.path().join(case.replace(' ', "-"));
+        let reg = DockerRegistry::start(&scratch.join("reg"), false);
+        let proxy = FaultProxy::start(
+            reg.addr,
+            "/team/tool/manifests/2",
+            Fault::ManifestPut { alter, digest },
+            u64::MAX,
+        );
+        let host = proxy.addr.to_string();
+        let map = scratch.join("map.yaml");
+        let out = load(&archive, &host, &["--map-out", map.to_str().unwrap()], None);
+        let e = the_error(&out);
+        let tool = report(&out)["artifacts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["target"].as_str().unwrap().ends_with("/team/tool"))
+            .unwrap()["digest"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        out.expect_fail(case);
+        assert!(e.contains(&format!("{host}/team/tool:2")), "{case}: {e}");
+        assert!(e.contains(&tool), "{case}: pushed digest named: {e}");
+        let answered = if alter {
+            let stored = registry_manifest(&format!("{}/team/tool:2", reg.host()), None)
+                .expect_ok("skopeo inspect");
+            assert!(stored.ends_with('\n'), "the registry stored other bytes");
+            ferry::digest::Digest::of(stored.as_bytes()).to_string()
+        } else {
+            other.to_owned()
+        };
+        assert!(e.contains(&answered), "{case}: answered digest named: {e}");
+        let map = std::fs::read_to_string(&map).unwrap_or_default();
+        assert!(!map.contains("team/tool"), "{case}: not in the map: {map}");
+    }
+}
+
+/// A registry that answers a manifest push without `Docker-Content-Digest`
+/// is asked, with a `HEAD` of the pushed digest, whether it holds it: an
+/// honest one does and the load completes; one that stored other bytes
+/// does not, and the artifact fails naming the reference and the digest.
+#[test]
+fn a_manifest_push_answered_without_a_digest_is_checked_with_a_head() {
+    use support::registry::{Fault, FaultProxy, PutDigest};
+    let t = tempfile::tempdir().unwrap();
+    let archive = fixture_bundle(t.path(), 4 << 10);
+    for alter in [false, true] {
+        let scratch = t.path().join(format!("alter-{alter}"));
+        let reg = DockerRegistry::start(&scratch.join("reg"), false);
+        let proxy = FaultProxy::start(
+            reg.addr,
+            "/team/tool/manifests/2",
+            Fault::ManifestPut {
+                alter,
+                digest: PutDigest::Dropped,
+            },
+            u64::MAX,
+        );
+        let host = proxy.addr.to_string();
+        let out = load(&archive, &host, &[], None);
+        let r = report(&out);
+        let tool = r["artifacts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["target"].as_str().unwrap().ends_with("/team/tool"))
+            .unwrap()
+            .clone();
+        let digest = tool["digest"].as_str().unwrap();
+        let mut heads = proxy.heads.lock().unwrap().clone();
+        heads.sort_by_key(|(at, _)| *at);
+        let lines: Vec<&str> = heads
+            .iter()
+            .map(|(_, h)| h.lines().next().unwrap_or(""))
+            .collect();
+        let put = lines
+            .iter()
+            .position(|l| l.starts_with("PUT /v2/team/tool/manifests/2 "))
+            .unwrap();
+        assert!(
+            lines[put..]
+                .iter()
+                .any(|l| l.starts_with(&format!("HEAD /v2/team/tool/manifests/{digest} "))),
+            "alter {alter}: the pushed digest is asked for after the push: {lines:?}"
+        );
+        if alter {
+            let e = the_error(&out);
+            out.expect_fail("load into a registry storing other bytes");
+            assert!(e.contains(&format!("{host}/team/tool:2")), "{e}");
+            assert!(e.contains(digest), "{e}");
+        } else {
+            assert!(out.ok(), "{}", out.stderr);
+            check_targets_with_skopeo(
+                &serde_json::from_str(&out.stdout.replace(&host, &reg.host())).unwrap(),
+                &scratch,
+                None,
+            );
+        }
+    }
+}
+
 /// A tag from bundle.json that would walk out of its repository in a URL
 /// (`1.0.0/../../x/manifests/9.9`) never reaches a request: the registry
 /// client refuses it, naming it, and the other artifacts load.

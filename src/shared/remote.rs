@@ -6,10 +6,12 @@
 //! What the network sends is bounded and checked here, the last line
 //! before a request or after an answer: every repository and tag is
 //! checked against the distribution spec's grammar before it goes into a
-//! URL, and every body read into memory has a limit for its kind
+//! URL; every body read into memory has a limit for its kind
 //! ([`MANIFEST_MAX`], [`TOKEN_MAX`], [`TAG_LIST_MAX`], [`CATALOG_MAX`],
 //! [`REFERRERS_MAX`], and [`ERROR_BODY_MAX`] for error answers, which are
-//! shown on one line of at most [`ANSWER_SHOWN_MAX`] bytes).
+//! shown on one line of at most [`ANSWER_SHOWN_MAX`] bytes); and a
+//! manifest push is checked against the digest the registry says it
+//! stored.
 //!
 //! Credentials come, in this order, from an explicit username and password,
 //! then from the docker config (`$DOCKER_CONFIG/config.json` or
@@ -103,6 +105,14 @@ impl std::error::Error for Answer {}
 impl From<OciDistributionError> for Answer {
     fn from(e: OciDistributionError) -> Answer {
         Answer(e)
+    }
+}
+
+/// `repo:tag`, or `repo@digest` when `reference` is a digest.
+fn named(repo: &str, reference: &str) -> String {
+    match reference.parse::<Digest>() {
+        Ok(_) => format!("{repo}@{reference}"),
+        Err(_) => format!("{repo}:{reference}"),
     }
 }
 
@@ -235,6 +245,31 @@ pub enum RemoteError {
         kind: &'static str,
         /// The name, as given.
         value: String,
+    },
+    /// The registry answered a manifest push with another digest than the
+    /// pushed bytes have: it holds other bytes than ferry sent (or says
+    /// it does).
+    #[error("pushing manifest {registry}/{reference}: the registry answered that it stored {answered}, but the manifest ferry pushed is {pushed}")]
+    PushedOther {
+        /// The registry.
+        registry: String,
+        /// `repo:tag` or `repo@digest`.
+        reference: String,
+        /// The digest of the bytes pushed.
+        pushed: Digest,
+        /// The digest the registry answered with.
+        answered: String,
+    },
+    /// The registry accepted a manifest push without saying which digest
+    /// it stored, and a `HEAD` of the pushed digest finds nothing.
+    #[error("pushing manifest {registry}/{reference}: the registry accepted it without naming the digest it stored, and it does not hold {pushed}, the manifest ferry pushed")]
+    PushedMissing {
+        /// The registry.
+        registry: String,
+        /// `repo:tag` or `repo@digest`.
+        reference: String,
+        /// The digest of the bytes pushed.
+        pushed: Digest,
     },
     /// Any other failure, after retries.
     #[error("{what} at {registry} failed{}", attempts_note(*attempts))]
@@ -901,7 +936,10 @@ impl Remote {
         Ok(res.and_then(|d| d.parse().ok()))
     }
 
-    /// Pushes raw manifest bytes as `repo:reference` (a tag or a digest).
+    /// Pushes raw manifest bytes as `repo:reference` (a tag or a digest),
+    /// and checks that the registry holds them: the `Docker-Content-Digest`
+    /// it answers with must be the pushed bytes' digest; without one, a
+    /// `HEAD` of that digest must find it.
     pub async fn push_manifest(
         &self,
         repo: &str,
@@ -918,11 +956,35 @@ impl Remote {
             source: OciDistributionError::UnsupportedMediaTypeError(media_type.to_owned()).into(),
         })?;
         let body = Bytes::copy_from_slice(bytes);
-        self.retry(&what, || {
-            self.client.push_manifest_raw(&r, body.clone(), ct.clone())
-        })
-        .await
-        .map(|_| ())
+        let (_, answered) = self
+            .retry(&what, || {
+                self.client
+                    .push_manifest_raw_with_digest(&r, body.clone(), ct.clone())
+            })
+            .await?;
+        let pushed = Digest::of(bytes);
+        let other = |answered: String| RemoteError::PushedOther {
+            registry: self.host.clone(),
+            reference: named(repo, reference),
+            pushed,
+            answered,
+        };
+        match answered {
+            // A digest of another algorithm cannot be compared: ask.
+            Some(a) if a.starts_with("sha256:") => match a.parse::<Digest>() {
+                Ok(d) if d == pushed => Ok(()),
+                _ => Err(other(a)),
+            },
+            _ => match self.manifest_digest(repo, &pushed.to_string()).await? {
+                Some(d) if d == pushed => Ok(()),
+                Some(d) => Err(other(d.to_string())),
+                None => Err(RemoteError::PushedMissing {
+                    registry: self.host.clone(),
+                    reference: named(repo, reference),
+                    pushed,
+                }),
+            },
+        }
     }
 }
 

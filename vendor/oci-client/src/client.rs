@@ -1867,6 +1867,20 @@ impl Client {
         body: impl Into<bytes::Bytes>,
         content_type: HeaderValue,
     ) -> Result<String> {
+        self.push_manifest_raw_with_digest(image, body, content_type)
+            .await
+            .map(|(url, _)| url)
+    }
+
+    /// (ferry patch) [`Client::push_manifest_raw`], also returning the
+    /// `Docker-Content-Digest` the registry answered with, when it sent
+    /// one, for callers that check the registry holds what they pushed.
+    pub async fn push_manifest_raw_with_digest(
+        &self,
+        image: &Reference,
+        body: impl Into<bytes::Bytes>,
+        content_type: HeaderValue,
+    ) -> Result<(String, Option<String>)> {
         let url = self.to_v2_manifest_url(image);
         debug!(?url, ?content_type, "push manifest");
 
@@ -1888,6 +1902,11 @@ impl Client {
             .body(body)
             .send()
             .await?;
+        let answered = res
+            .headers()
+            .get("Docker-Content-Digest")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
 
         let ret = self
             .extract_location_header(image, res, &reqwest::StatusCode::CREATED)
@@ -1903,15 +1922,16 @@ impl Client {
             // oci-distribution users interact with these registries.
             warn!("Registry is not respecting the OCI Distribution Specification: it didn't return the Location of the uploaded Manifest inside of the response headers. Working around this issue...");
 
-            let url_base = url
-                .strip_suffix(image.tag().unwrap_or("latest"))
-                .expect("The manifest URL always ends with the image tag suffix");
+            // A reference by digest ends the URL with its digest (this
+            // used to panic).
+            let suffix = image.digest().or(image.tag()).unwrap_or("latest");
+            let url_base = url.strip_suffix(suffix).unwrap_or(&url);
             let url_by_digest = format!("{url_base}{manifest_hash}");
 
-            return Ok(url_by_digest);
+            return Ok((url_by_digest, answered));
         }
 
-        ret
+        ret.map(|url| (url, answered))
     }
 
     /// Pulls the referrers for the given image filtering by the optionally provided artifact type.
