@@ -875,6 +875,33 @@ fn a_manifest_push_answered_without_a_digest_is_checked_with_a_head() {
     }
 }
 
+/// A blob `HEAD` that does not prove the blob is there (a redirect loop,
+/// a 302 with nowhere to go, a 200 with the wrong length) is "not
+/// present": the blob is uploaded (uploading again is always safe), and
+/// every tag resolves to a complete image.
+#[test]
+fn a_blob_head_that_lies_about_presence_does_not_stop_the_upload() {
+    use support::registry::{Fault, FaultProxy, HeadLie};
+    let t = tempfile::tempdir().unwrap();
+    let archive = fixture_bundle(t.path(), 4 << 10);
+    for lie in [
+        HeadLie::RedirectLoop,
+        HeadLie::FoundWithoutLocation,
+        HeadLie::WrongLength,
+    ] {
+        let scratch = t.path().join(format!("{lie:?}"));
+        let reg = DockerRegistry::start(&scratch.join("reg"), false);
+        let proxy = FaultProxy::start(reg.addr, "/blobs/sha256:", Fault::BlobHead(lie), u64::MAX);
+        let out = load(&archive, &proxy.addr.to_string(), &["--retries", "0"], None);
+        assert!(out.ok(), "{lie:?}: {}{}", out.stdout, out.stderr);
+        assert!(proxy.hits.load(std::sync::atomic::Ordering::Relaxed) > 0);
+        let r = report(&out);
+        assert_eq!(r["counts"]["present"], 0, "{lie:?}: {r:#}");
+        let tags = assert_every_tag_is_complete(&reg, &scratch);
+        assert_eq!(tags.len(), 4, "{lie:?}: {tags:?}");
+    }
+}
+
 /// A tag from bundle.json that would walk out of its repository in a URL
 /// (`1.0.0/../../x/manifests/9.9`) never reaches a request: the registry
 /// client refuses it, naming it, and the other artifacts load.

@@ -9,9 +9,9 @@
 //! URL; every body read into memory has a limit for its kind
 //! ([`MANIFEST_MAX`], [`TOKEN_MAX`], [`TAG_LIST_MAX`], [`CATALOG_MAX`],
 //! [`REFERRERS_MAX`], and [`ERROR_BODY_MAX`] for error answers, which are
-//! shown on one line of at most [`ANSWER_SHOWN_MAX`] bytes); and a
-//! manifest push is checked against the digest the registry says it
-//! stored.
+//! shown on one line of at most [`ANSWER_SHOWN_MAX`] bytes); a blob is
+//! present only when a `HEAD` proves it; and a manifest push is checked
+//! against the digest the registry says it stored.
 //!
 //! Credentials come, in this order, from an explicit username and password,
 //! then from the docker config (`$DOCKER_CONFIG/config.json` or
@@ -761,12 +761,33 @@ impl Remote {
         }
     }
 
-    /// Whether `repo` holds blob `d`.
-    pub async fn has_blob(&self, repo: &str, d: &Digest) -> Result<bool, RemoteError> {
+    /// Whether `repo` holds blob `d` of `size` bytes: only an answer that
+    /// proves it says yes (a 200 whose `Content-Length` is `size` and
+    /// whose `Docker-Content-Digest`, when sent, is `d`). Anything else (a
+    /// redirect loop, a redirect with nowhere to go, a wrong length or
+    /// digest) is "not there", and the caller uploads the blob: uploading
+    /// a blob again is always safe (it is named by its digest), while
+    /// taking it for present would leave an incomplete image behind a tag.
+    /// Failures to ask (the registry unreachable, credentials refused, 5xx
+    /// after retries) are errors.
+    pub async fn has_blob(&self, repo: &str, d: &Digest, size: u64) -> Result<bool, RemoteError> {
         let r = self.at_digest(repo, d)?;
         let digest = d.to_string();
-        self.retry(&|| format!("checking blob {d} in {repo}"), || {
-            self.client.blob_exists(&r, &digest)
+        self.retry(&|| format!("checking blob {d} in {repo}"), || async {
+            match self.client.blob_head(&r, &digest).await {
+                Ok((status, headers)) => {
+                    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+                    Ok(holds_blob(
+                        status.as_u16(),
+                        header("content-length"),
+                        header("docker-content-digest"),
+                        d,
+                        size,
+                    ))
+                }
+                Err(OciDistributionError::RequestError(e)) if e.is_redirect() => Ok(false),
+                Err(e) => Err(e),
+            }
         })
         .await
     }
@@ -986,6 +1007,23 @@ impl Remote {
             },
         }
     }
+}
+
+/// Whether a blob `HEAD`'s answer proves the registry holds blob `d` of
+/// `size` bytes: a 200 whose `Content-Length` is `size` and whose
+/// `Docker-Content-Digest`, when it sends one, is `d`. Nothing else does:
+/// not a redirect left unfollowed, not another 2xx, not a missing or wrong
+/// length.
+fn holds_blob(
+    status: u16,
+    content_length: Option<&str>,
+    digest: Option<&str>,
+    d: &Digest,
+    size: u64,
+) -> bool {
+    status == 200
+        && content_length.and_then(|l| l.trim().parse::<u64>().ok()) == Some(size)
+        && digest.is_none_or(|h| h.trim().parse::<Digest>().ok() == Some(*d))
 }
 
 fn reqwest_header(v: &str) -> Option<http::HeaderValue> {
@@ -1291,6 +1329,33 @@ mod tests {
     }
 
     #[test]
+    fn only_a_200_with_the_right_length_and_digest_proves_a_blob_is_there() {
+        let d = Digest::of(b"blob");
+        let (dh, other) = (d.to_string(), Digest::of(b"other").to_string());
+        let holds = |status, len, digest| holds_blob(status, len, digest, &d, 4);
+        assert!(holds(200, Some("4"), Some(dh.as_str())));
+        assert!(
+            holds(200, Some("4"), None),
+            "the digest is checked when sent"
+        );
+        for (status, len, digest) in [
+            (200, Some("5"), Some(dh.as_str())),
+            (200, Some("0"), None),
+            (200, None, Some(dh.as_str())),
+            (200, Some("four"), None),
+            (200, Some("4"), Some(other.as_str())),
+            (200, Some("4"), Some("sha512:abc")),
+            (204, Some("4"), None),
+            (302, Some("4"), None),
+            (307, Some("4"), Some(dh.as_str())),
+            (304, Some("4"), None),
+            (404, Some("4"), None),
+        ] {
+            assert!(!holds(status, len, digest), "{status} {len:?} {digest:?}");
+        }
+    }
+
+    #[test]
     fn repositories_and_tags_outside_the_grammar_never_become_a_request() {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -1329,7 +1394,7 @@ mod tests {
                 let errors = [
                     remote.pull_manifest(repo, "1.0").await.err(),
                     remote.manifest_digest(repo, "1.0").await.err(),
-                    remote.has_blob(repo, &d).await.err(),
+                    remote.has_blob(repo, &d, 1).await.err(),
                     remote.mount_blob("ok", repo, &d).await.err(),
                     remote.list_tags(repo).await.err(),
                     remote.pull_blob(repo, &d, |_| async { Ok(()) }).await.err(),

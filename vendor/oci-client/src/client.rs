@@ -585,6 +585,39 @@ impl Client {
         }
     }
 
+    /// (ferry patch) What a `HEAD` of a blob answered, for callers that
+    /// judge presence themselves (a status, `Content-Length` and
+    /// `Docker-Content-Digest` that prove the blob is there): the status
+    /// and headers of a 404 or of any answer below 400 (a redirect is
+    /// followed as usual). Other answers are errors, as in
+    /// [`Client::blob_exists`].
+    pub async fn blob_head(
+        &self,
+        image: &Reference,
+        digest: &str,
+    ) -> Result<(StatusCode, HeaderMap)> {
+        let url = self.to_v2_blob_url(image, digest);
+        let request = RequestBuilderWrapper {
+            client: self,
+            request_builder: self.client.head(&url),
+        };
+        let res = request
+            .apply_auth(image, RegistryOperation::Pull)
+            .await?
+            .into_request_builder()
+            .send()
+            .await?;
+        let status = res.status();
+        let headers = res.headers().clone();
+        if status == StatusCode::NOT_FOUND || status.as_u16() < 400 {
+            return Ok((status, headers));
+        }
+        match res.error_for_status() {
+            Ok(_) => Ok((status, headers)),
+            Err(err) => Err(OciDistributionError::from(err).with_retry_after(status, &headers)),
+        }
+    }
+
     /// Push an image and return the uploaded URL of the image
     ///
     /// The client will check if it's already been authenticated and if
