@@ -299,6 +299,17 @@ fn images_true_carries_the_images_a_chart_and_its_subcharts_name() {
     ferry(["verify".as_ref(), t.path().join("b.tar").as_os_str()]).expect_ok("verify");
 }
 
+/// Asserts that no temp file (a name starting with `.`) is left under
+/// `cache`.
+fn assert_no_temp_file(cache: &Path) {
+    let temps: Vec<_> = walkdir::WalkDir::new(cache)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(temps.is_empty(), "{temps:?}");
+}
+
 /// A chart repository behind a proxy that applies `fault` to the first
 /// `times` requests whose path contains `needle`.
 fn faulty_repo(
@@ -357,12 +368,7 @@ fn chart_repository_503s_and_broken_downloads_are_retried() {
         assert!(out.ok(), "{needle} {fault:?}: {}", out.stderr);
         assert_eq!(proxy.hits.load(Ordering::Relaxed), 2, "{needle} {fault:?}");
         ferry(["verify".as_ref(), t.path().join("c.tar").as_os_str()]).expect_ok("verify");
-        let temps: Vec<_> = walkdir::WalkDir::new(t.path().join("cache"))
-            .into_iter()
-            .filter_map(|e| e.ok())
-            .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
-            .collect();
-        assert!(temps.is_empty(), "{temps:?}");
+        assert_no_temp_file(&t.path().join("cache"));
     }
     let t = tempfile::tempdir().unwrap();
     let (_server, _proxy, url) = faulty_repo(t.path(), ".tgz", Fault::ResetMidBody, 100);
@@ -399,11 +405,6 @@ fn chart_repository_bodies_over_their_limits_are_refused_naming_the_limit() {
         let sent = proxy.body_sent.load(Ordering::Relaxed);
         assert!(sent < huge / 2, "{needle} {declared}: read {sent} of {huge} bytes");
         assert!(!t.path().join("c.tar").exists());
-        let temps: Vec<_> = walkdir::WalkDir::new(t.path().join("cache"))
-            .into_iter()
-            .filter_map(|e| e.ok())
-            .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
-            .collect();
-        assert!(temps.is_empty(), "{temps:?}");
+        assert_no_temp_file(&t.path().join("cache"));
     }
 }
