@@ -299,6 +299,17 @@ fn images_true_carries_the_images_a_chart_and_its_subcharts_name() {
     ferry(["verify".as_ref(), t.path().join("b.tar").as_os_str()]).expect_ok("verify");
 }
 
+/// Asserts that no temp file (a name starting with `.`) is left under
+/// `cache`.
+fn assert_no_temp_file(cache: &Path) {
+    let temps: Vec<_> = walkdir::WalkDir::new(cache)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(temps.is_empty(), "{temps:?}");
+}
+
 /// A chart repository behind a proxy that applies `fault` to the first
 /// `times` requests whose path contains `needle`.
 fn faulty_repo(
@@ -357,12 +368,7 @@ fn chart_repository_503s_and_broken_downloads_are_retried() {
         assert!(out.ok(), "{needle} {fault:?}: {}", out.stderr);
         assert_eq!(proxy.hits.load(Ordering::Relaxed), 2, "{needle} {fault:?}");
         ferry(["verify".as_ref(), t.path().join("c.tar").as_os_str()]).expect_ok("verify");
-        let temps: Vec<_> = walkdir::WalkDir::new(t.path().join("cache"))
-            .into_iter()
-            .filter_map(|e| e.ok())
-            .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
-            .collect();
-        assert!(temps.is_empty(), "{temps:?}");
+        assert_no_temp_file(&t.path().join("cache"));
     }
     let t = tempfile::tempdir().unwrap();
     let (_server, _proxy, url) = faulty_repo(t.path(), ".tgz", Fault::ResetMidBody, 100);
@@ -370,4 +376,35 @@ fn chart_repository_503s_and_broken_downloads_are_retried() {
         pack_charts(t.path(), &url, "demo", "1.0.0").expect_fail("a download that never completes");
     assert!(msg.contains("demo-1.0.0.tgz failed after"), "{msg}");
     assert!(!t.path().join("c.tar").exists());
+}
+
+/// A chart repository sending an `index.yaml` of 200 MB, or a chart
+/// archive of 300 MB (streamed by the proxy, never held by the test):
+/// each is refused at its limit (64 MiB for the index, the 100 MiB a chart
+/// may decompress to plus 1 MiB for the archive), from the declared length
+/// or once the bytes read pass it, naming the limit; nothing near the
+/// whole is read, and nothing is written.
+#[test]
+fn chart_repository_bodies_over_their_limits_are_refused_naming_the_limit() {
+    for (needle, huge, declared, want) in [
+        ("/index.yaml", 200 << 20, true, "the index.yaml is larger than ferry's limit of 64 MiB (it declared Content-Length 209715200)"),
+        ("/index.yaml", 200 << 20, false, "the index.yaml is larger than ferry's limit of 64 MiB; stopped reading past the limit"),
+        (".tgz", 300 << 20, true, "the chart archive is larger than ferry's limit of 101 MiB (it declared Content-Length 314572800)"),
+        (".tgz", 300 << 20, false, "the chart archive is larger than ferry's limit of 101 MiB; stopped reading past the limit"),
+    ] {
+        let t = tempfile::tempdir().unwrap();
+        let fault = Fault::Huge {
+            method: "GET",
+            status: 200,
+            bytes: huge,
+            declared,
+        };
+        let (_server, proxy, url) = faulty_repo(t.path(), needle, fault, u64::MAX);
+        let msg = pack_charts(t.path(), &url, "demo", "1.0.0").expect_fail(needle);
+        assert!(msg.contains(want), "{needle} {declared}: {msg}");
+        let sent = proxy.body_sent.load(Ordering::Relaxed);
+        assert!(sent < huge / 2, "{needle} {declared}: read {sent} of {huge} bytes");
+        assert!(!t.path().join("c.tar").exists());
+        assert_no_temp_file(&t.path().join("cache"));
+    }
 }

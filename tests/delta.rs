@@ -220,3 +220,49 @@ fn a_bad_inventory_is_named() {
     .expect_fail("inventory of nothing");
     assert!(m.contains("127.0.0.1:9"), "{m}");
 }
+
+/// A registry sending a 100 MB catalog page, or a 100 MB tag list
+/// (streamed by the proxy, never held by the test): each is refused at its
+/// 16 MiB limit, named, and nothing near the whole is read.
+#[test]
+fn catalog_and_tag_list_pages_over_their_limits_are_refused_naming_the_limit() {
+    let t = tempfile::tempdir().unwrap();
+    let spec = image_set(&t.path().join("g"), &[]);
+    let bundle = t.path().join("b.tar");
+    pack_spec(&spec, &bundle);
+    let reg = DockerRegistry::start(&t.path().join("reg"), false);
+    for (needle, declared, want) in [
+        ("/v2/_catalog", false, "the catalog is larger than ferry's limit of 16 MiB; stopped reading past the limit"),
+        ("/tags/list", true, "the tag list is larger than ferry's limit of 16 MiB (it declared Content-Length 104857600)"),
+    ] {
+        let huge = 100 << 20;
+        let proxy = support::registry::FaultProxy::start(
+            reg.addr,
+            needle,
+            support::registry::Fault::Huge {
+                method: "GET",
+                status: 200,
+                bytes: huge,
+                declared,
+            },
+            u64::MAX,
+        );
+        let mut args = vec![
+            "inventory".to_owned(),
+            "--registry".to_owned(),
+            proxy.addr.to_string(),
+            "-o".to_owned(),
+            t.path().join("inv.json").display().to_string(),
+        ];
+        if needle == "/tags/list" {
+            args.extend(["--for".to_owned(), bundle.display().to_string()]);
+        }
+        let msg = ferry(&args).expect_fail(needle);
+        assert!(msg.contains(want), "{needle}: {msg}");
+        let sent = proxy
+            .body_sent
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert!(sent < 64 << 20, "{needle}: read {sent} of {huge} bytes");
+        assert!(!t.path().join("inv.json").exists());
+    }
+}

@@ -935,3 +935,70 @@ fn credentials_refused_mid_run_name_the_registry_and_the_source() {
     assert!(msg.contains("team/user:3"), "{msg}");
     assert!(!archive.exists());
 }
+
+/// A registry answering a manifest with 300 MB (streamed by the proxy,
+/// never held by the test): with a `Content-Length`, ferry refuses it
+/// before reading; without one, it stops reading past the 4 MiB limit.
+/// Either way the image fails naming the limit and the reference, and
+/// nothing near 300 MB is read.
+#[test]
+fn a_manifest_over_4_mib_from_a_registry_is_refused_without_reading_it_whole() {
+    for declared in [true, false] {
+        let huge = 300 << 20;
+        let fault = Fault::Huge {
+            method: "GET",
+            status: 200,
+            bytes: huge,
+            declared,
+        };
+        let (t, out, proxy, _, _reg) = pack_through(fault, "/team/user/manifests/", 100);
+        let msg = out.expect_fail("pack of a 300 MB manifest");
+        assert!(msg.contains("team/user:3"), "{declared}: {msg}");
+        assert!(
+            msg.contains("the manifest is larger than ferry's limit of 4 MiB"),
+            "{declared}: {msg}"
+        );
+        if declared {
+            assert!(msg.contains(&format!("Content-Length {huge}")), "{msg}");
+        }
+        let sent = proxy.body_sent.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(sent < 64 << 20, "{declared}: read {sent} of {huge} bytes");
+        assert!(!t.path().join("b.tar").exists());
+    }
+}
+
+/// A token service answering with 100 MB: refused at the token limit,
+/// named, and nothing near 100 MB is read.
+#[test]
+fn a_token_response_over_its_limit_is_refused_naming_it() {
+    let t = tempfile::tempdir().unwrap();
+    let layout = source_layout(&t.path().join("src"), 8 << 10);
+    let reg = DockerRegistry::start(&t.path().join("reg"), false);
+    fill_registry(&layout, &reg.host());
+    let tokens = support::registry::TokenServer::start();
+    let huge = 100 << 20;
+    let token_front = FaultProxy::start(
+        tokens.addr,
+        "/token",
+        Fault::Huge {
+            method: "GET",
+            status: 200,
+            bytes: huge,
+            declared: false,
+        },
+        u64::MAX,
+    );
+    let realm: &'static str = format!("http://{}/token", token_front.addr).leak();
+    let front = FaultProxy::start(reg.addr, "", Fault::Bearer(realm), u64::MAX);
+    let (out, archive) = pack_logged_in(t.path(), &front.addr.to_string());
+    let msg = out.expect_fail("pack with a 100 MB token");
+    assert!(
+        msg.contains("the token is larger than ferry's limit of 1 MiB"),
+        "{msg}"
+    );
+    let sent = token_front
+        .body_sent
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(sent < 64 << 20, "read {sent} of {huge} bytes");
+    assert!(!archive.exists());
+}

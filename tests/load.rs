@@ -708,3 +708,239 @@ fn ctrl_c_mid_load_exits_130_and_a_rerun_completes() {
     assert!(out.ok(), "{}", out.stderr);
     check_targets_with_skopeo(&report(&out), t.path(), None);
 }
+
+/// The one failed artifact's error in a `--json` load report.
+fn the_error(out: &Out) -> String {
+    let r = report(out);
+    let failed: Vec<&Value> = r["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["ok"] != true)
+        .collect();
+    assert_eq!(failed.len(), 1, "one artifact fails: {r:#}");
+    failed[0]["error"].as_str().unwrap().to_owned()
+}
+
+/// A registry answering a manifest push with a 400 MB error body (sent
+/// as it is read, never held by the test): ferry keeps at most 64 KiB of
+/// it and shows the registry's answer on one short line, escaped, with
+/// the status and the reference; it reads little more than that.
+#[test]
+fn a_huge_error_body_on_a_manifest_push_is_cut_to_one_short_line() {
+    let t = tempfile::tempdir().unwrap();
+    let archive = fixture_bundle(t.path(), 4 << 10);
+    let reg = DockerRegistry::start(&t.path().join("reg"), false);
+    let huge = 400 << 20;
+    let proxy = support::registry::FaultProxy::start(
+        reg.addr,
+        "/team/tool/manifests/2",
+        support::registry::Fault::Huge {
+            method: "PUT",
+            status: 400,
+            bytes: huge,
+            declared: true,
+        },
+        u64::MAX,
+    );
+    let out = load(&archive, &proxy.addr.to_string(), &["--retries", "0"], None);
+    let e = the_error(&out);
+    assert!(out
+        .expect_fail("load")
+        .contains("1 of 4 artifacts were not loaded"));
+    assert!(e.contains("pushing manifest team/tool:2"), "{e}");
+    assert!(e.contains("code: 400"), "{e}");
+    assert!(e.contains("the registry says no"), "{e}");
+    assert!(!e.chars().any(char::is_control), "one line, escaped: {e:?}");
+    assert!(e.contains("\\u{1b}[2J"), "{e}");
+    assert!(e.len() < 2048, "{} bytes: {e}", e.len());
+    let sent = proxy.body_sent.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(sent < 64 << 20, "read {sent} of {huge} bytes");
+}
+
+/// A registry that stores other bytes than ferry pushed (here the proxy
+/// adds a byte on the way, and the registry honestly answers with the
+/// digest of what it stored), or that answers a push with another digest
+/// than the pushed one: the artifact fails, naming the reference and both
+/// digests, and is not reported loaded.
+#[test]
+fn a_manifest_push_answered_with_another_digest_fails_naming_both() {
+    use support::registry::{Fault, FaultProxy, PutDigest};
+    let t = tempfile::tempdir().unwrap();
+    let archive = fixture_bundle(t.path(), 4 << 10);
+    let other = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+    for (case, alter, digest) in [
+        ("other bytes stored", true, PutDigest::AsSent),
+        ("another digest answered", false, PutDigest::Replaced(other)),
+    ] {
+        let scratch = t.path().join(case.replace(' ', "-"));
+        let reg = DockerRegistry::start(&scratch.join("reg"), false);
+        let proxy = FaultProxy::start(
+            reg.addr,
+            "/team/tool/manifests/2",
+            Fault::ManifestPut { alter, digest },
+            u64::MAX,
+        );
+        let host = proxy.addr.to_string();
+        let map = scratch.join("map.yaml");
+        let out = load(&archive, &host, &["--map-out", map.to_str().unwrap()], None);
+        let e = the_error(&out);
+        let tool = report(&out)["artifacts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["target"].as_str().unwrap().ends_with("/team/tool"))
+            .unwrap()["digest"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        out.expect_fail(case);
+        assert!(e.contains(&format!("{host}/team/tool:2")), "{case}: {e}");
+        assert!(e.contains(&tool), "{case}: pushed digest named: {e}");
+        let answered = if alter {
+            let stored = registry_manifest(&format!("{}/team/tool:2", reg.host()), None)
+                .expect_ok("skopeo inspect");
+            assert!(stored.ends_with('\n'), "the registry stored other bytes");
+            ferry::digest::Digest::of(stored.as_bytes()).to_string()
+        } else {
+            other.to_owned()
+        };
+        assert!(e.contains(&answered), "{case}: answered digest named: {e}");
+        let map = std::fs::read_to_string(&map).unwrap_or_default();
+        assert!(!map.contains("team/tool"), "{case}: not in the map: {map}");
+    }
+}
+
+/// A registry that answers a manifest push without `Docker-Content-Digest`
+/// is asked, with a `HEAD` of the pushed digest, whether it holds it: an
+/// honest one does and the load completes; one that stored other bytes
+/// does not, and the artifact fails naming the reference and the digest.
+#[test]
+fn a_manifest_push_answered_without_a_digest_is_checked_with_a_head() {
+    use support::registry::{Fault, FaultProxy, PutDigest};
+    let t = tempfile::tempdir().unwrap();
+    let archive = fixture_bundle(t.path(), 4 << 10);
+    for alter in [false, true] {
+        let scratch = t.path().join(format!("alter-{alter}"));
+        let reg = DockerRegistry::start(&scratch.join("reg"), false);
+        let proxy = FaultProxy::start(
+            reg.addr,
+            "/team/tool/manifests/2",
+            Fault::ManifestPut {
+                alter,
+                digest: PutDigest::Dropped,
+            },
+            u64::MAX,
+        );
+        let host = proxy.addr.to_string();
+        let out = load(&archive, &host, &[], None);
+        let r = report(&out);
+        let tool = r["artifacts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["target"].as_str().unwrap().ends_with("/team/tool"))
+            .unwrap()
+            .clone();
+        let digest = tool["digest"].as_str().unwrap();
+        let mut heads = proxy.heads.lock().unwrap().clone();
+        heads.sort_by_key(|(at, _)| *at);
+        let lines: Vec<&str> = heads
+            .iter()
+            .map(|(_, h)| h.lines().next().unwrap_or(""))
+            .collect();
+        let put = lines
+            .iter()
+            .position(|l| l.starts_with("PUT /v2/team/tool/manifests/2 "))
+            .unwrap();
+        assert!(
+            lines[put..]
+                .iter()
+                .any(|l| l.starts_with(&format!("HEAD /v2/team/tool/manifests/{digest} "))),
+            "alter {alter}: the pushed digest is asked for after the push: {lines:?}"
+        );
+        if alter {
+            let e = the_error(&out);
+            out.expect_fail("load into a registry storing other bytes");
+            assert!(e.contains(&format!("{host}/team/tool:2")), "{e}");
+            assert!(e.contains(digest), "{e}");
+        } else {
+            assert!(out.ok(), "{}", out.stderr);
+            check_targets_with_skopeo(
+                &serde_json::from_str(&out.stdout.replace(&host, &reg.host())).unwrap(),
+                &scratch,
+                None,
+            );
+        }
+    }
+}
+
+/// A blob `HEAD` that does not prove the blob is there (a redirect loop,
+/// a 302 with nowhere to go, a 200 with the wrong length) is "not
+/// present": the blob is uploaded (uploading again is always safe), and
+/// every tag resolves to a complete image.
+#[test]
+fn a_blob_head_that_lies_about_presence_does_not_stop_the_upload() {
+    use support::registry::{Fault, FaultProxy, HeadLie};
+    let t = tempfile::tempdir().unwrap();
+    let archive = fixture_bundle(t.path(), 4 << 10);
+    for lie in [
+        HeadLie::RedirectLoop,
+        HeadLie::FoundWithoutLocation,
+        HeadLie::WrongLength,
+    ] {
+        let scratch = t.path().join(format!("{lie:?}"));
+        let reg = DockerRegistry::start(&scratch.join("reg"), false);
+        let proxy = FaultProxy::start(reg.addr, "/blobs/sha256:", Fault::BlobHead(lie), u64::MAX);
+        let out = load(&archive, &proxy.addr.to_string(), &["--retries", "0"], None);
+        assert!(out.ok(), "{lie:?}: {}{}", out.stdout, out.stderr);
+        assert!(proxy.hits.load(std::sync::atomic::Ordering::Relaxed) > 0);
+        let r = report(&out);
+        assert_eq!(r["counts"]["present"], 0, "{lie:?}: {r:#}");
+        let tags = assert_every_tag_is_complete(&reg, &scratch);
+        assert_eq!(tags.len(), 4, "{lie:?}: {tags:?}");
+    }
+}
+
+/// A tag from bundle.json that would walk out of its repository in a URL
+/// (`1.0.0/../../x/manifests/9.9`) never reaches a request: the registry
+/// client refuses it, naming it, and the other artifacts load.
+#[test]
+fn load_never_puts_a_tag_that_leaves_its_repository_into_a_url() {
+    let t = tempfile::tempdir().unwrap();
+    let archive = fixture_bundle(t.path(), 4 << 10);
+    let mut members = read_members(&archive);
+    let mut bundle = bundle_of(&members);
+    let evil = "1.0.0/../../x/manifests/9.9";
+    let chart = bundle["artifacts"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|a| a["kind"] == "chart")
+        .unwrap();
+    let reference = chart["reference"].as_str().unwrap().to_owned();
+    let (name, _) = reference.rsplit_once(':').unwrap();
+    chart["reference"] = format!("{name}:{evil}").into();
+    set_bundle(&mut members, &bundle);
+    let bad = t.path().join("bad.tar");
+    write_raw_tar(&bad, &members, true);
+
+    let reg = DockerRegistry::start(&t.path().join("reg"), false);
+    let proxy = support::registry::FaultProxy::recording(reg.addr);
+    let out = load(&bad, &proxy.addr.to_string(), &[], None);
+    let e = the_error(&out);
+    out.expect_fail("load of a bundle with a tag that is a path");
+    assert!(e.contains(&format!("{evil:?}")), "{e}");
+    assert!(e.contains("tag"), "{e}");
+    let heads = proxy.heads.lock().unwrap().clone();
+    assert!(!heads.is_empty());
+    for (_, h) in heads {
+        let line = h.lines().next().unwrap_or("");
+        assert!(!line.contains(".."), "{line}");
+        assert!(!line.contains("/x/"), "{line}");
+    }
+    assert!(!reg
+        .repositories()
+        .iter()
+        .any(|r| r.ends_with("/x") || r == "x"));
+}

@@ -8,7 +8,8 @@
 //! names one. Plain HTTP is allowed only for loopback hosts and hosts the
 //! caller names as insecure. Server errors, throttling and broken
 //! connections are retried with backoff, or after the wait a 429 or 503
-//! asks for in `Retry-After`.
+//! asks for in `Retry-After`. What the repository sends is bounded:
+//! `index.yaml` at [`INDEX_MAX`], a chart download at [`CHART_DOWNLOAD_MAX`].
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -16,6 +17,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::base::digest::Digest;
+use crate::connected::chart::CHART_MAX_DECOMPRESSED;
 use crate::format::blob::Mismatch;
 use crate::format::layout::{LayoutError, Store};
 use crate::shared::remote::{RemoteError, RemoteOptions};
@@ -23,6 +25,20 @@ use crate::shared::transport::{
     attempts_note, plain_http_allowed, read_cas, retry_after_value, retrying, Attempt,
     ChannelReader, GaveUp, MAX_RETRY_AFTER,
 };
+
+/// The largest `index.yaml` ferry reads. Real indexes are large: one
+/// entry per chart version, with its description, maintainers and
+/// dependencies. Bitnami's held 15,300 entries in 14 MB when it was
+/// trimmed in 2022 and was back to about 27 MB later; TrueCharts' reached
+/// 50 MB in 2024, just over the 50 MiB limit Flux had set (fluxcd/flux2
+/// issue 4635). 64 MiB holds all of these and bounds what ferry holds in
+/// memory (the text and the parsed entries, a few times that at most).
+pub const INDEX_MAX: u64 = 64 << 20;
+
+/// The largest chart archive ferry downloads: a chart may decompress to
+/// [`CHART_MAX_DECOMPRESSED`], and gzip never makes data more than a
+/// fraction of a percent larger, so 1 MiB over that is room enough.
+pub const CHART_DOWNLOAD_MAX: u64 = CHART_MAX_DECOMPRESSED + (1 << 20);
 
 /// Errors fetching a chart from a repository.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +73,21 @@ pub enum RepoError {
         attempts: u32,
         /// Where credentials came from.
         credentials: String,
+    },
+    /// The server sent more than ferry's limit for what it asked for.
+    #[error("fetching {url} failed: the {what} is larger than ferry's limit of {} MiB{}", limit >> 20, match content_length {
+        Some(n) => format!(" (it declared Content-Length {n}); refused before reading it"),
+        None => "; stopped reading past the limit".to_owned(),
+    })]
+    TooLarge {
+        /// The URL.
+        url: String,
+        /// `index.yaml` or `chart archive`.
+        what: &'static str,
+        /// The limit, in bytes.
+        limit: u64,
+        /// The length the server declared, when it did.
+        content_length: Option<u64>,
     },
     /// `index.yaml` does not parse.
     #[error("{url} is not a Helm repository index")]
@@ -313,15 +344,29 @@ pub async fn fetch_chart(
         .join("index.yaml")
         .map_err(|_| RepoError::Url(repo.to_owned()))?;
     let body = with_retries(opts, || async {
-        get(index_url.to_string())
-            .await?
-            .bytes()
-            .await
-            .map_err(|source| RepoError::Http {
-                url: index_url.to_string(),
-                attempts: 1,
-                source,
-            })
+        let url = index_url.to_string();
+        let mut resp = get(url.clone()).await?;
+        let too_large = |content_length| RepoError::TooLarge {
+            url: url.clone(),
+            what: "index.yaml",
+            limit: INDEX_MAX,
+            content_length,
+        };
+        if let Some(n) = resp.content_length().filter(|n| *n > INDEX_MAX) {
+            return Err(too_large(Some(n)));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|source| RepoError::Http {
+            url: url.clone(),
+            attempts: 1,
+            source,
+        })? {
+            if (body.len() + chunk.len()) as u64 > INDEX_MAX {
+                return Err(too_large(None));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
     })
     .await?;
     let index = match std::str::from_utf8(&body).ok().and_then(scan_index) {
@@ -386,8 +431,17 @@ pub async fn fetch_chart(
         .and_then(|d| Digest::from_hex(d.trim_start_matches("sha256:")).ok());
     // Streamed into the cache by a blocking writer that hashes as it goes;
     // a broken body is retried from the start.
+    let too_large = |content_length| RepoError::TooLarge {
+        url: url.clone(),
+        what: "chart archive",
+        limit: CHART_DOWNLOAD_MAX,
+        content_length,
+    };
     let (d, size) = with_retries(opts, || async {
         let mut resp = get(url.clone()).await?;
+        if let Some(n) = resp.content_length().filter(|n| *n > CHART_DOWNLOAD_MAX) {
+            return Err(too_large(Some(n)));
+        }
         let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(4);
         let root = cache.to_owned();
         let writer = tokio::task::spawn_blocking(move || {
@@ -395,9 +449,18 @@ pub async fn fetch_chart(
             Store::create_cache(&root)?.put(reader, None, "")
         });
         let mut broken = None;
+        let mut over = false;
+        let mut received = 0u64;
         loop {
             let chunk = match resp.chunk().await {
-                Ok(Some(c)) => Ok(c),
+                Ok(Some(c)) if received + c.len() as u64 > CHART_DOWNLOAD_MAX => {
+                    over = true;
+                    Err(std::io::Error::other("the download is over the limit"))
+                }
+                Ok(Some(c)) => {
+                    received += c.len() as u64;
+                    Ok(c)
+                }
                 Ok(None) => break,
                 Err(e) => {
                     broken = Some(e);
@@ -419,6 +482,9 @@ pub async fn fetch_chart(
                 attempts: 1,
                 source,
             });
+        }
+        if over {
+            return Err(too_large(None));
         }
         stored?.map_err(store_err)
     })

@@ -305,7 +305,9 @@ pub async fn load(
     // One request first: an unreachable registry or refused credentials
     // is one error, not one per blob.
     if let Some(j) = jobs.first() {
-        remote.has_blob(&j.repositories[0], &j.digest).await?;
+        remote
+            .has_blob(&j.repositories[0], &j.digest, j.size)
+            .await?;
     }
     let tally = Mutex::new(Tally::default());
     {
@@ -438,7 +440,7 @@ async fn place_blob(
     let corrupt = Arc::new(AtomicBool::new(false));
     for repo in &job.repositories {
         let present = remote
-            .has_blob(repo, d)
+            .has_blob(repo, d, job.size)
             .await
             .map_err(|e| error_chain(&e))?;
         if present {

@@ -3,6 +3,16 @@
 //! their raw bytes, and every error names the registry, the repository and
 //! the digest or tag concerned.
 //!
+//! What the network sends is bounded and checked here, the last line
+//! before a request or after an answer: every repository and tag is
+//! checked against the distribution spec's grammar before it goes into a
+//! URL; every body read into memory has a limit for its kind
+//! ([`MANIFEST_MAX`], [`TOKEN_MAX`], [`TAG_LIST_MAX`], [`CATALOG_MAX`],
+//! [`REFERRERS_MAX`], and [`ERROR_BODY_MAX`] for error answers, which are
+//! shown on one line of at most [`ANSWER_SHOWN_MAX`] bytes); a blob is
+//! present only when a `HEAD` proves it; and a manifest push is checked
+//! against the digest the registry says it stored.
+//!
 //! Credentials come, in this order, from an explicit username and password,
 //! then from the docker config (`$DOCKER_CONFIG/config.json` or
 //! `~/.docker/config.json`, `auths`, `credHelpers` and `credsStore`), else
@@ -17,12 +27,16 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::stream::{BoxStream, StreamExt};
-use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
+use oci_client::client::{
+    BodyLimits, Certificate, CertificateEncoding, ClientConfig, ClientProtocol,
+};
 use oci_client::errors::OciDistributionError;
 use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference as OciRef};
+use oci_client::{Client, Reference as OciRef, RegistryOperation};
 
 use crate::base::digest::Digest;
+use crate::base::error::{error_chain, one_line};
+use crate::base::reference::{is_valid_repository, is_valid_tag};
 use crate::shared::transport::{
     attempts_note, plain_http_allowed, read_cas, retry_after_value, retrying, Attempt, GaveUp,
     TransportError, MAX_RETRY_AFTER,
@@ -30,6 +44,85 @@ use crate::shared::transport::{
 
 /// A blob body: chunks in order; an `Err` aborts the upload.
 pub type BlobBody = BoxStream<'static, io::Result<Bytes>>;
+
+/// The largest manifest or index ferry reads from a registry (the size the
+/// distribution spec asks registries to accept at the least; also the
+/// limit everywhere else ferry reads one).
+pub const MANIFEST_MAX: usize = crate::format::oci::MANIFEST_MAX_BYTES as usize;
+/// The largest answer ferry reads from a token service: a token is a few
+/// KiB (a JWT with its claims).
+pub const TOKEN_MAX: usize = 1 << 20;
+/// The largest page of a tag list ferry reads. It asks for 1,000 tags (of
+/// at most 128 characters: some 130 KiB); a registry that ignores the
+/// page size and sends every tag at once may send over 100,000 in this.
+pub const TAG_LIST_MAX: usize = 16 << 20;
+/// The largest page of `/v2/_catalog` ferry reads (it asks for 1,000
+/// repositories of at most 255 characters: some 260 KiB; as for tags, a
+/// registry may send them all at once).
+pub const CATALOG_MAX: usize = 16 << 20;
+/// The largest referrers index ferry would read (an index, so the manifest
+/// limit; ferry does not list referrers today).
+pub const REFERRERS_MAX: usize = MANIFEST_MAX;
+/// How much of an error answer's body ferry keeps in memory (the rest is
+/// not read): enough for any registry's error JSON.
+pub const ERROR_BODY_MAX: usize = 64 << 10;
+/// How much of a registry's answer an error message shows, on one line.
+pub const ANSWER_SHOWN_MAX: usize = 512;
+
+/// A byte count for messages: `4 MiB`, `64 KiB`, or bytes.
+fn size_text(n: u64) -> String {
+    match n {
+        n if n >= 1 << 20 && n % (1 << 20) == 0 => format!("{} MiB", n >> 20),
+        n if n >= 1 << 10 && n % (1 << 10) == 0 => format!("{} KiB", n >> 10),
+        n => format!("{n} bytes"),
+    }
+}
+
+/// A registry's answer as oci-client reports it, shown on one line: its
+/// text comes from the network (an error body, a token service's reason),
+/// so its whole chain of causes is shown escaped and cut at
+/// [`ANSWER_SHOWN_MAX`] bytes. The error itself is kept for callers that
+/// look inside it ([`Answer::error`]).
+#[derive(Debug)]
+pub struct Answer(OciDistributionError);
+
+impl Answer {
+    /// The error as oci-client gave it.
+    pub fn error(&self) -> &OciDistributionError {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Answer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&one_line(&error_chain(&self.0), ANSWER_SHOWN_MAX))
+    }
+}
+
+/// Its causes are part of its one line.
+impl std::error::Error for Answer {}
+
+impl From<OciDistributionError> for Answer {
+    fn from(e: OciDistributionError) -> Answer {
+        Answer(e)
+    }
+}
+
+/// `repo:tag`, or `repo@digest` when `reference` is a digest.
+fn named(repo: &str, reference: &str) -> String {
+    match reference.parse::<Digest>() {
+        Ok(_) => format!("{repo}@{reference}"),
+        Err(_) => format!("{repo}:{reference}"),
+    }
+}
+
+/// A `Content-Length` the server declared, for messages.
+fn declared_note(content_length: &Option<u64>) -> String {
+    match content_length {
+        Some(n) => format!(" (it declared Content-Length {n}); refused before reading it"),
+        None => "; stopped reading past the limit".to_owned(),
+    }
+}
 
 /// Errors talking to a registry.
 #[derive(Debug, thiserror::Error)]
@@ -67,7 +160,7 @@ pub enum RemoteError {
         what: String,
         /// The registry's answer.
         #[source]
-        source: OciDistributionError,
+        source: Answer,
     },
     /// The registry's TLS certificate is not trusted.
     #[error("registry {registry} presented a TLS certificate ferry does not trust when {what}; pass its CA certificate with --ca-file")]
@@ -78,7 +171,7 @@ pub enum RemoteError {
         what: String,
         /// The TLS error.
         #[source]
-        source: OciDistributionError,
+        source: Answer,
     },
     /// The registry sent a request on to another host (an upload
     /// `Location`, a redirect), which asked for credentials. ferry sends a
@@ -93,7 +186,7 @@ pub enum RemoteError {
         url: String,
         /// The other host's answer.
         #[source]
-        source: OciDistributionError,
+        source: Answer,
     },
     /// The registry names a token service reached over plain HTTP on a
     /// host that is neither loopback nor named insecure: the credentials
@@ -122,7 +215,61 @@ pub enum RemoteError {
         attempts: u32,
         /// The registry's answer.
         #[source]
-        source: OciDistributionError,
+        source: Answer,
+    },
+    /// An answer's body is larger than ferry's limit for its kind: refused
+    /// from its `Content-Length`, or once the bytes read passed the limit.
+    #[error("{what} at {registry} failed: the {kind} is larger than ferry's limit of {}{} ({url})", size_text(*limit as u64), declared_note(content_length))]
+    TooLarge {
+        /// The registry.
+        registry: String,
+        /// The operation.
+        what: String,
+        /// What the body is: `manifest`, `token`, `tag list`, `catalog`, …
+        kind: &'static str,
+        /// The limit, in bytes.
+        limit: usize,
+        /// The URL that answered.
+        url: String,
+        /// The length the server declared, when it did.
+        content_length: Option<u64>,
+    },
+    /// A repository or tag that does not match the distribution spec's
+    /// grammar: ferry never puts one into a URL (a tag holding `../` would
+    /// make the request name another repository).
+    #[error("registry {registry}: the {kind} {value:?} does not match the distribution spec's grammar for a {kind}; ferry sends no request naming it")]
+    BadName {
+        /// The registry.
+        registry: String,
+        /// `repository` or `tag`.
+        kind: &'static str,
+        /// The name, as given.
+        value: String,
+    },
+    /// The registry answered a manifest push with another digest than the
+    /// pushed bytes have: it holds other bytes than ferry sent (or says
+    /// it does).
+    #[error("pushing manifest {registry}/{reference}: the registry answered that it stored {answered}, but the manifest ferry pushed is {pushed}")]
+    PushedOther {
+        /// The registry.
+        registry: String,
+        /// `repo:tag` or `repo@digest`.
+        reference: String,
+        /// The digest of the bytes pushed.
+        pushed: Digest,
+        /// The digest the registry answered with.
+        answered: String,
+    },
+    /// The registry accepted a manifest push without saying which digest
+    /// it stored, and a `HEAD` of the pushed digest finds nothing.
+    #[error("pushing manifest {registry}/{reference}: the registry accepted it without naming the digest it stored, and it does not hold {pushed}, the manifest ferry pushed")]
+    PushedMissing {
+        /// The registry.
+        registry: String,
+        /// `repo:tag` or `repo@digest`.
+        reference: String,
+        /// The digest of the bytes pushed.
+        pushed: Digest,
     },
     /// Any other failure, after retries.
     #[error("{what} at {registry} failed{}", attempts_note(*attempts))]
@@ -135,7 +282,7 @@ pub enum RemoteError {
         attempts: u32,
         /// The last error.
         #[source]
-        source: OciDistributionError,
+        source: Answer,
     },
 }
 
@@ -144,7 +291,7 @@ impl RemoteError {
     pub fn is_not_found(&self) -> bool {
         match self {
             RemoteError::Request { source, .. } => {
-                status(source) == Some(404) || is_not_found(source)
+                status(&source.0) == Some(404) || is_not_found(&source.0)
             }
             _ => false,
         }
@@ -319,6 +466,14 @@ impl Remote {
             connect_timeout: Some(Duration::from_secs(15)),
             read_timeout: Some(Duration::from_secs(120)),
             user_agent: concat!("ferry/", env!("CARGO_PKG_VERSION")),
+            body_limits: BodyLimits {
+                manifest: MANIFEST_MAX,
+                token: TOKEN_MAX,
+                tag_list: TAG_LIST_MAX,
+                catalog: CATALOG_MAX,
+                referrers: REFERRERS_MAX,
+                error: ERROR_BODY_MAX,
+            },
             ..ClientConfig::default()
         };
         // `Client::new` would fall back to a default config on a bad CA.
@@ -327,7 +482,7 @@ impl Remote {
                 registry: host.to_owned(),
                 what: "setting up the HTTP client".into(),
                 attempts: 0,
-                source,
+                source: source.into(),
             })
         };
         Ok(Remote {
@@ -352,18 +507,46 @@ impl Remote {
         &self.credentials
     }
 
-    fn at_digest(&self, repo: &str, d: &Digest) -> OciRef {
-        OciRef::with_digest(self.host.clone(), repo.to_owned(), d.to_string())
+    /// The one place a repository and a tag or digest become what
+    /// oci-client puts into a URL: a repository or tag that breaks the
+    /// distribution spec's grammar is refused here, whatever it came from
+    /// (bundle.json, a map file, a chart version, a spec), so that no
+    /// request can name another path than the one meant.
+    fn reference(&self, repo: &str, reference: &str) -> Result<OciRef, RemoteError> {
+        let bad = |kind, value: &str| RemoteError::BadName {
+            registry: self.host.clone(),
+            kind,
+            value: value.to_owned(),
+        };
+        if !is_valid_repository(repo) {
+            return Err(bad("repository", repo));
+        }
+        let (host, repo) = (self.host.clone(), repo.to_owned());
+        match reference.parse::<Digest>() {
+            Ok(d) => Ok(OciRef::with_digest(host, repo, d.to_string())),
+            Err(_) if is_valid_tag(reference) => {
+                Ok(OciRef::with_tag(host, repo, reference.to_owned()))
+            }
+            Err(_) => Err(bad("tag", reference)),
+        }
     }
 
-    fn at(&self, repo: &str, tag: &str) -> OciRef {
-        OciRef::with_tag(self.host.clone(), repo.to_owned(), tag.to_owned())
+    fn at_digest(&self, repo: &str, d: &Digest) -> Result<OciRef, RemoteError> {
+        self.reference(repo, &d.to_string())
+    }
+
+    /// The registry name oci-client looks credentials up by (`docker.io`
+    /// → `index.docker.io`).
+    fn resolved_registry(&self) -> String {
+        OciRef::with_tag(self.host.clone(), "x".into(), "x".into())
+            .resolve_registry()
+            .to_owned()
     }
 
     async fn login(&self) {
         // oci-client looks credentials up by the resolved name
         // (`docker.io` → `index.docker.io`).
-        let resolved = self.at("x", "x").resolve_registry().to_owned();
+        let resolved = self.resolved_registry();
         for c in [&self.client, &self.chunked] {
             c.store_auth_if_needed(&self.host, &self.auth).await;
             c.store_auth_if_needed(&resolved, &self.auth).await;
@@ -401,16 +584,28 @@ impl Remote {
                     registry: self.host.clone(),
                     what: what(),
                     url,
-                    source: e,
+                    source: e.into(),
                 });
             }
+            // oci-client drops a failed token request and sends the
+            // request without a token; ask again to learn why.
+            let e = match self.why_no_token(&e).await {
+                Some(why) => why,
+                None => e,
+            };
+            if let Some(too_large) = self.too_large(&e, what) {
+                return Err(too_large);
+            }
             return Err(self.auth_error(code, what(), e));
+        }
+        if let Some(too_large) = self.too_large(&e, what) {
+            return Err(too_large);
         }
         if matches!(&e, OciDistributionError::RequestError(r) if is_certificate_error(r)) {
             return Err(RemoteError::Certificate {
                 registry: self.host.clone(),
                 what: what(),
-                source: e,
+                source: e.into(),
             });
         }
         if let Some(wait) = too_long {
@@ -419,15 +614,60 @@ impl Remote {
                 what: what(),
                 wait,
                 attempts,
-                source: peel(e),
+                source: peel(e).into(),
             });
         }
         Err(RemoteError::Request {
             registry: self.host.clone(),
             what: what(),
             attempts,
-            source: e,
+            source: e.into(),
         })
+    }
+
+    /// [`RemoteError::TooLarge`] when `e` is a body over its limit.
+    fn too_large(
+        &self,
+        e: &OciDistributionError,
+        what: &dyn Fn() -> String,
+    ) -> Option<RemoteError> {
+        match inner(e) {
+            OciDistributionError::BodyTooLarge {
+                what: kind,
+                url,
+                limit,
+                content_length,
+            } => Some(RemoteError::TooLarge {
+                registry: self.host.clone(),
+                what: what(),
+                kind,
+                limit: *limit,
+                url: url.clone(),
+                content_length: *content_length,
+            }),
+            _ => None,
+        }
+    }
+
+    /// Why the registry got no token for the request that failed with
+    /// `e` (a 401 from the registry's own host): the token service's
+    /// refusal or an answer over [`TOKEN_MAX`], which oci-client does not
+    /// report. `None` when a token comes, or there are no credentials.
+    async fn why_no_token(&self, e: &OciDistributionError) -> Option<OciDistributionError> {
+        if matches!(self.auth, RegistryAuth::Anonymous) {
+            return None;
+        }
+        let url = error_url(e)?;
+        let path = url.parse::<http::Uri>().ok()?.path().to_owned();
+        let rest = path.strip_prefix("/v2/")?;
+        let repo = ["/manifests/", "/blobs/", "/tags/"]
+            .iter()
+            .find_map(|m| rest.rfind(m).map(|i| &rest[..i]))?;
+        let r = self.reference(repo, "x").ok()?;
+        self.client
+            .auth(&r, &self.auth, RegistryOperation::Pull)
+            .await
+            .err()
     }
 
     /// Whether `url` is on this registry's host (as named, or as
@@ -440,13 +680,14 @@ impl Remote {
         else {
             return true;
         };
-        let resolved = self.at("x", "x").resolve_registry().to_owned();
+        let resolved = self.resolved_registry();
         [self.host.as_str(), resolved.as_str()]
             .iter()
             .any(|h| authority.as_str().eq_ignore_ascii_case(h))
     }
 
     fn auth_error(&self, code: u16, what: String, source: OciDistributionError) -> RemoteError {
+        let source = Answer(source);
         if code == 401 && matches!(self.auth, RegistryAuth::Anonymous) {
             RemoteError::NoCredentials {
                 registry: self.host.clone(),
@@ -465,7 +706,7 @@ impl Remote {
     /// Every repository the registry lists in `/v2/_catalog` (all pages).
     pub async fn catalog(&self) -> Result<Vec<String>, RemoteError> {
         const PAGE: usize = 1000;
-        let r = self.at("x", "x");
+        let r = self.reference("x", "x")?;
         let mut all: Vec<String> = Vec::new();
         loop {
             let last = all.last().cloned();
@@ -491,7 +732,7 @@ impl Remote {
     /// Every tag of `repo` (all pages); an unknown repository has none.
     pub async fn list_tags(&self, repo: &str) -> Result<Vec<String>, RemoteError> {
         const PAGE: usize = 1000;
-        let r = self.at(repo, "x");
+        let r = self.reference(repo, "x")?;
         let mut all: Vec<String> = Vec::new();
         loop {
             let last = all.last().cloned();
@@ -520,12 +761,33 @@ impl Remote {
         }
     }
 
-    /// Whether `repo` holds blob `d`.
-    pub async fn has_blob(&self, repo: &str, d: &Digest) -> Result<bool, RemoteError> {
-        let r = self.at_digest(repo, d);
+    /// Whether `repo` holds blob `d` of `size` bytes: only an answer that
+    /// proves it says yes (a 200 whose `Content-Length` is `size` and
+    /// whose `Docker-Content-Digest`, when sent, is `d`). Anything else (a
+    /// redirect loop, a redirect with nowhere to go, a wrong length or
+    /// digest) is "not there", and the caller uploads the blob: uploading
+    /// a blob again is always safe (it is named by its digest), while
+    /// taking it for present would leave an incomplete image behind a tag.
+    /// Failures to ask (the registry unreachable, credentials refused, 5xx
+    /// after retries) are errors.
+    pub async fn has_blob(&self, repo: &str, d: &Digest, size: u64) -> Result<bool, RemoteError> {
+        let r = self.at_digest(repo, d)?;
         let digest = d.to_string();
-        self.retry(&|| format!("checking blob {d} in {repo}"), || {
-            self.client.blob_exists(&r, &digest)
+        self.retry(&|| format!("checking blob {d} in {repo}"), || async {
+            match self.client.blob_head(&r, &digest).await {
+                Ok((status, headers)) => {
+                    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+                    Ok(holds_blob(
+                        status.as_u16(),
+                        header("content-length"),
+                        header("docker-content-digest"),
+                        d,
+                        size,
+                    ))
+                }
+                Err(OciDistributionError::RequestError(e)) if e.is_redirect() => Ok(false),
+                Err(e) => Err(e),
+            }
         })
         .await
     }
@@ -538,8 +800,8 @@ impl Remote {
         from: &str,
         d: &Digest,
     ) -> Result<bool, RemoteError> {
-        let target = self.at_digest(repo, d);
-        let source = self.at_digest(from, d);
+        let target = self.at_digest(repo, d)?;
+        let source = self.at_digest(from, d)?;
         let digest = d.to_string();
         let r = self
             .retry(
@@ -569,7 +831,7 @@ impl Remote {
         open: &(dyn Fn() -> BlobBody + Send + Sync),
         aborted: &(dyn Fn() -> bool + Send + Sync),
     ) -> Result<(), RemoteError> {
-        let r = self.at_digest(repo, d);
+        let r = self.at_digest(repo, d)?;
         let digest = d.to_string();
         let body = |f: BlobBody| f.map(|c| c.map_err(OciDistributionError::IoError));
         let what = || format!("uploading blob {d} to {repo}");
@@ -602,7 +864,8 @@ impl Remote {
         match mono {
             Ok(_) => Ok(()),
             Err(RemoteError::Request { source: ref e, .. })
-                if !aborted() && matches!(status(e), Some(400 | 405 | 411 | 413 | 415 | 501)) =>
+                if !aborted()
+                    && matches!(status(e.error()), Some(400 | 405 | 411 | 413 | 415 | 501)) =>
             {
                 self.chunked_only.store(true, Ordering::Relaxed);
                 chunked().await
@@ -618,10 +881,7 @@ impl Remote {
         repo: &str,
         reference: &str,
     ) -> Result<(Vec<u8>, Digest), RemoteError> {
-        let r = match reference.parse::<Digest>() {
-            Ok(d) => self.at_digest(repo, &d),
-            Err(_) => self.at(repo, reference),
-        };
+        let r = self.reference(repo, reference)?;
         let what = || format!("fetching manifest {repo}:{reference}");
         let accept = [
             crate::format::oci::OCI_INDEX,
@@ -645,7 +905,8 @@ impl Remote {
                     attempts: 1,
                     source: OciDistributionError::GenericError(Some(format!(
                         "the registry served bytes with digest {d}"
-                    ))),
+                    )))
+                    .into(),
                 });
             }
         }
@@ -665,7 +926,7 @@ impl Remote {
         F: Fn(BlobBody) -> Fut,
         Fut: Future<Output = io::Result<()>>,
     {
-        let r = self.at_digest(repo, d);
+        let r = self.at_digest(repo, d)?;
         let digest = d.to_string();
         self.retry(&|| format!("fetching blob {d} from {repo}"), || async {
             let s = self.client.pull_blob_stream(&r, digest.as_str()).await?;
@@ -680,10 +941,7 @@ impl Remote {
         repo: &str,
         reference: &str,
     ) -> Result<Option<Digest>, RemoteError> {
-        let r = match reference.parse::<Digest>() {
-            Ok(d) => self.at_digest(repo, &d),
-            Err(_) => self.at(repo, reference),
-        };
+        let r = self.reference(repo, reference)?;
         let res = self
             .retry(
                 &|| format!("checking manifest {repo}:{reference}"),
@@ -699,7 +957,10 @@ impl Remote {
         Ok(res.and_then(|d| d.parse().ok()))
     }
 
-    /// Pushes raw manifest bytes as `repo:reference` (a tag or a digest).
+    /// Pushes raw manifest bytes as `repo:reference` (a tag or a digest),
+    /// and checks that the registry holds them: the `Docker-Content-Digest`
+    /// it answers with must be the pushed bytes' digest; without one, a
+    /// `HEAD` of that digest must find it.
     pub async fn push_manifest(
         &self,
         repo: &str,
@@ -707,24 +968,62 @@ impl Remote {
         bytes: &[u8],
         media_type: &str,
     ) -> Result<(), RemoteError> {
-        let r = match reference.parse::<Digest>() {
-            Ok(d) => self.at_digest(repo, &d),
-            Err(_) => self.at(repo, reference),
-        };
+        let r = self.reference(repo, reference)?;
         let what = || format!("pushing manifest {repo}:{reference}");
         let ct = reqwest_header(media_type).ok_or_else(|| RemoteError::Request {
             registry: self.host.clone(),
             what: what(),
             attempts: 0,
-            source: OciDistributionError::UnsupportedMediaTypeError(media_type.to_owned()),
+            source: OciDistributionError::UnsupportedMediaTypeError(media_type.to_owned()).into(),
         })?;
         let body = Bytes::copy_from_slice(bytes);
-        self.retry(&what, || {
-            self.client.push_manifest_raw(&r, body.clone(), ct.clone())
-        })
-        .await
-        .map(|_| ())
+        let (_, answered) = self
+            .retry(&what, || {
+                self.client
+                    .push_manifest_raw_with_digest(&r, body.clone(), ct.clone())
+            })
+            .await?;
+        let pushed = Digest::of(bytes);
+        let other = |answered: String| RemoteError::PushedOther {
+            registry: self.host.clone(),
+            reference: named(repo, reference),
+            pushed,
+            answered,
+        };
+        match answered {
+            // A digest of another algorithm cannot be compared: ask.
+            Some(a) if a.starts_with("sha256:") => match a.parse::<Digest>() {
+                Ok(d) if d == pushed => Ok(()),
+                _ => Err(other(a)),
+            },
+            _ => match self.manifest_digest(repo, &pushed.to_string()).await? {
+                Some(d) if d == pushed => Ok(()),
+                Some(d) => Err(other(d.to_string())),
+                None => Err(RemoteError::PushedMissing {
+                    registry: self.host.clone(),
+                    reference: named(repo, reference),
+                    pushed,
+                }),
+            },
+        }
     }
+}
+
+/// Whether a blob `HEAD`'s answer proves the registry holds blob `d` of
+/// `size` bytes: a 200 whose `Content-Length` is `size` and whose
+/// `Docker-Content-Digest`, when it sends one, is `d`. Nothing else does:
+/// not a redirect left unfollowed, not another 2xx, not a missing or wrong
+/// length.
+fn holds_blob(
+    status: u16,
+    content_length: Option<&str>,
+    digest: Option<&str>,
+    d: &Digest,
+    size: u64,
+) -> bool {
+    status == 200
+        && content_length.and_then(|l| l.trim().parse::<u64>().ok()) == Some(size)
+        && digest.is_none_or(|h| h.trim().parse::<Digest>().ok() == Some(*d))
 }
 
 fn reqwest_header(v: &str) -> Option<http::HeaderValue> {
@@ -1027,6 +1326,124 @@ mod tests {
             assert!(e.contains("registry reg.example"), "{e}");
             assert!(e.contains("config.json"), "{e}");
         }
+    }
+
+    #[test]
+    fn only_a_200_with_the_right_length_and_digest_proves_a_blob_is_there() {
+        let d = Digest::of(b"blob");
+        let (dh, other) = (d.to_string(), Digest::of(b"other").to_string());
+        let holds = |status, len, digest| holds_blob(status, len, digest, &d, 4);
+        assert!(holds(200, Some("4"), Some(dh.as_str())));
+        assert!(
+            holds(200, Some("4"), None),
+            "the digest is checked when sent"
+        );
+        for (status, len, digest) in [
+            (200, Some("5"), Some(dh.as_str())),
+            (200, Some("0"), None),
+            (200, None, Some(dh.as_str())),
+            (200, Some("four"), None),
+            (200, Some("4"), Some(other.as_str())),
+            (200, Some("4"), Some("sha512:abc")),
+            (204, Some("4"), None),
+            (302, Some("4"), None),
+            (307, Some("4"), Some(dh.as_str())),
+            (304, Some("4"), None),
+            (404, Some("4"), None),
+        ] {
+            assert!(!holds(status, len, digest), "{status} {len:?} {digest:?}");
+        }
+    }
+
+    #[test]
+    fn repositories_and_tags_outside_the_grammar_never_become_a_request() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            // Nothing listens on the discard port: a request would fail
+            // with a connection error, not with the name.
+            let remote = Remote::connect("127.0.0.1:9", &RemoteOptions::default())
+                .await
+                .unwrap();
+            let d = Digest::of(b"x");
+            let bad_tag = "1.0.0/../../x/manifests/9.9";
+            let e = remote
+                .push_manifest("charts/demo", bad_tag, b"{}", "application/json")
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(&e, RemoteError::BadName { kind: "tag", value, .. } if value == bad_tag),
+                "{e}"
+            );
+            assert!(e.to_string().contains(&format!("{bad_tag:?}")), "{e}");
+            for tag in ["", ".hidden", "-x", "a b", "a\nb", &"x".repeat(129), "v1:2"] {
+                let e = remote
+                    .manifest_digest("charts/demo", tag)
+                    .await
+                    .unwrap_err();
+                assert!(
+                    matches!(e, RemoteError::BadName { kind: "tag", .. }),
+                    "{tag:?}: {e}"
+                );
+            }
+            for repo in [
+                "../x", "a/../b", "A", "a//b", "/a", "a/", "a?b", "a%2fb", "",
+            ] {
+                let errors = [
+                    remote.pull_manifest(repo, "1.0").await.err(),
+                    remote.manifest_digest(repo, "1.0").await.err(),
+                    remote.has_blob(repo, &d, 1).await.err(),
+                    remote.mount_blob("ok", repo, &d).await.err(),
+                    remote.list_tags(repo).await.err(),
+                    remote.pull_blob(repo, &d, |_| async { Ok(()) }).await.err(),
+                ];
+                for e in errors {
+                    assert!(
+                        matches!(
+                            e,
+                            Some(RemoteError::BadName {
+                                kind: "repository",
+                                ..
+                            })
+                        ),
+                        "{repo:?}: {e:?}"
+                    );
+                }
+            }
+            // A name in the grammar gets as far as the network.
+            let e = remote
+                .manifest_digest("a.b/c__d/e-f", "v1.0_x")
+                .await
+                .unwrap_err();
+            assert!(matches!(e, RemoteError::Request { .. }), "{e}");
+        });
+    }
+
+    #[test]
+    fn a_registrys_answer_is_shown_on_one_bounded_line() {
+        let message = format!(
+            "{}\n\u{1b}[2Jferry: loaded everything\n",
+            "no ".repeat(10_000)
+        );
+        let e = Answer(OciDistributionError::RetryAfter {
+            retry_after: "1".into(),
+            source: Box::new(OciDistributionError::ServerError {
+                code: 400,
+                url: "http://r/v2/x/manifests/1".into(),
+                message,
+            }),
+        });
+        let shown = e.to_string();
+        assert!(shown.starts_with("the server asked to retry after 1: Server error: url http://r/v2/x/manifests/1, code: 400, message: no no"), "{shown}");
+        assert!(!shown.chars().any(char::is_control), "{shown:?}");
+        assert!(shown.len() < ANSWER_SHOWN_MAX + 64, "{}", shown.len());
+        assert!(shown.ends_with("more characters not shown)"), "{shown}");
+        assert!(std::error::Error::source(&e).is_none());
+        assert_eq!(size_text(4 << 20), "4 MiB");
+        assert_eq!(size_text(64 << 10), "64 KiB");
+        assert_eq!(size_text(1000), "1000 bytes");
     }
 
     fn server(code: u16) -> OciDistributionError {

@@ -2,7 +2,9 @@
 //! `docker-registry`) on a free loopback port, with its storage and config
 //! in a temp dir; optionally with htpasswd auth. Plus a TCP proxy that can
 //! cut every connection once a byte budget is spent, to play a registry
-//! dying mid-push.
+//! dying mid-push, and [`FaultProxy`], an HTTP proxy that injects faults
+//! and lies into selected answers (errors, huge bodies streamed as they
+//! are sent, rewritten digests, lying blob `HEAD`s).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -422,6 +424,57 @@ pub enum Fault {
     /// TOKEN` with 401 and a Bearer challenge naming this realm, as a
     /// registry with a separate token service does; pass the rest through.
     Bearer(&'static str),
+    /// Answer a request of `method` with status `status` and a body of
+    /// `bytes` bytes of text lines (with escape sequences and carriage
+    /// returns in them), generated as it is sent: nothing is held in
+    /// memory. With `declared` the answer has a `Content-Length`, else the
+    /// body ends when the connection closes. [`FaultProxy::body_sent`]
+    /// counts the body bytes written before the client hung up.
+    Huge {
+        /// `GET`, `PUT`, …
+        method: &'static str,
+        /// The status code.
+        status: u16,
+        /// The body's length.
+        bytes: u64,
+        /// Whether the answer says how long the body is.
+        declared: bool,
+    },
+    /// Pass a `PUT` through, with one byte (a newline) added to its body
+    /// when `alter` is set, so the registry stores other bytes than the
+    /// client sent; then answer with the registry's `Docker-Content-Digest`
+    /// as it is, dropped, or replaced.
+    ManifestPut {
+        /// Add a byte to the body on its way to the registry.
+        alter: bool,
+        /// What happens to the answer's `Docker-Content-Digest`.
+        digest: PutDigest,
+    },
+    /// Answer a `HEAD` with a lie (the blob is not looked up).
+    BlobHead(HeadLie),
+}
+
+/// What [`Fault::ManifestPut`] does to the answer's `Docker-Content-Digest`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutDigest {
+    /// Keep the registry's.
+    AsSent,
+    /// Drop it.
+    Dropped,
+    /// Replace it with this one.
+    Replaced(&'static str),
+}
+
+/// The lie [`Fault::BlobHead`] tells about a blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadLie {
+    /// `307` back to the same path: a redirect loop.
+    RedirectLoop,
+    /// `302 Found` with no `Location` to follow.
+    FoundWithoutLocation,
+    /// `200 OK` with the blob's digest in `Docker-Content-Digest` and a
+    /// `Content-Length` of 1.
+    WrongLength,
 }
 
 /// The token a [`TokenServer`] hands out.
@@ -488,6 +541,8 @@ pub struct FaultProxy {
     pub hits: Arc<AtomicU64>,
     pub requests: Arc<AtomicU64>,
     pub heads: Arc<std::sync::Mutex<Vec<(Instant, String)>>>,
+    /// Body bytes of [`Fault::Huge`] answers written so far.
+    pub body_sent: Arc<AtomicU64>,
 }
 
 impl FaultProxy {
@@ -497,18 +552,20 @@ impl FaultProxy {
         let hits = Arc::new(AtomicU64::new(0));
         let requests = Arc::new(AtomicU64::new(0));
         let heads = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (h, r, hd, needle) = (
-            hits.clone(),
-            requests.clone(),
-            heads.clone(),
-            needle.to_owned(),
-        );
+        let body_sent = Arc::new(AtomicU64::new(0));
+        let counters = Counters {
+            hits: hits.clone(),
+            requests: requests.clone(),
+            heads: heads.clone(),
+            body_sent: body_sent.clone(),
+        };
+        let needle = needle.to_owned();
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(client) = conn else { continue };
-                let (h, r, hd, needle) = (h.clone(), r.clone(), hd.clone(), needle.clone());
+                let (c, needle) = (counters.clone(), needle.clone());
                 std::thread::spawn(move || {
-                    let _ = fault_one(client, upstream, &needle, fault, times, &h, &r, &hd);
+                    let _ = fault_one(client, upstream, &needle, fault, times, &c);
                 });
             }
         });
@@ -517,6 +574,7 @@ impl FaultProxy {
             hits,
             requests,
             heads,
+            body_sent,
         }
     }
 
@@ -577,18 +635,25 @@ impl FaultProxy {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What a [`FaultProxy`] counts, shared by its connections.
+#[derive(Clone)]
+struct Counters {
+    hits: Arc<AtomicU64>,
+    requests: Arc<AtomicU64>,
+    heads: Arc<std::sync::Mutex<Vec<(Instant, String)>>>,
+    body_sent: Arc<AtomicU64>,
+}
+
 fn fault_one(
     mut client: TcpStream,
     upstream: SocketAddr,
     needle: &str,
     fault: Fault,
     times: u64,
-    hits: &AtomicU64,
-    requests: &AtomicU64,
-    heads: &std::sync::Mutex<Vec<(Instant, String)>>,
+    counters: &Counters,
 ) -> std::io::Result<()> {
-    let Some((head, length)) = read_head(&mut client)? else {
+    let (hits, requests, heads) = (&counters.hits, &counters.requests, &counters.heads);
+    let Some((head, mut length)) = read_head(&mut client)? else {
         return Ok(());
     };
     requests.fetch_add(1, Ordering::Relaxed);
@@ -602,6 +667,9 @@ fn fault_one(
         Fault::Bearer(_) => !head
             .to_ascii_lowercase()
             .contains(&format!("\r\nauthorization: bearer {TOKEN}\r\n")),
+        Fault::Huge { method, .. } => first.starts_with(&format!("{method} ")),
+        Fault::ManifestPut { .. } => first.starts_with("PUT "),
+        Fault::BlobHead(_) => first.starts_with("HEAD "),
         _ => first.starts_with("GET "),
     };
     let matches = method && first.contains(needle);
@@ -653,6 +721,33 @@ fn fault_one(
         )),
         _ => None,
     };
+    if apply {
+        if let Fault::Huge {
+            status,
+            bytes,
+            declared,
+            ..
+        } = fault
+        {
+            std::io::copy(&mut (&mut client).take(length), &mut std::io::sink())?;
+            return send_huge(&mut client, status, bytes, declared, &counters.body_sent);
+        }
+        if let Fault::BlobHead(lie) = fault {
+            let path = first.split(' ').nth(1).unwrap_or("/");
+            let digest = path.rsplit('/').next().unwrap_or("");
+            let answer = match lie {
+                HeadLie::RedirectLoop => {
+                    format!("307 Temporary Redirect\r\nLocation: {path}\r\nContent-Length: 0")
+                }
+                HeadLie::FoundWithoutLocation => "302 Found\r\nContent-Length: 0".to_owned(),
+                HeadLie::WrongLength => {
+                    format!("200 OK\r\nDocker-Content-Digest: {digest}\r\nContent-Length: 1")
+                }
+            };
+            return client
+                .write_all(format!("HTTP/1.1 {answer}\r\nConnection: close\r\n\r\n").as_bytes());
+        }
+    }
     if let Some((status, headers, body)) = canned {
         // Read the request body away first, so the client sees the answer
         // rather than a reset.
@@ -666,8 +761,16 @@ fn fault_one(
         )?;
         return client.write_all(body);
     }
+    let mut head = head;
+    let mut body = Vec::new();
+    (&mut client).take(length).read_to_end(&mut body)?;
+    if let (true, Fault::ManifestPut { alter: true, .. }) = (apply, fault) {
+        body.push(b'\n');
+        length += 1;
+        head = set_header(&head, "Content-Length", Some(&length.to_string()));
+    }
     let mut server = send_head(&head, upstream)?;
-    std::io::copy(&mut (&mut client).take(length), &mut server)?;
+    server.write_all(&body)?;
     let mut response = Vec::new();
     server.read_to_end(&mut response)?;
     if apply {
@@ -717,8 +820,73 @@ fn fault_one(
                 let last = response.len() - 1;
                 response[last] ^= 0xff;
             }
+            Fault::ManifestPut { digest, .. } => {
+                let head = String::from_utf8_lossy(&response[..split]).into_owned();
+                let value = match digest {
+                    PutDigest::AsSent => None,
+                    PutDigest::Dropped => Some(None),
+                    PutDigest::Replaced(d) => Some(Some(d)),
+                };
+                if let Some(value) = value {
+                    let mut out = set_header(&head, "Docker-Content-Digest", value).into_bytes();
+                    out.extend_from_slice(&response[split..]);
+                    response = out;
+                }
+            }
             _ => {}
         }
     }
     client.write_all(&response)
+}
+
+/// `head` (a request or response head, ending in a blank line) with
+/// header `name` set to `value`, or removed when `value` is `None`.
+fn set_header(head: &str, name: &str, value: Option<&str>) -> String {
+    let mut lines: Vec<String> = head
+        .trim_end()
+        .split("\r\n")
+        .filter(|l| {
+            !l.split_once(':')
+                .is_some_and(|(k, _)| k.trim().eq_ignore_ascii_case(name))
+        })
+        .map(str::to_owned)
+        .collect();
+    if let Some(v) = value {
+        lines.push(format!("{name}: {v}"));
+    }
+    format!("{}\r\n\r\n", lines.join("\r\n"))
+}
+
+/// Answers with `status` and a body of `bytes` bytes, written in pieces
+/// as the client reads them, counting them in `sent`; stops quietly when
+/// the client hangs up.
+fn send_huge(
+    client: &mut TcpStream,
+    status: u16,
+    bytes: u64,
+    declared: bool,
+    sent: &AtomicU64,
+) -> std::io::Result<()> {
+    let length = if declared {
+        format!("Content-Length: {bytes}\r\n")
+    } else {
+        String::new()
+    };
+    client.write_all(
+        format!("HTTP/1.1 {status} Lie\r\nContent-Type: text/plain\r\n{length}Connection: close\r\n\r\n")
+            .as_bytes(),
+    )?;
+    // Lines that would clear a terminal and forge a line of output.
+    let line: &[u8] = b"the registry says no \x1b[2J\r\nferry: loaded everything\n";
+    let piece: Vec<u8> = line.iter().copied().cycle().take(64 << 10).collect();
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(piece.len() as u64) as usize;
+        if client.write_all(&piece[..n]).is_err() {
+            return Ok(());
+        }
+        sent.fetch_add(n as u64, Ordering::Relaxed);
+        left -= n as u64;
+    }
+    Ok(())
 }

@@ -453,6 +453,12 @@ impl Client {
         }
     }
 
+    /// (ferry patch) Reads a response body under the limit for its kind
+    /// (see [`read_body`]).
+    async fn read_body(&self, res: Response, kind: Body) -> Result<bytes::Bytes> {
+        read_body(res, kind, &self.config.body_limits).await
+    }
+
     /// Fetches the available Tags for the given Reference
     ///
     /// The client will check if it's already been authenticated and if
@@ -493,7 +499,7 @@ impl Client {
             .await?;
         let status = res.status();
         let headers = res.headers().clone();
-        let body = res.bytes().await?;
+        let body = self.read_body(res, Body::TagList).await?;
 
         validate_registry_response(status, &body, &url)
             .map_err(|e| e.with_retry_after(status, &headers))?;
@@ -576,6 +582,39 @@ impl Client {
                     Err(OciDistributionError::from(err).with_retry_after(status, &headers))
                 }
             }
+        }
+    }
+
+    /// (ferry patch) What a `HEAD` of a blob answered, for callers that
+    /// judge presence themselves (a status, `Content-Length` and
+    /// `Docker-Content-Digest` that prove the blob is there): the status
+    /// and headers of a 404 or of any answer below 400 (a redirect is
+    /// followed as usual). Other answers are errors, as in
+    /// [`Client::blob_exists`].
+    pub async fn blob_head(
+        &self,
+        image: &Reference,
+        digest: &str,
+    ) -> Result<(StatusCode, HeaderMap)> {
+        let url = self.to_v2_blob_url(image, digest);
+        let request = RequestBuilderWrapper {
+            client: self,
+            request_builder: self.client.head(&url),
+        };
+        let res = request
+            .apply_auth(image, RegistryOperation::Pull)
+            .await?
+            .into_request_builder()
+            .send()
+            .await?;
+        let status = res.status();
+        let headers = res.headers().clone();
+        if status == StatusCode::NOT_FOUND || status.as_u16() < 400 {
+            return Ok((status, headers));
+        }
+        match res.error_for_status() {
+            Ok(_) => Ok((status, headers)),
+            Err(err) => Err(OciDistributionError::from(err).with_retry_after(status, &headers)),
         }
     }
 
@@ -922,15 +961,16 @@ impl Client {
 
         match auth_res.status() {
             reqwest::StatusCode::OK => {
-                let text = auth_res.text().await?;
+                let text = self.read_body(auth_res, Body::Token).await?;
                 debug!("Received response from auth request");
-                let token: RegistryToken = serde_json::from_str(&text)
+                let token: RegistryToken = serde_json::from_slice(&text)
                     .map_err(|e| OciDistributionError::RegistryTokenDecodeError(e.to_string()))?;
                 debug!("Successfully authorized for image '{:?}'", image);
                 Ok(Some(RegistryTokenType::Bearer(token)))
             }
             _ => {
-                let reason = auth_res.text().await?;
+                let body = self.read_body(auth_res, Body::Token).await?;
+                let reason = String::from_utf8_lossy(&body).into_owned();
                 debug!("Failed to authenticate for image '{:?}': {}", image, reason);
                 Err(OciDistributionError::AuthenticationFailure(reason))
             }
@@ -966,7 +1006,7 @@ impl Client {
         if let Some(digest) = digest_header_value(res.headers().clone())? {
             let status = res.status();
             let headers = res.headers().clone();
-            let body = res.bytes().await?;
+            let body = self.read_body(res, Body::Manifest).await?;
             validate_registry_response(status, &body, &url)
                 .map_err(|e| e.with_retry_after(status, &headers))?;
 
@@ -999,7 +1039,7 @@ impl Client {
             let status = res.status();
             trace!(headers = ?res.headers(), "Got Headers");
             let headers = res.headers().clone();
-            let body = res.bytes().await?;
+            let body = self.read_body(res, Body::Manifest).await?;
             validate_registry_response(status, &body, &url)
                 .map_err(|e| e.with_retry_after(status, &headers))?;
 
@@ -1196,7 +1236,7 @@ impl Client {
             .await?;
         let status = res.status();
         let headers = res.headers().clone();
-        let body = res.bytes().await?;
+        let body = self.read_body(res, Body::Manifest).await?;
 
         validate_registry_response(status, &body, &url)
             .map_err(|e| e.with_retry_after(status, &headers))?;
@@ -1385,7 +1425,7 @@ impl Client {
         let url = response.url().to_string();
         if !status.is_success() {
             let headers = response.headers().clone();
-            let body = response.bytes().await?;
+            let body = self.read_body(response, Body::ErrorOnly).await?;
             return validate_registry_response(status, &body, &url)
                 .map_err(|e| e.with_retry_after(status, &headers));
         }
@@ -1467,6 +1507,7 @@ impl Client {
             self.pull_blob_response(image, &layer, None, None).await?,
             layer,
             true,
+            &self.config.body_limits,
         )
         .await
     }
@@ -1494,15 +1535,15 @@ impl Client {
         let status = response.status();
         match status {
             StatusCode::OK => Ok(BlobResponse::Full(
-                stream_from_response(response, &layer, true).await?,
+                stream_from_response(response, &layer, true, &self.config.body_limits).await?,
             )),
             StatusCode::PARTIAL_CONTENT => Ok(BlobResponse::Partial(
-                stream_from_response(response, &layer, false).await?,
+                stream_from_response(response, &layer, false, &self.config.body_limits).await?,
             )),
             _ => {
                 let url = response.url().to_string();
                 let headers = response.headers().clone();
-                let body = response.bytes().await?;
+                let body = self.read_body(response, Body::ErrorOnly).await?;
                 Err(validate_registry_response(status, &body, &url).expect_err("validate_registry_response should return an error for non-success status codes").with_retry_after(status, &headers))
             }
         }
@@ -1859,6 +1900,20 @@ impl Client {
         body: impl Into<bytes::Bytes>,
         content_type: HeaderValue,
     ) -> Result<String> {
+        self.push_manifest_raw_with_digest(image, body, content_type)
+            .await
+            .map(|(url, _)| url)
+    }
+
+    /// (ferry patch) [`Client::push_manifest_raw`], also returning the
+    /// `Docker-Content-Digest` the registry answered with, when it sent
+    /// one, for callers that check the registry holds what they pushed.
+    pub async fn push_manifest_raw_with_digest(
+        &self,
+        image: &Reference,
+        body: impl Into<bytes::Bytes>,
+        content_type: HeaderValue,
+    ) -> Result<(String, Option<String>)> {
         let url = self.to_v2_manifest_url(image);
         debug!(?url, ?content_type, "push manifest");
 
@@ -1880,6 +1935,11 @@ impl Client {
             .body(body)
             .send()
             .await?;
+        let answered = res
+            .headers()
+            .get("Docker-Content-Digest")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
 
         let ret = self
             .extract_location_header(image, res, &reqwest::StatusCode::CREATED)
@@ -1895,15 +1955,16 @@ impl Client {
             // oci-distribution users interact with these registries.
             warn!("Registry is not respecting the OCI Distribution Specification: it didn't return the Location of the uploaded Manifest inside of the response headers. Working around this issue...");
 
-            let url_base = url
-                .strip_suffix(image.tag().unwrap_or("latest"))
-                .expect("The manifest URL always ends with the image tag suffix");
+            // A reference by digest ends the URL with its digest (this
+            // used to panic).
+            let suffix = image.digest().or(image.tag()).unwrap_or("latest");
+            let url_base = url.strip_suffix(suffix).unwrap_or(&url);
             let url_by_digest = format!("{url_base}{manifest_hash}");
 
-            return Ok(url_by_digest);
+            return Ok((url_by_digest, answered));
         }
 
-        ret
+        ret.map(|url| (url, answered))
     }
 
     /// Pulls the referrers for the given image filtering by the optionally provided artifact type.
@@ -1944,7 +2005,7 @@ impl Client {
             .await?;
         let status = res.status();
         let headers = res.headers().clone();
-        let body = res.bytes().await?;
+        let body = self.read_body(res, Body::Referrers).await?;
 
         // Per the OCI Distribution Spec, a 404 on the native referrers endpoint means the
         // registry does not support it; fall back to the referrers tag schema.
@@ -2081,7 +2142,7 @@ impl Client {
             .await?;
         let status = res.status();
         let headers = res.headers().clone();
-        let body = res.bytes().await?;
+        let body = self.read_body(res, Body::Catalog).await?;
 
         validate_registry_response(status, &body, &url)
             .map_err(|e| e.with_retry_after(status, &headers))?;
@@ -2115,7 +2176,8 @@ impl Client {
             let url = res.url().to_string();
             let status = res.status();
             let headers = res.headers().clone();
-            let message = res.text().await?;
+            let body = self.read_body(res, Body::ErrorOnly).await?;
+            let message = String::from_utf8_lossy(&body).into_owned();
             Err(OciDistributionError::ServerError {
                 url,
                 code: status.as_u16(),
@@ -2295,18 +2357,73 @@ fn empty_image_index() -> OciImageIndex {
     }
 }
 
+/// (ferry patch) The kind of a response body, which says which of the
+/// [`BodyLimits`] it is read under.
+#[derive(Debug, Clone, Copy)]
+enum Body {
+    Manifest,
+    Token,
+    TagList,
+    Catalog,
+    Referrers,
+    /// Read only when the response is an error.
+    ErrorOnly,
+}
+
+/// (ferry patch) Reads a response body of at most the limit for its kind.
+/// A success body over the limit is an error: refused before reading when
+/// the server declared a longer `Content-Length`, else as soon as the bytes
+/// read pass the limit. Any other answer's body is only wanted for its
+/// message: it is cut at the error-body limit, and the rest is not read.
+async fn read_body(mut res: Response, kind: Body, limits: &BodyLimits) -> Result<bytes::Bytes> {
+    let (what, limit) = match kind {
+        Body::Manifest => ("manifest", limits.manifest),
+        Body::Token => ("token", limits.token),
+        Body::TagList => ("tag list", limits.tag_list),
+        Body::Catalog => ("catalog", limits.catalog),
+        Body::Referrers => ("referrers index", limits.referrers),
+        Body::ErrorOnly => ("error body", limits.error),
+    };
+    let cut = !res.status().is_success();
+    let limit = if cut { limits.error } else { limit };
+    let too_large = |res: &Response, content_length| OciDistributionError::BodyTooLarge {
+        what,
+        url: res.url().to_string(),
+        limit,
+        content_length,
+    };
+    let declared = res.content_length();
+    if let Some(n) = declared.filter(|n| !cut && *n > limit as u64) {
+        return Err(too_large(&res, Some(n)));
+    }
+    let mut body = Vec::with_capacity(declared.map_or(0, |n| n.min(limit as u64) as usize));
+    while let Some(chunk) = res.chunk().await? {
+        let room = limit - body.len();
+        if chunk.len() > room {
+            if cut {
+                body.extend_from_slice(&chunk[..room]);
+                break;
+            }
+            return Err(too_large(&res, None));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.into())
+}
+
 /// Converts a response into a stream
 async fn stream_from_response(
     response: Response,
     layer: impl AsLayerDescriptor,
     verify: bool,
+    limits: &BodyLimits,
 ) -> Result<SizedStream> {
     let status = response.status();
     let url = response.url().to_string();
     let content_length = response.content_length();
     let headers = response.headers().clone();
     if !status.is_success() {
-        let body = response.bytes().await?;
+        let body = read_body(response, Body::ErrorOnly, limits).await?;
         return Err(validate_registry_response(status, &body, &url)
             .expect_err(
                 "validate_registry_response should return an error for non-success status codes",
@@ -2523,6 +2640,39 @@ fn convert_certificates(certs: &[Certificate]) -> Result<Vec<reqwest::Certificat
     certs.iter().map(reqwest::Certificate::try_from).collect()
 }
 
+/// (ferry patch) The most bytes the client reads of each kind of response
+/// body, so that a server cannot make it hold more in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyLimits {
+    /// A manifest or index. Defaults to 4 MiB, the size registries are
+    /// asked to accept at the least.
+    pub manifest: usize,
+    /// A token service's answer. Defaults to 1 MiB.
+    pub token: usize,
+    /// One page of a tag list. Defaults to 16 MiB.
+    pub tag_list: usize,
+    /// One page of the catalog. Defaults to 16 MiB.
+    pub catalog: usize,
+    /// A referrers index. Defaults to 4 MiB.
+    pub referrers: usize,
+    /// An error answer's body: its first bytes are kept, up to this many,
+    /// and the rest is not read. Defaults to 64 KiB.
+    pub error: usize,
+}
+
+impl Default for BodyLimits {
+    fn default() -> Self {
+        Self {
+            manifest: 4 << 20,
+            token: 1 << 20,
+            tag_list: 16 << 20,
+            catalog: 16 << 20,
+            referrers: 4 << 20,
+            error: 64 << 10,
+        }
+    }
+}
+
 /// A client configuration
 pub struct ClientConfig {
     /// Which protocol the client should use
@@ -2604,6 +2754,11 @@ pub struct ClientConfig {
     ///
     /// This defaults to `None`.
     pub no_proxy: Option<String>,
+
+    /// (ferry patch) The most bytes read of each kind of response body.
+    ///
+    /// This defaults to [`BodyLimits::default`].
+    pub body_limits: BodyLimits,
 }
 
 impl Default for ClientConfig {
@@ -2626,6 +2781,7 @@ impl Default for ClientConfig {
             https_proxy: None,
             http_proxy: None,
             no_proxy: None,
+            body_limits: BodyLimits::default(),
         }
     }
 }

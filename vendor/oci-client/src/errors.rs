@@ -115,6 +115,21 @@ pub enum OciDistributionError {
         #[source]
         source: Box<OciDistributionError>,
     },
+    /// (ferry patch) A response body is larger than the client's limit for
+    /// its kind (see [`crate::client::BodyLimits`]): refused from its
+    /// `Content-Length` when the server declared one, else once the bytes
+    /// read passed the limit.
+    #[error("the {what} from {url} is larger than the limit of {limit} bytes")]
+    BodyTooLarge {
+        /// What the body is: `manifest`, `token`, `tag list`, …
+        what: &'static str,
+        /// Request URL
+        url: String,
+        /// The limit, in bytes
+        limit: usize,
+        /// The length the server declared, when it declared one
+        content_length: Option<u64>,
+    },
 }
 
 impl OciDistributionError {
