@@ -1002,3 +1002,23 @@ fn a_token_response_over_its_limit_is_refused_naming_it() {
     assert!(sent < 64 << 20, "read {sent} of {huge} bytes");
     assert!(!archive.exists());
 }
+
+#[test]
+fn a_token_that_cannot_be_a_header_is_an_error_not_a_panic() {
+    let t = tempfile::tempdir().unwrap();
+    let layout = source_layout(&t.path().join("src"), 8 << 10);
+    let reg = DockerRegistry::start(&t.path().join("reg"), false);
+    fill_registry(&layout, &reg.host());
+    let tokens = support::registry::TokenServer::start_granting("line\nbreak");
+    let realm: &'static str = format!("http://{}/token", tokens.addr).leak();
+    let front = FaultProxy::start(reg.addr, "", Fault::Bearer(realm), u64::MAX);
+    let (out, archive) = pack_logged_in(t.path(), &front.addr.to_string());
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("cannot be sent in an HTTP header"),
+        "{}",
+        out.stderr
+    );
+    assert!(!archive.exists());
+}

@@ -494,6 +494,12 @@ pub struct TokenServer {
 
 impl TokenServer {
     pub fn start() -> TokenServer {
+        TokenServer::start_granting(TOKEN)
+    }
+
+    /// A token service that grants `token` (as a JSON string, so any
+    /// bytes a JSON string can hold).
+    pub fn start_granting(token: &'static str) -> TokenServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let heads = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -515,7 +521,10 @@ impl TokenServer {
                         let (status, body) = if granted {
                             (
                                 "200 OK",
-                                format!(r#"{{"access_token":"{TOKEN}","expires_in":300}}"#),
+                                format!(
+                                    r#"{{"access_token":{},"expires_in":300}}"#,
+                                    serde_json::Value::from(token)
+                                ),
                             )
                         } else {
                             (

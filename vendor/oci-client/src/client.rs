@@ -2585,7 +2585,14 @@ impl<'a> RequestBuilderWrapper<'a> {
             match token {
                 RegistryTokenType::Bearer(token) => {
                     debug!("Using bearer token authentication.");
-                    headers.insert("Authorization", token.bearer_token().parse().unwrap());
+                    // (ferry patch) a token service's token that cannot be a
+                    // header value is an error, not a panic.
+                    let value = token.bearer_token().parse().map_err(|_| {
+                        OciDistributionError::GenericError(Some(
+                            "the token service answered with a token that cannot be sent in an HTTP header".into(),
+                        ))
+                    })?;
+                    headers.insert("Authorization", value);
                 }
                 RegistryTokenType::Basic(username, password) => {
                     debug!("Using HTTP basic authentication.");
