@@ -1161,3 +1161,28 @@ fn a_blob_missing_from_several_artifacts_is_reported_once_naming_them_all() {
         "{r:#}"
     );
 }
+
+#[test]
+fn an_empty_platform_list_is_refused_instead_of_packing_an_empty_index() {
+    let t = tempfile::tempdir().unwrap();
+    let layout = support::repo_root().join("fixtures/demo/layout");
+    let image = format!("oci:{}:docker.io/library/demo:1.0", layout.display());
+    for (name, text) in [
+        ("top.yaml", format!("platforms: []\nimages:\n  - {image}\n")),
+        (
+            "entry.yaml",
+            format!("images:\n  - ref: {image}\n    platforms: []\n"),
+        ),
+    ] {
+        let spec = t.path().join(name);
+        std::fs::write(&spec, &text).unwrap();
+        let out = t.path().join("b.tar");
+        let msg = ferry(["pack", spec.to_str().unwrap(), "-o", out.to_str().unwrap()])
+            .expect_fail("pack with platforms: []");
+        assert!(
+            msg.contains("`platforms: []`") && msg.contains("keeps no platform"),
+            "{msg}"
+        );
+        assert!(!out.exists());
+    }
+}

@@ -63,6 +63,14 @@ pub enum InputsError {
     /// The spec names nothing to carry.
     #[error("spec {0} lists no images, charts or files")]
     Empty(PathBuf),
+    /// A platform list that keeps nothing.
+    #[error("spec {path}: `platforms: []` {scope} keeps no platform; name at least one, or leave the key out to keep them all")]
+    NoPlatforms {
+        /// The spec file.
+        path: PathBuf,
+        /// "at the top" or "for IMAGE".
+        scope: String,
+    },
     /// Two entries would carry the same name.
     #[error("spec {path}: {what} {name} is listed twice")]
     Duplicate {
@@ -458,6 +466,22 @@ impl Spec {
     fn check(&self, path: &Path) -> Result<(), InputsError> {
         if self.images.is_empty() && self.charts.is_empty() && self.files.is_empty() {
             return Err(InputsError::Empty(path.to_owned()));
+        }
+        if self.platforms.as_ref().is_some_and(Vec::is_empty) {
+            return Err(InputsError::NoPlatforms {
+                path: path.to_owned(),
+                scope: "at the top".into(),
+            });
+        }
+        if let Some(i) = self
+            .images
+            .iter()
+            .find(|i| i.platforms.as_ref().is_some_and(Vec::is_empty))
+        {
+            return Err(InputsError::NoPlatforms {
+                path: path.to_owned(),
+                scope: format!("for {}", i.source),
+            });
         }
         let mut seen = std::collections::HashSet::new();
         for i in &self.images {

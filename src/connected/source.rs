@@ -496,7 +496,9 @@ pub(crate) fn choose_children(
     filter: Option<&[Platform]>,
     image: &str,
 ) -> Result<(Vec<Descriptor>, bool), SourceError> {
-    let Some(filter) = filter else {
+    // An empty filter would keep nothing and make an empty index; the spec
+    // refuses `platforms: []`, and here it means no filter at all.
+    let Some(filter) = filter.filter(|f| !f.is_empty()) else {
         return Ok((index.manifests.clone(), false));
     };
     let platform_of = |d: &Descriptor| d.platform.as_ref().map(|p| p.to_platform());
