@@ -326,6 +326,12 @@ impl Registry {
         })
     }
 
+    /// Answers one request as the server does, without a network (for
+    /// tests and for fuzzing the request parsing).
+    pub async fn answer(&self, method: &Method, uri: &Uri, headers: &HeaderMap) -> Response<Body> {
+        route(self, method, uri, headers).await
+    }
+
     /// Repository names served, sorted.
     pub fn repositories(&self) -> Vec<String> {
         self.repos.keys().cloned().collect()
