@@ -13,7 +13,7 @@ use std::path::Path;
 
 use ferry::digest::Digest;
 use ferry::oci;
-use support::hand::{desc, hand_archive, Root};
+use support::hand::{desc, hand_archive, rename_artifact, Root};
 use support::registry::DockerRegistry;
 use support::{bundle_of, ferry, read_members, set_bundle, write_raw_tar};
 
@@ -441,26 +441,13 @@ fn a_tag_that_is_not_a_tag_never_reaches_a_registry_url() {
     // A file-like artifact named with a path for a tag, chart record gone.
     let mut members = read_members(&out);
     let mut b = bundle_of(&members);
-    b["artifacts"][0]["chart"] = serde_json::Value::Null;
     b["artifacts"][0].as_object_mut().unwrap().remove("chart");
-    b["artifacts"][0]["reference"] = "charts/demo:1.0.0/../../../x/manifests/9".into();
     set_bundle(&mut members, &b);
-    // index.json names it the same way, so bundle and index agree.
-    let index = members.iter_mut().find(|m| m.name == "index.json").unwrap();
-    let mut i: serde_json::Value = serde_json::from_slice(&index.data).unwrap();
-    i["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"] =
-        "charts/demo:1.0.0/../../../x/manifests/9".into();
-    index.data = serde_json::to_vec(&i).unwrap();
-    let d = ferry::digest::Digest::of(&index.data);
-    let size = index.data.len();
-    let mut b = bundle_of(&members);
-    for m in b["members"].as_array_mut().unwrap() {
-        if m["path"] == "index.json" {
-            m["digest"] = d.to_string().into();
-            m["size"] = size.into();
-        }
-    }
-    set_bundle(&mut members, &b);
+    rename_artifact(
+        &mut members,
+        "charts/demo:1.0.0",
+        "charts/demo:1.0.0/../../../x/manifests/9",
+    );
     write_raw_tar(&out, &members, true);
     let reg = DockerRegistry::start(&t.path().join("reg"), false);
     let msg = ferry([

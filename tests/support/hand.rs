@@ -86,3 +86,31 @@ pub fn desc(media_type: &str, bytes: &[u8]) -> String {
         bytes.len()
     )
 }
+
+/// Renames the artifact `from` to `to` in bundle.json and index.json
+/// alike, so the two still agree, and records index.json's new digest.
+pub fn rename_artifact(members: &mut [RawMember], from: &str, to: &str) {
+    let index = members.iter_mut().find(|m| m.name == "index.json").unwrap();
+    let mut i: serde_json::Value = serde_json::from_slice(&index.data).unwrap();
+    for d in i["manifests"].as_array_mut().unwrap() {
+        let name = &mut d["annotations"]["org.opencontainers.image.ref.name"];
+        if name.as_str() == Some(from) {
+            *name = to.into();
+        }
+    }
+    index.data = serde_json::to_vec(&i).unwrap();
+    let (digest, size) = (Digest::of(&index.data), index.data.len());
+    let mut b = super::bundle_of(members);
+    for a in b["artifacts"].as_array_mut().unwrap() {
+        if a["reference"].as_str() == Some(from) {
+            a["reference"] = to.into();
+        }
+    }
+    for m in b["members"].as_array_mut().unwrap() {
+        if m["path"] == "index.json" {
+            m["digest"] = digest.to_string().into();
+            m["size"] = size.into();
+        }
+    }
+    super::set_bundle(members, &b);
+}

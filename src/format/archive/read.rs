@@ -494,10 +494,12 @@ impl Archive {
         &self,
         key: Option<&Path>,
     ) -> Result<Option<String>, crate::format::sign::SignError> {
-        key.map(|k| {
-            crate::format::sign::check(&self.path, k, &self.bundle_bytes, self.signature.as_deref())
-        })
-        .transpose()
+        check_key(
+            &self.path,
+            key,
+            &self.bundle_bytes,
+            self.signature.as_deref(),
+        )
     }
 
     /// Reads `entry` into memory, checked against the digest bundle.json
@@ -688,16 +690,30 @@ pub fn read_head(path: &Path) -> Result<Head, ArchiveError> {
     head_of(path, false)
 }
 
+/// With a key, the signature of `bundle_bytes` (read from `path`) checked
+/// against it; its trusted comment.
+fn check_key(
+    path: &Path,
+    key: Option<&Path>,
+    bundle_bytes: &[u8],
+    signature: Option<&[u8]>,
+) -> Result<Option<String>, crate::format::sign::SignError> {
+    key.map(|k| crate::format::sign::check(path, k, bundle_bytes, signature))
+        .transpose()
+}
+
 impl Head {
     /// [`Archive::check_key`] for the bundle.json this head read.
     pub fn check_key(
         &self,
         key: Option<&Path>,
     ) -> Result<Option<String>, crate::format::sign::SignError> {
-        key.map(|k| {
-            crate::format::sign::check(&self.path, k, &self.bundle_bytes, self.signature.as_deref())
-        })
-        .transpose()
+        check_key(
+            &self.path,
+            key,
+            &self.bundle_bytes,
+            self.signature.as_deref(),
+        )
     }
 }
 
