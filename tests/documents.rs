@@ -460,3 +460,188 @@ fn a_tag_that_is_not_a_tag_never_reaches_a_registry_url() {
     assert!(msg.contains("is not a valid tag"), "{msg}");
     assert!(reg.tags().is_empty());
 }
+
+#[test]
+fn verify_walks_a_document_also_named_as_a_blob_and_checks_every_size_a_manifest_gives() {
+    let t = tempfile::tempdir().unwrap();
+    let (config, layer, c, l) = parts();
+    // X: a manifest Go clients would read with another layer list.
+    let other = desc(oci::OCI_LAYER_GZIP, b"never carried");
+    let x = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{}","config":{c},"layers":[{l}],"Layers":[{other}]}}"#,
+        oci::OCI_MANIFEST
+    );
+    // M1 names X as its config, before the index names X as a child.
+    let m1 = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{}","config":{},"layers":[{l}]}}"#,
+        oci::OCI_MANIFEST,
+        desc(oci::OCI_CONFIG, x.as_bytes())
+    );
+    let index = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{}","manifests":[{},{}]}}"#,
+        oci::OCI_INDEX,
+        desc(oci::OCI_MANIFEST, m1.as_bytes()),
+        desc(oci::OCI_MANIFEST, x.as_bytes())
+    );
+    let archive = t.path().join("a.tar");
+    let root = Root {
+        reference: REF,
+        media_type: oci::OCI_INDEX,
+        bytes: index.into_bytes(),
+    };
+    hand_archive(
+        &archive,
+        &[root],
+        &[
+            m1.into_bytes(),
+            x.into_bytes(),
+            config.clone(),
+            layer.clone(),
+        ],
+    );
+    let msg = ferry(["verify".as_ref(), archive.as_os_str()]).expect_fail("verify");
+    assert!(msg.contains("differs only in case"), "{msg}");
+
+    // Two manifests give one layer two sizes: the wrong one is named.
+    let wrong = l.replace(
+        &format!("\"size\":{}", layer.len()),
+        &format!("\"size\":{}", layer.len() + 1),
+    );
+    let a = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{}","config":{c},"layers":[{l}]}}"#,
+        oci::OCI_MANIFEST
+    );
+    let b = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{}","config":{c},"layers":[{wrong}]}}"#,
+        oci::OCI_MANIFEST
+    );
+    let index = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{}","manifests":[{},{}]}}"#,
+        oci::OCI_INDEX,
+        desc(oci::OCI_MANIFEST, a.as_bytes()),
+        desc(oci::OCI_MANIFEST, b.as_bytes())
+    );
+    let root = Root {
+        reference: REF,
+        media_type: oci::OCI_INDEX,
+        bytes: index.into_bytes(),
+    };
+    hand_archive(
+        &archive,
+        &[root],
+        &[a.into_bytes(), b.into_bytes(), config, layer.clone()],
+    );
+    let msg = ferry(["verify".as_ref(), archive.as_os_str()]).expect_fail("verify");
+    assert!(
+        msg.contains(&format!("its descriptor says {}", layer.len() + 1)),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_path_nesting_too_deep_is_refused_by_verify_even_to_a_document_walked_before() {
+    let t = tempfile::tempdir().unwrap();
+    let (config, layer, c, l) = parts();
+    let x = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{}","config":{c},"layers":[{l}]}}"#,
+        oci::OCI_MANIFEST
+    );
+    let index_of = |children: &[&String]| {
+        let list: Vec<String> = children
+            .iter()
+            .map(|d| {
+                let mt = if d.contains("\"manifests\"") {
+                    oci::OCI_INDEX
+                } else {
+                    oci::OCI_MANIFEST
+                };
+                desc(mt, d.as_bytes())
+            })
+            .collect();
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"{}","manifests":[{}]}}"#,
+            oci::OCI_INDEX,
+            list.join(",")
+        )
+    };
+    // R lists X (depth 1) and a chain B → C → D → E → X (X at depth 5).
+    let e = index_of(&[&x]);
+    let d = index_of(&[&e]);
+    let cc = index_of(&[&d]);
+    let b = index_of(&[&cc]);
+    let r = index_of(&[&x, &b]);
+    let archive = t.path().join("a.tar");
+    let root = Root {
+        reference: REF,
+        media_type: oci::OCI_INDEX,
+        bytes: r.into_bytes(),
+    };
+    let docs: Vec<Vec<u8>> = [&x, &e, &d, &cc, &b]
+        .iter()
+        .map(|s| s.as_bytes().to_vec())
+        .collect();
+    let mut blobs = docs;
+    blobs.extend([config, layer]);
+    hand_archive(&archive, &[root], &blobs);
+    let msg = ferry(["verify".as_ref(), archive.as_os_str()]).expect_fail("verify");
+    assert!(msg.contains("nest deeper than 4 levels"), "{msg}");
+    let reg = DockerRegistry::start(&t.path().join("reg"), false);
+    let msg = ferry([
+        "load".as_ref(),
+        archive.as_os_str(),
+        "--registry".as_ref(),
+        reg.host().as_ref(),
+    ])
+    .expect_fail("load");
+    assert!(msg.contains("nest deeper than 4 levels"), "{msg}");
+}
+
+#[test]
+fn an_index_json_entry_with_another_size_or_contradicting_data_is_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let (config, layer, c, l) = parts();
+    let m = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{}","config":{c},"layers":[{l}]}}"#,
+        oci::OCI_MANIFEST
+    );
+    for (name, edit) in [("size", r#""size":1,"#), ("data", r#""data":"e30=","#)] {
+        let archive = t.path().join(format!("{name}.tar"));
+        let root = Root {
+            reference: REF,
+            media_type: oci::OCI_MANIFEST,
+            bytes: m.clone().into_bytes(),
+        };
+        let mut members = hand_archive(&archive, &[root], &[config.clone(), layer.clone()]);
+        let index = members.iter_mut().find(|x| x.name == "index.json").unwrap();
+        let text = String::from_utf8(index.data.clone()).unwrap();
+        let text = match name {
+            "size" => text.replace(&format!("\"size\":{}", m.len()), "\"size\":1"),
+            _ => text.replace(
+                "\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",",
+                &format!("\"mediaType\":\"{}\",{edit}", oci::OCI_MANIFEST),
+            ),
+        };
+        index.data = text.into_bytes();
+        let (digest, size) = (Digest::of(&index.data), index.data.len());
+        let mut b = bundle_of(&members);
+        for x in b["members"].as_array_mut().unwrap() {
+            if x["path"] == "index.json" {
+                x["digest"] = digest.to_string().into();
+                x["size"] = size.into();
+            }
+        }
+        set_bundle(&mut members, &b);
+        write_raw_tar(&archive, &members, true);
+        let o = ferry(["verify".as_ref(), archive.as_os_str()]);
+        assert_eq!(o.code, Some(1), "{name}: {}{}", o.stdout, o.stderr);
+        let reg = DockerRegistry::start(&t.path().join(format!("reg-{name}")), false);
+        ferry([
+            "load".as_ref(),
+            archive.as_os_str(),
+            "--registry".as_ref(),
+            reg.host().as_ref(),
+        ])
+        .expect_fail(&format!("load with index.json's {name} wrong"));
+        assert!(reg.tags().is_empty());
+    }
+}

@@ -329,3 +329,39 @@ fn every_command_that_reads_an_archive_refuses_a_key_that_did_not_sign_it() {
     .expect_fail("serve DIR without bundle.json, with a key");
     assert!(msg.contains("has no bundle.json"), "{msg}");
 }
+
+#[test]
+fn a_key_given_where_no_archive_is_read_is_a_usage_error_not_ignored() {
+    let t = tempfile::tempdir().unwrap();
+    let (_, public) = keygen(t.path(), "release");
+    let map = t.path().join("map.json");
+    std::fs::write(&map, "{}").unwrap();
+    let k = public.to_str().unwrap();
+    for args in [
+        vec![
+            "rewrite",
+            t.path().to_str().unwrap(),
+            "--map",
+            map.to_str().unwrap(),
+            "--key",
+            k,
+        ],
+        vec![
+            "inventory",
+            "--registry",
+            "127.0.0.1:9",
+            "-o",
+            "inv.json",
+            "--key",
+            k,
+        ],
+    ] {
+        let o = ferry(&args);
+        assert_eq!(o.code, Some(2), "{args:?}: {}", o.stderr);
+        assert!(
+            o.stderr.contains("--key") || o.stderr.contains("--bundle"),
+            "{args:?}: {}",
+            o.stderr
+        );
+    }
+}

@@ -726,3 +726,25 @@ fn verify_checks_the_volume_sidecar_and_names_each_disagreement() {
     let o = ferry(["verify", vols[0].to_str().unwrap()]).expect_ok("verify without a sidecar");
     assert!(o.contains("no checksum sidecar"), "{o}");
 }
+
+#[test]
+fn a_volume_set_of_one_has_its_sidecar_checked_too() {
+    let t = tempfile::tempdir().unwrap();
+    let spec = fixture(t.path(), 22);
+    let out = t.path().join("one.tar");
+    pack_args(&spec, &out, &["--volume-size", "1G"]).expect_ok("pack into one volume");
+    let first = t.path().join("one.tar.001");
+    let sidecar = t.path().join("one.tar.sha256");
+    assert!(first.exists() && sidecar.exists());
+    assert!(!t.path().join("one.tar.002").exists());
+    let (code, r) = verify_json(&first);
+    assert_eq!(code, Some(0), "{r:#}");
+    assert_eq!(r["sidecar"], sidecar.to_str().unwrap(), "{r:#}");
+    std::fs::write(&sidecar, format!("{}  one.tar.001\n", "0".repeat(64))).unwrap();
+    let (code, r) = verify_json(&first);
+    assert_eq!(code, Some(1), "{r:#}");
+    assert!(
+        messages(&r).contains("one.tar.sha256 says one.tar.001 hashes to"),
+        "{r:#}"
+    );
+}

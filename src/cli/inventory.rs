@@ -11,6 +11,7 @@ use ferry::mapping::TargetRegistry;
 use super::{human, progress::Bars, remote_args::RemoteArgs, Settings};
 
 #[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("archive_given").args(["bundle", "for_bundle"])))]
 pub struct Args {
     /// List a registry: every tag of every repository under PREFIX (from
     /// /v2/_catalog), or with --for, of the repositories a bundle maps to.
@@ -26,7 +27,7 @@ pub struct Args {
     pub for_bundle: Option<PathBuf>,
     /// Require a signature of bundle.json by this minisign public key,
     /// checked on the archive as read, before anything in it is used (with --bundle or --for).
-    #[arg(long, value_name = "PUB")]
+    #[arg(long, value_name = "PUB", requires = "archive_given")]
     pub key: Option<PathBuf>,
     /// With --for: the source host is kept in repository paths, as with
     /// `load --keep-host`.

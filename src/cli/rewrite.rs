@@ -15,14 +15,14 @@ pub struct Args {
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
     /// A ferry map file (source → target with digests).
-    #[arg(long, conflicts_with_all = ["bundle", "registry"])]
+    #[arg(long, conflicts_with_all = ["bundle", "registry", "key", "keep_host"])]
     pub map: Option<PathBuf>,
     /// Compute the map from this archive instead of a map file.
     #[arg(long, requires = "registry", value_name = "ARCHIVE")]
     pub bundle: Option<PathBuf>,
     /// Require a signature of bundle.json by this minisign public key,
     /// checked on the archive as read, before anything in it is used (with --bundle).
-    #[arg(long, value_name = "PUB")]
+    #[arg(long, value_name = "PUB", requires = "bundle")]
     pub key: Option<PathBuf>,
     /// With --bundle: the target registry, HOST[:PORT][/PREFIX].
     #[arg(long, requires = "bundle")]

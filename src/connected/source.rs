@@ -572,15 +572,17 @@ impl Walker<'_> {
     }
 
     fn child(&mut self, d: &Descriptor, depth: usize) -> Result<(), SourceError> {
-        if !self.walked.insert(d.digest) {
-            return Ok(());
-        }
+        // Depth first, as in `oci::walk_graph`: any path that nests too
+        // deep is refused, even to a document already walked.
         if depth > oci::MAX_DEPTH {
             return Err(SourceError::TooDeep {
                 layout: self.layout.label.clone(),
                 digest: d.digest,
                 max: oci::MAX_DEPTH,
             });
+        }
+        if !self.walked.insert(d.digest) {
+            return Ok(());
         }
         let bytes = self.layout.read_verified(d, oci::MANIFEST_MAX_BYTES)?;
         self.add(d, true)?;

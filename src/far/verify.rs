@@ -229,6 +229,7 @@ pub fn verify(
                     problems: &mut problems,
                     broken: false,
                     walked: Default::default(),
+                    checked: Default::default(),
                 };
                 walk.visit(&root, 0);
                 if walk.broken {
@@ -317,7 +318,9 @@ pub fn verify(
     let mut content_problems = merge_problems(content_problems);
     // A split archive's checksum sidecar must agree with the volumes, so
     // `sha256sum -c` and verify never give two verdicts.
-    let sidecar = match split {
+    // A volume set of one (a bundle that fit in its first volume) has a
+    // sidecar too.
+    let sidecar = match archive.bundle.volumes.is_some() {
         true => check_sidecar(&archive.files(), &mut content_problems),
         false => None,
     };
@@ -353,14 +356,16 @@ pub fn verify(
 /// artifacts is reported once, with all the artifacts that need it.
 fn merge_problems(problems: Vec<Problem>) -> Vec<Problem> {
     let mut out: Vec<Problem> = Vec::with_capacity(problems.len());
+    // Per merged problem, the artifacts it already names.
+    let mut named: Vec<BTreeSet<String>> = Vec::new();
     let mut at: HashMap<(Option<String>, Option<Digest>, String), usize> = HashMap::new();
     for p in problems {
         let key = (p.member.clone(), p.digest, p.message.clone());
         match at.get(&key) {
             Some(&i) => {
-                if let Some(first) = out.get_mut(i) {
+                if let (Some(first), Some(seen)) = (out.get_mut(i), named.get_mut(i)) {
                     for a in p.artifacts {
-                        if !first.artifacts.contains(&a) {
+                        if seen.insert(a.clone()) {
                             first.artifacts.push(a);
                         }
                     }
@@ -368,6 +373,7 @@ fn merge_problems(problems: Vec<Problem>) -> Vec<Problem> {
             }
             None => {
                 at.insert(key, out.len());
+                named.push(p.artifacts.iter().cloned().collect());
                 out.push(p);
             }
         }
@@ -526,6 +532,8 @@ struct Walk<'a> {
     /// one child many times at every level is walked once per document,
     /// not once per path (fan-out to the power of the depth).
     walked: std::collections::HashSet<Digest>,
+    /// Blob descriptors already checked, by digest and size.
+    checked: std::collections::HashSet<(Digest, u64)>,
 }
 
 impl<'a> Walk<'a> {
@@ -593,12 +601,8 @@ impl<'a> Walk<'a> {
     }
 
     fn visit(&mut self, d: &oci::Descriptor, depth: usize) {
-        if !self.walked.insert(d.digest) {
-            // Already checked, with its children; a problem it has is
-            // already reported for this artifact.
-            return;
-        }
-        let Some(entry) = self.check(d) else { return };
+        // As in `oci::walk_graph`, which load and serve use: any path that
+        // nests too deep is refused, even to a document already walked.
         if depth > oci::MAX_DEPTH {
             self.problem(
                 d,
@@ -606,6 +610,12 @@ impl<'a> Walk<'a> {
             );
             return;
         }
+        if !self.walked.insert(d.digest) {
+            // Already walked as a document, with its children; a problem
+            // it has is already reported for this artifact.
+            return;
+        }
+        let Some(entry) = self.check(d) else { return };
         let bytes = match self.archive.read_member(entry, oci::MANIFEST_MAX_BYTES) {
             Ok(b) => b,
             Err(e) => return self.problem(d, error_chain(&e)),
@@ -617,8 +627,12 @@ impl<'a> Walk<'a> {
                 }
             }
             Ok(Node::Manifest(m)) => {
+                // Every blob descriptor is checked (each size a manifest
+                // gives, as load and serve check them), once per digest
+                // and size; a digest met as a blob is still walked when a
+                // document names it as a child.
                 for b in std::iter::once(&m.config).chain(&m.layers) {
-                    if self.walked.insert(b.digest) {
+                    if self.checked.insert((b.digest, b.size)) {
                         self.check(b);
                     }
                 }

@@ -439,6 +439,11 @@ impl Bundle {
     pub fn check_index(&self, index: &crate::format::oci::Index) -> Vec<String> {
         use crate::format::oci::ANN_REF_NAME;
         let mut problems = Vec::new();
+        let sizes: std::collections::HashMap<&str, u64> = self
+            .members
+            .iter()
+            .map(|m| (m.path.as_str(), m.size))
+            .collect();
         let mut named: std::collections::HashMap<&str, Vec<&crate::format::oci::Descriptor>> =
             std::collections::HashMap::new();
         for d in &index.manifests {
@@ -466,6 +471,14 @@ impl Bundle {
                         problems.push(format!(
                             "index.json gives {} the media type {} but bundle.json records {}",
                             a.reference, d.media_type, a.media_type
+                        ));
+                    } else if let Some(&size) = sizes
+                        .get(a.digest.blob_path().as_str())
+                        .filter(|&&s| s != d.size)
+                    {
+                        problems.push(format!(
+                            "index.json gives {} the size {} but its root {} is {size} bytes",
+                            a.reference, d.size, a.digest
                         ));
                     }
                 }

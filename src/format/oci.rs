@@ -423,7 +423,16 @@ pub fn parse_node(digest: Digest, declared: &str, bytes: &[u8]) -> Result<Node, 
 /// index (it is not content-addressed, so no digest or kind checks).
 pub fn parse_index_json(bytes: &[u8]) -> Result<Index, serde_json::Error> {
     strict::check(bytes)?;
-    serde_json::from_slice(bytes)
+    let index: Index = serde_json::from_slice(bytes)?;
+    for d in &index.manifests {
+        d.check_data().map_err(|what| {
+            <serde_json::Error as serde::de::Error>::custom(format_args!(
+                "the descriptor of {} embeds data that {what}",
+                d.digest
+            ))
+        })?;
+    }
+    Ok(index)
 }
 
 /// Parses an image config (or the part of it `T` names) under the

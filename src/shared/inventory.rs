@@ -337,16 +337,11 @@ async fn walk(r: &Remote, repo: &str, tag: &str) -> Result<Vec<(Digest, u64)>, I
         };
         let node = match oci::parse_node(digest, &media_type, &bytes) {
             Ok(n) => n,
-            // Schema 1 and foreign artifacts hold nothing ferry would carry.
-            Err(oci::OciError::Unsupported { .. }) => continue,
-            Err(source) => {
-                return Err(InventoryError::Manifest {
-                    registry: r.host().to_owned(),
-                    repository: repo.to_owned(),
-                    digest,
-                    source,
-                })
-            }
+            // Schema 1, foreign artifacts and documents ferry would refuse
+            // (ambiguous, case-folded keys) hold nothing ferry would carry
+            // or load. Leaving them out is safe: their blobs are not
+            // counted as held, so a delta carries them.
+            Err(_) => continue,
         };
         match node {
             Node::Index(i) if depth < oci::MAX_DEPTH => {

@@ -853,7 +853,7 @@ pub fn scan_with(path: &Path, reporter: &dyn Reporter) -> Result<Archive, Archiv
         if keep && digest == m.digest {
             kept_bytes += held.len() as u64;
             kept.insert(m.path.clone(), Arc::new(held));
-            documents.absorb(&kept);
+            documents.absorb(&m.path, &kept);
         }
         entries.push(Entry {
             path: m.path,
@@ -904,8 +904,8 @@ pub fn scan_head(path: &Path) -> Result<Archive, ArchiveError> {
             });
         }
         kept_bytes += bytes.len() as u64;
-        kept.insert(m.path, Arc::new(bytes));
-        documents.absorb(&kept);
+        kept.insert(m.path.clone(), Arc::new(bytes));
+        documents.absorb(&m.path, &kept);
     }
     documents.prune(&mut kept);
     let entries = s
@@ -955,35 +955,34 @@ impl Documents {
         self.needed.contains_key(path)
     }
 
-    /// Expands every needed document now held, until nothing changes.
-    fn absorb(&mut self, kept: &HashMap<String, Arc<Vec<u8>>>) {
-        loop {
-            let ready: Vec<(String, String)> = self
-                .needed
-                .iter()
-                .filter(|(p, _)| !self.expanded.contains(*p) && kept.contains_key(*p))
-                .map(|(p, mt)| (p.clone(), mt.clone()))
-                .collect();
-            if ready.is_empty() {
-                return;
+    /// Takes note that `path` is now held: when it is a needed document,
+    /// it and every needed document it leads to that is already held are
+    /// expanded (each once, so the work is linear in what arrives).
+    fn absorb(&mut self, path: &str, kept: &HashMap<String, Arc<Vec<u8>>>) {
+        let mut todo = vec![path.to_owned()];
+        while let Some(path) = todo.pop() {
+            let Some(media_type) = self.needed.get(&path).cloned() else {
+                continue;
+            };
+            if !self.expanded.insert(path.clone()) || path == INDEX_PATH {
+                continue;
             }
-            for (path, media_type) in ready {
-                self.expanded.insert(path.clone());
-                if path == INDEX_PATH {
-                    continue;
-                }
-                let (Some(bytes), Some(digest)) = (
-                    kept.get(&path),
-                    path.strip_prefix("blobs/sha256/")
-                        .and_then(|h| Digest::from_hex(h).ok()),
-                ) else {
-                    continue;
-                };
-                if let Ok(Node::Index(i)) = oci::parse_node(digest, &media_type, bytes) {
-                    for c in &i.manifests {
-                        self.needed
-                            .entry(c.digest.blob_path())
-                            .or_insert_with(|| c.media_type.clone());
+            let (Some(bytes), Some(digest)) = (
+                kept.get(&path),
+                path.strip_prefix("blobs/sha256/")
+                    .and_then(|h| Digest::from_hex(h).ok()),
+            ) else {
+                continue;
+            };
+            if let Ok(Node::Index(i)) = oci::parse_node(digest, &media_type, bytes) {
+                for c in &i.manifests {
+                    let child = c.digest.blob_path();
+                    if self.needed.contains_key(&child) {
+                        continue;
+                    }
+                    self.needed.insert(child.clone(), c.media_type.clone());
+                    if kept.contains_key(&child) {
+                        todo.push(child);
                     }
                 }
             }
