@@ -99,6 +99,12 @@ pub fn run(args: Args, _: &Settings) -> anyhow::Result<ExitCode> {
             let tags = registry.tags(r).unwrap_or_default();
             lines.push(format!("  {addr}/{r}:{}", tags.join(",")));
         }
+        // The Ctrl-C handler is in place before the address is announced:
+        // a client that reads it and at once sends SIGINT stops the server
+        // cleanly instead of killing it.
+        let mut interrupt =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+                .context("installing the Ctrl-C handler")?;
         super::print_result(&lines)?;
         let log: Option<AccessLog> = args.verbose.then(|| {
             Arc::new(|r: &ferry::serve::AccessRecord| {
@@ -112,8 +118,8 @@ pub fn run(args: Args, _: &Settings) -> anyhow::Result<ExitCode> {
                 )
             }) as AccessLog
         });
-        let shutdown = async {
-            let _ = tokio::signal::ctrl_c().await;
+        let shutdown = async move {
+            let _ = interrupt.recv().await;
             eprintln!("stopping");
         };
         match tls {
