@@ -2,10 +2,12 @@
 //! command. Errors are printed here, with their causes, and turned into the
 //! exit status: 0 success, 1 failure, 2 usage error.
 
+mod completion;
 mod inspect;
 mod inventory;
 mod keygen;
 mod load;
+mod man;
 mod pack;
 mod progress;
 mod remote_args;
@@ -49,6 +51,10 @@ pub enum Command {
     Rewrite(rewrite::Args),
     /// List the blobs a registry or an earlier bundle holds (for `pack --have`).
     Inventory(inventory::Args),
+    /// Print the shell completion script (bash, zsh, fish, powershell, elvish).
+    Completion(completion::Args),
+    /// Write man pages for ferry and each command.
+    Man(man::Args),
 }
 
 /// Global settings every command gets.
@@ -60,7 +66,11 @@ pub fn run() -> ExitCode {
     let cli = Cli::parse();
     if matches!(
         cli.command,
-        Command::Inspect(_) | Command::Verify(_) | Command::Rewrite(_) | Command::Unpack(_)
+        Command::Inspect(_)
+            | Command::Verify(_)
+            | Command::Rewrite(_)
+            | Command::Unpack(_)
+            | Command::Completion(_)
     ) {
         // `ferry inspect … | head` should end quietly, like other Unix
         // tools, instead of panicking on a closed stdout. Only for commands
@@ -86,6 +96,8 @@ pub fn run() -> ExitCode {
         Command::Serve(a) => serve::run(a, &settings),
         Command::Rewrite(a) => rewrite::run(a, &settings),
         Command::Inventory(a) => inventory::run(a, &settings),
+        Command::Completion(a) => completion::run(a, &settings),
+        Command::Man(a) => man::run(a, &settings),
     };
     match result {
         Ok(code) => code,
@@ -160,7 +172,7 @@ pub fn print_json(json: &str) -> anyhow::Result<()> {
 }
 
 /// One write to stdout; a reader that has gone is not an error.
-fn write_stdout(text: &str) -> anyhow::Result<()> {
+pub fn write_stdout(text: &str) -> anyhow::Result<()> {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
