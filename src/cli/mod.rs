@@ -112,22 +112,30 @@ pub fn run() -> ExitCode {
 /// the library has registered, says so, and exits 130 (143 for SIGTERM),
 /// so an interrupted pack or unpack leaves nothing half-written behind.
 fn clean_up_on_interrupt() {
-    std::thread::spawn(|| {
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        else {
-            return;
-        };
-        let caught = rt.block_on(async {
-            use tokio::signal::unix::{signal, SignalKind};
-            let mut term = signal(SignalKind::terminate()).ok()?;
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return;
+    };
+    // Both handlers are installed here, before the command starts: a
+    // signal that comes at once is caught, never the default action that
+    // would leave temp files behind.
+    let handlers = {
+        let _in = rt.enter();
+        signal(SignalKind::interrupt()).and_then(|i| Ok((i, signal(SignalKind::terminate())?)))
+    };
+    let Ok((mut int, mut term)) = handlers else {
+        return;
+    };
+    std::thread::spawn(move || {
+        let (what, code) = rt.block_on(async {
             tokio::select! {
-                r = tokio::signal::ctrl_c() => r.ok().map(|()| ("interrupted", 130)),
-                _ = term.recv() => Some(("terminated", 143)),
+                _ = int.recv() => ("interrupted", 130),
+                _ = term.recv() => ("terminated", 143),
             }
         });
-        let Some((what, code)) = caught else { return };
         let removed = ferry::interrupt::remove_registered();
         eprintln!("\n{what}: removed {removed} temp file(s) and directories; nothing half-written is left");
         std::process::exit(code);
