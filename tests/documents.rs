@@ -30,14 +30,10 @@ fn parts() -> (Vec<u8>, Vec<u8>, String, String) {
     (config, layer, c, l)
 }
 
-/// verify, load and serve all refuse the archive, each naming `what`.
-fn refused_everywhere(dir: &Path, archive: &Path, what: &str) {
-    let o = ferry(["verify".as_ref(), archive.as_os_str()]);
-    assert_ne!(o.code, Some(0), "verify accepted it: {}", o.stdout);
-    let all = format!("{}{}", o.stdout, o.stderr);
-    assert!(all.contains(what), "verify does not say {what:?}: {all}");
-
-    let reg = DockerRegistry::start(&dir.join("reg"), false);
+/// `ferry load` of `archive` into a new registry under `dir/NAME` fails,
+/// pushing nothing; its message.
+fn load_refused(dir: &Path, name: &str, archive: &Path) -> String {
+    let reg = DockerRegistry::start(&dir.join(name), false);
     let o = ferry([
         "load".as_ref(),
         archive.as_os_str(),
@@ -45,9 +41,19 @@ fn refused_everywhere(dir: &Path, archive: &Path, what: &str) {
         reg.host().as_ref(),
     ]);
     assert_ne!(o.code, Some(0), "load accepted it: {}", o.stdout);
-    let all = format!("{}{}", o.stdout, o.stderr);
-    assert!(all.contains(what), "load does not say {what:?}: {all}");
     assert!(reg.tags().is_empty(), "load pushed {:?}", reg.tags());
+    format!("{}{}", o.stdout, o.stderr)
+}
+
+/// verify, load and serve all refuse the archive, each naming `what`.
+fn refused_everywhere(dir: &Path, archive: &Path, what: &str) {
+    let o = ferry(["verify".as_ref(), archive.as_os_str()]);
+    assert_ne!(o.code, Some(0), "verify accepted it: {}", o.stdout);
+    let all = format!("{}{}", o.stdout, o.stderr);
+    assert!(all.contains(what), "verify does not say {what:?}: {all}");
+
+    let all = load_refused(dir, "reg", archive);
+    assert!(all.contains(what), "load does not say {what:?}: {all}");
 
     let o = ferry([
         "serve".as_ref(),
@@ -449,16 +455,8 @@ fn a_tag_that_is_not_a_tag_never_reaches_a_registry_url() {
         "charts/demo:1.0.0/../../../x/manifests/9",
     );
     write_raw_tar(&out, &members, true);
-    let reg = DockerRegistry::start(&t.path().join("reg"), false);
-    let msg = ferry([
-        "load".as_ref(),
-        out.as_os_str(),
-        "--registry".as_ref(),
-        reg.host().as_ref(),
-    ])
-    .expect_fail("load of a tag holding a path");
+    let msg = load_refused(t.path(), "reg", &out);
     assert!(msg.contains("is not a valid tag"), "{msg}");
-    assert!(reg.tags().is_empty());
 }
 
 #[test]
@@ -585,14 +583,7 @@ fn a_path_nesting_too_deep_is_refused_by_verify_even_to_a_document_walked_before
     hand_archive(&archive, &[root], &blobs);
     let msg = ferry(["verify".as_ref(), archive.as_os_str()]).expect_fail("verify");
     assert!(msg.contains("nest deeper than 4 levels"), "{msg}");
-    let reg = DockerRegistry::start(&t.path().join("reg"), false);
-    let msg = ferry([
-        "load".as_ref(),
-        archive.as_os_str(),
-        "--registry".as_ref(),
-        reg.host().as_ref(),
-    ])
-    .expect_fail("load");
+    let msg = load_refused(t.path(), "reg", &archive);
     assert!(msg.contains("nest deeper than 4 levels"), "{msg}");
 }
 
@@ -634,14 +625,6 @@ fn an_index_json_entry_with_another_size_or_contradicting_data_is_refused() {
         write_raw_tar(&archive, &members, true);
         let o = ferry(["verify".as_ref(), archive.as_os_str()]);
         assert_eq!(o.code, Some(1), "{name}: {}{}", o.stdout, o.stderr);
-        let reg = DockerRegistry::start(&t.path().join(format!("reg-{name}")), false);
-        ferry([
-            "load".as_ref(),
-            archive.as_os_str(),
-            "--registry".as_ref(),
-            reg.host().as_ref(),
-        ])
-        .expect_fail(&format!("load with index.json's {name} wrong"));
-        assert!(reg.tags().is_empty());
+        load_refused(t.path(), &format!("reg-{name}"), &archive);
     }
 }
