@@ -721,6 +721,15 @@ fn verify_checks_the_volume_sidecar_and_names_each_disagreement() {
     );
     assert!(m.contains(&format!("line {} is not", lines.len())), "{m}");
 
+    // A sidecar over its 1 MiB limit is not read, and says so.
+    std::fs::write(&sidecar, vec![b'#'; (1 << 20) + 1]).unwrap();
+    let (code, r) = verify_json(&vols[0]);
+    assert_eq!(code, Some(1), "{r:#}");
+    assert!(
+        messages(&r).contains("more than the 1048576-byte limit; not read"),
+        "{r:#}"
+    );
+
     // No sidecar: verify says so and passes on the volumes alone.
     std::fs::remove_file(&sidecar).unwrap();
     let o = ferry(["verify", vols[0].to_str().unwrap()]).expect_ok("verify without a sidecar");
