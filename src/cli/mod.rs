@@ -160,17 +160,10 @@ pub fn print_result<S: AsRef<str>>(lines: &[S]) -> anyhow::Result<()> {
     write_stdout(&text)
 }
 
-/// `s` with every control character shown as an escape, never obeyed.
+/// `s` with every control character shown as an escape, never obeyed
+/// (the library's one escaping, without a length limit).
 pub fn escape_controls(s: &str) -> String {
-    let mut text = String::with_capacity(s.len());
-    for c in s.chars() {
-        if c.is_control() {
-            text.extend(c.escape_unicode());
-        } else {
-            text.push(c);
-        }
-    }
-    text
+    ferry::base::error::one_line(s, usize::MAX)
 }
 
 /// A JSON result, as it is: serde escapes every control character inside
