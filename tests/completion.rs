@@ -103,9 +103,10 @@ fn the_man_pages_in_docs_man_are_current() {
         "docs/man is stale: FERRY_BLESS=1 cargo test --test completion"
     );
     for f in &made {
+        // As text, so that a failure shows the lines that differ.
         assert_eq!(
-            std::fs::read(t.path().join(f)).unwrap(),
-            std::fs::read(checked_in.join(f)).unwrap(),
+            String::from_utf8_lossy(&std::fs::read(t.path().join(f)).unwrap()),
+            String::from_utf8_lossy(&std::fs::read(checked_in.join(f)).unwrap()),
             "docs/man/{f} is stale: FERRY_BLESS=1 cargo test --test completion"
         );
     }

@@ -610,3 +610,55 @@ fn errors_that_stop_a_command_are_on_stderr_alone() {
         assert_error_only(&q(&args), &args.join(" "));
     }
 }
+
+/// `--version` names the commit and the build date (README, "Versions");
+/// `-V` and bundle.json carry the package version alone, so two builds of
+/// one version write the same archive bytes.
+#[test]
+fn version_names_the_commit_and_build_date_but_bundle_json_only_the_version() {
+    let long = q(&["--version"]);
+    assert_eq!(long.code, Some(0), "{}", long.stderr);
+    let line = long.stdout.trim();
+    let version = env!("CARGO_PKG_VERSION");
+    let rest = line
+        .strip_prefix(&format!("ferry {version} (commit "))
+        .unwrap_or_else(|| panic!("--version: {line:?}"));
+    let (commit, built) = rest
+        .strip_suffix(')')
+        .and_then(|r| r.split_once(", built "))
+        .unwrap_or_else(|| panic!("--version: {line:?}"));
+    // Built from this checkout: the commit is git's, the date a real date.
+    let head = Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .current_dir(repo_root())
+        .output()
+        .unwrap();
+    let head = String::from_utf8(head.stdout).unwrap();
+    assert!(
+        commit.len() == 12 && head.starts_with(commit),
+        "--version names commit {commit:?}, HEAD is {head}"
+    );
+    let date: Vec<&str> = built.split('-').collect();
+    assert!(
+        date.len() == 3 && date.iter().all(|p| p.chars().all(|c| c.is_ascii_digit())),
+        "--version's build date {built:?} is not YYYY-MM-DD"
+    );
+    let short = q(&["-V"]);
+    assert_eq!(short.stdout.trim(), format!("ferry {version}"));
+
+    let t = tempfile::tempdir().unwrap();
+    let archive = pack_demo(t.path());
+    let bundle = inspect_json(&archive);
+    let raw = read_members(&archive)
+        .into_iter()
+        .find(|m| m.name == "bundle.json")
+        .unwrap();
+    let raw = String::from_utf8(raw.data).unwrap();
+    assert!(!raw.contains(commit), "bundle.json names the commit: {raw}");
+    assert!(
+        raw.contains(&format!("\"version\": \"{version}\""))
+            || raw.contains(&format!("\"version\":\"{version}\"")),
+        "bundle.json's tool version: {raw}"
+    );
+    assert_eq!(bundle["name"], "demo");
+}

@@ -31,7 +31,9 @@ pub fn run(args: Args, _: &Settings) -> anyhow::Result<ExitCode> {
 /// returns how many.
 pub fn write_pages(dir: &Path) -> anyhow::Result<usize> {
     fs_err::create_dir_all(dir)?;
-    let cmd = Cli::command();
+    // The version alone: pages that named the commit would go stale with
+    // every commit.
+    let cmd = Cli::command().long_version(None::<&str>);
     let mut pages = vec![("ferry".to_owned(), cmd.clone())];
     for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
         let name = format!("ferry-{}", sub.get_name());

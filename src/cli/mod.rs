@@ -20,9 +20,22 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// `ferry --version`: the package version, the commit and the build date
+/// (from build.rs: `SOURCE_DATE_EPOCH` or the commit's time, never the
+/// clock). `-V` and the man pages show the version alone, and bundle.json
+/// records only the package version, so archives do not depend on the build.
+pub const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("FERRY_COMMIT"),
+    ", built ",
+    env!("FERRY_BUILD_DATE"),
+    ")"
+);
+
 /// ferry carries container images, Helm charts and files across an air gap.
 #[derive(Debug, Parser)]
-#[command(name = "ferry", version, about, long_about = None)]
+#[command(name = "ferry", version, long_version = LONG_VERSION, about, long_about = None)]
 pub struct Cli {
     /// Show no progress bars.
     #[arg(short, long, global = true)]
