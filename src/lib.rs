@@ -25,6 +25,6 @@ pub mod shared;
 // are the design (see ARCHITECTURE.md).
 pub use base::{digest, interrupt, platform, reference, report};
 pub use connected::{fetch, inputs, pack, source};
-pub use far::{load, serve, unpack, verify};
+pub use far::{export, load, serve, unpack, verify};
 pub use format::{archive, bundle, layout, oci, sign};
 pub use shared::{inventory, mapping, remote, rewrite};

@@ -254,10 +254,11 @@ fn every_command_that_reads_an_archive_refuses_a_key_that_did_not_sign_it() {
     pack_args(&demo_spec(), &archive, &["--sign", key.to_str().unwrap()]).expect_ok("pack --sign");
     let reg = support::registry::DockerRegistry::start(&t.path().join("reg"), false);
     let host = reg.host();
-    let (layout, charts, inv) = (
+    let (layout, charts, inv, images) = (
         t.path().join("layout"),
         t.path().join("charts"),
         t.path().join("inv.json"),
+        t.path().join("images.tar"),
     );
     let (k, a) = (other.as_os_str(), archive.as_os_str());
     let commands: Vec<Vec<&std::ffi::OsStr>> = vec![
@@ -270,6 +271,14 @@ fn every_command_that_reads_an_archive_refuses_a_key_that_did_not_sign_it() {
             a,
             "--charts".as_ref(),
             charts.as_os_str(),
+        ],
+        vec![
+            "export".as_ref(),
+            a,
+            "-o".as_ref(),
+            images.as_os_str(),
+            "--format".as_ref(),
+            "oci-archive".as_ref(),
         ],
         vec![
             "serve".as_ref(),
@@ -301,7 +310,7 @@ fn every_command_that_reads_an_archive_refuses_a_key_that_did_not_sign_it() {
             "{args:?}: {msg}"
         );
     }
-    assert!(!layout.exists() && !charts.exists() && !inv.exists());
+    assert!(!layout.exists() && !charts.exists() && !inv.exists() && !images.exists());
     assert!(reg.tags().is_empty(), "{:?}", reg.tags());
 
     // A layout unpacked with the key carries the signature, so serving the

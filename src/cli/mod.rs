@@ -3,6 +3,7 @@
 //! exit status: 0 success, 1 failure, 2 usage error.
 
 mod completion;
+mod export;
 mod inspect;
 mod inventory;
 mod keygen;
@@ -58,6 +59,8 @@ pub enum Command {
     Keygen(keygen::Args),
     /// Push an archive into a registry, resumably; write the source → target map.
     Load(load::Args),
+    /// Write the images as one tar for docker/podman load or ctr import.
+    Export(export::Args),
     /// Serve an archive (or an unpacked layout) as a read-only registry.
     Serve(serve::Args),
     /// Point image references in YAML/JSON at the local registry.
@@ -83,6 +86,7 @@ pub fn run() -> ExitCode {
             | Command::Verify(_)
             | Command::Rewrite(_)
             | Command::Unpack(_)
+            | Command::Export(_)
             | Command::Completion(_)
     ) {
         // `ferry inspect … | head` should end quietly, like other Unix
@@ -106,6 +110,7 @@ pub fn run() -> ExitCode {
         Command::Unpack(a) => unpack::run(a, &settings),
         Command::Keygen(a) => keygen::run(a, &settings),
         Command::Load(a) => load::run(a, &settings),
+        Command::Export(a) => export::run(a, &settings),
         Command::Serve(a) => serve::run(a, &settings),
         Command::Rewrite(a) => rewrite::run(a, &settings),
         Command::Inventory(a) => inventory::run(a, &settings),
@@ -337,6 +342,7 @@ mod tests {
         assert_eq!(
             readers,
             [
+                "export",
                 "inspect",
                 "inventory",
                 "load",

@@ -10,6 +10,7 @@ pub mod build;
 pub mod files;
 pub mod hand;
 pub mod registry;
+pub mod runtimes;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

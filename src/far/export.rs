@@ -1,0 +1,849 @@
+//! `export`: the images of an archive as one tar that container runtimes
+//! import without a registry (`docker load`, `podman load`, `ctr images
+//! import`, k3s/RKE2 `agent/images/`).
+//!
+//! Two forms. A **docker-archive** holds `manifest.json` and `repositories`
+//! as `docker save` writes them, and also `index.json` and `oci-layout` as
+//! Docker 25 and later write them beside; it holds one platform per image,
+//! because `manifest.json` cannot hold a manifest list. An **oci-archive**
+//! is an OCI image layout of the images alone (no charts, files or
+//! referrers), every platform unless one is asked for. Entries of both
+//! carry `io.containerd.image.name` (the full name) and
+//! `org.opencontainers.image.ref.name` (the tag), as `docker save` does.
+//!
+//! Blobs are streamed straight from the archive through the verifying
+//! reader, in archive order, each once however many images share it: by
+//! position from a plain archive or volume set, in one ordered pass over a
+//! zstd one. Manifests stay byte for byte as carried, so their digests and
+//! the image IDs (config digests) do not change; a runtime that makes its
+//! own manifest from a docker-archive shows another manifest digest. The
+//! tar is deterministic: the same archive and options give the same bytes.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::base::digest::Digest;
+use crate::base::error::error_chain;
+use crate::base::platform::Platform;
+use crate::base::reference::Reference;
+use crate::base::report::Reporter;
+use crate::format::archive::{
+    compressed::Stream, padding, partial_file, ustar_header, Archive, ArchiveError, Entry,
+};
+use crate::format::blob::{BlobSource, Verifying};
+use crate::format::bundle::{Artifact, ArtifactKind};
+use crate::format::oci::{self, Descriptor, Node, Visit, WalkError};
+use crate::shared::mapping::{MappingError, TargetRegistry};
+
+/// Errors exporting. Each names the archive, the image or the blob.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// The archive is unreadable or damaged.
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+    /// The signature of bundle.json is missing or wrong.
+    #[error(transparent)]
+    Sign(#[from] crate::format::sign::SignError),
+    /// Target names (`--registry`) could not be made.
+    #[error(transparent)]
+    Mapping(#[from] MappingError),
+    /// The archive carries no images.
+    #[error("{archive} carries no images to export (charts and files go out with `ferry unpack --charts/--files`)")]
+    NoImages {
+        /// The archive.
+        archive: PathBuf,
+    },
+    /// `--image` named an image the archive does not carry.
+    #[error("{archive} carries no image {image}; it carries: {available}")]
+    UnknownImage {
+        /// The archive.
+        archive: PathBuf,
+        /// The name asked for.
+        image: String,
+        /// The images it carries.
+        available: String,
+    },
+    /// A docker-archive holds one platform per image.
+    #[error("{image} has {count} platforms ({available}) and a docker-archive holds one per image; choose with --platform, or use --format oci-archive")]
+    ChoosePlatform {
+        /// The image.
+        image: String,
+        /// How many.
+        count: usize,
+        /// Its platforms.
+        available: String,
+    },
+    /// The image has no manifest for the platform asked for.
+    #[error("{image} has no {platform} variant; it has: {available}")]
+    MissingPlatform {
+        /// The image.
+        image: String,
+        /// The platform asked for.
+        platform: Platform,
+        /// Its platforms.
+        available: String,
+    },
+    /// More than one manifest matches the platform asked for.
+    #[error("{image} has several variants of {platform} ({matches}); name the variant, such as {example}")]
+    AmbiguousPlatform {
+        /// The image.
+        image: String,
+        /// The platform asked for.
+        platform: Platform,
+        /// The matching platforms.
+        matches: String,
+        /// One of them, as an example.
+        example: String,
+    },
+    /// An index nested in an index, which one platform cannot be taken from.
+    #[error("{image}: index {digest} holds another index; export it with --format oci-archive and no --platform")]
+    Nested {
+        /// The image.
+        image: String,
+        /// The inner index.
+        digest: Digest,
+    },
+    /// The image's graph could not be walked.
+    #[error("{archive}: image {image}")]
+    Graph {
+        /// The archive.
+        archive: PathBuf,
+        /// The image.
+        image: String,
+        /// Why.
+        #[source]
+        source: WalkError,
+    },
+    /// A blob an image needs was left out of a delta archive.
+    #[error("{archive} is a delta that leaves out blob {digest} of {image} (the far registry holds it); export needs a full bundle")]
+    LeftOut {
+        /// The archive.
+        archive: PathBuf,
+        /// The image.
+        image: String,
+        /// The blob.
+        digest: Digest,
+    },
+    /// A blob could not be read whole, or did not match its digest.
+    #[error("{archive}: blob {digest} could not be exported")]
+    Blob {
+        /// The archive.
+        archive: PathBuf,
+        /// The blob.
+        digest: Digest,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The output could not be written.
+    #[error("writing {out}")]
+    Write {
+        /// The output (`-` for stdout).
+        out: String,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// The form of the exported tar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExportFormat {
+    /// `docker save`'s form (manifest.json, repositories) with index.json.
+    DockerArchive,
+    /// An OCI image layout tar.
+    OciArchive,
+}
+
+/// How to export.
+#[derive(Debug, Clone)]
+pub struct ExportOptions {
+    /// The form.
+    pub format: ExportFormat,
+    /// One platform per image; `None`: every platform (oci-archive) or the
+    /// only one (docker-archive).
+    pub platform: Option<Platform>,
+    /// Images to export, by reference as carried (`docker.io/library/redis:7.2`
+    /// or any spelling of it, such as `redis:7.2`); empty: all.
+    pub images: Vec<String>,
+    /// Name the images as `load` would in this registry
+    /// (`HOST[:PORT][/PREFIX]`, with `keep_host`), instead of their source
+    /// names.
+    pub target: Option<TargetRegistry>,
+    /// Require a signature of bundle.json by this minisign public key.
+    pub key: Option<PathBuf>,
+    /// The mtime written into tar headers.
+    pub mtime: u64,
+}
+
+/// One exported image.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExportedImage {
+    /// The reference as carried.
+    pub source: String,
+    /// The name it is exported under (`None`: carried by digest only, so it
+    /// has no tag to load under).
+    pub name: Option<String>,
+    /// The manifest (or index) exported, unchanged.
+    pub digest: Digest,
+    /// Its media type.
+    pub media_type: String,
+    /// The image ID a runtime shows (the config digest), when one platform
+    /// is exported.
+    pub image_id: Option<Digest>,
+    /// The platform exported, when one is.
+    pub platform: Option<String>,
+}
+
+/// What an export wrote.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExportSummary {
+    /// The form.
+    pub format: ExportFormat,
+    /// The images, in bundle order.
+    pub images: Vec<ExportedImage>,
+    /// Blobs written (each once).
+    pub blobs: usize,
+    /// Bytes of the tar.
+    pub bytes: u64,
+    /// The signer's comment, when a key was checked.
+    pub signature: Option<String>,
+}
+
+/// Where each blob of the archive is.
+type Locations = HashMap<Digest, Entry>;
+
+/// One image as it will be exported.
+struct Chosen {
+    artifact: Artifact,
+    name: Option<String>,
+    /// The full name with a digest, for `io.containerd.image.name` when the
+    /// image has no tag.
+    digest_name: String,
+    tag: Option<String>,
+    /// The exported root: the carried root, or one child of it.
+    root: Descriptor,
+    /// With one platform: the manifest's config and layers.
+    config: Option<Digest>,
+    layers: Vec<Digest>,
+}
+
+/// Exports into `out` (a file, written under a temp name and renamed when
+/// whole; `-` is stdout, where a failure leaves a cut-off tar behind it).
+pub fn export_to(
+    archive: &Path,
+    out: &Path,
+    opts: &ExportOptions,
+    reporter: &dyn Reporter,
+) -> Result<ExportSummary, ExportError> {
+    if out == Path::new("-") {
+        let stdout = io::stdout();
+        let mut w = io::BufWriter::with_capacity(1 << 20, stdout.lock());
+        let summary = export(archive, &mut w, "stdout", opts, reporter)?;
+        w.flush().map_err(|source| ExportError::Write {
+            out: "stdout".into(),
+            source,
+        })?;
+        return Ok(summary);
+    }
+    let name = out.display().to_string();
+    let write_err = |source| ExportError::Write {
+        out: name.clone(),
+        source,
+    };
+    let tmp = partial_file(out)?;
+    let _registered = crate::base::interrupt::register(tmp.path());
+    let mut w = io::BufWriter::with_capacity(1 << 20, tmp.as_file());
+    let summary = export(archive, &mut w, &name, opts, reporter)?;
+    w.flush().map_err(write_err)?;
+    drop(w);
+    tmp.as_file().sync_data().map_err(write_err)?;
+    tmp.persist(out).map_err(|e| write_err(e.error))?;
+    Ok(summary)
+}
+
+/// Exports the images of `archive` as one tar into `out` (named `out_name`
+/// in messages).
+pub fn export(
+    archive: &Path,
+    out: &mut dyn Write,
+    out_name: &str,
+    opts: &ExportOptions,
+    reporter: &dyn Reporter,
+) -> Result<ExportSummary, ExportError> {
+    let a = Archive::open_head(archive)?;
+    let signature = a.check_key(opts.key.as_deref())?;
+    a.check_model()?;
+    let locations = a.blob_locations();
+    let chosen = choose(&a, &locations, archive, opts)?;
+
+    // Every blob once, in archive order; documents and configs are blobs.
+    let mut wanted: HashMap<Digest, u64> = HashMap::new();
+    for c in &chosen {
+        let mut need = |d: Digest, size: u64| -> Result<(), ExportError> {
+            if locations.get(&d).map(|e| e.size) != Some(size) {
+                return Err(ExportError::LeftOut {
+                    archive: archive.to_owned(),
+                    image: c.artifact.reference.clone(),
+                    digest: d,
+                });
+            }
+            wanted.insert(d, size);
+            Ok(())
+        };
+        let mut found: Vec<(Digest, u64)> = Vec::new();
+        oci::walk_graph(
+            &c.root.media_type,
+            &c.root.digest,
+            &mut |d| read_document(&a, &locations, d),
+            &mut |v| {
+                match v {
+                    Visit::Blob(b) => found.push((b.digest, b.size)),
+                    Visit::Document { digest, bytes, .. } => {
+                        found.push((digest, bytes.len() as u64))
+                    }
+                }
+                Ok(())
+            },
+        )
+        .map_err(|source| ExportError::Graph {
+            archive: archive.to_owned(),
+            image: c.artifact.reference.clone(),
+            source,
+        })?;
+        for (d, size) in found {
+            need(d, size)?;
+        }
+    }
+    let total: u64 = wanted.values().sum();
+
+    let mut tar = TarOut {
+        w: out,
+        name: out_name,
+        bytes: 0,
+        mtime: opts.mtime,
+    };
+    tar.file("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    reporter.start("exporting", total);
+    let written = if a.is_compressed() {
+        copy_in_stream_order(&a, archive, &wanted, &mut tar, reporter)?
+    } else {
+        copy_in_archive_order(&a, archive, &wanted, &mut tar, reporter)?
+    };
+    reporter.finish();
+    if let Some(d) = wanted.keys().find(|d| !written.contains(*d)) {
+        return Err(ExportError::Blob {
+            archive: archive.to_owned(),
+            digest: *d,
+            source: io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "it never came by in the archive",
+            ),
+        });
+    }
+
+    tar.file("index.json", &index_json(&chosen))?;
+    if opts.format == ExportFormat::DockerArchive {
+        tar.file("manifest.json", &manifest_json(&chosen))?;
+        tar.file("repositories", &repositories_json(&chosen))?;
+    }
+    tar.finish()?;
+    Ok(ExportSummary {
+        format: opts.format,
+        images: chosen
+            .iter()
+            .map(|c| ExportedImage {
+                source: c.artifact.reference.clone(),
+                name: c.name.clone(),
+                digest: c.root.digest,
+                media_type: c.root.media_type.clone(),
+                image_id: c.config,
+                platform: c
+                    .root
+                    .platform
+                    .as_ref()
+                    .map(|p| p.to_platform().to_string()),
+            })
+            .collect(),
+        blobs: written.len(),
+        bytes: tar.bytes,
+        signature,
+    })
+}
+
+fn read_document(a: &Archive, locations: &Locations, d: &Digest) -> io::Result<Vec<u8>> {
+    let entry = locations
+        .get(d)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "not in the archive"))?;
+    a.read_member(entry, oci::MANIFEST_MAX_BYTES)
+        .map_err(|e| io::Error::other(error_chain(&e)))
+}
+
+/// The images to export, each with its name and the root to export.
+fn choose(
+    a: &Archive,
+    locations: &Locations,
+    archive: &Path,
+    opts: &ExportOptions,
+) -> Result<Vec<Chosen>, ExportError> {
+    let images: Vec<&Artifact> = a
+        .bundle
+        .artifacts
+        .iter()
+        .filter(|x| x.kind == ArtifactKind::Image)
+        .collect();
+    if images.is_empty() {
+        return Err(ExportError::NoImages {
+            archive: archive.to_owned(),
+        });
+    }
+    // `--image` matches any spelling of a carried reference.
+    let normal = |s: &str| s.parse::<Reference>().map(|r| r.to_string()).ok();
+    let mut picked: Vec<&Artifact> = Vec::new();
+    for want in &opts.images {
+        let key = normal(want);
+        let hit = images
+            .iter()
+            .find(|x| x.reference == *want || (key.is_some() && normal(&x.reference) == key));
+        match hit {
+            Some(x) if !picked.iter().any(|p| p.reference == x.reference) => picked.push(x),
+            Some(_) => {}
+            None => {
+                return Err(ExportError::UnknownImage {
+                    archive: archive.to_owned(),
+                    image: want.clone(),
+                    available: images
+                        .iter()
+                        .map(|x| x.reference.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                })
+            }
+        }
+    }
+    if opts.images.is_empty() {
+        picked = images;
+    }
+    // Names: as `load` would make them in the target registry, else the
+    // source's full name. The mapping refuses two images on one name.
+    let targets = match &opts.target {
+        Some(t) => Some(
+            t.rules
+                .targets(&picked.iter().map(|x| (*x).clone()).collect::<Vec<_>>())?,
+        ),
+        None => None,
+    };
+    let mut out = Vec::new();
+    for (i, x) in picked.iter().enumerate() {
+        let (repo, tag) = match (&targets, &opts.target) {
+            (Some(ts), Some(t)) => (
+                format!("{}/{}", t.host, ts[i].repository),
+                ts[i].tag.clone(),
+            ),
+            _ => {
+                let r: Reference =
+                    x.reference
+                        .parse()
+                        .map_err(|source| MappingError::Reference {
+                            reference: x.reference.clone(),
+                            source,
+                        })?;
+                (r.name(), r.tag().map(str::to_owned))
+            }
+        };
+        // bundle.json's size is the whole graph's; the root's own is the
+        // member's.
+        let own = locations.get(&x.digest).map(|e| e.size);
+        let Some(own) = own else {
+            return Err(ExportError::Graph {
+                archive: archive.to_owned(),
+                image: x.reference.clone(),
+                source: WalkError::Blob(x.digest),
+            });
+        };
+        let carried = Descriptor::new(&x.media_type, x.digest, own);
+        let (root, config, layers) = pick_platform(a, locations, archive, x, carried, opts)?;
+        out.push(Chosen {
+            artifact: (*x).clone(),
+            name: tag.as_ref().map(|t| format!("{repo}:{t}")),
+            digest_name: format!("{repo}@{}", root.digest),
+            tag,
+            root,
+            config,
+            layers,
+        });
+    }
+    Ok(out)
+}
+
+/// The root to export for one image: with a platform (asked for, or
+/// needed by a docker-archive) one manifest, with its config and layers.
+fn pick_platform(
+    a: &Archive,
+    locations: &Locations,
+    archive: &Path,
+    x: &Artifact,
+    carried: Descriptor,
+    opts: &ExportOptions,
+) -> Result<(Descriptor, Option<Digest>, Vec<Digest>), ExportError> {
+    let graph = |source| ExportError::Graph {
+        archive: archive.to_owned(),
+        image: x.reference.clone(),
+        source,
+    };
+    let parse = |d: &Descriptor| -> Result<Node, ExportError> {
+        let bytes = read_document(a, locations, &d.digest).map_err(|source| {
+            graph(WalkError::Read {
+                digest: d.digest,
+                source,
+            })
+        })?;
+        if Digest::of(&bytes) != d.digest {
+            return Err(graph(WalkError::Mismatch(d.digest)));
+        }
+        oci::parse_node(d.digest, &d.media_type, &bytes).map_err(|e| graph(e.into()))
+    };
+    let one = opts.format == ExportFormat::DockerArchive || opts.platform.is_some();
+    let node = parse(&carried)?;
+    let manifest = match node {
+        Node::Manifest(m) => {
+            // A single-platform image: the filter checks what bundle.json
+            // says it is, when it says.
+            if let Some(p) = &opts.platform {
+                let have: Vec<Platform> =
+                    x.platforms.iter().filter_map(|s| s.parse().ok()).collect();
+                if !have.is_empty() && !have.iter().any(|h| p.accepts(h)) {
+                    return Err(ExportError::MissingPlatform {
+                        image: x.reference.clone(),
+                        platform: p.clone(),
+                        available: x.platforms.join(", "),
+                    });
+                }
+            }
+            (m, carried)
+        }
+        Node::Index(_) if !one => return Ok((carried, None, Vec::new())),
+        Node::Index(i) => {
+            let runnable: Vec<(&Descriptor, Platform)> = i
+                .manifests
+                .iter()
+                .filter_map(|d| Some((d, d.platform.as_ref()?.to_platform())))
+                .filter(|(_, p)| p.os != "unknown")
+                .collect();
+            let available = runnable
+                .iter()
+                .map(|(_, p)| p.to_string())
+                .collect::<Vec<_>>()
+                .join(", ");
+            let matching: Vec<&(&Descriptor, Platform)> = match &opts.platform {
+                Some(p) => runnable.iter().filter(|(_, h)| p.accepts(h)).collect(),
+                None => runnable.iter().collect(),
+            };
+            let child = match (matching.as_slice(), &opts.platform) {
+                ([only], _) => only.0.clone(),
+                ([], Some(p)) => {
+                    return Err(ExportError::MissingPlatform {
+                        image: x.reference.clone(),
+                        platform: p.clone(),
+                        available,
+                    })
+                }
+                (many, Some(p)) => {
+                    return Err(ExportError::AmbiguousPlatform {
+                        image: x.reference.clone(),
+                        platform: p.clone(),
+                        matches: many
+                            .iter()
+                            .map(|(_, h)| h.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        example: many.first().map(|(_, h)| h.to_string()).unwrap_or_default(),
+                    })
+                }
+                (many, None) => {
+                    return Err(ExportError::ChoosePlatform {
+                        image: x.reference.clone(),
+                        count: many.len(),
+                        available,
+                    })
+                }
+            };
+            match parse(&child)? {
+                Node::Manifest(m) => (m, child),
+                Node::Index(_) => {
+                    return Err(ExportError::Nested {
+                        image: x.reference.clone(),
+                        digest: child.digest,
+                    })
+                }
+            }
+        }
+    };
+    let (m, root) = manifest;
+    Ok((
+        root,
+        Some(m.config.digest),
+        m.layers.iter().map(|l| l.digest).collect(),
+    ))
+}
+
+/// Plain archive or volumes: each wanted blob by position, in archive
+/// order, through the verifying reader.
+fn copy_in_archive_order(
+    a: &Archive,
+    archive: &Path,
+    wanted: &HashMap<Digest, u64>,
+    tar: &mut TarOut<'_>,
+    reporter: &dyn Reporter,
+) -> Result<HashSet<Digest>, ExportError> {
+    let mut done = HashSet::new();
+    let order: Vec<Digest> = a
+        .entries
+        .iter()
+        .filter_map(|e| blob_digest(&e.path))
+        .filter(|d| wanted.contains_key(d))
+        .collect();
+    for d in order {
+        let Some(&size) = wanted.get(&d) else {
+            continue;
+        };
+        if done.contains(&d) {
+            continue;
+        }
+        let blob_err = |source| ExportError::Blob {
+            archive: archive.to_owned(),
+            digest: d,
+            source,
+        };
+        let mut r = a.open(&d).ok_or_else(|| {
+            blob_err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "not in the archive",
+            ))
+        })?;
+        tar.member(&d, size, &mut r, reporter, archive)?;
+        done.insert(d);
+    }
+    Ok(done)
+}
+
+/// A zstd archive: one ordered pass, taking each wanted blob as it comes by.
+fn copy_in_stream_order(
+    a: &Archive,
+    archive: &Path,
+    wanted: &HashMap<Digest, u64>,
+    tar: &mut TarOut<'_>,
+    reporter: &dyn Reporter,
+) -> Result<HashSet<Digest>, ExportError> {
+    let mut s = Stream::reopen(archive, &a.bundle_bytes)?;
+    let mut done = HashSet::new();
+    while let Some(i) = s.next_member()? {
+        let Some(m) = s.bundle.members.get(i).cloned() else {
+            continue;
+        };
+        let Some(&size) = wanted.get(&m.digest) else {
+            continue;
+        };
+        if done.contains(&m.digest) || m.size != size {
+            continue;
+        }
+        let from = format!("{} in {}", m.path, archive.display());
+        let mut r = Verifying::new(&mut s, m.digest, size, from);
+        tar.member(&m.digest, size, &mut r, reporter, archive)?;
+        done.insert(m.digest);
+    }
+    Ok(done)
+}
+
+fn blob_digest(path: &str) -> Option<Digest> {
+    Digest::from_hex(path.strip_prefix("blobs/sha256/")?).ok()
+}
+
+/// `index.json`: one entry per image and name.
+fn index_json(chosen: &[Chosen]) -> Vec<u8> {
+    let manifests: Vec<serde_json::Value> = chosen
+        .iter()
+        .map(|c| {
+            let mut annotations = BTreeMap::new();
+            annotations.insert(
+                "io.containerd.image.name",
+                c.name.clone().unwrap_or_else(|| c.digest_name.clone()),
+            );
+            if let Some(t) = &c.tag {
+                annotations.insert("org.opencontainers.image.ref.name", t.clone());
+            }
+            let mut d = serde_json::json!({
+                "mediaType": c.root.media_type,
+                "digest": c.root.digest.to_string(),
+                "size": c.root.size,
+                "annotations": annotations,
+            });
+            if let Some(p) = &c.root.platform {
+                d["platform"] = serde_json::to_value(p).unwrap_or_default();
+            }
+            d
+        })
+        .collect();
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": oci::OCI_INDEX,
+        "manifests": manifests,
+    });
+    serde_json::to_vec(&index).unwrap_or_default()
+}
+
+/// `manifest.json`, as `docker save` writes it: config and layers by path.
+fn manifest_json(chosen: &[Chosen]) -> Vec<u8> {
+    let path = |d: &Digest| format!("blobs/sha256/{}", d.hex());
+    let items: Vec<serde_json::Value> = chosen
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "Config": c.config.as_ref().map(path).unwrap_or_default(),
+                "RepoTags": c.name.iter().collect::<Vec<_>>(),
+                "Layers": c.layers.iter().map(path).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    serde_json::to_vec(&items).unwrap_or_default()
+}
+
+/// `repositories`, the legacy name → tag → top layer map.
+fn repositories_json(chosen: &[Chosen]) -> Vec<u8> {
+    let mut repos: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    for c in chosen {
+        let (Some(name), Some(top)) = (&c.name, c.layers.last()) else {
+            continue;
+        };
+        if let Some((repo, tag)) = name.rsplit_once(':') {
+            repos
+                .entry(familiar(repo))
+                .or_default()
+                .insert(tag.to_owned(), top.hex().to_owned());
+        }
+    }
+    serde_json::to_vec(&repos).unwrap_or_default()
+}
+
+/// Docker's short form of a name: `redis` for `docker.io/library/redis`,
+/// `org/app` for `docker.io/org/app`.
+fn familiar(repo: &str) -> String {
+    match repo.strip_prefix("docker.io/") {
+        Some(rest) => rest.strip_prefix("library/").unwrap_or(rest).to_owned(),
+        None => repo.to_owned(),
+    }
+}
+
+/// The tar being written: ustar headers as the archive writer makes them.
+struct TarOut<'a> {
+    w: &'a mut dyn Write,
+    name: &'a str,
+    bytes: u64,
+    mtime: u64,
+}
+
+impl TarOut<'_> {
+    fn write_err(&self, source: io::Error) -> ExportError {
+        ExportError::Write {
+            out: self.name.to_owned(),
+            source,
+        }
+    }
+
+    fn put(&mut self, bytes: &[u8]) -> Result<(), ExportError> {
+        self.w.write_all(bytes).map_err(|e| self.write_err(e))?;
+        self.bytes += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn header(&mut self, path: &str, size: u64) -> Result<(), ExportError> {
+        let h = ustar_header(path, size, self.mtime).map_err(|e| self.write_err(e))?;
+        self.put(h.as_bytes())
+    }
+
+    fn pad(&mut self, size: u64) -> Result<(), ExportError> {
+        let pad = padding(size) as usize;
+        self.put(&[0u8; 512][..pad])
+    }
+
+    fn file(&mut self, path: &str, bytes: &[u8]) -> Result<(), ExportError> {
+        self.header(path, bytes.len() as u64)?;
+        self.put(bytes)?;
+        self.pad(bytes.len() as u64)
+    }
+
+    /// One blob, exactly `size` bytes from `r` (which verifies them).
+    fn member(
+        &mut self,
+        d: &Digest,
+        size: u64,
+        r: &mut dyn Read,
+        reporter: &dyn Reporter,
+        archive: &Path,
+    ) -> Result<(), ExportError> {
+        self.header(&format!("blobs/sha256/{}", d.hex()), size)?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut left = size;
+        let read_err = |source| ExportError::Blob {
+            archive: archive.to_owned(),
+            digest: *d,
+            source,
+        };
+        while left > 0 {
+            let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+            let Some(chunk) = buf.get_mut(..want) else {
+                break;
+            };
+            let n = match r.read(chunk) {
+                Ok(0) => {
+                    return Err(read_err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("ended {left} bytes before its size of {size}"),
+                    )))
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(read_err(e)),
+            };
+            let Some(got) = buf.get(..n) else { break };
+            self.w.write_all(got).map_err(|e| self.write_err(e))?;
+            self.bytes += n as u64;
+            left -= n as u64;
+            reporter.advance(n as u64);
+        }
+        // The verifying reader checks the digest at the end of the bytes.
+        let mut end = [0u8; 1];
+        match r.read(&mut end) {
+            Ok(0) => {}
+            Ok(_) => {
+                return Err(read_err(io::Error::other(format!(
+                    "longer than its size of {size}"
+                ))))
+            }
+            Err(e) => return Err(read_err(e)),
+        }
+        self.pad(size)
+    }
+
+    fn finish(&mut self) -> Result<(), ExportError> {
+        self.put(&[0u8; 1024])?;
+        self.w.flush().map_err(|e| self.write_err(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn familiar_names_are_dockers() {
+        assert_eq!(familiar("docker.io/library/redis"), "redis");
+        assert_eq!(familiar("docker.io/org/app"), "org/app");
+        assert_eq!(familiar("ghcr.io/org/app"), "ghcr.io/org/app");
+        assert_eq!(familiar("localhost:5000/x"), "localhost:5000/x");
+    }
+}

@@ -1,0 +1,432 @@
+//! `ferry export`: the images of an archive as one tar that runtimes
+//! import without a registry, checked with the real importers (containerd's
+//! `ctr`, podman, skopeo), from every archive form, and its refusals.
+
+// Test helpers panic on failure, like the tests that call them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+use support::build::{self, layer, Flavour, LayoutBuilder};
+use support::runtimes::{Containerd, Podman};
+use support::*;
+
+const MULTI: &str = "docker.io/library/multi:1.0";
+const DOCKER_LIST: &str = "registry.example.com/team/dock:2.0";
+const DOCKER_ONE: &str = "quay.io/org/single:3";
+
+/// A spec with an OCI multi-arch image, a Docker schema-2 manifest list,
+/// a single Docker schema-2 image, a chart and a file; layers of
+/// `layer_size` bytes.
+fn fixture(dir: &Path, layer_size: usize) -> PathBuf {
+    let mut l = LayoutBuilder::new(&dir.join("layout"));
+    let idx = build::multi_arch(&mut l, 7, layer_size);
+    l.tag(&idx, MULTI);
+    let base = layer(&[("etc/os-release", b"ID=ferry-test\n")]);
+    let amd = layer(&[("bin/app", &build::pseudo_random(21, layer_size))]);
+    let arm = layer(&[("bin/app", &build::pseudo_random(22, layer_size))]);
+    let a = l.image(Flavour::Docker, "linux", "amd64", &[base.clone(), amd]);
+    let b = l.image(Flavour::Docker, "linux", "arm64", &[base.clone(), arm]);
+    let list = l.index(Flavour::Docker, vec![a, b]);
+    l.tag(&list, DOCKER_LIST);
+    let one = l.image(Flavour::Docker, "linux", "amd64", &[base]);
+    l.tag(&one, DOCKER_ONE);
+    l.finish();
+    std::fs::write(
+        dir.join("chart-0.1.0.tgz"),
+        build::chart_tgz("chart", "0.1.0", "x: 1\n"),
+    )
+    .unwrap();
+    std::fs::write(dir.join("install.sh"), "#!/bin/sh\necho hi\n").unwrap();
+    let spec = dir.join("ferry.yaml");
+    std::fs::write(
+        &spec,
+        format!(
+            "name: export-test\nimages:\n  - oci:layout:{MULTI}\n  - oci:layout:{DOCKER_LIST}\n  - oci:layout:{DOCKER_ONE}\ncharts:\n  - path: chart-0.1.0.tgz\nfiles:\n  - path: install.sh\n"
+        ),
+    )
+    .unwrap();
+    spec
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn export(archive: &Path, out: &Path, args: &[&str]) -> Out {
+    let mut all = vec!["export", s(archive), "-o", s(out)];
+    all.extend_from_slice(args);
+    ferry(all)
+}
+
+/// The members of a tar, by name.
+fn tar_member(tar: &Path, name: &str) -> Vec<u8> {
+    read_members(tar)
+        .into_iter()
+        .find(|m| m.name == name)
+        .unwrap_or_else(|| panic!("{} has no {name}", tar.display()))
+        .data
+}
+
+/// The config digest (image ID) of each image's amd64 manifest, from the
+/// archive's own inspect and documents.
+fn config_digests(tar: &Path) -> BTreeSet<String> {
+    let manifest: Value = serde_json::from_slice(&tar_member(tar, "manifest.json")).unwrap();
+    manifest
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            m["Config"]
+                .as_str()
+                .unwrap()
+                .replace("blobs/sha256/", "sha256:")
+        })
+        .collect()
+}
+
+#[test]
+fn a_docker_archive_export_imports_into_containerd_podman_and_skopeo() {
+    let t = tempfile::tempdir().unwrap();
+    let spec = fixture(t.path(), 4096);
+    let archive = t.path().join("b.tar");
+    pack_spec(&spec, &archive);
+    let out = t.path().join("images.tar");
+    let o = export(&archive, &out, &["--platform", "linux/amd64"]);
+    let summary = o.expect_ok("export");
+    for name in [MULTI, DOCKER_LIST, DOCKER_ONE] {
+        assert!(summary.contains(name), "summary names {name}:\n{summary}");
+    }
+    assert!(
+        summary.contains("image IDs (config digests) above are unchanged"),
+        "{summary}"
+    );
+    // Only images: no chart, no file.
+    let manifest: Value = serde_json::from_slice(&tar_member(&out, "manifest.json")).unwrap();
+    let tags: BTreeSet<String> = manifest
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|m| m["RepoTags"].as_array().unwrap().clone())
+        .map(|t| t.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        tags,
+        [MULTI, DOCKER_LIST, DOCKER_ONE]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    );
+    let ids = config_digests(&out);
+
+    // containerd: every image under its full name.
+    let c = Containerd::start();
+    c.ctr(&["-n", "test", "images", "import", s(&out)])
+        .expect_ok("ctr images import of the docker-archive");
+    let names: Vec<String> = c.images("test").into_iter().map(|(n, _)| n).collect();
+    let mut want = vec![
+        MULTI.to_owned(),
+        DOCKER_LIST.to_owned(),
+        DOCKER_ONE.to_owned(),
+    ];
+    want.sort();
+    assert_eq!(names, want);
+
+    // podman: every image loaded, under its name, with the same image ID.
+    let p = Podman::new();
+    let loaded = p.load(&out);
+    assert!(
+        loaded.ok(),
+        "podman load: {}\n{}",
+        loaded.stdout,
+        loaded.stderr
+    );
+    for name in [MULTI, DOCKER_LIST, DOCKER_ONE] {
+        let id = p
+            .run(&["image", "inspect", "--format", "{{.Id}}", name])
+            .expect_ok("podman image inspect");
+        assert!(
+            ids.contains(&format!("sha256:{}", id.trim())),
+            "podman's image ID {} for {name} is not a config digest of the bundle: {ids:?}",
+            id.trim()
+        );
+    }
+
+    // skopeo reads each one by name: the same config (image ID), and the
+    // layers as the config's diff_ids (the uncompressed layers of the input).
+    for name in [MULTI, DOCKER_LIST, DOCKER_ONE] {
+        let raw = skopeo()
+            .args([
+                "inspect",
+                "--raw",
+                &format!("docker-archive:{}:{name}", s(&out)),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            raw.status.success(),
+            "skopeo inspect {name}: {}",
+            String::from_utf8_lossy(&raw.stderr)
+        );
+        let m: Value = serde_json::from_slice(&raw.stdout).unwrap();
+        let config = m["config"]["digest"].as_str().unwrap();
+        assert!(
+            ids.contains(config),
+            "{name}: config {config} not in {ids:?}"
+        );
+        let config: Value = serde_json::from_slice(&tar_member(
+            &out,
+            &config.replace("sha256:", "blobs/sha256/"),
+        ))
+        .unwrap();
+        let layers: Vec<&Value> = m["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| &l["digest"])
+            .collect();
+        let diff_ids: Vec<&Value> = config["rootfs"]["diff_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .collect();
+        assert_eq!(
+            layers, diff_ids,
+            "{name}: skopeo's layers are not the input's diff_ids"
+        );
+    }
+}
+
+#[test]
+fn an_oci_archive_export_keeps_every_platform_and_the_manifest_digests() {
+    let t = tempfile::tempdir().unwrap();
+    let spec = fixture(t.path(), 4096);
+    let archive = t.path().join("b.tar");
+    pack_spec(&spec, &archive);
+    let out = t.path().join("images.oci.tar");
+    export(&archive, &out, &["--format", "oci-archive"]).expect_ok("export oci-archive");
+    let names = tar_member(&out, "index.json");
+    let index: Value = serde_json::from_slice(&names).unwrap();
+    for m in index["manifests"].as_array().unwrap() {
+        let name = m["annotations"]["io.containerd.image.name"]
+            .as_str()
+            .unwrap();
+        let tag = m["annotations"]["org.opencontainers.image.ref.name"]
+            .as_str()
+            .unwrap();
+        assert!(name.ends_with(&format!(":{tag}")), "{name} / {tag}");
+    }
+    let bundle = inspect_json(&archive);
+    let carried: Vec<(String, String)> = {
+        let mut v: Vec<(String, String)> = bundle["artifacts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["kind"] == "image")
+            .map(|a| {
+                (
+                    a["reference"].as_str().unwrap().to_owned(),
+                    a["digest"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let c = Containerd::start();
+    c.ctr(&["-n", "test", "images", "import", "--all-platforms", s(&out)])
+        .expect_ok("ctr images import of the oci-archive");
+    assert_eq!(c.images("test"), carried, "ctr keeps the carried digests");
+}
+
+#[test]
+fn every_archive_form_exports_the_same_bytes_and_so_does_stdout() {
+    let t = tempfile::tempdir().unwrap();
+    // Layers big enough for several 1 MiB volumes.
+    let spec = fixture(t.path(), 700 << 10);
+    let plain = t.path().join("plain.tar");
+    pack_spec(&spec, &plain);
+    let zst = t.path().join("b.tar.zst");
+    pack_args(&spec, &zst, &["--compress", "zstd"]).expect_ok("pack zstd");
+    let split = t.path().join("split.tar");
+    pack_args(&spec, &split, &["--volume-size", "1M"]).expect_ok("pack volumes");
+    let args = [
+        "--platform",
+        "linux/arm64",
+        "--image",
+        "multi:1.0",
+        "--image",
+        DOCKER_LIST,
+    ];
+    let mut outs = Vec::new();
+    for (i, a) in [
+        plain.clone(),
+        zst,
+        t.path().join("split.tar.001"),
+        plain.clone(),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let out = t.path().join(format!("out{i}.tar"));
+        export(a, &out, &args).expect_ok(&format!("export {}", a.display()));
+        outs.push(std::fs::read(&out).unwrap());
+    }
+    assert!(
+        outs.iter().all(|o| o == &outs[0]),
+        "exports differ between forms or runs"
+    );
+    // -o -: the same tar on stdout, the summary on stderr.
+    let o = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["export", s(&plain), "-o", "-"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(o.stdout, outs[0], "stdout export differs from the file");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("exported 2 images"));
+}
+
+#[test]
+fn registry_names_follow_loads_mapping() {
+    let t = tempfile::tempdir().unwrap();
+    let spec = fixture(t.path(), 4096);
+    let archive = t.path().join("b.tar");
+    pack_spec(&spec, &archive);
+    let out = t.path().join("x.tar");
+    export(
+        &archive,
+        &out,
+        &[
+            "--platform",
+            "linux/amd64",
+            "--registry",
+            "localhost:5000/mirror",
+        ],
+    )
+    .expect_ok("export --registry");
+    let manifest = String::from_utf8(tar_member(&out, "manifest.json")).unwrap();
+    for want in [
+        "localhost:5000/mirror/library/multi:1.0",
+        "localhost:5000/mirror/team/dock:2.0",
+        "localhost:5000/mirror/org/single:3",
+    ] {
+        assert!(manifest.contains(want), "{want} in {manifest}");
+    }
+    let repos: Value = serde_json::from_slice(&tar_member(&out, "repositories")).unwrap();
+    assert!(
+        repos["localhost:5000/mirror/library/multi"]["1.0"].is_string(),
+        "{repos}"
+    );
+    export(
+        &archive,
+        &out,
+        &[
+            "--platform",
+            "linux/amd64",
+            "--registry",
+            "localhost:5000",
+            "--keep-host",
+        ],
+    )
+    .expect_ok("export --keep-host");
+    let manifest = String::from_utf8(tar_member(&out, "manifest.json")).unwrap();
+    assert!(
+        manifest.contains("localhost:5000/quay.io/org/single:3"),
+        "{manifest}"
+    );
+}
+
+/// Nothing at OUT and no temp file beside it.
+fn assert_nothing_written(dir: &Path, out: &Path) {
+    assert!(!out.exists(), "{} was written", out.display());
+    let partial: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".partial"))
+        .collect();
+    assert!(partial.is_empty(), "temp files left: {partial:?}");
+}
+
+#[test]
+fn export_refusals_name_the_image_platform_or_blob_and_write_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    let spec = fixture(t.path(), 4096);
+    let archive = t.path().join("b.tar");
+    pack_spec(&spec, &archive);
+    let out = t.path().join("x.tar");
+
+    // A docker-archive holds one platform per image.
+    let e = export(&archive, &out, &[]).expect_fail("docker-archive of a multi-arch image");
+    assert!(
+        e.contains(MULTI) && e.contains("linux/amd64, linux/arm64") && e.contains("--platform"),
+        "{e}"
+    );
+    assert_nothing_written(t.path(), &out);
+
+    let e = export(&archive, &out, &["--platform", "linux/s390x"]).expect_fail("no such platform");
+    assert!(
+        e.contains("has no linux/s390x variant") && e.contains(MULTI),
+        "{e}"
+    );
+    assert_nothing_written(t.path(), &out);
+
+    let e = export(
+        &archive,
+        &out,
+        &["--platform", "linux/amd64", "--image", "nginx:1"],
+    )
+    .expect_fail("unknown image");
+    assert!(
+        e.contains("carries no image nginx:1") && e.contains(DOCKER_ONE),
+        "{e}"
+    );
+    assert_nothing_written(t.path(), &out);
+
+    // A damaged layer: named, and no tar left behind that looks whole.
+    let mut members = read_members(&archive);
+    let bundle = bundle_of(&members);
+    let layer = bundle["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .max_by_key(|m| m["size"].as_u64().unwrap())
+        .unwrap()["path"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let m = members.iter_mut().find(|m| m.name == layer).unwrap();
+    m.data[100] ^= 0xff;
+    let damaged = t.path().join("damaged.tar");
+    write_raw_tar(&damaged, &members, true);
+    let e = export(&damaged, &out, &["--format", "oci-archive"]).expect_fail("damaged layer");
+    let hex = layer.trim_start_matches("blobs/sha256/");
+    assert!(e.contains(hex) && e.contains("damaged.tar"), "{e}");
+    assert_nothing_written(t.path(), &out);
+
+    // A key the bundle is not signed with.
+    let keys = t.path().join("keys");
+    ferry(["keygen", "-o", s(&keys)]).expect_ok("keygen");
+    let e = export(
+        &archive,
+        &out,
+        &[
+            "--format",
+            "oci-archive",
+            "--key",
+            s(&t.path().join("keys.pub")),
+        ],
+    )
+    .expect_fail("unsigned archive with --key");
+    assert!(e.contains("sign"), "{e}");
+    assert_nothing_written(t.path(), &out);
+
+    let e = ferry(["export", s(&archive), "-o", "-", "--json"]).expect_fail("--json with -o -");
+    assert!(e.contains("--json"), "{e}");
+}
