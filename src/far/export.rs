@@ -329,11 +329,7 @@ pub fn export(
     };
     tar.file("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
     reporter.start("exporting", total);
-    let written = if a.is_compressed() {
-        copy_in_stream_order(&a, archive, &wanted, &mut tar, reporter)?
-    } else {
-        copy_in_archive_order(&a, archive, &wanted, &mut tar, reporter)?
-    };
+    let written = copy_blobs(&a, archive, &wanted, &mut tar, reporter)?;
     reporter.finish();
     if let Some(d) = wanted.keys().find(|d| !written.contains(*d)) {
         return Err(ExportError::Blob {
@@ -591,14 +587,150 @@ fn pick_platform(
     ))
 }
 
-/// Plain archive or volumes: each wanted blob by position, in archive
-/// order, through the verifying reader.
-fn copy_in_archive_order(
+/// What the reading thread hands the writer.
+enum Piece {
+    /// A blob starts.
+    Start(Digest, u64),
+    /// Its next bytes (the buffer goes back for reuse).
+    Data(Vec<u8>),
+    /// It ended, and matched its digest.
+    End,
+}
+
+/// The bytes of one chunk handed over at a time.
+const CHUNK: usize = 1 << 20;
+
+/// Copies every wanted blob into the tar, in archive order. One thread
+/// reads and hashes (by position from a plain archive or volumes, in one
+/// ordered pass over a zstd one) while this one writes, so the hashing
+/// costs no time of its own when a core is free.
+fn copy_blobs(
     a: &Archive,
     archive: &Path,
     wanted: &HashMap<Digest, u64>,
     tar: &mut TarOut<'_>,
     reporter: &dyn Reporter,
+) -> Result<HashSet<Digest>, ExportError> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Piece>(4);
+    let (give_back, reuse) = std::sync::mpsc::channel::<Vec<u8>>();
+    std::thread::scope(|scope| {
+        let reader = scope.spawn(move || {
+            let mut send = Sender { tx, reuse, archive };
+            if a.is_compressed() {
+                read_in_stream_order(a, archive, wanted, &mut send)
+            } else {
+                read_in_archive_order(a, archive, wanted, &mut send)
+            }
+        });
+        let mut wrote: Result<(), ExportError> = Ok(());
+        let mut current: Option<u64> = None;
+        for piece in rx.iter() {
+            let step = match piece {
+                Piece::Start(d, size) => {
+                    current = Some(size);
+                    tar.header(&format!("blobs/sha256/{}", d.hex()), size)
+                }
+                Piece::Data(buf) => {
+                    let r = tar.put(&buf);
+                    reporter.advance(buf.len() as u64);
+                    let _ = give_back.send(buf);
+                    r
+                }
+                Piece::End => tar.pad(current.take().unwrap_or(0)),
+            };
+            if let Err(e) = step {
+                wrote = Err(e);
+                // Dropping the receiver stops the reader at its next send.
+                break;
+            }
+        }
+        drop(rx);
+        let read = reader.join().unwrap_or_else(|_| {
+            Err(ExportError::Blob {
+                archive: archive.to_owned(),
+                digest: Digest::of(b""),
+                source: io::Error::other("the reading thread panicked"),
+            })
+        });
+        // A write failure is the cause when both failed.
+        wrote?;
+        read
+    })
+}
+
+/// The reading side of [`copy_blobs`].
+struct Sender<'a> {
+    tx: std::sync::mpsc::SyncSender<Piece>,
+    reuse: std::sync::mpsc::Receiver<Vec<u8>>,
+    archive: &'a Path,
+}
+
+/// The writer has stopped (it failed, and says why).
+struct Stopped;
+
+impl Sender<'_> {
+    /// Sends one blob: exactly `size` bytes from `r`, which verifies them.
+    /// `Ok(false)`: the writer stopped.
+    fn blob(&mut self, d: Digest, size: u64, r: &mut dyn Read) -> Result<bool, ExportError> {
+        let read_err = |source| ExportError::Blob {
+            archive: self.archive.to_owned(),
+            digest: d,
+            source,
+        };
+        if self.tx.send(Piece::Start(d, size)).is_err() {
+            return Ok(false);
+        }
+        let mut left = size;
+        while left > 0 {
+            let mut buf = self.reuse.try_recv().unwrap_or_else(|_| vec![0u8; CHUNK]);
+            let want = CHUNK.min(usize::try_from(left).unwrap_or(CHUNK));
+            buf.resize(want, 0);
+            let mut filled = 0;
+            while filled < want {
+                let Some(rest) = buf.get_mut(filled..) else {
+                    break;
+                };
+                match r.read(rest) {
+                    Ok(0) => {
+                        return Err(read_err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            format!(
+                                "ended {} bytes before its size of {size}",
+                                left - filled as u64
+                            ),
+                        )))
+                    }
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(read_err(e)),
+                }
+            }
+            left -= want as u64;
+            if self.tx.send(Piece::Data(buf)).is_err() {
+                return Ok(false);
+            }
+        }
+        // The verifying reader checks the digest at the end of the bytes.
+        match r.read(&mut [0u8; 1]) {
+            Ok(0) => {}
+            Ok(_) => {
+                return Err(read_err(io::Error::other(format!(
+                    "longer than its size of {size}"
+                ))))
+            }
+            Err(e) => return Err(read_err(e)),
+        }
+        Ok(self.tx.send(Piece::End).is_ok())
+    }
+}
+
+/// Plain archive or volumes: each wanted blob by position, in archive
+/// order, through the verifying reader.
+fn read_in_archive_order(
+    a: &Archive,
+    archive: &Path,
+    wanted: &HashMap<Digest, u64>,
+    send: &mut Sender<'_>,
 ) -> Result<HashSet<Digest>, ExportError> {
     let mut done = HashSet::new();
     let order: Vec<Digest> = a
@@ -614,30 +746,25 @@ fn copy_in_archive_order(
         if done.contains(&d) {
             continue;
         }
-        let blob_err = |source| ExportError::Blob {
+        let mut r = a.open(&d).ok_or_else(|| ExportError::Blob {
             archive: archive.to_owned(),
             digest: d,
-            source,
-        };
-        let mut r = a.open(&d).ok_or_else(|| {
-            blob_err(io::Error::new(
-                io::ErrorKind::NotFound,
-                "not in the archive",
-            ))
+            source: io::Error::new(io::ErrorKind::NotFound, "not in the archive"),
         })?;
-        tar.member(&d, size, &mut r, reporter, archive)?;
+        if !send.blob(d, size, &mut r)? {
+            return Err(Stopped.into_error(archive));
+        }
         done.insert(d);
     }
     Ok(done)
 }
 
 /// A zstd archive: one ordered pass, taking each wanted blob as it comes by.
-fn copy_in_stream_order(
+fn read_in_stream_order(
     a: &Archive,
     archive: &Path,
     wanted: &HashMap<Digest, u64>,
-    tar: &mut TarOut<'_>,
-    reporter: &dyn Reporter,
+    send: &mut Sender<'_>,
 ) -> Result<HashSet<Digest>, ExportError> {
     let mut s = Stream::reopen(archive, &a.bundle_bytes)?;
     let mut done = HashSet::new();
@@ -653,10 +780,23 @@ fn copy_in_stream_order(
         }
         let from = format!("{} in {}", m.path, archive.display());
         let mut r = Verifying::new(&mut s, m.digest, size, from);
-        tar.member(&m.digest, size, &mut r, reporter, archive)?;
+        if !send.blob(m.digest, size, &mut r)? {
+            return Err(Stopped.into_error(archive));
+        }
         done.insert(m.digest);
     }
     Ok(done)
+}
+
+impl Stopped {
+    /// The reader's side of a writer that stopped: the writer's own error
+    /// is the one reported.
+    fn into_error(self, archive: &Path) -> ExportError {
+        ExportError::Write {
+            out: archive.display().to_string(),
+            source: io::Error::other("the writer stopped"),
+        }
+    }
 }
 
 fn blob_digest(path: &str) -> Option<Digest> {
@@ -668,13 +808,13 @@ fn index_json(chosen: &[Chosen]) -> Vec<u8> {
     let manifests: Vec<serde_json::Value> = chosen
         .iter()
         .map(|c| {
-            let mut annotations = BTreeMap::new();
+            let mut annotations: BTreeMap<&str, String> = BTreeMap::new();
             annotations.insert(
-                "io.containerd.image.name",
+                oci::ANN_IMAGE_NAME,
                 c.name.clone().unwrap_or_else(|| c.digest_name.clone()),
             );
             if let Some(t) = &c.tag {
-                annotations.insert("org.opencontainers.image.ref.name", t.clone());
+                annotations.insert(oci::ANN_REF_NAME, t.clone());
             }
             let mut d = serde_json::json!({
                 "mediaType": c.root.media_type,
@@ -774,59 +914,6 @@ impl TarOut<'_> {
         self.header(path, bytes.len() as u64)?;
         self.put(bytes)?;
         self.pad(bytes.len() as u64)
-    }
-
-    /// One blob, exactly `size` bytes from `r` (which verifies them).
-    fn member(
-        &mut self,
-        d: &Digest,
-        size: u64,
-        r: &mut dyn Read,
-        reporter: &dyn Reporter,
-        archive: &Path,
-    ) -> Result<(), ExportError> {
-        self.header(&format!("blobs/sha256/{}", d.hex()), size)?;
-        let mut buf = vec![0u8; 1 << 20];
-        let mut left = size;
-        let read_err = |source| ExportError::Blob {
-            archive: archive.to_owned(),
-            digest: *d,
-            source,
-        };
-        while left > 0 {
-            let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-            let Some(chunk) = buf.get_mut(..want) else {
-                break;
-            };
-            let n = match r.read(chunk) {
-                Ok(0) => {
-                    return Err(read_err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        format!("ended {left} bytes before its size of {size}"),
-                    )))
-                }
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(read_err(e)),
-            };
-            let Some(got) = buf.get(..n) else { break };
-            self.w.write_all(got).map_err(|e| self.write_err(e))?;
-            self.bytes += n as u64;
-            left -= n as u64;
-            reporter.advance(n as u64);
-        }
-        // The verifying reader checks the digest at the end of the bytes.
-        let mut end = [0u8; 1];
-        match r.read(&mut end) {
-            Ok(0) => {}
-            Ok(_) => {
-                return Err(read_err(io::Error::other(format!(
-                    "longer than its size of {size}"
-                ))))
-            }
-            Err(e) => return Err(read_err(e)),
-        }
-        self.pad(size)
     }
 
     fn finish(&mut self) -> Result<(), ExportError> {

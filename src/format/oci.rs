@@ -47,6 +47,9 @@ pub const FILE_LAYER: &str = "application/octet-stream";
 
 /// `org.opencontainers.image.ref.name`
 pub const ANN_REF_NAME: &str = "org.opencontainers.image.ref.name";
+/// `io.containerd.image.name`: the full image name, which containerd's
+/// exports (and Docker 25's `docker save`) set beside a tag-only ref.name.
+pub const ANN_IMAGE_NAME: &str = "io.containerd.image.name";
 /// `org.opencontainers.image.title`
 pub const ANN_TITLE: &str = "org.opencontainers.image.title";
 /// `org.opencontainers.image.version`
