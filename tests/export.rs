@@ -430,3 +430,146 @@ fn export_refusals_name_the_image_platform_or_blob_and_write_nothing() {
     let e = ferry(["export", s(&archive), "-o", "-", "--json"]).expect_fail("--json with -o -");
     assert!(e.contains("--json"), "{e}");
 }
+
+/// Two single-platform images that share the tag `1.0`.
+fn two_tagged_one_zero(dir: &Path) -> PathBuf {
+    let mut l = LayoutBuilder::new(&dir.join("layout"));
+    for (i, name) in ["docker.io/library/nginx:1.0", "docker.io/library/redis:1.0"]
+        .iter()
+        .enumerate()
+    {
+        let body = build::pseudo_random(40 + i as u64, 2048);
+        let img = l.image(
+            Flavour::Oci,
+            "linux",
+            "amd64",
+            &[layer(&[("bin/app", &body)])],
+        );
+        l.tag(&img, name);
+    }
+    l.finish();
+    let spec = dir.join("two.yaml");
+    std::fs::write(
+        &spec,
+        "name: two\nimages:\n  - oci:layout:docker.io/library/nginx:1.0\n  - oci:layout:docker.io/library/redis:1.0\n",
+    )
+    .unwrap();
+    spec
+}
+
+fn pack_one(dir: &Path, name: &str, image: &str) -> Out {
+    let spec = dir.join(format!("{name}.yaml"));
+    std::fs::write(&spec, format!("name: {name}\nimages:\n{image}")).unwrap();
+    pack_args(&spec, &dir.join(format!("{name}.tar")), &[])
+}
+
+fn carried(dir: &Path, name: &str) -> (String, String) {
+    let b = inspect_json(&dir.join(format!("{name}.tar")));
+    let a = &b["artifacts"][0];
+    (
+        a["reference"].as_str().unwrap().to_owned(),
+        a["digest"].as_str().unwrap().to_owned(),
+    )
+}
+
+#[test]
+fn a_ctr_export_is_selected_by_its_containerd_name_and_a_shared_tag_is_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let spec = two_tagged_one_zero(d);
+    let archive = d.join("b.tar");
+    pack_spec(&spec, &archive);
+    let bundle = inspect_json(&archive);
+    let redis_digest = bundle["artifacts"][1]["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // A real containerd export: both entries have ref.name "1.0", and the
+    // full names only in io.containerd.image.name.
+    let oci = d.join("oci.tar");
+    export(&archive, &oci, &["--format", "oci-archive"]).expect_ok("export");
+    let c = Containerd::start();
+    c.ctr(&["-n", "t", "images", "import", s(&oci)])
+        .expect_ok("ctr import");
+    let ctrx = d.join("ctrx.tar");
+    c.ctr(&[
+        "-n",
+        "t",
+        "images",
+        "export",
+        s(&ctrx),
+        "docker.io/library/nginx:1.0",
+        "docker.io/library/redis:1.0",
+    ])
+    .expect_ok("ctr export");
+    let index: Value = serde_json::from_slice(&tar_member(&ctrx, "index.json")).unwrap();
+    let refs: Vec<&str> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            m["annotations"]["org.opencontainers.image.ref.name"]
+                .as_str()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(refs, ["1.0", "1.0"], "ctr's export: {index}");
+
+    // By its full name, in either spelling: that image, under that name.
+    for (n, sel) in [
+        ("full", "docker.io/library/redis:1.0"),
+        ("short", "redis:1.0"),
+    ] {
+        let o = pack_one(d, n, &format!("  - oci-archive:{}:{sel}\n", s(&ctrx)));
+        o.expect_ok(&format!("pack by {sel}"));
+        assert_eq!(
+            carried(d, n),
+            (
+                "docker.io/library/redis:1.0".to_owned(),
+                redis_digest.clone()
+            )
+        );
+    }
+    // By the tag both share: refused, naming both, never the first silently.
+    let e = pack_one(d, "tag", &format!("  - oci-archive:{}:1.0\n", s(&ctrx)))
+        .expect_fail("a tag two images share");
+    assert!(
+        e.contains("2 images answer to \"1.0\"")
+            && e.contains("docker.io/library/nginx:1.0")
+            && e.contains("docker.io/library/redis:1.0"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_bare_ref_name_is_carried_with_a_warning_unless_the_spec_names_it() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    // As buildah writes it: ref.name is the short name alone.
+    let mut l = LayoutBuilder::new(&d.join("bb"));
+    let img = l.image(Flavour::Oci, "linux", "amd64", &[layer(&[("x", b"x\n")])]);
+    l.tag(&img, "tb");
+    l.finish();
+    let o = pack_one(d, "bare", &format!("  - oci:{}\n", s(&d.join("bb"))));
+    assert!(o.ok(), "{}", o.stderr);
+    assert!(
+        o.stderr
+            .contains("its name \"tb\" is only a short name or a tag")
+            && o.stderr.contains("carried as docker.io/library/tb:latest")
+            && o.stderr.contains("`name:`"),
+        "no warning: {}",
+        o.stderr
+    );
+    assert_eq!(carried(d, "bare").0, "docker.io/library/tb:latest");
+    let o = pack_one(
+        d,
+        "named",
+        &format!(
+            "  - ref: oci:{}\n    name: registry.local/team/tb:1\n",
+            s(&d.join("bb"))
+        ),
+    );
+    assert!(o.ok(), "{}", o.stderr);
+    assert!(!o.stderr.contains("warning"), "{}", o.stderr);
+    assert_eq!(carried(d, "named").0, "registry.local/team/tb:1");
+}

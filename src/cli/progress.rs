@@ -71,9 +71,10 @@ impl ferry::report::Reporter for Bars {
     }
 
     fn note(&self, message: &str) {
-        if !self.quiet {
-            eprintln!("{message}");
-        }
+        // Warnings show with --quiet too: it turns off progress, not what
+        // the user must know. Printed above the bars, escaped.
+        let line = super::escape_controls(message);
+        self.multi.suspend(|| eprintln!("{line}"));
     }
 
     fn finish(&self) {

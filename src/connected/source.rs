@@ -56,6 +56,18 @@ pub enum SourceError {
         /// The names present.
         available: String,
     },
+    /// A name that more than one image answers to.
+    #[error("{layout}: {count} images answer to {name:?} ({matches}); name one by its full name")]
+    AmbiguousName {
+        /// The layout.
+        layout: String,
+        /// The requested name.
+        name: String,
+        /// How many.
+        count: usize,
+        /// Each match: its names and digest.
+        matches: String,
+    },
     /// No name given and more than one image present.
     #[error("{layout} holds {count} images; name one with {layout}:NAME (names: {available})")]
     Ambiguous {
@@ -269,36 +281,67 @@ impl LocalLayout {
         &self.label
     }
 
-    /// Picks the image to carry: by `ref.name`, or the only one.
+    /// Picks the image to carry: by name, or the only one. A name matches
+    /// an entry's `org.opencontainers.image.ref.name` or its
+    /// `io.containerd.image.name` (the full name containerd's and Docker's
+    /// exports set beside a tag-only ref.name), in any spelling of the
+    /// reference; a name more than one entry answers to is refused.
     pub fn select(&self, name: Option<&str>) -> Result<Descriptor, SourceError> {
-        let names: Vec<&str> = self
-            .index
-            .manifests
-            .iter()
-            .filter_map(|d| d.annotations.get(oci::ANN_REF_NAME).map(String::as_str))
-            .collect();
-        let available = if names.is_empty() {
-            "no named images".to_owned()
-        } else {
-            names.join(", ")
+        let names_of = |d: &Descriptor| -> Vec<String> {
+            [oci::ANN_IMAGE_NAME, oci::ANN_REF_NAME]
+                .iter()
+                .filter_map(|k| d.annotations.get(*k).cloned())
+                .collect()
         };
-        match name {
-            Some(n) => self
+        let available = {
+            let all: Vec<String> = self
                 .index
                 .manifests
                 .iter()
-                .find(|d| d.annotations.get(oci::ANN_REF_NAME).map(String::as_str) == Some(n))
-                .cloned()
-                .ok_or_else(|| SourceError::UnknownName {
+                .map(|d| names_of(d).join(" / "))
+                .filter(|n| !n.is_empty())
+                .collect();
+            if all.is_empty() {
+                "no named images".to_owned()
+            } else {
+                all.join(", ")
+            }
+        };
+        let Some(n) = name else {
+            return match self.index.manifests.as_slice() {
+                [only] => Ok(only.clone()),
+                many => Err(SourceError::Ambiguous {
                     layout: self.label.clone(),
-                    name: n.to_owned(),
+                    count: many.len(),
                     available,
                 }),
-            None if self.index.manifests.len() == 1 => Ok(self.index.manifests[0].clone()),
-            None => Err(SourceError::Ambiguous {
+            };
+        };
+        let normal = |s: &str| s.parse::<crate::base::reference::Reference>().ok();
+        let wanted = normal(n);
+        let answers = |d: &&Descriptor| {
+            d.annotations.get(oci::ANN_REF_NAME).map(String::as_str) == Some(n)
+                || d.annotations
+                    .get(oci::ANN_IMAGE_NAME)
+                    .is_some_and(|full| full == n || (wanted.is_some() && normal(full) == wanted))
+        };
+        let matches: Vec<&Descriptor> = self.index.manifests.iter().filter(answers).collect();
+        match matches.as_slice() {
+            [] => Err(SourceError::UnknownName {
                 layout: self.label.clone(),
-                count: self.index.manifests.len(),
+                name: n.to_owned(),
                 available,
+            }),
+            [one] => Ok((*one).clone()),
+            many => Err(SourceError::AmbiguousName {
+                layout: self.label.clone(),
+                name: n.to_owned(),
+                count: many.len(),
+                matches: many
+                    .iter()
+                    .map(|d| format!("{} ({})", names_of(d).join(" / "), d.digest))
+                    .collect::<Vec<_>>()
+                    .join(", "),
             }),
         }
     }

@@ -283,6 +283,9 @@ pub fn pack(
         plan_file(&mut plan, entry, scratch.path(), opts.mtime)?;
     }
     reporter.finish();
+    for note in &plan.notes {
+        reporter.note(note);
+    }
 
     let name = spec
         .name

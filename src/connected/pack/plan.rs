@@ -30,6 +30,8 @@ pub(super) struct Plan {
     pub(super) artifacts: Vec<(Artifact, Descriptor)>,
     pub(super) blobs: BTreeMap<Digest, FoundBlob>,
     names: HashMap<String, String>,
+    /// Warnings for the user (through the reporter, once planning is done).
+    pub(super) notes: Vec<String>,
 }
 
 impl Plan {
@@ -84,21 +86,34 @@ pub(super) fn plan_image(
         Some((_, root)) => root.clone(),
         None => layout.select(local_name).map_err(image_err)?,
     };
-    let name = match (
-        &entry.name,
-        local_name,
-        root.annotations.get(oci::ANN_REF_NAME).map(String::as_str),
-    ) {
-        (Some(n), _, _) => n.clone(),
-        (None, Some(n), _) | (None, None, Some(n)) => {
-            n.parse::<Reference>()
+    // The name carried: the spec's `name:`, else the full name an export
+    // recorded (`io.containerd.image.name`), else the name the image was
+    // selected by or its ref.name.
+    let full = root
+        .annotations
+        .get(oci::ANN_IMAGE_NAME)
+        .map(String::as_str);
+    let given = local_name.or(root.annotations.get(oci::ANN_REF_NAME).map(String::as_str));
+    let name = match (&entry.name, full.or(given)) {
+        (Some(n), _) => n.clone(),
+        (None, Some(n)) => {
+            let r = n
+                .parse::<Reference>()
                 .map_err(|source| PackError::BadName {
                     entry: label.clone(),
                     name: n.to_owned(),
                     source,
-                })?
+                })?;
+            // A bare ref.name (`tb`, `1.0`: buildah, podman and ctr write
+            // these) is not the image's name: say what it was taken as.
+            if full.is_none() && !n.contains(['/', ':', '@']) {
+                plan.notes.push(format!(
+                    "warning: image {label}: its name {n:?} is only a short name or a tag; it is carried as {r}. Give the entry `name:` to choose its name"
+                ));
+            }
+            r
         }
-        (None, None, None) => return Err(PackError::Unnamed { entry: label }),
+        (None, None) => return Err(PackError::Unnamed { entry: label }),
     };
     let reference = name.to_string();
     plan.claim(&reference, &label)?;
