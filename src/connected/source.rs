@@ -232,24 +232,17 @@ impl LocalLayout {
 
     /// Opens an OCI layout stored in a tar (as `skopeo copy … oci-archive:` writes).
     pub fn open_tar(path: &Path) -> Result<LocalLayout, SourceError> {
-        let f = fs_err::File::open(path)?;
-        let bad = |source| SourceError::BadTar {
-            path: path.to_owned(),
-            source,
-        };
-        let mut ar = tar::Archive::new(f);
-        let mut members = HashMap::new();
-        for entry in ar.entries().map_err(bad)? {
-            let entry = entry.map_err(bad)?;
-            if !entry.header().entry_type().is_file() {
-                continue;
-            }
-            let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-            let name = name.trim_start_matches("./").to_owned();
-            let size = entry.size();
-            members.insert(name, (entry.raw_file_position(), size));
-        }
-        let label = format!("oci-archive:{}", path.display());
+        let members = scan_tar(path)?;
+        LocalLayout::from_tar(path, members, format!("oci-archive:{}", path.display()))
+    }
+
+    /// The OCI layout in a tar already scanned (`members`: path → offset,
+    /// size), named `label` in messages.
+    fn from_tar(
+        path: &Path,
+        members: HashMap<String, (u64, u64)>,
+        label: String,
+    ) -> Result<LocalLayout, SourceError> {
         let Some(&(off, size)) = members.get("index.json") else {
             return Err(SourceError::NotLayout(path.to_owned()));
         };
@@ -416,6 +409,28 @@ impl BlobSource for LocalLayout {
             }
         }
     }
+}
+
+/// The regular files of a tar: path (without a leading `./`) → offset of
+/// its data, size.
+fn scan_tar(path: &Path) -> Result<HashMap<String, (u64, u64)>, SourceError> {
+    let f = fs_err::File::open(path)?;
+    let bad = |source| SourceError::BadTar {
+        path: path.to_owned(),
+        source,
+    };
+    let mut ar = tar::Archive::new(f);
+    let mut members = HashMap::new();
+    for entry in ar.entries().map_err(bad)? {
+        let entry = entry.map_err(bad)?;
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let name = name.trim_start_matches("./").to_owned();
+        members.insert(name, (entry.raw_file_position(), entry.size()));
+    }
+    Ok(members)
 }
 
 fn read_limited<R: Read>(r: R, limit: u64) -> std::io::Result<Vec<u8>> {
