@@ -106,7 +106,7 @@ pub enum ImageSourceError {
     #[error("{0:?} names no path after the transport")]
     EmptyPath(String),
     /// A transport ferry does not read.
-    #[error("{0:?} uses transport {1:?}; ferry reads registry references, oci:DIR[:REF] and oci-archive:TAR[:REF]")]
+    #[error("{0:?} uses transport {1:?}; ferry reads registry references, oci:DIR[:REF], oci-archive:TAR[:REF] and docker-archive:TAR[:REF|:@N]")]
     Transport(String, String),
 }
 
@@ -150,11 +150,19 @@ pub enum ImageSource {
         /// The `org.opencontainers.image.ref.name` to pick.
         name: Option<String>,
     },
+    /// A `docker save` tar (legacy, or Docker 25+ with index.json).
+    DockerArchive {
+        /// The tar.
+        path: PathBuf,
+        /// A name in its `RepoTags`, or `@N` (the N-th image, from 0).
+        name: Option<String>,
+    },
 }
 
 impl ImageSource {
-    /// Parses `oci:DIR[:REF]`, `oci-archive:TAR[:REF]`, `docker://REF` or a
-    /// plain registry reference.
+    /// Parses `oci:DIR[:REF]`, `oci-archive:TAR[:REF]`,
+    /// `docker-archive:TAR[:REF|:@N]`, `docker://REF` or a plain registry
+    /// reference.
     pub fn parse(s: &str) -> Result<ImageSource, ImageSourceError> {
         let local = |rest: &str| -> Result<(PathBuf, Option<String>), ImageSourceError> {
             let (p, n) = match rest.split_once(':') {
@@ -174,18 +182,17 @@ impl ImageSource {
             let (path, name) = local(rest)?;
             return Ok(ImageSource::OciArchive { path, name });
         }
+        if let Some(rest) = s.strip_prefix("docker-archive:") {
+            let (path, name) = local(rest)?;
+            return Ok(ImageSource::DockerArchive { path, name });
+        }
         if let Some(rest) = s.strip_prefix("docker://") {
             return Ok(ImageSource::Registry(rest.parse()?));
         }
         if let Some((scheme, _)) = s.split_once(':') {
             if matches!(
                 scheme,
-                "docker-archive"
-                    | "docker-daemon"
-                    | "dir"
-                    | "containers-storage"
-                    | "http"
-                    | "https"
+                "docker-daemon" | "dir" | "containers-storage" | "http" | "https"
             ) {
                 return Err(ImageSourceError::Transport(s.to_owned(), scheme.to_owned()));
             }
@@ -196,9 +203,9 @@ impl ImageSource {
     fn resolve(&mut self, base: &Path) {
         match self {
             ImageSource::Registry(_) => {}
-            ImageSource::OciDir { path, .. } | ImageSource::OciArchive { path, .. } => {
-                *path = base.join(&*path)
-            }
+            ImageSource::OciDir { path, .. }
+            | ImageSource::OciArchive { path, .. }
+            | ImageSource::DockerArchive { path, .. } => *path = base.join(&*path),
         }
     }
 }
@@ -209,6 +216,7 @@ impl fmt::Display for ImageSource {
             ImageSource::Registry(r) => return write!(f, "{r}"),
             ImageSource::OciDir { path, name } => ("oci", path, name),
             ImageSource::OciArchive { path, name } => ("oci-archive", path, name),
+            ImageSource::DockerArchive { path, name } => ("docker-archive", path, name),
         };
         write!(f, "{t}:{}", path.display())?;
         if let Some(n) = name {
@@ -602,7 +610,11 @@ files:
             ImageSource::parse("oci-archive:/x/y.tar:app:1").unwrap(),
             ImageSource::OciArchive { name: Some(n), .. } if n == "app:1"
         ));
-        assert!(ImageSource::parse("docker-archive:x.tar").is_err());
+        assert!(matches!(
+            ImageSource::parse("docker-archive:./all.tar:matrixdotorg/synapse:v1").unwrap(),
+            ImageSource::DockerArchive { name: Some(n), .. } if n == "matrixdotorg/synapse:v1"
+        ));
+        assert!(ImageSource::parse("docker-daemon:x").is_err());
         assert!(ImageSource::parse("oci:").is_err());
         assert!(matches!(
             ImageSource::parse("docker://nginx").unwrap(),

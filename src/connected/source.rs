@@ -1,6 +1,7 @@
-//! Local image sources: OCI image layout directories (`oci:DIR[:REF]`) and
-//! OCI layouts inside tar archives (`oci-archive:TAR[:REF]`), and the graph
-//! walk that turns one selected image into the set of blobs to carry.
+//! Local image sources: OCI image layout directories (`oci:DIR[:REF]`),
+//! OCI layouts inside tar archives (`oci-archive:TAR[:REF]`) and `docker
+//! save` tars (`docker-archive:TAR[:REF|:@N]`, in [`docker`]), and the
+//! graph walk that turns one selected image into the set of blobs to carry.
 //!
 //! Blobs are not copied here: the walk records where each blob's bytes are
 //! (a file, or a byte range of a tar) and the archive writer streams them
@@ -18,6 +19,8 @@ use crate::base::platform::Platform;
 use crate::format::archive::MemberSource;
 use crate::format::blob::{mismatch_in, BlobSource, Segments};
 use crate::format::oci::{self, Descriptor, Index, Node};
+
+pub mod docker;
 
 /// Errors reading a local image source.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +58,49 @@ pub enum SourceError {
         name: String,
         /// The names present.
         available: String,
+    },
+    /// A member the archive's manifest.json names is not in it.
+    #[error("{layout}: {member} is named in manifest.json but not in the archive")]
+    MissingMember {
+        /// The archive.
+        layout: String,
+        /// The member.
+        member: String,
+    },
+    /// A JSON member over the limit.
+    #[error("{layout}: {member} is {size} bytes, more than the {limit}-byte limit")]
+    MemberTooLarge {
+        /// The archive.
+        layout: String,
+        /// The member.
+        member: String,
+        /// Its size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// A JSON member that does not parse as what it must be.
+    #[error("{layout}: {member} is not valid")]
+    BadJson {
+        /// The archive.
+        layout: String,
+        /// The member.
+        member: String,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A config whose diff_ids do not pair with the image's layer files.
+    #[error("{layout}: config {config} lists {diff_ids} layers (diff_ids) but manifest.json gives {layers} layer files")]
+    LayerCount {
+        /// The archive.
+        layout: String,
+        /// The config member.
+        config: String,
+        /// How many diff_ids.
+        diff_ids: usize,
+        /// How many layer files.
+        layers: usize,
     },
     /// A name that more than one image answers to.
     #[error("{layout}: {count} images answer to {name:?} ({matches}); name one by its full name")]

@@ -15,7 +15,7 @@ use crate::base::reference::Reference;
 use crate::connected::chart::{self, ChartError};
 use crate::connected::fetch::FetchOptions;
 use crate::connected::inputs::{ChartEntry, FileEntry, ImageEntry, ImageSource};
-use crate::connected::source::{self, FoundBlob, LocalLayout};
+use crate::connected::source::{self, docker, FoundBlob, LocalLayout};
 use crate::format::archive::{MemberSource, PlannedMember};
 use crate::format::bundle::{
     self, Artifact, ArtifactKind, Bundle, ChartInfo, FileInfo, Member, Tool,
@@ -67,33 +67,47 @@ pub(super) fn plan_image(
         entry: label.clone(),
         source,
     };
-    let (layout, local_name) = match (&entry.source, fetched) {
-        (ImageSource::Registry(r), Some((Some(f), _))) => {
-            (LocalLayout::cache(&f.cache, r), Some(r.to_string()))
-        }
+    // A layout and the root to walk in it; or, for a legacy docker-archive,
+    // the image walked already (with the manifest built for it).
+    enum Found {
+        Layout(Box<LocalLayout>, Descriptor),
+        Walked(source::WalkedImage),
+    }
+    let (found, local_name) = match (&entry.source, fetched) {
+        (ImageSource::Registry(r), Some((Some(f), root))) => (
+            Found::Layout(Box::new(LocalLayout::cache(&f.cache, r)), root.clone()),
+            Some(r.to_string()),
+        ),
         (ImageSource::Registry(_), _) => return Err(PackError::Remote { entry: label }),
-        (ImageSource::OciDir { path, name }, _) => (
-            LocalLayout::open_dir(path).map_err(image_err)?,
-            name.clone(),
-        ),
-        (ImageSource::OciArchive { path, name }, _) => (
-            LocalLayout::open_tar(path).map_err(image_err)?,
-            name.clone(),
-        ),
+        (ImageSource::OciDir { path, name }, _) => {
+            let layout = LocalLayout::open_dir(path).map_err(image_err)?;
+            let root = layout.select(name.as_deref()).map_err(image_err)?;
+            (Found::Layout(Box::new(layout), root), name.clone())
+        }
+        (ImageSource::OciArchive { path, name }, _) => {
+            let layout = LocalLayout::open_tar(path).map_err(image_err)?;
+            let root = layout.select(name.as_deref()).map_err(image_err)?;
+            (Found::Layout(Box::new(layout), root), name.clone())
+        }
+        (ImageSource::DockerArchive { path, name }, _) => {
+            let selector = name.as_deref().map(docker::Selector::parse);
+            match docker::pick(path, selector.as_ref(), filter, &label).map_err(image_err)? {
+                docker::Picked::Layout { layout, root, name } => {
+                    (Found::Layout(layout, root), name)
+                }
+                docker::Picked::Built { image, name } => (Found::Walked(image), name),
+            }
+        }
     };
-    let local_name = local_name.as_deref();
-    let root = match fetched {
-        Some((_, root)) => root.clone(),
-        None => layout.select(local_name).map_err(image_err)?,
+    let annotation = |key: &str| match &found {
+        Found::Layout(_, root) => root.annotations.get(key).map(String::as_str),
+        Found::Walked(_) => None,
     };
     // The name carried: the spec's `name:`, else the full name an export
     // recorded (`io.containerd.image.name`), else the name the image was
     // selected by or its ref.name.
-    let full = root
-        .annotations
-        .get(oci::ANN_IMAGE_NAME)
-        .map(String::as_str);
-    let given = local_name.or(root.annotations.get(oci::ANN_REF_NAME).map(String::as_str));
+    let full = annotation(oci::ANN_IMAGE_NAME);
+    let given = local_name.as_deref().or(annotation(oci::ANN_REF_NAME));
     let name = match (&entry.name, full.or(given)) {
         (Some(n), _) => n.clone(),
         (None, Some(n)) => {
@@ -117,7 +131,12 @@ pub(super) fn plan_image(
     };
     let reference = name.to_string();
     plan.claim(&reference, &label)?;
-    let walked = source::walk_image(&layout, &root, filter, &reference).map_err(image_err)?;
+    let walked = match found {
+        Found::Walked(image) => image,
+        Found::Layout(layout, root) => {
+            source::walk_image(&layout, &root, filter, &reference).map_err(image_err)?
+        }
+    };
     let size = walked.blobs.values().map(|b| b.size).sum();
     plan.artifacts.push((
         Artifact {
