@@ -31,6 +31,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             tag: Some("1.0".into()),
             digest: Digest::of(format!("{k}").as_bytes()),
             source_digest: None,
+            converted: Vec::new(),
         })
         .chain((0..20).map(|k| MapEntry {
             source: format!("docker.io/bitnami/redis:7.{k}"),
@@ -38,6 +39,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             tag: Some(format!("7.{k}")),
             digest: Digest::of(format!("redis{k}").as_bytes()),
             source_digest: None,
+            converted: Vec::new(),
         }))
         .collect();
     let map = ImageMap::from_entries("registry.local:5000", entries);

@@ -573,3 +573,175 @@ fn a_bare_ref_name_is_carried_with_a_warning_unless_the_spec_names_it() {
     assert!(!o.stderr.contains("warning"), "{}", o.stderr);
     assert_eq!(carried(d, "named").0, "registry.local/team/tb:1");
 }
+
+/// The documents of an index in an archive: (platform, digest) per child.
+fn children(archive: &Path, index: &str) -> Vec<(String, String)> {
+    let bytes = tar_member(archive, &index.replace("sha256:", "blobs/sha256/"));
+    let v: Value = serde_json::from_slice(&bytes).unwrap();
+    v["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                format!(
+                    "{}/{}",
+                    m["platform"]["os"].as_str().unwrap(),
+                    m["platform"]["architecture"].as_str().unwrap()
+                ),
+                m["digest"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn docker_format_images_are_marked_and_pack_oci_converts_them_with_pins_translated() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let spec = fixture(d, 4096);
+    let plain = d.join("b.tar");
+    pack_spec(&spec, &plain);
+    let listing = ferry(["inspect", s(&plain)]).expect_ok("inspect");
+    let mut marked: Vec<&str> = Vec::new();
+    let mut current = "";
+    for line in listing.lines() {
+        if line.starts_with("  ") && !line.starts_with("   ") {
+            current = line.trim();
+        } else if line.contains("format     Docker schema 2") {
+            marked.push(current);
+        }
+    }
+    assert_eq!(marked, [DOCKER_LIST, DOCKER_ONE], "{listing}");
+    let bundle = inspect_json(&plain);
+    let old_root = bundle["artifacts"][1]["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let old_children = children(&plain, &old_root);
+
+    // skopeo's oci: transport does not see a Docker manifest list …
+    let x = d.join("x");
+    std::fs::create_dir(&x).unwrap();
+    let untar = |archive: &Path, dir: &Path| {
+        assert!(Command::new("tar")
+            .args(["-xf", s(archive), "-C", s(dir)])
+            .status()
+            .unwrap()
+            .success())
+    };
+    untar(&plain, &x);
+    let seen = skopeo()
+        .args(["inspect", "--raw", &format!("oci:{}:{DOCKER_LIST}", s(&x))])
+        .output()
+        .unwrap();
+    assert!(
+        !seen.status.success(),
+        "skopeo read a Docker list from the layout"
+    );
+
+    // … until pack --oci converts it, recording every changed digest.
+    let oci = d.join("oci.tar");
+    let o = pack_args(&spec, &oci, &["--oci"]);
+    assert!(o.ok(), "{}", o.stderr);
+    assert!(
+        o.stderr
+            .contains(&format!("{DOCKER_LIST} was converted to OCI"))
+            && o.stderr.contains(&format!("it was {old_root}"))
+            && o.stderr.contains("do not apply"),
+        "no signature warning: {}",
+        o.stderr
+    );
+    ferry(["verify", s(&oci)]).expect_ok("verify the converted archive");
+    let b = inspect_json(&oci);
+    assert_eq!(b["format_version"], 3);
+    let list = &b["artifacts"][1];
+    assert_eq!(
+        list["media_type"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    assert_eq!(list["source_digest"], old_root.as_str());
+    let new_root = list["digest"].as_str().unwrap().to_owned();
+    let new_children = children(&oci, &new_root);
+    let converted = list["converted"].as_array().unwrap();
+    for ((p, from), (p2, to)) in old_children.iter().zip(&new_children) {
+        assert_eq!(p, p2);
+        assert!(
+            converted.iter().any(|c| c["from"] == from.as_str()
+                && c["to"] == to.as_str()
+                && c["platform"] == p.as_str()),
+            "{p}: {from} -> {to} not recorded in {converted:?}"
+        );
+    }
+    // The OCI image is untouched.
+    assert_eq!(
+        b["artifacts"][0]["digest"],
+        bundle["artifacts"][0]["digest"]
+    );
+    assert!(b["artifacts"][0].get("converted").is_none());
+
+    let y = d.join("y");
+    std::fs::create_dir(&y).unwrap();
+    untar(&oci, &y);
+    for r in [DOCKER_LIST, DOCKER_ONE] {
+        let o = skopeo()
+            .args(["inspect", "--raw", &format!("oci:{}:{r}", s(&y))])
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "skopeo {r}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+
+    // A pin on the old list, and one on the old arm64 manifest, become the
+    // new ones.
+    let arm_old = &old_children
+        .iter()
+        .find(|(p, _)| p == "linux/arm64")
+        .unwrap()
+        .1;
+    let arm_new = &new_children
+        .iter()
+        .find(|(p, _)| p == "linux/arm64")
+        .unwrap()
+        .1;
+    let manifests = d.join("manifests");
+    std::fs::create_dir(&manifests).unwrap();
+    std::fs::write(
+        manifests.join("deploy.yaml"),
+        format!(
+            "containers:\n  - image: registry.example.com/team/dock@{old_root}\n  - image: registry.example.com/team/dock@{arm_old}\n"
+        ),
+    )
+    .unwrap();
+    let out = d.join("out");
+    ferry([
+        "rewrite",
+        "--bundle",
+        s(&oci),
+        "--registry",
+        "r.local:5000",
+        s(&manifests),
+        "-o",
+        s(&out),
+    ])
+    .expect_ok("rewrite");
+    let text = std::fs::read_to_string(out.join("deploy.yaml")).unwrap();
+    assert_eq!(
+        text,
+        format!(
+            "containers:\n  - image: r.local:5000/team/dock@{new_root}\n  - image: r.local:5000/team/dock@{arm_new}\n"
+        )
+    );
+
+    // And export takes either form.
+    let e = d.join("e.tar");
+    export(
+        &oci,
+        &e,
+        &["--platform", "linux/arm64", "--image", DOCKER_LIST],
+    )
+    .expect_ok("export");
+}

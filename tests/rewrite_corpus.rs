@@ -43,6 +43,7 @@ fn map_for(text: &str) -> ImageMap {
                 .digest()
                 .unwrap_or_else(|| Digest::of(r.to_string().as_bytes())),
             source_digest: None,
+            converted: Vec::new(),
         })
         .collect();
     ImageMap::from_entries("registry.local:5000", entries)

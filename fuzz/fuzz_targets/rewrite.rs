@@ -19,6 +19,7 @@ fn map() -> &'static ImageMap {
             tag: Some(tag.into()),
             digest: d(n),
             source_digest: None,
+            converted: Vec::new(),
         };
         ImageMap::from_entries(
             "reg.local:5000",

@@ -84,8 +84,23 @@ pub fn run(args: Args, _: &Settings) -> anyhow::Result<ExitCode> {
         for a in list {
             lines.push(format!("  {}", a.reference));
             lines.push(format!("    digest     {}", a.digest));
-            if let Some(src) = a.source_digest {
-                lines.push(format!("    source     {src} (index rewritten by the platform filter; targets get the digest above)"));
+            match (a.source_digest, a.converted.is_empty()) {
+                (Some(src), true) => lines.push(format!("    source     {src} (index rewritten by the platform filter; targets get the digest above)")),
+                (Some(src), false) => {
+                    lines.push(format!("    source     {src} (converted to OCI by pack --oci; signatures made for the source digests do not apply)"));
+                    for c in a.converted.iter().filter(|c| c.from != src) {
+                        lines.push(format!(
+                            "    converted  {} -> {}{}",
+                            c.from,
+                            c.to,
+                            c.platform.as_ref().map(|p| format!(" ({p})")).unwrap_or_default()
+                        ));
+                    }
+                }
+                (None, _) => {}
+            }
+            if ferry::oci::is_docker_document(&a.media_type) {
+                lines.push("    format     Docker schema 2: skopeo's oci: and podman's oci-archive: do not see it in the layout; ctr, ferry load, serve and export do (or pack --oci)".to_owned());
             }
             lines.push(format!("    size       {}", human(a.size)));
             if !a.platforms.is_empty() {

@@ -53,6 +53,13 @@ pub struct Args {
     /// inventory`) says the far side already holds.
     #[arg(long, value_name = "INVENTORY")]
     pub have: Option<PathBuf>,
+    /// Convert Docker schema-2 manifests and manifest lists to OCI, so that
+    /// OCI-only tools (skopeo's oci: transport, podman pull oci-archive:)
+    /// read them from the layout. Their digests change: bundle.json records
+    /// each old and new digest, rewrite translates pins on the old ones, and
+    /// signatures made for the old digests no longer apply.
+    #[arg(long)]
+    pub oci: bool,
     #[command(flatten)]
     pub remote: RemoteArgs,
 }
@@ -100,6 +107,7 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
         sign: args.sign.clone(),
         volume_size: args.volume_size,
         compress: args.compress,
+        oci: args.oci,
         have: match &args.have {
             Some(p) => Some(ferry::inventory::Inventory::read(p)?),
             None => None,
@@ -127,9 +135,13 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
         ));
     } else {
         for a in &summary.bundle.artifacts {
-            let filtered = match a.source_digest {
-                Some(src) => format!(" (platform-filtered: new index; source index {src})"),
-                None => String::new(),
+            let filtered = match (a.source_digest, a.converted.is_empty()) {
+                (Some(src), true) => format!(" (platform-filtered: new index; source index {src})"),
+                (Some(src), false) => format!(
+                    " (converted to OCI: {} documents changed; source digest {src})",
+                    a.converted.len()
+                ),
+                (None, _) => String::new(),
             };
             lines.push(format!(
                 "  {:<6} {}  {}{}",

@@ -503,6 +503,8 @@ pub struct WalkedImage {
     pub root: Descriptor,
     /// The source's root digest when a filter replaced the index.
     pub source_digest: Option<Digest>,
+    /// Documents a conversion to OCI changed (`pack --oci`).
+    pub converted: Vec<crate::format::bundle::DigestChange>,
     /// Platforms present.
     pub platforms: Vec<Platform>,
     /// Every blob of the image.
@@ -575,9 +577,158 @@ pub fn walk_image(
     Ok(WalkedImage {
         root: out_root,
         source_digest,
+        converted: Vec::new(),
         platforms,
         blobs: w.blobs,
     })
+}
+
+/// Converts the Docker schema-2 documents of a walked image to OCI
+/// (`pack --oci`): each Docker manifest becomes an OCI manifest over the
+/// same config and layers, each manifest list an OCI index over the
+/// converted children, and an OCI index over converted children a new
+/// index. Every document whose digest changes is recorded in
+/// `converted` (source digest → carried digest, with its platform), the
+/// root's too; the old documents are no longer carried.
+pub fn convert_to_oci(walked: &mut WalkedImage, image: &str) -> Result<(), SourceError> {
+    let root = walked.root.clone();
+    let mut changes = Vec::new();
+    let mut memo = HashMap::new();
+    let new_root = convert_document(walked, &root, 0, image, &mut changes, &mut memo)?;
+    for c in &changes {
+        walked.blobs.remove(&c.from);
+    }
+    if let Some(new_root) = new_root {
+        // The root's change names the digest at the source, which a
+        // platform filter may have replaced already.
+        let original = walked.source_digest.unwrap_or(root.digest);
+        if let Some(c) = changes.iter_mut().find(|c| c.from == root.digest) {
+            c.from = original;
+        }
+        walked.source_digest = Some(original);
+        walked.root = new_root;
+    }
+    walked.converted = changes;
+    Ok(())
+}
+
+fn convert_document(
+    walked: &mut WalkedImage,
+    d: &Descriptor,
+    depth: usize,
+    image: &str,
+    changes: &mut Vec<crate::format::bundle::DigestChange>,
+    memo: &mut HashMap<Digest, Option<Descriptor>>,
+) -> Result<Option<Descriptor>, SourceError> {
+    // A document the graph names twice is converted once.
+    if let Some(done) = memo.get(&d.digest) {
+        return Ok(done.clone().map(|new| Descriptor {
+            platform: d.platform.clone(),
+            annotations: d.annotations.clone(),
+            ..new
+        }));
+    }
+    if depth > oci::MAX_DEPTH {
+        return Err(SourceError::TooDeep {
+            layout: image.to_owned(),
+            digest: d.digest,
+            max: oci::MAX_DEPTH,
+        });
+    }
+    let Some(found) = walked.blobs.get(&d.digest).cloned() else {
+        return Err(SourceError::MissingBlob {
+            layout: image.to_owned(),
+            digest: d.digest,
+        });
+    };
+    let bytes = read_found(&found, &d.digest, image)?;
+    let node =
+        oci::parse_node(d.digest, &d.media_type, &bytes).map_err(|source| SourceError::Oci {
+            layout: image.to_owned(),
+            source,
+        })?;
+    let (media_type, new_bytes) = match node {
+        Node::Manifest(m) => {
+            if !oci::is_docker_document(&m.media_type.clone().unwrap_or_default()) {
+                memo.insert(d.digest, None);
+                return Ok(None);
+            }
+            (oci::OCI_MANIFEST, oci::to_bytes(&oci::manifest_to_oci(&m)))
+        }
+        Node::Index(i) => {
+            let docker = oci::is_docker_document(&i.media_type.clone().unwrap_or_default());
+            let mut manifests = Vec::with_capacity(i.manifests.len());
+            let mut changed = docker;
+            for c in &i.manifests {
+                match convert_document(walked, c, depth + 1, image, changes, memo)? {
+                    Some(new) => {
+                        changed = true;
+                        manifests.push(new);
+                    }
+                    None => manifests.push(c.clone()),
+                }
+            }
+            if !changed {
+                memo.insert(d.digest, None);
+                return Ok(None);
+            }
+            let index = Index {
+                media_type: Some(oci::OCI_INDEX.to_owned()),
+                manifests,
+                ..i
+            };
+            (oci::OCI_INDEX, oci::to_bytes(&index))
+        }
+    };
+    let to = Digest::of(&new_bytes);
+    let mut new = d.clone();
+    new.media_type = media_type.to_owned();
+    new.digest = to;
+    new.size = new_bytes.len() as u64;
+    changes.push(crate::format::bundle::DigestChange {
+        from: d.digest,
+        to,
+        platform: d.platform.as_ref().map(|p| p.to_platform().to_string()),
+    });
+    memo.insert(d.digest, Some(new.clone()));
+    walked.blobs.insert(
+        to,
+        FoundBlob {
+            size: new_bytes.len() as u64,
+            source: MemberSource::Bytes(Arc::new(new_bytes)),
+            small: true,
+        },
+    );
+    Ok(Some(new))
+}
+
+/// A walked document's bytes, checked against its digest.
+fn read_found(found: &FoundBlob, d: &Digest, image: &str) -> Result<Vec<u8>, SourceError> {
+    let bytes = match &found.source {
+        MemberSource::Bytes(b) => b.as_ref().clone(),
+        MemberSource::File { path, offset } => {
+            if found.size > oci::MANIFEST_MAX_BYTES {
+                return Err(SourceError::TooLarge {
+                    layout: image.to_owned(),
+                    digest: *d,
+                    size: found.size,
+                    limit: oci::MANIFEST_MAX_BYTES,
+                });
+            }
+            let mut f = fs_err::File::open(path)?;
+            f.seek(SeekFrom::Start(*offset))?;
+            read_limited(f.take(found.size), found.size)?
+        }
+    };
+    let actual = Digest::of(&bytes);
+    if actual != *d {
+        return Err(SourceError::Corrupt {
+            layout: image.to_owned(),
+            digest: *d,
+            actual,
+        });
+    }
+    Ok(bytes)
 }
 
 fn plain(d: &Descriptor) -> Descriptor {

@@ -15,9 +15,12 @@ use crate::base::digest::Digest;
 /// The value of `format`.
 pub const FORMAT: &str = "ferry-bundle";
 /// The newest format version this build writes and reads. Version 2 adds
-/// the volume plan and the delta record; bundles that use neither are
-/// still written as version 1, so older readers keep reading them.
-pub const FORMAT_VERSION: u32 = 2;
+/// the volume plan and the delta record, version 3 the digest changes of
+/// `pack --oci` (`converted`); a bundle is written with the lowest version
+/// that holds what it uses, so older readers keep reading the others.
+pub const FORMAT_VERSION: u32 = 3;
+/// The version that added the volume plan and the delta record.
+pub const FORMAT_VERSION_VOLUMES: u32 = 2;
 /// The version written when a bundle uses no version-2 feature.
 pub const FORMAT_VERSION_BASE: u32 = 1;
 /// The largest bundle.json ferry reads.
@@ -236,12 +239,32 @@ pub struct Artifact {
     /// index at the source. `digest` is then the digest of the new index.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_digest: Option<Digest>,
+    /// When `pack --oci` converted Docker schema-2 documents to OCI: each
+    /// document whose digest changed (the root's own change is also in
+    /// `source_digest`), so that rewrite can translate pins on the old
+    /// digests, per platform too. Signatures made for an old digest do not
+    /// apply to the new one. Format version 3.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub converted: Vec<DigestChange>,
     /// Chart name and version, for charts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chart: Option<ChartInfo>,
     /// File title, for files.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<FileInfo>,
+}
+
+/// A document whose digest a conversion changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DigestChange {
+    /// The digest at the source.
+    pub from: Digest,
+    /// The digest carried.
+    pub to: Digest,
+    /// The platform of a child manifest (`os/arch[/variant]`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
 }
 
 /// Chart identity.

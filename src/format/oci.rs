@@ -545,6 +545,59 @@ fn walk_at(
     })
 }
 
+/// Docker schema-2 media types and their OCI equivalents (documents,
+/// configs, layers); `pack --oci` converts by this table.
+const DOCKER_TO_OCI: &[(&str, &str)] = &[
+    (DOCKER_LIST, OCI_INDEX),
+    (DOCKER_MANIFEST, OCI_MANIFEST),
+    ("application/vnd.docker.container.image.v1+json", OCI_CONFIG),
+    (
+        "application/vnd.docker.image.rootfs.diff.tar.gzip",
+        OCI_LAYER_GZIP,
+    ),
+    (
+        "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+        "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+    ),
+    (
+        "application/vnd.docker.image.rootfs.diff.tar",
+        OCI_LAYER_TAR,
+    ),
+];
+
+/// The OCI media type for a Docker schema-2 one (`None`: not a Docker type
+/// this table knows, kept as it is).
+pub fn oci_media_type(mt: &str) -> Option<&'static str> {
+    DOCKER_TO_OCI
+        .iter()
+        .find(|(docker, _)| *docker == mt)
+        .map(|(_, oci)| *oci)
+}
+
+/// Whether `mt` is a Docker schema-2 manifest or manifest list.
+pub fn is_docker_document(mt: &str) -> bool {
+    mt == DOCKER_MANIFEST || mt == DOCKER_LIST
+}
+
+/// A Docker schema-2 manifest as an OCI one: the same config and layers
+/// (their bytes do not change), with OCI media types. An OCI manifest is
+/// returned unchanged.
+pub fn manifest_to_oci(m: &Manifest) -> Manifest {
+    let retype = |d: &Descriptor| {
+        let mut d = d.clone();
+        if let Some(mt) = oci_media_type(&d.media_type) {
+            d.media_type = mt.to_owned();
+        }
+        d
+    };
+    Manifest {
+        media_type: Some(OCI_MANIFEST.to_owned()),
+        config: retype(&m.config),
+        layers: m.layers.iter().map(retype).collect(),
+        ..m.clone()
+    }
+}
+
 /// Serialises a document ferry creates itself (compact, deterministic).
 pub fn to_bytes<T: Serialize>(doc: &T) -> Vec<u8> {
     // Serialising these plain structs cannot fail.

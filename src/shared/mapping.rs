@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::base::digest::Digest;
 use crate::base::reference::{is_valid_repository, is_valid_tag, Reference};
-use crate::format::bundle::{Artifact, ArtifactKind, Bundle};
+use crate::format::bundle::{Artifact, ArtifactKind, Bundle, DigestChange};
 
 /// Errors computing targets.
 #[derive(Debug, thiserror::Error)]
@@ -211,6 +211,8 @@ impl TargetRules {
 
 /// The `format` of map files.
 pub const MAP_FORMAT: &str = "ferry-map";
+/// The newest map format version: 2 adds `converted` (`pack --oci`).
+pub const MAP_FORMAT_VERSION: u32 = 2;
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -236,6 +238,10 @@ pub struct MapEntry {
     /// The digest at the source, when a platform filter changed it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_digest: Option<Digest>,
+    /// Documents `pack --oci` converted (old → new digest), so that a pin
+    /// on an old child manifest becomes its new digest. Map format 2.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub converted: Vec<DigestChange>,
 }
 
 /// Source → target lookups.
@@ -274,6 +280,7 @@ impl ImageMap {
                 tag: t.tag,
                 digest: t.digest,
                 source_digest: a.source_digest,
+                converted: a.converted.clone(),
             });
         }
         Ok(map)
@@ -307,6 +314,10 @@ impl ImageMap {
         if let Some(d) = r.digest() {
             self.by_digest.insert((r.name(), d), i);
         }
+        for c in &e.converted {
+            self.by_digest.insert((r.name(), c.from), i);
+            self.by_digest.insert((r.name(), c.to), i);
+        }
         self.entries.push(e);
     }
 
@@ -321,9 +332,9 @@ impl ImageMap {
                 f.format
             )));
         }
-        if f.format_version > 1 {
+        if f.format_version > MAP_FORMAT_VERSION {
             return Err(MappingError::MapFile(format!(
-                "format version {} is newer than this ferry reads (1)",
+                "format version {} is newer than this ferry reads ({MAP_FORMAT_VERSION})",
                 f.format_version
             )));
         }
@@ -357,9 +368,12 @@ impl ImageMap {
 
     /// The map as a `ferry-map` JSON document.
     pub fn to_json(&self) -> Vec<u8> {
+        // Version 2 only when an entry records a conversion, so that older
+        // readers keep reading every other map.
+        let converted = self.entries.iter().any(|e| !e.converted.is_empty());
         let f = MapFile {
             format: MAP_FORMAT.into(),
-            format_version: 1,
+            format_version: if converted { MAP_FORMAT_VERSION } else { 1 },
             registry: self.target_host.clone(),
             images: self.entries.clone(),
         };
@@ -419,12 +433,24 @@ impl ImageMap {
         })
     }
 
-    pub(crate) fn lookup(&self, r: &Reference) -> Option<&MapEntry> {
+    /// The entry for `r`, with the digest a pin on `r` must become: the
+    /// root's, or, for a pin on a document `pack --oci` converted (a
+    /// per-platform manifest), that document's new digest.
+    pub(crate) fn lookup(&self, r: &Reference) -> Option<MapEntry> {
         let by_digest = r.digest().and_then(|d| self.by_digest.get(&(r.name(), d)));
         let by_tag = r
             .tag()
             .and_then(|t| self.by_name_tag.get(&(r.name(), t.to_owned())));
-        by_digest.or(by_tag).map(|&i| &self.entries[i])
+        let mut e = by_digest
+            .or(by_tag)
+            .and_then(|&i| self.entries.get(i))?
+            .clone();
+        if let Some(d) = r.digest() {
+            if let Some(c) = e.converted.iter().find(|c| c.from == d || c.to == d) {
+                e.digest = c.to;
+            }
+        }
+        Some(e)
     }
 }
 
@@ -442,6 +468,7 @@ mod tests {
             size: 1,
             platforms: vec![],
             source_digest: None,
+            converted: Vec::new(),
             chart: None,
             file: None,
         }
@@ -488,5 +515,65 @@ mod tests {
         }
         .targets(&arts)
         .is_err());
+    }
+
+    #[test]
+    fn a_map_with_conversions_is_format_2_and_translates_child_pins() {
+        let old_child = Digest::of(b"old amd64 manifest");
+        let new_child = Digest::of(b"new amd64 manifest");
+        let old_root = Digest::of(b"old list");
+        let mut a = image("docker.io/library/app:1");
+        a.source_digest = Some(old_root);
+        a.converted = vec![
+            DigestChange {
+                from: old_root,
+                to: a.digest,
+                platform: None,
+            },
+            DigestChange {
+                from: old_child,
+                to: new_child,
+                platform: Some("linux/amd64".into()),
+            },
+        ];
+        let bundle = Bundle {
+            format: crate::format::bundle::FORMAT.into(),
+            format_version: crate::format::bundle::FORMAT_VERSION,
+            tool: crate::format::bundle::Tool {
+                name: "ferry".into(),
+                version: "0".into(),
+            },
+            name: "t".into(),
+            created: None,
+            artifacts: vec![a.clone()],
+            members: vec![],
+            volumes: None,
+            delta: None,
+        };
+        let map = ImageMap::from_bundle(&bundle, "r.local:5000", false).unwrap();
+        let json = map.to_json();
+        let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(v["format_version"], 2);
+        let back = ImageMap::from_json(&json).unwrap();
+        for (pin, want) in [
+            (old_child, new_child),
+            (new_child, new_child),
+            (old_root, a.digest),
+        ] {
+            let r: Reference = format!("docker.io/library/app@{pin}").parse().unwrap();
+            assert_eq!(back.lookup(&r).map(|e| e.digest), Some(want), "{pin}");
+        }
+        // Without conversions the map stays version 1 for older readers.
+        let plain = ImageMap::from_bundle(
+            &Bundle {
+                artifacts: vec![image("docker.io/library/b:1")],
+                ..bundle
+            },
+            "r.local:5000",
+            false,
+        )
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&plain.to_json()).unwrap();
+        assert_eq!(v["format_version"], 1);
     }
 }

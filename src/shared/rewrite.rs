@@ -660,7 +660,7 @@ fn classify(reference: &str, map: &ImageMap) -> Result<(Reference, Option<MapEnt
     if !map.target_host().is_empty() && r.registry() == map.target_host() {
         return Err(Outcome::AlreadyLocal);
     }
-    let e = map.lookup(&r).cloned();
+    let e = map.lookup(&r);
     Ok((r, e))
 }
 
@@ -905,6 +905,7 @@ mod tests {
                     tag: Some("1.27".into()),
                     digest: d("nginx"),
                     source_digest: None,
+                    converted: Vec::new(),
                 },
                 MapEntry {
                     source: "docker.io/bitnami/redis:8.2".into(),
@@ -912,6 +913,7 @@ mod tests {
                     tag: Some("8.2".into()),
                     digest: d("redis"),
                     source_digest: None,
+                    converted: Vec::new(),
                 },
                 MapEntry {
                     source: "quay.io/argoproj/argocd:latest".into(),
@@ -919,6 +921,7 @@ mod tests {
                     tag: Some("latest".into()),
                     digest: d("argocd"),
                     source_digest: None,
+                    converted: Vec::new(),
                 },
             ],
         )
@@ -936,6 +939,7 @@ mod tests {
             tag: Some("v1.19.1".into()),
             digest: Digest::of(name.as_bytes()),
             source_digest: None,
+            converted: Vec::new(),
         };
         let values = "imageRegistry: quay.io # default\nimageNamespace: \"jetstack\"\nimage:\n  name: cert-manager-controller\n  repository: \"\"\nwebhook:\n  image:\n    name: cert-manager-webhook\n";
         // Both carried under mirror/jetstack: the two shared values change.
@@ -1038,6 +1042,7 @@ mod tests {
                 tag: Some("1.27".into()),
                 digest: d,
                 source_digest: Some(other),
+                converted: Vec::new(),
             }],
         );
         let (out, found) = rewrite(&src, &map, RewriteOptions::default()).unwrap();

@@ -178,6 +178,9 @@ pub struct PackOptions {
     pub have: Option<(Inventory, Digest)>,
     /// Compress the archive as one zstd stream at this level.
     pub compress: Option<i32>,
+    /// Convert Docker schema-2 manifests and lists to OCI (`--oci`), which
+    /// changes their digests (recorded in bundle.json).
+    pub oci: bool,
 }
 
 /// What a pack run produced.
@@ -231,6 +234,7 @@ pub fn pack(
     let repo_charts = fetch_repo_charts(spec, opts, rt, reporter)?;
 
     let mut plan = Plan::default();
+    plan.oci = opts.oci;
     reporter.start("resolving sources", 0);
     for (i, entry) in spec.images.iter().enumerate() {
         let filter = filter_of(entry);

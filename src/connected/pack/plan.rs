@@ -32,6 +32,8 @@ pub(super) struct Plan {
     names: HashMap<String, String>,
     /// Warnings for the user (through the reporter, once planning is done).
     pub(super) notes: Vec<String>,
+    /// Convert Docker schema-2 documents to OCI (`pack --oci`).
+    pub(super) oci: bool,
 }
 
 impl Plan {
@@ -131,12 +133,25 @@ pub(super) fn plan_image(
     };
     let reference = name.to_string();
     plan.claim(&reference, &label)?;
-    let walked = match found {
+    let mut walked = match found {
         Found::Walked(image) => image,
         Found::Layout(layout, root) => {
             source::walk_image(&layout, &root, filter, &reference).map_err(image_err)?
         }
     };
+    if plan.oci {
+        source::convert_to_oci(&mut walked, &reference).map_err(image_err)?;
+        if let Some(from) = walked
+            .source_digest
+            .filter(|_| !walked.converted.is_empty())
+        {
+            plan.notes.push(format!(
+                "warning: {reference} was converted to OCI: its digest is now {} (it was {from}). Signatures, attestations and SBOMs made for {from} (cosign's sha256-{}.sig, referrers) do not apply to it",
+                walked.root.digest,
+                from.hex()
+            ));
+        }
+    }
     let size = walked.blobs.values().map(|b| b.size).sum();
     plan.artifacts.push((
         Artifact {
@@ -148,6 +163,7 @@ pub(super) fn plan_image(
             size,
             platforms: walked.platforms.iter().map(|p| p.to_string()).collect(),
             source_digest: walked.source_digest,
+            converted: walked.converted,
             chart: None,
             file: None,
         },
@@ -239,6 +255,7 @@ pub(super) fn plan_chart_file(
             size: total,
             platforms: Vec::new(),
             source_digest: None,
+            converted: Vec::new(),
             chart: Some(ChartInfo {
                 name: meta.name.clone(),
                 version: meta.version.clone(),
@@ -329,6 +346,7 @@ pub(super) fn plan_oci_chart(
             size,
             platforms: Vec::new(),
             source_digest: None,
+            converted: Vec::new(),
             chart: Some(ChartInfo {
                 name: cfg.name,
                 version: cfg.version,
@@ -450,6 +468,7 @@ pub(super) fn plan_file(
             size: total,
             platforms: Vec::new(),
             source_digest: None,
+            converted: Vec::new(),
             chart: None,
             file: Some(FileInfo { title, directory }),
         },
@@ -625,6 +644,9 @@ pub(super) fn assemble(
         delta,
     };
     if bundle.delta.is_some() {
+        bundle.format_version = bundle::FORMAT_VERSION_VOLUMES;
+    }
+    if bundle.artifacts.iter().any(|a| !a.converted.is_empty()) {
         bundle.format_version = bundle::FORMAT_VERSION;
     }
     (bundle, members)
@@ -658,6 +680,7 @@ mod tests {
                 size: 0,
                 platforms: Vec::new(),
                 source_digest: None,
+                converted: Vec::new(),
                 chart: None,
                 file: None,
             },
@@ -755,7 +778,7 @@ mod tests {
         assert_eq!(delta.absent[0].digest, Digest::of(b"layer one"));
         assert_eq!(delta.absent[0].repositories, ["library/a"]);
         assert_eq!(delta.inventory, Digest::of(b"inventory file"));
-        assert_eq!(bundle.format_version, bundle::FORMAT_VERSION);
+        assert_eq!(bundle.format_version, bundle::FORMAT_VERSION_VOLUMES);
     }
 
     #[test]

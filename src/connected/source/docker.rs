@@ -302,7 +302,7 @@ pub fn pick(
                 hash_range(path, off, size).map_err(SourceError::Io)?,
             )
         } else {
-            (OCI_LAYER_TAR, *diff_id)
+            (oci::OCI_LAYER_TAR, *diff_id)
         };
         blobs.entry(digest).or_insert(FoundBlob {
             size,
@@ -338,15 +338,13 @@ pub fn pick(
         image: WalkedImage {
             root,
             source_digest: None,
+            converted: Vec::new(),
             platforms: vec![platform],
             blobs,
         },
         name,
     })
 }
-
-/// An uncompressed OCI layer.
-const OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
 
 fn is_gzip(path: &Path, off: u64, size: u64) -> Result<bool, SourceError> {
     if size < 2 {

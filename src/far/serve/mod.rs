@@ -244,6 +244,7 @@ impl Registry {
                         size: d.size,
                         platforms: Vec::new(),
                         source_digest: None,
+                        converted: Vec::new(),
                         chart: None,
                         file: None,
                     })

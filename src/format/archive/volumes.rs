@@ -250,7 +250,9 @@ pub fn plan_into(
         }
         .unwrap_or_default(),
     );
-    bundle.format_version = crate::format::bundle::FORMAT_VERSION;
+    bundle.format_version = bundle
+        .format_version
+        .max(crate::format::bundle::FORMAT_VERSION_VOLUMES);
     let mut head = framing.head(bundle.to_bytes().len() as u64, signed);
     for _ in 0..8 {
         let volumes = plan_volumes(&bundle.members, max_size, head, framing)?;
@@ -333,7 +335,7 @@ mod tests {
         let plan = plan_volumes(&all, max, head, &Framing::Plain).unwrap();
         let bundle = Bundle {
             format: bundle::FORMAT.into(),
-            format_version: bundle::FORMAT_VERSION,
+            format_version: bundle::FORMAT_VERSION_VOLUMES,
             tool: bundle::Tool {
                 name: "ferry".into(),
                 version: "0".into(),
