@@ -1,9 +1,11 @@
 //! The air-gapped side: proving an archive whole ([`verify`]), pushing it
-//! into a registry ([`load`]), serving it as one ([`serve`]), and
-//! unpacking and inspecting it ([`unpack`]). Uses
+//! into a registry ([`load`]), serving it as one ([`serve`]), unpacking
+//! and inspecting it ([`unpack`]), and the page people look at
+//! ([`bundle_report`]). Uses
 //! [`base`](crate::base), [`format`](crate::format) and
 //! [`shared`](crate::shared), never [`connected`](crate::connected).
 
+pub mod bundle_report;
 pub mod load;
 pub mod serve;
 pub mod unpack;
