@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh Debian machine: installs the external
 # programs the tests drive (the real CNCF distribution registry, skopeo,
-# umoci, minisign, zstd, chromium for the HTML report) when they are missing, then checks what README
+# umoci, minisign, zstd) when they are missing, then checks what README
 # promises (rustfmt, clippy with -D warnings, rustdoc with -D warnings,
 # vendor/oci-client = upstream + ferry.patch) and runs `cargo test`.
 # Any failing check fails the run.
