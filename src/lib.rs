@@ -12,7 +12,8 @@
 //! 3. [`shared`]: the registry client, target naming, inventories and the
 //!    YAML image-reference rewriter, used on both sides;
 //! 4. [`connected`] (spec, sources, fetch, charts, pack) and [`far`]
-//!    (verify, load, serve, unpack), which never use each other.
+//!    (verify, load, serve, unpack, the bundle report), which never use
+//!    each other.
 
 pub mod base;
 pub mod connected;
@@ -25,6 +26,6 @@ pub mod shared;
 // are the design (see ARCHITECTURE.md).
 pub use base::{digest, interrupt, platform, reference, report};
 pub use connected::{fetch, inputs, pack, source};
-pub use far::{export, load, serve, unpack, verify};
+pub use far::{bundle_report, export, load, serve, unpack, verify};
 pub use format::{archive, bundle, layout, oci, sign};
 pub use shared::{inventory, mapping, remote, rewrite};

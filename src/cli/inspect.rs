@@ -1,11 +1,14 @@
-//! `ferry inspect ARCHIVE`.
+//! `ferry inspect ARCHIVE`, with `--verify` and the HTML report
+//! (`--html FILE`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use ferry::bundle::ArtifactKind;
+use ferry::unpack::Inspection;
+use ferry::verify::VerifyReport;
 
-use super::{human, Settings};
+use super::{human, progress::Bars, Settings};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -21,14 +24,79 @@ pub struct Args {
     /// Print JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Also write the bundle report, one self-contained HTML page, to
+    /// FILE (`-`: stdout, instead of the listing).
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+    /// Also verify the archive (as `ferry verify`) and show the result;
+    /// exit 1 when it finds problems (the report is still written).
+    #[arg(long)]
+    pub verify: bool,
 }
 
-pub fn run(args: Args, _: &Settings) -> anyhow::Result<ExitCode> {
+/// `--json` with `--verify`: the inspection, and verify's report under
+/// `verify`.
+#[derive(serde::Serialize)]
+struct Verified<'a> {
+    #[serde(flatten)]
+    inspection: &'a Inspection,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    verify: Option<&'a VerifyReport>,
+}
+
+pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
     let archive = super::archive_arg(&args.archive)?;
-    let i = ferry::unpack::inspect(&archive, args.key.as_deref())?;
+    let to_stdout = args.html.as_deref() == Some(std::path::Path::new("-"));
+    if to_stdout && args.json {
+        anyhow::bail!("--html - and --json both write to stdout; give --html a file name");
+    }
+    let bars = Bars::new(settings.quiet);
+    let start = std::time::Instant::now();
+    let (i, verified, written) = match &args.html {
+        Some(path) => {
+            let report =
+                ferry::bundle_report::gather(&archive, args.key.as_deref(), args.verify, &bars)?;
+            if to_stdout {
+                super::write_stdout(&ferry::bundle_report::html::render(&report))?;
+            } else {
+                ferry::bundle_report::write_html(&report, path)?;
+            }
+            let written = (!to_stdout).then(|| written_line(path, &report));
+            (report.inspection, report.verify, written)
+        }
+        None => {
+            let i = ferry::unpack::inspect(&archive, args.key.as_deref())?;
+            let v = match args.verify {
+                true => Some(ferry::verify::verify(&archive, args.key.as_deref(), &bars)?),
+                false => None,
+            };
+            (i, v, None)
+        }
+    };
+    let secs = start.elapsed().as_secs_f64();
+    let status = match &verified {
+        Some(v) if !v.is_ok() => ExitCode::FAILURE,
+        _ => ExitCode::SUCCESS,
+    };
     if args.json {
-        super::print_json(&serde_json::to_string_pretty(&i)?)?;
-        return Ok(ExitCode::SUCCESS);
+        let out = Verified {
+            inspection: &i,
+            verify: verified.as_ref(),
+        };
+        super::print_json(&serde_json::to_string_pretty(&out)?)?;
+        return Ok(status);
+    }
+    if to_stdout {
+        return Ok(status);
+    }
+    if let Some(line) = written {
+        // The page has it all: one line for the file, and verify's verdict.
+        let mut lines = vec![line];
+        if let Some(v) = &verified {
+            lines.extend(super::verify::lines(v, secs));
+        }
+        super::print_result(&lines)?;
+        return Ok(status);
     }
     // Through print_result: what bundle.json says is shown, never obeyed.
     let mut lines: Vec<String> = Vec::new();
@@ -127,6 +195,28 @@ pub fn run(args: Args, _: &Settings) -> anyhow::Result<ExitCode> {
             lines.push(format!("    from       {}", a.source));
         }
     }
+    if let Some(v) = &verified {
+        lines.push(String::new());
+        lines.extend(super::verify::lines(v, secs));
+    }
     super::print_result(&lines)?;
-    Ok(ExitCode::SUCCESS)
+    Ok(status)
+}
+
+/// `report: FILE (…)`, what `--html FILE` prints.
+fn written_line(path: &std::path::Path, r: &ferry::bundle_report::Report) -> String {
+    let platforms: usize = r.images.iter().map(|i| i.platforms.len()).sum();
+    let shared = match r.sharing.layers.len() {
+        0 => "no layer shared between images".to_owned(),
+        n => format!(
+            "{n} layers shared between images save {}",
+            human(r.sharing.saved)
+        ),
+    };
+    format!(
+        "report: {} ({} images, {} platforms; {shared})",
+        path.display(),
+        r.images.len(),
+        platforms,
+    )
 }

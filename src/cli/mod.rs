@@ -49,7 +49,7 @@ pub struct Cli {
 pub enum Command {
     /// Fetch everything a spec names and write one archive.
     Pack(pack::Args),
-    /// List what an archive carries.
+    /// List what an archive carries (--html: a report page to look at).
     Inspect(inspect::Args),
     /// Re-hash every member and check the graph; exit 1 unless whole.
     Verify(verify::Args),

@@ -27,13 +27,26 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
     // The signature decides before anything is called whole.
     let r = ferry::verify::verify(&archive, args.key.as_deref(), &bars)?;
     let secs = start.elapsed().as_secs_f64();
-    let signature = r.signature.clone();
-    // Human lines through print_result: names from bundle.json and the
-    // signature's comment are shown, never obeyed.
-    let mut lines: Vec<String> = Vec::new();
     if args.json {
         super::print_json(&serde_json::to_string_pretty(&r)?)?;
-    } else if r.is_ok() {
+    } else {
+        // Human lines through print_result: names from bundle.json and the
+        // signature's comment are shown, never obeyed.
+        super::print_result(&lines(&r, secs))?;
+    }
+    Ok(if r.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// verify's result for people (also under `inspect --verify`): OK with
+/// what was hashed in `secs`, or FAILED with each problem.
+pub fn lines(r: &ferry::verify::VerifyReport, secs: f64) -> Vec<String> {
+    let signature = r.signature.clone();
+    let mut lines: Vec<String> = Vec::new();
+    if r.is_ok() {
         lines.push(format!(
             "OK {}: {} members, {} artifacts, {} hashed in {:.2}s ({:.0} MB/s)",
             r.archive.display(),
@@ -94,10 +107,5 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
             }
         ));
     }
-    super::print_result(&lines)?;
-    Ok(if r.is_ok() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    lines
 }

@@ -451,7 +451,8 @@ pub fn inspect(path: &Path, key: Option<&Path>) -> Result<Inspection, UnpackErro
 }
 
 impl Inspection {
-    fn of(
+    /// The summary of `bundle` as read from `archive`.
+    pub(crate) fn of(
         archive: &Path,
         bundle: &bundle::Bundle,
         bundle_bytes: &[u8],

@@ -235,3 +235,50 @@ pub fn demo_fixtures(dir: &Path) {
     )
     .unwrap();
 }
+
+/// Writes `dir/layout` and `dir/ferry.yaml`: `images` two-platform images
+/// (linux/amd64 and linux/arm64) under several repositories, each platform
+/// one of ten shared base layers and a small layer of its own whose size
+/// grows with the image's number, so sizes differ and sharing is real.
+/// Quick to make (a few KiB per image). Used by the report's test and by
+/// `examples/gen_report.rs` for its benchmark. Returns the bytes sharing
+/// the base layers saves: each base's size times its images less one.
+pub fn many_images(dir: &Path, images: usize) -> u64 {
+    let mut l = LayoutBuilder::new(&dir.join("layout"));
+    let bases: Vec<Vec<(Vec<u8>, Digest)>> = (0..10u64)
+        .map(|b| {
+            ["amd64", "arm64"]
+                .iter()
+                .enumerate()
+                .map(|(a, _)| {
+                    let data = pseudo_random(1_000 + b * 2 + a as u64, 16_384 + b as usize * 4096);
+                    layer(&[("usr/lib/base", &data)])
+                })
+                .collect()
+        })
+        .collect();
+    let mut spec = String::from("name: many\nimages:\n");
+    for i in 0..images {
+        let mut children = Vec::new();
+        for (a, arch) in ["amd64", "arm64"].iter().enumerate() {
+            let own = pseudo_random((i * 2 + a) as u64, 512 + (i % 97) * 64);
+            let app = layer(&[("app/bin", &own)]);
+            let base = bases[i % bases.len()][a].clone();
+            children.push(l.image(Flavour::Oci, "linux", arch, &[base, app]));
+        }
+        let idx = l.index(Flavour::Oci, children);
+        let name = format!("registry.example.com/team{}/app{i:04}:1.{}", i % 7, i % 3);
+        l.tag(&idx, &name);
+        spec.push_str(&format!("  - oci:layout:{name}\n"));
+    }
+    l.finish();
+    std::fs::write(dir.join("ferry.yaml"), spec).unwrap();
+    let mut saved = 0;
+    for (b, pair) in bases.iter().enumerate() {
+        let users = (0..images).filter(|i| i % bases.len() == b).count() as u64;
+        for (gz, _) in pair {
+            saved += gz.len() as u64 * users.saturating_sub(1);
+        }
+    }
+    saved
+}

@@ -127,6 +127,18 @@ impl Archive {
         }
     }
 
+    /// [`Archive::open_head`] that keeps a plain archive's structural
+    /// faults in `faults` (with the members that arrived before them)
+    /// instead of failing on the first, for a reader that reports what
+    /// arrived (`inspect --html --verify`). A compressed archive is read
+    /// as far as its documents, as by [`Archive::open_head`].
+    pub fn open_head_lenient(path: &Path) -> Result<Archive, ArchiveError> {
+        match detect_file(path)? {
+            (first, Form::Zstd, _) => compressed::scan_head(&first),
+            (first, Form::Plain, file) => Archive::scan_plain(&first, file),
+        }
+    }
+
     /// Opens and scans an archive. `path` is the archive, or the first
     /// volume of a split one (`OUT.001`, or `OUT` when only the volumes
     /// exist). Damage after bundle.json is recorded in `faults` (with the
@@ -484,6 +496,69 @@ impl Archive {
                 )
             })?;
         Ok(buf)
+    }
+
+    /// Fills `buf` with `entry`'s bytes from `offset` on, by positioned
+    /// reads (a few bytes of a large member, without reading the rest).
+    /// A compressed archive has no positions to read at: it is refused
+    /// with `ErrorKind::Unsupported`.
+    pub fn read_member_at(&self, entry: &Entry, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        if self.compressed {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!(
+                    "{} is compressed: {} cannot be read by position",
+                    self.path.display(),
+                    entry.path
+                ),
+            ));
+        }
+        let end = offset.checked_add(buf.len() as u64);
+        if end.is_none_or(|end| end > entry.size) {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "{} is {} bytes; {} bytes from {offset} are past its end",
+                    entry.path,
+                    entry.size,
+                    buf.len()
+                ),
+            ));
+        }
+        let mut skip = offset;
+        let mut filled = 0;
+        for span in &entry.spans {
+            if filled == buf.len() {
+                break;
+            }
+            if skip >= span.len {
+                skip -= span.len;
+                continue;
+            }
+            let Some((_, Some(file))) = self.files.get(span.volume) else {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("volume {} is missing", span.volume + 1),
+                ));
+            };
+            let n = ((span.len - skip) as usize).min(buf.len() - filled);
+            file.read_exact_at(&mut buf[filled..filled + n], span.offset + skip)
+                .map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("reading {} from {}: {e}", entry.path, self.path.display()),
+                    )
+                })?;
+            filled += n;
+            skip = 0;
+        }
+        if filled < buf.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("{} ends before its declared size", entry.path),
+            ));
+        }
+        Ok(())
     }
 
     /// Checks, when `key` is given, the signature of the bundle.json this
