@@ -374,3 +374,52 @@ fn a_key_given_where_no_archive_is_read_is_a_usage_error_not_ignored() {
         );
     }
 }
+
+/// The trusted comment says when in RFC 3339 UTC; with
+/// `SOURCE_DATE_EPOCH` that is the epoch's time, so two signed packs of
+/// the same inputs carry the same bundle.json and the same comment (the
+/// signature bytes themselves are randomised by minisign's signer).
+#[test]
+fn the_signing_time_is_rfc3339_and_reproducible_with_source_date_epoch() {
+    let t = tempfile::tempdir().unwrap();
+    let (key, public) = keygen(t.path(), "release");
+    let pack = |out: &Path| {
+        let o = run(std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args(["--quiet", "pack"])
+            .arg(demo_spec())
+            .arg("-o")
+            .arg(out)
+            .arg("--sign")
+            .arg(&key)
+            .env("SOURCE_DATE_EPOCH", "1700000000"));
+        assert!(o.ok(), "{}", o.stderr);
+    };
+    let (a, b) = (t.path().join("a.tar"), t.path().join("b.tar"));
+    pack(&a);
+    pack(&b);
+    let member = |p: &Path, name: &str| {
+        read_members(p)
+            .into_iter()
+            .find(|m| m.name == name)
+            .unwrap()
+            .data
+    };
+    assert!(member(&a, "bundle.json") == member(&b, "bundle.json"));
+    let comment = |p: &Path| {
+        String::from_utf8(member(p, "bundle.json.minisig"))
+            .unwrap()
+            .lines()
+            .find(|l| l.starts_with("trusted comment:"))
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(comment(&a), comment(&b));
+    let shown = ferry([
+        "inspect".as_ref(),
+        a.as_os_str(),
+        "--key".as_ref(),
+        public.as_os_str(),
+    ])
+    .expect_ok("inspect --key");
+    assert!(shown.contains("signed at 2023-11-14T22:13:20Z"), "{shown}");
+}

@@ -203,6 +203,20 @@ pub struct PackSummary {
     pub chart_images: Vec<(String, String)>,
 }
 
+/// When a bundle is signed, in RFC 3339 UTC: `SOURCE_DATE_EPOCH` when set
+/// (the archive's own `mtime`), so a reproducible build signs reproducibly,
+/// else the clock.
+fn signing_time(mtime: u64) -> String {
+    let secs = if mtime > 0 {
+        i64::try_from(mtime).unwrap_or(i64::MAX)
+    } else {
+        chrono::Utc::now().timestamp()
+    };
+    chrono::DateTime::from_timestamp(secs, 0)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
 /// Packs `spec` into `opts.out`: resolve (fetch what the network must
 /// give, on the caller's runtime `rt`), plan each entry, `assemble` the
 /// bundle, then plan the volumes, sign and write in the form asked for.
@@ -315,10 +329,7 @@ pub fn pack(
                 bundle.name,
                 bundle.artifacts.len(),
                 bundle.members.len() + 1,
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0)
+                signing_time(opts.mtime)
             );
             Some(crate::format::sign::sign(key, &bundle_bytes, &comment)?)
         }
