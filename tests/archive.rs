@@ -386,3 +386,64 @@ fn inspect_into_a_closed_pipe_ends_quietly() {
     assert!(!o.stderr.contains("panicked"), "{}", o.stderr);
     assert!(o.stderr.is_empty(), "{}", o.stderr);
 }
+
+/// Re-running `unpack --files` over what it wrote is success; a directory
+/// whose contents differ in any file, an extra file or an executable bit
+/// is refused and left as it is, with no temp directory behind.
+#[test]
+fn unpack_files_again_over_the_same_tree_succeeds_and_over_another_fails() {
+    let t = tempfile::tempdir().unwrap();
+    let archive = pack_demo(t.path());
+    let files = t.path().join("files");
+    let unpack = || {
+        ferry([
+            "unpack".as_ref(),
+            archive.as_os_str(),
+            "--files".as_ref(),
+            files.as_os_str(),
+        ])
+    };
+    unpack().expect_ok("unpack --files");
+    unpack().expect_ok("unpack --files again, the same tree");
+    let deploy = files.join("manifests/deployment.yaml");
+    let original = std::fs::read(&deploy).unwrap();
+    let changes: Vec<(&str, Box<dyn Fn()>, Box<dyn Fn()>)> = vec![
+        (
+            "other bytes",
+            Box::new(|| std::fs::write(&deploy, b"kind: Changed\n").unwrap()),
+            Box::new(|| std::fs::write(&deploy, &original).unwrap()),
+        ),
+        (
+            "an extra file",
+            Box::new(|| std::fs::write(files.join("manifests/extra.yaml"), b"x").unwrap()),
+            Box::new(|| std::fs::remove_file(files.join("manifests/extra.yaml")).unwrap()),
+        ),
+        (
+            "an executable bit",
+            Box::new(|| {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&deploy, std::fs::Permissions::from_mode(0o755)).unwrap()
+            }),
+            Box::new(|| {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&deploy, std::fs::Permissions::from_mode(0o644)).unwrap()
+            }),
+        ),
+    ];
+    for (what, change, undo) in changes {
+        change();
+        let msg = unpack().expect_fail(what);
+        assert!(
+            msg.contains("a different directory is there"),
+            "{what}: {msg}"
+        );
+        let left: Vec<String> = std::fs::read_dir(&files)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with(".ferry-extract"))
+            .collect();
+        assert!(left.is_empty(), "{what}: {left:?}");
+        undo();
+        unpack().expect_ok(&format!("{what} undone"));
+    }
+}

@@ -331,12 +331,9 @@ fn write_tree<R: std::io::Read>(
 ) -> std::io::Result<()> {
     use std::path::Component;
     let target = dir.join(title);
-    if target.exists() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::AlreadyExists,
-            "it exists; remove it or choose another directory",
-        ));
-    }
+    // An existing directory is checked after the tar is read whole (and
+    // its digest checked): the same tree is success, another an error.
+    let existing = target.exists();
     let stage = tempfile::Builder::new()
         .prefix(".ferry-extract.")
         .tempdir_in(dir)?;
@@ -388,8 +385,56 @@ fn write_tree<R: std::io::Read>(
     if !staged.is_dir() {
         fs_err::create_dir_all(&staged)?;
     }
+    if existing {
+        return if same_tree(&staged, &target)? {
+            Ok(())
+        } else {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "a different directory is there; remove it or choose another directory",
+            ))
+        };
+    }
     fs_err::rename(&staged, &target)?;
     Ok(())
+}
+
+/// Whether two directory trees hold the same entries: the same paths, the
+/// same kinds, the same bytes and the same executable bits (links count
+/// as different: unpack never writes one).
+fn same_tree(a: &Path, b: &Path) -> std::io::Result<bool> {
+    use std::os::unix::fs::PermissionsExt;
+    let list = |root: &Path| -> std::io::Result<Vec<(PathBuf, std::fs::Metadata)>> {
+        let mut v = Vec::new();
+        for e in walkdir::WalkDir::new(root)
+            .follow_links(false)
+            .sort_by_file_name()
+        {
+            let e = e.map_err(std::io::Error::other)?;
+            let rel = e.path().strip_prefix(root).unwrap_or(e.path()).to_owned();
+            v.push((rel, std::fs::symlink_metadata(e.path())?));
+        }
+        Ok(v)
+    };
+    let (la, lb) = (list(a)?, list(b)?);
+    if la.len() != lb.len() {
+        return Ok(false);
+    }
+    for ((pa, ma), (pb, mb)) in la.iter().zip(&lb) {
+        let exec = |m: &std::fs::Metadata| m.permissions().mode() & 0o111 != 0;
+        let same_kind = (ma.is_dir() && mb.is_dir()) || (ma.is_file() && mb.is_file());
+        if pa != pb || !same_kind {
+            return Ok(false);
+        }
+        if ma.is_file()
+            && (ma.len() != mb.len()
+                || exec(ma) != exec(mb)
+                || fs_err::read(a.join(pa))? != fs_err::read(b.join(pb))?)
+        {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// A summary of an archive's contents.
