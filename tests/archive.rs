@@ -407,7 +407,8 @@ fn unpack_files_again_over_the_same_tree_succeeds_and_over_another_fails() {
     unpack().expect_ok("unpack --files again, the same tree");
     let deploy = files.join("manifests/deployment.yaml");
     let original = std::fs::read(&deploy).unwrap();
-    let changes: Vec<(&str, Box<dyn Fn()>, Box<dyn Fn()>)> = vec![
+    type Step<'a> = Box<dyn Fn() + 'a>;
+    let changes: Vec<(&str, Step, Step)> = vec![
         (
             "other bytes",
             Box::new(|| std::fs::write(&deploy, b"kind: Changed\n").unwrap()),
