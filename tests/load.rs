@@ -946,3 +946,23 @@ fn load_never_puts_a_tag_that_leaves_its_repository_into_a_url() {
         .iter()
         .any(|r| r.ends_with("/x") || r == "x"));
 }
+
+/// A dry run predicts what the load then does: the same uploads, the same
+/// mounts (a shared layer's second repository), the same bytes.
+#[test]
+fn a_dry_run_predicts_the_loads_uploads_and_mounts() {
+    let t = tempfile::tempdir().unwrap();
+    let archive = fixture_bundle(t.path(), 64 << 10);
+    let reg = DockerRegistry::start(&t.path().join("reg"), false);
+    let target = format!("{}/mirror", reg.host());
+    let dry = load(&archive, &target, &["--dry-run"], None);
+    assert!(dry.ok(), "{}\n{}", dry.stdout, dry.stderr);
+    assert!(reg.tags().is_empty(), "a dry run pushed: {:?}", reg.tags());
+    let real = load(&archive, &target, &[], None);
+    assert!(real.ok(), "{}\n{}", real.stdout, real.stderr);
+    let (d, r) = (&report(&dry)["counts"], &report(&real)["counts"]);
+    assert!(r["mounted"].as_u64().unwrap() >= 1, "{r}");
+    for k in ["uploaded", "mounted", "bytes_uploaded", "present"] {
+        assert_eq!(d[k], r[k], "{k}: dry run {d}, load {r}");
+    }
+}

@@ -110,10 +110,11 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
             "uploaded"
         };
         lines.push(format!(
-            "{} {} blobs ({}), mounted {}, {} already present; {} {} manifests, {} already present; {:.1} s",
+            "{} {} blobs ({}), {} {}, {} already present; {} {} manifests, {} already present; {:.1} s",
             verb,
             c.uploaded,
             human(c.bytes_uploaded),
+            if args.dry_run { "would mount" } else { "mounted" },
             c.mounted,
             c.present,
             if args.dry_run { "would push" } else { "pushed" },

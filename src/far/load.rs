@@ -450,7 +450,12 @@ async fn place_blob(
             continue;
         }
         let Some(entry) = &job.entry else {
-            // Left out of a delta: only a mount can place it.
+            // Left out of a delta: only a mount can place it. A dry run
+            // predicts one when there is somewhere to mount from.
+            if dry_run && (holder.is_some() || !job.mount_from.is_empty()) {
+                lock(tally).counts.mounted += 1;
+                continue;
+            }
             if !dry_run {
                 let sources = holder
                     .into_iter()
@@ -477,9 +482,16 @@ async fn place_blob(
             ));
         };
         if dry_run {
+            // As the load would: the first repository that lacks it gets an
+            // upload, every other one a mount from where it already is.
             let mut t = lock(tally);
-            t.counts.uploaded += 1;
-            t.counts.bytes_uploaded += job.size;
+            if holder.is_some() {
+                t.counts.mounted += 1;
+            } else {
+                t.counts.uploaded += 1;
+                t.counts.bytes_uploaded += job.size;
+                holder = Some(repo);
+            }
             continue;
         }
         if let Some(from) = holder {
