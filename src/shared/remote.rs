@@ -141,6 +141,17 @@ pub enum RemoteError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// Nothing answers at the registry's address, on any scheme tried.
+    #[error("cannot reach the registry {registry}: nothing answered at {tried}")]
+    Unreachable {
+        /// The registry.
+        registry: String,
+        /// The URLs tried.
+        tried: String,
+        /// Why (the plain-HTTP attempt's error).
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The registry wants credentials and none were found.
     #[error("registry {registry} asks for credentials and none were found (looked in {looked}); run `docker login {registry}` or pass --username and --password-stdin")]
     NoCredentials {
@@ -346,13 +357,21 @@ pub struct Remote {
 /// challenge; `None` when nothing answered. Only for looking ahead: the
 /// real requests go through oci-client, which reports failures properly.
 async fn probe(client: &reqwest::Client, url: &str) -> Option<(u16, Option<String>)> {
-    let r = client.get(url).send().await.ok()?;
+    probe_or_why(client, url).await.ok()
+}
+
+/// [`probe`], saying why it got no answer.
+async fn probe_or_why(
+    client: &reqwest::Client,
+    url: &str,
+) -> Result<(u16, Option<String>), reqwest::Error> {
+    let r = client.get(url).send().await?;
     let challenge = r
         .headers()
         .get(http::header::WWW_AUTHENTICATE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    Some((r.status().as_u16(), challenge))
+    Ok((r.status().as_u16(), challenge))
 }
 
 /// The `realm` of a `Bearer` challenge, if the challenge is one.
@@ -433,13 +452,32 @@ impl Remote {
         let mut plain: Vec<String> = Vec::new();
         let mut answer = None;
         if plain_http_allowed(host, &opts.insecure) {
+            let http_url = format!("http://{host}/v2/");
+            let mut refused = None;
             if let Some(c) = prober(false) {
-                answer = probe(&c, &format!("http://{host}/v2/"))
-                    .await
-                    .filter(|(status, _)| matches!(status, 200 | 401));
+                match probe_or_why(&c, &http_url).await {
+                    Ok(a) => answer = Some(a).filter(|(status, _)| matches!(status, 200 | 401)),
+                    Err(e) if e.is_connect() => refused = Some(e),
+                    Err(_) => {}
+                }
             }
             if answer.is_some() {
                 plain.push(host.to_owned());
+            }
+            // Nothing listens for plain HTTP: unless TLS answers, the
+            // registry is unreachable, and that is one error naming it and
+            // both schemes tried (not, later, one blob's over https).
+            if let (Some(http_err), Some(c)) = (refused, prober(true)) {
+                let https_url = format!("https://{host}/v2/");
+                if let Err(e) = probe_or_why(&c, &https_url).await {
+                    if e.is_connect() {
+                        return Err(RemoteError::Unreachable {
+                            registry: host.to_owned(),
+                            tried: format!("{http_url} and {https_url}"),
+                            source: Box::new(http_err),
+                        });
+                    }
+                }
             }
         }
         // With credentials to send, look at the token realm first:
