@@ -225,6 +225,32 @@ fn load_into_a_registry_with_auth_uses_given_or_configured_credentials() {
         "{msg}"
     );
     assert!(reg.repositories().is_empty(), "nothing was pushed");
+    // … naming the file it looked at, as an absolute path even when
+    // DOCKER_CONFIG is relative (or empty: then ~/.docker).
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
+    cmd.current_dir(t.path())
+        .args(["--quiet", "load"])
+        .arg(&archive)
+        .args(["--registry", &host])
+        .env("DOCKER_CONFIG", "rel-config");
+    let msg = run(&mut cmd).expect_fail("load with a relative DOCKER_CONFIG");
+    let looked = t.path().join("rel-config/config.json");
+    assert!(
+        msg.contains(&format!("{} (absent)", looked.display())),
+        "{msg}"
+    );
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
+    cmd.args(["--quiet", "load"])
+        .arg(&archive)
+        .args(["--registry", &host])
+        .env("DOCKER_CONFIG", "")
+        .env("HOME", t.path());
+    let msg = run(&mut cmd).expect_fail("load with an empty DOCKER_CONFIG");
+    let looked = t.path().join(".docker/config.json");
+    assert!(
+        msg.contains(&format!("{} (absent)", looked.display())),
+        "{msg}"
+    );
 
     // A wrong password: refused, naming the credential source.
     let out = load(

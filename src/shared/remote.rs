@@ -1268,11 +1268,16 @@ fn credentials_from_config(
     ))
 }
 
+/// Where the docker config is: `$DOCKER_CONFIG/config.json`, else
+/// `~/.docker/config.json`. An empty variable counts as unset, and the path
+/// is made absolute, so messages name the file ferry really looked at.
 fn docker_config_path() -> Option<PathBuf> {
-    let dir = std::env::var_os("DOCKER_CONFIG")
+    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    let dir = var("DOCKER_CONFIG")
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker")))?;
-    Some(dir.join("config.json"))
+        .or_else(|| var("HOME").map(|h| PathBuf::from(h).join(".docker")))?;
+    let path = dir.join("config.json");
+    Some(std::path::absolute(&path).unwrap_or(path))
 }
 
 #[cfg(test)]
