@@ -628,3 +628,49 @@ fn an_index_json_entry_with_another_size_or_contradicting_data_is_refused() {
         load_refused(t.path(), &format!("reg-{name}"), &archive);
     }
 }
+
+/// An image whose index lists no manifests has nothing to run: verify
+/// refuses it, naming the image and the index. An empty referrers-style
+/// index (one with an artifactType) stays valid.
+#[test]
+fn verify_refuses_an_image_whose_index_lists_no_manifests() {
+    let t = tempfile::tempdir().unwrap();
+    let empty = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{}","manifests":[]}}"#,
+        oci::OCI_INDEX
+    );
+    let archive = t.path().join("empty.tar");
+    hand_archive(
+        &archive,
+        &[Root {
+            reference: REF,
+            media_type: oci::OCI_INDEX,
+            bytes: empty.clone().into_bytes(),
+        }],
+        &[],
+    );
+    let out = ferry(["verify".as_ref(), archive.as_os_str()]);
+    assert!(!out.ok(), "verify accepted an empty image index");
+    let index = Digest::of(empty.as_bytes());
+    assert!(
+        out.stdout
+            .contains(&format!("image {REF}: index {index} lists no manifests")),
+        "{}",
+        out.stdout
+    );
+    let referrers = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{}","artifactType":"application/vnd.example.list","manifests":[]}}"#,
+        oci::OCI_INDEX
+    );
+    let archive = t.path().join("referrers.tar");
+    hand_archive(
+        &archive,
+        &[Root {
+            reference: REF,
+            media_type: oci::OCI_INDEX,
+            bytes: referrers.into_bytes(),
+        }],
+        &[],
+    );
+    ferry(["verify".as_ref(), archive.as_os_str()]).expect_ok("an empty referrers index");
+}

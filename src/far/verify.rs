@@ -225,6 +225,7 @@ pub fn verify(
                     fault: !archive.faults.is_empty(),
                     absent: &absent,
                     artifact: &a.reference,
+                    image: a.kind == crate::format::bundle::ArtifactKind::Image,
                     owners: &mut owners,
                     problems: &mut problems,
                     broken: false,
@@ -525,6 +526,9 @@ struct Walk<'a> {
     fault: bool,
     absent: &'a HashMap<Digest, u64>,
     artifact: &'a str,
+    /// Whether the artifact is an image (whose index must list something
+    /// to run).
+    image: bool,
     owners: &'a mut HashMap<Digest, BTreeSet<String>>,
     problems: &'a mut Vec<Problem>,
     broken: bool,
@@ -622,6 +626,22 @@ impl<'a> Walk<'a> {
         };
         match oci::parse_node(d.digest, &d.media_type, &bytes) {
             Ok(Node::Index(i)) => {
+                // An image index with nothing in it has nothing to run (an
+                // empty referrers list, which has an artifactType or a
+                // subject, is fine).
+                if self.image
+                    && i.manifests.is_empty()
+                    && i.artifact_type.is_none()
+                    && i.subject.is_none()
+                {
+                    self.problem(
+                        d,
+                        format!(
+                            "image {}: index {} lists no manifests, so there is nothing to run",
+                            self.artifact, d.digest
+                        ),
+                    );
+                }
                 for c in &i.manifests {
                     self.visit(c, depth + 1);
                 }
