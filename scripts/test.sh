@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh Debian machine: installs the external
 # programs the tests drive (the real CNCF distribution registry, skopeo,
-# umoci, minisign, zstd) when they are missing, then checks what README
-# promises (rustfmt, clippy with -D warnings, rustdoc with -D warnings,
-# vendor/oci-client = upstream + ferry.patch) and runs `cargo test`.
+# umoci, minisign, zstd, curl) when they are missing, then checks what
+# README promises (rustfmt, clippy with -D warnings, rustdoc with -D
+# warnings, vendor/oci-client = upstream + ferry.patch) and runs `cargo
+# test`.
 # Any failing check fails the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
-for pair in docker-registry:docker-registry skopeo:skopeo umoci:umoci minisign:minisign tar:tar openssl:openssl zstd:zstd sha256sum:coreutils; do
+for pair in docker-registry:docker-registry skopeo:skopeo umoci:umoci minisign:minisign tar:tar openssl:openssl zstd:zstd sha256sum:coreutils curl:curl; do
   bin=${pair%%:*} pkg=${pair##*:}
   command -v "$bin" >/dev/null 2>&1 || missing+=("$pkg")
 done

@@ -45,7 +45,8 @@ pub enum Command {
     Keygen(keygen::Args),
     /// Push an archive into a registry, resumably; write the source → target map.
     Load(load::Args),
-    /// Serve an archive (or an unpacked layout) as a read-only registry.
+    /// Serve an archive (or an unpacked layout) as a read-only registry, Helm
+    /// chart repository (/charts/) and file server (/files/).
     Serve(serve::Args),
     /// Point image references in YAML/JSON at the local registry.
     Rewrite(rewrite::Args),
