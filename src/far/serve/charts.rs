@@ -43,9 +43,11 @@ pub(super) struct ChartSource<'a> {
 }
 
 /// The repository: index.yaml's bytes and where each archive it lists is.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct ChartRepo {
     pub index: bytes::Bytes,
+    /// Its digest, the ETag it is served with.
+    pub index_digest: Digest,
     /// `NAME-VERSION.tgz` → the chart layer's digest.
     pub archives: BTreeMap<String, Digest>,
 }
@@ -125,6 +127,7 @@ pub(super) fn build(
     top.insert("generated", bundle_time.unwrap_or(EPOCH).into());
     let index = to_yaml(&top).map_err(|e| format!("cannot write index.yaml: {e}"))?;
     Ok(ChartRepo {
+        index_digest: Digest::of(index.as_bytes()),
         index: index.into(),
         archives,
     })
@@ -442,6 +445,76 @@ pub(super) fn is_rfc3339(t: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn chart(config: &[u8], created: Option<&str>) -> (Artifact, Vec<u8>) {
+        let d = |media_type: &str, b: &[u8]| {
+            oci::Descriptor::new(media_type, Digest::of(b), b.len() as u64)
+        };
+        let m = oci::Manifest {
+            schema_version: 2,
+            media_type: Some(oci::OCI_MANIFEST.into()),
+            artifact_type: None,
+            config: d(oci::HELM_CONFIG, config),
+            layers: vec![d(oci::HELM_CHART, b"tgz")],
+            subject: None,
+            annotations: created
+                .map(|c| (oci::ANN_CREATED.to_owned(), c.to_owned()))
+                .into_iter()
+                .collect(),
+        };
+        let bytes = oci::to_bytes(&m);
+        let a = Artifact {
+            kind: crate::format::bundle::ArtifactKind::Chart,
+            source: "c.tgz".into(),
+            reference: "charts/c:1.0.0".into(),
+            digest: Digest::of(&bytes),
+            media_type: oci::OCI_MANIFEST.into(),
+            size: 0,
+            platforms: Vec::new(),
+            source_digest: None,
+            chart: None,
+            file: None,
+        };
+        (a, bytes)
+    }
+
+    #[test]
+    fn created_is_the_manifests_annotation_then_bundle_json_then_the_epoch() {
+        let config = br#"{"name":"c","version":"1.0.0","apiVersion":"v2"}"#;
+        let read = |_: &Digest, _: u64| Ok(config.to_vec());
+        for (annotation, bundle, want) in [
+            (
+                Some("2023-01-02T03:04:05Z"),
+                Some("2024-01-01T00:00:00Z"),
+                "2023-01-02T03:04:05Z",
+            ),
+            (
+                Some("not a time"),
+                Some("2024-01-01T00:00:00Z"),
+                "2024-01-01T00:00:00Z",
+            ),
+            (None, Some("yesterday"), EPOCH),
+            (None, None, EPOCH),
+        ] {
+            let (a, bytes) = chart(config, annotation);
+            let source = ChartSource {
+                artifact: &a,
+                manifest: &bytes,
+                media_type: oci::OCI_MANIFEST,
+            };
+            let mut notes = Vec::new();
+            let repo = build(&[source], &read, bundle, &mut notes).unwrap();
+            assert!(notes.is_empty(), "{notes:?}");
+            let index: Value =
+                serde_saphyr::from_str(std::str::from_utf8(&repo.index).unwrap()).unwrap();
+            assert_eq!(
+                index["entries"]["c"][0]["created"], want,
+                "{annotation:?} {bundle:?}"
+            );
+            let generated = bundle.filter(|b| is_rfc3339(b)).unwrap_or(EPOCH);
+            assert_eq!(index["generated"], generated);
+        }
+    }
 
     #[test]
     fn rfc3339_times_are_checked_as_go_reads_them() {

@@ -137,7 +137,7 @@ pub struct Registry {
 }
 
 /// `/charts/` and `/files/`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Downloads {
     charts: charts::ChartRepo,
     files: BTreeMap<String, files::ServedFile>,
@@ -455,11 +455,6 @@ impl Registry {
             .iter()
             .flat_map(|d| d.files.keys().cloned())
             .collect()
-    }
-
-    /// Whether charts and files are served: the source has a bundle.json.
-    pub fn serves_downloads(&self) -> bool {
-        self.downloads.is_some()
     }
 
     /// Charts and files that are not served under `/charts/` or `/files/`,
@@ -790,29 +785,23 @@ async fn download(
     let Some(d) = &reg.downloads else {
         return text(
             StatusCode::NOT_FOUND,
-            format!(
-                "{} has no bundle.json, so ferry cannot tell its charts and files; only /v2/ is served\n",
-                reg.source.display()
-            ),
+            "this layout has no bundle.json, so ferry cannot tell its charts and files; only /v2/ is served\n".into(),
         );
     };
     // A name, looked up in a table: `..`, `/` or `%2F` reach nothing else.
     let name = percent_decode_path(rest);
     match area {
-        Area::Charts if name == "index.yaml" => {
-            let digest = Digest::of(&d.charts.index);
-            Response::builder()
-                .status(StatusCode::OK)
-                .header(header::CONTENT_TYPE, charts::INDEX_MEDIA_TYPE)
-                .header(header::CONTENT_LENGTH, d.charts.index.len())
-                .header(header::ETAG, format!("\"{digest}\""))
-                .body(if head {
-                    Body::empty()
-                } else {
-                    Body::from(d.charts.index.clone())
-                })
-                .unwrap_or_default()
-        }
+        Area::Charts if name == "index.yaml" => Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, charts::INDEX_MEDIA_TYPE)
+            .header(header::CONTENT_LENGTH, d.charts.index.len())
+            .header(header::ETAG, format!("\"{}\"", d.charts.index_digest))
+            .body(if head {
+                Body::empty()
+            } else {
+                Body::from(d.charts.index.clone())
+            })
+            .unwrap_or_default(),
         Area::Charts => match d.charts.archives.get(&name) {
             Some(digest) => {
                 let b = Response::builder()
