@@ -51,7 +51,10 @@ for r in 'GET /v2/' 'GET /v2/_catalog?n=1' 'GET /v2/_catalog?n=0&last=a%2Fb' \
          "HEAD /v2/library/demo/manifests/$manifest" \
          "GET /v2/library/demo/blobs/$manifest\nRange: bytes=0-9\nIf-Range: \"$manifest\"" \
          "GET /v2/library/demo/blobs/$manifest\nRange: bytes=-5" \
-         "GET /v2/library/demo/manifests/1.0\nAccept: application/vnd.oci.image.index.v1+json" ; do
+         "GET /v2/library/demo/manifests/1.0\nAccept: application/vnd.oci.image.index.v1+json" \
+         'GET /charts/index.yaml' 'GET /charts/demo-chart-0.1.0.tgz\nRange: bytes=2-' \
+         'GET /files/' 'HEAD /files/README.txt' 'GET /files/manifests\nRange: bytes=-10' \
+         'GET /files/../bundle.json' ; do
   n=$((n + 1)); printf "$r" > "$c/serve/request-$n"
 done
 

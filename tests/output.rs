@@ -577,7 +577,17 @@ fn serve_says_where_it_serves_on_stdout_and_logs_on_stderr() {
         .read_to_string(&mut stderr)
         .unwrap();
     assert!(status.success(), "{status:?}\n{stderr}");
-    assert!(rest.is_empty(), "nothing more on stdout: {rest:?}");
+    // Then the chart repository and the files, a line each, and nothing
+    // more.
+    assert_eq!(
+        rest,
+        [
+            format!("  http://{addr}/charts/index.yaml (1 chart version; helm repo add NAME http://{addr}/charts)"),
+            format!("  http://{addr}/files/README.txt"),
+            format!("  http://{addr}/files/manifests"),
+        ],
+        "the rest of stdout"
+    );
     // The access log and "stopping" are diagnostics.
     assert!(stderr.contains("GET /v2/ 200"), "{stderr}");
     assert!(stderr.contains("stopping"), "{stderr}");

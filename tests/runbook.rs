@@ -160,6 +160,22 @@ fn runbook_without_a_registry_serves_the_archive_itself() {
     let t = tempfile::tempdir().unwrap();
     let archive = pack_demo(t.path());
     let served = Served::start(&archive, ferry::mapping::TargetRules::default());
+    // The chart repository and the files the runbook points Helm and curl at.
+    let index = http(served.addr, "GET", "/charts/index.yaml", &[]);
+    assert!(
+        String::from_utf8_lossy(&index.body).contains("- demo-chart-0.1.0.tgz"),
+        "{}",
+        String::from_utf8_lossy(&index.body)
+    );
+    let chart = http(served.addr, "GET", "/charts/demo-chart-0.1.0.tgz", &[]);
+    assert_eq!(
+        chart.body,
+        std::fs::read(repo_root().join("fixtures/demo/charts/demo-chart-0.1.0.tgz")).unwrap()
+    );
+    assert_eq!(
+        http(served.addr, "GET", "/files/README.txt", &[]).body,
+        std::fs::read(repo_root().join("fixtures/demo/files/README.txt")).unwrap()
+    );
     let files = t.path().join("deploy");
     ferry_ok(
         &[

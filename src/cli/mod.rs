@@ -61,7 +61,8 @@ pub enum Command {
     Load(load::Args),
     /// Write the images as one tar for docker/podman load or ctr import.
     Export(export::Args),
-    /// Serve an archive (or an unpacked layout) as a read-only registry.
+    /// Serve an archive (or an unpacked layout) as a read-only registry, Helm
+    /// chart repository (/charts/) and file server (/files/).
     Serve(serve::Args),
     /// Point image references in YAML/JSON at the local registry.
     Rewrite(rewrite::Args),

@@ -71,6 +71,9 @@ pub fn run(args: Args, _: &Settings) -> anyhow::Result<ExitCode> {
     if let Some(comment) = signature {
         eprintln!("signature OK: {}", super::escape_controls(&comment));
     }
+    for note in registry.notes() {
+        eprintln!("warning: {}", super::escape_controls(note));
+    }
     let registry = Arc::new(registry);
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(c), Some(k)) => Some(ferry::serve::load_tls(c, k)?),
@@ -98,6 +101,22 @@ pub fn run(args: Args, _: &Settings) -> anyhow::Result<ExitCode> {
         for r in &repos {
             let tags = registry.tags(r).unwrap_or_default();
             lines.push(format!("  {addr}/{r}:{}", tags.join(",")));
+        }
+        // The classic Helm repository and the file downloads, after the
+        // repositories (a script reads the count in the first line).
+        let charts = registry.chart_archives();
+        if !charts.is_empty() {
+            lines.push(format!(
+                "  {scheme}://{addr}/charts/index.yaml ({} chart version{}; helm repo add NAME {scheme}://{addr}/charts)",
+                charts.len(),
+                if charts.len() == 1 { "" } else { "s" }
+            ));
+        }
+        for name in registry.file_names() {
+            lines.push(format!(
+                "  {scheme}://{addr}/files/{}",
+                ferry::serve::url_path_segment(&name)
+            ));
         }
         // The Ctrl-C handler is in place before the address is announced:
         // a client that reads it and at once sends SIGINT stops the server

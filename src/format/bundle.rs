@@ -532,6 +532,22 @@ pub fn check_chart(name: &str, version: &str) -> Result<(), String> {
             "chart name {name:?}, which is not a repository name (lowercase letters and digits, separated by . _ or -)"
         ));
     }
+    if chart_semver(version).is_none() {
+        return Err(format!("chart version {version:?}, which is not SemVer"));
+    }
+    let tag = version.replace('+', "_");
+    if !is_valid_tag(&tag) {
+        return Err(format!(
+            "chart version {version:?}, whose OCI tag {tag:?} is not a valid tag"
+        ));
+    }
+    Ok(())
+}
+
+/// A chart version as SemVer, read as Helm reads it: a leading `v` and a
+/// missing minor or patch number (`1`, `1.2`) are allowed. Charts are
+/// compared by this, newest first in a repository index.
+pub fn chart_semver(version: &str) -> Option<semver::Version> {
     let v = version.strip_prefix('v').unwrap_or(version);
     let (core, rest) = match v.find(['-', '+']) {
         Some(i) => v.split_at(i),
@@ -542,16 +558,7 @@ pub fn check_chart(name: &str, version: &str) -> Result<(), String> {
         2 => format!("{core}.0{rest}"),
         _ => v.to_owned(),
     };
-    if semver::Version::parse(&padded).is_err() {
-        return Err(format!("chart version {version:?}, which is not SemVer"));
-    }
-    let tag = version.replace('+', "_");
-    if !is_valid_tag(&tag) {
-        return Err(format!(
-            "chart version {version:?}, whose OCI tag {tag:?} is not a valid tag"
-        ));
-    }
-    Ok(())
+    semver::Version::parse(&padded).ok()
 }
 
 /// The JSON schema of bundle.json, as committed in `bundle.schema.json`.

@@ -13,6 +13,12 @@
 //! from disk with a fixed-size buffer, so memory grows with the manifests
 //! (at most 4 MiB each), not with the layers.
 //!
+//! Beside the registry API, a source with a bundle.json is also a classic
+//! Helm chart repository (`/charts/index.yaml`, `/charts/NAME-VERSION.tgz`;
+//! see `charts`) and a file server (`/files/NAME`; see `files`). Both are
+//! tables built at start-up; their bodies are the chart and file layers,
+//! streamed by position like any blob.
+//!
 //! The server takes a bound listener, [`Limits`] and a shutdown future; it
 //! never decides its own address, lifetime or limits. Plain HTTP and TLS
 //! share one accept loop (`connections`): it closes a connection that takes
@@ -41,7 +47,9 @@ use crate::format::layout::Store;
 use crate::format::oci::{self, Visit};
 use crate::shared::mapping::{MappingError, TargetRules};
 
+mod charts;
 mod connections;
+mod files;
 
 pub use connections::Limits;
 
@@ -92,6 +100,14 @@ pub enum ServeError {
         /// What is wrong.
         what: String,
     },
+    /// Two different charts or files would be served at one URL.
+    #[error("{source_path}: {what}")]
+    Conflict {
+        /// The archive or layout.
+        source_path: PathBuf,
+        /// Which artifacts, and where.
+        what: String,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -112,6 +128,27 @@ pub struct Registry {
     /// Every manifest and index, as read and checked against its digest at
     /// start-up.
     documents: HashMap<Digest, Document>,
+    /// The classic Helm repository and the file downloads; `None` for a
+    /// layout without bundle.json, whose charts and files ferry cannot
+    /// tell.
+    downloads: Option<Downloads>,
+    /// Charts and files left out of the downloads, and why.
+    notes: Vec<String>,
+}
+
+/// `/charts/` and `/files/`.
+#[derive(Debug)]
+struct Downloads {
+    charts: charts::ChartRepo,
+    files: BTreeMap<String, files::ServedFile>,
+}
+
+/// What a source holds besides its artifacts.
+struct Origin {
+    /// Whether it has a bundle.json (charts and files are known only then).
+    bundle: bool,
+    /// bundle.json's `created`.
+    created: Option<String>,
 }
 
 /// A manifest or index held in memory.
@@ -151,8 +188,12 @@ impl Registry {
         let signature = a.check_key(key)?;
         a.check_model()?;
         let artifacts = a.bundle.artifacts.clone();
+        let origin = Origin {
+            bundle: true,
+            created: a.bundle.created.clone(),
+        };
         Ok((
-            Registry::build(path, Box::new(a), &artifacts, rules)?,
+            Registry::build(path, Box::new(a), &artifacts, rules, origin)?,
             signature,
         ))
     }
@@ -169,6 +210,10 @@ impl Registry {
         let bundle_path = dir.join(crate::format::bundle::BUNDLE_PATH);
         let index_path = dir.join(crate::format::bundle::INDEX_PATH);
         let mut signature = None;
+        let mut origin = Origin {
+            bundle: false,
+            created: None,
+        };
         let artifacts = if bundle_path.is_file() {
             let bytes = fs_err::read(&bundle_path).map_err(layout_err)?;
             let bundle = Bundle::from_slice(&bytes).map_err(|e| ServeError::Invalid {
@@ -209,6 +254,10 @@ impl Registry {
             if let Some(what) = bundle.check_index(&index).into_iter().next() {
                 return Err(invalid(format!("disagrees with bundle.json: {what}")));
             }
+            origin = Origin {
+                bundle: true,
+                created: bundle.created,
+            };
             bundle.artifacts
         } else if let Some(key) = key {
             return Err(ServeError::Invalid {
@@ -252,7 +301,7 @@ impl Registry {
                 .collect()
         };
         Ok((
-            Registry::build(dir, Box::new(Store::at(dir)), &artifacts, rules)?,
+            Registry::build(dir, Box::new(Store::at(dir)), &artifacts, rules, origin)?,
             signature,
         ))
     }
@@ -262,6 +311,7 @@ impl Registry {
         content: Box<dyn BlobSource>,
         artifacts: &[Artifact],
         rules: &TargetRules,
+        origin: Origin,
     ) -> Result<Registry, ServeError> {
         let targets = rules.targets(artifacts)?;
         let mut reg = Registry {
@@ -269,6 +319,8 @@ impl Registry {
             content,
             repos: BTreeMap::new(),
             documents: HashMap::new(),
+            downloads: None,
+            notes: Vec::new(),
         };
         for (t, a) in targets.iter().zip(artifacts) {
             let mut contents = HashSet::new();
@@ -279,7 +331,51 @@ impl Registry {
                 repo.tags.insert(tag.clone(), t.digest);
             }
         }
+        if origin.bundle {
+            reg.downloads = Some(reg.downloads(artifacts, origin.created.as_deref())?);
+        }
         Ok(reg)
+    }
+
+    /// The chart repository and file table, from the chart and file
+    /// artifacts' manifests (checked by the walk) and, for charts, their
+    /// config blobs (read through the verifying blob path).
+    fn downloads(
+        &mut self,
+        artifacts: &[Artifact],
+        created: Option<&str>,
+    ) -> Result<Downloads, ServeError> {
+        let conflict = |what| ServeError::Conflict {
+            source_path: self.source.clone(),
+            what,
+        };
+        let mut chart_sources = Vec::new();
+        let mut file_sources = Vec::new();
+        for a in artifacts {
+            let Some(doc) = self.documents.get(&a.digest) else {
+                continue;
+            };
+            match a.kind {
+                ArtifactKind::Chart => chart_sources.push(charts::ChartSource {
+                    artifact: a,
+                    manifest: &doc.bytes,
+                    media_type: &doc.media_type,
+                }),
+                ArtifactKind::File => file_sources.push(files::FileSource {
+                    artifact: a,
+                    manifest: &doc.bytes,
+                    media_type: &doc.media_type,
+                }),
+                ArtifactKind::Image => {}
+            }
+        }
+        let mut notes = Vec::new();
+        let content = &self.content;
+        let read = |d: &Digest, limit: u64| content.read_small(d, limit);
+        let charts = charts::build(&chart_sources, &read, created, &mut notes).map_err(conflict)?;
+        let files = files::build(&file_sources, &mut notes).map_err(conflict)?;
+        self.notes.extend(notes);
+        Ok(Downloads { charts, files })
     }
 
     fn walk(
@@ -344,6 +440,35 @@ impl Registry {
             .get(repo)
             .map(|r| r.tags.keys().cloned().collect())
     }
+
+    /// The chart archives `/charts/index.yaml` lists (`NAME-VERSION.tgz`),
+    /// sorted.
+    pub fn chart_archives(&self) -> Vec<String> {
+        self.downloads
+            .iter()
+            .flat_map(|d| d.charts.archives.keys().cloned())
+            .collect()
+    }
+
+    /// The names files are served under (`/files/NAME`), sorted.
+    pub fn file_names(&self) -> Vec<String> {
+        self.downloads
+            .iter()
+            .flat_map(|d| d.files.keys().cloned())
+            .collect()
+    }
+
+    /// Charts and files that are not served under `/charts/` or `/files/`,
+    /// each with the reason (they are still served as OCI artifacts).
+    pub fn notes(&self) -> &[String] {
+        &self.notes
+    }
+}
+
+/// A name as one URL path segment, percent-encoded as `/files/NAME` is
+/// written (and decoded when asked for).
+pub fn url_path_segment(name: &str) -> String {
+    files::percent_encode(name)
 }
 
 /// One served request, for access logs.
@@ -513,6 +638,10 @@ fn query(uri: &Uri) -> HashMap<String, String> {
 }
 
 fn percent_decode(s: &str) -> String {
+    percent_decode_with(s, true)
+}
+
+fn percent_decode_with(s: &str, plus_is_space: bool) -> String {
     // Byte by byte: a `%` may be followed by anything, raw UTF-8 included,
     // so nothing here slices the string.
     let b = s.as_bytes();
@@ -525,7 +654,7 @@ fn percent_decode(s: &str) -> String {
             i += 3;
             continue;
         }
-        out.push(if c == b'+' { b' ' } else { c });
+        out.push(if plus_is_space && c == b'+' { b' ' } else { c });
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
@@ -554,15 +683,29 @@ fn paginate(
 
 async fn route(reg: &Registry, method: &Method, uri: &Uri, headers: &HeaderMap) -> Response<Body> {
     let path = uri.path();
+    let read = method == Method::GET || method == Method::HEAD;
+    for (prefix, kind) in [("/charts/", Area::Charts), ("/files/", Area::Files)] {
+        if let Some(rest) = path.strip_prefix(prefix) {
+            if !read {
+                let mut r = text(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "ferry serve is read-only\n".into(),
+                );
+                r.headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+                return r;
+            }
+            return download(reg, kind, rest, method == Method::HEAD, headers).await;
+        }
+    }
     let Some(rest) = path.strip_prefix("/v2") else {
         return error(
             StatusCode::NOT_FOUND,
             "NOT_FOUND",
-            "not a registry API path",
+            "not a registry API path (ferry serve answers /v2/, /charts/ and /files/)",
             None,
         );
     };
-    let read = method == Method::GET || method == Method::HEAD;
     if !read {
         return error(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -610,6 +753,106 @@ async fn route(reg: &Registry, method: &Method, uri: &Uri, headers: &HeaderMap) 
         "unknown registry API path",
         Some(path),
     )
+}
+
+/// The two download areas beside the registry API.
+#[derive(Clone, Copy)]
+enum Area {
+    Charts,
+    Files,
+}
+
+/// A plain-text answer (the download areas are for people and scripts,
+/// not registry clients).
+fn text(status: StatusCode, body: String) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .header(header::CONTENT_LENGTH, body.len())
+        .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
+        .body(Body::from(body))
+        .unwrap_or_default()
+}
+
+/// `GET`/`HEAD /charts/…` and `/files/…`; `rest` is the path after the
+/// area's prefix, still percent-encoded.
+async fn download(
+    reg: &Registry,
+    area: Area,
+    rest: &str,
+    head: bool,
+    headers: &HeaderMap,
+) -> Response<Body> {
+    let Some(d) = &reg.downloads else {
+        return text(
+            StatusCode::NOT_FOUND,
+            "this layout has no bundle.json, so ferry cannot tell its charts and files; only /v2/ is served\n".into(),
+        );
+    };
+    // A name, looked up in a table: `..`, `/` or `%2F` reach nothing else.
+    let name = percent_decode_path(rest);
+    match area {
+        Area::Charts if name == "index.yaml" => Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, charts::INDEX_MEDIA_TYPE)
+            .header(header::CONTENT_LENGTH, d.charts.index.len())
+            .header(header::ETAG, format!("\"{}\"", d.charts.index_digest))
+            .body(if head {
+                Body::empty()
+            } else {
+                Body::from(d.charts.index.clone())
+            })
+            .unwrap_or_default(),
+        Area::Charts => match d.charts.archives.get(&name) {
+            Some(digest) => {
+                let b = Response::builder()
+                    .header(header::CONTENT_TYPE, charts::CHART_MEDIA_TYPE)
+                    .header(header::CONTENT_DISPOSITION, files::disposition(&name));
+                send_blob(reg, digest, head, headers, b, Flavour::Plain).await
+            }
+            None => text(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "no chart archive {name:?} in this bundle; /charts/index.yaml lists {} chart versions\n",
+                    d.charts.archives.len()
+                ),
+            ),
+        },
+        Area::Files if name.is_empty() => {
+            let mut body = String::new();
+            for n in d.files.keys() {
+                body.push_str(&files::percent_encode(n));
+                body.push('\n');
+            }
+            let mut r = text(StatusCode::OK, body);
+            if head {
+                *r.body_mut() = Body::empty();
+            }
+            r
+        }
+        Area::Files => match d.files.get(&name) {
+            Some(f) => {
+                let b = Response::builder()
+                    .header(header::CONTENT_TYPE, f.content_type)
+                    .header(header::CONTENT_DISPOSITION, f.disposition.as_str())
+                    .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+                send_blob(reg, &f.digest, head, headers, b, Flavour::Plain).await
+            }
+            None => text(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "no file named {name:?} in this bundle; GET /files/ lists the {} it has\n",
+                    d.files.len()
+                ),
+            ),
+        },
+    }
+}
+
+/// Percent-decoding for a path: unlike a query, `+` stays `+`. Invalid
+/// UTF-8 becomes U+FFFD, which names nothing.
+fn percent_decode_path(s: &str) -> String {
+    percent_decode_with(s, false)
 }
 
 fn manifest(reg: &Registry, name: &str, reference: &str, head: bool) -> Response<Body> {
@@ -731,17 +974,48 @@ async fn blob(
             )
         }
     };
-    let loc = if repo.contents.contains(&d) {
-        reg.content.locate(&d)
-    } else {
-        None
-    };
-    let Some((size, segments)) = loc else {
+    if !repo.contents.contains(&d) {
         return error(
             StatusCode::NOT_FOUND,
             "BLOB_UNKNOWN",
             "blob unknown to registry",
             Some(digest),
+        );
+    }
+    let b = Response::builder()
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header("Docker-Content-Digest", d.to_string())
+        .header("Docker-Distribution-API-Version", "registry/2.0");
+    send_blob(reg, &d, head, headers, b, Flavour::Registry).await
+}
+
+/// How errors are told: the registry API's JSON, or plain text.
+#[derive(Clone, Copy)]
+enum Flavour {
+    Registry,
+    Plain,
+}
+
+/// Sends blob `d` (whole, a single range, or just the head) on top of the
+/// headers already in `b`, streamed from disk by position.
+async fn send_blob(
+    reg: &Registry,
+    d: &Digest,
+    head: bool,
+    headers: &HeaderMap,
+    b: axum::http::response::Builder,
+    flavour: Flavour,
+) -> Response<Body> {
+    let digest = d.to_string();
+    let fail = |status: StatusCode, code: &str, message: &str| match flavour {
+        Flavour::Registry => error(status, code, message, Some(&digest)),
+        Flavour::Plain => text(status, format!("{message}: {digest}\n")),
+    };
+    let Some((size, segments)) = reg.content.locate(d) else {
+        return fail(
+            StatusCode::NOT_FOUND,
+            "BLOB_UNKNOWN",
+            "blob unknown to registry",
         );
     };
     // An If-Range that does not name this blob asks for all of it (RFC
@@ -754,11 +1028,10 @@ async fn blob(
     let range = match parse_range(asked, size) {
         Ok(r) => r,
         Err(()) => {
-            let mut r = error(
+            let mut r = fail(
                 StatusCode::RANGE_NOT_SATISFIABLE,
                 "RANGE_INVALID",
                 "invalid content range",
-                Some(digest),
             );
             if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
                 r.headers_mut().insert(header::CONTENT_RANGE, v);
@@ -770,14 +1043,11 @@ async fn blob(
         Some((s, e)) => (s, e - s + 1, StatusCode::PARTIAL_CONTENT),
         None => (0, size, StatusCode::OK),
     };
-    let mut b = Response::builder()
+    let mut b = b
         .status(status)
-        .header(header::CONTENT_TYPE, "application/octet-stream")
         .header(header::CONTENT_LENGTH, len)
         .header(header::ACCEPT_RANGES, "bytes")
-        .header("Docker-Content-Digest", d.to_string())
-        .header(header::ETAG, format!("\"{d}\""))
-        .header("Docker-Distribution-API-Version", "registry/2.0");
+        .header(header::ETAG, etag);
     if range.is_some() {
         b = b.header(
             header::CONTENT_RANGE,
@@ -792,12 +1062,18 @@ async fn blob(
             let stream = tokio_util::io::ReaderStream::with_capacity(reader, 256 * 1024);
             b.body(Body::from_stream(stream)).unwrap_or_default()
         }
-        Err(e) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "UNKNOWN",
-            "cannot read content",
-            Some(&e.to_string()),
-        ),
+        Err(e) => match flavour {
+            Flavour::Registry => error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "UNKNOWN",
+                "cannot read content",
+                Some(&e.to_string()),
+            ),
+            Flavour::Plain => text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot read {digest}: {e}\n"),
+            ),
+        },
     }
 }
 
