@@ -72,7 +72,7 @@ fn check_pulls(python: &Path, host: &str, scratch: &Path) {
     );
 
     let out = scratch.join("file");
-    let saved = oras_pull(python, host, "files/readme-txt:latest", &out);
+    let saved = oras_pull(python, host, "files/readme.txt:latest", &out);
     assert_eq!(saved, [out.join("README.txt")], "{host}");
     assert_eq!(
         std::fs::read(&saved[0]).unwrap(),

@@ -206,7 +206,7 @@ fn http_surface_follows_the_distribution_spec() {
     let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(
         v["repositories"],
-        serde_json::json!(["files/readme-txt", "library/demo"])
+        serde_json::json!(["files/readme.txt", "library/demo"])
     );
     let r = http(s.addr, "GET", "/v2/library/demo/tags/list", &[]);
     let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();

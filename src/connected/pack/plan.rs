@@ -364,18 +364,30 @@ pub(super) fn plain_descriptor(d: &Descriptor) -> Descriptor {
     Descriptor::new(&d.media_type, d.digest, d.size)
 }
 
-/// A repository-safe form of a file name: lowercase, runs of other
-/// characters turned into single dashes.
+/// A repository-safe form of a file name that stays recognisable:
+/// lowercase (OCI repository names must be), letters and digits kept, and
+/// each run of other characters made one separator the repository grammar
+/// allows: `.` when the run has a dot (`README.txt` → `readme.txt`), `_`
+/// or `__` for underscores alone, else `-`.
 pub(super) fn repo_name(title: &str) -> String {
     let mut s = String::new();
+    let mut run = String::new();
     for c in title.chars().flat_map(char::to_lowercase) {
         if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            if !run.is_empty() && !s.is_empty() {
+                s.push_str(match run.as_str() {
+                    r if r.contains('.') => ".",
+                    "_" => "_",
+                    "__" => "__",
+                    _ => "-",
+                });
+            }
+            run.clear();
             s.push(c);
-        } else if !s.is_empty() && !s.ends_with('-') {
-            s.push('-');
+        } else {
+            run.push(c);
         }
     }
-    let s = s.trim_end_matches('-').to_owned();
     if s.is_empty() {
         "file".into()
     } else {
@@ -656,6 +668,28 @@ pub(super) fn assemble(
 mod tests {
     use super::*;
     use crate::shared::inventory::HeldBlob;
+
+    #[test]
+    fn file_names_stay_recognisable_and_valid_repository_names() {
+        for (title, want) in [
+            ("README.txt", "readme.txt"),
+            ("install.sh", "install.sh"),
+            ("values_prod.yaml", "values_prod.yaml"),
+            ("My File (1).tar.gz", "my-file-1.tar.gz"),
+            ("a__b", "a__b"),
+            ("a___b", "a-b"),
+            ("--x--", "x"),
+            ("..", "file"),
+            ("Ünïcode.md", "n-code.md"),
+        ] {
+            let got = repo_name(title);
+            assert_eq!(got, want, "{title}");
+            assert!(
+                crate::base::reference::is_valid_repository(&format!("files/{got}")),
+                "{title} -> {got}"
+            );
+        }
+    }
 
     fn blob(bytes: &[u8], small: bool) -> (Digest, FoundBlob) {
         (
