@@ -11,7 +11,7 @@
 //!    the archive in every form;
 //! 3. [`shared`]: the registry client, target naming, inventories and the
 //!    YAML image-reference rewriter, used on both sides;
-//! 4. [`connected`] (spec, sources, fetch, charts, pack) and [`far`]
+//! 4. [`connected`] (spec, sources, fetch, the cache, charts, pack) and [`far`]
 //!    (verify, load, serve, unpack), which never use each other.
 
 pub mod base;
@@ -24,7 +24,7 @@ pub mod shared;
 // API the binary, the tests and the fuzz targets use; the folders above
 // are the design (see ARCHITECTURE.md).
 pub use base::{digest, interrupt, platform, reference, report};
-pub use connected::{fetch, inputs, pack, source};
+pub use connected::{cache, fetch, inputs, pack, source};
 pub use far::{load, serve, unpack, verify};
 pub use format::{archive, bundle, layout, oci, sign};
 pub use shared::{inventory, mapping, remote, rewrite};
