@@ -890,3 +890,68 @@ fn bad_input_to_ferry_cache_is_refused_naming_it() {
     assert!(text.contains("removed 0 blobs"), "{text}");
     assert!(!cache.exists(), "nothing is made");
 }
+
+#[test]
+fn an_oci_chart_is_listed_as_a_chart_and_kept_with_the_images_it_names() {
+    let t = tempfile::tempdir().unwrap();
+    let reg = DockerRegistry::start(&t.path().join("reg"), false);
+    let host = reg.host();
+    fill_registry(t.path(), &host);
+    // `ferry load` puts the demo chart in the registry as a Helm artifact;
+    // its values name docker.io/library/demo:1.0.
+    let demo = pack_demo(t.path());
+    run(&mut ferry_env(
+        &[
+            "load".as_ref(),
+            demo.as_os_str(),
+            "--registry".as_ref(),
+            host.as_ref(),
+        ],
+        &[],
+        true,
+    ))
+    .expect_ok("load the demo");
+    let cache = t.path().join("cache");
+    let spec = write_spec(
+        t.path(),
+        "ferry.yaml",
+        &format!("images:\n  - {host}/team/tool:2\ncharts:\n  - ref: oci://{host}/charts/demo-chart\n    version: 0.1.0\n"),
+    );
+    pack_ok(&spec, &t.path().join("b.tar"), &cache);
+    let listing = cache_json("ls", &cache, &[]);
+    let chart = record(&listing, &format!("{host}/charts/demo-chart:0.1.0"));
+    assert_eq!(chart["kind"], "chart");
+    assert_eq!(chart["source"], "registry");
+    assert_eq!(chart["blobs"], 3, "manifest, config, chart archive");
+
+    // Kept by a spec that wants its images too: the chart archive is read
+    // from the cache, and the image it names, never fetched, is a warning.
+    let keep = write_spec(
+        t.path(),
+        "keep.yaml",
+        &format!("charts:\n  - ref: oci://{host}/charts/demo-chart\n    version: 0.1.0\n    images: true\n"),
+    );
+    let out = cache_cmd(
+        "prune",
+        &cache,
+        &["--json", "--keep", keep.to_str().unwrap()],
+    );
+    assert!(out.ok(), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!(
+            "image docker.io/library/demo:1.0 (named by chart {host}/charts/demo-chart:0.1.0: "
+        )) && out.stderr.contains("the cache holds no record of it"),
+        "{}",
+        out.stderr
+    );
+    let report: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(report["dropped"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        report["dropped"][0]["reference"],
+        format!("{host}/team/tool:2")
+    );
+    assert_eq!(
+        record_names(&cache_json("ls", &cache, &[])),
+        [format!("{host}/charts/demo-chart:0.1.0")]
+    );
+}
