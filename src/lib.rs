@@ -11,9 +11,9 @@
 //!    the archive in every form;
 //! 3. [`shared`]: the registry client, target naming, inventories and the
 //!    YAML image-reference rewriter, used on both sides;
-//! 4. [`connected`] (spec, sources, fetch, charts, pack) and [`far`]
-//!    (verify, load, serve, unpack, the bundle report), which never use
-//!    each other.
+//! 4. [`connected`] (spec, sources, fetch, the cache, charts, pack) and
+//!    [`far`] (verify, load, serve, export, unpack, the bundle report),
+//!    which never use each other.
 
 pub mod base;
 pub mod connected;
@@ -25,7 +25,7 @@ pub mod shared;
 // API the binary, the tests and the fuzz targets use; the folders above
 // are the design (see ARCHITECTURE.md).
 pub use base::{digest, interrupt, platform, reference, report};
-pub use connected::{fetch, inputs, pack, source};
+pub use connected::{cache, fetch, inputs, pack, source};
 pub use far::{bundle_report, export, load, serve, unpack, verify};
 pub use format::{archive, bundle, layout, oci, sign};
 pub use shared::{inventory, mapping, remote, rewrite};

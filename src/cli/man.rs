@@ -27,21 +27,25 @@ pub fn run(args: Args, _: &Settings) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Writes `ferry.1` and `ferry-COMMAND.1` for every command into `dir`;
-/// returns how many.
+/// Writes `ferry.1` and `ferry-COMMAND.1` for every command (and
+/// `ferry-COMMAND-SUB.1` for the commands of a group, such as `ferry cache
+/// ls`) into `dir`; returns how many.
 pub fn write_pages(dir: &Path) -> anyhow::Result<usize> {
     fs_err::create_dir_all(dir)?;
     // The version alone: pages that named the commit would go stale with
     // every commit.
     let cmd = Cli::command().long_version(None::<&str>);
     let mut pages = vec![("ferry".to_owned(), cmd.clone())];
-    for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
-        let name = format!("ferry-{}", sub.get_name());
-        let page = sub
-            .clone()
-            .display_name(name.clone())
-            .bin_name(format!("ferry {}", sub.get_name()));
-        pages.push((name, page));
+    let mut todo: Vec<(String, String, clap::Command)> =
+        vec![("ferry".to_owned(), "ferry".to_owned(), cmd)];
+    while let Some((name, bin, cmd)) = todo.pop() {
+        for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+            let name = format!("{name}-{}", sub.get_name());
+            let bin = format!("{bin} {}", sub.get_name());
+            let page = sub.clone().display_name(name.clone()).bin_name(bin.clone());
+            pages.push((name.clone(), page.clone()));
+            todo.push((name, bin, page));
+        }
     }
     for (name, page) in &pages {
         let mut text = Vec::new();

@@ -2,6 +2,7 @@
 //! command. Errors are printed here, with their causes, and turned into the
 //! exit status: 0 success, 1 failure, 2 usage error.
 
+mod cache;
 mod completion;
 mod export;
 mod inspect;
@@ -68,6 +69,8 @@ pub enum Command {
     Rewrite(rewrite::Args),
     /// List the blobs a registry or an earlier bundle holds (for `pack --have`).
     Inventory(inventory::Args),
+    /// Show the fetch cache, or prune it (ls, prune, gc).
+    Cache(cache::Args),
     /// Print the shell completion script (bash, zsh, fish, powershell, elvish).
     Completion(completion::Args),
     /// Write man pages for ferry and each command.
@@ -89,6 +92,7 @@ pub fn run() -> ExitCode {
             | Command::Unpack(_)
             | Command::Export(_)
             | Command::Completion(_)
+            | Command::Cache(_)
     ) {
         // `ferry inspect … | head` should end quietly, like other Unix
         // tools, instead of panicking on a closed stdout. Only for commands
@@ -115,6 +119,7 @@ pub fn run() -> ExitCode {
         Command::Serve(a) => serve::run(a, &settings),
         Command::Rewrite(a) => rewrite::run(a, &settings),
         Command::Inventory(a) => inventory::run(a, &settings),
+        Command::Cache(a) => cache::run(a, &settings),
         Command::Completion(a) => completion::run(a, &settings),
         Command::Man(a) => man::run(a, &settings),
     };

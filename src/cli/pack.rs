@@ -27,9 +27,9 @@ pub struct Args {
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
-    /// Cache for registry images (an OCI layout; shared between runs, so a
-    /// re-run fetches only what is missing). Default: $XDG_CACHE_HOME/ferry
-    /// or ~/.cache/ferry.
+    /// Cache for registry images and charts (shared between runs, so a
+    /// re-run fetches only what is missing; see `ferry cache`). Default:
+    /// $FERRY_CACHE, else $XDG_CACHE_HOME/ferry, else ~/.cache/ferry.
     #[arg(long, value_name = "DIR")]
     pub cache: Option<PathBuf>,
     /// Registry blobs downloaded at once.
@@ -88,10 +88,7 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
     let fetch = if hosts.is_empty() && !chart_images {
         None
     } else {
-        let cache = match args.cache.clone().or_else(ferry::fetch::default_cache_dir) {
-            Some(c) => c,
-            None => bail!("no cache directory: set --cache, $XDG_CACHE_HOME or $HOME"),
-        };
+        let cache = super::cache::dir(args.cache.clone())?;
         Some(ferry::fetch::FetchOptions {
             cache,
             jobs: args.jobs as usize,

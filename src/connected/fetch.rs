@@ -10,11 +10,13 @@
 //! images: a blob shared by several images is fetched once, hashed while it
 //! streams, and renamed into the cache only when digest and size match.
 //! Blobs already cached are re-hashed instead of fetched, and a damaged one
-//! is fetched again. One image's failure does not stop the others.
+//! is fetched again. One image's failure does not stop the others. Each
+//! reference fetched whole is recorded in the cache (`cache`) with the
+//! root it resolved to. The caller holds the cache's shared lock.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -27,6 +29,7 @@ use crate::base::error::error_chain;
 use crate::base::platform::Platform;
 use crate::base::reference::Reference;
 use crate::base::report::Reporter;
+use crate::connected::cache::{self, Record, Source};
 use crate::format::layout::{LayoutError, Store};
 use crate::format::oci::{self, Descriptor, Node};
 use crate::shared::remote::{BlobBody, Remote, RemoteError, RemoteOptions};
@@ -215,6 +218,28 @@ pub async fn fetch(
             results[u] = Err(msg);
         }
     }
+    // What each reference resolved to, for `ferry cache` (only images
+    // fetched whole are recorded).
+    let now = cache::now();
+    for (req, result) in requests.iter().zip(results.iter_mut()) {
+        let Ok(root) = result else { continue };
+        let record = Record {
+            source: Source::Registry {
+                reference: req.reference.to_string(),
+            },
+            digest: root.digest,
+            media_type: root.media_type.clone(),
+            size: root.size,
+            platforms: req
+                .platforms
+                .as_ref()
+                .map(|ps| ps.iter().map(ToString::to_string).collect()),
+            last_used: now,
+        };
+        if let Err(e) = cache::write_record(&opts.cache, &record) {
+            *result = Err(error_chain(&e));
+        }
+    }
     Ok(FetchReport { results, counts })
 }
 
@@ -347,14 +372,4 @@ async fn fetch_blob(
             }
         })
         .await
-}
-
-/// The default cache directory: `$XDG_CACHE_HOME/ferry`, else
-/// `~/.cache/ferry`.
-pub fn default_cache_dir() -> Option<PathBuf> {
-    std::env::var_os("XDG_CACHE_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))
-        .map(|d| d.join("ferry"))
 }

@@ -1,6 +1,7 @@
 //! Classic Helm chart repositories: reading `index.yaml`, choosing a
 //! version by Helm's constraint rules, and downloading the chart archive
-//! into the fetch cache, checked against the index's digest.
+//! into the fetch cache, checked against the index's digest and recorded
+//! there (`cache`) under the repository, name and version chosen.
 //!
 //! Version constraints follow Helm (Masterminds semver): an exact version,
 //! `^1.2`, `~1.2.3`, `>=1.2 <2`, `1.2.x`, `*`, ranges `1.2 - 1.4`, and
@@ -17,6 +18,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::base::digest::Digest;
+use crate::connected::cache::{Record, Source};
 use crate::connected::chart::CHART_MAX_DECOMPRESSED;
 use crate::format::blob::Mismatch;
 use crate::format::layout::{LayoutError, Store};
@@ -159,6 +161,9 @@ pub enum RepoError {
     /// Credentials or TLS setup failed.
     #[error(transparent)]
     Remote(#[from] RemoteError),
+    /// The chart was stored but could not be recorded in the cache.
+    #[error(transparent)]
+    Record(#[from] crate::connected::cache::CacheError),
 }
 
 fn wait_note(wait: Option<Duration>) -> String {
@@ -500,6 +505,15 @@ pub async fn fetch_chart(
             from: url.clone(),
         })));
     }
+    let record = Record {
+        source: Source::helm_repo(repo, name, &entry.version),
+        digest: d,
+        media_type: crate::format::oci::HELM_CHART.to_owned(),
+        size,
+        platforms: None,
+        last_used: crate::connected::cache::now(),
+    };
+    crate::connected::cache::write_record(cache, &record)?;
     Ok(FetchedChart {
         path: store.blob_path(&d),
         version: entry.version.clone(),
@@ -737,6 +751,25 @@ fn requirements(constraint: &str) -> Result<Vec<semver::VersionReq>, String> {
         out.push(semver::VersionReq::parse(&fixed.join(", ")).map_err(|e| e.to_string())?);
     }
     Ok(out)
+}
+
+/// The highest of `versions` that `constraint` matches, by the rule
+/// [`fetch_chart`] chooses from an index with (`prune --keep` asks it of
+/// the versions the cache recorded).
+pub(crate) fn highest_match<'v>(
+    versions: &[&'v str],
+    constraint: &str,
+) -> Result<Option<&'v str>, String> {
+    let entries: Vec<IndexEntry> = versions
+        .iter()
+        .map(|v| IndexEntry {
+            version: (*v).to_owned(),
+            urls: Vec::new(),
+            digest: None,
+        })
+        .collect();
+    let chosen = choose(&entries, constraint)?;
+    Ok(chosen.and_then(|e| versions.iter().copied().find(|v| *v == e.version)))
 }
 
 /// The highest version matching `constraint`.

@@ -1,10 +1,12 @@
 //! The connected side: reading the spec ([`inputs`]), local image sources
-//! ([`source`]), fetching registry images into the cache ([`fetch`]),
+//! ([`source`]), fetching registry images into the cache ([`fetch`]) and
+//! keeping that cache in bounds ([`cache`]),
 //! charts as OCI artifacts (`chart`) and from Helm repositories
 //! (`helm_repo`), and writing the archive ([`pack`]). Uses
 //! [`base`](crate::base), [`format`](crate::format) and
 //! [`shared`](crate::shared), never [`far`](crate::far).
 
+pub mod cache;
 pub(crate) mod chart;
 pub mod fetch;
 pub(crate) mod helm_repo;

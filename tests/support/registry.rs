@@ -409,7 +409,7 @@ pub enum Fault {
     TooManyRequests(u32),
     /// Pass a GET or PUT through, then send the head and half the body of
     /// the answer (half the head when it has no body) and hold the
-    /// connection open for a minute.
+    /// connection open for a minute, or until [`FaultProxy::release`].
     Stall,
     /// Answer `307 Temporary Redirect` to the same path on another host,
     /// as registries that keep blobs on a CDN or object store do.
@@ -552,6 +552,8 @@ pub struct FaultProxy {
     pub heads: Arc<std::sync::Mutex<Vec<(Instant, String)>>>,
     /// Body bytes of [`Fault::Huge`] answers written so far.
     pub body_sent: Arc<AtomicU64>,
+    /// Set by [`FaultProxy::release`]: stalled answers end now.
+    released: Arc<AtomicBool>,
 }
 
 impl FaultProxy {
@@ -562,11 +564,13 @@ impl FaultProxy {
         let requests = Arc::new(AtomicU64::new(0));
         let heads = Arc::new(std::sync::Mutex::new(Vec::new()));
         let body_sent = Arc::new(AtomicU64::new(0));
+        let released = Arc::new(AtomicBool::new(false));
         let counters = Counters {
             hits: hits.clone(),
             requests: requests.clone(),
             heads: heads.clone(),
             body_sent: body_sent.clone(),
+            released: released.clone(),
         };
         let needle = needle.to_owned();
         std::thread::spawn(move || {
@@ -584,7 +588,14 @@ impl FaultProxy {
             requests,
             heads,
             body_sent,
+            released,
         }
+    }
+
+    /// Ends every [`Fault::Stall`] now (the stalled connections close, as
+    /// after their minute), and makes later ones end at once.
+    pub fn release(&self) {
+        self.released.store(true, Ordering::Relaxed);
     }
 
     /// A proxy that passes everything through and only records.
@@ -651,6 +662,7 @@ struct Counters {
     requests: Arc<AtomicU64>,
     heads: Arc<std::sync::Mutex<Vec<(Instant, String)>>>,
     body_sent: Arc<AtomicU64>,
+    released: Arc<AtomicBool>,
 }
 
 fn fault_one(
@@ -803,7 +815,10 @@ fn fault_one(
                 };
                 client.write_all(&response[..cut])?;
                 client.flush()?;
-                std::thread::sleep(std::time::Duration::from_secs(60));
+                let until = Instant::now() + Duration::from_secs(60);
+                while Instant::now() < until && !counters.released.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
                 return Ok(());
             }
             Fault::MoveUploads(to) => {

@@ -6,6 +6,10 @@
 //!
 //! Local sources are read in place: nothing is copied into a cache first,
 //! and the writer re-hashes every blob as it streams it into the archive.
+//! A run that fetches holds the cache's shared lock from the first fetch
+//! to the last byte written. What a spec needs from the cache, resolved
+//! from its records without the network, is `needs` (for `ferry cache
+//! prune --keep`).
 
 use std::path::PathBuf;
 
@@ -13,6 +17,7 @@ use crate::base::digest::Digest;
 use crate::base::platform::Platform;
 use crate::base::reference::Reference;
 use crate::base::report::Reporter;
+use crate::connected::cache::Cache;
 use crate::connected::chart::ChartError;
 use crate::connected::fetch::{FetchCounts, FetchOptions};
 use crate::connected::inputs::{ChartEntry, ImageEntry, ImageSource, Spec};
@@ -21,8 +26,11 @@ use crate::format::archive::{self, ArchiveError};
 use crate::format::bundle::Bundle;
 use crate::shared::inventory::Inventory;
 
+mod needs;
 mod plan;
 mod resolve;
+
+pub use needs::{cache_needs, CacheNeeds};
 
 use plan::{assemble, plan_chart, plan_chart_file, plan_file, plan_image, Plan};
 use resolve::{fetch_registry_images, fetch_repo_charts, oci_chart_layer, plan_chart_images};
@@ -140,6 +148,9 @@ pub enum PackError {
     /// Writing the archive failed.
     #[error(transparent)]
     Archive(#[from] ArchiveError),
+    /// The fetch cache cannot be used.
+    #[error(transparent)]
+    Cache(#[from] crate::connected::cache::CacheError),
     /// A scratch directory could not be made.
     #[error("cannot create a scratch directory next to {0}")]
     Scratch(PathBuf, #[source] std::io::Error),
@@ -236,6 +247,22 @@ pub fn pack(
         .tempdir_in(&out_dir)
         .map_err(|e| PackError::Scratch(opts.out.clone(), e))?;
     let _scratch_registered = crate::base::interrupt::register(scratch.path());
+    // The cache is shared with other runs and kept in bounds by `ferry
+    // cache`: this run holds its shared lock for as long as it uses the
+    // cache (fetching, then writing the archive from cached blobs), so a
+    // prune or gc waits until it is done.
+    let _cache_lock = match &opts.fetch {
+        Some(f) => {
+            let waiting = || {
+                reporter.note(&format!(
+                    "waiting for the cache {}: a `ferry cache` prune or gc is using it",
+                    f.cache.display()
+                ))
+            };
+            Some(Cache::create(&f.cache)?.lock_shared(Some(&waiting))?)
+        }
+        None => None,
+    };
 
     let filter_of = |entry: &ImageEntry| {
         opts.platforms
