@@ -297,6 +297,20 @@ fn images_true_carries_the_images_a_chart_and_its_subcharts_name() {
         "{source}"
     );
     ferry(["verify".as_ref(), t.path().join("b.tar").as_os_str()]).expect_ok("verify");
+    // The summary counts what the chart images' fetch downloaded: every
+    // blob of both images (the cache was empty), no fewer bytes.
+    let images_bytes: u64 = s["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["kind"] == "image")
+        .map(|a| a["size"].as_u64().unwrap())
+        .sum();
+    let fetched = &s["fetched"];
+    assert!(
+        fetched["bytes_fetched"].as_u64().unwrap_or(0) + 4096 >= images_bytes,
+        "fetched {fetched} for images of {images_bytes} bytes"
+    );
 }
 
 /// Asserts that no temp file (a name starting with `.`) is left under

@@ -83,6 +83,18 @@ pub struct FetchCounts {
     pub blobs_repaired: usize,
 }
 
+impl FetchCounts {
+    /// Adds another run's counts (pack fetches the spec's images, then the
+    /// images its charts name).
+    pub fn add(&mut self, other: &FetchCounts) {
+        self.manifests += other.manifests;
+        self.blobs_fetched += other.blobs_fetched;
+        self.bytes_fetched += other.bytes_fetched;
+        self.blobs_cached += other.blobs_cached;
+        self.blobs_repaired += other.blobs_repaired;
+    }
+}
+
 /// The outcome of a fetch.
 #[derive(Debug)]
 pub struct FetchReport {

@@ -314,7 +314,7 @@ pub fn pack(
         }
     }
     reporter.finish();
-    let chart_images = plan_chart_images(
+    let (chart_images, chart_fetched) = plan_chart_images(
         &mut plan,
         spec,
         opts,
@@ -323,6 +323,14 @@ pub fn pack(
         &filter_of,
         reporter,
     )?;
+    // The summary counts both fetches: the spec's images and the charts'.
+    let fetched = match (fetched, chart_fetched) {
+        (Some(mut a), Some(b)) => {
+            a.add(&b);
+            Some(a)
+        }
+        (a, b) => a.or(b),
+    };
     reporter.start("resolving sources", 0);
     for entry in &spec.files {
         plan_file(&mut plan, entry, scratch.path(), opts.mtime)?;

@@ -130,7 +130,8 @@ pub(super) fn oci_chart_layer(
 }
 
 /// Fetches and plans the images named by charts with `images: true`
-/// (those the spec does not list already); returns (reference, origin).
+/// (those the spec does not list already); returns (reference, origin) for
+/// each, and what that fetch counted.
 pub(super) fn plan_chart_images(
     plan: &mut Plan,
     spec: &Spec,
@@ -139,7 +140,7 @@ pub(super) fn plan_chart_images(
     charts: &[(PathBuf, String)],
     filter_of: &dyn Fn(&ImageEntry) -> Option<Vec<Platform>>,
     reporter: &dyn Reporter,
-) -> Result<Vec<(String, String)>, PackError> {
+) -> Result<(Vec<(String, String)>, Option<FetchCounts>), PackError> {
     let listed: std::collections::HashSet<String> = spec
         .images
         .iter()
@@ -168,7 +169,7 @@ pub(super) fn plan_chart_images(
         }
     }
     if wanted.is_empty() {
-        return Ok(report);
+        return Ok((report, None));
     }
     let Some(fopts) = &opts.fetch else {
         return Err(PackError::Remote {
@@ -192,6 +193,7 @@ pub(super) fn plan_chart_images(
         })
         .collect();
     let fetched = run_fetch(&requests, fopts, rt, reporter)?;
+    let counts = fetched.counts.clone();
     let mut failures = Vec::new();
     let mut roots = Vec::new();
     for ((r, origin), result) in wanted.iter().zip(fetched.results) {
@@ -214,7 +216,7 @@ pub(super) fn plan_chart_images(
             a.source = format!("{} (named by {origin})", a.source);
         }
     }
-    Ok(report)
+    Ok((report, Some(counts)))
 }
 
 /// A chart downloaded from a repository, and how it is named in messages.
