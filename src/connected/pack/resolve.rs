@@ -129,6 +129,10 @@ pub(super) fn oci_chart_layer(
     }
 }
 
+/// Each image charts name, as (reference, where it was found), and what
+/// fetching them counted.
+pub(super) type ChartImages = (Vec<(String, String)>, Option<FetchCounts>);
+
 /// Fetches and plans the images named by charts with `images: true`
 /// (those the spec does not list already); returns (reference, origin) for
 /// each, and what that fetch counted.
@@ -140,7 +144,7 @@ pub(super) fn plan_chart_images(
     charts: &[(PathBuf, String)],
     filter_of: &dyn Fn(&ImageEntry) -> Option<Vec<Platform>>,
     reporter: &dyn Reporter,
-) -> Result<(Vec<(String, String)>, Option<FetchCounts>), PackError> {
+) -> Result<ChartImages, PackError> {
     let listed: std::collections::HashSet<String> = spec
         .images
         .iter()
