@@ -22,7 +22,7 @@ fn quick_start() -> Vec<String> {
     let mut current: Option<Vec<String>> = None;
     for line in readme.lines() {
         match (&mut current, line.trim_start()) {
-            (None, l) if l == "```sh" => current = Some(Vec::new()),
+            (None, "```sh") => current = Some(Vec::new()),
             (Some(_), "```") => blocks.push(current.take().unwrap()),
             (Some(b), l) => b.push(l.to_owned()),
             _ => {}
