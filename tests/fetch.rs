@@ -1022,3 +1022,77 @@ fn a_token_that_cannot_be_a_header_is_an_error_not_a_panic() {
     );
     assert!(!archive.exists());
 }
+
+/// Progress that a retried download reports is taken back when it is
+/// retried: the bar of the blob phase never runs past its total (it once
+/// showed 10.81 MiB/7.51 MiB).
+#[test]
+fn a_retried_download_does_not_push_progress_past_its_total() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct Recorder {
+        phases: Mutex<Vec<(String, u64)>>,
+        done: AtomicU64,
+        over: AtomicU64,
+    }
+    impl ferry::report::Reporter for Recorder {
+        fn start(&self, phase: &str, total: u64) {
+            self.phases.lock().unwrap().push((phase.to_owned(), total));
+            self.done.store(0, Ordering::Relaxed);
+        }
+        fn advance(&self, bytes: u64) {
+            let done = self.done.fetch_add(bytes, Ordering::Relaxed) + bytes;
+            let total = self.phases.lock().unwrap().last().map_or(0, |p| p.1);
+            if total > 0 && done > total {
+                self.over.fetch_max(done - total, Ordering::Relaxed);
+            }
+        }
+        fn finish(&self) {}
+    }
+
+    let t = tempfile::tempdir().unwrap();
+    let layout = source_layout(&t.path().join("src"), 256 << 10);
+    let reg = DockerRegistry::start(&t.path().join("reg"), false);
+    fill_registry(&layout, &reg.host());
+    // Every blob download is cut off halfway once, then retried.
+    let proxy = FaultProxy::start(reg.addr, "/blobs/", Fault::ResetMidBody, 4);
+    let host = proxy.addr.to_string();
+    let requests: Vec<ferry::fetch::FetchRequest> = ["library/app:1.0", "team/tool:2"]
+        .iter()
+        .map(|r| ferry::fetch::FetchRequest {
+            reference: format!("{host}/{r}").parse().unwrap(),
+            platforms: None,
+        })
+        .collect();
+    let opts = ferry::fetch::FetchOptions {
+        cache: t.path().join("cache"),
+        jobs: 2,
+        remote: ferry::remote::RemoteOptions {
+            retries: 3,
+            backoff: std::time::Duration::from_millis(10),
+            ..Default::default()
+        },
+    };
+    let recorder = Recorder::default();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let report = rt
+        .block_on(ferry::fetch::fetch(&requests, &opts, &recorder))
+        .unwrap();
+    assert!(
+        report.results.iter().all(|r| r.is_ok()),
+        "{:?}",
+        report.results
+    );
+    assert!(
+        proxy.hits.load(Ordering::Relaxed) >= 1,
+        "no download was cut off"
+    );
+    assert_eq!(
+        recorder.over.load(Ordering::Relaxed),
+        0,
+        "progress ran past the total: {:?}",
+        recorder.phases.lock().unwrap()
+    );
+}

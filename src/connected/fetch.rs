@@ -348,8 +348,17 @@ async fn fetch_blob(
     received: &Arc<AtomicU64>,
     (reporter, id): (&dyn Reporter, u64),
 ) -> Result<(), RemoteError> {
+    // Bytes this blob's current attempt has counted into `received`: a
+    // retried download takes back its earlier attempt's count, so the bar
+    // never runs past its total.
+    let this_blob = Arc::new(AtomicU64::new(0));
     remote
         .pull_blob(repo, d, |body: BlobBody| {
+            let earlier = this_blob.swap(0, Ordering::Relaxed);
+            let _ = received.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |r| {
+                Some(r.saturating_sub(earlier))
+            });
+            let this_blob = this_blob.clone();
             let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<bytes::Bytes>>(4);
             let root = store.root().to_owned();
             let (d, received) = (*d, received.clone());
@@ -368,12 +377,13 @@ async fn fetch_blob(
                 let mut body = body;
                 while let Some(chunk) = body.next().await {
                     let failed = chunk.is_err();
-                    if let Ok(c) = &chunk {
-                        reporter.item_advance(id, c.len() as u64);
-                    }
+                    let len = chunk.as_ref().map_or(0, |c| c.len() as u64);
                     if tx.send(chunk).await.is_err() || failed {
                         break;
                     }
+                    // Sent is received: the writer counts it as it reads.
+                    this_blob.fetch_add(len, Ordering::Relaxed);
+                    reporter.item_advance(id, len);
                 }
                 drop(tx);
                 match writer.await {
