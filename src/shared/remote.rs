@@ -1405,9 +1405,10 @@ mod tests {
             .build()
             .unwrap();
         rt.block_on(async {
-            // Nothing listens on the discard port: a request would fail
-            // with a connection error, not with the name.
-            let remote = Remote::connect("127.0.0.1:9", &RemoteOptions::default())
+            // A name that resolves nowhere (and is not loopback, so connect
+            // probes nothing): a request would fail with a connection
+            // error, not with the name.
+            let remote = Remote::connect("registry.invalid:9", &RemoteOptions::default())
                 .await
                 .unwrap();
             let d = Digest::of(b"x");
