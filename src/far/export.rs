@@ -441,13 +441,7 @@ fn choose(
                 ts[i].tag.clone(),
             ),
             _ => {
-                let r: Reference =
-                    x.reference
-                        .parse()
-                        .map_err(|source| MappingError::Reference {
-                            reference: x.reference.clone(),
-                            source,
-                        })?;
+                let r = crate::shared::mapping::image_reference(x)?;
                 (r.name(), r.tag().map(str::to_owned))
             }
         };

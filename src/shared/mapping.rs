@@ -142,13 +142,7 @@ impl TargetRules {
     pub fn target(&self, a: &Artifact) -> Result<Target, MappingError> {
         let (path, tag) = match a.kind {
             ArtifactKind::Image => {
-                let r: Reference =
-                    a.reference
-                        .parse()
-                        .map_err(|source| MappingError::Reference {
-                            reference: a.reference.clone(),
-                            source,
-                        })?;
+                let r = image_reference(a)?;
                 let path = if self.keep_host {
                     format!("{}/{}", r.registry().replace(':', "-"), r.repository())
                 } else {
@@ -207,6 +201,17 @@ impl TargetRules {
         }
         Ok(out)
     }
+}
+
+/// An image artifact's reference, parsed (bundle.json is read as
+/// untrusted, so a reference that does not parse is an error naming it).
+pub fn image_reference(a: &Artifact) -> Result<Reference, MappingError> {
+    a.reference
+        .parse()
+        .map_err(|source| MappingError::Reference {
+            reference: a.reference.clone(),
+            source,
+        })
 }
 
 /// The `format` of map files.
