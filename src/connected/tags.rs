@@ -334,7 +334,10 @@ mod tests {
             tags(&["1.0.0", "1.1.0"])
         );
         // Alone, `newest` ranks by version too (a pre-release below its release).
-        assert_eq!(pick(sel(None, None, Some(2))), tags(&["1.2.0-rc.1", "2.0.0"]));
+        assert_eq!(
+            pick(sel(None, None, Some(2))),
+            tags(&["1.2.0-rc.1", "2.0.0"])
+        );
         // `latest` is a tag name like any other, not "newest".
         assert_eq!(pick(sel(None, Some("^latest$"), None)), tags(&["latest"]));
         assert_eq!(
