@@ -24,8 +24,8 @@ pub mod shared;
 // The flat paths (`ferry::digest`, `ferry::archive`, …) are the public
 // API the binary, the tests and the fuzz targets use; the folders above
 // are the design (see ARCHITECTURE.md).
-pub use base::{digest, interrupt, platform, reference, report};
-pub use connected::{cache, fetch, inputs, pack, source};
+pub use base::{digest, interrupt, platform, reference, report, version};
+pub use connected::{cache, fetch, inputs, lock, pack, source, tags};
 pub use far::{bundle_report, export, load, serve, unpack, verify};
 pub use format::{archive, bundle, layout, oci, sign};
 pub use shared::{inventory, mapping, remote, rewrite};

@@ -1,7 +1,8 @@
 //! The bottom layer: what every other part of ferry uses and that uses
 //! nothing of ferry's. Typed digests and streaming hashes ([`digest`]),
 //! image references ([`reference`](mod@reference)) and platforms
-//! ([`platform`]), error chains for messages ([`error`]), the progress
+//! ([`platform`]), versions and Helm's version constraints ([`version`]),
+//! error chains for messages ([`error`]), the progress
 //! trait ([`report`]) and the clean-up of
 //! temp files on Ctrl-C ([`interrupt`]).
 
@@ -11,3 +12,4 @@ pub mod interrupt;
 pub mod platform;
 pub mod reference;
 pub mod report;
+pub mod version;

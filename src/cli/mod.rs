@@ -13,6 +13,7 @@ mod man;
 mod pack;
 mod progress;
 mod remote_args;
+mod resolve;
 mod rewrite;
 mod serve;
 mod unpack;
@@ -69,6 +70,8 @@ pub enum Command {
     Rewrite(rewrite::Args),
     /// List the blobs a registry or an earlier bundle holds (for `pack --have`).
     Inventory(inventory::Args),
+    /// Write a lock file: the exact tags, digests and chart versions a spec chooses.
+    Resolve(resolve::Args),
     /// Show the fetch cache, or prune it (ls, prune, gc).
     Cache(cache::Args),
     /// Print the shell completion script (bash, zsh, fish, powershell, elvish).
@@ -119,6 +122,7 @@ pub fn run() -> ExitCode {
         Command::Serve(a) => serve::run(a, &settings),
         Command::Rewrite(a) => rewrite::run(a, &settings),
         Command::Inventory(a) => inventory::run(a, &settings),
+        Command::Resolve(a) => resolve::run(a, &settings),
         Command::Cache(a) => cache::run(a, &settings),
         Command::Completion(a) => completion::run(a, &settings),
         Command::Man(a) => man::run(a, &settings),

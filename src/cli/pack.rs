@@ -60,6 +60,11 @@ pub struct Args {
     /// signatures made for the old digests no longer apply.
     #[arg(long)]
     pub oci: bool,
+    /// Pack exactly what this lock file (from `ferry resolve`) chose: the
+    /// same tags and chart versions, fetched by digest. Fails if a locked
+    /// tag has moved.
+    #[arg(long, value_name = "LOCK")]
+    pub lock: Option<PathBuf>,
     #[command(flatten)]
     pub remote: RemoteArgs,
 }
@@ -105,6 +110,10 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
         volume_size: args.volume_size,
         compress: args.compress,
         oci: args.oci,
+        lock: match &args.lock {
+            Some(p) => Some(ferry::lock::Lock::read(p)?),
+            None => None,
+        },
         have: match &args.have {
             Some(p) => Some(ferry::inventory::Inventory::read(p)?),
             None => None,
@@ -127,10 +136,19 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
                 "name": summary.bundle.name,
                 "artifacts": summary.bundle.artifacts,
                 "fetched": summary.fetched,
+                "tags": summary.tags.iter().map(|c| serde_json::json!({"image": c.image, "rule": c.rule, "chosen": c.tags})).collect::<Vec<_>>(),
                 "chart_images": summary.chart_images.iter().map(|(r, o)| serde_json::json!({"reference": r, "origin": o})).collect::<Vec<_>>(),
             })
         ));
     } else {
+        for c in &summary.tags {
+            lines.push(format!(
+                "  tags   {} {} chose {}",
+                c.image,
+                c.rule,
+                c.tags.join(", ")
+            ));
+        }
         for a in &summary.bundle.artifacts {
             let filtered = match (a.source_digest, a.converted.is_empty()) {
                 (Some(src), true) => format!(" (platform-filtered: new index; source index {src})"),

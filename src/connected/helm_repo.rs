@@ -18,6 +18,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::base::digest::Digest;
+use crate::base::version::{parse_lenient as parse_version, Constraint};
 use crate::connected::cache::{Record, Source};
 use crate::connected::chart::CHART_MAX_DECOMPRESSED;
 use crate::format::blob::Mismatch;
@@ -271,6 +272,8 @@ pub struct FetchedChart {
     pub path: PathBuf,
     /// The version chosen.
     pub version: String,
+    /// The archive's digest.
+    pub digest: Digest,
 }
 
 /// Fetches chart `name` matching `constraint` from the repository at
@@ -517,6 +520,7 @@ pub async fn fetch_chart(
     Ok(FetchedChart {
         path: store.blob_path(&d),
         version: entry.version.clone(),
+        digest: d,
     })
 }
 
@@ -681,78 +685,6 @@ fn common_prefix(a: &str, b: &str) -> usize {
     a.chars().zip(b.chars()).take_while(|(x, y)| x == y).count()
 }
 
-/// A version as semver, tolerating Helm's leading `v` and short forms.
-fn parse_version(v: &str) -> Option<semver::Version> {
-    let v = v.trim().trim_start_matches('v');
-    semver::Version::parse(v).ok().or_else(|| {
-        let (core, rest) = match v.find(['-', '+']) {
-            Some(i) => v.split_at(i),
-            None => (v, ""),
-        };
-        let parts = core.split('.').count();
-        let padded = match parts {
-            1 => format!("{core}.0.0{rest}"),
-            2 => format!("{core}.0{rest}"),
-            _ => return None,
-        };
-        semver::Version::parse(&padded).ok()
-    })
-}
-
-/// Helm's constraint syntax as `semver` requirements (one per `||`
-/// alternative).
-fn requirements(constraint: &str) -> Result<Vec<semver::VersionReq>, String> {
-    let mut out = Vec::new();
-    for alt in constraint.split("||") {
-        let alt = alt.trim();
-        if alt.is_empty() || alt == "*" || alt == "x" {
-            out.push(semver::VersionReq::STAR);
-            continue;
-        }
-        // Hyphen range: `1.2 - 1.4`.
-        let comparators: Vec<String> = if let Some((lo, hi)) = alt.split_once(" - ") {
-            vec![format!(">={}", lo.trim()), format!("<={}", hi.trim())]
-        } else {
-            // Join an operator to the version after it (`>= 1.2`).
-            let mut parts: Vec<String> = Vec::new();
-            for tok in alt.split([' ', ',']).filter(|t| !t.is_empty()) {
-                match parts.last_mut() {
-                    Some(last)
-                        if matches!(
-                            last.as_str(),
-                            ">" | ">=" | "<" | "<=" | "=" | "~" | "^" | "!="
-                        ) =>
-                    {
-                        last.push_str(tok);
-                    }
-                    _ => parts.push(tok.to_owned()),
-                }
-            }
-            parts
-        };
-        let fixed: Vec<String> = comparators
-            .into_iter()
-            .map(|c| {
-                let c = c.replace(".x", ".*").replace(".X", ".*");
-                let op_len = c.len() - c.trim_start_matches(['>', '<', '=', '~', '^', '!']).len();
-                let (op, v) = c.split_at(op_len);
-                let v = v.trim_start_matches('v');
-                if op.is_empty() && !v.contains('*') {
-                    // A bare version is exact in Helm (caret in `semver`).
-                    format!("={v}")
-                } else {
-                    format!("{op}{v}")
-                }
-            })
-            .collect();
-        if fixed.iter().any(|c| c.starts_with("!=")) {
-            return Err("`!=` is not supported".into());
-        }
-        out.push(semver::VersionReq::parse(&fixed.join(", ")).map_err(|e| e.to_string())?);
-    }
-    Ok(out)
-}
-
 /// The highest of `versions` that `constraint` matches, by the rule
 /// [`fetch_chart`] chooses from an index with (`prune --keep` asks it of
 /// the versions the cache recorded).
@@ -777,11 +709,11 @@ fn choose<'e>(
     versions: &'e [IndexEntry],
     constraint: &str,
 ) -> Result<Option<&'e IndexEntry>, String> {
-    let reqs = requirements(constraint)?;
+    let constraint = Constraint::parse(constraint)?;
     Ok(versions
         .iter()
         .filter_map(|e| Some((parse_version(&e.version)?, e)))
-        .filter(|(v, _)| reqs.iter().any(|r| r.matches(v)))
+        .filter(|(v, _)| constraint.matches(v))
         .max_by(|a, b| a.0.cmp(&b.0))
         .map(|(_, e)| e))
 }
@@ -893,7 +825,7 @@ mod tests {
                 doc.push(alphabet[(seed % alphabet.len() as u64) as usize]);
             }
             let _ = scan_index(&doc);
-            let _ = requirements(&doc);
+            let _ = Constraint::parse(&doc);
         }
     }
 

@@ -236,6 +236,192 @@ pub struct ImageEntry {
     /// The reference it is carried as (`index.json` ref name); defaults to
     /// the registry reference or the local `ref.name`.
     pub name: Option<Reference>,
+    /// Which tags of a registry repository to carry (`tags:`); the entry
+    /// then stands for one image per chosen tag.
+    pub tags: Option<TagRule>,
+}
+
+/// Which tags of a repository an image entry carries (`tags:` in the
+/// spec). Choosing them from a tag list is `tags` (in `connected`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TagRule {
+    /// `tags: [1.2.0, 1.3.0]`: exactly these tags.
+    List(Vec<String>),
+    /// `tags: {semver, regex, newest}`: the tags every given rule accepts,
+    /// the highest `newest` of them when that is given.
+    Select {
+        /// A version constraint in Helm's grammar (checked when parsed).
+        semver: Option<String>,
+        /// A regular expression a tag must match (unanchored; checked
+        /// when parsed).
+        regex: Option<String>,
+        /// Keep only the N highest of the tags chosen.
+        newest: Option<usize>,
+    },
+}
+
+/// The most bytes a compiled `regex:` tag rule may take.
+pub const TAG_REGEX_MAX: usize = 1 << 20;
+
+impl TagRule {
+    /// The rule's regular expression, compiled with a size limit.
+    pub fn compile_regex(pattern: &str) -> Result<regex::Regex, regex::Error> {
+        regex::RegexBuilder::new(pattern)
+            .size_limit(TAG_REGEX_MAX)
+            .dfa_size_limit(TAG_REGEX_MAX)
+            .build()
+    }
+}
+
+impl fmt::Display for TagRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TagRule::List(tags) => write!(f, "tags [{}]", tags.join(", ")),
+            TagRule::Select {
+                semver,
+                regex,
+                newest,
+            } => {
+                let mut parts = Vec::new();
+                if let Some(c) = semver {
+                    parts.push(format!("semver {c:?}"));
+                }
+                if let Some(r) = regex {
+                    parts.push(format!("regex {r:?}"));
+                }
+                if let Some(n) = newest {
+                    parts.push(format!("newest {n}"));
+                }
+                write!(f, "tags {{{}}}", parts.join(", "))
+            }
+        }
+    }
+}
+
+enum TagRuleMap {
+    List(Vec<TagText>),
+    Select(TagSelectMap),
+}
+
+impl<'de> Deserialize<'de> for TagRuleMap {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = TagRuleMap;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a list of tags or a map with `semver`, `regex` and/or `newest`")
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<TagRuleMap, A::Error> {
+                Vec::<TagText>::deserialize(de::value::SeqAccessDeserializer::new(seq))
+                    .map(TagRuleMap::List)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<TagRuleMap, A::Error> {
+                TagSelectMap::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(TagRuleMap::Select)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A tag as YAML may spell it (`1.2.0` is a string, `1.2` a number).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum TagText {
+    Text(String),
+    Int(u64),
+    Float(f64),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TagSelectMap {
+    #[serde(default)]
+    semver: Option<String>,
+    #[serde(default)]
+    regex: Option<String>,
+    #[serde(default)]
+    newest: Option<usize>,
+}
+
+/// Checks a `tags:` value of the entry `reference` (as written).
+fn tag_rule(reference: &str, m: TagRuleMap) -> Result<TagRule, String> {
+    let raw = reference.strip_prefix("docker://").unwrap_or(reference);
+    let last = raw.rsplit('/').next().unwrap_or(raw);
+    if raw.contains('@') || last.contains(':') {
+        return Err(format!(
+            "image {reference}: `ref` names its own tag or digest and `tags:` chooses tags; give the repository alone (without :TAG or @DIGEST)"
+        ));
+    }
+    match m {
+        TagRuleMap::List(list) => {
+            if list.is_empty() {
+                return Err(format!(
+                    "image {reference}: `tags: []` chooses no tag; name at least one"
+                ));
+            }
+            let mut tags = Vec::new();
+            for t in list {
+                let t = match t {
+                    TagText::Text(s) => s,
+                    TagText::Int(n) => n.to_string(),
+                    TagText::Float(x) => {
+                        return Err(format!("image {reference}: tag {x} reads as a number in YAML (and 1.10 as 1.1); quote it"));
+                    }
+                };
+                if !crate::base::reference::is_valid_tag(&t) {
+                    return Err(format!("image {reference}: {t:?} is not a tag (1-128 of [A-Za-z0-9_.-], not starting with . or -)"));
+                }
+                if !tags.contains(&t) {
+                    tags.push(t);
+                }
+            }
+            Ok(TagRule::List(tags))
+        }
+        TagRuleMap::Select(s) => {
+            if s.semver.is_none() && s.regex.is_none() && s.newest.is_none() {
+                return Err(format!("image {reference}: `tags: {{}}` has no rule; use `semver:`, `regex:` and/or `newest:`, or a list of tags"));
+            }
+            if let Some(c) = &s.semver {
+                crate::base::version::Constraint::parse(c).map_err(|why| {
+                    format!("image {reference}: `semver: {c:?}` is not a version constraint: {why}")
+                })?;
+            }
+            if let Some(r) = &s.regex {
+                TagRule::compile_regex(r).map_err(|why| {
+                    format!(
+                        "image {reference}: `regex: {r:?}` is not a regular expression: {}",
+                        first_line(&why.to_string())
+                    )
+                })?;
+            }
+            if s.newest == Some(0) {
+                return Err(format!(
+                    "image {reference}: `newest: 0` keeps no tag; give 1 or more"
+                ));
+            }
+            Ok(TagRule::Select {
+                semver: s.semver,
+                regex: s.regex,
+                newest: s.newest,
+            })
+        }
+    }
+}
+
+impl ImageEntry {
+    /// The entry as messages name it: its source, or for an entry with
+    /// `tags:` the repository (its reference holds no tag of its own).
+    pub fn label(&self) -> String {
+        match (&self.source, &self.tags) {
+            (ImageSource::Registry(r), Some(_)) => r.name(),
+            _ => self.source.to_string(),
+        }
+    }
+
+    fn label_with(&self, rule: &TagRule) -> String {
+        format!("{} {rule}", self.label())
+    }
 }
 
 #[derive(Deserialize)]
@@ -247,6 +433,8 @@ struct ImageEntryMap {
     platforms: Option<Vec<Platform>>,
     #[serde(default)]
     name: Option<String>,
+    #[serde(default)]
+    tags: Option<TagRuleMap>,
 }
 
 impl<'de> Deserialize<'de> for ImageEntry {
@@ -255,13 +443,14 @@ impl<'de> Deserialize<'de> for ImageEntry {
         impl<'de> Visitor<'de> for V {
             type Value = ImageEntry;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("an image reference string or a map with `ref` (and optional `platforms`, `name`)")
+                f.write_str("an image reference string or a map with `ref` (and optional `platforms`, `name`, `tags`)")
             }
             fn visit_str<E: de::Error>(self, s: &str) -> Result<ImageEntry, E> {
                 Ok(ImageEntry {
                     source: ImageSource::parse(s).map_err(E::custom)?,
                     platforms: None,
                     name: None,
+                    tags: None,
                 })
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ImageEntry, A::Error> {
@@ -271,10 +460,23 @@ impl<'de> Deserialize<'de> for ImageEntry {
                     Some(n) => Some(n.parse::<Reference>().map_err(de::Error::custom)?),
                     None => None,
                 };
+                let tags = match m.tags {
+                    Some(t) => {
+                        if !matches!(source, ImageSource::Registry(_)) {
+                            return Err(de::Error::custom(format!("image {}: `tags:` chooses tags of a registry repository; a local source has none", m.reference)));
+                        }
+                        if name.is_some() {
+                            return Err(de::Error::custom(format!("image {}: `name:` and `tags:` do not go together (each chosen tag is carried as REPOSITORY:TAG)", m.reference)));
+                        }
+                        Some(tag_rule(&m.reference, t).map_err(de::Error::custom)?)
+                    }
+                    None => None,
+                };
                 Ok(ImageEntry {
                     source,
                     platforms: m.platforms,
                     name,
+                    tags,
                 })
             }
         }
@@ -449,6 +651,7 @@ impl Spec {
                 source,
                 platforms: None,
                 name: None,
+                tags: None,
             });
         }
         Ok(Spec {
@@ -493,9 +696,10 @@ impl Spec {
         }
         let mut seen = std::collections::HashSet::new();
         for i in &self.images {
-            let key = match &i.name {
-                Some(n) => n.to_string(),
-                None => i.source.to_string(),
+            let key = match (&i.name, &i.tags) {
+                (Some(n), _) => n.to_string(),
+                (None, Some(rule)) => i.label_with(rule),
+                (None, None) => i.source.to_string(),
             };
             if !seen.insert(key.clone()) {
                 return Err(InputsError::Duplicate {

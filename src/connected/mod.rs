@@ -11,5 +11,7 @@ pub(crate) mod chart;
 pub mod fetch;
 pub(crate) mod helm_repo;
 pub mod inputs;
+pub mod lock;
 pub mod pack;
 pub mod source;
+pub mod tags;

@@ -769,16 +769,31 @@ impl Remote {
 
     /// Every tag of `repo` (all pages); an unknown repository has none.
     pub async fn list_tags(&self, repo: &str) -> Result<Vec<String>, RemoteError> {
-        const PAGE: usize = 1000;
+        self.list_tags_paged(repo, 1000).await
+    }
+
+    /// Every tag of `repo`, sorted, asked for `page` at a time
+    /// (`?n=PAGE&last=…`, where `last` is the last tag of the page before,
+    /// as the `Link` header of the distribution spec names it), each page
+    /// of at most [`TAG_LIST_MAX`] bytes, until a page brings nothing new
+    /// (so a registry that sends fewer than asked is read to the end). A
+    /// page that is not in lexical order means the registry cannot page by
+    /// `last` (distribution 2.8 does not sort its storage listing): then
+    /// the whole list is asked for in one answer.
+    pub async fn list_tags_paged(
+        &self,
+        repo: &str,
+        page: usize,
+    ) -> Result<Vec<String>, RemoteError> {
+        let size = page.max(1);
         let r = self.reference(repo, "x")?;
-        let mut all: Vec<String> = Vec::new();
-        loop {
-            let last = all.last().cloned();
-            let page = self
-                .retry(&|| format!("listing the tags of {repo}"), || async {
+        let fetch = |n: Option<usize>, last: Option<String>| {
+            let r = &r;
+            async move {
+                self.retry(&|| format!("listing the tags of {repo}"), || async {
                     match self
                         .client
-                        .list_tags(&r, &self.auth, Some(PAGE), last.as_deref())
+                        .list_tags(r, &self.auth, n, last.as_deref())
                         .await
                     {
                         Err(e) if status(&e) == Some(404) || is_not_found(&e) => Ok(Vec::new()),
@@ -786,15 +801,30 @@ impl Remote {
                         Ok(t) => Ok(t.tags),
                     }
                 })
-                .await?;
-            let n = page.len();
+                .await
+            }
+        };
+        let mut all: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+        let mut last: Option<String> = None;
+        loop {
+            let tags = fetch(Some(size), last.clone()).await?;
+            let unsorted = tags.windows(2).any(|w| w.first() >= w.get(1))
+                || last
+                    .as_ref()
+                    .is_some_and(|l| tags.first().is_some_and(|f| f <= l));
+            if unsorted {
+                let whole = fetch(None, None).await?;
+                return Ok(whole
+                    .into_iter()
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .into_iter()
+                    .collect());
+            }
             let before = all.len();
-            all.extend(
-                page.into_iter()
-                    .filter(|x| last.as_deref().is_none_or(|l| x.as_str() > l)),
-            );
-            if n < PAGE || all.len() == before {
-                return Ok(all);
+            last = tags.last().cloned();
+            all.extend(tags);
+            if all.len() == before {
+                return Ok(all.into_iter().collect());
             }
         }
     }

@@ -21,6 +21,7 @@ use crate::connected::cache::Cache;
 use crate::connected::chart::ChartError;
 use crate::connected::fetch::{FetchCounts, FetchOptions};
 use crate::connected::inputs::{ChartEntry, ImageEntry, ImageSource, Spec};
+use crate::connected::lock::Locked;
 use crate::connected::source::SourceError;
 use crate::format::archive::{self, ArchiveError};
 use crate::format::bundle::Bundle;
@@ -148,6 +149,12 @@ pub enum PackError {
     /// Writing the archive failed.
     #[error(transparent)]
     Archive(#[from] ArchiveError),
+    /// Tags could not be chosen.
+    #[error(transparent)]
+    Tags(#[from] crate::connected::tags::TagsError),
+    /// The lock file does not fit the spec, or a locked tag moved.
+    #[error(transparent)]
+    Lock(#[from] crate::connected::lock::LockError),
     /// The fetch cache cannot be used.
     #[error(transparent)]
     Cache(#[from] crate::connected::cache::CacheError),
@@ -192,6 +199,8 @@ pub struct PackOptions {
     /// Convert Docker schema-2 manifests and lists to OCI (`--oci`), which
     /// changes their digests (recorded in bundle.json).
     pub oci: bool,
+    /// Pack exactly what this lock file (from `ferry resolve`) chose.
+    pub lock: Option<crate::connected::lock::Lock>,
 }
 
 /// What a pack run produced.
@@ -212,6 +221,8 @@ pub struct PackSummary {
     /// Images carried because a chart with `images: true` names them:
     /// (reference, where it was found).
     pub chart_images: Vec<(String, String)>,
+    /// The tags each entry with `tags:` chose (or the lock file gave).
+    pub tags: Vec<crate::connected::tags::ChosenTags>,
 }
 
 /// When a bundle is signed, in RFC 3339 UTC: `SOURCE_DATE_EPOCH` when set
@@ -264,6 +275,8 @@ pub fn pack(
         None => None,
     };
 
+    let prepared = prepare(spec, opts, rt, reporter)?;
+    let spec = &prepared.spec;
     let filter_of = |entry: &ImageEntry| {
         opts.platforms
             .as_ref()
@@ -271,8 +284,9 @@ pub fn pack(
             .or(spec.platforms.as_ref())
             .cloned()
     };
-    let (fetched_roots, fetched) = fetch_registry_images(spec, opts, rt, &filter_of, reporter)?;
-    let repo_charts = fetch_repo_charts(spec, opts, rt, reporter)?;
+    let (fetched_roots, fetched) =
+        fetch_registry_images(spec, opts, rt, &filter_of, &prepared.image_pins, reporter)?;
+    let repo_charts = fetch_repo_charts(spec, opts, rt, &prepared.chart_pins, reporter)?;
 
     let mut plan = Plan::default();
     plan.oci = opts.oci;
@@ -388,7 +402,56 @@ pub fn pack(
         bundle,
         fetched,
         chart_images,
+        tags: prepared.tags,
     })
+}
+
+/// The spec as it is packed: with a lock file, what it locked (and a
+/// check that no locked tag moved); else each entry with `tags:` expanded
+/// to the tags its rule chooses now.
+fn prepare(
+    spec: &Spec,
+    opts: &PackOptions,
+    rt: &tokio::runtime::Handle,
+    reporter: &dyn Reporter,
+) -> Result<Locked, PackError> {
+    let remote = opts.fetch.as_ref().map(|f| &f.remote);
+    if let Some(lock) = &opts.lock {
+        let locked = crate::connected::lock::apply(spec, lock)?;
+        if let Some(remote) = remote {
+            reporter.start("checking locked tags", 0);
+            let checked = rt.block_on(crate::connected::lock::check_moved(&locked, remote));
+            reporter.finish();
+            checked?;
+        }
+        return Ok(locked);
+    }
+    let mut out = Locked {
+        spec: spec.clone(),
+        image_pins: vec![None; spec.images.len()],
+        chart_pins: vec![None; spec.charts.len()],
+        tags: Vec::new(),
+    };
+    if crate::connected::tags::has_rules(spec) {
+        let Some(remote) = remote else {
+            return Err(PackError::Remote {
+                entry: spec
+                    .images
+                    .iter()
+                    .find(|e| e.tags.is_some())
+                    .map(ImageEntry::label)
+                    .unwrap_or_default(),
+            });
+        };
+        reporter.start("choosing tags", 0);
+        let chosen = rt.block_on(crate::connected::tags::choose_all(spec, remote));
+        reporter.finish();
+        let chosen = chosen?;
+        out.spec = crate::connected::tags::expand(spec, &chosen);
+        out.image_pins = vec![None; out.spec.images.len()];
+        out.tags = chosen.into_iter().flatten().collect();
+    }
+    Ok(out)
 }
 
 /// The hosts a spec fetches from (registries of images and OCI charts,

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use tokio::runtime::Handle;
 
+use crate::base::digest::Digest;
 use crate::base::platform::Platform;
 use crate::base::reference::Reference;
 use crate::base::report::Reporter;
@@ -27,6 +28,7 @@ pub(super) fn fetch_registry_images(
     opts: &PackOptions,
     rt: &Handle,
     filter_of: &dyn Fn(&ImageEntry) -> Option<Vec<Platform>>,
+    pins: &[Option<Digest>],
     reporter: &dyn Reporter,
 ) -> Result<(BTreeMap<EntryId, Descriptor>, Option<FetchCounts>), PackError> {
     let wanted: Vec<(EntryId, FetchRequest)> = spec
@@ -37,7 +39,12 @@ pub(super) fn fetch_registry_images(
             ImageSource::Registry(r) => Some((
                 EntryId::Image(i),
                 FetchRequest {
-                    reference: r.clone(),
+                    // A locked image is fetched by its digest (the name it
+                    // is carried under stays the entry's).
+                    reference: match (pins.get(i).copied().flatten(), r.digest()) {
+                        (Some(d), None) => format!("{r}@{d}").parse().unwrap_or_else(|_| r.clone()),
+                        _ => r.clone(),
+                    },
                     platforms: filter_of(e),
                 },
             )),
@@ -186,6 +193,7 @@ pub(super) fn plan_chart_images(
             source: ImageSource::Registry(r.clone()),
             platforms: None,
             name: None,
+            tags: None,
         })
         .collect();
     let requests: Vec<FetchRequest> = entries
@@ -235,6 +243,7 @@ pub(super) fn fetch_repo_charts(
     spec: &Spec,
     opts: &PackOptions,
     rt: &Handle,
+    pins: &[Option<Digest>],
     reporter: &dyn Reporter,
 ) -> Result<BTreeMap<EntryId, RepoChart>, PackError> {
     let wanted: Vec<(usize, &str, &str, &str)> = spec
@@ -280,6 +289,23 @@ pub(super) fn fetch_repo_charts(
     let mut failures = Vec::new();
     for (j, repo, name, r) in results {
         match r {
+            Ok(c)
+                if pins
+                    .get(j)
+                    .copied()
+                    .flatten()
+                    .is_some_and(|p| p != c.digest) =>
+            {
+                let locked = pins.get(j).copied().flatten().unwrap_or(c.digest);
+                return Err(crate::connected::lock::LockError::ChartMoved {
+                    repo: repo.to_owned(),
+                    name: name.to_owned(),
+                    version: c.version,
+                    locked,
+                    now: c.digest,
+                }
+                .into());
+            }
             Ok(c) => {
                 charts.insert(
                     EntryId::Chart(j),
