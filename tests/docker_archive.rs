@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 use support::build::{self, layer, Flavour, LayoutBuilder};
 use support::runtimes::Podman;
+use support::RawMember;
 use support::*;
 
 const MULTI: &str = "docker.io/library/multi:1.0";
@@ -355,4 +356,106 @@ fn bad_docker_archives_are_named_with_what_is_wrong() {
     write_raw_tar(&p, &m4, true);
     let e = pack(&format!("docker-archive:{}", s(&p)));
     assert!(e.contains("manifest.json is not valid"), "{e}");
+}
+
+/// What an outsider's review found in legacy `docker save` tars: a layer
+/// named through a symlink (Docker ≤ 24 writes `<id>/layer.tar -> …`) is
+/// read; a gzip layer that does not decompress to its diff_id, a tar that
+/// holds manifest.json twice, and a config without a platform are each
+/// handled at pack, not at the far side.
+#[test]
+fn legacy_tars_with_links_duplicates_bad_gzip_layers_or_no_platform() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let (path, _) = docker25(d);
+    let mut members = read_members(&path);
+    members.retain(|m| m.name != "index.json" && m.name != "oci-layout");
+    let items: Value = serde_json::from_slice(
+        &members
+            .iter()
+            .find(|m| m.name == "manifest.json")
+            .unwrap()
+            .data,
+    )
+    .unwrap();
+    let layer_name = items[0]["Layers"][0].as_str().unwrap().to_owned();
+    let config_name = items[0]["Config"].as_str().unwrap().to_owned();
+    let with_manifest = |members: &mut Vec<RawMember>, items: &Value| {
+        members
+            .iter_mut()
+            .find(|m| m.name == "manifest.json")
+            .unwrap()
+            .data = items.to_string().into_bytes();
+    };
+    let pack = |tar: &Path| {
+        let spec = d.join("s.yaml");
+        std::fs::write(
+            &spec,
+            format!("name: l\nimages:\n  - docker-archive:{}\n", s(tar)),
+        )
+        .unwrap();
+        let out = d.join("l.tar");
+        let _ = std::fs::remove_file(&out);
+        (pack_args(&spec, &out, &[]), out)
+    };
+
+    // The layer through a symlink in another directory.
+    let mut m = members.clone();
+    let mut link = RawMember::file("v1id/layer.tar", b"");
+    link.typeflag = b'2';
+    link.link = format!("../{layer_name}");
+    m.push(link);
+    let mut it = items.clone();
+    it[0]["Layers"] = json!(["v1id/layer.tar"]);
+    with_manifest(&mut m, &it);
+    let p = d.join("symlink.tar");
+    write_raw_tar(&p, &m, true);
+    let (o, out) = pack(&p);
+    assert!(o.ok(), "a symlinked layer: {}", o.stderr);
+    ferry(["verify", s(&out)]).expect_ok("verify");
+
+    // A gzip layer that is not its diff_id.
+    let mut m = members.clone();
+    m.iter_mut().find(|x| x.name == layer_name).unwrap().data =
+        build::gzip(b"not the layer at all");
+    let p = d.join("gzip.tar");
+    write_raw_tar(&p, &m, true);
+    let (o, out) = pack(&p);
+    let e = o.expect_fail("a gzip layer that is not its diff_id");
+    assert!(
+        e.contains(&format!("layer {layer_name} decompresses to"))
+            && e.contains("diff_id is sha256:"),
+        "{e}"
+    );
+    assert!(!out.exists());
+
+    // manifest.json twice: which one counts differs between tools.
+    let mut m = members.clone();
+    m.push(RawMember::file("manifest.json", b"[]"));
+    let p = d.join("twice.tar");
+    write_raw_tar(&p, &m, true);
+    let e = pack(&p).0.expect_fail("manifest.json twice");
+    assert!(e.contains("holds manifest.json twice"), "{e}");
+
+    // A config with no os or architecture records no platform.
+    let mut m = members.clone();
+    let cfg = m.iter_mut().find(|x| x.name == config_name).unwrap();
+    let mut c: Value = serde_json::from_slice(&cfg.data).unwrap();
+    c["os"] = json!("");
+    c["architecture"] = json!("");
+    cfg.data = c.to_string().into_bytes();
+    let new_config = ferry::digest::Digest::of(&cfg.data);
+    cfg.name = format!("blobs/sha256/{}", new_config.hex());
+    let mut it = items.clone();
+    it[0]["Config"] = json!(cfg.name.clone());
+    with_manifest(&mut m, &it);
+    let p = d.join("noplatform.tar");
+    write_raw_tar(&p, &m, true);
+    let (o, out) = pack(&p);
+    assert!(o.ok(), "{}", o.stderr);
+    let a = &inspect_json(&out)["artifacts"][0];
+    assert!(
+        a.get("platforms").is_none() || a["platforms"] == json!([]),
+        "{a}"
+    );
 }

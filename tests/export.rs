@@ -745,3 +745,69 @@ fn docker_format_images_are_marked_and_pack_oci_converts_them_with_pins_translat
     )
     .expect_ok("export");
 }
+
+/// What an outsider's review found: `-o` naming the archive itself (or a
+/// FIFO) destroyed or replaced it and still exited 0; two images with one
+/// name were both exported under it; the tar was readable by its owner
+/// only.
+#[test]
+fn export_refuses_its_own_archive_a_fifo_and_one_name_for_two_images() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let spec = fixture(d, 4096);
+    let archive = d.join("b.tar");
+    pack_spec(&spec, &archive);
+    let before = std::fs::read(&archive).unwrap();
+
+    let e = export(&archive, &archive, &["--format", "oci-archive"])
+        .expect_fail("export over its own archive");
+    assert!(e.contains("is the archive being exported"), "{e}");
+    assert!(
+        std::fs::read(&archive).unwrap() == before,
+        "the archive changed"
+    );
+
+    let fifo = d.join("fifo");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let e = export(&archive, &fifo, &["--format", "oci-archive"]).expect_fail("export to a FIFO");
+    assert!(
+        e.contains("is not a regular file") && e.contains("-o -"),
+        "{e}"
+    );
+    assert!(std::fs::symlink_metadata(&fifo)
+        .unwrap()
+        .file_type()
+        .is_fifo());
+
+    let out = d.join("ok.tar");
+    export(&archive, &out, &["--format", "oci-archive"]).expect_ok("export");
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    assert_eq!(
+        std::fs::metadata(&out).unwrap().permissions().mode() & 0o777,
+        0o644
+    );
+
+    // One image carried twice, under one tag: by name and by tag@digest.
+    let two = d.join("two.yaml");
+    std::fs::write(
+        &two,
+        format!(
+            "name: two\nimages:\n  - ref: oci:layout:{DOCKER_ONE}\n    name: docker.io/library/x:1\n  - ref: oci:layout:{MULTI}\n    name: docker.io/library/x:1@{}\n",
+            inspect_json(&archive)["artifacts"][0]["digest"].as_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let b2 = d.join("two.tar");
+    pack_spec(&two, &b2);
+    let e = export(&b2, &d.join("x.tar"), &["--platform", "linux/amd64"])
+        .expect_fail("two images, one name");
+    assert!(
+        e.contains("would both be exported as docker.io/library/x:1"),
+        "{e}"
+    );
+    assert!(!d.join("x.tar").exists());
+}

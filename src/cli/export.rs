@@ -14,8 +14,8 @@ pub enum Format {
     /// `docker save`'s form (manifest.json, repositories) with index.json:
     /// for docker load, podman load, ctr images import and k3s agent/images/.
     DockerArchive,
-    /// An OCI image layout tar of the images (ctr images import, skopeo
-    /// oci-archive:).
+    /// An OCI image layout tar of the images, every platform unless
+    /// --platform (ctr images import --all-platforms).
     OciArchive,
 }
 
@@ -91,8 +91,9 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
         ExportFormat::OciArchive => "oci-archive",
     };
     let mut lines = vec![format!(
-        "exported {} images ({} blobs, {}) into {} ({form})",
+        "exported {} image{} ({} blobs, {}) into {} ({form})",
         s.images.len(),
+        if s.images.len() == 1 { "" } else { "s" },
         s.blobs,
         human(s.bytes),
         if to_stdout {

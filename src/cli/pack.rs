@@ -153,8 +153,9 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
             let filtered = match (a.source_digest, a.converted.is_empty()) {
                 (Some(src), true) => format!(" (platform-filtered: new index; source index {src})"),
                 (Some(src), false) => format!(
-                    " (converted to OCI: {} documents changed; source digest {src})",
-                    a.converted.len()
+                    " (converted to OCI: {} document{} changed; source digest {src})",
+                    a.converted.len(),
+                    if a.converted.len() == 1 { "" } else { "s" }
                 ),
                 (None, _) => String::new(),
             };

@@ -90,6 +90,18 @@ pub enum SourceError {
         #[source]
         source: serde_json::Error,
     },
+    /// A gzip layer file that does not decompress to its diff_id.
+    #[error("{layout}: layer {member} decompresses to {actual}, but the config says its diff_id is {diff_id}")]
+    DiffId {
+        /// The archive.
+        layout: String,
+        /// The layer member.
+        member: String,
+        /// What the config says.
+        diff_id: Digest,
+        /// What it decompresses to.
+        actual: Digest,
+    },
     /// A config whose diff_ids do not pair with the image's layer files.
     #[error("{layout}: config {config} lists {diff_ids} layers (diff_ids) but manifest.json gives {layers} layer files")]
     LayerCount {
@@ -358,11 +370,22 @@ impl LocalLayout {
         };
         let normal = |s: &str| s.parse::<crate::base::reference::Reference>().ok();
         let wanted = normal(n);
+        // A name matches exactly, or in another spelling of the same
+        // reference when the entry's name is a full one (a tag-only
+        // ref.name such as `1.0` is matched exactly only).
+        let same = |name: &str, full_only: bool| {
+            name == n
+                || (wanted.is_some()
+                    && (!full_only || name.contains('/'))
+                    && normal(name) == wanted)
+        };
         let answers = |d: &&Descriptor| {
-            d.annotations.get(oci::ANN_REF_NAME).map(String::as_str) == Some(n)
+            d.annotations
+                .get(oci::ANN_REF_NAME)
+                .is_some_and(|r| same(r, true))
                 || d.annotations
                     .get(oci::ANN_IMAGE_NAME)
-                    .is_some_and(|full| full == n || (wanted.is_some() && normal(full) == wanted))
+                    .is_some_and(|full| same(full, false))
         };
         let matches: Vec<&Descriptor> = self.index.manifests.iter().filter(answers).collect();
         match matches.as_slice() {
@@ -458,7 +481,12 @@ impl BlobSource for LocalLayout {
 }
 
 /// The regular files of a tar: path (without a leading `./`) → offset of
-/// its data, size.
+/// its data, size. Symbolic and hard links to a regular file inside the
+/// tar count as that file (`docker save` writes `<id>/layer.tar` as a
+/// link to another layer with the same content); a link that leaves the
+/// tar, dangles or points at another link is left out, so naming it fails
+/// as a missing member. A name given twice is refused: tools disagree on which one
+/// counts (the first for skopeo and podman, the last for a plain map).
 fn scan_tar(path: &Path) -> Result<HashMap<String, (u64, u64)>, SourceError> {
     let f = fs_err::File::open(path)?;
     let bad = |source| SourceError::BadTar {
@@ -467,16 +495,70 @@ fn scan_tar(path: &Path) -> Result<HashMap<String, (u64, u64)>, SourceError> {
     };
     let mut ar = tar::Archive::new(f);
     let mut members = HashMap::new();
+    let mut links: HashMap<String, String> = HashMap::new();
+    let clean = |name: &str| name.trim_start_matches("./").to_owned();
     for entry in ar.entries().map_err(bad)? {
         let entry = entry.map_err(bad)?;
-        if !entry.header().entry_type().is_file() {
-            continue;
+        let kind = entry.header().entry_type();
+        let name = clean(&String::from_utf8_lossy(&entry.path_bytes()));
+        if kind.is_file() || kind.is_symlink() || kind.is_hard_link() {
+            if members.contains_key(&name) || links.contains_key(&name) {
+                return Err(SourceError::BadTar {
+                    path: path.to_owned(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("it holds {name} twice"),
+                    ),
+                });
+            }
         }
-        let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-        let name = name.trim_start_matches("./").to_owned();
-        members.insert(name, (entry.raw_file_position(), entry.size()));
+        if kind.is_file() {
+            members.insert(name, (entry.raw_file_position(), entry.size()));
+        } else if kind.is_symlink() || kind.is_hard_link() {
+            let Some(target) = entry.link_name_bytes() else {
+                continue;
+            };
+            let target = String::from_utf8_lossy(&target).into_owned();
+            // A symlink is relative to its own directory; a hard link
+            // names a member from the tar's root.
+            let target = if kind.is_symlink() {
+                let dir = name.rsplit_once('/').map_or("", |(d, _)| d);
+                resolve_link(dir, &target)
+            } else {
+                Some(clean(&target))
+            };
+            if let Some(t) = target {
+                links.insert(name, t);
+            }
+        }
+    }
+    // One hop: a link to a regular file. A link to a link is left out
+    // (docker save never writes one, and no chain can loop).
+    for (name, target) in links {
+        if let Some(&at) = members.get(&target) {
+            members.entry(name).or_insert(at);
+        }
     }
     Ok(members)
+}
+
+/// A link target with `.` and `..` worked out against `dir`, or `None`
+/// when it is absolute or leaves the tar.
+fn resolve_link(dir: &str, target: &str) -> Option<String> {
+    if target.starts_with('/') {
+        return None;
+    }
+    let mut parts: Vec<&str> = dir.split('/').filter(|p| !p.is_empty()).collect();
+    for p in target.split('/') {
+        match p {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            p => parts.push(p),
+        }
+    }
+    Some(parts.join("/"))
 }
 
 fn read_limited<R: Read>(r: R, limit: u64) -> std::io::Result<Vec<u8>> {
@@ -671,6 +753,20 @@ fn convert_document(
             if !changed {
                 memo.insert(d.digest, None);
                 return Ok(None);
+            }
+            // An attestation manifest names the child it describes by
+            // digest: point it at that child's new digest.
+            for m in &mut manifests {
+                let Some(target) = m.annotations.get(ATTESTATION_KEY) else {
+                    continue;
+                };
+                let renamed = changes
+                    .iter()
+                    .find(|c| c.from.to_string() == *target)
+                    .map(|c| c.to.to_string());
+                if let Some(new) = renamed {
+                    m.annotations.insert(ATTESTATION_KEY.to_owned(), new);
+                }
             }
             let index = Index {
                 media_type: Some(oci::OCI_INDEX.to_owned()),

@@ -138,6 +138,30 @@ pub enum ExportError {
         #[source]
         source: io::Error,
     },
+    /// The output is the archive being read (or one of its volumes).
+    #[error("{out} is the archive being exported ({archive}); write the export to another file")]
+    SameFile {
+        /// The output.
+        out: PathBuf,
+        /// The archive file it is.
+        archive: PathBuf,
+    },
+    /// The output exists and is not a regular file.
+    #[error("{out} is not a regular file (a FIFO, device, directory or symlink); export writes a new file and renames it into place, so name a file, or use `-o -` to stream")]
+    NotAFile {
+        /// The output.
+        out: PathBuf,
+    },
+    /// Two images would load under one name.
+    #[error("{first} and {second} would both be exported as {name}; export one of them (--image), or name them by registry (--registry)")]
+    SameName {
+        /// The name.
+        name: String,
+        /// The first image.
+        first: String,
+        /// The second image.
+        second: String,
+    },
     /// The output could not be written.
     #[error("writing {out}")]
     Write {
@@ -255,12 +279,27 @@ pub fn export_to(
         out: name.clone(),
         source,
     };
+    // The tar is written beside OUT and renamed over it: a FIFO, a device
+    // or a symlink there would be replaced, not written into.
+    if let Ok(m) = std::fs::symlink_metadata(out) {
+        if !m.is_file() {
+            return Err(ExportError::NotAFile {
+                out: out.to_owned(),
+            });
+        }
+    }
     let tmp = partial_file(out)?;
     let _registered = crate::base::interrupt::register(tmp.path());
     let mut w = io::BufWriter::with_capacity(1 << 20, tmp.as_file());
-    let summary = export(archive, &mut w, &name, opts, reporter)?;
+    let summary = export_inner(archive, &mut w, &name, Some(out), opts, reporter)?;
     w.flush().map_err(write_err)?;
     drop(w);
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))
+            .map_err(write_err)?;
+    }
     tmp.as_file().sync_data().map_err(write_err)?;
     tmp.persist(out).map_err(|e| write_err(e.error))?;
     Ok(summary)
@@ -275,7 +314,28 @@ pub fn export(
     opts: &ExportOptions,
     reporter: &dyn Reporter,
 ) -> Result<ExportSummary, ExportError> {
+    export_inner(archive, out, out_name, None, opts, reporter)
+}
+
+/// [`export`], refusing an output file (`out_path`) that is the archive
+/// itself or one of its volumes, which the rename would destroy.
+fn export_inner(
+    archive: &Path,
+    out: &mut dyn Write,
+    out_name: &str,
+    out_path: Option<&Path>,
+    opts: &ExportOptions,
+    reporter: &dyn Reporter,
+) -> Result<ExportSummary, ExportError> {
     let a = Archive::open_head(archive)?;
+    if let Some(id) = out_path.and_then(file_id) {
+        if let Some(f) = a.files().into_iter().find(|f| file_id(f) == Some(id)) {
+            return Err(ExportError::SameFile {
+                out: out_path.unwrap_or(archive).to_owned(),
+                archive: f.to_owned(),
+            });
+        }
+    }
     let signature = a.check_key(opts.key.as_deref())?;
     a.check_model()?;
     let locations = a.blob_locations();
@@ -369,6 +429,12 @@ pub fn export(
         bytes: tar.bytes,
         signature,
     })
+}
+
+/// A file's device and inode, when it exists.
+fn file_id(p: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()))
 }
 
 fn read_document(a: &Archive, locations: &Locations, d: &Digest) -> io::Result<Vec<u8>> {
@@ -467,6 +533,20 @@ fn choose(
             layers,
         });
     }
+    // Two images under one name: the runtime keeps whichever it imports
+    // last, silently.
+    let mut seen: HashMap<&str, &str> = HashMap::new();
+    for c in &out {
+        if let Some(name) = &c.name {
+            if let Some(first) = seen.insert(name, &c.artifact.reference) {
+                return Err(ExportError::SameName {
+                    name: name.clone(),
+                    first: first.to_owned(),
+                    second: c.artifact.reference.clone(),
+                });
+            }
+        }
+    }
     Ok(out)
 }
 
@@ -535,6 +615,18 @@ fn pick_platform(
             };
             let child = match (matching.as_slice(), &opts.platform) {
                 ([only], _) => only.0.clone(),
+                // An index of one child that names no platform: that child.
+                ([], _) if runnable.is_empty() && i.manifests.len() == 1 => {
+                    match i.manifests.first() {
+                        Some(c) => c.clone(),
+                        None => {
+                            return Err(ExportError::Nested {
+                                image: x.reference.clone(),
+                                digest: carried.digest,
+                            })
+                        }
+                    }
+                }
                 ([], Some(p)) => {
                     return Err(ExportError::MissingPlatform {
                         image: x.reference.clone(),

@@ -446,6 +446,12 @@ impl ImageMap {
         let by_tag = r
             .tag()
             .and_then(|t| self.by_name_tag.get(&(r.name(), t.to_owned())));
+        // A pin on a digest the bundle does not carry is not in it, tag or
+        // not: falling back to the tag would re-pin it to other content
+        // (another platform's index, say).
+        if r.digest().is_some() && by_digest.is_none() {
+            return None;
+        }
         let mut e = by_digest
             .or(by_tag)
             .and_then(|&i| self.entries.get(i))?
@@ -568,6 +574,12 @@ mod tests {
             let r: Reference = format!("docker.io/library/app@{pin}").parse().unwrap();
             assert_eq!(back.lookup(&r).map(|e| e.digest), Some(want), "{pin}");
         }
+        // A pin on a digest the bundle does not carry is not in it, even
+        // with a tag that is: re-pinning it would change what runs.
+        let stray: Reference = format!("docker.io/library/app:1@{}", Digest::of(b"other"))
+            .parse()
+            .unwrap();
+        assert!(back.lookup(&stray).is_none());
         // Without conversions the map stays version 1 for older readers.
         let plain = ImageMap::from_bundle(
             &Bundle {

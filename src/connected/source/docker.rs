@@ -254,13 +254,16 @@ pub fn pick(
             layers: item.layers.len(),
         });
     }
-    let platform = Platform {
+    // A config without os or architecture names no platform (as the OCI
+    // walker records it), and no filter can be checked against it.
+    let platform = Some(Platform {
         os: config.os.clone(),
         architecture: config.architecture.clone(),
         variant: config.variant.clone().filter(|v| !v.is_empty()),
-    };
-    if let Some(filter) = filter.filter(|f| !f.is_empty()) {
-        if !filter.iter().any(|f| f.accepts(&platform)) {
+    })
+    .filter(|p| !p.os.is_empty() && !p.architecture.is_empty());
+    if let (Some(filter), Some(platform)) = (filter.filter(|f| !f.is_empty()), &platform) {
+        if !filter.iter().any(|f| f.accepts(platform)) {
             return Err(SourceError::MissingPlatform {
                 image: name.clone().unwrap_or_else(|| label.to_owned()),
                 platform: filter.first().cloned().unwrap_or_else(|| platform.clone()),
@@ -295,12 +298,20 @@ pub fn pick(
     for (member, diff_id) in item.layers.iter().zip(&config.rootfs.diff_ids) {
         let (off, size) = at_of(member)?;
         // An uncompressed layer file is its own diff_id (the archive writer
-        // re-hashes it on the way in); a gzip one is hashed here.
+        // re-hashes it on the way in); a gzip one is hashed here, and what
+        // it decompresses to must be the diff_id, or the image would fail
+        // only at the far side's import.
         let (media_type, digest) = if is_gzip(path, off, size)? {
-            (
-                oci::OCI_LAYER_GZIP,
-                hash_range(path, off, size).map_err(SourceError::Io)?,
-            )
+            let (digest, unpacked) = hash_gzip_range(path, off, size).map_err(SourceError::Io)?;
+            if unpacked != *diff_id {
+                return Err(SourceError::DiffId {
+                    layout: label.to_owned(),
+                    member: member.clone(),
+                    diff_id: *diff_id,
+                    actual: unpacked,
+                });
+            }
+            (oci::OCI_LAYER_GZIP, digest)
         } else {
             (oci::OCI_LAYER_TAR, *diff_id)
         };
@@ -339,7 +350,7 @@ pub fn pick(
             root,
             source_digest: None,
             converted: Vec::new(),
-            platforms: vec![platform],
+            platforms: platform.into_iter().collect(),
             blobs,
         },
         name,
@@ -357,19 +368,32 @@ fn is_gzip(path: &Path, off: u64, size: u64) -> Result<bool, SourceError> {
     Ok(magic == [0x1f, 0x8b])
 }
 
-fn hash_range(path: &Path, off: u64, size: u64) -> std::io::Result<Digest> {
+/// The digest of a gzip layer file, and of what it decompresses to.
+fn hash_gzip_range(path: &Path, off: u64, size: u64) -> std::io::Result<(Digest, Digest)> {
+    use std::io::Write;
     let mut f = fs_err::File::open(path)?;
     f.seek(SeekFrom::Start(off))?;
-    let mut w = HashingWriter::new(std::io::sink());
-    let copied = std::io::copy(&mut f.take(size), &mut w)?;
-    if copied != size {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::UnexpectedEof,
-            format!("{} ended inside a layer", path.display()),
-        ));
+    let mut packed = HashingWriter::new(std::io::sink());
+    let mut unpacked = flate2::write::MultiGzDecoder::new(HashingWriter::new(std::io::sink()));
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = size;
+    let mut r = f.take(size);
+    while left > 0 {
+        let n = r.read(&mut buf)?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("{} ended inside a layer", path.display()),
+            ));
+        }
+        let chunk = buf.get(..n).unwrap_or_default();
+        packed.write_all(chunk)?;
+        unpacked.write_all(chunk)?;
+        left -= n as u64;
     }
-    let (_, digest, _) = w.finish();
-    Ok(digest)
+    let (_, digest, _) = packed.finish();
+    let (_, diff_id, _) = unpacked.finish()?.finish();
+    Ok((digest, diff_id))
 }
 
 /// The tar's path, for messages.
