@@ -501,16 +501,16 @@ fn scan_tar(path: &Path) -> Result<HashMap<String, (u64, u64)>, SourceError> {
         let entry = entry.map_err(bad)?;
         let kind = entry.header().entry_type();
         let name = clean(&String::from_utf8_lossy(&entry.path_bytes()));
-        if kind.is_file() || kind.is_symlink() || kind.is_hard_link() {
-            if members.contains_key(&name) || links.contains_key(&name) {
-                return Err(SourceError::BadTar {
-                    path: path.to_owned(),
-                    source: std::io::Error::new(
-                        std::io::ErrorKind::InvalidData,
-                        format!("it holds {name} twice"),
-                    ),
-                });
-            }
+        if (kind.is_file() || kind.is_symlink() || kind.is_hard_link())
+            && (members.contains_key(&name) || links.contains_key(&name))
+        {
+            return Err(SourceError::BadTar {
+                path: path.to_owned(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("it holds {name} twice"),
+                ),
+            });
         }
         if kind.is_file() {
             members.insert(name, (entry.raw_file_position(), entry.size()));
