@@ -1,0 +1,293 @@
+//! What images take unpacked, told cheaply: each layer's uncompressed size
+//! from a few bytes at its ends ([`estimate`]: a gzip trailer's ISIZE,
+//! lifted past 4 GiB when the compressed size proves it; a zstd frame
+//! header's content size; an uncompressed tar's own size), and the walk of
+//! an image's documents down to its manifests, one per platform
+//! ([`walk`]). It reads nothing itself: callers hand it positioned reads
+//! of a layer and a reader of documents, so the bundle report (an
+//! archive's members) and `pack` (a cache or a local layout) share it.
+
+use std::collections::HashSet;
+use std::io;
+
+use serde::Serialize;
+
+use crate::base::digest::Digest;
+use crate::format::oci::{self, Descriptor, Node};
+
+/// What a set of layers unpacks to, as far as can be told without
+/// decompressing them: `bytes` is the sum over the layers whose size is
+/// known; `approximate` says some of those are estimates (a gzip trailer's
+/// ISIZE, a zstd frame header's content size); `unknown` counts the layers
+/// whose size cannot be told cheaply (left out of `bytes`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Uncompressed {
+    /// Known bytes.
+    pub bytes: u64,
+    /// Whether any part of `bytes` is an estimate.
+    pub approximate: bool,
+    /// Layers whose size is known (exactly or about).
+    pub known: usize,
+    /// Layers whose uncompressed size is unknown.
+    pub unknown: usize,
+}
+
+impl Uncompressed {
+    /// Adds one layer's size.
+    pub fn add(&mut self, e: Estimate) {
+        match e {
+            Estimate::Exact(n) => {
+                self.bytes += n;
+                self.known += 1;
+            }
+            Estimate::About(n) => {
+                self.bytes += n;
+                self.known += 1;
+                self.approximate = true;
+            }
+            Estimate::Unknown => self.unknown += 1,
+        }
+    }
+}
+
+/// One layer's uncompressed size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Estimate {
+    /// The layer is an uncompressed tar: its own size.
+    Exact(u64),
+    /// From a gzip trailer or a zstd frame header.
+    About(u64),
+    /// Not known without decompressing.
+    Unknown,
+}
+
+/// Positioned reads of one layer's bytes: fills the buffer from the
+/// offset on, or fails.
+pub type ReadAt<'a> = &'a dyn Fn(u64, &mut [u8]) -> io::Result<()>;
+
+/// Layer media types that are an uncompressed tar.
+pub fn is_plain_tar(media_type: &str) -> bool {
+    matches!(
+        media_type,
+        oci::OCI_LAYER_TAR
+            | "application/vnd.oci.image.layer.nondistributable.v1.tar"
+            | "application/vnd.docker.image.rootfs.diff.tar"
+    )
+}
+
+/// Annotations of layers made of many gzip members or zstd frames, whose
+/// trailer or first header tells nothing of the whole.
+const MULTI_PART: [&str; 2] = [
+    "containerd.io/snapshot/stargz/toc.digest",
+    "io.github.containers.zstd-chunked.manifest-checksum",
+];
+
+/// What `layer` unpacks to, from a few bytes at its ends at most. `bytes`
+/// reads the layer's own bytes by position (`layer.size` of them), when
+/// they are at hand.
+pub fn estimate(layer: &Descriptor, bytes: Option<ReadAt<'_>>) -> Estimate {
+    let size = layer.size;
+    let head = bytes.and_then(|read| {
+        let mut buf = vec![0u8; size.min(18) as usize];
+        read(0, &mut buf).ok().map(|()| buf)
+    });
+    if MULTI_PART
+        .iter()
+        .any(|k| layer.annotations.contains_key(*k))
+    {
+        return Estimate::Unknown;
+    }
+    let Some((read, head)) = bytes.zip(head) else {
+        // Not readable by position (a compressed archive, or a blob a delta
+        // leaves out): the media type alone.
+        return match is_plain_tar(&layer.media_type) {
+            true => Estimate::Exact(size),
+            false => Estimate::Unknown,
+        };
+    };
+    if head.starts_with(&[0x1f, 0x8b]) {
+        let mut isize = [0u8; 4];
+        if size < 18 || read(size - 4, &mut isize).is_err() {
+            return Estimate::Unknown;
+        }
+        return Estimate::About(gzip_size(u32::from_le_bytes(isize), size));
+    }
+    if head.starts_with(&crate::format::archive::form::ZSTD_MAGIC) {
+        return zstd_content_size(&head).map_or(Estimate::Unknown, Estimate::About);
+    }
+    // Neither gzip nor zstd: a tar is its own size.
+    match is_plain_tar(&layer.media_type) || is_tar(read, size) {
+        true => Estimate::Exact(size),
+        false => Estimate::Unknown,
+    }
+}
+
+/// Whether the bytes start with a ustar header (`ustar` at 257).
+fn is_tar(read: ReadAt<'_>, size: u64) -> bool {
+    let mut magic = [0u8; 5];
+    size >= 512 && read(257, &mut magic).is_ok() && &magic == b"ustar"
+}
+
+/// The uncompressed size of a one-member gzip of `compressed` bytes whose
+/// trailer says `isize` (the size modulo 2^32): the smallest size with that
+/// remainder that deflate could have made `compressed` bytes from (stored
+/// blocks add 5 bytes per 65,535, the gzip frame 18).
+pub fn gzip_size(isize: u32, compressed: u64) -> u64 {
+    let overhead = 18 + 5 * (compressed / 65_535 + 1);
+    let floor = compressed.saturating_sub(overhead);
+    let mut n = u64::from(isize);
+    if n < floor {
+        n += (floor - n).div_ceil(1 << 32) << 32;
+    }
+    n
+}
+
+/// The content size a zstd frame header declares, when it declares one
+/// (the first frame's: the whole layer's when it is one frame).
+pub fn zstd_content_size(head: &[u8]) -> Option<u64> {
+    let fhd = *head.get(4)?;
+    let single_segment = fhd & 0x20 != 0;
+    let did = [0usize, 1, 2, 4][usize::from(fhd & 0x03)];
+    let fcs = match fhd >> 6 {
+        0 if single_segment => 1,
+        0 => return None,
+        1 => 2,
+        2 => 4,
+        _ => 8,
+    };
+    let at = 5 + usize::from(!single_segment) + did;
+    let field = head.get(at..at + fcs)?;
+    let mut v = [0u8; 8];
+    v[..fcs].copy_from_slice(field);
+    let n = u64::from_le_bytes(v);
+    Some(if fcs == 2 { n + 256 } else { n })
+}
+
+/// One image manifest met under a root.
+#[derive(Debug, Clone)]
+pub struct ManifestSeen {
+    /// `os/arch[/variant]` from the index's descriptor (or the one
+    /// bundle.json records for a single manifest), or empty.
+    pub platform: String,
+    /// The manifest's digest.
+    pub digest: Digest,
+    /// Its config.
+    pub config: Descriptor,
+    /// Its layers.
+    pub layers: Vec<Descriptor>,
+}
+
+/// What walking one artifact found.
+#[derive(Debug, Clone, Default)]
+pub struct Walked {
+    /// Every manifest under the root, in index order.
+    pub manifests: Vec<ManifestSeen>,
+    /// The root's subject and artifact type.
+    pub subject: Option<(Digest, String)>,
+    /// Why the graph could not be walked whole (what was met before is
+    /// kept).
+    pub problem: Option<String>,
+}
+
+/// Walks the graph under `root`, reading each document with `read` (which
+/// checks it against its digest and parses it). A single manifest at the
+/// root gets `platform`.
+pub fn walk(
+    root: &Descriptor,
+    platform: String,
+    read: &(dyn Fn(&Descriptor) -> Result<Node, String> + Sync),
+) -> Walked {
+    let mut w = Walked::default();
+    let mut walked = HashSet::new();
+    if let Err(e) = visit(read, root, platform, 0, true, &mut walked, &mut w) {
+        w.problem = Some(e);
+    }
+    w
+}
+
+fn visit(
+    read: &(dyn Fn(&Descriptor) -> Result<Node, String> + Sync),
+    d: &Descriptor,
+    platform: String,
+    depth: usize,
+    root: bool,
+    walked: &mut HashSet<Digest>,
+    w: &mut Walked,
+) -> Result<(), String> {
+    if depth > oci::MAX_DEPTH {
+        return Err(format!(
+            "indexes nest deeper than {} levels at {}",
+            oci::MAX_DEPTH,
+            d.digest
+        ));
+    }
+    if !walked.insert(d.digest) {
+        return Ok(());
+    }
+    match read(d)? {
+        Node::Index(i) => {
+            if root {
+                w.subject = i
+                    .subject
+                    .as_ref()
+                    .map(|s| (s.digest, i.artifact_type.clone().unwrap_or_default()));
+            }
+            for c in &i.manifests {
+                let p = c
+                    .platform
+                    .as_ref()
+                    .map(|p| p.to_platform().to_string())
+                    .unwrap_or_default();
+                visit(read, c, p, depth + 1, false, walked, w)?;
+            }
+        }
+        Node::Manifest(m) => {
+            if root {
+                w.subject = m.subject.as_ref().map(|s| {
+                    let t = m
+                        .artifact_type
+                        .clone()
+                        .unwrap_or_else(|| m.config.media_type.clone());
+                    (s.digest, t)
+                });
+            }
+            w.manifests.push(ManifestSeen {
+                platform,
+                digest: d.digest,
+                config: m.config,
+                layers: m.layers,
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gzip_isize_is_lifted_past_4_gib_when_the_compressed_size_needs_it() {
+        assert_eq!(gzip_size(1000, 500), 1000);
+        // A 5 GiB layer of incompressible data: ISIZE wrapped once.
+        let five = 5u64 << 30;
+        let wrapped = (five % (1 << 32)) as u32;
+        assert_eq!(gzip_size(wrapped, five + 1000), five);
+        // Well-compressed data over 4 GiB cannot be told apart: the floor.
+        assert_eq!(gzip_size(wrapped, 1 << 20), u64::from(wrapped));
+    }
+
+    #[test]
+    fn zstd_frame_header_content_size_is_read_when_declared() {
+        let data = vec![7u8; 100_000];
+        let z = zstd::bulk::compress(&data, 3).unwrap();
+        assert_eq!(zstd_content_size(&z[..18.min(z.len())]), Some(100_000));
+        // A header without a content size (streamed).
+        let no_size = [0x28, 0xb5, 0x2f, 0xfd, 0x00, 0x58, 0, 0, 0, 0];
+        assert_eq!(zstd_content_size(&no_size), None);
+        // Two-byte field: value + 256.
+        let two = [0x28, 0xb5, 0x2f, 0xfd, 0x40, 0x58, 0x10, 0x00];
+        assert_eq!(zstd_content_size(&two), Some(0x10 + 256));
+        assert_eq!(zstd_content_size(&[0x28, 0xb5]), None);
+    }
+}
