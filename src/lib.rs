@@ -27,5 +27,5 @@ pub mod shared;
 pub use base::{digest, interrupt, platform, reference, report};
 pub use connected::{fetch, inputs, pack, source};
 pub use far::{bundle_report, export, load, serve, unpack, verify};
-pub use format::{archive, bundle, layout, oci, sign};
+pub use format::{archive, bundle, layout, oci, sign, sizes};
 pub use shared::{inventory, mapping, remote, rewrite};

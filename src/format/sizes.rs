@@ -3,9 +3,11 @@
 //! lifted past 4 GiB when the compressed size proves it; a zstd frame
 //! header's content size; an uncompressed tar's own size), and the walk of
 //! an image's documents down to its manifests, one per platform
-//! ([`walk`]). It reads nothing itself: callers hand it positioned reads
-//! of a layer and a reader of documents, so the bundle report (an
-//! archive's members) and `pack` (a cache or a local layout) share it.
+//! ([`walk`]); and size strings as the command line and the spec write
+//! them ([`parse_size`]). It reads nothing itself: callers hand it
+//! positioned reads of a layer and a reader of documents, so the bundle
+//! report (an archive's members) and `pack` (a cache or a local layout)
+//! share it.
 
 use std::collections::HashSet;
 use std::io;
@@ -163,6 +165,47 @@ pub fn zstd_content_size(head: &[u8]) -> Option<u64> {
     Some(if fcs == 2 { n + 256 } else { n })
 }
 
+/// The largest file FAT32 holds: 4 GiB less one byte.
+pub const FAT32_MAX: u64 = (4 << 30) - 1;
+
+/// Parses a size with an optional unit: `700M`, `4G`, `1.5GiB`, `4000MB`,
+/// or `fat32`. K, M, G, T and KiB… are powers of 1024; KB, MB, GB, TB are
+/// powers of 1000.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    if t.eq_ignore_ascii_case("fat32") {
+        return Ok(FAT32_MAX);
+    }
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (try 700M, 4G or fat32)"))?;
+    let mult: u64 = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" | "KIB" => 1 << 10,
+        "M" | "MIB" => 1 << 20,
+        "G" | "GIB" => 1 << 30,
+        "T" | "TIB" => 1 << 40,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
+        _ => {
+            return Err(format!(
+                "{s:?} has an unknown unit (use K, M, G, T, KiB…, KB…)"
+            ))
+        }
+    };
+    let v = n * mult as f64;
+    if !v.is_finite() || v < 1.0 || v > u64::MAX as f64 {
+        return Err(format!("{s:?} is not a usable size"));
+    }
+    Ok(v as u64)
+}
+
 /// One image manifest met under a root.
 #[derive(Debug, Clone)]
 pub struct ManifestSeen {
@@ -265,6 +308,19 @@ fn visit(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_parse_with_binary_and_decimal_units() {
+        assert_eq!(parse_size("700M"), Ok(700 << 20));
+        assert_eq!(parse_size("4G"), Ok(4 << 30));
+        assert_eq!(parse_size("1.5GiB"), Ok(3 << 29));
+        assert_eq!(parse_size("4000MB"), Ok(4_000_000_000));
+        assert_eq!(parse_size("fat32"), Ok(FAT32_MAX));
+        assert_eq!(parse_size("12345"), Ok(12345));
+        assert!(parse_size("4X").is_err());
+        assert!(parse_size("G").is_err());
+        assert!(parse_size("0").is_err());
+    }
 
     #[test]
     fn gzip_isize_is_lifted_past_4_gib_when_the_compressed_size_needs_it() {
