@@ -10,7 +10,7 @@
 //! share it.
 
 use std::collections::HashSet;
-use std::io;
+use std::io::{self, Read};
 
 use serde::Serialize;
 
@@ -124,24 +124,67 @@ pub fn estimate(layer: &Descriptor, bytes: Option<ReadAt<'_>>) -> Estimate {
     }
 }
 
+/// What `layer` unpacks to, counted exactly: its bytes, read from `r` to
+/// the end, streamed through a gzip (any number of members) or zstd (any
+/// number of frames) decoder into nothing, in bounded memory (the
+/// decoders' buffers and a zstd window of at most 128 MiB). An
+/// uncompressed tar is its own size; bytes that are none of these are
+/// read through (so a verifying reader sees them all) and unknown.
+pub fn count(layer: &Descriptor, r: &mut dyn Read) -> io::Result<Estimate> {
+    let mut head = Vec::with_capacity(262);
+    (&mut *r).take(262).read_to_end(&mut head)?;
+    let mut all = io::Cursor::new(head.as_slice()).chain(&mut *r);
+    let sink = &mut io::sink();
+    let e = if head.starts_with(&[0x1f, 0x8b]) {
+        Estimate::Exact(io::copy(
+            &mut flate2::read::MultiGzDecoder::new(&mut all),
+            sink,
+        )?)
+    } else if head.starts_with(&crate::format::archive::form::ZSTD_MAGIC) {
+        let mut d = zstd::stream::read::Decoder::new(&mut all)?;
+        d.window_log_max(27)?;
+        Estimate::Exact(io::copy(&mut d, sink)?)
+    } else if is_plain_tar(&layer.media_type) || head.get(257..262) == Some(&b"ustar"[..]) {
+        Estimate::Exact(io::copy(&mut all, sink)?)
+    } else {
+        io::copy(&mut all, sink)?;
+        Estimate::Unknown
+    };
+    // Whatever a decoder left unread, to the end, so that a verifying
+    // reader underneath checks the whole blob.
+    io::copy(&mut all, sink)?;
+    Ok(e)
+}
+
 /// Whether the bytes start with a ustar header (`ustar` at 257).
 fn is_tar(read: ReadAt<'_>, size: u64) -> bool {
     let mut magic = [0u8; 5];
     size >= 512 && read(257, &mut magic).is_ok() && &magic == b"ustar"
 }
 
+/// The most bytes deflate makes from one (a 258-byte match in as little
+/// as two bits, with some slack).
+const DEFLATE_MAX_RATIO: u64 = 1032;
+
 /// The uncompressed size of a one-member gzip of `compressed` bytes whose
 /// trailer says `isize` (the size modulo 2^32): the smallest size with that
 /// remainder that deflate could have made `compressed` bytes from (stored
-/// blocks add 5 bytes per 65,535, the gzip frame 18).
+/// blocks add 5 bytes per 65,535, the gzip frame 18). When that would take
+/// more than deflate can make of `compressed` bytes, the trailer is not a
+/// wrapped size but the last of several members: then at least what the
+/// compressed size proves (the bytes less the framing).
 pub fn gzip_size(isize: u32, compressed: u64) -> u64 {
     let overhead = 18 + 5 * (compressed / 65_535 + 1);
     let floor = compressed.saturating_sub(overhead);
-    let mut n = u64::from(isize);
-    if n < floor {
-        n += (floor - n).div_ceil(1 << 32) << 32;
+    let n = u64::from(isize);
+    if n >= floor {
+        return n;
     }
-    n
+    let lifted = n + ((floor - n).div_ceil(1 << 32) << 32);
+    match lifted <= compressed.saturating_mul(DEFLATE_MAX_RATIO) {
+        true => lifted,
+        false => floor,
+    }
 }
 
 /// The content size a zstd frame header declares, when it declares one
@@ -204,6 +247,44 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         return Err(format!("{s:?} is not a usable size"));
     }
     Ok(v as u64)
+}
+
+/// One platform of an image: one image manifest, and what it takes.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlatformSize {
+    /// `os/arch[/variant]`, or empty when neither the index nor bundle.json
+    /// says.
+    pub platform: String,
+    /// The manifest's digest.
+    pub digest: Digest,
+    /// Its layers.
+    pub layers: usize,
+    /// Config and layers, as a pull transfers them.
+    pub compressed: u64,
+    /// Config and layers, unpacked (the config counts at its own size).
+    pub uncompressed: Uncompressed,
+}
+
+impl PlatformSize {
+    /// What manifest `m` takes, each layer's uncompressed size told by
+    /// `estimate_of`.
+    pub fn of(m: &ManifestSeen, estimate_of: &dyn Fn(&Descriptor) -> Estimate) -> PlatformSize {
+        let mut p = PlatformSize {
+            platform: m.platform.clone(),
+            digest: m.digest,
+            layers: m.layers.len(),
+            compressed: m.config.size,
+            uncompressed: Uncompressed {
+                bytes: m.config.size,
+                ..Default::default()
+            },
+        };
+        for l in &m.layers {
+            p.compressed += l.size;
+            p.uncompressed.add(estimate_of(l));
+        }
+        p
+    }
 }
 
 /// One image manifest met under a root.
@@ -322,6 +403,44 @@ mod tests {
         assert!(parse_size("0").is_err());
     }
 
+    fn layer(media_type: &str) -> Descriptor {
+        Descriptor::new(media_type, Digest::of(b""), 0)
+    }
+
+    #[test]
+    fn count_decompresses_every_gzip_member_and_zstd_frame() {
+        use std::io::Write;
+        let data = vec![5u8; 300_000];
+        let gz = |d: &[u8]| {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(d).unwrap();
+            e.finish().unwrap()
+        };
+        // Two gzip members: the trailer tells only the last one's size.
+        let two = [gz(&data), gz(&data[..1000])].concat();
+        let l = layer(oci::OCI_LAYER_GZIP);
+        assert_eq!(count(&l, &mut &two[..]).unwrap(), Estimate::Exact(301_000));
+        // Two zstd frames.
+        let z = [
+            zstd::bulk::compress(&data, 3).unwrap(),
+            zstd::bulk::compress(&data[..7], 3).unwrap(),
+        ]
+        .concat();
+        assert_eq!(count(&l, &mut &z[..]).unwrap(), Estimate::Exact(300_007));
+        // An uncompressed tar by its media type; anything else is unknown.
+        let plain = layer(oci::OCI_LAYER_TAR);
+        assert_eq!(
+            count(&plain, &mut &data[..]).unwrap(),
+            Estimate::Exact(300_000)
+        );
+        assert_eq!(count(&l, &mut &data[..]).unwrap(), Estimate::Unknown);
+        // A damaged stream is an error, never a size.
+        let mut bad = gz(&data);
+        let mid = bad.len() / 2;
+        bad[mid] ^= 0xff;
+        assert!(count(&l, &mut &bad[..]).is_err());
+    }
+
     #[test]
     fn gzip_isize_is_lifted_past_4_gib_when_the_compressed_size_needs_it() {
         assert_eq!(gzip_size(1000, 500), 1000);
@@ -331,6 +450,13 @@ mod tests {
         assert_eq!(gzip_size(wrapped, five + 1000), five);
         // Well-compressed data over 4 GiB cannot be told apart: the floor.
         assert_eq!(gzip_size(wrapped, 1 << 20), u64::from(wrapped));
+        // A trailer below the compressed size in a layer too small to hide
+        // 4 GiB: several members, the trailer only the last one's. At
+        // least the compressed bytes less the framing, never 4 GiB more.
+        assert_eq!(gzip_size(100, 30_000), 30_000 - 23);
+        // Compressible data just over 4 GiB in 64 MiB is still lifted.
+        let wrapped = ((4u64 << 30) + 100 - (1 << 32)) as u32 + (100 << 20);
+        assert_eq!(gzip_size(wrapped, 200 << 20), (4 << 30) + 100 + (100 << 20));
     }
 
     #[test]

@@ -22,10 +22,11 @@ use crate::base::report::Reporter;
 use crate::far::unpack::Inspection;
 use crate::far::verify::{SignatureCheckError, VerifyReport};
 use crate::format::archive::{Archive, ArchiveError, Entry};
+use crate::format::blob::{BlobSource, Verifying};
 use crate::format::bundle::{Artifact, ArtifactKind};
 use crate::format::oci::{self, Descriptor, Node};
-pub use crate::format::sizes::Uncompressed;
 use crate::format::sizes::{self, Estimate, Walked};
+pub use crate::format::sizes::{PlatformSize, Uncompressed};
 
 /// Errors gathering or writing a report.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +40,17 @@ pub enum ReportError {
     /// The verification asked for could not run.
     #[error(transparent)]
     Verify(#[from] SignatureCheckError),
+    /// A layer could not be decompressed to count its size (`--exact`).
+    #[error("cannot count what layer {digest} in {archive} unpacks to")]
+    Count {
+        /// The archive.
+        archive: PathBuf,
+        /// The layer.
+        digest: Digest,
+        /// Why (a damaged stream, bytes that do not match the digest).
+        #[source]
+        source: std::io::Error,
+    },
     /// The page could not be written.
     #[error("cannot write the report {path}")]
     Write {
@@ -65,21 +77,8 @@ pub enum Signature {
     Unsigned,
 }
 
-/// One platform of an image: one image manifest.
-#[derive(Debug, Clone, Serialize)]
-pub struct PlatformReport {
-    /// `os/arch[/variant]`, or empty when neither the index nor bundle.json
-    /// says.
-    pub platform: String,
-    /// The manifest's digest.
-    pub digest: Digest,
-    /// Its layers.
-    pub layers: usize,
-    /// Config and layers, as a pull transfers them.
-    pub compressed: u64,
-    /// Config and layers, unpacked.
-    pub uncompressed: Uncompressed,
-}
+/// One platform of an image (see [`PlatformSize`]).
+pub type PlatformReport = PlatformSize;
 
 /// One image.
 #[derive(Debug, Clone, Serialize)]
@@ -166,12 +165,26 @@ pub struct Report {
     /// holds for the whole archive (a zstd-compressed one).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub uncompressed_note: Option<String>,
+    /// Whether uncompressed sizes were counted by decompressing every layer
+    /// (`--exact`) rather than estimated.
+    pub exact: bool,
     /// Structural damage met while opening (only with `verify`, which
     /// names it in full).
     pub faults: Vec<String>,
     /// The verification, when asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verify: Option<VerifyReport>,
+}
+
+/// What to gather besides what bundle.json and the documents say.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Verify the archive too (as `ferry verify`) and include the result.
+    pub verify: bool,
+    /// Count each layer's uncompressed size by decompressing it (every
+    /// layer read once, through the verifying reader) instead of
+    /// estimating it from a few bytes at its ends.
+    pub exact: bool,
 }
 
 /// Gathers the report of the archive at `path`. With `key`, the signature
@@ -186,6 +199,31 @@ pub fn gather(
     verify: bool,
     reporter: &dyn Reporter,
 ) -> Result<Report, ReportError> {
+    gather_with(
+        path,
+        key,
+        Options {
+            verify,
+            exact: false,
+        },
+        reporter,
+    )
+}
+
+/// [`gather`] with every option: with `exact`, each distinct layer is
+/// decompressed once to count what it unpacks to (in parallel by position
+/// from a plain archive, in one ordered pass over a compressed one;
+/// progress through `reporter`). A layer that does not decompress, or whose
+/// bytes do not match its digest, fails the report naming it, unless
+/// `verify` is asked for too: then its size is unknown and verify names
+/// the damage.
+pub fn gather_with(
+    path: &Path,
+    key: Option<&Path>,
+    options: Options,
+    reporter: &dyn Reporter,
+) -> Result<Report, ReportError> {
+    let Options { verify, exact } = options;
     let archive = Archive::open_head_lenient(path)?;
     let comment = archive.check_key(key)?;
     let faults: Vec<String> = archive.faults.iter().map(|e| error_chain(e)).collect();
@@ -243,10 +281,13 @@ pub fn gather(
             }
         }
     }
-    let estimates: HashMap<Digest, Estimate> = layers
-        .par_iter()
-        .map(|l| (l.digest, estimate(&archive, &locations, l)))
-        .collect();
+    let estimates: HashMap<Digest, Estimate> = match exact {
+        true => count_layers(&archive, &layers, verify, reporter)?,
+        false => layers
+            .par_iter()
+            .map(|l| (l.digest, estimate(&archive, &locations, l)))
+            .collect(),
+    };
     let estimate_of = |d: &Descriptor| {
         estimates
             .get(&d.digest)
@@ -267,23 +308,12 @@ pub fn gather(
         let mut distinct: HashSet<Digest> = HashSet::new();
         let (mut compressed, mut uncompressed) = (0, Uncompressed::default());
         for m in &w.manifests {
-            let mut p = PlatformReport {
-                platform: m.platform.clone(),
-                digest: m.digest,
-                layers: m.layers.len(),
-                compressed: m.config.size,
-                uncompressed: Uncompressed {
-                    bytes: m.config.size,
-                    ..Default::default()
-                },
-            };
+            platforms.push(PlatformSize::of(m, &estimate_of));
             if distinct.insert(m.config.digest) {
                 compressed += m.config.size;
                 uncompressed.bytes += m.config.size;
             }
             for l in &m.layers {
-                p.compressed += l.size;
-                p.uncompressed.add(estimate_of(l));
                 if distinct.insert(l.digest) {
                     compressed += l.size;
                     uncompressed.add(estimate_of(l));
@@ -291,7 +321,6 @@ pub fn gather(
                     u.1.push(n);
                 }
             }
-            platforms.push(p);
         }
         separate += compressed;
         images.push(ImageReport {
@@ -346,8 +375,8 @@ pub fn gather(
         })
         .collect();
 
-    let uncompressed_note = archive.is_compressed().then(|| {
-        "the archive is zstd-compressed, so layers cannot be read by position: only uncompressed tar layers have a known size (zstd -d it for estimates)".to_owned()
+    let uncompressed_note = (archive.is_compressed() && !exact).then(|| {
+        "the archive is zstd-compressed, so layers cannot be read by position: only uncompressed tar layers have a known size (zstd -d it for estimates, or count them with --exact)".to_owned()
     });
     let created = archive.bundle.created.clone();
     let bundle_digest = Digest::of(&archive.bundle_bytes);
@@ -365,6 +394,7 @@ pub fn gather(
         sharing,
         referrers,
         uncompressed_note,
+        exact,
         faults,
         verify,
     })
@@ -413,6 +443,98 @@ impl Documents<'_> {
         };
         sizes::walk(&root, platform, &|d| self.read(d))
     }
+}
+
+/// Each layer's uncompressed size, counted by decompressing it once
+/// through the verifying reader (`--exact`). A layer the archive does not
+/// hold (a delta leaves it out) is told by its media type alone. With
+/// `tolerate`, a layer that fails is unknown instead of an error.
+fn count_layers(
+    archive: &Archive,
+    layers: &[&Descriptor],
+    tolerate: bool,
+    reporter: &dyn Reporter,
+) -> Result<HashMap<Digest, Estimate>, ReportError> {
+    use crate::base::report::Progress;
+    let total = layers.iter().map(|l| l.size).sum();
+    reporter.start("counting uncompressed sizes", total);
+    let failed = |digest: Digest, source: std::io::Error| match tolerate {
+        true => Ok(Estimate::Unknown),
+        false => Err(ReportError::Count {
+            archive: archive.path().to_owned(),
+            digest,
+            source,
+        }),
+    };
+    let one = |l: &Descriptor, r: &mut dyn std::io::Read| {
+        let mut v = Verifying::new(r, l.digest, l.size, archive.path().display().to_string());
+        let counted = sizes::count(
+            l,
+            &mut Progress {
+                inner: &mut v,
+                reporter,
+            },
+        );
+        counted.and_then(|e| {
+            v.finish()
+                .map_err(|m| std::io::Error::new(std::io::ErrorKind::InvalidData, m))?;
+            Ok(e)
+        })
+    };
+    let mut counted: HashMap<Digest, Estimate> = HashMap::new();
+    if archive.is_compressed() {
+        // One ordered pass over the stream, every wanted layer in turn.
+        let wanted: HashMap<Digest, &Descriptor> = layers.iter().map(|l| (l.digest, *l)).collect();
+        let mut stream = crate::format::archive::compressed::Stream::reopen(
+            archive.path(),
+            &archive.bundle_bytes,
+        )?;
+        loop {
+            let i = match stream.next_member() {
+                Ok(Some(i)) => i,
+                Ok(None) => break,
+                Err(_) if tolerate => break,
+                Err(e) => return Err(e.into()),
+            };
+            let Some(m) = archive.bundle.members.get(i) else {
+                continue;
+            };
+            let Some(l) = wanted.get(&m.digest).filter(|l| l.size == m.size) else {
+                continue;
+            };
+            if counted.contains_key(&l.digest) {
+                continue;
+            }
+            let e = match one(l, &mut stream) {
+                Ok(e) => e,
+                Err(source) => failed(l.digest, source)?,
+            };
+            counted.insert(l.digest, e);
+        }
+    } else {
+        counted = layers
+            .par_iter()
+            .filter_map(|l| {
+                let (size, segments) = archive.locate(&l.digest)?;
+                if size != l.size {
+                    return None;
+                }
+                let mut r = archive.reader(segments);
+                Some(match one(l, &mut r) {
+                    Ok(e) => Ok((l.digest, e)),
+                    Err(source) => failed(l.digest, source).map(|e| (l.digest, e)),
+                })
+            })
+            .collect::<Result<_, _>>()?;
+    }
+    reporter.finish();
+    // What the archive does not hold: the media type alone.
+    for l in layers {
+        counted
+            .entry(l.digest)
+            .or_insert_with(|| sizes::estimate(l, None));
+    }
+    Ok(counted)
 }
 
 /// What `layer` unpacks to, from a few bytes at its ends at most (read
