@@ -244,3 +244,200 @@ fn inspect_exact_refuses_a_layer_that_does_not_decompress_naming_it() {
     assert!(msg.contains("cannot count what layer sha256:"), "{msg}");
     assert!(!msg.contains(&layer), "the new digest is named: {msg}");
 }
+
+/// One generation of the Reactor images (seed 004), scaled down 1000×: a
+/// base image and two language images on it, each for linux/amd64 and
+/// linux/arm64 (amd64 a little larger), and a spec that keeps the base
+/// under 200K and the language images under 500K. `python` is the size of
+/// the Python image's own layer. Returns the spec.
+fn generation(dir: &Path, tag: &str, python: usize) -> PathBuf {
+    let mut l = LayoutBuilder::new(&dir.join("layout"));
+    let base = |arch: u64| random_gz(100 + arch, 150_000 + arch as usize * 5_000);
+    let images = [("base", 0), ("python", python), ("node", 200_000)];
+    for (i, (name, own)) in images.iter().enumerate() {
+        let mut children = Vec::new();
+        for (a, arch) in [(1u64, "amd64"), (0, "arm64")] {
+            let mut layers = vec![base(a)];
+            if *own > 0 {
+                layers.push(random_gz(1_000 * i as u64 + a, own + a as usize * 5_000));
+            }
+            children.push(image(&mut l, arch, &layers));
+        }
+        let idx = l.index(support::build::Flavour::Oci, children);
+        l.tag(&idx, &format!("ghcr.io/dyluth/reactor/{name}:{tag}"));
+    }
+    l.finish();
+    let spec = dir.join("ferry.yaml");
+    std::fs::write(
+        &spec,
+        format!(
+            "name: reactor\nbudget: {{image: 500K}}\nimages:\n  - ref: oci:layout:ghcr.io/dyluth/reactor/base:{tag}\n    budget: 200K\n  - oci:layout:ghcr.io/dyluth/reactor/python:{tag}\n  - oci:layout:ghcr.io/dyluth/reactor/node:{tag}\n"
+        ),
+    )
+    .unwrap();
+    spec
+}
+
+/// What an image of [`generation`] unpacks to on linux/amd64: its config
+/// and the tars of its layers.
+fn amd64_size(own: usize) -> u64 {
+    let own = match own {
+        0 => 0,
+        n => tar_len(n + 5_000),
+    };
+    config_of("amd64").len() as u64 + tar_len(155_000) + own
+}
+
+/// Files left in `dir` besides `keep` (temp files of a failed pack).
+fn leftovers(dir: &Path, keep: &[&str]) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !keep.contains(&n.as_str()))
+        .collect()
+}
+
+#[test]
+fn budgets_that_are_not_sizes_are_refused_naming_the_spec_line() {
+    let t = tempfile::tempdir().unwrap();
+    let spec = generation(t.path(), "1", 1_000);
+    let text = std::fs::read_to_string(&spec).unwrap();
+    for (bad, line, why) in [
+        ("budget: 200K", "budget: 200 apples", "unknown unit"),
+        ("budget: {image: 500K}", "budget: {image: -5}", "not a size"),
+        (
+            "budget: {image: 500K}",
+            "budget: {image: 500K, bundel: 1G}",
+            "bundel",
+        ),
+        ("budget: 200K", "budget: 0", "not a usable budget"),
+    ] {
+        std::fs::write(&spec, text.replace(bad, line)).unwrap();
+        let msg = pack_args(&spec, &t.path().join("b.tar"), &[]).expect_fail(line);
+        assert!(
+            msg.contains("ferry.yaml at line") && msg.contains(why),
+            "{line}: {msg}"
+        );
+        assert!(!t.path().join("b.tar").exists());
+    }
+}
+
+#[test]
+fn seed_004_sizes_budgets_and_growth_between_generations() {
+    let t = tempfile::tempdir().unwrap();
+    let (g1, g2) = (t.path().join("2025.05"), t.path().join("2025.06"));
+    let out = t.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let spec1 = generation(&g1, "2025.05", 250_000);
+    let spec2 = generation(&g2, "2025.06", 400_000);
+    let (a1, a2) = (
+        out.join("reactor-2025.05.tar"),
+        out.join("reactor-2025.06.tar"),
+    );
+
+    // Generation 1 fits its budgets; pack says how close it came.
+    let stdout = pack_args(&spec1, &a1, &[]).expect_ok("pack generation 1");
+    assert!(
+        stdout.contains("budgets: 3 checked, all within"),
+        "{stdout}"
+    );
+
+    // inspect: per image and platform, compressed and uncompressed.
+    let j = inspect_json(&a1, &[]);
+    let python = sized(&j, "ghcr.io/dyluth/reactor/python:2025.05");
+    let amd64 = &python["platforms"][0];
+    assert_eq!(amd64["platform"], "linux/amd64");
+    assert_eq!(amd64["uncompressed"]["bytes"], amd64_size(250_000));
+    assert_eq!(amd64["uncompressed"]["approximate"], true);
+    let arm64 = &python["platforms"][1];
+    assert_eq!(arm64["platform"], "linux/arm64");
+    assert!(arm64["uncompressed"]["bytes"].as_u64() < amd64["uncompressed"]["bytes"].as_u64());
+    let text = ferry(["inspect", a1.to_str().unwrap()]).expect_ok("inspect");
+    assert!(
+        text.contains("    platform   linux/amd64: ") && text.contains(" compressed, ≈ "),
+        "{text}"
+    );
+
+    // Generation 2: Python grew past 500K. The pack fails before writing,
+    // naming the image, the platform and both sizes.
+    let msg = pack_args(&spec2, &a2, &[]).expect_fail("pack over budget");
+    let size = amd64_size(400_000);
+    assert!(
+        msg.contains(&format!(
+            "ghcr.io/dyluth/reactor/python:2025.06 (linux/amd64): ≈ {} ({size} bytes) uncompressed, over the spec's budget.image of 500.0 KiB (512000 bytes)",
+            ferry::sizes::human(size)
+        )),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("1 image is over budget; no archive was written"),
+        "{msg}"
+    );
+    assert!(!msg.contains("reactor/node"), "node is within: {msg}");
+    assert_eq!(
+        leftovers(&out, &["reactor-2025.05.tar"]),
+        Vec::<String>::new()
+    );
+
+    // --warn-only: a warning, and the archive.
+    let o = pack_args(&spec2, &a2, &["--warn-only"]);
+    assert!(o.ok(), "{}", o.stderr);
+    assert!(
+        o.stderr
+            .contains("warning: over budget: ghcr.io/dyluth/reactor/python:2025.06 (linux/amd64)"),
+        "{}",
+        o.stderr
+    );
+    assert!(
+        o.stdout
+            .contains("budgets: 3 checked, 1 over (--warn-only)"),
+        "{}",
+        o.stdout
+    );
+    assert!(a2.exists());
+
+    // --max-image-size replaces the spec's budget.image, but not an
+    // image's own budget (the base keeps its 200K).
+    let a3 = out.join("x.tar");
+    pack_args(&spec2, &a3, &["--max-image-size", "600K"]).expect_ok("pack with a larger limit");
+    let msg = pack_args(&spec2, &a3, &["--max-image-size", "100K"]).expect_fail("pack with 100K");
+    assert!(msg.contains("2 images are over budget"), "{msg}");
+    assert!(
+        msg.contains("python:2025.06 (linux/amd64)") && msg.contains("node:2025.06 (linux/amd64)"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("over --max-image-size of 100.0 KiB (102400 bytes)"),
+        "{msg}"
+    );
+    assert!(!msg.contains("reactor/base"), "{msg}");
+    // The bundle's budget: every image's layers for one platform, each
+    // once (the base layer and the config are shared), the largest
+    // platform counting.
+    let text = std::fs::read_to_string(&spec1).unwrap();
+    let bundle_spec = g1.join("bundle.yaml");
+    std::fs::write(
+        &bundle_spec,
+        text.replace(
+            "budget: {image: 500K}",
+            "budget: {image: 500K, bundle: 600K}",
+        ),
+    )
+    .unwrap();
+    let msg = pack_args(&bundle_spec, &a3, &[]).expect_fail("pack over the bundle budget");
+    let whole = amd64_size(250_000) + amd64_size(200_000) + amd64_size(0)
+        - 2 * (tar_len(155_000) + config_of("amd64").len() as u64);
+    assert!(
+        msg.contains(&format!(
+            "the bundle is over budget; no archive was written (pack --warn-only writes it anyway):\n  the bundle (linux/amd64): ≈ {} ({whole} bytes) uncompressed, over the spec's budget.bundle of 600.0 KiB (614400 bytes)",
+            ferry::sizes::human(whole)
+        )),
+        "{msg}"
+    );
+
+    let a4 = out.join("y.tar");
+    let o = pack_args(&spec2, &a4, &["--max-image-size", "4X"]);
+    assert_eq!(o.code, Some(2), "a bad size is a usage error: {}", o.stderr);
+    assert!(o.stderr.contains("unknown unit"), "{}", o.stderr);
+    assert!(!a4.exists());
+}

@@ -279,15 +279,9 @@ fn written_line(path: &std::path::Path, r: &ferry::bundle_report::Report) -> Str
     )
 }
 
-/// An uncompressed size as printed: exact, `≈` an estimate, `≥` some layers
-/// unknown (the known ones counted), or `unknown`.
+/// An uncompressed size as printed (`≈` an estimate, `≥` some unknown).
 pub fn shown(u: &Uncompressed) -> String {
-    match (u.known, u.unknown, u.approximate) {
-        (0, n, _) if n > 0 => "unknown".into(),
-        (_, n, _) if n > 0 => format!("≥ {}", human(u.bytes)),
-        (_, _, true) => format!("≈ {}", human(u.bytes)),
-        _ => human(u.bytes),
-    }
+    u.shown()
 }
 
 /// Attestation manifests (`unknown/unknown`) are listed in `--json` but not

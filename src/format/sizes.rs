@@ -50,6 +50,33 @@ impl Uncompressed {
             Estimate::Unknown => self.unknown += 1,
         }
     }
+
+    /// As printed: the size, `≈` an estimate, `≥` some layers unknown (the
+    /// known ones counted), or `unknown`.
+    pub fn shown(&self) -> String {
+        match (self.known, self.unknown, self.approximate) {
+            (0, n, _) if n > 0 => "unknown".into(),
+            (_, n, _) if n > 0 => format!("≥ {}", human(self.bytes)),
+            (_, _, true) => format!("≈ {}", human(self.bytes)),
+            _ => human(self.bytes),
+        }
+    }
+}
+
+/// Byte counts in binary units, as the command line prints them
+/// (`512 B`, `1.5 KiB`, `200.0 MiB`).
+pub fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    match UNITS.get(u) {
+        Some(unit) if u > 0 => format!("{v:.1} {unit}"),
+        _ => format!("{bytes} B"),
+    }
 }
 
 /// One layer's uncompressed size.

@@ -21,8 +21,11 @@ use crate::format::archive::{self, ArchiveError};
 use crate::format::bundle::Bundle;
 use crate::shared::inventory::Inventory;
 
+mod budget;
 mod plan;
 mod resolve;
+
+pub use budget::{BudgetReport, LimitFrom, Measured};
 
 use plan::{assemble, plan_chart, plan_chart_file, plan_file, plan_image, Plan};
 use resolve::{fetch_registry_images, fetch_repo_charts, oci_chart_layer, plan_chart_images};
@@ -137,6 +140,12 @@ pub enum PackError {
         /// Second entry.
         second: String,
     },
+    /// Images (or the bundle) over their size budgets; nothing was written.
+    #[error("{} over budget; no archive was written (pack --warn-only writes it anyway):{}", budget::who(over), over.iter().map(|m| format!("\n  {m}")).collect::<String>())]
+    Budget {
+        /// Each image (or the bundle) over its limit, with both sizes.
+        over: Vec<Measured>,
+    },
     /// Writing the archive failed.
     #[error(transparent)]
     Archive(#[from] ArchiveError),
@@ -181,6 +190,18 @@ pub struct PackOptions {
     /// Convert Docker schema-2 manifests and lists to OCI (`--oci`), which
     /// changes their digests (recorded in bundle.json).
     pub oci: bool,
+    /// Size budgets from the command line (the spec's are in the spec).
+    pub budget: BudgetOptions,
+}
+
+/// Budgets given on the command line.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BudgetOptions {
+    /// `--max-image-size`: the most an image without a `budget:` of its own
+    /// may unpack to (instead of the spec's `budget.image`).
+    pub max_image_size: Option<u64>,
+    /// `--warn-only`: an image over its budget is a warning, not a failure.
+    pub warn_only: bool,
 }
 
 /// What a pack run produced.
@@ -201,6 +222,8 @@ pub struct PackSummary {
     /// Images carried because a chart with `images: true` names them:
     /// (reference, where it was found).
     pub chart_images: Vec<(String, String)>,
+    /// The budgets checked, when any applied.
+    pub budget: Option<BudgetReport>,
 }
 
 /// Packs `spec` into `opts.out`: resolve (fetch what the network must
@@ -290,6 +313,26 @@ pub fn pack(
     for note in &plan.notes {
         reporter.note(note);
     }
+    // Budgets: checked on the plan, before anything is written.
+    let limits = budget::Limits {
+        cli: opts.budget.max_image_size,
+        spec: spec.budget.unwrap_or_default(),
+    };
+    let budget = budget::check(&plan, limits);
+    if let Some(b) = &budget {
+        for note in &b.notes {
+            reporter.note(note);
+        }
+        let over: Vec<Measured> = b.over().into_iter().cloned().collect();
+        if !over.is_empty() {
+            if !opts.budget.warn_only {
+                return Err(PackError::Budget { over });
+            }
+            for m in &over {
+                reporter.note(&format!("warning: over budget: {m}"));
+            }
+        }
+    }
 
     let name = spec
         .name
@@ -342,6 +385,7 @@ pub fn pack(
         bundle,
         fetched,
         chart_images,
+        budget,
     })
 }
 

@@ -181,6 +181,7 @@ pub(super) fn plan_chart_images(
             source: ImageSource::Registry(r.clone()),
             platforms: None,
             name: None,
+            budget: None,
         })
         .collect();
     let requests: Vec<FetchRequest> = entries
