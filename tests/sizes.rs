@@ -435,9 +435,183 @@ fn seed_004_sizes_budgets_and_growth_between_generations() {
         "{msg}"
     );
 
+    // diff: what changed between the generations, from bundle.json only.
+    let (p1, p2) = (a1.to_str().unwrap(), a2.to_str().unwrap());
+    let size_of = |archive: &Path, name: &str| -> u64 {
+        inspect_json(archive, &[])["artifacts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["reference"] == format!("ghcr.io/dyluth/reactor/{name}"))
+            .unwrap()["size"]
+            .as_u64()
+            .unwrap()
+    };
+    let (old, new) = (
+        size_of(&a1, "python:2025.05"),
+        size_of(&a2, "python:2025.06"),
+    );
+    let growth = (new as f64 - old as f64) * 100.0 / old as f64;
+    assert!(growth > 30.0, "{growth}");
+    let text = ferry(["diff", p1, p2]).expect_ok("diff");
+    assert!(
+        text.contains(&format!(
+            "  changed   image ghcr.io/dyluth/reactor/python:2025.05 -> 2025.06  {} -> {}  +{} ({growth:+.1} %)",
+            ferry::sizes::human(old),
+            ferry::sizes::human(new),
+            ferry::sizes::human(new - old)
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("artifacts: 0 added, 0 removed, 1 changed, 2 unchanged"),
+        "base and node are the same images under new tags: {text}"
+    );
+    assert!(
+        !text.contains("reactor/node"),
+        "unchanged rows need --all: {text}"
+    );
+    let all = ferry(["diff", p1, p2, "--all"]).expect_ok("diff --all");
+    assert!(
+        all.contains("  unchanged image ghcr.io/dyluth/reactor/node:2025.05 -> 2025.06"),
+        "{all}"
+    );
+    let j: Value =
+        serde_json::from_str(&ferry(["diff", p1, p2, "--json"]).expect_ok("diff --json")).unwrap();
+    let py = j["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["repository"] == "ghcr.io/dyluth/reactor/python")
+        .unwrap();
+    assert_eq!(py["status"], "changed");
+    assert_eq!(py["old"]["size"], old);
+    assert_eq!(py["new"]["size"], new);
+    assert_eq!(py["delta"], new - old);
+    assert!((py["growth"].as_f64().unwrap() - growth).abs() < 1e-9);
+    assert_eq!(j["images"]["delta"], new - old);
+
+    // --max-growth 20 %: the alert. A result (stdout), exit 1.
+    let o = ferry(["diff", p1, p2, "--max-growth", "20%"]);
+    assert_eq!(o.code, Some(1), "{}{}", o.stdout, o.stderr);
+    assert!(
+        o.stdout.contains(&format!(
+            "FAILED: 1 image grew more than 20 %:\n  ghcr.io/dyluth/reactor/python:2025.06 {growth:+.1} %"
+        )),
+        "{}",
+        o.stdout
+    );
+    assert!(o.stderr.is_empty(), "{}", o.stderr);
+    let o = ferry(["diff", p1, p2, "--max-growth", "50", "--json"]);
+    assert!(o.ok(), "{}", o.stderr);
+    let j: Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(j["max_growth"]["ok"], true);
+    let j: Value = serde_json::from_str(
+        &ferry(["diff", p1, p2, "--max-growth", "20", "--json"]).expect_fail("diff --json over"),
+    )
+    .unwrap();
+    assert_eq!(j["max_growth"]["ok"], false);
+    assert_eq!(
+        j["max_growth"]["over"][0]["repository"],
+        "ghcr.io/dyluth/reactor/python"
+    );
+    // The same from the bare bundle.json files.
+    let bare = |archive: &Path, name: &str| {
+        let m = read_members(archive);
+        let b = m.iter().find(|m| m.name == "bundle.json").unwrap();
+        let path = t.path().join(name);
+        std::fs::write(&path, &b.data).unwrap();
+        path
+    };
+    let (b1, b2) = (bare(&a1, "old.json"), bare(&a2, "new.json"));
+    let o = ferry([
+        "diff".as_ref(),
+        b1.as_os_str(),
+        b2.as_os_str(),
+        "--max-growth".as_ref(),
+        "20%".as_ref(),
+    ]);
+    assert_eq!(o.code, Some(1));
+    assert!(
+        o.stdout.contains("FAILED: 1 image grew more than 20 %"),
+        "{}",
+        o.stdout
+    );
+
     let a4 = out.join("y.tar");
     let o = pack_args(&spec2, &a4, &["--max-image-size", "4X"]);
     assert_eq!(o.code, Some(2), "a bad size is a usage error: {}", o.stderr);
     assert!(o.stderr.contains("unknown unit"), "{}", o.stderr);
     assert!(!a4.exists());
+}
+
+#[test]
+fn diff_refuses_what_is_not_a_bundle_naming_it() {
+    let t = tempfile::tempdir().unwrap();
+    let archive = support::pack_demo(t.path());
+    let a = archive.to_str().unwrap();
+    let cases: [(&str, &[u8], &str); 4] = [
+        ("notes.txt", b"not an archive\n", "notes.txt"),
+        (
+            "other.json",
+            br#"{"format": "something else"}"#,
+            "other.json is not a valid bundle.json",
+        ),
+        (
+            "broken.json",
+            b"{\"format\": ",
+            "broken.json is not a valid bundle.json",
+        ),
+        ("empty.tar", b"", "empty.tar"),
+    ];
+    for (name, bytes, want) in cases {
+        let path = t.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let p = path.to_str().unwrap();
+        for args in [[a, p], [p, a]] {
+            let o = ferry(["diff", args[0], args[1]]);
+            assert_eq!(o.code, Some(1), "{name}: {}{}", o.stdout, o.stderr);
+            assert!(o.stdout.is_empty(), "{name}: {}", o.stdout);
+            assert!(o.stderr.contains(want), "{name}: {}", o.stderr);
+        }
+    }
+    let missing = t.path().join("missing.tar");
+    let msg = ferry(["diff", a, missing.to_str().unwrap()]).expect_fail("diff of a missing file");
+    assert!(msg.contains("missing.tar"), "{msg}");
+    // A bare bundle.json carries no signature: refused with --key.
+    let (_, public) = {
+        let o = ferry(["keygen", "-o", t.path().join("k").to_str().unwrap()]);
+        assert!(o.ok(), "{}", o.stderr);
+        (t.path().join("k.key"), t.path().join("k.pub"))
+    };
+    let bare = t.path().join("bundle.json");
+    let members = read_members(&archive);
+    std::fs::write(
+        &bare,
+        &members
+            .iter()
+            .find(|m| m.name == "bundle.json")
+            .unwrap()
+            .data,
+    )
+    .unwrap();
+    let msg = ferry([
+        "diff",
+        bare.to_str().unwrap(),
+        bare.to_str().unwrap(),
+        "--key",
+        public.to_str().unwrap(),
+    ])
+    .expect_fail("diff of bare bundle.json files with --key");
+    assert!(
+        msg.contains("bundle.json") && msg.contains("k.pub"),
+        "{msg}"
+    );
+    // Two bare bundle.json files without --key: the same bundle, no change.
+    let same = ferry(["diff", bare.to_str().unwrap(), a, "--max-growth", "0%"]).expect_ok("diff");
+    assert!(
+        same.contains("0 added, 0 removed, 0 changed, 5 unchanged"),
+        "{same}"
+    );
+    assert!(same.contains("OK: no image grew more than 0 %"), "{same}");
 }

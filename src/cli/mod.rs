@@ -3,6 +3,7 @@
 //! exit status: 0 success, 1 failure, 2 usage error.
 
 mod completion;
+mod diff;
 mod export;
 mod inspect;
 mod inventory;
@@ -67,6 +68,8 @@ pub enum Command {
     Rewrite(rewrite::Args),
     /// List the blobs a registry or an earlier bundle holds (for `pack --have`).
     Inventory(inventory::Args),
+    /// Compare two bundles: images added, removed or changed, and growth.
+    Diff(diff::Args),
     /// Print the shell completion script (bash, zsh, fish, powershell, elvish).
     Completion(completion::Args),
     /// Write man pages for ferry and each command.
@@ -87,6 +90,7 @@ pub fn run() -> ExitCode {
             | Command::Rewrite(_)
             | Command::Unpack(_)
             | Command::Export(_)
+            | Command::Diff(_)
             | Command::Completion(_)
     ) {
         // `ferry inspect … | head` should end quietly, like other Unix
@@ -114,6 +118,7 @@ pub fn run() -> ExitCode {
         Command::Serve(a) => serve::run(a, &settings),
         Command::Rewrite(a) => rewrite::run(a, &settings),
         Command::Inventory(a) => inventory::run(a, &settings),
+        Command::Diff(a) => diff::run(a, &settings),
         Command::Completion(a) => completion::run(a, &settings),
         Command::Man(a) => man::run(a, &settings),
     };
@@ -292,6 +297,7 @@ mod tests {
         assert_eq!(
             readers,
             [
+                "diff",
                 "export",
                 "inspect",
                 "inventory",
