@@ -2,7 +2,7 @@
 # `ferry diff` at scale: two generations of IMAGES (default 3,000)
 # two-platform images (examples/gen_report.rs; in the second, every image
 # has a new tag and every tenth a new, 30 % larger layer), each packed,
-# then `ferry diff OLD NEW --max-growth 20%` timed three times on the
+# then `ferry diff OLD NEW --max-growth 5%` timed three times on the
 # archives (the median printed) with its peak RSS, and once on the bare
 # bundle.json files. The issue asks for under 1 s at 3,000 images.
 # Usage: scripts/bench-diff.sh [IMAGES]
@@ -25,11 +25,11 @@ tar -xf "$work/gen2.tar" -C "$work" bundle.json && mv "$work/bundle.json" "$work
 echo "archives: $(du -h "$work/gen1.tar" | cut -f1) and $(du -h "$work/gen2.tar" | cut -f1), $images images each; bundle.json $(du -h "$work/gen2.json" | cut -f1)"
 
 # run OLD NEW: wall seconds and peak RSS (MiB) of one diff. Exit 1 is
-# expected (the larger images grew over 20 %); anything else fails.
+# expected (some images grew over 5 %); anything else fails.
 run() {
   local t0 t1 rc=0
   t0=$(date +%s.%N)
-  /usr/bin/time -f '%M' -o "$work/rss" "$ferry" -q diff "$1" "$2" --max-growth 20% >"$work/out" 2>"$work/err" || rc=$?
+  /usr/bin/time -f '%M' -o "$work/rss" "$ferry" -q diff "$1" "$2" --max-growth 5% >"$work/out" 2>"$work/err" || rc=$?
   t1=$(date +%s.%N)
   [ "$rc" -le 1 ] || { echo "diff failed (exit $rc):"; cat "$work/err"; exit 1; }
   echo "$(echo "$t1 - $t0" | bc) $(echo "$(tail -1 "$work/rss") / 1024" | bc -l)"
@@ -43,7 +43,7 @@ done
 median=$(printf '%s\n' "${times[@]}" | sort -n | sed -n 2p)
 printf 'diff of the archives        median %s s of 3 (%s s), peak %.1f MiB\n' \
   "$median" "$(IFS=' '; echo "${times[*]}")" "$rss"
-grep -E '^(artifacts|images|content):|^FAILED' "$work/out" | sed 's/^/  /'
+grep -E "^(artifacts|images|content):|^(OK|FAILED)" "$work/out" | sed 's/^/  /'
 read -r secs rss < <(run "$work/gen1.json" "$work/gen2.json")
 printf 'diff of the bundle.json     %.3f s, peak %.1f MiB\n' "$secs" "$rss"
 echo "target: under 1 s"

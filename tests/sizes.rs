@@ -338,7 +338,7 @@ fn seed_004_sizes_budgets_and_growth_between_generations() {
     // Generation 1 fits its budgets; pack says how close it came.
     let stdout = pack_args(&spec1, &a1, &[]).expect_ok("pack generation 1");
     assert!(
-        stdout.contains("budgets: 3 checked, all within"),
+        stdout.contains("budgets: 3 images checked, all within"),
         "{stdout}"
     );
 
@@ -390,7 +390,7 @@ fn seed_004_sizes_budgets_and_growth_between_generations() {
     );
     assert!(
         o.stdout
-            .contains("budgets: 3 checked, 1 over (--warn-only)"),
+            .contains("budgets: 3 images checked, 1 over (--warn-only)"),
         "{}",
         o.stdout
     );

@@ -242,7 +242,18 @@ fn parse_compress(s: &str) -> Result<i32, String> {
 /// its limit (or each over it, with --warn-only).
 fn budget_line(b: &ferry::pack::BudgetReport) -> String {
     let over = b.over();
-    let n = b.measured.len();
+    let bundle = b
+        .measured
+        .iter()
+        .any(|m| m.from == ferry::pack::LimitFrom::SpecBundle);
+    let images = b.measured.len() - usize::from(bundle);
+    let n = match (images, bundle) {
+        (1, false) => "1 image".to_owned(),
+        (i, false) => format!("{i} images"),
+        (0, true) => "the bundle".to_owned(),
+        (1, true) => "1 image and the bundle".to_owned(),
+        (i, true) => format!("{i} images and the bundle"),
+    };
     if !over.is_empty() {
         return format!(
             "budgets: {n} checked, {} over (--warn-only): {}",
