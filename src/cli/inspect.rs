@@ -193,7 +193,8 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
             }
             // Images: what a pull transfers and what it unpacks to, in
             // all and per platform (report.images is the images in order).
-            match report.images.get(n).filter(|_| kind == ArtifactKind::Image) {
+            let img = report.images.get(n);
+            match img.filter(|i| kind == ArtifactKind::Image && i.reference == a.reference) {
                 Some(img) => {
                     lines.push(format!(
                         "    size       {} compressed, {} uncompressed",

@@ -186,9 +186,10 @@ pub(super) fn check(plan: &Plan, limits: Limits) -> Option<BudgetReport> {
     let mut report = BudgetReport::default();
     for ((a, _), w) in images.iter().zip(&walked) {
         if let Some(p) = &w.problem {
-            report
-                .notes
-                .push(format!("{}: its size is not known whole: {p}", a.reference));
+            report.notes.push(format!(
+                "warning: {}: its size is not known whole: {p}",
+                a.reference
+            ));
         }
         let (limit, from) = match (
             plan.budgets.get(&a.reference),

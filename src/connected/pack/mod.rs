@@ -318,7 +318,9 @@ pub fn pack(
         cli: opts.budget.max_image_size,
         spec: spec.budget.unwrap_or_default(),
     };
+    reporter.start("checking size budgets", 0);
     let budget = budget::check(&plan, limits);
+    reporter.finish();
     if let Some(b) = &budget {
         for note in &b.notes {
             reporter.note(note);
