@@ -337,6 +337,45 @@ fn inventory_of_a_bundle_says_what_it_wrote_on_stdout() {
     assert_result_only(&o, &["have.json: ", " blobs ", "held by"], "inventory");
 }
 
+#[test]
+fn diff_puts_the_comparison_and_the_growth_verdict_on_stdout() {
+    let t = tempfile::tempdir().unwrap();
+    let archive = pack_demo(t.path());
+    let other = other_demo(&t.path().join("other"));
+    let o = loud(&["diff", s(&archive), s(&other)]);
+    assert_result_only(
+        &o,
+        &["old:  ", "new:  ", "artifacts: ", "content: "],
+        "diff",
+    );
+    // Over the threshold: still the result, on stdout, exit 1.
+    let o = loud(&["diff", s(&archive), s(&other), "--max-growth", "0%"]);
+    assert_eq!(o.code, Some(1), "{}{}", o.stdout, o.stderr);
+    assert_markers(
+        &o,
+        &["FAILED: 1 image grew more than 0 %"],
+        "diff --max-growth",
+    );
+    assert!(o.stderr.is_empty(), "{}", o.stderr);
+    let v = assert_json(
+        &loud(&[
+            "diff",
+            s(&archive),
+            s(&other),
+            "--max-growth",
+            "0",
+            "--json",
+        ]),
+        1,
+        "diff --json",
+    );
+    assert_eq!(v["max_growth"]["ok"], false);
+    assert_error_only(
+        &loud(&["diff", s(&archive), s(&t.path().join("nope.tar"))]),
+        "diff of a missing archive",
+    );
+}
+
 /// A bundle whose `docker.io/library/demo:1.0` is other content than the
 /// demo's, so loading it where the demo is fails that artifact.
 fn other_demo(dir: &Path) -> PathBuf {

@@ -264,6 +264,7 @@ fn every_command_that_reads_an_archive_refuses_a_key_that_did_not_sign_it() {
     let commands: Vec<Vec<&std::ffi::OsStr>> = vec![
         vec!["verify".as_ref(), a],
         vec!["inspect".as_ref(), a],
+        vec!["diff".as_ref(), a, a],
         vec!["load".as_ref(), a, "--registry".as_ref(), host.as_ref()],
         vec!["unpack".as_ref(), a, "-o".as_ref(), layout.as_os_str()],
         vec![

@@ -50,6 +50,8 @@ fuzz_target!(|data: &[u8]| {
         volume_size: None,
         have: None,
         compress: None,
+        oci: false,
+        budget: Default::default(),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use ferry::bundle::ArtifactKind;
+use ferry::bundle_report::{ImageReport, Uncompressed};
 use ferry::unpack::Inspection;
 use ferry::verify::VerifyReport;
 
@@ -32,16 +33,32 @@ pub struct Args {
     /// exit 1 when it finds problems (the report is still written).
     #[arg(long)]
     pub verify: bool,
+    /// Count uncompressed sizes by decompressing every layer once, instead
+    /// of estimating them from the layers' gzip trailers and zstd headers.
+    #[arg(long)]
+    pub exact: bool,
 }
 
-/// `--json` with `--verify`: the inspection, and verify's report under
-/// `verify`.
+/// `--json`: the inspection, the sizes under `sizes`, and with
+/// `--verify`, verify's report under `verify`.
 #[derive(serde::Serialize)]
 struct Verified<'a> {
     #[serde(flatten)]
     inspection: &'a Inspection,
+    sizes: Sizes<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     verify: Option<&'a VerifyReport>,
+}
+
+/// `sizes` in `--json` (docs/sizes.md): how uncompressed sizes were told,
+/// why none could be, and each image with its platforms.
+#[derive(serde::Serialize)]
+struct Sizes<'a> {
+    /// `estimate` or `exact`.
+    uncompressed: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    note: Option<&'a str>,
+    images: &'a [ImageReport],
 }
 
 pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
@@ -52,27 +69,23 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
     }
     let bars = Bars::new(settings.quiet);
     let start = std::time::Instant::now();
-    let (i, verified, written) = match &args.html {
-        Some(path) => {
-            let report =
-                ferry::bundle_report::gather(&archive, args.key.as_deref(), args.verify, &bars)?;
-            if to_stdout {
-                super::write_stdout(&ferry::bundle_report::html::render(&report))?;
-            } else {
-                ferry::bundle_report::write_html(&report, path)?;
-            }
-            let written = (!to_stdout).then(|| written_line(path, &report));
-            (report.inspection, report.verify, written)
-        }
-        None => {
-            let i = ferry::unpack::inspect(&archive, args.key.as_deref())?;
-            let v = match args.verify {
-                true => Some(ferry::verify::verify(&archive, args.key.as_deref(), &bars)?),
-                false => None,
-            };
-            (i, v, None)
-        }
+    // One open of the archive for everything (and the key checked on it).
+    let options = ferry::bundle_report::Options {
+        verify: args.verify,
+        exact: args.exact,
     };
+    let report = ferry::bundle_report::gather_with(&archive, args.key.as_deref(), options, &bars)?;
+    let mut written = None;
+    if let Some(path) = &args.html {
+        if to_stdout {
+            super::write_stdout(&ferry::bundle_report::html::render(&report))?;
+        } else {
+            ferry::bundle_report::write_html(&report, path)?;
+            written = Some(written_line(path, &report));
+        }
+    }
+    let i = &report.inspection;
+    let verified = &report.verify;
     let secs = start.elapsed().as_secs_f64();
     let status = match &verified {
         Some(v) if !v.is_ok() => ExitCode::FAILURE,
@@ -80,7 +93,12 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
     };
     if args.json {
         let out = Verified {
-            inspection: &i,
+            inspection: i,
+            sizes: Sizes {
+                uncompressed: if report.exact { "exact" } else { "estimate" },
+                note: report.uncompressed_note.as_deref(),
+                images: &report.images,
+            },
             verify: verified.as_ref(),
         };
         super::print_json(&serde_json::to_string_pretty(&out)?)?;
@@ -120,6 +138,9 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
             lines.push(format!("          {}", v.display()));
         }
     }
+    if let Some(note) = sizes_note(&report) {
+        lines.push(format!("sizes:    {note}"));
+    }
     if let Some(d) = &i.delta {
         lines.push(format!(
             "delta:    against {} ({} blobs, {} left out; inventory {})",
@@ -149,7 +170,7 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
         }
         lines.push(String::new());
         lines.push(format!("{title}:"));
-        for a in list {
+        for (n, a) in list.into_iter().enumerate() {
             lines.push(format!("  {}", a.reference));
             lines.push(format!("    digest     {}", a.digest));
             match (a.source_digest, a.converted.is_empty()) {
@@ -170,9 +191,47 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
             if ferry::oci::is_docker_document(&a.media_type) {
                 lines.push("    format     Docker schema 2: skopeo's oci: and podman's oci-archive: do not see it in the layout; ctr, ferry load, serve and export do (or pack --oci)".to_owned());
             }
-            lines.push(format!("    size       {}", human(a.size)));
-            if !a.platforms.is_empty() {
-                lines.push(format!("    platforms  {}", a.platforms.join(", ")));
+            // Images: what a pull transfers and what it unpacks to, in
+            // all and per platform (report.images is the images in order).
+            let img = report.images.get(n);
+            match img.filter(|i| kind == ArtifactKind::Image && i.reference == a.reference) {
+                Some(img) => {
+                    lines.push(format!(
+                        "    size       {} compressed, {} uncompressed",
+                        human(img.compressed),
+                        shown(&img.uncompressed)
+                    ));
+                    if !a.platforms.is_empty() {
+                        lines.push(format!("    platforms  {}", a.platforms.join(", ")));
+                    }
+                    for p in img
+                        .platforms
+                        .iter()
+                        .filter(|p| !is_attestation(&p.platform))
+                    {
+                        lines.push(format!(
+                            "    platform   {}: {} compressed, {} uncompressed, {} layer{}",
+                            if p.platform.is_empty() {
+                                "unnamed"
+                            } else {
+                                &p.platform
+                            },
+                            human(p.compressed),
+                            shown(&p.uncompressed),
+                            p.layers,
+                            if p.layers == 1 { "" } else { "s" }
+                        ));
+                    }
+                    if let Some(problem) = &img.problem {
+                        lines.push(format!("    sizes      incomplete: {problem}"));
+                    }
+                }
+                None => {
+                    lines.push(format!("    size       {}", human(a.size)));
+                    if !a.platforms.is_empty() {
+                        lines.push(format!("    platforms  {}", a.platforms.join(", ")));
+                    }
+                }
             }
             if let Some(c) = &a.chart {
                 lines.push(format!(
@@ -219,4 +278,37 @@ fn written_line(path: &std::path::Path, r: &ferry::bundle_report::Report) -> Str
         r.images.len(),
         platforms,
     )
+}
+
+/// An uncompressed size as printed (`≈` an estimate, `≥` some unknown).
+pub fn shown(u: &Uncompressed) -> String {
+    u.shown()
+}
+
+/// Attestation manifests (`unknown/unknown`) are listed in `--json` but not
+/// as platforms in the listing.
+fn is_attestation(platform: &str) -> bool {
+    platform.starts_with("unknown/")
+}
+
+/// The line saying how precise uncompressed sizes are, when they are not
+/// all exact.
+fn sizes_note(r: &ferry::bundle_report::Report) -> Option<String> {
+    if let Some(note) = &r.uncompressed_note {
+        return Some(format!("uncompressed sizes: {note}"));
+    }
+    let approximate = r.images.iter().any(|i| i.uncompressed.approximate);
+    let unknown = r.images.iter().any(|i| i.uncompressed.unknown > 0);
+    let mut parts = Vec::new();
+    if approximate {
+        parts
+            .push("≈ an estimate from a layer's gzip trailer or zstd header (--exact counts them)");
+    }
+    if unknown {
+        parts.push("≥ a sum with layers of unknown size");
+    }
+    match parts.is_empty() {
+        true => None,
+        false => Some(format!("uncompressed: {}", parts.join("; "))),
+    }
 }

@@ -4,6 +4,7 @@
 
 mod cache;
 mod completion;
+mod diff;
 mod export;
 mod inspect;
 mod inventory;
@@ -74,6 +75,8 @@ pub enum Command {
     Resolve(resolve::Args),
     /// Show the fetch cache, or prune it (ls, prune, gc).
     Cache(cache::Args),
+    /// Compare two bundles: images added, removed or changed, and growth.
+    Diff(diff::Args),
     /// Print the shell completion script (bash, zsh, fish, powershell, elvish).
     Completion(completion::Args),
     /// Write man pages for ferry and each command.
@@ -94,6 +97,7 @@ pub fn run() -> ExitCode {
             | Command::Rewrite(_)
             | Command::Unpack(_)
             | Command::Export(_)
+            | Command::Diff(_)
             | Command::Completion(_)
             | Command::Cache(_)
     ) {
@@ -124,6 +128,7 @@ pub fn run() -> ExitCode {
         Command::Inventory(a) => inventory::run(a, &settings),
         Command::Resolve(a) => resolve::run(a, &settings),
         Command::Cache(a) => cache::run(a, &settings),
+        Command::Diff(a) => diff::run(a, &settings),
         Command::Completion(a) => completion::run(a, &settings),
         Command::Man(a) => man::run(a, &settings),
     };
@@ -217,7 +222,6 @@ pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     ferry::verify::error_chain(e)
 }
 
-/// Human-readable byte counts.
 /// The archive named on the command line: one path, or the files of one
 /// volume set (`b.tar.*`, the sidecar included), of which the first volume
 /// is opened; the reader finds and checks the others by number.
@@ -252,47 +256,11 @@ pub fn archive_arg(paths: &[std::path::PathBuf]) -> anyhow::Result<std::path::Pa
     Ok((*first).clone())
 }
 
-/// The largest file FAT32 holds: 4 GiB less one byte.
-pub const FAT32_MAX: u64 = (4 << 30) - 1;
+/// Sizes as `--volume-size`, `--max-image-size` and the spec's `budget:`
+/// write them (the library's one parser).
+pub use ferry::sizes::parse_size;
 
-/// Parses a size with an optional unit: `700M`, `4G`, `1.5GiB`, `4000MB`,
-/// or `fat32`. K, M, G, T and KiB… are powers of 1024; KB, MB, GB, TB are
-/// powers of 1000.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    if t.eq_ignore_ascii_case("fat32") {
-        return Ok(FAT32_MAX);
-    }
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size (try 700M, 4G or fat32)"))?;
-    let mult: u64 = match unit.trim().to_ascii_uppercase().as_str() {
-        "" | "B" => 1,
-        "K" | "KIB" => 1 << 10,
-        "M" | "MIB" => 1 << 20,
-        "G" | "GIB" => 1 << 30,
-        "T" | "TIB" => 1 << 40,
-        "KB" => 1_000,
-        "MB" => 1_000_000,
-        "GB" => 1_000_000_000,
-        "TB" => 1_000_000_000_000,
-        _ => {
-            return Err(format!(
-                "{s:?} has an unknown unit (use K, M, G, T, KiB…, KB…)"
-            ))
-        }
-    };
-    let v = n * mult as f64;
-    if !v.is_finite() || v < 1.0 || v > u64::MAX as f64 {
-        return Err(format!("{s:?} is not a usable size"));
-    }
-    Ok(v as u64)
-}
-
+/// Human-readable byte counts.
 pub fn human(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = bytes as f64;
@@ -311,19 +279,6 @@ pub fn human(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes_parse_with_binary_and_decimal_units() {
-        assert_eq!(parse_size("700M"), Ok(700 << 20));
-        assert_eq!(parse_size("4G"), Ok(4 << 30));
-        assert_eq!(parse_size("1.5GiB"), Ok(3 << 29));
-        assert_eq!(parse_size("4000MB"), Ok(4_000_000_000));
-        assert_eq!(parse_size("fat32"), Ok(FAT32_MAX));
-        assert_eq!(parse_size("12345"), Ok(12345));
-        assert!(parse_size("4X").is_err());
-        assert!(parse_size("G").is_err());
-        assert!(parse_size("0").is_err());
-    }
 
     /// Every command that reads an archive takes `--key`, including any
     /// added later: an argument that names an archive (`ARCHIVE`) without a
@@ -352,6 +307,7 @@ mod tests {
         assert_eq!(
             readers,
             [
+                "diff",
                 "export",
                 "inspect",
                 "inventory",

@@ -65,6 +65,16 @@ pub struct Args {
     /// tag has moved.
     #[arg(long, value_name = "LOCK")]
     pub lock: Option<PathBuf>,
+    /// Fail when an image unpacks to more than SIZE (700M, 4G, 500MB) on
+    /// any platform, by its layers' gzip trailers and zstd headers. For
+    /// images without a `budget:` of their own; replaces the spec's
+    /// `budget.image`.
+    #[arg(long, value_name = "SIZE", value_parser = super::parse_size)]
+    pub max_image_size: Option<u64>,
+    /// Make an image (or the bundle) over its budget a warning instead of
+    /// a failure; the archive is written.
+    #[arg(long)]
+    pub warn_only: bool,
     #[command(flatten)]
     pub remote: RemoteArgs,
 }
@@ -114,6 +124,10 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
             Some(p) => Some(ferry::lock::Lock::read(p)?),
             None => None,
         },
+        budget: ferry::pack::BudgetOptions {
+            max_image_size: args.max_image_size,
+            warn_only: args.warn_only,
+        },
         have: match &args.have {
             Some(p) => Some(ferry::inventory::Inventory::read(p)?),
             None => None,
@@ -138,6 +152,7 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
                 "fetched": summary.fetched,
                 "tags": summary.tags.iter().map(|c| serde_json::json!({"image": c.image, "rule": c.rule, "chosen": c.tags})).collect::<Vec<_>>(),
                 "chart_images": summary.chart_images.iter().map(|(r, o)| serde_json::json!({"reference": r, "origin": o})).collect::<Vec<_>>(),
+                "budget": summary.budget,
             })
         ));
     } else {
@@ -183,6 +198,9 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
                     String::new()
                 }
             ));
+        }
+        if let Some(b) = &summary.budget {
+            lines.push(budget_line(b));
         }
         if let Some(d) = &summary.bundle.delta {
             lines.push(format!(
@@ -233,5 +251,43 @@ fn parse_compress(s: &str) -> Result<i32, String> {
             Ok(n) if (1..=19).contains(&n) => Ok(n),
             _ => Err(format!("zstd level {l:?} must be 1-19")),
         },
+    }
+}
+
+/// `budgets: N checked, …`: how the budgets went, with the one nearest
+/// its limit (or each over it, with --warn-only).
+fn budget_line(b: &ferry::pack::BudgetReport) -> String {
+    let over = b.over();
+    let bundle = b
+        .measured
+        .iter()
+        .any(|m| m.from == ferry::pack::LimitFrom::SpecBundle);
+    let images = b.measured.len() - usize::from(bundle);
+    let n = match (images, bundle) {
+        (1, false) => "1 image".to_owned(),
+        (i, false) => format!("{i} images"),
+        (0, true) => "the bundle".to_owned(),
+        (1, true) => "1 image and the bundle".to_owned(),
+        (i, true) => format!("{i} images and the bundle"),
+    };
+    if !over.is_empty() {
+        return format!(
+            "budgets: {n} checked, {} over (--warn-only): {}",
+            over.len(),
+            over.iter()
+                .map(|m| m.to_string())
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+    }
+    let closest = b.measured.iter().max_by(|x, y| {
+        (x.size.bytes as f64 / x.limit as f64).total_cmp(&(y.size.bytes as f64 / y.limit as f64))
+    });
+    match closest {
+        Some(m) => format!(
+            "budgets: {n} checked, all within; the closest, at {:.0} %: {m}",
+            100.0 * m.size.bytes as f64 / m.limit as f64
+        ),
+        None => "budgets: no image to check".into(),
     }
 }

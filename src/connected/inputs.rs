@@ -129,6 +129,62 @@ pub struct Spec {
     /// Local files and directories to carry.
     #[serde(default)]
     pub files: Vec<FileEntry>,
+    /// Size budgets checked at pack: `{image: 500M, bundle: 20G}`.
+    #[serde(default)]
+    pub budget: Option<Budget>,
+}
+
+/// Size budgets, checked at pack against what each image's platforms
+/// unpack to (the largest platform counts).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Budget {
+    /// The most any one image may unpack to, for images without a budget
+    /// of their own.
+    #[serde(default)]
+    pub image: Option<Size>,
+    /// The most the bundle's images together may unpack to, on any one
+    /// platform (each distinct layer once).
+    #[serde(default)]
+    pub bundle: Option<Size>,
+}
+
+/// A size as `--volume-size` takes it: `200M`, `1.5GiB`, `4000MB`, or a
+/// plain number of bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Size(pub u64);
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Size;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a size such as 200M, 1.5GiB or 4000MB")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Size, E> {
+                crate::format::sizes::parse_size(s)
+                    .map(Size)
+                    .map_err(E::custom)
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Size, E> {
+                match n {
+                    0 => Err(E::custom("a size of 0 bytes is not a usable budget")),
+                    n => Ok(Size(n)),
+                }
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Size, E> {
+                match u64::try_from(n) {
+                    Ok(n) => self.visit_u64(n),
+                    Err(_) => Err(E::custom(format!("{n} is not a size"))),
+                }
+            }
+            fn visit_f64<E: de::Error>(self, n: f64) -> Result<Size, E> {
+                self.visit_str(&n.to_string())
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// Where an image comes from.
@@ -239,6 +295,9 @@ pub struct ImageEntry {
     /// Which tags of a registry repository to carry (`tags:`); the entry
     /// then stands for one image per chosen tag.
     pub tags: Option<TagRule>,
+    /// The most this image may unpack to (`budget: 200M`), instead of the
+    /// spec's `budget.image` and `pack --max-image-size`.
+    pub budget: Option<u64>,
 }
 
 /// Which tags of a repository an image entry carries (`tags:` in the
@@ -435,6 +494,7 @@ struct ImageEntryMap {
     name: Option<String>,
     #[serde(default)]
     tags: Option<TagRuleMap>,
+    budget: Option<Size>,
 }
 
 impl<'de> Deserialize<'de> for ImageEntry {
@@ -443,7 +503,7 @@ impl<'de> Deserialize<'de> for ImageEntry {
         impl<'de> Visitor<'de> for V {
             type Value = ImageEntry;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("an image reference string or a map with `ref` (and optional `platforms`, `name`, `tags`)")
+                f.write_str("an image reference string or a map with `ref` (and optional `platforms`, `name`, `tags`, `budget`)")
             }
             fn visit_str<E: de::Error>(self, s: &str) -> Result<ImageEntry, E> {
                 Ok(ImageEntry {
@@ -451,6 +511,7 @@ impl<'de> Deserialize<'de> for ImageEntry {
                     platforms: None,
                     name: None,
                     tags: None,
+                    budget: None,
                 })
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ImageEntry, A::Error> {
@@ -477,6 +538,7 @@ impl<'de> Deserialize<'de> for ImageEntry {
                     platforms: m.platforms,
                     name,
                     tags,
+                    budget: m.budget.map(|b| b.0),
                 })
             }
         }
@@ -652,6 +714,7 @@ impl Spec {
                 platforms: None,
                 name: None,
                 tags: None,
+                budget: None,
             });
         }
         Ok(Spec {
@@ -791,6 +854,26 @@ files:
         let msg = e.to_string();
         assert!(msg.contains("line 3"), "{msg}");
         assert!(msg.contains("Bad/Name:1"), "{msg}");
+    }
+
+    #[test]
+    fn budgets_parse_like_volume_sizes_at_the_top_and_per_image() {
+        let s = yaml(
+            "budget: {image: 500M, bundle: 20G}\nimages:\n  - ref: a:1\n    budget: 200MB\n  - b:1\n  - {ref: c:1, budget: 1048576}\n",
+        )
+        .unwrap();
+        let b = s.budget.unwrap();
+        assert_eq!(b.image, Some(Size(500 << 20)));
+        assert_eq!(b.bundle, Some(Size(20 << 30)));
+        assert_eq!(s.images[0].budget, Some(200_000_000));
+        assert_eq!(s.images[1].budget, None);
+        assert_eq!(s.images[2].budget, Some(1 << 20));
+        let e = yaml("images:\n  - ref: a:1\n    budget: 20X\n").unwrap_err();
+        let m = e.to_string();
+        assert!(m.contains("line 3") && m.contains("unknown unit"), "{m}");
+        let e = yaml("budget: {image: 1G, bundel: 2G}\nimages: [a:1]\n").unwrap_err();
+        assert!(e.to_string().contains("bundel"), "{e}");
+        assert!(yaml("budget: {image: 0}\nimages: [a:1]\n").is_err());
     }
 
     #[test]

@@ -410,6 +410,7 @@ pub fn apply(spec: &Spec, lock: &Lock) -> Result<Locked, LockError> {
                 platforms: e.platforms.clone(),
                 name: e.name.clone(),
                 tags: None,
+                budget: e.budget,
             });
             out.image_pins.push(Some(d));
         }

@@ -578,6 +578,42 @@ pub struct FoundBlob {
     pub small: bool,
 }
 
+impl FoundBlob {
+    /// Fills `buf` with the blob's bytes from `offset` on, by a positioned
+    /// read (a few bytes at a layer's ends, for its size estimate).
+    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        let past = || {
+            std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!(
+                    "{} bytes from {offset} are past the end of a {}-byte blob",
+                    buf.len(),
+                    self.size
+                ),
+            )
+        };
+        let end = offset
+            .checked_add(buf.len() as u64)
+            .filter(|&e| e <= self.size)
+            .ok_or_else(past)?;
+        match &self.source {
+            MemberSource::Bytes(b) => {
+                let range = usize::try_from(offset).map_err(|_| past())?
+                    ..usize::try_from(end).map_err(|_| past())?;
+                buf.copy_from_slice(b.get(range).ok_or_else(past)?);
+                Ok(())
+            }
+            MemberSource::File { path, offset: base } => {
+                use std::os::unix::fs::FileExt;
+                let f = fs_err::File::open(path)?;
+                f.file().read_exact_at(buf, base + offset).map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("reading {}: {e}", path.display()))
+                })
+            }
+        }
+    }
+}
+
 /// The result of walking one image.
 #[derive(Debug, Clone)]
 pub struct WalkedImage {
@@ -798,8 +834,9 @@ fn convert_document(
     Ok(Some(new))
 }
 
-/// A walked document's bytes, checked against its digest.
-fn read_found(found: &FoundBlob, d: &Digest, image: &str) -> Result<Vec<u8>, SourceError> {
+/// A walked document's bytes, checked against its digest (`image` names
+/// the image in messages).
+pub fn read_found(found: &FoundBlob, d: &Digest, image: &str) -> Result<Vec<u8>, SourceError> {
     let bytes = match &found.source {
         MemberSource::Bytes(b) => b.as_ref().clone(),
         MemberSource::File { path, offset } => {

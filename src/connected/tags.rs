@@ -287,6 +287,7 @@ pub fn expand(spec: &Spec, chosen: &[Option<ChosenTags>]) -> Spec {
                         platforms: e.platforms.clone(),
                         name: None,
                         tags: None,
+                        budget: e.budget,
                     });
                 }
             }

@@ -2,8 +2,10 @@
 //! came from or where it goes. OCI documents and graph walks ([`oci`]),
 //! bundle.json ([`bundle`]), its minisign signature ([`sign`]), the
 //! content-addressed store ([`layout`]), the one blob path (sources, sinks,
-//! the verifying reader and copy: [`blob`]) and the archive itself in every
-//! physical form ([`archive`]). Uses only [`base`](crate::base).
+//! the verifying reader and copy: [`blob`]), the archive itself in every
+//! physical form ([`archive`]), and what images take unpacked, told from
+//! their layers' headers and trailers ([`sizes`]). Uses only
+//! [`base`](crate::base).
 
 pub mod archive;
 pub mod blob;
@@ -11,3 +13,4 @@ pub mod bundle;
 pub mod layout;
 pub mod oci;
 pub mod sign;
+pub mod sizes;

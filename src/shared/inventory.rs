@@ -60,7 +60,7 @@ pub enum InventoryError {
         found: String,
     },
     /// The earlier bundle cannot be read.
-    #[error("cannot list {0}")]
+    #[error("cannot read {0} as an archive or a bundle.json")]
     Archive(PathBuf, #[source] ArchiveError),
     /// A bundle.json given directly is not valid.
     #[error("{0} is not a valid bundle.json")]

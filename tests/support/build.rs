@@ -244,6 +244,14 @@ pub fn demo_fixtures(dir: &Path) {
 /// `examples/gen_report.rs` for its benchmark. Returns the bytes sharing
 /// the base layers saves: each base's size times its images less one.
 pub fn many_images(dir: &Path, images: usize) -> u64 {
+    many_images_generation(dir, images, 0)
+}
+
+/// [`many_images`] as generation `generation` of the same image set: from
+/// generation 1 on, every tenth image's own layer is new and 30 % larger,
+/// and every image has a new tag (`1.N` becomes `1.N+10×generation`), so a
+/// diff matches them by repository. Generation 0 is `many_images` itself.
+pub fn many_images_generation(dir: &Path, images: usize, generation: usize) -> u64 {
     let mut l = LayoutBuilder::new(&dir.join("layout"));
     let bases: Vec<Vec<(Vec<u8>, Digest)>> = (0..10u64)
         .map(|b| {
@@ -261,13 +269,24 @@ pub fn many_images(dir: &Path, images: usize) -> u64 {
     for i in 0..images {
         let mut children = Vec::new();
         for (a, arch) in ["amd64", "arm64"].iter().enumerate() {
-            let own = pseudo_random((i * 2 + a) as u64, 512 + (i % 97) * 64);
+            let grown = generation > 0 && i % 10 == 0;
+            let own = match grown {
+                false => pseudo_random((i * 2 + a) as u64, 512 + (i % 97) * 64),
+                true => pseudo_random(
+                    (1_000_000 * generation + i * 2 + a) as u64,
+                    (512 + (i % 97) * 64) * 13 / 10,
+                ),
+            };
             let app = layer(&[("app/bin", &own)]);
             let base = bases[i % bases.len()][a].clone();
             children.push(l.image(Flavour::Oci, "linux", arch, &[base, app]));
         }
         let idx = l.index(Flavour::Oci, children);
-        let name = format!("registry.example.com/team{}/app{i:04}:1.{}", i % 7, i % 3);
+        let name = format!(
+            "registry.example.com/team{}/app{i:04}:1.{}",
+            i % 7,
+            i % 3 + 10 * generation
+        );
         l.tag(&idx, &name);
         spec.push_str(&format!("  - oci:layout:{name}\n"));
     }

@@ -27,10 +27,12 @@ use crate::format::archive::{self, ArchiveError};
 use crate::format::bundle::Bundle;
 use crate::shared::inventory::Inventory;
 
+mod budget;
 mod needs;
 mod plan;
 mod resolve;
 
+pub use budget::{BudgetReport, LimitFrom, Measured};
 pub use needs::{cache_needs, CacheNeeds};
 
 use plan::{assemble, plan_chart, plan_chart_file, plan_file, plan_image, Plan};
@@ -146,6 +148,12 @@ pub enum PackError {
         /// Second entry.
         second: String,
     },
+    /// Images (or the bundle) over their size budgets; nothing was written.
+    #[error("{} over budget; no archive was written (pack --warn-only writes it anyway):{}", budget::who(over), over.iter().map(|m| format!("\n  {m}")).collect::<String>())]
+    Budget {
+        /// Each image (or the bundle) over its limit, with both sizes.
+        over: Vec<Measured>,
+    },
     /// Writing the archive failed.
     #[error(transparent)]
     Archive(#[from] ArchiveError),
@@ -201,6 +209,18 @@ pub struct PackOptions {
     pub oci: bool,
     /// Pack exactly what this lock file (from `ferry resolve`) chose.
     pub lock: Option<crate::connected::lock::Lock>,
+    /// Size budgets from the command line (the spec's are in the spec).
+    pub budget: BudgetOptions,
+}
+
+/// Budgets given on the command line.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BudgetOptions {
+    /// `--max-image-size`: the most an image without a `budget:` of its own
+    /// may unpack to (instead of the spec's `budget.image`).
+    pub max_image_size: Option<u64>,
+    /// `--warn-only`: an image over its budget is a warning, not a failure.
+    pub warn_only: bool,
 }
 
 /// What a pack run produced.
@@ -223,6 +243,8 @@ pub struct PackSummary {
     pub chart_images: Vec<(String, String)>,
     /// The tags each entry with `tags:` chose (or the lock file gave).
     pub tags: Vec<crate::connected::tags::ChosenTags>,
+    /// The budgets checked, when any applied.
+    pub budget: Option<BudgetReport>,
 }
 
 /// When a bundle is signed, in RFC 3339 UTC: `SOURCE_DATE_EPOCH` when set
@@ -353,6 +375,28 @@ pub fn pack(
     for note in &plan.notes {
         reporter.note(note);
     }
+    // Budgets: checked on the plan, before anything is written.
+    let limits = budget::Limits {
+        cli: opts.budget.max_image_size,
+        spec: spec.budget.unwrap_or_default(),
+    };
+    reporter.start("checking size budgets", 0);
+    let budget = budget::check(&plan, limits);
+    reporter.finish();
+    if let Some(b) = &budget {
+        for note in &b.notes {
+            reporter.note(note);
+        }
+        let over: Vec<Measured> = b.over().into_iter().cloned().collect();
+        if !over.is_empty() {
+            if !opts.budget.warn_only {
+                return Err(PackError::Budget { over });
+            }
+            for m in &over {
+                reporter.note(&format!("warning: over budget: {m}"));
+            }
+        }
+    }
 
     let name = spec
         .name
@@ -403,6 +447,7 @@ pub fn pack(
         fetched,
         chart_images,
         tags: prepared.tags,
+        budget,
     })
 }
 

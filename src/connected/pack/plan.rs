@@ -34,6 +34,8 @@ pub(super) struct Plan {
     pub(super) notes: Vec<String>,
     /// Convert Docker schema-2 documents to OCI (`pack --oci`).
     pub(super) oci: bool,
+    /// Images with a `budget:` of their own, by reference.
+    pub(super) budgets: HashMap<String, u64>,
 }
 
 impl Plan {
@@ -133,6 +135,9 @@ pub(super) fn plan_image(
     };
     let reference = name.to_string();
     plan.claim(&reference, &label)?;
+    if let Some(b) = entry.budget {
+        plan.budgets.insert(reference.clone(), b);
+    }
     let mut walked = match found {
         Found::Walked(image) => image,
         Found::Layout(layout, root) => {

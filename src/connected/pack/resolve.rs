@@ -194,6 +194,7 @@ pub(super) fn plan_chart_images(
             platforms: None,
             name: None,
             tags: None,
+            budget: None,
         })
         .collect();
     let requests: Vec<FetchRequest> = entries

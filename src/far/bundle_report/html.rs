@@ -178,12 +178,15 @@ pub fn render(r: &Report) -> String {
     shared(&mut out, r);
     charts_and_files(&mut out, r);
     referrers(&mut out, r);
+    let how = match r.exact {
+        true => "counted by decompressing each layer (<code>--exact</code>)",
+        false => "read from their headers and trailers without decompressing: ≈ an estimate",
+    };
     w!(
         out,
         "<footer>Written by ferry {} (<code>ferry inspect --html</code>) from {}. \
 Sizes in binary units (1 KiB = 1024 bytes). Compressed: what a pull transfers (config and layers). \
-Uncompressed: what the layers unpack to, read from their headers and trailers without decompressing: \
-≈ an estimate, ≥ some layers of unknown size.</footer>\n",
+Uncompressed: what the layers unpack to, {how}, ≥ some layers of unknown size.</footer>\n",
         env!("CARGO_PKG_VERSION"),
         esc(&file_name(&i.archive)),
     );

@@ -22,8 +22,11 @@ use crate::base::report::Reporter;
 use crate::far::unpack::Inspection;
 use crate::far::verify::{SignatureCheckError, VerifyReport};
 use crate::format::archive::{Archive, ArchiveError, Entry};
+use crate::format::blob::{BlobSource, Verifying};
 use crate::format::bundle::{Artifact, ArtifactKind};
 use crate::format::oci::{self, Descriptor, Node};
+use crate::format::sizes::{self, Estimate, Walked};
+pub use crate::format::sizes::{PlatformSize, Uncompressed};
 
 /// Errors gathering or writing a report.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +40,17 @@ pub enum ReportError {
     /// The verification asked for could not run.
     #[error(transparent)]
     Verify(#[from] SignatureCheckError),
+    /// A layer could not be decompressed to count its size (`--exact`).
+    #[error("cannot count what layer {digest} in {archive} unpacks to")]
+    Count {
+        /// The archive.
+        archive: PathBuf,
+        /// The layer.
+        digest: Digest,
+        /// Why (a damaged stream, bytes that do not match the digest).
+        #[source]
+        source: std::io::Error,
+    },
     /// The page could not be written.
     #[error("cannot write the report {path}")]
     Write {
@@ -63,66 +77,8 @@ pub enum Signature {
     Unsigned,
 }
 
-/// What a set of layers unpacks to, as far as can be told without
-/// decompressing them: `bytes` is the sum over the layers whose size is
-/// known; `approximate` says some of those are estimates (a gzip trailer's
-/// ISIZE, a zstd frame header's content size); `unknown` counts the layers
-/// whose size cannot be told cheaply (left out of `bytes`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Uncompressed {
-    /// Known bytes.
-    pub bytes: u64,
-    /// Whether any part of `bytes` is an estimate.
-    pub approximate: bool,
-    /// Layers whose size is known (exactly or about).
-    pub known: usize,
-    /// Layers whose uncompressed size is unknown.
-    pub unknown: usize,
-}
-
-impl Uncompressed {
-    fn add(&mut self, e: Estimate) {
-        match e {
-            Estimate::Exact(n) => {
-                self.bytes += n;
-                self.known += 1;
-            }
-            Estimate::About(n) => {
-                self.bytes += n;
-                self.known += 1;
-                self.approximate = true;
-            }
-            Estimate::Unknown => self.unknown += 1,
-        }
-    }
-}
-
-/// One layer's uncompressed size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Estimate {
-    /// The layer is an uncompressed tar: its own size.
-    Exact(u64),
-    /// From a gzip trailer or a zstd frame header.
-    About(u64),
-    /// Not known without decompressing.
-    Unknown,
-}
-
-/// One platform of an image: one image manifest.
-#[derive(Debug, Clone, Serialize)]
-pub struct PlatformReport {
-    /// `os/arch[/variant]`, or empty when neither the index nor bundle.json
-    /// says.
-    pub platform: String,
-    /// The manifest's digest.
-    pub digest: Digest,
-    /// Its layers.
-    pub layers: usize,
-    /// Config and layers, as a pull transfers them.
-    pub compressed: u64,
-    /// Config and layers, unpacked.
-    pub uncompressed: Uncompressed,
-}
+/// One platform of an image (see [`PlatformSize`]).
+pub type PlatformReport = PlatformSize;
 
 /// One image.
 #[derive(Debug, Clone, Serialize)]
@@ -209,12 +165,26 @@ pub struct Report {
     /// holds for the whole archive (a zstd-compressed one).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub uncompressed_note: Option<String>,
+    /// Whether uncompressed sizes were counted by decompressing every layer
+    /// (`--exact`) rather than estimated.
+    pub exact: bool,
     /// Structural damage met while opening (only with `verify`, which
     /// names it in full).
     pub faults: Vec<String>,
     /// The verification, when asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verify: Option<VerifyReport>,
+}
+
+/// What to gather besides what bundle.json and the documents say.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Verify the archive too (as `ferry verify`) and include the result.
+    pub verify: bool,
+    /// Count each layer's uncompressed size by decompressing it (every
+    /// layer read once, through the verifying reader) instead of
+    /// estimating it from a few bytes at its ends.
+    pub exact: bool,
 }
 
 /// Gathers the report of the archive at `path`. With `key`, the signature
@@ -229,6 +199,31 @@ pub fn gather(
     verify: bool,
     reporter: &dyn Reporter,
 ) -> Result<Report, ReportError> {
+    gather_with(
+        path,
+        key,
+        Options {
+            verify,
+            exact: false,
+        },
+        reporter,
+    )
+}
+
+/// [`gather`] with every option: with `exact`, each distinct layer is
+/// decompressed once to count what it unpacks to (in parallel by position
+/// from a plain archive, in one ordered pass over a compressed one;
+/// progress through `reporter`). A layer that does not decompress, or whose
+/// bytes do not match its digest, fails the report naming it, unless
+/// `verify` is asked for too: then its size is unknown and verify names
+/// the damage.
+pub fn gather_with(
+    path: &Path,
+    key: Option<&Path>,
+    options: Options,
+    reporter: &dyn Reporter,
+) -> Result<Report, ReportError> {
+    let Options { verify, exact } = options;
     let archive = Archive::open_head_lenient(path)?;
     let comment = archive.check_key(key)?;
     let faults: Vec<String> = archive.faults.iter().map(|e| error_chain(e)).collect();
@@ -286,10 +281,13 @@ pub fn gather(
             }
         }
     }
-    let estimates: HashMap<Digest, Estimate> = layers
-        .par_iter()
-        .map(|l| (l.digest, estimate(&archive, &locations, l)))
-        .collect();
+    let estimates: HashMap<Digest, Estimate> = match exact {
+        true => count_layers(&archive, &layers, verify, reporter)?,
+        false => layers
+            .par_iter()
+            .map(|l| (l.digest, estimate(&archive, &locations, l)))
+            .collect(),
+    };
     let estimate_of = |d: &Descriptor| {
         estimates
             .get(&d.digest)
@@ -310,23 +308,12 @@ pub fn gather(
         let mut distinct: HashSet<Digest> = HashSet::new();
         let (mut compressed, mut uncompressed) = (0, Uncompressed::default());
         for m in &w.manifests {
-            let mut p = PlatformReport {
-                platform: m.platform.clone(),
-                digest: m.digest,
-                layers: m.layers.len(),
-                compressed: m.config.size,
-                uncompressed: Uncompressed {
-                    bytes: m.config.size,
-                    ..Default::default()
-                },
-            };
+            platforms.push(PlatformSize::of(m, &estimate_of));
             if distinct.insert(m.config.digest) {
                 compressed += m.config.size;
                 uncompressed.bytes += m.config.size;
             }
             for l in &m.layers {
-                p.compressed += l.size;
-                p.uncompressed.add(estimate_of(l));
                 if distinct.insert(l.digest) {
                     compressed += l.size;
                     uncompressed.add(estimate_of(l));
@@ -334,7 +321,6 @@ pub fn gather(
                     u.1.push(n);
                 }
             }
-            platforms.push(p);
         }
         separate += compressed;
         images.push(ImageReport {
@@ -389,8 +375,8 @@ pub fn gather(
         })
         .collect();
 
-    let uncompressed_note = archive.is_compressed().then(|| {
-        "the archive is zstd-compressed, so layers cannot be read by position: only uncompressed tar layers have a known size (zstd -d it for estimates)".to_owned()
+    let uncompressed_note = (archive.is_compressed() && !exact).then(|| {
+        "the archive is zstd-compressed, so layers cannot be read by position: only uncompressed tar layers have a known size (zstd -d it for estimates, or count them with --exact)".to_owned()
     });
     let created = archive.bundle.created.clone();
     let bundle_digest = Digest::of(&archive.bundle_bytes);
@@ -408,6 +394,7 @@ pub fn gather(
         sharing,
         referrers,
         uncompressed_note,
+        exact,
         faults,
         verify,
     })
@@ -422,23 +409,6 @@ pub fn write_html(report: &Report, path: &Path) -> Result<(), ReportError> {
             source,
         }
     })
-}
-
-/// One image manifest met under a root.
-struct ManifestSeen {
-    platform: String,
-    digest: Digest,
-    config: Descriptor,
-    layers: Vec<Descriptor>,
-}
-
-/// What walking one artifact found.
-#[derive(Default)]
-struct Walked {
-    manifests: Vec<ManifestSeen>,
-    /// The root's subject and artifact type.
-    subject: Option<(Digest, String)>,
-    problem: Option<String>,
 }
 
 /// Reads documents out of the archive, each checked against its digest.
@@ -464,7 +434,6 @@ impl Documents<'_> {
     }
 
     fn walk(&self, a: &Artifact) -> Walked {
-        let mut w = Walked::default();
         let root = Descriptor::new(&a.media_type, a.digest, 0);
         // A single manifest has no platform in a descriptor: bundle.json
         // recorded the one its config declares.
@@ -472,201 +441,110 @@ impl Documents<'_> {
             [one] => one.clone(),
             _ => String::new(),
         };
-        let mut walked = HashSet::new();
-        if let Err(e) = self.visit(&root, platform, 0, true, &mut walked, &mut w) {
-            w.problem = Some(e);
-        }
-        w
-    }
-
-    fn visit(
-        &self,
-        d: &Descriptor,
-        platform: String,
-        depth: usize,
-        root: bool,
-        walked: &mut HashSet<Digest>,
-        w: &mut Walked,
-    ) -> Result<(), String> {
-        if depth > oci::MAX_DEPTH {
-            return Err(format!(
-                "indexes nest deeper than {} levels at {}",
-                oci::MAX_DEPTH,
-                d.digest
-            ));
-        }
-        if !walked.insert(d.digest) {
-            return Ok(());
-        }
-        match self.read(d)? {
-            Node::Index(i) => {
-                if root {
-                    w.subject = i
-                        .subject
-                        .as_ref()
-                        .map(|s| (s.digest, i.artifact_type.clone().unwrap_or_default()));
-                }
-                for c in &i.manifests {
-                    let p = c
-                        .platform
-                        .as_ref()
-                        .map(|p| p.to_platform().to_string())
-                        .unwrap_or_default();
-                    self.visit(c, p, depth + 1, false, walked, w)?;
-                }
-            }
-            Node::Manifest(m) => {
-                if root {
-                    w.subject = m.subject.as_ref().map(|s| {
-                        let t = m
-                            .artifact_type
-                            .clone()
-                            .unwrap_or_else(|| m.config.media_type.clone());
-                        (s.digest, t)
-                    });
-                }
-                w.manifests.push(ManifestSeen {
-                    platform,
-                    digest: d.digest,
-                    config: m.config,
-                    layers: m.layers,
-                });
-            }
-        }
-        Ok(())
+        sizes::walk(&root, platform, &|d| self.read(d))
     }
 }
 
-/// Layer media types that are an uncompressed tar.
-fn is_plain_tar(media_type: &str) -> bool {
-    matches!(
-        media_type,
-        oci::OCI_LAYER_TAR
-            | "application/vnd.oci.image.layer.nondistributable.v1.tar"
-            | "application/vnd.docker.image.rootfs.diff.tar"
-    )
+/// Each layer's uncompressed size, counted by decompressing it once
+/// through the verifying reader (`--exact`). A layer the archive does not
+/// hold (a delta leaves it out) is told by its media type alone. With
+/// `tolerate`, a layer that fails is unknown instead of an error.
+fn count_layers(
+    archive: &Archive,
+    layers: &[&Descriptor],
+    tolerate: bool,
+    reporter: &dyn Reporter,
+) -> Result<HashMap<Digest, Estimate>, ReportError> {
+    use crate::base::report::Progress;
+    let total = layers.iter().map(|l| l.size).sum();
+    reporter.start("counting uncompressed sizes", total);
+    let failed = |digest: Digest, source: std::io::Error| match tolerate {
+        true => Ok(Estimate::Unknown),
+        false => Err(ReportError::Count {
+            archive: archive.path().to_owned(),
+            digest,
+            source,
+        }),
+    };
+    let one = |l: &Descriptor, r: &mut dyn std::io::Read| {
+        let mut v = Verifying::new(r, l.digest, l.size, archive.path().display().to_string());
+        let counted = sizes::count(
+            l,
+            &mut Progress {
+                inner: &mut v,
+                reporter,
+            },
+        );
+        counted.and_then(|e| {
+            v.finish()
+                .map_err(|m| std::io::Error::new(std::io::ErrorKind::InvalidData, m))?;
+            Ok(e)
+        })
+    };
+    let mut counted: HashMap<Digest, Estimate> = HashMap::new();
+    if archive.is_compressed() {
+        // One ordered pass over the stream, every wanted layer in turn.
+        let wanted: HashMap<Digest, &Descriptor> = layers.iter().map(|l| (l.digest, *l)).collect();
+        let mut stream = crate::format::archive::compressed::Stream::reopen(
+            archive.path(),
+            &archive.bundle_bytes,
+        )?;
+        loop {
+            let i = match stream.next_member() {
+                Ok(Some(i)) => i,
+                Ok(None) => break,
+                Err(_) if tolerate => break,
+                Err(e) => return Err(e.into()),
+            };
+            let Some(m) = archive.bundle.members.get(i) else {
+                continue;
+            };
+            let Some(l) = wanted.get(&m.digest).filter(|l| l.size == m.size) else {
+                continue;
+            };
+            if counted.contains_key(&l.digest) {
+                continue;
+            }
+            let e = match one(l, &mut stream) {
+                Ok(e) => e,
+                Err(source) => failed(l.digest, source)?,
+            };
+            counted.insert(l.digest, e);
+        }
+    } else {
+        counted = layers
+            .par_iter()
+            .filter_map(|l| {
+                let (size, segments) = archive.locate(&l.digest)?;
+                if size != l.size {
+                    return None;
+                }
+                let mut r = archive.reader(segments);
+                Some(match one(l, &mut r) {
+                    Ok(e) => Ok((l.digest, e)),
+                    Err(source) => failed(l.digest, source).map(|e| (l.digest, e)),
+                })
+            })
+            .collect::<Result<_, _>>()?;
+    }
+    reporter.finish();
+    // What the archive does not hold: the media type alone.
+    for l in layers {
+        counted
+            .entry(l.digest)
+            .or_insert_with(|| sizes::estimate(l, None));
+    }
+    Ok(counted)
 }
 
-/// Annotations of layers made of many gzip members or zstd frames, whose
-/// trailer or first header tells nothing of the whole.
-const MULTI_PART: [&str; 2] = [
-    "containerd.io/snapshot/stargz/toc.digest",
-    "io.github.containers.zstd-chunked.manifest-checksum",
-];
-
-/// What `layer` unpacks to, from a few bytes at its ends at most.
+/// What `layer` unpacks to, from a few bytes at its ends at most (read
+/// by position from the archive, when it holds the layer at its size).
 fn estimate(archive: &Archive, locations: &HashMap<Digest, Entry>, layer: &Descriptor) -> Estimate {
     let entry = locations
         .get(&layer.digest)
         .filter(|e| e.size == layer.size);
-    let head = entry.and_then(|e| {
-        let mut buf = vec![0u8; e.size.min(18) as usize];
-        archive.read_member_at(e, 0, &mut buf).ok().map(|()| buf)
-    });
-    if MULTI_PART
-        .iter()
-        .any(|k| layer.annotations.contains_key(*k))
-    {
-        return Estimate::Unknown;
-    }
-    let Some((entry, head)) = entry.zip(head) else {
-        // Not readable by position (a compressed archive, or a blob a delta
-        // leaves out): the media type alone.
-        return match is_plain_tar(&layer.media_type) {
-            true => Estimate::Exact(layer.size),
-            false => Estimate::Unknown,
-        };
-    };
-    if head.starts_with(&[0x1f, 0x8b]) {
-        let mut isize = [0u8; 4];
-        if entry.size < 18
-            || archive
-                .read_member_at(entry, entry.size - 4, &mut isize)
-                .is_err()
-        {
-            return Estimate::Unknown;
-        }
-        return Estimate::About(gzip_size(u32::from_le_bytes(isize), entry.size));
-    }
-    if head.starts_with(&crate::format::archive::form::ZSTD_MAGIC) {
-        return zstd_content_size(&head).map_or(Estimate::Unknown, Estimate::About);
-    }
-    // Neither gzip nor zstd: a tar is its own size.
-    match is_plain_tar(&layer.media_type) || is_tar(archive, entry) {
-        true => Estimate::Exact(entry.size),
-        false => Estimate::Unknown,
-    }
-}
-
-/// Whether the member starts with a ustar header (`ustar` at 257).
-fn is_tar(archive: &Archive, entry: &Entry) -> bool {
-    let mut magic = [0u8; 5];
-    entry.size >= 512
-        && archive.read_member_at(entry, 257, &mut magic).is_ok()
-        && &magic == b"ustar"
-}
-
-/// The uncompressed size of a one-member gzip of `compressed` bytes whose
-/// trailer says `isize` (the size modulo 2^32): the smallest size with that
-/// remainder that deflate could have made `compressed` bytes from (stored
-/// blocks add 5 bytes per 65,535, the gzip frame 18).
-fn gzip_size(isize: u32, compressed: u64) -> u64 {
-    let overhead = 18 + 5 * (compressed / 65_535 + 1);
-    let floor = compressed.saturating_sub(overhead);
-    let mut n = u64::from(isize);
-    if n < floor {
-        n += (floor - n).div_ceil(1 << 32) << 32;
-    }
-    n
-}
-
-/// The content size a zstd frame header declares, when it declares one
-/// (the first frame's: the whole layer's when it is one frame).
-fn zstd_content_size(head: &[u8]) -> Option<u64> {
-    let fhd = *head.get(4)?;
-    let single_segment = fhd & 0x20 != 0;
-    let did = [0usize, 1, 2, 4][usize::from(fhd & 0x03)];
-    let fcs = match fhd >> 6 {
-        0 if single_segment => 1,
-        0 => return None,
-        1 => 2,
-        2 => 4,
-        _ => 8,
-    };
-    let at = 5 + usize::from(!single_segment) + did;
-    let field = head.get(at..at + fcs)?;
-    let mut v = [0u8; 8];
-    v[..fcs].copy_from_slice(field);
-    let n = u64::from_le_bytes(v);
-    Some(if fcs == 2 { n + 256 } else { n })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn gzip_isize_is_lifted_past_4_gib_when_the_compressed_size_needs_it() {
-        assert_eq!(gzip_size(1000, 500), 1000);
-        // A 5 GiB layer of incompressible data: ISIZE wrapped once.
-        let five = 5u64 << 30;
-        let wrapped = (five % (1 << 32)) as u32;
-        assert_eq!(gzip_size(wrapped, five + 1000), five);
-        // Well-compressed data over 4 GiB cannot be told apart: the floor.
-        assert_eq!(gzip_size(wrapped, 1 << 20), u64::from(wrapped));
-    }
-
-    #[test]
-    fn zstd_frame_header_content_size_is_read_when_declared() {
-        let data = vec![7u8; 100_000];
-        let z = zstd::bulk::compress(&data, 3).unwrap();
-        assert_eq!(zstd_content_size(&z[..18.min(z.len())]), Some(100_000));
-        // A header without a content size (streamed).
-        let no_size = [0x28, 0xb5, 0x2f, 0xfd, 0x00, 0x58, 0, 0, 0, 0];
-        assert_eq!(zstd_content_size(&no_size), None);
-        // Two-byte field: value + 256.
-        let two = [0x28, 0xb5, 0x2f, 0xfd, 0x40, 0x58, 0x10, 0x00];
-        assert_eq!(zstd_content_size(&two), Some(0x10 + 256));
-        assert_eq!(zstd_content_size(&[0x28, 0xb5]), None);
+    match entry {
+        Some(e) => sizes::estimate(layer, Some(&|at, buf| archive.read_member_at(e, at, buf))),
+        None => sizes::estimate(layer, None),
     }
 }
