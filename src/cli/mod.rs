@@ -260,21 +260,8 @@ pub fn archive_arg(paths: &[std::path::PathBuf]) -> anyhow::Result<std::path::Pa
 /// write them (the library's one parser).
 pub use ferry::sizes::parse_size;
 
-/// Human-readable byte counts.
-pub fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
+/// Human-readable byte counts (the library's one formatter).
+pub use ferry::sizes::human;
 
 #[cfg(test)]
 mod tests {

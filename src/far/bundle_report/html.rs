@@ -46,20 +46,7 @@ pub fn esc(s: &str) -> String {
     out
 }
 
-/// Byte counts in binary units, as the command line prints them.
-fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    match UNITS.get(u) {
-        Some(unit) if u > 0 => format!("{v:.1} {unit}"),
-        _ => format!("{bytes} B"),
-    }
-}
+use crate::format::sizes::human;
 
 /// An uncompressed size as shown: exact, `≈` an estimate, `≥` some layers
 /// unknown, or `unknown`.
