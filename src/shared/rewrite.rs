@@ -13,7 +13,10 @@
 //! - Helm's split form under an `image:` key: `registry`, `repository` (or
 //!   `image`), `tag`, `digest`;
 //! - kustomize `images:` entries: `name`, `newName`, `newTag`, `digest`;
-//! - `image_repository_server`/`_path`, `image_tag`, `image_digest` maps.
+//! - `image_repository_server`/`_path`, `image_tag`, `image_digest` maps;
+//! - all of these inside literal block scalars whose text is YAML (a
+//!   ConfigMap's `data.images_digests: |`, Argo CD's `helm.values: |`),
+//!   rewritten in place with the block's indentation kept ([`block`]).
 //!
 //! Values built from templates or variables (`{{ }}`, `${}`) are reported
 //! and left alone. This module computes edits and a report; reading and
@@ -23,8 +26,14 @@ use std::borrow::Cow;
 
 use granit_parser::{Event, Parser, ScalarStyle, Span};
 
+mod block;
 mod fast;
+mod files;
 use fast::Ev;
+pub use files::{
+    collect_inputs, find_images, read_text, FoundImage, ImageListing, InputFile, Inputs,
+    NotFollowed, SkippedImage,
+};
 use serde::Serialize;
 
 use crate::base::reference::Reference;
@@ -48,6 +57,30 @@ pub enum RewriteError {
     /// Target names could not be computed.
     #[error(transparent)]
     Mapping(#[from] MappingError),
+    /// A file or directory could not be read.
+    #[error("cannot read {path}")]
+    Read {
+        /// The file or directory.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file is not UTF-8 text.
+    #[error("{path} is not UTF-8 text")]
+    NotUtf8 {
+        /// The file.
+        path: std::path::PathBuf,
+    },
+    /// Something in one file.
+    #[error("{path}")]
+    InFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What.
+        #[source]
+        source: Box<RewriteError>,
+    },
 }
 
 /// What happened to one reference.
@@ -68,6 +101,13 @@ pub enum Outcome {
         /// Why.
         reason: String,
     },
+    /// Text that looks like YAML and names a registry, but could not be
+    /// read (a block that does not parse, a folded block): the images it
+    /// names are unknown, so `--check` fails on it.
+    Unreadable {
+        /// Why.
+        reason: String,
+    },
 }
 
 /// One reference found in a document.
@@ -82,6 +122,10 @@ pub struct Found {
     /// What happened.
     #[serde(flatten)]
     pub outcome: Outcome,
+    /// The key path of the block scalar it was found in (`data.images_digests`),
+    /// when it sits inside one; blocks within blocks are joined by ` > `.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub block: Option<String>,
 }
 
 /// Rewrite settings.
@@ -113,35 +157,6 @@ enum Frame<'t> {
     Seq {
         parent_key: Option<Cow<'t, str>>,
     },
-}
-
-/// The YAML and JSON files under `paths` (files as given; directories
-/// walked for `.yaml`, `.yml` and `.json`, sorted), each with the path to
-/// use relative to an output directory.
-pub fn collect_files(
-    paths: &[std::path::PathBuf],
-) -> std::io::Result<Vec<(std::path::PathBuf, std::path::PathBuf)>> {
-    let mut out = Vec::new();
-    for p in paths {
-        let meta = fs_err::metadata(p)?;
-        if meta.is_file() {
-            let rel = p
-                .file_name()
-                .map(std::path::PathBuf::from)
-                .unwrap_or_default();
-            out.push((p.clone(), rel));
-            continue;
-        }
-        for e in walkdir::WalkDir::new(p).sort_by_file_name() {
-            let e = e.map_err(std::io::Error::from)?;
-            let ext = e.path().extension().and_then(|x| x.to_str()).unwrap_or("");
-            if e.file_type().is_file() && matches!(ext, "yaml" | "yml" | "json") {
-                let rel = e.path().strip_prefix(p).unwrap_or(e.path()).to_owned();
-                out.push((e.path().to_owned(), rel));
-            }
-        }
-    }
-    Ok(out)
 }
 
 /// Rewrites `text`; returns the new text (identical when nothing matched)
@@ -235,7 +250,35 @@ fn rewrite_document(
     map: &ImageMap,
     opts: RewriteOptions,
 ) -> Result<(String, Vec<Found>), RewriteError> {
+    let (edits, found) = walk_document(text, map, opts, 0)?;
+    let mut out = String::with_capacity(text.len() + edits.len() * 32);
+    let mut pos = 0;
+    for (s, e, r) in edits {
+        if s < pos {
+            continue; // the same anchored scalar seen twice
+        }
+        out.push_str(&text[pos..s]);
+        out.push_str(&r);
+        pos = e;
+    }
+    out.push_str(&text[pos..]);
+    Ok((out, found))
+}
+
+/// One replacement: the byte range and the new text.
+type Edit = (usize, usize, String);
+
+/// The edits (sorted, one per start) and the references of one stream of
+/// documents. `depth` counts the block scalars it sits in.
+fn walk_document(
+    text: &str,
+    map: &ImageMap,
+    opts: RewriteOptions,
+    depth: usize,
+) -> Result<(Vec<Edit>, Vec<Found>), RewriteError> {
     let new_walk = || Walk {
+        text,
+        depth,
         map,
         opts,
         edits: Vec::new(),
@@ -260,19 +303,8 @@ fn rewrite_document(
     } = w;
     edits.sort_by_key(|e| e.0);
     edits.dedup_by_key(|e| e.0);
-    let mut out = String::with_capacity(text.len() + edits.len() * 32);
-    let mut pos = 0;
-    for (s, e, r) in edits {
-        if s < pos {
-            continue; // the same anchored scalar seen twice
-        }
-        out.push_str(&text[pos..s]);
-        out.push_str(&r);
-        pos = e;
-    }
-    out.push_str(&text[pos..]);
     found.sort_by_key(|f| f.line);
-    Ok((out, found))
+    Ok((edits, found))
 }
 
 /// The events of `text` from the full YAML parser.
@@ -455,9 +487,13 @@ fn get<'a, 't>(fields: &'a [(Cow<'t, str>, Scalar<'t>)], k: &str) -> Option<&'a 
 }
 
 struct Walk<'m, 't> {
+    /// The text the spans point into.
+    text: &'t str,
+    /// How many block scalars this text sits in.
+    depth: usize,
     map: &'m ImageMap,
     opts: RewriteOptions,
-    edits: Vec<(usize, usize, String)>,
+    edits: Vec<Edit>,
     found: Vec<Found>,
     /// `global.imageRegistry` or `global.image.registry`, when non-empty.
     global_registry: Option<Scalar<'t>>,
@@ -546,7 +582,136 @@ impl<'t> Walk<'_, 't> {
                 &mut self.found,
             );
         }
+        // YAML inside block scalars (and multi-line strings, reported).
+        for (k, s) in fields {
+            if s.value.contains('\n') {
+                self.embedded(k, s, path);
+            }
+        }
     }
+
+    /// A multi-line string value at `path`.`key` whose text looks like
+    /// YAML is read as YAML. In a literal block, what it names is
+    /// rewritten in place; in a folded block or a quoted string (whose
+    /// lines are joined or unescaped) it is only reported. Text that
+    /// cannot be read is reported, as unreadable when it names a registry.
+    fn embedded(&mut self, key: &str, s: &Scalar<'t>, path: &[&str]) {
+        if !block::looks_like_yaml(&s.value) {
+            return;
+        }
+        let key_path = key_path(path, key);
+        let skip = |why: String, found: &mut Vec<Found>| {
+            let mention = block::registry_mention(&s.value);
+            found.push(Found {
+                line: s.line,
+                form: "yaml block",
+                outcome: match &mention {
+                    Some(_) => Outcome::Unreadable { reason: why },
+                    None => Outcome::Skipped { reason: why },
+                },
+                reference: mention.unwrap_or_default(),
+                block: Some(key_path.clone()),
+            });
+        };
+        if self.depth >= MAX_BLOCK_DEPTH {
+            return skip(
+                format!("blocks nested more than {MAX_BLOCK_DEPTH} deep are not read"),
+                &mut self.found,
+            );
+        }
+        let (edits, found) = match walk_document(&s.value, self.map, self.opts, self.depth + 1) {
+            Ok(r) => r,
+            Err(e) => {
+                return skip(
+                    format!("looks like YAML but does not parse: {e}"),
+                    &mut self.found,
+                )
+            }
+        };
+        if found.is_empty() {
+            return;
+        }
+        let in_block = |f: Found, line: usize| Found {
+            line,
+            block: Some(match f.block {
+                Some(inner) => format!("{key_path} > {inner}"),
+                None => key_path.clone(),
+            }),
+            ..f
+        };
+        let lines = match s.style {
+            ScalarStyle::Literal => block::map_lines(self.text, s.start, &s.value),
+            _ => None,
+        };
+        let mut outer = Vec::with_capacity(edits.len());
+        if let Some(lines) = &lines {
+            for (start, end, r) in &edits {
+                match lines.outer(*start, *end) {
+                    Some((a, b)) => outer.push((a, b, r.clone())),
+                    None => {
+                        outer.clear();
+                        break;
+                    }
+                }
+            }
+        }
+        let mapped = lines.is_some();
+        match lines {
+            Some(lines) if outer.len() == edits.len() => {
+                self.edits.extend(outer);
+                // Line 1 of the value is the block's first line, which may
+                // be blank lines above its first content line (`s.line`).
+                let first = s.line.saturating_sub(lines.lead);
+                self.found.extend(found.into_iter().map(|f| {
+                    let line = f.line + first - 1;
+                    in_block(f, line)
+                }));
+            }
+            _ => {
+                // Read, but not replaceable in place: what would have been
+                // rewritten is reported as skipped, at the block's line.
+                let why = match s.style {
+                    ScalarStyle::Literal if mapped => {
+                        "a value in this block spans lines: not rewritten"
+                    }
+                    ScalarStyle::Literal => {
+                        "this block's lines could not be matched to the file: not rewritten"
+                    }
+                    ScalarStyle::Folded => {
+                        "in a folded block (>): not rewritten; write the YAML as a literal block (|)"
+                    }
+                    _ => "in a multi-line quoted string: not rewritten; write the YAML as a literal block (|)",
+                };
+                self.found.extend(found.into_iter().map(|mut f| {
+                    if matches!(f.outcome, Outcome::Rewritten { .. }) {
+                        f.outcome = Outcome::Skipped { reason: why.into() };
+                    }
+                    in_block(f, s.line)
+                }));
+            }
+        }
+    }
+}
+
+/// Blocks inside blocks read at most this deep (each level parses its
+/// text again).
+const MAX_BLOCK_DEPTH: usize = 4;
+
+/// `spec.source.helm.values`: the keys above a value and its own, with
+/// `[]` for a sequence item.
+fn key_path(path: &[&str], key: &str) -> String {
+    let mut out = String::new();
+    for k in path.iter().copied().chain(std::iter::once(key)) {
+        if k == "-" {
+            out.push_str("[]");
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(k);
+        }
+    }
+    out
 }
 
 impl<'t> Walk<'_, 't> {
@@ -565,6 +730,7 @@ impl<'t> Walk<'_, 't> {
                     outcome: Outcome::Skipped {
                         reason: "no imageRegistry/imageNamespace at the top level".into(),
                     },
+                    block: None,
                 });
             }
             return;
@@ -616,6 +782,7 @@ impl<'t> Walk<'_, 't> {
                 form: "cert-manager",
                 reference: joined,
                 outcome,
+                block: None,
             });
         }
         targets.dedup();
@@ -701,6 +868,7 @@ fn string_form(
         form: "image",
         reference: s.value.to_string(),
         outcome,
+        block: None,
     });
 }
 
@@ -776,6 +944,7 @@ fn split_form<'t>(fields: &[(Cow<'t, str>, Scalar<'t>)], w: &mut Walk<'_, 't>) {
         form: "helm split",
         reference: joined,
         outcome,
+        block: None,
     });
 }
 
@@ -830,6 +999,7 @@ fn digests_form<'t>(fields: &[(Cow<'t, str>, Scalar<'t>)], w: &mut Walk<'_, 't>)
         form: "images_digests",
         reference: joined,
         outcome,
+        block: None,
     });
 }
 
@@ -886,6 +1056,7 @@ fn kustomize_form(
         form: "kustomize",
         reference: joined,
         outcome,
+        block: None,
     });
 }
 
@@ -1105,6 +1276,149 @@ mod tests {
         let src = "image: |\n  nginx:1.27\n";
         let (out, _) = rw(src);
         assert_eq!(out, src);
+    }
+
+    /// The ESS override as a ConfigMap: the installer's tree inside
+    /// `data.images_digests: |`.
+    const ESS_CONFIGMAP: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ess-images # the override\ndata:\n  images_digests: |\n    # from images_digests.yml\n    element_web:\n      element_web:\n        image_digest: sha256:SOURCE\n        image_repository_path: library/nginx\n        image_repository_server: docker.io\n        image_tag: \"1.27\"\n\n    synapse:\n      redis:\n        image_repository_path: bitnami/redis\n        image_repository_server: docker.io\n        image_tag: '8.2'\n  other: |\n    plain text: not images\n";
+
+    #[test]
+    fn yaml_in_a_configmap_block_is_rewritten_in_place() {
+        let d = Digest::of(b"nginx");
+        let src = ESS_CONFIGMAP.replace("sha256:SOURCE", &d.to_string());
+        let (out, found) = rw(&src);
+        let want = src
+            .replace(
+                "image_repository_server: docker.io\n        image_tag: \"1.27\"",
+                "image_repository_server: registry.local:5000\n        image_tag: \"1.27\"",
+            )
+            .replace(
+                "image_repository_server: docker.io\n        image_tag: '8.2'",
+                "image_repository_server: registry.local:5000\n        image_tag: '8.2'",
+            );
+        assert_eq!(out, want);
+        assert_eq!(found.len(), 2, "{found:?}");
+        // Lines of the outer file, and the block's key path.
+        assert_eq!(found[0].line, 12);
+        assert_eq!(found[1].line, 18);
+        assert!(found
+            .iter()
+            .all(|f| f.block.as_deref() == Some("data.images_digests")
+                && f.form == "images_digests"
+                && matches!(f.outcome, Outcome::Rewritten { .. })));
+        // A second pass finds everything local.
+        let (again, found) = rw(&out);
+        assert_eq!(again, out);
+        assert!(found.iter().all(|f| f.outcome == Outcome::AlreadyLocal));
+    }
+
+    #[test]
+    fn a_configmap_naming_a_missing_image_reports_it() {
+        let src = ESS_CONFIGMAP
+            .replace("library/nginx", "library/absent")
+            .replace("sha256:SOURCE", &Digest::of(b"absent").to_string());
+        let (_, found) = rw(&src);
+        let missing: Vec<_> = found
+            .iter()
+            .filter(|f| f.outcome == Outcome::NotInBundle)
+            .collect();
+        assert_eq!(missing.len(), 1, "{found:?}");
+        assert!(missing[0]
+            .reference
+            .starts_with("docker.io/library/absent:1.27"));
+        assert_eq!(missing[0].block.as_deref(), Some("data.images_digests"));
+    }
+
+    #[test]
+    fn argo_cd_helm_values_crlf_chomping_and_indicators() {
+        let src = "apiVersion: argoproj.io/v1alpha1\r\nkind: Application\r\nspec:\r\n  source:\r\n    helm:\r\n      values: |-\r\n\r\n        image:\r\n          registry: docker.io\r\n          repository: bitnami/redis\r\n          tag: \"8.2\"\r\n  list:\r\n    - |2\r\n        image: nginx:1.27\r\n  more: |2\r\n      image: nginx:1.27\r\n";
+        let (out, found) = rw(src);
+        assert_eq!(
+            out,
+            src.replace("registry: docker.io", "registry: registry.local:5000")
+                .replace(
+                    "more: |2\r\n      image: nginx:1.27\r\n",
+                    "more: |2\r\n      image: registry.local:5000/library/nginx:1.27\r\n"
+                )
+        );
+        // (A block as a sequence item is not read.)
+        let blocks: Vec<_> = found.iter().map(|f| (f.line, f.block.as_deref())).collect();
+        assert_eq!(
+            blocks,
+            vec![
+                (10, Some("spec.source.helm.values")),
+                (16, Some("spec.more"))
+            ]
+        );
+    }
+
+    #[test]
+    fn unreadable_blocks_are_reported_and_those_naming_a_registry_fail() {
+        // Looks like YAML, does not parse, names a registry: unreadable.
+        let src =
+            "data:\n  bad: |\n    image: quay.io/org/app:1\n      - broken: [\n  ok: |\n    a: [\n";
+        let (out, found) = rw(src);
+        assert_eq!(out, src);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(
+            matches!(&found[0].outcome, Outcome::Unreadable { reason } if reason.contains("does not parse")),
+            "{found:?}"
+        );
+        assert_eq!(found[0].reference, "quay.io/org/app:1");
+        assert_eq!(found[0].block.as_deref(), Some("data.bad"));
+        // Names no registry: skipped.
+        assert!(matches!(&found[1].outcome, Outcome::Skipped { .. }));
+        // Folded blocks and multi-line quoted strings are not read.
+        let src = "data:\n  f: >\n    image_repository_server: gitlab-registry.matrix.org\n    image_repository_path: x/y\n  q: \"image: ghcr.io/a/b:1\\nother: 1\"\n  s: >\n    a: b\n";
+        let (out, found) = rw(src);
+        assert_eq!(out, src);
+        let outcomes: Vec<_> = found
+            .iter()
+            .map(|f| {
+                (
+                    f.block.as_deref().unwrap(),
+                    matches!(f.outcome, Outcome::Unreadable { .. }),
+                )
+            })
+            .collect();
+        assert_eq!(outcomes, vec![("data.f", true), ("data.q", false)]);
+        assert_eq!(found[1].outcome, Outcome::NotInBundle);
+        assert_eq!(found[1].reference, "ghcr.io/a/b:1");
+        // Found in a folded block and carried: reported, not rewritten.
+        let src = "data:\n  f: >\n    image: nginx:1.27\n";
+        let (out, found) = rw(src);
+        assert_eq!(out, src);
+        assert!(
+            matches!(&found[0].outcome, Outcome::Skipped { reason } if reason.contains("folded")),
+            "{found:?}"
+        );
+        // Shell scripts are not YAML and are not reported.
+        let (_, found) = rw("script: |\n  set -e\n  docker pull quay.io/org/app:1\n");
+        assert!(found.is_empty(), "{found:?}");
+    }
+
+    #[test]
+    fn blocks_within_blocks_and_the_depth_limit() {
+        let src = "outer: |\n  inner: |\n    image: nginx:1.27\n";
+        let (out, found) = rw(src);
+        assert_eq!(
+            out,
+            src.replace("image: nginx", "image: registry.local:5000/library/nginx")
+        );
+        assert_eq!(found[0].block.as_deref(), Some("outer > inner"));
+        assert_eq!(found[0].line, 3);
+        // Deeper than the limit: reported, not read.
+        let mut deep = String::from("image: docker.io/library/nginx:1.27\n");
+        for i in 0..=MAX_BLOCK_DEPTH {
+            let body: String = deep.lines().map(|l| format!("  {l}\n")).collect();
+            deep = format!("k{i}: |\n{body}");
+        }
+        let (out, found) = rw(&deep);
+        assert_eq!(out, deep);
+        assert!(
+            matches!(&found[0].outcome, Outcome::Unreadable { reason } if reason.contains("nested")),
+            "{found:?}"
+        );
     }
 
     #[test]
