@@ -160,7 +160,15 @@ fn the_index_yaml_negative_control_is_untouched() {
         .find(|(n, _)| n == "ingress-nginx-helm-index.yaml")
         .unwrap();
     let map = map_for(&text);
-    let (out, found) = rewrite(&text, &map, RewriteOptions { pin_digest: true }).unwrap();
+    let (out, found) = rewrite(
+        &text,
+        &map,
+        RewriteOptions {
+            pin_digest: true,
+            ..RewriteOptions::default()
+        },
+    )
+    .unwrap();
     assert!(found.is_empty());
     assert_eq!(out, text);
 }

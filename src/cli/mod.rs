@@ -4,6 +4,7 @@
 
 mod completion;
 mod export;
+mod images;
 mod inspect;
 mod inventory;
 mod keygen;
@@ -65,6 +66,8 @@ pub enum Command {
     Serve(serve::Args),
     /// Point image references in YAML/JSON at the local registry.
     Rewrite(rewrite::Args),
+    /// List the image references YAML/JSON files name, with file and line.
+    Images(images::Args),
     /// List the blobs a registry or an earlier bundle holds (for `pack --have`).
     Inventory(inventory::Args),
     /// Print the shell completion script (bash, zsh, fish, powershell, elvish).
@@ -85,6 +88,7 @@ pub fn run() -> ExitCode {
         Command::Inspect(_)
             | Command::Verify(_)
             | Command::Rewrite(_)
+            | Command::Images(_)
             | Command::Unpack(_)
             | Command::Export(_)
             | Command::Completion(_)
@@ -113,6 +117,7 @@ pub fn run() -> ExitCode {
         Command::Export(a) => export::run(a, &settings),
         Command::Serve(a) => serve::run(a, &settings),
         Command::Rewrite(a) => rewrite::run(a, &settings),
+        Command::Images(a) => images::run(a, &settings),
         Command::Inventory(a) => inventory::run(a, &settings),
         Command::Completion(a) => completion::run(a, &settings),
         Command::Man(a) => man::run(a, &settings),

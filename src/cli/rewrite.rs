@@ -67,6 +67,7 @@ pub fn run(args: Args, _: &Settings) -> anyhow::Result<ExitCode> {
     };
     let opts = RewriteOptions {
         pin_digest: args.pin_digest,
+        ..RewriteOptions::default()
     };
     let inputs = collect_inputs(&args.paths)?;
     if let Some(dir) = &args.output {

@@ -29,10 +29,15 @@ use granit_parser::{Event, Parser, ScalarStyle, Span};
 mod block;
 mod fast;
 mod files;
+mod overrides;
 use fast::Ev;
 pub use files::{
     collect_inputs, find_images, read_text, FoundImage, ImageListing, InputFile, Inputs,
     NotFollowed, SkippedImage,
+};
+pub use overrides::{
+    check_images_digests, configmap, images_digests_override, is_object_name, Override,
+    OverrideError,
 };
 use serde::Serialize;
 
@@ -122,6 +127,10 @@ pub struct Found {
     /// What happened.
     #[serde(flatten)]
     pub outcome: Outcome,
+    /// The key path of the mapping it was found in, within its document or
+    /// block (`spec.template.spec.containers[]`, `adminbot.haproxy`).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub path: String,
     /// The key path of the block scalar it was found in (`data.images_digests`),
     /// when it sits inside one; blocks within blocks are joined by ` > `.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -133,6 +142,10 @@ pub struct Found {
 pub struct RewriteOptions {
     /// Add `@digest` to every rewritten reference.
     pub pin_digest: bool,
+    /// In `images_digests` entries, also write the tag the target holds
+    /// into `image_tag` (they differ when an entry matched by its digest
+    /// an image carried under another tag).
+    pub digests_tag: bool,
 }
 
 /// A scalar with its byte span and style.
@@ -519,6 +532,7 @@ impl<'t> Walk<'_, 't> {
         in_images_seq: bool,
     ) {
         let parent_key = path.last().copied();
+        let before = self.found.len();
         let global = |k: &str| get(fields, k).filter(|s| !s.value.is_empty()).cloned();
         match path {
             ["global"] => {
@@ -582,6 +596,12 @@ impl<'t> Walk<'_, 't> {
                 &mut self.found,
             );
         }
+        if self.found.len() > before {
+            let here = key_path(path, None);
+            for f in &mut self.found[before..] {
+                f.path.clone_from(&here);
+            }
+        }
         // YAML inside block scalars (and multi-line strings, reported).
         for (k, s) in fields {
             if s.value.contains('\n') {
@@ -599,7 +619,7 @@ impl<'t> Walk<'_, 't> {
         if !block::looks_like_yaml(&s.value) {
             return;
         }
-        let key_path = key_path(path, key);
+        let key_path = key_path(path, Some(key));
         let skip = |why: String, found: &mut Vec<Found>| {
             let mention = block::registry_mention(&s.value);
             found.push(Found {
@@ -610,6 +630,7 @@ impl<'t> Walk<'_, 't> {
                     None => Outcome::Skipped { reason: why },
                 },
                 reference: mention.unwrap_or_default(),
+                path: String::new(),
                 block: Some(key_path.clone()),
             });
         };
@@ -699,9 +720,9 @@ const MAX_BLOCK_DEPTH: usize = 4;
 
 /// `spec.source.helm.values`: the keys above a value and its own, with
 /// `[]` for a sequence item.
-fn key_path(path: &[&str], key: &str) -> String {
+fn key_path(path: &[&str], key: Option<&str>) -> String {
     let mut out = String::new();
-    for k in path.iter().copied().chain(std::iter::once(key)) {
+    for k in path.iter().copied().chain(key) {
         if k == "-" {
             out.push_str("[]");
         } else {
@@ -730,6 +751,7 @@ impl<'t> Walk<'_, 't> {
                     outcome: Outcome::Skipped {
                         reason: "no imageRegistry/imageNamespace at the top level".into(),
                     },
+                    path: String::new(),
                     block: None,
                 });
             }
@@ -782,6 +804,7 @@ impl<'t> Walk<'_, 't> {
                 form: "cert-manager",
                 reference: joined,
                 outcome,
+                path: String::new(),
                 block: None,
             });
         }
@@ -868,6 +891,7 @@ fn string_form(
         form: "image",
         reference: s.value.to_string(),
         outcome,
+        path: String::new(),
         block: None,
     });
 }
@@ -944,6 +968,7 @@ fn split_form<'t>(fields: &[(Cow<'t, str>, Scalar<'t>)], w: &mut Walk<'_, 't>) {
         form: "helm split",
         reference: joined,
         outcome,
+        path: String::new(),
         block: None,
     });
 }
@@ -979,6 +1004,15 @@ fn digests_form<'t>(fields: &[(Cow<'t, str>, Scalar<'t>)], w: &mut Walk<'_, 't>)
                 w.edits
                     .push((path.start, path.end, render(target_path, path.style)));
             }
+            if w.opts.digests_tag {
+                let slot = get(fields, "image_tag")
+                    .filter(|t| !(t.value.is_empty() && t.style == ScalarStyle::Plain));
+                if let (Some(t), Some(want)) = (slot, e.tag.as_deref()) {
+                    if t.value != want {
+                        w.edits.push((t.start, t.end, render(want, t.style)));
+                    }
+                }
+            }
             // A digest recorded for the source is replaced by the one the
             // target holds (they differ when a platform filter applied).
             if let Some(d) =
@@ -989,9 +1023,18 @@ fn digests_form<'t>(fields: &[(Cow<'t, str>, Scalar<'t>)], w: &mut Walk<'_, 't>)
                         .push((d.start, d.end, render(&e.digest.to_string(), d.style)));
                 }
             }
-            Outcome::Rewritten {
-                to: target_string(&e, &r, w.opts),
-            }
+            let to = match (w.opts.digests_tag, e.tag.as_deref()) {
+                (true, Some(want)) => {
+                    let mut to = format!("{}:{want}", e.target);
+                    if w.opts.pin_digest || r.digest().is_some() {
+                        to.push('@');
+                        to.push_str(&e.digest.to_string());
+                    }
+                    to
+                }
+                _ => target_string(&e, &r, w.opts),
+            };
+            Outcome::Rewritten { to }
         }
     };
     w.found.push(Found {
@@ -999,6 +1042,7 @@ fn digests_form<'t>(fields: &[(Cow<'t, str>, Scalar<'t>)], w: &mut Walk<'_, 't>)
         form: "images_digests",
         reference: joined,
         outcome,
+        path: String::new(),
         block: None,
     });
 }
@@ -1042,6 +1086,7 @@ fn kustomize_form(
                         &r,
                         RewriteOptions {
                             pin_digest: opts.pin_digest && digest.is_some(),
+                            ..opts
                         },
                     ),
                 }
@@ -1056,6 +1101,7 @@ fn kustomize_form(
         form: "kustomize",
         reference: joined,
         outcome,
+        path: String::new(),
         block: None,
     });
 }
@@ -1162,6 +1208,7 @@ mod tests {
         );
         let outcomes: Vec<_> = found.iter().map(|f| (f.line, &f.outcome)).collect();
         assert_eq!(outcomes.len(), 4, "{found:?}");
+        assert_eq!(found[0].path, "spec.containers[]");
         assert_eq!(found[1].outcome, Outcome::NotInBundle);
         assert_eq!(found[1].line, 9);
     }
@@ -1169,7 +1216,15 @@ mod tests {
     #[test]
     fn digest_pinning_and_already_local() {
         let src = "image: nginx:1.27\nother:\n  image: registry.local:5000/library/nginx:1.27\n";
-        let (out, found) = rewrite(src, &map(), RewriteOptions { pin_digest: true }).unwrap();
+        let (out, found) = rewrite(
+            src,
+            &map(),
+            RewriteOptions {
+                pin_digest: true,
+                ..RewriteOptions::default()
+            },
+        )
+        .unwrap();
         let d = Digest::of(b"nginx");
         assert!(
             out.starts_with(&format!(
@@ -1190,7 +1245,15 @@ mod tests {
     #[test]
     fn helm_split_form() {
         let src = "global:\n  imageRegistry: \"\"\nimage:\n  registry: docker.io\n  repository: bitnami/redis\n  tag: \"8.2\"\n  digest: \"\"\n  pullPolicy: IfNotPresent\n";
-        let (out, found) = rewrite(src, &map(), RewriteOptions { pin_digest: true }).unwrap();
+        let (out, found) = rewrite(
+            src,
+            &map(),
+            RewriteOptions {
+                pin_digest: true,
+                ..RewriteOptions::default()
+            },
+        )
+        .unwrap();
         let d = Digest::of(b"redis");
         assert_eq!(
             out,
@@ -1301,6 +1364,8 @@ mod tests {
         // Lines of the outer file, and the block's key path.
         assert_eq!(found[0].line, 12);
         assert_eq!(found[1].line, 18);
+        assert_eq!(found[0].path, "element_web.element_web");
+        assert_eq!(found[1].path, "synapse.redis");
         assert!(found
             .iter()
             .all(|f| f.block.as_deref() == Some("data.images_digests")

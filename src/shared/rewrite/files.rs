@@ -142,6 +142,9 @@ pub struct FoundImage {
     pub line: usize,
     /// The form it was written in (`image`, `helm split`, `images_digests`…).
     pub form: &'static str,
+    /// The key path of the mapping that holds it.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub path: String,
     /// The key path of the block scalar it sits in, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub block: Option<String>,
@@ -163,6 +166,9 @@ pub struct SkippedImage {
     /// Text that looks like YAML and names a registry but could not be
     /// read: the images it names are unknown.
     pub unreadable: bool,
+    /// The key path of the mapping that holds it.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub path: String,
     /// The key path of the block scalar it sits in, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub block: Option<String>,
@@ -237,6 +243,7 @@ fn classify_found(file: &Path, f: Found, listing: &mut ImageListing) {
         form: f.form,
         reason,
         unreadable,
+        path: f.path.clone(),
         block: f.block.clone(),
     };
     match &f.outcome {
@@ -264,6 +271,7 @@ fn classify_found(file: &Path, f: Found, listing: &mut ImageListing) {
                     file: file.to_owned(),
                     line: f.line,
                     form: f.form,
+                    path: f.path.clone(),
                     block: f.block.clone(),
                 }),
                 Err(_) => listing
