@@ -1578,6 +1578,24 @@ mod tests {
             "\"quoted key\": v\n'single': w\n",
             "a:\n  - b\n  -\n    c: d\n",
             "x: [a, b]  # trailing\n",
+            "a: |\n  text\n",
+            "data:\n  d: |\n    a:\n      b: c\n\n    d: e\nx: 1\n",
+            "k: |\n  a: 1",
+            "k: |\n  a: 1\n\n",
+            "k: |\n  a: 1\n  \n \n",
+            "k: |\r\n  a: 1\r\n\r\nz: 1\r\n",
+            "m:\n  k: |\n    a\n  z: 1\n",
+            "m:\n  k: |\n    a\n   \n  z: 1\n",
+            "k: |\n  a\n---\nb: 1\n",
+            "k: |\n  a\n\n# c\nz: 1\n",
+            "k: |\n\n  a\n\n   b\n\n",
+            "k: |+\n  a\n\n\n",
+            "k: |-\n  a\n\n\n",
+            "k: | # c\n  a\n",
+            "k: |\n  a\n...\n",
+            "k: |\n  a\n # c\nz: 2\n",
+            "k: |\n  a\tb\n    \t\n",
+            "- k: |\n    x\n  j: 1\n",
         ];
         for c in cases {
             assert!(same_events(c), "{c:?} should take the fast path");
@@ -1585,7 +1603,11 @@ mod tests {
         // Outside the subset: the full parser decides.
         for c in [
             "a: &x 1\nb: *x\n",
-            "a: |\n  text\n",
+            "a: >\n  text\n",
+            "a: |2\n    text\n",
+            "- |\n  text\n",
+            "a: |\nb: 1\n",
+            "a: |\n   \n  text\n",
             "a: b\n  c\n",
             "a: \"x\\ny\"\n",
             "{\"a\": 1}\n",
@@ -1641,8 +1663,8 @@ mod tests {
             "a b c",
             "~",
         ];
-        let (mut accepted, mut total) = (0, 0);
-        for _ in 0..3000 {
+        let (mut accepted, mut total, mut blocks) = (0, 0, 0);
+        for _ in 0..10000 {
             let mut doc = String::new();
             let mut indent = 0usize;
             for _ in 0..(1 + next(12)) {
@@ -1653,7 +1675,16 @@ mod tests {
                     _ => {}
                 }
                 let pad = " ".repeat(indent + usize::from(next(25) == 0));
-                let line = match next(8) {
+                let line = match next(10) {
+                    8 => format!(
+                        "{pad}{}: |{}",
+                        keys[next(keys.len())],
+                        ["", "-", "+", " # c"][next(4)]
+                    ),
+                    9 => format!(
+                        "{pad}{}",
+                        ["", " ", "  text", "    more: x", "\tx", "#", "- y"][next(7)]
+                    ),
                     0 => format!("{pad}- {}", values[next(values.len())]),
                     1 => format!(
                         "{pad}- {}: {}",
@@ -1686,9 +1717,85 @@ mod tests {
                 let slow = parsed_events(&doc)
                     .unwrap_or_else(|e| panic!("fast scanner accepted invalid YAML ({e}):\n{doc}"));
                 assert_eq!(fast, slow, "fast scanner differs on:\n{doc}");
+                blocks += usize::from(fast.iter().any(|e| {
+                    matches!(
+                        e,
+                        Ev::Scalar {
+                            style: ScalarStyle::Literal,
+                            ..
+                        }
+                    )
+                }));
             }
         }
         assert!(accepted > total / 10, "{accepted} of {total} accepted");
+        assert!(
+            blocks > 60,
+            "{blocks} accepted documents with a block scalar"
+        );
+    }
+
+    /// Literal blocks with random indentation, blank lines, tabs,
+    /// comments and separators: wherever the fast scanner accepts one it
+    /// yields the parser's events.
+    #[test]
+    fn fast_scanner_agrees_with_the_parser_on_random_blocks() {
+        let mut seed = 0x5851_f42d_4c95_7f2du64;
+        let mut next = move |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        let (mut accepted, mut blocks) = (0, 0);
+        for _ in 0..5000 {
+            let parent = next(3) * 2;
+            let mut doc = String::new();
+            if parent > 0 {
+                doc.push_str("m:\n");
+                if parent > 2 {
+                    doc.push_str("  n:\n");
+                }
+            }
+            doc.push_str(&" ".repeat(parent));
+            doc.push_str(["k: |", "k: |-", "k: |+", "k: | # c", "k: |1", "k: |x"][next(6)]);
+            doc.push_str(if next(10) == 0 { "\r\n" } else { "\n" });
+            for _ in 0..next(7) {
+                let pad = " ".repeat(next(parent + 6));
+                let text = ["a: 1", "", "# c", "\tx", "---", "- y", "z: |", "b"][next(8)];
+                doc.push_str(&pad);
+                doc.push_str(text);
+                doc.push_str(if next(10) == 0 { "\r\n" } else { "\n" });
+            }
+            if next(3) == 0 {
+                doc.push_str(&" ".repeat(parent));
+                doc.push_str("after: 1\n");
+            }
+            if next(4) == 0 {
+                doc.pop();
+            }
+            let mut fast = Vec::new();
+            if fast::scan(&doc, &mut |e| fast.push(e)).is_some() {
+                accepted += 1;
+                let slow = parsed_events(&doc).unwrap_or_else(|e| {
+                    panic!("fast scanner accepted invalid YAML ({e}):\n{doc:?}")
+                });
+                assert_eq!(fast, slow, "fast scanner differs on:\n{doc:?}");
+                blocks += usize::from(fast.iter().any(|e| {
+                    matches!(
+                        e,
+                        Ev::Scalar {
+                            style: ScalarStyle::Literal,
+                            ..
+                        }
+                    )
+                }));
+            }
+        }
+        assert!(
+            blocks > 500,
+            "{blocks} of {accepted} accepted documents had a block"
+        );
     }
 
     /// Garbage made of YAML's significant characters never panics the
