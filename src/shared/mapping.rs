@@ -405,6 +405,9 @@ impl ImageMap {
     /// root's, or, for a pin on a document `pack --oci` converted (a
     /// per-platform manifest), that document's new digest.
     pub(crate) fn lookup(&self, r: &Reference) -> Option<MapEntry> {
+        if self.entries.is_empty() {
+            return None;
+        }
         let by_digest = r.digest().and_then(|d| self.by_digest.get(&(r.name(), d)));
         let by_tag = r
             .tag()

@@ -131,6 +131,10 @@ pub struct Found {
     /// block (`spec.template.spec.containers[]`, `adminbot.haproxy`).
     #[serde(skip_serializing_if = "String::is_empty")]
     pub path: String,
+    /// The reference, parsed, when it was looked up and not found (what
+    /// `ferry images` lists).
+    #[serde(skip)]
+    pub parsed: Option<Reference>,
     /// The key path of the block scalar it was found in (`data.images_digests`),
     /// when it sits inside one; blocks within blocks are joined by ` > `.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -185,16 +189,45 @@ pub fn rewrite(
     rewrite_in_pieces(text, map, opts, 1 << 20)
 }
 
+/// Every reference in `text`, as [`rewrite`] finds them, without making
+/// the new text.
+pub fn find(text: &str, map: &ImageMap, opts: RewriteOptions) -> Result<Vec<Found>, RewriteError> {
+    let (_, found) = in_pieces(text, 1 << 20, |d| {
+        walk_document(d, map, opts, 0).map(|(_, f)| ((), f))
+    })?;
+    Ok(found)
+}
+
 fn rewrite_in_pieces(
     text: &str,
     map: &ImageMap,
     opts: RewriteOptions,
     piece: usize,
 ) -> Result<(String, Vec<Found>), RewriteError> {
+    let (outs, found) = in_pieces(text, piece, |d| rewrite_document(d, map, opts))?;
+    if outs.len() == 1 {
+        return Ok((outs.into_iter().next().unwrap_or_default(), found));
+    }
+    let mut out = String::with_capacity(text.len() + text.len() / 8);
+    for o in outs {
+        out.push_str(&o);
+    }
+    Ok((out, found))
+}
+
+/// Runs `each` on the pieces of `text` ([`split_documents`]) in parallel;
+/// returns what each gave, in order, and every reference with its line in
+/// `text`.
+fn in_pieces<T: Send>(
+    text: &str,
+    piece: usize,
+    each: impl Fn(&str) -> Result<(T, Vec<Found>), RewriteError> + Sync,
+) -> Result<(Vec<T>, Vec<Found>), RewriteError> {
     use rayon::prelude::*;
     let docs = split_documents(text, piece);
     if docs.len() < 2 {
-        return rewrite_document(text, map, opts);
+        let (t, f) = each(text)?;
+        return Ok((vec![t], f));
     }
     // Line number of each document's first line.
     let mut first_lines = Vec::with_capacity(docs.len());
@@ -203,11 +236,9 @@ fn rewrite_in_pieces(
         first_lines.push(line);
         line += d.bytes().filter(|&b| b == b'\n').count();
     }
-    let results: Vec<Result<(String, Vec<Found>), RewriteError>> = docs
-        .par_iter()
-        .map(|d| rewrite_document(d, map, opts))
-        .collect();
-    let mut out = String::with_capacity(text.len() + text.len() / 8);
+    let results: Vec<Result<(T, Vec<Found>), RewriteError>> =
+        docs.par_iter().map(|d| each(d)).collect();
+    let mut outs = Vec::with_capacity(results.len());
     let mut found = Vec::new();
     for (r, first) in results.into_iter().zip(first_lines) {
         let shift = first - 1;
@@ -223,13 +254,13 @@ fn rewrite_in_pieces(
             },
             e => e,
         })?;
-        out.push_str(&o);
+        outs.push(o);
         found.extend(f.into_iter().map(|mut f| {
             f.line += shift;
             f
         }));
     }
-    Ok((out, found))
+    Ok((outs, found))
 }
 
 /// Cuts a stream into pieces of about `min` bytes or more, each ending
@@ -532,6 +563,14 @@ impl<'t> Walk<'_, 't> {
         in_images_seq: bool,
     ) {
         let parent_key = path.last().copied();
+        // Which of the keys the forms look at are here, found in one pass:
+        // most mappings hold none of them.
+        let mask = fields
+            .iter()
+            .fold(0u16, |m, (k, s)| m | key_bit(k) | multi_line_bit(s));
+        if mask == 0 && (!path.is_empty() || self.named.is_empty()) {
+            return;
+        }
         let before = self.found.len();
         let global = |k: &str| get(fields, k).filter(|s| !s.value.is_empty()).cloned();
         match path {
@@ -549,13 +588,13 @@ impl<'t> Walk<'_, 't> {
         }
         // `image: REF` inside this mapping.
         if let Some(s) = get(fields, "image") {
-            if parent_key != Some("image") && fields.iter().all(|(k, _)| k != "registry") {
+            if parent_key != Some("image") && mask & key_bit("registry") == 0 {
                 string_form(s, self.map, self.opts, &mut self.edits, &mut self.found);
             }
         }
         // cert-manager's naming: `image.name`, no repository override; the
         // registry and namespace come from the root.
-        let has = |k: &str| get(fields, k).is_some();
+        let has = |k: &str| mask & key_bit(k) != 0;
         let nonempty = |k: &str| get(fields, k).filter(|s| !s.value.is_empty()).cloned();
         let named = parent_key == Some("image")
             && has("name")
@@ -603,9 +642,11 @@ impl<'t> Walk<'_, 't> {
             }
         }
         // YAML inside block scalars (and multi-line strings, reported).
-        for (k, s) in fields {
-            if s.value.contains('\n') {
-                self.embedded(k, s, path);
+        if mask & MULTI_LINE != 0 {
+            for (k, s) in fields {
+                if multi_line_bit(s) != 0 {
+                    self.embedded(k, s, path);
+                }
             }
         }
     }
@@ -632,6 +673,7 @@ impl<'t> Walk<'_, 't> {
                 reference: mention.unwrap_or_default(),
                 path: String::new(),
                 block: Some(key_path.clone()),
+                parsed: None,
             });
         };
         if self.depth >= MAX_BLOCK_DEPTH {
@@ -714,6 +756,35 @@ impl<'t> Walk<'_, 't> {
     }
 }
 
+/// The bit of a key the forms look at (0 for any other key).
+fn key_bit(k: &str) -> u16 {
+    match k {
+        "image" => 1,
+        "registry" => 1 << 1,
+        "name" => 1 << 2,
+        "repository" => 1 << 3,
+        "tag" => 1 << 4,
+        "digest" => 1 << 5,
+        "sha" => 1 << 6,
+        "image_repository_server" => 1 << 7,
+        "image_repository_path" => 1 << 8,
+        "imageRegistry" => 1 << 9,
+        _ => 0,
+    }
+}
+
+/// Set in a mapping's key mask when a value is a multi-line string that
+/// is not plain (a plain scalar cannot hold `key: value` lines).
+const MULTI_LINE: u16 = 1 << 15;
+
+fn multi_line_bit(s: &Scalar<'_>) -> u16 {
+    if s.style != ScalarStyle::Plain && s.value.contains('\n') {
+        MULTI_LINE
+    } else {
+        0
+    }
+}
+
 /// Blocks inside blocks read at most this deep (each level parses its
 /// text again).
 const MAX_BLOCK_DEPTH: usize = 4;
@@ -753,6 +824,7 @@ impl<'t> Walk<'_, 't> {
                     },
                     path: String::new(),
                     block: None,
+                    parsed: None,
                 });
             }
             return;
@@ -806,6 +878,7 @@ impl<'t> Walk<'_, 't> {
                 outcome,
                 path: String::new(),
                 block: None,
+                parsed: None,
             });
         }
         targets.dedup();
@@ -877,9 +950,13 @@ fn string_form(
     if matches!(s.style, ScalarStyle::Literal | ScalarStyle::Folded) {
         return;
     }
+    let mut parsed = None;
     let outcome = match classify(&s.value, map) {
         Err(o) => o,
-        Ok((_, None)) => Outcome::NotInBundle,
+        Ok((r, None)) => {
+            parsed = Some(r);
+            Outcome::NotInBundle
+        }
         Ok((r, Some(e))) => {
             let to = target_string(&e, &r, opts);
             edits.push((s.start, s.end, render(&to, s.style)));
@@ -893,6 +970,7 @@ fn string_form(
         outcome,
         path: String::new(),
         block: None,
+        parsed,
     });
 }
 
@@ -924,9 +1002,13 @@ fn split_form<'t>(fields: &[(Cow<'t, str>, Scalar<'t>)], w: &mut Walk<'_, 't>) {
             joined.push_str(&d.value);
         }
     }
+    let mut parsed = None;
     let outcome = match classify(&joined, map) {
         Err(o) => o,
-        Ok((_, None)) => Outcome::NotInBundle,
+        Ok((r, None)) => {
+            parsed = Some(r);
+            Outcome::NotInBundle
+        }
         Ok((r, Some(e))) => {
             let (host, path) = e.target.split_once('/').unwrap_or((e.target.as_str(), ""));
             match registry {
@@ -970,6 +1052,7 @@ fn split_form<'t>(fields: &[(Cow<'t, str>, Scalar<'t>)], w: &mut Walk<'_, 't>) {
         outcome,
         path: String::new(),
         block: None,
+        parsed,
     });
 }
 
@@ -993,9 +1076,13 @@ fn digests_form<'t>(fields: &[(Cow<'t, str>, Scalar<'t>)], w: &mut Walk<'_, 't>)
         joined.push('@');
         joined.push_str(&d.value);
     }
+    let mut parsed = None;
     let outcome = match classify(&joined, w.map) {
         Err(o) => o,
-        Ok((_, None)) => Outcome::NotInBundle,
+        Ok((r, None)) => {
+            parsed = Some(r);
+            Outcome::NotInBundle
+        }
         Ok((r, Some(e))) => {
             let (host, target_path) = e.target.split_once('/').unwrap_or((e.target.as_str(), ""));
             w.edits
@@ -1044,6 +1131,7 @@ fn digests_form<'t>(fields: &[(Cow<'t, str>, Scalar<'t>)], w: &mut Walk<'_, 't>)
         outcome,
         path: String::new(),
         block: None,
+        parsed,
     });
 }
 
@@ -1071,9 +1159,13 @@ fn kustomize_form(
         joined.push('@');
         joined.push_str(&d.value);
     }
+    let mut parsed = None;
     let outcome = match classify(&joined, map) {
         Err(o) => o,
-        Ok((_, None)) => Outcome::NotInBundle,
+        Ok((r, None)) => {
+            parsed = Some(r);
+            Outcome::NotInBundle
+        }
         Ok((r, Some(e))) => match new_name {
             Some(n) => {
                 edits.push((n.start, n.end, render(&e.target, n.style)));
@@ -1103,6 +1195,7 @@ fn kustomize_form(
         outcome,
         path: String::new(),
         block: None,
+        parsed,
     });
 }
 

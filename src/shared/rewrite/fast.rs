@@ -114,9 +114,10 @@ pub(super) fn scan<'t>(text: &'t str, sink: &mut dyn FnMut(Ev<'t>)) -> Option<()
     };
     // A lone CR is a line break too; only LF and CRLF are handled here.
     let b = text.as_bytes();
-    if b.iter()
-        .enumerate()
-        .any(|(i, &c)| c == b'\r' && b.get(i + 1) != Some(&b'\n'))
+    if b.contains(&b'\r')
+        && b.iter()
+            .enumerate()
+            .any(|(i, &c)| c == b'\r' && b.get(i + 1) != Some(&b'\n'))
     {
         return None;
     }
