@@ -2,7 +2,9 @@
 //! the naming of targets ([`mapping`]), inventories of what a registry or
 //! bundle holds ([`inventory`]), and the finding and rewriting of image
 //! references in YAML ([`rewrite`]), which `pack` uses to find a chart's
-//! images and `ferry rewrite` to point manifests at the far registry.
+//! images and a spec's `from:` images, `ferry images` to list them,
+//! `ferry rewrite` to point manifests at the far registry, and `load` to
+//! write an installer's override.
 //! Uses [`base`](crate::base) and [`format`](crate::format).
 
 pub mod inventory;

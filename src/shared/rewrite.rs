@@ -16,7 +16,7 @@
 //! - `image_repository_server`/`_path`, `image_tag`, `image_digest` maps;
 //! - all of these inside literal block scalars whose text is YAML (a
 //!   ConfigMap's `data.images_digests: |`, Argo CD's `helm.values: |`),
-//!   rewritten in place with the block's indentation kept ([`block`]).
+//!   rewritten in place with the block's indentation kept.
 //!
 //! Values built from templates or variables (`{{ }}`, `${}`) are reported
 //! and left alone. This module computes edits and a report; reading and
@@ -33,7 +33,7 @@ mod overrides;
 use fast::Ev;
 pub use files::{
     collect_inputs, find_images, read_text, FoundImage, ImageListing, InputFile, Inputs,
-    NotFollowed, SkippedImage,
+    NotFollowed, SkippedImage, MAX_DOCUMENT_BYTES,
 };
 pub use overrides::{
     check_images_digests, configmap, images_digests_override, is_object_name, Override,
@@ -70,6 +70,17 @@ pub enum RewriteError {
         /// Why.
         #[source]
         source: std::io::Error,
+    },
+    /// A file is larger than [`files::MAX_DOCUMENT_BYTES`].
+    #[error(
+        "{path} is {size} bytes, more than the {}-byte limit for a YAML or JSON file",
+        files::MAX_DOCUMENT_BYTES
+    )]
+    TooLarge {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Its size.
+        size: u64,
     },
     /// A file is not UTF-8 text.
     #[error("{path} is not UTF-8 text")]
@@ -1553,6 +1564,21 @@ mod tests {
         // Shell scripts are not YAML and are not reported.
         let (_, found) = rw("script: |\n  set -e\n  docker pull quay.io/org/app:1\n");
         assert!(found.is_empty(), "{found:?}");
+    }
+
+    #[test]
+    fn json_in_a_literal_block_is_rewritten_too() {
+        let src = "kind: ConfigMap\ndata:\n  config.json: |\n    {\"services\": [\n      {\"name\": \"web\", \"image\": \"nginx:1.27\"}\n    ]}\n";
+        let (out, found) = rw(src);
+        assert_eq!(
+            out,
+            src.replace(
+                "\"nginx:1.27\"",
+                "\"registry.local:5000/library/nginx:1.27\""
+            )
+        );
+        assert_eq!(found[0].block.as_deref(), Some("data.config.json"));
+        assert_eq!(found[0].line, 5);
     }
 
     #[test]

@@ -119,12 +119,39 @@ pub fn collect_inputs(paths: &[PathBuf]) -> Result<Inputs, RewriteError> {
     Ok(out)
 }
 
-/// Reads `path` as UTF-8 text for the rewriter.
+/// The largest YAML or JSON file `rewrite` and `ferry images` read
+/// (a larger one is refused unread). The rewriter holds a file and its
+/// rewritten copy in memory.
+pub const MAX_DOCUMENT_BYTES: u64 = 256 << 20;
+
+/// Reads `path` as UTF-8 text for the rewriter, refusing a file over
+/// [`MAX_DOCUMENT_BYTES`] unread.
 pub fn read_text(path: &Path) -> Result<String, RewriteError> {
-    let bytes = fs_err::read(path).map_err(|source| RewriteError::Read {
+    let read = |source| RewriteError::Read {
         path: path.to_owned(),
         source,
-    })?;
+    };
+    let mut f = fs_err::File::open(path).map_err(read)?;
+    let size = f.metadata().map_err(read)?.len();
+    if size > MAX_DOCUMENT_BYTES {
+        return Err(RewriteError::TooLarge {
+            path: path.to_owned(),
+            size,
+        });
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    // A file that grows while read is cut at the limit and refused.
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(&mut f, MAX_DOCUMENT_BYTES + 1),
+        &mut bytes,
+    )
+    .map_err(read)?;
+    if bytes.len() as u64 > MAX_DOCUMENT_BYTES {
+        return Err(RewriteError::TooLarge {
+            path: path.to_owned(),
+            size: bytes.len() as u64,
+        });
+    }
     String::from_utf8(bytes).map_err(|_| RewriteError::NotUtf8 {
         path: path.to_owned(),
     })
@@ -327,5 +354,24 @@ fn classify_found(file: &Arc<Path>, mut f: Found, listing: &mut ImageListing) {
                     .push(skipped("not an image reference".into(), false)),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_over_the_limit_is_refused_unread() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("huge.yaml");
+        // Sparse: no disk is used.
+        let f = std::fs::File::create(&p).unwrap();
+        f.set_len(MAX_DOCUMENT_BYTES + 1).unwrap();
+        let e = read_text(&p).unwrap_err();
+        assert!(matches!(e, RewriteError::TooLarge { .. }), "{e}");
+        assert!(e.to_string().contains("huge.yaml"), "{e}");
+        let e = find_images(&[t.path().to_owned()]).unwrap_err();
+        assert!(e.to_string().contains("huge.yaml"), "{e}");
     }
 }
