@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use ferry::rewrite::{
-    collect_inputs, read_text, rewrite, Found, ImageMap, InputFile, Inputs, Outcome, RewriteOptions,
+    collect_inputs, find, read_text, rewrite, Found, ImageMap, InputFile, Inputs, Outcome,
+    RewriteOptions,
 };
 
 use super::Settings;
@@ -75,19 +76,28 @@ pub fn run(args: Args, _: &Settings) -> anyhow::Result<ExitCode> {
     }
     // Everything is computed before anything is written: a bad file stops
     // the run with every file untouched.
-    let mut results = Vec::new();
+    // Files are read and rewritten in parallel, and reported in order.
+    use rayon::prelude::*;
+    let done: Vec<Result<Rewritten<'_>, String>> = inputs
+        .documents
+        .par_iter()
+        .map(|f| {
+            let text = read_text(&f.path).map_err(|e| super::chain(&e))?;
+            // --check writes nothing: the references alone, no new text.
+            let r = match args.check {
+                true => find(&text, &map, opts).map(|found| (String::new(), String::new(), found)),
+                false => rewrite(&text, &map, opts).map(|(out, found)| (text, out, found)),
+            };
+            r.map(|(text, out, found)| (f, text, out, found))
+                .map_err(|e| format!("{}: {e}", f.path.display()))
+        })
+        .collect();
+    let mut results = Vec::with_capacity(done.len());
     let mut errors = Vec::new();
-    for f in &inputs.documents {
-        let text = match read_text(&f.path) {
-            Ok(t) => t,
-            Err(e) => {
-                errors.push(super::chain(&e));
-                continue;
-            }
-        };
-        match rewrite(&text, &map, opts) {
-            Ok((out, found)) => results.push((f, text, out, found)),
-            Err(e) => errors.push(format!("{}: {e}", f.path.display())),
+    for r in done {
+        match r {
+            Ok(r) => results.push(r),
+            Err(e) => errors.push(e),
         }
     }
     if !errors.is_empty() {

@@ -387,6 +387,11 @@ impl ImageMap {
         &self.entries
     }
 
+    /// Whether the map holds no image.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
     /// The registry whose references count as already local.
     pub(crate) fn target_host(&self) -> &str {
         &self.target_host

@@ -142,10 +142,10 @@ pub struct Found {
     /// block (`spec.template.spec.containers[]`, `adminbot.haproxy`).
     #[serde(skip_serializing_if = "String::is_empty")]
     pub path: String,
-    /// The reference, parsed, when it was looked up and not found (what
-    /// `ferry images` lists).
+    /// The reference, parsed, when the map was empty (what `ferry images`
+    /// lists), so that it is not parsed twice.
     #[serde(skip)]
-    pub parsed: Option<Reference>,
+    pub parsed: Option<Box<Reference>>,
     /// The key path of the block scalar it was found in (`data.images_digests`),
     /// when it sits inside one; blocks within blocks are joined by ` > `.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -646,11 +646,12 @@ impl<'t> Walk<'_, 't> {
                 &mut self.found,
             );
         }
-        if self.found.len() > before {
+        if let Some((last, rest)) = self.found[before..].split_last_mut() {
             let here = key_path(path, None);
-            for f in &mut self.found[before..] {
+            for f in rest {
                 f.path.clone_from(&here);
             }
+            last.path = here;
         }
         // YAML inside block scalars (and multi-line strings, reported).
         if mask & MULTI_LINE != 0 {
@@ -965,7 +966,9 @@ fn string_form(
     let outcome = match classify(&s.value, map) {
         Err(o) => o,
         Ok((r, None)) => {
-            parsed = Some(r);
+            if map.is_empty() {
+                parsed = Some(Box::new(r));
+            }
             Outcome::NotInBundle
         }
         Ok((r, Some(e))) => {
@@ -1017,7 +1020,9 @@ fn split_form<'t>(fields: &[(Cow<'t, str>, Scalar<'t>)], w: &mut Walk<'_, 't>) {
     let outcome = match classify(&joined, map) {
         Err(o) => o,
         Ok((r, None)) => {
-            parsed = Some(r);
+            if map.is_empty() {
+                parsed = Some(Box::new(r));
+            }
             Outcome::NotInBundle
         }
         Ok((r, Some(e))) => {
@@ -1091,7 +1096,9 @@ fn digests_form<'t>(fields: &[(Cow<'t, str>, Scalar<'t>)], w: &mut Walk<'_, 't>)
     let outcome = match classify(&joined, w.map) {
         Err(o) => o,
         Ok((r, None)) => {
-            parsed = Some(r);
+            if w.map.is_empty() {
+                parsed = Some(Box::new(r));
+            }
             Outcome::NotInBundle
         }
         Ok((r, Some(e))) => {
@@ -1174,7 +1181,9 @@ fn kustomize_form(
     let outcome = match classify(&joined, map) {
         Err(o) => o,
         Ok((r, None)) => {
-            parsed = Some(r);
+            if map.is_empty() {
+                parsed = Some(Box::new(r));
+            }
             Outcome::NotInBundle
         }
         Ok((r, Some(e))) => match new_name {

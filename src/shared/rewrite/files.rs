@@ -336,7 +336,7 @@ fn classify_found(file: &Arc<Path>, mut f: Found, listing: &mut ImageListing) {
                 return;
             }
             let parsed = match parsed {
-                Some(r) => Ok(r),
+                Some(r) => Ok(*r),
                 None => f.reference.parse::<Reference>(),
             };
             match parsed {
