@@ -467,3 +467,64 @@ fn check_reads_the_images_digests_block_of_a_configmap() {
         o.stderr
     );
 }
+
+/// `ferry images`, the connected-side twin of `--check`: references on
+/// stdout with file and line, skipped values on stderr, and exit 1 when a
+/// block that names a registry could not be read.
+#[test]
+fn ferry_images_lists_references_and_fails_on_what_it_could_not_read() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("deploy");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("a.yaml"), DEPLOY).unwrap();
+    std::fs::write(
+        dir.join("b.yaml"),
+        "image:\n  registry: docker.io\n  repository: bitnami/redis\n---\nimage: \"{{ .Values.x }}\"\n---\nkind: ConfigMap\ndata:\n  images_digests: |\n    web:\n      web:\n        image_repository_server: quay.io\n        image_repository_path: org/web\n        image_tag: v1\n",
+    )
+    .unwrap();
+    let run_images = |extra: &[&str]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"));
+        cmd.arg("images").arg(&dir).args(extra);
+        run(&mut cmd)
+    };
+    let o = run_images(&[]);
+    assert!(o.ok(), "{}{}", o.stdout, o.stderr);
+    let lines: Vec<&str> = o.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "only references on stdout:\n{}", o.stdout);
+    assert!(lines[0].starts_with("docker.io/library/demo:1.0  ") && lines[0].ends_with("a.yaml:9"));
+    assert!(lines[1].starts_with("docker.io/library/busybox:1.36  "));
+    assert!(
+        lines[2].starts_with("quay.io/org/web:v1  ")
+            && lines[2].ends_with("b.yaml:12 (in data.images_digests)"),
+        "{}",
+        lines[2]
+    );
+    assert!(
+        o.stderr.contains(
+            "docker.io/bitnami/redis  (no tag or digest: the chart's appVersion decides it)"
+        ) && o.stderr.contains("{{ .Values.x }}  (templated or empty)")
+            && o.stderr
+                .contains("3 reference(s), 3 distinct, in 2 file(s); 2 value(s) skipped"),
+        "{}",
+        o.stderr
+    );
+    let o = run_images(&["--unique"]);
+    assert_eq!(
+        o.stdout,
+        "docker.io/library/demo:1.0\ndocker.io/library/busybox:1.36\nquay.io/org/web:v1\n"
+    );
+
+    std::fs::write(
+        dir.join("c.yaml"),
+        "data:\n  x: |\n    image_repository_server: ghcr.io\n     bad: [\n",
+    )
+    .unwrap();
+    let o = run_images(&[]);
+    assert_eq!(o.code, Some(1), "{}{}", o.stdout, o.stderr);
+    assert!(
+        o.stderr.contains("NOT READ ") && o.stderr.contains("c.yaml:3 (in data.x)")
+            && o.stderr.contains("error: the list may be incomplete: 1 block(s) that name a registry could not be read"),
+        "{}",
+        o.stderr
+    );
+}
