@@ -359,6 +359,13 @@ fn rewrite_to_an_output_directory_writes_the_whole_tree() {
     a.push(dir.clone().into());
     let e = ferry(a).expect_fail("rewrite -o inside the input");
     assert!(e.contains("is inside the input directory"), "{e}");
+    // Also when the path only gets there through `..`.
+    let mut a = args(&archive, &["-o"]);
+    a.push(t.path().join("out/../manifests/new/out").into());
+    a.push(dir.clone().into());
+    let e = ferry(a).expect_fail("rewrite -o inside the input, through ..");
+    assert!(e.contains("is inside the input directory"), "{e}");
+    assert!(!dir.join("new").exists(), "nothing written");
 }
 
 /// `--check` must never pass on what it could not read: a file that is

@@ -330,12 +330,26 @@ fn commit_all(staged: Vec<ferry::layout::Staged>) -> anyhow::Result<()> {
 /// An output directory inside a directory being read would be read again
 /// by the next run (and copied into itself).
 fn refuse_output_inside_inputs(dir: &Path, inputs: &[PathBuf]) -> anyhow::Result<()> {
-    let out = std::path::absolute(dir)?;
+    // The output may not exist yet: resolve its deepest existing ancestor.
+    let abs = std::path::absolute(dir)?;
+    let mut existing = abs.as_path();
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        match (existing.parent(), existing.file_name()) {
+            (Some(p), Some(n)) => {
+                rest.push(n.to_owned());
+                existing = p;
+            }
+            _ => break,
+        }
+    }
+    let mut out = fs_err::canonicalize(existing).unwrap_or_else(|_| existing.to_owned());
+    out.extend(rest.iter().rev());
     for p in inputs {
         if !p.is_dir() {
             continue;
         }
-        let input = std::path::absolute(p)?;
+        let input = fs_err::canonicalize(p)?;
         if out.starts_with(&input) {
             bail!(
                 "the output directory {} is inside the input directory {}; choose one outside it",

@@ -185,7 +185,13 @@ pub fn configmap(name: &str, file: &str, text: &str) -> Result<String, OverrideE
     }
     let mut out = format!(
         "# Written by `ferry load --images-digests-from {} --configmap {name}`:\n# the installer's images, where the load put them.\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  images_digests: |\n",
-        crate::base::error::one_line(file, 200)
+        crate::base::error::one_line(
+            std::path::Path::new(file)
+                .file_name()
+                .map_or(file.into(), |n| n.to_string_lossy())
+                .as_ref(),
+            200
+        )
     );
     for l in &body {
         let t = l.trim_start_matches(' ');
