@@ -44,7 +44,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .collect();
     let map = ImageMap::from_entries("registry.local:5000", entries);
     let start = Instant::now();
-    let (out, found) = rewrite(&text, &map, RewriteOptions { pin_digest: true })?;
+    let (out, found) = rewrite(
+        &text,
+        &map,
+        RewriteOptions {
+            pin_digest: true,
+            ..RewriteOptions::default()
+        },
+    )?;
     let secs = start.elapsed().as_secs_f64();
     println!(
         "rewrote {:.1} MB ({} documents, {} references) in {:.3} s: {:.0} MB/s; output {:.1} MB",

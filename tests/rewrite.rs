@@ -59,9 +59,10 @@ fn bundle_map_to_an_output_directory() {
         DEPLOY,
         "source untouched"
     );
-    assert!(
-        !out.join("notes.txt").exists(),
-        "only YAML and JSON are read"
+    assert_eq!(
+        std::fs::read(out.join("notes.txt")).unwrap(),
+        b"image: demo:1.0\n",
+        "other files are copied as they are, never rewritten"
     );
     assert!(
         report.contains(
@@ -275,4 +276,262 @@ fn a_rewrite_in_place_that_fails_midway_changes_no_file() {
         .filter(|n| n.starts_with('.'))
         .collect();
     assert!(left.is_empty(), "temp files left: {left:?}");
+}
+
+/// The rough edge of issue 20: `-o DIR` wrote only the files that changed,
+/// so `kubectl apply -f DIR` missed every manifest without an image. It
+/// must give the whole tree, and say what it wrote.
+#[test]
+fn rewrite_to_an_output_directory_writes_the_whole_tree() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = tempfile::tempdir().unwrap();
+    let (archive, dir) = setup(t.path());
+    let service = "apiVersion: v1\nkind: Service\nmetadata:\n  name: demo\n";
+    std::fs::write(dir.join("service.yaml"), service).unwrap();
+    std::fs::write(dir.join("sub/config.json"), "{\"a\": 1}\n").unwrap();
+    let binary: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
+    std::fs::write(dir.join("sub/blob.bin"), &binary).unwrap();
+    std::fs::write(dir.join("install.sh"), "#!/bin/sh\nkubectl apply -f .\n").unwrap();
+    std::fs::set_permissions(
+        dir.join("install.sh"),
+        std::fs::Permissions::from_mode(0o750),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        dir.join("service.yaml"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.join("empty")).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", dir.join("sub/link.txt")).unwrap();
+    std::os::unix::fs::symlink("../service.yaml", dir.join("sub/link.yaml")).unwrap();
+
+    let out = t.path().join("out");
+    let mut a = args(&archive, &["-o", out.to_str().unwrap()]);
+    a.push(dir.clone().into());
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"));
+    cmd.args(a);
+    let o = run(&mut cmd);
+    assert!(o.ok(), "{}{}", o.stdout, o.stderr);
+
+    // Every regular file is there: rewritten, unchanged or copied.
+    assert!(std::fs::read_to_string(out.join("sub/deploy.yaml"))
+        .unwrap()
+        .contains("registry.local:5000/library/demo:1.0"));
+    assert_eq!(
+        std::fs::read_to_string(out.join("service.yaml")).unwrap(),
+        service,
+        "a manifest without an image is in the tree too"
+    );
+    assert_eq!(
+        std::fs::read(out.join("sub/config.json")).unwrap(),
+        b"{\"a\": 1}\n"
+    );
+    assert_eq!(std::fs::read(out.join("sub/blob.bin")).unwrap(), binary);
+    let mode = |p: &str| std::fs::metadata(out.join(p)).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode("install.sh"), 0o750, "copies keep their permissions");
+    assert_eq!(mode("service.yaml"), 0o600, "a private file stays private");
+    assert!(out.join("empty").is_dir());
+    // Links are neither followed nor copied, and are named.
+    for l in ["sub/link.txt", "sub/link.yaml"] {
+        assert!(std::fs::symlink_metadata(out.join(l)).is_err(), "{l}");
+        assert!(
+            o.stderr.contains(&format!(
+                "{l} is a symbolic link: not followed and not copied"
+            )),
+            "{}",
+            o.stderr
+        );
+    }
+    // The summary says what was written.
+    assert!(
+        o.stderr.contains(&format!(
+            "wrote 6 file(s) under {}: 1 rewritten, 2 YAML/JSON unchanged, 3 other file(s) copied; 2 link(s) or special file(s) not copied",
+            out.display()
+        )),
+        "{}",
+        o.stderr
+    );
+
+    // An output directory inside the input is refused.
+    let mut a = args(&archive, &["-o"]);
+    a.push(dir.join("out").into());
+    a.push(dir.clone().into());
+    let e = ferry(a).expect_fail("rewrite -o inside the input");
+    assert!(e.contains("is inside the input directory"), "{e}");
+    // Also when the path only gets there through `..`.
+    let mut a = args(&archive, &["-o"]);
+    a.push(t.path().join("out/../manifests/new/out").into());
+    a.push(dir.clone().into());
+    let e = ferry(a).expect_fail("rewrite -o inside the input, through ..");
+    assert!(e.contains("is inside the input directory"), "{e}");
+    assert!(!dir.join("new").exists(), "nothing written");
+}
+
+/// `--check` must never pass on what it could not read: a file that is
+/// not text, and a link to a manifest under a directory.
+#[test]
+fn check_fails_on_what_it_could_not_read() {
+    let t = tempfile::tempdir().unwrap();
+    let (archive, dir) = setup(t.path());
+    let ok = t.path().join("ok");
+    std::fs::create_dir_all(&ok).unwrap();
+    std::fs::write(ok.join("a.yaml"), "image: demo:1.0\n").unwrap();
+    let mut a = args(&archive, &["--check"]);
+    a.push(ok.clone().into());
+    ferry(a).expect_ok("rewrite --check on a readable tree");
+
+    std::fs::write(ok.join("b.yaml"), b"image: \xff\xfe\n").unwrap();
+    let mut a = args(&archive, &["--check"]);
+    a.push(ok.clone().into());
+    let e = ferry(a).expect_fail("rewrite --check on a file that is not UTF-8");
+    assert!(e.contains("b.yaml is not UTF-8 text"), "{e}");
+    std::fs::remove_file(ok.join("b.yaml")).unwrap();
+
+    std::os::unix::fs::symlink(dir.join("sub/deploy.yaml"), ok.join("linked.yaml")).unwrap();
+    let mut a = args(&archive, &["--check"]);
+    a.push(ok.clone().into());
+    let e = ferry(a).expect_fail("rewrite --check with a link to a manifest");
+    assert!(
+        e.contains("link(s) that may lead to manifests were not followed")
+            && e.contains("linked.yaml"),
+        "{e}"
+    );
+}
+
+/// Seed 003: the ESS override is a ConfigMap whose `data.images_digests: |`
+/// block holds the installer's tree. `--check` reads that block: an image
+/// the bundle lacks fails it, named with its file, line and key path.
+#[test]
+fn check_reads_the_images_digests_block_of_a_configmap() {
+    let t = tempfile::tempdir().unwrap();
+    let (archive, _) = setup(t.path());
+    let digest = inspect_json(&archive)["artifacts"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let cm = |path: &str| {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ess-images\ndata:\n  images_digests: |\n    element_web:\n      element_web:\n        image_digest: {digest}\n        image_repository_path: {path}\n        image_repository_server: docker.io\n        image_tag: \"1.0\"\n"
+        )
+    };
+    let file = t.path().join("cm.yaml");
+    std::fs::write(&file, cm("library/demo")).unwrap();
+    let mut a = args(&archive, &["--check"]);
+    a.push(file.clone().into());
+    let report = ferry(a).expect_ok("rewrite --check on a ConfigMap the bundle covers");
+    assert!(
+        report.contains(
+            "cm.yaml:11 (in data.images_digests)  images_digests  docker.io/library/demo:1.0@"
+        ),
+        "{report}"
+    );
+
+    std::fs::write(&file, cm("library/absent")).unwrap();
+    let mut a = args(&archive, &["--check"]);
+    a.push(file.clone().into());
+    let o = {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"));
+        cmd.args(a);
+        run(&mut cmd)
+    };
+    assert!(!o.ok(), "{}{}", o.stdout, o.stderr);
+    assert!(
+        o.stdout.contains(&format!(
+            "cm.yaml:11 (in data.images_digests)  images_digests  docker.io/library/absent:1.0@{digest}  NOT IN BUNDLE"
+        )),
+        "{}",
+        o.stdout
+    );
+    assert!(
+        o.stderr
+            .contains("1 image reference(s) are not in the bundle"),
+        "{}",
+        o.stderr
+    );
+
+    // A block that looks like YAML, names a registry and does not parse
+    // fails the check too.
+    std::fs::write(
+        &file,
+        "kind: ConfigMap\ndata:\n  images_digests: |\n    element_web:\n      image_repository_server: quay.io\n     bad: [\n",
+    )
+    .unwrap();
+    let mut a = args(&archive, &["--check", "--json"]);
+    a.push(file.clone().into());
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"));
+    cmd.args(a);
+    let o = run(&mut cmd);
+    assert!(!o.ok(), "{}{}", o.stdout, o.stderr);
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(v[0]["outcome"], "unreadable", "{v}");
+    assert_eq!(v[0]["block"], "data.images_digests", "{v}");
+    assert!(
+        o.stderr
+            .contains("1 block(s) that name a registry could not be read (")
+            && o.stderr.contains("cm.yaml:4 (in data.images_digests)"),
+        "{}",
+        o.stderr
+    );
+}
+
+/// `ferry images`, the connected-side twin of `--check`: references on
+/// stdout with file and line, skipped values on stderr, and exit 1 when a
+/// block that names a registry could not be read.
+#[test]
+fn ferry_images_lists_references_and_fails_on_what_it_could_not_read() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("deploy");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("a.yaml"), DEPLOY).unwrap();
+    std::fs::write(
+        dir.join("b.yaml"),
+        "image:\n  registry: docker.io\n  repository: bitnami/redis\n---\nimage: \"{{ .Values.x }}\"\n---\nkind: ConfigMap\ndata:\n  images_digests: |\n    web:\n      web:\n        image_repository_server: quay.io\n        image_repository_path: org/web\n        image_tag: v1\n",
+    )
+    .unwrap();
+    let run_images = |extra: &[&str]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"));
+        cmd.arg("images").arg(&dir).args(extra);
+        run(&mut cmd)
+    };
+    let o = run_images(&[]);
+    assert!(o.ok(), "{}{}", o.stdout, o.stderr);
+    let lines: Vec<&str> = o.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "only references on stdout:\n{}", o.stdout);
+    assert!(lines[0].starts_with("docker.io/library/demo:1.0  ") && lines[0].ends_with("a.yaml:9"));
+    assert!(lines[1].starts_with("docker.io/library/busybox:1.36  "));
+    assert!(
+        lines[2].starts_with("quay.io/org/web:v1  ")
+            && lines[2].ends_with("b.yaml:12 (in data.images_digests)"),
+        "{}",
+        lines[2]
+    );
+    assert!(
+        o.stderr.contains(
+            "docker.io/bitnami/redis  (no tag or digest: the chart's appVersion decides it)"
+        ) && o.stderr.contains("{{ .Values.x }}  (templated or empty)")
+            && o.stderr
+                .contains("3 reference(s), 3 distinct, in 2 file(s); 2 value(s) skipped"),
+        "{}",
+        o.stderr
+    );
+    let o = run_images(&["--unique"]);
+    assert_eq!(
+        o.stdout,
+        "docker.io/library/demo:1.0\ndocker.io/library/busybox:1.36\nquay.io/org/web:v1\n"
+    );
+
+    std::fs::write(
+        dir.join("c.yaml"),
+        "data:\n  x: |\n    image_repository_server: ghcr.io\n     bad: [\n",
+    )
+    .unwrap();
+    let o = run_images(&[]);
+    assert_eq!(o.code, Some(1), "{}{}", o.stdout, o.stderr);
+    assert!(
+        o.stderr.contains("NOT READ ") && o.stderr.contains("c.yaml:3 (in data.x)")
+            && o.stderr.contains("error: the list may be incomplete: 1 block(s) that name a registry could not be read"),
+        "{}",
+        o.stderr
+    );
 }

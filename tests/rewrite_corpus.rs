@@ -57,18 +57,21 @@ fn corpus_references_are_found_and_only_their_values_change() {
         ("argocd-base-kustomization.yaml", 1, 1, 0),
         // newName only: redirected by rewriting newName.
         ("argocd-redis-kustomization.yaml", 1, 1, 0),
-        // Image lists inside block scalars are text, not YAML keys.
-        ("bitnami-redis-Chart.yaml", 0, 0, 0),
+        // The image list in the `images: |` annotation is YAML in a
+        // literal block: read and rewritten in place.
+        ("bitnami-redis-Chart.yaml", 5, 5, 0),
         ("bitnami-redis-values.yaml", 6, 6, 0),
         // cert-manager builds names from imageRegistry/imageNamespace/name:
         // five images, redirected by rewriting the two shared values.
         ("cert-manager-values.yaml", 5, 5, 0),
-        ("dragonfly-Chart.yaml", 0, 0, 0),
+        // The same in `artifacthub.io/images: |`.
+        ("dragonfly-Chart.yaml", 6, 6, 0),
         ("flux-cert-manager-oci.yaml", 0, 0, 0),
         // 7 `image:` keys: global, and controller, certgen and default
         // backend each as `image: {image: …}` with global.image.registry.
         ("ingress-nginx-chart-values.yaml", 3, 3, 0),
         ("ingress-nginx-cloud-deploy.yaml", 3, 3, 0),
+        // Its changelogs are multi-line strings of YAML naming no image.
         ("ingress-nginx-helm-index.yaml", 0, 0, 0),
         ("k8s-website-cronjob.yaml", 1, 1, 0),
         ("k8s-website-daemonset.yaml", 1, 1, 0),
@@ -157,7 +160,15 @@ fn the_index_yaml_negative_control_is_untouched() {
         .find(|(n, _)| n == "ingress-nginx-helm-index.yaml")
         .unwrap();
     let map = map_for(&text);
-    let (out, found) = rewrite(&text, &map, RewriteOptions { pin_digest: true }).unwrap();
+    let (out, found) = rewrite(
+        &text,
+        &map,
+        RewriteOptions {
+            pin_digest: true,
+            ..RewriteOptions::default()
+        },
+    )
+    .unwrap();
     assert!(found.is_empty());
     assert_eq!(out, text);
 }

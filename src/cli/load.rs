@@ -39,10 +39,28 @@ pub struct Args {
     /// Write the source → target map (for `ferry rewrite --map`).
     #[arg(long, value_name = "FILE")]
     pub map_out: Option<PathBuf>,
-    /// Write an `images_digests.yml`-shaped override file
-    /// (image_repository_server, image_repository_path, image_tag, image_digest).
-    #[arg(long, value_name = "FILE")]
+    /// Write the installer's override: the --images-digests-from file with
+    /// each entry's server, path and digest pointed at the loaded image.
+    #[arg(long, value_name = "FILE", requires = "images_digests_from")]
     pub images_digests_out: Option<PathBuf>,
+    /// The installer's `images_digests.yml` (component → container →
+    /// image_repository_server, image_repository_path, image_tag,
+    /// image_digest), the shape --images-digests-out keeps.
+    #[arg(long, value_name = "FILE", requires = "images_digests_out")]
+    pub images_digests_from: Option<PathBuf>,
+    /// Keep entries of --images-digests-from that this load did not carry
+    /// unchanged (without it they are an error naming them).
+    #[arg(long, requires = "images_digests_from")]
+    pub allow_missing: bool,
+    /// Also write the tag the target holds into image_tag (by default the
+    /// installer's tag is kept; they differ only when an entry matched by
+    /// its digest an image carried under another tag).
+    #[arg(long, requires = "images_digests_from")]
+    pub images_digests_tag: bool,
+    /// Write the override as a ready ConfigMap of this name, its tree in
+    /// `data.images_digests: |`.
+    #[arg(long, value_name = "NAME", requires = "images_digests_from")]
+    pub configmap: Option<String>,
     #[command(flatten)]
     pub remote: RemoteArgs,
     /// Refuse the archive unless bundle.json is signed by this minisign
@@ -56,6 +74,22 @@ pub struct Args {
 
 pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
     let archive = super::archive_arg(&args.archive)?;
+    // The installer's file and the ConfigMap name are checked before
+    // anything is pushed.
+    let installer = match &args.images_digests_from {
+        Some(path) => {
+            let text = ferry::rewrite::read_text(path)?;
+            let file = path.display().to_string();
+            ferry::rewrite::check_images_digests(&file, &text)?;
+            if let Some(name) = &args.configmap {
+                if !ferry::rewrite::is_object_name(name) {
+                    return Err(ferry::rewrite::OverrideError::Name(name.clone()).into());
+                }
+            }
+            Some((file, text))
+        }
+        None => None,
+    };
     let opts = LoadOptions {
         registry: args.registry.clone(),
         keep_host: args.keep_host,
@@ -76,6 +110,7 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
         eprintln!("signature OK: {}", super::escape_controls(comment));
     }
 
+    let mut overridden = None;
     if !args.dry_run {
         let loaded = report.loaded_bundle(&bundle);
         let map = ImageMap::from_bundle(&loaded, &args.registry, args.keep_host)?;
@@ -83,9 +118,9 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
             write_atomic(path, &map.to_json())
                 .with_context(|| format!("writing the map {}", path.display()))?;
         }
-        if let Some(path) = &args.images_digests_out {
-            write_atomic(path, map.images_digests_yaml().as_bytes())
-                .with_context(|| format!("writing {}", path.display()))?;
+        if let (Some(path), Some((file, text))) = (&args.images_digests_out, &installer) {
+            // Reported after the load's own result.
+            overridden = Some(write_override(&args, path, file, text, &map));
         }
     }
 
@@ -124,6 +159,14 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
         ));
         super::print_result(&lines)?;
     }
+    match overridden {
+        Some(Ok(note)) => eprintln!("{}", super::escape_controls(&note)),
+        Some(Err(e)) => {
+            eprintln!("error: {}", super::chain(e.as_ref()));
+            return Ok(ExitCode::FAILURE);
+        }
+        _ => {}
+    }
     let failed = report.artifacts.iter().filter(|a| !a.ok).count();
     if failed > 0 {
         eprintln!(
@@ -137,4 +180,60 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes the installer's override (or its ConfigMap) to `path`; returns
+/// the note to print.
+fn write_override(
+    args: &Args,
+    path: &std::path::Path,
+    file: &str,
+    text: &str,
+    map: &ImageMap,
+) -> anyhow::Result<String> {
+    let o = ferry::rewrite::images_digests_override(
+        file,
+        text,
+        map,
+        args.allow_missing,
+        args.images_digests_tag,
+    )
+    .with_context(|| format!("nothing was written to {}", path.display()))?;
+    let out = match &args.configmap {
+        Some(name) => ferry::rewrite::configmap(name, file, &o.text)?,
+        None => o.text,
+    };
+    write_atomic(path, out.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
+    let entries: Vec<_> = o
+        .entries
+        .iter()
+        .filter(|f| f.form == "images_digests")
+        .collect();
+    let pointed = entries
+        .iter()
+        .filter(|f| {
+            matches!(
+                f.outcome,
+                ferry::rewrite::Outcome::Rewritten { .. } | ferry::rewrite::Outcome::AlreadyLocal
+            )
+        })
+        .count();
+    Ok(format!(
+        "wrote {}{}: {pointed} of {} entries of {file} point at {}{}",
+        path.display(),
+        match &args.configmap {
+            Some(n) => format!(" (ConfigMap {n})"),
+            None => String::new(),
+        },
+        entries.len(),
+        args.registry,
+        if pointed < entries.len() {
+            format!(
+                "; {} kept unchanged (--allow-missing)",
+                entries.len() - pointed
+            )
+        } else {
+            String::new()
+        }
+    ))
 }

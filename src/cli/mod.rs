@@ -6,6 +6,7 @@ mod cache;
 mod completion;
 mod diff;
 mod export;
+mod images;
 mod inspect;
 mod inventory;
 mod keygen;
@@ -69,6 +70,8 @@ pub enum Command {
     Serve(serve::Args),
     /// Point image references in YAML/JSON at the local registry.
     Rewrite(rewrite::Args),
+    /// List the image references YAML/JSON files name, with file and line.
+    Images(images::Args),
     /// List the blobs a registry or an earlier bundle holds (for `pack --have`).
     Inventory(inventory::Args),
     /// Write a lock file: the exact tags, digests and chart versions a spec chooses.
@@ -95,6 +98,7 @@ pub fn run() -> ExitCode {
         Command::Inspect(_)
             | Command::Verify(_)
             | Command::Rewrite(_)
+            | Command::Images(_)
             | Command::Unpack(_)
             | Command::Export(_)
             | Command::Diff(_)
@@ -125,6 +129,7 @@ pub fn run() -> ExitCode {
         Command::Export(a) => export::run(a, &settings),
         Command::Serve(a) => serve::run(a, &settings),
         Command::Rewrite(a) => rewrite::run(a, &settings),
+        Command::Images(a) => images::run(a, &settings),
         Command::Inventory(a) => inventory::run(a, &settings),
         Command::Resolve(a) => resolve::run(a, &settings),
         Command::Cache(a) => cache::run(a, &settings),

@@ -81,6 +81,20 @@ pub struct Args {
 
 pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
     let spec = Spec::load(&args.spec)?;
+    for f in &spec.images_from {
+        eprintln!(
+            "{}",
+            super::escape_controls(&format!(
+                "images from {}: {} to carry, {} value(s) skipped",
+                f.path.display(),
+                f.found.len(),
+                f.skipped.len()
+            ))
+        );
+        for s in &f.skipped {
+            eprintln!("{}", super::escape_controls(&format!("  skipped {s}")));
+        }
+    }
     let default_name = args.name.clone().unwrap_or_else(|| {
         args.spec
             .file_stem()

@@ -1,11 +1,14 @@
 //! `ferry rewrite`: point image references in YAML/JSON at the local
 //! registry, exactly, and say what the bundle does not carry.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use ferry::rewrite::{collect_files, rewrite, ImageMap, Outcome, RewriteOptions};
+use ferry::rewrite::{
+    collect_inputs, find, read_text, rewrite, Found, ImageMap, InputFile, Inputs, Outcome,
+    RewriteOptions,
+};
 
 use super::Settings;
 
@@ -33,7 +36,8 @@ pub struct Args {
     /// Pin every rewritten reference to the digest the target holds.
     #[arg(long)]
     pub pin_digest: bool,
-    /// Write rewritten copies under this directory (same relative paths).
+    /// Write the whole tree under this directory (same relative paths):
+    /// YAML and JSON rewritten, other files copied, links left out.
     #[arg(short, long, conflicts_with = "in_place")]
     pub output: Option<PathBuf>,
     /// Rewrite the files themselves (each via temp file + rename).
@@ -64,23 +68,36 @@ pub fn run(args: Args, _: &Settings) -> anyhow::Result<ExitCode> {
     };
     let opts = RewriteOptions {
         pin_digest: args.pin_digest,
+        ..RewriteOptions::default()
     };
-    let files = collect_files(&args.paths)?;
+    let inputs = collect_inputs(&args.paths)?;
+    if let Some(dir) = &args.output {
+        refuse_output_inside_inputs(dir, &args.paths)?;
+    }
     // Everything is computed before anything is written: a bad file stops
     // the run with every file untouched.
-    let mut results = Vec::new();
+    // Files are read and rewritten in parallel, and reported in order.
+    use rayon::prelude::*;
+    let done: Vec<Result<Rewritten<'_>, String>> = inputs
+        .documents
+        .par_iter()
+        .map(|f| {
+            let text = read_text(&f.path).map_err(|e| super::chain(&e))?;
+            // --check writes nothing: the references alone, no new text.
+            let r = match args.check {
+                true => find(&text, &map, opts).map(|found| (String::new(), String::new(), found)),
+                false => rewrite(&text, &map, opts).map(|(out, found)| (text, out, found)),
+            };
+            r.map(|(text, out, found)| (f, text, out, found))
+                .map_err(|e| format!("{}: {e}", f.path.display()))
+        })
+        .collect();
+    let mut results = Vec::with_capacity(done.len());
     let mut errors = Vec::new();
-    for (path, rel) in files {
-        let text = match fs_err::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) => {
-                errors.push(format!("{e}"));
-                continue;
-            }
-        };
-        match rewrite(&text, &map, opts) {
-            Ok((out, found)) => results.push((path, rel, text, out, found)),
-            Err(e) => errors.push(format!("{}: {e}", path.display())),
+    for r in done {
+        match r {
+            Ok(r) => results.push(r),
+            Err(e) => errors.push(e),
         }
     }
     if !errors.is_empty() {
@@ -94,99 +111,254 @@ pub fn run(args: Args, _: &Settings) -> anyhow::Result<ExitCode> {
     }
 
     let mut missing = 0;
+    let mut unreadable = Vec::new();
     let mut report = Vec::new();
-    for (path, _, _, _, found) in &results {
-        for f in found {
-            if f.outcome == Outcome::NotInBundle {
-                missing += 1;
+    let mut lines = Vec::new();
+    for (f, _, _, found) in &results {
+        for x in found {
+            let at = match &x.block {
+                Some(b) => format!("{}:{} (in {b})", f.path.display(), x.line),
+                None => format!("{}:{}", f.path.display(), x.line),
+            };
+            match &x.outcome {
+                Outcome::NotInBundle => missing += 1,
+                Outcome::Unreadable { .. } => unreadable.push(at.clone()),
+                _ => {}
             }
             if args.json {
-                let mut v = serde_json::to_value(f)?;
-                v["file"] = path.display().to_string().into();
+                let mut v = serde_json::to_value(x)?;
+                v["file"] = f.path.display().to_string().into();
                 report.push(v);
             } else {
-                let what = match &f.outcome {
+                let what = match &x.outcome {
                     Outcome::Rewritten { to } => format!("-> {to}"),
                     Outcome::AlreadyLocal => "already local".into(),
                     Outcome::NotInBundle => "NOT IN BUNDLE".into(),
                     Outcome::Skipped { reason } => format!("skipped ({reason})"),
+                    Outcome::Unreadable { reason } => format!("NOT READ ({reason})"),
                 };
-                println!(
-                    "{}:{}  {}  {}  {what}",
-                    path.display(),
-                    f.line,
-                    f.form,
-                    f.reference
-                );
+                let reference = if x.reference.is_empty() {
+                    "-"
+                } else {
+                    &x.reference
+                };
+                lines.push(format!("{at}  {}  {reference}  {what}", x.form));
             }
         }
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        super::print_json(&serde_json::to_string_pretty(&report)?)?;
+    } else {
+        super::print_result(&lines)?;
     }
-    let failing = missing > 0 && (args.check || args.strict);
-    if failing {
-        eprintln!("{missing} image reference(s) are not in the bundle; nothing was written");
-        return Ok(ExitCode::FAILURE);
+    // Links and special files under the directories are never followed.
+    let mut unvouched = Vec::new();
+    for n in &inputs.not_followed {
+        eprintln!(
+            "note: {} is a {}: not followed{}",
+            n.file.path.display(),
+            n.kind,
+            if args.output.is_some() {
+                " and not copied"
+            } else {
+                ""
+            }
+        );
+        if n.may_hold_documents {
+            unvouched.push(n.file.path.display().to_string());
+        }
     }
-    let mut changed = 0;
+    if args.check || args.strict {
+        let mut why = Vec::new();
+        if missing > 0 {
+            why.push(format!(
+                "{missing} image reference(s) are not in the bundle"
+            ));
+        }
+        if !unreadable.is_empty() {
+            why.push(format!(
+                "{} block(s) that name a registry could not be read ({})",
+                unreadable.len(),
+                unreadable.join(", ")
+            ));
+        }
+        if !unvouched.is_empty() {
+            why.push(format!(
+                "{} link(s) that may lead to manifests were not followed ({})",
+                unvouched.len(),
+                unvouched.join(", ")
+            ));
+        }
+        if !why.is_empty() {
+            eprintln!("{}; nothing was written", why.join("; "));
+            return Ok(ExitCode::FAILURE);
+        }
+    }
     if !args.check {
-        // Every destination checked before the first is written.
         if let Some(dir) = &args.output {
-            for (_, rel, text, out, _) in &results {
-                if out != text {
-                    output_path(dir, rel)?;
-                }
+            write_tree(dir, &inputs, &results)?;
+        } else if args.in_place {
+            write_in_place(&results)?;
+        } else {
+            let changed = results.iter().filter(|r| r.1 != r.2).count();
+            if changed > 0 {
+                eprintln!(
+                    "{changed} file(s) would change; pass -o DIR or --in-place to write them"
+                );
             }
-        }
-        // Every output is written in full under a temp name first; only
-        // then are they renamed into place, so a failure while writing
-        // (a full disk, a read-only file) leaves every file as it was.
-        let mut staged = Vec::new();
-        for (path, rel, text, out, _) in &results {
-            if out == text {
-                continue;
-            }
-            changed += 1;
-            let dest = match (&args.output, args.in_place) {
-                (_, true) => path.clone(),
-                (Some(dir), false) => {
-                    let dest = output_path(dir, rel)?;
-                    if let Some(parent) = dest.parent() {
-                        fs_err::create_dir_all(parent)?;
-                    }
-                    dest
-                }
-                (None, false) => continue,
-            };
-            let s = ferry::layout::stage(&dest, out.as_bytes())
-                .with_context(|| format!("writing {}; no file was changed", dest.display()))?;
-            staged.push(s);
-        }
-        let mut written: Vec<String> = Vec::new();
-        for s in staged {
-            let path = s.path().to_owned();
-            s.commit().with_context(|| {
-                format!(
-                    "writing {}; written before it: {}",
-                    path.display(),
-                    if written.is_empty() {
-                        "none".into()
-                    } else {
-                        written.join(", ")
-                    }
-                )
-            })?;
-            written.push(path.display().to_string());
-        }
-        if args.output.is_none() && !args.in_place && changed > 0 {
-            eprintln!("{changed} file(s) would change; pass -o DIR or --in-place to write them");
         }
     }
     if missing > 0 {
         eprintln!("warning: {missing} image reference(s) are not in the bundle");
     }
+    if !unreadable.is_empty() {
+        eprintln!(
+            "warning: {} block(s) that name a registry could not be read: {}",
+            unreadable.len(),
+            unreadable.join(", ")
+        );
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+type Rewritten<'a> = (&'a InputFile, String, String, Vec<Found>);
+
+/// `-o DIR`: the whole tree. YAML and JSON are written rewritten (or as
+/// they were), every other file is copied byte for byte, empty
+/// directories are made, links are left out (and were reported). Every
+/// destination is checked, then every file staged, then all renamed.
+fn write_tree(dir: &Path, inputs: &Inputs, results: &[Rewritten<'_>]) -> anyhow::Result<()> {
+    for rel in &inputs.dirs {
+        output_path(dir, rel)?;
+    }
+    for f in results.iter().map(|r| r.0).chain(&inputs.others) {
+        output_path(dir, &f.rel)?;
+    }
+    fs_err::create_dir_all(dir)?;
+    for rel in &inputs.dirs {
+        fs_err::create_dir_all(output_path(dir, rel)?)?;
+    }
+    let mut staged = Vec::new();
+    let mut changed = 0;
+    for (f, text, out, _) in results {
+        changed += usize::from(out != text);
+        let dest = output_path(dir, &f.rel)?;
+        if let Some(parent) = dest.parent() {
+            fs_err::create_dir_all(parent)?;
+        }
+        let s = ferry::layout::stage(&dest, out.as_bytes())
+            .with_context(|| format!("writing {}; no file was changed", dest.display()))?;
+        // A copy keeps its source's permissions (a private values file
+        // stays private).
+        if let Ok(m) = std::fs::metadata(&f.path) {
+            s.set_permissions(m.permissions())?;
+        }
+        staged.push(s);
+    }
+    for f in &inputs.others {
+        let dest = output_path(dir, &f.rel)?;
+        if let Some(parent) = dest.parent() {
+            fs_err::create_dir_all(parent)?;
+        }
+        let s = ferry::layout::stage_copy(&dest, &f.path).with_context(|| {
+            format!(
+                "copying {} to {}; no file was changed",
+                f.path.display(),
+                dest.display()
+            )
+        })?;
+        staged.push(s);
+    }
+    commit_all(staged)?;
+    let mut summary = format!(
+        "wrote {} file(s) under {}: {changed} rewritten, {} YAML/JSON unchanged, {} other file(s) copied",
+        results.len() + inputs.others.len(),
+        dir.display(),
+        results.len() - changed,
+        inputs.others.len()
+    );
+    if !inputs.not_followed.is_empty() {
+        summary.push_str(&format!(
+            "; {} link(s) or special file(s) not copied",
+            inputs.not_followed.len()
+        ));
+    }
+    eprintln!("{}", super::escape_controls(&summary));
+    Ok(())
+}
+
+/// `--in-place`: the files that change, each staged, then all renamed.
+fn write_in_place(results: &[Rewritten<'_>]) -> anyhow::Result<()> {
+    // Every output is written in full under a temp name first; only then
+    // are they renamed into place, so a failure while writing (a full
+    // disk, a read-only file) leaves every file as it was.
+    let mut staged = Vec::new();
+    for (f, text, out, _) in results {
+        if out == text {
+            continue;
+        }
+        let s = ferry::layout::stage(&f.path, out.as_bytes())
+            .with_context(|| format!("writing {}; no file was changed", f.path.display()))?;
+        staged.push(s);
+    }
+    let n = staged.len();
+    commit_all(staged)?;
+    eprintln!("rewrote {n} file(s) in place");
+    Ok(())
+}
+
+fn commit_all(staged: Vec<ferry::layout::Staged>) -> anyhow::Result<()> {
+    let mut written: Vec<String> = Vec::new();
+    for s in staged {
+        let path = s.path().to_owned();
+        s.commit().with_context(|| {
+            format!(
+                "writing {}; written before it: {}",
+                path.display(),
+                if written.is_empty() {
+                    "none".into()
+                } else {
+                    written.join(", ")
+                }
+            )
+        })?;
+        written.push(path.display().to_string());
+    }
+    Ok(())
+}
+
+/// An output directory inside a directory being read would be read again
+/// by the next run (and copied into itself).
+fn refuse_output_inside_inputs(dir: &Path, inputs: &[PathBuf]) -> anyhow::Result<()> {
+    // The output may not exist yet: resolve its deepest existing ancestor.
+    let abs = std::path::absolute(dir)?;
+    let mut existing = abs.as_path();
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        match (existing.parent(), existing.file_name()) {
+            (Some(p), Some(n)) => {
+                rest.push(n.to_owned());
+                existing = p;
+            }
+            _ => break,
+        }
+    }
+    let mut out = fs_err::canonicalize(existing).unwrap_or_else(|_| existing.to_owned());
+    out.extend(rest.iter().rev());
+    for p in inputs {
+        if !p.is_dir() {
+            continue;
+        }
+        let input = fs_err::canonicalize(p)?;
+        if out.starts_with(&input) {
+            bail!(
+                "the output directory {} is inside the input directory {}; choose one outside it",
+                dir.display(),
+                p.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Where `rel` goes under the output root `dir`: never through a link

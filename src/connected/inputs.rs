@@ -71,6 +71,37 @@ pub enum InputsError {
         /// "at the top" or "for IMAGE".
         scope: String,
     },
+    /// An `images: [{from: PATH}]` entry could not be read.
+    #[error("spec {spec}: images from {from}")]
+    From {
+        /// The spec file.
+        spec: PathBuf,
+        /// The `from:` path, resolved.
+        from: PathBuf,
+        /// Why.
+        #[source]
+        source: crate::shared::rewrite::RewriteError,
+    },
+    /// An `images: [{from: PATH}]` entry found nothing to carry.
+    #[error("spec {spec}: {from} names no image reference ferry can carry ({skipped} value(s) skipped: templated, without a tag, or not references)")]
+    FromEmpty {
+        /// The spec file.
+        spec: PathBuf,
+        /// The `from:` path, resolved.
+        from: PathBuf,
+        /// How many values were skipped.
+        skipped: usize,
+    },
+    /// A `from:` path holds text that names a registry but cannot be read.
+    #[error("spec {spec}: {from}: the images it names are unknown: {}", .places.join("; "))]
+    FromUnreadable {
+        /// The spec file.
+        spec: PathBuf,
+        /// The `from:` path, resolved.
+        from: PathBuf,
+        /// `FILE:LINE (in BLOCK): why` for each.
+        places: Vec<String>,
+    },
     /// Two entries would carry the same name.
     #[error("spec {path}: {what} {name} is listed twice")]
     Duplicate {
@@ -112,7 +143,7 @@ pub enum ImageSourceError {
 
 /// The whole spec, with paths resolved against the spec's directory.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, from = "RawSpec")]
 pub struct Spec {
     /// Recorded in bundle.json and shown by `inspect`.
     #[serde(default)]
@@ -132,6 +163,10 @@ pub struct Spec {
     /// Size budgets checked at pack: `{image: 500M, bundle: 20G}`.
     #[serde(default)]
     pub budget: Option<Budget>,
+    /// `images: [{from: PATH}]` entries: the image references found in
+    /// those files, added to `images` by [`Spec::load`].
+    #[serde(default)]
+    pub images_from: Vec<ImagesFrom>,
 }
 
 /// Size budgets, checked at pack against what each image's platforms
@@ -181,6 +216,161 @@ impl<'de> Deserialize<'de> for Size {
             }
             fn visit_f64<E: de::Error>(self, n: f64) -> Result<Size, E> {
                 self.visit_str(&n.to_string())
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `{from: PATH, platforms: […]}` in `images:`: every image reference the
+/// manifests, values files, compose files, kustomizations or installer
+/// `images_digests.yml` under PATH name (`ferry images PATH`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImagesFrom {
+    /// A file or directory, relative to the spec.
+    pub path: PathBuf,
+    /// Platforms for every image found; `None` defers to the spec's default.
+    pub platforms: Option<Vec<Platform>>,
+    /// After [`Spec::load`]: the references found, as (normalised
+    /// reference, `FILE:LINE`) of their first occurrence.
+    pub found: Vec<(String, String)>,
+    /// After [`Spec::load`]: the values not taken (templated, without a
+    /// tag, not references), as `FILE:LINE VALUE (why)`.
+    pub skipped: Vec<String>,
+}
+
+/// The spec as written; `images` may hold `from:` entries.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSpec {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    platforms: Option<Vec<Platform>>,
+    #[serde(default)]
+    images: Vec<ImageItem>,
+    #[serde(default)]
+    charts: Vec<ChartEntry>,
+    #[serde(default)]
+    files: Vec<FileEntry>,
+    #[serde(default)]
+    budget: Option<Budget>,
+}
+
+impl From<RawSpec> for Spec {
+    fn from(r: RawSpec) -> Spec {
+        let mut images = Vec::new();
+        let mut images_from = Vec::new();
+        for i in r.images {
+            match i {
+                ImageItem::Entry(e) => images.push(e),
+                ImageItem::From(f) => images_from.push(f),
+            }
+        }
+        Spec {
+            name: r.name,
+            platforms: r.platforms,
+            images,
+            charts: r.charts,
+            files: r.files,
+            budget: r.budget,
+            images_from,
+        }
+    }
+}
+
+/// One item of `images:`: an image, or `{from: PATH}`.
+#[allow(clippy::large_enum_variant)] // short-lived, while a spec is read
+enum ImageItem {
+    Entry(ImageEntry),
+    From(ImagesFrom),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImageItemMap {
+    #[serde(default, rename = "ref")]
+    reference: Option<String>,
+    #[serde(default)]
+    from: Option<PathBuf>,
+    #[serde(default)]
+    platforms: Option<Vec<Platform>>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    tags: Option<TagRuleMap>,
+    #[serde(default)]
+    budget: Option<Size>,
+}
+
+impl<'de> Deserialize<'de> for ImageItem {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ImageItem;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an image reference string, a map with `ref` (and optional `platforms`, `name`, `tags`, `budget`), or a map with `from` (and optional `platforms`)")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<ImageItem, E> {
+                Ok(ImageItem::Entry(ImageEntry {
+                    source: ImageSource::parse(s).map_err(E::custom)?,
+                    platforms: None,
+                    name: None,
+                    tags: None,
+                    budget: None,
+                }))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ImageItem, A::Error> {
+                let m = ImageItemMap::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                match (m.reference, m.from) {
+                    (Some(reference), None) => {
+                        let source = ImageSource::parse(&reference).map_err(de::Error::custom)?;
+                        let name = match m.name {
+                            Some(n) => Some(n.parse::<Reference>().map_err(de::Error::custom)?),
+                            None => None,
+                        };
+                        let tags = match m.tags {
+                            Some(t) => {
+                                if !matches!(source, ImageSource::Registry(_)) {
+                                    return Err(de::Error::custom(format!("image {reference}: `tags:` chooses tags of a registry repository; a local source has none")));
+                                }
+                                if name.is_some() {
+                                    return Err(de::Error::custom(format!("image {reference}: `name:` and `tags:` do not go together (each chosen tag is carried as REPOSITORY:TAG)")));
+                                }
+                                Some(tag_rule(&reference, t).map_err(de::Error::custom)?)
+                            }
+                            None => None,
+                        };
+                        Ok(ImageItem::Entry(ImageEntry {
+                            source,
+                            platforms: m.platforms,
+                            name,
+                            tags,
+                            budget: m.budget.map(|b| b.0),
+                        }))
+                    }
+                    (None, Some(path)) => {
+                        if m.tags.is_some() || m.budget.is_some() {
+                            return Err(de::Error::custom(
+                                "a `from:` entry names many images; `tags:` and `budget:` go on single images",
+                            ));
+                        }
+                        if m.name.is_some() {
+                            return Err(de::Error::custom(
+                                "a `from:` entry names many images; remove `name:`",
+                            ));
+                        }
+                        Ok(ImageItem::From(ImagesFrom {
+                            path,
+                            platforms: m.platforms,
+                            found: Vec::new(),
+                            skipped: Vec::new(),
+                        }))
+                    }
+                    _ => Err(de::Error::custom(
+                        "an image entry needs exactly one of `ref:` (an image) or `from:` (files to find images in)",
+                    )),
+                }
             }
         }
         d.deserialize_any(V)
@@ -675,7 +865,92 @@ impl Spec {
         let base = path.parent().unwrap_or(Path::new("."));
         spec.resolve(base);
         spec.check(path)?;
+        spec.expand_images_from(path)?;
         Ok(spec)
+    }
+
+    /// Adds the references found under each `from:` path to `images`
+    /// (after the images listed, in the order found, each once and not
+    /// again when listed already), with the entry's platforms.
+    pub fn expand_images_from(&mut self, spec: &Path) -> Result<(), InputsError> {
+        let mut seen: std::collections::HashSet<String> = self
+            .images
+            .iter()
+            .filter_map(|i| match (&i.name, &i.source) {
+                (Some(n), _) => Some(n.to_string()),
+                (None, ImageSource::Registry(r)) => Some(r.to_string()),
+                _ => None,
+            })
+            .collect();
+        for f in &mut self.images_from {
+            let listing = crate::shared::rewrite::find_images(std::slice::from_ref(&f.path))
+                .map_err(|source| InputsError::From {
+                    spec: spec.to_owned(),
+                    from: f.path.clone(),
+                    source,
+                })?;
+            let place = |file: &Path, line: usize, block: &Option<String>| match block {
+                Some(b) => format!("{}:{line} (in {b})", file.display()),
+                None => format!("{}:{line}", file.display()),
+            };
+            let mut unreadable: Vec<String> = listing
+                .skipped
+                .iter()
+                .filter(|s| s.unreadable)
+                .map(|s| format!("{}: {}", place(&s.file, s.line, &s.block), s.reason))
+                .collect();
+            unreadable.extend(
+                listing
+                    .not_followed
+                    .iter()
+                    .filter(|n| n.may_hold_documents)
+                    .map(|n| format!("{}: a {}, not followed", n.file.path.display(), n.kind)),
+            );
+            if !unreadable.is_empty() {
+                return Err(InputsError::FromUnreadable {
+                    spec: spec.to_owned(),
+                    from: f.path.clone(),
+                    places: unreadable,
+                });
+            }
+            f.skipped = listing
+                .skipped
+                .iter()
+                .map(|s| {
+                    format!(
+                        "{} {} ({})",
+                        place(&s.file, s.line, &s.block),
+                        s.written,
+                        s.reason
+                    )
+                })
+                .collect();
+            let mut found = Vec::new();
+            for i in &listing.images {
+                let Ok(r) = i.reference.parse::<Reference>() else {
+                    continue;
+                };
+                if seen.insert(r.to_string()) {
+                    found.push((r.to_string(), place(&i.file, i.line, &i.block)));
+                    self.images.push(ImageEntry {
+                        source: ImageSource::Registry(r),
+                        platforms: f.platforms.clone(),
+                        name: None,
+                        tags: None,
+                        budget: None,
+                    });
+                }
+            }
+            if listing.images.is_empty() {
+                return Err(InputsError::FromEmpty {
+                    spec: spec.to_owned(),
+                    from: f.path.clone(),
+                    skipped: listing.skipped.len(),
+                });
+            }
+            f.found = found;
+        }
+        Ok(())
     }
 
     /// Parses YAML or JSON text; `path` is only used in messages.
@@ -727,6 +1002,9 @@ impl Spec {
         for i in &mut self.images {
             i.source.resolve(base);
         }
+        for f in &mut self.images_from {
+            f.path = base.join(&f.path);
+        }
         for c in &mut self.charts {
             if let ChartEntry::Path { path, .. } = c {
                 *path = base.join(&*path);
@@ -738,7 +1016,11 @@ impl Spec {
     }
 
     fn check(&self, path: &Path) -> Result<(), InputsError> {
-        if self.images.is_empty() && self.charts.is_empty() && self.files.is_empty() {
+        if self.images.is_empty()
+            && self.images_from.is_empty()
+            && self.charts.is_empty()
+            && self.files.is_empty()
+        {
             return Err(InputsError::Empty(path.to_owned()));
         }
         if self.platforms.as_ref().is_some_and(Vec::is_empty) {
@@ -755,6 +1037,16 @@ impl Spec {
             return Err(InputsError::NoPlatforms {
                 path: path.to_owned(),
                 scope: format!("for {}", i.source),
+            });
+        }
+        if let Some(f) = self
+            .images_from
+            .iter()
+            .find(|f| f.platforms.as_ref().is_some_and(Vec::is_empty))
+        {
+            return Err(InputsError::NoPlatforms {
+                path: path.to_owned(),
+                scope: format!("for the images from {}", f.path.display()),
             });
         }
         let mut seen = std::collections::HashSet::new();
@@ -889,6 +1181,67 @@ files:
             e.to_string().starts_with("invalid spec images.txt:2:"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn images_from_files() {
+        let e = yaml("images:\n  - {ref: nginx, from: x}\n").unwrap_err();
+        assert!(e.to_string().contains("exactly one of `ref:`"), "{e}");
+        let e = yaml("images:\n  - {from: x, name: a:1}\n").unwrap_err();
+        assert!(e.to_string().contains("remove `name:`"), "{e}");
+
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("deploy");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("a.yaml"),
+            "image: nginx:1.27\nother:\n  image: \"{{ .Values.x }}\"\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("cm.yaml"),
+            "data:\n  images_digests: |\n    web:\n      web:\n        image_repository_server: quay.io\n        image_repository_path: org/web\n        image_tag: v1\n      nginx:\n        image: docker.io/library/nginx:1.27\n",
+        )
+        .unwrap();
+        let spec = t.path().join("ferry.yaml");
+        std::fs::write(
+            &spec,
+            "images:\n  - nginx:1.27\n  - from: deploy\n    platforms: [linux/arm64]\n",
+        )
+        .unwrap();
+        let s = Spec::load(&spec).unwrap();
+        let refs: Vec<String> = s.images.iter().map(|i| i.source.to_string()).collect();
+        // Listed once: nginx is already in the spec.
+        assert_eq!(refs, ["docker.io/library/nginx:1.27", "quay.io/org/web:v1"]);
+        assert_eq!(s.images[0].platforms, None);
+        assert_eq!(s.images[1].platforms.as_ref().unwrap().len(), 1);
+        assert_eq!(s.images_from[0].skipped.len(), 1, "{:?}", s.images_from[0]);
+        assert!(s.images_from[0].found[0]
+            .1
+            .ends_with("cm.yaml:5 (in data.images_digests)"));
+
+        // Nothing to carry, an unreadable block, a missing path: errors.
+        std::fs::write(&spec, "images:\n  - from: deploy/none.yaml\n").unwrap();
+        std::fs::write(dir.join("none.yaml"), "image: ${X}\n").unwrap();
+        let e = Spec::load(&spec).unwrap_err();
+        assert!(
+            matches!(e, InputsError::FromEmpty { skipped: 1, .. }),
+            "{e}"
+        );
+        std::fs::write(
+            dir.join("none.yaml"),
+            "data:\n  x: |\n    image_repository_server: quay.io\n     bad: [\n",
+        )
+        .unwrap();
+        let e = Spec::load(&spec).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("none.yaml:3 (in data.x): looks like YAML but does not parse"),
+            "{e}"
+        );
+        std::fs::write(&spec, "images:\n  - from: missing\n").unwrap();
+        let e = Spec::load(&spec).unwrap_err();
+        assert!(matches!(e, InputsError::From { .. }), "{e}");
     }
 
     #[test]

@@ -267,7 +267,32 @@ pub fn stage(path: &Path, bytes: &[u8]) -> io::Result<Staged> {
     })
 }
 
+/// Stages a byte-for-byte copy of the regular file `from` for `path`,
+/// streamed, with `from`'s permissions.
+pub fn stage_copy(path: &Path, from: &Path) -> io::Result<Staged> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut src = fs_err::File::open(from)?;
+    let perms = src.metadata()?.permissions();
+    let (mut tmp, registered) = temp_in(dir)?;
+    io::copy(&mut src, &mut tmp)?;
+    tmp.as_file().sync_data()?;
+    tmp.as_file().set_permissions(perms)?;
+    Ok(Staged {
+        path: path.to_owned(),
+        tmp,
+        _registered: registered,
+    })
+}
+
 impl Staged {
+    /// Sets the permissions the file will have (a copy keeps its source's).
+    pub fn set_permissions(&self, perms: std::fs::Permissions) -> io::Result<()> {
+        self.tmp.as_file().set_permissions(perms)
+    }
+
     /// The final path.
     pub fn path(&self) -> &Path {
         &self.path

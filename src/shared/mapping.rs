@@ -12,9 +12,9 @@
 //!   `PREFIX/files/NAME:latest`, their names inside the archive.
 //! - Two artifacts that land on the same repository and tag are an error.
 //!
-//! It also owns what `load` writes for `rewrite` and installers: the
-//! source → target map file ([`ImageMap`], `ferry-map` JSON) and the
-//! `images_digests.yml`-shaped override ([`ImageMap::images_digests_yaml`]).
+//! It also owns what `load` writes for `rewrite`: the source → target map
+//! file ([`ImageMap`], `ferry-map` JSON). The installer's override is the
+//! installer's own file rewritten with that map (`rewrite`).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -392,36 +392,9 @@ impl ImageMap {
         &self.entries
     }
 
-    /// The `images_digests.yml`-shaped override file: for each image,
-    /// `image_repository_server`, `image_repository_path`, `image_tag` and
-    /// `image_digest`, keyed by the repository's last path component
-    /// (`_2`, `_3`… when two share one).
-    pub fn images_digests_yaml(&self) -> String {
-        let mut out = String::from(
-            "# Written by `ferry load`: where each carried image now is.\nimages_digests:\n",
-        );
-        let mut used: std::collections::BTreeMap<String, usize> = Default::default();
-        for e in &self.entries {
-            let (server, path) = e.target.split_once('/').unwrap_or((&e.target, ""));
-            let base: String = path
-                .rsplit('/')
-                .next()
-                .unwrap_or(path)
-                .chars()
-                .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-                .collect();
-            let n = used.entry(base.clone()).or_insert(0);
-            *n += 1;
-            let key = if *n == 1 { base } else { format!("{base}_{n}") };
-            out.push_str(&format!("  {key}:\n"));
-            out.push_str(&format!("    image_digest: {}\n", e.digest));
-            out.push_str(&format!("    image_repository_path: {path}\n"));
-            out.push_str(&format!("    image_repository_server: \"{server}\"\n"));
-            if let Some(t) = &e.tag {
-                out.push_str(&format!("    image_tag: \"{t}\"\n"));
-            }
-        }
-        out
+    /// Whether the map holds no image.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
     }
 
     /// The registry whose references count as already local.
@@ -442,6 +415,9 @@ impl ImageMap {
     /// root's, or, for a pin on a document `pack --oci` converted (a
     /// per-platform manifest), that document's new digest.
     pub(crate) fn lookup(&self, r: &Reference) -> Option<MapEntry> {
+        if self.entries.is_empty() {
+            return None;
+        }
         let by_digest = r.digest().and_then(|d| self.by_digest.get(&(r.name(), d)));
         let by_tag = r
             .tag()

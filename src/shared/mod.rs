@@ -2,8 +2,10 @@
 //! the naming of targets ([`mapping`]), inventories of what a registry or
 //! bundle holds ([`inventory`]), and the finding and rewriting of image
 //! references in YAML ([`rewrite`]), which `pack` uses to find a chart's
-//! images and `ferry rewrite` to point manifests at the far registry;
-//! and what changed between two bundles ([`diff`]), for either side.
+//! images and a spec's `from:` images, `ferry images` to list them,
+//! `ferry rewrite` to point manifests at the far registry, and `load` to
+//! write an installer's override; and what changed between two bundles
+//! ([`diff`]), for either side.
 //! Uses [`base`](crate::base) and [`format`](crate::format).
 
 pub mod diff;

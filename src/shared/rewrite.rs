@@ -13,7 +13,10 @@
 //! - Helm's split form under an `image:` key: `registry`, `repository` (or
 //!   `image`), `tag`, `digest`;
 //! - kustomize `images:` entries: `name`, `newName`, `newTag`, `digest`;
-//! - `image_repository_server`/`_path`, `image_tag`, `image_digest` maps.
+//! - `image_repository_server`/`_path`, `image_tag`, `image_digest` maps;
+//! - all of these inside literal block scalars whose text is YAML (a
+//!   ConfigMap's `data.images_digests: |`, Argo CD's `helm.values: |`),
+//!   rewritten in place with the block's indentation kept.
 //!
 //! Values built from templates or variables (`{{ }}`, `${}`) are reported
 //! and left alone. This module computes edits and a report; reading and
@@ -23,8 +26,19 @@ use std::borrow::Cow;
 
 use granit_parser::{Event, Parser, ScalarStyle, Span};
 
+mod block;
 mod fast;
+mod files;
+mod overrides;
 use fast::Ev;
+pub use files::{
+    collect_inputs, find_images, read_text, FoundImage, ImageListing, InputFile, Inputs,
+    NotFollowed, SkippedImage, MAX_DOCUMENT_BYTES,
+};
+pub use overrides::{
+    check_images_digests, configmap, images_digests_override, is_object_name, Override,
+    OverrideError,
+};
 use serde::Serialize;
 
 use crate::base::reference::Reference;
@@ -48,6 +62,41 @@ pub enum RewriteError {
     /// Target names could not be computed.
     #[error(transparent)]
     Mapping(#[from] MappingError),
+    /// A file or directory could not be read.
+    #[error("cannot read {path}")]
+    Read {
+        /// The file or directory.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file is larger than [`files::MAX_DOCUMENT_BYTES`].
+    #[error(
+        "{path} is {size} bytes, more than the {}-byte limit for a YAML or JSON file",
+        files::MAX_DOCUMENT_BYTES
+    )]
+    TooLarge {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Its size.
+        size: u64,
+    },
+    /// A file is not UTF-8 text.
+    #[error("{path} is not UTF-8 text")]
+    NotUtf8 {
+        /// The file.
+        path: std::path::PathBuf,
+    },
+    /// Something in one file.
+    #[error("{path}")]
+    InFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What.
+        #[source]
+        source: Box<RewriteError>,
+    },
 }
 
 /// What happened to one reference.
@@ -68,6 +117,13 @@ pub enum Outcome {
         /// Why.
         reason: String,
     },
+    /// Text that looks like YAML and names a registry, but could not be
+    /// read (a block that does not parse, a folded block): the images it
+    /// names are unknown, so `--check` fails on it.
+    Unreadable {
+        /// Why.
+        reason: String,
+    },
 }
 
 /// One reference found in a document.
@@ -82,6 +138,18 @@ pub struct Found {
     /// What happened.
     #[serde(flatten)]
     pub outcome: Outcome,
+    /// The key path of the mapping it was found in, within its document or
+    /// block (`spec.template.spec.containers[]`, `adminbot.haproxy`).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub path: String,
+    /// The reference, parsed, when the map was empty (what `ferry images`
+    /// lists), so that it is not parsed twice.
+    #[serde(skip)]
+    pub parsed: Option<Box<Reference>>,
+    /// The key path of the block scalar it was found in (`data.images_digests`),
+    /// when it sits inside one; blocks within blocks are joined by ` > `.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub block: Option<String>,
 }
 
 /// Rewrite settings.
@@ -89,6 +157,10 @@ pub struct Found {
 pub struct RewriteOptions {
     /// Add `@digest` to every rewritten reference.
     pub pin_digest: bool,
+    /// In `images_digests` entries, also write the tag the target holds
+    /// into `image_tag` (they differ when an entry matched by its digest
+    /// an image carried under another tag).
+    pub digests_tag: bool,
 }
 
 /// A scalar with its byte span and style.
@@ -115,35 +187,6 @@ enum Frame<'t> {
     },
 }
 
-/// The YAML and JSON files under `paths` (files as given; directories
-/// walked for `.yaml`, `.yml` and `.json`, sorted), each with the path to
-/// use relative to an output directory.
-pub fn collect_files(
-    paths: &[std::path::PathBuf],
-) -> std::io::Result<Vec<(std::path::PathBuf, std::path::PathBuf)>> {
-    let mut out = Vec::new();
-    for p in paths {
-        let meta = fs_err::metadata(p)?;
-        if meta.is_file() {
-            let rel = p
-                .file_name()
-                .map(std::path::PathBuf::from)
-                .unwrap_or_default();
-            out.push((p.clone(), rel));
-            continue;
-        }
-        for e in walkdir::WalkDir::new(p).sort_by_file_name() {
-            let e = e.map_err(std::io::Error::from)?;
-            let ext = e.path().extension().and_then(|x| x.to_str()).unwrap_or("");
-            if e.file_type().is_file() && matches!(ext, "yaml" | "yml" | "json") {
-                let rel = e.path().strip_prefix(p).unwrap_or(e.path()).to_owned();
-                out.push((e.path().to_owned(), rel));
-            }
-        }
-    }
-    Ok(out)
-}
-
 /// Rewrites `text`; returns the new text (identical when nothing matched)
 /// and every reference found.
 ///
@@ -157,16 +200,45 @@ pub fn rewrite(
     rewrite_in_pieces(text, map, opts, 1 << 20)
 }
 
+/// Every reference in `text`, as [`rewrite`] finds them, without making
+/// the new text.
+pub fn find(text: &str, map: &ImageMap, opts: RewriteOptions) -> Result<Vec<Found>, RewriteError> {
+    let (_, found) = in_pieces(text, 1 << 20, |d| {
+        walk_document(d, map, opts, 0).map(|(_, f)| ((), f))
+    })?;
+    Ok(found)
+}
+
 fn rewrite_in_pieces(
     text: &str,
     map: &ImageMap,
     opts: RewriteOptions,
     piece: usize,
 ) -> Result<(String, Vec<Found>), RewriteError> {
+    let (outs, found) = in_pieces(text, piece, |d| rewrite_document(d, map, opts))?;
+    if outs.len() == 1 {
+        return Ok((outs.into_iter().next().unwrap_or_default(), found));
+    }
+    let mut out = String::with_capacity(text.len() + text.len() / 8);
+    for o in outs {
+        out.push_str(&o);
+    }
+    Ok((out, found))
+}
+
+/// Runs `each` on the pieces of `text` ([`split_documents`]) in parallel;
+/// returns what each gave, in order, and every reference with its line in
+/// `text`.
+fn in_pieces<T: Send>(
+    text: &str,
+    piece: usize,
+    each: impl Fn(&str) -> Result<(T, Vec<Found>), RewriteError> + Sync,
+) -> Result<(Vec<T>, Vec<Found>), RewriteError> {
     use rayon::prelude::*;
     let docs = split_documents(text, piece);
     if docs.len() < 2 {
-        return rewrite_document(text, map, opts);
+        let (t, f) = each(text)?;
+        return Ok((vec![t], f));
     }
     // Line number of each document's first line.
     let mut first_lines = Vec::with_capacity(docs.len());
@@ -175,11 +247,9 @@ fn rewrite_in_pieces(
         first_lines.push(line);
         line += d.bytes().filter(|&b| b == b'\n').count();
     }
-    let results: Vec<Result<(String, Vec<Found>), RewriteError>> = docs
-        .par_iter()
-        .map(|d| rewrite_document(d, map, opts))
-        .collect();
-    let mut out = String::with_capacity(text.len() + text.len() / 8);
+    let results: Vec<Result<(T, Vec<Found>), RewriteError>> =
+        docs.par_iter().map(|d| each(d)).collect();
+    let mut outs = Vec::with_capacity(results.len());
     let mut found = Vec::new();
     for (r, first) in results.into_iter().zip(first_lines) {
         let shift = first - 1;
@@ -195,13 +265,13 @@ fn rewrite_in_pieces(
             },
             e => e,
         })?;
-        out.push_str(&o);
+        outs.push(o);
         found.extend(f.into_iter().map(|mut f| {
             f.line += shift;
             f
         }));
     }
-    Ok((out, found))
+    Ok((outs, found))
 }
 
 /// Cuts a stream into pieces of about `min` bytes or more, each ending
@@ -235,7 +305,35 @@ fn rewrite_document(
     map: &ImageMap,
     opts: RewriteOptions,
 ) -> Result<(String, Vec<Found>), RewriteError> {
+    let (edits, found) = walk_document(text, map, opts, 0)?;
+    let mut out = String::with_capacity(text.len() + edits.len() * 32);
+    let mut pos = 0;
+    for (s, e, r) in edits {
+        if s < pos {
+            continue; // the same anchored scalar seen twice
+        }
+        out.push_str(&text[pos..s]);
+        out.push_str(&r);
+        pos = e;
+    }
+    out.push_str(&text[pos..]);
+    Ok((out, found))
+}
+
+/// One replacement: the byte range and the new text.
+type Edit = (usize, usize, String);
+
+/// The edits (sorted, one per start) and the references of one stream of
+/// documents. `depth` counts the block scalars it sits in.
+fn walk_document(
+    text: &str,
+    map: &ImageMap,
+    opts: RewriteOptions,
+    depth: usize,
+) -> Result<(Vec<Edit>, Vec<Found>), RewriteError> {
     let new_walk = || Walk {
+        text,
+        depth,
         map,
         opts,
         edits: Vec::new(),
@@ -260,19 +358,8 @@ fn rewrite_document(
     } = w;
     edits.sort_by_key(|e| e.0);
     edits.dedup_by_key(|e| e.0);
-    let mut out = String::with_capacity(text.len() + edits.len() * 32);
-    let mut pos = 0;
-    for (s, e, r) in edits {
-        if s < pos {
-            continue; // the same anchored scalar seen twice
-        }
-        out.push_str(&text[pos..s]);
-        out.push_str(&r);
-        pos = e;
-    }
-    out.push_str(&text[pos..]);
     found.sort_by_key(|f| f.line);
-    Ok((out, found))
+    Ok((edits, found))
 }
 
 /// The events of `text` from the full YAML parser.
@@ -455,9 +542,13 @@ fn get<'a, 't>(fields: &'a [(Cow<'t, str>, Scalar<'t>)], k: &str) -> Option<&'a 
 }
 
 struct Walk<'m, 't> {
+    /// The text the spans point into.
+    text: &'t str,
+    /// How many block scalars this text sits in.
+    depth: usize,
     map: &'m ImageMap,
     opts: RewriteOptions,
-    edits: Vec<(usize, usize, String)>,
+    edits: Vec<Edit>,
     found: Vec<Found>,
     /// `global.imageRegistry` or `global.image.registry`, when non-empty.
     global_registry: Option<Scalar<'t>>,
@@ -483,6 +574,15 @@ impl<'t> Walk<'_, 't> {
         in_images_seq: bool,
     ) {
         let parent_key = path.last().copied();
+        // Which of the keys the forms look at are here, found in one pass:
+        // most mappings hold none of them.
+        let mask = fields
+            .iter()
+            .fold(0u16, |m, (k, s)| m | key_bit(k) | multi_line_bit(s));
+        if mask == 0 && (!path.is_empty() || self.named.is_empty()) {
+            return;
+        }
+        let before = self.found.len();
         let global = |k: &str| get(fields, k).filter(|s| !s.value.is_empty()).cloned();
         match path {
             ["global"] => {
@@ -499,13 +599,13 @@ impl<'t> Walk<'_, 't> {
         }
         // `image: REF` inside this mapping.
         if let Some(s) = get(fields, "image") {
-            if parent_key != Some("image") && fields.iter().all(|(k, _)| k != "registry") {
+            if parent_key != Some("image") && mask & key_bit("registry") == 0 {
                 string_form(s, self.map, self.opts, &mut self.edits, &mut self.found);
             }
         }
         // cert-manager's naming: `image.name`, no repository override; the
         // registry and namespace come from the root.
-        let has = |k: &str| get(fields, k).is_some();
+        let has = |k: &str| mask & key_bit(k) != 0;
         let nonempty = |k: &str| get(fields, k).filter(|s| !s.value.is_empty()).cloned();
         let named = parent_key == Some("image")
             && has("name")
@@ -546,7 +646,176 @@ impl<'t> Walk<'_, 't> {
                 &mut self.found,
             );
         }
+        if let Some((last, rest)) = self.found[before..].split_last_mut() {
+            let here = key_path(path, None);
+            for f in rest {
+                f.path.clone_from(&here);
+            }
+            last.path = here;
+        }
+        // YAML inside block scalars (and multi-line strings, reported).
+        if mask & MULTI_LINE != 0 {
+            for (k, s) in fields {
+                if multi_line_bit(s) != 0 {
+                    self.embedded(k, s, path);
+                }
+            }
+        }
     }
+
+    /// A multi-line string value at `path`.`key` whose text looks like
+    /// YAML is read as YAML. In a literal block, what it names is
+    /// rewritten in place; in a folded block or a quoted string (whose
+    /// lines are joined or unescaped) it is only reported. Text that
+    /// cannot be read is reported, as unreadable when it names a registry.
+    fn embedded(&mut self, key: &str, s: &Scalar<'t>, path: &[&str]) {
+        if !block::looks_like_yaml(&s.value) {
+            return;
+        }
+        let key_path = key_path(path, Some(key));
+        let skip = |why: String, found: &mut Vec<Found>| {
+            let mention = block::registry_mention(&s.value);
+            found.push(Found {
+                line: s.line,
+                form: "yaml block",
+                outcome: match &mention {
+                    Some(_) => Outcome::Unreadable { reason: why },
+                    None => Outcome::Skipped { reason: why },
+                },
+                reference: mention.unwrap_or_default(),
+                path: String::new(),
+                block: Some(key_path.clone()),
+                parsed: None,
+            });
+        };
+        if self.depth >= MAX_BLOCK_DEPTH {
+            return skip(
+                format!("blocks nested more than {MAX_BLOCK_DEPTH} deep are not read"),
+                &mut self.found,
+            );
+        }
+        let (edits, found) = match walk_document(&s.value, self.map, self.opts, self.depth + 1) {
+            Ok(r) => r,
+            Err(e) => {
+                return skip(
+                    format!("looks like YAML but does not parse: {e}"),
+                    &mut self.found,
+                )
+            }
+        };
+        if found.is_empty() {
+            return;
+        }
+        let in_block = |f: Found, line: usize| Found {
+            line,
+            block: Some(match f.block {
+                Some(inner) => format!("{key_path} > {inner}"),
+                None => key_path.clone(),
+            }),
+            ..f
+        };
+        let lines = match s.style {
+            ScalarStyle::Literal => block::map_lines(self.text, s.start, &s.value),
+            _ => None,
+        };
+        let mut outer = Vec::with_capacity(edits.len());
+        if let Some(lines) = &lines {
+            for (start, end, r) in &edits {
+                match lines.outer(*start, *end) {
+                    Some((a, b)) => outer.push((a, b, r.clone())),
+                    None => {
+                        outer.clear();
+                        break;
+                    }
+                }
+            }
+        }
+        let mapped = lines.is_some();
+        match lines {
+            Some(lines) if outer.len() == edits.len() => {
+                self.edits.extend(outer);
+                // Line 1 of the value is the block's first line, which may
+                // be blank lines above its first content line (`s.line`).
+                let first = s.line.saturating_sub(lines.lead);
+                self.found.extend(found.into_iter().map(|f| {
+                    let line = f.line + first - 1;
+                    in_block(f, line)
+                }));
+            }
+            _ => {
+                // Read, but not replaceable in place: what would have been
+                // rewritten is reported as skipped, at the block's line.
+                let why = match s.style {
+                    ScalarStyle::Literal if mapped => {
+                        "a value in this block spans lines: not rewritten"
+                    }
+                    ScalarStyle::Literal => {
+                        "this block's lines could not be matched to the file: not rewritten"
+                    }
+                    ScalarStyle::Folded => {
+                        "in a folded block (>): not rewritten; write the YAML as a literal block (|)"
+                    }
+                    _ => "in a multi-line quoted string: not rewritten; write the YAML as a literal block (|)",
+                };
+                self.found.extend(found.into_iter().map(|mut f| {
+                    if matches!(f.outcome, Outcome::Rewritten { .. }) {
+                        f.outcome = Outcome::Skipped { reason: why.into() };
+                    }
+                    in_block(f, s.line)
+                }));
+            }
+        }
+    }
+}
+
+/// The bit of a key the forms look at (0 for any other key).
+fn key_bit(k: &str) -> u16 {
+    match k {
+        "image" => 1,
+        "registry" => 1 << 1,
+        "name" => 1 << 2,
+        "repository" => 1 << 3,
+        "tag" => 1 << 4,
+        "digest" => 1 << 5,
+        "sha" => 1 << 6,
+        "image_repository_server" => 1 << 7,
+        "image_repository_path" => 1 << 8,
+        "imageRegistry" => 1 << 9,
+        _ => 0,
+    }
+}
+
+/// Set in a mapping's key mask when a value is a multi-line string that
+/// is not plain (a plain scalar cannot hold `key: value` lines).
+const MULTI_LINE: u16 = 1 << 15;
+
+fn multi_line_bit(s: &Scalar<'_>) -> u16 {
+    if s.style != ScalarStyle::Plain && s.value.contains('\n') {
+        MULTI_LINE
+    } else {
+        0
+    }
+}
+
+/// Blocks inside blocks read at most this deep (each level parses its
+/// text again).
+const MAX_BLOCK_DEPTH: usize = 4;
+
+/// `spec.source.helm.values`: the keys above a value and its own, with
+/// `[]` for a sequence item.
+fn key_path(path: &[&str], key: Option<&str>) -> String {
+    let mut out = String::new();
+    for k in path.iter().copied().chain(key) {
+        if k == "-" {
+            out.push_str("[]");
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(k);
+        }
+    }
+    out
 }
 
 impl<'t> Walk<'_, 't> {
@@ -565,6 +834,9 @@ impl<'t> Walk<'_, 't> {
                     outcome: Outcome::Skipped {
                         reason: "no imageRegistry/imageNamespace at the top level".into(),
                     },
+                    path: String::new(),
+                    block: None,
+                    parsed: None,
                 });
             }
             return;
@@ -616,6 +888,9 @@ impl<'t> Walk<'_, 't> {
                 form: "cert-manager",
                 reference: joined,
                 outcome,
+                path: String::new(),
+                block: None,
+                parsed: None,
             });
         }
         targets.dedup();
@@ -687,9 +962,15 @@ fn string_form(
     if matches!(s.style, ScalarStyle::Literal | ScalarStyle::Folded) {
         return;
     }
+    let mut parsed = None;
     let outcome = match classify(&s.value, map) {
         Err(o) => o,
-        Ok((_, None)) => Outcome::NotInBundle,
+        Ok((r, None)) => {
+            if map.is_empty() {
+                parsed = Some(Box::new(r));
+            }
+            Outcome::NotInBundle
+        }
         Ok((r, Some(e))) => {
             let to = target_string(&e, &r, opts);
             edits.push((s.start, s.end, render(&to, s.style)));
@@ -701,6 +982,9 @@ fn string_form(
         form: "image",
         reference: s.value.to_string(),
         outcome,
+        path: String::new(),
+        block: None,
+        parsed,
     });
 }
 
@@ -732,9 +1016,15 @@ fn split_form<'t>(fields: &[(Cow<'t, str>, Scalar<'t>)], w: &mut Walk<'_, 't>) {
             joined.push_str(&d.value);
         }
     }
+    let mut parsed = None;
     let outcome = match classify(&joined, map) {
         Err(o) => o,
-        Ok((_, None)) => Outcome::NotInBundle,
+        Ok((r, None)) => {
+            if map.is_empty() {
+                parsed = Some(Box::new(r));
+            }
+            Outcome::NotInBundle
+        }
         Ok((r, Some(e))) => {
             let (host, path) = e.target.split_once('/').unwrap_or((e.target.as_str(), ""));
             match registry {
@@ -776,6 +1066,9 @@ fn split_form<'t>(fields: &[(Cow<'t, str>, Scalar<'t>)], w: &mut Walk<'_, 't>) {
         form: "helm split",
         reference: joined,
         outcome,
+        path: String::new(),
+        block: None,
+        parsed,
     });
 }
 
@@ -799,9 +1092,15 @@ fn digests_form<'t>(fields: &[(Cow<'t, str>, Scalar<'t>)], w: &mut Walk<'_, 't>)
         joined.push('@');
         joined.push_str(&d.value);
     }
+    let mut parsed = None;
     let outcome = match classify(&joined, w.map) {
         Err(o) => o,
-        Ok((_, None)) => Outcome::NotInBundle,
+        Ok((r, None)) => {
+            if w.map.is_empty() {
+                parsed = Some(Box::new(r));
+            }
+            Outcome::NotInBundle
+        }
         Ok((r, Some(e))) => {
             let (host, target_path) = e.target.split_once('/').unwrap_or((e.target.as_str(), ""));
             w.edits
@@ -809,6 +1108,15 @@ fn digests_form<'t>(fields: &[(Cow<'t, str>, Scalar<'t>)], w: &mut Walk<'_, 't>)
             if path.value != target_path {
                 w.edits
                     .push((path.start, path.end, render(target_path, path.style)));
+            }
+            if w.opts.digests_tag {
+                let slot = get(fields, "image_tag")
+                    .filter(|t| !(t.value.is_empty() && t.style == ScalarStyle::Plain));
+                if let (Some(t), Some(want)) = (slot, e.tag.as_deref()) {
+                    if t.value != want {
+                        w.edits.push((t.start, t.end, render(want, t.style)));
+                    }
+                }
             }
             // A digest recorded for the source is replaced by the one the
             // target holds (they differ when a platform filter applied).
@@ -820,9 +1128,18 @@ fn digests_form<'t>(fields: &[(Cow<'t, str>, Scalar<'t>)], w: &mut Walk<'_, 't>)
                         .push((d.start, d.end, render(&e.digest.to_string(), d.style)));
                 }
             }
-            Outcome::Rewritten {
-                to: target_string(&e, &r, w.opts),
-            }
+            let to = match (w.opts.digests_tag, e.tag.as_deref()) {
+                (true, Some(want)) => {
+                    let mut to = format!("{}:{want}", e.target);
+                    if w.opts.pin_digest || r.digest().is_some() {
+                        to.push('@');
+                        to.push_str(&e.digest.to_string());
+                    }
+                    to
+                }
+                _ => target_string(&e, &r, w.opts),
+            };
+            Outcome::Rewritten { to }
         }
     };
     w.found.push(Found {
@@ -830,6 +1147,9 @@ fn digests_form<'t>(fields: &[(Cow<'t, str>, Scalar<'t>)], w: &mut Walk<'_, 't>)
         form: "images_digests",
         reference: joined,
         outcome,
+        path: String::new(),
+        block: None,
+        parsed,
     });
 }
 
@@ -857,9 +1177,15 @@ fn kustomize_form(
         joined.push('@');
         joined.push_str(&d.value);
     }
+    let mut parsed = None;
     let outcome = match classify(&joined, map) {
         Err(o) => o,
-        Ok((_, None)) => Outcome::NotInBundle,
+        Ok((r, None)) => {
+            if map.is_empty() {
+                parsed = Some(Box::new(r));
+            }
+            Outcome::NotInBundle
+        }
         Ok((r, Some(e))) => match new_name {
             Some(n) => {
                 edits.push((n.start, n.end, render(&e.target, n.style)));
@@ -872,6 +1198,7 @@ fn kustomize_form(
                         &r,
                         RewriteOptions {
                             pin_digest: opts.pin_digest && digest.is_some(),
+                            ..opts
                         },
                     ),
                 }
@@ -886,6 +1213,9 @@ fn kustomize_form(
         form: "kustomize",
         reference: joined,
         outcome,
+        path: String::new(),
+        block: None,
+        parsed,
     });
 }
 
@@ -991,6 +1321,7 @@ mod tests {
         );
         let outcomes: Vec<_> = found.iter().map(|f| (f.line, &f.outcome)).collect();
         assert_eq!(outcomes.len(), 4, "{found:?}");
+        assert_eq!(found[0].path, "spec.containers[]");
         assert_eq!(found[1].outcome, Outcome::NotInBundle);
         assert_eq!(found[1].line, 9);
     }
@@ -998,7 +1329,15 @@ mod tests {
     #[test]
     fn digest_pinning_and_already_local() {
         let src = "image: nginx:1.27\nother:\n  image: registry.local:5000/library/nginx:1.27\n";
-        let (out, found) = rewrite(src, &map(), RewriteOptions { pin_digest: true }).unwrap();
+        let (out, found) = rewrite(
+            src,
+            &map(),
+            RewriteOptions {
+                pin_digest: true,
+                ..RewriteOptions::default()
+            },
+        )
+        .unwrap();
         let d = Digest::of(b"nginx");
         assert!(
             out.starts_with(&format!(
@@ -1019,7 +1358,15 @@ mod tests {
     #[test]
     fn helm_split_form() {
         let src = "global:\n  imageRegistry: \"\"\nimage:\n  registry: docker.io\n  repository: bitnami/redis\n  tag: \"8.2\"\n  digest: \"\"\n  pullPolicy: IfNotPresent\n";
-        let (out, found) = rewrite(src, &map(), RewriteOptions { pin_digest: true }).unwrap();
+        let (out, found) = rewrite(
+            src,
+            &map(),
+            RewriteOptions {
+                pin_digest: true,
+                ..RewriteOptions::default()
+            },
+        )
+        .unwrap();
         let d = Digest::of(b"redis");
         assert_eq!(
             out,
@@ -1105,6 +1452,166 @@ mod tests {
         let src = "image: |\n  nginx:1.27\n";
         let (out, _) = rw(src);
         assert_eq!(out, src);
+    }
+
+    /// The ESS override as a ConfigMap: the installer's tree inside
+    /// `data.images_digests: |`.
+    const ESS_CONFIGMAP: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ess-images # the override\ndata:\n  images_digests: |\n    # from images_digests.yml\n    element_web:\n      element_web:\n        image_digest: sha256:SOURCE\n        image_repository_path: library/nginx\n        image_repository_server: docker.io\n        image_tag: \"1.27\"\n\n    synapse:\n      redis:\n        image_repository_path: bitnami/redis\n        image_repository_server: docker.io\n        image_tag: '8.2'\n  other: |\n    plain text: not images\n";
+
+    #[test]
+    fn yaml_in_a_configmap_block_is_rewritten_in_place() {
+        let d = Digest::of(b"nginx");
+        let src = ESS_CONFIGMAP.replace("sha256:SOURCE", &d.to_string());
+        let (out, found) = rw(&src);
+        let want = src
+            .replace(
+                "image_repository_server: docker.io\n        image_tag: \"1.27\"",
+                "image_repository_server: registry.local:5000\n        image_tag: \"1.27\"",
+            )
+            .replace(
+                "image_repository_server: docker.io\n        image_tag: '8.2'",
+                "image_repository_server: registry.local:5000\n        image_tag: '8.2'",
+            );
+        assert_eq!(out, want);
+        assert_eq!(found.len(), 2, "{found:?}");
+        // Lines of the outer file, and the block's key path.
+        assert_eq!(found[0].line, 12);
+        assert_eq!(found[1].line, 18);
+        assert_eq!(found[0].path, "element_web.element_web");
+        assert_eq!(found[1].path, "synapse.redis");
+        assert!(found
+            .iter()
+            .all(|f| f.block.as_deref() == Some("data.images_digests")
+                && f.form == "images_digests"
+                && matches!(f.outcome, Outcome::Rewritten { .. })));
+        // A second pass finds everything local.
+        let (again, found) = rw(&out);
+        assert_eq!(again, out);
+        assert!(found.iter().all(|f| f.outcome == Outcome::AlreadyLocal));
+    }
+
+    #[test]
+    fn a_configmap_naming_a_missing_image_reports_it() {
+        let src = ESS_CONFIGMAP
+            .replace("library/nginx", "library/absent")
+            .replace("sha256:SOURCE", &Digest::of(b"absent").to_string());
+        let (_, found) = rw(&src);
+        let missing: Vec<_> = found
+            .iter()
+            .filter(|f| f.outcome == Outcome::NotInBundle)
+            .collect();
+        assert_eq!(missing.len(), 1, "{found:?}");
+        assert!(missing[0]
+            .reference
+            .starts_with("docker.io/library/absent:1.27"));
+        assert_eq!(missing[0].block.as_deref(), Some("data.images_digests"));
+    }
+
+    #[test]
+    fn argo_cd_helm_values_crlf_chomping_and_indicators() {
+        let src = "apiVersion: argoproj.io/v1alpha1\r\nkind: Application\r\nspec:\r\n  source:\r\n    helm:\r\n      values: |-\r\n\r\n        image:\r\n          registry: docker.io\r\n          repository: bitnami/redis\r\n          tag: \"8.2\"\r\n  list:\r\n    - |2\r\n        image: nginx:1.27\r\n  more: |2\r\n      image: nginx:1.27\r\n";
+        let (out, found) = rw(src);
+        assert_eq!(
+            out,
+            src.replace("registry: docker.io", "registry: registry.local:5000")
+                .replace(
+                    "more: |2\r\n      image: nginx:1.27\r\n",
+                    "more: |2\r\n      image: registry.local:5000/library/nginx:1.27\r\n"
+                )
+        );
+        // (A block as a sequence item is not read.)
+        let blocks: Vec<_> = found.iter().map(|f| (f.line, f.block.as_deref())).collect();
+        assert_eq!(
+            blocks,
+            vec![
+                (10, Some("spec.source.helm.values")),
+                (16, Some("spec.more"))
+            ]
+        );
+    }
+
+    #[test]
+    fn unreadable_blocks_are_reported_and_those_naming_a_registry_fail() {
+        // Looks like YAML, does not parse, names a registry: unreadable.
+        let src =
+            "data:\n  bad: |\n    image: quay.io/org/app:1\n      - broken: [\n  ok: |\n    a: [\n";
+        let (out, found) = rw(src);
+        assert_eq!(out, src);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(
+            matches!(&found[0].outcome, Outcome::Unreadable { reason } if reason.contains("does not parse")),
+            "{found:?}"
+        );
+        assert_eq!(found[0].reference, "quay.io/org/app:1");
+        assert_eq!(found[0].block.as_deref(), Some("data.bad"));
+        // Names no registry: skipped.
+        assert!(matches!(&found[1].outcome, Outcome::Skipped { .. }));
+        // Folded blocks and multi-line quoted strings are not read.
+        let src = "data:\n  f: >\n    image_repository_server: gitlab-registry.matrix.org\n    image_repository_path: x/y\n  q: \"image: ghcr.io/a/b:1\\nother: 1\"\n  s: >\n    a: b\n";
+        let (out, found) = rw(src);
+        assert_eq!(out, src);
+        let outcomes: Vec<_> = found
+            .iter()
+            .map(|f| {
+                (
+                    f.block.as_deref().unwrap(),
+                    matches!(f.outcome, Outcome::Unreadable { .. }),
+                )
+            })
+            .collect();
+        assert_eq!(outcomes, vec![("data.f", true), ("data.q", false)]);
+        assert_eq!(found[1].outcome, Outcome::NotInBundle);
+        assert_eq!(found[1].reference, "ghcr.io/a/b:1");
+        // Found in a folded block and carried: reported, not rewritten.
+        let src = "data:\n  f: >\n    image: nginx:1.27\n";
+        let (out, found) = rw(src);
+        assert_eq!(out, src);
+        assert!(
+            matches!(&found[0].outcome, Outcome::Skipped { reason } if reason.contains("folded")),
+            "{found:?}"
+        );
+        // Shell scripts are not YAML and are not reported.
+        let (_, found) = rw("script: |\n  set -e\n  docker pull quay.io/org/app:1\n");
+        assert!(found.is_empty(), "{found:?}");
+    }
+
+    #[test]
+    fn json_in_a_literal_block_is_rewritten_too() {
+        let src = "kind: ConfigMap\ndata:\n  config.json: |\n    {\"services\": [\n      {\"name\": \"web\", \"image\": \"nginx:1.27\"}\n    ]}\n";
+        let (out, found) = rw(src);
+        assert_eq!(
+            out,
+            src.replace(
+                "\"nginx:1.27\"",
+                "\"registry.local:5000/library/nginx:1.27\""
+            )
+        );
+        assert_eq!(found[0].block.as_deref(), Some("data.config.json"));
+        assert_eq!(found[0].line, 5);
+    }
+
+    #[test]
+    fn blocks_within_blocks_and_the_depth_limit() {
+        let src = "outer: |\n  inner: |\n    image: nginx:1.27\n";
+        let (out, found) = rw(src);
+        assert_eq!(
+            out,
+            src.replace("image: nginx", "image: registry.local:5000/library/nginx")
+        );
+        assert_eq!(found[0].block.as_deref(), Some("outer > inner"));
+        assert_eq!(found[0].line, 3);
+        // Deeper than the limit: reported, not read.
+        let mut deep = String::from("image: docker.io/library/nginx:1.27\n");
+        for i in 0..=MAX_BLOCK_DEPTH {
+            let body: String = deep.lines().map(|l| format!("  {l}\n")).collect();
+            deep = format!("k{i}: |\n{body}");
+        }
+        let (out, found) = rw(&deep);
+        assert_eq!(out, deep);
+        assert!(
+            matches!(&found[0].outcome, Outcome::Unreadable { reason } if reason.contains("nested")),
+            "{found:?}"
+        );
     }
 
     #[test]
@@ -1199,6 +1706,24 @@ mod tests {
             "\"quoted key\": v\n'single': w\n",
             "a:\n  - b\n  -\n    c: d\n",
             "x: [a, b]  # trailing\n",
+            "a: |\n  text\n",
+            "data:\n  d: |\n    a:\n      b: c\n\n    d: e\nx: 1\n",
+            "k: |\n  a: 1",
+            "k: |\n  a: 1\n\n",
+            "k: |\n  a: 1\n  \n \n",
+            "k: |\r\n  a: 1\r\n\r\nz: 1\r\n",
+            "m:\n  k: |\n    a\n  z: 1\n",
+            "m:\n  k: |\n    a\n   \n  z: 1\n",
+            "k: |\n  a\n---\nb: 1\n",
+            "k: |\n  a\n\n# c\nz: 1\n",
+            "k: |\n\n  a\n\n   b\n\n",
+            "k: |+\n  a\n\n\n",
+            "k: |-\n  a\n\n\n",
+            "k: | # c\n  a\n",
+            "k: |\n  a\n...\n",
+            "k: |\n  a\n # c\nz: 2\n",
+            "k: |\n  a\tb\n    \t\n",
+            "- k: |\n    x\n  j: 1\n",
         ];
         for c in cases {
             assert!(same_events(c), "{c:?} should take the fast path");
@@ -1206,7 +1731,11 @@ mod tests {
         // Outside the subset: the full parser decides.
         for c in [
             "a: &x 1\nb: *x\n",
-            "a: |\n  text\n",
+            "a: >\n  text\n",
+            "a: |2\n    text\n",
+            "- |\n  text\n",
+            "a: |\nb: 1\n",
+            "a: |\n   \n  text\n",
             "a: b\n  c\n",
             "a: \"x\\ny\"\n",
             "{\"a\": 1}\n",
@@ -1262,8 +1791,8 @@ mod tests {
             "a b c",
             "~",
         ];
-        let (mut accepted, mut total) = (0, 0);
-        for _ in 0..3000 {
+        let (mut accepted, mut total, mut blocks) = (0, 0, 0);
+        for _ in 0..10000 {
             let mut doc = String::new();
             let mut indent = 0usize;
             for _ in 0..(1 + next(12)) {
@@ -1274,7 +1803,16 @@ mod tests {
                     _ => {}
                 }
                 let pad = " ".repeat(indent + usize::from(next(25) == 0));
-                let line = match next(8) {
+                let line = match next(10) {
+                    8 => format!(
+                        "{pad}{}: |{}",
+                        keys[next(keys.len())],
+                        ["", "-", "+", " # c"][next(4)]
+                    ),
+                    9 => format!(
+                        "{pad}{}",
+                        ["", " ", "  text", "    more: x", "\tx", "#", "- y"][next(7)]
+                    ),
                     0 => format!("{pad}- {}", values[next(values.len())]),
                     1 => format!(
                         "{pad}- {}: {}",
@@ -1307,9 +1845,85 @@ mod tests {
                 let slow = parsed_events(&doc)
                     .unwrap_or_else(|e| panic!("fast scanner accepted invalid YAML ({e}):\n{doc}"));
                 assert_eq!(fast, slow, "fast scanner differs on:\n{doc}");
+                blocks += usize::from(fast.iter().any(|e| {
+                    matches!(
+                        e,
+                        Ev::Scalar {
+                            style: ScalarStyle::Literal,
+                            ..
+                        }
+                    )
+                }));
             }
         }
         assert!(accepted > total / 10, "{accepted} of {total} accepted");
+        assert!(
+            blocks > 60,
+            "{blocks} accepted documents with a block scalar"
+        );
+    }
+
+    /// Literal blocks with random indentation, blank lines, tabs,
+    /// comments and separators: wherever the fast scanner accepts one it
+    /// yields the parser's events.
+    #[test]
+    fn fast_scanner_agrees_with_the_parser_on_random_blocks() {
+        let mut seed = 0x5851_f42d_4c95_7f2du64;
+        let mut next = move |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        let (mut accepted, mut blocks) = (0, 0);
+        for _ in 0..5000 {
+            let parent = next(3) * 2;
+            let mut doc = String::new();
+            if parent > 0 {
+                doc.push_str("m:\n");
+                if parent > 2 {
+                    doc.push_str("  n:\n");
+                }
+            }
+            doc.push_str(&" ".repeat(parent));
+            doc.push_str(["k: |", "k: |-", "k: |+", "k: | # c", "k: |1", "k: |x"][next(6)]);
+            doc.push_str(if next(10) == 0 { "\r\n" } else { "\n" });
+            for _ in 0..next(7) {
+                let pad = " ".repeat(next(parent + 6));
+                let text = ["a: 1", "", "# c", "\tx", "---", "- y", "z: |", "b"][next(8)];
+                doc.push_str(&pad);
+                doc.push_str(text);
+                doc.push_str(if next(10) == 0 { "\r\n" } else { "\n" });
+            }
+            if next(3) == 0 {
+                doc.push_str(&" ".repeat(parent));
+                doc.push_str("after: 1\n");
+            }
+            if next(4) == 0 {
+                doc.pop();
+            }
+            let mut fast = Vec::new();
+            if fast::scan(&doc, &mut |e| fast.push(e)).is_some() {
+                accepted += 1;
+                let slow = parsed_events(&doc).unwrap_or_else(|e| {
+                    panic!("fast scanner accepted invalid YAML ({e}):\n{doc:?}")
+                });
+                assert_eq!(fast, slow, "fast scanner differs on:\n{doc:?}");
+                blocks += usize::from(fast.iter().any(|e| {
+                    matches!(
+                        e,
+                        Ev::Scalar {
+                            style: ScalarStyle::Literal,
+                            ..
+                        }
+                    )
+                }));
+            }
+        }
+        assert!(
+            blocks > 500,
+            "{blocks} of {accepted} accepted documents had a block"
+        );
     }
 
     /// Garbage made of YAML's significant characters never panics the

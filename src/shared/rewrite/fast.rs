@@ -2,11 +2,13 @@
 //! and Helm values are almost always written in: block mappings and
 //! sequences by indentation, single-line plain and quoted scalars,
 //! comments, `---` separators, and flow collections that open and close on
-//! one line. It yields the same events (and byte spans) as the full parser
+//! one line, and literal block scalars (`key: |`, `|-`, `|+`) as mapping
+//! values. It yields the same events (and byte spans) as the full parser
 //! for that subset, at several times its speed.
 //!
-//! Anything outside the subset (anchors, aliases, tags, multi-line
-//! scalars, block scalars, flow collections across lines, escapes,
+//! Anything outside the subset (anchors, aliases, tags, multi-line plain
+//! or quoted scalars, folded blocks, blocks with an indentation indicator
+//! or as sequence items, flow collections across lines, escapes,
 //! directives, tabs, complex keys, JSON documents) makes it give up and
 //! return `None`; the caller then uses the full parser for that piece. It
 //! never guesses.
@@ -68,6 +70,33 @@ struct Scanner<'t, 's> {
     has_root: bool,
     /// The current document was opened by a `---` line.
     explicit: bool,
+    /// A literal block scalar whose lines are being read.
+    block: Option<Block<'t>>,
+}
+
+/// `|`, `|-` or `|+`: what happens to the final line breaks.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Chomp {
+    Clip,
+    Strip,
+    Keep,
+}
+
+/// A literal block scalar being read, line by line.
+struct Block<'t> {
+    /// Indentation of the mapping whose value it is; its lines must be
+    /// indented more.
+    parent: usize,
+    chomp: Chomp,
+    /// The block's indentation, from its first non-blank line.
+    indent: Option<usize>,
+    /// Most spaces on a blank line before the first non-blank one.
+    lead_spaces: usize,
+    /// Each line's content (`""` for an empty line).
+    lines: Vec<&'t str>,
+    /// The first content byte and its line.
+    start: usize,
+    line: usize,
 }
 
 /// Scans `text`, handing each event to `sink`; `None` when the text leaves
@@ -81,12 +110,14 @@ pub(super) fn scan<'t>(text: &'t str, sink: &mut dyn FnMut(Ev<'t>)) -> Option<()
         scalar_indent: None,
         has_root: false,
         explicit: false,
+        block: None,
     };
     // A lone CR is a line break too; only LF and CRLF are handled here.
     let b = text.as_bytes();
-    if b.iter()
-        .enumerate()
-        .any(|(i, &c)| c == b'\r' && b.get(i + 1) != Some(&b'\n'))
+    if b.contains(&b'\r')
+        && b.iter()
+            .enumerate()
+            .any(|(i, &c)| c == b'\r' && b.get(i + 1) != Some(&b'\n'))
     {
         return None;
     }
@@ -103,6 +134,7 @@ pub(super) fn scan<'t>(text: &'t str, sink: &mut dyn FnMut(Ev<'t>)) -> Option<()
         s.line(pos, line_end, line_no)?;
         pos = end + 1;
     }
+    s.end_block(text.len())?;
     s.end_document()?;
     s.close_to(None)?;
     Some(())
@@ -118,6 +150,13 @@ impl<'t> Scanner<'t, '_> {
         let l = &self.text[start..end];
         let indent = l.len() - l.trim_start_matches(' ').len();
         let rest = &l[indent..];
+        if self.block.is_some() {
+            if self.block_line(start, l, indent, line)? {
+                return Some(());
+            }
+            // Less indented: the block ended before this line's text.
+            self.end_block(start + indent)?;
+        }
         if rest.is_empty() || rest.starts_with('#') {
             return Some(());
         }
@@ -180,6 +219,72 @@ impl<'t> Scanner<'t, '_> {
             }
             Some(_) => None,
         }
+    }
+
+    /// One line while a block is open: `true` when it belongs to the block.
+    fn block_line(&mut self, start: usize, l: &'t str, spaces: usize, line: usize) -> Option<bool> {
+        let b = self.block.as_mut()?;
+        let blank = spaces == l.len();
+        match b.indent {
+            None if blank => {
+                b.lead_spaces = b.lead_spaces.max(spaces);
+                b.lines.push("");
+                Some(true)
+            }
+            None => {
+                if l.as_bytes()[spaces] == b'\t' || spaces <= b.parent || b.lead_spaces > spaces {
+                    // A tab, an empty block, or a leading blank line
+                    // deeper than the text: the parser decides.
+                    return None;
+                }
+                b.indent = Some(spaces);
+                b.start = start + spaces;
+                b.line = line;
+                b.lines.push(&l[spaces..]);
+                Some(true)
+            }
+            Some(n) if blank => {
+                b.lines.push(if spaces > n { &l[n..] } else { "" });
+                Some(true)
+            }
+            Some(n) if spaces >= n => {
+                b.lines.push(&l[n..]);
+                Some(true)
+            }
+            Some(_) => Some(false),
+        }
+    }
+
+    /// Ends the open block (if any) at `end`, emitting its scalar.
+    fn end_block(&mut self, end: usize) -> Option<()> {
+        let Some(b) = self.block.take() else {
+            return Some(());
+        };
+        b.indent?;
+        if b.chomp == Chomp::Keep && end == self.text.len() && !self.text.ends_with('\n') {
+            return None; // the last line has no break to keep
+        }
+        let last = b.lines.iter().rposition(|l| !l.is_empty())?;
+        let mut value = b.lines[..=last].join("\n");
+        match b.chomp {
+            Chomp::Strip => {}
+            Chomp::Clip => value.push('\n'),
+            Chomp::Keep => {
+                for _ in last..b.lines.len() {
+                    value.push('\n');
+                }
+            }
+        }
+        (self.out)(Ev::Scalar {
+            value: Cow::Owned(value),
+            start: b.start,
+            end,
+            style: ScalarStyle::Literal,
+            line: b.line,
+        });
+        // A deeper line after the block would be invalid.
+        self.scalar_indent = Some(b.parent);
+        Some(())
     }
 
     /// A document ends. An explicit (`---`) document with no content is a
@@ -289,6 +394,9 @@ impl<'t> Scanner<'t, '_> {
                 });
                 let _ = key;
                 let vat = at + value_at;
+                if self.text.as_bytes().get(vat) == Some(&b'|') && vat < end {
+                    return self.start_block(vat, end, col);
+                }
                 if is_blank_or_comment(&self.text[vat.min(end)..end]) {
                     self.pending = Some(Pending {
                         indent: col,
@@ -301,6 +409,30 @@ impl<'t> Scanner<'t, '_> {
                 self.value(vat, end, col, line)
             }
         }
+    }
+
+    /// `|`, `|-` or `|+` (and a comment) at `at`: a literal block as the
+    /// value of a key in the mapping at `col`.
+    fn start_block(&mut self, at: usize, end: usize, col: usize) -> Option<()> {
+        let header = &self.text[at + 1..end];
+        let (chomp, rest) = match header.as_bytes().first() {
+            Some(b'-') => (Chomp::Strip, &header[1..]),
+            Some(b'+') => (Chomp::Keep, &header[1..]),
+            _ => (Chomp::Clip, header),
+        };
+        if !(rest.is_empty() || rest.starts_with(' ') && is_blank_or_comment(rest)) {
+            return None; // an indentation indicator, or text after it
+        }
+        self.block = Some(Block {
+            parent: col,
+            chomp,
+            indent: None,
+            lead_spaces: 0,
+            lines: Vec::new(),
+            start: 0,
+            line: 0,
+        });
+        Some(())
     }
 
     /// A value on the rest of a line (after `key: ` or `- `).
