@@ -673,68 +673,6 @@ impl ImageEntry {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ImageEntryMap {
-    #[serde(rename = "ref")]
-    reference: String,
-    #[serde(default)]
-    platforms: Option<Vec<Platform>>,
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    tags: Option<TagRuleMap>,
-    budget: Option<Size>,
-}
-
-impl<'de> Deserialize<'de> for ImageEntry {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = ImageEntry;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("an image reference string or a map with `ref` (and optional `platforms`, `name`, `tags`, `budget`)")
-            }
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<ImageEntry, E> {
-                Ok(ImageEntry {
-                    source: ImageSource::parse(s).map_err(E::custom)?,
-                    platforms: None,
-                    name: None,
-                    tags: None,
-                    budget: None,
-                })
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ImageEntry, A::Error> {
-                let m = ImageEntryMap::deserialize(de::value::MapAccessDeserializer::new(map))?;
-                let source = ImageSource::parse(&m.reference).map_err(de::Error::custom)?;
-                let name = match m.name {
-                    Some(n) => Some(n.parse::<Reference>().map_err(de::Error::custom)?),
-                    None => None,
-                };
-                let tags = match m.tags {
-                    Some(t) => {
-                        if !matches!(source, ImageSource::Registry(_)) {
-                            return Err(de::Error::custom(format!("image {}: `tags:` chooses tags of a registry repository; a local source has none", m.reference)));
-                        }
-                        if name.is_some() {
-                            return Err(de::Error::custom(format!("image {}: `name:` and `tags:` do not go together (each chosen tag is carried as REPOSITORY:TAG)", m.reference)));
-                        }
-                        Some(tag_rule(&m.reference, t).map_err(de::Error::custom)?)
-                    }
-                    None => None,
-                };
-                Ok(ImageEntry {
-                    source,
-                    platforms: m.platforms,
-                    name,
-                    tags,
-                    budget: m.budget.map(|b| b.0),
-                })
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
 
 /// One Helm chart to carry.
 #[derive(Debug, Clone, PartialEq, Eq)]
