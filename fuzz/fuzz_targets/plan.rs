@@ -51,6 +51,7 @@ fuzz_target!(|data: &[u8]| {
         have: None,
         compress: None,
         oci: false,
+        lock: None,
         budget: Default::default(),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
