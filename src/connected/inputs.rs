@@ -673,7 +673,6 @@ impl ImageEntry {
     }
 }
 
-
 /// One Helm chart to carry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChartEntry {
