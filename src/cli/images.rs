@@ -98,21 +98,7 @@ pub fn run(args: Args, _: &Settings) -> anyhow::Result<ExitCode> {
         listing.files,
         listing.skipped.len()
     );
-    let mut why = Vec::new();
-    if !unreadable.is_empty() {
-        why.push(format!(
-            "{} block(s) that name a registry could not be read ({})",
-            unreadable.len(),
-            unreadable.join(", ")
-        ));
-    }
-    if !unvouched.is_empty() {
-        why.push(format!(
-            "{} link(s) that may lead to manifests were not followed ({})",
-            unvouched.len(),
-            unvouched.join(", ")
-        ));
-    }
+    let why = super::rewrite::not_read(&unreadable, &unvouched);
     let code = if why.is_empty() {
         ExitCode::SUCCESS
     } else {

@@ -175,20 +175,7 @@ pub fn run(args: Args, _: &Settings) -> anyhow::Result<ExitCode> {
                 "{missing} image reference(s) are not in the bundle"
             ));
         }
-        if !unreadable.is_empty() {
-            why.push(format!(
-                "{} block(s) that name a registry could not be read ({})",
-                unreadable.len(),
-                unreadable.join(", ")
-            ));
-        }
-        if !unvouched.is_empty() {
-            why.push(format!(
-                "{} link(s) that may lead to manifests were not followed ({})",
-                unvouched.len(),
-                unvouched.join(", ")
-            ));
-        }
+        why.extend(not_read(&unreadable, &unvouched));
         if !why.is_empty() {
             eprintln!("{}; nothing was written", why.join("; "));
             return Ok(ExitCode::FAILURE);
@@ -227,6 +214,28 @@ type Rewritten<'a> = (&'a InputFile, String, String, Vec<Found>);
 /// they were), every other file is copied byte for byte, empty
 /// directories are made, links are left out (and were reported). Every
 /// destination is checked, then every file staged, then all renamed.
+/// Why a check cannot vouch for what it was given: blocks naming a
+/// registry that could not be read, and links not followed (`rewrite
+/// --check` and `ferry images` fail on both).
+pub fn not_read(unreadable: &[String], unvouched: &[String]) -> Vec<String> {
+    let mut why = Vec::new();
+    if !unreadable.is_empty() {
+        why.push(format!(
+            "{} block(s) that name a registry could not be read ({})",
+            unreadable.len(),
+            unreadable.join(", ")
+        ));
+    }
+    if !unvouched.is_empty() {
+        why.push(format!(
+            "{} link(s) that may lead to manifests were not followed ({})",
+            unvouched.len(),
+            unvouched.join(", ")
+        ));
+    }
+    why
+}
+
 fn write_tree(dir: &Path, inputs: &Inputs, results: &[Rewritten<'_>]) -> anyhow::Result<()> {
     for rel in &inputs.dirs {
         output_path(dir, rel)?;
