@@ -257,13 +257,9 @@ pub async fn resolve(
             reference: r.to_string(),
             source,
         };
-        if !remotes.contains_key(&host) {
-            let remote = Remote::connect(&host, opts).await.map_err(remote_err)?;
-            remotes.insert(host.clone(), remote);
-        }
-        let Some(remote) = remotes.get(&host) else {
-            continue;
-        };
+        let remote = remote_for(&mut remotes, &host, opts)
+            .await
+            .map_err(remote_err)?;
         let mut out = Vec::new();
         for r in refs {
             let d = match (r.digest(), r.tag()) {
@@ -463,13 +459,9 @@ pub async fn check_moved(locked: &Locked, opts: &RemoteOptions) -> Result<(), Lo
             reference: r.to_string(),
             source,
         };
-        if !remotes.contains_key(&host) {
-            let remote = Remote::connect(&host, opts).await.map_err(remote_err)?;
-            remotes.insert(host.clone(), remote);
-        }
-        let Some(remote) = remotes.get(&host) else {
-            continue;
-        };
+        let remote = remote_for(&mut remotes, &host, opts)
+            .await
+            .map_err(remote_err)?;
         let now = remote
             .manifest_digest(r.repository(), tag)
             .await
@@ -483,4 +475,17 @@ pub async fn check_moved(locked: &Locked, opts: &RemoteOptions) -> Result<(), Lo
         }
     }
     Ok(())
+}
+
+/// The client for `host`, connected on first use and kept for the run.
+async fn remote_for<'a>(
+    remotes: &'a mut HashMap<String, Remote>,
+    host: &str,
+    opts: &RemoteOptions,
+) -> Result<&'a Remote, RemoteError> {
+    use std::collections::hash_map::Entry;
+    Ok(match remotes.entry(host.to_owned()) {
+        Entry::Occupied(e) => e.into_mut(),
+        Entry::Vacant(e) => e.insert(Remote::connect(host, opts).await?),
+    })
 }
