@@ -811,3 +811,41 @@ fn export_refuses_its_own_archive_a_fifo_and_one_name_for_two_images() {
     );
     assert!(!d.join("x.tar").exists());
 }
+
+/// A full (not delta) archive whose manifest names a layer it does not
+/// carry: export names the image and the blob as missing, not as left out
+/// of a delta, and writes nothing.
+#[test]
+fn a_missing_layer_is_named_as_missing_not_as_left_out_of_a_delta() {
+    use support::hand::{desc, hand_archive, Root};
+    let t = tempfile::tempdir().unwrap();
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let layer = b"a layer this archive does not carry".to_vec();
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{}","config":{},"layers":[{}]}}"#,
+        ferry::oci::OCI_MANIFEST,
+        desc(ferry::oci::OCI_CONFIG, config),
+        desc(ferry::oci::OCI_LAYER_GZIP, &layer)
+    );
+    let archive = t.path().join("a.tar");
+    hand_archive(
+        &archive,
+        &[Root {
+            reference: "docker.io/library/odd:1",
+            media_type: ferry::oci::OCI_MANIFEST,
+            bytes: manifest.into_bytes(),
+        }],
+        &[config.to_vec()],
+    );
+    let out = t.path().join("x.tar");
+    let e = export(&archive, &out, &[]).expect_fail("a missing layer");
+    let missing = ferry::digest::Digest::of(&layer);
+    assert!(
+        e.contains("docker.io/library/odd:1")
+            && e.contains(&format!("blob {missing} is missing"))
+            && !e.contains("delta"),
+        "{e}"
+    );
+    assert_nothing_written(t.path(), &out);
+}

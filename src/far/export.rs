@@ -346,10 +346,24 @@ fn export_inner(
     for c in &chosen {
         let mut need = |d: Digest, size: u64| -> Result<(), ExportError> {
             if locations.get(&d).map(|e| e.size) != Some(size) {
-                return Err(ExportError::LeftOut {
-                    archive: archive.to_owned(),
-                    image: c.artifact.reference.clone(),
-                    digest: d,
+                let left_out = a
+                    .bundle
+                    .delta
+                    .iter()
+                    .flat_map(|x| &x.absent)
+                    .any(|b| b.digest == d);
+                return Err(if left_out {
+                    ExportError::LeftOut {
+                        archive: archive.to_owned(),
+                        image: c.artifact.reference.clone(),
+                        digest: d,
+                    }
+                } else {
+                    ExportError::Graph {
+                        archive: archive.to_owned(),
+                        image: c.artifact.reference.clone(),
+                        source: WalkError::Blob(d),
+                    }
                 });
             }
             wanted.insert(d, size);
