@@ -849,3 +849,22 @@ fn a_missing_layer_is_named_as_missing_not_as_left_out_of_a_delta() {
     );
     assert_nothing_written(t.path(), &out);
 }
+
+/// An archive that carries only files has nothing to export: refused,
+/// pointing at `unpack --files`, and nothing written.
+#[test]
+fn an_archive_without_images_is_refused_pointing_at_unpack() {
+    let t = tempfile::tempdir().unwrap();
+    std::fs::write(t.path().join("install.sh"), "#!/bin/sh\n").unwrap();
+    let spec = t.path().join("files.yaml");
+    std::fs::write(&spec, "name: files\nfiles:\n  - path: install.sh\n").unwrap();
+    let archive = t.path().join("f.tar");
+    pack_spec(&spec, &archive);
+    let out = t.path().join("x.tar");
+    let e = export(&archive, &out, &[]).expect_fail("no images");
+    assert!(
+        e.contains("carries no images to export") && e.contains("unpack --charts/--files"),
+        "{e}"
+    );
+    assert_nothing_written(t.path(), &out);
+}
