@@ -1914,6 +1914,22 @@ impl Client {
         body: impl Into<bytes::Bytes>,
         content_type: HeaderValue,
     ) -> Result<(String, Option<String>)> {
+        self.push_manifest_raw_with_headers(image, body, content_type)
+            .await
+            .map(|(url, digest, _)| (url, digest))
+    }
+
+    /// (ferry patch) [`Client::push_manifest_raw_with_digest`], also
+    /// returning the answer's `OCI-Subject` header: a registry with the
+    /// referrers API sends it when it indexed the pushed manifest's
+    /// `subject`, so a client without it knows to keep the referrers tag
+    /// schema's fallback index itself.
+    pub async fn push_manifest_raw_with_headers(
+        &self,
+        image: &Reference,
+        body: impl Into<bytes::Bytes>,
+        content_type: HeaderValue,
+    ) -> Result<(String, Option<String>, Option<String>)> {
         let url = self.to_v2_manifest_url(image);
         debug!(?url, ?content_type, "push manifest");
 
@@ -1940,6 +1956,11 @@ impl Client {
             .get("Docker-Content-Digest")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
+        let subject = res
+            .headers()
+            .get("OCI-Subject")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
 
         let ret = self
             .extract_location_header(image, res, &reqwest::StatusCode::CREATED)
@@ -1961,10 +1982,10 @@ impl Client {
             let url_base = url.strip_suffix(suffix).unwrap_or(&url);
             let url_by_digest = format!("{url_base}{manifest_hash}");
 
-            return Ok((url_by_digest, answered));
+            return Ok((url_by_digest, answered, subject));
         }
 
-        ret.map(|url| (url, answered))
+        ret.map(|url| (url, answered, subject))
     }
 
     /// Pulls the referrers for the given image filtering by the optionally provided artifact type.
@@ -2025,6 +2046,74 @@ impl Client {
             .map_err(|e| OciDistributionError::ManifestParsingError(e.to_string()))?;
 
         Ok(manifest)
+    }
+
+    /// (ferry patch) One page of the referrers API as the registry sent
+    /// it: the status, the `Link` and `OCI-Filters-Applied` headers and the
+    /// raw body (at most the referrers limit), asked for with a pull's
+    /// credentials for `image`, which must name a digest. `page` is the path
+    /// and query (starting `/v2/`) of a later page, taken by the caller from
+    /// the `Link` header of the one before; the first page when `None`. A
+    /// 404 or 400 is returned as an answer, not an error (the caller decides
+    /// that the registry has no referrers API), and no fallback is tried.
+    pub async fn pull_referrers_page(
+        &self,
+        image: &Reference,
+        artifact_type: Option<&str>,
+        page: Option<&str>,
+    ) -> Result<ReferrersPage> {
+        let url = match page {
+            None => self.to_v2_referrers_url(image, artifact_type)?,
+            Some(p) if p.starts_with("/v2/") => {
+                let registry = image.resolve_registry();
+                format!(
+                    "{scheme}://{registry}{p}",
+                    scheme = self.config.protocol.scheme_for(registry),
+                )
+            }
+            Some(p) => {
+                return Err(OciDistributionError::GenericError(Some(format!(
+                    "a referrers page must be a path under /v2/, not {p:?}"
+                ))))
+            }
+        };
+        let res = RequestBuilderWrapper::from_client(self, |client| client.get(&url))
+            .apply_accept(&["application/vnd.oci.image.index.v1+json"])?
+            .apply_auth(image, RegistryOperation::Pull)
+            .await?
+            .into_request_builder()
+            .send()
+            .await?;
+        let status = res.status();
+        let headers = res.headers().clone();
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let (link, filters_applied) = (header("Link"), header("OCI-Filters-Applied"));
+        if matches!(
+            status,
+            reqwest::StatusCode::NOT_FOUND | reqwest::StatusCode::BAD_REQUEST
+        ) {
+            let _ = self.read_body(res, Body::ErrorOnly).await;
+            return Ok(ReferrersPage {
+                status: status.as_u16(),
+                link,
+                filters_applied,
+                body: bytes::Bytes::new(),
+            });
+        }
+        let body = self.read_body(res, Body::Referrers).await?;
+        validate_registry_response(status, &body, &url)
+            .map_err(|e| e.with_retry_after(status, &headers))?;
+        Ok(ReferrersPage {
+            status: status.as_u16(),
+            link,
+            filters_applied,
+            body,
+        })
     }
 
     /// Pulls the referrers index using the OCI referrers tag schema fallback.
@@ -2344,6 +2433,19 @@ fn validate_registry_response(status: reqwest::StatusCode, body: &[u8], url: &st
             message: String::from_utf8_lossy(body).to_string(),
         }),
     }
+}
+
+/// (ferry patch) One page of a referrers API answer, as sent.
+#[derive(Debug, Clone)]
+pub struct ReferrersPage {
+    /// The HTTP status (200, or 404/400 for a registry without the API).
+    pub status: u16,
+    /// The `Link` header, naming the next page.
+    pub link: Option<String>,
+    /// The `OCI-Filters-Applied` header.
+    pub filters_applied: Option<String>,
+    /// The raw body (an image index), empty on 404/400.
+    pub body: bytes::Bytes,
 }
 
 /// Returns an empty OCI Image Index, as used when no referrers exist.
