@@ -1064,6 +1064,7 @@ fn a_retried_download_does_not_push_progress_past_its_total() {
         .map(|r| ferry::fetch::FetchRequest {
             reference: format!("{host}/{r}").parse().unwrap(),
             platforms: None,
+            referrers: false,
         })
         .collect();
     let opts = ferry::fetch::FetchOptions {

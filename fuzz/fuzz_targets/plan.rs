@@ -53,6 +53,7 @@ fuzz_target!(|data: &[u8]| {
         oci: false,
         lock: None,
         budget: Default::default(),
+        referrers: true,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

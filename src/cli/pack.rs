@@ -75,6 +75,10 @@ pub struct Args {
     /// a failure; the archive is written.
     #[arg(long)]
     pub warn_only: bool,
+    /// Do not look for or carry signatures, attestations, SBOMs and other
+    /// referrers (the spec's `referrers: false`, for every image).
+    #[arg(long)]
+    pub no_referrers: bool,
     #[command(flatten)]
     pub remote: RemoteArgs,
 }
@@ -146,6 +150,7 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
             Some(p) => Some(ferry::inventory::Inventory::read(p)?),
             None => None,
         },
+        referrers: !args.no_referrers,
     };
     let bars = Bars::new(settings.quiet);
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
@@ -163,6 +168,7 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
                 "sidecar": summary.sidecar,
                 "name": summary.bundle.name,
                 "artifacts": summary.bundle.artifacts,
+                "referrers": summary.bundle.referrers,
                 "fetched": summary.fetched,
                 "tags": summary.tags.iter().map(|c| serde_json::json!({"image": c.image, "rule": c.rule, "chosen": c.tags})).collect::<Vec<_>>(),
                 "chart_images": summary.chart_images.iter().map(|(r, o)| serde_json::json!({"reference": r, "origin": o})).collect::<Vec<_>>(),
@@ -211,6 +217,12 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
                 } else {
                     String::new()
                 }
+            ));
+        }
+        if !summary.bundle.referrers.is_empty() {
+            lines.push(format!(
+                "referrers: {}",
+                ferry::bundle::count_kinds(summary.bundle.referrers.iter().map(|r| r.kind))
             ));
         }
         if let Some(b) = &summary.budget {

@@ -30,6 +30,7 @@ use crate::base::platform::Platform;
 use crate::base::reference::Reference;
 use crate::base::report::Reporter;
 use crate::connected::cache::{self, Record, Source};
+use crate::connected::referrers::{self, Asked, Found, NoApi};
 use crate::format::layout::{LayoutError, Store};
 use crate::format::oci::{self, Descriptor, Node};
 use crate::shared::remote::{BlobBody, Remote, RemoteError, RemoteOptions};
@@ -66,6 +67,9 @@ pub struct FetchRequest {
     pub reference: Reference,
     /// Platforms to keep (`None`: all).
     pub platforms: Option<Vec<Platform>>,
+    /// Also find and fetch the referrers of every document kept
+    /// (signatures, attestations, SBOMs: `referrers`).
+    pub referrers: bool,
 }
 
 /// Counts for one run.
@@ -81,6 +85,11 @@ pub struct FetchCounts {
     pub blobs_cached: usize,
     /// Cached blobs that were damaged and fetched again.
     pub blobs_repaired: usize,
+    /// Referrers found (signatures, attestations, SBOMs, others).
+    pub referrers: usize,
+    /// Requests that looked for referrers (`HEAD`s and referrers API
+    /// pages; the referrers' own pulls are in `manifests`).
+    pub referrer_probes: usize,
 }
 
 impl FetchCounts {
@@ -92,6 +101,8 @@ impl FetchCounts {
         self.bytes_fetched += other.bytes_fetched;
         self.blobs_cached += other.blobs_cached;
         self.blobs_repaired += other.blobs_repaired;
+        self.referrers += other.referrers;
+        self.referrer_probes += other.referrer_probes;
     }
 }
 
@@ -100,6 +111,8 @@ impl FetchCounts {
 pub struct FetchReport {
     /// Per request, in order: the root descriptor in the cache, or why not.
     pub results: Vec<Result<Descriptor, String>>,
+    /// Per request, in order: the referrers found (empty when not asked).
+    pub referrers: Vec<Vec<crate::connected::referrers::Found>>,
     /// Counts.
     pub counts: FetchCounts,
 }
@@ -127,6 +140,8 @@ pub async fn fetch(
     let mut results: Vec<Result<Descriptor, String>> = Vec::new();
     let mut counts = FetchCounts::default();
     let mut needed: BTreeMap<Digest, Needed> = BTreeMap::new();
+    let mut referrers: Vec<Vec<Found>> = Vec::new();
+    let no_api = NoApi::default();
 
     // Manifests first, one image at a time (they are small).
     reporter.start("resolving images", 0);
@@ -147,7 +162,28 @@ pub async fn fetch(
             },
         };
         let mut blobs = Vec::new();
-        match resolve(&remote, &store, req, &mut blobs, &mut counts).await {
+        let mut docs = Vec::new();
+        referrers.push(Vec::new());
+        let mut resolved = resolve(&remote, &store, req, &mut blobs, &mut docs, &mut counts).await;
+        if let (Ok(_), true) = (&resolved, req.referrers) {
+            let mut asked = Asked::default();
+            let repo = req.reference.repository();
+            match referrers::discover(&remote, &store, repo, &docs, &no_api, &mut asked).await {
+                Ok(found) => {
+                    for f in &found {
+                        blobs.extend(f.blobs.iter().cloned());
+                    }
+                    counts.referrers += found.len();
+                    if let Some(last) = referrers.last_mut() {
+                        *last = found;
+                    }
+                }
+                Err(e) => resolved = Err(format!("{}: finding referrers: {e}", req.reference)),
+            }
+            counts.manifests += asked.pulled;
+            counts.referrer_probes += asked.probes;
+        }
+        match resolved {
             Ok(root) => {
                 for b in blobs {
                     needed
@@ -252,7 +288,11 @@ pub async fn fetch(
             *result = Err(error_chain(&e));
         }
     }
-    Ok(FetchReport { results, counts })
+    Ok(FetchReport {
+        results,
+        referrers,
+        counts,
+    })
 }
 
 /// Pulls the manifests of one image into the store and lists its blobs.
@@ -261,6 +301,7 @@ async fn resolve(
     store: &Store,
     req: &FetchRequest,
     blobs: &mut Vec<Descriptor>,
+    docs: &mut Vec<Digest>,
     counts: &mut FetchCounts,
 ) -> Result<Descriptor, String> {
     let r = &req.reference;
@@ -281,6 +322,7 @@ async fn resolve(
         oci::parse_node(digest, "", &bytes).map_err(|e| format!("{r}: {}", error_chain(&e)))?;
     let root = Descriptor::new(&node.media_type(), digest, bytes.len() as u64);
     put_small(store, &bytes, digest)?;
+    docs.push(digest);
     let mut todo: Vec<(Node, usize)> = vec![(node, 0)];
     // Each document is pulled once, however often the graph names it.
     let mut pulled = std::collections::HashSet::from([digest]);
@@ -317,6 +359,7 @@ async fn resolve(
                     let node =
                         oci::parse_node(d, &c.media_type, &bytes).map_err(|e| error_chain(&e))?;
                     put_small(store, &bytes, d)?;
+                    docs.push(d);
                     todo.push((node, depth + 1));
                 }
             }

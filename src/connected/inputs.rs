@@ -167,6 +167,10 @@ pub struct Spec {
     /// those files, added to `images` by [`Spec::load`].
     #[serde(default)]
     pub images_from: Vec<ImagesFrom>,
+    /// `referrers: false` turns off finding and carrying signatures,
+    /// attestations and SBOMs for every image (default: on).
+    #[serde(default)]
+    pub referrers: Option<bool>,
 }
 
 /// Size budgets, checked at pack against what each image's platforms
@@ -255,6 +259,8 @@ struct RawSpec {
     files: Vec<FileEntry>,
     #[serde(default)]
     budget: Option<Budget>,
+    #[serde(default)]
+    referrers: Option<bool>,
 }
 
 impl From<RawSpec> for Spec {
@@ -275,6 +281,7 @@ impl From<RawSpec> for Spec {
             files: r.files,
             budget: r.budget,
             images_from,
+            referrers: r.referrers,
         }
     }
 }
@@ -301,6 +308,56 @@ struct ImageItemMap {
     tags: Option<TagRuleMap>,
     #[serde(default)]
     budget: Option<Size>,
+    #[serde(default)]
+    referrers: Option<bool>,
+    #[serde(default)]
+    verify: Option<VerifyRule>,
+}
+
+/// `verify:` on an image: pack fails unless the image has a signature that
+/// this key or CA accepts, and `ferry verify` checks it again offline.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyRule {
+    /// A PEM public key (ECDSA P-256, Ed25519 or RSA).
+    #[serde(default)]
+    pub cosign_key: Option<PathBuf>,
+    /// A PEM CA bundle the certificate embedded in the signature must chain
+    /// to.
+    #[serde(default)]
+    pub cosign_ca: Option<PathBuf>,
+    /// With `cosign_ca`: the certificate's subject or a SAN must equal this.
+    #[serde(default)]
+    pub identity: Option<String>,
+    /// With `cosign_ca`: PEM or DER CRLs the certificate must not be on.
+    #[serde(default)]
+    pub crls: Vec<PathBuf>,
+    /// The signed `docker-reference` must be this (normalised); by default
+    /// it is only reported, as cosign does, since images change registries.
+    #[serde(default)]
+    pub reference: Option<String>,
+}
+
+impl VerifyRule {
+    fn check(&self, reference: &str) -> Result<(), String> {
+        match (&self.cosign_key, &self.cosign_ca) {
+            (Some(_), Some(_)) => Err(format!("image {reference}: `verify:` takes one of `cosign_key` and `cosign_ca`, not both")),
+            (None, None) => Err(format!("image {reference}: `verify:` needs `cosign_key: PUBLIC_KEY.pem` or `cosign_ca: CA.pem`")),
+            (Some(_), None) if self.identity.is_some() || !self.crls.is_empty() => Err(format!("image {reference}: `identity` and `crls` go with `cosign_ca`, not `cosign_key`")),
+            _ => Ok(()),
+        }
+    }
+
+    fn resolve(&mut self, base: &Path) {
+        for p in self
+            .cosign_key
+            .iter_mut()
+            .chain(self.cosign_ca.iter_mut())
+            .chain(self.crls.iter_mut())
+        {
+            *p = base.join(&*p);
+        }
+    }
 }
 
 impl<'de> Deserialize<'de> for ImageItem {
@@ -318,6 +375,8 @@ impl<'de> Deserialize<'de> for ImageItem {
                     name: None,
                     tags: None,
                     budget: None,
+                    referrers: None,
+                    verify: None,
                 }))
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ImageItem, A::Error> {
@@ -341,18 +400,26 @@ impl<'de> Deserialize<'de> for ImageItem {
                             }
                             None => None,
                         };
+                        if let Some(v) = &m.verify {
+                            v.check(&reference).map_err(de::Error::custom)?;
+                            if m.referrers == Some(false) {
+                                return Err(de::Error::custom(format!("image {reference}: `verify:` needs its signatures, and `referrers: false` leaves them behind")));
+                            }
+                        }
                         Ok(ImageItem::Entry(ImageEntry {
                             source,
                             platforms: m.platforms,
                             name,
                             tags,
                             budget: m.budget.map(|b| b.0),
+                            referrers: m.referrers,
+                            verify: m.verify,
                         }))
                     }
                     (None, Some(path)) => {
-                        if m.tags.is_some() || m.budget.is_some() {
+                        if m.tags.is_some() || m.budget.is_some() || m.verify.is_some() {
                             return Err(de::Error::custom(
-                                "a `from:` entry names many images; `tags:` and `budget:` go on single images",
+                                "a `from:` entry names many images; `tags:`, `budget:` and `verify:` go on single images",
                             ));
                         }
                         if m.name.is_some() {
@@ -488,6 +555,11 @@ pub struct ImageEntry {
     /// The most this image may unpack to (`budget: 200M`), instead of the
     /// spec's `budget.image` and `pack --max-image-size`.
     pub budget: Option<u64>,
+    /// `referrers: false`: carry no signatures, attestations or SBOMs for
+    /// this image; `None` defers to the spec's `referrers:`.
+    pub referrers: Option<bool>,
+    /// `verify:`: the signature this image must carry.
+    pub verify: Option<VerifyRule>,
 }
 
 /// Which tags of a repository an image entry carries (`tags:` in the
@@ -875,6 +947,8 @@ impl Spec {
                         name: None,
                         tags: None,
                         budget: None,
+                        referrers: None,
+                        verify: None,
                     });
                 }
             }
@@ -927,6 +1001,8 @@ impl Spec {
                 name: None,
                 tags: None,
                 budget: None,
+                referrers: None,
+                verify: None,
             });
         }
         Ok(Spec {
@@ -938,6 +1014,9 @@ impl Spec {
     fn resolve(&mut self, base: &Path) {
         for i in &mut self.images {
             i.source.resolve(base);
+            if let Some(v) = &mut i.verify {
+                v.resolve(base);
+            }
         }
         for f in &mut self.images_from {
             f.path = base.join(&f.path);

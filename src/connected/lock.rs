@@ -407,6 +407,8 @@ pub fn apply(spec: &Spec, lock: &Lock) -> Result<Locked, LockError> {
                 name: e.name.clone(),
                 tags: None,
                 budget: e.budget,
+                referrers: e.referrers,
+                verify: e.verify.clone(),
             });
             out.image_pins.push(Some(d));
         }

@@ -13,5 +13,6 @@ pub(crate) mod helm_repo;
 pub mod inputs;
 pub mod lock;
 pub mod pack;
+pub mod referrers;
 pub mod source;
 pub mod tags;

@@ -288,6 +288,8 @@ pub fn expand(spec: &Spec, chosen: &[Option<ChosenTags>]) -> Spec {
                         name: None,
                         tags: None,
                         budget: e.budget,
+                        referrers: e.referrers,
+                        verify: e.verify.clone(),
                     });
                 }
             }

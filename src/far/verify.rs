@@ -201,6 +201,9 @@ pub fn verify(
         }
         None => {}
         Some(index) => {
+            // Every document the artifacts reach, for the referrers'
+            // subjects.
+            let mut carried: std::collections::HashSet<Digest> = Default::default();
             // One model: bundle.json's artifacts are the roots load and
             // serve use, and index.json must agree with them.
             for message in archive.bundle.check_index(index) {
@@ -233,9 +236,48 @@ pub fn verify(
                     checked: Default::default(),
                 };
                 walk.visit(&root, 0);
+                carried.extend(walk.walked.iter().copied());
                 if walk.broken {
                     broken_artifacts.insert(a.reference.clone());
                 }
+            }
+            // Referrers: walked as roots of their own (each blob checked
+            // as any layer), and each must refer to a document the
+            // bundle carries, which is where load pushes it.
+            for r in &archive.bundle.referrers {
+                let label = referrer_label(r);
+                if !carried.contains(&r.subject) {
+                    problems.push(Problem {
+                        member: Some(r.digest.blob_path()),
+                        digest: Some(r.digest),
+                        artifacts: vec![label.clone()],
+                        volumes: Vec::new(),
+                        message: format!(
+                            "bundle.json lists it as a referrer of {}, which no artifact carries",
+                            r.subject
+                        ),
+                    });
+                }
+                let root_size = declared
+                    .get(r.digest.blob_path().as_str())
+                    .map_or(0, |(_, size)| *size);
+                let root = oci::Descriptor::new(&r.media_type, r.digest, root_size);
+                let mut walk = Walk {
+                    archive: &archive,
+                    present: &present,
+                    bad: &bad,
+                    fault: !archive.faults.is_empty(),
+                    absent: &absent,
+                    artifact: &label,
+                    image: false,
+                    owners: &mut owners,
+                    problems: &mut problems,
+                    broken: false,
+                    walked: Default::default(),
+                    checked: Default::default(),
+                };
+                walk.visit(&root, 0);
+                carried.extend(walk.walked.iter().copied());
             }
         }
     }
@@ -660,4 +702,9 @@ impl<'a> Walk<'a> {
             Err(e) => self.problem(d, error_chain(&e)),
         }
     }
+}
+
+/// How verify names a referrer among the artifacts a problem touches.
+pub fn referrer_label(r: &crate::format::bundle::Referrer) -> String {
+    format!("{} {} (of {})", r.kind, r.digest, r.subject)
 }

@@ -16,9 +16,14 @@ use crate::base::digest::Digest;
 pub const FORMAT: &str = "ferry-bundle";
 /// The newest format version this build writes and reads. Version 2 adds
 /// the volume plan and the delta record, version 3 the digest changes of
-/// `pack --oci` (`converted`); a bundle is written with the lowest version
-/// that holds what it uses, so older readers keep reading the others.
-pub const FORMAT_VERSION: u32 = 3;
+/// `pack --oci` (`converted`), version 4 the referrers (signatures,
+/// attestations, SBOMs); a bundle is written with the lowest version that
+/// holds what it uses, so older readers keep reading the others.
+pub const FORMAT_VERSION: u32 = 4;
+/// The version that added the digest changes of `pack --oci`.
+pub const FORMAT_VERSION_CONVERTED: u32 = 3;
+/// The version that added referrers.
+pub const FORMAT_VERSION_REFERRERS: u32 = 4;
 /// The version that added the volume plan and the delta record.
 pub const FORMAT_VERSION_VOLUMES: u32 = 2;
 /// The version written when a bundle uses no version-2 feature.
@@ -72,6 +77,14 @@ pub enum BundleError {
         /// What is wrong.
         what: String,
     },
+    /// A referrer that cannot be carried as listed.
+    #[error("bundle.json lists the referrer {digest} with {what}")]
+    Referrer {
+        /// The referrer's digest.
+        digest: Digest,
+        /// What is wrong.
+        what: String,
+    },
     /// A volume plan that does not cover the members exactly once, in order.
     #[error("bundle.json has an inconsistent volume plan: {0}")]
     VolumePlan(String),
@@ -106,6 +119,94 @@ pub struct Bundle {
     /// far side already holds them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delta: Option<Delta>,
+    /// Signatures, attestations, SBOMs and other artifacts that refer to a
+    /// carried document, found at pack time and carried with their raw
+    /// bytes. index.json lists each without a reference name. Format
+    /// version 4.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub referrers: Vec<Referrer>,
+}
+
+/// An artifact that refers to a carried document: it travels unchanged
+/// (so its digest and any signature in it stay valid) and is pushed after
+/// its subject, into the subject's repository.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Referrer {
+    /// Digest of its manifest (or index).
+    pub digest: Digest,
+    /// Media type of that document.
+    pub media_type: String,
+    /// Its artifact type: the manifest's `artifactType`, else its config's
+    /// media type (as the referrers API reports it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+    /// The document it refers to: an artifact's root, a child manifest of
+    /// one, or another referrer (a signature on an SBOM).
+    pub subject: Digest,
+    /// Signature, attestation, SBOM or other.
+    pub kind: ReferrerKind,
+    /// Total bytes of its distinct blobs, its own document included.
+    pub size: u64,
+    /// How it was found.
+    pub found: FoundBy,
+    /// The tag it was found under (cosign's `sha256-<hex>.sig`, `.att`,
+    /// `.sbom`); `load` pushes it under that tag too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+}
+
+/// What a referrer is, for reports and policies.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum ReferrerKind {
+    /// A signature (cosign simple signing, a Sigstore bundle, Notary).
+    Signature,
+    /// An attestation (in-toto, DSSE).
+    Attestation,
+    /// A software bill of materials (SPDX, CycloneDX, Syft).
+    Sbom,
+    /// Anything else that names a subject.
+    Other,
+}
+
+impl std::fmt::Display for ReferrerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ReferrerKind::Signature => "signature",
+            ReferrerKind::Attestation => "attestation",
+            ReferrerKind::Sbom => "SBOM",
+            ReferrerKind::Other => "other",
+        })
+    }
+}
+
+/// "3 signatures, 2 attestations, 1 SBOM": referrers counted by kind, in a
+/// fixed order.
+pub fn count_kinds(kinds: impl IntoIterator<Item = ReferrerKind>) -> String {
+    let mut counts: std::collections::BTreeMap<ReferrerKind, usize> = Default::default();
+    for k in kinds {
+        *counts.entry(k).or_default() += 1;
+    }
+    counts
+        .iter()
+        .map(|(k, n)| format!("{n} {k}{}", if *n == 1 { "" } else { "s" }))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Where a referrer was found at the source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum FoundBy {
+    /// The OCI referrers API (`/v2/<name>/referrers/<digest>`).
+    ReferrersApi,
+    /// The referrers tag schema's fallback index (tag `sha256-<hex>`).
+    TagSchema,
+    /// cosign's tag convention (`sha256-<hex>.sig`, `.att`, `.sbom`).
+    CosignTag,
 }
 
 /// How an archive is cut into volumes `OUT.001`, `OUT.002`, ….
@@ -385,6 +486,40 @@ impl Bundle {
                 check_chart(&c.name, &c.version).map_err(bad)?;
             }
         }
+        let roots: std::collections::HashSet<Digest> =
+            self.artifacts.iter().map(|a| a.digest).collect();
+        let mut referrers = std::collections::HashSet::new();
+        for r in &self.referrers {
+            let bad = |what: String| BundleError::Referrer {
+                digest: r.digest,
+                what,
+            };
+            if !referrers.insert(r.digest) {
+                return Err(bad("listed twice".into()));
+            }
+            if roots.contains(&r.digest) {
+                return Err(bad("also listed as an artifact".into()));
+            }
+            if !crate::format::oci::is_manifest_like(&r.media_type) {
+                return Err(bad(format!(
+                    "media type {:?}, which is not a manifest or index",
+                    r.media_type
+                )));
+            }
+            if r.subject == r.digest {
+                return Err(bad("itself as its subject".into()));
+            }
+            for (what, d) in [("document", r.digest), ("subject", r.subject)] {
+                if !seen.contains(d.blob_path().as_str()) {
+                    return Err(bad(format!("{what} {d}, which is not a member")));
+                }
+            }
+            if let Some(t) = &r.tag {
+                if !crate::base::reference::is_valid_tag(t) {
+                    return Err(bad(format!("tag {t:?}, which is not a valid tag")));
+                }
+            }
+        }
         if let Some(plan) = &self.volumes {
             self.validate_volumes(plan)?;
         }
@@ -469,14 +604,48 @@ impl Bundle {
             .collect();
         let mut named: std::collections::HashMap<&str, Vec<&crate::format::oci::Descriptor>> =
             std::collections::HashMap::new();
+        let mut unnamed: std::collections::HashMap<Digest, Vec<&crate::format::oci::Descriptor>> =
+            std::collections::HashMap::new();
         for d in &index.manifests {
             match d.annotations.get(ANN_REF_NAME) {
                 Some(name) => named.entry(name.as_str()).or_default().push(d),
-                None => problems.push(format!(
-                    "index.json lists {} without a reference name",
-                    d.digest
+                None => unnamed.entry(d.digest).or_default().push(d),
+            }
+        }
+        for r in &self.referrers {
+            match unnamed.remove(&r.digest).as_deref() {
+                None | Some([]) => problems.push(format!(
+                    "bundle.json lists the referrer {}, which index.json does not",
+                    r.digest
+                )),
+                Some([d]) => {
+                    if d.media_type != r.media_type {
+                        problems.push(format!(
+                            "index.json gives the referrer {} the media type {} but bundle.json records {}",
+                            r.digest, d.media_type, r.media_type
+                        ));
+                    } else if let Some(&size) = sizes
+                        .get(r.digest.blob_path().as_str())
+                        .filter(|&&s| s != d.size)
+                    {
+                        problems.push(format!(
+                            "index.json gives the referrer {} the size {} but it is {size} bytes",
+                            r.digest, d.size
+                        ));
+                    }
+                }
+                Some(_) => problems.push(format!(
+                    "index.json lists the referrer {} more than once",
+                    r.digest
                 )),
             }
+        }
+        let mut left: Vec<Digest> = unnamed.into_keys().collect();
+        left.sort_unstable();
+        for d in left {
+            problems.push(format!(
+                "index.json lists {d} without a reference name, and bundle.json does not list it as a referrer"
+            ));
         }
         for a in &self.artifacts {
             match named.remove(a.reference.as_str()).as_deref() {

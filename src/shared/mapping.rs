@@ -536,6 +536,7 @@ mod tests {
             members: vec![],
             volumes: None,
             delta: None,
+            referrers: Vec::new(),
         };
         let map = ImageMap::from_bundle(&bundle, "r.local:5000", false).unwrap();
         let json = map.to_json();

@@ -60,9 +60,15 @@ pub const TAG_LIST_MAX: usize = 16 << 20;
 /// repositories of at most 255 characters: some 260 KiB; as for tags, a
 /// registry may send them all at once).
 pub const CATALOG_MAX: usize = 16 << 20;
-/// The largest referrers index ferry would read (an index, so the manifest
-/// limit; ferry does not list referrers today).
+/// The largest page of a referrers answer ferry reads (an index, so the
+/// manifest limit).
 pub const REFERRERS_MAX: usize = MANIFEST_MAX;
+/// The most referrers ferry takes for one subject, over all pages of the
+/// API's answer; more is refused as an error naming the subject, never cut
+/// silently.
+pub const REFERRERS_ENTRIES_MAX: usize = 1000;
+/// The most pages of one referrers answer ferry follows.
+pub const REFERRERS_PAGES_MAX: usize = 64;
 /// How much of an error answer's body ferry keeps in memory (the rest is
 /// not read): enough for any registry's error JSON.
 pub const ERROR_BODY_MAX: usize = 64 << 10;
@@ -244,6 +250,20 @@ pub enum RemoteError {
         url: String,
         /// The length the server declared, when it did.
         content_length: Option<u64>,
+    },
+    /// A referrers answer ferry cannot take: not an image index, a page
+    /// link to another registry or back to a page already read, or more
+    /// entries or pages than ferry's bounds.
+    #[error("listing the referrers of {repository}@{subject} at {registry}: {why}")]
+    Referrers {
+        /// The registry.
+        registry: String,
+        /// The repository.
+        repository: String,
+        /// The subject digest.
+        subject: Digest,
+        /// What is wrong.
+        why: String,
     },
     /// A repository or tag that does not match the distribution spec's
     /// grammar: ferry never puts one into a URL (a tag holding `../` would
@@ -942,6 +962,104 @@ impl Remote {
         }
     }
 
+    /// The referrers of `repo@subject` from the OCI referrers API, every
+    /// page (following `Link: <…>; rel="next"` on the same registry); `None`
+    /// when the registry has no such API (it answers 404 or 400), which is
+    /// not an error: the caller then looks at the tag schema's fallback.
+    /// Each page is parsed by ferry's strict parser. Bounded by
+    /// [`REFERRERS_ENTRIES_MAX`] entries and [`REFERRERS_PAGES_MAX`] pages;
+    /// a page link that leaves the registry or comes back to a page read
+    /// already is refused.
+    pub async fn referrers(
+        &self,
+        repo: &str,
+        subject: &Digest,
+    ) -> Result<Option<Vec<crate::format::oci::Descriptor>>, RemoteError> {
+        let r = self.at_digest(repo, subject)?;
+        let bad = |why: String| RemoteError::Referrers {
+            registry: self.host.clone(),
+            repository: repo.to_owned(),
+            subject: *subject,
+            why,
+        };
+        let mut all = Vec::new();
+        let mut seen_pages = std::collections::HashSet::new();
+        let mut page: Option<String> = None;
+        for n in 0.. {
+            if n >= REFERRERS_PAGES_MAX {
+                return Err(bad(format!(
+                    "the answer runs over more than {REFERRERS_PAGES_MAX} pages"
+                )));
+            }
+            let answer = self
+                .retry(
+                    &|| format!("listing the referrers of {repo}@{subject}"),
+                    || self.client.pull_referrers_page(&r, None, page.as_deref()),
+                )
+                .await?;
+            if matches!(answer.status, 404 | 400) {
+                if n == 0 {
+                    return Ok(None);
+                }
+                return Err(bad(format!(
+                    "page {} of the answer is missing (HTTP {})",
+                    n + 1,
+                    answer.status
+                )));
+            }
+            let node = crate::format::oci::parse_node(
+                Digest::of(&answer.body),
+                crate::format::oci::OCI_INDEX,
+                &answer.body,
+            )
+            .map_err(|e| {
+                bad(format!(
+                    "the answer is not an image index: {}",
+                    error_chain(&e)
+                ))
+            })?;
+            let crate::format::oci::Node::Index(index) = node else {
+                return Err(bad("the answer is not an image index".into()));
+            };
+            all.extend(index.manifests);
+            if all.len() > REFERRERS_ENTRIES_MAX {
+                return Err(bad(format!(
+                    "it lists more than {REFERRERS_ENTRIES_MAX} referrers, ferry's limit for one subject"
+                )));
+            }
+            match answer.link.as_deref().and_then(next_link) {
+                None => return Ok(Some(all)),
+                Some(next) => {
+                    let path = self.same_registry_path(&next).ok_or_else(|| {
+                        bad(format!("its next page {next:?} is not on this registry"))
+                    })?;
+                    if !seen_pages.insert(path.clone()) {
+                        return Err(bad(format!("its next page {path:?} was read already")));
+                    }
+                    page = Some(path);
+                }
+            }
+        }
+        Ok(Some(all))
+    }
+
+    /// The path and query of `url` when it is a path under `/v2/` or an
+    /// absolute URL on this registry's host.
+    fn same_registry_path(&self, url: &str) -> Option<String> {
+        if url.starts_with("/v2/") {
+            return Some(url.to_owned());
+        }
+        let uri = url.parse::<http::Uri>().ok()?;
+        let authority = uri.authority()?.as_str();
+        if !authority.eq_ignore_ascii_case(&self.host)
+            && !authority.eq_ignore_ascii_case(&self.resolved_registry())
+        {
+            return None;
+        }
+        let pq = uri.path_and_query()?.as_str();
+        pq.starts_with("/v2/").then(|| pq.to_owned())
+    }
+
     /// Pulls the manifest or index `repo:reference` (a tag or a digest) as
     /// raw bytes, with its digest (checked against a digest reference).
     pub async fn pull_manifest(
@@ -1075,6 +1193,26 @@ impl Remote {
             },
         }
     }
+}
+
+/// The target of a `Link` header's `rel="next"` entry (RFC 8288:
+/// `<URL>; rel="next"`, several links separated by commas).
+fn next_link(header: &str) -> Option<String> {
+    header.split(',').find_map(|link| {
+        let (target, params) = link.trim().split_once(';')?;
+        let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
+        params
+            .split(';')
+            .filter_map(|p| p.split_once('='))
+            .any(|(k, v)| {
+                k.trim().eq_ignore_ascii_case("rel")
+                    && v.trim()
+                        .trim_matches('"')
+                        .split_ascii_whitespace()
+                        .any(|r| r.eq_ignore_ascii_case("next"))
+            })
+            .then(|| target.to_owned())
+    })
 }
 
 /// Whether a blob `HEAD`'s answer proves the registry holds blob `d` of
@@ -1313,6 +1451,21 @@ fn docker_config_path() -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn next_link_takes_only_the_next_relation() {
+        assert_eq!(
+            next_link(r#"</v2/a/referrers/sha256:x?n=2&last=b>; rel="next""#).as_deref(),
+            Some("/v2/a/referrers/sha256:x?n=2&last=b")
+        );
+        assert_eq!(
+            next_link(r#"<https://r/v2/p>; rel="prev", <https://r/v2/n>; rel=next"#).as_deref(),
+            Some("https://r/v2/n")
+        );
+        assert_eq!(next_link(r#"</v2/a>; rel="prev""#), None);
+        assert_eq!(next_link("garbage"), None);
+        assert_eq!(next_link(""), None);
+    }
 
     fn config(dir: &std::path::Path, json: &str) -> PathBuf {
         let p = dir.join("config.json");

@@ -9,6 +9,7 @@
 pub mod build;
 pub mod files;
 pub mod hand;
+pub mod push;
 pub mod registry;
 pub mod runtimes;
 

@@ -35,7 +35,7 @@ mod resolve;
 pub use budget::{BudgetReport, LimitFrom, Measured};
 pub use needs::{cache_needs, CacheNeeds};
 
-use plan::{assemble, plan_chart, plan_chart_file, plan_file, plan_image, Plan};
+use plan::{assemble, plan_chart, plan_chart_file, plan_file, plan_image, plan_referrers, Plan};
 use resolve::{fetch_registry_images, fetch_repo_charts, oci_chart_layer, plan_chart_images};
 
 /// Errors while packing. Each names the spec entry it concerns.
@@ -211,6 +211,9 @@ pub struct PackOptions {
     pub lock: Option<crate::connected::lock::Lock>,
     /// Size budgets from the command line (the spec's are in the spec).
     pub budget: BudgetOptions,
+    /// Find and carry referrers (signatures, attestations, SBOMs) where
+    /// the spec does not turn them off; `false` is `--no-referrers`.
+    pub referrers: bool,
 }
 
 /// Budgets given on the command line.
@@ -306,8 +309,11 @@ pub fn pack(
             .or(spec.platforms.as_ref())
             .cloned()
     };
-    let (fetched_roots, fetched) =
-        fetch_registry_images(spec, opts, rt, &filter_of, &prepared.image_pins, reporter)?;
+    let resolve::Fetched {
+        roots: fetched_roots,
+        referrers: fetched_referrers,
+        counts: fetched,
+    } = fetch_registry_images(spec, opts, rt, &filter_of, &prepared.image_pins, reporter)?;
     let repo_charts = fetch_repo_charts(spec, opts, rt, &prepared.chart_pins, reporter)?;
 
     let mut plan = Plan::default();
@@ -319,6 +325,9 @@ pub fn pack(
             .get(&EntryId::Image(i))
             .map(|root| (opts.fetch.as_ref(), root));
         plan_image(&mut plan, entry, filter.as_deref(), cached)?;
+        if let (Some(found), Some(f)) = (fetched_referrers.get(&EntryId::Image(i)), &opts.fetch) {
+            plan_referrers(&mut plan, found, &f.cache)?;
+        }
     }
     let mut chart_files: Vec<(PathBuf, String)> = Vec::new();
     for (j, entry) in spec.charts.iter().enumerate() {
@@ -327,7 +336,14 @@ pub fn pack(
             .and_then(|root| Some((opts.fetch.as_ref()?, root)));
         match repo_charts.get(&EntryId::Chart(j)) {
             Some(c) => plan_chart_file(&mut plan, &c.path, c.label.clone())?,
-            None => plan_chart(&mut plan, entry, cached)?,
+            None => {
+                plan_chart(&mut plan, entry, cached)?;
+                if let (Some(found), Some((f, _))) =
+                    (fetched_referrers.get(&EntryId::Chart(j)), cached)
+                {
+                    plan_referrers(&mut plan, found, &f.cache)?;
+                }
+            }
         }
         let wants_images = match entry {
             ChartEntry::Path { images, .. }

@@ -36,6 +36,8 @@ pub(super) struct Plan {
     pub(super) oci: bool,
     /// Images with a `budget:` of their own, by reference.
     pub(super) budgets: HashMap<String, u64>,
+    /// Referrers of carried documents, with their roots' descriptors.
+    pub(super) referrers: Vec<(bundle::Referrer, Descriptor)>,
 }
 
 impl Plan {
@@ -176,6 +178,89 @@ pub(super) fn plan_image(
     ));
     plan.add_blobs(walked.blobs);
     Ok(())
+}
+
+/// Adds the referrers found for the artifact just planned (the last one):
+/// each whose subject the bundle carries (the artifact's documents, or a
+/// referrer added before it) travels with its documents and blobs from the
+/// cache; one whose subject is not carried (a platform filter or `--oci`
+/// made a new document) is left behind, and a warning says so, since a
+/// signature over the old digest cannot cover the new one. Returns the
+/// referrers left behind.
+pub(super) fn plan_referrers(
+    plan: &mut Plan,
+    found: &[crate::connected::referrers::Found],
+    cache: &Path,
+) -> Result<Vec<crate::connected::referrers::Found>, PackError> {
+    let Some((artifact, _)) = plan.artifacts.last() else {
+        return Ok(Vec::new());
+    };
+    let (label, reference, root) = (
+        artifact.source.clone(),
+        artifact.reference.clone(),
+        artifact.digest,
+    );
+    let image: Reference = reference.parse().map_err(|source| PackError::BadName {
+        entry: label.clone(),
+        name: reference.clone(),
+        source,
+    })?;
+    let layout = LocalLayout::cache(cache, &image);
+    let mut left = Vec::new();
+    for f in found {
+        let carried = plan.blobs.contains_key(&f.subject)
+            || plan.referrers.iter().any(|(r, _)| r.digest == f.subject);
+        if !carried {
+            left.push(f.clone());
+            continue;
+        }
+        if plan
+            .referrers
+            .iter()
+            .any(|(r, _)| r.digest == f.root.digest)
+            || plan
+                .artifacts
+                .iter()
+                .any(|(a, _)| a.digest == f.root.digest)
+        {
+            continue;
+        }
+        let walked = source::walk_image(
+            &layout,
+            &f.root,
+            None,
+            &format!("{reference} (a referrer {})", f.root.digest),
+        )
+        .map_err(|source| PackError::Image {
+            entry: label.clone(),
+            source,
+        })?;
+        let size = walked.blobs.values().map(|b| b.size).sum();
+        plan.add_blobs(walked.blobs);
+        plan.referrers.push((
+            bundle::Referrer {
+                digest: f.root.digest,
+                media_type: f.root.media_type.clone(),
+                artifact_type: f.artifact_type.clone(),
+                subject: f.subject,
+                kind: f.kind,
+                size,
+                found: f.found,
+                tag: f.tag.clone(),
+            },
+            walked.root,
+        ));
+    }
+    if !left.is_empty() {
+        let subjects: std::collections::BTreeSet<String> =
+            left.iter().map(|f| f.subject.to_string()).collect();
+        plan.notes.push(format!(
+            "warning: {reference}: {} made for {} are not carried: the bundle carries {root} instead (a platform filter or --oci made a new document), which they do not cover. Keep all platforms, or sign each platform's manifest",
+            bundle::count_kinds(left.iter().map(|f| f.kind)),
+            subjects.into_iter().collect::<Vec<_>>().join(", ")
+        ));
+    }
+    Ok(left)
 }
 
 pub(super) fn small_bytes(bytes: Vec<u8>) -> (Digest, FoundBlob) {
@@ -587,6 +672,15 @@ pub(super) fn assemble(
                     .insert(oci::ANN_REF_NAME.into(), a.reference.clone());
                 d
             })
+            // Referrers follow, without a name: tools that list images by
+            // name skip them, and the layout stays a plain OCI layout.
+            .chain(plan.referrers.iter().map(|(r, root)| {
+                let mut d = root.clone();
+                d.annotations.clear();
+                d.artifact_type = r.artifact_type.clone();
+                d.platform = None;
+                d
+            }))
             .collect(),
         subject: None,
         annotations: BTreeMap::new(),
@@ -659,12 +753,16 @@ pub(super) fn assemble(
             .collect(),
         volumes: None,
         delta,
+        referrers: plan.referrers.into_iter().map(|(r, _)| r).collect(),
     };
     if bundle.delta.is_some() {
         bundle.format_version = bundle::FORMAT_VERSION_VOLUMES;
     }
     if bundle.artifacts.iter().any(|a| !a.converted.is_empty()) {
-        bundle.format_version = bundle::FORMAT_VERSION;
+        bundle.format_version = bundle::FORMAT_VERSION_CONVERTED;
+    }
+    if !bundle.referrers.is_empty() {
+        bundle.format_version = bundle::FORMAT_VERSION_REFERRERS;
     }
     (bundle, members)
 }

@@ -15,14 +15,33 @@ use crate::base::report::Reporter;
 use crate::connected::chart::{self, ChartError};
 use crate::connected::fetch::{FetchCounts, FetchOptions, FetchRequest};
 use crate::connected::inputs::{ChartEntry, ImageEntry, ImageSource, Spec};
+use crate::connected::referrers::Found;
 use crate::format::oci::{self, Descriptor};
 
-use super::plan::{plan_image, Plan};
+use super::plan::{plan_image, plan_referrers, Plan};
 use super::{oci_chart_reference, EntryId, PackError, PackOptions};
+
+/// What the fetch of the spec's entries gave: each entry's root in the
+/// cache, the referrers found for it, and the counts.
+pub(super) struct Fetched {
+    pub(super) roots: BTreeMap<EntryId, Descriptor>,
+    pub(super) referrers: BTreeMap<EntryId, Vec<Found>>,
+    pub(super) counts: Option<FetchCounts>,
+}
+
+/// Whether an image entry's referrers are looked for: not with
+/// `--no-referrers`, else the entry's `referrers:`, else the spec's, else
+/// yes.
+pub(super) fn wants_referrers(spec: &Spec, opts: &PackOptions, entry: Option<&ImageEntry>) -> bool {
+    opts.referrers
+        && entry
+            .and_then(|e| e.referrers)
+            .or(spec.referrers)
+            .unwrap_or(true)
+}
 
 /// Fetches the spec's registry images and OCI charts into the cache;
 /// returns each one's root descriptor by spec entry.
-#[allow(clippy::type_complexity)]
 pub(super) fn fetch_registry_images(
     spec: &Spec,
     opts: &PackOptions,
@@ -30,7 +49,7 @@ pub(super) fn fetch_registry_images(
     filter_of: &dyn Fn(&ImageEntry) -> Option<Vec<Platform>>,
     pins: &[Option<Digest>],
     reporter: &dyn Reporter,
-) -> Result<(BTreeMap<EntryId, Descriptor>, Option<FetchCounts>), PackError> {
+) -> Result<Fetched, PackError> {
     let wanted: Vec<(EntryId, FetchRequest)> = spec
         .images
         .iter()
@@ -46,6 +65,7 @@ pub(super) fn fetch_registry_images(
                         _ => r.clone(),
                     },
                     platforms: filter_of(e),
+                    referrers: wants_referrers(spec, opts, Some(e)),
                 },
             )),
             _ => None,
@@ -62,12 +82,17 @@ pub(super) fn fetch_registry_images(
                 FetchRequest {
                     reference: oci_chart_reference(reference, version)?,
                     platforms: None,
+                    referrers: wants_referrers(spec, opts, None),
                 },
             ));
         }
     }
     if wanted.is_empty() {
-        return Ok((BTreeMap::new(), None));
+        return Ok(Fetched {
+            roots: BTreeMap::new(),
+            referrers: BTreeMap::new(),
+            counts: None,
+        });
     }
     let Some(fopts) = &opts.fetch else {
         return Err(PackError::Remote {
@@ -77,11 +102,15 @@ pub(super) fn fetch_registry_images(
     let requests: Vec<FetchRequest> = wanted.iter().map(|(_, r)| r.clone()).collect();
     let report = run_fetch(&requests, fopts, rt, reporter)?;
     let mut roots = BTreeMap::new();
+    let mut referrers = BTreeMap::new();
     let mut failures = Vec::new();
+    let mut found = report.referrers.into_iter();
     for ((i, req), result) in wanted.iter().zip(report.results) {
+        let found = found.next().unwrap_or_default();
         match result {
             Ok(root) => {
                 roots.insert(*i, root);
+                referrers.insert(*i, found);
             }
             Err(why) => failures.push((req.reference.to_string(), why)),
         }
@@ -93,7 +122,11 @@ pub(super) fn fetch_registry_images(
             failures,
         });
     }
-    Ok((roots, Some(report.counts)))
+    Ok(Fetched {
+        roots,
+        referrers,
+        counts: Some(report.counts),
+    })
 }
 
 /// Runs the fetcher to completion.
@@ -195,6 +228,8 @@ pub(super) fn plan_chart_images(
             name: None,
             tags: None,
             budget: None,
+            referrers: None,
+            verify: None,
         })
         .collect();
     let requests: Vec<FetchRequest> = entries
@@ -203,15 +238,18 @@ pub(super) fn plan_chart_images(
         .map(|(e, (r, _))| FetchRequest {
             reference: r.clone(),
             platforms: filter_of(e),
+            referrers: wants_referrers(spec, opts, Some(e)),
         })
         .collect();
     let fetched = run_fetch(&requests, fopts, rt, reporter)?;
     let counts = fetched.counts.clone();
     let mut failures = Vec::new();
     let mut roots = Vec::new();
+    let mut found = fetched.referrers.into_iter();
     for ((r, origin), result) in wanted.iter().zip(fetched.results) {
+        let found = found.next().unwrap_or_default();
         match result {
-            Ok(root) => roots.push(root),
+            Ok(root) => roots.push((root, found)),
             Err(why) => failures.push((format!("{r} (named by {origin})"), why)),
         }
     }
@@ -222,12 +260,13 @@ pub(super) fn plan_chart_images(
             failures,
         });
     }
-    for ((entry, (_, origin)), root) in entries.iter().zip(&wanted).zip(&roots) {
+    for ((entry, (_, origin)), (root, found)) in entries.iter().zip(&wanted).zip(&roots) {
         let filter = filter_of(entry);
         plan_image(plan, entry, filter.as_deref(), Some((Some(fopts), root)))?;
         if let Some((a, _)) = plan.artifacts.last_mut() {
             a.source = format!("{} (named by {origin})", a.source);
         }
+        plan_referrers(plan, found, &fopts.cache)?;
     }
     Ok((report, Some(counts)))
 }

@@ -350,6 +350,7 @@ mod tests {
                 volumes: plan,
             }),
             delta: None,
+            referrers: Vec::new(),
         };
         assert!(Bundle::from_slice(&bundle.to_bytes()).is_ok());
         // A plan that drops a piece is refused.

@@ -758,6 +758,7 @@ fn placeholder() -> Bundle {
         members: Vec::new(),
         volumes: None,
         delta: None,
+        referrers: Vec::new(),
     }
 }
 

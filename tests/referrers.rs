@@ -1,0 +1,351 @@
+//! Signatures, attestations and SBOMs travel with their images: found at
+//! pack time through the referrers tag schema (distribution 2.8 has no
+//! referrers API), cosign's tags, and `ferry serve`'s referrers API;
+//! carried unchanged; checked by verify; pushed by load; answered by serve.
+
+// Test helpers panic on failure, like the tests that call them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use ferry::digest::Digest;
+use serde_json::Value;
+use support::build::{self, Flavour, LayoutBuilder};
+use support::push::{self, Artifact};
+use support::registry::DockerRegistry;
+use support::*;
+
+const SPDX: &str = "application/spdx+json";
+const SIMPLESIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
+
+/// A two-platform OCI image pushed as `repo:tag`; returns the index and
+/// its amd64 child's descriptors (as JSON).
+struct Pushed {
+    index: Value,
+    amd64: Value,
+}
+
+fn push_image(dir: &Path, host: &str, repo: &str, tag: &str, seed: u64) -> Pushed {
+    let layout = dir.join(format!("layout-{seed}"));
+    let mut l = LayoutBuilder::new(&layout);
+    let base = build::layer(&[("etc/base", &build::pseudo_random(seed, 2000))]);
+    let amd = build::layer(&[("bin/app", &build::pseudo_random(seed + 1, 2000))]);
+    let arm = build::layer(&[("bin/app", &build::pseudo_random(seed + 2, 2000))]);
+    let a = l.image(Flavour::Oci, "linux", "amd64", &[base.clone(), amd]);
+    let b = l.image(Flavour::Oci, "linux", "arm64", &[base, arm]);
+    let i = l.index(Flavour::Oci, vec![a.clone(), b.clone()]);
+    l.tag(&i, "app");
+    l.finish();
+    run(skopeo().args([
+        "copy",
+        "--all",
+        "--preserve-digests",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:app", layout.display()),
+        &format!("docker://{host}/{repo}:{tag}"),
+    ]))
+    .expect_ok("skopeo copy");
+    let j = |d: &ferry::oci::Descriptor| serde_json::json!({"mediaType": d.media_type, "digest": d.digest.to_string(), "size": d.size});
+    Pushed {
+        index: j(&i),
+        amd64: j(&a),
+    }
+}
+
+fn digest_of(d: &Value) -> Digest {
+    d["digest"].as_str().unwrap().parse().unwrap()
+}
+
+/// A cosign-style `.sig` manifest for `subject` (no `subject` field: the
+/// tag ties it): an image config and one simple-signing payload layer
+/// with a (here meaningless) signature annotation.
+fn cosign_sig(subject: &Digest, reference: &str) -> Artifact {
+    let payload = serde_json::to_vec(&serde_json::json!({
+        "critical": {
+            "identity": {"docker-reference": reference},
+            "image": {"docker-manifest-digest": subject.to_string()},
+            "type": "cosign container image signature"
+        },
+        "optional": null
+    }))
+    .unwrap();
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "", "os": "", "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [Digest::of(&payload).to_string()]}
+    }))
+    .unwrap();
+    let mut layer = push::desc(SIMPLESIGNING, &payload);
+    layer["annotations"] = serde_json::json!({"dev.cosignproject.cosign/signature": "MEUCIQDfake"});
+    let m = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": push::desc("application/vnd.oci.image.config.v1+json", &config),
+        "layers": [layer],
+    });
+    Artifact {
+        manifest: serde_json::to_vec(&m).unwrap(),
+        media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+        blobs: vec![config, payload],
+    }
+}
+
+/// Pushes `referrers` of `subject` and the tag schema's fallback index
+/// listing them (what an OCI 1.1 client does on a registry without the
+/// referrers API).
+fn push_referrers(host: &str, repo: &str, subject: &Digest, referrers: &[(&Artifact, &str)]) {
+    for (a, _) in referrers {
+        a.push(host, repo, None);
+    }
+    let index = push::index(referrers.iter().map(|(a, t)| push::listed(a, t)).collect());
+    index.push(host, repo, Some(&format!("sha256-{}", subject.hex())));
+}
+
+fn pack(spec: &Path, out: &Path, cache: &Path, args: &[&str]) -> Out {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
+    cmd.arg("--quiet")
+        .arg("pack")
+        .arg(spec)
+        .arg("-o")
+        .arg(out)
+        .arg("--cache")
+        .arg(cache)
+        .arg("--json")
+        .args(args)
+        .env(
+            "DOCKER_CONFIG",
+            spec.parent().unwrap().join("no-docker-config"),
+        )
+        .stdin(Stdio::null());
+    run(&mut cmd)
+}
+
+/// The JSON summary of a command that must succeed.
+fn json_ok(out: Out, what: &str) -> Value {
+    let stdout = out.expect_ok(what);
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{stdout}"))
+}
+
+/// A registry holding `app:1.0` with a `.sig` and `.att` on its index, an
+/// SBOM referrer on its amd64 manifest, and a signature on that SBOM.
+struct Signed {
+    _registry: DockerRegistry,
+    host: String,
+    image: Pushed,
+    sig: Artifact,
+    att: Artifact,
+    sbom: Artifact,
+    sbom_sig: Artifact,
+}
+
+fn signed_registry(dir: &Path) -> Signed {
+    let registry = DockerRegistry::start(&dir.join("registry"), false);
+    let host = registry.host();
+    let image = push_image(dir, &host, "library/app", "1.0", 40);
+    let index = digest_of(&image.index);
+    let sig = cosign_sig(&index, &format!("{host}/library/app"));
+    sig.push(
+        &host,
+        "library/app",
+        Some(&format!("sha256-{}.sig", index.hex())),
+    );
+    let att = push::referrer(
+        &image.index,
+        "application/vnd.dsse.envelope.v1+json",
+        "application/vnd.dsse.envelope.v1+json",
+        br#"{"payloadType":"application/vnd.in-toto+json","payload":"e30=","signatures":[]}"#,
+    );
+    att.push(
+        &host,
+        "library/app",
+        Some(&format!("sha256-{}.att", index.hex())),
+    );
+    let sbom = push::referrer(&image.amd64, SPDX, SPDX, br#"{"spdxVersion":"SPDX-2.3"}"#);
+    push_referrers(
+        &host,
+        "library/app",
+        &digest_of(&image.amd64),
+        &[(&sbom, SPDX)],
+    );
+    let sbom_desc = push::desc(&sbom.media_type, &sbom.manifest);
+    let sbom_sig = push::referrer(
+        &sbom_desc,
+        "application/vnd.dev.sigstore.bundle.v0.3+json",
+        "application/vnd.dev.sigstore.bundle.v0.3+json",
+        br#"{"mediaType":"application/vnd.dev.sigstore.bundle.v0.3+json"}"#,
+    );
+    push_referrers(
+        &host,
+        "library/app",
+        &sbom.digest(),
+        &[(&sbom_sig, "application/vnd.dev.sigstore.bundle.v0.3+json")],
+    );
+    Signed {
+        _registry: registry,
+        host,
+        image,
+        sig,
+        att,
+        sbom,
+        sbom_sig,
+    }
+}
+
+fn spec(dir: &Path, body: &str) -> PathBuf {
+    let p = dir.join("ferry.yaml");
+    std::fs::write(&p, body).unwrap();
+    p
+}
+
+fn bundle_json(archive: &Path) -> Value {
+    bundle_of(&read_members(archive))
+}
+
+fn index_json(archive: &Path) -> Value {
+    let members = read_members(archive);
+    let m = members.iter().find(|m| m.name == "index.json").unwrap();
+    serde_json::from_slice(&m.data).unwrap()
+}
+
+#[test]
+fn signatures_attestations_and_sboms_travel_with_their_image() {
+    let t = tempfile::tempdir().unwrap();
+    let s = signed_registry(t.path());
+    let spec = spec(
+        t.path(),
+        &format!("images:\n  - {}/library/app:1.0\n", s.host),
+    );
+    let out = t.path().join("b.tar");
+    let summary = json_ok(pack(&spec, &out, &t.path().join("cache"), &[]), "pack");
+    let refs = summary["referrers"].as_array().unwrap();
+    assert_eq!(refs.len(), 4, "{refs:#?}");
+    let by_digest = |a: &Artifact| {
+        refs.iter()
+            .find(|r| r["digest"] == a.digest().to_string())
+            .unwrap_or_else(|| panic!("{} not carried: {refs:#?}", a.digest()))
+            .clone()
+    };
+    let index = digest_of(&s.image.index);
+    let sig = by_digest(&s.sig);
+    assert_eq!(sig["kind"], "signature");
+    assert_eq!(sig["found"], "cosign-tag");
+    assert_eq!(sig["subject"], index.to_string());
+    assert_eq!(sig["tag"], format!("sha256-{}.sig", index.hex()));
+    let att = by_digest(&s.att);
+    assert_eq!(att["kind"], "attestation");
+    assert_eq!(att["tag"], format!("sha256-{}.att", index.hex()));
+    let sbom = by_digest(&s.sbom);
+    assert_eq!(sbom["kind"], "sbom");
+    assert_eq!(sbom["found"], "tag-schema");
+    assert_eq!(sbom["subject"], s.image.amd64["digest"]);
+    assert_eq!(sbom["artifact_type"], SPDX);
+    let sbom_sig = by_digest(&s.sbom_sig);
+    assert_eq!(sbom_sig["kind"], "signature");
+    assert_eq!(sbom_sig["subject"], s.sbom.digest().to_string());
+
+    // bundle.json (format 4) and index.json list them, without names.
+    let b = bundle_json(&out);
+    assert_eq!(b["format_version"], 4);
+    assert_eq!(b["referrers"].as_array().unwrap().len(), 4);
+    let idx = index_json(&out);
+    let unnamed: Vec<&Value> = idx["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["annotations"]["org.opencontainers.image.ref.name"].is_null())
+        .collect();
+    assert_eq!(unnamed.len(), 4);
+    let sbom_entry = unnamed
+        .iter()
+        .find(|d| d["digest"] == s.sbom.digest().to_string())
+        .unwrap();
+    assert_eq!(sbom_entry["artifactType"], SPDX);
+
+    // The referrers' manifests travel as their raw bytes.
+    let members = read_members(&out);
+    for a in [&s.sig, &s.att, &s.sbom, &s.sbom_sig] {
+        let m = members
+            .iter()
+            .find(|m| m.name == a.digest().blob_path())
+            .unwrap();
+        assert_eq!(m.data, a.manifest);
+    }
+    ferry(["verify", out.to_str().unwrap()]).expect_ok("verify");
+
+    // skopeo still reads the image from the plain layout after tar -xf.
+    let x = t.path().join("x");
+    std::fs::create_dir_all(&x).unwrap();
+    run(Command::new("tar").arg("-xf").arg(&out).arg("-C").arg(&x)).expect_ok("tar -xf");
+    let raw = run(skopeo().args([
+        "inspect",
+        "--raw",
+        &format!("oci:{}:{}/library/app:1.0", x.display(), s.host),
+    ]))
+    .expect_ok("skopeo inspect");
+    assert_eq!(Digest::of(raw.as_bytes()), index);
+}
+
+#[test]
+fn no_referrers_flag_and_spec_switch_leave_them_behind() {
+    let t = tempfile::tempdir().unwrap();
+    let s = signed_registry(t.path());
+    let cache = t.path().join("cache");
+    let spec1 = spec(
+        t.path(),
+        &format!("images:\n  - {}/library/app:1.0\n", s.host),
+    );
+    let out = t.path().join("a.tar");
+    let summary = json_ok(pack(&spec1, &out, &cache, &["--no-referrers"]), "pack");
+    assert!(summary["referrers"].is_null() || summary["referrers"].as_array().unwrap().is_empty());
+    assert_eq!(bundle_json(&out)["format_version"], 1);
+    for body in [
+        format!(
+            "referrers: false\nimages:\n  - {}/library/app:1.0\n",
+            s.host
+        ),
+        format!(
+            "images:\n  - ref: {}/library/app:1.0\n    referrers: false\n",
+            s.host
+        ),
+    ] {
+        let spec2 = spec(t.path(), &body);
+        let summary = json_ok(pack(&spec2, &out, &cache, &[]), "pack");
+        assert!(
+            summary["referrers"].as_array().is_none_or(|a| a.is_empty()),
+            "{body}: {summary}"
+        );
+    }
+}
+
+#[test]
+fn a_platform_filter_carries_the_kept_childs_referrers_and_says_which_are_left() {
+    let t = tempfile::tempdir().unwrap();
+    let s = signed_registry(t.path());
+    let spec = spec(
+        t.path(),
+        &format!(
+            "images:\n  - ref: {}/library/app:1.0\n    platforms: [linux/amd64]\n",
+            s.host
+        ),
+    );
+    let out = t.path().join("b.tar");
+    let o = pack(&spec, &out, &t.path().join("cache"), &[]);
+    let stderr = o.stderr.clone();
+    let summary = json_ok(o, "pack");
+    let refs = summary["referrers"].as_array().unwrap();
+    let carried: Vec<&str> = refs.iter().map(|r| r["digest"].as_str().unwrap()).collect();
+    // The amd64 manifest is kept, so its SBOM (and the SBOM's signature)
+    // travel; the signature and attestation of the old index do not.
+    assert_eq!(carried.len(), 2, "{refs:#?}");
+    assert!(carried.contains(&s.sbom.digest().to_string().as_str()));
+    assert!(carried.contains(&s.sbom_sig.digest().to_string().as_str()));
+    let index = digest_of(&s.image.index);
+    assert!(
+        stderr.contains("1 signature, 1 attestation") && stderr.contains(&index.to_string()),
+        "{stderr}"
+    );
+    assert!(stderr.contains("Keep all platforms"), "{stderr}");
+    ferry(["verify", out.to_str().unwrap()]).expect_ok("verify");
+}
