@@ -4,32 +4,35 @@
 //!
 //! The plan is made before the first request: targets (collisions are
 //! refused), each artifact's documents in children-first order, and the
-//! set of repositories each blob must reach. Then one bounded pool works
-//! over *blobs* across all artifacts: for each blob, the first repository
-//! gets an upload (after a HEAD shows it missing) and the others a
-//! cross-repository mount, falling back to an upload when the registry
-//! declines. Manifests follow, HEAD first, so a re-run after an
-//! interruption pushes only what is missing and a repeated load pushes
-//! nothing. One artifact's failure does not stop the others.
+//! set of repositories each blob must reach. Then the push itself is
+//! [`shared::push`](crate::shared::push)'s: one bounded pool over *blobs*
+//! across all artifacts (HEAD, mount, upload), then manifests, HEAD
+//! first, so a re-run after an interruption pushes only what is missing
+//! and a repeated load pushes nothing. This module gives it the blobs'
+//! bodies from the archive (positioned reads, or for a compressed archive
+//! one ordered pass after the pool). One artifact's failure does not stop
+//! the others.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{self, Read};
+use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures_util::stream::{self, StreamExt};
 use serde::Serialize;
 
-use crate::base::digest::{Digest, COPY_BUF};
+use crate::base::digest::Digest;
 use crate::base::error::error_chain;
 use crate::base::report::Reporter;
 use crate::format::archive::{Archive, ArchiveError, Entry};
-use crate::format::blob::{mismatch_in, Verifying};
 use crate::format::bundle::{Artifact, ArtifactKind, Bundle};
 use crate::format::oci::{self, Visit, WalkError};
 use crate::shared::mapping::{MappingError, TargetRegistry};
+use crate::shared::push::{
+    self, body_of, pump, BlobJob, BlobPhase, BlobReader, Document, PushItem, PushOptions, Tally,
+};
 use crate::shared::remote::{BlobBody, Remote, RemoteError, RemoteOptions};
 
 /// Errors that stop a load before anything is pushed.
@@ -114,25 +117,7 @@ impl ArtifactOutcome {
 }
 
 /// Counts for one run.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct LoadCounts {
-    /// Distinct blobs in the artifacts loaded.
-    pub blobs: usize,
-    /// (repository, blob) pairs the run needed.
-    pub blob_placements: usize,
-    /// Pairs uploaded (in a dry run: that would be).
-    pub uploaded: usize,
-    /// Pairs mounted from another repository.
-    pub mounted: usize,
-    /// Pairs already present.
-    pub present: usize,
-    /// Bytes uploaded (in a dry run: at most).
-    pub bytes_uploaded: u64,
-    /// Manifests and indexes pushed (in a dry run: that would be).
-    pub manifests_pushed: usize,
-    /// Manifests and tags already in place.
-    pub manifests_present: usize,
-}
+pub use crate::shared::push::PushCounts as LoadCounts;
 
 /// The result of a load.
 #[derive(Debug, Clone, Serialize)]
@@ -177,28 +162,50 @@ impl LoadReport {
 /// One artifact's share of the plan.
 struct Item {
     artifact: Artifact,
-    repository: String,
-    tag: Option<String>,
-    /// Documents children first; the root is last.
-    documents: Vec<(Digest, String, Vec<u8>)>,
-    blobs: Vec<Digest>,
+    push: PushItem,
 }
 
-/// One blob and where it must go.
-struct BlobJob {
-    digest: Digest,
-    /// Where it is in the archive; none when a delta left it out.
-    entry: Option<Entry>,
-    /// For a left-out blob: repositories the inventory saw it in.
-    mount_from: Vec<String>,
-    size: u64,
-    repositories: Vec<String>,
+/// The archive as the source of blob bodies: each blob is read from its
+/// member on a blocking thread, through the verifying reader.
+struct ArchiveReader {
+    archive: Arc<Archive>,
+    locations: HashMap<Digest, Entry>,
 }
 
-#[derive(Default)]
-struct Tally {
-    counts: LoadCounts,
-    uploaded: Vec<Digest>,
+impl BlobReader for ArchiveReader {
+    fn open(
+        &self,
+        digest: Digest,
+        _size: u64,
+        corrupt: &Arc<AtomicBool>,
+        sent: &Arc<AtomicU64>,
+    ) -> BlobBody {
+        match self.locations.get(&digest) {
+            Some(entry) => blob_body(&self.archive, entry, digest, corrupt, sent),
+            None => stream::once(async move {
+                Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("blob {digest} is not in the archive"),
+                ))
+            })
+            .boxed(),
+        }
+    }
+
+    fn deferred(&self) -> bool {
+        self.archive.is_compressed()
+    }
+
+    fn damaged(&self, d: &Digest) -> String {
+        damaged(d, self.archive.path())
+    }
+}
+
+fn damaged(d: &Digest, archive: &Path) -> String {
+    format!(
+        "blob {d} in {} does not match its digest; it was not pushed (run `ferry verify`)",
+        archive.display()
+    )
 }
 
 /// Opens `archive`, plans, and loads it (or, with `dry_run`, reports what
@@ -250,7 +257,11 @@ pub async fn load(
                         digest,
                         media_type,
                         bytes,
-                    } => documents.push((digest, media_type, bytes)),
+                    } => documents.push(Document {
+                        digest,
+                        media_type,
+                        bytes,
+                    }),
                 }
                 Ok(())
             },
@@ -264,10 +275,12 @@ pub async fn load(
         blobs.dedup();
         items.push(Item {
             artifact: art.clone(),
-            repository: t.repository,
-            tag: t.tag,
-            documents,
-            blobs,
+            push: PushItem {
+                repository: t.repository,
+                tag: t.tag,
+                documents,
+                blobs,
+            },
         });
     }
 
@@ -275,28 +288,27 @@ pub async fn load(
     let mut jobs: Vec<BlobJob> = Vec::new();
     let mut index: HashMap<Digest, usize> = HashMap::new();
     for it in &items {
-        for d in &it.blobs {
+        for d in &it.push.blobs {
             let i = *index.entry(*d).or_insert_with(|| {
-                let entry = locations.get(d).cloned();
+                let entry = locations.get(d);
                 let left_out = absent.get(d);
                 jobs.push(BlobJob {
                     digest: *d,
                     size: entry
-                        .as_ref()
                         .map(|e| e.size)
                         .or(left_out.map(|a| a.size))
                         .unwrap_or(0),
-                    mount_from: match (&entry, left_out) {
+                    carried: entry.is_some(),
+                    mount_from: match (entry, left_out) {
                         (None, Some(a)) => a.repositories.clone(),
                         _ => Vec::new(),
                     },
-                    entry,
                     repositories: Vec::new(),
                 });
                 jobs.len() - 1
             });
-            if !jobs[i].repositories.contains(&it.repository) {
-                jobs[i].repositories.push(it.repository.clone());
+            if !jobs[i].repositories.contains(&it.push.repository) {
+                jobs[i].repositories.push(it.push.repository.clone());
             }
         }
     }
@@ -304,14 +316,10 @@ pub async fn load(
     let remote = Remote::connect(&target.host, &opts.remote).await?;
     // One request first: an unreachable registry or refused credentials
     // is one error, not one per blob.
-    if let Some(j) = jobs.first() {
-        remote
-            .has_blob(&j.repositories[0], &j.digest, j.size)
-            .await?;
-    }
+    push::probe(&remote, &jobs).await?;
     let tally = Mutex::new(Tally::default());
     {
-        let mut t = lock(&tally);
+        let mut t = push::lock(&tally);
         t.counts.blobs = jobs.len();
         t.counts.blob_placements = jobs.iter().map(|j| j.repositories.len()).sum();
     }
@@ -325,34 +333,32 @@ pub async fn load(
         },
         total,
     );
-
-    let deferred: Mutex<HashMap<Digest, Vec<String>>> = Mutex::new(HashMap::new());
-    let blob_phase = stream::iter(&jobs)
-        .map(|job| {
-            let a = &a;
-            let remote = &remote;
-            let tally = &tally;
-            let deferred = &deferred;
-            let sent = sent.clone();
-            async move {
-                let r = place_blob(remote, a, job, opts.dry_run, tally, deferred, &sent).await;
-                let r = r.map_err(|e| match &job.entry {
-                    Some(_) => e,
-                    None => format!(
-                        "{e}; blob {} was left out of this delta because {} held it: load that first, or pack without --have",
-                        job.digest,
-                        a.bundle.delta.as_ref().map(|d| d.base.as_str()).unwrap_or("its base")
-                    ),
-                });
-                (job.digest, r)
-            }
-        })
-        .buffer_unordered(opts.jobs.max(1))
-        .collect::<Vec<_>>();
-    let mut blob_results = crate::base::report::with_progress(blob_phase, &sent, reporter).await;
-    let deferred = deferred.into_inner().unwrap_or_else(|p| p.into_inner());
+    let push_opts = PushOptions {
+        jobs: opts.jobs,
+        dry_run: opts.dry_run,
+        force: opts.force,
+    };
+    let reader = ArchiveReader {
+        archive: a.clone(),
+        locations,
+    };
+    let explain = |job: &BlobJob, e: String| {
+        match job.carried {
+        true => e,
+        false => format!(
+            "{e}; blob {} was left out of this delta because {} held it: load that first, or pack without --have",
+            job.digest,
+            a.bundle.delta.as_ref().map(|d| d.base.as_str()).unwrap_or("its base")
+        ),
+    }
+    };
+    let blob_phase = push::push_blobs(&remote, &reader, &jobs, push_opts, &tally, &sent, &explain);
+    let BlobPhase {
+        results: mut blob_results,
+        deferred,
+    } = crate::base::report::with_progress(blob_phase, &sent, reporter).await;
     if !deferred.is_empty() {
-        let streamed = upload_in_order(&remote, &a, &jobs, &deferred, &tally, &sent);
+        let streamed = upload_in_order(&remote, &reader, &jobs, &deferred, &tally, &sent);
         blob_results.extend(crate::base::report::with_progress(streamed, &sent, reporter).await);
     }
     reporter.finish();
@@ -362,31 +368,21 @@ pub async fn load(
         .collect();
 
     reporter.start("Pushing manifests", 0);
-    let outcomes = stream::iter(&items)
-        .map(|it| {
-            let remote = &remote;
-            let tally = &tally;
-            let failed_blobs = &failed_blobs;
-            let host = &target.host;
-            async move {
-                let error = match it.blobs.iter().find_map(|d| failed_blobs.get(d)) {
-                    Some(e) => Some(e.clone()),
-                    None => place_documents(remote, it, opts, tally).await.err(),
-                };
-                ArtifactOutcome {
-                    kind: it.artifact.kind,
-                    source: it.artifact.reference.clone(),
-                    target: format!("{host}/{}", it.repository),
-                    tag: it.tag.clone(),
-                    digest: it.artifact.digest,
-                    ok: error.is_none(),
-                    error,
-                }
-            }
+    let pushes: Vec<PushItem> = items.iter().map(|it| it.push.clone()).collect();
+    let errors = push::push_manifests(&remote, &pushes, &failed_blobs, push_opts, &tally).await;
+    let outcomes = items
+        .iter()
+        .zip(errors)
+        .map(|(it, error)| ArtifactOutcome {
+            kind: it.artifact.kind,
+            source: it.artifact.reference.clone(),
+            target: format!("{}/{}", target.host, it.push.repository),
+            tag: it.push.tag.clone(),
+            digest: it.artifact.digest,
+            ok: error.is_none(),
+            error,
         })
-        .buffered(opts.jobs.max(1))
-        .collect::<Vec<_>>()
-        .await;
+        .collect();
     reporter.finish();
 
     let Tally {
@@ -409,10 +405,6 @@ pub async fn load(
     ))
 }
 
-fn lock(t: &Mutex<Tally>) -> std::sync::MutexGuard<'_, Tally> {
-    t.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 fn read_document(
     a: &Archive,
     locations: &HashMap<Digest, Entry>,
@@ -423,124 +415,6 @@ fn read_document(
         .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "not in the archive"))?;
     a.read_member(entry, oci::MANIFEST_MAX_BYTES)
         .map_err(|e| io::Error::other(error_chain(&e)))
-}
-
-/// Gets one blob into every repository that needs it.
-async fn place_blob(
-    remote: &Remote,
-    archive: &Arc<Archive>,
-    job: &BlobJob,
-    dry_run: bool,
-    tally: &Mutex<Tally>,
-    deferred: &Mutex<HashMap<Digest, Vec<String>>>,
-    sent: &Arc<AtomicU64>,
-) -> Result<(), String> {
-    let d = &job.digest;
-    let mut holder: Option<&str> = None;
-    let corrupt = Arc::new(AtomicBool::new(false));
-    for repo in &job.repositories {
-        let present = remote
-            .has_blob(repo, d, job.size)
-            .await
-            .map_err(|e| error_chain(&e))?;
-        if present {
-            lock(tally).counts.present += 1;
-            sent.fetch_add(job.size, Ordering::Relaxed);
-            holder.get_or_insert(repo);
-            continue;
-        }
-        let Some(entry) = &job.entry else {
-            // Left out of a delta: only a mount can place it. A dry run
-            // predicts one when there is somewhere to mount from.
-            if dry_run && (holder.is_some() || !job.mount_from.is_empty()) {
-                lock(tally).counts.mounted += 1;
-                continue;
-            }
-            if !dry_run {
-                let sources = holder
-                    .into_iter()
-                    .chain(job.mount_from.iter().map(String::as_str));
-                let mut mounted = false;
-                for from in sources.filter(|f| *f != repo.as_str()) {
-                    if remote
-                        .mount_blob(repo, from, d)
-                        .await
-                        .map_err(|e| error_chain(&e))?
-                    {
-                        mounted = true;
-                        break;
-                    }
-                }
-                if mounted {
-                    lock(tally).counts.mounted += 1;
-                    continue;
-                }
-            }
-            return Err(format!(
-                "{}/{repo} does not hold blob {d}, which this archive does not carry",
-                remote.host()
-            ));
-        };
-        if dry_run {
-            // As the load would: the first repository that lacks it gets an
-            // upload, every other one a mount from where it already is.
-            let mut t = lock(tally);
-            if holder.is_some() {
-                t.counts.mounted += 1;
-            } else {
-                t.counts.uploaded += 1;
-                t.counts.bytes_uploaded += job.size;
-                holder = Some(repo);
-            }
-            continue;
-        }
-        if let Some(from) = holder {
-            if remote
-                .mount_blob(repo, from, d)
-                .await
-                .map_err(|e| error_chain(&e))?
-            {
-                lock(tally).counts.mounted += 1;
-                continue;
-            }
-        }
-        if archive.is_compressed() {
-            // Uploaded later, in archive order, from one pass over the
-            // stream; the other repositories get mounts.
-            deferred
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .entry(*d)
-                .or_default()
-                .push(repo.clone());
-            continue;
-        }
-        let open = {
-            let archive = archive.clone();
-            let (entry, digest) = (entry.clone(), *d);
-            let corrupt = corrupt.clone();
-            let sent = sent.clone();
-            move || blob_body(&archive, &entry, digest, &corrupt, &sent)
-        };
-        let aborted = || corrupt.load(Ordering::Relaxed);
-        match remote.push_blob(repo, d, job.size, &open, &aborted).await {
-            Ok(()) => {
-                let mut t = lock(tally);
-                t.counts.uploaded += 1;
-                t.counts.bytes_uploaded += job.size;
-                t.uploaded.push(*d);
-                holder.get_or_insert(repo);
-            }
-            Err(_) if corrupt.load(Ordering::Relaxed) => {
-                return Err(format!(
-                "blob {d} in {} does not match its digest; it was not pushed (run `ferry verify`)",
-                archive.path().display()
-            ))
-            }
-            Err(e) => return Err(error_chain(&e)),
-        }
-    }
-    Ok(())
 }
 
 /// A body reading one member of the archive on a blocking thread,
@@ -566,74 +440,13 @@ fn blob_body(
     body_of(rx)
 }
 
-/// Sends the `size` bytes of blob `digest` read from `r` down `tx` in
-/// chunks, through the verifying reader. The last chunk is held back until
-/// the reader has checked the digest at the end of the blob, so a damaged
-/// blob never reaches the registry whole; then `corrupt` is set and the
-/// mismatch sent. Returns early (having read less) when the receiver is
-/// gone.
-#[allow(clippy::too_many_arguments)]
-fn pump(
-    r: &mut dyn Read,
-    size: u64,
-    digest: Digest,
-    from: &str,
-    tx: &tokio::sync::mpsc::Sender<io::Result<Bytes>>,
-    corrupt: &AtomicBool,
-    sent: &AtomicU64,
-) {
-    let mut r = Verifying::new(r, digest, size, from);
-    let mut run = || -> io::Result<Option<Bytes>> {
-        let mut pos = 0u64;
-        let mut pending: Option<Bytes> = None;
-        while pos < size {
-            let n = (size - pos).min(COPY_BUF as u64) as usize;
-            let mut buf = vec![0u8; n];
-            r.read_exact(&mut buf)?;
-            pos += n as u64;
-            if let Some(p) = pending.replace(Bytes::from(buf)) {
-                let len = p.len() as u64;
-                if tx.blocking_send(Ok(p)).is_err() {
-                    return Ok(None);
-                }
-                sent.fetch_add(len, Ordering::Relaxed);
-            }
-        }
-        // The end of the blob: the verifying reader checks it here (and
-        // fails on any byte past the size, so nothing more can come).
-        if r.read(&mut [0u8; 1])? != 0 {
-            return Err(io::Error::other(format!(
-                "blob {digest} is longer than its size"
-            )));
-        }
-        Ok(pending)
-    };
-    let last = run();
-    // Damage, wherever the reader met it, is final: no retry helps.
-    if last.as_ref().err().and_then(mismatch_in).is_some() {
-        corrupt.store(true, Ordering::Relaxed);
-    }
-    if let Ok(Some(p)) = &last {
-        sent.fetch_add(p.len() as u64, Ordering::Relaxed);
-    }
-    let _ = match last {
-        Ok(Some(p)) => tx.blocking_send(Ok(p)),
-        Ok(None) => Ok(()),
-        Err(e) => tx.blocking_send(Err(e)),
-    };
-}
-
-fn body_of(rx: tokio::sync::mpsc::Receiver<io::Result<Bytes>>) -> BlobBody {
-    stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) }).boxed()
-}
-
 /// The second pass over a compressed archive: reads the stream once, in
 /// order, and uploads each deferred blob as it comes by, to the first
 /// repository that needs it, then mounts it into the others. A retried
 /// upload reads the archive again from the start up to that blob.
 async fn upload_in_order(
     remote: &Remote,
-    archive: &Arc<Archive>,
+    reader: &ArchiveReader,
     jobs: &[BlobJob],
     deferred: &HashMap<Digest, Vec<String>>,
     tally: &Mutex<Tally>,
@@ -645,6 +458,7 @@ async fn upload_in_order(
         Arc<AtomicBool>,
         tokio::sync::mpsc::Receiver<io::Result<Bytes>>,
     );
+    let archive = &reader.archive;
     let (deliver, mut delivered) = tokio::sync::mpsc::channel::<Delivery>(1);
     let path = archive.path().to_owned();
     // Each pass over the stream must read the bundle.json checked first.
@@ -654,7 +468,7 @@ async fn upload_in_order(
         .filter(|j| deferred.contains_key(&j.digest))
         .map(|j| (j.digest, j.size))
         .collect();
-    let reader = {
+    let pass = {
         let (path, wanted, sent) = (path.clone(), wanted.clone(), sent.clone());
         let bundle_bytes = bundle_bytes.clone();
         tokio::task::spawn_blocking(move || -> Result<(), String> {
@@ -690,30 +504,23 @@ async fn upload_in_order(
             Some(rx) => body_of(rx),
             None => reread(&path, &bundle_bytes, d, size, &corrupt),
         };
-        let aborted = || corrupt.load(Ordering::Relaxed);
-        let r = match remote.push_blob(&repos[0], &d, size, &open, &aborted).await {
-            Ok(()) => {
-                let mut t = lock(tally);
-                t.counts.uploaded += 1;
-                t.counts.bytes_uploaded += size;
-                t.uploaded.push(d);
-                Ok(())
-            }
-            Err(_) if corrupt.load(Ordering::Relaxed) => Err(format!(
-                "blob {d} in {} does not match its digest; it was not pushed (run `ferry verify`)",
-                path.display()
-            )),
-            Err(e) => Err(error_chain(&e)),
-        };
+        let r = push::upload(remote, &repos[0], &d, size, &open, &corrupt, reader, tally).await;
         // Drain what the upload left unread, so the stream moves on.
         drop(first);
+        let declined = |repo: &str| {
+            format!(
+                "{} declined to mount blob {d} from {} into {repo}, and a compressed archive cannot be read again cheaply; decompress it (zstd -d) and load again",
+                remote.host(),
+                repos[0]
+            )
+        };
         let r = match r {
-            Ok(()) => mount_rest(remote, &repos[0], &repos[1..], &d, tally).await,
+            Ok(()) => push::mount_rest(remote, &repos[0], &repos[1..], &d, tally, &declined).await,
             e => e,
         };
         results.push((d, r));
     }
-    let failure = match reader.await {
+    let failure = match pass.await {
         Ok(Ok(())) => None,
         Ok(Err(e)) => Some(e),
         Err(e) => Some(format!("reading {} failed: {e}", path.display())),
@@ -729,31 +536,6 @@ async fn upload_in_order(
         ));
     }
     results
-}
-
-/// Mounts an uploaded blob from `from` into the other repositories.
-async fn mount_rest(
-    remote: &Remote,
-    from: &str,
-    rest: &[String],
-    d: &Digest,
-    tally: &Mutex<Tally>,
-) -> Result<(), String> {
-    for repo in rest {
-        if remote
-            .mount_blob(repo, from, d)
-            .await
-            .map_err(|e| error_chain(&e))?
-        {
-            lock(tally).counts.mounted += 1;
-        } else {
-            return Err(format!(
-                "{} declined to mount blob {d} from {from} into {repo}, and a compressed archive cannot be read again cheaply; decompress it (zstd -d) and load again",
-                remote.host()
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// A fresh body for blob `d` of a compressed archive, read from the start
@@ -800,50 +582,4 @@ fn reread(
         }
     });
     body_of(rx)
-}
-
-/// Pushes an artifact's documents, children first, skipping those present.
-async fn place_documents(
-    remote: &Remote,
-    it: &Item,
-    opts: &LoadOptions,
-    tally: &Mutex<Tally>,
-) -> Result<(), String> {
-    let repo = &it.repository;
-    let Some(((root, root_mt, root_bytes), children)) = it.documents.split_last() else {
-        return Ok(());
-    };
-    let mut steps: Vec<(&Digest, &str, &[u8], String)> = children
-        .iter()
-        .map(|(d, mt, b)| (d, mt.as_str(), b.as_slice(), d.to_string()))
-        .collect();
-    let root_ref = it.tag.clone().unwrap_or_else(|| root.to_string());
-    steps.push((root, root_mt.as_str(), root_bytes.as_slice(), root_ref));
-    for (d, mt, bytes, reference) in steps {
-        let current = remote
-            .manifest_digest(repo, &reference)
-            .await
-            .map_err(|e| error_chain(&e))?;
-        if current == Some(*d) {
-            lock(tally).counts.manifests_present += 1;
-            continue;
-        }
-        // A tag that already names other content is not moved silently.
-        if let (Some(other), Some(tag), false) = (current, &it.tag, opts.force) {
-            if reference == *tag {
-                return Err(format!(
-                    "tag {}/{repo}:{tag} already points to {other}, not to the bundle's {d}; it was left as it is (pass --force to move it)",
-                    remote.host()
-                ));
-            }
-        }
-        if !opts.dry_run {
-            remote
-                .push_manifest(repo, &reference, bytes, mt)
-                .await
-                .map_err(|e| error_chain(&e))?;
-        }
-        lock(tally).counts.manifests_pushed += 1;
-    }
-    Ok(())
 }

@@ -1,4 +1,5 @@
 //! What both sides of the air gap use: the registry client ([`remote`]),
+//! the registry as a sink ([`push`]: blobs, then manifests, then tags),
 //! the naming of targets ([`mapping`]), inventories of what a registry or
 //! bundle holds ([`inventory`]), and the finding and rewriting of image
 //! references in YAML ([`rewrite`]), which `pack` uses to find a chart's
@@ -11,6 +12,7 @@
 pub mod diff;
 pub mod inventory;
 pub mod mapping;
+pub mod push;
 pub mod remote;
 pub mod rewrite;
 pub mod transport;

@@ -1,0 +1,481 @@
+//! Pushing into a registry: the registry as a sink, for `load` (bytes from
+//! an archive) and `mirror` (bytes from another registry).
+//!
+//! The caller plans; this module pushes. The plan is a list of blobs, each
+//! with the repositories it must reach ([`BlobJob`]), and a list of
+//! artifacts, each with its documents in children-first order and its tag
+//! ([`PushItem`]). Bytes come from a [`BlobReader`], which gives a fresh
+//! body per attempt. One bounded pool works over *blobs* across all
+//! artifacts ([`push_blobs`]): for each blob, the first repository gets an
+//! upload (after a HEAD shows it missing) and the others a
+//! cross-repository mount, falling back to an upload when the registry
+//! declines. Manifests follow ([`push_manifests`]), HEAD first, children
+//! first, the tag last, so a re-run after an interruption pushes only what
+//! is missing and a repeated push pushes nothing. Every body goes through
+//! [`pump`], which hashes as the bytes pass and holds the last chunk back
+//! until the digest is checked: a damaged blob never reaches the registry
+//! whole. One artifact's failure does not stop the others.
+
+use std::collections::HashMap;
+use std::io::{self, Read};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures_util::stream::{self, StreamExt};
+use serde::Serialize;
+
+use crate::base::digest::{Digest, COPY_BUF};
+use crate::base::error::error_chain;
+use crate::format::blob::{mismatch_in, Verifying};
+use crate::shared::remote::{BlobBody, Remote};
+
+/// Counts for one run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PushCounts {
+    /// Distinct blobs in the artifacts pushed.
+    pub blobs: usize,
+    /// (repository, blob) pairs the run needed.
+    pub blob_placements: usize,
+    /// Pairs uploaded (in a dry run: that would be).
+    pub uploaded: usize,
+    /// Pairs mounted from another repository.
+    pub mounted: usize,
+    /// Pairs already present.
+    pub present: usize,
+    /// Bytes uploaded (in a dry run: at most).
+    pub bytes_uploaded: u64,
+    /// Manifests and indexes pushed (in a dry run: that would be).
+    pub manifests_pushed: usize,
+    /// Manifests and tags already in place.
+    pub manifests_present: usize,
+}
+
+/// What a run did, shared by the tasks of the pool.
+#[derive(Debug, Default)]
+pub struct Tally {
+    /// Counts.
+    pub counts: PushCounts,
+    /// Digests of the blobs uploaded (unsorted, may repeat).
+    pub uploaded: Vec<Digest>,
+}
+
+/// Locks the tally, through a poisoned lock (counts stay usable).
+pub fn lock(t: &Mutex<Tally>) -> std::sync::MutexGuard<'_, Tally> {
+    t.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// One blob and where it must go.
+#[derive(Debug, Clone)]
+pub struct BlobJob {
+    /// The blob.
+    pub digest: Digest,
+    /// Its size.
+    pub size: u64,
+    /// Whether the reader has its bytes; a blob without them (left out
+    /// of a delta) can only be mounted.
+    pub carried: bool,
+    /// For a blob without bytes: repositories it may be mounted from.
+    pub mount_from: Vec<String>,
+    /// The repositories that need it, in plan order.
+    pub repositories: Vec<String>,
+}
+
+/// One document of an artifact: a manifest or index, as raw bytes.
+#[derive(Debug, Clone)]
+pub struct Document {
+    /// Its digest.
+    pub digest: Digest,
+    /// Its media type (the `Content-Type` of the push).
+    pub media_type: String,
+    /// The bytes, exactly as pushed.
+    pub bytes: Vec<u8>,
+}
+
+/// One artifact's manifests.
+#[derive(Debug, Clone)]
+pub struct PushItem {
+    /// The target repository.
+    pub repository: String,
+    /// The tag the root gets, if any (else it is pushed by digest).
+    pub tag: Option<String>,
+    /// Documents children first; the root is last.
+    pub documents: Vec<Document>,
+    /// The blobs it needs (sorted, distinct): it is pushed only when all
+    /// of them are in place.
+    pub blobs: Vec<Digest>,
+}
+
+/// Where the bytes of blobs come from.
+pub trait BlobReader: Send + Sync {
+    /// A fresh body for blob `digest` of `size` bytes, for one attempt.
+    /// It must come through [`pump`] (or check the digest as [`pump`]
+    /// does, holding back the last chunk), setting `corrupt` when the
+    /// bytes do not match, and add what it sends to `sent`.
+    fn open(
+        &self,
+        digest: Digest,
+        size: u64,
+        corrupt: &Arc<AtomicBool>,
+        sent: &Arc<AtomicU64>,
+    ) -> BlobBody;
+
+    /// Whether uploads wait for one ordered pass after the pool (a
+    /// compressed archive): the pool then only checks and mounts, and
+    /// hands the rest back.
+    fn deferred(&self) -> bool {
+        false
+    }
+
+    /// The message for blob `digest` whose bytes did not match it.
+    fn damaged(&self, digest: &Digest) -> String;
+}
+
+/// How to push.
+#[derive(Debug, Clone, Copy)]
+pub struct PushOptions {
+    /// Blobs (and artifacts' manifests) in flight at once.
+    pub jobs: usize,
+    /// Check the registry and count what would be pushed; push nothing.
+    pub dry_run: bool,
+    /// Move tags that already point to other content.
+    pub force: bool,
+}
+
+/// What the blob pool left: per blob, an error (or success), and the
+/// uploads a deferring reader must still make (blob → repositories).
+pub struct BlobPhase {
+    /// Each blob's result.
+    pub results: Vec<(Digest, Result<(), String>)>,
+    /// For a deferring reader: uploads still to make.
+    pub deferred: HashMap<Digest, Vec<String>>,
+}
+
+/// Puts every blob of `jobs` in place in one pool of `opts.jobs`, with
+/// progress counted in `sent`. `explain` may add to a blob's error (it
+/// gets the job and the message).
+pub async fn push_blobs(
+    remote: &Remote,
+    reader: &dyn BlobReader,
+    jobs: &[BlobJob],
+    opts: PushOptions,
+    tally: &Mutex<Tally>,
+    sent: &Arc<AtomicU64>,
+    explain: &(dyn Fn(&BlobJob, String) -> String + Sync),
+) -> BlobPhase {
+    let deferred: Mutex<HashMap<Digest, Vec<String>>> = Mutex::new(HashMap::new());
+    let results = stream::iter(jobs)
+        .map(|job| {
+            let deferred = &deferred;
+            let sent = sent.clone();
+            async move {
+                let r = place_blob(remote, reader, job, opts.dry_run, tally, deferred, &sent).await;
+                (job.digest, r.map_err(|e| explain(job, e)))
+            }
+        })
+        .buffer_unordered(opts.jobs.max(1))
+        .collect::<Vec<_>>()
+        .await;
+    BlobPhase {
+        results,
+        deferred: deferred.into_inner().unwrap_or_else(|p| p.into_inner()),
+    }
+}
+
+/// Gets one blob into every repository that needs it.
+async fn place_blob(
+    remote: &Remote,
+    reader: &dyn BlobReader,
+    job: &BlobJob,
+    dry_run: bool,
+    tally: &Mutex<Tally>,
+    deferred: &Mutex<HashMap<Digest, Vec<String>>>,
+    sent: &Arc<AtomicU64>,
+) -> Result<(), String> {
+    let d = &job.digest;
+    let mut holder: Option<&str> = None;
+    let corrupt = Arc::new(AtomicBool::new(false));
+    for repo in &job.repositories {
+        let present = remote
+            .has_blob(repo, d, job.size)
+            .await
+            .map_err(|e| error_chain(&e))?;
+        if present {
+            lock(tally).counts.present += 1;
+            sent.fetch_add(job.size, Ordering::Relaxed);
+            holder.get_or_insert(repo);
+            continue;
+        }
+        if !job.carried {
+            // Left out of a delta: only a mount can place it. A dry run
+            // predicts one when there is somewhere to mount from.
+            if dry_run && (holder.is_some() || !job.mount_from.is_empty()) {
+                lock(tally).counts.mounted += 1;
+                continue;
+            }
+            if !dry_run {
+                let sources = holder
+                    .into_iter()
+                    .chain(job.mount_from.iter().map(String::as_str));
+                let mut mounted = false;
+                for from in sources.filter(|f| *f != repo.as_str()) {
+                    if remote
+                        .mount_blob(repo, from, d)
+                        .await
+                        .map_err(|e| error_chain(&e))?
+                    {
+                        mounted = true;
+                        break;
+                    }
+                }
+                if mounted {
+                    lock(tally).counts.mounted += 1;
+                    continue;
+                }
+            }
+            return Err(format!(
+                "{}/{repo} does not hold blob {d}, which this archive does not carry",
+                remote.host()
+            ));
+        }
+        if dry_run {
+            // As the push would: the first repository that lacks it gets
+            // an upload, every other one a mount from where it already is.
+            let mut t = lock(tally);
+            if holder.is_some() {
+                t.counts.mounted += 1;
+            } else {
+                t.counts.uploaded += 1;
+                t.counts.bytes_uploaded += job.size;
+                holder = Some(repo);
+            }
+            continue;
+        }
+        if let Some(from) = holder {
+            if remote
+                .mount_blob(repo, from, d)
+                .await
+                .map_err(|e| error_chain(&e))?
+            {
+                lock(tally).counts.mounted += 1;
+                continue;
+            }
+        }
+        if reader.deferred() {
+            // Uploaded later, in the reader's order, from one pass; the
+            // other repositories get mounts.
+            deferred
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(*d)
+                .or_default()
+                .push(repo.clone());
+            continue;
+        }
+        let open = {
+            let (digest, size) = (*d, job.size);
+            let corrupt = corrupt.clone();
+            let sent = sent.clone();
+            move || reader.open(digest, size, &corrupt, &sent)
+        };
+        upload(remote, repo, d, job.size, &open, &corrupt, reader, tally).await?;
+        holder.get_or_insert(repo);
+    }
+    Ok(())
+}
+
+/// Uploads blob `d` into `repo` with bodies from `open`, counting it in
+/// `tally`; a body that did not match its digest (`corrupt`) fails with
+/// the reader's message and is not retried.
+#[allow(clippy::too_many_arguments)]
+pub async fn upload(
+    remote: &Remote,
+    repo: &str,
+    d: &Digest,
+    size: u64,
+    open: &(dyn Fn() -> BlobBody + Send + Sync),
+    corrupt: &AtomicBool,
+    reader: &dyn BlobReader,
+    tally: &Mutex<Tally>,
+) -> Result<(), String> {
+    let aborted = || corrupt.load(Ordering::Relaxed);
+    match remote.push_blob(repo, d, size, open, &aborted).await {
+        Ok(()) => {
+            let mut t = lock(tally);
+            t.counts.uploaded += 1;
+            t.counts.bytes_uploaded += size;
+            t.uploaded.push(*d);
+            Ok(())
+        }
+        Err(_) if corrupt.load(Ordering::Relaxed) => Err(reader.damaged(d)),
+        Err(e) => Err(error_chain(&e)),
+    }
+}
+
+/// Sends the `size` bytes of blob `digest` read from `r` down `tx` in
+/// chunks, through the verifying reader. The last chunk is held back until
+/// the reader has checked the digest at the end of the blob, so a damaged
+/// blob never reaches the registry whole; then `corrupt` is set and the
+/// mismatch sent. Returns early (having read less) when the receiver is
+/// gone.
+#[allow(clippy::too_many_arguments)]
+pub fn pump(
+    r: &mut dyn Read,
+    size: u64,
+    digest: Digest,
+    from: &str,
+    tx: &tokio::sync::mpsc::Sender<io::Result<Bytes>>,
+    corrupt: &AtomicBool,
+    sent: &AtomicU64,
+) {
+    let mut r = Verifying::new(r, digest, size, from);
+    let mut run = || -> io::Result<Option<Bytes>> {
+        let mut pos = 0u64;
+        let mut pending: Option<Bytes> = None;
+        while pos < size {
+            let n = (size - pos).min(COPY_BUF as u64) as usize;
+            let mut buf = vec![0u8; n];
+            r.read_exact(&mut buf)?;
+            pos += n as u64;
+            if let Some(p) = pending.replace(Bytes::from(buf)) {
+                let len = p.len() as u64;
+                if tx.blocking_send(Ok(p)).is_err() {
+                    return Ok(None);
+                }
+                sent.fetch_add(len, Ordering::Relaxed);
+            }
+        }
+        // The end of the blob: the verifying reader checks it here (and
+        // fails on any byte past the size, so nothing more can come).
+        if r.read(&mut [0u8; 1])? != 0 {
+            return Err(io::Error::other(format!(
+                "blob {digest} is longer than its size"
+            )));
+        }
+        Ok(pending)
+    };
+    let last = run();
+    // Damage, wherever the reader met it, is final: no retry helps.
+    if last.as_ref().err().and_then(mismatch_in).is_some() {
+        corrupt.store(true, Ordering::Relaxed);
+    }
+    if let Ok(Some(p)) = &last {
+        sent.fetch_add(p.len() as u64, Ordering::Relaxed);
+    }
+    let _ = match last {
+        Ok(Some(p)) => tx.blocking_send(Ok(p)),
+        Ok(None) => Ok(()),
+        Err(e) => tx.blocking_send(Err(e)),
+    };
+}
+
+/// The receiving end of [`pump`] as an upload body.
+pub fn body_of(rx: tokio::sync::mpsc::Receiver<io::Result<Bytes>>) -> BlobBody {
+    stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) }).boxed()
+}
+
+/// Mounts an uploaded blob from `from` into the other repositories;
+/// `declined` is the message when the registry will not.
+pub async fn mount_rest(
+    remote: &Remote,
+    from: &str,
+    rest: &[String],
+    d: &Digest,
+    tally: &Mutex<Tally>,
+    declined: &(dyn Fn(&str) -> String + Sync),
+) -> Result<(), String> {
+    for repo in rest {
+        if remote
+            .mount_blob(repo, from, d)
+            .await
+            .map_err(|e| error_chain(&e))?
+        {
+            lock(tally).counts.mounted += 1;
+        } else {
+            return Err(declined(repo));
+        }
+    }
+    Ok(())
+}
+
+/// Pushes each item's documents (children first, the tag last, skipping
+/// those present), `opts.jobs` items at once, after its blobs: an item
+/// whose blob failed is not pushed and gets that blob's error. Returns
+/// each item's error, in order.
+pub async fn push_manifests(
+    remote: &Remote,
+    items: &[PushItem],
+    failed_blobs: &HashMap<Digest, String>,
+    opts: PushOptions,
+    tally: &Mutex<Tally>,
+) -> Vec<Option<String>> {
+    stream::iter(items)
+        .map(|it| async move {
+            match it.blobs.iter().find_map(|d| failed_blobs.get(d)) {
+                Some(e) => Some(e.clone()),
+                None => place_documents(remote, it, opts, tally).await.err(),
+            }
+        })
+        .buffered(opts.jobs.max(1))
+        .collect::<Vec<_>>()
+        .await
+}
+
+/// Pushes an artifact's documents, children first, skipping those present.
+async fn place_documents(
+    remote: &Remote,
+    it: &PushItem,
+    opts: PushOptions,
+    tally: &Mutex<Tally>,
+) -> Result<(), String> {
+    let repo = &it.repository;
+    let Some((root, children)) = it.documents.split_last() else {
+        return Ok(());
+    };
+    let mut steps: Vec<(&Document, String)> =
+        children.iter().map(|c| (c, c.digest.to_string())).collect();
+    let root_ref = it.tag.clone().unwrap_or_else(|| root.digest.to_string());
+    steps.push((root, root_ref));
+    for (doc, reference) in steps {
+        let d = &doc.digest;
+        let current = remote
+            .manifest_digest(repo, &reference)
+            .await
+            .map_err(|e| error_chain(&e))?;
+        if current == Some(*d) {
+            lock(tally).counts.manifests_present += 1;
+            continue;
+        }
+        // A tag that already names other content is not moved silently.
+        if let (Some(other), Some(tag), false) = (current, &it.tag, opts.force) {
+            if reference == *tag {
+                return Err(format!(
+                    "tag {}/{repo}:{tag} already points to {other}, not to the bundle's {d}; it was left as it is (pass --force to move it)",
+                    remote.host()
+                ));
+            }
+        }
+        if !opts.dry_run {
+            remote
+                .push_manifest(repo, &reference, &doc.bytes, &doc.media_type)
+                .await
+                .map_err(|e| error_chain(&e))?;
+        }
+        lock(tally).counts.manifests_pushed += 1;
+    }
+    Ok(())
+}
+
+/// Probes the registry once with the first blob's HEAD, so an unreachable
+/// registry or refused credentials is one error, not one per blob.
+pub async fn probe(
+    remote: &Remote,
+    jobs: &[BlobJob],
+) -> Result<(), crate::shared::remote::RemoteError> {
+    if let Some(j) = jobs.iter().find(|j| !j.repositories.is_empty()) {
+        remote
+            .has_blob(&j.repositories[0], &j.digest, j.size)
+            .await?;
+    }
+    Ok(())
+}
