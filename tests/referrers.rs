@@ -349,3 +349,113 @@ fn a_platform_filter_carries_the_kept_childs_referrers_and_says_which_are_left()
     assert!(stderr.contains("Keep all platforms"), "{stderr}");
     ferry(["verify", out.to_str().unwrap()]).expect_ok("verify");
 }
+
+/// Asks a server's referrers API; (status, headers, index).
+fn referrers_api(
+    host: &str,
+    repo: &str,
+    subject: &Digest,
+    query: &str,
+) -> (u16, Vec<(String, String)>, Value) {
+    let (status, headers, body) = push::request(
+        host,
+        "GET",
+        &format!("/v2/{repo}/referrers/{subject}{query}"),
+        &[],
+        &[],
+    );
+    let v = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    (status, headers, v)
+}
+
+fn listed_digests(index: &Value) -> Vec<String> {
+    index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["digest"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn serve_answers_the_referrers_api_and_pack_discovers_through_it() {
+    let t = tempfile::tempdir().unwrap();
+    let s = signed_registry(t.path());
+    let spec1 = spec(
+        t.path(),
+        &format!("images:\n  - {}/library/app:1.0\n", s.host),
+    );
+    let out = t.path().join("b.tar");
+    json_ok(pack(&spec1, &out, &t.path().join("cache"), &[]), "pack");
+    let served = ServeProcess::start(&out, &[], None);
+    let host = served.addr.to_string();
+    let amd64 = digest_of(&s.image.amd64);
+    let index = digest_of(&s.image.index);
+
+    // The SBOM on the amd64 manifest, with its artifact type; the filter
+    // applies and says so.
+    let (status, headers, list) = referrers_api(&host, "library/app", &amd64, "");
+    assert_eq!(status, 200);
+    assert_eq!(listed_digests(&list), vec![s.sbom.digest().to_string()]);
+    assert_eq!(list["manifests"][0]["artifactType"], SPDX);
+    assert_eq!(
+        list["manifests"][0]["annotations"]["org.opencontainers.image.created"],
+        "2026-01-01T00:00:00Z"
+    );
+    assert!(!headers.iter().any(|(k, _)| k == "oci-filters-applied"));
+    let (_, headers, list) = referrers_api(
+        &host,
+        "library/app",
+        &amd64,
+        "?artifactType=application%2Fspdx%2Bjson",
+    );
+    assert_eq!(listed_digests(&list).len(), 1);
+    assert!(headers
+        .iter()
+        .any(|(k, v)| k == "oci-filters-applied" && v == "artifactType"));
+    let (_, _, list) = referrers_api(&host, "library/app", &amd64, "?artifactType=text%2Fplain");
+    assert!(listed_digests(&list).is_empty());
+    // A referrer of a referrer, and a digest with none (200, empty).
+    let (_, _, list) = referrers_api(&host, "library/app", &s.sbom.digest(), "");
+    assert_eq!(listed_digests(&list), vec![s.sbom_sig.digest().to_string()]);
+    let (status, _, list) = referrers_api(&host, "library/app", &Digest::of(b"none"), "");
+    assert_eq!(status, 200);
+    assert!(listed_digests(&list).is_empty());
+    let (status, _, _) = push::request(
+        &host,
+        "GET",
+        "/v2/library/app/referrers/sha256:nothex",
+        &[],
+        &[],
+    );
+    assert_eq!(status, 400);
+    // cosign's tags and the fallback tag answer too.
+    let sig =
+        push::get_manifest(&host, "library/app", &format!("sha256-{}.sig", index.hex())).unwrap();
+    assert_eq!(sig, s.sig.manifest);
+    let fallback: Value = serde_json::from_slice(
+        &push::get_manifest(&host, "library/app", &format!("sha256-{}", amd64.hex())).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(listed_digests(&fallback), vec![s.sbom.digest().to_string()]);
+
+    // Packing from ferry serve finds the referrers through its API.
+    let spec2 = spec(t.path(), &format!("images:\n  - {host}/library/app:1.0\n"));
+    let again = t.path().join("again.tar");
+    let summary = json_ok(
+        pack(&spec2, &again, &t.path().join("cache2"), &[]),
+        "pack from serve",
+    );
+    let refs = summary["referrers"].as_array().unwrap();
+    assert_eq!(refs.len(), 4, "{refs:#?}");
+    let sbom = refs
+        .iter()
+        .find(|r| r["digest"] == s.sbom.digest().to_string())
+        .unwrap();
+    assert_eq!(sbom["found"], "referrers-api");
+    let sig = refs
+        .iter()
+        .find(|r| r["digest"] == s.sig.digest().to_string())
+        .unwrap();
+    assert_eq!(sig["found"], "cosign-tag");
+}

@@ -42,7 +42,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use crate::base::digest::Digest;
 use crate::format::archive::{Archive, ArchiveError};
 use crate::format::blob::BlobSource;
-use crate::format::bundle::{Artifact, ArtifactKind, Bundle};
+use crate::format::bundle::{Artifact, ArtifactKind, Bundle, Referrer};
 use crate::format::layout::Store;
 use crate::format::oci::{self, Visit};
 use crate::shared::mapping::{MappingError, TargetRules};
@@ -114,6 +114,9 @@ pub enum ServeError {
 struct ServedRepo {
     tags: BTreeMap<String, Digest>,
     contents: HashSet<Digest>,
+    /// The referrers of each subject in this repository, as the referrers
+    /// API lists them (bundle order).
+    referrers: HashMap<Digest, Vec<oci::Descriptor>>,
 }
 
 /// Everything a running server needs: repositories, tags, media types and
@@ -188,12 +191,13 @@ impl Registry {
         let signature = a.check_key(key)?;
         a.check_model()?;
         let artifacts = a.bundle.artifacts.clone();
+        let referrers = a.bundle.referrers.clone();
         let origin = Origin {
             bundle: true,
             created: a.bundle.created.clone(),
         };
         Ok((
-            Registry::build(path, Box::new(a), &artifacts, rules, origin)?,
+            Registry::build(path, Box::new(a), &artifacts, &referrers, rules, origin)?,
             signature,
         ))
     }
@@ -214,6 +218,7 @@ impl Registry {
             bundle: false,
             created: None,
         };
+        let mut referrers = Vec::new();
         let artifacts = if bundle_path.is_file() {
             let bytes = fs_err::read(&bundle_path).map_err(layout_err)?;
             let bundle = Bundle::from_slice(&bytes).map_err(|e| ServeError::Invalid {
@@ -258,6 +263,7 @@ impl Registry {
                 bundle: true,
                 created: bundle.created,
             };
+            referrers = bundle.referrers;
             bundle.artifacts
         } else if let Some(key) = key {
             return Err(ServeError::Invalid {
@@ -301,7 +307,14 @@ impl Registry {
                 .collect()
         };
         Ok((
-            Registry::build(dir, Box::new(Store::at(dir)), &artifacts, rules, origin)?,
+            Registry::build(
+                dir,
+                Box::new(Store::at(dir)),
+                &artifacts,
+                &referrers,
+                rules,
+                origin,
+            )?,
             signature,
         ))
     }
@@ -310,6 +323,7 @@ impl Registry {
         source: &Path,
         content: Box<dyn BlobSource>,
         artifacts: &[Artifact],
+        referrers: &[Referrer],
         rules: &TargetRules,
         origin: Origin,
     ) -> Result<Registry, ServeError> {
@@ -331,10 +345,94 @@ impl Registry {
                 repo.tags.insert(tag.clone(), t.digest);
             }
         }
+        reg.add_referrers(referrers)?;
         if origin.bundle {
             reg.downloads = Some(reg.downloads(artifacts, origin.created.as_deref())?);
         }
         Ok(reg)
+    }
+
+    /// Puts each referrer into every repository that holds its subject
+    /// (in bundle order, so a referrer of a referrer follows it), listed,
+    /// when its `subject` field names that subject, for the referrers API
+    /// as the distribution spec describes it (the
+    /// manifest's media type, digest, size, artifact type and
+    /// annotations), under cosign's tag when it came with one, and under
+    /// the tag schema's fallback tag `sha256-<hex>` of its subject, whose
+    /// index is made here from the same list.
+    fn add_referrers(&mut self, referrers: &[Referrer]) -> Result<(), ServeError> {
+        for r in referrers {
+            let holders: Vec<String> = self
+                .repos
+                .iter()
+                .filter(|(_, repo)| repo.contents.contains(&r.subject))
+                .map(|(name, _)| name.clone())
+                .collect();
+            if holders.is_empty() {
+                continue;
+            }
+            let mut contents = HashSet::new();
+            self.walk(&r.media_type, &r.digest, &mut contents)?;
+            // Only a document whose `subject` names it is a referrer in
+            // the API's sense; cosign's tagged signatures have none and
+            // are found by their tag.
+            let (subject, annotations) = self
+                .documents
+                .get(&r.digest)
+                .and_then(|doc| oci::parse_node(r.digest, &doc.media_type, &doc.bytes).ok())
+                .map(|node| match node {
+                    oci::Node::Manifest(m) => (m.subject, m.annotations),
+                    oci::Node::Index(i) => (i.subject, i.annotations),
+                })
+                .unwrap_or_default();
+            let in_api = subject.is_some_and(|s| s.digest == r.subject);
+            let size = self
+                .documents
+                .get(&r.digest)
+                .map_or(0, |doc| doc.bytes.len() as u64);
+            let mut listed = oci::Descriptor::new(&r.media_type, r.digest, size);
+            listed.artifact_type = r.artifact_type.clone();
+            listed.annotations = annotations;
+            for name in holders {
+                let repo = self.repos.entry(name).or_default();
+                repo.contents.extend(contents.iter().copied());
+                if let Some(tag) = &r.tag {
+                    repo.tags.entry(tag.clone()).or_insert(r.digest);
+                }
+                if in_api {
+                    let list = repo.referrers.entry(r.subject).or_default();
+                    if !list.iter().any(|d| d.digest == r.digest) {
+                        list.push(listed.clone());
+                    }
+                }
+            }
+        }
+        // The tag schema's fallback indexes, for clients that look there.
+        let mut made: Vec<(String, String, Digest, bytes::Bytes)> = Vec::new();
+        for (name, repo) in &self.repos {
+            for (subject, list) in &repo.referrers {
+                let tag = format!("sha256-{}", subject.hex());
+                if repo.tags.contains_key(&tag) {
+                    continue;
+                }
+                let bytes = bytes::Bytes::from(referrers_index(list.clone()));
+                made.push((name.clone(), tag, Digest::of(&bytes), bytes));
+            }
+        }
+        for (name, tag, d, bytes) in made {
+            if let Some(repo) = self.repos.get_mut(&name) {
+                repo.tags.insert(tag, d);
+                repo.contents.insert(d);
+            }
+            self.documents.insert(
+                d,
+                Document {
+                    media_type: oci::OCI_INDEX.into(),
+                    bytes,
+                },
+            );
+        }
+        Ok(())
     }
 
     /// The chart repository and file table, from the chart and file
@@ -744,6 +842,7 @@ async fn route(reg: &Registry, method: &Method, uri: &Uri, headers: &HeaderMap) 
             return json(serde_json::json!({ "name": name, "tags": page }), link);
         }
         Some((name, "manifests", reference)) => return manifest(reg, name, reference, head),
+        Some((name, "referrers", digest)) => return referrers(reg, name, digest, uri),
         Some((name, "blobs", digest)) => return blob(reg, name, digest, head, headers).await,
         _ => {}
     }
@@ -753,6 +852,57 @@ async fn route(reg: &Registry, method: &Method, uri: &Uri, headers: &HeaderMap) 
         "unknown registry API path",
         Some(path),
     )
+}
+
+/// An image index listing `manifests`, as the referrers API and the tag
+/// schema's fallback answer.
+fn referrers_index(manifests: Vec<oci::Descriptor>) -> Vec<u8> {
+    oci::to_bytes(&oci::Index {
+        schema_version: 2,
+        media_type: Some(oci::OCI_INDEX.into()),
+        artifact_type: None,
+        manifests,
+        subject: None,
+        annotations: BTreeMap::new(),
+    })
+}
+
+/// `GET /v2/<name>/referrers/<digest>[?artifactType=…]`: the distribution
+/// spec's referrers list, 200 with an empty list for a digest without
+/// referrers, filtered by artifact type when asked (and then saying so
+/// with `OCI-Filters-Applied`), 400 for a digest that is not one.
+fn referrers(reg: &Registry, name: &str, digest: &str, uri: &Uri) -> Response<Body> {
+    let Some(repo) = reg.repos.get(name) else {
+        return name_unknown(name);
+    };
+    let Ok(subject) = digest.parse::<Digest>() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "DIGEST_INVALID",
+            "provided digest did not match uploaded content",
+            Some(digest),
+        );
+    };
+    let q = query(uri);
+    let filter = q.get("artifactType").filter(|t| !t.is_empty());
+    let list: Vec<oci::Descriptor> = repo
+        .referrers
+        .get(&subject)
+        .into_iter()
+        .flatten()
+        .filter(|d| filter.is_none_or(|t| d.artifact_type.as_ref() == Some(t)))
+        .cloned()
+        .collect();
+    let body = referrers_index(list);
+    let mut b = Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, oci::OCI_INDEX)
+        .header(header::CONTENT_LENGTH, body.len())
+        .header("Docker-Distribution-API-Version", "registry/2.0");
+    if filter.is_some() {
+        b = b.header("OCI-Filters-Applied", "artifactType");
+    }
+    b.body(Body::from(body)).unwrap_or_default()
 }
 
 /// The two download areas beside the registry API.
