@@ -459,3 +459,136 @@ fn serve_answers_the_referrers_api_and_pack_discovers_through_it() {
         .unwrap();
     assert_eq!(sig["found"], "cosign-tag");
 }
+
+fn load(archive: &Path, host: &str, args: &[&str]) -> Out {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
+    cmd.args(["--quiet", "load"])
+        .arg(archive)
+        .args(["--registry", host, "--json"])
+        .args(args)
+        .env("DOCKER_CONFIG", archive.with_file_name("no-docker-config"))
+        .stdin(Stdio::null());
+    run(&mut cmd)
+}
+
+#[test]
+fn load_pushes_referrers_unchanged_after_their_subjects_and_keeps_the_fallback_indexes() {
+    let t = tempfile::tempdir().unwrap();
+    let s = signed_registry(t.path());
+    let spec1 = spec(
+        t.path(),
+        &format!("images:\n  - {}/library/app:1.0\n", s.host),
+    );
+    let out = t.path().join("b.tar");
+    json_ok(pack(&spec1, &out, &t.path().join("cache"), &[]), "pack");
+
+    let target = DockerRegistry::start(&t.path().join("target"), false);
+    let host = target.host();
+    // The target already holds another signature under the .sig tag (as
+    // when someone signed the image there too), and a fallback index for
+    // the amd64 manifest listing something else.
+    let index = digest_of(&s.image.index);
+    let amd64 = digest_of(&s.image.amd64);
+    let theirs = cosign_sig(&index, "elsewhere/app");
+    let mut theirs_m: Value = serde_json::from_slice(&theirs.manifest).unwrap();
+    theirs_m["layers"][0]["annotations"]["dev.cosignproject.cosign/signature"] =
+        "MEUCIQDother".into();
+    let theirs = Artifact {
+        manifest: serde_json::to_vec(&theirs_m).unwrap(),
+        ..theirs
+    };
+    theirs.push(
+        &host,
+        "library/app",
+        Some(&format!("sha256-{}.sig", index.hex())),
+    );
+    let other = push::referrer(&s.image.amd64, "text/plain", "text/plain", b"hello");
+    push_referrers(&host, "library/app", &amd64, &[(&other, "text/plain")]);
+
+    let report = json_ok(load(&out, &host, &[]), "load");
+    let refs = report["referrers"].as_array().unwrap();
+    assert_eq!(refs.len(), 4, "{report:#}");
+    assert!(refs.iter().all(|r| r["ok"] == true), "{report:#}");
+    // Every referrer manifest is at the target with the source's digest.
+    for a in [&s.sig, &s.att, &s.sbom, &s.sbom_sig] {
+        let got = push::get_manifest(&host, "library/app", &a.digest().to_string())
+            .unwrap_or_else(|| panic!("{} missing at the target", a.digest()));
+        assert_eq!(got, a.manifest);
+    }
+    // The .att tag is the source's; the .sig tag was merged, not refused.
+    let att =
+        push::get_manifest(&host, "library/app", &format!("sha256-{}.att", index.hex())).unwrap();
+    assert_eq!(att, s.att.manifest);
+    let sig: Value = serde_json::from_slice(
+        &push::get_manifest(&host, "library/app", &format!("sha256-{}.sig", index.hex())).unwrap(),
+    )
+    .unwrap();
+    let sigs: Vec<&str> = sig["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            l["annotations"]["dev.cosignproject.cosign/signature"]
+                .as_str()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(sigs, vec!["MEUCIQDother", "MEUCIQDfake"]);
+    let notes: Vec<String> = refs
+        .iter()
+        .flat_map(|r| r["notes"].as_array().cloned().unwrap_or_default())
+        .map(|n| n.as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        notes.iter().any(|n| n.contains("merged 1 layer")),
+        "{notes:#?}"
+    );
+    // The tag schema's indexes list the referrers: the amd64 one merged
+    // with what was there, the SBOM's made.
+    let fallback = |d: &Digest| -> Vec<String> {
+        let b = push::get_manifest(&host, "library/app", &format!("sha256-{}", d.hex())).unwrap();
+        listed_digests(&serde_json::from_slice(&b).unwrap())
+    };
+    assert_eq!(
+        fallback(&amd64),
+        vec![other.digest().to_string(), s.sbom.digest().to_string()]
+    );
+    assert_eq!(
+        fallback(&s.sbom.digest()),
+        vec![s.sbom_sig.digest().to_string()]
+    );
+    let fb: Value = serde_json::from_slice(
+        &push::get_manifest(&host, "library/app", &format!("sha256-{}", amd64.hex())).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(fb["manifests"][1]["artifactType"], SPDX);
+
+    // A second load pushes nothing.
+    let again = json_ok(load(&out, &host, &[]), "load again");
+    assert_eq!(again["counts"]["manifests_pushed"], 0, "{again:#}");
+    assert_eq!(again["counts"]["uploaded"], 0, "{again:#}");
+
+    // And a pack from the target finds them all again, the same bytes.
+    let spec2 = spec(t.path(), &format!("images:\n  - {host}/library/app:1.0\n"));
+    let summary = json_ok(
+        pack(
+            &spec2,
+            &t.path().join("c.tar"),
+            &t.path().join("cache2"),
+            &[],
+        ),
+        "pack",
+    );
+    let found: Vec<&str> = summary["referrers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["digest"].as_str().unwrap())
+        .collect();
+    for a in [&s.att, &s.sbom, &s.sbom_sig] {
+        assert!(
+            found.contains(&a.digest().to_string().as_str()),
+            "{found:?}"
+        );
+    }
+}

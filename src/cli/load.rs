@@ -139,6 +139,20 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
                 Some(e) => format!("  FAILED {} -> {}: {e}", a.source, a.target_ref()),
             })
             .collect();
+        for r in &report.referrers {
+            let at = match &r.tag {
+                Some(t) => format!("{}:{t}", r.target),
+                None => format!("{}@{}", r.target, r.digest),
+            };
+            lines.push(match &r.error {
+                None if args.dry_run => format!("  would attach {} {at} to {}", r.kind, r.subject),
+                None => format!("  attached {} {at} to {}", r.kind, r.subject),
+                Some(e) => format!("  FAILED {} {at} (of {}): {e}", r.kind, r.subject),
+            });
+            for n in &r.notes {
+                lines.push(format!("    {n}"));
+            }
+        }
         let verb = if args.dry_run {
             "would upload"
         } else {
@@ -177,6 +191,15 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
         if args.map_out.is_some() || args.images_digests_out.is_some() {
             eprintln!("note: the map and override files list only what was loaded");
         }
+        return Ok(ExitCode::FAILURE);
+    }
+    let failed = report.referrers.iter().filter(|r| !r.ok).count();
+    if failed > 0 {
+        eprintln!(
+            "error: {failed} of {} signatures, attestations, SBOMs and other referrers were not attached in {}; re-run to resume",
+            report.referrers.len(),
+            report.registry
+        );
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)

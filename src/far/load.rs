@@ -33,6 +33,7 @@ use crate::shared::mapping::{MappingError, TargetRegistry};
 use crate::shared::push::{
     self, body_of, pump, BlobJob, BlobPhase, BlobReader, Document, PushItem, PushOptions, Tally,
 };
+use crate::shared::referrer_push::{self, ReferrerPush};
 use crate::shared::remote::{BlobBody, Remote, RemoteError, RemoteOptions};
 
 /// Errors that stop a load before anything is pushed.
@@ -116,6 +117,30 @@ impl ArtifactOutcome {
     }
 }
 
+/// What happened to one referrer in one repository.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReferrerOutcome {
+    /// Signature, attestation, SBOM or other.
+    pub kind: crate::format::bundle::ReferrerKind,
+    /// Its digest (the target holds exactly these bytes).
+    pub digest: Digest,
+    /// The document it refers to.
+    pub subject: Digest,
+    /// `HOST[:PORT]/REPOSITORY`.
+    pub target: String,
+    /// cosign's tag, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// Whether it is (or, in a dry run, could be) in place.
+    pub ok: bool,
+    /// Why not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// What was done beside the push: fallback indexes, merged tags.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
 /// Counts for one run.
 pub use crate::shared::push::PushCounts as LoadCounts;
 
@@ -130,6 +155,9 @@ pub struct LoadReport {
     pub dry_run: bool,
     /// Per artifact, in bundle order.
     pub artifacts: Vec<ArtifactOutcome>,
+    /// Per referrer and repository, in bundle order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub referrers: Vec<ReferrerOutcome>,
     /// Counts.
     pub counts: LoadCounts,
     /// Digests of the blobs uploaded (sorted), so a re-run can be checked.
@@ -140,9 +168,9 @@ pub struct LoadReport {
 }
 
 impl LoadReport {
-    /// Whether every artifact is in place.
+    /// Whether every artifact and referrer is in place.
     pub fn is_ok(&self) -> bool {
-        self.artifacts.iter().all(|a| a.ok)
+        self.artifacts.iter().all(|a| a.ok) && self.referrers.iter().all(|r| r.ok)
     }
 
     /// The bundle restricted to the artifacts that are in place, for maps.
@@ -284,11 +312,24 @@ pub async fn load(
         });
     }
 
+    // Referrers go where their subjects go, by depth (a referrer of a
+    // referrer after it).
+    let referrer_plan = plan_referrers(&a, &locations, &items, archive)?;
+
     // Every blob once, with the repositories that need it, in plan order.
     let mut jobs: Vec<BlobJob> = Vec::new();
     let mut index: HashMap<Digest, usize> = HashMap::new();
-    for it in &items {
-        for d in &it.push.blobs {
+    let needs = items
+        .iter()
+        .map(|it| (&it.push.repository, &it.push.blobs))
+        .chain(
+            referrer_plan
+                .iter()
+                .flatten()
+                .map(|(_, p)| (&p.repository, &p.blobs)),
+        );
+    for (repository, blobs) in needs {
+        for d in blobs {
             let i = *index.entry(*d).or_insert_with(|| {
                 let entry = locations.get(d);
                 let left_out = absent.get(d);
@@ -307,8 +348,8 @@ pub async fn load(
                 });
                 jobs.len() - 1
             });
-            if !jobs[i].repositories.contains(&it.push.repository) {
-                jobs[i].repositories.push(it.push.repository.clone());
+            if !jobs[i].repositories.contains(repository) {
+                jobs[i].repositories.push(repository.clone());
             }
         }
     }
@@ -383,6 +424,24 @@ pub async fn load(
             error,
         })
         .collect();
+    let mut referrer_outcomes = Vec::new();
+    for phase in &referrer_plan {
+        let pushes: Vec<ReferrerPush> = phase.iter().map(|(_, p)| p.clone()).collect();
+        let results =
+            referrer_push::push_referrers(&remote, &pushes, &failed_blobs, push_opts, &tally).await;
+        for ((r, p), o) in phase.iter().zip(results) {
+            referrer_outcomes.push(ReferrerOutcome {
+                kind: r.kind,
+                digest: r.digest,
+                subject: r.subject,
+                target: format!("{}/{}", target.host, p.repository),
+                tag: r.tag.clone(),
+                ok: o.error.is_none(),
+                error: o.error,
+                notes: o.notes,
+            });
+        }
+    }
     reporter.finish();
 
     let Tally {
@@ -397,12 +456,116 @@ pub async fn load(
             registry: target.host.clone(),
             dry_run: opts.dry_run,
             artifacts: outcomes,
+            referrers: referrer_outcomes,
             counts,
             uploaded,
             signature,
         },
         a.bundle.clone(),
     ))
+}
+
+/// The referrers to push, in phases by depth: each into every repository
+/// that holds its subject (an artifact's document, or a referrer placed
+/// there before), with its documents and blobs from the archive.
+#[allow(clippy::type_complexity)]
+fn plan_referrers(
+    a: &Archive,
+    locations: &HashMap<Digest, Entry>,
+    items: &[Item],
+    archive: &Path,
+) -> Result<Vec<Vec<(crate::format::bundle::Referrer, ReferrerPush)>>, LoadError> {
+    let mut held: HashMap<&str, HashSet<Digest>> = HashMap::new();
+    for it in items {
+        held.entry(it.push.repository.as_str())
+            .or_default()
+            .extend(it.push.documents.iter().map(|d| d.digest));
+    }
+    let mut depth: HashMap<Digest, usize> = HashMap::new();
+    let mut phases: Vec<Vec<(crate::format::bundle::Referrer, ReferrerPush)>> = Vec::new();
+    for r in &a.bundle.referrers {
+        let mut documents = Vec::new();
+        let mut blobs = Vec::new();
+        oci::walk_graph(
+            &r.media_type,
+            &r.digest,
+            &mut |d| read_document(a, locations, d),
+            &mut |v| {
+                match v {
+                    Visit::Blob(b) => {
+                        if locations.get(&b.digest).map(|e| e.size) != Some(b.size) {
+                            return Err(WalkError::Blob(b.digest));
+                        }
+                        blobs.push(b.digest);
+                    }
+                    Visit::Document {
+                        digest,
+                        media_type,
+                        bytes,
+                    } => documents.push(Document {
+                        digest,
+                        media_type,
+                        bytes,
+                    }),
+                }
+                Ok(())
+            },
+        )
+        .map_err(|source| LoadError::Graph {
+            archive: archive.to_owned(),
+            artifact: format!("{} {} (of {})", r.kind, r.digest, r.subject),
+            source,
+        })?;
+        blobs.sort();
+        blobs.dedup();
+        let Some(root) = documents.last() else {
+            continue;
+        };
+        let (subject_field, annotations) =
+            match oci::parse_node(root.digest, &root.media_type, &root.bytes) {
+                Ok(oci::Node::Manifest(m)) => (m.subject, m.annotations),
+                Ok(oci::Node::Index(i)) => (i.subject, i.annotations),
+                Err(_) => (None, Default::default()),
+            };
+        let mut listed =
+            oci::Descriptor::new(&root.media_type, root.digest, root.bytes.len() as u64);
+        listed.artifact_type = r.artifact_type.clone();
+        listed.annotations = annotations;
+        let level = depth.get(&r.subject).map_or(0, |d| d + 1);
+        depth.insert(r.digest, level);
+        let repos: Vec<&str> = held
+            .iter()
+            .filter(|(_, docs)| docs.contains(&r.subject))
+            .map(|(repo, _)| *repo)
+            .collect();
+        let mut repos = repos;
+        repos.sort_unstable();
+        for repo in repos {
+            if phases.len() <= level {
+                phases.resize_with(level + 1, Vec::new);
+            }
+            phases[level].push((
+                r.clone(),
+                ReferrerPush {
+                    repository: repo.to_owned(),
+                    subject: r.subject,
+                    documents: documents.clone(),
+                    blobs: blobs.clone(),
+                    listed: listed.clone(),
+                    has_subject: subject_field
+                        .as_ref()
+                        .is_some_and(|s| s.digest == r.subject),
+                    tag: r.tag.clone(),
+                },
+            ));
+        }
+        for docs in held.values_mut() {
+            if docs.contains(&r.subject) {
+                docs.extend(documents.iter().map(|d| d.digest));
+            }
+        }
+    }
+    Ok(phases)
 }
 
 fn read_document(

@@ -13,6 +13,7 @@ pub mod diff;
 pub mod inventory;
 pub mod mapping;
 pub mod push;
+pub mod referrer_push;
 pub mod remote;
 pub mod rewrite;
 pub mod transport;

@@ -1154,6 +1154,21 @@ impl Remote {
         bytes: &[u8],
         media_type: &str,
     ) -> Result<(), RemoteError> {
+        self.push_manifest_noting_subject(repo, reference, bytes, media_type)
+            .await
+            .map(|_| ())
+    }
+
+    /// [`Remote::push_manifest`], also telling whether the registry
+    /// answered with an `OCI-Subject` header: a registry with the referrers
+    /// API sends it when it indexed the pushed manifest's `subject`.
+    pub async fn push_manifest_noting_subject(
+        &self,
+        repo: &str,
+        reference: &str,
+        bytes: &[u8],
+        media_type: &str,
+    ) -> Result<bool, RemoteError> {
         let r = self.reference(repo, reference)?;
         let what = || format!("pushing manifest {repo}:{reference}");
         let ct = reqwest_header(media_type).ok_or_else(|| RemoteError::Request {
@@ -1163,12 +1178,13 @@ impl Remote {
             source: OciDistributionError::UnsupportedMediaTypeError(media_type.to_owned()).into(),
         })?;
         let body = Bytes::copy_from_slice(bytes);
-        let (_, answered) = self
+        let (_, answered, subject) = self
             .retry(&what, || {
                 self.client
-                    .push_manifest_raw_with_digest(&r, body.clone(), ct.clone())
+                    .push_manifest_raw_with_headers(&r, body.clone(), ct.clone())
             })
             .await?;
+        let indexed = subject.is_some();
         let pushed = Digest::of(bytes);
         let other = |answered: String| RemoteError::PushedOther {
             registry: self.host.clone(),
@@ -1179,11 +1195,11 @@ impl Remote {
         match answered {
             // A digest of another algorithm cannot be compared: ask.
             Some(a) if a.starts_with("sha256:") => match a.parse::<Digest>() {
-                Ok(d) if d == pushed => Ok(()),
+                Ok(d) if d == pushed => Ok(indexed),
                 _ => Err(other(a)),
             },
             _ => match self.manifest_digest(repo, &pushed.to_string()).await? {
-                Some(d) if d == pushed => Ok(()),
+                Some(d) if d == pushed => Ok(indexed),
                 Some(d) => Err(other(d.to_string())),
                 None => Err(RemoteError::PushedMissing {
                     registry: self.host.clone(),
