@@ -592,3 +592,137 @@ fn load_pushes_referrers_unchanged_after_their_subjects_and_keeps_the_fallback_i
         );
     }
 }
+
+/// Packs `app:1.0` from `s` through a proxy answering every referrers API
+/// request with `answer`; the pack's output.
+fn pack_through_referrers_answer(
+    t: &Path,
+    s: &Signed,
+    answer: fn(&str) -> (String, String, Vec<u8>),
+) -> (Out, support::registry::FaultProxy) {
+    use support::registry::{Fault, FaultProxy};
+    let proxy = FaultProxy::start(
+        s.host.parse().unwrap(),
+        "/referrers/",
+        Fault::Answer(answer),
+        u64::MAX,
+    );
+    let spec = spec(t, &format!("images:\n  - {}/library/app:1.0\n", proxy.addr));
+    let out = pack(&spec, &t.join("b.tar"), &t.join("cache"), &[]);
+    (out, proxy)
+}
+
+#[test]
+fn a_referrers_answer_that_is_not_an_index_is_refused_naming_the_subject() {
+    let t = tempfile::tempdir().unwrap();
+    let s = signed_registry(t.path());
+    let (out, _p) = pack_through_referrers_answer(t.path(), &s, |_| {
+        (
+            "200 OK".into(),
+            "Content-Type: application/vnd.oci.image.index.v1+json\r\n".into(),
+            b"<html>not json</html>".to_vec(),
+        )
+    });
+    let err = out.expect_fail("pack");
+    assert!(
+        err.contains("listing the referrers of library/app@sha256:")
+            && err.contains("is not an image index"),
+        "{err}"
+    );
+    assert!(!t.path().join("b.tar").exists());
+}
+
+#[test]
+fn ten_thousand_referrers_are_refused_at_the_bound() {
+    let t = tempfile::tempdir().unwrap();
+    let s = signed_registry(t.path());
+    let (out, proxy) = pack_through_referrers_answer(t.path(), &s, |_| {
+        let manifests: Vec<Value> = (0..10_000u32)
+            .map(|i| {
+                serde_json::json!({
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "digest": Digest::of(&i.to_le_bytes()).to_string(),
+                    "size": 100,
+                    "artifactType": "application/spdx+json",
+                })
+            })
+            .collect();
+        let body = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": manifests,
+        }))
+        .unwrap();
+        (
+            "200 OK".into(),
+            "Content-Type: application/vnd.oci.image.index.v1+json\r\n".into(),
+            body,
+        )
+    });
+    let err = out.expect_fail("pack");
+    assert!(err.contains("more than 1000 referrers"), "{err}");
+    // Refused from the list: none of the 10,000 was fetched.
+    let heads = proxy.heads.lock().unwrap();
+    assert!(
+        heads
+            .iter()
+            .filter(|(_, h)| h.contains("/manifests/sha256:"))
+            .count()
+            < 10,
+        "{}",
+        heads.len()
+    );
+}
+
+#[test]
+fn a_referrers_page_that_links_back_to_itself_is_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let s = signed_registry(t.path());
+    let (out, proxy) = pack_through_referrers_answer(t.path(), &s, |line| {
+        let path = line.split(' ').nth(1).unwrap_or("/");
+        let base = path.split('?').next().unwrap_or(path);
+        let body = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#.to_vec();
+        (
+            "200 OK".into(),
+            format!("Content-Type: application/vnd.oci.image.index.v1+json\r\nLink: <{base}?p=1>; rel=\"next\"\r\n"),
+            body,
+        )
+    });
+    let err = out.expect_fail("pack");
+    assert!(err.contains("was read already"), "{err}");
+    assert!(proxy.hits.load(std::sync::atomic::Ordering::Relaxed) < 10);
+}
+
+#[test]
+fn a_referrer_listing_its_own_subject_or_itself_does_not_loop() {
+    let t = tempfile::tempdir().unwrap();
+    let s = signed_registry(t.path());
+    // Every subject is answered with a list naming the image's own index
+    // and amd64 manifest: documents already taken, so nothing is fetched
+    // twice and the walk ends.
+    fn answer(_: &str) -> (String, String, Vec<u8>) {
+        let index = std::env::var("FERRY_TEST_SELF").unwrap();
+        let body = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{index}]}}"#
+        );
+        (
+            "200 OK".into(),
+            "Content-Type: application/vnd.oci.image.index.v1+json\r\n".into(),
+            body.into_bytes(),
+        )
+    }
+    // SAFETY: set before any thread of this test reads it; the proxy runs
+    // in this process.
+    unsafe {
+        std::env::set_var(
+            "FERRY_TEST_SELF",
+            serde_json::to_string(&s.image.index).unwrap(),
+        );
+    }
+    let (out, proxy) = pack_through_referrers_answer(t.path(), &s, answer);
+    let summary = json_ok(out, "pack");
+    // Through the API only (it answers), the cosign tags still count.
+    let refs = summary["referrers"].as_array().unwrap();
+    assert!(refs.iter().all(|r| r["found"] == "cosign-tag"), "{refs:#?}");
+    assert!(proxy.hits.load(std::sync::atomic::Ordering::Relaxed) < 20);
+}

@@ -390,7 +390,7 @@ fn send_head(head: &str, upstream: SocketAddr) -> std::io::Result<TcpStream> {
 }
 
 /// What a [`FaultProxy`] does to a matching GET.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub enum Fault {
     /// Answer 503 instead.
     Unavailable,
@@ -452,6 +452,10 @@ pub enum Fault {
     },
     /// Answer a `HEAD` with a lie (the blob is not looked up).
     BlobHead(HeadLie),
+    /// Answer a GET with what the function makes of its request line:
+    /// (status line such as `200 OK`, extra header lines each ending in
+    /// CRLF, body).
+    Answer(fn(&str) -> (String, String, Vec<u8>)),
 }
 
 /// What [`Fault::ManifestPut`] does to the answer's `Docker-Content-Digest`.
@@ -768,6 +772,18 @@ fn fault_one(
             return client
                 .write_all(format!("HTTP/1.1 {answer}\r\nConnection: close\r\n\r\n").as_bytes());
         }
+    }
+    if let (true, Fault::Answer(make)) = (apply, fault) {
+        let (status, headers, body) = make(&first);
+        std::io::copy(&mut (&mut client).take(length), &mut std::io::sink())?;
+        client.write_all(
+            format!(
+                "HTTP/1.1 {status}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        )?;
+        return client.write_all(&body);
     }
     if let Some((status, headers, body)) = canned {
         // Read the request body away first, so the client sees the answer
