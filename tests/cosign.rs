@@ -614,6 +614,23 @@ fn malformed_signatures_and_key_files_are_named() {
     let e = check(&img.digest, &[&sig], &[], &key_policy(&key.public)).unwrap_err();
     assert!(matches!(e, CosignError::Malformed { .. }), "{e}");
     assert!(e.to_string().contains("not base64"), "{e}");
+    // A candidate whose bytes are not those of its digest.
+    let good = make::simple_signing(&img.digest, "r.example/a", &key, None);
+    let wrong = Digest::of(b"something else");
+    let e = cosign::verify(
+        &img.digest,
+        &[Candidate {
+            digest: &wrong,
+            manifest: &good.manifest,
+        }],
+        &key_policy(&key.public),
+        &mut |d: &Descriptor| {
+            good.blob(&d.digest)
+                .ok_or_else(|| CosignError::read(d.digest, "missing"))
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(e, CosignError::Malformed { .. }), "{e}");
 
     let bad = dir.path().join("bad.pub");
     std::fs::write(

@@ -201,7 +201,7 @@ pub enum CosignError {
         /// Whether the signature is keyless.
         keyless: bool,
     },
-    /// A keyless signature and a key policy; said apart from a bad one.
+    /// A signature manifest, payload or bundle that cannot be read as one.
     #[error("signature {signature} is not in a form ferry can check: {what}")]
     Malformed {
         /// The signature manifest.
@@ -380,6 +380,13 @@ pub fn verify(
 ) -> Result<Verified, CosignError> {
     let mut failures = Vec::new();
     for c in candidates {
+        if Digest::of(c.manifest) != *c.digest {
+            failures.push(CosignError::Malformed {
+                signature: *c.digest,
+                what: "the manifest bytes do not hash to its digest".to_owned(),
+            });
+            continue;
+        }
         let outcome = match oci::parse_node(*c.digest, "", c.manifest) {
             Ok(oci::Node::Manifest(m)) => {
                 if m.layers.iter().any(|l| l.media_type == SIMPLE_SIGNING) {
