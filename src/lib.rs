@@ -27,5 +27,5 @@ pub mod shared;
 pub use base::{digest, interrupt, platform, reference, report, version};
 pub use connected::{cache, fetch, inputs, lock, pack, referrers, source, tags};
 pub use far::{bundle_report, export, load, serve, unpack, verify};
-pub use format::{archive, bundle, layout, oci, sign, sizes};
+pub use format::{archive, bundle, cosign, layout, oci, sign, sizes};
 pub use shared::{diff, inventory, mapping, push, referrer_push, remote, rewrite};

@@ -4,12 +4,13 @@
 //! content-addressed store ([`layout`]), the one blob path (sources, sinks,
 //! the verifying reader and copy: [`blob`]), the archive itself in every
 //! physical form ([`archive`]), and what images take unpacked, told from
-//! their layers' headers and trailers ([`sizes`]). Uses only
-//! [`base`](crate::base).
+//! their layers' headers and trailers ([`sizes`]), and cosign signatures
+//! checked offline ([`cosign`]). Uses only [`base`](crate::base).
 
 pub mod archive;
 pub mod blob;
 pub mod bundle;
+pub mod cosign;
 pub mod layout;
 pub mod oci;
 pub mod sign;

@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod build;
+pub mod cosign;
 pub mod files;
 pub mod hand;
 pub mod push;
