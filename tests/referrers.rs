@@ -726,3 +726,337 @@ fn a_referrer_listing_its_own_subject_or_itself_does_not_loop() {
     assert!(refs.iter().all(|r| r["found"] == "cosign-tag"), "{refs:#?}");
     assert!(proxy.hits.load(std::sync::atomic::Ordering::Relaxed) < 20);
 }
+
+mod signed {
+    //! `verify:` at pack and `ferry verify --cosign-key/--cosign-ca`
+    //! offline, with signatures in cosign's formats made by keys and a CA
+    //! the tests generate.
+
+    use super::*;
+    use support::cosign::{self as cs, Ca, KeyPair};
+
+    fn descriptor(v: &Value) -> ferry::oci::Descriptor {
+        ferry::oci::Descriptor::new(
+            v["mediaType"].as_str().unwrap(),
+            digest_of(v),
+            v["size"].as_u64().unwrap(),
+        )
+    }
+
+    struct World {
+        _t: tempfile::TempDir,
+        dir: PathBuf,
+        _registry: DockerRegistry,
+        host: String,
+        key: KeyPair,
+        other: KeyPair,
+        ca: Ca,
+    }
+
+    fn world() -> World {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().to_owned();
+        let registry = DockerRegistry::start(&dir.join("registry"), false);
+        let host = registry.host();
+        for d in ["key", "other"] {
+            std::fs::create_dir_all(dir.join(d)).unwrap();
+        }
+        let key = KeyPair::generate_p256(&dir.join("key"));
+        let other = KeyPair::generate_p256(&dir.join("other"));
+        let ca = Ca::generate(&dir.join("ca"));
+        World {
+            _t: t,
+            dir,
+            _registry: registry,
+            host,
+            key,
+            other,
+            ca,
+        }
+    }
+
+    /// Packs `body` (a spec) with `args`; the output.
+    fn pack_spec(w: &World, body: &str, args: &[&str]) -> (Out, PathBuf) {
+        let spec = spec(&w.dir, body);
+        let out = w.dir.join("b.tar");
+        let _ = std::fs::remove_file(&out);
+        (pack(&spec, &out, &w.dir.join("cache"), args), out)
+    }
+
+    fn verify_with(archive: &Path, args: &[&str]) -> Out {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_ferry"));
+        c.args(["--quiet", "verify"]).arg(archive).args(args);
+        run(&mut c)
+    }
+
+    #[test]
+    fn a_good_key_signature_passes_at_pack_and_offline_and_another_key_fails_naming_both() {
+        let w = world();
+        let image = push_image(&w.dir, &w.host, "library/app", "1.0", 50);
+        let index = digest_of(&image.index);
+        cs::simple_signing(&index, &format!("{}/library/app", w.host), &w.key, None).push(
+            &w.host,
+            "library/app",
+            &format!("sha256-{}.sig", index.hex()),
+        );
+        let key = w.key.public.display().to_string();
+        let other = w.other.public.display().to_string();
+        let (o, out) = pack_spec(
+            &w,
+            &format!(
+                "images:\n  - ref: {}/library/app:1.0\n    verify: {{cosign_key: {key}}}\n",
+                w.host
+            ),
+            &[],
+        );
+        let summary = json_ok(o, "pack with verify");
+        assert_eq!(summary["signatures"][0]["form"], "simple-signing");
+        assert_eq!(
+            summary["signatures"][0]["signer"],
+            key.as_str(),
+            "{summary:#}"
+        );
+        let b = bundle_json(&out);
+        let sig = b["referrers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["kind"] == "signature")
+            .unwrap();
+        assert!(sig["verified_by"].is_string(), "{b:#}");
+
+        let ok = verify_with(&out, &["--cosign-key", &key]).expect_ok("verify --cosign-key");
+        assert!(
+            ok.contains("signature OK") && ok.contains("library/app:1.0"),
+            "{ok}"
+        );
+        let j = verify_with(&out, &["--cosign-key", &key, "--json"]).expect_ok("verify --json");
+        let j: Value = serde_json::from_str(&j).unwrap();
+        assert_eq!(j["signatures"][0]["form"], "simple-signing");
+
+        // Another key: offline, and at pack (nothing written).
+        let bad = verify_with(&out, &["--cosign-key", &other]).expect_fail("verify other key");
+        assert!(
+            bad.contains("library/app:1.0")
+                && bad.contains(&other)
+                && bad.contains("does not verify"),
+            "{bad}"
+        );
+        let (o, out2) = pack_spec(
+            &w,
+            &format!("images:\n  - {}/library/app:1.0\n", w.host),
+            &["--cosign-key", &other],
+        );
+        let err = o.expect_fail("pack with another key");
+        assert!(
+            err.contains("library/app:1.0")
+                && err.contains(&other)
+                && err.contains("does not verify"),
+            "{err}"
+        );
+        assert!(!out2.exists());
+    }
+
+    #[test]
+    fn a_payload_for_another_digest_and_an_unsigned_image_fail_naming_the_image() {
+        let w = world();
+        let a = push_image(&w.dir, &w.host, "library/a", "1", 60);
+        let b = push_image(&w.dir, &w.host, "library/b", "1", 61);
+        let _c = push_image(&w.dir, &w.host, "library/c", "1", 62);
+        // b's .sig holds a good signature of a's digest.
+        let (ia, ib) = (digest_of(&a.index), digest_of(&b.index));
+        cs::simple_signing(&ia, "x/a", &w.key, None).push(
+            &w.host,
+            "library/b",
+            &format!("sha256-{}.sig", ib.hex()),
+        );
+        let key = w.key.public.display().to_string();
+        let (o, _) = pack_spec(
+            &w,
+            &format!("images:\n  - {}/library/b:1\n", w.host),
+            &["--cosign-key", &key],
+        );
+        let err = o.expect_fail("pack b");
+        assert!(
+            err.contains("library/b:1") && err.contains(&format!("is for {ia}, not {ib}")),
+            "{err}"
+        );
+        let (o, _) = pack_spec(
+            &w,
+            &format!("images:\n  - {}/library/c:1\n", w.host),
+            &["--cosign-key", &key],
+        );
+        let err = o.expect_fail("pack c");
+        assert!(
+            err.contains("library/c:1") && err.contains("no signature found"),
+            "{err}"
+        );
+        // Packed without the check, verify offline says the same.
+        let (o, out) = pack_spec(&w, &format!("images:\n  - {}/library/c:1\n", w.host), &[]);
+        json_ok(o, "pack c unchecked");
+        let err = verify_with(&out, &["--cosign-key", &key]).expect_fail("verify c");
+        assert!(
+            err.contains("library/c:1") && err.contains("no signature found"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn tampered_signature_bytes_in_the_archive_are_caught_by_the_member_hashes() {
+        let w = world();
+        let image = push_image(&w.dir, &w.host, "library/app", "1.0", 70);
+        let index = digest_of(&image.index);
+        let sig = cs::simple_signing(&index, "x/app", &w.key, None);
+        sig.push(
+            &w.host,
+            "library/app",
+            &format!("sha256-{}.sig", index.hex()),
+        );
+        let (o, out) = pack_spec(
+            &w,
+            &format!("images:\n  - {}/library/app:1.0\n", w.host),
+            &[],
+        );
+        json_ok(o, "pack");
+        // Flip one byte of the signature annotation inside the archive.
+        let mut members = read_members(&out);
+        let m = members
+            .iter_mut()
+            .find(|m| m.name == sig.digest().blob_path())
+            .unwrap();
+        let at = m.data.windows(9).position(|w| w == b"signature").unwrap() + 20;
+        m.data[at] ^= 1;
+        write_raw_tar(&out, &members, true);
+        let err = verify_with(&out, &["--cosign-key", &w.key.public.display().to_string()])
+            .expect_fail("verify tampered");
+        assert!(err.contains(&sig.digest().blob_path()), "{err}");
+    }
+
+    #[test]
+    fn a_ca_signed_certificate_passes_with_its_identity_and_fails_with_another() {
+        let w = world();
+        let image = push_image(&w.dir, &w.host, "vertex/synapse", "v2.1.3", 80);
+        let index = digest_of(&image.index);
+        let cert =
+            w.ca.issue_code_signing("Vertex Release", "release@vertex.example");
+        cs::simple_signing(
+            &index,
+            "docker.io/vertexproject/synapse",
+            &cert.key,
+            Some((&cert, &w.ca)),
+        )
+        .push(
+            &w.host,
+            "vertex/synapse",
+            &format!("sha256-{}.sig", index.hex()),
+        );
+        let ca = w.ca.cert.display().to_string();
+        let (o, out) = pack_spec(
+            &w,
+            &format!(
+                "images:\n  - ref: {}/vertex/synapse:v2.1.3\n    verify: {{cosign_ca: {ca}, identity: release@vertex.example}}\n",
+                w.host
+            ),
+            &[],
+        );
+        let summary = json_ok(o, "pack with a CA");
+        assert!(
+            summary["signatures"][0]["checked_at"].is_string(),
+            "{summary:#}"
+        );
+        assert_eq!(
+            summary["signatures"][0]["docker_reference"],
+            "docker.io/vertexproject/synapse"
+        );
+        verify_with(
+            &out,
+            &[
+                "--cosign-ca",
+                &ca,
+                "--cosign-identity",
+                "release@vertex.example",
+            ],
+        )
+        .expect_ok("verify --cosign-ca");
+        let err = verify_with(
+            &out,
+            &[
+                "--cosign-ca",
+                &ca,
+                "--cosign-identity",
+                "someone@else.example",
+            ],
+        )
+        .expect_fail("verify another identity");
+        assert!(err.contains("someone@else.example"), "{err}");
+        // Another CA refuses it at pack.
+        let other_ca = Ca::generate(&w.dir.join("ca2"));
+        let (o, _) = pack_spec(
+            &w,
+            &format!(
+                "images:\n  - ref: {}/vertex/synapse:v2.1.3\n    verify: {{cosign_ca: {}}}\n",
+                w.host,
+                other_ca.cert.display()
+            ),
+            &[],
+        );
+        let err = o.expect_fail("pack with another CA");
+        assert!(err.contains("does not chain"), "{err}");
+    }
+
+    #[test]
+    fn a_sigstore_bundle_referrer_verifies_and_a_platform_filter_is_refused_with_advice() {
+        let w = world();
+        let image = push_image(&w.dir, &w.host, "org/prism", "1.4", 90);
+        let index = digest_of(&image.index);
+        let bundle = cs::sigstore_bundle_referrer(&descriptor(&image.index), &w.key);
+        for (_, b) in bundle.blobs() {
+            push::blob(&w.host, "org/prism", &b);
+        }
+        push::manifest(
+            &w.host,
+            "org/prism",
+            &bundle.digest().to_string(),
+            "application/vnd.oci.image.manifest.v1+json",
+            &bundle.manifest,
+        );
+        let mut listed = push::desc(
+            "application/vnd.oci.image.manifest.v1+json",
+            &bundle.manifest,
+        );
+        listed["artifactType"] = "application/vnd.dev.sigstore.bundle.v0.3+json".into();
+        push::manifest(
+            &w.host,
+            "org/prism",
+            &format!("sha256-{}", index.hex()),
+            "application/vnd.oci.image.index.v1+json",
+            &serde_json::to_vec(&serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.index.v1+json",
+                "manifests": [listed],
+            }))
+            .unwrap(),
+        );
+        let key = w.key.public.display().to_string();
+        let body = format!(
+            "images:\n  - ref: {}/org/prism:1.4\n    verify: {{cosign_key: {key}}}\n",
+            w.host
+        );
+        let (o, out) = pack_spec(&w, &body, &[]);
+        let summary = json_ok(o, "pack a bundle-signed image");
+        assert_eq!(summary["signatures"][0]["form"], "sigstore-bundle");
+        verify_with(&out, &["--cosign-key", &key]).expect_ok("verify bundle");
+
+        // A platform filter makes a new index the signature cannot cover.
+        let filtered = format!("{body}    platforms: [linux/amd64]\n");
+        let (o, out) = pack_spec(&w, &filtered, &[]);
+        let err = o.expect_fail("pack filtered");
+        assert!(
+            err.contains("org/prism:1.4")
+                && err.contains("keep all platforms")
+                && err.contains(&index.to_string()),
+            "{err}"
+        );
+        assert!(!out.exists());
+    }
+}

@@ -54,6 +54,7 @@ fuzz_target!(|data: &[u8]| {
         lock: None,
         budget: Default::default(),
         referrers: true,
+        cosign_key: None,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -79,6 +79,11 @@ pub struct Args {
     /// referrers (the spec's `referrers: false`, for every image).
     #[arg(long)]
     pub no_referrers: bool,
+    /// Require every image to carry a good cosign signature by this public
+    /// key (PEM: ECDSA P-256, Ed25519 or RSA), checked before anything is
+    /// written; images with their own `verify:` use that instead.
+    #[arg(long, value_name = "PUB", conflicts_with = "no_referrers")]
+    pub cosign_key: Option<PathBuf>,
     #[command(flatten)]
     pub remote: RemoteArgs,
 }
@@ -151,6 +156,7 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
             None => None,
         },
         referrers: !args.no_referrers,
+        cosign_key: args.cosign_key.clone(),
     };
     let bars = Bars::new(settings.quiet);
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
@@ -169,6 +175,7 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
                 "name": summary.bundle.name,
                 "artifacts": summary.bundle.artifacts,
                 "referrers": summary.bundle.referrers,
+                "signatures": summary.signatures,
                 "fetched": summary.fetched,
                 "tags": summary.tags.iter().map(|c| serde_json::json!({"image": c.image, "rule": c.rule, "chosen": c.tags})).collect::<Vec<_>>(),
                 "chart_images": summary.chart_images.iter().map(|(r, o)| serde_json::json!({"reference": r, "origin": o})).collect::<Vec<_>>(),
@@ -217,6 +224,22 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
                 } else {
                     String::new()
                 }
+            ));
+        }
+        for c in &summary.signatures {
+            lines.push(format!(
+                "  signed {} by {} ({}{}{})",
+                c.image,
+                c.signer,
+                c.form,
+                c.docker_reference
+                    .as_deref()
+                    .map(|r| format!(", for {r}"))
+                    .unwrap_or_default(),
+                c.checked_at
+                    .as_deref()
+                    .map(|t| format!(", certificate checked at {t}"))
+                    .unwrap_or_default()
             ));
         }
         if !summary.bundle.referrers.is_empty() {

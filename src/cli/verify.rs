@@ -18,6 +18,32 @@ pub struct Args {
     /// Print the report as JSON on stdout (for auditors).
     #[arg(long)]
     pub json: bool,
+    /// Also check that every image carries a good cosign signature by this
+    /// public key (PEM: ECDSA P-256, Ed25519 or RSA), offline.
+    #[arg(long, value_name = "PUB", conflicts_with = "cosign_ca")]
+    pub cosign_key: Option<PathBuf>,
+    /// Also check that every image carries a cosign signature whose
+    /// embedded certificate chains to this PEM CA bundle (code signing).
+    #[arg(long, value_name = "CA")]
+    pub cosign_ca: Option<PathBuf>,
+    /// With --cosign-ca: the certificate's subject or a SAN must be this.
+    #[arg(long, value_name = "ID", requires = "cosign_ca")]
+    pub cosign_identity: Option<String>,
+    /// With --cosign-ca: a CRL (PEM or DER) the certificate must not be on;
+    /// may be repeated.
+    #[arg(long, value_name = "CRL", requires = "cosign_ca")]
+    pub cosign_crl: Vec<PathBuf>,
+    /// With --cosign-ca: check the certificate as valid at this time
+    /// (RFC 3339; default: now). Offline there is no transparency log to
+    /// say when a signature was made; the pack time is a good choice.
+    #[arg(long, value_name = "TIME", requires = "cosign_ca", value_parser = parse_time)]
+    pub cosign_time: Option<std::time::SystemTime>,
+}
+
+fn parse_time(s: &str) -> Result<std::time::SystemTime, String> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(std::time::SystemTime::from)
+        .map_err(|e| format!("{s:?} is not an RFC 3339 time (2026-01-31T12:00:00Z): {e}"))
 }
 
 pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
@@ -25,7 +51,18 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
     let bars = Bars::new(settings.quiet);
     let start = std::time::Instant::now();
     // The signature decides before anything is called whole.
-    let r = ferry::verify::verify(&archive, args.key.as_deref(), &bars)?;
+    let mut r = ferry::verify::verify(&archive, args.key.as_deref(), &bars)?;
+    let policy = ferry::cosign::Policy::from_files(
+        args.cosign_key.as_deref(),
+        args.cosign_ca.as_deref(),
+        args.cosign_identity.as_deref(),
+        &args.cosign_crl,
+        None,
+        args.cosign_time.unwrap_or_else(std::time::SystemTime::now),
+    )?;
+    if let Some(policy) = policy {
+        r.signatures = ferry::verify::check_signatures(&archive, args.key.as_deref(), &policy)?;
+    }
     let secs = start.elapsed().as_secs_f64();
     if args.json {
         super::print_json(&serde_json::to_string_pretty(&r)?)?;
@@ -77,14 +114,21 @@ pub fn lines(r: &ferry::verify::VerifyReport, secs: f64) -> Vec<String> {
             (None, true) => lines.push("signed (not checked: pass --key KEY.pub)".into()),
             (None, false) => {}
         }
+        for s in &r.signatures {
+            lines.push(signature_line(s));
+        }
     } else {
         // A failed verification is still verify's result: on stdout, like
         // OK; the exit status says it failed.
+        let bad_signatures = r.signatures.iter().filter(|s| s.error.is_some()).count();
         lines.push(format!(
             "FAILED {}: {} problem(s)",
             r.archive.display(),
-            r.problems.len()
+            r.problems.len() + bad_signatures
         ));
+        for s in &r.signatures {
+            lines.push(signature_line(s));
+        }
         for p in &r.problems {
             let mut line = String::from("  ");
             if let Some(m) = &p.member {
@@ -108,4 +152,21 @@ pub fn lines(r: &ferry::verify::VerifyReport, secs: f64) -> Vec<String> {
         ));
     }
     lines
+}
+
+/// One image's cosign check, for people.
+fn signature_line(s: &ferry::verify::SignatureResult) -> String {
+    match (&s.error, &s.signer) {
+        (Some(e), _) => format!("  signature FAILED {}: {e}", s.image),
+        (None, signer) => format!(
+            "  signature OK {}: {} by {}{}",
+            s.image,
+            s.form.unwrap_or("signature"),
+            signer.as_deref().unwrap_or("?"),
+            s.docker_reference
+                .as_deref()
+                .map(|r| format!(" (signed for {r})"))
+                .unwrap_or_default()
+        ),
+    }
 }

@@ -22,6 +22,7 @@ use std::sync::Mutex;
 use crate::base::digest::Digest;
 use crate::base::error::error_chain;
 use crate::format::bundle::{FoundBy, ReferrerKind};
+use crate::format::cosign;
 use crate::format::layout::Store;
 use crate::format::oci::{self, Descriptor, Node};
 use crate::shared::remote::Remote;
@@ -90,39 +91,6 @@ pub struct Asked {
 /// The tag the referrers tag schema keeps `d`'s fallback index under.
 pub fn fallback_tag(d: &Digest) -> String {
     format!("sha256-{}", d.hex())
-}
-
-/// What a referrer is, from its artifact type, its layers' media types
-/// and the cosign tag it was found under.
-pub fn classify(artifact_type: Option<&str>, layers: &[&str], tag: Option<&str>) -> ReferrerKind {
-    if let Some(t) = tag {
-        for (suffix, kind) in COSIGN_SUFFIXES {
-            if t.ends_with(&format!(".{suffix}")) {
-                return kind;
-            }
-        }
-    }
-    let types = artifact_type.into_iter().chain(layers.iter().copied());
-    for t in types {
-        let t = t.to_ascii_lowercase();
-        let k = if t.contains("spdx") || t.contains("cyclonedx") || t.contains("syft") {
-            ReferrerKind::Sbom
-        } else if t.contains("in-toto") || t.contains("dsse") || t.contains("intoto") {
-            ReferrerKind::Attestation
-        } else if t.contains("sigstore.bundle")
-            || t.contains("cosign.simplesigning")
-            || t.contains("notary.signature")
-            || t.contains("signature")
-        {
-            ReferrerKind::Signature
-        } else {
-            continue;
-        };
-        // The first type that says something decides: the artifact
-        // type, else the layers.
-        return k;
-    }
-    ReferrerKind::Other
 }
 
 /// Finds the referrers of `subjects` (documents of one image in `repo`)
@@ -248,7 +216,7 @@ pub async fn discover(
             }
             put_small(store, &bytes, d)?;
             let media_type = node.media_type();
-            let (artifact_type, layer_types, blobs) = match &node {
+            let (artifact_type, blobs) = match &node {
                 Node::Manifest(m) => {
                     let mut blobs = vec![m.config.clone()];
                     blobs.extend(m.layers.iter().cloned());
@@ -256,20 +224,15 @@ pub async fn discover(
                         m.artifact_type
                             .clone()
                             .or_else(|| Some(m.config.media_type.clone())),
-                        m.layers
-                            .iter()
-                            .map(|l| l.media_type.clone())
-                            .collect::<Vec<_>>(),
                         blobs,
                     )
                 }
                 Node::Index(i) => {
                     let blobs = pull_children(remote, store, repo, i, asked, &where_).await?;
-                    (i.artifact_type.clone(), Vec::new(), blobs)
+                    (i.artifact_type.clone(), blobs)
                 }
             };
-            let layer_refs: Vec<&str> = layer_types.iter().map(String::as_str).collect();
-            let kind = classify(artifact_type.as_deref(), &layer_refs, tag.as_deref());
+            let kind = ReferrerKind::from(cosign::classify(&bytes, tag.as_deref()));
             out.push(Found {
                 subject,
                 root: Descriptor::new(&media_type, d, bytes.len() as u64),
@@ -337,43 +300,4 @@ fn put_small(store: &Store, bytes: &[u8], d: Digest) -> Result<(), String> {
         .put(bytes, Some((d, bytes.len() as u64)), "the registry")
         .map(|_| ())
         .map_err(|e| format!("storing manifest {d} in the cache: {}", error_chain(&e)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn classify_by_tag_then_artifact_type_then_layers() {
-        use ReferrerKind::*;
-        assert_eq!(classify(None, &[], Some("sha256-ab.sig")), Signature);
-        assert_eq!(classify(None, &[], Some("sha256-ab.att")), Attestation);
-        assert_eq!(classify(None, &[], Some("sha256-ab.sbom")), Sbom);
-        assert_eq!(classify(Some("application/spdx+json"), &[], None), Sbom);
-        assert_eq!(
-            classify(Some("application/vnd.cyclonedx+json"), &[], None),
-            Sbom
-        );
-        assert_eq!(
-            classify(
-                Some("application/vnd.dev.sigstore.bundle.v0.3+json"),
-                &[],
-                None
-            ),
-            Signature
-        );
-        assert_eq!(
-            classify(Some("application/vnd.in-toto+json"), &[], None),
-            Attestation
-        );
-        assert_eq!(
-            classify(
-                Some("application/vnd.oci.image.config.v1+json"),
-                &["application/vnd.dev.cosign.simplesigning.v1+json"],
-                None
-            ),
-            Signature
-        );
-        assert_eq!(classify(Some("application/x-thing"), &[], None), Other);
-    }
 }

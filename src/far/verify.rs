@@ -72,13 +72,113 @@ pub struct VerifyReport {
     /// checked against every volume.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sidecar: Option<PathBuf>,
+    /// With `--cosign-key` or `--cosign-ca`: each image's signature check
+    /// ([`check_signatures`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub signatures: Vec<SignatureResult>,
 }
 
 impl VerifyReport {
     /// True when nothing is wrong.
     pub fn is_ok(&self) -> bool {
-        self.problems.is_empty()
+        self.problems.is_empty() && self.signatures.iter().all(|s| s.error.is_none())
     }
+}
+
+/// One image's cosign signature check.
+#[derive(Debug, Clone, Serialize)]
+pub struct SignatureResult {
+    /// The image, as carried.
+    pub image: String,
+    /// The digest checked (the image's root).
+    pub digest: Digest,
+    /// The good signature's manifest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signature: Option<Digest>,
+    /// `simple-signing` or `sigstore-bundle`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub form: Option<&'static str>,
+    /// The key file, or the certificate's identity.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signer: Option<String>,
+    /// The signed docker-reference, normalised.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub docker_reference: Option<String>,
+    /// Why no signature was good: names the key or CA file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Checks, offline, that every image of the archive has a good cosign
+/// signature under `policy` among the referrers carried for its root.
+/// Every document and payload is read through the verifying reader. A
+/// compressed archive is refused (it cannot be read by position).
+pub fn check_signatures(
+    path: &Path,
+    key: Option<&Path>,
+    policy: &crate::format::cosign::Policy,
+) -> Result<Vec<SignatureResult>, SignatureCheckError> {
+    use crate::format::blob::BlobSource;
+    use crate::format::cosign::{self, Candidate, CosignError};
+    let archive = Archive::open_random(path, "checking cosign signatures")?;
+    archive.check_key(key)?;
+    let mut out = Vec::new();
+    let limit = cosign::PAYLOAD_MAX_BYTES.max(oci::MANIFEST_MAX_BYTES);
+    for a in &archive.bundle.artifacts {
+        if a.kind != crate::format::bundle::ArtifactKind::Image {
+            continue;
+        }
+        let documents: Vec<(Digest, Vec<u8>)> = archive
+            .bundle
+            .referrers
+            .iter()
+            .filter(|r| r.subject == a.digest)
+            .filter_map(|r| {
+                archive
+                    .read_small(&r.digest, oci::MANIFEST_MAX_BYTES)
+                    .ok()
+                    .map(|b| (r.digest, b))
+            })
+            .collect();
+        let candidates: Vec<Candidate> = documents
+            .iter()
+            .map(|(d, b)| Candidate {
+                digest: d,
+                manifest: b,
+            })
+            .collect();
+        let mut read_blob = |d: &oci::Descriptor| {
+            archive
+                .read_small(&d.digest, limit)
+                .map_err(|e| CosignError::read(d.digest, e))
+        };
+        let mut r = SignatureResult {
+            image: a.reference.clone(),
+            digest: a.digest,
+            signature: None,
+            form: None,
+            signer: None,
+            docker_reference: None,
+            error: None,
+        };
+        match cosign::verify(&a.digest, &candidates, policy, &mut read_blob) {
+            Ok(v) => {
+                r.signature = Some(v.signature_digest);
+                r.form = Some(v.form.as_str());
+                r.signer = Some(v.signer);
+                r.docker_reference = v.docker_reference;
+            }
+            Err(e) => {
+                r.error = Some(format!(
+                    "no good signature by {}: {}",
+                    policy.trust.name(),
+                    crate::base::error::error_chain(&e)
+                ))
+            }
+        }
+        out.push(r);
+    }
+    Ok(out)
 }
 
 /// Verifies the archive at `path`. Errors are for archives that cannot be
@@ -392,6 +492,7 @@ pub fn verify(
         },
         delta: archive.bundle.delta.clone(),
         sidecar,
+        signatures: Vec::new(),
     })
 }
 

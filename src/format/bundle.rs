@@ -154,6 +154,11 @@ pub struct Referrer {
     /// `.sbom`); `load` pushes it under that tag too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tag: Option<String>,
+    /// For a signature checked at pack time (`verify:`, `--cosign-key`):
+    /// the key file or certificate identity it verified with. A record of
+    /// that check, which `ferry verify --cosign-key` repeats offline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified_by: Option<String>,
 }
 
 /// What a referrer is, for reports and policies.
@@ -170,6 +175,18 @@ pub enum ReferrerKind {
     Sbom,
     /// Anything else that names a subject.
     Other,
+}
+
+impl From<crate::format::cosign::Kind> for ReferrerKind {
+    fn from(k: crate::format::cosign::Kind) -> ReferrerKind {
+        use crate::format::cosign::Kind;
+        match k {
+            Kind::Signature => ReferrerKind::Signature,
+            Kind::Attestation => ReferrerKind::Attestation,
+            Kind::Sbom => ReferrerKind::Sbom,
+            Kind::Other => ReferrerKind::Other,
+        }
+    }
 }
 
 impl std::fmt::Display for ReferrerKind {

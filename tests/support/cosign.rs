@@ -6,8 +6,6 @@
 //! HTTP registry without authentication (the distribution registry the
 //! tests start).
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -342,76 +340,11 @@ impl Artifact {
     /// digest), into `repo` on the plain-HTTP registry at `host`, without
     /// authentication.
     pub fn push(&self, host: &str, repo: &str, reference: &str) {
-        for (digest, bytes) in self.blobs() {
-            // Start an upload, then finish it in one PUT with the digest.
-            let (status, head) = http(
-                host,
-                "POST",
-                &format!("/v2/{repo}/blobs/uploads/"),
-                "application/octet-stream",
-                b"",
-            );
-            assert_eq!(
-                status, 202,
-                "starting a blob upload to {host}/{repo}: {head}"
-            );
-            let location = head
-                .lines()
-                .find_map(|l| {
-                    let (k, v) = l.split_once(':')?;
-                    k.eq_ignore_ascii_case("location")
-                        .then(|| v.trim().to_owned())
-                })
-                .unwrap();
-            let path = location
-                .strip_prefix(&format!("http://{host}"))
-                .unwrap_or(&location)
-                .to_owned();
-            let sep = if path.contains('?') { '&' } else { '?' };
-            let (status, body) = http(
-                host,
-                "PUT",
-                &format!("{path}{sep}digest={digest}"),
-                "application/octet-stream",
-                &bytes,
-            );
-            assert_eq!(
-                status, 201,
-                "pushing blob {digest} to {host}/{repo}: {body}"
-            );
+        for (_, bytes) in self.blobs() {
+            super::push::blob(host, repo, &bytes);
         }
-        let (status, body) = http(
-            host,
-            "PUT",
-            &format!("/v2/{repo}/manifests/{reference}"),
-            OCI_MANIFEST,
-            &self.manifest,
-        );
-        assert_eq!(
-            status, 201,
-            "pushing manifest {reference} to {host}/{repo}: {body}"
-        );
+        super::push::manifest(host, repo, reference, OCI_MANIFEST, &self.manifest);
     }
-}
-
-/// One HTTP/1.1 request with a body, answered with status and body.
-fn http(host: &str, method: &str, path: &str, content_type: &str, body: &[u8]) -> (u16, String) {
-    let mut s = TcpStream::connect(host).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )
-    .unwrap();
-    s.write_all(body).unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (status, out)
 }
 
 /// cosign's config for a signature or attestation image: go-containerregistry's

@@ -31,9 +31,11 @@ mod budget;
 mod needs;
 mod plan;
 mod resolve;
+mod signatures;
 
 pub use budget::{BudgetReport, LimitFrom, Measured};
 pub use needs::{cache_needs, CacheNeeds};
+pub use signatures::SignatureCheck;
 
 use plan::{assemble, plan_chart, plan_chart_file, plan_file, plan_image, plan_referrers, Plan};
 use resolve::{fetch_registry_images, fetch_repo_charts, oci_chart_layer, plan_chart_images};
@@ -138,6 +140,19 @@ pub enum PackError {
         #[source]
         source: crate::base::reference::ReferenceError,
     },
+    /// An image's signature check failed (`verify:`, `--cosign-key`).
+    #[error("image {image}: no good signature by {trust}{hint}")]
+    Signature {
+        /// The image.
+        image: String,
+        /// The key or CA file.
+        trust: String,
+        /// Why.
+        #[source]
+        source: crate::format::cosign::CosignError,
+        /// What may explain it (a platform filter).
+        hint: String,
+    },
     /// Two entries carried under one name.
     #[error("{name} would be carried twice (by {first} and by {second}); give one of them another `name:`")]
     Collision {
@@ -214,6 +229,9 @@ pub struct PackOptions {
     /// Find and carry referrers (signatures, attestations, SBOMs) where
     /// the spec does not turn them off; `false` is `--no-referrers`.
     pub referrers: bool,
+    /// `--cosign-key`: every image must carry a good cosign signature by
+    /// this public key (images with their own `verify:` use that).
+    pub cosign_key: Option<PathBuf>,
 }
 
 /// Budgets given on the command line.
@@ -248,6 +266,8 @@ pub struct PackSummary {
     pub tags: Vec<crate::connected::tags::ChosenTags>,
     /// The budgets checked, when any applied.
     pub budget: Option<BudgetReport>,
+    /// The signatures checked (`verify:`, `--cosign-key`), one per image.
+    pub signatures: Vec<SignatureCheck>,
 }
 
 /// When a bundle is signed, in RFC 3339 UTC: `SOURCE_DATE_EPOCH` when set
@@ -318,6 +338,9 @@ pub fn pack(
 
     let mut plan = Plan::default();
     plan.oci = opts.oci;
+    // Images whose signature must check, and what each left behind.
+    let mut wanted: Vec<signatures::Wanted> = Vec::new();
+    let mut left_behind: std::collections::HashMap<usize, Vec<Digest>> = Default::default();
     reporter.start("resolving sources", 0);
     for (i, entry) in spec.images.iter().enumerate() {
         let filter = filter_of(entry);
@@ -325,8 +348,26 @@ pub fn pack(
             .get(&EntryId::Image(i))
             .map(|root| (opts.fetch.as_ref(), root));
         plan_image(&mut plan, entry, filter.as_deref(), cached)?;
+        let at = plan.artifacts.len().saturating_sub(1);
         if let (Some(found), Some(f)) = (fetched_referrers.get(&EntryId::Image(i)), &opts.fetch) {
-            plan_referrers(&mut plan, found, &f.cache)?;
+            let left = plan_referrers(&mut plan, found, &f.cache)?;
+            left_behind.insert(at, left.iter().map(|l| l.root.digest).collect());
+        }
+        if entry.verify.is_some() {
+            let image = plan
+                .artifacts
+                .get(at)
+                .map(|(a, _)| a.reference.clone())
+                .unwrap_or_default();
+            if let Some((policy, trust)) =
+                signatures::policy_of(entry.verify.as_ref(), None, &image)?
+            {
+                wanted.push(signatures::Wanted {
+                    artifact: at,
+                    policy,
+                    trust,
+                });
+            }
         }
     }
     let mut chart_files: Vec<(PathBuf, String)> = Vec::new();
@@ -391,6 +432,31 @@ pub fn pack(
     for note in &plan.notes {
         reporter.note(note);
     }
+    // `--cosign-key`: every other image too.
+    if let Some(key) = &opts.cosign_key {
+        for (at, (a, _)) in plan.artifacts.iter().enumerate() {
+            if a.kind != crate::format::bundle::ArtifactKind::Image
+                || wanted.iter().any(|w| w.artifact == at)
+            {
+                continue;
+            }
+            if let Some((policy, trust)) = signatures::policy_of(None, Some(key), &a.reference)? {
+                wanted.push(signatures::Wanted {
+                    artifact: at,
+                    policy,
+                    trust,
+                });
+            }
+        }
+    }
+    let signatures = if wanted.is_empty() {
+        Vec::new()
+    } else {
+        reporter.start("checking signatures", 0);
+        let checked = signatures::check(&mut plan, &wanted, &left_behind);
+        reporter.finish();
+        checked?
+    };
     // Budgets: checked on the plan, before anything is written.
     let limits = budget::Limits {
         cli: opts.budget.max_image_size,
@@ -464,6 +530,7 @@ pub fn pack(
         chart_images,
         tags: prepared.tags,
         budget,
+        signatures,
     })
 }
 

@@ -247,6 +247,7 @@ pub(super) fn plan_referrers(
                 size,
                 found: f.found,
                 tag: f.tag.clone(),
+                verified_by: None,
             },
             walked.root,
         ));

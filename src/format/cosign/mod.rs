@@ -64,6 +64,37 @@ pub struct Policy {
     pub reference: Option<String>,
 }
 
+impl Policy {
+    /// The policy a user names: a public key file, or a CA bundle (with an
+    /// identity the certificate must name exactly, and CRLs) whose
+    /// certificates are checked as valid at `at`; `None` when neither file
+    /// is given.
+    pub fn from_files(
+        key: Option<&std::path::Path>,
+        ca: Option<&std::path::Path>,
+        identity: Option<&str>,
+        crls: &[PathBuf],
+        reference: Option<String>,
+        at: SystemTime,
+    ) -> Result<Option<Policy>, CosignError> {
+        let trust = match (key, ca) {
+            (Some(k), _) => Trust::Key(PublicKey::from_pem_file(k)?),
+            (None, Some(c)) => {
+                let mut t = CaTrust::from_pem_file(c, at)?;
+                if let Some(i) = identity {
+                    t = t.with_identity(Identity::Exact(i.to_owned()));
+                }
+                for crl in crls {
+                    t = t.with_crl_file(crl)?;
+                }
+                Trust::Ca(t)
+            }
+            (None, None) => return Ok(None),
+        };
+        Ok(Some(Policy { trust, reference }))
+    }
+}
+
 /// The root of trust of a [`Policy`].
 #[derive(Debug, Clone)]
 #[allow(clippy::large_enum_variant)] // one per policy
