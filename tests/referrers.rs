@@ -274,6 +274,40 @@ fn signatures_attestations_and_sboms_travel_with_their_image() {
     }
     ferry(["verify", out.to_str().unwrap()]).expect_ok("verify");
 
+    // inspect lists each under its image, the SBOM's signature too.
+    let listing = ferry(["inspect", out.to_str().unwrap()]).expect_ok("inspect");
+    for (kind, a) in [
+        ("signature", &s.sig),
+        ("attestation", &s.att),
+        ("sbom", &s.sbom),
+        ("signature", &s.sbom_sig),
+    ] {
+        let reference = match a.digest() {
+            d if d == s.sig.digest() => format!("sha256-{}.sig", index.hex()),
+            d if d == s.att.digest() => format!("sha256-{}.att", index.hex()),
+            d => d.to_string(),
+        };
+        assert!(
+            listing
+                .lines()
+                .any(|l| l.trim_start().starts_with(kind) && l.contains(&reference)),
+            "{kind} {reference} not listed:\n{listing}"
+        );
+    }
+    let j: Value = serde_json::from_str(
+        &ferry(["inspect", "--json", out.to_str().unwrap()]).expect_ok("inspect --json"),
+    )
+    .unwrap();
+    let listed = j["referrers"].as_array().unwrap();
+    assert_eq!(listed.len(), 4);
+    let image_ref = format!("{}/library/app:1.0", s.host);
+    assert!(
+        listed
+            .iter()
+            .all(|r| r["subject_reference"] == image_ref.as_str()),
+        "{listed:#?}"
+    );
+
     // skopeo still reads the image from the plain layout after tar -xf.
     let x = t.path().join("x");
     std::fs::create_dir_all(&x).unwrap();

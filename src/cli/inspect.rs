@@ -46,6 +46,10 @@ struct Verified<'a> {
     #[serde(flatten)]
     inspection: &'a Inspection,
     sizes: Sizes<'a>,
+    /// Signatures, attestations, SBOMs and other referrers, with the
+    /// artifact each belongs to (docs/supply-chain.md).
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    referrers: &'a [ferry::bundle_report::Referrer],
     #[serde(skip_serializing_if = "Option::is_none")]
     verify: Option<&'a VerifyReport>,
 }
@@ -99,6 +103,7 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
                 note: report.uncompressed_note.as_deref(),
                 images: &report.images,
             },
+            referrers: &report.referrers,
             verify: verified.as_ref(),
         };
         super::print_json(&serde_json::to_string_pretty(&out)?)?;
@@ -252,6 +257,30 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
                 ));
             }
             lines.push(format!("    from       {}", a.source));
+            for x in report.referrers.iter().filter(|x| {
+                x.kind != "artifact" && x.subject_reference.as_deref() == Some(a.reference.as_str())
+            }) {
+                lines.push(format!(
+                    "    {:<10} {} ({}, {}{}){}",
+                    x.kind,
+                    x.reference,
+                    if x.artifact_type.is_empty() {
+                        "no artifact type"
+                    } else {
+                        &x.artifact_type
+                    },
+                    human(x.size),
+                    if x.subject == a.digest {
+                        String::new()
+                    } else {
+                        format!(", on {}", x.subject)
+                    },
+                    x.verified_by
+                        .as_deref()
+                        .map(|v| format!(" verified at pack by {v}"))
+                        .unwrap_or_default()
+                ));
+            }
         }
     }
     if let Some(v) = &verified {

@@ -558,10 +558,16 @@ fn referrers(out: &mut String, r: &Report) {
         for x in of {
             w!(
                 out,
-                "<li><span class=\"name\">{}</span> <code>{}</code> {}</li>",
+                "<li>{} <span class=\"name\">{}</span> <code>{}</code> {} {}{}</li>",
+                esc(&x.kind),
                 esc(&x.reference),
                 esc(&x.artifact_type),
-                short(&x.digest)
+                short(&x.digest),
+                esc(&human(x.size)),
+                x.verified_by
+                    .as_deref()
+                    .map(|v| format!(" &middot; verified at pack by {}", esc(v)))
+                    .unwrap_or_default()
             );
         }
         out.push_str("</ul></li>\n");

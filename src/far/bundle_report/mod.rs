@@ -126,20 +126,32 @@ pub struct Sharing {
     pub separate: u64,
 }
 
-/// An artifact whose manifest names another as its `subject`.
+/// A referrer: one of bundle.json's (a signature, attestation, SBOM found
+/// at pack), or an artifact listed by hand whose manifest names a
+/// `subject`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Referrer {
-    /// The referrer's reference.
+    /// The referrer's reference: its cosign tag, its artifact reference,
+    /// or its digest.
     pub reference: String,
     /// Its digest.
     pub digest: Digest,
+    /// `signature`, `attestation`, `sbom`, `other`, or `artifact` for one
+    /// listed by hand.
+    pub kind: String,
     /// Its artifact type (or config media type).
     pub artifact_type: String,
+    /// Its size (every distinct blob, its manifest included).
+    pub size: u64,
     /// The subject's digest.
     pub subject: Digest,
     /// The artifact the subject belongs to, when it is carried.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub subject_reference: Option<String>,
+    /// For a signature checked at pack: the key or identity it verified
+    /// with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verified_by: Option<String>,
 }
 
 /// Everything the page shows.
@@ -358,7 +370,7 @@ pub fn gather_with(
             owner.entry(m.digest).or_insert(&a.reference);
         }
     }
-    let referrers = archive
+    let mut referrers: Vec<Referrer> = archive
         .bundle
         .artifacts
         .iter()
@@ -368,12 +380,33 @@ pub fn gather_with(
             Some(Referrer {
                 reference: a.reference.clone(),
                 digest: a.digest,
+                kind: "artifact".into(),
                 artifact_type,
+                size: a.size,
                 subject_reference: owner.get(&subject).map(|r| (*r).to_owned()),
                 subject,
+                verified_by: None,
             })
         })
         .collect();
+    // bundle.json's referrers, each under the artifact its subject (or
+    // its subject's subject) belongs to.
+    for r in &archive.bundle.referrers {
+        let subject_reference = owner.get(&r.subject).map(|s| (*s).to_owned());
+        if let Some(s) = owner.get(&r.subject).copied() {
+            owner.entry(r.digest).or_insert(s);
+        }
+        referrers.push(Referrer {
+            reference: r.tag.clone().unwrap_or_else(|| r.digest.to_string()),
+            digest: r.digest,
+            kind: r.kind.to_string().to_lowercase(),
+            artifact_type: r.artifact_type.clone().unwrap_or_default(),
+            size: r.size,
+            subject: r.subject,
+            subject_reference,
+            verified_by: r.verified_by.clone(),
+        });
+    }
 
     let uncompressed_note = (archive.is_compressed() && !exact).then(|| {
         "the archive is zstd-compressed, so layers cannot be read by position: only uncompressed tar layers have a known size (zstd -d it for estimates, or count them with --exact)".to_owned()
