@@ -1094,3 +1094,28 @@ mod signed {
         assert!(!out.exists());
     }
 }
+
+#[test]
+fn a_fallback_tag_holding_a_manifest_is_refused_naming_the_tag() {
+    let t = tempfile::tempdir().unwrap();
+    let registry = DockerRegistry::start(&t.path().join("registry"), false);
+    let host = registry.host();
+    let image = push_image(t.path(), &host, "library/app", "1.0", 45);
+    let amd64 = digest_of(&image.amd64);
+    // Not an index: an SBOM manifest where the tag schema's index belongs.
+    let sbom = push::referrer(&image.amd64, SPDX, SPDX, b"{}");
+    sbom.push(
+        &host,
+        "library/app",
+        Some(&format!("sha256-{}", amd64.hex())),
+    );
+    let spec = spec(t.path(), &format!("images:\n  - {host}/library/app:1.0\n"));
+    let out = t.path().join("b.tar");
+    let err = pack(&spec, &out, &t.path().join("cache"), &[]).expect_fail("pack");
+    assert!(
+        err.contains(&format!("library/app:sha256-{}", amd64.hex()))
+            && err.contains("is a manifest, not an index"),
+        "{err}"
+    );
+    assert!(!out.exists());
+}

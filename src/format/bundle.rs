@@ -754,3 +754,140 @@ pub fn schema_json() -> String {
     s.push('\n');
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bundle_with(referrers: Vec<Referrer>) -> Bundle {
+        let image = Digest::of(b"image");
+        let sig = Digest::of(b"sig");
+        let member = |d: Digest| Member {
+            path: d.blob_path(),
+            digest: d,
+            size: 5,
+        };
+        Bundle {
+            format: FORMAT.into(),
+            format_version: FORMAT_VERSION,
+            tool: Tool {
+                name: "ferry".into(),
+                version: "0".into(),
+            },
+            name: "t".into(),
+            created: None,
+            artifacts: vec![Artifact {
+                kind: ArtifactKind::Image,
+                source: "x".into(),
+                reference: "docker.io/library/x:1".into(),
+                digest: image,
+                media_type: crate::format::oci::OCI_MANIFEST.into(),
+                size: 5,
+                platforms: Vec::new(),
+                source_digest: None,
+                converted: Vec::new(),
+                chart: None,
+                file: None,
+            }],
+            members: vec![
+                Member {
+                    path: OCI_LAYOUT_PATH.into(),
+                    digest: Digest::of(b"l"),
+                    size: 1,
+                },
+                Member {
+                    path: INDEX_PATH.into(),
+                    digest: Digest::of(b"i"),
+                    size: 1,
+                },
+                member(image),
+                member(sig),
+            ],
+            volumes: None,
+            delta: None,
+            referrers,
+        }
+    }
+
+    fn referrer(digest: Digest, subject: Digest) -> Referrer {
+        Referrer {
+            digest,
+            media_type: crate::format::oci::OCI_MANIFEST.into(),
+            artifact_type: None,
+            subject,
+            kind: ReferrerKind::Signature,
+            size: 5,
+            found: FoundBy::CosignTag,
+            tag: Some(format!("sha256-{}.sig", subject.hex())),
+            verified_by: None,
+        }
+    }
+
+    fn refused(b: &Bundle) -> String {
+        Bundle::from_slice(&b.to_bytes()).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn referrers_that_cannot_be_carried_as_listed_are_refused() {
+        let (image, sig) = (Digest::of(b"image"), Digest::of(b"sig"));
+        let good = bundle_with(vec![referrer(sig, image)]);
+        assert!(Bundle::from_slice(&good.to_bytes()).is_ok());
+        let twice = bundle_with(vec![referrer(sig, image), referrer(sig, image)]);
+        assert!(refused(&twice).contains("listed twice"));
+        let also_artifact = bundle_with(vec![referrer(image, sig)]);
+        assert!(refused(&also_artifact).contains("also listed as an artifact"));
+        let own = bundle_with(vec![referrer(sig, sig)]);
+        assert!(refused(&own).contains("itself as its subject"));
+        let absent = bundle_with(vec![referrer(sig, Digest::of(b"elsewhere"))]);
+        assert!(refused(&absent).contains("which is not a member"));
+        let mut bad_tag = referrer(sig, image);
+        bad_tag.tag = Some("../x".into());
+        assert!(refused(&bundle_with(vec![bad_tag])).contains("not a valid tag"));
+        let mut blob = referrer(sig, image);
+        blob.media_type = "application/octet-stream".into();
+        assert!(refused(&bundle_with(vec![blob])).contains("not a manifest"));
+    }
+
+    #[test]
+    fn index_json_must_list_each_referrer_once_without_a_name() {
+        let (image, sig) = (Digest::of(b"image"), Digest::of(b"sig"));
+        let b = bundle_with(vec![referrer(sig, image)]);
+        let named = |d: Digest| {
+            let mut x = crate::format::oci::Descriptor::new(crate::format::oci::OCI_MANIFEST, d, 5);
+            x.annotations.insert(
+                crate::format::oci::ANN_REF_NAME.into(),
+                "docker.io/library/x:1".into(),
+            );
+            x
+        };
+        let index = |manifests| crate::format::oci::Index {
+            schema_version: 2,
+            media_type: None,
+            artifact_type: None,
+            manifests,
+            subject: None,
+            annotations: Default::default(),
+        };
+        let unnamed = crate::format::oci::Descriptor::new(crate::format::oci::OCI_MANIFEST, sig, 5);
+        assert!(b
+            .check_index(&index(vec![named(image), unnamed.clone()]))
+            .is_empty());
+        let missing = b.check_index(&index(vec![named(image)]));
+        assert!(
+            missing[0].contains("which index.json does not"),
+            "{missing:?}"
+        );
+        let doubled = b.check_index(&index(vec![named(image), unnamed.clone(), unnamed.clone()]));
+        assert!(doubled[0].contains("more than once"), "{doubled:?}");
+        let stray = crate::format::oci::Descriptor::new(
+            crate::format::oci::OCI_MANIFEST,
+            Digest::of(b"stray"),
+            5,
+        );
+        let extra = b.check_index(&index(vec![named(image), unnamed, stray]));
+        assert!(
+            extra[0].contains("does not list it as a referrer"),
+            "{extra:?}"
+        );
+    }
+}
