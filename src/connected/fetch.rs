@@ -140,8 +140,26 @@ pub async fn fetch(
     let mut results: Vec<Result<Descriptor, String>> = Vec::new();
     let mut counts = FetchCounts::default();
     let mut needed: BTreeMap<Digest, Needed> = BTreeMap::new();
-    let mut referrers: Vec<Vec<Found>> = Vec::new();
+    let mut referrers: Vec<Vec<Found>> = vec![Vec::new(); requests.len()];
     let no_api = NoApi::default();
+    // Images whose referrers are looked for once every manifest is in.
+    let mut pending: Vec<(usize, Arc<Remote>, Vec<Digest>)> = Vec::new();
+    let need =
+        |needed: &mut BTreeMap<Digest, Needed>, i: usize, host: &str, blobs: Vec<Descriptor>| {
+            let repo = requests[i].reference.repository();
+            for b in blobs {
+                needed
+                    .entry(b.digest)
+                    .or_insert_with(|| Needed {
+                        size: b.size,
+                        host: host.to_owned(),
+                        repo: repo.to_owned(),
+                        users: Vec::new(),
+                    })
+                    .users
+                    .push(i);
+            }
+        };
 
     // Manifests first, one image at a time (they are small).
     reporter.start("resolving images", 0);
@@ -163,39 +181,11 @@ pub async fn fetch(
         };
         let mut blobs = Vec::new();
         let mut docs = Vec::new();
-        referrers.push(Vec::new());
-        let mut resolved = resolve(&remote, &store, req, &mut blobs, &mut docs, &mut counts).await;
-        if let (Ok(_), true) = (&resolved, req.referrers) {
-            let mut asked = Asked::default();
-            let repo = req.reference.repository();
-            match referrers::discover(&remote, &store, repo, &docs, &no_api, &mut asked).await {
-                Ok(found) => {
-                    for f in &found {
-                        blobs.extend(f.blobs.iter().cloned());
-                    }
-                    counts.referrers += found.len();
-                    if let Some(last) = referrers.last_mut() {
-                        *last = found;
-                    }
-                }
-                Err(e) => resolved = Err(format!("{}: finding referrers: {e}", req.reference)),
-            }
-            counts.manifests += asked.pulled;
-            counts.referrer_probes += asked.probes;
-        }
-        match resolved {
+        match resolve(&remote, &store, req, &mut blobs, &mut docs, &mut counts).await {
             Ok(root) => {
-                for b in blobs {
-                    needed
-                        .entry(b.digest)
-                        .or_insert_with(|| Needed {
-                            size: b.size,
-                            host: host.clone(),
-                            repo: req.reference.repository().to_owned(),
-                            users: Vec::new(),
-                        })
-                        .users
-                        .push(i);
+                need(&mut needed, i, &host, blobs);
+                if req.referrers {
+                    pending.push((i, remote.clone(), docs));
                 }
                 results.push(Ok(root));
             }
@@ -203,6 +193,47 @@ pub async fn fetch(
         }
     }
     reporter.finish();
+
+    // Then the referrers of every image, several images at once (each
+    // asks its places for a whole level of documents at once too).
+    if !pending.is_empty() {
+        reporter.start("finding signatures, attestations and SBOMs", 0);
+        let no_api = &no_api;
+        let store = &store;
+        type Discovered = (usize, String, Result<(Vec<Found>, Asked), String>);
+        let found: Vec<Discovered> = stream::iter(pending)
+            .map(|(i, remote, docs)| async move {
+                let mut asked = Asked::default();
+                let repo = requests[i].reference.repository();
+                let r = referrers::discover(&remote, store, repo, &docs, no_api, &mut asked)
+                    .await
+                    .map(|f| (f, asked));
+                (i, remote.host().to_owned(), r)
+            })
+            .buffered(opts.jobs.clamp(1, 8))
+            .collect()
+            .await;
+        for (i, host, r) in found {
+            match r {
+                Ok((f, asked)) => {
+                    counts.manifests += asked.pulled;
+                    counts.referrer_probes += asked.probes;
+                    counts.referrers += f.len();
+                    need(
+                        &mut needed,
+                        i,
+                        &host,
+                        f.iter().flat_map(|x| x.blobs.iter().cloned()).collect(),
+                    );
+                    referrers[i] = f;
+                }
+                Err(e) => {
+                    results[i] = Err(format!("{}: finding referrers: {e}", requests[i].reference))
+                }
+            }
+        }
+        reporter.finish();
+    }
 
     // Blobs already cached: re-hash them (in parallel) rather than trust them.
     let cached: Vec<(Digest, bool)> = needed

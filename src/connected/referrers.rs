@@ -16,7 +16,9 @@
 //! document is taken once, so a cycle ends; a registry listing more than
 //! [`MAX_PER_IMAGE`] referrers for one image is refused.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
+
+use futures_util::stream::{self, StreamExt};
 use std::sync::Mutex;
 
 use crate::base::digest::Digest;
@@ -88,14 +90,37 @@ pub struct Asked {
     pub probes: usize,
 }
 
+impl Asked {
+    fn add(&mut self, other: Asked) {
+        self.pulled += other.pulled;
+        self.probes += other.probes;
+    }
+}
+
 /// The tag the referrers tag schema keeps `d`'s fallback index under.
 pub fn fallback_tag(d: &Digest) -> String {
     format!("sha256-{}", d.hex())
 }
 
+/// Requests in flight at once while looking for one image's referrers.
+const IN_FLIGHT: usize = 8;
+
+/// A referrer listed for `subject`, not yet pulled.
+struct Listed {
+    subject: Digest,
+    descriptor: Descriptor,
+    found: FoundBy,
+    tag: Option<String>,
+}
+
 /// Finds the referrers of `subjects` (documents of one image in `repo`)
 /// and of those referrers, pulls their documents into `store`, and
-/// returns them in the order found. `Err` names what went wrong.
+/// returns them in a fixed order (level by level, each subject's in the
+/// order the registry listed them, then cosign's tags). The places are
+/// asked for every subject of a level at once, [`IN_FLIGHT`] requests at
+/// a time, and the referrers found are pulled the same way, so the time
+/// taken grows with the levels, not with the subjects. `Err` names what
+/// went wrong.
 pub async fn discover(
     remote: &Remote,
     store: &Store,
@@ -105,149 +130,231 @@ pub async fn discover(
     asked: &mut Asked,
 ) -> Result<Vec<Found>, String> {
     let mut taken: HashSet<Digest> = subjects.iter().copied().collect();
-    let mut queue: VecDeque<(Digest, usize)> = subjects.iter().map(|d| (*d, 1)).collect();
+    let mut level: Vec<Digest> = subjects.to_vec();
     let mut out: Vec<Found> = Vec::new();
-    while let Some((subject, depth)) = queue.pop_front() {
-        let mut candidates: Vec<(Descriptor, FoundBy, Option<String>)> = Vec::new();
-        let listed = if no_api.has(remote.host()) {
-            None
-        } else {
-            asked.probes += 1;
-            let r = remote
-                .referrers(repo, &subject)
-                .await
-                .map_err(|e| error_chain(&e))?;
-            if r.is_none() {
-                no_api.add(remote.host());
-            }
-            r
-        };
-        match listed {
-            Some(list) => {
-                candidates.extend(list.into_iter().map(|d| (d, FoundBy::ReferrersApi, None)))
-            }
-            None => {
-                let tag = fallback_tag(&subject);
-                asked.probes += 1;
-                if let Some(d) = remote
-                    .manifest_digest(repo, &tag)
-                    .await
-                    .map_err(|e| error_chain(&e))?
-                {
-                    let (bytes, d) = remote
-                        .pull_manifest(repo, &d.to_string())
-                        .await
-                        .map_err(|e| error_chain(&e))?;
-                    asked.pulled += 1;
-                    let index = match oci::parse_node(d, "", &bytes) {
-                        Ok(Node::Index(i)) => i,
-                        Ok(Node::Manifest(_)) => {
-                            return Err(format!(
-                            "{}/{repo}:{tag}, the referrers tag schema's index for {subject}, is a manifest, not an index",
-                            remote.host()
-                        ))
-                        }
-                        Err(e) => {
-                            return Err(format!(
-                                "{}/{repo}:{tag}, the referrers tag schema's index for {subject}: {}",
-                                remote.host(),
-                                error_chain(&e)
-                            ))
-                        }
-                    };
-                    candidates.extend(
-                        index
-                            .manifests
-                            .into_iter()
-                            .map(|d| (d, FoundBy::TagSchema, None)),
-                    );
+    for depth in 1..=MAX_DEPTH {
+        if level.is_empty() {
+            break;
+        }
+        // Where each subject's referrers are listed, in subject order.
+        let probed: Vec<Result<(Vec<Listed>, Asked), String>> = stream::iter(level.iter())
+            .map(|subject| probe(remote, repo, *subject, no_api))
+            .buffered(IN_FLIGHT)
+            .collect()
+            .await;
+        let mut listed = Vec::new();
+        for p in probed {
+            let (l, a) = p?;
+            asked.add(a);
+            for x in l {
+                if taken.insert(x.descriptor.digest) {
+                    listed.push(x);
                 }
             }
         }
-        for (suffix, _) in COSIGN_SUFFIXES {
-            let tag = format!("{}.{suffix}", fallback_tag(&subject));
+        if out.len() + listed.len() > MAX_PER_IMAGE {
+            return Err(format!(
+                "{}/{repo} lists more than {MAX_PER_IMAGE} referrers for one image (signatures, attestations, SBOMs), ferry's limit; carry it with `referrers: false`",
+                remote.host()
+            ));
+        }
+        let pulled: Vec<Result<(Found, usize), String>> = stream::iter(listed)
+            .map(|x| pull(remote, store, repo, x))
+            .buffered(IN_FLIGHT)
+            .collect()
+            .await;
+        level = Vec::new();
+        for p in pulled {
+            let (f, n) = p?;
+            asked.pulled += n;
+            if depth < MAX_DEPTH {
+                level.push(f.root.digest);
+            }
+            out.push(f);
+        }
+    }
+    Ok(out)
+}
+
+/// The referrers listed for `subject`: the referrers API (or, without
+/// it, the tag schema's fallback index), then cosign's tags.
+async fn probe(
+    remote: &Remote,
+    repo: &str,
+    subject: Digest,
+    no_api: &NoApi,
+) -> Result<(Vec<Listed>, Asked), String> {
+    let mut asked = Asked::default();
+    let mut listed = Vec::new();
+    let api = if no_api.has(remote.host()) {
+        None
+    } else {
+        asked.probes += 1;
+        let r = remote
+            .referrers(repo, &subject)
+            .await
+            .map_err(|e| error_chain(&e))?;
+        if r.is_none() {
+            no_api.add(remote.host());
+        }
+        r
+    };
+    let entry = |descriptor, found, tag| Listed {
+        subject,
+        descriptor,
+        found,
+        tag,
+    };
+    match api {
+        Some(list) => listed.extend(
+            list.into_iter()
+                .map(|d| entry(d, FoundBy::ReferrersApi, None)),
+        ),
+        None => {
+            let tag = fallback_tag(&subject);
             asked.probes += 1;
             if let Some(d) = remote
                 .manifest_digest(repo, &tag)
                 .await
                 .map_err(|e| error_chain(&e))?
             {
-                // The media type comes with the pull.
-                candidates.push((Descriptor::new("", d, 0), FoundBy::CosignTag, Some(tag)));
-            }
-        }
-        for (listed, found, tag) in candidates {
-            if !taken.insert(listed.digest) {
-                continue;
-            }
-            if out.len() >= MAX_PER_IMAGE {
-                return Err(format!(
-                    "{}/{repo} lists more than {MAX_PER_IMAGE} referrers for one image (signatures, attestations, SBOMs), ferry's limit; carry it with `referrers: false`",
-                    remote.host()
-                ));
-            }
-            if !listed.media_type.is_empty() && !oci::is_manifest_like(&listed.media_type) {
-                return Err(format!(
-                    "{}/{repo}: a referrer of {subject} is listed as {} with media type {:?}, which is not a manifest",
-                    remote.host(),
-                    listed.digest,
-                    listed.media_type
-                ));
-            }
-            let (bytes, d) = remote
-                .pull_manifest(repo, &listed.digest.to_string())
-                .await
-                .map_err(|e| error_chain(&e))?;
-            asked.pulled += 1;
-            let where_ = || format!("{}/{repo}@{d} (a referrer of {subject})", remote.host());
-            let node = oci::parse_node(d, &listed.media_type, &bytes)
-                .map_err(|e| format!("{}: {}", where_(), error_chain(&e)))?;
-            let named_subject = match &node {
-                Node::Manifest(m) => m.subject.as_ref(),
-                Node::Index(i) => i.subject.as_ref(),
-            }
-            .map(|s| s.digest);
-            if found != FoundBy::CosignTag && named_subject != Some(subject) {
-                return Err(format!(
-                    "{}: it is listed as a referrer of {subject} but its subject is {}",
-                    where_(),
-                    named_subject.map_or("absent".to_owned(), |s| s.to_string())
-                ));
-            }
-            put_small(store, &bytes, d)?;
-            let media_type = node.media_type();
-            let (artifact_type, blobs) = match &node {
-                Node::Manifest(m) => {
-                    let mut blobs = vec![m.config.clone()];
-                    blobs.extend(m.layers.iter().cloned());
-                    (
-                        m.artifact_type
-                            .clone()
-                            .or_else(|| Some(m.config.media_type.clone())),
-                        blobs,
-                    )
+                let (bytes, d) = remote
+                    .pull_manifest(repo, &d.to_string())
+                    .await
+                    .map_err(|e| error_chain(&e))?;
+                asked.pulled += 1;
+                let at = || format!("{}/{repo}:{tag}", remote.host());
+                let index = match oci::parse_node(d, "", &bytes) {
+                    Ok(Node::Index(i)) => i,
+                    Ok(Node::Manifest(_)) => {
+                        return Err(format!(
+                            "{}, the referrers tag schema's index for {subject}, is a manifest, not an index",
+                            at()
+                        ))
+                    }
+                    Err(e) => {
+                        return Err(format!(
+                            "{}, the referrers tag schema's index for {subject}: {}",
+                            at(),
+                            error_chain(&e)
+                        ))
+                    }
+                };
+                if index.manifests.len() > crate::shared::remote::REFERRERS_ENTRIES_MAX {
+                    return Err(format!(
+                        "{} lists {} referrers of {subject}, more than ferry's limit of {}",
+                        at(),
+                        index.manifests.len(),
+                        crate::shared::remote::REFERRERS_ENTRIES_MAX
+                    ));
                 }
-                Node::Index(i) => {
-                    let blobs = pull_children(remote, store, repo, i, asked, &where_).await?;
-                    (i.artifact_type.clone(), blobs)
-                }
-            };
-            let kind = ReferrerKind::from(cosign::classify(&bytes, tag.as_deref()));
-            out.push(Found {
-                subject,
-                root: Descriptor::new(&media_type, d, bytes.len() as u64),
-                artifact_type,
-                kind,
-                found,
-                tag,
-                blobs,
-            });
-            if depth < MAX_DEPTH {
-                queue.push_back((d, depth + 1));
+                listed.extend(
+                    index
+                        .manifests
+                        .into_iter()
+                        .map(|d| entry(d, FoundBy::TagSchema, None)),
+                );
             }
         }
     }
-    Ok(out)
+    // cosign's three tags, asked at once.
+    let tags: Vec<String> = COSIGN_SUFFIXES
+        .iter()
+        .map(|(suffix, _)| format!("{}.{suffix}", fallback_tag(&subject)))
+        .collect();
+    asked.probes += tags.len();
+    let heads =
+        futures_util::future::join_all(tags.iter().map(|t| remote.manifest_digest(repo, t))).await;
+    for (tag, head) in tags.into_iter().zip(heads) {
+        if let Some(d) = head.map_err(|e| error_chain(&e))? {
+            // The media type comes with the pull.
+            listed.push(entry(
+                Descriptor::new("", d, 0),
+                FoundBy::CosignTag,
+                Some(tag),
+            ));
+        }
+    }
+    Ok((listed, asked))
+}
+
+/// Pulls one listed referrer (and, for an index, its children) into the
+/// store, checking it names the subject it was listed for. Returns it with
+/// the number of documents pulled.
+async fn pull(
+    remote: &Remote,
+    store: &Store,
+    repo: &str,
+    x: Listed,
+) -> Result<(Found, usize), String> {
+    let Listed {
+        subject,
+        descriptor: listed,
+        found,
+        tag,
+    } = x;
+    if !listed.media_type.is_empty() && !oci::is_manifest_like(&listed.media_type) {
+        return Err(format!(
+            "{}/{repo}: a referrer of {subject} is listed as {} with media type {:?}, which is not a manifest",
+            remote.host(),
+            listed.digest,
+            listed.media_type
+        ));
+    }
+    let (bytes, d) = remote
+        .pull_manifest(repo, &listed.digest.to_string())
+        .await
+        .map_err(|e| error_chain(&e))?;
+    let mut asked = Asked {
+        pulled: 1,
+        probes: 0,
+    };
+    let where_ = || format!("{}/{repo}@{d} (a referrer of {subject})", remote.host());
+    let node = oci::parse_node(d, &listed.media_type, &bytes)
+        .map_err(|e| format!("{}: {}", where_(), error_chain(&e)))?;
+    let named_subject = match &node {
+        Node::Manifest(m) => m.subject.as_ref(),
+        Node::Index(i) => i.subject.as_ref(),
+    }
+    .map(|s| s.digest);
+    if found != FoundBy::CosignTag && named_subject != Some(subject) {
+        return Err(format!(
+            "{}: it is listed as a referrer of {subject} but its subject is {}",
+            where_(),
+            named_subject.map_or("absent".to_owned(), |s| s.to_string())
+        ));
+    }
+    put_small(store, &bytes, d)?;
+    let media_type = node.media_type();
+    let (artifact_type, blobs) = match &node {
+        Node::Manifest(m) => {
+            let mut blobs = vec![m.config.clone()];
+            blobs.extend(m.layers.iter().cloned());
+            (
+                m.artifact_type
+                    .clone()
+                    .or_else(|| Some(m.config.media_type.clone())),
+                blobs,
+            )
+        }
+        Node::Index(i) => {
+            let blobs = pull_children(remote, store, repo, i, &mut asked, &where_).await?;
+            (i.artifact_type.clone(), blobs)
+        }
+    };
+    let kind = ReferrerKind::from(cosign::classify(&bytes, tag.as_deref()));
+    Ok((
+        Found {
+            subject,
+            root: Descriptor::new(&media_type, d, bytes.len() as u64),
+            artifact_type,
+            kind,
+            found,
+            tag,
+            blobs,
+        },
+        asked.pulled,
+    ))
 }
 
 /// Pulls the child manifests of a referrer that is an index (every one:
