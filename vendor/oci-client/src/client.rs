@@ -299,6 +299,10 @@ pub struct Client {
     config: Arc<ClientConfig>,
     // Registry -> RegistryAuth
     auth_store: Arc<RwLock<HashMap<String, RegistryAuth>>>,
+    /// (ferry patch) Registries whose `/v2/` answered without an
+    /// authentication challenge: they need no token, so requests to them
+    /// do not ask `/v2/` again each time.
+    no_challenge: Arc<RwLock<std::collections::HashSet<String>>>,
     /// Token cache for the client
     pub tokens: TokenCache,
     client: reqwest::Client,
@@ -310,6 +314,7 @@ impl Default for Client {
         Self {
             config: Arc::default(),
             auth_store: Arc::default(),
+            no_challenge: Arc::default(),
             tokens: TokenCache::new(DEFAULT_TOKEN_EXPIRATION_SECS),
             client: reqwest::Client::default(),
             push_chunk_size: PUSH_CHUNK_MAX_SIZE,
@@ -443,10 +448,27 @@ impl Client {
     ) -> Option<RegistryTokenType> {
         let registry = reference.resolve_registry();
         let auth = self.auth_store.read().await.get(registry)?.clone();
+        if self.no_challenge.read().await.contains(registry) {
+            return None;
+        }
         match self.tokens.get(reference, op).await {
             Some(token) => Some(token),
             None => {
-                let token = self._auth(reference, &auth, op).await.ok()??;
+                let token = match self._auth(reference, &auth, op).await.ok()? {
+                    Some(t) => t,
+                    None => {
+                        // (ferry patch) No challenge, no token: remember
+                        // that, instead of asking `/v2/` before every
+                        // request.
+                        if matches!(auth, RegistryAuth::Anonymous) {
+                            self.no_challenge
+                                .write()
+                                .await
+                                .insert(registry.to_owned());
+                        }
+                        return None;
+                    }
+                };
                 self.tokens.insert(reference, op, token.clone()).await;
                 Some(token)
             }
