@@ -568,6 +568,31 @@ fn load_pushes_referrers_unchanged_after_their_subjects_and_keeps_the_fallback_i
         })
         .collect();
     assert_eq!(sigs, vec!["MEUCIQDother", "MEUCIQDfake"]);
+    // Its config is rebuilt as cosign rebuilds it: one diff_id per layer.
+    let (status, _, config) = push::request(
+        &host,
+        "GET",
+        &format!(
+            "/v2/library/app/blobs/{}",
+            sig["config"]["digest"].as_str().unwrap()
+        ),
+        &[],
+        &[],
+    );
+    assert_eq!(status, 200);
+    let config: Value = serde_json::from_slice(&config).unwrap();
+    let layer_digests: Vec<&Value> = sig["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| &l["digest"])
+        .collect();
+    let diff_ids: Vec<&Value> = config["rootfs"]["diff_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .collect();
+    assert_eq!(diff_ids, layer_digests);
     let notes: Vec<String> = refs
         .iter()
         .flat_map(|r| r["notes"].as_array().cloned().unwrap_or_default())
@@ -857,7 +882,9 @@ mod signed {
             .iter()
             .find(|r| r["kind"] == "signature")
             .unwrap();
-        assert!(sig["verified_by"].is_string(), "{b:#}");
+        // The key's file name, not its path: the archive's bytes do not
+        // depend on where the key was.
+        assert_eq!(sig["verified_by"], "key cosign-0.pub", "{b:#}");
 
         let ok = verify_with(&out, &["--cosign-key", &key]).expect_ok("verify --cosign-key");
         assert!(
@@ -1012,6 +1039,21 @@ mod signed {
             ],
         )
         .expect_ok("verify --cosign-ca");
+        verify_with(
+            &out,
+            &[
+                "--cosign-ca",
+                &ca,
+                "--cosign-identity-regexp",
+                r".*@vertex\.example",
+            ],
+        )
+        .expect_ok("verify --cosign-identity-regexp");
+        verify_with(
+            &out,
+            &["--cosign-ca", &ca, "--cosign-identity-regexp", "release"],
+        )
+        .expect_fail("a pattern must match the whole identity");
         let err = verify_with(
             &out,
             &[
@@ -1093,6 +1135,55 @@ mod signed {
         );
         assert!(!out.exists());
     }
+
+    #[test]
+    fn a_platform_filtered_image_passes_when_each_kept_platform_is_signed() {
+        let w = world();
+        let image = push_image(&w.dir, &w.host, "org/prism", "2.0", 95);
+        let amd64 = digest_of(&image.amd64);
+        cs::simple_signing(&amd64, "x/prism", &w.key, None).push(
+            &w.host,
+            "org/prism",
+            &format!("sha256-{}.sig", amd64.hex()),
+        );
+        let key = w.key.public.display().to_string();
+        let (o, out) = pack_spec(
+            &w,
+            &format!(
+                "images:\n  - ref: {}/org/prism:2.0\n    platforms: [linux/amd64]\n    verify: {{cosign_key: {key}}}\n",
+                w.host
+            ),
+            &[],
+        );
+        json_ok(o, "pack: the kept platform is signed");
+        verify_with(&out, &["--cosign-key", &key]).expect_ok("verify the filtered image");
+    }
+
+    #[test]
+    fn a_referrers_artifact_type_that_disagrees_with_its_manifest_fails_verify() {
+        let t = tempfile::tempdir().unwrap();
+        let s = signed_registry(t.path());
+        let spec1 = spec(
+            t.path(),
+            &format!("images:\n  - {}/library/app:1.0\n", s.host),
+        );
+        let out = t.path().join("b.tar");
+        json_ok(pack(&spec1, &out, &t.path().join("cache"), &[]), "pack");
+        let mut members = read_members(&out);
+        let mut b = bundle_of(&members);
+        for r in b["referrers"].as_array_mut().unwrap() {
+            if r["digest"] == s.sbom.digest().to_string() {
+                r["artifact_type"] = "application/vnd.cncf.notary.signature".into();
+            }
+        }
+        set_bundle(&mut members, &b);
+        write_raw_tar(&out, &members, true);
+        let err = verify_with(&out, &[]).expect_fail("verify");
+        assert!(
+            err.contains("artifact type") && err.contains(&s.sbom.digest().to_string()),
+            "{err}"
+        );
+    }
 }
 
 #[test]
@@ -1118,4 +1209,54 @@ fn a_fallback_tag_holding_a_manifest_is_refused_naming_the_tag() {
         "{err}"
     );
     assert!(!out.exists());
+}
+
+#[test]
+fn a_cosign_tag_at_the_target_holding_an_image_is_left_alone_without_force() {
+    let t = tempfile::tempdir().unwrap();
+    let s = signed_registry(t.path());
+    let spec1 = spec(
+        t.path(),
+        &format!("images:\n  - {}/library/app:1.0\n", s.host),
+    );
+    let out = t.path().join("b.tar");
+    json_ok(pack(&spec1, &out, &t.path().join("cache"), &[]), "pack");
+    let target = DockerRegistry::start(&t.path().join("target"), false);
+    let host = target.host();
+    let index = digest_of(&s.image.index);
+    let tag = format!("sha256-{}.sig", index.hex());
+    // An ordinary image under the signature's tag.
+    push_image(t.path(), &host, "library/app", "other", 46);
+    let image_bytes = push::get_manifest(&host, "library/app", "other").unwrap();
+    push::manifest(
+        &host,
+        "library/app",
+        &tag,
+        "application/vnd.oci.image.index.v1+json",
+        &image_bytes,
+    );
+    let o = load(&out, &host, &[]);
+    let report: Value = serde_json::from_str(&o.stdout).unwrap();
+    assert!(!o.ok(), "{report:#}");
+    let failed = report["referrers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["tag"] == tag.as_str())
+        .unwrap();
+    assert!(
+        failed["error"].as_str().unwrap().contains("--force"),
+        "{failed:#}"
+    );
+    assert_eq!(
+        push::get_manifest(&host, "library/app", &tag).unwrap(),
+        image_bytes,
+        "the tag was moved"
+    );
+    // --force replaces it.
+    json_ok(load(&out, &host, &["--force"]), "load --force");
+    assert_eq!(
+        push::get_manifest(&host, "library/app", &tag).unwrap(),
+        s.sig.manifest
+    );
 }

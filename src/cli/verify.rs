@@ -27,8 +27,17 @@ pub struct Args {
     #[arg(long, value_name = "CA")]
     pub cosign_ca: Option<PathBuf>,
     /// With --cosign-ca: the certificate's subject or a SAN must be this.
-    #[arg(long, value_name = "ID", requires = "cosign_ca")]
+    #[arg(
+        long,
+        value_name = "ID",
+        requires = "cosign_ca",
+        conflicts_with = "cosign_identity_regexp"
+    )]
     pub cosign_identity: Option<String>,
+    /// With --cosign-ca: the certificate's subject or a SAN must match this
+    /// regular expression as a whole.
+    #[arg(long, value_name = "REGEX", requires = "cosign_ca")]
+    pub cosign_identity_regexp: Option<String>,
     /// With --cosign-ca: a CRL (PEM or DER) the certificate must not be on;
     /// may be repeated.
     #[arg(long, value_name = "CRL", requires = "cosign_ca")]
@@ -56,6 +65,7 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
         args.cosign_key.as_deref(),
         args.cosign_ca.as_deref(),
         args.cosign_identity.as_deref(),
+        args.cosign_identity_regexp.as_deref(),
         &args.cosign_crl,
         None,
         args.cosign_time.unwrap_or_else(std::time::SystemTime::now),

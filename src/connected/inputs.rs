@@ -329,6 +329,10 @@ pub struct VerifyRule {
     /// With `cosign_ca`: the certificate's subject or a SAN must equal this.
     #[serde(default)]
     pub identity: Option<String>,
+    /// With `cosign_ca`: the certificate's subject or a SAN must match this
+    /// regular expression as a whole.
+    #[serde(default)]
+    pub identity_regex: Option<String>,
     /// With `cosign_ca`: PEM or DER CRLs the certificate must not be on.
     #[serde(default)]
     pub crls: Vec<PathBuf>,
@@ -343,7 +347,8 @@ impl VerifyRule {
         match (&self.cosign_key, &self.cosign_ca) {
             (Some(_), Some(_)) => Err(format!("image {reference}: `verify:` takes one of `cosign_key` and `cosign_ca`, not both")),
             (None, None) => Err(format!("image {reference}: `verify:` needs `cosign_key: PUBLIC_KEY.pem` or `cosign_ca: CA.pem`")),
-            (Some(_), None) if self.identity.is_some() || !self.crls.is_empty() => Err(format!("image {reference}: `identity` and `crls` go with `cosign_ca`, not `cosign_key`")),
+            (Some(_), None) if self.identity.is_some() || self.identity_regex.is_some() || !self.crls.is_empty() => Err(format!("image {reference}: `identity`, `identity_regex` and `crls` go with `cosign_ca`, not `cosign_key`")),
+            (None, Some(_)) if self.identity.is_some() && self.identity_regex.is_some() => Err(format!("image {reference}: give one of `identity` and `identity_regex`")),
             _ => Ok(()),
         }
     }

@@ -23,7 +23,7 @@ use std::sync::Mutex;
 
 use crate::base::digest::Digest;
 use crate::base::error::error_chain;
-use crate::format::bundle::{FoundBy, ReferrerKind};
+use crate::format::bundle::{FoundBy, ReferrerKind, COSIGN_TAG_SUFFIXES};
 use crate::format::cosign;
 use crate::format::layout::Store;
 use crate::format::oci::{self, Descriptor, Node};
@@ -34,12 +34,6 @@ use crate::shared::remote::Remote;
 pub const MAX_DEPTH: usize = 3;
 /// The most referrers carried for one image, all levels together.
 pub const MAX_PER_IMAGE: usize = 1000;
-/// cosign's tag suffixes, with what each holds.
-pub const COSIGN_SUFFIXES: [(&str, ReferrerKind); 3] = [
-    ("sig", ReferrerKind::Signature),
-    ("att", ReferrerKind::Attestation),
-    ("sbom", ReferrerKind::Sbom),
-];
 
 /// One referrer found, pulled into the store with its documents.
 #[derive(Debug, Clone)]
@@ -136,14 +130,20 @@ pub async fn discover(
         if level.is_empty() {
             break;
         }
-        // Where each subject's referrers are listed, in subject order.
-        let probed: Vec<Result<(Vec<Listed>, Asked), String>> = stream::iter(level.iter())
+        // Where each subject's referrers are listed, in subject order,
+        // counted as each answer arrives: past the bound, the rest is not
+        // waited for.
+        let too_many = || {
+            format!(
+                "{}/{repo} lists more than {MAX_PER_IMAGE} referrers for one image (signatures, attestations, SBOMs), ferry's limit; carry it with `referrers: false`",
+                remote.host()
+            )
+        };
+        let mut probed = stream::iter(level.iter())
             .map(|subject| probe(remote, repo, *subject, no_api))
-            .buffered(IN_FLIGHT)
-            .collect()
-            .await;
+            .buffered(IN_FLIGHT);
         let mut listed = Vec::new();
-        for p in probed {
+        while let Some(p) = probed.next().await {
             let (l, a) = p?;
             asked.add(a);
             for x in l {
@@ -151,13 +151,11 @@ pub async fn discover(
                     listed.push(x);
                 }
             }
+            if out.len() + listed.len() > MAX_PER_IMAGE {
+                return Err(too_many());
+            }
         }
-        if out.len() + listed.len() > MAX_PER_IMAGE {
-            return Err(format!(
-                "{}/{repo} lists more than {MAX_PER_IMAGE} referrers for one image (signatures, attestations, SBOMs), ferry's limit; carry it with `referrers: false`",
-                remote.host()
-            ));
-        }
+        drop(probed);
         let pulled: Vec<Result<(Found, usize), String>> = stream::iter(listed)
             .map(|x| pull(remote, store, repo, x))
             .buffered(IN_FLIGHT)
@@ -258,9 +256,9 @@ async fn probe(
         }
     }
     // cosign's three tags, asked at once.
-    let tags: Vec<String> = COSIGN_SUFFIXES
+    let tags: Vec<String> = COSIGN_TAG_SUFFIXES
         .iter()
-        .map(|(suffix, _)| format!("{}.{suffix}", fallback_tag(&subject)))
+        .map(|suffix| format!("{}.{suffix}", fallback_tag(&subject)))
         .collect();
     asked.probes += tags.len();
     let heads =
@@ -326,21 +324,14 @@ async fn pull(
     }
     put_small(store, &bytes, d)?;
     let media_type = node.media_type();
-    let (artifact_type, blobs) = match &node {
+    let artifact_type = node.artifact_type();
+    let blobs = match &node {
         Node::Manifest(m) => {
             let mut blobs = vec![m.config.clone()];
             blobs.extend(m.layers.iter().cloned());
-            (
-                m.artifact_type
-                    .clone()
-                    .or_else(|| Some(m.config.media_type.clone())),
-                blobs,
-            )
+            blobs
         }
-        Node::Index(i) => {
-            let blobs = pull_children(remote, store, repo, i, &mut asked, &where_).await?;
-            (i.artifact_type.clone(), blobs)
-        }
+        Node::Index(i) => pull_children(remote, store, repo, i, &mut asked, &where_).await?,
     };
     let kind = ReferrerKind::from(cosign::classify(&bytes, tag.as_deref()));
     Ok((
@@ -381,6 +372,12 @@ async fn pull_children(
         for c in &i.manifests {
             if !seen.insert(c.digest) {
                 continue;
+            }
+            if seen.len() > MAX_PER_IMAGE {
+                return Err(format!(
+                    "{}: an index with more than {MAX_PER_IMAGE} documents, ferry's limit for one image's referrers",
+                    where_()
+                ));
             }
             let (bytes, d) = remote
                 .pull_manifest(repo, &c.digest.to_string())

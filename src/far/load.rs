@@ -521,15 +521,22 @@ fn plan_referrers(
         let Some(root) = documents.last() else {
             continue;
         };
-        let (subject_field, annotations) =
+        // What a referrers list says of it comes from its manifest, not
+        // from bundle.json (verify checks the two agree).
+        let (subject_field, annotations, artifact_type) =
             match oci::parse_node(root.digest, &root.media_type, &root.bytes) {
-                Ok(oci::Node::Manifest(m)) => (m.subject, m.annotations),
-                Ok(oci::Node::Index(i)) => (i.subject, i.annotations),
-                Err(_) => (None, Default::default()),
+                Ok(n) => {
+                    let t = n.artifact_type();
+                    match n {
+                        oci::Node::Manifest(m) => (m.subject, m.annotations, t),
+                        oci::Node::Index(i) => (i.subject, i.annotations, t),
+                    }
+                }
+                Err(_) => (None, Default::default(), None),
             };
         let mut listed =
             oci::Descriptor::new(&root.media_type, root.digest, root.bytes.len() as u64);
-        listed.artifact_type = r.artifact_type.clone();
+        listed.artifact_type = artifact_type;
         listed.annotations = annotations;
         let level = depth.get(&r.subject).map_or(0, |d| d + 1);
         depth.insert(r.digest, level);

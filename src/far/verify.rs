@@ -119,7 +119,7 @@ pub fn check_signatures(
     policy: &crate::format::cosign::Policy,
 ) -> Result<Vec<SignatureResult>, SignatureCheckError> {
     use crate::format::blob::BlobSource;
-    use crate::format::cosign::{self, Candidate, CosignError};
+    use crate::format::cosign::{self, CosignError};
     let archive = Archive::open_random(path, "checking cosign signatures")?;
     archive.check_key(key)?;
     let mut out = Vec::new();
@@ -128,25 +128,34 @@ pub fn check_signatures(
         if a.kind != crate::format::bundle::ArtifactKind::Image {
             continue;
         }
-        let documents: Vec<(Digest, Vec<u8>)> = archive
-            .bundle
-            .referrers
-            .iter()
-            .filter(|r| r.subject == a.digest)
-            .filter_map(|r| {
-                archive
-                    .read_small(&r.digest, oci::MANIFEST_MAX_BYTES)
-                    .ok()
-                    .map(|b| (r.digest, b))
-            })
-            .collect();
-        let candidates: Vec<Candidate> = documents
-            .iter()
-            .map(|(d, b)| Candidate {
-                digest: d,
-                manifest: b,
-            })
-            .collect();
+        let candidates_of = |d: &Digest| -> Vec<(Digest, Vec<u8>)> {
+            archive
+                .bundle
+                .referrers
+                .iter()
+                .filter(|r| r.subject == *d)
+                .filter_map(|r| {
+                    archive
+                        .read_small(&r.digest, oci::MANIFEST_MAX_BYTES)
+                        .ok()
+                        .map(|b| (r.digest, b))
+                })
+                .collect()
+        };
+        // An index a platform filter made: each kept child may carry its
+        // own signature.
+        let children: Vec<Digest> = match a.source_digest {
+            Some(_) => archive
+                .read_small(&a.digest, oci::MANIFEST_MAX_BYTES)
+                .ok()
+                .and_then(|b| oci::parse_node(a.digest, &a.media_type, &b).ok())
+                .map(|n| match n {
+                    Node::Index(i) => i.manifests.iter().map(|m| m.digest).collect(),
+                    Node::Manifest(_) => Vec::new(),
+                })
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
         let mut read_blob = |d: &oci::Descriptor| {
             archive
                 .read_small(&d.digest, limit)
@@ -161,7 +170,7 @@ pub fn check_signatures(
             docker_reference: None,
             error: None,
         };
-        match cosign::verify(&a.digest, &candidates, policy, &mut read_blob) {
+        match cosign::verify_image(&a.digest, &children, &candidates_of, policy, &mut read_blob) {
             Ok(v) => {
                 r.signature = Some(v.signature_digest);
                 r.form = Some(v.form.as_str());
@@ -378,6 +387,28 @@ pub fn verify(
                 };
                 walk.visit(&root, 0);
                 carried.extend(walk.walked.iter().copied());
+                // bundle.json's artifact type must be the manifest's: load
+                // and serve list the manifest's, and a report shows this.
+                let read = archive
+                    .entry(&r.digest.blob_path())
+                    .filter(|_| good.contains(r.digest.blob_path().as_str()))
+                    .and_then(|e| archive.read_member(e, oci::MANIFEST_MAX_BYTES).ok())
+                    .and_then(|b| oci::parse_node(r.digest, &r.media_type, &b).ok());
+                if let Some(node) = read {
+                    let actual = node.artifact_type();
+                    if actual != r.artifact_type {
+                        problems.push(Problem {
+                            member: Some(r.digest.blob_path()),
+                            digest: Some(r.digest),
+                            artifacts: vec![label.clone()],
+                            volumes: Vec::new(),
+                            message: format!(
+                                "bundle.json gives the referrer the artifact type {:?}, but its manifest says {:?}",
+                                r.artifact_type, actual
+                            ),
+                        });
+                    }
+                }
             }
         }
     }

@@ -214,6 +214,10 @@ pub fn count_kinds(kinds: impl IntoIterator<Item = ReferrerKind>) -> String {
         .join(", ")
 }
 
+/// The suffixes of cosign's tags (`sha256-<hex>.sig`, …): the only tags a
+/// referrer may carry.
+pub const COSIGN_TAG_SUFFIXES: [&str; 3] = ["sig", "att", "sbom"];
+
 /// Where a referrer was found at the source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
@@ -532,8 +536,16 @@ impl Bundle {
                 }
             }
             if let Some(t) = &r.tag {
-                if !crate::base::reference::is_valid_tag(t) {
-                    return Err(bad(format!("tag {t:?}, which is not a valid tag")));
+                // Only cosign's own tag for this subject: any other would
+                // let a referrer move an image's tag at load.
+                let ok = COSIGN_TAG_SUFFIXES
+                    .iter()
+                    .any(|s| *t == format!("sha256-{}.{s}", r.subject.hex()));
+                if !ok {
+                    return Err(bad(format!(
+                        "tag {t:?}, which is not cosign's tag for its subject (sha256-{}.sig, .att or .sbom)",
+                        r.subject.hex()
+                    )));
                 }
             }
         }
@@ -840,9 +852,14 @@ mod tests {
         assert!(refused(&own).contains("itself as its subject"));
         let absent = bundle_with(vec![referrer(sig, Digest::of(b"elsewhere"))]);
         assert!(refused(&absent).contains("which is not a member"));
-        let mut bad_tag = referrer(sig, image);
-        bad_tag.tag = Some("../x".into());
-        assert!(refused(&bundle_with(vec![bad_tag])).contains("not a valid tag"));
+        for t in ["../x", "prod", "latest"] {
+            let mut bad_tag = referrer(sig, image);
+            bad_tag.tag = Some(t.into());
+            assert!(refused(&bundle_with(vec![bad_tag])).contains("not cosign's tag"));
+        }
+        let mut other_subject = referrer(sig, image);
+        other_subject.tag = Some(format!("sha256-{}.sig", Digest::of(b"x").hex()));
+        assert!(refused(&bundle_with(vec![other_subject])).contains("not cosign's tag"));
         let mut blob = referrer(sig, image);
         blob.media_type = "application/octet-stream".into();
         assert!(refused(&bundle_with(vec![blob])).contains("not a manifest"));

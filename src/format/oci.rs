@@ -275,6 +275,18 @@ pub enum Node {
 }
 
 impl Node {
+    /// Its artifact type as the referrers API reports it: `artifactType`,
+    /// else (for a manifest) its config's media type.
+    pub fn artifact_type(&self) -> Option<String> {
+        match self {
+            Node::Index(i) => i.artifact_type.clone(),
+            Node::Manifest(m) => m
+                .artifact_type
+                .clone()
+                .or_else(|| Some(m.config.media_type.clone())),
+        }
+    }
+
     /// The document's media type: its own field, else the OCI type of its
     /// kind.
     pub fn media_type(&self) -> String {

@@ -320,6 +320,36 @@ async fn place_tag(
             root.digest
         ));
     };
+    // Only cosign's signature and attestation manifests are merged, as
+    // cosign merges them; anything else under the tag is not ours to
+    // change.
+    let signed_layers = |m: &oci::Manifest| {
+        !m.layers.is_empty()
+            && m.layers.iter().all(|l| {
+                l.media_type == crate::format::cosign::SIMPLE_SIGNING
+                    || l.media_type == crate::format::cosign::DSSE_ENVELOPE
+            })
+    };
+    let mergeable = (tag.ends_with(".sig") || tag.ends_with(".att"))
+        && signed_layers(&theirs)
+        && signed_layers(&ours);
+    if !mergeable {
+        if !opts.force {
+            return Err(format!(
+                "{} holds {other}, which is not a cosign signature or attestation manifest to merge {} into; it was left as it is (pass --force to replace it)",
+                at(),
+                root.digest
+            ));
+        }
+        if !opts.dry_run {
+            remote
+                .push_manifest(repo, tag, &root.bytes, &root.media_type)
+                .await
+                .map_err(|e| error_chain(&e))?;
+        }
+        push::lock(tally).counts.manifests_pushed += 1;
+        return Ok(Some(format!("{} replaced {other} (--force)", at())));
+    }
     let mut merged = theirs.clone();
     let before = merged.layers.len();
     for l in ours.layers {
@@ -332,6 +362,22 @@ async fn place_tag(
         push::lock(tally).counts.manifests_present += 1;
         return Ok(None);
     }
+    // A config like cosign's, whose diff_ids list the merged layers (the
+    // payloads are not compressed, so each is its own diff_id).
+    let config = cosign_config(&merged.layers);
+    let config_digest = Digest::of(&config);
+    if !opts.dry_run {
+        let body = bytes::Bytes::from(config.clone());
+        let open = move || -> crate::shared::remote::BlobBody {
+            let b = body.clone();
+            stream::once(async move { Ok(b) }).boxed()
+        };
+        remote
+            .push_blob(repo, &config_digest, config.len() as u64, &open, &|| false)
+            .await
+            .map_err(|e| error_chain(&e))?;
+    }
+    merged.config = Descriptor::new(oci::OCI_CONFIG, config_digest, config.len() as u64);
     let merged_bytes = oci::to_bytes(&merged);
     let media_type = merged
         .media_type
@@ -440,4 +486,19 @@ async fn update_fallback(
             if added == 1 { "" } else { "s" }
         ),
     }))
+}
+
+/// The image config cosign gives a signature or attestation manifest: no
+/// platform, one diff_id per layer.
+fn cosign_config(layers: &[Descriptor]) -> Vec<u8> {
+    let diff_ids: Vec<String> = layers.iter().map(|l| l.digest.to_string()).collect();
+    let config = serde_json::json!({
+        "architecture": "",
+        "created": "0001-01-01T00:00:00Z",
+        "history": [{"created": "0001-01-01T00:00:00Z"}],
+        "os": "",
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "config": {},
+    });
+    serde_json::to_vec(&config).unwrap_or_default()
 }

@@ -69,6 +69,8 @@ pub const REFERRERS_MAX: usize = MANIFEST_MAX;
 pub const REFERRERS_ENTRIES_MAX: usize = 1000;
 /// The most pages of one referrers answer ferry follows.
 pub const REFERRERS_PAGES_MAX: usize = 64;
+/// The most bytes of one referrers answer ferry reads, over all its pages.
+pub const REFERRERS_BYTES_MAX: usize = 16 << 20;
 /// How much of an error answer's body ferry keeps in memory (the rest is
 /// not read): enough for any registry's error JSON.
 pub const ERROR_BODY_MAX: usize = 64 << 10;
@@ -985,6 +987,7 @@ impl Remote {
         let mut all = Vec::new();
         let mut seen_pages = std::collections::HashSet::new();
         let mut page: Option<String> = None;
+        let mut bytes = 0usize;
         for n in 0.. {
             if n >= REFERRERS_PAGES_MAX {
                 return Err(bad(format!(
@@ -997,7 +1000,9 @@ impl Remote {
                     || self.client.pull_referrers_page(&r, None, page.as_deref()),
                 )
                 .await?;
-            if matches!(answer.status, 404 | 400) {
+            // 404 and 400 are the spec's "no referrers API"; 405 and 501
+            // are what a proxy or server without the route may answer.
+            if matches!(answer.status, 404 | 400 | 405 | 501) {
                 if n == 0 {
                     return Ok(None);
                 }
@@ -1021,6 +1026,13 @@ impl Remote {
             let crate::format::oci::Node::Index(index) = node else {
                 return Err(bad("the answer is not an image index".into()));
             };
+            bytes += answer.body.len();
+            if bytes > REFERRERS_BYTES_MAX {
+                return Err(bad(format!(
+                    "the answer is larger than {} MiB over its pages",
+                    REFERRERS_BYTES_MAX >> 20
+                )));
+            }
             all.extend(index.manifests);
             if all.len() > REFERRERS_ENTRIES_MAX {
                 return Err(bad(format!(

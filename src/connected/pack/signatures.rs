@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use crate::base::digest::Digest;
-use crate::format::cosign::{self, Candidate, CosignError, Policy};
+use crate::format::cosign::{self, CosignError, Policy};
 use crate::format::oci;
 
 use super::plan::Plan;
@@ -38,6 +38,9 @@ pub struct SignatureCheck {
     pub form: &'static str,
     /// The key file, or the certificate's identity.
     pub signer: String,
+    /// With a key: its file name (what bundle.json records).
+    #[serde(skip)]
+    pub key_file: Option<String>,
     /// The signed docker-reference, normalised, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub docker_reference: Option<String>,
@@ -63,19 +66,28 @@ pub(super) fn policy_of(
         source,
         hint: String::new(),
     };
-    let (key, ca, identity, crls, reference) = match rule {
+    let (key, ca, identity, identity_regex, crls, reference) = match rule {
         Some(r) => (
             r.cosign_key.as_deref(),
             r.cosign_ca.as_deref(),
             r.identity.as_deref(),
+            r.identity_regex.as_deref(),
             r.crls.as_slice(),
             r.reference.clone(),
         ),
-        None => (cli_key, None, None, &[][..], None),
+        None => (cli_key, None, None, None, &[][..], None),
     };
     let trust = key.or(ca).map(|p| p.display().to_string());
-    let policy =
-        Policy::from_files(key, ca, identity, crls, reference, SystemTime::now()).map_err(bad)?;
+    let policy = Policy::from_files(
+        key,
+        ca,
+        identity,
+        identity_regex,
+        crls,
+        reference,
+        SystemTime::now(),
+    )
+    .map_err(bad)?;
     Ok(policy.zip(trust))
 }
 
@@ -97,23 +109,30 @@ pub(super) fn check(
             artifact.digest,
             artifact.source_digest,
         );
-        let documents: Vec<(Digest, Vec<u8>)> = plan
-            .referrers
-            .iter()
-            .filter(|(r, _)| r.subject == subject)
-            .filter_map(|(r, _)| {
-                read(plan, &r.digest, oci::MANIFEST_MAX_BYTES)
-                    .ok()
-                    .map(|b| (r.digest, b))
-            })
-            .collect();
-        let candidates: Vec<Candidate> = documents
-            .iter()
-            .map(|(d, b)| Candidate {
-                digest: d,
-                manifest: b,
-            })
-            .collect();
+        let candidates_of = |d: &Digest| -> Vec<(Digest, Vec<u8>)> {
+            plan.referrers
+                .iter()
+                .filter(|(r, _)| r.subject == *d)
+                .filter_map(|(r, _)| {
+                    read(plan, &r.digest, oci::MANIFEST_MAX_BYTES)
+                        .ok()
+                        .map(|b| (r.digest, b))
+                })
+                .collect()
+        };
+        // An index the platform filter made: its kept children, each of
+        // which may carry its own signature.
+        let children: Vec<Digest> = match source_digest {
+            Some(_) => read(plan, &subject, oci::MANIFEST_MAX_BYTES)
+                .ok()
+                .and_then(|b| oci::parse_node(subject, "", &b).ok())
+                .map(|n| match n {
+                    oci::Node::Index(i) => i.manifests.iter().map(|m| m.digest).collect(),
+                    oci::Node::Manifest(_) => Vec::new(),
+                })
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
         let mut read_blob = |d: &oci::Descriptor| {
             read(
                 plan,
@@ -122,11 +141,23 @@ pub(super) fn check(
             )
             .map_err(|e| CosignError::read(d.digest, e))
         };
-        match cosign::verify(&subject, &candidates, &w.policy, &mut read_blob) {
+        match cosign::verify_image(
+            &subject,
+            &children,
+            &candidates_of,
+            &w.policy,
+            &mut read_blob,
+        ) {
             Ok(v) => out.push(SignatureCheck {
                 image: image.clone(),
                 signature: v.signature_digest,
                 form: v.form.as_str(),
+                key_file: match &w.policy.trust {
+                    cosign::Trust::Key(_) => Path::new(&w.trust)
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned()),
+                    cosign::Trust::Ca(_) => None,
+                },
                 signer: v.signer.clone(),
                 docker_reference: v.docker_reference.clone(),
                 checked_at: v.checked_at.map(rfc3339),
@@ -157,7 +188,13 @@ pub(super) fn check(
             .iter_mut()
             .find(|(r, _)| r.digest == c.signature)
         {
-            r.verified_by = Some(c.signer.clone());
+            // The key's file name, not its path: the archive's bytes must
+            // not depend on where the spec or key was (and must not leak
+            // local paths). A certificate's identity is kept whole.
+            r.verified_by = Some(match &c.key_file {
+                Some(name) => format!("key {name}"),
+                None => c.signer.clone(),
+            });
         }
     }
     Ok(out)

@@ -376,13 +376,16 @@ impl Registry {
             // Only a document whose `subject` names it is a referrer in
             // the API's sense; cosign's tagged signatures have none and
             // are found by their tag.
-            let (subject, annotations) = self
+            let (subject, annotations, artifact_type) = self
                 .documents
                 .get(&r.digest)
                 .and_then(|doc| oci::parse_node(r.digest, &doc.media_type, &doc.bytes).ok())
-                .map(|node| match node {
-                    oci::Node::Manifest(m) => (m.subject, m.annotations),
-                    oci::Node::Index(i) => (i.subject, i.annotations),
+                .map(|node| {
+                    let t = node.artifact_type();
+                    match node {
+                        oci::Node::Manifest(m) => (m.subject, m.annotations, t),
+                        oci::Node::Index(i) => (i.subject, i.annotations, t),
+                    }
                 })
                 .unwrap_or_default();
             let in_api = subject.is_some_and(|s| s.digest == r.subject);
@@ -391,7 +394,8 @@ impl Registry {
                 .get(&r.digest)
                 .map_or(0, |doc| doc.bytes.len() as u64);
             let mut listed = oci::Descriptor::new(&r.media_type, r.digest, size);
-            listed.artifact_type = r.artifact_type.clone();
+            // From the manifest, not bundle.json (verify checks they agree).
+            listed.artifact_type = artifact_type;
             listed.annotations = annotations;
             for name in holders {
                 let repo = self.repos.entry(name).or_default();

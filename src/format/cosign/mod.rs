@@ -66,13 +66,15 @@ pub struct Policy {
 
 impl Policy {
     /// The policy a user names: a public key file, or a CA bundle (with an
-    /// identity the certificate must name exactly, and CRLs) whose
+    /// identity the certificate must name exactly or match as a whole by a
+    /// regular expression, and CRLs) whose
     /// certificates are checked as valid at `at`; `None` when neither file
     /// is given.
     pub fn from_files(
         key: Option<&std::path::Path>,
         ca: Option<&std::path::Path>,
         identity: Option<&str>,
+        identity_regex: Option<&str>,
         crls: &[PathBuf],
         reference: Option<String>,
         at: SystemTime,
@@ -83,6 +85,9 @@ impl Policy {
                 let mut t = CaTrust::from_pem_file(c, at)?;
                 if let Some(i) = identity {
                     t = t.with_identity(Identity::Exact(i.to_owned()));
+                }
+                if let Some(r) = identity_regex {
+                    t = t.with_identity(Identity::regex(r)?);
                 }
                 for crl in crls {
                     t = t.with_crl_file(crl)?;
@@ -447,6 +452,52 @@ pub fn verify(
             subject: *subject,
             failures,
         }),
+    }
+}
+
+/// [`verify`] for an image: its root must have a good signature, or, for
+/// an index ferry made from some of the source's children (a platform
+/// filter), every one of `children` must have one, since no signature can
+/// cover the new index. `candidates_of` gives the referrer manifests
+/// carried for a digest. Returns the root's good signature, else the
+/// first child's.
+pub fn verify_image(
+    root: &Digest,
+    children: &[Digest],
+    candidates_of: &dyn Fn(&Digest) -> Vec<(Digest, Vec<u8>)>,
+    policy: &Policy,
+    read_blob: &mut dyn FnMut(&oci::Descriptor) -> Result<Vec<u8>, CosignError>,
+) -> Result<Verified, CosignError> {
+    let check =
+        |d: &Digest,
+         read_blob: &mut dyn FnMut(&oci::Descriptor) -> Result<Vec<u8>, CosignError>| {
+            let docs = candidates_of(d);
+            let candidates: Vec<Candidate> = docs
+                .iter()
+                .map(|(digest, manifest)| Candidate { digest, manifest })
+                .collect();
+            verify(d, &candidates, policy, read_blob)
+        };
+    let at_root = check(root, read_blob);
+    if at_root.is_ok() || children.is_empty() {
+        return at_root;
+    }
+    let mut first = None;
+    for c in children {
+        match check(c, read_blob) {
+            Ok(v) => {
+                first.get_or_insert(v);
+            }
+            // A child without any signature: the root's failure says it
+            // best (it carries the advice); a child's bad signature is
+            // its own.
+            Err(CosignError::NoSignature { .. }) => return at_root,
+            Err(e) => return Err(e),
+        }
+    }
+    match first {
+        Some(v) => Ok(v),
+        None => at_root,
     }
 }
 

@@ -2076,8 +2076,9 @@ impl Client {
     /// credentials for `image`, which must name a digest. `page` is the path
     /// and query (starting `/v2/`) of a later page, taken by the caller from
     /// the `Link` header of the one before; the first page when `None`. A
-    /// 404 or 400 is returned as an answer, not an error (the caller decides
-    /// that the registry has no referrers API), and no fallback is tried.
+    /// 404, 400, 405 or 501 is returned as an answer, not an error (the
+    /// caller decides that the registry has no referrers API), and no
+    /// fallback is tried.
     pub async fn pull_referrers_page(
         &self,
         image: &Reference,
@@ -2117,7 +2118,10 @@ impl Client {
         let (link, filters_applied) = (header("Link"), header("OCI-Filters-Applied"));
         if matches!(
             status,
-            reqwest::StatusCode::NOT_FOUND | reqwest::StatusCode::BAD_REQUEST
+            reqwest::StatusCode::NOT_FOUND
+                | reqwest::StatusCode::BAD_REQUEST
+                | reqwest::StatusCode::METHOD_NOT_ALLOWED
+                | reqwest::StatusCode::NOT_IMPLEMENTED
         ) {
             let _ = self.read_body(res, Body::ErrorOnly).await;
             return Ok(ReferrersPage {
@@ -2460,13 +2464,15 @@ fn validate_registry_response(status: reqwest::StatusCode, body: &[u8], url: &st
 /// (ferry patch) One page of a referrers API answer, as sent.
 #[derive(Debug, Clone)]
 pub struct ReferrersPage {
-    /// The HTTP status (200, or 404/400 for a registry without the API).
+    /// The HTTP status (200, or 404/400/405/501 for a registry without the
+    /// API).
     pub status: u16,
     /// The `Link` header, naming the next page.
     pub link: Option<String>,
     /// The `OCI-Filters-Applied` header.
     pub filters_applied: Option<String>,
-    /// The raw body (an image index), empty on 404/400.
+    /// The raw body (an image index), empty on the statuses that mean no
+    /// API.
     pub body: bytes::Bytes,
 }
 
