@@ -455,6 +455,9 @@ pub fn verify(
     }
 }
 
+/// The referrer manifests carried for a digest: (digest, raw bytes) each.
+pub type CandidatesOf<'a> = dyn Fn(&Digest) -> Vec<(Digest, Vec<u8>)> + 'a;
+
 /// [`verify`] for an image: its root must have a good signature, or, for
 /// an index ferry made from some of the source's children (a platform
 /// filter), every one of `children` must have one, since no signature can
@@ -464,7 +467,7 @@ pub fn verify(
 pub fn verify_image(
     root: &Digest,
     children: &[Digest],
-    candidates_of: &dyn Fn(&Digest) -> Vec<(Digest, Vec<u8>)>,
+    candidates_of: &CandidatesOf<'_>,
     policy: &Policy,
     read_blob: &mut dyn FnMut(&oci::Descriptor) -> Result<Vec<u8>, CosignError>,
 ) -> Result<Verified, CosignError> {
