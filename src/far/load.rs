@@ -265,42 +265,12 @@ pub async fn load(
 
     let mut items = Vec::new();
     for (t, art) in targets.into_iter().zip(&a.bundle.artifacts) {
-        let mut documents = Vec::new();
-        let mut blobs = Vec::new();
-        oci::walk_graph(
-            &art.media_type,
-            &art.digest,
-            &mut |d| read_document(&a, &locations, d),
-            &mut |v| {
-                match v {
-                    Visit::Blob(b) => {
-                        let carried = locations.get(&b.digest).map(|e| e.size) == Some(b.size);
-                        let left_out = absent.get(&b.digest).map(|a| a.size) == Some(b.size);
-                        if !carried && !left_out {
-                            return Err(WalkError::Blob(b.digest));
-                        }
-                        blobs.push(b.digest);
-                    }
-                    Visit::Document {
-                        digest,
-                        media_type,
-                        bytes,
-                    } => documents.push(Document {
-                        digest,
-                        media_type,
-                        bytes,
-                    }),
-                }
-                Ok(())
-            },
-        )
-        .map_err(|source| LoadError::Graph {
-            archive: archive.to_owned(),
-            artifact: art.reference.clone(),
-            source,
-        })?;
-        blobs.sort();
-        blobs.dedup();
+        let (documents, blobs) = graph(&a, &locations, &absent, &art.media_type, &art.digest)
+            .map_err(|source| LoadError::Graph {
+                archive: archive.to_owned(),
+                artifact: art.reference.clone(),
+                source,
+            })?;
         items.push(Item {
             artifact: art.clone(),
             push: PushItem {
@@ -314,7 +284,7 @@ pub async fn load(
 
     // Referrers go where their subjects go, by depth (a referrer of a
     // referrer after it).
-    let referrer_plan = plan_referrers(&a, &locations, &items, archive)?;
+    let referrer_plan = plan_referrers(&a, &locations, &absent, &items, archive)?;
 
     // Every blob once, with the repositories that need it, in plan order.
     let mut jobs: Vec<BlobJob> = Vec::new();
@@ -465,6 +435,50 @@ pub async fn load(
     ))
 }
 
+/// A root's documents (children first) and its distinct blobs, sorted,
+/// walked through the archive; a blob must be carried, or left out of a
+/// delta (`absent`), at its declared size.
+fn graph(
+    a: &Archive,
+    locations: &HashMap<Digest, Entry>,
+    absent: &HashMap<Digest, &crate::format::bundle::AbsentBlob>,
+    media_type: &str,
+    digest: &Digest,
+) -> Result<(Vec<Document>, Vec<Digest>), WalkError> {
+    let mut documents = Vec::new();
+    let mut blobs = Vec::new();
+    oci::walk_graph(
+        media_type,
+        digest,
+        &mut |d| read_document(a, locations, d),
+        &mut |v| {
+            match v {
+                Visit::Blob(b) => {
+                    let carried = locations.get(&b.digest).map(|e| e.size) == Some(b.size);
+                    let left_out = absent.get(&b.digest).map(|a| a.size) == Some(b.size);
+                    if !carried && !left_out {
+                        return Err(WalkError::Blob(b.digest));
+                    }
+                    blobs.push(b.digest);
+                }
+                Visit::Document {
+                    digest,
+                    media_type,
+                    bytes,
+                } => documents.push(Document {
+                    digest,
+                    media_type,
+                    bytes,
+                }),
+            }
+            Ok(())
+        },
+    )?;
+    blobs.sort();
+    blobs.dedup();
+    Ok((documents, blobs))
+}
+
 /// The referrers to push, in phases by depth: each into every repository
 /// that holds its subject (an artifact's document, or a referrer placed
 /// there before), with its documents and blobs from the archive.
@@ -472,6 +486,7 @@ pub async fn load(
 fn plan_referrers(
     a: &Archive,
     locations: &HashMap<Digest, Entry>,
+    absent: &HashMap<Digest, &crate::format::bundle::AbsentBlob>,
     items: &[Item],
     archive: &Path,
 ) -> Result<Vec<Vec<(crate::format::bundle::Referrer, ReferrerPush)>>, LoadError> {
@@ -484,40 +499,14 @@ fn plan_referrers(
     let mut depth: HashMap<Digest, usize> = HashMap::new();
     let mut phases: Vec<Vec<(crate::format::bundle::Referrer, ReferrerPush)>> = Vec::new();
     for r in &a.bundle.referrers {
-        let mut documents = Vec::new();
-        let mut blobs = Vec::new();
-        oci::walk_graph(
-            &r.media_type,
-            &r.digest,
-            &mut |d| read_document(a, locations, d),
-            &mut |v| {
-                match v {
-                    Visit::Blob(b) => {
-                        if locations.get(&b.digest).map(|e| e.size) != Some(b.size) {
-                            return Err(WalkError::Blob(b.digest));
-                        }
-                        blobs.push(b.digest);
-                    }
-                    Visit::Document {
-                        digest,
-                        media_type,
-                        bytes,
-                    } => documents.push(Document {
-                        digest,
-                        media_type,
-                        bytes,
-                    }),
+        let (documents, blobs) =
+            graph(a, locations, absent, &r.media_type, &r.digest).map_err(|source| {
+                LoadError::Graph {
+                    archive: archive.to_owned(),
+                    artifact: format!("{} {} (of {})", r.kind, r.digest, r.subject),
+                    source,
                 }
-                Ok(())
-            },
-        )
-        .map_err(|source| LoadError::Graph {
-            archive: archive.to_owned(),
-            artifact: format!("{} {} (of {})", r.kind, r.digest, r.subject),
-            source,
-        })?;
-        blobs.sort();
-        blobs.dedup();
+            })?;
         let Some(root) = documents.last() else {
             continue;
         };

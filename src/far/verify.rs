@@ -330,20 +330,17 @@ pub fn verify(
                     .get(a.digest.blob_path().as_str())
                     .map_or(0, |(_, size)| *size);
                 let root = oci::Descriptor::new(&a.media_type, a.digest, root_size);
-                let mut walk = Walk {
-                    archive: &archive,
-                    present: &present,
-                    bad: &bad,
-                    fault: !archive.faults.is_empty(),
-                    absent: &absent,
-                    artifact: &a.reference,
-                    image: a.kind == crate::format::bundle::ArtifactKind::Image,
-                    owners: &mut owners,
-                    problems: &mut problems,
-                    broken: false,
-                    walked: Default::default(),
-                    checked: Default::default(),
-                };
+                let image = a.kind == crate::format::bundle::ArtifactKind::Image;
+                let mut walk = Walk::new(
+                    &archive,
+                    &present,
+                    &bad,
+                    &absent,
+                    &a.reference,
+                    image,
+                    &mut owners,
+                    &mut problems,
+                );
                 walk.visit(&root, 0);
                 carried.extend(walk.walked.iter().copied());
                 if walk.broken {
@@ -371,20 +368,16 @@ pub fn verify(
                     .get(r.digest.blob_path().as_str())
                     .map_or(0, |(_, size)| *size);
                 let root = oci::Descriptor::new(&r.media_type, r.digest, root_size);
-                let mut walk = Walk {
-                    archive: &archive,
-                    present: &present,
-                    bad: &bad,
-                    fault: !archive.faults.is_empty(),
-                    absent: &absent,
-                    artifact: &label,
-                    image: false,
-                    owners: &mut owners,
-                    problems: &mut problems,
-                    broken: false,
-                    walked: Default::default(),
-                    checked: Default::default(),
-                };
+                let mut walk = Walk::new(
+                    &archive,
+                    &present,
+                    &bad,
+                    &absent,
+                    &label,
+                    false,
+                    &mut owners,
+                    &mut problems,
+                );
                 walk.visit(&root, 0);
                 carried.extend(walk.walked.iter().copied());
                 // bundle.json's artifact type must be the manifest's: load
@@ -715,6 +708,34 @@ struct Walk<'a> {
 }
 
 impl<'a> Walk<'a> {
+    /// A walk of one root (`artifact` names it in problems).
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        archive: &'a Archive,
+        present: &'a HashMap<Digest, &'a Entry>,
+        bad: &'a BTreeMap<String, (Option<Digest>, String, Vec<usize>)>,
+        absent: &'a HashMap<Digest, u64>,
+        artifact: &'a str,
+        image: bool,
+        owners: &'a mut HashMap<Digest, BTreeSet<String>>,
+        problems: &'a mut Vec<Problem>,
+    ) -> Walk<'a> {
+        Walk {
+            archive,
+            present,
+            bad,
+            fault: !archive.faults.is_empty(),
+            absent,
+            artifact,
+            image,
+            owners,
+            problems,
+            broken: false,
+            walked: Default::default(),
+            checked: Default::default(),
+        }
+    }
+
     fn problem(&mut self, d: &oci::Descriptor, message: String) {
         self.broken = true;
         self.problems.push(Problem {

@@ -266,13 +266,16 @@ async fn place_tag(
         .await
         .map_err(|e| error_chain(&e))?;
     let Some(other) = current else {
-        if !opts.dry_run {
-            remote
-                .push_manifest(repo, tag, &root.bytes, &root.media_type)
-                .await
-                .map_err(|e| error_chain(&e))?;
-        }
-        push::lock(tally).counts.manifests_pushed += 1;
+        put(
+            remote,
+            repo,
+            tag,
+            &root.bytes,
+            &root.media_type,
+            opts,
+            tally,
+        )
+        .await?;
         return Ok(None);
     };
     if other == root.digest {
@@ -287,13 +290,7 @@ async fn place_tag(
     let theirs = match oci::parse_node(d, "", &bytes) {
         Ok(Node::Manifest(m)) => m,
         Ok(Node::Index(_)) | Err(_) if opts.force => {
-            if !opts.dry_run {
-                remote
-                    .push_manifest(repo, tag, &root.bytes, &root.media_type)
-                    .await
-                    .map_err(|e| error_chain(&e))?;
-            }
-            push::lock(tally).counts.manifests_pushed += 1;
+            put(remote, repo, tag, &root.bytes, &root.media_type, opts, tally).await?;
             return Ok(Some(format!("{} replaced {other} (--force)", at())));
         }
         Ok(Node::Index(_)) => {
@@ -341,13 +338,16 @@ async fn place_tag(
                 root.digest
             ));
         }
-        if !opts.dry_run {
-            remote
-                .push_manifest(repo, tag, &root.bytes, &root.media_type)
-                .await
-                .map_err(|e| error_chain(&e))?;
-        }
-        push::lock(tally).counts.manifests_pushed += 1;
+        put(
+            remote,
+            repo,
+            tag,
+            &root.bytes,
+            &root.media_type,
+            opts,
+            tally,
+        )
+        .await?;
         return Ok(Some(format!("{} replaced {other} (--force)", at())));
     }
     let mut merged = theirs.clone();
@@ -383,13 +383,7 @@ async fn place_tag(
         .media_type
         .clone()
         .unwrap_or_else(|| oci::OCI_MANIFEST.to_owned());
-    if !opts.dry_run {
-        remote
-            .push_manifest(repo, tag, &merged_bytes, &media_type)
-            .await
-            .map_err(|e| error_chain(&e))?;
-    }
-    push::lock(tally).counts.manifests_pushed += 1;
+    put(remote, repo, tag, &merged_bytes, &media_type, opts, tally).await?;
     Ok(Some(format!(
         "{} held other signatures ({other}); merged {added} layer{} of {} into it (now {})",
         at(),
@@ -467,13 +461,7 @@ async fn update_fallback(
         return Ok(None);
     }
     let bytes = oci::to_bytes(&index);
-    if !opts.dry_run {
-        remote
-            .push_manifest(repo, &tag, &bytes, oci::OCI_INDEX)
-            .await
-            .map_err(|e| error_chain(&e))?;
-    }
-    push::lock(tally).counts.manifests_pushed += 1;
+    put(remote, repo, &tag, &bytes, oci::OCI_INDEX, opts, tally).await?;
     Ok(Some(match current {
         None => format!(
             "{} made: the registry has no referrers API, so the tag schema's index lists {added} referrer{}",
@@ -501,4 +489,24 @@ fn cosign_config(layers: &[Descriptor]) -> Vec<u8> {
         "config": {},
     });
     serde_json::to_vec(&config).unwrap_or_default()
+}
+
+/// Pushes `bytes` as `repo:reference` (not in a dry run) and counts it.
+async fn put(
+    remote: &Remote,
+    repo: &str,
+    reference: &str,
+    bytes: &[u8],
+    media_type: &str,
+    opts: PushOptions,
+    tally: &Mutex<Tally>,
+) -> Result<(), String> {
+    if !opts.dry_run {
+        remote
+            .push_manifest(repo, reference, bytes, media_type)
+            .await
+            .map_err(|e| error_chain(&e))?;
+    }
+    push::lock(tally).counts.manifests_pushed += 1;
+    Ok(())
 }
