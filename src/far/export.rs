@@ -11,10 +11,13 @@
 //! carry `io.containerd.image.name` (the full name) and
 //! `org.opencontainers.image.ref.name` (the tag), as `docker save` does.
 //!
-//! Blobs are streamed straight from the archive through the verifying
-//! reader, in archive order, each once however many images share it: by
-//! position from a plain archive or volume set, in one ordered pass over a
-//! zstd one. Manifests stay byte for byte as carried, so their digests and
+//! Blobs go in archive order, each once however many images share it.
+//! Into a file from a plain archive or volume set, each is copied by
+//! position in the kernel (`copy_file_range`), and checking threads read
+//! the copy back through the verifying reader as it is written; the file
+//! is renamed into place only when every check has passed. From a zstd
+//! archive (one ordered pass) or to stdout, the bytes go through the
+//! verifying reader on one thread and are written on another. Manifests stay byte for byte as carried, so their digests and
 //! the image IDs (config digests) do not change; a runtime that makes its
 //! own manifest from a docker-archive shows another manifest digest. The
 //! tar is deterministic: the same archive and options give the same bytes.
@@ -840,35 +843,46 @@ fn copy_blobs_direct(
     let failed: Mutex<Option<(usize, ExportError)>> = Mutex::new(None);
     let (jobs, queue) = std::sync::mpsc::channel::<Check>();
     let queue = Mutex::new(queue);
-    let mut writeback = Writeback::new(out.file, tar.bytes);
+    // One job at a time off the shared queue, until it closes.
+    let check_all = || {
+        while let Some(job) = queue.lock().ok().and_then(|q| q.recv().ok()) {
+            if copied.stopped() {
+                continue;
+            }
+            let Err(source) = check_copy(out, &job, &copied) else {
+                continue;
+            };
+            // A check cut short by another failure is not one.
+            if copied.stopped() && mismatch_in(&source).is_none() {
+                continue;
+            }
+            copied.stop();
+            if let Ok(mut f) = failed.lock() {
+                if f.as_ref().is_none_or(|(j, _)| job.index < *j) {
+                    let e = ExportError::Blob {
+                        archive: archive.to_owned(),
+                        digest: job.digest,
+                        source,
+                    };
+                    *f = Some((job.index, e));
+                }
+            }
+        }
+    };
     let result = std::thread::scope(|scope| {
         for _ in 0..checkers {
-            scope.spawn(|| {
-                // One job at a time off the shared queue, until it closes.
-                while let Some(job) = queue.lock().ok().and_then(|q| q.recv().ok()) {
-                    if copied.stopped() {
-                        continue;
-                    }
-                    if let Err(source) = check_copy(out, &job, &copied) {
-                        // A check cut short by another failure is not one.
-                        if copied.stopped() && mismatch_in(&source).is_none() {
-                            continue;
-                        }
-                        copied.stop();
-                        if let Ok(mut f) = failed.lock() {
-                            if f.as_ref().is_none_or(|(j, _)| job.index < *j) {
-                                let e = ExportError::Blob {
-                                    archive: archive.to_owned(),
-                                    digest: job.digest,
-                                    source,
-                                };
-                                *f = Some((job.index, e));
-                            }
-                        }
-                    }
-                }
-            });
+            scope.spawn(check_all);
         }
+        // Starting writeback can wait on the disk's queue: a thread of its
+        // own does it, so neither the copy nor the checks wait.
+        let (kick, kicks) = std::sync::mpsc::channel::<u64>();
+        scope.spawn(move || {
+            let mut writeback = Writeback::new(out.file, 0);
+            for pos in kicks {
+                writeback.start(pos);
+            }
+        });
+        let mut kicked = tar.bytes;
         let result = (|| -> Result<(), ExportError> {
             for (index, d) in order.iter().copied().enumerate() {
                 if copied.stopped() {
@@ -894,8 +908,9 @@ fn copy_blobs_direct(
                     reporter.advance(n);
                     pos += n;
                     copied.reach(pos);
-                    if writeback.due(pos) {
-                        writeback.start(pos);
+                    if pos - kicked >= WRITEBACK_RUN {
+                        let _ = kick.send(pos);
+                        kicked = pos;
                     }
                 })
                 .map_err(|source| ExportError::Blob {
@@ -909,12 +924,15 @@ fn copy_blobs_direct(
             }
             Ok(())
         })();
+        drop(kick);
         // No more jobs; checkers waiting on bytes that will never come
         // (the copy failed) give up.
         drop(jobs);
         if result.is_err() {
             copied.stop();
         }
+        // The copy is done: this thread checks too.
+        check_all();
         result
     });
     // A copy or write failure is the cause when both failed.
@@ -1042,7 +1060,8 @@ const CHECK_BUF: usize = 256 << 10;
 /// the disk works while the export does and the final sync is short.
 struct Writeback<'f> {
     file: &'f File,
-    /// Where the last run started was to.
+    /// Where the last run started ends: writeback of what is before it
+    /// has begun.
     started: u64,
 }
 
@@ -1061,8 +1080,11 @@ impl<'f> Writeback<'f> {
 
     /// Starts writing back what is in the file before `pos`.
     fn start(&mut self, pos: u64) {
-        start_writeback(self.file, self.started, pos - self.started.min(pos));
-        self.started = pos;
+        // (A length of 0 would mean "to the end of the file".)
+        if pos > self.started {
+            start_writeback(self.file, self.started, pos - self.started);
+            self.started = pos;
+        }
     }
 }
 
