@@ -882,6 +882,9 @@ fn copy_blobs_direct(
                 writeback.start(pos);
             }
         });
+        // Should this thread panic, the checkers waiting on its copy must
+        // not wait forever (the scope joins them before unwinding on).
+        let _unstick = Unstick(&copied);
         let mut kicked = tar.bytes;
         let result = (|| -> Result<(), ExportError> {
             for (index, d) in order.iter().copied().enumerate() {
@@ -971,7 +974,9 @@ impl Copied {
         self.moved.notify_all();
     }
 
-    /// Copying and checking stop (a failure).
+    /// Copying and checking stop. Only for a failure that the export
+    /// returns (or a panic): a check cut short by a stop is not counted as
+    /// one, so a stop without an error would let unchecked bytes through.
     fn stop(&self) {
         if let Ok(mut s) = self.state.lock() {
             s.1 = true;
@@ -991,6 +996,17 @@ impl Copied {
             s = self.moved.wait(s).ok()?;
         }
         (!s.1).then_some(s.0)
+    }
+}
+
+/// Stops the copy's followers if the copying thread panics.
+struct Unstick<'a>(&'a Copied);
+
+impl Drop for Unstick<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.stop();
+        }
     }
 }
 
