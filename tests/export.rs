@@ -868,3 +868,91 @@ fn an_archive_without_images_is_refused_pointing_at_unpack() {
     );
     assert_nothing_written(t.path(), &out);
 }
+
+/// Flips one byte of `pattern`'s first occurrence in whichever of `files`
+/// holds it (the same size: only the digest can tell); returns that file.
+fn damage_where(files: &[PathBuf], pattern: &[u8]) -> PathBuf {
+    for f in files {
+        let mut bytes = std::fs::read(f).unwrap();
+        if let Some(at) = bytes.windows(pattern.len()).position(|w| w == pattern) {
+            bytes[at + pattern.len() / 2] ^= 0xff;
+            std::fs::write(f, bytes).unwrap();
+            return f.clone();
+        }
+    }
+    panic!("no file holds the pattern");
+}
+
+/// Export copies blobs in the kernel and checks the copy: a layer whose
+/// bytes were changed in place (same size) inside a plain archive or a
+/// volume set fails the export in either form, naming the digest and the
+/// archive, and leaves no output (nor temp file) behind.
+#[test]
+fn a_blob_damaged_in_place_fails_the_kernel_copy_naming_it_and_leaves_no_output() {
+    let t = tempfile::tempdir().unwrap();
+    let spec = fixture(t.path(), 700 << 10);
+    let plain = t.path().join("plain.tar");
+    pack_spec(&spec, &plain);
+    let split = t.path().join("split.tar");
+    pack_args(&spec, &split, &["--volume-size", "1M"]).expect_ok("pack volumes");
+    // The largest layer the amd64 docker-archive holds.
+    let good = t.path().join("good.tar");
+    export(&plain, &good, &["--platform", "linux/amd64"]).expect_ok("export");
+    let layer = read_members(&good)
+        .into_iter()
+        .filter(|m| m.name.starts_with("blobs/"))
+        .max_by_key(|m| m.data.len())
+        .unwrap();
+    let hex = layer.name.trim_start_matches("blobs/sha256/").to_owned();
+    let pattern = layer.data[1000..1064].to_vec();
+    let out = t.path().join("x.tar");
+
+    let damaged = t.path().join("damaged.tar");
+    std::fs::copy(&plain, &damaged).unwrap();
+    damage_where(std::slice::from_ref(&damaged), &pattern);
+    assert_eq!(
+        std::fs::metadata(&damaged).unwrap().len(),
+        std::fs::metadata(&plain).unwrap().len()
+    );
+    for args in [
+        &["--platform", "linux/amd64"][..],
+        &["--format", "oci-archive"][..],
+    ] {
+        let e = export(&damaged, &out, args).expect_fail("a damaged layer");
+        assert!(
+            e.contains(&hex) && e.contains("damaged.tar") && e.contains("arrived as"),
+            "{args:?}: {e}"
+        );
+        assert_nothing_written(t.path(), &out);
+    }
+
+    let volumes: Vec<PathBuf> = (1..=99)
+        .map(|i| t.path().join(format!("split.tar.{i:03}")))
+        .take_while(|v| v.exists())
+        .collect();
+    assert!(volumes.len() > 1, "the fixture spans several volumes");
+    let hit = damage_where(&volumes, &pattern);
+    let e = export(&volumes[0], &out, &["--format", "oci-archive"]).expect_fail("damaged volume");
+    assert!(
+        e.contains(&hex) && e.contains("arrived as"),
+        "{}: {e}",
+        hit.display()
+    );
+    assert_nothing_written(t.path(), &out);
+
+    // Streamed to stdout (the buffered path), the same blob is named.
+    let o = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args([
+            "export",
+            s(&damaged),
+            "-o",
+            "-",
+            "--platform",
+            "linux/amd64",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "stdout export of a damaged archive");
+    assert!(String::from_utf8_lossy(&o.stderr).contains(&hex));
+}

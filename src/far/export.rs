@@ -11,17 +11,22 @@
 //! carry `io.containerd.image.name` (the full name) and
 //! `org.opencontainers.image.ref.name` (the tag), as `docker save` does.
 //!
-//! Blobs are streamed straight from the archive through the verifying
-//! reader, in archive order, each once however many images share it: by
-//! position from a plain archive or volume set, in one ordered pass over a
-//! zstd one. Manifests stay byte for byte as carried, so their digests and
+//! Blobs go in archive order, each once however many images share it.
+//! Into a file from a plain archive or volume set, each is copied by
+//! position in the kernel (`copy_file_range`), and checking threads read
+//! the copy back through the verifying reader as it is written; the file
+//! is renamed into place only when every check has passed. From a zstd
+//! archive (one ordered pass) or to stdout, the bytes go through the
+//! verifying reader on one thread and are written on another. Manifests stay byte for byte as carried, so their digests and
 //! the image IDs (config digests) do not change; a runtime that makes its
 //! own manifest from a docker-archive shows another manifest digest. The
 //! tar is deterministic: the same archive and options give the same bytes.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
@@ -33,8 +38,9 @@ use crate::base::report::Reporter;
 use crate::format::archive::{
     compressed::Stream, padding, partial_file, ustar_header, Archive, ArchiveError, Entry,
 };
-use crate::format::blob::{BlobSource, Verifying};
+use crate::format::blob::{mismatch_in, BlobSource, SegmentReader, Verifying};
 use crate::format::bundle::{Artifact, ArtifactKind};
+use crate::format::layout::start_writeback;
 use crate::format::oci::{self, Descriptor, Node, Visit, WalkError};
 use crate::shared::mapping::{MappingError, TargetRegistry};
 
@@ -290,8 +296,21 @@ pub fn export_to(
     }
     let tmp = partial_file(out)?;
     let _registered = crate::base::interrupt::register(tmp.path());
+    let direct = Direct {
+        file: tmp.as_file(),
+        read: Arc::new(tmp.as_file().try_clone().map_err(write_err)?),
+        path: tmp.path(),
+    };
     let mut w = io::BufWriter::with_capacity(1 << 20, tmp.as_file());
-    let summary = export_inner(archive, &mut w, &name, Some(out), opts, reporter)?;
+    let summary = export_inner(
+        archive,
+        &mut w,
+        &name,
+        Some(&direct),
+        Some(out),
+        opts,
+        reporter,
+    )?;
     w.flush().map_err(write_err)?;
     drop(w);
     {
@@ -314,15 +333,29 @@ pub fn export(
     opts: &ExportOptions,
     reporter: &dyn Reporter,
 ) -> Result<ExportSummary, ExportError> {
-    export_inner(archive, out, out_name, None, opts, reporter)
+    export_inner(archive, out, out_name, None, None, opts, reporter)
+}
+
+/// The temp file an export to a file writes: blobs are copied into it by
+/// position, in the kernel, and checked by reading the copy back.
+struct Direct<'f> {
+    /// The file, written at its position (the tar's `BufWriter` writes to
+    /// it too, and is flushed before each copy).
+    file: &'f File,
+    /// A second handle on it, for the checking threads' positioned reads.
+    read: Arc<File>,
+    /// Its path, for messages.
+    path: &'f Path,
 }
 
 /// [`export`], refusing an output file (`out_path`) that is the archive
-/// itself or one of its volumes, which the rename would destroy.
+/// itself or one of its volumes, which the rename would destroy. `direct`
+/// is the file `out` writes to, when it is one.
 fn export_inner(
     archive: &Path,
     out: &mut dyn Write,
     out_name: &str,
+    direct: Option<&Direct<'_>>,
     out_path: Option<&Path>,
     opts: &ExportOptions,
     reporter: &dyn Reporter,
@@ -403,7 +436,19 @@ fn export_inner(
     };
     tar.file("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
     reporter.start("exporting", total);
-    let written = copy_blobs(&a, archive, &wanted, &mut tar, reporter)?;
+    let written = match direct {
+        Some(direct) if !a.is_compressed() => {
+            copy_blobs_direct(&a, archive, &locations, &wanted, &mut tar, direct, reporter)?
+        }
+        _ => copy_blobs(
+            &a,
+            archive,
+            &wanted,
+            &mut tar,
+            direct.map(|d| d.file),
+            reporter,
+        )?,
+    };
     reporter.finish();
     if let Some(d) = wanted.keys().find(|d| !written.contains(*d)) {
         return Err(ExportError::Blob {
@@ -700,17 +745,21 @@ enum Piece {
 /// The bytes of one chunk handed over at a time.
 const CHUNK: usize = 1 << 20;
 
-/// Copies every wanted blob into the tar, in archive order. One thread
-/// reads and hashes (by position from a plain archive or volumes, in one
-/// ordered pass over a zstd one) while this one writes, so the hashing
-/// costs no time of its own when a core is free.
+/// Copies every wanted blob into the tar, in archive order, through user
+/// space: the path for a zstd archive, and for any archive to stdout. One
+/// thread reads and hashes (by position from a plain archive or volumes, in
+/// one ordered pass over a zstd one) while this one writes, so the hashing
+/// costs no time of its own when a core is free. `file`: the output file,
+/// when there is one, whose writeback is started as it grows.
 fn copy_blobs(
     a: &Archive,
     archive: &Path,
     wanted: &HashMap<Digest, u64>,
     tar: &mut TarOut<'_>,
+    file: Option<&File>,
     reporter: &dyn Reporter,
 ) -> Result<HashSet<Digest>, ExportError> {
+    let mut writeback = file.map(|f| Writeback::new(f, tar.bytes));
     let (tx, rx) = std::sync::mpsc::sync_channel::<Piece>(4);
     let (give_back, reuse) = std::sync::mpsc::channel::<Vec<u8>>();
     std::thread::scope(|scope| {
@@ -731,9 +780,13 @@ fn copy_blobs(
                     tar.header(&format!("blobs/sha256/{}", d.hex()), size)
                 }
                 Piece::Data(buf) => {
-                    let r = tar.put(&buf);
+                    let mut r = tar.put(&buf);
                     reporter.advance(buf.len() as u64);
                     let _ = give_back.send(buf);
+                    if let Some(wb) = writeback.as_mut().filter(|wb| wb.due(tar.bytes)) {
+                        r = r.and_then(|()| tar.flush());
+                        wb.start(tar.bytes);
+                    }
                     r
                 }
                 Piece::End => tar.pad(current.take().unwrap_or(0)),
@@ -756,6 +809,299 @@ fn copy_blobs(
         wrote?;
         read
     })
+}
+
+/// Copies every wanted blob into the output file, in archive order: by
+/// position from a plain archive or volume set, in the kernel
+/// (`copy_file_range`: the bytes never pass through user space), while
+/// checking threads read each blob back from the output through the
+/// verifying reader, following the copy as it goes (a large layer is
+/// hashed while it is still being copied). The copy, not the source, is
+/// what is checked, so the bytes checked are the bytes the rename will put
+/// in place. Every check has ended, and passed, before this returns `Ok`;
+/// the first failure stops the copying.
+fn copy_blobs_direct(
+    a: &Archive,
+    archive: &Path,
+    locations: &Locations,
+    wanted: &HashMap<Digest, u64>,
+    tar: &mut TarOut<'_>,
+    out: &Direct<'_>,
+    reporter: &dyn Reporter,
+) -> Result<HashSet<Digest>, ExportError> {
+    let mut order: Vec<Digest> = Vec::new();
+    let mut seen = HashSet::new();
+    for d in a.entries.iter().filter_map(|e| blob_digest(&e.path)) {
+        if wanted.contains_key(&d) && seen.insert(d) {
+            order.push(d);
+        }
+    }
+    let mut done = HashSet::new();
+    let checkers = std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 4));
+    let copied = Copied::default();
+    // The first (in archive order) blob whose copy did not check out.
+    let failed: Mutex<Option<(usize, ExportError)>> = Mutex::new(None);
+    let (jobs, queue) = std::sync::mpsc::channel::<Check>();
+    let queue = Mutex::new(queue);
+    // One job at a time off the shared queue, until it closes.
+    let check_all = || {
+        while let Some(job) = queue.lock().ok().and_then(|q| q.recv().ok()) {
+            if copied.stopped() {
+                continue;
+            }
+            let Err(source) = check_copy(out, &job, &copied) else {
+                continue;
+            };
+            // A check cut short by another failure is not one.
+            if copied.stopped() && mismatch_in(&source).is_none() {
+                continue;
+            }
+            copied.stop();
+            if let Ok(mut f) = failed.lock() {
+                if f.as_ref().is_none_or(|(j, _)| job.index < *j) {
+                    let e = ExportError::Blob {
+                        archive: archive.to_owned(),
+                        digest: job.digest,
+                        source,
+                    };
+                    *f = Some((job.index, e));
+                }
+            }
+        }
+    };
+    let result = std::thread::scope(|scope| {
+        for _ in 0..checkers {
+            scope.spawn(check_all);
+        }
+        // Starting writeback can wait on the disk's queue: a thread of its
+        // own does it, so neither the copy nor the checks wait.
+        let (kick, kicks) = std::sync::mpsc::channel::<u64>();
+        scope.spawn(move || {
+            let mut writeback = Writeback::new(out.file, 0);
+            for pos in kicks {
+                writeback.start(pos);
+            }
+        });
+        // Should this thread panic, the checkers waiting on its copy must
+        // not wait forever (the scope joins them before unwinding on).
+        let _unstick = Unstick(&copied);
+        let mut kicked = tar.bytes;
+        let result = (|| -> Result<(), ExportError> {
+            for (index, d) in order.iter().copied().enumerate() {
+                if copied.stopped() {
+                    break;
+                }
+                let (Some(&size), Some(entry)) = (wanted.get(&d), locations.get(&d)) else {
+                    continue;
+                };
+                tar.header(&format!("blobs/sha256/{}", d.hex()), size)?;
+                // The header goes out first: the copy lands at the file's
+                // own position, which is then the tar's.
+                tar.flush()?;
+                let at = tar.bytes;
+                let _ = jobs.send(Check {
+                    index,
+                    digest: d,
+                    size,
+                    at,
+                    from: format!("{} in {}", entry.path, archive.display()),
+                });
+                let mut pos = at;
+                a.copy_member(entry, out.file, &mut |n| {
+                    reporter.advance(n);
+                    pos += n;
+                    copied.reach(pos);
+                    if pos - kicked >= WRITEBACK_RUN {
+                        let _ = kick.send(pos);
+                        kicked = pos;
+                    }
+                })
+                .map_err(|source| ExportError::Blob {
+                    archive: archive.to_owned(),
+                    digest: d,
+                    source,
+                })?;
+                tar.bytes += size;
+                tar.pad(size)?;
+                done.insert(d);
+            }
+            Ok(())
+        })();
+        drop(kick);
+        // No more jobs; checkers waiting on bytes that will never come
+        // (the copy failed) give up.
+        drop(jobs);
+        if result.is_err() {
+            copied.stop();
+        }
+        // The copy is done: this thread checks too.
+        check_all();
+        result
+    });
+    // A copy or write failure is the cause when both failed.
+    result?;
+    if let Some((_, e)) = failed.into_inner().ok().flatten() {
+        return Err(e);
+    }
+    Ok(done)
+}
+
+/// One blob for a checking thread: `size` bytes at `at` in the output.
+struct Check {
+    /// Its place in archive order (the first failure is the one reported).
+    index: usize,
+    digest: Digest,
+    size: u64,
+    at: u64,
+    /// Where its bytes were copied from, for the mismatch.
+    from: String,
+}
+
+/// How far the copy into the output has come, for the checking threads
+/// that follow it.
+#[derive(Default)]
+struct Copied {
+    state: Mutex<(u64, bool)>,
+    moved: std::sync::Condvar,
+}
+
+impl Copied {
+    /// The output holds every byte before `pos`.
+    fn reach(&self, pos: u64) {
+        if let Ok(mut s) = self.state.lock() {
+            s.0 = pos;
+        }
+        self.moved.notify_all();
+    }
+
+    /// Copying and checking stop. Only for a failure that the export
+    /// returns (or a panic): a check cut short by a stop is not counted as
+    /// one, so a stop without an error would let unchecked bytes through.
+    fn stop(&self) {
+        if let Ok(mut s) = self.state.lock() {
+            s.1 = true;
+        }
+        self.moved.notify_all();
+    }
+
+    fn stopped(&self) -> bool {
+        self.state.lock().map_or(true, |s| s.1)
+    }
+
+    /// Waits until the output holds some bytes from `pos` on, and says
+    /// up to where; `None`: it never will (the export stopped).
+    fn wait_past(&self, pos: u64) -> Option<u64> {
+        let mut s = self.state.lock().ok()?;
+        while s.0 <= pos && !s.1 {
+            s = self.moved.wait(s).ok()?;
+        }
+        (!s.1).then_some(s.0)
+    }
+}
+
+/// Stops the copy's followers if the copying thread panics.
+struct Unstick<'a>(&'a Copied);
+
+impl Drop for Unstick<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.stop();
+        }
+    }
+}
+
+/// A reader over a stretch of the output (`pos` to `end`) that hands out
+/// only bytes the copy has already written.
+struct Following<'a> {
+    inner: SegmentReader,
+    copied: &'a Copied,
+    pos: u64,
+    end: u64,
+}
+
+impl Read for Following<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.pos >= self.end || buf.is_empty() {
+            return self.inner.read(buf);
+        }
+        let ready = self
+            .copied
+            .wait_past(self.pos)
+            .ok_or_else(|| io::Error::other("the export stopped"))?;
+        let room = usize::try_from(ready.min(self.end) - self.pos)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
+        let n = self.inner.read(&mut buf[..room])?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// Reads a blob back from the output as the copy writes it, through the
+/// verifying reader (which fails naming the digest and where the bytes
+/// were copied from).
+fn check_copy(out: &Direct<'_>, job: &Check, copied: &Copied) -> io::Result<()> {
+    let copy = SegmentReader::with_files(
+        vec![(out.path.to_owned(), job.at, job.size)],
+        vec![Some(out.read.clone())],
+    );
+    let mut r = Verifying::new(
+        Following {
+            inner: copy,
+            copied,
+            pos: job.at,
+            end: job.at + job.size,
+        },
+        job.digest,
+        job.size,
+        job.from.clone(),
+    );
+    let mut buf = vec![0u8; CHECK_BUF];
+    loop {
+        match r.read(&mut buf) {
+            // At its end the verifying reader has checked the digest.
+            Ok(0) => return Ok(()),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The buffer each checking thread reads a copy back into (small enough to
+/// stay in cache between the read and the hash).
+const CHECK_BUF: usize = 256 << 10;
+
+/// Starting the output's writeback as it grows, a run at a time, so that
+/// the disk works while the export does and the final sync is short.
+struct Writeback<'f> {
+    file: &'f File,
+    /// Where the last run started ends: writeback of what is before it
+    /// has begun.
+    started: u64,
+}
+
+/// How many bytes are written before their writeback is started.
+const WRITEBACK_RUN: u64 = 32 << 20;
+
+impl<'f> Writeback<'f> {
+    fn new(file: &'f File, at: u64) -> Writeback<'f> {
+        Writeback { file, started: at }
+    }
+
+    /// Whether a run has been written since the last start, at `pos`.
+    fn due(&self, pos: u64) -> bool {
+        pos.saturating_sub(self.started) >= WRITEBACK_RUN
+    }
+
+    /// Starts writing back what is in the file before `pos`.
+    fn start(&mut self, pos: u64) {
+        // (A length of 0 would mean "to the end of the file".)
+        if pos > self.started {
+            start_writeback(self.file, self.started, pos - self.started);
+            self.started = pos;
+        }
+    }
 }
 
 /// The reading side of [`copy_blobs`].
@@ -1016,9 +1362,13 @@ impl TarOut<'_> {
         self.pad(bytes.len() as u64)
     }
 
+    fn flush(&mut self) -> Result<(), ExportError> {
+        self.w.flush().map_err(|e| self.write_err(e))
+    }
+
     fn finish(&mut self) -> Result<(), ExportError> {
         self.put(&[0u8; 1024])?;
-        self.w.flush().map_err(|e| self.write_err(e))
+        self.flush()
     }
 }
 

@@ -340,6 +340,101 @@ impl Read for SegmentReader {
     }
 }
 
+/// Copies `len` bytes of `from`, starting at `offset`, to `to` at its
+/// current position (which advances), calling `progress` with each run of
+/// bytes copied. On Linux the kernel moves them (`copy_file_range`: page
+/// cache to page cache, no trip through user space); where it cannot (an
+/// older kernel, another filesystem, a pipe) they go through a buffer.
+///
+/// The bytes are **not** checked here: a caller reads the copy back
+/// through [`Verifying`] (over a [`SegmentReader`] of `to`) before it
+/// lets anyone use it, as `export` does before it renames its file.
+pub fn copy_range(
+    from: &File,
+    offset: u64,
+    len: u64,
+    to: &File,
+    progress: &mut dyn FnMut(u64),
+) -> io::Result<()> {
+    let mut at = offset;
+    let end = offset
+        .checked_add(len)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "range past 2^64"))?;
+    #[cfg(target_os = "linux")]
+    while at < end {
+        use std::os::unix::io::AsRawFd;
+        // A run at a time, so progress moves and a caller can start
+        // writeback between runs.
+        let want = (end - at).min(KERNEL_RUN) as usize;
+        let Ok(mut off_in) = libc::loff_t::try_from(at) else {
+            break;
+        };
+        // SAFETY: both descriptors are open files we borrow for the call;
+        // `off_in` is a valid, exclusive pointer for its duration, and a
+        // null `off_out` means "at and advancing `to`'s own position".
+        let n = unsafe {
+            libc::copy_file_range(
+                from.as_raw_fd(),
+                &mut off_in,
+                to.as_raw_fd(),
+                std::ptr::null_mut(),
+                want,
+                0,
+            )
+        };
+        match n {
+            0 => return Err(ended(end - at)),
+            n if n > 0 => {
+                at += n as u64;
+                progress(n as u64);
+            }
+            _ => {
+                let e = io::Error::last_os_error();
+                match e.raw_os_error() {
+                    Some(libc::EINTR) => {}
+                    // Not between these two files: copy the rest by hand.
+                    Some(
+                        libc::EXDEV
+                        | libc::EINVAL
+                        | libc::ENOSYS
+                        | libc::EOPNOTSUPP
+                        | libc::EBADF
+                        | libc::EPERM,
+                    ) => break,
+                    _ => return Err(e),
+                }
+            }
+        }
+    }
+    let mut buf = vec![0u8; (end - at).min(COPY_BUF as u64) as usize];
+    let mut to = to;
+    while at < end {
+        let want = (end - at).min(buf.len() as u64) as usize;
+        let n = match from.read_at(&mut buf[..want], at) {
+            Ok(0) => return Err(ended(end - at)),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        io::Write::write_all(&mut to, &buf[..n])?;
+        at += n as u64;
+        progress(n as u64);
+    }
+    Ok(())
+}
+
+/// How much [`copy_range`] asks the kernel to move at once.
+const KERNEL_RUN: u64 = 8 << 20;
+/// [`copy_range`]'s buffer when the kernel cannot copy.
+const COPY_BUF: usize = 1 << 20;
+
+fn ended(left: u64) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        format!("the file ended {left} bytes before the end of the range"),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -376,5 +471,43 @@ mod tests {
         let mut r = Verifying::new(&b"jello"[..], d, 5, "x");
         io::copy(&mut (&mut r).take(5), &mut io::sink()).unwrap();
         assert_eq!(r.finish().unwrap_err().actual, Digest::of(b"jello"));
+    }
+
+    #[test]
+    fn copy_range_moves_exactly_the_range_to_the_position_and_fails_past_the_end() {
+        let t = tempfile::tempdir().unwrap();
+        let bytes: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let src = t.path().join("src");
+        std::fs::write(&src, &bytes).unwrap();
+        let from = File::open(&src).unwrap();
+        let dst = t.path().join("dst");
+        let mut to = File::create(&dst).unwrap();
+        io::Write::write_all(&mut to, b"head").unwrap();
+        let mut seen = 0;
+        copy_range(&from, 1000, 200_000, &to, &mut |n| seen += n).unwrap();
+        io::Write::write_all(&mut to, b"tail").unwrap();
+        let got = std::fs::read(&dst).unwrap();
+        assert_eq!(seen, 200_000);
+        assert_eq!(&got[..4], b"head");
+        assert_eq!(&got[4..200_004], &bytes[1000..201_000]);
+        assert_eq!(&got[200_004..], b"tail");
+        // A range the file does not hold fails, saying so.
+        let e = copy_range(&from, 250_000, 100_000, &to, &mut |_| {}).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof, "{e}");
+    }
+
+    #[test]
+    fn copy_range_into_a_pipe_goes_through_a_buffer() {
+        let t = tempfile::tempdir().unwrap();
+        let bytes: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+        let src = t.path().join("src");
+        std::fs::write(&src, &bytes).unwrap();
+        let from = File::open(&src).unwrap();
+        let (mut r, w) = io::pipe().unwrap();
+        let w = File::from(std::os::fd::OwnedFd::from(w));
+        let reader = std::thread::spawn(move || read_all(&mut r).unwrap());
+        copy_range(&from, 5, 2_500_000, &w, &mut |_| {}).unwrap();
+        drop(w);
+        assert_eq!(reader.join().unwrap(), &bytes[5..2_500_005]);
     }
 }

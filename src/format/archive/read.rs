@@ -16,7 +16,7 @@ use super::volumes::{volume_path, VOLUME_HEADER_PATH};
 use super::ArchiveError;
 use crate::base::digest::Digest;
 use crate::base::report::{Reporter, Silent};
-use crate::format::blob::{BlobSource, SegmentReader, Segments};
+use crate::format::blob::{self, BlobSource, SegmentReader, Segments};
 use crate::format::bundle::{Bundle, Piece, BUNDLE_MAX_BYTES, BUNDLE_PATH, OCI_LAYOUT_PATH};
 use crate::format::sign::{SIGNATURE_MAX_BYTES, SIGNATURE_PATH};
 
@@ -622,6 +622,42 @@ impl Archive {
                 what: format!("disagrees with bundle.json: {what}"),
             }),
         }
+    }
+
+    /// Copies `entry`'s bytes to `to` at its current position, span by
+    /// span from the files this open scanned, in the kernel where it can
+    /// ([`blob::copy_range`]), calling `progress` as bytes go. The copy is
+    /// not checked: the caller reads it back through the verifying reader.
+    /// A compressed archive has no positions to copy from: it is refused
+    /// with `ErrorKind::Unsupported`.
+    pub fn copy_member(
+        &self,
+        entry: &Entry,
+        to: &File,
+        progress: &mut dyn FnMut(u64),
+    ) -> io::Result<()> {
+        let at = |e: io::Error| {
+            io::Error::new(
+                e.kind(),
+                format!("copying {} from {}: {e}", entry.path, self.path.display()),
+            )
+        };
+        if self.compressed {
+            return Err(at(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "the archive is compressed, so it has no positions to copy from",
+            )));
+        }
+        for span in &entry.spans {
+            let Some((_, Some(file))) = self.files.get(span.volume) else {
+                return Err(at(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("volume {} is missing", span.volume + 1),
+                )));
+            };
+            blob::copy_range(file, span.offset, span.len, to, progress).map_err(at)?;
+        }
+        Ok(())
     }
 
     /// A reader over one member's bytes (positioned reads; many can be
