@@ -5,10 +5,12 @@
 //! places are asked, cheapest first: the OCI referrers API
 //! (`/v2/<name>/referrers/<digest>`, every page; a registry without it
 //! answers 404 or 400, remembered per registry, and then the referrers tag
-//! schema's fallback index, tag `sha256-<hex>`, is looked for with a
-//! `HEAD`), and cosign's tags `sha256-<hex>.sig`, `.att` and `.sbom`, each
-//! a `HEAD`. Only what exists is fetched (`GET`), so a registry that counts
-//! manifest pulls (Docker Hub) is charged for what is carried. Each
+//! schema's fallback index, tag `sha256-<hex>`, is looked for), and
+//! cosign's tags `sha256-<hex>.sig`, `.att` and `.sbom`. Which of those
+//! tags exist comes from the repository's tag list, read once; only those
+//! are asked (`HEAD`, then `GET`), so a registry that counts manifest pulls
+//! (Docker Hub) is charged for what is carried. A registry that will not
+//! list its tags is asked with a `HEAD` per tag. Each
 //! referrer is pulled by digest as raw bytes, parsed strictly, checked to
 //! name the subject it was listed for (cosign's tags have no `subject`
 //! field and are tied by their tag), and then asked in turn for its own
@@ -125,6 +127,16 @@ pub async fn discover(
 ) -> Result<Vec<Found>, String> {
     let mut taken: HashSet<Digest> = subjects.iter().copied().collect();
     let mut level: Vec<Digest> = subjects.to_vec();
+    // The repository's tags, read once (a page per 1,000 tags): then the
+    // fallback and cosign tags that do not exist cost no request at all.
+    // A registry that will not list them is asked tag by tag.
+    asked.probes += 1;
+    let tags: Option<HashSet<String>> = remote
+        .list_tags(repo)
+        .await
+        .ok()
+        .map(|t| t.into_iter().filter(|t| t.starts_with("sha256-")).collect());
+    let tags = tags.as_ref();
     let mut out: Vec<Found> = Vec::new();
     for depth in 1..=MAX_DEPTH {
         if level.is_empty() {
@@ -140,7 +152,7 @@ pub async fn discover(
             )
         };
         let mut probed = stream::iter(level.iter())
-            .map(|subject| probe(remote, repo, *subject, no_api))
+            .map(|subject| probe(remote, repo, *subject, no_api, tags))
             .buffered(IN_FLIGHT);
         let mut listed = Vec::new();
         while let Some(p) = probed.next().await {
@@ -181,6 +193,7 @@ async fn probe(
     repo: &str,
     subject: Digest,
     no_api: &NoApi,
+    tags: Option<&HashSet<String>>,
 ) -> Result<(Vec<Listed>, Asked), String> {
     let mut asked = Asked::default();
     let mut listed = Vec::new();
@@ -210,12 +223,18 @@ async fn probe(
         ),
         None => {
             let tag = fallback_tag(&subject);
-            asked.probes += 1;
-            if let Some(d) = remote
-                .manifest_digest(repo, &tag)
-                .await
-                .map_err(|e| error_chain(&e))?
-            {
+            let listed_tag = tags.is_none_or(|t| t.contains(&tag));
+            if listed_tag {
+                asked.probes += 1;
+            }
+            let head = match listed_tag {
+                true => remote
+                    .manifest_digest(repo, &tag)
+                    .await
+                    .map_err(|e| error_chain(&e))?,
+                false => None,
+            };
+            if let Some(d) = head {
                 let (bytes, d) = remote
                     .pull_manifest(repo, &d.to_string())
                     .await
@@ -256,14 +275,17 @@ async fn probe(
         }
     }
     // cosign's three tags, asked at once.
-    let tags: Vec<String> = COSIGN_TAG_SUFFIXES
+    // With the repository's tag list, only the tags that exist are asked.
+    let cosign_tags: Vec<String> = COSIGN_TAG_SUFFIXES
         .iter()
         .map(|suffix| format!("{}.{suffix}", fallback_tag(&subject)))
+        .filter(|t| tags.is_none_or(|all| all.contains(t)))
         .collect();
-    asked.probes += tags.len();
+    asked.probes += cosign_tags.len();
     let heads =
-        futures_util::future::join_all(tags.iter().map(|t| remote.manifest_digest(repo, t))).await;
-    for (tag, head) in tags.into_iter().zip(heads) {
+        futures_util::future::join_all(cosign_tags.iter().map(|t| remote.manifest_digest(repo, t)))
+            .await;
+    for (tag, head) in cosign_tags.into_iter().zip(heads) {
         if let Some(d) = head.map_err(|e| error_chain(&e))? {
             // The media type comes with the pull.
             listed.push(entry(
