@@ -592,7 +592,11 @@ impl Remote {
     }
 
     /// Runs `op` with retries on transient failures.
-    async fn retry<T, F, Fut>(&self, what: &dyn Fn() -> String, op: F) -> Result<T, RemoteError>
+    async fn retry<T, F, Fut>(
+        &self,
+        what: &(dyn Fn() -> String + Sync),
+        op: F,
+    ) -> Result<T, RemoteError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, OciDistributionError>>,
