@@ -468,4 +468,19 @@ fn entries_mirror_cannot_carry_are_refused_before_anything_is_pushed() {
 
     let msg = mirror(t.path(), &spec, "http://bad host", &[]).expect_fail("a bad --registry");
     assert!(msg.contains("bad host"), "{msg}");
+
+    // One password is not sent to the source and the target alike.
+    let plain = self::spec(t.path(), &src.host(), "");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
+    cmd.args(["--quiet", "mirror"])
+        .arg(&plain)
+        .args(["--registry", &target.host()])
+        .args(["--username", "u", "--password-stdin"])
+        .env("DOCKER_CONFIG", t.path().join("no-docker-config"));
+    let msg = run_with_stdin(&mut cmd, "secret\n").expect_fail("--username with two registries");
+    assert!(
+        msg.contains("--username would be sent to 2 registries"),
+        "{msg}"
+    );
+    assert!(target.repositories().is_empty());
 }

@@ -74,6 +74,19 @@ pub struct Args {
 
 pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
     let spec = Spec::load(&args.spec)?;
+    // One password is never sent to several registries: the sources and
+    // the target each get theirs from the docker config.
+    let mut hosts = ferry::pack::registry_hosts(&spec);
+    if let Ok(t) = ferry::mapping::TargetRegistry::parse(&args.registry, args.keep_host) {
+        hosts.insert(t.host);
+    }
+    if args.remote.username.is_some() && hosts.len() > 1 {
+        anyhow::bail!(
+            "--username would be sent to {} registries ({}); give each its credentials with `docker login` (or $DOCKER_CONFIG) instead",
+            hosts.len(),
+            hosts.into_iter().collect::<Vec<_>>().join(", ")
+        );
+    }
     // Everything read from disk is checked before anything is pushed.
     let installer = read_installer(
         args.images_digests_from.as_deref(),
