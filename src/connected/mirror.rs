@@ -727,34 +727,30 @@ impl BlobReader for RegistryReader {
         let (raw_tx, raw_rx) = tokio::sync::mpsc::channel::<io::Result<bytes::Bytes>>(8);
         let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<bytes::Bytes>>(4);
         let from = format!("{}/{repo}", remote.host());
-        // The download: one GET (retried by the client until a body
-        // starts), its chunks handed on as they come. A body that breaks
-        // off ends the attempt; the upload's retry opens a new one.
+        // The download: one GET (retried until a body starts), its chunks
+        // handed on as they come. A body that breaks off ends the attempt;
+        // the upload's retry opens a new one.
         tokio::spawn(async move {
-            let fed = remote
-                .pull_blob(&repo, &digest, |mut body: BlobBody| {
-                    let raw_tx = raw_tx.clone();
-                    async move {
-                        let mut got = 0u64;
-                        while let Some(c) = body.next().await {
-                            // The client's own check fails at the end of
-                            // the body; with every byte handed on, ferry's
-                            // hash judges them (and names the damage).
-                            if c.is_err() && got == size {
-                                break;
-                            }
-                            let failed = c.is_err();
-                            got += c.as_ref().map_or(0, |b| b.len() as u64);
-                            if raw_tx.send(c).await.is_err() || failed {
-                                break;
-                            }
-                        }
-                        Ok(())
-                    }
-                })
-                .await;
-            if let Err(e) = fed {
-                let _ = raw_tx.send(Err(io::Error::other(error_chain(&e)))).await;
+            let mut body = match remote.blob_stream(&repo, &digest).await {
+                Ok(b) => b,
+                Err(e) => {
+                    let _ = raw_tx.send(Err(io::Error::other(error_chain(&e)))).await;
+                    return;
+                }
+            };
+            let mut got = 0u64;
+            while let Some(c) = body.next().await {
+                // A registry that ignored the range sent a body the client
+                // checks at its end; with every byte handed on, ferry's own
+                // hash judges them (and names the damage).
+                if c.is_err() && got == size {
+                    break;
+                }
+                let failed = c.is_err();
+                got += c.as_ref().map_or(0, |b| b.len() as u64);
+                if raw_tx.send(c).await.is_err() || failed {
+                    break;
+                }
             }
         });
         let (corrupt, sent) = (corrupt.clone(), sent.clone());
