@@ -53,6 +53,7 @@ fn push(from: &str, to: &str) {
         "copy",
         "--all",
         "--preserve-digests",
+        "--src-tls-verify=false",
         "--dest-tls-verify=false",
         from,
         &format!("docker://{to}"),
@@ -483,4 +484,90 @@ fn entries_mirror_cannot_carry_are_refused_before_anything_is_pushed() {
         "{msg}"
     );
     assert!(target.repositories().is_empty());
+}
+
+#[test]
+fn mirror_lock_copies_the_locked_digests_and_refuses_a_moved_tag() {
+    let t = tempfile::tempdir().unwrap();
+    let src = DockerRegistry::start(&t.path().join("source"), false);
+    let mut l = LayoutBuilder::new(&t.path().join("layout"));
+    for (i, tag) in ["1.0.0", "1.1.0", "2.0.0"].iter().enumerate() {
+        let layer = build::layer(&[("bin/app", &build::pseudo_random(40 + i as u64, 2048))]);
+        let m = l.image(Flavour::Oci, "linux", "amd64", &[layer]);
+        l.tag(&m, tag);
+    }
+    let layout = l.finish();
+    for tag in ["1.0.0", "1.1.0", "2.0.0"] {
+        push(
+            &format!("oci:{}:{tag}", layout.display()),
+            &format!("{}/org/app:{tag}", src.host()),
+        );
+    }
+    let app = format!("{}/org/app", src.host());
+    let spec = t.path().join("rules.yaml");
+    std::fs::write(
+        &spec,
+        format!("images:\n  - ref: {app}\n    tags: {{semver: \"^1\"}}\n"),
+    )
+    .unwrap();
+    let lock = t.path().join("ferry.lock.yaml");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
+    cmd.args(["--quiet", "resolve"])
+        .arg(&spec)
+        .arg("-o")
+        .arg(&lock)
+        .env("FERRY_CACHE", t.path().join("resolve-cache"))
+        .env("DOCKER_CONFIG", t.path().join("no-docker-config"));
+    run(&mut cmd).expect_ok("resolve");
+    let locked_1_1 = digest_at(&format!("{app}:1.1.0"));
+
+    // A new release the rule would choose now: the lock does not.
+    push(&format!("docker://{app}:2.0.0"), &format!("{app}:1.2.0"));
+    let target = DockerRegistry::start(&t.path().join("target"), false);
+    let out = mirror(
+        t.path(),
+        &spec,
+        &target.host(),
+        &["--lock", lock.to_str().unwrap()],
+    );
+    let stdout = out.expect_ok("mirror --lock");
+    assert!(stdout.contains("chose 1.0.0, 1.1.0"), "{stdout}");
+    assert_eq!(target.tags(), vec!["org/app:1.0.0", "org/app:1.1.0"]);
+    assert_eq!(
+        digest_at(&format!("{}/org/app:1.1.0", target.host())),
+        locked_1_1
+    );
+
+    // A locked tag moves: refused before anything is copied, naming it.
+    push(&format!("docker://{app}:2.0.0"), &format!("{app}:1.1.0"));
+    let fresh = DockerRegistry::start(&t.path().join("fresh"), false);
+    let msg = mirror(
+        t.path(),
+        &spec,
+        &fresh.host(),
+        &["--lock", lock.to_str().unwrap()],
+    )
+    .expect_fail("a moved tag");
+    assert!(msg.contains(&format!("image {app}:1.1.0 moved")), "{msg}");
+    assert!(fresh.repositories().is_empty());
+}
+
+#[test]
+fn a_source_download_cut_midway_is_sent_again_and_the_mirror_completes() {
+    let t = tempfile::tempdir().unwrap();
+    let (src, _) = source_registry(t.path(), 256 << 10);
+    // The first two blob downloads break off halfway.
+    let proxy = FaultProxy::start(src.addr, "/blobs/sha256:", Fault::ResetMidBody, 2);
+    let target = DockerRegistry::start(&t.path().join("target"), false);
+    let spec = spec(t.path(), &proxy.addr.to_string(), "");
+    let out = mirror(t.path(), &spec, &target.host(), &["--json"]);
+    assert!(out.ok(), "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(proxy.hits.load(std::sync::atomic::Ordering::Relaxed), 2);
+    for image in IMAGES {
+        let (repo, tag) = image.split_once(':').unwrap();
+        assert_eq!(
+            digest_at(&format!("{}/{repo}:{tag}", target.host())),
+            digest_at(&format!("{}/{image}", src.host()))
+        );
+    }
 }
