@@ -15,7 +15,8 @@ target/release/examples/gen_bench "$out/src" "$total" "$images" >/dev/null
 
 work=$(mktemp -d -p "$PWD/$out")
 pids=()
-trap 'kill "${pids[@]}" 2>/dev/null || true; rm -rf "$work"' EXIT
+# start_registry runs in $(…), a subshell: its pids are kept in a file.
+trap 'kill "${pids[@]}" $(cat "$work/pids" 2>/dev/null) 2>/dev/null || true; rm -rf "$work"' EXIT
 
 now() { date +%s.%N; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -32,5 +33,6 @@ http: {addr: 127.0.0.1:$port}
 YML
   docker-registry serve "$work/$1.yml" >"$work/$1.log" 2>&1 &
   pids+=($!)
+  echo $! >>"$work/pids"
   echo "$port"
 }

@@ -25,7 +25,7 @@ pub mod shared;
 // API the binary, the tests and the fuzz targets use; the folders above
 // are the design (see ARCHITECTURE.md).
 pub use base::{digest, interrupt, platform, reference, report, version};
-pub use connected::{cache, fetch, inputs, lock, pack, referrers, source, tags};
+pub use connected::{cache, fetch, inputs, lock, mirror, pack, referrers, source, tags};
 pub use far::{bundle_report, export, load, serve, unpack, verify};
 pub use format::{archive, bundle, cosign, layout, oci, sign, sizes};
 pub use shared::{diff, inventory, mapping, push, referrer_push, remote, rewrite};

@@ -560,6 +560,50 @@ fn prune_keep_keeps_what_the_specs_need_resolved_from_the_records_alone() {
     assert_eq!(blobs(&cache).len(), 8);
 }
 
+/// An image entry with a tag rule keeps the recorded tags of its
+/// repository that the rule chooses (it once kept none, taking the
+/// untagged repository for a reference with no record).
+#[test]
+fn prune_keep_applies_an_entrys_tag_rule_to_the_recorded_tags() {
+    let t = tempfile::tempdir().unwrap();
+    let mut reg = DockerRegistry::start(&t.path().join("reg"), false);
+    let host = reg.host();
+    let mut l = LayoutBuilder::new(&t.path().join("layout"));
+    let tags = ["1.0.0", "1.1.0", "2.0.0"];
+    for (i, tag) in tags.iter().enumerate() {
+        let layer = build::layer(&[("bin/x", &build::pseudo_random(70 + i as u64, 4096))]);
+        let m = l.image(Flavour::Oci, "linux", "amd64", &[layer]);
+        l.tag(&m, tag);
+    }
+    let layout = l.finish();
+    for tag in tags {
+        push(&layout, tag, &format!("{host}/org/app:{tag}"));
+    }
+    let cache = t.path().join("cache");
+    let images: String = tags
+        .iter()
+        .map(|tag| format!("  - {host}/org/app:{tag}\n"))
+        .collect();
+    let all = write_spec(t.path(), "all.yaml", &format!("images:\n{images}"));
+    pack_ok(&all, &t.path().join("all.tar"), &cache);
+    reg.kill();
+
+    let rule = write_spec(
+        t.path(),
+        "rule.yaml",
+        &format!("images:\n  - ref: {host}/org/app\n    tags: {{semver: \"^1\"}}\n"),
+    );
+    let pruned = cache_json("prune", &cache, &["--keep", rule.to_str().unwrap()]);
+    assert_eq!(pruned["unknown"].as_array().unwrap().len(), 0, "{pruned:#}");
+    assert_eq!(
+        record_names(&cache_json("ls", &cache, &[])),
+        [
+            format!("{host}/org/app:1.0.0"),
+            format!("{host}/org/app:1.1.0")
+        ]
+    );
+}
+
 /// A pack holds the cache's shared lock from its first fetch to its last
 /// written byte: gc waits for it (or, with --no-wait, refuses), and never
 /// removes a blob the pack fetched, even one not yet recorded. A pack that

@@ -76,20 +76,10 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
     let archive = super::archive_arg(&args.archive)?;
     // The installer's file and the ConfigMap name are checked before
     // anything is pushed.
-    let installer = match &args.images_digests_from {
-        Some(path) => {
-            let text = ferry::rewrite::read_text(path)?;
-            let file = path.display().to_string();
-            ferry::rewrite::check_images_digests(&file, &text)?;
-            if let Some(name) = &args.configmap {
-                if !ferry::rewrite::is_object_name(name) {
-                    return Err(ferry::rewrite::OverrideError::Name(name.clone()).into());
-                }
-            }
-            Some((file, text))
-        }
-        None => None,
-    };
+    let installer = read_installer(
+        args.images_digests_from.as_deref(),
+        args.configmap.as_deref(),
+    )?;
     let opts = LoadOptions {
         registry: args.registry.clone(),
         keep_host: args.keep_host,
@@ -120,7 +110,13 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
         }
         if let (Some(path), Some((file, text))) = (&args.images_digests_out, &installer) {
             // Reported after the load's own result.
-            overridden = Some(write_override(&args, path, file, text, &map));
+            let how = Override {
+                registry: &args.registry,
+                allow_missing: args.allow_missing,
+                images_digests_tag: args.images_digests_tag,
+                configmap: args.configmap.as_deref(),
+            };
+            overridden = Some(write_override(&how, path, file, text, &map));
         }
     }
 
@@ -205,10 +201,40 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The installer's `images_digests.yml` (name, text), checked with the
+/// ConfigMap name before anything is pushed.
+pub(super) fn read_installer(
+    from: Option<&std::path::Path>,
+    configmap: Option<&str>,
+) -> anyhow::Result<Option<(String, String)>> {
+    let Some(path) = from else { return Ok(None) };
+    let text = ferry::rewrite::read_text(path)?;
+    let file = path.display().to_string();
+    ferry::rewrite::check_images_digests(&file, &text)?;
+    if let Some(name) = configmap {
+        if !ferry::rewrite::is_object_name(name) {
+            return Err(ferry::rewrite::OverrideError::Name(name.to_owned()).into());
+        }
+    }
+    Ok(Some((file, text)))
+}
+
+/// How the installer's override is written (load's and mirror's flags).
+pub(super) struct Override<'a> {
+    /// `--registry`, for the note.
+    pub registry: &'a str,
+    /// `--allow-missing`.
+    pub allow_missing: bool,
+    /// `--images-digests-tag`.
+    pub images_digests_tag: bool,
+    /// `--configmap`.
+    pub configmap: Option<&'a str>,
+}
+
 /// Writes the installer's override (or its ConfigMap) to `path`; returns
 /// the note to print.
-fn write_override(
-    args: &Args,
+pub(super) fn write_override(
+    args: &Override<'_>,
     path: &std::path::Path,
     file: &str,
     text: &str,
@@ -222,7 +248,7 @@ fn write_override(
         args.images_digests_tag,
     )
     .with_context(|| format!("nothing was written to {}", path.display()))?;
-    let out = match &args.configmap {
+    let out = match args.configmap {
         Some(name) => ferry::rewrite::configmap(name, file, &o.text)?,
         None => o.text,
     };
@@ -244,7 +270,7 @@ fn write_override(
     Ok(format!(
         "wrote {}{}: {pointed} of {} entries of {file} point at {}{}",
         path.display(),
-        match &args.configmap {
+        match args.configmap {
             Some(n) => format!(" (ConfigMap {n})"),
             None => String::new(),
         },

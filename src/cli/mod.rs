@@ -12,6 +12,7 @@ mod inventory;
 mod keygen;
 mod load;
 mod man;
+mod mirror;
 mod pack;
 mod progress;
 mod remote_args;
@@ -76,6 +77,8 @@ pub enum Command {
     Inventory(inventory::Args),
     /// Write a lock file: the exact tags, digests and chart versions a spec chooses.
     Resolve(resolve::Args),
+    /// Copy a spec's images from their registries straight into a registry, no archive.
+    Mirror(mirror::Args),
     /// Show the fetch cache, or prune it (ls, prune, gc).
     Cache(cache::Args),
     /// Compare two bundles: images added, removed or changed, and growth.
@@ -132,6 +135,7 @@ pub fn run() -> ExitCode {
         Command::Images(a) => images::run(a, &settings),
         Command::Inventory(a) => inventory::run(a, &settings),
         Command::Resolve(a) => resolve::run(a, &settings),
+        Command::Mirror(a) => mirror::run(a, &settings),
         Command::Cache(a) => cache::run(a, &settings),
         Command::Diff(a) => diff::run(a, &settings),
         Command::Completion(a) => completion::run(a, &settings),

@@ -238,7 +238,7 @@ enum LayoutKind {
 /// The largest index.json read from a source.
 const INDEX_MAX: u64 = 16 << 20;
 /// The largest image config read to learn its platform.
-const CONFIG_MAX: u64 = 16 << 20;
+pub(crate) const CONFIG_MAX: u64 = 16 << 20;
 
 impl LocalLayout {
     /// Opens an OCI layout directory.
@@ -649,16 +649,11 @@ pub fn walk_image(
     let mut source_digest = None;
     match node {
         Node::Index(index) => {
-            let (kept, rewritten) = choose_children(&index, filter, image)?;
+            let (kept, filtered) = filter_index(&index, filter, image)?;
             for child in &kept {
                 w.child(child, 1)?;
             }
-            if rewritten {
-                let new_index = Index {
-                    manifests: kept,
-                    ..index
-                };
-                let new_bytes = oci::to_bytes(&new_index);
+            if let Some(new_bytes) = filtered {
                 let d = Digest::of(&new_bytes);
                 source_digest = Some(root.digest);
                 out_root = Descriptor::new(&root.media_type, d, new_bytes.len() as u64);
@@ -678,15 +673,7 @@ pub fn walk_image(
             w.add(root, true)?;
             let p = w.manifest(&m)?;
             w.platforms.extend(p.clone());
-            if let (Some(filter), Some(p)) = (filter, &p) {
-                if !filter.iter().any(|f| f.accepts(p)) {
-                    return Err(SourceError::MissingPlatform {
-                        image: image.to_owned(),
-                        platform: filter[0].clone(),
-                        available: p.to_string(),
-                    });
-                }
-            }
+            check_manifest_platform(filter, p.as_ref(), image)?;
         }
     }
     let mut platforms = w.platforms;
@@ -879,6 +866,67 @@ const ATTESTATION_KEY: &str = "vnd.docker.reference.digest";
 
 /// Applies a platform filter to an index. Returns the children to keep and
 /// whether that is a strict subset (so a new index must be written).
+/// The index carried for an image whose root is `index`, with `filter`'s
+/// platforms: the children kept and, when the filter dropped any, the
+/// bytes of the new index over them (the same index `pack` writes and
+/// `mirror` pushes). `image` names the image in messages.
+pub fn filter_index(
+    index: &Index,
+    filter: Option<&[Platform]>,
+    image: &str,
+) -> Result<(Vec<Descriptor>, Option<Vec<u8>>), SourceError> {
+    let (kept, rewritten) = choose_children(index, filter, image)?;
+    let bytes = rewritten.then(|| {
+        oci::to_bytes(&Index {
+            manifests: kept.clone(),
+            ..index.clone()
+        })
+    });
+    Ok((kept, bytes))
+}
+
+/// The platform an image config declares (`None` when it names no os and
+/// architecture, or does not parse).
+pub fn config_platform(bytes: &[u8]) -> Option<Platform> {
+    #[derive(serde::Deserialize)]
+    struct Cfg {
+        os: Option<String>,
+        architecture: Option<String>,
+        variant: Option<String>,
+    }
+    match oci::parse_config::<Cfg>(bytes) {
+        Ok(Cfg {
+            os: Some(os),
+            architecture: Some(architecture),
+            variant,
+        }) => Some(Platform {
+            os,
+            architecture,
+            variant,
+        }),
+        _ => None,
+    }
+}
+
+/// Whether a single-manifest image of platform `p` (from its config)
+/// passes `filter`: an error naming what it is, as `pack` gives, if not.
+pub fn check_manifest_platform(
+    filter: Option<&[Platform]>,
+    p: Option<&Platform>,
+    image: &str,
+) -> Result<(), SourceError> {
+    if let (Some(filter), Some(p)) = (filter.filter(|f| !f.is_empty()), p) {
+        if !filter.iter().any(|f| f.accepts(p)) {
+            return Err(SourceError::MissingPlatform {
+                image: image.to_owned(),
+                platform: filter[0].clone(),
+                available: p.to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn choose_children(
     index: &Index,
     filter: Option<&[Platform]>,
@@ -1007,29 +1055,8 @@ impl Walker<'_> {
         if !is_image_config {
             return Ok(None);
         }
-        #[derive(serde::Deserialize)]
-        struct Cfg {
-            os: Option<String>,
-            architecture: Option<String>,
-            variant: Option<String>,
-        }
         let bytes = self.layout.read_verified(&m.config, CONFIG_MAX)?;
-        let p = match oci::parse_config::<Cfg>(&bytes) {
-            Ok(Cfg {
-                os: Some(os),
-                architecture: Some(architecture),
-                variant,
-            }) => {
-                let p = Platform {
-                    os,
-                    architecture,
-                    variant,
-                };
-                Some(p)
-            }
-            _ => None,
-        };
-        Ok(p)
+        Ok(config_platform(&bytes))
     }
 }
 

@@ -27,7 +27,7 @@ use crate::base::digest::Digest;
 use crate::base::error::error_chain;
 use crate::base::report::Reporter;
 use crate::format::archive::{Archive, ArchiveError, Entry};
-use crate::format::bundle::{Artifact, ArtifactKind, Bundle};
+use crate::format::bundle::{Artifact, Bundle};
 use crate::format::oci::{self, Visit, WalkError};
 use crate::shared::mapping::{MappingError, TargetRegistry};
 use crate::shared::push::{
@@ -87,35 +87,7 @@ pub struct LoadOptions {
 }
 
 /// What happened to one artifact.
-#[derive(Debug, Clone, Serialize)]
-pub struct ArtifactOutcome {
-    /// Image, chart or file.
-    pub kind: ArtifactKind,
-    /// The reference carried in the bundle.
-    pub source: String,
-    /// `HOST[:PORT]/REPOSITORY`.
-    pub target: String,
-    /// The tag, when the source had one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tag: Option<String>,
-    /// The digest the target holds.
-    pub digest: Digest,
-    /// Whether it is (or, in a dry run, could be) fully in the registry.
-    pub ok: bool,
-    /// Why not.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-impl ArtifactOutcome {
-    /// `HOST/REPO:TAG` or `HOST/REPO@DIGEST`.
-    pub fn target_ref(&self) -> String {
-        match &self.tag {
-            Some(t) => format!("{}:{t}", self.target),
-            None => format!("{}@{}", self.target, self.digest),
-        }
-    }
-}
+pub use crate::shared::push::ArtifactOutcome;
 
 /// What happened to one referrer in one repository.
 #[derive(Debug, Clone, Serialize)]

@@ -28,6 +28,7 @@ use serde::Serialize;
 use crate::base::digest::{Digest, COPY_BUF};
 use crate::base::error::error_chain;
 use crate::format::blob::{mismatch_in, Verifying};
+use crate::format::bundle::ArtifactKind;
 use crate::shared::remote::{BlobBody, Remote};
 
 /// Counts for one run.
@@ -49,6 +50,37 @@ pub struct PushCounts {
     pub manifests_pushed: usize,
     /// Manifests and tags already in place.
     pub manifests_present: usize,
+}
+
+/// What happened to one artifact.
+#[derive(Debug, Clone, Serialize)]
+pub struct ArtifactOutcome {
+    /// Image, chart or file.
+    pub kind: ArtifactKind,
+    /// The reference carried in the bundle.
+    pub source: String,
+    /// `HOST[:PORT]/REPOSITORY`.
+    pub target: String,
+    /// The tag, when the source had one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// The digest the target holds.
+    pub digest: Digest,
+    /// Whether it is (or, in a dry run, could be) fully in the registry.
+    pub ok: bool,
+    /// Why not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl ArtifactOutcome {
+    /// `HOST/REPO:TAG` or `HOST/REPO@DIGEST`.
+    pub fn target_ref(&self) -> String {
+        match &self.tag {
+            Some(t) => format!("{}:{t}", self.target),
+            None => format!("{}@{}", self.target, self.digest),
+        }
+    }
 }
 
 /// What a run did, shared by the tasks of the pool.

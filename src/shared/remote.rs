@@ -614,7 +614,11 @@ impl Remote {
     }
 
     /// Runs `op` with retries on transient failures.
-    async fn retry<T, F, Fut>(&self, what: &dyn Fn() -> String, op: F) -> Result<T, RemoteError>
+    async fn retry<T, F, Fut>(
+        &self,
+        what: &(dyn Fn() -> String + Sync),
+        op: F,
+    ) -> Result<T, RemoteError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, OciDistributionError>>,
@@ -1129,6 +1133,29 @@ impl Remote {
         self.retry(&|| format!("fetching blob {d} from {repo}"), || async {
             let s = self.client.pull_blob_stream(&r, digest.as_str()).await?;
             sink(s.stream).await.map_err(OciDistributionError::IoError)
+        })
+        .await
+    }
+
+    /// Starts a download of blob `d` of `repo` (retried until the registry
+    /// answers) and returns its body as it comes, for a caller that hashes
+    /// and checks the bytes itself (`mirror` streams them through the
+    /// verifying pump). It asks for the range from byte 0, which a registry
+    /// serves as the whole blob, so the client does not hash it a second
+    /// time; a registry that ignores ranges answers 200 and the client
+    /// checks that body as well.
+    pub async fn blob_stream(&self, repo: &str, d: &Digest) -> Result<BlobBody, RemoteError> {
+        let r = self.at_digest(repo, d)?;
+        let digest = d.to_string();
+        self.retry(&|| format!("fetching blob {d} from {repo}"), || async {
+            match self
+                .client
+                .pull_blob_stream_partial(&r, digest.as_str(), 0, None)
+                .await?
+            {
+                oci_client::client::BlobResponse::Full(s)
+                | oci_client::client::BlobResponse::Partial(s) => Ok(s.stream),
+            }
         })
         .await
     }

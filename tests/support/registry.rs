@@ -46,10 +46,37 @@ impl DockerRegistry {
 
     /// With `tls` = (certificate, key) PEM files, serves HTTPS.
     pub fn start_with(dir: &Path, auth: bool, tls: Option<(&Path, &Path)>) -> DockerRegistry {
+        DockerRegistry::start_config(dir, auth, tls, false)
+    }
+
+    /// With its access log on: every request is a line of
+    /// [`DockerRegistry::access_log`].
+    pub fn start_logged(dir: &Path) -> DockerRegistry {
+        DockerRegistry::start_config(dir, false, None, true)
+    }
+
+    /// The access log's request lines so far (`"POST /v2/… HTTP/1.1"`),
+    /// for a registry started with [`DockerRegistry::start_logged`].
+    pub fn access_log(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.join("registry.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split('"').nth(1).map(str::to_owned))
+            .filter(|r| r.contains(" /v2/"))
+            .collect()
+    }
+
+    fn start_config(
+        dir: &Path,
+        auth: bool,
+        tls: Option<(&Path, &Path)>,
+        access_log: bool,
+    ) -> DockerRegistry {
         std::fs::create_dir_all(dir).unwrap();
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let mut config = format!(
-            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: {}\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+            !access_log,
             dir.join("data").display()
         );
         if let Some((cert, key)) = tls {

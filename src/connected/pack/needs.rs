@@ -1,7 +1,8 @@
 //! What a spec needs from the fetch cache, resolved from the cache's
 //! records alone, with no network (for `ferry cache prune --keep`). A
 //! registry image or OCI chart is found by its reference, so a tag means
-//! what the cache recorded for it. A Helm repository chart is the highest
+//! what the cache recorded for it; an image with a tag rule (`tags:`)
+//! keeps the recorded tags of its repository that the rule chooses. A Helm repository chart is the highest
 //! recorded version its constraint matches, by the rule `helm_repo`
 //! chooses from an index with. A chart with `images: true` needs the
 //! images it names, read from the chart in the cache (or on disk, for a
@@ -69,9 +70,47 @@ pub fn cache_needs(spec: &Spec, cache: &Path, records: &[&Record]) -> CacheNeeds
     };
     let mut listed: HashSet<String> = HashSet::new();
     for e in &spec.images {
-        if let ImageSource::Registry(r) = &e.source {
+        let ImageSource::Registry(r) = &e.source else {
+            continue;
+        };
+        let Some(rule) = &e.tags else {
             listed.insert(r.to_string());
             want(&mut needs, r, format!("image {r}"));
+            continue;
+        };
+        // A tag rule chooses among the tags the cache recorded for the
+        // repository, as it would among the registry's.
+        let name = r.name();
+        let recorded: Vec<(String, &Record)> = records
+            .iter()
+            .filter_map(|rec| match &rec.source {
+                Source::Registry { reference } => {
+                    let parsed = reference.parse::<Reference>().ok()?;
+                    if parsed.name() != name {
+                        return None;
+                    }
+                    Some((parsed.tag()?.to_owned(), *rec))
+                }
+                Source::HelmRepo { .. } => None,
+            })
+            .collect();
+        let mut tags: Vec<String> = recorded.iter().map(|(t, _)| t.clone()).collect();
+        tags.sort();
+        tags.dedup();
+        match crate::connected::tags::select(&e.label(), rule, &tags) {
+            Ok(chosen) => {
+                for (t, rec) in &recorded {
+                    if chosen.contains(t) {
+                        listed.insert(format!("{name}:{t}"));
+                        needs.keep.insert(rec.source.clone());
+                    }
+                }
+            }
+            Err(why) => needs.unknown.push(format!(
+                "{} (the cache's records): {}",
+                e.label(),
+                error_chain(&why)
+            )),
         }
     }
     // Charts whose images the spec carries too: (the chart, its label).

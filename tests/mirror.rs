@@ -1,0 +1,573 @@
+//! `ferry mirror` from one real distribution registry (`docker-registry`)
+//! into another, both on loopback: exact digests, a second run that sends
+//! nothing (read from the target's access log), resuming after the target
+//! dies midway, a blob damaged in transit never committed, platform
+//! filters giving the digest `pack` gives, tag rules, dry runs, and no
+//! disk used on the way.
+
+// Test helpers panic on failure, like the tests that call them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+use support::build::{self, Flavour, LayoutBuilder};
+use support::registry::{CuttingProxy, DockerRegistry, Fault, FaultProxy};
+use support::*;
+
+/// The source images: a multi-arch OCI image and two single-platform
+/// images sharing a base layer (so one blob goes to two target
+/// repositories: one upload, one mount).
+const IMAGES: &[&str] = &["library/app:1.0", "team/tool:2", "org/base-user:3"];
+
+/// A registry holding [`IMAGES`], with layers of `layer_size` bytes; and
+/// the layer digest only `team/tool` has.
+fn source_registry(dir: &Path, layer_size: usize) -> (DockerRegistry, String) {
+    let reg = DockerRegistry::start(&dir.join("source"), false);
+    let mut l = LayoutBuilder::new(&dir.join("layout"));
+    let app = build::multi_arch(&mut l, 21, layer_size);
+    l.tag(&app, "app");
+    let base = build::layer(&[("etc/shared", &build::pseudo_random(100, layer_size))]);
+    let x = build::layer(&[("bin/tool", &build::pseudo_random(101, layer_size))]);
+    let y = build::layer(&[("bin/user", &build::pseudo_random(102, layer_size))]);
+    let x_digest = ferry::digest::Digest::of(&x.0).to_string();
+    let tool = l.image(Flavour::Oci, "linux", "amd64", &[base.clone(), x]);
+    l.tag(&tool, "tool");
+    let user = l.image(Flavour::Oci, "linux", "amd64", &[base, y]);
+    l.tag(&user, "user");
+    let layout = l.finish();
+    for (name, to) in ["app", "tool", "user"].iter().zip(IMAGES) {
+        push(
+            &format!("oci:{}:{name}", layout.display()),
+            &format!("{}/{to}", reg.host()),
+        );
+    }
+    (reg, x_digest)
+}
+
+fn push(from: &str, to: &str) {
+    run(skopeo().args([
+        "copy",
+        "--all",
+        "--preserve-digests",
+        "--src-tls-verify=false",
+        "--dest-tls-verify=false",
+        from,
+        &format!("docker://{to}"),
+    ]))
+    .expect_ok(&format!("skopeo copy {from} {to}"));
+}
+
+/// A spec naming every image of [`IMAGES`] at `host`.
+fn spec(dir: &Path, host: &str, extra: &str) -> PathBuf {
+    let p = dir.join("ferry.yaml");
+    let images: String = IMAGES.iter().map(|i| format!("  - {host}/{i}\n")).collect();
+    std::fs::write(&p, format!("name: mirror-test\nimages:\n{images}{extra}")).unwrap();
+    p
+}
+
+/// `ferry mirror SPEC --registry TARGET --json ARGS…`, with a fresh,
+/// empty TMPDIR and cache under `dir` (returned, to check they stay
+/// empty) and no docker config.
+fn mirror(dir: &Path, spec: &Path, target: &str, args: &[&str]) -> Out {
+    let tmp = dir.join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
+    cmd.arg("--quiet")
+        .arg("mirror")
+        .arg(spec)
+        .args(["--registry", target])
+        .args(args)
+        .env("TMPDIR", &tmp)
+        .env("FERRY_CACHE", dir.join("cache"))
+        .env("DOCKER_CONFIG", dir.join("no-docker-config"))
+        .stdin(Stdio::null());
+    run(&mut cmd)
+}
+
+fn report(out: &Out) -> Value {
+    serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("not a JSON report ({e}):\n{}\n{}", out.stdout, out.stderr))
+}
+
+/// The digest of the manifest `reference` answers with.
+fn digest_at(reference: &str) -> String {
+    let raw = registry_manifest(reference, None).expect_ok(&format!("skopeo inspect {reference}"));
+    ferry::digest::Digest::of(raw.as_bytes()).to_string()
+}
+
+/// Whether the registry's storage holds blob `digest` at all (in any
+/// repository, committed or not).
+fn stores_blob(reg: &DockerRegistry, digest: &str) -> bool {
+    let hex = digest.trim_start_matches("sha256:");
+    reg.dir
+        .join("data/docker/registry/v2/blobs/sha256")
+        .join(&hex[..2])
+        .join(hex)
+        .exists()
+}
+
+fn uploads(reg: &DockerRegistry) -> Vec<String> {
+    reg.access_log()
+        .into_iter()
+        .filter(|r| r.contains("/blobs/uploads/"))
+        .collect()
+}
+
+/// Nothing was written to TMPDIR or the cache: mirror streams.
+fn assert_no_disk_used(dir: &Path) {
+    let left: Vec<_> = std::fs::read_dir(dir.join("tmp"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(left.is_empty(), "mirror wrote to TMPDIR: {left:?}");
+    assert!(
+        !dir.join("cache").exists(),
+        "mirror created the cache directory"
+    );
+}
+
+#[test]
+fn mirror_copies_exact_digests_and_a_second_run_uploads_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    let (src, _) = source_registry(t.path(), 64 << 10);
+    let target = DockerRegistry::start_logged(&t.path().join("target"));
+    let spec = spec(t.path(), &src.host(), "");
+
+    let first = mirror(t.path(), &spec, &target.host(), &["--json"]);
+    assert!(first.ok(), "{}\n{}", first.stdout, first.stderr);
+    let r = report(&first);
+    for (a, image) in r["artifacts"].as_array().unwrap().iter().zip(IMAGES) {
+        assert_eq!(a["ok"], true, "{a}");
+        let (repo, tag) = image.split_once(':').unwrap();
+        assert_eq!(a["target"], format!("{}/{repo}", target.host()));
+        assert_eq!(
+            digest_at(&format!("{}/{repo}:{tag}", target.host())),
+            digest_at(&format!("{}/{image}", src.host())),
+            "{image}: the target holds the source's exact manifest"
+        );
+        assert_eq!(a["digest"], digest_at(&format!("{}/{image}", src.host())));
+    }
+    let c = &r["counts"];
+    assert!(c["uploaded"].as_u64().unwrap() > 0);
+    assert_eq!(c["mounted"], 1, "the shared base layer is mounted: {c}");
+    assert!(!uploads(&target).is_empty());
+    // Every image copies out whole.
+    for (i, image) in IMAGES.iter().enumerate() {
+        run(skopeo()
+            .args(["copy", "--all", "--src-tls-verify=false"])
+            .arg(format!("docker://{}/{image}", target.host()))
+            .arg(format!(
+                "dir:{}",
+                t.path().join(format!("out-{i}")).display()
+            )))
+        .expect_ok(&format!("{image} copies out of the target"));
+    }
+    assert_no_disk_used(t.path());
+
+    let before = target.access_log().len();
+    let second = mirror(t.path(), &spec, &target.host(), &["--json"]);
+    assert!(second.ok(), "{}\n{}", second.stdout, second.stderr);
+    let r2 = report(&second);
+    assert_eq!(r2["counts"]["uploaded"], 0);
+    assert_eq!(r2["counts"]["mounted"], 0);
+    assert_eq!(r2["counts"]["manifests_pushed"], 0);
+    let later: Vec<String> = target.access_log().split_off(before);
+    assert!(!later.is_empty(), "the second run was logged");
+    let sent: Vec<&String> = later
+        .iter()
+        .filter(|r| r.starts_with("POST") || r.starts_with("PUT") || r.starts_with("PATCH"))
+        .collect();
+    assert!(sent.is_empty(), "a second run sends nothing: {sent:?}");
+}
+
+#[test]
+fn a_mirror_cut_off_midway_resumes_without_resending_finished_blobs() {
+    let t = tempfile::tempdir().unwrap();
+    let (src, _) = source_registry(t.path(), 1 << 20);
+    let mut target = DockerRegistry::start(&t.path().join("target"), false);
+    let pid = target.pid().unwrap();
+    // The target registry is killed once 2.5 MiB have gone its way.
+    let proxy = CuttingProxy::start(target.addr, 5 << 19, move || {
+        // SAFETY: a signal to the registry process this test started.
+        unsafe {
+            libc::kill(pid as libc::pid_t, libc::SIGKILL);
+        }
+    });
+    let spec = spec(t.path(), &src.host(), "");
+    let first = mirror(
+        t.path(),
+        &spec,
+        &proxy.addr.to_string(),
+        &["--json", "--retries", "1", "--jobs", "2"],
+    );
+    let msg = first.expect_fail("mirror into a registry that dies");
+    assert!(msg.contains("were not mirrored into"), "{msg}");
+    assert!(proxy.cut.load(std::sync::atomic::Ordering::Relaxed));
+    drop(proxy);
+
+    target.restart();
+    let repos = ["library/app", "team/tool", "org/base-user"];
+    let before: std::collections::BTreeSet<String> =
+        repos.iter().flat_map(|r| target.linked_blobs(r)).collect();
+    assert!(!before.is_empty(), "some blobs arrived before the crash");
+    let second = mirror(t.path(), &spec, &target.host(), &["--json"]);
+    assert!(second.ok(), "{}\n{}", second.stdout, second.stderr);
+    let r = report(&second);
+    for d in r["uploaded"].as_array().unwrap() {
+        assert!(
+            !before.contains(d.as_str().unwrap()),
+            "{d} was complete before the crash and was sent again"
+        );
+    }
+    assert!(r["counts"]["present"].as_u64().unwrap() > 0);
+    for image in IMAGES {
+        assert_eq!(
+            digest_at(&format!("{}/{image}", target.host())),
+            digest_at(&format!("{}/{image}", src.host()))
+        );
+    }
+}
+
+#[test]
+fn a_blob_damaged_in_transit_is_never_committed_and_the_error_names_it() {
+    let t = tempfile::tempdir().unwrap();
+    let (src, x_digest) = source_registry(t.path(), 64 << 10);
+    // Every GET of tool's own layer has its last byte flipped.
+    let proxy = FaultProxy::start(
+        src.addr,
+        x_digest.trim_start_matches("sha256:"),
+        Fault::Corrupt,
+        1000,
+    );
+    let target = DockerRegistry::start(&t.path().join("target"), false);
+    let spec = spec(t.path(), &proxy.addr.to_string(), "");
+    let out = mirror(t.path(), &spec, &target.host(), &["--json"]);
+    assert!(!out.ok(), "{}\n{}", out.stdout, out.stderr);
+    let r = report(&out);
+    let arts = r["artifacts"].as_array().unwrap();
+    let tool = arts
+        .iter()
+        .find(|a| a["source"].as_str().unwrap().contains("team/tool"))
+        .unwrap();
+    assert_eq!(tool["ok"], false);
+    let why = tool["error"].as_str().unwrap();
+    assert!(
+        why.contains(&x_digest) && why.contains("does not match its digest"),
+        "{why}"
+    );
+    assert!(
+        proxy.hits.load(std::sync::atomic::Ordering::Relaxed) > 0,
+        "the damage happened"
+    );
+    // Never committed: not in the repository, not even in blob storage;
+    // no tag for the image that needs it.
+    assert!(!target.linked_blobs("team/tool").contains(&x_digest));
+    assert!(!stores_blob(&target, &x_digest));
+    assert!(!target.tags().iter().any(|t| t.starts_with("team/tool")));
+    // The other images went through.
+    for a in arts.iter().filter(|a| a != &tool) {
+        assert_eq!(a["ok"], true, "{a}");
+    }
+}
+
+#[test]
+fn a_platform_filter_gives_the_digest_pack_gives() {
+    let t = tempfile::tempdir().unwrap();
+    let (src, _) = source_registry(t.path(), 16 << 10);
+    let target = DockerRegistry::start(&t.path().join("target"), false);
+    let spec = t.path().join("filtered.yaml");
+    std::fs::write(
+        &spec,
+        format!(
+            "name: filtered\nimages:\n  - ref: {}/library/app:1.0\n    platforms: [linux/arm64]\n",
+            src.host()
+        ),
+    )
+    .unwrap();
+    let out = mirror(t.path(), &spec, &target.host(), &["--json"]);
+    assert!(out.ok(), "{}\n{}", out.stdout, out.stderr);
+    let r = report(&out);
+    let mirrored = r["artifacts"][0]["digest"].as_str().unwrap().to_owned();
+    assert_ne!(
+        mirrored,
+        digest_at(&format!("{}/library/app:1.0", src.host())),
+        "a filtered index is a new index"
+    );
+    assert_eq!(
+        digest_at(&format!("{}/library/app:1.0", target.host())),
+        mirrored
+    );
+    // The same spec packed: the same index.
+    let archive = t.path().join("b.tar");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
+    cmd.args(["--quiet", "pack"])
+        .arg(&spec)
+        .arg("-o")
+        .arg(&archive)
+        .env("FERRY_CACHE", t.path().join("pack-cache"))
+        .env("DOCKER_CONFIG", t.path().join("no-docker-config"));
+    run(&mut cmd).expect_ok("pack the filtered spec");
+    let packed = inspect_json(&archive);
+    let artifacts = packed["artifacts"].as_array().unwrap();
+    assert_eq!(artifacts[0]["digest"].as_str().unwrap(), mirrored);
+    // Only the arm64 image went over: one manifest, its config and two layers.
+    let raw =
+        registry_manifest(&format!("{}/library/app:1.0", target.host()), None).expect_ok("inspect");
+    let index: Value = serde_json::from_str(&raw).unwrap();
+    let children = index["manifests"].as_array().unwrap();
+    assert_eq!(children.len(), 1);
+    assert_eq!(children[0]["platform"]["architecture"], "arm64");
+    assert_eq!(target.linked_blobs("library/app").len(), 3);
+
+    // A platform the image lacks fails naming it, as pack does.
+    std::fs::write(
+        &spec,
+        format!(
+            "images:\n  - ref: {}/library/app:1.0\n    platforms: [linux/s390x]\n",
+            src.host()
+        ),
+    )
+    .unwrap();
+    let msg = mirror(t.path(), &spec, &target.host(), &[]).expect_fail("a missing platform");
+    assert!(msg.contains("linux/s390x"), "{msg}");
+}
+
+#[test]
+fn tag_rules_choose_the_tags_and_mirror_prints_them() {
+    let t = tempfile::tempdir().unwrap();
+    let src = DockerRegistry::start(&t.path().join("source"), false);
+    let mut l = LayoutBuilder::new(&t.path().join("layout"));
+    let tags = ["1.0.0", "1.1.0", "1.2.0-rc.1", "2.0.0", "latest"];
+    for (i, tag) in tags.iter().enumerate() {
+        let layer = build::layer(&[("bin/app", &build::pseudo_random(i as u64, 2048))]);
+        let m = l.image(Flavour::Oci, "linux", "amd64", &[layer]);
+        l.tag(&m, tag);
+    }
+    let layout = l.finish();
+    for tag in tags {
+        push(
+            &format!("oci:{}:{tag}", layout.display()),
+            &format!("{}/org/app:{tag}", src.host()),
+        );
+    }
+    let target = DockerRegistry::start(&t.path().join("target"), false);
+    let spec = t.path().join("rules.yaml");
+    std::fs::write(
+        &spec,
+        format!(
+            "images:\n  - ref: {}/org/app\n    tags: {{semver: \"^1\"}}\n",
+            src.host()
+        ),
+    )
+    .unwrap();
+    let out = mirror(t.path(), &spec, &target.host(), &[]);
+    let stdout = out.expect_ok("mirror with a tag rule");
+    assert!(stdout.contains("chose 1.0.0, 1.1.0"), "{stdout}");
+    assert_eq!(target.tags(), vec!["org/app:1.0.0", "org/app:1.1.0"]);
+    for tag in ["1.0.0", "1.1.0"] {
+        assert_eq!(
+            digest_at(&format!("{}/org/app:{tag}", target.host())),
+            digest_at(&format!("{}/org/app:{tag}", src.host()))
+        );
+    }
+
+    // A rule that matches nothing fails naming the image and the rule.
+    std::fs::write(
+        &spec,
+        format!(
+            "images:\n  - ref: {}/org/app\n    tags: {{semver: \"^3\"}}\n",
+            src.host()
+        ),
+    )
+    .unwrap();
+    let msg = mirror(t.path(), &spec, &target.host(), &[]).expect_fail("a rule matching nothing");
+    assert!(msg.contains("org/app") && msg.contains("^3"), "{msg}");
+}
+
+#[test]
+fn a_dry_run_says_what_would_be_copied_and_mounted_and_pushes_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    let (src, _) = source_registry(t.path(), 16 << 10);
+    let target = DockerRegistry::start_logged(&t.path().join("target"));
+    let spec = spec(t.path(), &src.host(), "");
+    let dry = mirror(t.path(), &spec, &target.host(), &["--json", "--dry-run"]);
+    assert!(dry.ok(), "{}\n{}", dry.stdout, dry.stderr);
+    let d = report(&dry);
+    assert_eq!(d["dry_run"], true);
+    assert!(uploads(&target).is_empty(), "a dry run uploads nothing");
+    assert!(target.repositories().is_empty());
+    let text = mirror(t.path(), &spec, &target.host(), &["--dry-run"]);
+    let stdout = text.expect_ok("dry run, text");
+    assert!(
+        stdout.contains("would copy") && stdout.contains("would mount"),
+        "{stdout}"
+    );
+
+    let real = mirror(t.path(), &spec, &target.host(), &["--json"]);
+    assert!(real.ok(), "{}\n{}", real.stdout, real.stderr);
+    let r = report(&real);
+    for k in [
+        "uploaded",
+        "mounted",
+        "bytes_uploaded",
+        "present",
+        "manifests_pushed",
+    ] {
+        assert_eq!(d["counts"][k], r["counts"][k], "{k}");
+    }
+}
+
+#[test]
+fn map_out_names_each_image_where_the_target_holds_it() {
+    let t = tempfile::tempdir().unwrap();
+    let (src, _) = source_registry(t.path(), 16 << 10);
+    let target = DockerRegistry::start(&t.path().join("target"), false);
+    let spec = spec(t.path(), &src.host(), "");
+    let map = t.path().join("map.json");
+    let registry = format!("{}/mirror", target.host());
+    let out = mirror(
+        t.path(),
+        &spec,
+        &registry,
+        &["--keep-host", "--map-out", map.to_str().unwrap()],
+    );
+    out.expect_ok("mirror with --map-out");
+    let m: Value = serde_json::from_slice(&std::fs::read(&map).unwrap()).unwrap();
+    let images = m["images"].as_array().unwrap();
+    assert_eq!(images.len(), IMAGES.len());
+    let host_dir = src.host().replace(':', "-");
+    for (e, image) in images.iter().zip(IMAGES) {
+        let (repo, tag) = image.split_once(':').unwrap();
+        assert_eq!(e["source"], format!("{}/{image}", src.host()));
+        assert_eq!(
+            e["target"],
+            format!("{}/mirror/{host_dir}/{repo}", target.host())
+        );
+        assert_eq!(
+            e["digest"].as_str().unwrap(),
+            digest_at(&format!("{}/mirror/{host_dir}/{repo}:{tag}", target.host()))
+        );
+    }
+}
+
+#[test]
+fn entries_mirror_cannot_carry_are_refused_before_anything_is_pushed() {
+    let t = tempfile::tempdir().unwrap();
+    let (src, _) = source_registry(t.path(), 1024);
+    let target = DockerRegistry::start(&t.path().join("target"), false);
+    let spec = spec(t.path(), &src.host(), "files:\n  - path: README.md\n");
+    let msg = mirror(t.path(), &spec, &target.host(), &[]).expect_fail("a spec with files");
+    assert!(
+        msg.contains("README.md") && msg.contains("ferry pack"),
+        "{msg}"
+    );
+    assert!(target.repositories().is_empty());
+
+    let msg = mirror(t.path(), &spec, "http://bad host", &[]).expect_fail("a bad --registry");
+    assert!(msg.contains("bad host"), "{msg}");
+
+    // One password is not sent to the source and the target alike.
+    let plain = self::spec(t.path(), &src.host(), "");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
+    cmd.args(["--quiet", "mirror"])
+        .arg(&plain)
+        .args(["--registry", &target.host()])
+        .args(["--username", "u", "--password-stdin"])
+        .env("DOCKER_CONFIG", t.path().join("no-docker-config"));
+    let msg = run_with_stdin(&mut cmd, "secret\n").expect_fail("--username with two registries");
+    assert!(
+        msg.contains("--username would be sent to 2 registries"),
+        "{msg}"
+    );
+    assert!(target.repositories().is_empty());
+}
+
+#[test]
+fn mirror_lock_copies_the_locked_digests_and_refuses_a_moved_tag() {
+    let t = tempfile::tempdir().unwrap();
+    let src = DockerRegistry::start(&t.path().join("source"), false);
+    let mut l = LayoutBuilder::new(&t.path().join("layout"));
+    for (i, tag) in ["1.0.0", "1.1.0", "2.0.0"].iter().enumerate() {
+        let layer = build::layer(&[("bin/app", &build::pseudo_random(40 + i as u64, 2048))]);
+        let m = l.image(Flavour::Oci, "linux", "amd64", &[layer]);
+        l.tag(&m, tag);
+    }
+    let layout = l.finish();
+    for tag in ["1.0.0", "1.1.0", "2.0.0"] {
+        push(
+            &format!("oci:{}:{tag}", layout.display()),
+            &format!("{}/org/app:{tag}", src.host()),
+        );
+    }
+    let app = format!("{}/org/app", src.host());
+    let spec = t.path().join("rules.yaml");
+    std::fs::write(
+        &spec,
+        format!("images:\n  - ref: {app}\n    tags: {{semver: \"^1\"}}\n"),
+    )
+    .unwrap();
+    let lock = t.path().join("ferry.lock.yaml");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
+    cmd.args(["--quiet", "resolve"])
+        .arg(&spec)
+        .arg("-o")
+        .arg(&lock)
+        .env("FERRY_CACHE", t.path().join("resolve-cache"))
+        .env("DOCKER_CONFIG", t.path().join("no-docker-config"));
+    run(&mut cmd).expect_ok("resolve");
+    let locked_1_1 = digest_at(&format!("{app}:1.1.0"));
+
+    // A new release the rule would choose now: the lock does not.
+    push(&format!("docker://{app}:2.0.0"), &format!("{app}:1.2.0"));
+    let target = DockerRegistry::start(&t.path().join("target"), false);
+    let out = mirror(
+        t.path(),
+        &spec,
+        &target.host(),
+        &["--lock", lock.to_str().unwrap()],
+    );
+    let stdout = out.expect_ok("mirror --lock");
+    assert!(stdout.contains("chose 1.0.0, 1.1.0"), "{stdout}");
+    assert_eq!(target.tags(), vec!["org/app:1.0.0", "org/app:1.1.0"]);
+    assert_eq!(
+        digest_at(&format!("{}/org/app:1.1.0", target.host())),
+        locked_1_1
+    );
+
+    // A locked tag moves: refused before anything is copied, naming it.
+    push(&format!("docker://{app}:2.0.0"), &format!("{app}:1.1.0"));
+    let fresh = DockerRegistry::start(&t.path().join("fresh"), false);
+    let msg = mirror(
+        t.path(),
+        &spec,
+        &fresh.host(),
+        &["--lock", lock.to_str().unwrap()],
+    )
+    .expect_fail("a moved tag");
+    assert!(msg.contains(&format!("image {app}:1.1.0 moved")), "{msg}");
+    assert!(fresh.repositories().is_empty());
+}
+
+#[test]
+fn a_source_download_cut_midway_is_sent_again_and_the_mirror_completes() {
+    let t = tempfile::tempdir().unwrap();
+    let (src, _) = source_registry(t.path(), 256 << 10);
+    // The first two blob downloads break off halfway.
+    let proxy = FaultProxy::start(src.addr, "/blobs/sha256:", Fault::ResetMidBody, 2);
+    let target = DockerRegistry::start(&t.path().join("target"), false);
+    let spec = spec(t.path(), &proxy.addr.to_string(), "");
+    let out = mirror(t.path(), &spec, &target.host(), &["--json"]);
+    assert!(out.ok(), "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(proxy.hits.load(std::sync::atomic::Ordering::Relaxed), 2);
+    for image in IMAGES {
+        let (repo, tag) = image.split_once(':').unwrap();
+        assert_eq!(
+            digest_at(&format!("{}/{repo}:{tag}", target.host())),
+            digest_at(&format!("{}/{image}", src.host()))
+        );
+    }
+}
