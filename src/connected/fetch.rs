@@ -5,16 +5,19 @@
 //! For each reference the manifest (or index) is pulled as raw bytes and
 //! its digest taken from those bytes; with a platform filter only the
 //! index children that are kept are followed, so nothing unused is
-//! downloaded. Manifests come first, so the whole plan is known before the
-//! first layer moves; every image's manifests are resolved at once (a
+//! downloaded. Manifests come first, so the images' plan is known before
+//! the first layer moves; every image's manifests are resolved at once (a
 //! bounded number of images at a time, each level of an index's children
-//! at once), because over a wide-area link what they cost is round trips. Then one bounded pool works over the *blobs* of all
-//! images: a blob shared by several images is fetched once, hashed while it
-//! streams, and renamed into the cache only when digest and size match.
-//! Blobs already cached are re-hashed instead of fetched, and a damaged one
-//! is fetched again. One image's failure does not stop the others. Each
-//! reference fetched whole is recorded in the cache (`cache`) with the
-//! root it resolved to. The caller holds the cache's shared lock.
+//! at once), because over a wide-area link what they cost is round trips.
+//! Then one bounded pool works over the *blobs* of all images: a blob
+//! shared by several images is fetched once, hashed while it streams, and
+//! renamed into the cache only when digest and size match. Referrers
+//! (signatures, attestations, SBOMs) are looked for while those blobs
+//! stream, and their own blobs fetched after. Blobs already cached are
+//! re-hashed instead of fetched, and a damaged one is fetched again. One
+//! image's failure does not stop the others. Each reference fetched whole
+//! is recorded in the cache (`cache`) with the root it resolved to. The
+//! caller holds the cache's shared lock.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -223,15 +226,24 @@ pub async fn fetch(
     }
     reporter.finish();
 
-    // Then the referrers of every image, several images at once (each
-    // asks its places for a whole level of documents at once too).
-    if !pending.is_empty() {
-        reporter.start("finding signatures, attestations and SBOMs", 0);
+    // The images' own blobs, and meanwhile the referrers of every image
+    // (several images at once, each asking its places for a whole level of
+    // documents at once): discovery is round trips, which the blob streams
+    // hide, rather than a phase the first layer waits for.
+    let users = |needed: &BTreeMap<Digest, Needed>, all: &mut HashMap<Digest, Vec<usize>>| {
+        for (d, n) in needed {
+            all.entry(*d).or_default().extend(n.users.iter().copied());
+        }
+    };
+    let mut all_users: HashMap<Digest, Vec<usize>> = HashMap::new();
+    users(&needed, &mut all_users);
+    let first: std::collections::HashSet<Digest> = needed.keys().copied().collect();
+    type Discovered = (usize, String, Result<(Vec<Found>, Asked), String>);
+    let discovery = {
         let no_api = &no_api;
         let store = &store;
-        type Discovered = (usize, String, Result<(Vec<Found>, Asked), String>);
-        let found: Vec<Discovered> = stream::iter(pending)
-            .map(|(i, remote, docs)| async move {
+        stream::iter(pending)
+            .map(move |(i, remote, docs)| async move {
                 let mut asked = Asked::default();
                 let repo = requests[i].reference.repository();
                 let r = referrers::discover(&remote, store, repo, &docs, no_api, &mut asked)
@@ -240,90 +252,41 @@ pub async fn fetch(
                 (i, remote.host().to_owned(), r)
             })
             .buffered(opts.jobs.clamp(1, 8))
-            .collect()
-            .await;
-        for (i, host, r) in found {
-            match r {
-                Ok((f, asked)) => {
-                    counts.manifests += asked.pulled;
-                    counts.referrer_probes += asked.probes;
-                    counts.referrers += f.len();
-                    need(
-                        &mut needed,
-                        i,
-                        &host,
-                        f.iter().flat_map(|x| x.blobs.iter().cloned()).collect(),
-                    );
-                    referrers[i] = f;
-                }
-                Err(e) => {
-                    results[i] = Err(format!("{}: finding referrers: {e}", requests[i].reference))
-                }
+            .collect::<Vec<Discovered>>()
+    };
+    let blobs = fetch_blobs(needed, &remotes, &store, opts.jobs, reporter, &mut counts);
+    let (found, mut failed) = futures_util::future::join(discovery, blobs).await;
+    let mut more: BTreeMap<Digest, Needed> = BTreeMap::new();
+    for (i, host, r) in found {
+        match r {
+            Ok((f, asked)) => {
+                counts.manifests += asked.pulled;
+                counts.referrer_probes += asked.probes;
+                counts.referrers += f.len();
+                need(
+                    &mut more,
+                    i,
+                    &host,
+                    f.iter().flat_map(|x| x.blobs.iter().cloned()).collect(),
+                );
+                referrers[i] = f;
+            }
+            Err(e) => {
+                results[i] = Err(format!("{}: finding referrers: {e}", requests[i].reference))
             }
         }
-        reporter.finish();
     }
-
-    // Blobs already cached: re-hash them (in parallel) rather than trust them.
-    let cached: Vec<(Digest, bool)> = needed
-        .par_iter()
-        .filter(|(d, n)| store.has(d, n.size))
-        .map(|(d, _)| {
-            let whole =
-                crate::base::digest::hash_file(&store.blob_path(d)).is_ok_and(|(h, _)| h == *d);
-            (*d, whole)
-        })
-        .collect();
-    for (d, whole) in cached {
-        if whole {
-            counts.blobs_cached += 1;
-            needed.remove(&d);
-        } else {
-            counts.blobs_repaired += 1;
-            let _ = fs_err::remove_file(store.blob_path(&d));
-        }
+    // Then the referrers' own blobs (those not among the images').
+    users(&more, &mut all_users);
+    more.retain(|d, _| !first.contains(d));
+    if !more.is_empty() {
+        failed.extend(fetch_blobs(more, &remotes, &store, opts.jobs, reporter, &mut counts).await);
     }
-
-    let total: u64 = needed.values().map(|n| n.size).sum();
-    reporter.start("fetching blobs", total);
-    let received = Arc::new(AtomicU64::new(0));
-    let failures: Mutex<Vec<(usize, String)>> = Mutex::new(Vec::new());
-    let fetched = AtomicU64::new(0);
-    let work = stream::iter(needed.iter().enumerate())
-        .map(|(id, (d, n))| {
-            let remote = remotes.get(&n.host).cloned();
-            let store = &store;
-            let received = received.clone();
-            let failures = &failures;
-            let fetched = &fetched;
-            async move {
-                let Some(remote) = remote else { return };
-                let label = format!("{}…", &d.to_string()[..19]);
-                reporter.item_start(id as u64, &label, n.size);
-                let item = (reporter, id as u64);
-                let r = fetch_blob(&remote, store, &n.repo, d, n.size, &received, item).await;
-                reporter.item_finish(id as u64);
-                match r {
-                    Ok(()) => {
-                        fetched.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(e) => {
-                        let msg = error_chain(&e);
-                        let mut f = failures.lock().unwrap_or_else(|p| p.into_inner());
-                        f.extend(n.users.iter().map(|&u| (u, msg.clone())));
-                    }
-                }
+    for (d, msg) in failed {
+        for &u in all_users.get(&d).map(Vec::as_slice).unwrap_or_default() {
+            if results[u].is_ok() {
+                results[u] = Err(msg.clone());
             }
-        })
-        .buffer_unordered(opts.jobs.max(1))
-        .collect::<Vec<()>>();
-    crate::base::report::with_progress(work, &received, reporter).await;
-    reporter.finish();
-    counts.blobs_fetched = fetched.load(Ordering::Relaxed) as usize;
-    counts.bytes_fetched = received.load(Ordering::Relaxed);
-    for (u, msg) in failures.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        if results[u].is_ok() {
-            results[u] = Err(msg);
         }
     }
     // What each reference resolved to, for `ferry cache` (only images
@@ -353,6 +316,75 @@ pub async fn fetch(
         referrers,
         counts,
     })
+}
+
+/// Fetches `needed` into the store, a bounded number at once: blobs
+/// already cached are re-hashed (in parallel) rather than trusted, and a
+/// damaged one is fetched again. Returns the blobs that could not be had,
+/// with why.
+async fn fetch_blobs(
+    mut needed: BTreeMap<Digest, Needed>,
+    remotes: &HashMap<String, Arc<Remote>>,
+    store: &Store,
+    jobs: usize,
+    reporter: &dyn Reporter,
+    counts: &mut FetchCounts,
+) -> Vec<(Digest, String)> {
+    let cached: Vec<(Digest, bool)> = needed
+        .par_iter()
+        .filter(|(d, n)| store.has(d, n.size))
+        .map(|(d, _)| {
+            let whole =
+                crate::base::digest::hash_file(&store.blob_path(d)).is_ok_and(|(h, _)| h == *d);
+            (*d, whole)
+        })
+        .collect();
+    for (d, whole) in cached {
+        if whole {
+            counts.blobs_cached += 1;
+            needed.remove(&d);
+        } else {
+            counts.blobs_repaired += 1;
+            let _ = fs_err::remove_file(store.blob_path(&d));
+        }
+    }
+
+    let total: u64 = needed.values().map(|n| n.size).sum();
+    reporter.start("fetching blobs", total);
+    let received = Arc::new(AtomicU64::new(0));
+    let failures: Mutex<Vec<(Digest, String)>> = Mutex::new(Vec::new());
+    let fetched = AtomicU64::new(0);
+    let work = stream::iter(needed.iter().enumerate())
+        .map(|(id, (d, n))| {
+            let remote = remotes.get(&n.host).cloned();
+            let received = received.clone();
+            let failures = &failures;
+            let fetched = &fetched;
+            async move {
+                let Some(remote) = remote else { return };
+                let label = format!("{}…", &d.to_string()[..19]);
+                reporter.item_start(id as u64, &label, n.size);
+                let item = (reporter, id as u64);
+                let r = fetch_blob(&remote, store, &n.repo, d, n.size, &received, item).await;
+                reporter.item_finish(id as u64);
+                match r {
+                    Ok(()) => {
+                        fetched.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => failures
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push((*d, error_chain(&e))),
+                }
+            }
+        })
+        .buffer_unordered(jobs.max(1))
+        .collect::<Vec<()>>();
+    crate::base::report::with_progress(work, &received, reporter).await;
+    reporter.finish();
+    counts.blobs_fetched += fetched.load(Ordering::Relaxed) as usize;
+    counts.bytes_fetched += received.load(Ordering::Relaxed);
+    failures.into_inner().unwrap_or_else(|p| p.into_inner())
 }
 
 /// How many images' manifests are resolved at once: twice the blobs in
