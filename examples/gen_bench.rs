@@ -5,6 +5,8 @@
 //! bytes: the "next month" of the same images, for the delta benchmark.
 //! With FERRY_BENCH_TEXT=1 in the environment, layers are uncompressed
 //! text instead (compressible about 3x), for the compression benchmark.
+//! With FERRY_BENCH_SHARED=1, the first layer of every platform of every
+//! image is one and the same blob (the link benchmark's fixed set).
 //! `cargo run --release --example gen_bench -- DIR TOTAL_MIB IMAGES [CHANGE_PCT]`
 
 // Test fixtures panic on failure, like the tests that use them.
@@ -19,6 +21,7 @@ fn main() -> std::io::Result<()> {
     let images: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(8);
     let change_pct: usize = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(0);
     let text = std::env::var_os("FERRY_BENCH_TEXT").is_some();
+    let shared = std::env::var_os("FERRY_BENCH_SHARED").is_some();
     let n_layers = images * 2 * 4;
     let changes = (n_layers * change_pct + 50) / 100;
     // Layer g changes when g*changes/n steps: `changes` layers, evenly spread.
@@ -36,6 +39,7 @@ fn main() -> std::io::Result<()> {
                 .map(|k| {
                     let g = (i * 2 + p) * 4 + k;
                     let seed = (i * 100 + p * 10 + k) as u64 + if changed(g) { 1 << 40 } else { 0 };
+                    let seed = if shared && k == 0 { 1 << 41 } else { seed };
                     if text {
                         let data = words(seed, per_layer);
                         let d = ferry::digest::Digest::of(&data);

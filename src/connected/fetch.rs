@@ -5,14 +5,19 @@
 //! For each reference the manifest (or index) is pulled as raw bytes and
 //! its digest taken from those bytes; with a platform filter only the
 //! index children that are kept are followed, so nothing unused is
-//! downloaded. Manifests come first, so the whole plan is known before the
-//! first layer moves. Then one bounded pool works over the *blobs* of all
-//! images: a blob shared by several images is fetched once, hashed while it
-//! streams, and renamed into the cache only when digest and size match.
-//! Blobs already cached are re-hashed instead of fetched, and a damaged one
-//! is fetched again. One image's failure does not stop the others. Each
-//! reference fetched whole is recorded in the cache (`cache`) with the
-//! root it resolved to. The caller holds the cache's shared lock.
+//! downloaded. Manifests come first, so the images' plan is known before
+//! the first layer moves; every image's manifests are resolved at once (a
+//! bounded number of images at a time, each level of an index's children
+//! at once), because over a wide-area link what they cost is round trips.
+//! Then one bounded pool works over the *blobs* of all images: a blob
+//! shared by several images is fetched once, hashed while it streams, and
+//! renamed into the cache only when digest and size match. Referrers
+//! (signatures, attestations, SBOMs) are looked for while those blobs
+//! stream, and their own blobs fetched after. Blobs already cached are
+//! re-hashed instead of fetched, and a damaged one is fetched again. One
+//! image's failure does not stop the others. Each reference fetched whole
+//! is recorded in the cache (`cache`) with the root it resolved to. The
+//! caller holds the cache's shared lock.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -142,6 +147,8 @@ pub async fn fetch(
     let mut needed: BTreeMap<Digest, Needed> = BTreeMap::new();
     let mut referrers: Vec<Vec<Found>> = vec![Vec::new(); requests.len()];
     let no_api = NoApi::default();
+    // Registries that could not be reached, with why.
+    let mut failed_hosts: HashMap<String, String> = HashMap::new();
     // Images whose referrers are looked for once every manifest is in.
     let mut pending: Vec<(usize, Arc<Remote>, Vec<Digest>)> = Vec::new();
     let need =
@@ -161,31 +168,56 @@ pub async fn fetch(
             }
         };
 
-    // Manifests first, one image at a time (they are small).
+    // One client per registry, before anything else (few: one per host).
+    for req in requests {
+        let host = req.reference.registry();
+        if remotes.contains_key(host) || failed_hosts.contains_key(host) {
+            continue;
+        }
+        match Remote::connect(host, &opts.remote).await {
+            Ok(r) => {
+                remotes.insert(host.to_owned(), Arc::new(r));
+            }
+            Err(e) => {
+                failed_hosts.insert(host.to_owned(), error_chain(&e));
+            }
+        }
+    }
+
+    // Manifests first: every image's at once (a bounded number at a time;
+    // they are small, so what they cost is round trips, which overlap).
+    // Results keep the requests' order, so the plan is the same whatever
+    // answers first.
     reporter.start("resolving images", 0);
-    for (i, req) in requests.iter().enumerate() {
-        let host = req.reference.registry().to_owned();
-        let remote = match remotes.get(&host) {
-            Some(r) => r.clone(),
-            None => match Remote::connect(&host, &opts.remote).await {
-                Ok(r) => {
-                    let r = Arc::new(r);
-                    remotes.insert(host.clone(), r.clone());
-                    r
-                }
-                Err(e) => {
-                    results.push(Err(error_chain(&e)));
-                    continue;
-                }
-            },
+    let resolved: Vec<_> = stream::iter(requests.iter().enumerate())
+        .map(|(i, req)| {
+            let host = req.reference.registry().to_owned();
+            let remote = remotes.get(&host).cloned();
+            let failed = failed_hosts.get(&host).cloned();
+            let store = &store;
+            async move {
+                let Some(remote) = remote else {
+                    return (i, host, None, Err(failed.unwrap_or_default()));
+                };
+                let mut found = Resolved::default();
+                let r = resolve(&remote, store, req, &mut found).await;
+                (i, host, Some((remote, found)), r)
+            }
+        })
+        .buffered(resolve_at_once(opts.jobs))
+        .collect()
+        .await;
+    for (i, host, got, r) in resolved {
+        let Some((remote, found)) = got else {
+            results.push(r);
+            continue;
         };
-        let mut blobs = Vec::new();
-        let mut docs = Vec::new();
-        match resolve(&remote, &store, req, &mut blobs, &mut docs, &mut counts).await {
+        counts.manifests += found.manifests;
+        match r {
             Ok(root) => {
-                need(&mut needed, i, &host, blobs);
-                if req.referrers {
-                    pending.push((i, remote.clone(), docs));
+                need(&mut needed, i, &host, found.blobs);
+                if requests[i].referrers {
+                    pending.push((i, remote, found.docs));
                 }
                 results.push(Ok(root));
             }
@@ -194,15 +226,24 @@ pub async fn fetch(
     }
     reporter.finish();
 
-    // Then the referrers of every image, several images at once (each
-    // asks its places for a whole level of documents at once too).
-    if !pending.is_empty() {
-        reporter.start("finding signatures, attestations and SBOMs", 0);
+    // The images' own blobs, and meanwhile the referrers of every image
+    // (several images at once, each asking its places for a whole level of
+    // documents at once): discovery is round trips, which the blob streams
+    // hide, rather than a phase the first layer waits for.
+    let users = |needed: &BTreeMap<Digest, Needed>, all: &mut HashMap<Digest, Vec<usize>>| {
+        for (d, n) in needed {
+            all.entry(*d).or_default().extend(n.users.iter().copied());
+        }
+    };
+    let mut all_users: HashMap<Digest, Vec<usize>> = HashMap::new();
+    users(&needed, &mut all_users);
+    let first: std::collections::HashSet<Digest> = needed.keys().copied().collect();
+    type Discovered = (usize, String, Result<(Vec<Found>, Asked), String>);
+    let discovery = {
         let no_api = &no_api;
         let store = &store;
-        type Discovered = (usize, String, Result<(Vec<Found>, Asked), String>);
-        let found: Vec<Discovered> = stream::iter(pending)
-            .map(|(i, remote, docs)| async move {
+        stream::iter(pending)
+            .map(move |(i, remote, docs)| async move {
                 let mut asked = Asked::default();
                 let repo = requests[i].reference.repository();
                 let r = referrers::discover(&remote, store, repo, &docs, no_api, &mut asked)
@@ -211,90 +252,41 @@ pub async fn fetch(
                 (i, remote.host().to_owned(), r)
             })
             .buffered(opts.jobs.clamp(1, 8))
-            .collect()
-            .await;
-        for (i, host, r) in found {
-            match r {
-                Ok((f, asked)) => {
-                    counts.manifests += asked.pulled;
-                    counts.referrer_probes += asked.probes;
-                    counts.referrers += f.len();
-                    need(
-                        &mut needed,
-                        i,
-                        &host,
-                        f.iter().flat_map(|x| x.blobs.iter().cloned()).collect(),
-                    );
-                    referrers[i] = f;
-                }
-                Err(e) => {
-                    results[i] = Err(format!("{}: finding referrers: {e}", requests[i].reference))
-                }
+            .collect::<Vec<Discovered>>()
+    };
+    let blobs = fetch_blobs(needed, &remotes, &store, opts.jobs, reporter, &mut counts);
+    let (found, mut failed) = futures_util::future::join(discovery, blobs).await;
+    let mut more: BTreeMap<Digest, Needed> = BTreeMap::new();
+    for (i, host, r) in found {
+        match r {
+            Ok((f, asked)) => {
+                counts.manifests += asked.pulled;
+                counts.referrer_probes += asked.probes;
+                counts.referrers += f.len();
+                need(
+                    &mut more,
+                    i,
+                    &host,
+                    f.iter().flat_map(|x| x.blobs.iter().cloned()).collect(),
+                );
+                referrers[i] = f;
+            }
+            Err(e) => {
+                results[i] = Err(format!("{}: finding referrers: {e}", requests[i].reference))
             }
         }
-        reporter.finish();
     }
-
-    // Blobs already cached: re-hash them (in parallel) rather than trust them.
-    let cached: Vec<(Digest, bool)> = needed
-        .par_iter()
-        .filter(|(d, n)| store.has(d, n.size))
-        .map(|(d, _)| {
-            let whole =
-                crate::base::digest::hash_file(&store.blob_path(d)).is_ok_and(|(h, _)| h == *d);
-            (*d, whole)
-        })
-        .collect();
-    for (d, whole) in cached {
-        if whole {
-            counts.blobs_cached += 1;
-            needed.remove(&d);
-        } else {
-            counts.blobs_repaired += 1;
-            let _ = fs_err::remove_file(store.blob_path(&d));
-        }
+    // Then the referrers' own blobs (those not among the images').
+    users(&more, &mut all_users);
+    more.retain(|d, _| !first.contains(d));
+    if !more.is_empty() {
+        failed.extend(fetch_blobs(more, &remotes, &store, opts.jobs, reporter, &mut counts).await);
     }
-
-    let total: u64 = needed.values().map(|n| n.size).sum();
-    reporter.start("fetching blobs", total);
-    let received = Arc::new(AtomicU64::new(0));
-    let failures: Mutex<Vec<(usize, String)>> = Mutex::new(Vec::new());
-    let fetched = AtomicU64::new(0);
-    let work = stream::iter(needed.iter().enumerate())
-        .map(|(id, (d, n))| {
-            let remote = remotes.get(&n.host).cloned();
-            let store = &store;
-            let received = received.clone();
-            let failures = &failures;
-            let fetched = &fetched;
-            async move {
-                let Some(remote) = remote else { return };
-                let label = format!("{}…", &d.to_string()[..19]);
-                reporter.item_start(id as u64, &label, n.size);
-                let item = (reporter, id as u64);
-                let r = fetch_blob(&remote, store, &n.repo, d, n.size, &received, item).await;
-                reporter.item_finish(id as u64);
-                match r {
-                    Ok(()) => {
-                        fetched.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(e) => {
-                        let msg = error_chain(&e);
-                        let mut f = failures.lock().unwrap_or_else(|p| p.into_inner());
-                        f.extend(n.users.iter().map(|&u| (u, msg.clone())));
-                    }
-                }
+    for (d, msg) in failed {
+        for &u in all_users.get(&d).map(Vec::as_slice).unwrap_or_default() {
+            if results[u].is_ok() {
+                results[u] = Err(msg.clone());
             }
-        })
-        .buffer_unordered(opts.jobs.max(1))
-        .collect::<Vec<()>>();
-    crate::base::report::with_progress(work, &received, reporter).await;
-    reporter.finish();
-    counts.blobs_fetched = fetched.load(Ordering::Relaxed) as usize;
-    counts.bytes_fetched = received.load(Ordering::Relaxed);
-    for (u, msg) in failures.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        if results[u].is_ok() {
-            results[u] = Err(msg);
         }
     }
     // What each reference resolved to, for `ferry cache` (only images
@@ -326,14 +318,102 @@ pub async fn fetch(
     })
 }
 
-/// Pulls the manifests of one image into the store and lists its blobs.
+/// Fetches `needed` into the store, a bounded number at once: blobs
+/// already cached are re-hashed (in parallel) rather than trusted, and a
+/// damaged one is fetched again. Returns the blobs that could not be had,
+/// with why.
+async fn fetch_blobs(
+    mut needed: BTreeMap<Digest, Needed>,
+    remotes: &HashMap<String, Arc<Remote>>,
+    store: &Store,
+    jobs: usize,
+    reporter: &dyn Reporter,
+    counts: &mut FetchCounts,
+) -> Vec<(Digest, String)> {
+    let cached: Vec<(Digest, bool)> = needed
+        .par_iter()
+        .filter(|(d, n)| store.has(d, n.size))
+        .map(|(d, _)| {
+            let whole =
+                crate::base::digest::hash_file(&store.blob_path(d)).is_ok_and(|(h, _)| h == *d);
+            (*d, whole)
+        })
+        .collect();
+    for (d, whole) in cached {
+        if whole {
+            counts.blobs_cached += 1;
+            needed.remove(&d);
+        } else {
+            counts.blobs_repaired += 1;
+            let _ = fs_err::remove_file(store.blob_path(&d));
+        }
+    }
+
+    let total: u64 = needed.values().map(|n| n.size).sum();
+    reporter.start("fetching blobs", total);
+    let received = Arc::new(AtomicU64::new(0));
+    let failures: Mutex<Vec<(Digest, String)>> = Mutex::new(Vec::new());
+    let fetched = AtomicU64::new(0);
+    let work = stream::iter(needed.iter().enumerate())
+        .map(|(id, (d, n))| {
+            let remote = remotes.get(&n.host).cloned();
+            let received = received.clone();
+            let failures = &failures;
+            let fetched = &fetched;
+            async move {
+                let Some(remote) = remote else { return };
+                let label = format!("{}…", &d.to_string()[..19]);
+                reporter.item_start(id as u64, &label, n.size);
+                let item = (reporter, id as u64);
+                let r = fetch_blob(&remote, store, &n.repo, d, n.size, &received, item).await;
+                reporter.item_finish(id as u64);
+                match r {
+                    Ok(()) => {
+                        fetched.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => failures
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push((*d, error_chain(&e))),
+                }
+            }
+        })
+        .buffer_unordered(jobs.max(1))
+        .collect::<Vec<()>>();
+    crate::base::report::with_progress(work, &received, reporter).await;
+    reporter.finish();
+    counts.blobs_fetched += fetched.load(Ordering::Relaxed) as usize;
+    counts.bytes_fetched += received.load(Ordering::Relaxed);
+    failures.into_inner().unwrap_or_else(|p| p.into_inner())
+}
+
+/// How many images' manifests are resolved at once: twice the blobs in
+/// flight (manifests are small; their cost is the round trip), at most 64.
+fn resolve_at_once(jobs: usize) -> usize {
+    (jobs.max(1) * 2).min(64)
+}
+
+/// How many children of one level of an image's indexes are pulled at once.
+const CHILDREN_AT_ONCE: usize = 8;
+
+/// What resolving one image found.
+#[derive(Default)]
+struct Resolved {
+    /// The blobs its manifests name (configs and layers).
+    blobs: Vec<Descriptor>,
+    /// Every document pulled (for referrer discovery).
+    docs: Vec<Digest>,
+    /// Manifests and indexes pulled.
+    manifests: usize,
+}
+
+/// Pulls the manifests of one image into the store and lists its blobs:
+/// the root, then each level of indexes' children at once.
 async fn resolve(
     remote: &Remote,
     store: &Store,
     req: &FetchRequest,
-    blobs: &mut Vec<Descriptor>,
-    docs: &mut Vec<Digest>,
-    counts: &mut FetchCounts,
+    found: &mut Resolved,
 ) -> Result<Descriptor, String> {
     let r = &req.reference;
     let repo = r.repository();
@@ -346,60 +426,71 @@ async fn resolve(
         .pull_manifest(repo, &reference)
         .await
         .map_err(|e| error_chain(&e))?;
-    counts.manifests += 1;
+    found.manifests += 1;
     // Pulled by tag or digest: nothing declared its kind, so the document
     // says what it is (and must say it unambiguously).
     let node =
         oci::parse_node(digest, "", &bytes).map_err(|e| format!("{r}: {}", error_chain(&e)))?;
     let root = Descriptor::new(&node.media_type(), digest, bytes.len() as u64);
     put_small(store, &bytes, digest)?;
-    docs.push(digest);
-    let mut todo: Vec<(Node, usize)> = vec![(node, 0)];
+    found.docs.push(digest);
+    let mut level: Vec<Node> = vec![node];
     // Each document is pulled once, however often the graph names it.
     let mut pulled = std::collections::HashSet::from([digest]);
-    let mut top = true;
-    while let Some((node, depth)) = todo.pop() {
-        match node {
-            Node::Index(i) => {
-                let children = if top {
-                    crate::connected::source::choose_children(
-                        &i,
-                        req.platforms.as_deref(),
-                        &r.to_string(),
-                    )
-                    .map_err(|e| error_chain(&e))?
-                    .0
-                } else {
-                    i.manifests.clone()
-                };
-                if depth >= oci::MAX_DEPTH {
-                    return Err(format!(
-                        "{r}: indexes nest deeper than {} levels",
-                        oci::MAX_DEPTH
-                    ));
-                }
-                for c in children {
-                    if !pulled.insert(c.digest) {
-                        continue;
+    let mut depth = 0;
+    while !level.is_empty() {
+        let mut children: Vec<Descriptor> = Vec::new();
+        for node in level {
+            match node {
+                Node::Index(i) => {
+                    let kept = if depth == 0 {
+                        crate::connected::source::choose_children(
+                            &i,
+                            req.platforms.as_deref(),
+                            &r.to_string(),
+                        )
+                        .map_err(|e| error_chain(&e))?
+                        .0
+                    } else {
+                        i.manifests.clone()
+                    };
+                    if depth >= oci::MAX_DEPTH {
+                        return Err(format!(
+                            "{r}: indexes nest deeper than {} levels",
+                            oci::MAX_DEPTH
+                        ));
                     }
-                    let (bytes, d) = remote
-                        .pull_manifest(repo, &c.digest.to_string())
-                        .await
-                        .map_err(|e| error_chain(&e))?;
-                    counts.manifests += 1;
-                    let node =
-                        oci::parse_node(d, &c.media_type, &bytes).map_err(|e| error_chain(&e))?;
-                    put_small(store, &bytes, d)?;
-                    docs.push(d);
-                    todo.push((node, depth + 1));
+                    children.extend(kept.into_iter().filter(|c| pulled.insert(c.digest)));
                 }
-            }
-            Node::Manifest(m) => {
-                blobs.push(m.config.clone());
-                blobs.extend(m.layers.iter().cloned());
+                Node::Manifest(m) => {
+                    found.blobs.push(m.config.clone());
+                    found.blobs.extend(m.layers.iter().cloned());
+                }
             }
         }
-        top = false;
+        // The whole level at once, kept in its order.
+        let pulls: Vec<Result<(Node, Digest), String>> = stream::iter(children)
+            .map(|c| async move {
+                let (bytes, d) = remote
+                    .pull_manifest(repo, &c.digest.to_string())
+                    .await
+                    .map_err(|e| error_chain(&e))?;
+                let node =
+                    oci::parse_node(d, &c.media_type, &bytes).map_err(|e| error_chain(&e))?;
+                put_small(store, &bytes, d)?;
+                Ok((node, d))
+            })
+            .buffered(CHILDREN_AT_ONCE)
+            .collect()
+            .await;
+        level = Vec::new();
+        for p in pulls {
+            let (node, d) = p?;
+            found.manifests += 1;
+            found.docs.push(d);
+            level.push(node);
+        }
+        depth += 1;
     }
     Ok(root)
 }

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Scale: ARTIFACTS single-platform images of five small blobs each
+# (examples/gen_scale.rs: 50,000 blobs at 10,000 artifacts), at each size of
+# SIZES. For each: pack (from the local layout), verify, inspect, load
+# --dry-run against a registry that already holds everything (filled by a
+# `ferry load` first, timed too), and serve's start-up (until `/v2/`
+# answers). Prints time and peak RSS of each, KiB of peak RSS per artifact,
+# and time per 1,000 artifacts, so growth can be read off across sizes.
+# Usage: scripts/bench-scale.sh [SIZES="2500 5000 10000"]
+sizes=${1:-2500 5000 10000}
+export FERRY_BENCH_NO_SRC=1
+source "$(dirname "$0")/bench-common.sh"
+cargo build --release --quiet --example gen_scale
+echo "machine: $(nproc) cores"
+
+# timed LABEL N CMD…: runs CMD, prints seconds, peak RSS and per-artifact figures.
+timed() {
+  local label=$1 n=$2 t0 t1 s rss; shift 2
+  t0=$(now)
+  /usr/bin/time -f '%M' -o "$work/rss" "$@" >"$work/out" 2>"$work/err" || { echo "$label failed:"; cat "$work/err"; exit 1; }
+  t1=$(now); s=$(echo "$t1 - $t0" | bc -l); rss=$(tail -1 "$work/rss")
+  printf '%6d artifacts  %-28s %7.2f s  %6.2f s/1k  peak RSS %6.1f MiB  %5.1f KiB/artifact\n' \
+    "$n" "$label" "$s" "$(echo "$s * 1000 / $n" | bc -l)" "$(echo "$rss/1024" | bc -l)" "$(echo "$rss/$n" | bc -l)"
+}
+
+for n in $sizes; do
+  target/release/examples/gen_scale "$out/scale$n" "$n" >/dev/null
+  a="$work/scale$n.tar"
+  timed pack "$n" "$ferry" --quiet pack "$out/scale$n/ferry.yaml" -o "$a"
+  timed verify "$n" "$ferry" --quiet verify "$a"
+  timed inspect "$n" "$ferry" --quiet inspect "$a"
+  timed 'inspect --json' "$n" "$ferry" --quiet inspect --json "$a"
+  p=$(start_registry "reg$n"); wait_port "$p"
+  timed 'load (empty registry)' "$n" "$ferry" --quiet load "$a" --registry "127.0.0.1:$p"
+  timed 'load --dry-run (all there)' "$n" "$ferry" --quiet load --dry-run "$a" --registry "127.0.0.1:$p"
+  # serve: start-up until /v2/ answers, and its RSS then.
+  sp=$(free_port); t0=$(now)
+  "$ferry" --quiet serve "$a" --listen "127.0.0.1:$sp" 2>"$work/serve.err" &
+  spid=$!
+  until curl -sf "http://127.0.0.1:$sp/v2/" >/dev/null; do
+    kill -0 "$spid" 2>/dev/null || { echo "serve failed:"; cat "$work/serve.err"; exit 1; }
+    sleep 0.02
+  done
+  t1=$(now); s=$(echo "$t1 - $t0" | bc -l)
+  rss=$(awk '/VmHWM/ {print $2}' "/proc/$spid/status")
+  kill "$spid"; wait "$spid" 2>/dev/null || true
+  printf '%6d artifacts  %-28s %7.2f s  %6.2f s/1k  peak RSS %6.1f MiB  %5.1f KiB/artifact\n' \
+    "$n" 'serve start-up' "$s" "$(echo "$s * 1000 / $n" | bc -l)" "$(echo "$rss/1024" | bc -l)" "$(echo "$rss/$n" | bc -l)"
+  rm -rf "$a" "$work/reg$n-data" "$out/scale$n"
+done

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Load with many small blobs, on loopback (no emulated link): IMAGES
+# (default 3,000) two-platform images sharing ten base layers
+# (examples/gen_report.rs; 9 documents and blobs per image), each loaded
+# into an empty CNCF distribution registry. On the 300-image set, in one
+# run: `ferry load` against `skopeo copy --all` of each image in turn, and
+# against the registry's own ingest limit, measured by scripts/raw-ingest.py
+# (only the requests the API needs, at THREADS_LIST concurrencies; the best
+# is the limit). On the big set: `ferry load` against the raw client at
+# its best concurrency. Also counts ferry's requests by kind, through the
+# link emulator with no delay and no cap (examples/link.rs).
+# Usage: scripts/bench-small.sh [IMAGES=3000] [THREADS_LIST="8 16 32 64"]
+big=${1:-3000}; threads_list=${2:-8 16 32 64}
+export FERRY_BENCH_NO_SRC=1
+source "$(dirname "$0")/bench-common.sh"
+cargo build --release --quiet --example gen_report --example link
+for n in 300 "$big"; do
+  target/release/examples/gen_report "$out/small$n" "$n" >/dev/null
+  "$ferry" --quiet pack "$out/small$n/ferry.yaml" -o "$work/small$n.tar" >/dev/null
+done
+objects() { find "$out/small$1/layout/blobs" -type f | wc -l; }
+ferry_load() { # ARCHIVE PORT → seconds
+  local t0 t1; t0=$(now)
+  "$ferry" --quiet load "$1" --registry "127.0.0.1:$2" >/dev/null
+  t1=$(now); echo "$t1 - $t0" | bc -l
+}
+raw() { # SET THREADS PORT → "seconds requests blobs manifests"
+  scripts/raw-ingest.py "$out/small$1/layout" "127.0.0.1:$3" "$2"
+}
+fresh() { local p; p=$(start_registry "$1"); wait_port "$p"; echo "$p"; }
+
+echo "machine: $(nproc) cores"
+# 300 images: ferry, skopeo, raw client.
+n=300
+f=$(ferry_load "$work/small$n.tar" "$(fresh f300)")
+p=$(fresh s300); t0=$(now)
+python3 -c 'import json,sys; [print(m["annotations"]["org.opencontainers.image.ref.name"]) for m in json.load(open(sys.argv[1]))["manifests"]]' \
+  "$out/small$n/layout/index.json" > "$work/names300"
+while read -r name; do
+  skopeo --insecure-policy copy -q --all --dest-tls-verify=false \
+    "oci:$out/small$n/layout:$name" "docker://127.0.0.1:$p/${name#*/}"
+done < "$work/names300"
+t1=$(now); s=$(echo "$t1 - $t0" | bc -l)
+best=; best_t=
+for t in $threads_list; do
+  read -r secs reqs _ _ < <(raw $n "$t" "$(fresh "r300-$t")")
+  printf 'raw client, %2d threads, 300 images: %.2f s, %d requests (%.0f/s)\n' "$t" "$secs" "$reqs" "$(echo "$reqs / $secs" | bc -l)"
+  if [ -z "$best" ] || [ "$(echo "$secs < $best_t" | bc -l)" = 1 ]; then best=$t; best_t=$secs; fi
+done
+printf '300 images (%d objects): ferry load %.2f s; skopeo copy --all x300 %.2f s (ferry %.2fx); raw limit (%d threads) %.2f s (ferry at %.0f %% of it)\n' \
+  "$(objects $n)" "$f" "$s" "$(echo "$s/$f" | bc -l)" "$best" "$best_t" "$(echo "$best_t/$f*100" | bc -l)"
+
+# ferry's requests by kind (300 images, through a link with no delay).
+p=$(fresh c300); l=$(start_link count "$p" 0 1000000); wait_port "$l"
+ferry_load "$work/small$n.tar" "$l" >/dev/null
+link_stats count | python3 -c 'import json,sys; d=json.load(sys.stdin); print("ferry load requests (300 images):", d["requests"], "in", d["connections"], "connections:", ", ".join(f"{k} {v}" for k,v in d["by_kind"].items()))'
+
+# The big set: ferry against the raw client at its best concurrency.
+n=$big
+f=$(ferry_load "$work/small$n.tar" "$(fresh "f$n")")
+read -r secs reqs _ _ < <(raw "$n" "$best" "$(fresh "r$n")")
+printf '%d images (%d objects): ferry load %.2f s (%.0f objects/s); raw limit (%d threads) %.2f s, %d requests (%.0f/s); ferry at %.0f %% of it\n' \
+  "$n" "$(objects "$n")" "$f" "$(echo "$(objects "$n")/$f" | bc -l)" "$best" "$secs" "$reqs" "$(echo "$reqs/$secs" | bc -l)" "$(echo "$secs/$f*100" | bc -l)"

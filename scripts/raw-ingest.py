@@ -1,0 +1,153 @@
+#!/usr/bin/env python3
+"""The registry's own ingest limit, for scripts/bench-small.sh: pushes every
+image of an OCI layout into a registry with only the requests the
+distribution API needs and nothing else: no HEADs, no pings, no retries.
+
+Per blob, the first time it is seen: `POST /v2/REPO/blobs/uploads/` then one
+monolithic `PUT LOCATION?digest=` with the bytes (two requests; the
+registry does not take a body on the POST itself, which is tried first and
+used when it does); each later repository that needs it: one
+`POST …/blobs/uploads/?mount=DIGEST&from=REPO` (answered 201). Then each
+manifest once per repository, children before their index (`PUT
+/v2/REPO/manifests/REF`). Work is spread over N threads, each with one
+kept-alive connection; each image is pushed whole by one thread, and a
+blob's first upload finishes before any mount of it is tried.
+
+Usage: raw-ingest.py LAYOUT HOST:PORT THREADS [USER:PASSWORD]
+Prints: seconds requests blobs manifests (one line).
+"""
+import base64
+import http.client
+import json
+import os
+import sys
+import threading
+import time
+
+layout, host, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
+auth = None
+if len(sys.argv) > 4:
+    auth = "Basic " + base64.b64encode(sys.argv[4].encode()).decode()
+
+
+def fail(message):
+    print(message, file=sys.stderr)
+    os._exit(1)
+
+
+def blob_path(d):
+    algo, hexd = d.split(":", 1)
+    return os.path.join(layout, "blobs", algo, hexd)
+
+
+def read(d):
+    with open(blob_path(d), "rb") as f:
+        return f.read()
+
+
+# The work: per tagged image, its blobs and its manifests (children first).
+index = json.load(open(os.path.join(layout, "index.json")))
+images = []
+for m in index["manifests"]:
+    name = m["annotations"]["org.opencontainers.image.ref.name"]
+    repo_tag = name.split("/", 1)[1]
+    repo, tag = repo_tag.rsplit(":", 1)
+    blobs, docs = [], []
+
+    def walk(desc, ref):
+        body = read(desc["digest"])
+        doc = json.loads(body)
+        if "manifests" in doc:
+            for c in doc["manifests"]:
+                walk(c, c["digest"])
+        else:
+            for b in [doc["config"]] + doc["layers"]:
+                if b["digest"] not in blobs:
+                    blobs.append(b["digest"])
+        docs.append((ref, desc["mediaType"], body))
+
+    walk(m, tag)
+    images.append((repo, blobs, docs))
+
+lock = threading.Lock()
+first_repo = {}  # digest -> (repo, Event set when uploaded)
+requests = [0]
+next_image = [0]
+
+
+class Conn:
+    def __init__(self):
+        self.c = http.client.HTTPConnection(host)
+
+    def do(self, method, path, body=None, headers=None):
+        h = dict(headers or {})
+        if auth:
+            h["Authorization"] = auth
+        self.c.request(method, path, body=body, headers=h)
+        r = self.c.getresponse()
+        data = r.read()
+        with lock:
+            requests[0] += 1
+        return r.status, r.getheader("Location"), data
+
+
+monolithic_post = [None]  # learnt on the first upload
+
+
+def upload(c, repo, d):
+    body = read(d)
+    hdr = {"Content-Type": "application/octet-stream"}
+    if monolithic_post[0] is not False:
+        st, loc, _ = c.do("POST", f"/v2/{repo}/blobs/uploads/?digest={d}", body, hdr)
+        if st == 201:
+            monolithic_post[0] = True
+            return
+        monolithic_post[0] = False
+    else:
+        st, loc, _ = c.do("POST", f"/v2/{repo}/blobs/uploads/")
+    if st != 202:
+        fail(f"POST upload {repo} {d}: {st}")
+    if loc.startswith("http"):
+        loc = "/" + loc.split("/", 3)[3]
+    sep = "&" if "?" in loc else "?"
+    st, _, data = c.do("PUT", f"{loc}{sep}digest={d}", body, hdr)
+    if st != 201:
+        fail(f"PUT upload {repo} {d}: {st} {data[:200]}")
+
+
+def worker():
+    c = Conn()
+    while True:
+        with lock:
+            i = next_image[0]
+            next_image[0] += 1
+        if i >= len(images):
+            return
+        repo, blobs, docs = images[i]
+        for d in blobs:
+            with lock:
+                seen = first_repo.get(d)
+                if seen is None:
+                    first_repo[d] = (repo, threading.Event())
+            if seen is None:
+                upload(c, repo, d)
+                first_repo[d][1].set()
+            elif seen[0] != repo:
+                seen[1].wait()
+                st, _, _ = c.do("POST", f"/v2/{repo}/blobs/uploads/?mount={d}&from={seen[0]}")
+                if st != 201:  # not mounted: upload it here
+                    upload(c, repo, d)
+        for ref, media_type, body in docs:
+            st, _, data = c.do("PUT", f"/v2/{repo}/manifests/{ref}", body, {"Content-Type": media_type})
+            if st != 201:
+                fail(f"PUT manifest {repo}:{ref}: {st} {data[:200]}")
+
+
+t0 = time.monotonic()
+ts = [threading.Thread(target=worker) for _ in range(threads)]
+for t in ts:
+    t.start()
+for t in ts:
+    t.join()
+t1 = time.monotonic()
+print(f"{t1 - t0:.3f} {requests[0]} {len(first_repo)} {sum(len(i[2]) for i in images)}")
