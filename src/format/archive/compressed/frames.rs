@@ -251,6 +251,7 @@ pub fn measure(
                 },
                 Put::Write(e) => ArchiveError::Io(e),
             })?;
+        fw.flush_frames().map_err(ArchiveError::Io)?;
         sizes.insert(
             m.path.clone(),
             fw.written + fw.frames.len() as u64 * SEEK_ENTRY,
@@ -273,6 +274,9 @@ struct FrameWriter<W: Write> {
     written: u64,
     /// Each frame's compressed and decompressed size.
     frames: Vec<(u32, u32)>,
+    /// Frames read but not yet compressed, and their bytes.
+    pending: Vec<Vec<u8>>,
+    pending_bytes: u64,
 }
 
 impl<W: Write> FrameWriter<W> {
@@ -282,6 +286,8 @@ impl<W: Write> FrameWriter<W> {
             level,
             written: 0,
             frames: Vec::new(),
+            pending: Vec::new(),
+            pending_bytes: 0,
         }
     }
 
@@ -294,8 +300,10 @@ impl<W: Write> FrameWriter<W> {
     }
 
     /// One tar member (header, exactly `size` bytes of `data`, padding),
-    /// cut into frames of at most [`FRAME_MAX`] bytes, compressed a batch
-    /// at a time in parallel.
+    /// cut into frames of at most [`FRAME_MAX`] bytes. Frames wait in a
+    /// batch, across members, and each batch is compressed in parallel
+    /// (so many small members use every core too); call
+    /// [`FrameWriter::flush_frames`] to have them written.
     fn member(
         &mut self,
         path: &str,
@@ -308,50 +316,58 @@ impl<W: Write> FrameWriter<W> {
             .chain(data.take(size))
             .chain(io::repeat(0).take(padding(size)));
         let total = BLOCK + size + padding(size);
-        // Two frames a thread, at most six in flight (24 MiB of input and
-        // at most as much output), whatever the core count.
-        let batch = rayon::current_num_threads().clamp(1, 3) * 2;
         let mut done = 0u64;
         while done < total {
-            let mut chunks = Vec::with_capacity(batch);
-            while chunks.len() < batch && done < total {
-                let len = (total - done).min(FRAME_MAX) as usize;
-                let mut chunk = vec![0u8; len];
-                read_full(&mut tar, &mut chunk).map_err(|e| {
-                    Put::Read(match e.kind() {
-                        io::ErrorKind::UnexpectedEof => io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            format!("ended before the declared size of {size}"),
-                        ),
-                        _ => e,
+            let len = (total - done).min(FRAME_MAX) as usize;
+            let mut chunk = vec![0u8; len];
+            read_full(&mut tar, &mut chunk).map_err(|e| {
+                Put::Read(match e.kind() {
+                    io::ErrorKind::UnexpectedEof => io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("ended before the declared size of {size}"),
+                    ),
+                    _ => e,
+                })
+            })?;
+            done += len as u64;
+            self.pending_bytes += len as u64;
+            self.pending.push(chunk);
+            // Two frames a thread, at most six full frames in flight (24
+            // MiB of input and at most as much output), whatever the core
+            // count; or many small ones.
+            let batch = rayon::current_num_threads().clamp(1, 3) as u64 * 2;
+            if self.pending_bytes >= batch * FRAME_MAX || self.pending.len() >= 256 {
+                self.flush_frames().map_err(Put::Write)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Compresses the frames waiting, in parallel, and writes them in order.
+    fn flush_frames(&mut self) -> io::Result<()> {
+        let chunks = std::mem::take(&mut self.pending);
+        self.pending_bytes = 0;
+        let level = self.level;
+        let compressed = chunks
+            .par_iter()
+            .map_init(
+                || {
+                    // One compression context a worker, for the batch.
+                    zstd::bulk::Compressor::new(level).and_then(|mut z| {
+                        z.include_checksum(true)?;
+                        Ok(z)
                     })
-                })?;
-                done += len as u64;
-                chunks.push(chunk);
-            }
-            let level = self.level;
-            let compressed = chunks
-                .par_iter()
-                .map_init(
-                    || {
-                        // One compression context a worker, for the batch.
-                        zstd::bulk::Compressor::new(level).and_then(|mut z| {
-                            z.include_checksum(true)?;
-                            Ok(z)
-                        })
-                    },
-                    |z, c| match z {
-                        Ok(z) => z.compress(c),
-                        Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
-                    },
-                )
-                .collect::<io::Result<Vec<Vec<u8>>>>()
-                .map_err(Put::Write)?;
-            for (c, z) in chunks.iter().zip(&compressed) {
-                self.out.write_all(z).map_err(Put::Write)?;
-                self.written += z.len() as u64;
-                self.frames.push((z.len() as u32, c.len() as u32));
-            }
+                },
+                |z, c| match z {
+                    Ok(z) => z.compress(c),
+                    Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+                },
+            )
+            .collect::<io::Result<Vec<Vec<u8>>>>()?;
+        for (c, z) in chunks.iter().zip(&compressed) {
+            self.out.write_all(z)?;
+            self.written += z.len() as u64;
+            self.frames.push((z.len() as u32, c.len() as u32));
         }
         Ok(())
     }
@@ -359,6 +375,7 @@ impl<W: Write> FrameWriter<W> {
     /// The end-of-archive marker and the seek table; returns the writer
     /// and the bytes written in all.
     fn finish(mut self) -> io::Result<(W, u64)> {
+        self.flush_frames()?;
         let end = [0u8; 2 * BLOCK as usize];
         let z = zstd::bulk::Compressor::new(self.level).and_then(|mut z| {
             z.include_checksum(true)?;
@@ -533,7 +550,7 @@ mod tests {
         for data in [Vec::new(), noise(10), noise(600), noise((9 << 20) + 77)] {
             let size = data.len() as u64;
             let mut fw = FrameWriter::new(Vec::new(), DEFAULT_LEVEL);
-            if fw.member("m", size, 0, &mut &data[..]).is_err() {
+            if fw.member("m", size, 0, &mut &data[..]).is_err() || fw.flush_frames().is_err() {
                 panic!("writing {size} bytes");
             }
             let cost = fw.written + fw.frames.len() as u64 * SEEK_ENTRY;
@@ -550,6 +567,7 @@ mod tests {
         let data = noise(5000);
         let mut fw = FrameWriter::new(Vec::new(), DEFAULT_LEVEL);
         assert!(fw.member("m", 5000, 0, &mut &data[..]).is_ok());
+        assert!(fw.flush_frames().is_ok());
         let frames = fw.frames.len() as u32 + 1;
         let Ok((bytes, _)) = fw.finish() else {
             panic!("finishing");
