@@ -473,9 +473,19 @@ impl FramedReader {
         if self.held != Some(i) {
             self.held = None;
             let f = self.frames.get(i).copied();
-            let decoder = match self.decoder.as_mut() {
-                Some(d) => d,
-                None => self.decoder.insert(Decoder::new()?),
+            if self.decoder.is_none() {
+                // A context and buffers a thread kept from a reader before
+                // (fresh ones for every member cost page faults).
+                let kept = KEPT.with(|k| k.borrow_mut().pop());
+                let (d, bytes) = match kept {
+                    Some(k) => k,
+                    None => (Decoder::new()?, Vec::new()),
+                };
+                self.bytes = bytes;
+                self.decoder = Some(d);
+            }
+            let Some(decoder) = self.decoder.as_mut() else {
+                return Ok(&[]);
             };
             decoder.decode(&self.file, f.as_ref(), i, &mut self.bytes).map_err(|e| {
                 io::Error::new(
@@ -502,6 +512,26 @@ impl FramedReader {
     /// Marks `n` bytes of the last [`FramedReader::chunk`] as used.
     pub fn consume(&mut self, n: usize) {
         self.pos += n as u64;
+    }
+}
+
+thread_local! {
+    /// Decoders and frame buffers kept for the next reader on this thread.
+    static KEPT: std::cell::RefCell<Vec<(Decoder, Vec<u8>)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl Drop for FramedReader {
+    fn drop(&mut self) {
+        if let Some(d) = self.decoder.take() {
+            let bytes = std::mem::take(&mut self.bytes);
+            KEPT.with(|k| {
+                let mut k = k.borrow_mut();
+                if k.len() < 2 {
+                    k.push((d, bytes));
+                }
+            });
+        }
     }
 }
 
