@@ -322,10 +322,34 @@ fn uncompressed_sizes_match_the_layers_unpacked() {
     assert_eq!(p.uncompressed.bytes, config + tar_len);
     assert_eq!(p.uncompressed.known, 1);
 
-    // zstd-compressed: layers cannot be read by position, and the page
-    // says so instead of guessing.
+    // zstd-compressed, framed: layers are read by position through their
+    // frames, so the estimates are those of the plain archive.
     let zst = t.path().join("demo.tar.zst");
     pack_args(&demo_spec(), &zst, &["--compress", "zstd"]).expect_ok("pack --compress zstd");
+    let plain = t.path().join("demo.tar");
+    pack_spec(&demo_spec(), &plain);
+    let framed = ferry::bundle_report::gather(&zst, None, false, &ferry::report::Silent).unwrap();
+    let unframed =
+        ferry::bundle_report::gather(&plain, None, false, &ferry::report::Silent).unwrap();
+    assert!(framed.uncompressed_note.is_none());
+    let sizes = |r: &ferry::bundle_report::Report| {
+        r.images
+            .iter()
+            .flat_map(|i| &i.platforms)
+            .map(|p| (p.uncompressed.bytes, p.uncompressed.known))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(sizes(&framed), sizes(&unframed));
+
+    // One zstd stream (ferry before framing, or `zstd` over a plain
+    // archive): layers cannot be read by position, and the page says so
+    // instead of guessing.
+    let zst = t.path().join("demo-stream.tar.zst");
+    std::fs::write(
+        &zst,
+        zstd::encode_all(&std::fs::read(&plain).unwrap()[..], 3).unwrap(),
+    )
+    .unwrap();
     let report = ferry::bundle_report::gather(&zst, None, false, &ferry::report::Silent).unwrap();
     assert!(report.uncompressed_note.is_some());
     assert_eq!(report.images.len(), 2);

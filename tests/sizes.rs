@@ -178,16 +178,35 @@ fn inspect_estimates_uncompressed_sizes_and_exact_counts_them() {
     let text = ferry(["inspect", archive.to_str().unwrap(), "--exact"]).expect_ok("inspect");
     assert!(!text.contains('≈'), "{text}");
 
-    // A zstd-compressed archive: no estimate by position, but --exact
-    // counts in one pass.
+    // A zstd-compressed archive is read by position through its frames:
+    // the same estimates as the plain archive, and --exact counts.
     let spec = t.path().join("ferry.yaml");
     let zarchive = t.path().join("kinds.tar.zst");
     pack_args(&spec, &zarchive, &["--compress", "zstd"]).expect_ok("pack --compress");
     let j = inspect_json(&zarchive, &[]);
+    let plain_j = inspect_json(&archive, &[]);
+    assert_eq!(
+        sized(&j, reference)["platforms"],
+        sized(&plain_j, reference)["platforms"]
+    );
+    assert!(j["sizes"]["note"].is_null(), "{j:#}");
+    let j = inspect_json(&zarchive, &["--exact"]);
+    let p = &sized(&j, reference)["platforms"][0];
+    assert_eq!(p["uncompressed"]["bytes"], config + one + two + zst + plain);
+
+    // One zstd stream (ferry before framing, or `zstd` over a plain
+    // archive): no estimate by position, but --exact counts in one pass.
+    let stream = t.path().join("kinds-stream.tar.zst");
+    std::fs::write(
+        &stream,
+        zstd::encode_all(&std::fs::read(&archive).unwrap()[..], 3).unwrap(),
+    )
+    .unwrap();
+    let j = inspect_json(&stream, &[]);
     let p = &sized(&j, reference)["platforms"][0];
     assert_eq!(p["uncompressed"]["unknown"], 3, "{p:#}");
     assert!(j["sizes"]["note"].as_str().unwrap().contains("--exact"));
-    let j = inspect_json(&zarchive, &["--exact"]);
+    let j = inspect_json(&stream, &["--exact"]);
     let p = &sized(&j, reference)["platforms"][0];
     assert_eq!(p["uncompressed"]["bytes"], config + one + two + zst + plain);
 }

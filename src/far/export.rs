@@ -765,7 +765,7 @@ fn copy_blobs(
     std::thread::scope(|scope| {
         let reader = scope.spawn(move || {
             let mut send = Sender { tx, reuse, archive };
-            if a.is_compressed() {
+            if a.in_order_only() {
                 read_in_stream_order(a, archive, wanted, &mut send)
             } else {
                 read_in_archive_order(a, archive, wanted, &mut send)

@@ -193,7 +193,7 @@ impl BlobReader for ArchiveReader {
     }
 
     fn deferred(&self) -> bool {
-        self.archive.is_compressed()
+        self.archive.in_order_only()
     }
 
     fn damaged(&self, d: &Digest) -> String {

@@ -674,6 +674,18 @@ fn hash_member(archive: &Archive, e: &Entry, reporter: &dyn Reporter) -> std::io
     }
     let mut r = archive.member_reader(e);
     let mut h = Hasher::new();
+    // A framed zstd member: hash each frame's bytes where they were
+    // decompressed.
+    while let Some(chunk) = r.frame_chunk() {
+        let chunk = chunk?;
+        if chunk.is_empty() {
+            return Ok(h.finish().0);
+        }
+        let n = chunk.len();
+        h.update(chunk);
+        reporter.advance(n as u64);
+        r.consume(n);
+    }
     let mut buf = vec![0u8; COPY_BUF.min(e.size.max(1) as usize)];
     loop {
         let n = r.read(&mut buf)?;

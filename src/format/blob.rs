@@ -152,6 +152,15 @@ pub trait BlobSource: Send + Sync + std::fmt::Debug {
         SegmentReader::new(segments)
     }
 
+    /// A reader over `len` bytes from `start` of a blob at `segments`, for a
+    /// source whose segments are not bytes to read straight from disk (a
+    /// framed zstd archive, whose blobs are decompressed frame by frame).
+    /// `None` for the others: their segments are read by position, as
+    /// they are (`serve` streams them from disk).
+    fn range_reader(&self, _segments: &Segments, _start: u64, _len: u64) -> Option<SegmentReader> {
+        None
+    }
+
     /// A verifying reader over the blob's bytes, or `None` when the source
     /// does not hold it.
     fn open(&self, digest: &Digest) -> Option<Verifying<SegmentReader>> {
@@ -281,6 +290,8 @@ pub struct SegmentReader {
     at: usize,
     pos: u64,
     file: Option<std::sync::Arc<File>>,
+    /// A source's own reader instead (see [`SegmentReader::boxed`]).
+    other: Option<Box<dyn Read + Send>>,
 }
 
 impl SegmentReader {
@@ -302,12 +313,25 @@ impl SegmentReader {
             at: 0,
             pos: 0,
             file: None,
+            other: None,
+        }
+    }
+
+    /// A reader that gives what `inner` gives: for a source whose bytes
+    /// are not plain stretches of files (a framed zstd archive).
+    pub fn boxed(inner: Box<dyn Read + Send>) -> SegmentReader {
+        SegmentReader {
+            other: Some(inner),
+            ..SegmentReader::new(Vec::new())
         }
     }
 }
 
 impl Read for SegmentReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(r) = self.other.as_mut() {
+            return r.read(buf);
+        }
         loop {
             let Some((path, offset, len)) = self.segments.get(self.at) else {
                 return Ok(0);

@@ -408,7 +408,7 @@ pub fn gather_with(
         });
     }
 
-    let uncompressed_note = (archive.is_compressed() && !exact).then(|| {
+    let uncompressed_note = (archive.in_order_only() && !exact).then(|| {
         "the archive is zstd-compressed, so layers cannot be read by position: only uncompressed tar layers have a known size (zstd -d it for estimates, or count them with --exact)".to_owned()
     });
     let created = archive.bundle.created.clone();
@@ -515,7 +515,7 @@ fn count_layers(
         })
     };
     let mut counted: HashMap<Digest, Estimate> = HashMap::new();
-    if archive.is_compressed() {
+    if archive.in_order_only() {
         // One ordered pass over the stream, every wanted layer in turn.
         let wanted: HashMap<Digest, &Descriptor> = layers.iter().map(|l| (l.digest, *l)).collect();
         let mut stream = crate::format::archive::compressed::Stream::reopen(

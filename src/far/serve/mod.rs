@@ -1211,6 +1211,13 @@ async fn send_blob(
     if head {
         return b.body(Body::empty()).unwrap_or_default();
     }
+    if let Some(reader) = reg.content.range_reader(&segments, start, len) {
+        // A framed zstd archive: its frames are decompressed as they are
+        // sent, on a blocking thread, a chunk at a time.
+        return b
+            .body(Body::from_stream(decoded(reader)))
+            .unwrap_or_default();
+    }
     match open_range(&segments, start, len).await {
         Ok(reader) => {
             let stream = tokio_util::io::ReaderStream::with_capacity(reader, 256 * 1024);
@@ -1229,6 +1236,35 @@ async fn send_blob(
             ),
         },
     }
+}
+
+/// The bytes `reader` gives (decompressing, so on a blocking thread), as
+/// a body stream; an error ends the stream, so the client sees a body
+/// shorter than its Content-Length.
+fn decoded(
+    mut reader: crate::format::blob::SegmentReader,
+) -> impl futures_util::Stream<Item = io::Result<bytes::Bytes>> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<bytes::Bytes>>(4);
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        loop {
+            let mut buf = vec![0u8; 256 * 1024];
+            let item = match reader.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => {
+                    buf.truncate(n);
+                    Ok(bytes::Bytes::from(buf))
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => Err(e),
+            };
+            let stop = item.is_err();
+            if tx.blocking_send(item).is_err() || stop {
+                return;
+            }
+        }
+    });
+    futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) })
 }
 
 /// A reader over `len` bytes from `start` of a blob made of `segments`.

@@ -269,7 +269,22 @@ pub enum ArchiveError {
         /// The limit.
         limit: u64,
     },
-    /// A zstd volume's seek table does not describe the volume.
+    /// A frame of a framed zstd archive that cannot be decompressed.
+    #[error("{archive}: frame {frame} (compressed bytes from {offset}), which holds {member}, is damaged")]
+    Frame {
+        /// The archive.
+        archive: PathBuf,
+        /// The member the frame holds.
+        member: String,
+        /// The frame's number in the seek table, from 0.
+        frame: usize,
+        /// Where its compressed bytes start.
+        offset: u64,
+        /// The decoder's error.
+        #[source]
+        source: io::Error,
+    },
+    /// A zstd file's seek table does not describe the file.
     #[error("{archive}: the seek table {reason}")]
     SeekTable {
         /// The volume.

@@ -103,7 +103,7 @@ impl WriteForm {
                 reporter,
             ),
             (Some(level), false) => {
-                compressed::write(out, bundle_json, signature, members, mtime, level, reporter)
+                compressed::write_file(out, bundle_json, signature, members, mtime, level, reporter)
             }
             (None, _) => write(
                 out,

@@ -76,11 +76,20 @@ pub struct Archive {
     /// For a compressed archive: the small JSON members (documents,
     /// configs, index.json), kept in memory.
     pub(crate) kept: HashMap<String, Arc<Vec<u8>>>,
-    /// Whether the archive is one zstd stream (no random access).
+    /// Whether the archive is zstd read in order only: one zstd stream, or
+    /// zstd volumes (no random access).
     pub(crate) compressed: bool,
+    /// Whether the archive is zstd (in order only, or framed).
+    zstd: bool,
+    /// For a framed zstd file: its frames (members are then read by
+    /// decompressing the frames that hold them; spans are tar offsets).
+    frames: Option<Arc<Vec<compressed::Frame>>>,
     /// Each blob that arrived, by digest: its index in `entries` (made on
     /// first use).
     by_digest: std::sync::OnceLock<HashMap<Digest, usize>>,
+    /// For a framed zstd file: each entry's index by its data's tar offset
+    /// (made on first use), to name the member a blob read is in.
+    by_offset: std::sync::OnceLock<HashMap<u64, usize>>,
 }
 
 impl Archive {
@@ -98,11 +107,14 @@ impl Archive {
     /// a compressed archive is refused before it is read, naming `what`.
     pub fn open_random(path: &Path, what: &str) -> Result<Archive, ArchiveError> {
         match detect_file(path)? {
-            (first, Form::Zstd, _) => Err(ArchiveError::NeedsRandomAccess {
-                how: decompress_hint(&first),
-                archive: first,
-                what: what.to_owned(),
-            }),
+            (first, Form::Zstd, file) => match framed(&first, file, false)? {
+                Ok(a) => Ok(a),
+                Err(_) => Err(ArchiveError::NeedsRandomAccess {
+                    how: decompress_hint(&first),
+                    archive: first,
+                    what: what.to_owned(),
+                }),
+            },
             (first, Form::Plain, file) => Archive::strict(Archive::scan_plain(&first, file)?),
         }
     }
@@ -122,7 +134,10 @@ impl Archive {
     /// checked while it is read; a plain one is scanned whole.
     pub fn open_head(path: &Path) -> Result<Archive, ArchiveError> {
         match detect_file(path)? {
-            (first, Form::Zstd, _) => compressed::scan_head(&first),
+            (first, Form::Zstd, file) => match framed(&first, file, false)? {
+                Ok(a) => Ok(a),
+                Err(()) => compressed::scan_head(&first),
+            },
             (first, Form::Plain, file) => Archive::strict(Archive::scan_plain(&first, file)?),
         }
     }
@@ -134,7 +149,10 @@ impl Archive {
     /// as far as its documents, as by [`Archive::open_head`].
     pub fn open_head_lenient(path: &Path) -> Result<Archive, ArchiveError> {
         match detect_file(path)? {
-            (first, Form::Zstd, _) => compressed::scan_head(&first),
+            (first, Form::Zstd, file) => match framed(&first, file, true)? {
+                Ok(a) => Ok(a),
+                Err(()) => compressed::scan_head(&first),
+            },
             (first, Form::Plain, file) => Archive::scan_plain(&first, file),
         }
     }
@@ -155,7 +173,10 @@ impl Archive {
         reporter: &dyn Reporter,
     ) -> Result<Archive, ArchiveError> {
         match detect_file(path)? {
-            (first, Form::Zstd, _) => compressed::scan_with(&first, reporter),
+            (first, Form::Zstd, file) => match framed(&first, file, true)? {
+                Ok(a) => Ok(a),
+                Err(()) => compressed::scan_with(&first, reporter),
+            },
             (first, Form::Plain, file) => Archive::scan_plain(&first, file),
         }
     }
@@ -375,7 +396,10 @@ impl Archive {
             digests: HashMap::new(),
             kept: HashMap::new(),
             compressed: false,
+            zstd: false,
+            frames: None,
             by_digest: Default::default(),
+            by_offset: Default::default(),
         })
     }
 
@@ -408,13 +432,55 @@ impl Archive {
             digests,
             kept,
             compressed: true,
+            zstd: true,
+            frames: None,
             by_digest: Default::default(),
+            by_offset: Default::default(),
         }
     }
 
-    /// Whether the archive is compressed (one zstd stream, or zstd volumes:
-    /// read in order).
+    /// A framed zstd file opened for random access (see
+    /// `compressed::open_framed`): members are read by offset, as from a
+    /// plain archive, each through the frames that hold it.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn from_frames(
+        path: &Path,
+        file: Arc<File>,
+        frames: Arc<Vec<compressed::Frame>>,
+        bundle: Bundle,
+        bundle_bytes: Vec<u8>,
+        signature: Option<Vec<u8>>,
+        entries: Vec<Entry>,
+        faults: Vec<ArchiveError>,
+    ) -> Archive {
+        Archive {
+            path: path.to_owned(),
+            files: vec![(path.to_owned(), Some(file))],
+            bundle,
+            bundle_bytes,
+            signature,
+            entries,
+            faults,
+            digests: HashMap::new(),
+            kept: HashMap::new(),
+            compressed: false,
+            zstd: true,
+            frames: Some(frames),
+            by_digest: Default::default(),
+            by_offset: Default::default(),
+        }
+    }
+
+    /// Whether the archive is zstd-compressed (framed, one stream or
+    /// volumes).
     pub fn is_compressed(&self) -> bool {
+        self.zstd
+    }
+
+    /// Whether the archive can be read only in order, in one pass (one zstd
+    /// stream without a seek table, or zstd volumes): its members cannot
+    /// be read by offset. A plain archive and a framed zstd file can.
+    pub fn in_order_only(&self) -> bool {
         self.compressed
     }
 
@@ -524,6 +590,11 @@ impl Archive {
                     buf.len()
                 ),
             ));
+        }
+        if self.frames.is_some() {
+            let mut r = self.member_reader(entry);
+            io::copy(&mut (&mut r).take(offset), &mut io::sink())?;
+            return r.read_exact(buf);
         }
         let mut skip = offset;
         let mut filled = 0;
@@ -668,20 +739,68 @@ impl Archive {
             spans: &entry.spans,
             at: 0,
             pos: 0,
+            framed: self.framed_reader(&entry.path, &entry.spans, 0, entry.size),
         }
+    }
+
+    /// For a framed zstd file: a reader over `len` bytes from `start` of
+    /// the member `path` whose data is at `spans` (one span, in tar
+    /// offsets).
+    fn framed_reader(
+        &self,
+        path: &str,
+        spans: &[Span],
+        start: u64,
+        len: u64,
+    ) -> Option<compressed::FramedReader> {
+        let frames = self.frames.as_ref()?;
+        let (_, file) = self.files.first()?;
+        let span = spans.first();
+        let len = span.map_or(0, |s| len.min(s.len.saturating_sub(start)));
+        Some(compressed::FramedReader::new(
+            &self.path,
+            path,
+            file.clone()?,
+            frames.clone(),
+            span.map_or(0, |s| s.offset),
+            start,
+            len,
+        ))
     }
 }
 
-/// Positioned reader over a member's spans.
+/// Positioned reader over a member's spans (or, in a framed zstd file,
+/// over the frames that hold it).
 pub struct MemberReader<'a> {
     files: &'a [(PathBuf, Option<Arc<File>>)],
     spans: &'a [Span],
     at: usize,
     pos: u64,
+    framed: Option<compressed::FramedReader>,
+}
+
+impl MemberReader<'_> {
+    /// For a member of a framed zstd file: the decompressed bytes of the
+    /// current frame from the current position on, without copying them
+    /// (empty at the end); call [`MemberReader::consume`] with what was
+    /// used. `None` for a plain archive's member.
+    pub fn frame_chunk(&mut self) -> Option<io::Result<&[u8]>> {
+        self.framed.as_mut().map(|f| f.chunk())
+    }
+
+    /// Marks `n` bytes of the last [`MemberReader::frame_chunk`] as used.
+    pub fn consume(&mut self, n: usize) {
+        if let Some(f) = self.framed.as_mut() {
+            f.consume(n);
+        }
+    }
 }
 
 impl Read for MemberReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(f) = self.framed.as_mut() {
+            return f.read(buf);
+        }
         loop {
             let Some(span) = self.spans.get(self.at) else {
                 return Ok(0);
@@ -710,6 +829,27 @@ impl Read for MemberReader<'_> {
             return Ok(n);
         }
     }
+}
+
+/// Opens the zstd file `first` (open as `file`) for random access when it
+/// is framed: one file ending with a seek table. `Ok(Err(()))` when it is
+/// not (one zstd stream, or a zstd volume), to be read in order; an error
+/// for a seek table that is there but does not describe the file.
+fn framed(
+    first: &Path,
+    file: Option<File>,
+    lenient: bool,
+) -> Result<Result<Archive, ()>, ArchiveError> {
+    let file = match file {
+        Some(f) => f,
+        None => fs_err::File::open(first)?.into_parts().0,
+    };
+    let len = file.metadata()?.len();
+    let Some(table) = compressed::read_seek_table(&file, len).map_err(|e| e.at(first))? else {
+        return Ok(Err(()));
+    };
+    // zstd volumes end with a seek table too; they are read in order.
+    Ok(compressed::open_framed(first, file, &table, lenient)?.ok_or(()))
 }
 
 /// The commands that turn the zstd archive opened by `first` into a plain
@@ -752,6 +892,12 @@ impl BlobSource for Archive {
     /// Read through the files this open scanned (and whose bundle.json
     /// was checked), never by opening the path again.
     fn reader(&self, segments: Segments) -> SegmentReader {
+        if self.frames.is_some() {
+            let len = segments.iter().map(|(_, _, l)| l).sum();
+            return self
+                .range_reader(&segments, 0, len)
+                .unwrap_or_else(|| SegmentReader::new(Vec::new()));
+        }
         let opened = segments
             .iter()
             .map(|(p, _, _)| {
@@ -762,6 +908,31 @@ impl BlobSource for Archive {
             })
             .collect();
         SegmentReader::with_files(segments, opened)
+    }
+
+    /// In a framed zstd file the segments are tar offsets: a reader over
+    /// `len` bytes from `start` of the blob, through its frames.
+    fn range_reader(&self, segments: &Segments, start: u64, len: u64) -> Option<SegmentReader> {
+        let (_, at, seg_len) = segments.first()?;
+        let span = Span {
+            volume: 0,
+            offset: *at,
+            len: *seg_len,
+        };
+        let name = self
+            .by_offset
+            .get_or_init(|| {
+                self.entries
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, e)| Some((e.spans.first()?.offset, i)))
+                    .collect()
+            })
+            .get(at)
+            .and_then(|&i| self.entries.get(i))
+            .map_or_else(|| "a blob".to_owned(), |e| e.path.clone());
+        let r = self.framed_reader(&name, &[span], start, len)?;
+        Some(SegmentReader::boxed(Box::new(r)))
     }
 
     fn name_of(&self, digest: &Digest, _segments: &Segments) -> String {

@@ -1,8 +1,10 @@
-//! Writing zstd volumes: each member in frames of its own (at most
-//! [`FRAME_MAX`] bytes of tar, never spanning two members), compressed in
-//! parallel, and a seekable-format seek table closing each volume.
+//! Writing framed zstd: one file or volumes, each member in frames of its
+//! own (at most [`FRAME_MAX`] bytes of tar, never spanning two members),
+//! compressed in parallel, and a seekable-format seek table closing each
+//! file; and reading that seek table back.
 
 use std::collections::HashMap;
+use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -17,7 +19,7 @@ use crate::format::sign::SIGNATURE_PATH;
 /// Uncompressed bytes per frame in zstd volumes. Frames never span two
 /// members and the seek table lists them all, so a reader can start at
 /// any member, and frames can be decompressed in parallel.
-pub(crate) const FRAME_MAX: u64 = 4 << 20;
+pub const FRAME_MAX: u64 = 4 << 20;
 /// Bytes of the seek table's frame besides its entries: the skippable
 /// frame's magic and size, and the footer.
 pub(crate) const SEEK_TABLE_FIXED: u64 = 8 + 9;
@@ -31,7 +33,7 @@ const SEEKABLE_MAGIC: u32 = 0x8F92_EAB1;
 /// The most one frame of `n` uncompressed bytes takes: zstd's worst case
 /// for incompressible input, room for the frame header and checksum, and
 /// its seek-table entry.
-fn frame_bound(n: u64) -> u64 {
+pub(crate) fn frame_bound(n: u64) -> u64 {
     zstd::zstd_safe::compress_bound(n as usize) as u64 + 32 + SEEK_ENTRY
 }
 
@@ -158,6 +160,68 @@ pub fn write_volumes(
     })
 }
 
+/// Writes the archive as one zstd file at `out`, in the framing zstd
+/// volumes use: each member in frames of its own (at most [`FRAME_MAX`]
+/// bytes of tar each, compressed in parallel, so the bytes do not depend
+/// on the thread count), the end-of-archive marker, and the seek table in
+/// a skippable frame, which `zstd -d` passes over: it still gives the
+/// plain tar, byte for byte. Members are re-hashed on the way; the temp
+/// file is renamed to `out` only when complete and checked.
+pub fn write_file(
+    out: &Path,
+    bundle_json: &[u8],
+    signature: Option<&[u8]>,
+    members: &[PlannedMember],
+    mtime: u64,
+    level: i32,
+    reporter: &dyn Reporter,
+) -> Result<Written, ArchiveError> {
+    let tmp = super::super::partial_file(out)?;
+    let registered = crate::base::interrupt::register(tmp.path());
+    let werr = |e: io::Error| io::Error::new(e.kind(), format!("writing {}: {e}", out.display()));
+    let total: u64 = members.iter().map(|m| m.size).sum();
+    reporter.start("compressing archive", total);
+    let mut fw = FrameWriter::new(BufWriter::with_capacity(1 << 20, tmp.as_file()), level);
+    for (i, m) in members.iter().enumerate() {
+        let (mut hr, source_path) = super::super::open_verified(m, reporter)?;
+        fw.member(&m.path, m.size, mtime, &mut hr)
+            .map_err(|e| match e {
+                Put::Read(e) => super::super::source_error(m, &source_path, e),
+                Put::Write(e) => ArchiveError::Io(werr(e)),
+            })?;
+        super::super::check_source(m, source_path, hr)?;
+        if i == 0 {
+            // bundle.json and the signature follow oci-layout.
+            if m.path != OCI_LAYOUT_PATH {
+                return Err(ArchiveError::NotFerry {
+                    archive: out.to_owned(),
+                    reason: format!("the member list starts with {}, not oci-layout", m.path),
+                });
+            }
+            fw.fixed(BUNDLE_PATH, bundle_json, mtime).map_err(werr)?;
+            if let Some(sig) = signature {
+                fw.fixed(SIGNATURE_PATH, sig, mtime).map_err(werr)?;
+            }
+        }
+    }
+    let (buffered, size) = fw.finish().map_err(werr)?;
+    drop(buffered);
+    tmp.as_file().sync_all().map_err(werr)?;
+    crate::format::layout::make_readable(tmp.as_file()).map_err(werr)?;
+    drop(registered);
+    tmp.persist(out).map_err(|e| {
+        io::Error::new(
+            e.error.kind(),
+            format!("renaming into {}: {}", out.display(), e.error),
+        )
+    })?;
+    reporter.finish();
+    Ok(Written {
+        files: vec![(out.to_owned(), size)],
+        sidecar: None,
+    })
+}
+
 /// The exact bytes each member takes as frames, with its seek-table
 /// entries, when [`write_volumes`] writes it whole: what the volume plan
 /// needs to fill volumes by what the data really compresses to. Every
@@ -187,6 +251,7 @@ pub fn measure(
                 },
                 Put::Write(e) => ArchiveError::Io(e),
             })?;
+        fw.flush_frames().map_err(ArchiveError::Io)?;
         sizes.insert(
             m.path.clone(),
             fw.written + fw.frames.len() as u64 * SEEK_ENTRY,
@@ -209,6 +274,9 @@ struct FrameWriter<W: Write> {
     written: u64,
     /// Each frame's compressed and decompressed size.
     frames: Vec<(u32, u32)>,
+    /// Frames read but not yet compressed, and their bytes.
+    pending: Vec<Vec<u8>>,
+    pending_bytes: u64,
 }
 
 impl<W: Write> FrameWriter<W> {
@@ -218,6 +286,8 @@ impl<W: Write> FrameWriter<W> {
             level,
             written: 0,
             frames: Vec::new(),
+            pending: Vec::new(),
+            pending_bytes: 0,
         }
     }
 
@@ -230,8 +300,10 @@ impl<W: Write> FrameWriter<W> {
     }
 
     /// One tar member (header, exactly `size` bytes of `data`, padding),
-    /// cut into frames of at most [`FRAME_MAX`] bytes, compressed a batch
-    /// at a time in parallel.
+    /// cut into frames of at most [`FRAME_MAX`] bytes. Frames wait in a
+    /// batch, across members, and each batch is compressed in parallel
+    /// (so many small members use every core too); call
+    /// [`FrameWriter::flush_frames`] to have them written.
     fn member(
         &mut self,
         path: &str,
@@ -244,50 +316,58 @@ impl<W: Write> FrameWriter<W> {
             .chain(data.take(size))
             .chain(io::repeat(0).take(padding(size)));
         let total = BLOCK + size + padding(size);
-        // Two frames a thread, at most six in flight (24 MiB of input and
-        // at most as much output), whatever the core count.
-        let batch = rayon::current_num_threads().clamp(1, 3) * 2;
         let mut done = 0u64;
         while done < total {
-            let mut chunks = Vec::with_capacity(batch);
-            while chunks.len() < batch && done < total {
-                let len = (total - done).min(FRAME_MAX) as usize;
-                let mut chunk = vec![0u8; len];
-                read_full(&mut tar, &mut chunk).map_err(|e| {
-                    Put::Read(match e.kind() {
-                        io::ErrorKind::UnexpectedEof => io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            format!("ended before the declared size of {size}"),
-                        ),
-                        _ => e,
+            let len = (total - done).min(FRAME_MAX) as usize;
+            let mut chunk = vec![0u8; len];
+            read_full(&mut tar, &mut chunk).map_err(|e| {
+                Put::Read(match e.kind() {
+                    io::ErrorKind::UnexpectedEof => io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("ended before the declared size of {size}"),
+                    ),
+                    _ => e,
+                })
+            })?;
+            done += len as u64;
+            self.pending_bytes += len as u64;
+            self.pending.push(chunk);
+            // Two frames a thread, at most six full frames in flight (24
+            // MiB of input and at most as much output), whatever the core
+            // count; or many small ones.
+            let batch = rayon::current_num_threads().clamp(1, 3) as u64 * 2;
+            if self.pending_bytes >= batch * FRAME_MAX || self.pending.len() >= 256 {
+                self.flush_frames().map_err(Put::Write)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Compresses the frames waiting, in parallel, and writes them in order.
+    fn flush_frames(&mut self) -> io::Result<()> {
+        let chunks = std::mem::take(&mut self.pending);
+        self.pending_bytes = 0;
+        let level = self.level;
+        let compressed = chunks
+            .par_iter()
+            .map_init(
+                || {
+                    // One compression context a worker, for the batch.
+                    zstd::bulk::Compressor::new(level).and_then(|mut z| {
+                        z.include_checksum(true)?;
+                        Ok(z)
                     })
-                })?;
-                done += len as u64;
-                chunks.push(chunk);
-            }
-            let level = self.level;
-            let compressed = chunks
-                .par_iter()
-                .map_init(
-                    || {
-                        // One compression context a worker, for the batch.
-                        zstd::bulk::Compressor::new(level).and_then(|mut z| {
-                            z.include_checksum(true)?;
-                            Ok(z)
-                        })
-                    },
-                    |z, c| match z {
-                        Ok(z) => z.compress(c),
-                        Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
-                    },
-                )
-                .collect::<io::Result<Vec<Vec<u8>>>>()
-                .map_err(Put::Write)?;
-            for (c, z) in chunks.iter().zip(&compressed) {
-                self.out.write_all(z).map_err(Put::Write)?;
-                self.written += z.len() as u64;
-                self.frames.push((z.len() as u32, c.len() as u32));
-            }
+                },
+                |z, c| match z {
+                    Ok(z) => z.compress(c),
+                    Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+                },
+            )
+            .collect::<io::Result<Vec<Vec<u8>>>>()?;
+        for (c, z) in chunks.iter().zip(&compressed) {
+            self.out.write_all(z)?;
+            self.written += z.len() as u64;
+            self.frames.push((z.len() as u32, c.len() as u32));
         }
         Ok(())
     }
@@ -295,6 +375,7 @@ impl<W: Write> FrameWriter<W> {
     /// The end-of-archive marker and the seek table; returns the writer
     /// and the bytes written in all.
     fn finish(mut self) -> io::Result<(W, u64)> {
+        self.flush_frames()?;
         let end = [0u8; 2 * BLOCK as usize];
         let z = zstd::bulk::Compressor::new(self.level).and_then(|mut z| {
             z.include_checksum(true)?;
@@ -321,35 +402,31 @@ impl<W: Write> FrameWriter<W> {
     }
 }
 
-/// Checks the seek table that ends the zstd volume at `path` against the
-/// volume: its frames must fill the file up to the table, and their
-/// decompressed sizes add up to `tar_len`, the bytes the volume
-/// decompressed to. (zstd itself skips the table, so nothing else would
-/// notice a damaged one, or a skippable frame slipped in elsewhere.)
-pub(crate) fn check_seek_table(path: &Path, tar_len: u64) -> Result<(), ArchiveError> {
+/// The seek table that ends the file `f` of `len` bytes: each frame's
+/// compressed and decompressed size. `Ok(None)` when the file does not end
+/// with the seekable format's footer (a zstd stream written as one, by
+/// ferry before 0.x or by `zstd` itself); `Err` says how a table that is
+/// there does not describe the file (its frames must fill the file up to
+/// it).
+pub(crate) fn read_seek_table(f: &File, len: u64) -> Result<Option<Vec<(u32, u32)>>, TableError> {
     use std::os::unix::fs::FileExt;
-    let bad = |reason: String| ArchiveError::SeekTable {
-        archive: path.to_owned(),
-        reason,
-    };
-    let f = fs_err::File::open(path)?;
-    let len = f.metadata()?.len();
-    let at = |offset: u64, n: usize| -> Result<Vec<u8>, ArchiveError> {
+    let at = |offset: u64, n: usize| -> Result<Vec<u8>, TableError> {
         let mut buf = vec![0u8; n];
-        f.file().read_exact_at(&mut buf, offset)?;
+        f.read_exact_at(&mut buf, offset).map_err(TableError::Io)?;
         Ok(buf)
     };
+    let bad = |reason: String| TableError::Bad(reason);
     let u32_at = |b: &[u8], i: usize| -> u32 {
         let mut w = [0u8; 4];
         w.copy_from_slice(b.get(i..i + 4).unwrap_or(&[0; 4]));
         u32::from_le_bytes(w)
     };
     if len < SEEK_TABLE_FIXED {
-        return Err(bad("is missing: the volume is too short to hold one".into()));
+        return Ok(None);
     }
     let footer = at(len - 9, 9)?;
     if u32_at(&footer, 5) != SEEKABLE_MAGIC {
-        return Err(bad("is missing: the volume does not end with one".into()));
+        return Ok(None);
     }
     if footer.get(4) != Some(&0) {
         return Err(bad(format!(
@@ -361,7 +438,7 @@ pub(crate) fn check_seek_table(path: &Path, tar_len: u64) -> Result<(), ArchiveE
     let table = SEEK_TABLE_FIXED + frames * SEEK_ENTRY;
     if table > len {
         return Err(bad(format!(
-            "lists {frames} frames, more than the volume's {len} bytes can hold"
+            "lists {frames} frames, more than the file's {len} bytes can hold"
         )));
     }
     let head = at(len - table, 8)?;
@@ -372,17 +449,62 @@ pub(crate) fn check_seek_table(path: &Path, tar_len: u64) -> Result<(), ArchiveE
         )));
     }
     let entries = at(len - table + 8, (frames * SEEK_ENTRY) as usize)?;
-    let (mut compressed, mut decompressed) = (0u64, 0u64);
-    for e in entries.chunks_exact(SEEK_ENTRY as usize) {
-        compressed += u64::from(u32_at(e, 0));
-        decompressed += u64::from(u32_at(e, 4));
-    }
+    let list: Vec<(u32, u32)> = entries
+        .chunks_exact(SEEK_ENTRY as usize)
+        .map(|e| (u32_at(e, 0), u32_at(e, 4)))
+        .collect();
+    let compressed: u64 = list.iter().map(|(c, _)| u64::from(*c)).sum();
     if compressed != len - table {
         return Err(bad(format!(
             "lists {compressed} bytes of frames, but {} bytes come before it",
             len - table
         )));
     }
+    Ok(Some(list))
+}
+
+/// Why a seek table cannot be read.
+pub(crate) enum TableError {
+    Io(io::Error),
+    Bad(String),
+}
+
+impl TableError {
+    /// The archive error for the file at `path`.
+    pub(crate) fn at(self, path: &Path) -> ArchiveError {
+        match self {
+            TableError::Io(e) => ArchiveError::Io(io::Error::new(
+                e.kind(),
+                format!("reading the seek table of {}: {e}", path.display()),
+            )),
+            TableError::Bad(reason) => ArchiveError::SeekTable {
+                archive: path.to_owned(),
+                reason,
+            },
+        }
+    }
+}
+
+/// Checks the seek table that ends the zstd volume at `path` against the
+/// volume: its frames must fill the file up to the table, and their
+/// decompressed sizes add up to `tar_len`, the bytes the volume
+/// decompressed to. (zstd itself skips the table, so nothing else would
+/// notice a damaged one, or a skippable frame slipped in elsewhere.)
+pub(crate) fn check_seek_table(path: &Path, tar_len: u64) -> Result<(), ArchiveError> {
+    let bad = |reason: String| ArchiveError::SeekTable {
+        archive: path.to_owned(),
+        reason,
+    };
+    let f = fs_err::File::open(path)?;
+    let len = f.metadata()?.len();
+    let Some(list) = read_seek_table(f.file(), len).map_err(|e| e.at(path))? else {
+        return Err(bad(if len < SEEK_TABLE_FIXED {
+            "is missing: the volume is too short to hold one".into()
+        } else {
+            "is missing: the volume does not end with one".into()
+        }));
+    };
+    let decompressed: u64 = list.iter().map(|(_, d)| u64::from(*d)).sum();
     if decompressed != tar_len {
         return Err(bad(format!(
             "lists {decompressed} bytes of tar, but the volume decompresses to {tar_len}"
@@ -428,7 +550,7 @@ mod tests {
         for data in [Vec::new(), noise(10), noise(600), noise((9 << 20) + 77)] {
             let size = data.len() as u64;
             let mut fw = FrameWriter::new(Vec::new(), DEFAULT_LEVEL);
-            if fw.member("m", size, 0, &mut &data[..]).is_err() {
+            if fw.member("m", size, 0, &mut &data[..]).is_err() || fw.flush_frames().is_err() {
                 panic!("writing {size} bytes");
             }
             let cost = fw.written + fw.frames.len() as u64 * SEEK_ENTRY;
@@ -445,6 +567,7 @@ mod tests {
         let data = noise(5000);
         let mut fw = FrameWriter::new(Vec::new(), DEFAULT_LEVEL);
         assert!(fw.member("m", 5000, 0, &mut &data[..]).is_ok());
+        assert!(fw.flush_frames().is_ok());
         let frames = fw.frames.len() as u32 + 1;
         let Ok((bytes, _)) = fw.finish() else {
             panic!("finishing");
