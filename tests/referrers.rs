@@ -891,6 +891,22 @@ mod signed {
             ok.contains("signature OK") && ok.contains("library/app:1.0"),
             "{ok}"
         );
+        // A compressed archive (member-aligned frames) is checked by
+        // position too.
+        let zst = w.dir.join("b.tar.zst");
+        json_ok(
+            pack(
+                &spec(
+                    &w.dir,
+                    &format!("images:\n  - {}/library/app:1.0\n", w.host),
+                ),
+                &zst,
+                &w.dir.join("cache"),
+                &["--compress", "zstd"],
+            ),
+            "pack --compress",
+        );
+        verify_with(&zst, &["--cosign-key", &key]).expect_ok("verify --cosign-key on zstd");
         let j = verify_with(&out, &["--cosign-key", &key, "--json"]).expect_ok("verify --json");
         let j: Value = serde_json::from_str(&j).unwrap();
         assert_eq!(j["signatures"][0]["form"], "simple-signing");
