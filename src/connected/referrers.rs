@@ -113,7 +113,7 @@ struct Listed {
 /// and of those referrers, pulls their documents into `store`, and
 /// returns them in a fixed order (level by level, each subject's in the
 /// order the registry listed them, then cosign's tags). The places are
-/// asked for every subject of a level at once, [`IN_FLIGHT`] requests at
+/// asked for every subject of a level at once, `IN_FLIGHT` (8) requests at
 /// a time, and the referrers found are pulled the same way, so the time
 /// taken grows with the levels, not with the subjects. `Err` names what
 /// went wrong.
