@@ -301,6 +301,9 @@ pub struct Client {
     auth_store: Arc<RwLock<HashMap<String, RegistryAuth>>>,
     /// Token cache for the client
     pub tokens: TokenCache,
+    /// (ferry patch) Registries whose `/v2/` asked for no credentials this
+    /// client can give: requests go without asking `/v2/` again first.
+    open_registries: Arc<RwLock<std::collections::HashSet<String>>>,
     client: reqwest::Client,
     push_chunk_size: usize,
 }
@@ -311,6 +314,7 @@ impl Default for Client {
             config: Arc::default(),
             auth_store: Arc::default(),
             tokens: TokenCache::new(DEFAULT_TOKEN_EXPIRATION_SECS),
+            open_registries: Arc::default(),
             client: reqwest::Client::default(),
             push_chunk_size: PUSH_CHUNK_MAX_SIZE,
         }
@@ -411,6 +415,8 @@ impl Client {
     }
 
     async fn store_auth(&self, registry: &str, auth: RegistryAuth) {
+        // (ferry patch) other credentials may get an answer where none did.
+        self.open_registries.write().await.remove(registry);
         self.auth_store
             .write()
             .await
@@ -445,11 +451,18 @@ impl Client {
         let auth = self.auth_store.read().await.get(registry)?.clone();
         match self.tokens.get(reference, op).await {
             Some(token) => Some(token),
-            None => {
-                let token = self._auth(reference, &auth, op).await.ok()??;
-                self.tokens.insert(reference, op, token.clone()).await;
-                Some(token)
-            }
+            // (ferry patch) The registry's `/v2/` asked for nothing this
+            // client can answer (see `_auth`): asking it again before every
+            // request, as the unpatched client did, doubled the requests to
+            // such a registry for the same answer.
+            None if self.open_registries.read().await.contains(registry) => None,
+            None => match self._auth(reference, &auth, op).await {
+                Ok(Some(token)) => {
+                    self.tokens.insert(reference, op, token.clone()).await;
+                    Some(token)
+                }
+                Ok(None) | Err(_) => None,
+            },
         }
     }
 
@@ -898,9 +911,22 @@ impl Client {
         }
 
         let res = self.client.get(&url).send().await?;
+        // (ferry patch) An answer that will be the same next time (a
+        // success without a challenge, or a Basic challenge to a client
+        // without a password) is remembered, so that later requests do not
+        // ask `/v2/` again first. An error answer is not.
+        let open = |registry: &str| {
+            let registry = registry.to_owned();
+            async move { self.open_registries.write().await.insert(registry) }
+        };
         let dist_hdr = match res.headers().get(reqwest::header::WWW_AUTHENTICATE) {
             Some(h) => h,
-            None => return Ok(None),
+            None => {
+                if res.status().is_success() {
+                    open(image.resolve_registry()).await;
+                }
+                return Ok(None);
+            }
         };
 
         let challenge = match BearerChallenge::try_from(dist_hdr) {
@@ -912,6 +938,9 @@ impl Client {
                         username.to_string(),
                         password.to_string(),
                     )));
+                }
+                if res.status() == reqwest::StatusCode::UNAUTHORIZED {
+                    open(image.resolve_registry()).await;
                 }
                 return Ok(None);
             }
