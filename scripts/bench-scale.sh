@@ -4,10 +4,13 @@
 # SIZES. For each: pack (from the local layout), verify, inspect, load
 # --dry-run against a registry that already holds everything (filled by a
 # `ferry load` first, timed too), and serve's start-up (until `/v2/`
-# answers). Prints time and peak RSS of each, KiB of peak RSS per artifact,
+# answers; measured before the loads, which take longest). Prints time and peak RSS of each, KiB of peak RSS per artifact,
 # and time per 1,000 artifacts, so growth can be read off across sizes.
-# Usage: scripts/bench-scale.sh [SIZES="2500 5000 10000"]
+# The loads take longest (about 47 s per 1,000 artifacts on 2 cores):
+# LOAD_MAX=N skips them above N artifacts.
+# Usage: [LOAD_MAX=N] scripts/bench-scale.sh [SIZES="2500 5000 10000"]
 sizes=${1:-2500 5000 10000}
+load_max=${LOAD_MAX:-}
 export FERRY_BENCH_NO_SRC=1
 source "$(dirname "$0")/bench-common.sh"
 cargo build --release --quiet --example gen_scale
@@ -30,12 +33,9 @@ for n in $sizes; do
   timed verify "$n" "$ferry" --quiet verify "$a"
   timed inspect "$n" "$ferry" --quiet inspect "$a"
   timed 'inspect --json' "$n" "$ferry" --quiet inspect --json "$a"
-  p=$(start_registry "reg$n"); wait_port "$p"
-  timed 'load (empty registry)' "$n" "$ferry" --quiet load "$a" --registry "127.0.0.1:$p"
-  timed 'load --dry-run (all there)' "$n" "$ferry" --quiet load --dry-run "$a" --registry "127.0.0.1:$p"
   # serve: start-up until /v2/ answers, and its RSS then.
   sp=$(free_port); t0=$(now)
-  "$ferry" --quiet serve "$a" --listen "127.0.0.1:$sp" 2>"$work/serve.err" &
+  "$ferry" --quiet serve "$a" --listen "127.0.0.1:$sp" >/dev/null 2>"$work/serve.err" &
   spid=$!
   until curl -sf "http://127.0.0.1:$sp/v2/" >/dev/null; do
     kill -0 "$spid" 2>/dev/null || { echo "serve failed:"; cat "$work/serve.err"; exit 1; }
@@ -46,5 +46,13 @@ for n in $sizes; do
   kill "$spid"; wait "$spid" 2>/dev/null || true
   printf '%6d artifacts  %-28s %7.2f s  %6.2f s/1k  peak RSS %6.1f MiB  %5.1f KiB/artifact\n' \
     "$n" 'serve start-up' "$s" "$(echo "$s * 1000 / $n" | bc -l)" "$(echo "$rss/1024" | bc -l)" "$(echo "$rss/$n" | bc -l)"
+  if [ -n "$load_max" ] && [ "$n" -gt "$load_max" ]; then
+    printf '%6d artifacts  load, load --dry-run: skipped (LOAD_MAX=%s)\n' "$n" "$load_max"
+    rm -rf "$a" "$out/scale$n"
+    continue
+  fi
+  p=$(start_registry "reg$n"); wait_port "$p"
+  timed 'load (empty registry)' "$n" "$ferry" --quiet load "$a" --registry "127.0.0.1:$p"
+  timed 'load --dry-run (all there)' "$n" "$ferry" --quiet load --dry-run "$a" --registry "127.0.0.1:$p"
   rm -rf "$a" "$work/reg$n-data" "$out/scale$n"
 done

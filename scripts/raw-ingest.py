@@ -116,6 +116,13 @@ def upload(c, repo, d):
 
 
 def worker():
+    try:
+        work()
+    except Exception as e:  # a thread's error ends the run: no figure
+        fail(f"raw-ingest: {e!r}")
+
+
+def work():
     c = Conn()
     while True:
         with lock:

@@ -1010,3 +1010,31 @@ fn a_dry_run_predicts_the_loads_uploads_and_mounts() {
         assert_eq!(d[k], r[k], "{k}: dry run {d}, load {r}");
     }
 }
+
+/// Against a registry that asks for no credentials, the client asks its
+/// `/v2/` once per client, not before every request (that doubled the
+/// requests of a load of many small blobs).
+#[test]
+fn an_open_registry_is_not_asked_for_credentials_before_every_request() {
+    let t = tempfile::tempdir().unwrap();
+    let archive = fixture_bundle(t.path(), 64 << 10);
+    let reg = DockerRegistry::start(&t.path().join("reg"), false);
+    let proxy = support::registry::FaultProxy::recording(reg.addr);
+    let out = load(&archive, &proxy.addr.to_string(), &[], None);
+    assert!(out.ok(), "{}\n{}", out.stdout, out.stderr);
+    let heads = proxy.heads.lock().unwrap().clone();
+    let line = |h: &String| h.lines().next().unwrap_or("").to_owned();
+    let pings = heads
+        .iter()
+        .filter(|(_, h)| line(h).starts_with("GET /v2/ "))
+        .count();
+    let others = heads.len() - pings;
+    assert!(others >= 10, "{heads:?}");
+    // The connect probe, and at most one per client (blobs and manifests
+    // use one each).
+    assert!(
+        pings <= 3,
+        "{pings} pings of /v2/ for {others} other requests: {:?}",
+        heads.iter().map(|(_, h)| line(h)).collect::<Vec<_>>()
+    );
+}
