@@ -261,11 +261,7 @@ async fn place_tag(
     opts: PushOptions,
     tally: &Mutex<Tally>,
 ) -> Result<Option<String>, String> {
-    let current = remote
-        .manifest_digest(repo, tag)
-        .await
-        .map_err(|e| error_chain(&e))?;
-    let Some(other) = current else {
+    let put_root = || {
         put(
             remote,
             repo,
@@ -275,7 +271,13 @@ async fn place_tag(
             opts,
             tally,
         )
-        .await?;
+    };
+    let current = remote
+        .manifest_digest(repo, tag)
+        .await
+        .map_err(|e| error_chain(&e))?;
+    let Some(other) = current else {
+        put_root().await?;
         return Ok(None);
     };
     if other == root.digest {
@@ -290,7 +292,7 @@ async fn place_tag(
     let theirs = match oci::parse_node(d, "", &bytes) {
         Ok(Node::Manifest(m)) => m,
         Ok(Node::Index(_)) | Err(_) if opts.force => {
-            put(remote, repo, tag, &root.bytes, &root.media_type, opts, tally).await?;
+            put_root().await?;
             return Ok(Some(format!("{} replaced {other} (--force)", at())));
         }
         Ok(Node::Index(_)) => {
@@ -338,16 +340,7 @@ async fn place_tag(
                 root.digest
             ));
         }
-        put(
-            remote,
-            repo,
-            tag,
-            &root.bytes,
-            &root.media_type,
-            opts,
-            tally,
-        )
-        .await?;
+        put_root().await?;
         return Ok(Some(format!("{} replaced {other} (--force)", at())));
     }
     let mut merged = theirs.clone();
