@@ -313,12 +313,7 @@ pub async fn mirror(
 
     let remote = Remote::connect(&target.host, &opts.remote).await?;
     push::probe(&remote, &jobs).await?;
-    let tally = Mutex::new(Tally::default());
-    {
-        let mut t = push::lock(&tally);
-        t.counts.blobs = jobs.len();
-        t.counts.blob_placements = jobs.iter().map(|j| j.repositories.len()).sum();
-    }
+    let tally = Tally::for_jobs(&jobs);
     let sent = Arc::new(AtomicU64::new(0));
     let total: u64 = jobs.iter().map(|j| j.size).sum();
     reporter.start(

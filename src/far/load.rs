@@ -300,12 +300,7 @@ pub async fn load(
     // One request first: an unreachable registry or refused credentials
     // is one error, not one per blob.
     push::probe(&remote, &jobs).await?;
-    let tally = Mutex::new(Tally::default());
-    {
-        let mut t = push::lock(&tally);
-        t.counts.blobs = jobs.len();
-        t.counts.blob_placements = jobs.iter().map(|j| j.repositories.len()).sum();
-    }
+    let tally = Tally::for_jobs(&jobs);
     let sent = Arc::new(AtomicU64::new(0));
     let total: u64 = jobs.iter().map(|j| j.size).sum();
     reporter.start(

@@ -92,6 +92,16 @@ pub struct Tally {
     pub uploaded: Vec<Digest>,
 }
 
+impl Tally {
+    /// A tally for a run over `jobs`, with its blob and placement counts.
+    pub fn for_jobs(jobs: &[BlobJob]) -> Mutex<Tally> {
+        let mut t = Tally::default();
+        t.counts.blobs = jobs.len();
+        t.counts.blob_placements = jobs.iter().map(|j| j.repositories.len()).sum();
+        Mutex::new(t)
+    }
+}
+
 /// Locks the tally, through a poisoned lock (counts stay usable).
 pub fn lock(t: &Mutex<Tally>) -> std::sync::MutexGuard<'_, Tally> {
     t.lock().unwrap_or_else(|p| p.into_inner())
