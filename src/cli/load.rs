@@ -39,8 +39,24 @@ pub struct Args {
     /// Write the source → target map (for `ferry rewrite --map`).
     #[arg(long, value_name = "FILE")]
     pub map_out: Option<PathBuf>,
+    #[command(flatten)]
+    pub overrides: OverrideArgs,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+    /// Refuse the archive unless bundle.json is signed by this minisign
+    /// public key (checked before anything is pushed).
+    #[arg(long, value_name = "PUB")]
+    pub key: Option<PathBuf>,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The installer-override flags `load` and `mirror` share.
+#[derive(Debug, clap::Args)]
+pub struct OverrideArgs {
     /// Write the installer's override: the --images-digests-from file with
-    /// each entry's server, path and digest pointed at the loaded image.
+    /// each entry's server, path and digest pointed at the image in the target.
     #[arg(long, value_name = "FILE", requires = "images_digests_from")]
     pub images_digests_out: Option<PathBuf>,
     /// The installer's `images_digests.yml` (component → container →
@@ -48,7 +64,7 @@ pub struct Args {
     /// image_digest), the shape --images-digests-out keeps.
     #[arg(long, value_name = "FILE", requires = "images_digests_out")]
     pub images_digests_from: Option<PathBuf>,
-    /// Keep entries of --images-digests-from that this load did not carry
+    /// Keep entries of --images-digests-from that this run did not carry
     /// unchanged (without it they are an error naming them).
     #[arg(long, requires = "images_digests_from")]
     pub allow_missing: bool,
@@ -61,15 +77,6 @@ pub struct Args {
     /// `data.images_digests: |`.
     #[arg(long, value_name = "NAME", requires = "images_digests_from")]
     pub configmap: Option<String>,
-    #[command(flatten)]
-    pub remote: RemoteArgs,
-    /// Refuse the archive unless bundle.json is signed by this minisign
-    /// public key (checked before anything is pushed).
-    #[arg(long, value_name = "PUB")]
-    pub key: Option<PathBuf>,
-    /// Print the report as JSON on stdout.
-    #[arg(long)]
-    pub json: bool,
 }
 
 pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
@@ -77,8 +84,8 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
     // The installer's file and the ConfigMap name are checked before
     // anything is pushed.
     let installer = read_installer(
-        args.images_digests_from.as_deref(),
-        args.configmap.as_deref(),
+        args.overrides.images_digests_from.as_deref(),
+        args.overrides.configmap.as_deref(),
     )?;
     let opts = LoadOptions {
         registry: args.registry.clone(),
@@ -108,13 +115,13 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
             write_atomic(path, &map.to_json())
                 .with_context(|| format!("writing the map {}", path.display()))?;
         }
-        if let (Some(path), Some((file, text))) = (&args.images_digests_out, &installer) {
+        if let (Some(path), Some((file, text))) = (&args.overrides.images_digests_out, &installer) {
             // Reported after the load's own result.
             let how = Override {
                 registry: &args.registry,
-                allow_missing: args.allow_missing,
-                images_digests_tag: args.images_digests_tag,
-                configmap: args.configmap.as_deref(),
+                allow_missing: args.overrides.allow_missing,
+                images_digests_tag: args.overrides.images_digests_tag,
+                configmap: args.overrides.configmap.as_deref(),
             };
             overridden = Some(write_override(&how, path, file, text, &map));
         }
@@ -184,7 +191,7 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
             report.artifacts.len(),
             report.registry
         );
-        if args.map_out.is_some() || args.images_digests_out.is_some() {
+        if args.map_out.is_some() || args.overrides.images_digests_out.is_some() {
             eprintln!("note: the map and override files list only what was loaded");
         }
         return Ok(ExitCode::FAILURE);

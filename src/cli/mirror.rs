@@ -47,24 +47,8 @@ pub struct Args {
     /// Write the source → target map (for `ferry rewrite --map`).
     #[arg(long, value_name = "FILE")]
     pub map_out: Option<PathBuf>,
-    /// Write the installer's override: the --images-digests-from file with
-    /// each entry's server, path and digest pointed at the mirrored image.
-    #[arg(long, value_name = "FILE", requires = "images_digests_from")]
-    pub images_digests_out: Option<PathBuf>,
-    /// The installer's `images_digests.yml`, the shape --images-digests-out
-    /// keeps (as for `ferry load`).
-    #[arg(long, value_name = "FILE", requires = "images_digests_out")]
-    pub images_digests_from: Option<PathBuf>,
-    /// Keep entries of --images-digests-from that this mirror did not carry
-    /// unchanged (without it they are an error naming them).
-    #[arg(long, requires = "images_digests_from")]
-    pub allow_missing: bool,
-    /// Also write the tag the target holds into image_tag.
-    #[arg(long, requires = "images_digests_from")]
-    pub images_digests_tag: bool,
-    /// Write the override as a ready ConfigMap of this name.
-    #[arg(long, value_name = "NAME", requires = "images_digests_from")]
-    pub configmap: Option<String>,
+    #[command(flatten)]
+    pub overrides: super::load::OverrideArgs,
     #[command(flatten)]
     pub remote: RemoteArgs,
     /// Print the report as JSON on stdout.
@@ -89,8 +73,8 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
     }
     // Everything read from disk is checked before anything is pushed.
     let installer = read_installer(
-        args.images_digests_from.as_deref(),
-        args.configmap.as_deref(),
+        args.overrides.images_digests_from.as_deref(),
+        args.overrides.configmap.as_deref(),
     )?;
     let opts = MirrorOptions {
         registry: args.registry.clone(),
@@ -120,12 +104,12 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
             write_atomic(path, &map.to_json())
                 .with_context(|| format!("writing the map {}", path.display()))?;
         }
-        if let (Some(path), Some((file, text))) = (&args.images_digests_out, &installer) {
+        if let (Some(path), Some((file, text))) = (&args.overrides.images_digests_out, &installer) {
             let how = Override {
                 registry: &args.registry,
-                allow_missing: args.allow_missing,
-                images_digests_tag: args.images_digests_tag,
-                configmap: args.configmap.as_deref(),
+                allow_missing: args.overrides.allow_missing,
+                images_digests_tag: args.overrides.images_digests_tag,
+                configmap: args.overrides.configmap.as_deref(),
             };
             overridden = Some(write_override(&how, path, file, text, &map));
         }
@@ -182,7 +166,7 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
             report.artifacts.len(),
             report.registry
         );
-        if args.map_out.is_some() || args.images_digests_out.is_some() {
+        if args.map_out.is_some() || args.overrides.images_digests_out.is_some() {
             eprintln!("note: the map and override files list only what was mirrored");
         }
         return Ok(ExitCode::FAILURE);
