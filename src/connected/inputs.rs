@@ -1109,6 +1109,38 @@ mod tests {
     }
 
     #[test]
+    fn verify_rules_that_cannot_be_honoured_are_refused_naming_the_image() {
+        let ok = yaml("images:\n  - ref: r.example/a:1\n    verify: {cosign_ca: ca.pem, identity_regex: '.*@x'}\n")
+            .unwrap();
+        assert!(ok.images[0].verify.is_some());
+        for (rule, want) in [
+            ("{cosign_key: k.pub, cosign_ca: ca.pem}", "not both"),
+            ("{}", "needs `cosign_key"),
+            ("{cosign_key: k.pub, identity: a@b}", "go with `cosign_ca`"),
+            (
+                "{cosign_ca: ca.pem, identity: a, identity_regex: b}",
+                "one of `identity`",
+            ),
+            ("{cosign_key: k.pub, trust: all}", "unknown field"),
+        ] {
+            let e = yaml(&format!(
+                "images:\n  - ref: r.example/a:1\n    verify: {rule}\n"
+            ))
+            .unwrap_err();
+            let chain = crate::base::error::error_chain(&e);
+            assert!(
+                chain.contains(want) && chain.contains("ferry.yaml"),
+                "{rule}: {chain}"
+            );
+        }
+        let e = yaml("images:\n  - ref: r.example/a:1\n    referrers: false\n    verify: {cosign_key: k.pub}\n")
+            .unwrap_err();
+        assert!(
+            crate::base::error::error_chain(&e).contains("`referrers: false` leaves them behind")
+        );
+    }
+
+    #[test]
     fn parses_the_design_example() {
         let s = yaml(
             r#"
