@@ -455,17 +455,15 @@ fn map_out_names_each_image_where_the_target_holds_it() {
 }
 
 #[test]
-fn entries_mirror_cannot_carry_are_refused_before_anything_is_pushed() {
+fn bad_arguments_and_a_missing_local_file_are_refused_before_anything_is_pushed() {
     let t = tempfile::tempdir().unwrap();
     let (src, _) = source_registry(t.path(), 1024);
     let target = DockerRegistry::start(&t.path().join("target"), false);
-    let spec = spec(t.path(), &src.host(), "files:\n  - path: README.md\n");
-    let msg = mirror(t.path(), &spec, &target.host(), &[]).expect_fail("a spec with files");
-    assert!(
-        msg.contains("README.md") && msg.contains("ferry pack"),
-        "{msg}"
-    );
+    let spec = spec(t.path(), &src.host(), "files:\n  - path: no-such-file.md\n");
+    let msg = mirror(t.path(), &spec, &target.host(), &[]).expect_fail("a missing file");
+    assert!(msg.contains("no-such-file.md"), "{msg}");
     assert!(target.repositories().is_empty());
+    assert_no_scratch_left(t.path());
 
     let msg = mirror(t.path(), &spec, "http://bad host", &[]).expect_fail("a bad --registry");
     assert!(msg.contains("bad host"), "{msg}");
@@ -570,4 +568,154 @@ fn a_source_download_cut_midway_is_sent_again_and_the_mirror_completes() {
             digest_at(&format!("{}/{image}", src.host()))
         );
     }
+}
+
+/// The scratch space (directory tars, downloaded charts) is gone.
+fn assert_no_scratch_left(dir: &Path) {
+    let left: Vec<_> = std::fs::read_dir(dir.join("tmp"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(left.is_empty(), "mirror left its scratch space: {left:?}");
+}
+
+/// The demo fixtures with their images as an `oci-archive:` and a
+/// (legacy) `docker-archive:`, a chart `.tgz`, a chart from a Helm
+/// repository at `repo_url`, a file and a directory.
+fn local_spec(dir: &Path, repo_url: &str) -> PathBuf {
+    build::demo_fixtures(dir);
+    let layout = dir.join("layout");
+    let mut b = tar::Builder::new(std::fs::File::create(dir.join("layout.tar")).unwrap());
+    b.append_dir_all(".", &layout).unwrap();
+    b.finish().unwrap();
+    let hello = "registry.example.com/tools/hello:2.1";
+    run(skopeo().args([
+        "copy",
+        &format!("oci:{}:{hello}", layout.display()),
+        &format!("docker-archive:{}:{hello}", dir.join("saved.tar").display()),
+    ]))
+    .expect_ok("skopeo copy into a docker-archive");
+    let p = dir.join("local.yaml");
+    std::fs::write(
+        &p,
+        format!(
+            "name: local\nimages:\n  - oci-archive:layout.tar:docker.io/library/demo:1.0\n  - docker-archive:saved.tar:{hello}\ncharts:\n  - path: charts/demo-chart-0.1.0.tgz\n  - repo: {repo_url}\n    name: other\n    version: \"^1\"\nfiles:\n  - path: files/README.txt\n  - path: files/manifests\n"
+        ),
+    )
+    .unwrap();
+    p
+}
+
+#[test]
+fn local_sources_charts_and_files_mirror_with_the_digests_pack_records() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    // A Helm repository with chart `other` 1.0.0.
+    let repo = d.join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    let tgz = build::chart_tgz("other", "1.0.0", "image: {}\n");
+    std::fs::write(repo.join("other-1.0.0.tgz"), &tgz).unwrap();
+    std::fs::write(
+        repo.join("index.yaml"),
+        format!(
+            "apiVersion: v1\nentries:\n  other:\n  - apiVersion: v2\n    name: other\n    version: 1.0.0\n    digest: {}\n    urls:\n    - other-1.0.0.tgz\n",
+            ferry::digest::Digest::of(&tgz).hex()
+        ),
+    )
+    .unwrap();
+    let server = support::files::FileServer::start(repo, None);
+    let spec = local_spec(d, &format!("http://{}/", server.addr));
+    let target = DockerRegistry::start_logged(&d.join("target"));
+
+    // What pack records, and where load puts it.
+    let archive = d.join("local.tar");
+    let pack_cache = d.join("pack-cache");
+    pack_args(&spec, &archive, &["--cache", pack_cache.to_str().unwrap()])
+        .expect_ok("pack the local spec");
+    let packed = inspect_json(&archive);
+    let packed = packed["artifacts"].as_array().unwrap();
+    assert_eq!(packed.len(), 6);
+
+    let dry = mirror(d, &spec, &target.host(), &["--json", "--dry-run"]);
+    let dry = report(&dry);
+    assert!(target.repositories().is_empty(), "a dry run pushes nothing");
+    assert_no_scratch_left(d);
+
+    let map = d.join("map.json");
+    let out = mirror(
+        d,
+        &spec,
+        &target.host(),
+        &["--json", "--map-out", map.to_str().unwrap()],
+    );
+    assert!(out.ok(), "{}\n{}", out.stdout, out.stderr);
+    let r = report(&out);
+    let got = r["artifacts"].as_array().unwrap();
+    assert_eq!(got.len(), packed.len());
+    for (g, p) in got.iter().zip(packed) {
+        assert_eq!(g["ok"], true, "{g}");
+        assert_eq!(g["source"], p["source"], "spec order, pack's labels");
+        assert_eq!(g["digest"], p["digest"], "{}: pack's digest", p["source"]);
+        let reference = p["reference"].as_str().unwrap();
+        let (repo, tag) = reference.rsplit_once(':').unwrap();
+        let repo = repo
+            .trim_start_matches("docker.io/")
+            .trim_start_matches("registry.example.com/");
+        assert_eq!(g["target"], format!("{}/{repo}", target.host()), "{g}");
+        assert_eq!(
+            digest_at(&format!("{}/{repo}:{tag}", target.host())),
+            p["digest"].as_str().unwrap(),
+            "the target holds {reference} at pack's digest"
+        );
+    }
+    // The dry run said exactly what the run then did.
+    for k in [
+        "uploaded",
+        "mounted",
+        "present",
+        "bytes_uploaded",
+        "manifests_pushed",
+    ] {
+        assert_eq!(dry["counts"][k], r["counts"][k], "{k}");
+    }
+    assert_no_scratch_left(d);
+
+    // The map is the one a load of the packed archive writes.
+    let load_map = d.join("load-map.json");
+    let loaded = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["--quiet", "load"])
+        .arg(&archive)
+        .args(["--registry", &target.host(), "--json", "--map-out"])
+        .arg(&load_map)
+        .output()
+        .unwrap();
+    assert!(
+        loaded.status.success(),
+        "{}",
+        String::from_utf8_lossy(&loaded.stderr)
+    );
+    let loaded: Value = serde_json::from_slice(&loaded.stdout).unwrap();
+    assert_eq!(
+        loaded["counts"]["uploaded"], 0,
+        "mirror put everything in place"
+    );
+    assert_eq!(loaded["counts"]["manifests_pushed"], 0);
+    assert_eq!(
+        std::fs::read_to_string(&map).unwrap(),
+        std::fs::read_to_string(&load_map).unwrap()
+    );
+
+    // A second run sends nothing.
+    let before = target.access_log().len();
+    let again = report(&mirror(d, &spec, &target.host(), &["--json"]));
+    assert_eq!(again["counts"]["uploaded"], 0);
+    assert_eq!(again["counts"]["manifests_pushed"], 0);
+    let sent: Vec<String> = target
+        .access_log()
+        .split_off(before)
+        .into_iter()
+        .filter(|r| r.starts_with("POST") || r.starts_with("PUT") || r.starts_with("PATCH"))
+        .collect();
+    assert!(sent.is_empty(), "a second run sends nothing: {sent:?}");
+    assert_no_scratch_left(d);
 }

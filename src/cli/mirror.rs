@@ -88,6 +88,7 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
             None => None,
         },
         remote: args.remote.options()?,
+        mtime: ferry::archive::mtime_from_env(),
     };
     let bars = Bars::new(settings.quiet || args.json);
     let start = Instant::now();

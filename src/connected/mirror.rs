@@ -20,8 +20,9 @@
 //! Referrers (signatures, attestations) are not carried yet: they would be
 //! found per root here and handed to `shared::push` as more items.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 
@@ -35,8 +36,11 @@ use crate::base::reference::Reference;
 use crate::base::report::{with_progress, Reporter};
 use crate::connected::inputs::{ChartEntry, ImageEntry, ImageSource, Spec};
 use crate::connected::lock::{Lock, LockError};
+use crate::connected::pack::{LocalEntry, LocalPlan};
+use crate::connected::source::FoundBlob;
 use crate::connected::source::{self, SourceError};
 use crate::connected::tags::{ChosenTags, TagsError};
+use crate::format::archive::MemberSource;
 use crate::format::bundle::{Artifact, ArtifactKind, ChartInfo};
 use crate::format::oci::{self, Descriptor, Node, Visit, WalkError};
 use crate::shared::mapping::{ImageMap, MapEntry, MappingError, TargetRegistry};
@@ -80,14 +84,23 @@ pub enum MirrorError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
-    /// An entry kind mirror does not carry.
-    #[error("{entry}: mirror copies registry images and OCI charts only; {what} go through `ferry pack` and `ferry load`")]
-    Unsupported {
+    /// A local source, chart file or file could not be made into its
+    /// artifact (pack's own planning refused it).
+    #[error(transparent)]
+    Local(#[from] crate::connected::pack::PackError),
+    /// A chart could not be downloaded from its Helm repository.
+    #[error("chart {entry}: cannot be downloaded")]
+    RepoChart {
         /// The entry.
         entry: String,
-        /// What kind it is.
-        what: &'static str,
+        /// Why.
+        #[source]
+        source: crate::connected::helm_repo::RepoError,
     },
+    /// The scratch directory (directory tars, downloaded charts) could
+    /// not be made.
+    #[error("cannot create a scratch directory in {}", std::env::temp_dir().display())]
+    Scratch(#[source] io::Error),
     /// Two entries would be carried under one name.
     #[error("{first} and {second} would both be mirrored as {name}")]
     Collision {
@@ -119,6 +132,9 @@ pub struct MirrorOptions {
     pub lock: Option<Lock>,
     /// Transport, credentials and retries, for sources and target alike.
     pub remote: RemoteOptions,
+    /// mtime for the tar headers of directories carried as files (as
+    /// `pack` writes them, so the digests agree).
+    pub mtime: u64,
 }
 
 /// The result of a mirror.
@@ -182,7 +198,7 @@ impl MirrorReport {
                 tag: o.tag.clone(),
                 digest: o.digest,
                 source_digest: a.source_digest,
-                converted: Vec::new(),
+                converted: a.converted.clone(),
             })
             .collect();
         ImageMap::from_entries(&self.registry, entries)
@@ -197,6 +213,35 @@ struct Resolved {
     repository: String,
     documents: Vec<Document>,
     blobs: Vec<Descriptor>,
+    /// For a local artifact: where its blobs' bytes are (else they come
+    /// from `host`/`repository`).
+    local: Option<Arc<BTreeMap<Digest, FoundBlob>>>,
+}
+
+/// One entry of the spec, as mirror takes it.
+enum Slot {
+    /// An image or OCI chart at its source registry.
+    Registry(Box<Wanted>),
+    /// A local image source, chart file or file, planned as `pack` plans
+    /// it.
+    Local(LocalEntry),
+    /// A chart from a classic Helm repository, downloaded first.
+    RepoChart {
+        repo: String,
+        name: String,
+        version: String,
+        /// The lock file's digest for the chart archive.
+        pin: Option<Digest>,
+    },
+}
+
+/// Where a blob's bytes come from.
+#[derive(Clone)]
+enum BlobFrom {
+    /// A source registry and repository.
+    Registry(Arc<Remote>, String),
+    /// A local file (a byte range) or bytes in memory.
+    Local(FoundBlob),
 }
 
 /// What to resolve: an image or OCI chart at its source.
@@ -224,12 +269,36 @@ pub async fn mirror(
     reporter: &dyn Reporter,
 ) -> Result<MirrorReport, MirrorError> {
     let target = TargetRegistry::parse(&opts.registry, opts.keep_host)?;
-    let (spec, pins, tags) = prepare(spec, opts, reporter).await?;
-    let wanted = wanted(&spec, &pins, opts)?;
+    let (spec, pins, chart_pins, tags) = prepare(spec, opts, reporter).await?;
+    let mut slots = wanted(&spec, &pins, &chart_pins, opts)?;
+
+    // Directories are tarred and Helm repository charts downloaded here
+    // (pack's scratch space); removed when the mirror ends.
+    let needs_scratch = slots
+        .iter()
+        .any(|s| matches!(s, Slot::RepoChart { .. } | Slot::Local(LocalEntry::File(_))));
+    let scratch = match needs_scratch {
+        true => Some(
+            tempfile::Builder::new()
+                .prefix(".ferry-mirror-")
+                .tempdir()
+                .map_err(MirrorError::Scratch)?,
+        ),
+        false => None,
+    };
+    let _scratch_registered = scratch
+        .as_ref()
+        .map(|d| crate::base::interrupt::register(d.path()));
+    if let Some(dir) = &scratch {
+        fetch_repo_charts(&mut slots, dir.path(), opts, reporter).await?;
+    }
 
     // Every source registry once; then each artifact's documents.
     let mut remotes: HashMap<String, Arc<Remote>> = HashMap::new();
-    for w in &wanted {
+    for w in slots.iter().filter_map(|s| match s {
+        Slot::Registry(w) => Some(w),
+        _ => None,
+    }) {
         let host = w.reference.registry().to_owned();
         if let std::collections::hash_map::Entry::Vacant(slot) = remotes.entry(host) {
             let r = Remote::connect(slot.key(), &opts.remote)
@@ -241,8 +310,43 @@ pub async fn mirror(
             slot.insert(Arc::new(r));
         }
     }
+    // Local entries: made into artifacts by pack's own planning (files
+    // hashed in place), on a blocking thread, while the registries answer.
+    let locals: Vec<LocalEntry> = slots
+        .iter()
+        .filter_map(|s| match s {
+            Slot::Local(l) => Some(l.clone()),
+            _ => None,
+        })
+        .collect();
+    let local_plan = {
+        let scratch = scratch
+            .as_ref()
+            .map(|d| d.path().to_owned())
+            .unwrap_or_else(std::env::temp_dir);
+        let mtime = opts.mtime;
+        async move {
+            if locals.is_empty() {
+                return Ok(None);
+            }
+            tokio::task::spawn_blocking(move || {
+                crate::connected::pack::plan_local(&locals, &scratch, mtime)
+            })
+            .await
+            .map_err(|e| MirrorError::Scratch(io::Error::other(e)))?
+            .map(Some)
+            .map_err(MirrorError::from)
+        }
+    };
     reporter.start("resolving images", 0);
-    let resolved: Result<Vec<Resolved>, MirrorError> = stream::iter(&wanted)
+    let remote_wanted: Vec<&Wanted> = slots
+        .iter()
+        .filter_map(|s| match s {
+            Slot::Registry(w) => Some(&**w),
+            _ => None,
+        })
+        .collect();
+    let registry_resolved = stream::iter(remote_wanted)
         .map(|w| {
             let remote = remotes.get(w.reference.registry()).cloned();
             async move {
@@ -256,10 +360,30 @@ pub async fn mirror(
             }
         })
         .buffered(opts.jobs.max(1))
-        .try_collect()
-        .await;
+        .try_collect::<Vec<Resolved>>();
+    let (registry_resolved, local_plan) =
+        futures_util::future::join(registry_resolved, local_plan).await;
     reporter.finish();
-    let resolved = resolved?;
+    let mut registry_resolved = registry_resolved?.into_iter();
+    let local_plan = local_plan?;
+    if let Some(p) = &local_plan {
+        for note in &p.notes {
+            reporter.note(note);
+        }
+    }
+    let mut local_resolved = match local_plan {
+        Some(p) => resolve_local(p)?.into_iter(),
+        None => Vec::new().into_iter(),
+    };
+    // Back in spec order.
+    let mut resolved = Vec::new();
+    for s in &slots {
+        let next = match s {
+            Slot::Registry(_) => registry_resolved.next(),
+            _ => local_resolved.next(),
+        };
+        resolved.extend(next);
+    }
     let mut names: HashMap<&str, &str> = HashMap::new();
     for r in &resolved {
         if let Some(first) = names.insert(&r.artifact.reference, &r.artifact.source) {
@@ -278,7 +402,7 @@ pub async fn mirror(
     let mut items = Vec::new();
     let mut jobs: Vec<BlobJob> = Vec::new();
     let mut index: HashMap<Digest, usize> = HashMap::new();
-    let mut sources: HashMap<Digest, (Arc<Remote>, String)> = HashMap::new();
+    let mut sources: HashMap<Digest, BlobFrom> = HashMap::new();
     for (t, r) in targets.into_iter().zip(&resolved) {
         let mut blobs: Vec<Digest> = r.blobs.iter().map(|b| b.digest).collect();
         blobs.sort();
@@ -297,10 +421,22 @@ pub async fn mirror(
             if !jobs[i].repositories.contains(&t.repository) {
                 jobs[i].repositories.push(t.repository.clone());
             }
-            if let Some(remote) = remotes.get(&r.host) {
-                sources
-                    .entry(b.digest)
-                    .or_insert_with(|| (remote.clone(), r.repository.clone()));
+            if sources.contains_key(&b.digest) {
+                continue;
+            }
+            match (&r.local, remotes.get(&r.host)) {
+                (Some(local), _) => {
+                    if let Some(f) = local.get(&b.digest) {
+                        sources.insert(b.digest, BlobFrom::Local(f.clone()));
+                    }
+                }
+                (None, Some(remote)) => {
+                    sources.insert(
+                        b.digest,
+                        BlobFrom::Registry(remote.clone(), r.repository.clone()),
+                    );
+                }
+                (None, None) => {}
             }
         }
         items.push(PushItem {
@@ -329,7 +465,7 @@ pub async fn mirror(
         dry_run: opts.dry_run,
         force: opts.force,
     };
-    let reader = RegistryReader {
+    let reader = SourceReader {
         sources,
         target: target.host.clone(),
     };
@@ -365,6 +501,7 @@ pub async fn mirror(
     } = tally.into_inner().unwrap_or_else(|p| p.into_inner());
     uploaded.sort();
     uploaded.dedup();
+    drop(scratch);
     Ok(MirrorReport {
         registry: target.host.clone(),
         dry_run: opts.dry_run,
@@ -379,22 +516,43 @@ pub async fn mirror(
 /// The spec as it is mirrored, as `pack` prepares it: with a lock file,
 /// what it locked (every locked tag checked not to have moved); else each
 /// entry with `tags:` expanded to the tags its rule chooses now. Returns
-/// the spec, each image's pinned digest, and the tags chosen.
+/// the spec, each image's pinned digest, each chart's pinned archive
+/// digest, and the tags chosen.
+#[allow(clippy::type_complexity)]
 async fn prepare(
     spec: &Spec,
     opts: &MirrorOptions,
     reporter: &dyn Reporter,
-) -> Result<(Spec, Vec<Option<Digest>>, Vec<ChosenTags>), MirrorError> {
+) -> Result<
+    (
+        Spec,
+        Vec<Option<Digest>>,
+        Vec<Option<Digest>>,
+        Vec<ChosenTags>,
+    ),
+    MirrorError,
+> {
     if let Some(lock) = &opts.lock {
         let locked = crate::connected::lock::apply(spec, lock)?;
         reporter.start("checking locked tags", 0);
         let checked = crate::connected::lock::check_moved(&locked, &opts.remote).await;
         reporter.finish();
         checked?;
-        return Ok((locked.spec, locked.image_pins, locked.tags));
+        return Ok((
+            locked.spec,
+            locked.image_pins,
+            locked.chart_pins,
+            locked.tags,
+        ));
     }
+    let chart_pins = vec![None; spec.charts.len()];
     if !crate::connected::tags::has_rules(spec) {
-        return Ok((spec.clone(), vec![None; spec.images.len()], Vec::new()));
+        return Ok((
+            spec.clone(),
+            vec![None; spec.images.len()],
+            chart_pins,
+            Vec::new(),
+        ));
     }
     reporter.start("choosing tags", 0);
     let chosen = crate::connected::tags::choose_all(spec, &opts.remote).await;
@@ -402,16 +560,23 @@ async fn prepare(
     let chosen = chosen?;
     let expanded = crate::connected::tags::expand(spec, &chosen);
     let pins = vec![None; expanded.images.len()];
-    Ok((expanded, pins, chosen.into_iter().flatten().collect()))
+    Ok((
+        expanded,
+        pins,
+        chart_pins,
+        chosen.into_iter().flatten().collect(),
+    ))
 }
 
-/// What the spec asks to mirror, in spec order: its registry images, then
-/// its OCI charts. Anything else is refused, naming the entry.
+/// What the spec asks to mirror, in spec order: its images (from
+/// registries and local sources), its charts (OCI, from Helm
+/// repositories, from files), then its files.
 fn wanted(
     spec: &Spec,
     pins: &[Option<Digest>],
+    chart_pins: &[Option<Digest>],
     opts: &MirrorOptions,
-) -> Result<Vec<Wanted>, MirrorError> {
+) -> Result<Vec<Slot>, MirrorError> {
     let filter_of = |entry: &ImageEntry| {
         opts.platforms
             .as_ref()
@@ -421,32 +586,28 @@ fn wanted(
     };
     let mut out = Vec::new();
     for (i, e) in spec.images.iter().enumerate() {
-        let what = match &e.source {
-            ImageSource::Registry(r) => {
-                out.push(Wanted {
-                    label: e.source.to_string(),
-                    reference: r.clone(),
-                    pin: pins.get(i).copied().flatten(),
-                    filter: filter_of(e),
-                    name: Some(match &e.name {
-                        Some(n) => n.to_string(),
-                        None => r.to_string(),
-                    }),
-                    chart: false,
-                });
-                continue;
-            }
-            ImageSource::OciDir { .. } => "local OCI layouts",
-            ImageSource::OciArchive { .. } => "oci-archive: sources",
-            ImageSource::DockerArchive { .. } => "docker-archive: sources",
-        };
-        return Err(MirrorError::Unsupported {
-            entry: e.source.to_string(),
-            what,
+        out.push(match &e.source {
+            ImageSource::Registry(r) => Slot::Registry(Box::new(Wanted {
+                label: e.source.to_string(),
+                reference: r.clone(),
+                pin: pins.get(i).copied().flatten(),
+                filter: filter_of(e),
+                name: Some(match &e.name {
+                    Some(n) => n.to_string(),
+                    None => r.to_string(),
+                }),
+                chart: false,
+            })),
+            ImageSource::OciDir { .. }
+            | ImageSource::OciArchive { .. }
+            | ImageSource::DockerArchive { .. } => Slot::Local(LocalEntry::Image {
+                entry: Box::new(e.clone()),
+                filter: filter_of(e),
+            }),
         });
     }
-    for c in &spec.charts {
-        match c {
+    for (j, c) in spec.charts.iter().enumerate() {
+        out.push(match c {
             ChartEntry::Oci {
                 reference, version, ..
             } => {
@@ -460,36 +621,164 @@ fn wanted(
                     entry: format!("chart {label}"),
                     source: Box::new(e),
                 })?;
-                out.push(Wanted {
+                Slot::Registry(Box::new(Wanted {
                     label: format!("chart {label}"),
                     reference: parsed,
                     pin: None,
                     filter: None,
                     name: None,
                     chart: true,
-                });
+                }))
             }
-            ChartEntry::Path { path, .. } => {
-                return Err(MirrorError::Unsupported {
-                    entry: format!("chart {}", path.display()),
-                    what: "charts from files",
-                })
-            }
-            ChartEntry::Repo { repo, name, .. } => {
-                return Err(MirrorError::Unsupported {
-                    entry: format!("chart {name} from {repo}"),
-                    what: "charts from Helm repositories",
-                })
-            }
-        }
+            ChartEntry::Path { path, .. } => Slot::Local(LocalEntry::Chart {
+                path: path.clone(),
+                label: path.display().to_string(),
+            }),
+            ChartEntry::Repo {
+                repo,
+                name,
+                version,
+                ..
+            } => Slot::RepoChart {
+                repo: repo.clone(),
+                name: name.clone(),
+                version: version.clone(),
+                pin: chart_pins.get(j).copied().flatten(),
+            },
+        });
     }
-    if let Some(f) = spec.files.first() {
-        return Err(MirrorError::Unsupported {
-            entry: format!("file {}", f.path.display()),
-            what: "files",
+    out.extend(
+        spec.files
+            .iter()
+            .cloned()
+            .map(LocalEntry::File)
+            .map(Slot::Local),
+    );
+    Ok(out)
+}
+
+/// Downloads each chart from a Helm repository into `scratch` (as `pack`
+/// downloads it into its cache), checks a lock file's digest, and makes it
+/// a local chart file.
+async fn fetch_repo_charts(
+    slots: &mut [Slot],
+    scratch: &Path,
+    opts: &MirrorOptions,
+    reporter: &dyn Reporter,
+) -> Result<(), MirrorError> {
+    if !slots.iter().any(|s| matches!(s, Slot::RepoChart { .. })) {
+        return Ok(());
+    }
+    reporter.start("fetching charts", 0);
+    let mut result = Ok(());
+    for slot in slots.iter_mut() {
+        let Slot::RepoChart {
+            repo,
+            name,
+            version,
+            pin,
+        } = slot
+        else {
+            continue;
+        };
+        let fetched =
+            crate::connected::helm_repo::fetch_chart(repo, name, version, scratch, &opts.remote)
+                .await;
+        let c = match fetched {
+            Ok(c) => c,
+            Err(source) => {
+                result = Err(MirrorError::RepoChart {
+                    entry: format!("{name} from {repo}"),
+                    source,
+                });
+                break;
+            }
+        };
+        if let Some(locked) = pin.filter(|p| *p != c.digest) {
+            result = Err(LockError::ChartMoved {
+                repo: repo.clone(),
+                name: name.clone(),
+                version: c.version,
+                locked,
+                now: c.digest,
+            }
+            .into());
+            break;
+        }
+        // The label `pack` gives it (the artifact's `source`).
+        let label = format!("chart {name} {} from {repo}", c.version);
+        *slot = Slot::Local(LocalEntry::Chart {
+            path: c.path,
+            label,
+        });
+    }
+    reporter.finish();
+    result
+}
+
+/// The local artifacts planned, each with its documents (children first,
+/// read from where the plan found them, each checked against its digest)
+/// and its blobs.
+fn resolve_local(plan: LocalPlan) -> Result<Vec<Resolved>, MirrorError> {
+    let blobs = Arc::new(plan.blobs);
+    let mut out = Vec::new();
+    for (artifact, root) in plan.artifacts {
+        let fail = |source: Box<dyn std::error::Error + Send + Sync>| MirrorError::Resolve {
+            entry: artifact.source.clone(),
+            source,
+        };
+        let (documents, found) = walk(&root, &mut |d| {
+            let b = blobs
+                .get(d)
+                .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "not planned"))?;
+            if b.size > oci::MANIFEST_MAX_BYTES {
+                return Err(io::Error::other(format!(
+                    "document {d} is {} bytes, more than {}",
+                    b.size,
+                    oci::MANIFEST_MAX_BYTES
+                )));
+            }
+            let mut buf = vec![0u8; b.size as usize];
+            b.read_at(0, &mut buf)?;
+            Ok(buf)
+        })
+        .map_err(|e| fail(Box::new(e)))?;
+        out.push(Resolved {
+            artifact,
+            host: String::new(),
+            repository: String::new(),
+            documents,
+            blobs: found,
+            local: Some(blobs.clone()),
         });
     }
     Ok(out)
+}
+
+/// The walk `load` makes from `root`: documents children first (read by
+/// `read`, each checked against its digest), and every blob.
+fn walk(
+    root: &Descriptor,
+    read: &mut dyn FnMut(&Digest) -> io::Result<Vec<u8>>,
+) -> Result<(Vec<Document>, Vec<Descriptor>), WalkError> {
+    let mut documents = Vec::new();
+    let mut blobs = Vec::new();
+    oci::walk_graph(&root.media_type, &root.digest, read, &mut |v| {
+        match v {
+            Visit::Blob(b) => blobs.push(Descriptor::new(&b.media_type, b.digest, b.size)),
+            Visit::Document {
+                digest,
+                media_type,
+                bytes,
+            } => documents.push(Document {
+                digest,
+                media_type,
+                bytes,
+            }),
+        }
+        Ok(())
+    })?;
+    Ok((documents, blobs))
 }
 
 /// Pulls one artifact's documents from its source, filters its index by
@@ -599,33 +888,12 @@ async fn resolve(remote: &Remote, w: &Wanted) -> Result<Resolved, MirrorError> {
     }
 
     // The walk `load` makes: documents children first, every blob.
-    let mut documents = Vec::new();
-    let mut blobs = Vec::new();
-    oci::walk_graph(
-        &root.media_type,
-        &root.digest,
-        &mut |d| {
-            docs.get(d)
-                .cloned()
-                .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "not pulled"))
-        },
-        &mut |v| {
-            match v {
-                Visit::Blob(b) => blobs.push(Descriptor::new(&b.media_type, b.digest, b.size)),
-                Visit::Document {
-                    digest,
-                    media_type,
-                    bytes,
-                } => documents.push(Document {
-                    digest,
-                    media_type,
-                    bytes,
-                }),
-            }
-            Ok(())
-        },
-    )
-    .map_err(|e: WalkError| fail(Box::new(e)))?;
+    let (documents, blobs) = walk(&root, &mut |d| {
+        docs.get(d)
+            .cloned()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "not pulled"))
+    })
+    .map_err(|e| fail(Box::new(e)))?;
     platforms.sort();
     platforms.dedup();
     let mut seen = HashSet::new();
@@ -660,6 +928,7 @@ async fn resolve(remote: &Remote, w: &Wanted) -> Result<Resolved, MirrorError> {
         repository: repo.to_owned(),
         documents,
         blobs,
+        local: None,
     })
 }
 
@@ -694,18 +963,32 @@ async fn pull_small(remote: &Remote, repo: &str, d: &Descriptor) -> Result<Vec<u
     Ok(out.into_inner().unwrap_or_else(|p| p.into_inner()))
 }
 
-/// Source registries as the source of blob bodies: each attempt GETs the
-/// blob as a stream and passes it through [`pump`] on a blocking thread,
-/// which hashes as the bytes pass and holds the last chunk back until the
-/// digest matched. Nothing touches the disk.
-struct RegistryReader {
-    /// Where each blob is read from: its source registry and repository.
-    sources: HashMap<Digest, (Arc<Remote>, String)>,
+/// The sources as the source of blob bodies. A blob from a registry: each
+/// attempt GETs it as a stream and passes it through [`pump`] on a
+/// blocking thread, which hashes as the bytes pass and holds the last
+/// chunk back until the digest matched; nothing touches the disk. A local
+/// blob: read from its file (or memory) through the same pump.
+struct SourceReader {
+    /// Where each blob is read from.
+    sources: HashMap<Digest, BlobFrom>,
     /// The target host, for messages.
     target: String,
 }
 
-impl BlobReader for RegistryReader {
+impl SourceReader {
+    fn from(&self, d: &Digest) -> String {
+        match self.sources.get(d) {
+            Some(BlobFrom::Registry(r, repo)) => format!("{}/{repo}", r.host()),
+            Some(BlobFrom::Local(f)) => match &f.source {
+                MemberSource::File { path, .. } => path.display().to_string(),
+                MemberSource::Bytes(_) => "memory".to_owned(),
+            },
+            None => String::new(),
+        }
+    }
+}
+
+impl BlobReader for SourceReader {
     fn open(
         &self,
         digest: Digest,
@@ -713,11 +996,40 @@ impl BlobReader for RegistryReader {
         corrupt: &Arc<AtomicBool>,
         sent: &Arc<AtomicU64>,
     ) -> BlobBody {
-        let Some((remote, repo)) = self.sources.get(&digest).cloned() else {
-            return stream::once(async move {
-                Err(io::Error::other(format!("blob {digest} has no source")))
-            })
-            .boxed();
+        let (remote, repo) = match self.sources.get(&digest).cloned() {
+            Some(BlobFrom::Registry(remote, repo)) => (remote, repo),
+            Some(BlobFrom::Local(found)) => {
+                let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<bytes::Bytes>>(4);
+                let (corrupt, sent) = (corrupt.clone(), sent.clone());
+                let from = self.from(&digest);
+                tokio::task::spawn_blocking(move || {
+                    let mut r: Box<dyn io::Read> = match &found.source {
+                        MemberSource::Bytes(b) => Box::new(io::Cursor::new(b.clone().to_vec())),
+                        MemberSource::File { path, offset } => {
+                            use std::io::{Read, Seek};
+                            let f = fs_err::File::open(path).and_then(|mut f| {
+                                f.seek(io::SeekFrom::Start(*offset))?;
+                                Ok(f)
+                            });
+                            match f {
+                                Ok(f) => Box::new(f.take(size)),
+                                Err(e) => {
+                                    let _ = tx.blocking_send(Err(e));
+                                    return;
+                                }
+                            }
+                        }
+                    };
+                    pump(&mut r, size, digest, &from, &tx, &corrupt, &sent);
+                });
+                return body_of(rx);
+            }
+            None => {
+                return stream::once(async move {
+                    Err(io::Error::other(format!("blob {digest} has no source")))
+                })
+                .boxed()
+            }
         };
         let (raw_tx, raw_rx) = tokio::sync::mpsc::channel::<io::Result<bytes::Bytes>>(8);
         let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<bytes::Bytes>>(4);
@@ -757,11 +1069,7 @@ impl BlobReader for RegistryReader {
     }
 
     fn damaged(&self, d: &Digest) -> String {
-        let from = self
-            .sources
-            .get(d)
-            .map(|(r, repo)| format!("{}/{repo}", r.host()))
-            .unwrap_or_default();
+        let from = self.from(d);
         format!(
             "blob {d} from {from} does not match its digest (damaged in transit); it was not committed to {}",
             self.target

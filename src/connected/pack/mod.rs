@@ -534,6 +534,71 @@ pub fn pack(
     })
 }
 
+/// One local entry for [`plan_local`]: what `mirror` pushes as `load`
+/// pushes it, made into OCI artifacts by pack's own planning.
+#[derive(Debug, Clone)]
+pub enum LocalEntry {
+    /// An `oci:`, `oci-archive:` or `docker-archive:` image, with the
+    /// platforms to keep.
+    Image {
+        /// The spec entry.
+        entry: Box<ImageEntry>,
+        /// The platforms to keep (`None`: all).
+        filter: Option<Vec<Platform>>,
+    },
+    /// A chart `.tgz` on disk (given by `path:`, or downloaded from a Helm
+    /// repository), with how messages name it.
+    Chart {
+        /// The chart archive.
+        path: PathBuf,
+        /// The entry, for messages and the artifact's `source`.
+        label: String,
+    },
+    /// A file or directory.
+    File(crate::connected::inputs::FileEntry),
+}
+
+/// What [`plan_local`] made: one artifact per entry, in order, with its
+/// root descriptor, and every blob with where its bytes are.
+#[derive(Debug, Clone)]
+pub struct LocalPlan {
+    /// One per entry, in the order given.
+    pub artifacts: Vec<(
+        crate::format::bundle::Artifact,
+        crate::format::oci::Descriptor,
+    )>,
+    /// Every blob (documents included), with where its bytes are.
+    pub blobs: std::collections::BTreeMap<Digest, crate::connected::source::FoundBlob>,
+    /// Warnings for the user.
+    pub notes: Vec<String>,
+}
+
+/// Plans local entries exactly as `pack` plans them (the same artifacts,
+/// digests and names a pack of them records), for `mirror`. A directory is
+/// tarred into `scratch` (with tar headers' `mtime`); everything else is
+/// read in place.
+pub fn plan_local(
+    entries: &[LocalEntry],
+    scratch: &std::path::Path,
+    mtime: u64,
+) -> Result<LocalPlan, PackError> {
+    let mut plan = Plan::default();
+    for e in entries {
+        match e {
+            LocalEntry::Image { entry, filter } => {
+                plan_image(&mut plan, entry, filter.as_deref(), None)?
+            }
+            LocalEntry::Chart { path, label } => plan_chart_file(&mut plan, path, label.clone())?,
+            LocalEntry::File(f) => plan_file(&mut plan, f, scratch, mtime)?,
+        }
+    }
+    Ok(LocalPlan {
+        artifacts: plan.artifacts,
+        blobs: plan.blobs,
+        notes: plan.notes,
+    })
+}
+
 /// The spec as it is packed: with a lock file, what it locked (and a
 /// check that no locked tag moved); else each entry with `tags:` expanded
 /// to the tags its rule chooses now.
