@@ -719,3 +719,187 @@ fn local_sources_charts_and_files_mirror_with_the_digests_pack_records() {
     assert!(sent.is_empty(), "a second run sends nothing: {sent:?}");
     assert_no_scratch_left(d);
 }
+
+/// A source registry holding a two-platform `library/app:1.0` with a
+/// cosign `.sig` on its index signed by `key`, and an SBOM referrer on its
+/// amd64 manifest under the tag schema's fallback index.
+struct SignedSource {
+    _registry: DockerRegistry,
+    host: String,
+    index: ferry::digest::Digest,
+    amd64: ferry::digest::Digest,
+    sig: support::cosign::Artifact,
+    sbom: support::push::Artifact,
+}
+
+const SPDX: &str = "application/spdx+json";
+
+fn signed_source(dir: &Path, key: &support::cosign::KeyPair) -> SignedSource {
+    use support::push;
+    let registry = DockerRegistry::start(&dir.join("source"), false);
+    let host = registry.host();
+    let image = push::push_image(dir, &host, "library/app", "1.0", 70);
+    let index = push::digest_of(&image.index);
+    let amd64 = push::digest_of(&image.amd64);
+    let sig = support::cosign::simple_signing(&index, &format!("{host}/library/app"), key, None);
+    sig.push(&host, "library/app", &format!("sha256-{}.sig", index.hex()));
+    let sbom = push::referrer(&image.amd64, SPDX, SPDX, br#"{"spdxVersion":"SPDX-2.3"}"#);
+    sbom.push(&host, "library/app", None);
+    push::index(vec![push::listed(&sbom, SPDX)]).push(
+        &host,
+        "library/app",
+        Some(&format!("sha256-{}", amd64.hex())),
+    );
+    SignedSource {
+        _registry: registry,
+        host,
+        index,
+        amd64,
+        sig,
+        sbom,
+    }
+}
+
+#[test]
+fn referrers_travel_unchanged_after_their_images_and_verify_refuses_a_wrong_key() {
+    use support::cosign::KeyPair;
+    use support::push::get_manifest;
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    for k in ["key", "other"] {
+        std::fs::create_dir_all(d.join(k)).unwrap();
+    }
+    let key = KeyPair::generate_p256(&d.join("key"));
+    let other = KeyPair::generate_p256(&d.join("other"));
+    let src = signed_source(d, &key);
+    let spec_with = |k: &KeyPair| {
+        let p = d.join("signed.yaml");
+        std::fs::write(
+            &p,
+            format!(
+                "images:\n  - ref: {}/library/app:1.0\n    verify: {{cosign_key: {}}}\n",
+                src.host,
+                k.public.display()
+            ),
+        )
+        .unwrap();
+        p
+    };
+
+    // A wrong key: refused before anything of the image is pushed.
+    let wrong = DockerRegistry::start(&d.join("wrong"), false);
+    let msg = mirror(d, &spec_with(&other), &wrong.host(), &[]).expect_fail("another key");
+    assert!(
+        msg.contains("library/app:1.0") && msg.contains(&other.public.display().to_string()),
+        "{msg}"
+    );
+    assert!(wrong.repositories().is_empty(), "nothing was pushed");
+
+    // The right key: the image, then its signature and its SBOM, the
+    // exact bytes of the source, where policy engines look for them.
+    let target = DockerRegistry::start_logged(&d.join("target"));
+    let spec = spec_with(&key);
+    let out = mirror(d, &spec, &target.host(), &["--json"]);
+    assert!(out.ok(), "{}\n{}", out.stdout, out.stderr);
+    let r = report(&out);
+    assert_eq!(r["signatures"][0]["form"], "simple-signing", "{r:#}");
+    let refs = r["referrers"].as_array().unwrap();
+    assert_eq!(refs.len(), 2, "{r:#}");
+    assert!(refs.iter().all(|x| x["ok"] == true), "{r:#}");
+    let th = target.host();
+    let sig_tag = format!("sha256-{}.sig", src.index.hex());
+    assert_eq!(
+        get_manifest(&th, "library/app", &sig_tag).unwrap(),
+        src.sig.manifest,
+        "the cosign tag holds the source's signature byte for byte"
+    );
+    assert_eq!(
+        get_manifest(&th, "library/app", &src.sbom.digest().to_string()).unwrap(),
+        src.sbom.manifest
+    );
+    let fallback = get_manifest(&th, "library/app", &format!("sha256-{}", src.amd64.hex()))
+        .expect("the tag schema's fallback index");
+    let fallback: Value = serde_json::from_slice(&fallback).unwrap();
+    assert_eq!(
+        fallback["manifests"][0]["digest"],
+        src.sbom.digest().to_string(),
+        "{fallback:#}"
+    );
+    assert_eq!(
+        digest_at(&format!("{th}/library/app:1.0")),
+        src.index.to_string()
+    );
+
+    // A second run sends nothing.
+    let before = target.access_log().len();
+    let again = report(&mirror(d, &spec, &th, &["--json"]));
+    assert_eq!(again["counts"]["uploaded"], 0);
+    assert_eq!(again["counts"]["manifests_pushed"], 0, "{again:#}");
+    let sent: Vec<String> = target
+        .access_log()
+        .split_off(before)
+        .into_iter()
+        .filter(|r| r.starts_with("POST") || r.starts_with("PUT") || r.starts_with("PATCH"))
+        .collect();
+    assert!(sent.is_empty(), "a second run sends nothing: {sent:?}");
+}
+
+#[test]
+fn no_referrers_and_the_spec_switch_leave_referrers_behind_and_a_platform_filter_keeps_the_childs()
+{
+    use support::push::get_manifest;
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    std::fs::create_dir_all(d.join("key")).unwrap();
+    let key = support::cosign::KeyPair::generate_p256(&d.join("key"));
+    let src = signed_source(d, &key);
+    let plain = d.join("plain.yaml");
+    std::fs::write(
+        &plain,
+        format!("images:\n  - {}/library/app:1.0\n", src.host),
+    )
+    .unwrap();
+    let off = d.join("off.yaml");
+    std::fs::write(
+        &off,
+        format!(
+            "referrers: false\nimages:\n  - {}/library/app:1.0\n",
+            src.host
+        ),
+    )
+    .unwrap();
+    for (name, spec, args) in [
+        ("flag", &plain, &["--json", "--no-referrers"][..]),
+        ("spec", &off, &["--json"][..]),
+    ] {
+        let target = DockerRegistry::start(&d.join(name), false);
+        let r = report(&mirror(d, spec, &target.host(), args));
+        assert!(r["referrers"].is_null(), "{name}: {r:#}");
+        assert!(
+            get_manifest(
+                &target.host(),
+                "library/app",
+                &format!("sha256-{}.sig", src.index.hex())
+            )
+            .is_none(),
+            "{name}"
+        );
+        assert_eq!(r["artifacts"][0]["ok"], true);
+    }
+
+    // amd64 only: the filtered index is new, so the index's signature
+    // stays behind (with a warning); the amd64 manifest's SBOM travels.
+    let target = DockerRegistry::start(&d.join("filtered"), false);
+    let out = mirror(
+        d,
+        &plain,
+        &target.host(),
+        &["--json", "--platform", "linux/amd64"],
+    );
+    assert!(out.ok(), "{}", out.stderr);
+    let r = report(&out);
+    let refs = r["referrers"].as_array().unwrap();
+    assert_eq!(refs.len(), 1, "{r:#}");
+    assert_eq!(refs[0]["digest"], src.sbom.digest().to_string());
+    assert_eq!(refs[0]["subject"], src.amd64.to_string());
+}

@@ -36,11 +36,13 @@ use crate::base::reference::Reference;
 use crate::base::report::{with_progress, Reporter};
 use crate::connected::inputs::{ChartEntry, ImageEntry, ImageSource, Spec};
 use crate::connected::lock::{Lock, LockError};
-use crate::connected::pack::{LocalEntry, LocalPlan};
+use crate::connected::pack::{LocalEntry, LocalPlan, PackError, SignatureCheck};
+use crate::connected::referrers::{Asked, DocumentSink, Found, NoApi};
 use crate::connected::source::FoundBlob;
 use crate::connected::source::{self, SourceError};
 use crate::connected::tags::{ChosenTags, TagsError};
 use crate::format::archive::MemberSource;
+use crate::format::bundle::ReferrerKind;
 use crate::format::bundle::{Artifact, ArtifactKind, ChartInfo};
 use crate::format::oci::{self, Descriptor, Node, Visit, WalkError};
 use crate::shared::mapping::{ImageMap, MapEntry, MappingError, TargetRegistry};
@@ -48,6 +50,7 @@ use crate::shared::push::{
     self, body_of, pump, ArtifactOutcome, BlobJob, BlobPhase, BlobReader, Document, PushCounts,
     PushItem, PushOptions, Tally,
 };
+use crate::shared::referrer_push::{self, ReferrerPush};
 use crate::shared::remote::{BlobBody, Remote, RemoteError, RemoteOptions};
 use crate::shared::transport::ChannelReader;
 
@@ -135,6 +138,9 @@ pub struct MirrorOptions {
     /// mtime for the tar headers of directories carried as files (as
     /// `pack` writes them, so the digests agree).
     pub mtime: u64,
+    /// Find and carry referrers (signatures, attestations, SBOMs) where the
+    /// spec does not turn them off; `false` is `--no-referrers`.
+    pub referrers: bool,
 }
 
 /// The result of a mirror.
@@ -148,6 +154,12 @@ pub struct MirrorReport {
     pub tags: Vec<ChosenTagsReport>,
     /// Per artifact, in spec order.
     pub artifacts: Vec<ArtifactOutcome>,
+    /// Per referrer carried, by depth (a referrer of a referrer after it).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub referrers: Vec<ReferrerOutcome>,
+    /// The signatures checked (the spec's `verify:`), one per image.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub signatures: Vec<SignatureCheck>,
     /// Counts (`uploaded` are blobs copied from a source registry).
     pub counts: PushCounts,
     /// Digests of the blobs copied (sorted), so a re-run can be checked.
@@ -155,6 +167,30 @@ pub struct MirrorReport {
     /// What each artifact is, for the map file (not in `--json`).
     #[serde(skip)]
     pub model: Vec<Artifact>,
+}
+
+/// What happened to one referrer, as `load` reports it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReferrerOutcome {
+    /// Signature, attestation, SBOM or other.
+    pub kind: ReferrerKind,
+    /// Its digest (the target holds exactly these bytes).
+    pub digest: Digest,
+    /// The document it refers to.
+    pub subject: Digest,
+    /// `HOST[:PORT]/REPOSITORY`.
+    pub target: String,
+    /// cosign's tag, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// Whether it is (or, in a dry run, could be) in place.
+    pub ok: bool,
+    /// Why not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// What was done beside the push: fallback indexes, merged tags.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// The tags one rule chose, as reported.
@@ -181,7 +217,7 @@ impl From<ChosenTags> for ChosenTagsReport {
 impl MirrorReport {
     /// Whether every artifact is in place.
     pub fn is_ok(&self) -> bool {
-        self.artifacts.iter().all(|a| a.ok)
+        self.artifacts.iter().all(|a| a.ok) && self.referrers.iter().all(|r| r.ok)
     }
 
     /// The source → target map of the images in place (`--map-out`, and
@@ -216,6 +252,49 @@ struct Resolved {
     /// For a local artifact: where its blobs' bytes are (else they come
     /// from `host`/`repository`).
     local: Option<Arc<BTreeMap<Digest, FoundBlob>>>,
+    /// The documents pulled at the source (the root as it is there and
+    /// every child kept): whose referrers are looked for, as `pack` does.
+    subjects: Vec<Digest>,
+    /// Whether its referrers are looked for.
+    referrers: bool,
+}
+
+/// A referrer found at the source whose subject travels: it goes to its
+/// image's target repository after it.
+struct Carried {
+    found: Found,
+    /// Its image, by position in the artifacts.
+    artifact: usize,
+    documents: Vec<Document>,
+    blobs: Vec<Digest>,
+    listed: Descriptor,
+    has_subject: bool,
+    /// 0 for a referrer of the image, 1 for one of a referrer, ...
+    level: usize,
+}
+
+/// The documents discovery pulls, kept in memory (mirror has no cache).
+#[derive(Default)]
+struct Pulled(Mutex<HashMap<Digest, Vec<u8>>>);
+
+impl Pulled {
+    fn get(&self, d: &Digest) -> Option<Vec<u8>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(d)
+            .cloned()
+    }
+}
+
+impl DocumentSink for Pulled {
+    fn put(&self, bytes: &[u8], d: Digest) -> Result<(), String> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(d, bytes.to_vec());
+        Ok(())
+    }
 }
 
 /// One entry of the spec, as mirror takes it.
@@ -258,6 +337,8 @@ struct Wanted {
     name: Option<String>,
     /// A Helm chart rather than an image.
     chart: bool,
+    /// Whether its referrers are looked for.
+    referrers: bool,
 }
 
 /// Mirrors `spec` into `opts.registry` (or, with `dry_run`, reports what a
@@ -397,17 +478,39 @@ pub async fn mirror(
     let model: Vec<Artifact> = resolved.iter().map(|r| r.artifact.clone()).collect();
     let targets = target.rules.targets(&model)?;
 
+    // Referrers, found at the source as `pack` finds them; those whose
+    // subject travels are carried. Then the spec's `verify:` rules, checked
+    // before anything is pushed.
+    let pulled = Pulled::default();
+    let found = find_referrers(&resolved, &remotes, &pulled, opts, reporter).await?;
+    let carried = carry_referrers(&resolved, found, &pulled, reporter)?;
+    let signatures =
+        check_signatures(&spec, &resolved, &carried, &pulled, &remotes, reporter).await?;
+
     // The plan: every blob once, with the target repositories that need
     // it and one source to read it from.
     let mut items = Vec::new();
     let mut jobs: Vec<BlobJob> = Vec::new();
     let mut index: HashMap<Digest, usize> = HashMap::new();
     let mut sources: HashMap<Digest, BlobFrom> = HashMap::new();
-    for (t, r) in targets.into_iter().zip(&resolved) {
+    let repositories: Vec<String> = targets.iter().map(|t| t.repository.clone()).collect();
+    // A referrer's blobs go where its image goes, read from its source.
+    let referrer_blobs: Vec<Vec<Descriptor>> = resolved
+        .iter()
+        .enumerate()
+        .map(|(i, _)| {
+            carried
+                .iter()
+                .filter(|c| c.artifact == i)
+                .flat_map(|c| c.found.blobs.iter().cloned())
+                .collect()
+        })
+        .collect();
+    for ((t, r), more) in targets.into_iter().zip(&resolved).zip(&referrer_blobs) {
         let mut blobs: Vec<Digest> = r.blobs.iter().map(|b| b.digest).collect();
         blobs.sort();
         blobs.dedup();
-        for b in &r.blobs {
+        for b in r.blobs.iter().chain(more) {
             let i = *index.entry(b.digest).or_insert_with(|| {
                 jobs.push(BlobJob {
                     digest: b.digest,
@@ -480,6 +583,38 @@ pub async fn mirror(
 
     reporter.start("Pushing manifests", 0);
     let errors = push::push_manifests(&remote, &items, &failed_blobs, push_opts, &tally).await;
+    // Referrers after their subjects, by depth, as `load` pushes them.
+    let mut referrers = Vec::new();
+    let depth = carried.iter().map(|c| c.level + 1).max().unwrap_or(0);
+    for level in 0..depth {
+        let phase: Vec<&Carried> = carried.iter().filter(|c| c.level == level).collect();
+        let pushes: Vec<ReferrerPush> = phase
+            .iter()
+            .map(|c| ReferrerPush {
+                repository: repositories[c.artifact].clone(),
+                subject: c.found.subject,
+                documents: c.documents.clone(),
+                blobs: c.blobs.clone(),
+                listed: c.listed.clone(),
+                has_subject: c.has_subject,
+                tag: c.found.tag.clone(),
+            })
+            .collect();
+        let results =
+            referrer_push::push_referrers(&remote, &pushes, &failed_blobs, push_opts, &tally).await;
+        for ((c, p), o) in phase.iter().zip(&pushes).zip(results) {
+            referrers.push(ReferrerOutcome {
+                kind: c.found.kind,
+                digest: c.found.root.digest,
+                subject: c.found.subject,
+                target: format!("{}/{}", target.host, p.repository),
+                tag: c.found.tag.clone(),
+                ok: o.error.is_none(),
+                error: o.error,
+                notes: o.notes,
+            });
+        }
+    }
     reporter.finish();
     let artifacts = items
         .iter()
@@ -507,6 +642,8 @@ pub async fn mirror(
         dry_run: opts.dry_run,
         tags: tags.into_iter().map(Into::into).collect(),
         artifacts,
+        referrers,
+        signatures,
         counts,
         uploaded,
         model,
@@ -584,6 +721,15 @@ fn wanted(
             .or(spec.platforms.as_ref())
             .cloned()
     };
+    // As `pack` decides: not with `--no-referrers`, else the entry's
+    // `referrers:`, else the spec's, else yes.
+    let wants_referrers = |entry: Option<&ImageEntry>| {
+        opts.referrers
+            && entry
+                .and_then(|e| e.referrers)
+                .or(spec.referrers)
+                .unwrap_or(true)
+    };
     let mut out = Vec::new();
     for (i, e) in spec.images.iter().enumerate() {
         out.push(match &e.source {
@@ -597,6 +743,7 @@ fn wanted(
                     None => r.to_string(),
                 }),
                 chart: false,
+                referrers: wants_referrers(Some(e)),
             })),
             ImageSource::OciDir { .. }
             | ImageSource::OciArchive { .. }
@@ -628,6 +775,7 @@ fn wanted(
                     filter: None,
                     name: None,
                     chart: true,
+                    referrers: wants_referrers(None),
                 }))
             }
             ChartEntry::Path { path, .. } => Slot::Local(LocalEntry::Chart {
@@ -750,6 +898,8 @@ fn resolve_local(plan: LocalPlan) -> Result<Vec<Resolved>, MirrorError> {
             documents,
             blobs: found,
             local: Some(blobs.clone()),
+            subjects: Vec::new(),
+            referrers: false,
         });
     }
     Ok(out)
@@ -807,6 +957,7 @@ async fn resolve(remote: &Remote, w: &Wanted) -> Result<Resolved, MirrorError> {
     let mut platforms: Vec<Platform> = Vec::new();
     let mut todo: Vec<(Descriptor, usize)> = Vec::new();
     let mut config = None;
+    let mut subjects = vec![digest];
     match &node {
         Node::Index(i) => {
             let (kept, filtered) = source::filter_index(i, w.filter.as_deref(), &w.label)
@@ -839,6 +990,7 @@ async fn resolve(remote: &Remote, w: &Wanted) -> Result<Resolved, MirrorError> {
         if let Ok(Node::Index(i)) = oci::parse_node(d.digest, &d.media_type, &bytes) {
             todo.extend(i.manifests.into_iter().map(|c| (c, depth + 1)));
         }
+        subjects.push(d.digest);
         docs.insert(d.digest, bytes);
     }
     // A single manifest is checked against the filter by its config, as
@@ -858,7 +1010,7 @@ async fn resolve(remote: &Remote, w: &Wanted) -> Result<Resolved, MirrorError> {
                     .into(),
                 ));
             }
-            let bytes = pull_small(remote, repo, &c)
+            let bytes = pull_small(remote, repo, &c, source::CONFIG_MAX)
                 .await
                 .map_err(|e| fail(Box::new(e)))?;
             #[derive(serde::Deserialize)]
@@ -875,7 +1027,7 @@ async fn resolve(remote: &Remote, w: &Wanted) -> Result<Resolved, MirrorError> {
                 app_version: cfg.app_version,
             });
         } else if is_image_config && w.filter.as_ref().is_some_and(|f| !f.is_empty()) {
-            let bytes = pull_small(remote, repo, &c)
+            let bytes = pull_small(remote, repo, &c, source::CONFIG_MAX)
                 .await
                 .map_err(|e| fail(Box::new(e)))?;
             let p = source::config_platform(&bytes);
@@ -929,13 +1081,279 @@ async fn resolve(remote: &Remote, w: &Wanted) -> Result<Resolved, MirrorError> {
         documents,
         blobs,
         local: None,
+        subjects,
+        referrers: w.referrers,
     })
 }
 
+/// Finds the referrers of each registry artifact that wants them, at its
+/// source, as `pack` finds them (`referrers::discover`), keeping their
+/// documents in `pulled`. Returns each artifact's, in artifact order.
+async fn find_referrers(
+    resolved: &[Resolved],
+    remotes: &HashMap<String, Arc<Remote>>,
+    pulled: &Pulled,
+    opts: &MirrorOptions,
+    reporter: &dyn Reporter,
+) -> Result<Vec<Vec<Found>>, MirrorError> {
+    if !resolved.iter().any(|r| r.referrers) {
+        return Ok(vec![Vec::new(); resolved.len()]);
+    }
+    reporter.start("finding referrers", 0);
+    let no_api = NoApi::default();
+    let found: Vec<Result<Vec<Found>, MirrorError>> = stream::iter(resolved)
+        .map(|r| {
+            let remote = remotes.get(&r.host).cloned();
+            let no_api = &no_api;
+            async move {
+                let (Some(remote), true) = (remote, r.referrers) else {
+                    return Ok(Vec::new());
+                };
+                let mut asked = Asked::default();
+                crate::connected::referrers::discover(
+                    &remote,
+                    pulled,
+                    &r.repository,
+                    &r.subjects,
+                    no_api,
+                    &mut asked,
+                )
+                .await
+                .map_err(|e| MirrorError::Resolve {
+                    entry: r.artifact.source.clone(),
+                    source: format!("finding referrers: {e}").into(),
+                })
+            }
+        })
+        .buffered(opts.jobs.clamp(1, 8))
+        .collect()
+        .await;
+    reporter.finish();
+    found.into_iter().collect()
+}
+
+/// The referrers that travel, with `pack`'s rule: each whose subject is
+/// carried (a document of its image, or a referrer carried before it);
+/// those of a document a platform filter replaced stay behind, and a
+/// warning says so.
+fn carry_referrers(
+    resolved: &[Resolved],
+    found: Vec<Vec<Found>>,
+    pulled: &Pulled,
+    reporter: &dyn Reporter,
+) -> Result<Vec<Carried>, MirrorError> {
+    let mut out: Vec<Carried> = Vec::new();
+    let mut taken: HashSet<Digest> = resolved.iter().map(|r| r.artifact.digest).collect();
+    for (i, (r, found)) in resolved.iter().zip(found).enumerate() {
+        let mut carried: HashSet<Digest> = r
+            .documents
+            .iter()
+            .map(|d| d.digest)
+            .chain(r.blobs.iter().map(|b| b.digest))
+            .collect();
+        let mut level_of: HashMap<Digest, usize> = HashMap::new();
+        let mut left: Vec<Found> = Vec::new();
+        for f in found {
+            if !carried.contains(&f.subject) {
+                left.push(f);
+                continue;
+            }
+            if !taken.insert(f.root.digest) {
+                continue;
+            }
+            let fail = |e: String| MirrorError::Resolve {
+                entry: r.artifact.source.clone(),
+                source: format!("referrer {} (of {}): {e}", f.root.digest, f.subject).into(),
+            };
+            let (documents, blobs) = walk(&f.root, &mut |d| {
+                pulled
+                    .get(d)
+                    .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "not pulled"))
+            })
+            .map_err(|e| fail(error_chain(&e)))?;
+            let Some(root) = documents.last() else {
+                continue;
+            };
+            // What a referrers list says of it comes from its manifest.
+            let node = oci::parse_node(root.digest, &root.media_type, &root.bytes)
+                .map_err(|e| fail(error_chain(&e)))?;
+            let artifact_type = node.artifact_type();
+            let (subject_field, annotations) = match node {
+                Node::Manifest(m) => (m.subject, m.annotations),
+                Node::Index(x) => (x.subject, x.annotations),
+            };
+            let mut listed =
+                Descriptor::new(&root.media_type, root.digest, root.bytes.len() as u64);
+            listed.artifact_type = artifact_type;
+            listed.annotations = annotations;
+            let level = level_of.get(&f.subject).map_or(0, |l| l + 1);
+            level_of.insert(f.root.digest, level);
+            carried.extend(documents.iter().map(|d| d.digest));
+            let mut digests: Vec<Digest> = blobs.iter().map(|b| b.digest).collect();
+            digests.sort();
+            digests.dedup();
+            out.push(Carried {
+                has_subject: subject_field.is_some_and(|s| s.digest == f.subject),
+                found: f,
+                artifact: i,
+                documents,
+                blobs: digests,
+                listed,
+                level,
+            });
+        }
+        if !left.is_empty() {
+            let subjects: std::collections::BTreeSet<String> =
+                left.iter().map(|f| f.subject.to_string()).collect();
+            reporter.note(&format!(
+                "warning: {}: {} made for {} are not carried: the mirror carries {} instead (a platform filter made a new document), which they do not cover. Keep all platforms, or sign each platform's manifest",
+                r.artifact.reference,
+                crate::format::bundle::count_kinds(left.iter().map(|f| f.kind)),
+                subjects.into_iter().collect::<Vec<_>>().join(", "),
+                r.artifact.digest
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// Checks the spec's `verify:` rules as `pack` does (`format::cosign`
+/// over the referrers carried), before anything is pushed: an image
+/// without a good signature stops the mirror.
+async fn check_signatures(
+    spec: &Spec,
+    resolved: &[Resolved],
+    carried: &[Carried],
+    pulled: &Pulled,
+    remotes: &HashMap<String, Arc<Remote>>,
+    reporter: &dyn Reporter,
+) -> Result<Vec<SignatureCheck>, MirrorError> {
+    // Images come first, in spec order.
+    let wanted: Vec<(usize, &crate::connected::inputs::VerifyRule)> = spec
+        .images
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| e.verify.as_ref().map(|v| (i, v)))
+        .collect();
+    if wanted.is_empty() {
+        return Ok(Vec::new());
+    }
+    reporter.start("checking signatures", 0);
+    let limit = crate::format::cosign::PAYLOAD_MAX_BYTES.max(oci::MANIFEST_MAX_BYTES);
+    let mut out = Vec::new();
+    for (i, rule) in wanted {
+        let Some(r) = resolved.get(i) else { continue };
+        let image = r.artifact.reference.clone();
+        let Some((policy, trust)) = crate::connected::pack::policy_of(Some(rule), None, &image)?
+        else {
+            continue;
+        };
+        let subject = r.artifact.digest;
+        // An index the platform filter made: its kept children, each of
+        // which may carry its own signature.
+        let children: Vec<Digest> = match r.artifact.source_digest {
+            Some(_) => r
+                .documents
+                .last()
+                .and_then(|d| oci::parse_node(d.digest, &d.media_type, &d.bytes).ok())
+                .map(|n| match n {
+                    Node::Index(x) => x.manifests.iter().map(|m| m.digest).collect(),
+                    Node::Manifest(_) => Vec::new(),
+                })
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let mine: Vec<&Carried> = carried.iter().filter(|c| c.artifact == i).collect();
+        // The small blobs of the candidate signatures, pulled now (by
+        // digest, checked): what the check reads.
+        let mut blobs: HashMap<Digest, Vec<u8>> = HashMap::new();
+        if let Some(remote) = remotes.get(&r.host) {
+            for c in mine
+                .iter()
+                .filter(|c| c.found.subject == subject || children.contains(&c.found.subject))
+            {
+                for b in c.found.blobs.iter().filter(|b| b.size <= limit) {
+                    if blobs.contains_key(&b.digest) {
+                        continue;
+                    }
+                    let bytes = pull_small(remote, &r.repository, b, limit)
+                        .await
+                        .map_err(|e| MirrorError::Resolve {
+                            entry: r.artifact.source.clone(),
+                            source: Box::new(e),
+                        })?;
+                    blobs.insert(b.digest, bytes);
+                }
+            }
+        }
+        let candidates_of = |d: &Digest| -> Vec<(Digest, Vec<u8>)> {
+            mine.iter()
+                .filter(|c| c.found.subject == *d)
+                .filter_map(|c| {
+                    pulled
+                        .get(&c.found.root.digest)
+                        .map(|b| (c.found.root.digest, b))
+                })
+                .collect()
+        };
+        let mut read_blob = |d: &Descriptor| {
+            blobs
+                .get(&d.digest)
+                .cloned()
+                .or_else(|| pulled.get(&d.digest))
+                .ok_or_else(|| {
+                    crate::format::cosign::CosignError::read(
+                        d.digest,
+                        io::Error::new(io::ErrorKind::NotFound, "not pulled"),
+                    )
+                })
+        };
+        match crate::format::cosign::verify_image(
+            &subject,
+            &children,
+            &candidates_of,
+            &policy,
+            &mut read_blob,
+        ) {
+            Ok(v) => out.push(SignatureCheck {
+                image,
+                signature: v.signature_digest,
+                form: v.form.as_str(),
+                key_file: None,
+                signer: v.signer.clone(),
+                docker_reference: v.docker_reference.clone(),
+                checked_at: None,
+            }),
+            Err(source) => {
+                reporter.finish();
+                let hint = match r.artifact.source_digest {
+                    Some(src) => format!(
+                        " (the mirror carries {subject}, a new index the platform filter made from {src}, which no signature covers: keep all platforms, or sign each platform's manifest)"
+                    ),
+                    None => String::new(),
+                };
+                return Err(PackError::Signature {
+                    image,
+                    trust,
+                    source,
+                    hint,
+                }
+                .into());
+            }
+        }
+    }
+    reporter.finish();
+    Ok(out)
+}
+
 /// A small blob (a config) pulled into memory, checked against its digest.
-async fn pull_small(remote: &Remote, repo: &str, d: &Descriptor) -> Result<Vec<u8>, RemoteError> {
+async fn pull_small(
+    remote: &Remote,
+    repo: &str,
+    d: &Descriptor,
+    limit: u64,
+) -> Result<Vec<u8>, RemoteError> {
     let out = Mutex::new(Vec::new());
-    let limit = source::CONFIG_MAX;
     remote
         .pull_blob(repo, &d.digest, |mut body: BlobBody| {
             let out = &out;

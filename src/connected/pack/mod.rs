@@ -35,7 +35,7 @@ mod signatures;
 
 pub use budget::{BudgetReport, LimitFrom, Measured};
 pub use needs::{cache_needs, CacheNeeds};
-pub use signatures::SignatureCheck;
+pub use signatures::{policy_of, SignatureCheck};
 
 use plan::{assemble, plan_chart, plan_chart_file, plan_file, plan_image, plan_referrers, Plan};
 use resolve::{fetch_registry_images, fetch_repo_charts, oci_chart_layer, plan_chart_images};
