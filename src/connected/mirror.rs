@@ -1,5 +1,5 @@
-//! Mirroring a spec straight from its source registries into a target
-//! registry, with no archive and no disk in between (`ferry mirror`).
+//! Mirroring a spec straight from its sources into a target registry,
+//! with no archive in between (`ferry mirror`).
 //!
 //! The spec is read as `pack` reads it: tag rules expanded (`tags`) or a
 //! lock file applied (`lock`, each locked tag checked not to have moved).
@@ -7,18 +7,21 @@
 //! index filtered by the spec's platforms with the very function `pack`
 //! uses (`source::filter_index`), so the target holds exactly the digests
 //! a pack then load of the same spec would give. OCI charts travel as they
-//! are. Targets are named as `load` names them (`mapping`). Then the
-//! registry is the sink (`shared::push`): one bounded pool over the blobs
-//! of every image, each blob HEADed first, mounted when another target
-//! repository already has it, else streamed from its source registry to
-//! the target. A blob's bytes pass through the same verifying pump as
-//! `load`'s, which holds the last chunk back until the digest matched: a
-//! blob damaged in transit never reaches the target whole and its upload
-//! is abandoned. Manifests follow, children first, tags last; a re-run
+//! are. Local sources, chart files, Helm-repository charts and files are
+//! made into artifacts by pack's own planning (`pack::plan_local`), their
+//! blobs read from the files where they are. Referrers are found at the
+//! source as `pack` finds them (`referrers::discover`, documents kept in
+//! memory), kept by pack's platform rule, and `verify:` rules are checked
+//! before anything is pushed. Targets are named as `load` names them
+//! (`mapping`). Then the registry is the sink (`shared::push`): one
+//! bounded pool over the blobs of every image, each blob HEADed first,
+//! mounted when another target repository already has it, else streamed
+//! from its source to the target. A blob's bytes pass through the same
+//! verifying pump as `load`'s, which holds the last chunk back until the
+//! digest matched: a blob damaged in transit never reaches the target
+//! whole and its upload is abandoned. Manifests follow, children first,
+//! tags last, then referrers by depth (`shared::referrer_push`); a re-run
 //! pushes nothing and a run cut off resumes where it stopped.
-//!
-//! Referrers (signatures, attestations) are not carried yet: they would be
-//! found per root here and handed to `shared::push` as more items.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
