@@ -455,17 +455,15 @@ fn map_out_names_each_image_where_the_target_holds_it() {
 }
 
 #[test]
-fn entries_mirror_cannot_carry_are_refused_before_anything_is_pushed() {
+fn bad_arguments_and_a_missing_local_file_are_refused_before_anything_is_pushed() {
     let t = tempfile::tempdir().unwrap();
     let (src, _) = source_registry(t.path(), 1024);
     let target = DockerRegistry::start(&t.path().join("target"), false);
-    let spec = spec(t.path(), &src.host(), "files:\n  - path: README.md\n");
-    let msg = mirror(t.path(), &spec, &target.host(), &[]).expect_fail("a spec with files");
-    assert!(
-        msg.contains("README.md") && msg.contains("ferry pack"),
-        "{msg}"
-    );
+    let spec = spec(t.path(), &src.host(), "files:\n  - path: no-such-file.md\n");
+    let msg = mirror(t.path(), &spec, &target.host(), &[]).expect_fail("a missing file");
+    assert!(msg.contains("no-such-file.md"), "{msg}");
     assert!(target.repositories().is_empty());
+    assert_no_scratch_left(t.path());
 
     let msg = mirror(t.path(), &spec, "http://bad host", &[]).expect_fail("a bad --registry");
     assert!(msg.contains("bad host"), "{msg}");
@@ -570,4 +568,338 @@ fn a_source_download_cut_midway_is_sent_again_and_the_mirror_completes() {
             digest_at(&format!("{}/{image}", src.host()))
         );
     }
+}
+
+/// The scratch space (directory tars, downloaded charts) is gone.
+fn assert_no_scratch_left(dir: &Path) {
+    let left: Vec<_> = std::fs::read_dir(dir.join("tmp"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(left.is_empty(), "mirror left its scratch space: {left:?}");
+}
+
+/// The demo fixtures with their images as an `oci-archive:` and a
+/// (legacy) `docker-archive:`, a chart `.tgz`, a chart from a Helm
+/// repository at `repo_url`, a file and a directory.
+fn local_spec(dir: &Path, repo_url: &str) -> PathBuf {
+    build::demo_fixtures(dir);
+    let layout = dir.join("layout");
+    let mut b = tar::Builder::new(std::fs::File::create(dir.join("layout.tar")).unwrap());
+    b.append_dir_all(".", &layout).unwrap();
+    b.finish().unwrap();
+    let hello = "registry.example.com/tools/hello:2.1";
+    run(skopeo().args([
+        "copy",
+        &format!("oci:{}:{hello}", layout.display()),
+        &format!("docker-archive:{}:{hello}", dir.join("saved.tar").display()),
+    ]))
+    .expect_ok("skopeo copy into a docker-archive");
+    let p = dir.join("local.yaml");
+    std::fs::write(
+        &p,
+        format!(
+            "name: local\nimages:\n  - oci-archive:layout.tar:docker.io/library/demo:1.0\n  - docker-archive:saved.tar:{hello}\ncharts:\n  - path: charts/demo-chart-0.1.0.tgz\n  - repo: {repo_url}\n    name: other\n    version: \"^1\"\nfiles:\n  - path: files/README.txt\n  - path: files/manifests\n"
+        ),
+    )
+    .unwrap();
+    p
+}
+
+#[test]
+fn local_sources_charts_and_files_mirror_with_the_digests_pack_records() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    // A Helm repository with chart `other` 1.0.0.
+    let repo = d.join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    let tgz = build::chart_tgz("other", "1.0.0", "image: {}\n");
+    std::fs::write(repo.join("other-1.0.0.tgz"), &tgz).unwrap();
+    std::fs::write(
+        repo.join("index.yaml"),
+        format!(
+            "apiVersion: v1\nentries:\n  other:\n  - apiVersion: v2\n    name: other\n    version: 1.0.0\n    digest: {}\n    urls:\n    - other-1.0.0.tgz\n",
+            ferry::digest::Digest::of(&tgz).hex()
+        ),
+    )
+    .unwrap();
+    let server = support::files::FileServer::start(repo, None);
+    let spec = local_spec(d, &format!("http://{}/", server.addr));
+    let target = DockerRegistry::start_logged(&d.join("target"));
+
+    // What pack records, and where load puts it.
+    let archive = d.join("local.tar");
+    let pack_cache = d.join("pack-cache");
+    pack_args(&spec, &archive, &["--cache", pack_cache.to_str().unwrap()])
+        .expect_ok("pack the local spec");
+    let packed = inspect_json(&archive);
+    let packed = packed["artifacts"].as_array().unwrap();
+    assert_eq!(packed.len(), 6);
+
+    let dry = mirror(d, &spec, &target.host(), &["--json", "--dry-run"]);
+    let dry = report(&dry);
+    assert!(target.repositories().is_empty(), "a dry run pushes nothing");
+    assert_no_scratch_left(d);
+
+    let map = d.join("map.json");
+    let out = mirror(
+        d,
+        &spec,
+        &target.host(),
+        &["--json", "--map-out", map.to_str().unwrap()],
+    );
+    assert!(out.ok(), "{}\n{}", out.stdout, out.stderr);
+    let r = report(&out);
+    let got = r["artifacts"].as_array().unwrap();
+    assert_eq!(got.len(), packed.len());
+    for (g, p) in got.iter().zip(packed) {
+        assert_eq!(g["ok"], true, "{g}");
+        assert_eq!(g["source"], p["source"], "spec order, pack's labels");
+        assert_eq!(g["digest"], p["digest"], "{}: pack's digest", p["source"]);
+        let reference = p["reference"].as_str().unwrap();
+        let (repo, tag) = reference.rsplit_once(':').unwrap();
+        let repo = repo
+            .trim_start_matches("docker.io/")
+            .trim_start_matches("registry.example.com/");
+        assert_eq!(g["target"], format!("{}/{repo}", target.host()), "{g}");
+        assert_eq!(
+            digest_at(&format!("{}/{repo}:{tag}", target.host())),
+            p["digest"].as_str().unwrap(),
+            "the target holds {reference} at pack's digest"
+        );
+    }
+    // The dry run said exactly what the run then did.
+    for k in [
+        "uploaded",
+        "mounted",
+        "present",
+        "bytes_uploaded",
+        "manifests_pushed",
+    ] {
+        assert_eq!(dry["counts"][k], r["counts"][k], "{k}");
+    }
+    assert_no_scratch_left(d);
+
+    // The map is the one a load of the packed archive writes.
+    let load_map = d.join("load-map.json");
+    let loaded = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["--quiet", "load"])
+        .arg(&archive)
+        .args(["--registry", &target.host(), "--json", "--map-out"])
+        .arg(&load_map)
+        .output()
+        .unwrap();
+    assert!(
+        loaded.status.success(),
+        "{}",
+        String::from_utf8_lossy(&loaded.stderr)
+    );
+    let loaded: Value = serde_json::from_slice(&loaded.stdout).unwrap();
+    assert_eq!(
+        loaded["counts"]["uploaded"], 0,
+        "mirror put everything in place"
+    );
+    assert_eq!(loaded["counts"]["manifests_pushed"], 0);
+    assert_eq!(
+        std::fs::read_to_string(&map).unwrap(),
+        std::fs::read_to_string(&load_map).unwrap()
+    );
+
+    // A second run sends nothing.
+    let before = target.access_log().len();
+    let again = report(&mirror(d, &spec, &target.host(), &["--json"]));
+    assert_eq!(again["counts"]["uploaded"], 0);
+    assert_eq!(again["counts"]["manifests_pushed"], 0);
+    let sent: Vec<String> = target
+        .access_log()
+        .split_off(before)
+        .into_iter()
+        .filter(|r| r.starts_with("POST") || r.starts_with("PUT") || r.starts_with("PATCH"))
+        .collect();
+    assert!(sent.is_empty(), "a second run sends nothing: {sent:?}");
+    assert_no_scratch_left(d);
+}
+
+/// A source registry holding a two-platform `library/app:1.0` with a
+/// cosign `.sig` on its index signed by `key`, and an SBOM referrer on its
+/// amd64 manifest under the tag schema's fallback index.
+struct SignedSource {
+    _registry: DockerRegistry,
+    host: String,
+    index: ferry::digest::Digest,
+    amd64: ferry::digest::Digest,
+    sig: support::cosign::Artifact,
+    sbom: support::push::Artifact,
+}
+
+const SPDX: &str = "application/spdx+json";
+
+fn signed_source(dir: &Path, key: &support::cosign::KeyPair) -> SignedSource {
+    use support::push;
+    let registry = DockerRegistry::start(&dir.join("source"), false);
+    let host = registry.host();
+    let image = push::push_image(dir, &host, "library/app", "1.0", 70);
+    let index = push::digest_of(&image.index);
+    let amd64 = push::digest_of(&image.amd64);
+    let sig = support::cosign::simple_signing(&index, &format!("{host}/library/app"), key, None);
+    sig.push(&host, "library/app", &format!("sha256-{}.sig", index.hex()));
+    let sbom = push::referrer(&image.amd64, SPDX, SPDX, br#"{"spdxVersion":"SPDX-2.3"}"#);
+    sbom.push(&host, "library/app", None);
+    push::index(vec![push::listed(&sbom, SPDX)]).push(
+        &host,
+        "library/app",
+        Some(&format!("sha256-{}", amd64.hex())),
+    );
+    SignedSource {
+        _registry: registry,
+        host,
+        index,
+        amd64,
+        sig,
+        sbom,
+    }
+}
+
+#[test]
+fn referrers_travel_unchanged_after_their_images_and_verify_refuses_a_wrong_key() {
+    use support::cosign::KeyPair;
+    use support::push::get_manifest;
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    for k in ["key", "other"] {
+        std::fs::create_dir_all(d.join(k)).unwrap();
+    }
+    let key = KeyPair::generate_p256(&d.join("key"));
+    let other = KeyPair::generate_p256(&d.join("other"));
+    let src = signed_source(d, &key);
+    let spec_with = |k: &KeyPair| {
+        let p = d.join("signed.yaml");
+        std::fs::write(
+            &p,
+            format!(
+                "images:\n  - ref: {}/library/app:1.0\n    verify: {{cosign_key: {}}}\n",
+                src.host,
+                k.public.display()
+            ),
+        )
+        .unwrap();
+        p
+    };
+
+    // A wrong key: refused before anything of the image is pushed.
+    let wrong = DockerRegistry::start(&d.join("wrong"), false);
+    let msg = mirror(d, &spec_with(&other), &wrong.host(), &[]).expect_fail("another key");
+    assert!(
+        msg.contains("library/app:1.0") && msg.contains(&other.public.display().to_string()),
+        "{msg}"
+    );
+    assert!(wrong.repositories().is_empty(), "nothing was pushed");
+
+    // The right key: the image, then its signature and its SBOM, the
+    // exact bytes of the source, where policy engines look for them.
+    let target = DockerRegistry::start_logged(&d.join("target"));
+    let spec = spec_with(&key);
+    let out = mirror(d, &spec, &target.host(), &["--json"]);
+    assert!(out.ok(), "{}\n{}", out.stdout, out.stderr);
+    let r = report(&out);
+    assert_eq!(r["signatures"][0]["form"], "simple-signing", "{r:#}");
+    let refs = r["referrers"].as_array().unwrap();
+    assert_eq!(refs.len(), 2, "{r:#}");
+    assert!(refs.iter().all(|x| x["ok"] == true), "{r:#}");
+    let th = target.host();
+    let sig_tag = format!("sha256-{}.sig", src.index.hex());
+    assert_eq!(
+        get_manifest(&th, "library/app", &sig_tag).unwrap(),
+        src.sig.manifest,
+        "the cosign tag holds the source's signature byte for byte"
+    );
+    assert_eq!(
+        get_manifest(&th, "library/app", &src.sbom.digest().to_string()).unwrap(),
+        src.sbom.manifest
+    );
+    let fallback = get_manifest(&th, "library/app", &format!("sha256-{}", src.amd64.hex()))
+        .expect("the tag schema's fallback index");
+    let fallback: Value = serde_json::from_slice(&fallback).unwrap();
+    assert_eq!(
+        fallback["manifests"][0]["digest"],
+        src.sbom.digest().to_string(),
+        "{fallback:#}"
+    );
+    assert_eq!(
+        digest_at(&format!("{th}/library/app:1.0")),
+        src.index.to_string()
+    );
+
+    // A second run sends nothing.
+    let before = target.access_log().len();
+    let again = report(&mirror(d, &spec, &th, &["--json"]));
+    assert_eq!(again["counts"]["uploaded"], 0);
+    assert_eq!(again["counts"]["manifests_pushed"], 0, "{again:#}");
+    let sent: Vec<String> = target
+        .access_log()
+        .split_off(before)
+        .into_iter()
+        .filter(|r| r.starts_with("POST") || r.starts_with("PUT") || r.starts_with("PATCH"))
+        .collect();
+    assert!(sent.is_empty(), "a second run sends nothing: {sent:?}");
+}
+
+#[test]
+fn no_referrers_and_the_spec_switch_leave_referrers_behind_and_a_platform_filter_keeps_the_childs()
+{
+    use support::push::get_manifest;
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    std::fs::create_dir_all(d.join("key")).unwrap();
+    let key = support::cosign::KeyPair::generate_p256(&d.join("key"));
+    let src = signed_source(d, &key);
+    let plain = d.join("plain.yaml");
+    std::fs::write(
+        &plain,
+        format!("images:\n  - {}/library/app:1.0\n", src.host),
+    )
+    .unwrap();
+    let off = d.join("off.yaml");
+    std::fs::write(
+        &off,
+        format!(
+            "referrers: false\nimages:\n  - {}/library/app:1.0\n",
+            src.host
+        ),
+    )
+    .unwrap();
+    for (name, spec, args) in [
+        ("flag", &plain, &["--json", "--no-referrers"][..]),
+        ("spec", &off, &["--json"][..]),
+    ] {
+        let target = DockerRegistry::start(&d.join(name), false);
+        let r = report(&mirror(d, spec, &target.host(), args));
+        assert!(r["referrers"].is_null(), "{name}: {r:#}");
+        assert!(
+            get_manifest(
+                &target.host(),
+                "library/app",
+                &format!("sha256-{}.sig", src.index.hex())
+            )
+            .is_none(),
+            "{name}"
+        );
+        assert_eq!(r["artifacts"][0]["ok"], true);
+    }
+
+    // amd64 only: the filtered index is new, so the index's signature
+    // stays behind (with a warning); the amd64 manifest's SBOM travels.
+    let target = DockerRegistry::start(&d.join("filtered"), false);
+    let out = mirror(
+        d,
+        &plain,
+        &target.host(),
+        &["--json", "--platform", "linux/amd64"],
+    );
+    assert!(out.ok(), "{}", out.stderr);
+    let r = report(&out);
+    let refs = r["referrers"].as_array().unwrap();
+    assert_eq!(refs.len(), 1, "{r:#}");
+    assert_eq!(refs[0]["digest"], src.sbom.digest().to_string());
+    assert_eq!(refs[0]["subject"], src.amd64.to_string());
 }

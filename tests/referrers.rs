@@ -13,51 +13,12 @@ use std::process::{Command, Stdio};
 
 use ferry::digest::Digest;
 use serde_json::Value;
-use support::build::{self, Flavour, LayoutBuilder};
-use support::push::{self, Artifact};
+use support::push::{self, digest_of, push_image, Artifact, Pushed};
 use support::registry::DockerRegistry;
 use support::*;
 
 const SPDX: &str = "application/spdx+json";
 const SIMPLESIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
-
-/// A two-platform OCI image pushed as `repo:tag`; returns the index and
-/// its amd64 child's descriptors (as JSON).
-struct Pushed {
-    index: Value,
-    amd64: Value,
-}
-
-fn push_image(dir: &Path, host: &str, repo: &str, tag: &str, seed: u64) -> Pushed {
-    let layout = dir.join(format!("layout-{seed}"));
-    let mut l = LayoutBuilder::new(&layout);
-    let base = build::layer(&[("etc/base", &build::pseudo_random(seed, 2000))]);
-    let amd = build::layer(&[("bin/app", &build::pseudo_random(seed + 1, 2000))]);
-    let arm = build::layer(&[("bin/app", &build::pseudo_random(seed + 2, 2000))]);
-    let a = l.image(Flavour::Oci, "linux", "amd64", &[base.clone(), amd]);
-    let b = l.image(Flavour::Oci, "linux", "arm64", &[base, arm]);
-    let i = l.index(Flavour::Oci, vec![a.clone(), b.clone()]);
-    l.tag(&i, "app");
-    l.finish();
-    run(skopeo().args([
-        "copy",
-        "--all",
-        "--preserve-digests",
-        "--dest-tls-verify=false",
-        &format!("oci:{}:app", layout.display()),
-        &format!("docker://{host}/{repo}:{tag}"),
-    ]))
-    .expect_ok("skopeo copy");
-    let j = |d: &ferry::oci::Descriptor| serde_json::json!({"mediaType": d.media_type, "digest": d.digest.to_string(), "size": d.size});
-    Pushed {
-        index: j(&i),
-        amd64: j(&a),
-    }
-}
-
-fn digest_of(d: &Value) -> Digest {
-    d["digest"].as_str().unwrap().parse().unwrap()
-}
 
 /// A cosign-style `.sig` manifest for `subject` (no `subject` field: the
 /// tag ties it): an image config and one simple-signing payload layer

@@ -44,6 +44,10 @@ pub struct Args {
     /// (without it, such an image fails and the tag is left alone).
     #[arg(long)]
     pub force: bool,
+    /// Do not look for or carry signatures, attestations, SBOMs and other
+    /// referrers (the spec's `referrers: false`, for every image).
+    #[arg(long)]
+    pub no_referrers: bool,
     /// Write the source → target map (for `ferry rewrite --map`).
     #[arg(long, value_name = "FILE")]
     pub map_out: Option<PathBuf>,
@@ -88,6 +92,8 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
             None => None,
         },
         remote: args.remote.options()?,
+        mtime: ferry::archive::mtime_from_env(),
+        referrers: !args.no_referrers,
     };
     let bars = Bars::new(settings.quiet || args.json);
     let start = Instant::now();
@@ -136,6 +142,26 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
             None => format!("  mirrored {} -> {}", a.source, a.target_ref()),
             Some(e) => format!("  FAILED {} -> {}: {e}", a.source, a.target_ref()),
         }));
+        for s in &report.signatures {
+            lines.push(format!(
+                "  verified {} signed by {} ({}, {})",
+                s.image, s.signer, s.form, s.signature
+            ));
+        }
+        for r in &report.referrers {
+            let at = match &r.tag {
+                Some(t) => format!("{}:{t}", r.target),
+                None => format!("{}@{}", r.target, r.digest),
+            };
+            lines.push(match &r.error {
+                None if args.dry_run => format!("  would attach {} {at} to {}", r.kind, r.subject),
+                None => format!("  attached {} {at} to {}", r.kind, r.subject),
+                Some(e) => format!("  FAILED {} {at} (of {}): {e}", r.kind, r.subject),
+            });
+            for n in &r.notes {
+                lines.push(format!("    {n}"));
+            }
+        }
         lines.push(format!(
             "{} {} blobs ({}), {} {}, {} already present; {} {} manifests, {} already present; {:.1} s",
             if args.dry_run { "would copy" } else { "copied" },
@@ -169,6 +195,15 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
         if args.map_out.is_some() || args.overrides.images_digests_out.is_some() {
             eprintln!("note: the map and override files list only what was mirrored");
         }
+        return Ok(ExitCode::FAILURE);
+    }
+    let failed = report.referrers.iter().filter(|r| !r.ok).count();
+    if failed > 0 {
+        eprintln!(
+            "error: {failed} of {} signatures, attestations, SBOMs and other referrers were not attached in {}; re-run to resume",
+            report.referrers.len(),
+            report.registry
+        );
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)

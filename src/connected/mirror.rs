@@ -1,5 +1,5 @@
-//! Mirroring a spec straight from its source registries into a target
-//! registry, with no archive and no disk in between (`ferry mirror`).
+//! Mirroring a spec straight from its sources into a target registry,
+//! with no archive in between (`ferry mirror`).
 //!
 //! The spec is read as `pack` reads it: tag rules expanded (`tags`) or a
 //! lock file applied (`lock`, each locked tag checked not to have moved).
@@ -7,21 +7,25 @@
 //! index filtered by the spec's platforms with the very function `pack`
 //! uses (`source::filter_index`), so the target holds exactly the digests
 //! a pack then load of the same spec would give. OCI charts travel as they
-//! are. Targets are named as `load` names them (`mapping`). Then the
-//! registry is the sink (`shared::push`): one bounded pool over the blobs
-//! of every image, each blob HEADed first, mounted when another target
-//! repository already has it, else streamed from its source registry to
-//! the target. A blob's bytes pass through the same verifying pump as
-//! `load`'s, which holds the last chunk back until the digest matched: a
-//! blob damaged in transit never reaches the target whole and its upload
-//! is abandoned. Manifests follow, children first, tags last; a re-run
+//! are. Local sources, chart files, Helm-repository charts and files are
+//! made into artifacts by pack's own planning (`pack::plan_local`), their
+//! blobs read from the files where they are. Referrers are found at the
+//! source as `pack` finds them (`referrers::discover`, documents kept in
+//! memory), kept by pack's platform rule, and `verify:` rules are checked
+//! before anything is pushed. Targets are named as `load` names them
+//! (`mapping`). Then the registry is the sink (`shared::push`): one
+//! bounded pool over the blobs of every image, each blob HEADed first,
+//! mounted when another target repository already has it, else streamed
+//! from its source to the target. A blob's bytes pass through the same
+//! verifying pump as `load`'s, which holds the last chunk back until the
+//! digest matched: a blob damaged in transit never reaches the target
+//! whole and its upload is abandoned. Manifests follow, children first,
+//! tags last, then referrers by depth (`shared::referrer_push`); a re-run
 //! pushes nothing and a run cut off resumes where it stopped.
-//!
-//! Referrers (signatures, attestations) are not carried yet: they would be
-//! found per root here and handed to `shared::push` as more items.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 
@@ -35,8 +39,13 @@ use crate::base::reference::Reference;
 use crate::base::report::{with_progress, Reporter};
 use crate::connected::inputs::{ChartEntry, ImageEntry, ImageSource, Spec};
 use crate::connected::lock::{Lock, LockError};
+use crate::connected::pack::{LocalEntry, LocalPlan, PackError, SignatureCheck};
+use crate::connected::referrers::{Asked, DocumentSink, Found, NoApi};
+use crate::connected::source::FoundBlob;
 use crate::connected::source::{self, SourceError};
 use crate::connected::tags::{ChosenTags, TagsError};
+use crate::format::archive::MemberSource;
+use crate::format::bundle::ReferrerKind;
 use crate::format::bundle::{Artifact, ArtifactKind, ChartInfo};
 use crate::format::oci::{self, Descriptor, Node, Visit, WalkError};
 use crate::shared::mapping::{ImageMap, MapEntry, MappingError, TargetRegistry};
@@ -44,6 +53,7 @@ use crate::shared::push::{
     self, body_of, pump, ArtifactOutcome, BlobJob, BlobPhase, BlobReader, Document, PushCounts,
     PushItem, PushOptions, Tally,
 };
+use crate::shared::referrer_push::{self, ReferrerPush};
 use crate::shared::remote::{BlobBody, Remote, RemoteError, RemoteOptions};
 use crate::shared::transport::ChannelReader;
 
@@ -80,14 +90,23 @@ pub enum MirrorError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
-    /// An entry kind mirror does not carry.
-    #[error("{entry}: mirror copies registry images and OCI charts only; {what} go through `ferry pack` and `ferry load`")]
-    Unsupported {
+    /// A local source, chart file or file could not be made into its
+    /// artifact (pack's own planning refused it).
+    #[error(transparent)]
+    Local(#[from] crate::connected::pack::PackError),
+    /// A chart could not be downloaded from its Helm repository.
+    #[error("chart {entry}: cannot be downloaded")]
+    RepoChart {
         /// The entry.
         entry: String,
-        /// What kind it is.
-        what: &'static str,
+        /// Why.
+        #[source]
+        source: crate::connected::helm_repo::RepoError,
     },
+    /// The scratch directory (directory tars, downloaded charts) could
+    /// not be made.
+    #[error("cannot create a scratch directory in {}", std::env::temp_dir().display())]
+    Scratch(#[source] io::Error),
     /// Two entries would be carried under one name.
     #[error("{first} and {second} would both be mirrored as {name}")]
     Collision {
@@ -119,6 +138,12 @@ pub struct MirrorOptions {
     pub lock: Option<Lock>,
     /// Transport, credentials and retries, for sources and target alike.
     pub remote: RemoteOptions,
+    /// mtime for the tar headers of directories carried as files (as
+    /// `pack` writes them, so the digests agree).
+    pub mtime: u64,
+    /// Find and carry referrers (signatures, attestations, SBOMs) where the
+    /// spec does not turn them off; `false` is `--no-referrers`.
+    pub referrers: bool,
 }
 
 /// The result of a mirror.
@@ -132,6 +157,12 @@ pub struct MirrorReport {
     pub tags: Vec<ChosenTagsReport>,
     /// Per artifact, in spec order.
     pub artifacts: Vec<ArtifactOutcome>,
+    /// Per referrer carried, by depth (a referrer of a referrer after it).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub referrers: Vec<ReferrerOutcome>,
+    /// The signatures checked (the spec's `verify:`), one per image.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub signatures: Vec<SignatureCheck>,
     /// Counts (`uploaded` are blobs copied from a source registry).
     pub counts: PushCounts,
     /// Digests of the blobs copied (sorted), so a re-run can be checked.
@@ -139,6 +170,30 @@ pub struct MirrorReport {
     /// What each artifact is, for the map file (not in `--json`).
     #[serde(skip)]
     pub model: Vec<Artifact>,
+}
+
+/// What happened to one referrer, as `load` reports it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReferrerOutcome {
+    /// Signature, attestation, SBOM or other.
+    pub kind: ReferrerKind,
+    /// Its digest (the target holds exactly these bytes).
+    pub digest: Digest,
+    /// The document it refers to.
+    pub subject: Digest,
+    /// `HOST[:PORT]/REPOSITORY`.
+    pub target: String,
+    /// cosign's tag, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// Whether it is (or, in a dry run, could be) in place.
+    pub ok: bool,
+    /// Why not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// What was done beside the push: fallback indexes, merged tags.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// The tags one rule chose, as reported.
@@ -165,7 +220,7 @@ impl From<ChosenTags> for ChosenTagsReport {
 impl MirrorReport {
     /// Whether every artifact is in place.
     pub fn is_ok(&self) -> bool {
-        self.artifacts.iter().all(|a| a.ok)
+        self.artifacts.iter().all(|a| a.ok) && self.referrers.iter().all(|r| r.ok)
     }
 
     /// The source → target map of the images in place (`--map-out`, and
@@ -182,7 +237,7 @@ impl MirrorReport {
                 tag: o.tag.clone(),
                 digest: o.digest,
                 source_digest: a.source_digest,
-                converted: Vec::new(),
+                converted: a.converted.clone(),
             })
             .collect();
         ImageMap::from_entries(&self.registry, entries)
@@ -197,6 +252,78 @@ struct Resolved {
     repository: String,
     documents: Vec<Document>,
     blobs: Vec<Descriptor>,
+    /// For a local artifact: where its blobs' bytes are (else they come
+    /// from `host`/`repository`).
+    local: Option<Arc<BTreeMap<Digest, FoundBlob>>>,
+    /// The documents pulled at the source (the root as it is there and
+    /// every child kept): whose referrers are looked for, as `pack` does.
+    subjects: Vec<Digest>,
+    /// Whether its referrers are looked for.
+    referrers: bool,
+}
+
+/// A referrer found at the source whose subject travels: it goes to its
+/// image's target repository after it.
+struct Carried {
+    found: Found,
+    /// Its image, by position in the artifacts.
+    artifact: usize,
+    documents: Vec<Document>,
+    blobs: Vec<Digest>,
+    listed: Descriptor,
+    has_subject: bool,
+    /// 0 for a referrer of the image, 1 for one of a referrer, ...
+    level: usize,
+}
+
+/// The documents discovery pulls, kept in memory (mirror has no cache).
+#[derive(Default)]
+struct Pulled(Mutex<HashMap<Digest, Vec<u8>>>);
+
+impl Pulled {
+    fn get(&self, d: &Digest) -> Option<Vec<u8>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(d)
+            .cloned()
+    }
+}
+
+impl DocumentSink for Pulled {
+    fn put(&self, bytes: &[u8], d: Digest) -> Result<(), String> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(d, bytes.to_vec());
+        Ok(())
+    }
+}
+
+/// One entry of the spec, as mirror takes it.
+enum Slot {
+    /// An image or OCI chart at its source registry.
+    Registry(Box<Wanted>),
+    /// A local image source, chart file or file, planned as `pack` plans
+    /// it.
+    Local(LocalEntry),
+    /// A chart from a classic Helm repository, downloaded first.
+    RepoChart {
+        repo: String,
+        name: String,
+        version: String,
+        /// The lock file's digest for the chart archive.
+        pin: Option<Digest>,
+    },
+}
+
+/// Where a blob's bytes come from.
+#[derive(Clone)]
+enum BlobFrom {
+    /// A source registry and repository.
+    Registry(Arc<Remote>, String),
+    /// A local file (a byte range) or bytes in memory.
+    Local(FoundBlob),
 }
 
 /// What to resolve: an image or OCI chart at its source.
@@ -213,6 +340,8 @@ struct Wanted {
     name: Option<String>,
     /// A Helm chart rather than an image.
     chart: bool,
+    /// Whether its referrers are looked for.
+    referrers: bool,
 }
 
 /// Mirrors `spec` into `opts.registry` (or, with `dry_run`, reports what a
@@ -224,12 +353,36 @@ pub async fn mirror(
     reporter: &dyn Reporter,
 ) -> Result<MirrorReport, MirrorError> {
     let target = TargetRegistry::parse(&opts.registry, opts.keep_host)?;
-    let (spec, pins, tags) = prepare(spec, opts, reporter).await?;
-    let wanted = wanted(&spec, &pins, opts)?;
+    let (spec, pins, chart_pins, tags) = prepare(spec, opts, reporter).await?;
+    let mut slots = wanted(&spec, &pins, &chart_pins, opts)?;
+
+    // Directories are tarred and Helm repository charts downloaded here
+    // (pack's scratch space); removed when the mirror ends.
+    let needs_scratch = slots
+        .iter()
+        .any(|s| matches!(s, Slot::RepoChart { .. } | Slot::Local(LocalEntry::File(_))));
+    let scratch = match needs_scratch {
+        true => Some(
+            tempfile::Builder::new()
+                .prefix(".ferry-mirror-")
+                .tempdir()
+                .map_err(MirrorError::Scratch)?,
+        ),
+        false => None,
+    };
+    let _scratch_registered = scratch
+        .as_ref()
+        .map(|d| crate::base::interrupt::register(d.path()));
+    if let Some(dir) = &scratch {
+        fetch_repo_charts(&mut slots, dir.path(), opts, reporter).await?;
+    }
 
     // Every source registry once; then each artifact's documents.
     let mut remotes: HashMap<String, Arc<Remote>> = HashMap::new();
-    for w in &wanted {
+    for w in slots.iter().filter_map(|s| match s {
+        Slot::Registry(w) => Some(w),
+        _ => None,
+    }) {
         let host = w.reference.registry().to_owned();
         if let std::collections::hash_map::Entry::Vacant(slot) = remotes.entry(host) {
             let r = Remote::connect(slot.key(), &opts.remote)
@@ -241,8 +394,43 @@ pub async fn mirror(
             slot.insert(Arc::new(r));
         }
     }
+    // Local entries: made into artifacts by pack's own planning (files
+    // hashed in place), on a blocking thread, while the registries answer.
+    let locals: Vec<LocalEntry> = slots
+        .iter()
+        .filter_map(|s| match s {
+            Slot::Local(l) => Some(l.clone()),
+            _ => None,
+        })
+        .collect();
+    let local_plan = {
+        let scratch = scratch
+            .as_ref()
+            .map(|d| d.path().to_owned())
+            .unwrap_or_else(std::env::temp_dir);
+        let mtime = opts.mtime;
+        async move {
+            if locals.is_empty() {
+                return Ok(None);
+            }
+            tokio::task::spawn_blocking(move || {
+                crate::connected::pack::plan_local(&locals, &scratch, mtime)
+            })
+            .await
+            .map_err(|e| MirrorError::Scratch(io::Error::other(e)))?
+            .map(Some)
+            .map_err(MirrorError::from)
+        }
+    };
     reporter.start("resolving images", 0);
-    let resolved: Result<Vec<Resolved>, MirrorError> = stream::iter(&wanted)
+    let remote_wanted: Vec<&Wanted> = slots
+        .iter()
+        .filter_map(|s| match s {
+            Slot::Registry(w) => Some(&**w),
+            _ => None,
+        })
+        .collect();
+    let registry_resolved = stream::iter(remote_wanted)
         .map(|w| {
             let remote = remotes.get(w.reference.registry()).cloned();
             async move {
@@ -256,10 +444,30 @@ pub async fn mirror(
             }
         })
         .buffered(opts.jobs.max(1))
-        .try_collect()
-        .await;
+        .try_collect::<Vec<Resolved>>();
+    let (registry_resolved, local_plan) =
+        futures_util::future::join(registry_resolved, local_plan).await;
     reporter.finish();
-    let resolved = resolved?;
+    let mut registry_resolved = registry_resolved?.into_iter();
+    let local_plan = local_plan?;
+    if let Some(p) = &local_plan {
+        for note in &p.notes {
+            reporter.note(note);
+        }
+    }
+    let mut local_resolved = match local_plan {
+        Some(p) => resolve_local(p)?.into_iter(),
+        None => Vec::new().into_iter(),
+    };
+    // Back in spec order.
+    let mut resolved = Vec::new();
+    for s in &slots {
+        let next = match s {
+            Slot::Registry(_) => registry_resolved.next(),
+            _ => local_resolved.next(),
+        };
+        resolved.extend(next);
+    }
     let mut names: HashMap<&str, &str> = HashMap::new();
     for r in &resolved {
         if let Some(first) = names.insert(&r.artifact.reference, &r.artifact.source) {
@@ -273,17 +481,39 @@ pub async fn mirror(
     let model: Vec<Artifact> = resolved.iter().map(|r| r.artifact.clone()).collect();
     let targets = target.rules.targets(&model)?;
 
+    // Referrers, found at the source as `pack` finds them; those whose
+    // subject travels are carried. Then the spec's `verify:` rules, checked
+    // before anything is pushed.
+    let pulled = Pulled::default();
+    let found = find_referrers(&resolved, &remotes, &pulled, opts, reporter).await?;
+    let carried = carry_referrers(&resolved, found, &pulled, reporter)?;
+    let signatures =
+        check_signatures(&spec, &resolved, &carried, &pulled, &remotes, reporter).await?;
+
     // The plan: every blob once, with the target repositories that need
     // it and one source to read it from.
     let mut items = Vec::new();
     let mut jobs: Vec<BlobJob> = Vec::new();
     let mut index: HashMap<Digest, usize> = HashMap::new();
-    let mut sources: HashMap<Digest, (Arc<Remote>, String)> = HashMap::new();
-    for (t, r) in targets.into_iter().zip(&resolved) {
+    let mut sources: HashMap<Digest, BlobFrom> = HashMap::new();
+    let repositories: Vec<String> = targets.iter().map(|t| t.repository.clone()).collect();
+    // A referrer's blobs go where its image goes, read from its source.
+    let referrer_blobs: Vec<Vec<Descriptor>> = resolved
+        .iter()
+        .enumerate()
+        .map(|(i, _)| {
+            carried
+                .iter()
+                .filter(|c| c.artifact == i)
+                .flat_map(|c| c.found.blobs.iter().cloned())
+                .collect()
+        })
+        .collect();
+    for ((t, r), more) in targets.into_iter().zip(&resolved).zip(&referrer_blobs) {
         let mut blobs: Vec<Digest> = r.blobs.iter().map(|b| b.digest).collect();
         blobs.sort();
         blobs.dedup();
-        for b in &r.blobs {
+        for b in r.blobs.iter().chain(more) {
             let i = *index.entry(b.digest).or_insert_with(|| {
                 jobs.push(BlobJob {
                     digest: b.digest,
@@ -297,10 +527,22 @@ pub async fn mirror(
             if !jobs[i].repositories.contains(&t.repository) {
                 jobs[i].repositories.push(t.repository.clone());
             }
-            if let Some(remote) = remotes.get(&r.host) {
-                sources
-                    .entry(b.digest)
-                    .or_insert_with(|| (remote.clone(), r.repository.clone()));
+            if sources.contains_key(&b.digest) {
+                continue;
+            }
+            match (&r.local, remotes.get(&r.host)) {
+                (Some(local), _) => {
+                    if let Some(f) = local.get(&b.digest) {
+                        sources.insert(b.digest, BlobFrom::Local(f.clone()));
+                    }
+                }
+                (None, Some(remote)) => {
+                    sources.insert(
+                        b.digest,
+                        BlobFrom::Registry(remote.clone(), r.repository.clone()),
+                    );
+                }
+                (None, None) => {}
             }
         }
         items.push(PushItem {
@@ -329,7 +571,7 @@ pub async fn mirror(
         dry_run: opts.dry_run,
         force: opts.force,
     };
-    let reader = RegistryReader {
+    let reader = SourceReader {
         sources,
         target: target.host.clone(),
     };
@@ -344,6 +586,38 @@ pub async fn mirror(
 
     reporter.start("Pushing manifests", 0);
     let errors = push::push_manifests(&remote, &items, &failed_blobs, push_opts, &tally).await;
+    // Referrers after their subjects, by depth, as `load` pushes them.
+    let mut referrers = Vec::new();
+    let depth = carried.iter().map(|c| c.level + 1).max().unwrap_or(0);
+    for level in 0..depth {
+        let phase: Vec<&Carried> = carried.iter().filter(|c| c.level == level).collect();
+        let pushes: Vec<ReferrerPush> = phase
+            .iter()
+            .map(|c| ReferrerPush {
+                repository: repositories[c.artifact].clone(),
+                subject: c.found.subject,
+                documents: c.documents.clone(),
+                blobs: c.blobs.clone(),
+                listed: c.listed.clone(),
+                has_subject: c.has_subject,
+                tag: c.found.tag.clone(),
+            })
+            .collect();
+        let results =
+            referrer_push::push_referrers(&remote, &pushes, &failed_blobs, push_opts, &tally).await;
+        for ((c, p), o) in phase.iter().zip(&pushes).zip(results) {
+            referrers.push(ReferrerOutcome {
+                kind: c.found.kind,
+                digest: c.found.root.digest,
+                subject: c.found.subject,
+                target: format!("{}/{}", target.host, p.repository),
+                tag: c.found.tag.clone(),
+                ok: o.error.is_none(),
+                error: o.error,
+                notes: o.notes,
+            });
+        }
+    }
     reporter.finish();
     let artifacts = items
         .iter()
@@ -365,11 +639,14 @@ pub async fn mirror(
     } = tally.into_inner().unwrap_or_else(|p| p.into_inner());
     uploaded.sort();
     uploaded.dedup();
+    drop(scratch);
     Ok(MirrorReport {
         registry: target.host.clone(),
         dry_run: opts.dry_run,
         tags: tags.into_iter().map(Into::into).collect(),
         artifacts,
+        referrers,
+        signatures,
         counts,
         uploaded,
         model,
@@ -379,22 +656,43 @@ pub async fn mirror(
 /// The spec as it is mirrored, as `pack` prepares it: with a lock file,
 /// what it locked (every locked tag checked not to have moved); else each
 /// entry with `tags:` expanded to the tags its rule chooses now. Returns
-/// the spec, each image's pinned digest, and the tags chosen.
+/// the spec, each image's pinned digest, each chart's pinned archive
+/// digest, and the tags chosen.
+#[allow(clippy::type_complexity)]
 async fn prepare(
     spec: &Spec,
     opts: &MirrorOptions,
     reporter: &dyn Reporter,
-) -> Result<(Spec, Vec<Option<Digest>>, Vec<ChosenTags>), MirrorError> {
+) -> Result<
+    (
+        Spec,
+        Vec<Option<Digest>>,
+        Vec<Option<Digest>>,
+        Vec<ChosenTags>,
+    ),
+    MirrorError,
+> {
     if let Some(lock) = &opts.lock {
         let locked = crate::connected::lock::apply(spec, lock)?;
         reporter.start("checking locked tags", 0);
         let checked = crate::connected::lock::check_moved(&locked, &opts.remote).await;
         reporter.finish();
         checked?;
-        return Ok((locked.spec, locked.image_pins, locked.tags));
+        return Ok((
+            locked.spec,
+            locked.image_pins,
+            locked.chart_pins,
+            locked.tags,
+        ));
     }
+    let chart_pins = vec![None; spec.charts.len()];
     if !crate::connected::tags::has_rules(spec) {
-        return Ok((spec.clone(), vec![None; spec.images.len()], Vec::new()));
+        return Ok((
+            spec.clone(),
+            vec![None; spec.images.len()],
+            chart_pins,
+            Vec::new(),
+        ));
     }
     reporter.start("choosing tags", 0);
     let chosen = crate::connected::tags::choose_all(spec, &opts.remote).await;
@@ -402,16 +700,23 @@ async fn prepare(
     let chosen = chosen?;
     let expanded = crate::connected::tags::expand(spec, &chosen);
     let pins = vec![None; expanded.images.len()];
-    Ok((expanded, pins, chosen.into_iter().flatten().collect()))
+    Ok((
+        expanded,
+        pins,
+        chart_pins,
+        chosen.into_iter().flatten().collect(),
+    ))
 }
 
-/// What the spec asks to mirror, in spec order: its registry images, then
-/// its OCI charts. Anything else is refused, naming the entry.
+/// What the spec asks to mirror, in spec order: its images (from
+/// registries and local sources), its charts (OCI, from Helm
+/// repositories, from files), then its files.
 fn wanted(
     spec: &Spec,
     pins: &[Option<Digest>],
+    chart_pins: &[Option<Digest>],
     opts: &MirrorOptions,
-) -> Result<Vec<Wanted>, MirrorError> {
+) -> Result<Vec<Slot>, MirrorError> {
     let filter_of = |entry: &ImageEntry| {
         opts.platforms
             .as_ref()
@@ -419,34 +724,40 @@ fn wanted(
             .or(spec.platforms.as_ref())
             .cloned()
     };
+    // As `pack` decides: not with `--no-referrers`, else the entry's
+    // `referrers:`, else the spec's, else yes.
+    let wants_referrers = |entry: Option<&ImageEntry>| {
+        opts.referrers
+            && entry
+                .and_then(|e| e.referrers)
+                .or(spec.referrers)
+                .unwrap_or(true)
+    };
     let mut out = Vec::new();
     for (i, e) in spec.images.iter().enumerate() {
-        let what = match &e.source {
-            ImageSource::Registry(r) => {
-                out.push(Wanted {
-                    label: e.source.to_string(),
-                    reference: r.clone(),
-                    pin: pins.get(i).copied().flatten(),
-                    filter: filter_of(e),
-                    name: Some(match &e.name {
-                        Some(n) => n.to_string(),
-                        None => r.to_string(),
-                    }),
-                    chart: false,
-                });
-                continue;
-            }
-            ImageSource::OciDir { .. } => "local OCI layouts",
-            ImageSource::OciArchive { .. } => "oci-archive: sources",
-            ImageSource::DockerArchive { .. } => "docker-archive: sources",
-        };
-        return Err(MirrorError::Unsupported {
-            entry: e.source.to_string(),
-            what,
+        out.push(match &e.source {
+            ImageSource::Registry(r) => Slot::Registry(Box::new(Wanted {
+                label: e.source.to_string(),
+                reference: r.clone(),
+                pin: pins.get(i).copied().flatten(),
+                filter: filter_of(e),
+                name: Some(match &e.name {
+                    Some(n) => n.to_string(),
+                    None => r.to_string(),
+                }),
+                chart: false,
+                referrers: wants_referrers(Some(e)),
+            })),
+            ImageSource::OciDir { .. }
+            | ImageSource::OciArchive { .. }
+            | ImageSource::DockerArchive { .. } => Slot::Local(LocalEntry::Image {
+                entry: Box::new(e.clone()),
+                filter: filter_of(e),
+            }),
         });
     }
-    for c in &spec.charts {
-        match c {
+    for (j, c) in spec.charts.iter().enumerate() {
+        out.push(match c {
             ChartEntry::Oci {
                 reference, version, ..
             } => {
@@ -460,36 +771,167 @@ fn wanted(
                     entry: format!("chart {label}"),
                     source: Box::new(e),
                 })?;
-                out.push(Wanted {
+                Slot::Registry(Box::new(Wanted {
                     label: format!("chart {label}"),
                     reference: parsed,
                     pin: None,
                     filter: None,
                     name: None,
                     chart: true,
-                });
+                    referrers: wants_referrers(None),
+                }))
             }
-            ChartEntry::Path { path, .. } => {
-                return Err(MirrorError::Unsupported {
-                    entry: format!("chart {}", path.display()),
-                    what: "charts from files",
-                })
-            }
-            ChartEntry::Repo { repo, name, .. } => {
-                return Err(MirrorError::Unsupported {
-                    entry: format!("chart {name} from {repo}"),
-                    what: "charts from Helm repositories",
-                })
-            }
-        }
+            ChartEntry::Path { path, .. } => Slot::Local(LocalEntry::Chart {
+                path: path.clone(),
+                label: path.display().to_string(),
+            }),
+            ChartEntry::Repo {
+                repo,
+                name,
+                version,
+                ..
+            } => Slot::RepoChart {
+                repo: repo.clone(),
+                name: name.clone(),
+                version: version.clone(),
+                pin: chart_pins.get(j).copied().flatten(),
+            },
+        });
     }
-    if let Some(f) = spec.files.first() {
-        return Err(MirrorError::Unsupported {
-            entry: format!("file {}", f.path.display()),
-            what: "files",
+    out.extend(
+        spec.files
+            .iter()
+            .cloned()
+            .map(LocalEntry::File)
+            .map(Slot::Local),
+    );
+    Ok(out)
+}
+
+/// Downloads each chart from a Helm repository into `scratch` (as `pack`
+/// downloads it into its cache), checks a lock file's digest, and makes it
+/// a local chart file.
+async fn fetch_repo_charts(
+    slots: &mut [Slot],
+    scratch: &Path,
+    opts: &MirrorOptions,
+    reporter: &dyn Reporter,
+) -> Result<(), MirrorError> {
+    if !slots.iter().any(|s| matches!(s, Slot::RepoChart { .. })) {
+        return Ok(());
+    }
+    reporter.start("fetching charts", 0);
+    let mut result = Ok(());
+    for slot in slots.iter_mut() {
+        let Slot::RepoChart {
+            repo,
+            name,
+            version,
+            pin,
+        } = slot
+        else {
+            continue;
+        };
+        let fetched =
+            crate::connected::helm_repo::fetch_chart(repo, name, version, scratch, &opts.remote)
+                .await;
+        let c = match fetched {
+            Ok(c) => c,
+            Err(source) => {
+                result = Err(MirrorError::RepoChart {
+                    entry: format!("{name} from {repo}"),
+                    source,
+                });
+                break;
+            }
+        };
+        if let Some(locked) = pin.filter(|p| *p != c.digest) {
+            result = Err(LockError::ChartMoved {
+                repo: repo.clone(),
+                name: name.clone(),
+                version: c.version,
+                locked,
+                now: c.digest,
+            }
+            .into());
+            break;
+        }
+        // The label `pack` gives it (the artifact's `source`).
+        let label = format!("chart {name} {} from {repo}", c.version);
+        *slot = Slot::Local(LocalEntry::Chart {
+            path: c.path,
+            label,
+        });
+    }
+    reporter.finish();
+    result
+}
+
+/// The local artifacts planned, each with its documents (children first,
+/// read from where the plan found them, each checked against its digest)
+/// and its blobs.
+fn resolve_local(plan: LocalPlan) -> Result<Vec<Resolved>, MirrorError> {
+    let blobs = Arc::new(plan.blobs);
+    let mut out = Vec::new();
+    for (artifact, root) in plan.artifacts {
+        let fail = |source: Box<dyn std::error::Error + Send + Sync>| MirrorError::Resolve {
+            entry: artifact.source.clone(),
+            source,
+        };
+        let (documents, found) = walk(&root, &mut |d| {
+            let b = blobs
+                .get(d)
+                .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "not planned"))?;
+            if b.size > oci::MANIFEST_MAX_BYTES {
+                return Err(io::Error::other(format!(
+                    "document {d} is {} bytes, more than {}",
+                    b.size,
+                    oci::MANIFEST_MAX_BYTES
+                )));
+            }
+            let mut buf = vec![0u8; b.size as usize];
+            b.read_at(0, &mut buf)?;
+            Ok(buf)
+        })
+        .map_err(|e| fail(Box::new(e)))?;
+        out.push(Resolved {
+            artifact,
+            host: String::new(),
+            repository: String::new(),
+            documents,
+            blobs: found,
+            local: Some(blobs.clone()),
+            subjects: Vec::new(),
+            referrers: false,
         });
     }
     Ok(out)
+}
+
+/// The walk `load` makes from `root`: documents children first (read by
+/// `read`, each checked against its digest), and every blob.
+fn walk(
+    root: &Descriptor,
+    read: &mut dyn FnMut(&Digest) -> io::Result<Vec<u8>>,
+) -> Result<(Vec<Document>, Vec<Descriptor>), WalkError> {
+    let mut documents = Vec::new();
+    let mut blobs = Vec::new();
+    oci::walk_graph(&root.media_type, &root.digest, read, &mut |v| {
+        match v {
+            Visit::Blob(b) => blobs.push(Descriptor::new(&b.media_type, b.digest, b.size)),
+            Visit::Document {
+                digest,
+                media_type,
+                bytes,
+            } => documents.push(Document {
+                digest,
+                media_type,
+                bytes,
+            }),
+        }
+        Ok(())
+    })?;
+    Ok((documents, blobs))
 }
 
 /// Pulls one artifact's documents from its source, filters its index by
@@ -518,6 +960,7 @@ async fn resolve(remote: &Remote, w: &Wanted) -> Result<Resolved, MirrorError> {
     let mut platforms: Vec<Platform> = Vec::new();
     let mut todo: Vec<(Descriptor, usize)> = Vec::new();
     let mut config = None;
+    let mut subjects = vec![digest];
     match &node {
         Node::Index(i) => {
             let (kept, filtered) = source::filter_index(i, w.filter.as_deref(), &w.label)
@@ -550,6 +993,7 @@ async fn resolve(remote: &Remote, w: &Wanted) -> Result<Resolved, MirrorError> {
         if let Ok(Node::Index(i)) = oci::parse_node(d.digest, &d.media_type, &bytes) {
             todo.extend(i.manifests.into_iter().map(|c| (c, depth + 1)));
         }
+        subjects.push(d.digest);
         docs.insert(d.digest, bytes);
     }
     // A single manifest is checked against the filter by its config, as
@@ -569,7 +1013,7 @@ async fn resolve(remote: &Remote, w: &Wanted) -> Result<Resolved, MirrorError> {
                     .into(),
                 ));
             }
-            let bytes = pull_small(remote, repo, &c)
+            let bytes = pull_small(remote, repo, &c, source::CONFIG_MAX)
                 .await
                 .map_err(|e| fail(Box::new(e)))?;
             #[derive(serde::Deserialize)]
@@ -586,7 +1030,7 @@ async fn resolve(remote: &Remote, w: &Wanted) -> Result<Resolved, MirrorError> {
                 app_version: cfg.app_version,
             });
         } else if is_image_config && w.filter.as_ref().is_some_and(|f| !f.is_empty()) {
-            let bytes = pull_small(remote, repo, &c)
+            let bytes = pull_small(remote, repo, &c, source::CONFIG_MAX)
                 .await
                 .map_err(|e| fail(Box::new(e)))?;
             let p = source::config_platform(&bytes);
@@ -599,33 +1043,12 @@ async fn resolve(remote: &Remote, w: &Wanted) -> Result<Resolved, MirrorError> {
     }
 
     // The walk `load` makes: documents children first, every blob.
-    let mut documents = Vec::new();
-    let mut blobs = Vec::new();
-    oci::walk_graph(
-        &root.media_type,
-        &root.digest,
-        &mut |d| {
-            docs.get(d)
-                .cloned()
-                .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "not pulled"))
-        },
-        &mut |v| {
-            match v {
-                Visit::Blob(b) => blobs.push(Descriptor::new(&b.media_type, b.digest, b.size)),
-                Visit::Document {
-                    digest,
-                    media_type,
-                    bytes,
-                } => documents.push(Document {
-                    digest,
-                    media_type,
-                    bytes,
-                }),
-            }
-            Ok(())
-        },
-    )
-    .map_err(|e: WalkError| fail(Box::new(e)))?;
+    let (documents, blobs) = walk(&root, &mut |d| {
+        docs.get(d)
+            .cloned()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "not pulled"))
+    })
+    .map_err(|e| fail(Box::new(e)))?;
     platforms.sort();
     platforms.dedup();
     let mut seen = HashSet::new();
@@ -660,13 +1083,280 @@ async fn resolve(remote: &Remote, w: &Wanted) -> Result<Resolved, MirrorError> {
         repository: repo.to_owned(),
         documents,
         blobs,
+        local: None,
+        subjects,
+        referrers: w.referrers,
     })
 }
 
+/// Finds the referrers of each registry artifact that wants them, at its
+/// source, as `pack` finds them (`referrers::discover`), keeping their
+/// documents in `pulled`. Returns each artifact's, in artifact order.
+async fn find_referrers(
+    resolved: &[Resolved],
+    remotes: &HashMap<String, Arc<Remote>>,
+    pulled: &Pulled,
+    opts: &MirrorOptions,
+    reporter: &dyn Reporter,
+) -> Result<Vec<Vec<Found>>, MirrorError> {
+    if !resolved.iter().any(|r| r.referrers) {
+        return Ok(vec![Vec::new(); resolved.len()]);
+    }
+    reporter.start("finding referrers", 0);
+    let no_api = NoApi::default();
+    let found: Vec<Result<Vec<Found>, MirrorError>> = stream::iter(resolved)
+        .map(|r| {
+            let remote = remotes.get(&r.host).cloned();
+            let no_api = &no_api;
+            async move {
+                let (Some(remote), true) = (remote, r.referrers) else {
+                    return Ok(Vec::new());
+                };
+                let mut asked = Asked::default();
+                crate::connected::referrers::discover(
+                    &remote,
+                    pulled,
+                    &r.repository,
+                    &r.subjects,
+                    no_api,
+                    &mut asked,
+                )
+                .await
+                .map_err(|e| MirrorError::Resolve {
+                    entry: r.artifact.source.clone(),
+                    source: format!("finding referrers: {e}").into(),
+                })
+            }
+        })
+        .buffered(opts.jobs.clamp(1, 8))
+        .collect()
+        .await;
+    reporter.finish();
+    found.into_iter().collect()
+}
+
+/// The referrers that travel, with `pack`'s rule: each whose subject is
+/// carried (a document of its image, or a referrer carried before it);
+/// those of a document a platform filter replaced stay behind, and a
+/// warning says so.
+fn carry_referrers(
+    resolved: &[Resolved],
+    found: Vec<Vec<Found>>,
+    pulled: &Pulled,
+    reporter: &dyn Reporter,
+) -> Result<Vec<Carried>, MirrorError> {
+    let mut out: Vec<Carried> = Vec::new();
+    let mut taken: HashSet<Digest> = resolved.iter().map(|r| r.artifact.digest).collect();
+    for (i, (r, found)) in resolved.iter().zip(found).enumerate() {
+        let mut carried: HashSet<Digest> = r
+            .documents
+            .iter()
+            .map(|d| d.digest)
+            .chain(r.blobs.iter().map(|b| b.digest))
+            .collect();
+        let mut level_of: HashMap<Digest, usize> = HashMap::new();
+        let mut left: Vec<Found> = Vec::new();
+        for f in found {
+            if !carried.contains(&f.subject) {
+                left.push(f);
+                continue;
+            }
+            if !taken.insert(f.root.digest) {
+                continue;
+            }
+            let fail = |e: String| MirrorError::Resolve {
+                entry: r.artifact.source.clone(),
+                source: format!("referrer {} (of {}): {e}", f.root.digest, f.subject).into(),
+            };
+            let (documents, blobs) = walk(&f.root, &mut |d| {
+                pulled
+                    .get(d)
+                    .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "not pulled"))
+            })
+            .map_err(|e| fail(error_chain(&e)))?;
+            let Some(root) = documents.last() else {
+                continue;
+            };
+            // What a referrers list says of it comes from its manifest.
+            let node = oci::parse_node(root.digest, &root.media_type, &root.bytes)
+                .map_err(|e| fail(error_chain(&e)))?;
+            let artifact_type = node.artifact_type();
+            let (subject_field, annotations) = match node {
+                Node::Manifest(m) => (m.subject, m.annotations),
+                Node::Index(x) => (x.subject, x.annotations),
+            };
+            let mut listed =
+                Descriptor::new(&root.media_type, root.digest, root.bytes.len() as u64);
+            listed.artifact_type = artifact_type;
+            listed.annotations = annotations;
+            let level = level_of.get(&f.subject).map_or(0, |l| l + 1);
+            level_of.insert(f.root.digest, level);
+            carried.extend(documents.iter().map(|d| d.digest));
+            let mut digests: Vec<Digest> = blobs.iter().map(|b| b.digest).collect();
+            digests.sort();
+            digests.dedup();
+            out.push(Carried {
+                has_subject: subject_field.is_some_and(|s| s.digest == f.subject),
+                found: f,
+                artifact: i,
+                documents,
+                blobs: digests,
+                listed,
+                level,
+            });
+        }
+        if !left.is_empty() {
+            let subjects: std::collections::BTreeSet<String> =
+                left.iter().map(|f| f.subject.to_string()).collect();
+            reporter.note(&format!(
+                "warning: {}: {} made for {} are not carried: the mirror carries {} instead (a platform filter made a new document), which they do not cover. Keep all platforms, or sign each platform's manifest",
+                r.artifact.reference,
+                crate::format::bundle::count_kinds(left.iter().map(|f| f.kind)),
+                subjects.into_iter().collect::<Vec<_>>().join(", "),
+                r.artifact.digest
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// Checks the spec's `verify:` rules as `pack` does (`format::cosign`
+/// over the referrers carried), before anything is pushed: an image
+/// without a good signature stops the mirror.
+async fn check_signatures(
+    spec: &Spec,
+    resolved: &[Resolved],
+    carried: &[Carried],
+    pulled: &Pulled,
+    remotes: &HashMap<String, Arc<Remote>>,
+    reporter: &dyn Reporter,
+) -> Result<Vec<SignatureCheck>, MirrorError> {
+    // Images come first, in spec order.
+    let wanted: Vec<(usize, &crate::connected::inputs::VerifyRule)> = spec
+        .images
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| e.verify.as_ref().map(|v| (i, v)))
+        .collect();
+    if wanted.is_empty() {
+        return Ok(Vec::new());
+    }
+    reporter.start("checking signatures", 0);
+    let limit = crate::format::cosign::PAYLOAD_MAX_BYTES.max(oci::MANIFEST_MAX_BYTES);
+    let mut out = Vec::new();
+    for (i, rule) in wanted {
+        let Some(r) = resolved.get(i) else { continue };
+        let image = r.artifact.reference.clone();
+        let Some((policy, trust)) = crate::connected::pack::policy_of(Some(rule), None, &image)?
+        else {
+            continue;
+        };
+        let subject = r.artifact.digest;
+        // An index the platform filter made: its kept children, each of
+        // which may carry its own signature.
+        let children: Vec<Digest> = match r.artifact.source_digest {
+            Some(_) => r
+                .documents
+                .last()
+                .and_then(|d| oci::parse_node(d.digest, &d.media_type, &d.bytes).ok())
+                .map(|n| match n {
+                    Node::Index(x) => x.manifests.iter().map(|m| m.digest).collect(),
+                    Node::Manifest(_) => Vec::new(),
+                })
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let mine: Vec<&Carried> = carried.iter().filter(|c| c.artifact == i).collect();
+        // The small blobs of the candidate signatures, pulled now (by
+        // digest, checked): what the check reads.
+        let mut blobs: HashMap<Digest, Vec<u8>> = HashMap::new();
+        if let Some(remote) = remotes.get(&r.host) {
+            for c in mine
+                .iter()
+                .filter(|c| c.found.subject == subject || children.contains(&c.found.subject))
+            {
+                for b in c.found.blobs.iter().filter(|b| b.size <= limit) {
+                    if blobs.contains_key(&b.digest) {
+                        continue;
+                    }
+                    let bytes = pull_small(remote, &r.repository, b, limit)
+                        .await
+                        .map_err(|e| MirrorError::Resolve {
+                            entry: r.artifact.source.clone(),
+                            source: Box::new(e),
+                        })?;
+                    blobs.insert(b.digest, bytes);
+                }
+            }
+        }
+        let candidates_of = |d: &Digest| -> Vec<(Digest, Vec<u8>)> {
+            mine.iter()
+                .filter(|c| c.found.subject == *d)
+                .filter_map(|c| {
+                    pulled
+                        .get(&c.found.root.digest)
+                        .map(|b| (c.found.root.digest, b))
+                })
+                .collect()
+        };
+        let mut read_blob = |d: &Descriptor| {
+            blobs
+                .get(&d.digest)
+                .cloned()
+                .or_else(|| pulled.get(&d.digest))
+                .ok_or_else(|| {
+                    crate::format::cosign::CosignError::read(
+                        d.digest,
+                        io::Error::new(io::ErrorKind::NotFound, "not pulled"),
+                    )
+                })
+        };
+        match crate::format::cosign::verify_image(
+            &subject,
+            &children,
+            &candidates_of,
+            &policy,
+            &mut read_blob,
+        ) {
+            Ok(v) => out.push(SignatureCheck {
+                image,
+                signature: v.signature_digest,
+                form: v.form.as_str(),
+                key_file: None,
+                signer: v.signer.clone(),
+                docker_reference: v.docker_reference.clone(),
+                checked_at: None,
+            }),
+            Err(source) => {
+                reporter.finish();
+                let hint = match r.artifact.source_digest {
+                    Some(src) => format!(
+                        " (the mirror carries {subject}, a new index the platform filter made from {src}, which no signature covers: keep all platforms, or sign each platform's manifest)"
+                    ),
+                    None => String::new(),
+                };
+                return Err(PackError::Signature {
+                    image,
+                    trust,
+                    source,
+                    hint,
+                }
+                .into());
+            }
+        }
+    }
+    reporter.finish();
+    Ok(out)
+}
+
 /// A small blob (a config) pulled into memory, checked against its digest.
-async fn pull_small(remote: &Remote, repo: &str, d: &Descriptor) -> Result<Vec<u8>, RemoteError> {
+async fn pull_small(
+    remote: &Remote,
+    repo: &str,
+    d: &Descriptor,
+    limit: u64,
+) -> Result<Vec<u8>, RemoteError> {
     let out = Mutex::new(Vec::new());
-    let limit = source::CONFIG_MAX;
     remote
         .pull_blob(repo, &d.digest, |mut body: BlobBody| {
             let out = &out;
@@ -694,18 +1384,32 @@ async fn pull_small(remote: &Remote, repo: &str, d: &Descriptor) -> Result<Vec<u
     Ok(out.into_inner().unwrap_or_else(|p| p.into_inner()))
 }
 
-/// Source registries as the source of blob bodies: each attempt GETs the
-/// blob as a stream and passes it through [`pump`] on a blocking thread,
-/// which hashes as the bytes pass and holds the last chunk back until the
-/// digest matched. Nothing touches the disk.
-struct RegistryReader {
-    /// Where each blob is read from: its source registry and repository.
-    sources: HashMap<Digest, (Arc<Remote>, String)>,
+/// The sources as the source of blob bodies. A blob from a registry: each
+/// attempt GETs it as a stream and passes it through [`pump`] on a
+/// blocking thread, which hashes as the bytes pass and holds the last
+/// chunk back until the digest matched; nothing touches the disk. A local
+/// blob: read from its file (or memory) through the same pump.
+struct SourceReader {
+    /// Where each blob is read from.
+    sources: HashMap<Digest, BlobFrom>,
     /// The target host, for messages.
     target: String,
 }
 
-impl BlobReader for RegistryReader {
+impl SourceReader {
+    fn from(&self, d: &Digest) -> String {
+        match self.sources.get(d) {
+            Some(BlobFrom::Registry(r, repo)) => format!("{}/{repo}", r.host()),
+            Some(BlobFrom::Local(f)) => match &f.source {
+                MemberSource::File { path, .. } => path.display().to_string(),
+                MemberSource::Bytes(_) => "memory".to_owned(),
+            },
+            None => String::new(),
+        }
+    }
+}
+
+impl BlobReader for SourceReader {
     fn open(
         &self,
         digest: Digest,
@@ -713,11 +1417,40 @@ impl BlobReader for RegistryReader {
         corrupt: &Arc<AtomicBool>,
         sent: &Arc<AtomicU64>,
     ) -> BlobBody {
-        let Some((remote, repo)) = self.sources.get(&digest).cloned() else {
-            return stream::once(async move {
-                Err(io::Error::other(format!("blob {digest} has no source")))
-            })
-            .boxed();
+        let (remote, repo) = match self.sources.get(&digest).cloned() {
+            Some(BlobFrom::Registry(remote, repo)) => (remote, repo),
+            Some(BlobFrom::Local(found)) => {
+                let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<bytes::Bytes>>(4);
+                let (corrupt, sent) = (corrupt.clone(), sent.clone());
+                let from = self.from(&digest);
+                tokio::task::spawn_blocking(move || {
+                    let mut r: Box<dyn io::Read> = match &found.source {
+                        MemberSource::Bytes(b) => Box::new(io::Cursor::new(b.clone().to_vec())),
+                        MemberSource::File { path, offset } => {
+                            use std::io::{Read, Seek};
+                            let f = fs_err::File::open(path).and_then(|mut f| {
+                                f.seek(io::SeekFrom::Start(*offset))?;
+                                Ok(f)
+                            });
+                            match f {
+                                Ok(f) => Box::new(f.take(size)),
+                                Err(e) => {
+                                    let _ = tx.blocking_send(Err(e));
+                                    return;
+                                }
+                            }
+                        }
+                    };
+                    pump(&mut r, size, digest, &from, &tx, &corrupt, &sent);
+                });
+                return body_of(rx);
+            }
+            None => {
+                return stream::once(async move {
+                    Err(io::Error::other(format!("blob {digest} has no source")))
+                })
+                .boxed()
+            }
         };
         let (raw_tx, raw_rx) = tokio::sync::mpsc::channel::<io::Result<bytes::Bytes>>(8);
         let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<bytes::Bytes>>(4);
@@ -757,11 +1490,7 @@ impl BlobReader for RegistryReader {
     }
 
     fn damaged(&self, d: &Digest) -> String {
-        let from = self
-            .sources
-            .get(d)
-            .map(|(r, repo)| format!("{}/{repo}", r.host()))
-            .unwrap_or_default();
+        let from = self.from(d);
         format!(
             "blob {d} from {from} does not match its digest (damaged in transit); it was not committed to {}",
             self.target

@@ -17,6 +17,9 @@
 //! referrers (a signature on an SBOM), to [`MAX_DEPTH`] levels. Every
 //! document is taken once, so a cycle ends; a registry listing more than
 //! [`MAX_PER_IMAGE`] referrers for one image is refused.
+//!
+//! Where the documents pulled go is the caller's ([`DocumentSink`]):
+//! `pack`'s fetch keeps them in the cache's store, `mirror` in memory.
 
 use std::collections::HashSet;
 
@@ -55,6 +58,23 @@ pub struct Found {
     pub tag: Option<String>,
     /// Its blobs that are not documents (configs and layers), to fetch.
     pub blobs: Vec<Descriptor>,
+}
+
+/// Where the documents discovery pulls (each referrer's manifest or index,
+/// and an index's children) go, each already checked against its digest.
+pub trait DocumentSink: Sync {
+    /// Keeps `bytes`, whose digest is `digest`; `Err` says why it could
+    /// not.
+    fn put(&self, bytes: &[u8], digest: Digest) -> Result<(), String>;
+}
+
+/// The cache's store, for `pack`.
+impl DocumentSink for Store {
+    fn put(&self, bytes: &[u8], d: Digest) -> Result<(), String> {
+        Store::put(self, bytes, Some((d, bytes.len() as u64)), "the registry")
+            .map(|_| ())
+            .map_err(|e| format!("storing manifest {d} in the cache: {}", error_chain(&e)))
+    }
 }
 
 /// Registries seen to have no referrers API in this run (asked once).
@@ -119,7 +139,7 @@ struct Listed {
 /// went wrong.
 pub async fn discover(
     remote: &Remote,
-    store: &Store,
+    store: &dyn DocumentSink,
     repo: &str,
     subjects: &[Digest],
     no_api: &NoApi,
@@ -303,7 +323,7 @@ async fn probe(
 /// the number of documents pulled.
 async fn pull(
     remote: &Remote,
-    store: &Store,
+    store: &dyn DocumentSink,
     repo: &str,
     x: Listed,
 ) -> Result<(Found, usize), String> {
@@ -374,7 +394,7 @@ async fn pull(
 /// no platform filter applies to an artifact) and returns their blobs.
 async fn pull_children(
     remote: &Remote,
-    store: &Store,
+    store: &dyn DocumentSink,
     repo: &str,
     index: &oci::Index,
     asked: &mut Asked,
@@ -421,9 +441,6 @@ async fn pull_children(
     Ok(blobs)
 }
 
-fn put_small(store: &Store, bytes: &[u8], d: Digest) -> Result<(), String> {
-    store
-        .put(bytes, Some((d, bytes.len() as u64)), "the registry")
-        .map(|_| ())
-        .map_err(|e| format!("storing manifest {d} in the cache: {}", error_chain(&e)))
+fn put_small(store: &dyn DocumentSink, bytes: &[u8], d: Digest) -> Result<(), String> {
+    store.put(bytes, d)
 }

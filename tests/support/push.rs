@@ -192,3 +192,46 @@ pub fn listed(a: &Artifact, artifact_type: &str) -> serde_json::Value {
     d["artifactType"] = artifact_type.into();
     d
 }
+
+/// A two-platform OCI image pushed as `repo:tag`; returns the index and
+/// its amd64 child's descriptors (as JSON).
+pub struct Pushed {
+    pub index: serde_json::Value,
+    pub amd64: serde_json::Value,
+}
+
+pub fn push_image(dir: &std::path::Path, host: &str, repo: &str, tag: &str, seed: u64) -> Pushed {
+    let layout = dir.join(format!("layout-{seed}"));
+    let mut l = super::build::LayoutBuilder::new(&layout);
+    let base = super::build::layer(&[("etc/base", &super::build::pseudo_random(seed, 2000))]);
+    let amd = super::build::layer(&[("bin/app", &super::build::pseudo_random(seed + 1, 2000))]);
+    let arm = super::build::layer(&[("bin/app", &super::build::pseudo_random(seed + 2, 2000))]);
+    let a = l.image(
+        super::build::Flavour::Oci,
+        "linux",
+        "amd64",
+        &[base.clone(), amd],
+    );
+    let b = l.image(super::build::Flavour::Oci, "linux", "arm64", &[base, arm]);
+    let i = l.index(super::build::Flavour::Oci, vec![a.clone(), b.clone()]);
+    l.tag(&i, "app");
+    l.finish();
+    super::run(super::skopeo().args([
+        "copy",
+        "--all",
+        "--preserve-digests",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:app", layout.display()),
+        &format!("docker://{host}/{repo}:{tag}"),
+    ]))
+    .expect_ok("skopeo copy");
+    let j = |d: &ferry::oci::Descriptor| serde_json::json!({"mediaType": d.media_type, "digest": d.digest.to_string(), "size": d.size});
+    Pushed {
+        index: j(&i),
+        amd64: j(&a),
+    }
+}
+
+pub fn digest_of(d: &serde_json::Value) -> Digest {
+    d["digest"].as_str().unwrap().parse().unwrap()
+}

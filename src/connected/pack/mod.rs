@@ -35,7 +35,7 @@ mod signatures;
 
 pub use budget::{BudgetReport, LimitFrom, Measured};
 pub use needs::{cache_needs, CacheNeeds};
-pub use signatures::SignatureCheck;
+pub use signatures::{policy_of, SignatureCheck};
 
 use plan::{assemble, plan_chart, plan_chart_file, plan_file, plan_image, plan_referrers, Plan};
 use resolve::{fetch_registry_images, fetch_repo_charts, oci_chart_layer, plan_chart_images};
@@ -531,6 +531,71 @@ pub fn pack(
         tags: prepared.tags,
         budget,
         signatures,
+    })
+}
+
+/// One local entry for [`plan_local`]: what `mirror` pushes as `load`
+/// pushes it, made into OCI artifacts by pack's own planning.
+#[derive(Debug, Clone)]
+pub enum LocalEntry {
+    /// An `oci:`, `oci-archive:` or `docker-archive:` image, with the
+    /// platforms to keep.
+    Image {
+        /// The spec entry.
+        entry: Box<ImageEntry>,
+        /// The platforms to keep (`None`: all).
+        filter: Option<Vec<Platform>>,
+    },
+    /// A chart `.tgz` on disk (given by `path:`, or downloaded from a Helm
+    /// repository), with how messages name it.
+    Chart {
+        /// The chart archive.
+        path: PathBuf,
+        /// The entry, for messages and the artifact's `source`.
+        label: String,
+    },
+    /// A file or directory.
+    File(crate::connected::inputs::FileEntry),
+}
+
+/// What [`plan_local`] made: one artifact per entry, in order, with its
+/// root descriptor, and every blob with where its bytes are.
+#[derive(Debug, Clone)]
+pub struct LocalPlan {
+    /// One per entry, in the order given.
+    pub artifacts: Vec<(
+        crate::format::bundle::Artifact,
+        crate::format::oci::Descriptor,
+    )>,
+    /// Every blob (documents included), with where its bytes are.
+    pub blobs: std::collections::BTreeMap<Digest, crate::connected::source::FoundBlob>,
+    /// Warnings for the user.
+    pub notes: Vec<String>,
+}
+
+/// Plans local entries exactly as `pack` plans them (the same artifacts,
+/// digests and names a pack of them records), for `mirror`. A directory is
+/// tarred into `scratch` (with tar headers' `mtime`); everything else is
+/// read in place.
+pub fn plan_local(
+    entries: &[LocalEntry],
+    scratch: &std::path::Path,
+    mtime: u64,
+) -> Result<LocalPlan, PackError> {
+    let mut plan = Plan::default();
+    for e in entries {
+        match e {
+            LocalEntry::Image { entry, filter } => {
+                plan_image(&mut plan, entry, filter.as_deref(), None)?
+            }
+            LocalEntry::Chart { path, label } => plan_chart_file(&mut plan, path, label.clone())?,
+            LocalEntry::File(f) => plan_file(&mut plan, f, scratch, mtime)?,
+        }
+    }
+    Ok(LocalPlan {
+        artifacts: plan.artifacts,
+        blobs: plan.blobs,
+        notes: plan.notes,
     })
 }
 

@@ -51,7 +51,7 @@ pub struct SignatureCheck {
 
 /// The policy of an image's `verify:` rule, or of `--cosign-key`, checked
 /// as valid now (pack time).
-pub(super) fn policy_of(
+pub fn policy_of(
     rule: Option<&crate::connected::inputs::VerifyRule>,
     cli_key: Option<&Path>,
     image: &str,
