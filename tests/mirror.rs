@@ -190,8 +190,26 @@ fn a_mirror_cut_off_midway_resumes_without_resending_finished_blobs() {
     let (src, _) = source_registry(t.path(), 1 << 20);
     let mut target = DockerRegistry::start(&t.path().join("target"), false);
     let pid = target.pid().unwrap();
-    // The target registry is killed once 2.5 MiB have gone its way.
+    // The target registry is killed once 2.5 MiB have gone its way (at
+    // most two 1 MiB uploads in flight, so at least one blob was sent
+    // whole) and it has committed one: on a busy machine it may still be
+    // writing that blob when the budget runs out.
+    let repos_dir = target.dir.join("data/docker/registry/v2/repositories");
     let proxy = CuttingProxy::start(target.addr, 5 << 19, move || {
+        let committed = || {
+            walkdir::WalkDir::new(&repos_dir)
+                .into_iter()
+                .filter_map(|e| e.ok())
+                .any(|e| {
+                    e.path()
+                        .parent()
+                        .is_some_and(|p| p.ends_with("_layers/sha256"))
+                })
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !committed() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         // SAFETY: a signal to the registry process this test started.
         unsafe {
             libc::kill(pid as libc::pid_t, libc::SIGKILL);
