@@ -779,6 +779,51 @@ fn signed_source(dir: &Path, key: &support::cosign::KeyPair) -> SignedSource {
 }
 
 #[test]
+fn cosign_key_requires_every_image_signed_by_that_key_before_anything_is_pushed() {
+    use support::cosign::KeyPair;
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    for k in ["key", "other"] {
+        std::fs::create_dir_all(d.join(k)).unwrap();
+    }
+    let key = KeyPair::generate_p256(&d.join("key"));
+    let other = KeyPair::generate_p256(&d.join("other"));
+    let src = signed_source(d, &key);
+    let spec = d.join("plain.yaml");
+    std::fs::write(
+        &spec,
+        format!("images:\n  - {}/library/app:1.0\n", src.host),
+    )
+    .unwrap();
+
+    let wrong = DockerRegistry::start(&d.join("wrong"), false);
+    let other_key = other.public.to_str().unwrap();
+    let msg = mirror(d, &spec, &wrong.host(), &["--cosign-key", other_key])
+        .expect_fail("--cosign-key with another key");
+    assert!(
+        msg.contains("library/app:1.0") && msg.contains(other_key),
+        "{msg}"
+    );
+    assert!(wrong.repositories().is_empty(), "nothing was pushed");
+
+    let target = DockerRegistry::start(&d.join("target"), false);
+    let good_key = key.public.to_str().unwrap();
+    let out = mirror(
+        d,
+        &spec,
+        &target.host(),
+        &["--json", "--cosign-key", good_key],
+    );
+    assert!(out.ok(), "{}\n{}", out.stdout, out.stderr);
+    let r = report(&out);
+    assert_eq!(r["signatures"][0]["form"], "simple-signing", "{r:#}");
+    assert_eq!(
+        digest_at(&format!("{}/library/app:1.0", target.host())),
+        src.index.to_string()
+    );
+}
+
+#[test]
 fn referrers_travel_unchanged_after_their_images_and_verify_refuses_a_wrong_key() {
     use support::cosign::KeyPair;
     use support::push::get_manifest;

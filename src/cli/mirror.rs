@@ -48,6 +48,11 @@ pub struct Args {
     /// referrers (the spec's `referrers: false`, for every image).
     #[arg(long)]
     pub no_referrers: bool,
+    /// Require every image to carry a good cosign signature by this public
+    /// key (PEM: ECDSA P-256, Ed25519 or RSA), checked before anything is
+    /// pushed; images with their own `verify:` use that instead.
+    #[arg(long, value_name = "PUB", conflicts_with = "no_referrers")]
+    pub cosign_key: Option<PathBuf>,
     /// Write the source → target map (for `ferry rewrite --map`).
     #[arg(long, value_name = "FILE")]
     pub map_out: Option<PathBuf>,
@@ -94,6 +99,7 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
         remote: args.remote.options()?,
         mtime: ferry::archive::mtime_from_env(),
         referrers: !args.no_referrers,
+        cosign_key: args.cosign_key.clone(),
     };
     let bars = Bars::new(settings.quiet || args.json);
     let start = Instant::now();

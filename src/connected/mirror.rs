@@ -144,6 +144,9 @@ pub struct MirrorOptions {
     /// Find and carry referrers (signatures, attestations, SBOMs) where the
     /// spec does not turn them off; `false` is `--no-referrers`.
     pub referrers: bool,
+    /// `--cosign-key`: every image without its own `verify:` must carry a
+    /// good signature by this key, as `pack --cosign-key` requires.
+    pub cosign_key: Option<std::path::PathBuf>,
 }
 
 /// The result of a mirror.
@@ -487,8 +490,10 @@ pub async fn mirror(
     let pulled = Pulled::default();
     let found = find_referrers(&resolved, &remotes, &pulled, opts, reporter).await?;
     let carried = carry_referrers(&resolved, found, &pulled, reporter)?;
-    let signatures =
-        check_signatures(&spec, &resolved, &carried, &pulled, &remotes, reporter).await?;
+    let signatures = check_signatures(
+        &spec, opts, &resolved, &carried, &pulled, &remotes, reporter,
+    )
+    .await?;
 
     // The plan: every blob once, with the target repositories that need
     // it and one source to read it from.
@@ -1225,18 +1230,22 @@ fn carry_referrers(
 /// without a good signature stops the mirror.
 async fn check_signatures(
     spec: &Spec,
+    opts: &MirrorOptions,
     resolved: &[Resolved],
     carried: &[Carried],
     pulled: &Pulled,
     remotes: &HashMap<String, Arc<Remote>>,
     reporter: &dyn Reporter,
 ) -> Result<Vec<SignatureCheck>, MirrorError> {
-    // Images come first, in spec order.
-    let wanted: Vec<(usize, &crate::connected::inputs::VerifyRule)> = spec
+    // Images come first, in spec order. An image's own `verify:` rule
+    // wins over `--cosign-key`, as in `pack`.
+    let cli_key = opts.cosign_key.as_deref();
+    let wanted: Vec<(usize, Option<&crate::connected::inputs::VerifyRule>)> = spec
         .images
         .iter()
         .enumerate()
-        .filter_map(|(i, e)| e.verify.as_ref().map(|v| (i, v)))
+        .filter(|(_, e)| e.verify.is_some() || cli_key.is_some())
+        .map(|(i, e)| (i, e.verify.as_ref()))
         .collect();
     if wanted.is_empty() {
         return Ok(Vec::new());
@@ -1247,7 +1256,7 @@ async fn check_signatures(
     for (i, rule) in wanted {
         let Some(r) = resolved.get(i) else { continue };
         let image = r.artifact.reference.clone();
-        let Some((policy, trust)) = crate::connected::pack::policy_of(Some(rule), None, &image)?
+        let Some((policy, trust)) = crate::connected::pack::policy_of(rule, cli_key, &image)?
         else {
             continue;
         };
@@ -1322,7 +1331,12 @@ async fn check_signatures(
                 image,
                 signature: v.signature_digest,
                 form: v.form.as_str(),
-                key_file: None,
+                key_file: match &policy.trust {
+                    crate::format::cosign::Trust::Key(_) => Path::new(&trust)
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned()),
+                    crate::format::cosign::Trust::Ca(_) => None,
+                },
                 signer: v.signer.clone(),
                 docker_reference: v.docker_reference.clone(),
                 checked_at: None,
