@@ -966,3 +966,84 @@ fn no_referrers_and_the_spec_switch_leave_referrers_behind_and_a_platform_filter
     assert_eq!(refs[0]["digest"], src.sbom.digest().to_string());
     assert_eq!(refs[0]["subject"], src.amd64.to_string());
 }
+
+#[test]
+fn a_chart_with_images_true_brings_the_images_it_names_as_pack_does() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let (src, _) = source_registry(d, 16 << 10);
+    let host = src.host();
+    // A chart naming team/tool in its values (and library/app, which the
+    // spec lists itself, in its annotation).
+    let chart_yaml = format!(
+        "apiVersion: v2\nname: app\nversion: 1.0.0\nappVersion: \"2\"\nannotations:\n  artifacthub.io/images: |\n    - name: app\n      image: {host}/library/app:1.0\n"
+    );
+    let values = format!("image:\n  repository: {host}/team/tool\n");
+    let tgz = build::gzip(&build::tar_of(&[
+        ("app/Chart.yaml", chart_yaml.as_bytes()),
+        ("app/values.yaml", values.as_bytes()),
+    ]));
+    std::fs::write(d.join("app-1.0.0.tgz"), tgz).unwrap();
+    let file_spec = d.join("file.yaml");
+    std::fs::write(
+        &file_spec,
+        format!("images:\n  - {host}/library/app:1.0\ncharts:\n  - {{path: app-1.0.0.tgz, images: true}}\n"),
+    )
+    .unwrap();
+
+    let target = DockerRegistry::start(&d.join("target"), false);
+    let out = mirror(d, &file_spec, &target.host(), &["--json"]);
+    assert!(out.ok(), "{}\n{}", out.stdout, out.stderr);
+    let r = report(&out);
+    let named: Vec<&str> = r["chart_images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["reference"].as_str().unwrap())
+        .collect();
+    assert!(
+        named.contains(&format!("{host}/team/tool:2").as_str()),
+        "{r:#}"
+    );
+    let sources: Vec<&str> = r["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["source"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        sources.len(),
+        3,
+        "the image, the chart, the image it names: {sources:?}"
+    );
+    assert!(sources[2].contains("(named by "), "{sources:?}");
+    assert_eq!(
+        digest_at(&format!("{}/team/tool:2", target.host())),
+        digest_at(&format!("{host}/team/tool:2")),
+        "the image the chart names is mirrored"
+    );
+
+    // The same chart at a registry (put there by mirror itself): its
+    // archive is read from the registry, and the image comes along again.
+    let oci_spec = d.join("oci.yaml");
+    std::fs::write(
+        &oci_spec,
+        format!(
+            "charts:\n  - {{ref: oci://{}/charts/app, version: 1.0.0, images: true}}\n",
+            target.host()
+        ),
+    )
+    .unwrap();
+    let second = DockerRegistry::start(&d.join("second"), false);
+    let out = mirror(d, &oci_spec, &second.host(), &["--json"]);
+    assert!(out.ok(), "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(
+        digest_at(&format!("{}/team/tool:2", second.host())),
+        digest_at(&format!("{host}/team/tool:2"))
+    );
+    assert_eq!(
+        digest_at(&format!("{}/library/app:1.0", second.host())),
+        digest_at(&format!("{host}/library/app:1.0")),
+        "the annotation's image too, now that the spec does not list it"
+    );
+}

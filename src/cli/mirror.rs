@@ -148,6 +148,9 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
             None => format!("  mirrored {} -> {}", a.source, a.target_ref()),
             Some(e) => format!("  FAILED {} -> {}: {e}", a.source, a.target_ref()),
         }));
+        for c in &report.chart_images {
+            lines.push(format!("  chart names {} ({})", c.reference, c.origin));
+        }
         for s in &report.signatures {
             lines.push(format!(
                 "  verified {} signed by {} ({}, {})",

@@ -317,6 +317,14 @@ pub fn chart_images(path: &Path) -> Result<Vec<ChartImage>, ChartError> {
     Ok(out)
 }
 
+/// [`chart_images`] of a chart archive read from `reader` (a chart held in
+/// memory, say); `label` names it in messages.
+pub fn chart_images_in(label: &Path, reader: impl Read) -> Result<Vec<ChartImage>, ChartError> {
+    let mut out = Vec::new();
+    images_in_tgz(label, reader, "", 0, &mut out)?;
+    Ok(out)
+}
+
 /// The chart files one chart directory holds, by their path inside it.
 #[derive(Default)]
 struct ChartFiles {

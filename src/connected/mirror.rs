@@ -166,6 +166,11 @@ pub struct MirrorReport {
     /// The signatures checked (the spec's `verify:`), one per image.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub signatures: Vec<SignatureCheck>,
+    /// Each image a chart with `images: true` names, and where (as `pack`
+    /// reports them); those the spec does not list are mirrored after the
+    /// spec's own entries.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub chart_images: Vec<ChartImageReport>,
     /// Counts (`uploaded` are blobs copied from a source registry).
     pub counts: PushCounts,
     /// Digests of the blobs copied (sorted), so a re-run can be checked.
@@ -173,6 +178,15 @@ pub struct MirrorReport {
     /// What each artifact is, for the map file (not in `--json`).
     #[serde(skip)]
     pub model: Vec<Artifact>,
+}
+
+/// An image a chart names.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChartImageReport {
+    /// The reference.
+    pub reference: String,
+    /// The chart, and where in it (`redis/values.yaml:12`).
+    pub origin: String,
 }
 
 /// What happened to one referrer, as `load` reports it.
@@ -379,6 +393,8 @@ pub async fn mirror(
     if let Some(dir) = &scratch {
         fetch_repo_charts(&mut slots, dir.path(), opts, reporter).await?;
     }
+    // Charts with `images: true` bring the images they name, as in `pack`.
+    let chart_images = add_chart_images(&spec, &mut slots, opts, reporter).await?;
 
     // Every source registry once; then each artifact's documents.
     let mut remotes: HashMap<String, Arc<Remote>> = HashMap::new();
@@ -652,6 +668,7 @@ pub async fn mirror(
         artifacts,
         referrers,
         signatures,
+        chart_images,
         counts,
         uploaded,
         model,
@@ -811,6 +828,150 @@ fn wanted(
             .map(Slot::Local),
     );
     Ok(out)
+}
+
+/// The images named by the spec's charts with `images: true` (their
+/// `artifacthub.io/images` and `image:` values, read by pack's own
+/// reader), appended to `slots` as registry images when the spec does not
+/// list them already, with the spec's platforms, as `pack` carries them.
+/// A chart at a registry is read by pulling its chart archive (bounded by
+/// [`CHART_MAX_BYTES`]) into memory; a chart file or a downloaded one from
+/// its file.
+async fn add_chart_images(
+    spec: &Spec,
+    slots: &mut Vec<Slot>,
+    opts: &MirrorOptions,
+    reporter: &dyn Reporter,
+) -> Result<Vec<ChartImageReport>, MirrorError> {
+    let first_chart = spec.images.len();
+    let mut report = Vec::new();
+    let mut found: Vec<(String, String)> = Vec::new();
+    for (j, c) in spec.charts.iter().enumerate() {
+        let wanted = match c {
+            ChartEntry::Oci { images, .. }
+            | ChartEntry::Path { images, .. }
+            | ChartEntry::Repo { images, .. } => *images,
+        };
+        if !wanted {
+            continue;
+        }
+        let images = match slots.get(first_chart + j) {
+            Some(Slot::Local(LocalEntry::Chart { path, label })) => {
+                crate::connected::chart::chart_images(path).map_err(|e| MirrorError::Resolve {
+                    entry: format!("chart {label}"),
+                    source: Box::new(e),
+                })?
+            }
+            Some(Slot::Registry(w)) if w.chart => {
+                reporter.start(&format!("reading {}", w.label), 0);
+                let bytes = pull_chart_archive(w, opts).await;
+                reporter.finish();
+                let bytes = bytes?;
+                crate::connected::chart::chart_images_in(
+                    Path::new(&w.reference.to_string()),
+                    io::Cursor::new(bytes),
+                )
+                .map_err(|e| MirrorError::Resolve {
+                    entry: w.label.clone(),
+                    source: Box::new(e),
+                })?
+            }
+            _ => continue,
+        };
+        let label = match c {
+            ChartEntry::Oci {
+                reference, version, ..
+            } => format!("{reference}:{version}"),
+            ChartEntry::Path { path, .. } => path.display().to_string(),
+            ChartEntry::Repo { name, version, .. } => format!("{name}:{version}"),
+        };
+        for img in images {
+            let origin = format!("{label}: {}", img.origin);
+            let Ok(r) = img.reference.parse::<Reference>() else {
+                continue;
+            };
+            report.push(ChartImageReport {
+                reference: r.to_string(),
+                origin: origin.clone(),
+            });
+            found.push((r.to_string(), origin));
+        }
+    }
+    let listed: std::collections::HashSet<String> = spec
+        .images
+        .iter()
+        .filter_map(|e| match &e.source {
+            ImageSource::Registry(r) => Some(r.to_string()),
+            _ => e.name.as_ref().map(|n| n.to_string()),
+        })
+        .collect();
+    let mut added = std::collections::HashSet::new();
+    for (reference, origin) in found {
+        if listed.contains(&reference) || !added.insert(reference.clone()) {
+            continue;
+        }
+        let Ok(r) = reference.parse::<Reference>() else {
+            continue;
+        };
+        slots.push(Slot::Registry(Box::new(Wanted {
+            label: format!("{reference} (named by {origin})"),
+            reference: r,
+            pin: None,
+            filter: opts.platforms.as_ref().or(spec.platforms.as_ref()).cloned(),
+            name: Some(reference),
+            chart: false,
+            referrers: opts.referrers && spec.referrers.unwrap_or(true),
+        })));
+    }
+    Ok(report)
+}
+
+/// The most of a chart archive read into memory to list its images.
+const CHART_MAX_BYTES: u64 = 64 << 20;
+
+/// The chart archive (its content layer) of the OCI chart `w`.
+async fn pull_chart_archive(w: &Wanted, opts: &MirrorOptions) -> Result<Vec<u8>, MirrorError> {
+    let fail = |source: Box<dyn std::error::Error + Send + Sync>| MirrorError::Resolve {
+        entry: w.label.clone(),
+        source,
+    };
+    let remote = Remote::connect(w.reference.registry(), &opts.remote)
+        .await
+        .map_err(|e| fail(Box::new(e)))?;
+    let repo = w.reference.repository();
+    let tag = w.reference.tag().unwrap_or("latest");
+    let (bytes, digest) = remote
+        .pull_manifest(repo, tag)
+        .await
+        .map_err(|e| fail(Box::new(e)))?;
+    let layer = match oci::parse_node(digest, oci::OCI_MANIFEST, &bytes) {
+        Ok(Node::Manifest(m)) => m
+            .layers
+            .into_iter()
+            .find(|l| l.media_type == oci::HELM_CHART),
+        _ => None,
+    }
+    .ok_or_else(|| {
+        fail(
+            format!(
+                "{digest} is not a Helm chart (no {} layer)",
+                oci::HELM_CHART
+            )
+            .into(),
+        )
+    })?;
+    if layer.size > CHART_MAX_BYTES {
+        return Err(fail(
+            format!(
+                "its chart archive {} is {} bytes, over the {CHART_MAX_BYTES} read to list its images",
+                layer.digest, layer.size
+            )
+            .into(),
+        ));
+    }
+    pull_small(&remote, repo, &layer, CHART_MAX_BYTES)
+        .await
+        .map_err(|e| fail(Box::new(e)))
 }
 
 /// Downloads each chart from a Helm repository into `scratch` (as `pack`
