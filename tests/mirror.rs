@@ -1023,6 +1023,26 @@ fn a_chart_with_images_true_brings_the_images_it_names_as_pack_does() {
         "the image the chart names is mirrored"
     );
 
+    // `--cosign-key` covers the images a chart names too: here, unsigned.
+    std::fs::create_dir_all(d.join("key")).unwrap();
+    let key = support::cosign::KeyPair::generate_p256(&d.join("key"));
+    let only_chart = d.join("only-chart.yaml");
+    std::fs::write(
+        &only_chart,
+        "charts:\n  - {path: app-1.0.0.tgz, images: true}\n",
+    )
+    .unwrap();
+    let refused = DockerRegistry::start(&d.join("refused"), false);
+    let msg = mirror(
+        d,
+        &only_chart,
+        &refused.host(),
+        &["--cosign-key", key.public.to_str().unwrap()],
+    )
+    .expect_fail("unsigned images named by a chart, with --cosign-key");
+    assert!(msg.contains(&format!("{host}/library/app:1.0")), "{msg}");
+    assert!(refused.repositories().is_empty(), "nothing was pushed");
+
     // The same chart at a registry (put there by mirror itself): its
     // archive is read from the registry, and the image comes along again.
     let oci_spec = d.join("oci.yaml");

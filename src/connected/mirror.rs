@@ -1401,13 +1401,18 @@ async fn check_signatures(
     // Images come first, in spec order. An image's own `verify:` rule
     // wins over `--cosign-key`, as in `pack`.
     let cli_key = opts.cosign_key.as_deref();
-    let wanted: Vec<(usize, Option<&crate::connected::inputs::VerifyRule>)> = spec
+    let mut wanted: Vec<(usize, Option<&crate::connected::inputs::VerifyRule>)> = spec
         .images
         .iter()
         .enumerate()
         .filter(|(_, e)| e.verify.is_some() || cli_key.is_some())
         .map(|(i, e)| (i, e.verify.as_ref()))
         .collect();
+    // The images charts name come after the spec's entries.
+    if cli_key.is_some() {
+        let named = spec.images.len() + spec.charts.len() + spec.files.len();
+        wanted.extend((named..resolved.len()).map(|i| (i, None)));
+    }
     if wanted.is_empty() {
         return Ok(Vec::new());
     }
