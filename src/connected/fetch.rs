@@ -349,7 +349,7 @@ async fn fetch_blobs(
         }
     }
 
-    let total: u64 = needed.values().map(|n| n.size).sum();
+    let total: u64 = needed.values().map(|n| n.size).fold(0, u64::saturating_add);
     reporter.start("fetching blobs", total);
     let received = Arc::new(AtomicU64::new(0));
     let failures: Mutex<Vec<(Digest, String)>> = Mutex::new(Vec::new());

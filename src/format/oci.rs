@@ -121,7 +121,8 @@ pub struct Descriptor {
     pub media_type: String,
     /// Its digest.
     pub digest: Digest,
-    /// Its size in bytes.
+    /// Its size in bytes (at most `i64::MAX`: the spec's int64).
+    #[serde(deserialize_with = "int64_size")]
     pub size: u64,
     /// The platform, for index entries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -139,6 +140,18 @@ pub struct Descriptor {
     /// against `digest` and `size` by [`parse_node`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<String>,
+}
+
+/// A descriptor's size: the OCI image spec makes it an int64, so anything
+/// past `i64::MAX` is refused where it is read (sums of sizes stay sane).
+fn int64_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let size = u64::deserialize(d)?;
+    if size > i64::MAX as u64 {
+        return Err(serde::de::Error::custom(format!(
+            "size {size} is past the largest the OCI spec allows (an int64)"
+        )));
+    }
+    Ok(size)
 }
 
 impl Descriptor {
@@ -656,6 +669,26 @@ mod tests {
             }
             Node::Manifest(_) => panic!("parsed as manifest"),
         }
+    }
+
+    #[test]
+    fn a_size_past_int64_is_refused_so_sums_of_sizes_cannot_overflow() {
+        let d = Digest::of(b"x");
+        let c = blob(b"{}");
+        let layer = format!(
+            r#"{{"mediaType":"{OCI_LAYER_GZIP}","digest":"{d}","size":9223372036854775808}}"#
+        );
+        let doc = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{c},"layers":[{layer},{layer}]}}"#
+        );
+        let e = parse_node(d, OCI_MANIFEST, doc.as_bytes()).unwrap_err();
+        assert!(
+            crate::base::error::error_chain(&e).contains("int64"),
+            "{}",
+            crate::base::error::error_chain(&e)
+        );
+        let fits = doc.replace("9223372036854775808", "9223372036854775807");
+        assert!(parse_node(d, OCI_MANIFEST, fits.as_bytes()).is_ok());
     }
 
     fn blob(data: &[u8]) -> String {
