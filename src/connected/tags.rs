@@ -171,6 +171,15 @@ fn nearest(all: &[String], hint: &str, versions_first: bool) -> Vec<String> {
 
 /// Applies `rule` of entry `image` to the repository's tags `all`.
 pub fn select(image: &str, rule: &TagRule, all: &[String]) -> Result<Vec<String>, TagsError> {
+    // A name the registry lists that is not a tag by the distribution spec
+    // (too long, a space, a slash, a control character) cannot be pulled:
+    // it is never a candidate, so `newest: 2` still gives two real tags.
+    let all: Vec<String> = all
+        .iter()
+        .filter(|t| crate::base::reference::is_valid_tag(t))
+        .cloned()
+        .collect();
+    let all = all.as_slice();
     let rule_text = rule.to_string();
     match rule {
         TagRule::List(wanted) => {
@@ -321,6 +330,24 @@ mod tests {
     }
 
     const REPO: &[&str] = &["1.0.0", "1.1.0", "1.2.0-rc.1", "2.0.0", "latest"];
+
+    #[test]
+    fn names_that_are_not_tags_are_never_chosen() {
+        let long = "9".repeat(300);
+        let all = tags(&[
+            &long,
+            "a b",
+            "../x",
+            "v1.0.0?x=1",
+            "2.0.0",
+            "1.0.0",
+            "1.1.0",
+        ]);
+        let got = select("img", &sel(None, None, Some(2)), &all).unwrap();
+        assert_eq!(got, ["1.1.0", "2.0.0"]);
+        let any = select("img", &sel(None, Some(".*"), None), &all).unwrap();
+        assert_eq!(any.len(), 3, "{any:?}");
+    }
 
     #[test]
     fn semver_newest_and_regex_combine() {
