@@ -112,12 +112,7 @@ impl TargetRegistry {
             None => (registry, None),
         };
         let prefix = prefix.filter(|p| !p.is_empty());
-        if host.is_empty()
-            || host.contains(char::is_whitespace)
-            || registry.contains("://")
-            || host.starts_with(':')
-            || host.ends_with(':')
-        {
+        if !valid_host(host) || registry.contains("://") {
             return Err(MappingError::Registry(registry.to_owned()));
         }
         let rules = TargetRules { prefix, keep_host };
@@ -127,6 +122,49 @@ impl TargetRegistry {
             rules,
         })
     }
+}
+
+/// `NAME[:PORT]` or `[IPV6][:PORT]`: a DNS name or IPv4 address of letters,
+/// digits, `-` and `.`, and a port from 1 to 65535. No user, query,
+/// fragment or second port, which would send requests somewhere else.
+fn valid_host(host: &str) -> bool {
+    let (name, port) = match host.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((ip, after)) => {
+                if ip.is_empty()
+                    || !ip
+                        .chars()
+                        .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.')
+                {
+                    return false;
+                }
+                match after {
+                    "" => return true,
+                    p => match p.strip_prefix(':') {
+                        Some(p) => (ip, Some(p)),
+                        None => return false,
+                    },
+                }
+            }
+            None => return false,
+        },
+        None => match host.split_once(':') {
+            Some((n, p)) => (n, Some(p)),
+            None => (host, None),
+        },
+    };
+    let name_ok = host.starts_with('[')
+        || (!name.is_empty()
+            && !name.starts_with(['-', '.'])
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'));
+    let port_ok = port.is_none_or(|p| {
+        !p.is_empty()
+            && p.chars().all(|c| c.is_ascii_digit())
+            && p.parse::<u16>().is_ok_and(|n| n > 0)
+    });
+    name_ok && port_ok
 }
 
 impl TargetRules {
@@ -444,6 +482,43 @@ impl ImageMap {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_target_host_with_a_user_query_fragment_or_bad_port_is_refused() {
+        for ok in [
+            "localhost",
+            "localhost:5000",
+            "127.0.0.1:5000/team",
+            "registry.example.com",
+            "[::1]:5000",
+            "[::1]",
+            "my-reg.local:443/a/b",
+        ] {
+            assert!(TargetRegistry::parse(ok, false).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            ":5000",
+            "127.0.0.1:",
+            "127.0.0.1:5002?x=1",
+            "127.0.0.1:5002#x",
+            "user@127.0.0.1:5002",
+            "127.0.0.1:99999",
+            "127.0.0.1:0",
+            "127.0.0.1:5002:5003",
+            "http://127.0.0.1:5000",
+            "reg istry",
+            "[::1",
+            "[::1]x",
+            "-reg",
+        ] {
+            let e = TargetRegistry::parse(bad, false).err();
+            assert!(
+                matches!(e, Some(MappingError::Registry(_))),
+                "{bad:?}: {e:?}"
+            );
+        }
+    }
 
     fn image(r: &str) -> Artifact {
         Artifact {
