@@ -711,3 +711,14 @@ fn version_names_the_commit_and_build_date_but_bundle_json_only_the_version() {
     );
     assert_eq!(bundle["name"], "demo");
 }
+
+#[test]
+fn the_final_error_line_shows_control_characters_escaped() {
+    let t = tempfile::tempdir().unwrap();
+    // A name that would clear the screen if printed raw.
+    let spec = t.path().join("a\u{1b}[2Jb.yaml");
+    let out = q(&["pack", s(&spec), "-o", s(&t.path().join("b.tar"))]);
+    assert!(!out.ok());
+    assert!(!out.stderr.contains('\u{1b}'), "{:?}", out.stderr);
+    assert!(out.stderr.contains("a\\u{1b}[2Jb.yaml"), "{}", out.stderr);
+}

@@ -144,15 +144,19 @@ pub fn run() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {}", chain(e.as_ref()));
+            // Causes quote what they could not read (a tar header, a
+            // registry's answer): control characters are shown escaped.
+            let text: Vec<String> = chain(e.as_ref()).split('\n').map(escape_controls).collect();
+            eprintln!("error: {}", text.join("\n"));
             ExitCode::FAILURE
         }
     }
 }
 
-/// On Ctrl-C or SIGTERM: removes the temp files and scratch directories
-/// the library has registered, says so, and exits 130 (143 for SIGTERM),
-/// so an interrupted pack or unpack leaves nothing half-written behind.
+/// On Ctrl-C, SIGTERM or SIGHUP (a closed ssh session): removes the temp
+/// files and scratch directories the library has registered, says so, and
+/// exits 130 (143 for SIGTERM, 129 for SIGHUP), so an interrupted pack,
+/// unpack or mirror leaves nothing half-written behind.
 fn clean_up_on_interrupt() {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(rt) = tokio::runtime::Builder::new_current_thread()
@@ -166,9 +170,15 @@ fn clean_up_on_interrupt() {
     // would leave temp files behind.
     let handlers = {
         let _in = rt.enter();
-        signal(SignalKind::interrupt()).and_then(|i| Ok((i, signal(SignalKind::terminate())?)))
+        signal(SignalKind::interrupt()).and_then(|i| {
+            Ok((
+                i,
+                signal(SignalKind::terminate())?,
+                signal(SignalKind::hangup())?,
+            ))
+        })
     };
-    let Ok((mut int, mut term)) = handlers else {
+    let Ok((mut int, mut term, mut hup)) = handlers else {
         return;
     };
     std::thread::spawn(move || {
@@ -176,6 +186,7 @@ fn clean_up_on_interrupt() {
             tokio::select! {
                 _ = int.recv() => ("interrupted", 130),
                 _ = term.recv() => ("terminated", 143),
+                _ = hup.recv() => ("hung up", 129),
             }
         });
         let removed = ferry::interrupt::remove_registered();

@@ -98,6 +98,22 @@ pub fn run_with_stdin(cmd: &mut Command, input: &str) -> Out {
 /// moment, sends it SIGINT as Ctrl-C does, and returns its output, asserting
 /// that it exited 130 and said it was interrupted.
 pub fn interrupt_when(child: std::process::Child, what: &str, ready: impl Fn() -> bool) -> Out {
+    signal_when(child, what, libc::SIGINT, ready)
+}
+
+/// [`interrupt_when`] with another signal: SIGTERM (exit 143, says
+/// "terminated") or SIGHUP (exit 129, "hung up").
+pub fn signal_when(
+    child: std::process::Child,
+    what: &str,
+    signal: i32,
+    ready: impl Fn() -> bool,
+) -> Out {
+    let (code, word) = match signal {
+        libc::SIGTERM => (143, "terminated"),
+        libc::SIGHUP => (129, "hung up"),
+        _ => (130, "interrupted"),
+    };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while !ready() {
         assert!(std::time::Instant::now() < deadline, "{what} never stalled");
@@ -106,7 +122,7 @@ pub fn interrupt_when(child: std::process::Child, what: &str, ready: impl Fn() -
     std::thread::sleep(std::time::Duration::from_millis(300));
     // SAFETY: signalling our own child process.
     unsafe {
-        libc::kill(child.id() as i32, libc::SIGINT);
+        libc::kill(child.id() as i32, signal);
     }
     let o = child.wait_with_output().unwrap();
     let out = Out {
@@ -114,8 +130,8 @@ pub fn interrupt_when(child: std::process::Child, what: &str, ready: impl Fn() -
         stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
     };
-    assert_eq!(out.code, Some(130), "{what}: {}", out.stderr);
-    assert!(out.stderr.contains("interrupted"), "{what}: {}", out.stderr);
+    assert_eq!(out.code, Some(code), "{what}: {}", out.stderr);
+    assert!(out.stderr.contains(word), "{what}: {}", out.stderr);
     out
 }
 
