@@ -1067,3 +1067,109 @@ fn a_chart_with_images_true_brings_the_images_it_names_as_pack_does() {
         "the annotation's image too, now that the spec does not list it"
     );
 }
+
+#[test]
+fn a_blob_the_source_cannot_give_is_named_with_the_source_and_its_reason() {
+    let t = tempfile::tempdir().unwrap();
+    let (src, x_digest) = source_registry(t.path(), 16 << 10);
+    // tool's own layer vanishes from the source registry's storage.
+    let hex = x_digest.trim_start_matches("sha256:");
+    let data = src
+        .dir
+        .join("data/docker/registry/v2/blobs/sha256")
+        .join(&hex[..2])
+        .join(hex)
+        .join("data");
+    std::fs::remove_file(&data).unwrap();
+    let target = DockerRegistry::start(&t.path().join("target"), false);
+    let spec = spec(t.path(), &src.host(), "");
+    let out = mirror(t.path(), &spec, &target.host(), &["--retries", "1"]);
+    let msg = out.expect_fail("a source missing a blob");
+    let said = format!(
+        "cannot read blob {x_digest} from {}/team/tool: ",
+        src.host()
+    );
+    assert!(msg.contains(&said), "{msg}");
+    assert!(!target.linked_blobs("team/tool").contains(&x_digest));
+    assert!(
+        !target.tags().iter().any(|t| t.starts_with("team/tool:")),
+        "no tag for the image missing a blob: {:?}",
+        target.tags()
+    );
+}
+
+#[test]
+fn a_hang_up_mid_mirror_removes_the_scratch_directory() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let dir = d.join("site");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("index.html"), build::pseudo_random(7, 64 << 10)).unwrap();
+    let spec = d.join("files.yaml");
+    std::fs::write(&spec, "files:\n  - path: site\n").unwrap();
+    let target = DockerRegistry::start(&d.join("target"), false);
+    // The upload's answer never comes: the mirror waits with its scratch
+    // tar in place, as an ssh session closes.
+    let proxy = FaultProxy::start(target.addr, "/blobs/uploads/", Fault::Stall, 1);
+    let tmp = d.join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["--quiet", "mirror"])
+        .arg(&spec)
+        .args(["--registry", &proxy.addr.to_string()])
+        .current_dir(d)
+        .env("TMPDIR", &tmp)
+        .env("DOCKER_CONFIG", d.join("no-docker-config"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let scratch = || std::fs::read_dir(&tmp).unwrap().count();
+    let out = signal_when(child, "the mirror", libc::SIGHUP, || {
+        scratch() > 0 && proxy.hits.load(std::sync::atomic::Ordering::Relaxed) > 0
+    });
+    assert!(out.stderr.contains("hung up: removed"), "{}", out.stderr);
+    let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().collect();
+    assert!(left.is_empty(), "left in TMPDIR: {left:?}");
+    proxy.release();
+}
+
+#[test]
+fn a_map_out_that_cannot_be_written_or_is_the_spec_is_refused_before_anything_is_pushed() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let (src, _) = source_registry(d, 16 << 10);
+    let target = DockerRegistry::start(&d.join("target"), false);
+    let spec = spec(d, &src.host(), "");
+    let before = std::fs::read(&spec).unwrap();
+    let missing = d.join("no/such/dir/map.json");
+    for (map, says) in [
+        (spec.clone(), "an input of this run"),
+        (missing, "is not a directory"),
+        (d.to_path_buf(), "is a directory"),
+    ] {
+        let msg = mirror(
+            d,
+            &spec,
+            &target.host(),
+            &["--map-out", map.to_str().unwrap()],
+        )
+        .expect_fail("an unusable --map-out");
+        assert!(msg.contains("--map-out") && msg.contains(says), "{msg}");
+    }
+    assert_eq!(
+        std::fs::read(&spec).unwrap(),
+        before,
+        "the spec is untouched"
+    );
+    for bad in [
+        "user@127.0.0.1:5000",
+        "127.0.0.1:99999",
+        "127.0.0.1:5000?x=1",
+    ] {
+        let msg = mirror(d, &spec, bad, &[]).expect_fail("a bad --registry");
+        assert!(msg.contains("invalid target registry"), "{bad}: {msg}");
+    }
+    assert!(target.repositories().is_empty(), "nothing was pushed");
+}

@@ -67,6 +67,9 @@ pub struct Args {
 
 pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
     let spec = Spec::load(&args.spec)?;
+    if let Some(map) = &args.map_out {
+        check_output_path(map, &[Some(&args.spec), args.lock.as_ref()])?;
+    }
     // One password is never sent to several registries: the sources and
     // the target each get theirs from the docker config.
     let mut hosts = ferry::pack::registry_hosts(&spec);
@@ -216,4 +219,39 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Refuses, before anything is pushed, an output path that could only
+/// fail at the end (a directory, a parent that is not one) or that names
+/// one of the run's own inputs, which it would overwrite.
+fn check_output_path(out: &std::path::Path, inputs: &[Option<&PathBuf>]) -> anyhow::Result<()> {
+    if out.is_dir() {
+        anyhow::bail!("--map-out {} is a directory", out.display());
+    }
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    if !parent.is_dir() {
+        anyhow::bail!(
+            "--map-out {}: {} is not a directory",
+            out.display(),
+            parent.display()
+        );
+    }
+    let same = |a: &std::path::Path, b: &std::path::Path| match (a.canonicalize(), b.canonicalize())
+    {
+        (Ok(x), Ok(y)) => x == y,
+        _ => false,
+    };
+    for input in inputs.iter().flatten() {
+        if same(out, input) {
+            anyhow::bail!(
+                "--map-out {} is {}, an input of this run; it would be overwritten",
+                out.display(),
+                input.display()
+            );
+        }
+    }
+    Ok(())
 }

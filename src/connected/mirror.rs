@@ -578,7 +578,7 @@ pub async fn mirror(
     push::probe(&remote, &jobs).await?;
     let tally = Tally::for_jobs(&jobs);
     let sent = Arc::new(AtomicU64::new(0));
-    let total: u64 = jobs.iter().map(|j| j.size).sum();
+    let total: u64 = jobs.iter().map(|j| j.size).fold(0, u64::saturating_add);
     reporter.start(
         if opts.dry_run {
             "Checking blobs"
@@ -595,9 +595,12 @@ pub async fn mirror(
     let reader = SourceReader {
         sources,
         target: target.host.clone(),
+        failures: Arc::default(),
     };
-    let keep = |_: &BlobJob, e: String| e;
-    let phase = push::push_blobs(&remote, &reader, &jobs, push_opts, &tally, &sent, &keep);
+    // A blob that could not be read at its source fails for that reason,
+    // named first, not as the upload its body was feeding.
+    let explain = |job: &BlobJob, e: String| reader.explain(&job.digest, e);
+    let phase = push::push_blobs(&remote, &reader, &jobs, push_opts, &tally, &sent, &explain);
     let BlobPhase { results, .. } = with_progress(phase, &sent, reporter).await;
     reporter.finish();
     let failed_blobs: HashMap<Digest, String> = results
@@ -969,7 +972,8 @@ async fn pull_chart_archive(w: &Wanted, opts: &MirrorOptions) -> Result<Vec<u8>,
             .into(),
         ));
     }
-    pull_small(&remote, repo, &layer, CHART_MAX_BYTES)
+    // No more than the descriptor declares (a body past it is refused).
+    pull_small(&remote, repo, &layer, layer.size)
         .await
         .map_err(|e| fail(Box::new(e)))
 }
@@ -1218,12 +1222,13 @@ async fn resolve(remote: &Remote, w: &Wanted) -> Result<Resolved, MirrorError> {
     platforms.sort();
     platforms.dedup();
     let mut seen = HashSet::new();
+    // Sizes come from the source: summed without overflow.
     let size = blobs
         .iter()
         .filter(|b| seen.insert(b.digest))
         .map(|b| b.size)
-        .sum::<u64>()
-        + documents.iter().map(|d| d.bytes.len() as u64).sum::<u64>();
+        .chain(documents.iter().map(|d| d.bytes.len() as u64))
+        .fold(0u64, u64::saturating_add);
     let (kind, reference) = match &chart {
         Some(c) => (
             ArtifactKind::Chart,
@@ -1574,9 +1579,30 @@ struct SourceReader {
     sources: HashMap<Digest, BlobFrom>,
     /// The target host, for messages.
     target: String,
+    /// Why reading a blob at its source failed, last attempt's reason.
+    failures: Arc<Mutex<HashMap<Digest, String>>>,
 }
 
 impl SourceReader {
+    /// `upload_error` for blob `d`, or, when reading it at its source
+    /// failed, that reason (the upload it fed was abandoned unfinished).
+    fn explain(&self, d: &Digest, upload_error: String) -> String {
+        let failed = self
+            .failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(d)
+            .cloned();
+        match failed {
+            Some(why) => format!(
+                "cannot read blob {d} from {}: {why}; nothing of it was committed to {}",
+                self.from(d),
+                self.target
+            ),
+            None => upload_error,
+        }
+    }
+
     fn from(&self, d: &Digest) -> String {
         match self.sources.get(d) {
             Some(BlobFrom::Registry(r, repo)) => format!("{}/{repo}", r.host()),
@@ -1597,12 +1623,18 @@ impl BlobReader for SourceReader {
         corrupt: &Arc<AtomicBool>,
         sent: &Arc<AtomicU64>,
     ) -> BlobBody {
+        // A new attempt: an earlier one's reason no longer holds.
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&digest);
         let (remote, repo) = match self.sources.get(&digest).cloned() {
             Some(BlobFrom::Registry(remote, repo)) => (remote, repo),
             Some(BlobFrom::Local(found)) => {
                 let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<bytes::Bytes>>(4);
                 let (corrupt, sent) = (corrupt.clone(), sent.clone());
                 let from = self.from(&digest);
+                let failures = self.failures.clone();
                 tokio::task::spawn_blocking(move || {
                     let mut r: Box<dyn io::Read> = match &found.source {
                         MemberSource::Bytes(b) => Box::new(io::Cursor::new(b.clone().to_vec())),
@@ -1615,6 +1647,10 @@ impl BlobReader for SourceReader {
                             match f {
                                 Ok(f) => Box::new(f.take(size)),
                                 Err(e) => {
+                                    failures
+                                        .lock()
+                                        .unwrap_or_else(|p| p.into_inner())
+                                        .insert(digest, error_chain(&e));
                                     let _ = tx.blocking_send(Err(e));
                                     return;
                                 }
@@ -1638,15 +1674,24 @@ impl BlobReader for SourceReader {
         // The download: one GET (retried until a body starts), its chunks
         // handed on as they come. A body that breaks off ends the attempt;
         // the upload's retry opens a new one.
+        let failures = self.failures.clone();
+        let failed_with = move |why: String| {
+            failures
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(digest, why);
+        };
         tokio::spawn(async move {
             let mut body = match remote.blob_stream(&repo, &digest).await {
                 Ok(b) => b,
                 Err(e) => {
+                    failed_with(error_chain(&e));
                     let _ = raw_tx.send(Err(io::Error::other(error_chain(&e)))).await;
                     return;
                 }
             };
             let mut got = 0u64;
+            let (mut receiver_gone, mut broke) = (false, false);
             while let Some(c) = body.next().await {
                 // A registry that ignored the range sent a body the client
                 // checks at its end; with every byte handed on, ferry's own
@@ -1654,11 +1699,25 @@ impl BlobReader for SourceReader {
                 if c.is_err() && got == size {
                     break;
                 }
+                if let Err(e) = &c {
+                    failed_with(format!(
+                        "the download broke off after {got} of {size} bytes: {}",
+                        error_chain(e)
+                    ));
+                }
                 let failed = c.is_err();
+                broke |= failed;
                 got += c.as_ref().map_or(0, |b| b.len() as u64);
-                if raw_tx.send(c).await.is_err() || failed {
+                if raw_tx.send(c).await.is_err() {
+                    receiver_gone = true;
                     break;
                 }
+                if failed {
+                    break;
+                }
+            }
+            if got < size && !receiver_gone && !broke {
+                failed_with(format!("the source sent {got} of its {size} bytes"));
             }
         });
         let (corrupt, sent) = (corrupt.clone(), sent.clone());
