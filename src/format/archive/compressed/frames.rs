@@ -269,7 +269,7 @@ enum Put {
 
 /// A batch of frames being compressed on the thread pool: its input and,
 /// when done, each frame compressed.
-type Batch = std::sync::mpsc::Receiver<(Vec<Vec<u8>>, io::Result<Vec<Vec<u8>>>)>;
+type Batch = std::sync::mpsc::Receiver<(Vec<Vec<u8>>, Vec<Vec<u8>>, io::Result<()>)>;
 
 /// Writes tar members as zstd frames and, at the end, the seek table.
 struct FrameWriter<W: Write> {
@@ -283,8 +283,10 @@ struct FrameWriter<W: Write> {
     pending_bytes: u64,
     /// The batch before, still being compressed while the next is read.
     in_flight: Option<Batch>,
-    /// Frame buffers written already, to read the next frames into.
+    /// Frame buffers written already, to read the next frames into, and
+    /// to compress them into.
     spare: Vec<Vec<u8>>,
+    spare_out: Vec<Vec<u8>>,
 }
 
 /// Frames of at least this many bytes are probed first: when a sample of
@@ -297,16 +299,19 @@ const PROBE_LEN: usize = 16 << 10;
 /// there several times faster than the default.
 const INCOMPRESSIBLE_LEVEL: i32 = -5;
 
-/// Compresses one frame with `z` (at `level`), or with `fast` when a
-/// sample of it, compressed by `probe`, shrinks by less than 3 %: the
-/// choice depends on the frame's bytes alone, so the output stays
-/// deterministic.
+/// Compresses one frame into `out` (replacing what it held) with `z` (at
+/// the level asked for), or with `fast` when a sample of it, compressed
+/// by `probe`, shrinks by less than 3 %: the choice depends on the
+/// frame's bytes alone, so the output stays deterministic.
 fn compress_frame(
     c: &[u8],
+    out: &mut Vec<u8>,
     z: &mut zstd::bulk::Compressor<'static>,
     probe: &mut zstd::bulk::Compressor<'static>,
     fast: &mut zstd::bulk::Compressor<'static>,
-) -> io::Result<Vec<u8>> {
+) -> io::Result<()> {
+    out.clear();
+    out.reserve(zstd::zstd_safe::compress_bound(c.len()));
     if c.len() >= PROBE_MIN {
         let mid = c.len() / 2 - PROBE_LEN / 2;
         let mut sampled = 0;
@@ -316,10 +321,44 @@ fn compress_frame(
             }
         }
         if sampled * 100 > 3 * PROBE_LEN * 97 {
-            return fast.compress(c);
+            fast.compress_to_buffer(c, out)?;
+            return Ok(());
         }
     }
-    z.compress(c)
+    z.compress_to_buffer(c, out)?;
+    Ok(())
+}
+
+/// Compression contexts a thread keeps from batch to batch (making them
+/// costs more than a small frame does): the level they are for, and the
+/// contexts at that level, for the probe, and for incompressible frames.
+type Contexts = (
+    i32,
+    zstd::bulk::Compressor<'static>,
+    zstd::bulk::Compressor<'static>,
+    zstd::bulk::Compressor<'static>,
+);
+
+thread_local! {
+    static CONTEXTS: std::cell::RefCell<Option<Contexts>> = const { std::cell::RefCell::new(None) };
+}
+
+/// [`compress_frame`] with this thread's contexts for `level`.
+fn compress_frame_here(c: &[u8], out: &mut Vec<u8>, level: i32) -> io::Result<()> {
+    CONTEXTS.with(|kept| {
+        let mut kept = kept.borrow_mut();
+        let ctx = match kept.take() {
+            Some(k) if k.0 == level => k,
+            _ => (
+                level,
+                compressor(level)?,
+                compressor(1)?,
+                compressor(INCOMPRESSIBLE_LEVEL)?,
+            ),
+        };
+        let (_, z, probe, fast) = kept.insert(ctx);
+        compress_frame(c, out, z, probe, fast)
+    })
 }
 
 /// A compression context at `level`, with zstd's frame checksum.
@@ -340,6 +379,7 @@ impl<W: Write> FrameWriter<W> {
             pending_bytes: 0,
             in_flight: None,
             spare: Vec::new(),
+            spare_out: Vec::new(),
         }
     }
 
@@ -415,26 +455,17 @@ impl<W: Write> FrameWriter<W> {
             return Ok(());
         }
         let level = self.level;
+        let mut outs: Vec<Vec<u8>> = (0..chunks.len())
+            .map(|_| self.spare_out.pop().unwrap_or_default())
+            .collect();
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let work = move || {
-            let compressed = chunks
+            let done = chunks
                 .par_iter()
-                .map_init(
-                    // Contexts a worker keeps for the batch.
-                    || {
-                        Ok((
-                            compressor(level)?,
-                            compressor(1)?,
-                            compressor(INCOMPRESSIBLE_LEVEL)?,
-                        ))
-                    },
-                    |zs: &mut io::Result<_>, c| match zs {
-                        Ok((z, probe, fast)) => compress_frame(c, z, probe, fast),
-                        Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
-                    },
-                )
-                .collect::<io::Result<Vec<Vec<u8>>>>();
-            let _ = tx.send((chunks, compressed));
+                .zip(outs.par_iter_mut())
+                .map(|(c, out)| compress_frame_here(c, out, level))
+                .collect::<io::Result<()>>();
+            let _ = tx.send((chunks, outs, done));
         };
         if rayon::current_thread_index().is_some() {
             work();
@@ -450,18 +481,20 @@ impl<W: Write> FrameWriter<W> {
         let Some(rx) = self.in_flight.take() else {
             return Ok(());
         };
-        let (chunks, compressed) = rx
+        let (chunks, compressed, done) = rx
             .recv()
             .map_err(|_| io::Error::other("a compression worker stopped"))?;
-        let compressed = compressed?;
+        done?;
         for (c, z) in chunks.iter().zip(&compressed) {
             self.out.write_all(z)?;
             self.written += z.len() as u64;
             self.frames.push((z.len() as u32, c.len() as u32));
         }
-        // The buffers are read into again (fresh ones cost page faults).
+        // The buffers are used again (fresh ones cost page faults).
         self.spare.extend(chunks);
         self.spare.truncate(8);
+        self.spare_out.extend(compressed);
+        self.spare_out.truncate(8);
         Ok(())
     }
 
@@ -643,7 +676,11 @@ mod tests {
     fn incompressible_frames_take_the_fast_level_and_others_the_one_asked() {
         let c = |l| compressor(l).unwrap();
         let (mut z, mut probe, mut fast) = (c(DEFAULT_LEVEL), c(1), c(INCOMPRESSIBLE_LEVEL));
-        let mut frame = |data: &[u8]| compress_frame(data, &mut z, &mut probe, &mut fast).unwrap();
+        let mut frame = |data: &[u8]| {
+            let mut out = Vec::new();
+            compress_frame(data, &mut out, &mut z, &mut probe, &mut fast).unwrap();
+            out
+        };
         let n = noise(1 << 20);
         assert_eq!(frame(&n), c(INCOMPRESSIBLE_LEVEL).compress(&n).unwrap());
         let text = b"ferry carries images across the air gap. ".repeat(30_000);
