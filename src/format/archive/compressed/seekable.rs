@@ -561,6 +561,53 @@ pub struct FramedReader {
     bytes: Vec<u8>,
     /// Made on first use.
     decoder: Option<Decoder>,
+    /// For a read of [`AHEAD_MIN`] frames or more: a thread decompressing
+    /// the next frames while the caller uses this one (made on first use;
+    /// `Some(None)` when it could not be started or stopped early).
+    ahead: Option<Option<Ahead>>,
+}
+
+/// Reads spanning at least this many frames decompress ahead on a thread
+/// of their own, so one large member (a big layer) uses two cores: one
+/// decompressing, one using the bytes (hashing, sending).
+const AHEAD_MIN: usize = 3;
+
+/// Frames decompressed ahead, in order, by a thread of their own: at most
+/// one waiting and one being decompressed.
+struct Ahead {
+    rx: std::sync::mpsc::Receiver<(usize, io::Result<Vec<u8>>)>,
+    /// Used buffers, for the thread to decompress into again.
+    back: std::sync::mpsc::Sender<Vec<u8>>,
+}
+
+impl Ahead {
+    /// Starts decompressing frames `first..=last` of `file`.
+    fn start(file: Arc<File>, frames: Arc<Vec<Frame>>, first: usize, last: usize) -> Option<Ahead> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let (back, back_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        std::thread::Builder::new()
+            .name("ferry-frames".into())
+            .spawn(move || {
+                let mut d = match Decoder::new() {
+                    Ok(d) => d,
+                    Err(e) => {
+                        let _ = tx.send((first, Err(e)));
+                        return;
+                    }
+                };
+                for j in first..=last {
+                    let mut buf = back_rx.try_recv().unwrap_or_default();
+                    let r = d.decode(&file, frames.get(j), j, &mut buf).map(|()| buf);
+                    let failed = r.is_err();
+                    // The reader dropped: nothing more is wanted.
+                    if tx.send((j, r)).is_err() || failed {
+                        return;
+                    }
+                }
+            })
+            .ok()?;
+        Some(Ahead { rx, back })
+    }
 }
 
 impl FramedReader {
@@ -588,6 +635,7 @@ impl FramedReader {
             held: None,
             bytes: Vec::new(),
             decoder: None,
+            ahead: None,
         }
     }
 
@@ -620,6 +668,41 @@ impl FramedReader {
         };
         if self.held != Some(i) {
             self.held = None;
+            let f = self.frames.get(i).copied();
+            let damaged = |e: io::Error| {
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "{}: the frame holding {} from its byte {} (frame {i}, compressed bytes from {}) is damaged: {e}",
+                        self.path.display(),
+                        self.member,
+                        f.map_or(0, |f| f.tar.saturating_sub(self.data)),
+                        f.map_or(0, |f| f.at)
+                    ),
+                )
+            };
+            if self.ahead.is_none() {
+                let last = self.frame_at(self.end.saturating_sub(1)).unwrap_or(i);
+                self.ahead = Some(if last + 1 >= i + AHEAD_MIN {
+                    Ahead::start(self.file.clone(), self.frames.clone(), i, last)
+                } else {
+                    None
+                });
+            }
+            if let Some(Some(a)) = &self.ahead {
+                match a.rx.recv() {
+                    Ok((j, Ok(buf))) if j == i => {
+                        let used = std::mem::replace(&mut self.bytes, buf);
+                        let _ = a.back.send(used);
+                        self.held = Some(i);
+                    }
+                    Ok((j, Err(e))) if j == i => return Err(damaged(e)),
+                    // Out of step, or the thread ended: decompress here.
+                    _ => self.ahead = Some(None),
+                }
+            }
+        }
+        if self.held != Some(i) {
             let f = self.frames.get(i).copied();
             if self.decoder.is_none() {
                 // A context and buffers a thread kept from a reader before
