@@ -7,14 +7,24 @@
 # answers; measured before the loads, which take longest). Prints time and peak RSS of each, KiB of peak RSS per artifact,
 # and time per 1,000 artifacts, so growth can be read off across sizes.
 # The loads take longest (about 47 s per 1,000 artifacts on 2 cores):
-# LOAD_MAX=N skips them above N artifacts.
-# Usage: [LOAD_MAX=N] scripts/bench-scale.sh [SIZES="2500 5000 10000"]
+# LOAD_MAX=N skips them above N artifacts. FERRY_BASE=PATH runs each step
+# by another build too (the start of a branch, for a before/after), right
+# after this build's, on the same archive and registry.
+# Usage: [LOAD_MAX=N] [FERRY_BASE=PATH] scripts/bench-scale.sh [SIZES="2500 5000 10000"]
 sizes=${1:-2500 5000 10000}
 load_max=${LOAD_MAX:-}
+base=${FERRY_BASE:-}
 export FERRY_BENCH_NO_SRC=1
 source "$(dirname "$0")/bench-common.sh"
 cargo build --release --quiet --example gen_scale
-echo "machine: $(nproc) cores"
+echo "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+
+# both LABEL N ARGS…: timed with this build, then with FERRY_BASE's.
+both() {
+  local label=$1 n=$2; shift 2
+  timed "$label" "$n" "$ferry" "$@"
+  [ -z "$base" ] || timed "$label (base)" "$n" "$base" "$@"
+}
 
 # timed LABEL N CMD…: runs CMD, prints seconds, peak RSS and per-artifact figures.
 timed() {
@@ -29,13 +39,16 @@ timed() {
 for n in $sizes; do
   target/release/examples/gen_scale "$out/scale$n" "$n" >/dev/null
   a="$work/scale$n.tar"
+  [ -z "$base" ] || timed 'pack (base)' "$n" "$base" --quiet pack "$out/scale$n/ferry.yaml" -o "$a"
   timed pack "$n" "$ferry" --quiet pack "$out/scale$n/ferry.yaml" -o "$a"
-  timed verify "$n" "$ferry" --quiet verify "$a"
-  timed inspect "$n" "$ferry" --quiet inspect "$a"
-  timed 'inspect --json' "$n" "$ferry" --quiet inspect --json "$a"
+  both verify "$n" --quiet verify "$a"
+  both inspect "$n" --quiet inspect "$a"
+  both 'inspect --json' "$n" --quiet inspect --json "$a"
+  for bin in "$ferry" $base; do
+  label='serve start-up'; [ "$bin" = "$ferry" ] || label='serve start-up (base)'
   # serve: start-up until /v2/ answers, and its RSS then.
   sp=$(free_port); t0=$(now)
-  "$ferry" --quiet serve "$a" --listen "127.0.0.1:$sp" >/dev/null 2>"$work/serve.err" &
+  "$bin" --quiet serve "$a" --listen "127.0.0.1:$sp" >/dev/null 2>"$work/serve.err" &
   spid=$!
   until curl -sf "http://127.0.0.1:$sp/v2/" >/dev/null; do
     kill -0 "$spid" 2>/dev/null || { echo "serve failed:"; cat "$work/serve.err"; exit 1; }
@@ -45,7 +58,8 @@ for n in $sizes; do
   rss=$(awk '/VmHWM/ {print $2}' "/proc/$spid/status")
   kill "$spid"; wait "$spid" 2>/dev/null || true
   printf '%6d artifacts  %-28s %7.2f s  %6.2f s/1k  peak RSS %6.1f MiB  %5.1f KiB/artifact\n' \
-    "$n" 'serve start-up' "$s" "$(echo "$s * 1000 / $n" | bc -l)" "$(echo "$rss/1024" | bc -l)" "$(echo "$rss/$n" | bc -l)"
+    "$n" "$label" "$s" "$(echo "$s * 1000 / $n" | bc -l)" "$(echo "$rss/1024" | bc -l)" "$(echo "$rss/$n" | bc -l)"
+  done
   if [ -n "$load_max" ] && [ "$n" -gt "$load_max" ]; then
     printf '%6d artifacts  load, load --dry-run: skipped (LOAD_MAX=%s)\n' "$n" "$load_max"
     rm -rf "$a" "$out/scale$n"
@@ -53,6 +67,7 @@ for n in $sizes; do
   fi
   p=$(start_registry "reg$n"); wait_port "$p"
   timed 'load (empty registry)' "$n" "$ferry" --quiet load "$a" --registry "127.0.0.1:$p"
-  timed 'load --dry-run (all there)' "$n" "$ferry" --quiet load --dry-run "$a" --registry "127.0.0.1:$p"
+  both 'load --dry-run (all there)' "$n" --quiet load --dry-run "$a" --registry "127.0.0.1:$p"
+  echo "       (load average $(cut -d' ' -f1-3 /proc/loadavg))"
   rm -rf "$a" "$work/reg$n-data" "$out/scale$n"
 done

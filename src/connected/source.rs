@@ -224,6 +224,10 @@ pub struct LocalLayout {
     kind: LayoutKind,
     /// The parsed index.json.
     pub index: Index,
+    /// index.json's entries by name (built on the first `select`, so a
+    /// layout of many images that many spec entries select from is
+    /// searched once, not once per entry).
+    names: std::sync::OnceLock<HashMap<String, Vec<usize>>>,
 }
 
 #[derive(Debug)]
@@ -268,6 +272,7 @@ impl LocalLayout {
             label: format!("oci:{}", dir.display()),
             kind: LayoutKind::Dir(dir.to_owned()),
             index,
+            names: Default::default(),
         })
     }
 
@@ -285,6 +290,7 @@ impl LocalLayout {
                 subject: None,
                 annotations: Default::default(),
             },
+            names: Default::default(),
         }
     }
 
@@ -324,6 +330,7 @@ impl LocalLayout {
                 members,
             },
             index,
+            names: Default::default(),
         })
     }
 
@@ -344,7 +351,8 @@ impl LocalLayout {
                 .filter_map(|k| d.annotations.get(*k).cloned())
                 .collect()
         };
-        let available = {
+        // Built only for a message: listing thousands of names is not free.
+        let available = || {
             let all: Vec<String> = self
                 .index
                 .manifests
@@ -364,7 +372,7 @@ impl LocalLayout {
                 many => Err(SourceError::Ambiguous {
                     layout: self.label.clone(),
                     count: many.len(),
-                    available,
+                    available: available(),
                 }),
             };
         };
@@ -387,12 +395,43 @@ impl LocalLayout {
                     .get(oci::ANN_IMAGE_NAME)
                     .is_some_and(|full| same(full, false))
         };
-        let matches: Vec<&Descriptor> = self.index.manifests.iter().filter(answers).collect();
+        // Candidates from the name table (each name as written and in its
+        // normal spelling; equal references spell the same), then checked
+        // by the rule above, in index.json's order.
+        let table = self.names.get_or_init(|| {
+            let mut t: HashMap<String, Vec<usize>> = HashMap::new();
+            for (i, d) in self.index.manifests.iter().enumerate() {
+                for key in [oci::ANN_REF_NAME, oci::ANN_IMAGE_NAME] {
+                    let Some(v) = d.annotations.get(key) else {
+                        continue;
+                    };
+                    t.entry(v.clone()).or_default().push(i);
+                    if let Some(r) = normal(v) {
+                        t.entry(r.to_string()).or_default().push(i);
+                    }
+                }
+            }
+            t
+        });
+        let mut at: Vec<usize> = [Some(n.to_owned()), wanted.as_ref().map(|w| w.to_string())]
+            .iter()
+            .flatten()
+            .filter_map(|k| table.get(k))
+            .flatten()
+            .copied()
+            .collect();
+        at.sort_unstable();
+        at.dedup();
+        let matches: Vec<&Descriptor> = at
+            .iter()
+            .filter_map(|&i| self.index.manifests.get(i))
+            .filter(answers)
+            .collect();
         match matches.as_slice() {
             [] => Err(SourceError::UnknownName {
                 layout: self.label.clone(),
                 name: n.to_owned(),
-                available,
+                available: available(),
             }),
             [one] => Ok((*one).clone()),
             many => Err(SourceError::AmbiguousName {
@@ -1062,3 +1101,76 @@ impl Walker<'_> {
 
 // Kept at its old path for the tests.
 pub use crate::base::digest::hash_file;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(i: u8, names: &[(&str, &str)]) -> Descriptor {
+        Descriptor {
+            media_type: oci::OCI_MANIFEST.to_owned(),
+            digest: Digest::of(&[i]),
+            size: 1,
+            platform: None,
+            annotations: names
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            artifact_type: None,
+            urls: None,
+            data: None,
+        }
+    }
+
+    fn layout(manifests: Vec<Descriptor>) -> LocalLayout {
+        let mut l = LocalLayout::cache(Path::new("/nowhere"), &"x/y:1".parse().unwrap());
+        l.index.manifests = manifests;
+        l
+    }
+
+    /// `select`'s name table answers exactly as the rule it stands for: a
+    /// name as written, another spelling of a full name, a tag-only
+    /// ref.name matched exactly only, and a name two entries share refused.
+    #[test]
+    fn select_by_name_matches_every_spelling_and_refuses_shared_names() {
+        let l = layout(vec![
+            entry(0, &[(oci::ANN_REF_NAME, "docker.io/library/redis:1.0")]),
+            entry(
+                1,
+                &[
+                    (oci::ANN_REF_NAME, "1.0"),
+                    (oci::ANN_IMAGE_NAME, "docker.io/library/nginx:1.0"),
+                ],
+            ),
+            entry(2, &[(oci::ANN_REF_NAME, "1.0")]),
+            entry(3, &[(oci::ANN_REF_NAME, "tb")]),
+        ]);
+        let pick = |n: &str| l.select(Some(n)).map(|d| d.digest);
+        assert_eq!(pick("redis:1.0").unwrap(), Digest::of(&[0]));
+        assert_eq!(
+            pick("docker.io/library/redis:1.0").unwrap(),
+            Digest::of(&[0])
+        );
+        assert_eq!(pick("nginx:1.0").unwrap(), Digest::of(&[1]));
+        // `tb` is exactly entry 3's ref.name; `tb:latest` spells the same
+        // reference but a short ref.name is matched exactly only.
+        assert_eq!(pick("tb").unwrap(), Digest::of(&[3]));
+        assert!(matches!(
+            pick("tb:latest"),
+            Err(SourceError::UnknownName { .. })
+        ));
+        match pick("1.0") {
+            Err(SourceError::AmbiguousName { count, .. }) => assert_eq!(count, 2),
+            other => panic!("{other:?}"),
+        }
+        match pick("mysql:8") {
+            Err(SourceError::UnknownName { available, .. }) => {
+                assert!(
+                    available.contains("docker.io/library/redis:1.0"),
+                    "{available}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

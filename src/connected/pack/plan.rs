@@ -38,6 +38,10 @@ pub(super) struct Plan {
     pub(super) budgets: HashMap<String, u64>,
     /// Referrers of carried documents, with their roots' descriptors.
     pub(super) referrers: Vec<(bundle::Referrer, Descriptor)>,
+    /// Local layouts (`oci:` directories, `oci-archive:` tars) opened so
+    /// far, by path: a layout that many entries select from has its
+    /// index.json read (or its tar scanned) once, not once per entry.
+    layouts: HashMap<(bool, PathBuf), Arc<LocalLayout>>,
 }
 
 impl Plan {
@@ -48,6 +52,21 @@ impl Plan {
                 .and_modify(|e| e.small |= b.small)
                 .or_insert(b);
         }
+    }
+
+    /// The local layout at `path` (a tar when `tar`), opened once.
+    fn layout(&mut self, path: &Path, tar: bool) -> Result<Arc<LocalLayout>, source::SourceError> {
+        let key = (tar, path.to_owned());
+        if let Some(l) = self.layouts.get(&key) {
+            return Ok(l.clone());
+        }
+        let l = Arc::new(if tar {
+            LocalLayout::open_tar(path)?
+        } else {
+            LocalLayout::open_dir(path)?
+        });
+        self.layouts.insert(key, l.clone());
+        Ok(l)
     }
 
     fn claim(&mut self, name: &str, entry: &str) -> Result<(), PackError> {
@@ -76,30 +95,30 @@ pub(super) fn plan_image(
     // A layout and the root to walk in it; or, for a legacy docker-archive,
     // the image walked already (with the manifest built for it).
     enum Found {
-        Layout(Box<LocalLayout>, Descriptor),
+        Layout(Arc<LocalLayout>, Descriptor),
         Walked(source::WalkedImage),
     }
     let (found, local_name) = match (&entry.source, fetched) {
         (ImageSource::Registry(r), Some((Some(f), root))) => (
-            Found::Layout(Box::new(LocalLayout::cache(&f.cache, r)), root.clone()),
+            Found::Layout(Arc::new(LocalLayout::cache(&f.cache, r)), root.clone()),
             Some(r.to_string()),
         ),
         (ImageSource::Registry(_), _) => return Err(PackError::Remote { entry: label }),
         (ImageSource::OciDir { path, name }, _) => {
-            let layout = LocalLayout::open_dir(path).map_err(image_err)?;
+            let layout = plan.layout(path, false).map_err(image_err)?;
             let root = layout.select(name.as_deref()).map_err(image_err)?;
-            (Found::Layout(Box::new(layout), root), name.clone())
+            (Found::Layout(layout, root), name.clone())
         }
         (ImageSource::OciArchive { path, name }, _) => {
-            let layout = LocalLayout::open_tar(path).map_err(image_err)?;
+            let layout = plan.layout(path, true).map_err(image_err)?;
             let root = layout.select(name.as_deref()).map_err(image_err)?;
-            (Found::Layout(Box::new(layout), root), name.clone())
+            (Found::Layout(layout, root), name.clone())
         }
         (ImageSource::DockerArchive { path, name }, _) => {
             let selector = name.as_deref().map(docker::Selector::parse);
             match docker::pick(path, selector.as_ref(), filter, &label).map_err(image_err)? {
                 docker::Picked::Layout { layout, root, name } => {
-                    (Found::Layout(layout, root), name)
+                    (Found::Layout(Arc::from(layout), root), name)
                 }
                 docker::Picked::Built { image, name } => (Found::Walked(image), name),
             }

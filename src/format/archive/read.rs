@@ -81,15 +81,17 @@ pub struct Archive {
     pub(crate) compressed: bool,
     /// Whether the archive is zstd (in order only, or framed).
     zstd: bool,
-    /// For a framed zstd file: its frames (members are then read by
-    /// decompressing the frames that hold them; spans are tar offsets).
-    frames: Option<Arc<Vec<compressed::Frame>>>,
+    /// For a framed zstd file or zstd volumes: each file's frames
+    /// (members are then read by decompressing the frames that hold them;
+    /// spans are tar offsets in their file).
+    frames: Option<Vec<Arc<Vec<compressed::Frame>>>>,
     /// Each blob that arrived, by digest: its index in `entries` (made on
     /// first use).
     by_digest: std::sync::OnceLock<HashMap<Digest, usize>>,
-    /// For a framed zstd file: each entry's index by its data's tar offset
-    /// (made on first use), to name the member a blob read is in.
-    by_offset: std::sync::OnceLock<HashMap<u64, usize>>,
+    /// For a framed zstd file: each entry's index by its data's volume
+    /// and tar offset (made on first use), to name the member a blob read
+    /// is in.
+    by_offset: std::sync::OnceLock<HashMap<(usize, u64), usize>>,
 }
 
 impl Archive {
@@ -109,7 +111,17 @@ impl Archive {
         match detect_file(path)? {
             (first, Form::Zstd, file) => match framed(&first, file, false)? {
                 Ok(a) => Ok(a),
-                Err(_) => Err(ArchiveError::NeedsRandomAccess {
+                // zstd volumes that do not open by offset are damaged: the
+                // in-order reader names how, volume by volume.
+                Err(true) => {
+                    Archive::strict(compressed::scan(&first)?)?;
+                    Err(ArchiveError::NeedsRandomAccess {
+                        how: decompress_hint(&first),
+                        archive: first,
+                        what: what.to_owned(),
+                    })
+                }
+                Err(false) => Err(ArchiveError::NeedsRandomAccess {
                     how: decompress_hint(&first),
                     archive: first,
                     what: what.to_owned(),
@@ -136,7 +148,7 @@ impl Archive {
         match detect_file(path)? {
             (first, Form::Zstd, file) => match framed(&first, file, false)? {
                 Ok(a) => Ok(a),
-                Err(()) => compressed::scan_head(&first),
+                Err(_) => compressed::scan_head(&first),
             },
             (first, Form::Plain, file) => Archive::strict(Archive::scan_plain(&first, file)?),
         }
@@ -151,7 +163,7 @@ impl Archive {
         match detect_file(path)? {
             (first, Form::Zstd, file) => match framed(&first, file, true)? {
                 Ok(a) => Ok(a),
-                Err(()) => compressed::scan_head(&first),
+                Err(_) => compressed::scan_head(&first),
             },
             (first, Form::Plain, file) => Archive::scan_plain(&first, file),
         }
@@ -175,7 +187,7 @@ impl Archive {
         match detect_file(path)? {
             (first, Form::Zstd, file) => match framed(&first, file, true)? {
                 Ok(a) => Ok(a),
-                Err(()) => compressed::scan_with(&first, reporter),
+                Err(_) => compressed::scan_with(&first, reporter),
             },
             (first, Form::Plain, file) => Archive::scan_plain(&first, file),
         }
@@ -465,6 +477,36 @@ impl Archive {
             kept: HashMap::new(),
             compressed: false,
             zstd: true,
+            frames: Some(vec![frames]),
+            by_digest: Default::default(),
+            by_offset: Default::default(),
+        }
+    }
+
+    /// Zstd volumes opened for random access (see
+    /// `compressed::open_framed`): `files` each with its frames.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn from_volume_frames(
+        path: &Path,
+        files: Vec<(PathBuf, Arc<File>)>,
+        frames: Vec<Arc<Vec<compressed::Frame>>>,
+        bundle: Bundle,
+        bundle_bytes: Vec<u8>,
+        signature: Option<Vec<u8>>,
+        entries: Vec<Entry>,
+    ) -> Archive {
+        Archive {
+            path: path.to_owned(),
+            files: files.into_iter().map(|(p, f)| (p, Some(f))).collect(),
+            bundle,
+            bundle_bytes,
+            signature,
+            entries,
+            faults: Vec::new(),
+            digests: HashMap::new(),
+            kept: HashMap::new(),
+            compressed: false,
+            zstd: true,
             frames: Some(frames),
             by_digest: Default::default(),
             by_offset: Default::default(),
@@ -743,29 +785,47 @@ impl Archive {
         }
     }
 
-    /// For a framed zstd file: a reader over `len` bytes from `start` of
-    /// the member `path` whose data is at `spans` (one span, in tar
-    /// offsets).
+    /// For a framed zstd file or zstd volumes: a reader over `len` bytes
+    /// from `start` of the member `path` whose data is at `spans` (tar
+    /// offsets, one span per volume it is in).
     fn framed_reader(
         &self,
         path: &str,
         spans: &[Span],
         start: u64,
         len: u64,
-    ) -> Option<compressed::FramedReader> {
+    ) -> Option<compressed::FramedChain> {
         let frames = self.frames.as_ref()?;
-        let (_, file) = self.files.first()?;
-        let span = spans.first();
-        let len = span.map_or(0, |s| len.min(s.len.saturating_sub(start)));
-        Some(compressed::FramedReader::new(
-            &self.path,
-            path,
-            file.clone()?,
-            frames.clone(),
-            span.map_or(0, |s| s.offset),
-            start,
-            len,
-        ))
+        let mut parts = Vec::with_capacity(spans.len());
+        let (mut skip, mut left) = (start, len);
+        for s in spans {
+            if left == 0 {
+                break;
+            }
+            if skip >= s.len {
+                skip -= s.len;
+                continue;
+            }
+            let take = (s.len - skip).min(left);
+            let (Some((file_path, Some(file))), Some(f)) =
+                (self.files.get(s.volume), frames.get(s.volume))
+            else {
+                let broken = format!("{path}: volume {} is not open", s.volume + 1);
+                return Some(compressed::FramedChain::new(Vec::new(), Some(broken)));
+            };
+            parts.push(compressed::FramedReader::new(
+                file_path,
+                path,
+                file.clone(),
+                f.clone(),
+                s.offset,
+                skip,
+                take,
+            ));
+            left -= take;
+            skip = 0;
+        }
+        Some(compressed::FramedChain::new(parts, None))
     }
 }
 
@@ -776,7 +836,7 @@ pub struct MemberReader<'a> {
     spans: &'a [Span],
     at: usize,
     pos: u64,
-    framed: Option<compressed::FramedReader>,
+    framed: Option<compressed::FramedChain>,
 }
 
 impl MemberReader<'_> {
@@ -832,24 +892,25 @@ impl Read for MemberReader<'_> {
 }
 
 /// Opens the zstd file `first` (open as `file`) for random access when it
-/// is framed: one file ending with a seek table. `Ok(Err(()))` when it is
-/// not (one zstd stream, or a zstd volume), to be read in order; an error
-/// for a seek table that is there but does not describe the file.
+/// is framed: one file ending with a seek table, or zstd volumes each
+/// whole and as their plan says. `Ok(Err(volumes))` when it is not, to be
+/// read in order: `volumes` when it is zstd volumes that do not open so
+/// (one missing or damaged), not when it is one zstd stream. An error for
+/// a seek table that is there but does not describe the file.
 fn framed(
     first: &Path,
     file: Option<File>,
     lenient: bool,
-) -> Result<Result<Archive, ()>, ArchiveError> {
+) -> Result<Result<Archive, bool>, ArchiveError> {
     let file = match file {
         Some(f) => f,
         None => fs_err::File::open(first)?.into_parts().0,
     };
     let len = file.metadata()?.len();
     let Some(table) = compressed::read_seek_table(&file, len).map_err(|e| e.at(first))? else {
-        return Ok(Err(()));
+        return Ok(Err(false));
     };
-    // zstd volumes end with a seek table too; they are read in order.
-    Ok(compressed::open_framed(first, file, &table, lenient)?.ok_or(()))
+    Ok(compressed::open_framed(first, file, &table, lenient)?.ok_or(true))
 }
 
 /// The commands that turn the zstd archive opened by `first` into a plain
@@ -913,25 +974,33 @@ impl BlobSource for Archive {
     /// In a framed zstd file the segments are tar offsets: a reader over
     /// `len` bytes from `start` of the blob, through its frames.
     fn range_reader(&self, segments: &Segments, start: u64, len: u64) -> Option<SegmentReader> {
-        let (_, at, seg_len) = segments.first()?;
-        let span = Span {
-            volume: 0,
-            offset: *at,
-            len: *seg_len,
-        };
+        let spans = segments
+            .iter()
+            .map(|(p, at, seg_len)| {
+                Some(Span {
+                    volume: self.files.iter().position(|(q, _)| q == p)?,
+                    offset: *at,
+                    len: *seg_len,
+                })
+            })
+            .collect::<Option<Vec<Span>>>()?;
+        let first = spans.first()?;
         let name = self
             .by_offset
             .get_or_init(|| {
                 self.entries
                     .iter()
                     .enumerate()
-                    .filter_map(|(i, e)| Some((e.spans.first()?.offset, i)))
+                    .filter_map(|(i, e)| {
+                        let s = e.spans.first()?;
+                        Some(((s.volume, s.offset), i))
+                    })
                     .collect()
             })
-            .get(at)
+            .get(&(first.volume, first.offset))
             .and_then(|&i| self.entries.get(i))
             .map_or_else(|| "a blob".to_owned(), |e| e.path.clone());
-        let r = self.framed_reader(&name, &[span], start, len)?;
+        let r = self.framed_reader(&name, &spans, start, len)?;
         Some(SegmentReader::boxed(Box::new(r)))
     }
 

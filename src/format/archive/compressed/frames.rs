@@ -267,6 +267,10 @@ enum Put {
     Write(io::Error),
 }
 
+/// A batch of frames being compressed on the thread pool: its input and,
+/// when done, each frame compressed.
+type Batch = std::sync::mpsc::Receiver<(Vec<Vec<u8>>, Vec<Vec<u8>>, io::Result<()>)>;
+
 /// Writes tar members as zstd frames and, at the end, the seek table.
 struct FrameWriter<W: Write> {
     out: W,
@@ -277,6 +281,91 @@ struct FrameWriter<W: Write> {
     /// Frames read but not yet compressed, and their bytes.
     pending: Vec<Vec<u8>>,
     pending_bytes: u64,
+    /// The batch before, still being compressed while the next is read.
+    in_flight: Option<Batch>,
+    /// Frame buffers written already, to read the next frames into, and
+    /// to compress them into.
+    spare: Vec<Vec<u8>>,
+    spare_out: Vec<Vec<u8>>,
+}
+
+/// Frames of at least this many bytes are probed first: when a sample of
+/// them does not compress, they are compressed at [`INCOMPRESSIBLE_LEVEL`].
+const PROBE_MIN: usize = 256 << 10;
+/// Bytes probed at each of a frame's start, middle and end.
+const PROBE_LEN: usize = 16 << 10;
+/// The level for frames whose sample does not compress (gzip layers, say):
+/// zstd stores such data as raw blocks at any level, and this one gets
+/// there several times faster than the default.
+const INCOMPRESSIBLE_LEVEL: i32 = -5;
+
+/// Compresses one frame into `out` (replacing what it held) with `z` (at
+/// the level asked for), or with `fast` when a sample of it, compressed
+/// by `probe`, shrinks by less than 3 %: the choice depends on the
+/// frame's bytes alone, so the output stays deterministic.
+fn compress_frame(
+    c: &[u8],
+    out: &mut Vec<u8>,
+    z: &mut zstd::bulk::Compressor<'static>,
+    probe: &mut zstd::bulk::Compressor<'static>,
+    fast: &mut zstd::bulk::Compressor<'static>,
+) -> io::Result<()> {
+    out.clear();
+    out.reserve(zstd::zstd_safe::compress_bound(c.len()));
+    if c.len() >= PROBE_MIN {
+        let mid = c.len() / 2 - PROBE_LEN / 2;
+        let mut sampled = 0;
+        for at in [0, mid, c.len() - PROBE_LEN] {
+            if let Some(s) = c.get(at..at + PROBE_LEN) {
+                sampled += probe.compress(s)?.len();
+            }
+        }
+        if sampled * 100 > 3 * PROBE_LEN * 97 {
+            fast.compress_to_buffer(c, out)?;
+            return Ok(());
+        }
+    }
+    z.compress_to_buffer(c, out)?;
+    Ok(())
+}
+
+/// Compression contexts a thread keeps from batch to batch (making them
+/// costs more than a small frame does): the level they are for, and the
+/// contexts at that level, for the probe, and for incompressible frames.
+type Contexts = (
+    i32,
+    zstd::bulk::Compressor<'static>,
+    zstd::bulk::Compressor<'static>,
+    zstd::bulk::Compressor<'static>,
+);
+
+thread_local! {
+    static CONTEXTS: std::cell::RefCell<Option<Contexts>> = const { std::cell::RefCell::new(None) };
+}
+
+/// [`compress_frame`] with this thread's contexts for `level`.
+fn compress_frame_here(c: &[u8], out: &mut Vec<u8>, level: i32) -> io::Result<()> {
+    CONTEXTS.with(|kept| {
+        let mut kept = kept.borrow_mut();
+        let ctx = match kept.take() {
+            Some(k) if k.0 == level => k,
+            _ => (
+                level,
+                compressor(level)?,
+                compressor(1)?,
+                compressor(INCOMPRESSIBLE_LEVEL)?,
+            ),
+        };
+        let (_, z, probe, fast) = kept.insert(ctx);
+        compress_frame(c, out, z, probe, fast)
+    })
+}
+
+/// A compression context at `level`, with zstd's frame checksum.
+fn compressor(level: i32) -> io::Result<zstd::bulk::Compressor<'static>> {
+    let mut z = zstd::bulk::Compressor::new(level)?;
+    z.include_checksum(true)?;
+    Ok(z)
 }
 
 impl<W: Write> FrameWriter<W> {
@@ -288,6 +377,9 @@ impl<W: Write> FrameWriter<W> {
             frames: Vec::new(),
             pending: Vec::new(),
             pending_bytes: 0,
+            in_flight: None,
+            spare: Vec::new(),
+            spare_out: Vec::new(),
         }
     }
 
@@ -319,7 +411,8 @@ impl<W: Write> FrameWriter<W> {
         let mut done = 0u64;
         while done < total {
             let len = (total - done).min(FRAME_MAX) as usize;
-            let mut chunk = vec![0u8; len];
+            let mut chunk = self.spare.pop().unwrap_or_default();
+            chunk.resize(len, 0);
             read_full(&mut tar, &mut chunk).map_err(|e| {
                 Put::Read(match e.kind() {
                     io::ErrorKind::UnexpectedEof => io::Error::new(
@@ -337,7 +430,7 @@ impl<W: Write> FrameWriter<W> {
             // count; or many small ones.
             let batch = rayon::current_num_threads().clamp(1, 3) as u64 * 2;
             if self.pending_bytes >= batch * FRAME_MAX || self.pending.len() >= 256 {
-                self.flush_frames().map_err(Put::Write)?;
+                self.submit().map_err(Put::Write)?;
             }
         }
         Ok(())
@@ -345,30 +438,63 @@ impl<W: Write> FrameWriter<W> {
 
     /// Compresses the frames waiting, in parallel, and writes them in order.
     fn flush_frames(&mut self) -> io::Result<()> {
+        self.submit()?;
+        self.collect()
+    }
+
+    /// Starts compressing the frames waiting, in parallel on the thread
+    /// pool, after writing the batch before (so at most two batches are
+    /// held: one compressing, one being read). On a pool thread itself the
+    /// batch is compressed at once instead (waiting there for the pool
+    /// could wait for itself).
+    fn submit(&mut self) -> io::Result<()> {
+        self.collect()?;
         let chunks = std::mem::take(&mut self.pending);
         self.pending_bytes = 0;
+        if chunks.is_empty() {
+            return Ok(());
+        }
         let level = self.level;
-        let compressed = chunks
-            .par_iter()
-            .map_init(
-                || {
-                    // One compression context a worker, for the batch.
-                    zstd::bulk::Compressor::new(level).and_then(|mut z| {
-                        z.include_checksum(true)?;
-                        Ok(z)
-                    })
-                },
-                |z, c| match z {
-                    Ok(z) => z.compress(c),
-                    Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
-                },
-            )
-            .collect::<io::Result<Vec<Vec<u8>>>>()?;
+        let mut outs: Vec<Vec<u8>> = (0..chunks.len())
+            .map(|_| self.spare_out.pop().unwrap_or_default())
+            .collect();
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let work = move || {
+            let done = chunks
+                .par_iter()
+                .zip(outs.par_iter_mut())
+                .map(|(c, out)| compress_frame_here(c, out, level))
+                .collect::<io::Result<()>>();
+            let _ = tx.send((chunks, outs, done));
+        };
+        if rayon::current_thread_index().is_some() {
+            work();
+        } else {
+            rayon::spawn(work);
+        }
+        self.in_flight = Some(rx);
+        Ok(())
+    }
+
+    /// Waits for the batch being compressed, and writes it in order.
+    fn collect(&mut self) -> io::Result<()> {
+        let Some(rx) = self.in_flight.take() else {
+            return Ok(());
+        };
+        let (chunks, compressed, done) = rx
+            .recv()
+            .map_err(|_| io::Error::other("a compression worker stopped"))?;
+        done?;
         for (c, z) in chunks.iter().zip(&compressed) {
             self.out.write_all(z)?;
             self.written += z.len() as u64;
             self.frames.push((z.len() as u32, c.len() as u32));
         }
+        // The buffers are used again (fresh ones cost page faults).
+        self.spare.extend(chunks);
+        self.spare.truncate(8);
+        self.spare_out.extend(compressed);
+        self.spare_out.truncate(8);
         Ok(())
     }
 
@@ -377,10 +503,7 @@ impl<W: Write> FrameWriter<W> {
     fn finish(mut self) -> io::Result<(W, u64)> {
         self.flush_frames()?;
         let end = [0u8; 2 * BLOCK as usize];
-        let z = zstd::bulk::Compressor::new(self.level).and_then(|mut z| {
-            z.include_checksum(true)?;
-            z.compress(&end)
-        })?;
+        let z = compressor(self.level)?.compress(&end)?;
         self.out.write_all(&z)?;
         self.written += z.len() as u64;
         self.frames.push((z.len() as u32, end.len() as u32));
@@ -543,6 +666,33 @@ mod tests {
                 x as u8
             })
             .collect()
+    }
+
+    /// A frame whose sample does not compress is compressed at the fast
+    /// level (the same bytes `zstd --fast=5` gives); one that compresses,
+    /// or is too small to probe, at the level asked for; a frame of noise
+    /// with text in its middle third still counts as compressible.
+    #[test]
+    fn incompressible_frames_take_the_fast_level_and_others_the_one_asked() {
+        let c = |l| compressor(l).unwrap();
+        let (mut z, mut probe, mut fast) = (c(DEFAULT_LEVEL), c(1), c(INCOMPRESSIBLE_LEVEL));
+        let mut frame = |data: &[u8]| {
+            let mut out = Vec::new();
+            compress_frame(data, &mut out, &mut z, &mut probe, &mut fast).unwrap();
+            out
+        };
+        let n = noise(1 << 20);
+        assert_eq!(frame(&n), c(INCOMPRESSIBLE_LEVEL).compress(&n).unwrap());
+        let text = b"ferry carries images across the air gap. ".repeat(30_000);
+        assert_eq!(frame(&text), c(DEFAULT_LEVEL).compress(&text).unwrap());
+        let mut mixed = noise(1 << 20);
+        mixed[(1 << 19) - (64 << 10)..(1 << 19) + (64 << 10)].fill(b'x');
+        assert_eq!(frame(&mixed), c(DEFAULT_LEVEL).compress(&mixed).unwrap());
+        let small = noise(PROBE_MIN - 1);
+        assert_eq!(frame(&small), c(DEFAULT_LEVEL).compress(&small).unwrap());
+        // Either way zstd reads it back.
+        let back = zstd::bulk::decompress(&frame(&n), n.len()).unwrap();
+        assert!(back == n);
     }
 
     #[test]

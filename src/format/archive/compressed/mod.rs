@@ -28,7 +28,7 @@ pub(crate) use frames::{check_seek_table, framed_bound, read_seek_table, SEEK_TA
 pub use frames::{measure, write_file, write_volumes, FRAME_MAX};
 pub use read::{scan, scan_head, scan_with, Stream};
 pub(crate) use seekable::open as open_framed;
-pub use seekable::{Frame, FramedReader};
+pub use seekable::{Frame, FramedChain, FramedReader};
 
 /// The default compression level.
 pub const DEFAULT_LEVEL: i32 = 3;

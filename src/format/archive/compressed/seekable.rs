@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
+use super::super::volumes::VOLUME_HEADER_PATH;
 use super::super::{
     check_member, padding, parse_header, Archive, ArchiveError, Entry, Header, Span, BLOCK,
 };
@@ -82,8 +83,8 @@ struct Placed {
 }
 
 /// Opens the framed zstd archive `path` (whose seek table `table` ends it)
-/// for random access (`None` for the first of zstd volumes, which are
-/// read in order). With `lenient`, damage after bundle.json (a member
+/// for random access, or the zstd volumes it is the first of (`None` when
+/// they do not all open so: they are then read in order). With `lenient`, damage after bundle.json (a member
 /// whose header cannot be read or is not the one expected) is recorded in
 /// the archive's faults and the other members are still given; otherwise
 /// it is an error.
@@ -101,8 +102,9 @@ pub(crate) fn open(
     // The head, through a streaming decoder: the first frames only.
     let head = Stream::open(path)?;
     if head.bundle.volumes.is_some() {
-        // A zstd volume: volumes are read in order.
-        return Ok(None);
+        // The first of zstd volumes: read by offset too when the whole
+        // set is as its plan says, else in order.
+        return Ok(open_volumes(path, file, frames, head));
     }
     // Every tar member, in order, as bundle.json and the signature say.
     let members = &head.bundle.members;
@@ -201,6 +203,152 @@ pub(crate) fn open(
         entries,
         faults,
     )))
+}
+
+/// Zstd volumes, whose first is `path` (open as `first`, with its frames
+/// `first_frames`), opened for random access: every volume must be there,
+/// its seek table must tile exactly what the plan puts in it (after the
+/// `ferry-volume.json` that volume must hold, byte for byte), every tar
+/// header must be the one expected, and each end marker zeros. Anything
+/// else gives `None`, and the set is read in order by [`Stream`], which
+/// names the damage volume by volume. Members are then read through the
+/// frames that hold them, a member split between volumes through each
+/// volume's frames in turn.
+fn open_volumes(
+    path: &Path,
+    first: File,
+    first_frames: Vec<Frame>,
+    head: Stream,
+) -> Option<Archive> {
+    let plan = head.bundle.volumes.as_ref()?;
+    let files = head.files().to_vec();
+    let n = files.len();
+    if plan.volumes.len() != n {
+        return None;
+    }
+    let members = &head.bundle.members;
+    let index: std::collections::HashMap<&str, usize> = members
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (m.path.as_str(), i))
+        .collect();
+    // Each member's spans (volume, tar offset of its data, length), and
+    // how far into the member the pieces seen so far reach.
+    let mut spans: Vec<Vec<Span>> = vec![Vec::new(); members.len()];
+    let mut reach: Vec<u64> = vec![0; members.len()];
+    let mut opened = Vec::with_capacity(n);
+    let mut all_frames = Vec::with_capacity(n);
+    let mut first = Some((first, first_frames));
+    for (v, vol) in plan.volumes.iter().enumerate() {
+        let vpath = files.get(v)?;
+        // What the volume holds, in order: tar path, size, and the
+        // member a piece belongs to.
+        let mut list: Vec<(String, u64, Option<usize>)> = Vec::new();
+        let header = (v > 0).then(|| {
+            super::super::volumes::VolumeHeader {
+                format: "ferry-volume".into(),
+                id: plan.id,
+                volume: v + 1,
+                volumes: n,
+            }
+            .to_bytes()
+        });
+        if let Some(h) = &header {
+            list.push((VOLUME_HEADER_PATH.to_owned(), h.len() as u64, None));
+        }
+        for (k, p) in vol.pieces.iter().enumerate() {
+            let i = *index.get(p.member.as_str())?;
+            if p.offset != *reach.get(i)? {
+                return None;
+            }
+            *reach.get_mut(i)? = p.offset.checked_add(p.size)?;
+            list.push((p.tar_path(), p.size, Some(i)));
+            if v == 0 && k == 0 {
+                if p.tar_path() != OCI_LAYOUT_PATH {
+                    return None;
+                }
+                list.push((BUNDLE_PATH.to_owned(), head.bundle_bytes.len() as u64, None));
+                if let Some(sig) = &head.signature {
+                    list.push((SIGNATURE_PATH.to_owned(), sig.len() as u64, None));
+                }
+            }
+        }
+        let (file, frames) = match first.take() {
+            Some(f) => f,
+            None => {
+                let f = File::open(vpath).ok()?;
+                let len = f.metadata().ok()?.len();
+                let table = super::frames::read_seek_table(&f, len).ok()??;
+                let frames = frames_of(&table).ok()?;
+                (f, frames)
+            }
+        };
+        let (mut next, mut start) = (0usize, 0u64);
+        let mut placed = Vec::with_capacity(list.len());
+        for (p, size, _) in &list {
+            let at = start;
+            let len = size.checked_add(BLOCK + padding(*size))?;
+            let range = tile(&frames, &mut start, &mut next, p, len).ok()?;
+            placed.push(Placed {
+                path: p.clone(),
+                size: *size,
+                start: at,
+                frames: range,
+            });
+        }
+        let end = tile(&frames, &mut start, &mut next, "the end", 2 * BLOCK).ok()?;
+        if next != frames.len() {
+            return None;
+        }
+        let file = Arc::new(file);
+        let frames = Arc::new(frames);
+        let idx = FrameIndex {
+            path: vpath.clone(),
+            file: file.clone(),
+            frames: frames.clone(),
+        };
+        if !placed.par_iter().all(|m| idx.check_header(m).is_ok()) {
+            return None;
+        }
+        idx.check_end(end).ok()?;
+        if let (Some(h), Some(m)) = (&header, placed.first()) {
+            let bytes = decode(&file, frames.get(m.frames.start), m.frames.start).ok()?;
+            if bytes.get(BLOCK as usize..BLOCK as usize + h.len())? != h.as_slice() {
+                return None;
+            }
+        }
+        for (m, (_, _, member)) in placed.iter().zip(&list) {
+            if let Some(i) = member {
+                spans.get_mut(*i)?.push(Span {
+                    volume: v,
+                    offset: m.start + BLOCK,
+                    len: m.size,
+                });
+            }
+        }
+        opened.push((vpath.clone(), file));
+        all_frames.push(frames);
+    }
+    let mut entries = Vec::with_capacity(members.len());
+    for ((m, spans), reach) in members.iter().zip(spans).zip(reach) {
+        if spans.is_empty() || reach != m.size {
+            return None;
+        }
+        entries.push(Entry {
+            path: m.path.clone(),
+            size: m.size,
+            spans,
+        });
+    }
+    Some(Archive::from_volume_frames(
+        path,
+        opened,
+        all_frames,
+        head.bundle,
+        head.bundle_bytes,
+        head.signature,
+        entries,
+    ))
 }
 
 /// The frames from `next` on that hold `len` tar bytes from `start`
@@ -413,6 +561,53 @@ pub struct FramedReader {
     bytes: Vec<u8>,
     /// Made on first use.
     decoder: Option<Decoder>,
+    /// For a read of [`AHEAD_MIN`] frames or more: a thread decompressing
+    /// the next frames while the caller uses this one (made on first use;
+    /// `Some(None)` when it could not be started or stopped early).
+    ahead: Option<Option<Ahead>>,
+}
+
+/// Reads spanning at least this many frames decompress ahead on a thread
+/// of their own, so one large member (a big layer) uses two cores: one
+/// decompressing, one using the bytes (hashing, sending).
+const AHEAD_MIN: usize = 3;
+
+/// Frames decompressed ahead, in order, by a thread of their own: at most
+/// one waiting and one being decompressed.
+struct Ahead {
+    rx: std::sync::mpsc::Receiver<(usize, io::Result<Vec<u8>>)>,
+    /// Used buffers, for the thread to decompress into again.
+    back: std::sync::mpsc::Sender<Vec<u8>>,
+}
+
+impl Ahead {
+    /// Starts decompressing frames `first..=last` of `file`.
+    fn start(file: Arc<File>, frames: Arc<Vec<Frame>>, first: usize, last: usize) -> Option<Ahead> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let (back, back_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        std::thread::Builder::new()
+            .name("ferry-frames".into())
+            .spawn(move || {
+                let mut d = match Decoder::new() {
+                    Ok(d) => d,
+                    Err(e) => {
+                        let _ = tx.send((first, Err(e)));
+                        return;
+                    }
+                };
+                for j in first..=last {
+                    let mut buf = back_rx.try_recv().unwrap_or_default();
+                    let r = d.decode(&file, frames.get(j), j, &mut buf).map(|()| buf);
+                    let failed = r.is_err();
+                    // The reader dropped: nothing more is wanted.
+                    if tx.send((j, r)).is_err() || failed {
+                        return;
+                    }
+                }
+            })
+            .ok()?;
+        Some(Ahead { rx, back })
+    }
 }
 
 impl FramedReader {
@@ -440,6 +635,7 @@ impl FramedReader {
             held: None,
             bytes: Vec::new(),
             decoder: None,
+            ahead: None,
         }
     }
 
@@ -472,6 +668,41 @@ impl FramedReader {
         };
         if self.held != Some(i) {
             self.held = None;
+            let f = self.frames.get(i).copied();
+            let damaged = |e: io::Error| {
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "{}: the frame holding {} from its byte {} (frame {i}, compressed bytes from {}) is damaged: {e}",
+                        self.path.display(),
+                        self.member,
+                        f.map_or(0, |f| f.tar.saturating_sub(self.data)),
+                        f.map_or(0, |f| f.at)
+                    ),
+                )
+            };
+            if self.ahead.is_none() {
+                let last = self.frame_at(self.end.saturating_sub(1)).unwrap_or(i);
+                self.ahead = Some(if last + 1 >= i + AHEAD_MIN {
+                    Ahead::start(self.file.clone(), self.frames.clone(), i, last)
+                } else {
+                    None
+                });
+            }
+            if let Some(Some(a)) = &self.ahead {
+                match a.rx.recv() {
+                    Ok((j, Ok(buf))) if j == i => {
+                        let used = std::mem::replace(&mut self.bytes, buf);
+                        let _ = a.back.send(used);
+                        self.held = Some(i);
+                    }
+                    Ok((j, Err(e))) if j == i => return Err(damaged(e)),
+                    // Out of step, or the thread ended: decompress here.
+                    _ => self.ahead = Some(None),
+                }
+            }
+        }
+        if self.held != Some(i) {
             let f = self.frames.get(i).copied();
             if self.decoder.is_none() {
                 // A context and buffers a thread kept from a reader before
@@ -512,6 +743,58 @@ impl FramedReader {
     /// Marks `n` bytes of the last [`FramedReader::chunk`] as used.
     pub fn consume(&mut self, n: usize) {
         self.pos += n as u64;
+    }
+}
+
+/// A reader over a member's stretches in one or more framed files (a
+/// member split between zstd volumes has one in each volume it is in),
+/// each read through its frames, in turn.
+pub struct FramedChain {
+    parts: Vec<FramedReader>,
+    at: usize,
+    /// Why the member cannot be read (a volume the archive did not open).
+    broken: Option<String>,
+}
+
+impl FramedChain {
+    pub(crate) fn new(parts: Vec<FramedReader>, broken: Option<String>) -> FramedChain {
+        FramedChain {
+            parts,
+            at: 0,
+            broken,
+        }
+    }
+
+    /// Gives the bytes of the current frame from the current position on
+    /// (empty at the end).
+    pub fn chunk(&mut self) -> io::Result<&[u8]> {
+        if let Some(b) = &self.broken {
+            return Err(io::Error::new(io::ErrorKind::NotFound, b.clone()));
+        }
+        while self.parts.get(self.at).is_some_and(|p| p.pos >= p.end) {
+            self.at += 1;
+        }
+        match self.parts.get_mut(self.at) {
+            Some(p) => p.chunk(),
+            None => Ok(&[]),
+        }
+    }
+
+    /// Marks `n` bytes of the last [`FramedChain::chunk`] as used.
+    pub fn consume(&mut self, n: usize) {
+        if let Some(p) = self.parts.get_mut(self.at) {
+            p.consume(n);
+        }
+    }
+}
+
+impl Read for FramedChain {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let chunk = self.chunk()?;
+        let n = chunk.len().min(buf.len());
+        buf[..n].copy_from_slice(&chunk[..n]);
+        self.consume(n);
+        Ok(n)
     }
 }
 
