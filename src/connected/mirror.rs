@@ -362,6 +362,7 @@ pub async fn mirror(
     let Tally {
         counts,
         mut uploaded,
+        ..
     } = tally.into_inner().unwrap_or_else(|p| p.into_inner());
     uploaded.sort();
     uploaded.dedup();
