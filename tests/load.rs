@@ -1164,3 +1164,56 @@ fn a_damaged_blobs_upload_session_is_cancelled_not_left_open() {
         .collect();
     assert!(open.is_empty(), "upload sessions left open: {open:?}");
 }
+
+/// The documents of an index go at once, but a nested index only after
+/// the manifests it names (a registry refuses an index naming a manifest
+/// it does not hold), and the tag last: an index of an index loads whole.
+#[test]
+fn a_nested_index_is_pushed_after_the_manifests_it_names() {
+    let t = tempfile::tempdir().unwrap();
+    let mut l = LayoutBuilder::new(&t.path().join("src"));
+    let inner = build::multi_arch(&mut l, 31, 4 << 10);
+    let extra = l.image(
+        Flavour::Oci,
+        "linux",
+        "s390x",
+        &[build::layer(&[(
+            "bin/x",
+            &build::pseudo_random(35, 4 << 10),
+        )])],
+    );
+    let held = [inner.digest, extra.digest];
+    let outer = l.index(Flavour::Oci, vec![inner, extra]);
+    l.tag(&outer, "docker.io/library/nested:1");
+    l.finish();
+    let spec = t.path().join("ferry.yaml");
+    std::fs::write(
+        &spec,
+        "name: nested\nimages:\n  - oci:src:docker.io/library/nested:1\n",
+    )
+    .unwrap();
+    let archive = t.path().join("bundle.tar");
+    pack_spec(&spec, &archive);
+    let reg = DockerRegistry::start(&t.path().join("reg"), false);
+    let out = load(&archive, &reg.host(), &[], None);
+    assert!(out.ok(), "{}\n{}", out.stdout, out.stderr);
+    let r = report(&out);
+    assert_eq!(r["counts"]["manifests_pushed"], 5, "{r:#}");
+    // (skopeo copies no index of indexes: the registry is asked directly.)
+    let raw = registry_manifest(&format!("{}/library/nested:1", reg.host()), None)
+        .expect_ok("skopeo inspect --raw of the tag");
+    assert_eq!(
+        ferry::digest::Digest::of(raw.as_bytes()),
+        outer.digest,
+        "the tag names the outer index"
+    );
+    let revisions = reg
+        .dir
+        .join("data/docker/registry/v2/repositories/library/nested/_manifests/revisions/sha256");
+    for d in held {
+        assert!(revisions.join(d.hex()).exists(), "{d} is in the registry");
+    }
+    let again = load(&archive, &reg.host(), &[], None);
+    assert!(again.ok(), "{}", again.stderr);
+    assert_eq!(report(&again)["counts"]["manifests_pushed"], 0);
+}

@@ -655,6 +655,9 @@ pub async fn push_manifests(
 }
 
 /// Pushes an artifact's documents, children first, skipping those present.
+/// Children that do not name each other go at once, and the root's check
+/// runs beside them: an index of two platforms costs two round trips, not
+/// four. The root (and its tag) is pushed only once every child is in.
 async fn place_documents(
     remote: &Remote,
     it: &PushItem,
@@ -665,10 +668,6 @@ async fn place_documents(
     let Some((root, children)) = it.documents.split_last() else {
         return Ok(());
     };
-    let mut steps: Vec<(&Document, String)> =
-        children.iter().map(|c| (c, c.digest.to_string())).collect();
-    let root_ref = it.tag.clone().unwrap_or_else(|| root.digest.to_string());
-    steps.push((root, root_ref));
     // A blob this run put into the repository means no document that
     // needs it is there yet: those pushed by digest go without a HEAD (a
     // push by digest of a document that is there after all changes
@@ -679,37 +678,105 @@ async fn place_documents(
             .iter()
             .any(|b| t.placed.contains(&(repo.clone(), *b)))
     };
-    for (doc, reference) in steps {
-        let d = &doc.digest;
-        let by_digest = it.tag.as_deref() != Some(reference.as_str());
-        let current = match fresh && by_digest {
-            true => None,
+    let root_ref = it.tag.clone().unwrap_or_else(|| root.digest.to_string());
+    let check = |reference: String, by_digest: bool| async move {
+        match fresh && by_digest {
+            true => Ok(None),
             false => remote
                 .manifest_digest(repo, &reference)
                 .await
-                .map_err(|e| error_chain(&e))?,
-        };
-        if current == Some(*d) {
-            lock(tally).counts.manifests_present += 1;
-            continue;
+                .map_err(|e| error_chain(&e)),
         }
-        // A tag that already names other content is not moved silently.
-        if let (Some(other), Some(tag), false) = (current, &it.tag, opts.force) {
-            if reference == *tag {
-                return Err(format!(
-                    "tag {}/{repo}:{tag} already points to {other}, not to the bundle's {d}; it was left as it is (pass --force to move it)",
-                    remote.host()
-                ));
-            }
+    };
+    let (current, pushed) = futures_util::join!(
+        check(root_ref.clone(), it.tag.is_none()),
+        place_children(remote, repo, children, &check, opts, tally)
+    );
+    pushed?;
+    let tag = it.tag.as_deref();
+    place_one(remote, repo, tag, root, &root_ref, current?, opts, tally).await
+}
+
+/// The documents before the root, in waves: each wave holds those that
+/// name no document still to push (a nested index waits for its
+/// manifests), pushed at once.
+async fn place_children<F, Fut>(
+    remote: &Remote,
+    repo: &str,
+    children: &[Document],
+    check: &F,
+    opts: PushOptions,
+    tally: &Mutex<Tally>,
+) -> Result<(), String>
+where
+    F: Fn(String, bool) -> Fut,
+    Fut: std::future::Future<Output = Result<Option<Digest>, String>>,
+{
+    let names = |a: &Document, b: &Document| {
+        let needle = b.digest.to_string();
+        a.digest != b.digest
+            && a.bytes
+                .windows(needle.len())
+                .any(|w| w == needle.as_bytes())
+    };
+    let mut pending: Vec<&Document> = children.iter().collect();
+    while !pending.is_empty() {
+        let (mut ready, mut wait): (Vec<&Document>, Vec<&Document>) = pending
+            .iter()
+            .partition(|d| !pending.iter().any(|o| names(d, o)));
+        if ready.is_empty() {
+            // Documents naming each other (no registry takes that): one
+            // at a time, in the given order.
+            ready.push(wait.remove(0));
         }
-        if !opts.dry_run {
-            remote
-                .push_manifest(repo, &reference, &doc.bytes, &doc.media_type)
-                .await
-                .map_err(|e| error_chain(&e))?;
+        let wave = ready.iter().map(|doc| async move {
+            let reference = doc.digest.to_string();
+            let current = check(reference.clone(), true).await?;
+            place_one(remote, repo, None, doc, &reference, current, opts, tally).await
+        });
+        for r in futures_util::future::join_all(wave).await {
+            r?;
         }
-        lock(tally).counts.manifests_pushed += 1;
+        pending = wait;
     }
+    Ok(())
+}
+
+/// Pushes `doc` into `repo` as `reference`, unless the registry holds it
+/// there already (`current`); a `tag` that names other content is moved
+/// only with `--force`.
+#[allow(clippy::too_many_arguments)]
+async fn place_one(
+    remote: &Remote,
+    repo: &str,
+    tag: Option<&str>,
+    doc: &Document,
+    reference: &str,
+    current: Option<Digest>,
+    opts: PushOptions,
+    tally: &Mutex<Tally>,
+) -> Result<(), String> {
+    let d = &doc.digest;
+    if current == Some(*d) {
+        lock(tally).counts.manifests_present += 1;
+        return Ok(());
+    }
+    // A tag that already names other content is not moved silently.
+    if let (Some(other), Some(tag), false) = (current, tag, opts.force) {
+        if reference == tag {
+            return Err(format!(
+                "tag {}/{repo}:{tag} already points to {other}, not to the bundle's {d}; it was left as it is (pass --force to move it)",
+                remote.host()
+            ));
+        }
+    }
+    if !opts.dry_run {
+        remote
+            .push_manifest(repo, reference, &doc.bytes, &doc.media_type)
+            .await
+            .map_err(|e| error_chain(&e))?;
+    }
+    lock(tally).counts.manifests_pushed += 1;
     Ok(())
 }
 
