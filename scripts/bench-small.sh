@@ -12,8 +12,9 @@
 # per blob placement and per manifest. FERRY_BASE=PATH adds the same loads
 # and counts by another build (the start of a branch, for a before/after),
 # in the same run. Each figure is printed with the load average.
-# Usage: scripts/bench-small.sh [IMAGES=3000] [THREADS_LIST="8 16 32 64"]
-big=${1:-3000}; threads_list=${2:-8 16 32 64}
+# Usage: scripts/bench-small.sh [IMAGES=3000] [THREADS_LIST="8 16 32 64 p4 p8 p16"]
+# (pN: N processes; see raw-ingest.py)
+big=${1:-3000}; threads_list=${2:-8 16 32 64 p4 p8 p16}
 base=${FERRY_BASE:-}
 export FERRY_BENCH_NO_SRC=1
 source "$(dirname "$0")/bench-common.sh"
@@ -55,10 +56,10 @@ printf 'skopeo copy --all x300: %.2f s (load average %s)\n' "$s" "$(loadavg)"
 best=; best_t=
 for t in $threads_list; do
   read -r secs reqs _ _ < <(raw $n "$t" "$(fresh "r300-$t")")
-  printf 'raw client, %2d threads, 300 images: %.2f s, %d requests (%.0f/s; load average %s)\n' "$t" "$secs" "$reqs" "$(echo "$reqs / $secs" | bc -l)" "$(loadavg)"
+  printf 'raw client, %3s threads, 300 images: %.2f s, %d requests (%.0f/s; load average %s)\n' "$t" "$secs" "$reqs" "$(echo "$reqs / $secs" | bc -l)" "$(loadavg)"
   if [ -z "$best" ] || [ "$(echo "$secs < $best_t" | bc -l)" = 1 ]; then best=$t; best_t=$secs; fi
 done
-printf '300 images (%d objects): ferry load %.2f s; skopeo copy --all x300 %.2f s (ferry %.2fx); raw limit (%d threads) %.2f s (ferry at %.0f %% of it)\n' \
+printf '300 images (%d objects): ferry load %.2f s; skopeo copy --all x300 %.2f s (ferry %.2fx); raw limit (%s threads) %.2f s (ferry at %.0f %% of it)\n' \
   "$(objects $n)" "$f" "$s" "$(echo "$s/$f" | bc -l)" "$best" "$best_t" "$(echo "$best_t/$f*100" | bc -l)"
 if [ -n "$base" ]; then
   printf '300 images: FERRY_BASE load %.2f s (%.2fx skopeo, at %.0f %% of the raw limit); ferry %.2fx FERRY_BASE\n' \
@@ -95,7 +96,7 @@ n=$big
 f=$(ferry_load "$work/small$n.tar" "$(fresh "f$n")")
 fl=$(loadavg)
 read -r secs reqs _ _ < <(raw "$n" "$best" "$(fresh "r$n")")
-printf '%d images (%d objects): ferry load %.2f s (%.0f objects/s; load average %s); raw limit (%d threads) %.2f s, %d requests (%.0f/s; load average %s); ferry at %.0f %% of it\n' \
+printf '%d images (%d objects): ferry load %.2f s (%.0f objects/s; load average %s); raw limit (%s threads) %.2f s, %d requests (%.0f/s; load average %s); ferry at %.0f %% of it\n' \
   "$n" "$(objects "$n")" "$f" "$(echo "$(objects "$n")/$f" | bc -l)" "$fl" "$best" "$secs" "$reqs" "$(echo "$reqs/$secs" | bc -l)" "$(loadavg)" "$(echo "$secs/$f*100" | bc -l)"
 if [ -n "$base" ]; then
   fb=$(ferry_load "$work/small$n.tar" "$(fresh "b$n")" "$base")
