@@ -941,6 +941,17 @@ fn a_blob_head_that_lies_about_presence_does_not_stop_the_upload() {
         assert!(proxy.hits.load(std::sync::atomic::Ordering::Relaxed) > 0);
         let r = report(&out);
         assert_eq!(r["counts"]["present"], 0, "{lie:?}: {r:#}");
+        // A dry run looks with HEADs only: every lie is "not there".
+        let dry = load(
+            &archive,
+            &proxy.addr.to_string(),
+            &["--retries", "0", "--dry-run"],
+            None,
+        );
+        assert!(dry.ok(), "{lie:?}: {}", dry.stderr);
+        let d = report(&dry);
+        assert_eq!(d["counts"]["present"], 0, "{lie:?}: {d:#}");
+        assert_eq!(d["counts"]["uploaded"], r["counts"]["uploaded"], "{lie:?}");
         let tags = assert_every_tag_is_complete(&reg, &scratch);
         assert_eq!(tags.len(), 4, "{lie:?}: {tags:?}");
     }
@@ -1037,4 +1048,172 @@ fn an_open_registry_is_not_asked_for_credentials_before_every_request() {
         "{pings} pings of /v2/ for {others} other requests: {:?}",
         heads.iter().map(|(_, h)| line(h)).collect::<Vec<_>>()
     );
+}
+
+/// The requests of a load, from the registry's access log, by kind.
+fn requests_by_kind(log: &[String]) -> std::collections::BTreeMap<&'static str, usize> {
+    let mut by = std::collections::BTreeMap::new();
+    for l in log {
+        let kind = match l.split(' ').next().unwrap_or("") {
+            "HEAD" if l.contains("/blobs/sha256:") => "HEAD blob",
+            "HEAD" if l.contains("/manifests/") => "HEAD manifest",
+            "GET" if l.contains("/manifests/") => "GET manifest",
+            "POST" if l.contains("mount=") => "POST mount",
+            "POST" => "POST upload",
+            "PUT" if l.contains("/blobs/uploads/") => "PUT blob",
+            "PUT" if l.contains("/manifests/") => "PUT manifest",
+            "DELETE" => "DELETE",
+            _ => "other",
+        };
+        *by.entry(kind).or_insert(0) += 1;
+    }
+    by
+}
+
+/// Into an empty registry, a new blob costs two requests (a mount of it
+/// from its own repository, which opens the upload session its `PUT`
+/// uses), a blob another repository got this run one (a mount, with no
+/// `HEAD` before it), a manifest pushed by digest one (its `PUT`) and a
+/// tag two (a `HEAD`, then the `PUT`): no `GET` after a `HEAD` that found
+/// nothing. A second load looks with `HEAD`s only and writes nothing.
+#[test]
+fn a_load_into_an_empty_registry_makes_only_the_requests_it_needs() {
+    let t = tempfile::tempdir().unwrap();
+    let archive = fixture_bundle(t.path(), 4 << 10);
+    let reg = DockerRegistry::start_logged(&t.path().join("reg"));
+    let out = load(&archive, &reg.host(), &[], None);
+    assert!(out.ok(), "{}\n{}", out.stdout, out.stderr);
+    let c = report(&out)["counts"].clone();
+    let n = |k: &str| c[k].as_u64().unwrap() as usize;
+    let (uploaded, mounted, pushed) = (n("uploaded"), n("mounted"), n("manifests_pushed"));
+    assert!(mounted >= 1 && uploaded >= 8, "{c}");
+    let log = reg.access_log();
+    let by = requests_by_kind(&log);
+    let count = |k: &str| by.get(k).copied().unwrap_or(0);
+    assert_eq!(count("POST mount"), uploaded + mounted, "{by:?}\n{log:#?}");
+    assert_eq!(count("PUT blob"), uploaded, "{by:?}");
+    assert_eq!(count("POST upload"), 0, "{by:?}");
+    // The first blob is looked for twice before the pool starts (the
+    // probe of the registry, then the choice of how to look).
+    assert!(count("HEAD blob") <= 2, "{by:?}");
+    assert_eq!(count("HEAD manifest"), 4, "the four tags only: {by:?}");
+    assert_eq!(count("GET manifest"), 0, "{by:?}");
+    assert_eq!(count("PUT manifest"), pushed, "{by:?}");
+    assert_eq!(count("DELETE"), 0, "{by:?}");
+    check_targets_with_skopeo(&report(&out), t.path(), None);
+
+    let before = reg.access_log().len();
+    let again = load(&archive, &reg.host(), &[], None);
+    assert!(again.ok(), "{}", again.stderr);
+    let c2 = report(&again)["counts"].clone();
+    assert_eq!(c2["uploaded"], 0, "{c2}");
+    assert_eq!(c2["present"], c["blob_placements"], "{c2}");
+    let log = reg.access_log();
+    let by = requests_by_kind(&log[before..]);
+    let count = |k: &str| by.get(k).copied().unwrap_or(0);
+    for k in [
+        "POST mount",
+        "POST upload",
+        "PUT blob",
+        "PUT manifest",
+        "DELETE",
+    ] {
+        assert_eq!(count(k), 0, "a second load sent {k}: {by:?}");
+    }
+    assert_eq!(count("HEAD blob"), n("blob_placements") + 2, "{by:?}");
+    assert_eq!(count("HEAD manifest"), pushed, "{by:?}");
+}
+
+/// A blob whose bytes turn out damaged while they are uploaded: the
+/// upload session it was going to is cancelled (`DELETE`), so the
+/// registry keeps no part of it, rather than left open.
+#[test]
+fn a_damaged_blobs_upload_session_is_cancelled_not_left_open() {
+    let t = tempfile::tempdir().unwrap();
+    let archive = fixture_bundle(t.path(), 32 << 10);
+    let chart_layer =
+        ferry::digest::Digest::of(&std::fs::read(t.path().join("demo-0.1.0.tgz")).unwrap());
+    let member = format!("blobs/sha256/{}", chart_layer.hex());
+    let mut members = read_members(&archive);
+    let m = members.iter_mut().find(|m| m.name == member).unwrap();
+    let last = m.data.len() - 1;
+    m.data[last] ^= 0xff;
+    write_raw_tar(&archive, &members, true);
+
+    let reg = DockerRegistry::start_logged(&t.path().join("reg"));
+    let out = load(&archive, &reg.host(), &["--retries", "1"], None);
+    let msg = out.expect_fail("load of a damaged archive");
+    assert!(msg.contains("does not match its digest"), "{msg}");
+    let log = reg.access_log();
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("DELETE /v2/charts/demo/blobs/uploads/")),
+        "{log:#?}"
+    );
+    // What a session keeps: its start time and the bytes sent so far.
+    // (distribution 2.8 writes an empty hash state back into the folder of
+    // a session it cancelled; that is no session.)
+    let sessions = reg
+        .dir
+        .join("data/docker/registry/v2/repositories/charts/demo/_uploads");
+    let open: Vec<String> = walkdir::WalkDir::new(&sessions)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name() == "data" || e.file_name() == "startedat")
+        .map(|e| e.path().display().to_string())
+        .collect();
+    assert!(open.is_empty(), "upload sessions left open: {open:?}");
+}
+
+/// The documents of an index go at once, but a nested index only after
+/// the manifests it names (a registry refuses an index naming a manifest
+/// it does not hold), and the tag last: an index of an index loads whole.
+#[test]
+fn a_nested_index_is_pushed_after_the_manifests_it_names() {
+    let t = tempfile::tempdir().unwrap();
+    let mut l = LayoutBuilder::new(&t.path().join("src"));
+    let inner = build::multi_arch(&mut l, 31, 4 << 10);
+    let extra = l.image(
+        Flavour::Oci,
+        "linux",
+        "s390x",
+        &[build::layer(&[(
+            "bin/x",
+            &build::pseudo_random(35, 4 << 10),
+        )])],
+    );
+    let held = [inner.digest, extra.digest];
+    let outer = l.index(Flavour::Oci, vec![inner, extra]);
+    l.tag(&outer, "docker.io/library/nested:1");
+    l.finish();
+    let spec = t.path().join("ferry.yaml");
+    std::fs::write(
+        &spec,
+        "name: nested\nimages:\n  - oci:src:docker.io/library/nested:1\n",
+    )
+    .unwrap();
+    let archive = t.path().join("bundle.tar");
+    pack_spec(&spec, &archive);
+    let reg = DockerRegistry::start(&t.path().join("reg"), false);
+    let out = load(&archive, &reg.host(), &[], None);
+    assert!(out.ok(), "{}\n{}", out.stdout, out.stderr);
+    let r = report(&out);
+    assert_eq!(r["counts"]["manifests_pushed"], 5, "{r:#}");
+    // (skopeo copies no index of indexes: the registry is asked directly.)
+    let raw = registry_manifest(&format!("{}/library/nested:1", reg.host()), None)
+        .expect_ok("skopeo inspect --raw of the tag");
+    assert_eq!(
+        ferry::digest::Digest::of(raw.as_bytes()),
+        outer.digest,
+        "the tag names the outer index"
+    );
+    let revisions = reg
+        .dir
+        .join("data/docker/registry/v2/repositories/library/nested/_manifests/revisions/sha256");
+    for d in held {
+        assert!(revisions.join(d.hex()).exists(), "{d} is in the registry");
+    }
+    let again = load(&archive, &reg.host(), &[], None);
+    assert!(again.ok(), "{}", again.stderr);
+    assert_eq!(report(&again)["counts"]["manifests_pushed"], 0);
 }

@@ -660,6 +660,7 @@ pub async fn mirror(
     let Tally {
         counts,
         mut uploaded,
+        ..
     } = tally.into_inner().unwrap_or_else(|p| p.into_inner());
     uploaded.sort();
     uploaded.dedup();

@@ -384,6 +384,7 @@ pub async fn load(
     let Tally {
         counts,
         mut uploaded,
+        ..
     } = tally.into_inner().unwrap_or_else(|p| p.into_inner());
     uploaded.sort();
     uploaded.dedup();

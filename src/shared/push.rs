@@ -16,7 +16,7 @@
 //! until the digest is checked: a damaged blob never reaches the registry
 //! whole. One artifact's failure does not stop the others.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -29,7 +29,7 @@ use crate::base::digest::{Digest, COPY_BUF};
 use crate::base::error::error_chain;
 use crate::format::blob::{mismatch_in, Verifying};
 use crate::format::bundle::ArtifactKind;
-use crate::shared::remote::{BlobBody, Remote};
+use crate::shared::remote::{BlobBody, MountAnswer, Remote};
 
 /// Counts for one run.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -90,6 +90,10 @@ pub struct Tally {
     pub counts: PushCounts,
     /// Digests of the blobs uploaded (unsorted, may repeat).
     pub uploaded: Vec<Digest>,
+    /// The (repository, blob) pairs this run uploaded or mounted (in a dry
+    /// run: would): a manifest that needs one of them cannot be in that
+    /// repository yet, so it is pushed without a `HEAD` first.
+    pub placed: HashSet<(String, Digest)>,
 }
 
 impl Tally {
@@ -206,6 +210,9 @@ pub async fn push_blobs(
     explain: &(dyn Fn(&BlobJob, String) -> String + Sync),
 ) -> BlobPhase {
     let deferred: Mutex<HashMap<Digest, Vec<String>>> = Mutex::new(HashMap::new());
+    if !opts.dry_run && !reader.deferred() {
+        choose_probes(remote, jobs).await;
+    }
     let results = stream::iter(jobs)
         .map(|job| {
             let deferred = &deferred;
@@ -224,6 +231,26 @@ pub async fn push_blobs(
     }
 }
 
+/// Chooses, before the pool starts, how blobs are looked for: when the
+/// first blob is in its first repository already (a re-run, or a load
+/// resumed), with a `HEAD` each, which reads and leaves nothing behind;
+/// otherwise (a registry that lacks the bundle) with a mount of each blob
+/// from its own repository ([`place_carried`]), which is the start of its
+/// upload too. A registry that cannot mount then costs nothing more,
+/// since every blob it lacks is uploaded anyway; a blob it holds but
+/// would not mount is uploaded again, which is safe.
+async fn choose_probes(remote: &Remote, jobs: &[BlobJob]) {
+    let first = jobs
+        .iter()
+        .filter(|j| j.carried)
+        .find_map(|j| j.repositories.first().map(|r| (j, r)));
+    if let Some((j, repo)) = first {
+        if matches!(remote.has_blob(repo, &j.digest, j.size).await, Ok(true)) {
+            remote.stop_mount_probes();
+        }
+    }
+}
+
 /// Gets one blob into every repository that needs it.
 async fn place_blob(
     remote: &Remote,
@@ -234,9 +261,198 @@ async fn place_blob(
     deferred: &Mutex<HashMap<Digest, Vec<String>>>,
     sent: &Arc<AtomicU64>,
 ) -> Result<(), String> {
+    match (job.carried, dry_run) {
+        (false, _) => place_left_out(remote, job, dry_run, tally, sent).await,
+        (true, true) => predict_blob(remote, job, tally, sent).await,
+        (true, false) => place_carried(remote, reader, job, tally, deferred, sent).await,
+    }
+}
+
+/// Counts a placement of `d` into `repo` this run made.
+fn placed(tally: &Mutex<Tally>, repo: &str, d: &Digest, mounted: bool) {
+    let mut t = lock(tally);
+    if mounted {
+        t.counts.mounted += 1;
+    }
+    t.placed.insert((repo.to_owned(), *d));
+}
+
+/// Gets a blob whose bytes the reader has into every repository that
+/// needs it, with as few requests as the registry allows. The first
+/// repository is asked, in one `POST`, to mount the blob from itself: a
+/// `201` says it holds it (as a `HEAD` would), a `202` opens the upload
+/// session the bytes then go to (one `PUT`). Each later repository gets a
+/// mount from the first, with no `HEAD` before it when this run put the
+/// blob there (it was missing, so it is missing in the others too, or a
+/// mount is harmless). When the blob was there already, the others are
+/// checked with a `HEAD` as before, so a re-run counts every pair present
+/// and uploads nothing. A registry that declines a mount it should make
+/// gets `HEAD`s from then on ([`Remote::stop_mount_probes`]), and a
+/// reader that defers uploads (a compressed archive) gets them always.
+async fn place_carried(
+    remote: &Remote,
+    reader: &dyn BlobReader,
+    job: &BlobJob,
+    tally: &Mutex<Tally>,
+    deferred: &Mutex<HashMap<Digest, Vec<String>>>,
+    sent: &Arc<AtomicU64>,
+) -> Result<(), String> {
+    let d = &job.digest;
+    let corrupt = Arc::new(AtomicBool::new(false));
+    // Where the blob is known to be, and whether this run put it there.
+    let mut holder: Option<(&str, bool)> = None;
+    let mut deferring = false;
+    for repo in &job.repositories {
+        let repo = repo.as_str();
+        if deferring {
+            // Uploaded later to the first repository, then mounted here.
+            let mut q = deferred.lock().unwrap_or_else(|p| p.into_inner());
+            q.entry(*d).or_default().push(repo.to_owned());
+            lock(tally).placed.insert((repo.to_owned(), *d));
+            continue;
+        }
+        let from = match holder {
+            Some((h, true)) => Some(h),
+            Some((_, false)) => None,
+            None if !reader.deferred() && remote.mount_probes() => Some(repo),
+            None => None,
+        };
+        let mut session = None;
+        let mut known_missing = false;
+        if let Some(from) = from {
+            match remote
+                .mount_or_start(repo, from, d)
+                .await
+                .map_err(|e| error_chain(&e))?
+            {
+                MountAnswer::Mounted if from == repo => {
+                    lock(tally).counts.present += 1;
+                    sent.fetch_add(job.size, Ordering::Relaxed);
+                    holder = Some((repo, false));
+                    continue;
+                }
+                MountAnswer::Mounted => {
+                    placed(tally, repo, d, true);
+                    continue;
+                }
+                MountAnswer::Session(location) => {
+                    if from != repo {
+                        // Declined a mount from where the blob is.
+                        remote.stop_mount_probes();
+                    }
+                    session = Some(location);
+                    known_missing = true;
+                }
+                MountAnswer::Declined => remote.stop_mount_probes(),
+            }
+        }
+        if !known_missing {
+            let present = remote
+                .has_blob(repo, d, job.size)
+                .await
+                .map_err(|e| error_chain(&e))?;
+            if present {
+                lock(tally).counts.present += 1;
+                sent.fetch_add(job.size, Ordering::Relaxed);
+                holder.get_or_insert((repo, false));
+                continue;
+            }
+            if let Some((h, _)) = holder {
+                match remote
+                    .mount_or_start(repo, h, d)
+                    .await
+                    .map_err(|e| error_chain(&e))?
+                {
+                    MountAnswer::Mounted => {
+                        placed(tally, repo, d, true);
+                        continue;
+                    }
+                    MountAnswer::Session(location) => session = Some(location),
+                    MountAnswer::Declined => {}
+                }
+            }
+        }
+        if reader.deferred() {
+            // Uploaded later, in the reader's order, from one pass; the
+            // other repositories get mounts.
+            if let Some(location) = session {
+                remote.cancel_upload(repo, &location).await;
+            }
+            let mut q = deferred.lock().unwrap_or_else(|p| p.into_inner());
+            q.entry(*d).or_default().push(repo.to_owned());
+            lock(tally).placed.insert((repo.to_owned(), *d));
+            deferring = holder.is_none();
+            continue;
+        }
+        let open = {
+            let (digest, size) = (*d, job.size);
+            let corrupt = corrupt.clone();
+            let sent = sent.clone();
+            move || reader.open(digest, size, &corrupt, &sent)
+        };
+        upload_in(
+            remote, repo, d, job.size, session, &open, &corrupt, reader, tally,
+        )
+        .await?;
+        placed(tally, repo, d, false);
+        holder.get_or_insert((repo, true));
+    }
+    Ok(())
+}
+
+/// What [`place_carried`] would do, with `HEAD`s only: the first
+/// repository that lacks the blob gets an upload; once this run would have
+/// put it somewhere, every later repository a mount, unchecked, as the
+/// load makes it; before that, each is checked.
+async fn predict_blob(
+    remote: &Remote,
+    job: &BlobJob,
+    tally: &Mutex<Tally>,
+    sent: &Arc<AtomicU64>,
+) -> Result<(), String> {
+    let d = &job.digest;
+    // Whether the blob is known to be somewhere, and whether this run
+    // would have put it there.
+    let mut holder: Option<bool> = None;
+    for repo in &job.repositories {
+        if holder != Some(true) {
+            let present = remote
+                .has_blob(repo, d, job.size)
+                .await
+                .map_err(|e| error_chain(&e))?;
+            if present {
+                lock(tally).counts.present += 1;
+                sent.fetch_add(job.size, Ordering::Relaxed);
+                holder.get_or_insert(false);
+                continue;
+            }
+        }
+        let mut t = lock(tally);
+        if holder.is_some() {
+            t.counts.mounted += 1;
+        } else {
+            t.counts.uploaded += 1;
+            t.counts.bytes_uploaded += job.size;
+            holder = Some(true);
+        }
+        t.placed.insert((repo.clone(), *d));
+    }
+    Ok(())
+}
+
+/// Gets a blob left out of a delta (the reader has no bytes for it) into
+/// every repository that needs it: each is checked with a `HEAD`, and one
+/// that lacks it gets a mount from where it is, or from a repository the
+/// delta names.
+async fn place_left_out(
+    remote: &Remote,
+    job: &BlobJob,
+    dry_run: bool,
+    tally: &Mutex<Tally>,
+    sent: &Arc<AtomicU64>,
+) -> Result<(), String> {
     let d = &job.digest;
     let mut holder: Option<&str> = None;
-    let corrupt = Arc::new(AtomicBool::new(false));
     for repo in &job.repositories {
         let present = remote
             .has_blob(repo, d, job.size)
@@ -248,80 +464,36 @@ async fn place_blob(
             holder.get_or_insert(repo);
             continue;
         }
-        if !job.carried {
-            // Left out of a delta: only a mount can place it. A dry run
-            // predicts one when there is somewhere to mount from.
-            if dry_run && (holder.is_some() || !job.mount_from.is_empty()) {
-                lock(tally).counts.mounted += 1;
-                continue;
-            }
-            if !dry_run {
-                let sources = holder
-                    .into_iter()
-                    .chain(job.mount_from.iter().map(String::as_str));
-                let mut mounted = false;
-                for from in sources.filter(|f| *f != repo.as_str()) {
-                    if remote
-                        .mount_blob(repo, from, d)
-                        .await
-                        .map_err(|e| error_chain(&e))?
-                    {
-                        mounted = true;
-                        break;
-                    }
-                }
-                if mounted {
-                    lock(tally).counts.mounted += 1;
-                    continue;
-                }
-            }
-            return Err(format!(
-                "{}/{repo} does not hold blob {d}, which this archive does not carry",
-                remote.host()
-            ));
-        }
-        if dry_run {
-            // As the push would: the first repository that lacks it gets
-            // an upload, every other one a mount from where it already is.
-            let mut t = lock(tally);
-            if holder.is_some() {
-                t.counts.mounted += 1;
-            } else {
-                t.counts.uploaded += 1;
-                t.counts.bytes_uploaded += job.size;
-                holder = Some(repo);
-            }
+        // A dry run predicts a mount when there is somewhere to mount
+        // from.
+        if dry_run && (holder.is_some() || !job.mount_from.is_empty()) {
+            placed(tally, repo, d, true);
             continue;
         }
-        if let Some(from) = holder {
-            if remote
-                .mount_blob(repo, from, d)
-                .await
-                .map_err(|e| error_chain(&e))?
-            {
-                lock(tally).counts.mounted += 1;
+        if !dry_run {
+            let sources = holder
+                .into_iter()
+                .chain(job.mount_from.iter().map(String::as_str));
+            let mut mounted = false;
+            for from in sources.filter(|f| *f != repo.as_str()) {
+                if remote
+                    .mount_blob(repo, from, d)
+                    .await
+                    .map_err(|e| error_chain(&e))?
+                {
+                    mounted = true;
+                    break;
+                }
+            }
+            if mounted {
+                placed(tally, repo, d, true);
                 continue;
             }
         }
-        if reader.deferred() {
-            // Uploaded later, in the reader's order, from one pass; the
-            // other repositories get mounts.
-            deferred
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .entry(*d)
-                .or_default()
-                .push(repo.clone());
-            continue;
-        }
-        let open = {
-            let (digest, size) = (*d, job.size);
-            let corrupt = corrupt.clone();
-            let sent = sent.clone();
-            move || reader.open(digest, size, &corrupt, &sent)
-        };
-        upload(remote, repo, d, job.size, &open, &corrupt, reader, tally).await?;
-        holder.get_or_insert(repo);
+        return Err(format!(
+            "{}/{repo} does not hold blob {d}, which this archive does not carry",
+            remote.host()
+        ));
     }
     Ok(())
 }
@@ -340,8 +512,27 @@ pub async fn upload(
     reader: &dyn BlobReader,
     tally: &Mutex<Tally>,
 ) -> Result<(), String> {
+    upload_in(remote, repo, d, size, None, open, corrupt, reader, tally).await
+}
+
+/// [`upload`], into the upload `session` when one is open already.
+#[allow(clippy::too_many_arguments)]
+async fn upload_in(
+    remote: &Remote,
+    repo: &str,
+    d: &Digest,
+    size: u64,
+    session: Option<String>,
+    open: &(dyn Fn() -> BlobBody + Send + Sync),
+    corrupt: &AtomicBool,
+    reader: &dyn BlobReader,
+    tally: &Mutex<Tally>,
+) -> Result<(), String> {
     let aborted = || corrupt.load(Ordering::Relaxed);
-    match remote.push_blob(repo, d, size, open, &aborted).await {
+    match remote
+        .push_blob_in(repo, d, size, session, open, &aborted)
+        .await
+    {
         Ok(()) => {
             let mut t = lock(tally);
             t.counts.uploaded += 1;
@@ -432,7 +623,7 @@ pub async fn mount_rest(
             .await
             .map_err(|e| error_chain(&e))?
         {
-            lock(tally).counts.mounted += 1;
+            placed(tally, repo, d, true);
         } else {
             return Err(declined(repo));
         }
@@ -464,6 +655,9 @@ pub async fn push_manifests(
 }
 
 /// Pushes an artifact's documents, children first, skipping those present.
+/// Children that do not name each other go at once, and the root's check
+/// runs beside them: an index of two platforms costs two round trips, not
+/// four. The root (and its tag) is pushed only once every child is in.
 async fn place_documents(
     remote: &Remote,
     it: &PushItem,
@@ -474,37 +668,115 @@ async fn place_documents(
     let Some((root, children)) = it.documents.split_last() else {
         return Ok(());
     };
-    let mut steps: Vec<(&Document, String)> =
-        children.iter().map(|c| (c, c.digest.to_string())).collect();
+    // A blob this run put into the repository means no document that
+    // needs it is there yet: those pushed by digest go without a HEAD (a
+    // push by digest of a document that is there after all changes
+    // nothing). A tag is always looked at first.
+    let fresh = {
+        let t = lock(tally);
+        it.blobs
+            .iter()
+            .any(|b| t.placed.contains(&(repo.clone(), *b)))
+    };
     let root_ref = it.tag.clone().unwrap_or_else(|| root.digest.to_string());
-    steps.push((root, root_ref));
-    for (doc, reference) in steps {
-        let d = &doc.digest;
-        let current = remote
-            .manifest_digest(repo, &reference)
+    let check = |reference: String, by_digest: bool| async move {
+        match fresh && by_digest {
+            true => Ok(None),
+            false => remote
+                .manifest_digest(repo, &reference)
+                .await
+                .map_err(|e| error_chain(&e)),
+        }
+    };
+    let (current, pushed) = futures_util::join!(
+        check(root_ref.clone(), it.tag.is_none()),
+        place_children(remote, repo, children, &check, opts, tally)
+    );
+    pushed?;
+    let tag = it.tag.as_deref();
+    place_one(remote, repo, tag, root, &root_ref, current?, opts, tally).await
+}
+
+/// The documents before the root, in waves: each wave holds those that
+/// name no document still to push (a nested index waits for its
+/// manifests), pushed at once.
+async fn place_children<F, Fut>(
+    remote: &Remote,
+    repo: &str,
+    children: &[Document],
+    check: &F,
+    opts: PushOptions,
+    tally: &Mutex<Tally>,
+) -> Result<(), String>
+where
+    F: Fn(String, bool) -> Fut,
+    Fut: std::future::Future<Output = Result<Option<Digest>, String>>,
+{
+    let names = |a: &Document, b: &Document| {
+        let needle = b.digest.to_string();
+        a.digest != b.digest
+            && a.bytes
+                .windows(needle.len())
+                .any(|w| w == needle.as_bytes())
+    };
+    let mut pending: Vec<&Document> = children.iter().collect();
+    while !pending.is_empty() {
+        let (mut ready, mut wait): (Vec<&Document>, Vec<&Document>) = pending
+            .iter()
+            .partition(|d| !pending.iter().any(|o| names(d, o)));
+        if ready.is_empty() {
+            // Documents naming each other (no registry takes that): one
+            // at a time, in the given order.
+            ready.push(wait.remove(0));
+        }
+        let wave = ready.iter().map(|doc| async move {
+            let reference = doc.digest.to_string();
+            let current = check(reference.clone(), true).await?;
+            place_one(remote, repo, None, doc, &reference, current, opts, tally).await
+        });
+        for r in futures_util::future::join_all(wave).await {
+            r?;
+        }
+        pending = wait;
+    }
+    Ok(())
+}
+
+/// Pushes `doc` into `repo` as `reference`, unless the registry holds it
+/// there already (`current`); a `tag` that names other content is moved
+/// only with `--force`.
+#[allow(clippy::too_many_arguments)]
+async fn place_one(
+    remote: &Remote,
+    repo: &str,
+    tag: Option<&str>,
+    doc: &Document,
+    reference: &str,
+    current: Option<Digest>,
+    opts: PushOptions,
+    tally: &Mutex<Tally>,
+) -> Result<(), String> {
+    let d = &doc.digest;
+    if current == Some(*d) {
+        lock(tally).counts.manifests_present += 1;
+        return Ok(());
+    }
+    // A tag that already names other content is not moved silently.
+    if let (Some(other), Some(tag), false) = (current, tag, opts.force) {
+        if reference == tag {
+            return Err(format!(
+                "tag {}/{repo}:{tag} already points to {other}, not to the bundle's {d}; it was left as it is (pass --force to move it)",
+                remote.host()
+            ));
+        }
+    }
+    if !opts.dry_run {
+        remote
+            .push_manifest(repo, reference, &doc.bytes, &doc.media_type)
             .await
             .map_err(|e| error_chain(&e))?;
-        if current == Some(*d) {
-            lock(tally).counts.manifests_present += 1;
-            continue;
-        }
-        // A tag that already names other content is not moved silently.
-        if let (Some(other), Some(tag), false) = (current, &it.tag, opts.force) {
-            if reference == *tag {
-                return Err(format!(
-                    "tag {}/{repo}:{tag} already points to {other}, not to the bundle's {d}; it was left as it is (pass --force to move it)",
-                    remote.host()
-                ));
-            }
-        }
-        if !opts.dry_run {
-            remote
-                .push_manifest(repo, &reference, &doc.bytes, &doc.media_type)
-                .await
-                .map_err(|e| error_chain(&e))?;
-        }
-        lock(tally).counts.manifests_pushed += 1;
     }
+    lock(tally).counts.manifests_pushed += 1;
     Ok(())
 }
 

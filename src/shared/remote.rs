@@ -28,7 +28,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::stream::{BoxStream, StreamExt};
 use oci_client::client::{
-    BodyLimits, Certificate, CertificateEncoding, ClientConfig, ClientProtocol,
+    BodyLimits, Certificate, CertificateEncoding, ClientConfig, ClientProtocol, UploadStart,
 };
 use oci_client::errors::OciDistributionError;
 use oci_client::secrets::RegistryAuth;
@@ -76,6 +76,9 @@ pub const REFERRERS_BYTES_MAX: usize = 16 << 20;
 pub const ERROR_BODY_MAX: usize = 64 << 10;
 /// How much of a registry's answer an error message shows, on one line.
 pub const ANSWER_SHOWN_MAX: usize = 512;
+/// How long cancelling an upload session may take before ferry leaves it
+/// to the registry to collect.
+const CANCEL_WAIT: Duration = Duration::from_secs(10);
 
 /// A byte count for messages: `4 MiB`, `64 KiB`, or bytes.
 fn size_text(n: u64) -> String {
@@ -373,6 +376,24 @@ pub struct Remote {
     /// Set once the registry refused a monolithic upload: later blobs go
     /// straight to chunked uploads.
     chunked_only: std::sync::atomic::AtomicBool,
+    /// Cleared once a mount should not stand for a `HEAD` (the registry
+    /// declined a mount from a repository known to hold the blob, or the
+    /// caller expects to find most blobs there): later blobs are checked
+    /// with a `HEAD` first.
+    mount_probes: std::sync::atomic::AtomicBool,
+}
+
+/// How a registry answered a mount request ([`Remote::mount_or_start`]).
+#[derive(Debug)]
+pub enum MountAnswer {
+    /// `201`: the repository holds the blob.
+    Mounted,
+    /// `202`: not mounted; an upload session is open at this URL, for
+    /// [`Remote::push_blob_in`] (or [`Remote::cancel_upload`]).
+    Session(String),
+    /// Any other answer (a registry that takes no `mount`, a `201` naming
+    /// another digest): nothing is known, and no session is open.
+    Declined,
 }
 
 /// What `GET URL` answered: its status and its `WWW-Authenticate`
@@ -554,6 +575,7 @@ impl Remote {
             retries: opts.retries,
             backoff: opts.backoff,
             chunked_only: false.into(),
+            mount_probes: true.into(),
         })
     }
 
@@ -887,29 +909,81 @@ impl Remote {
     }
 
     /// Asks the registry to mount blob `d` into `repo` from `from`; `false`
-    /// when it declines (the caller then uploads).
+    /// when it declines (the caller then uploads). An upload session the
+    /// registry opens instead (`202`) is cancelled.
     pub async fn mount_blob(
         &self,
         repo: &str,
         from: &str,
         d: &Digest,
     ) -> Result<bool, RemoteError> {
+        match self.mount_or_start(repo, from, d).await? {
+            MountAnswer::Mounted => Ok(true),
+            MountAnswer::Session(location) => {
+                self.cancel_upload(repo, &location).await;
+                Ok(false)
+            }
+            MountAnswer::Declined => Ok(false),
+        }
+    }
+
+    /// Asks the registry, in one `POST`, to mount blob `d` into `repo` from
+    /// `from` (which may be `repo` itself: then a mount says the repository
+    /// holds the blob, as a `HEAD` would), else to open an upload session
+    /// for it. A `201` counts only when the `Docker-Content-Digest` it
+    /// sends, if any, is `d`. Credentials refused and throttling are
+    /// errors; other refusals are [`MountAnswer::Declined`].
+    pub async fn mount_or_start(
+        &self,
+        repo: &str,
+        from: &str,
+        d: &Digest,
+    ) -> Result<MountAnswer, RemoteError> {
         let target = self.at_digest(repo, d)?;
-        let source = self.at_digest(from, d)?;
+        self.at_digest(from, d)?;
         let digest = d.to_string();
         let r = self
             .retry(
                 &|| format!("mounting blob {d} into {repo} from {from}"),
-                || self.client.mount_blob(&target, &source, &digest),
+                || self.client.mount_or_start_upload(&target, from, &digest),
             )
             .await;
         match r {
-            Ok(()) => Ok(true),
+            Ok(UploadStart::Mounted { digest: None }) => Ok(MountAnswer::Mounted),
+            Ok(UploadStart::Mounted { digest: Some(h) }) => Ok(match h.trim().parse::<Digest>() {
+                Ok(named) if named == *d => MountAnswer::Mounted,
+                _ => MountAnswer::Declined,
+            }),
+            Ok(UploadStart::Session(location)) => Ok(MountAnswer::Session(location)),
             Err(e @ RemoteError::Throttled { .. }) => Err(e),
             Err(e) if e.is_auth() => Err(e),
-            // 202 (an upload session instead of a mount) and refusals.
-            Err(_) => Ok(false),
+            Err(_) => Ok(MountAnswer::Declined),
         }
+    }
+
+    /// Whether a mount may stand for a `HEAD` on this registry (see
+    /// [`Remote::stop_mount_probes`]).
+    pub fn mount_probes(&self) -> bool {
+        self.mount_probes.load(Ordering::Relaxed)
+    }
+
+    /// From now on, presence is checked with a `HEAD`, not with a mount
+    /// (the registry declined a mount it should have made, or the caller
+    /// expects to find most blobs there).
+    pub fn stop_mount_probes(&self) {
+        self.mount_probes.store(false, Ordering::Relaxed);
+    }
+
+    /// Cancels the upload session at `location` in `repo` (`DELETE`), so
+    /// the registry drops what was sent; best effort, bounded in time (a
+    /// session left behind is only a registry's garbage to collect).
+    pub async fn cancel_upload(&self, repo: &str, location: &str) {
+        let Ok(r) = self.reference(repo, "x") else {
+            return;
+        };
+        self.login().await;
+        let cancel = self.client.cancel_upload(&r, location);
+        let _ = tokio::time::timeout(CANCEL_WAIT, cancel).await;
     }
 
     /// Uploads blob `d` of `size` bytes into `repo`: one monolithic PUT,
@@ -922,6 +996,23 @@ impl Remote {
         repo: &str,
         d: &Digest,
         size: u64,
+        open: &(dyn Fn() -> BlobBody + Send + Sync),
+        aborted: &(dyn Fn() -> bool + Send + Sync),
+    ) -> Result<(), RemoteError> {
+        self.push_blob_in(repo, d, size, None, open, aborted).await
+    }
+
+    /// [`Remote::push_blob`], into the upload session `session` when one
+    /// is open already (from [`Remote::mount_or_start`]), so the upload
+    /// is one `PUT`. A monolithic upload that fails cancels its session
+    /// (`DELETE`): a registry keeps nothing of a blob whose bytes turned
+    /// out damaged on the way, or of one cut off.
+    pub async fn push_blob_in(
+        &self,
+        repo: &str,
+        d: &Digest,
+        size: u64,
+        session: Option<String>,
         open: &(dyn Fn() -> BlobBody + Send + Sync),
         aborted: &(dyn Fn() -> bool + Send + Sync),
     ) -> Result<(), RemoteError> {
@@ -941,22 +1032,45 @@ impl Remote {
             .map(|_| ())
         };
         if self.chunked_only.load(Ordering::Relaxed) {
+            if let Some(location) = session {
+                self.cancel_upload(repo, &location).await;
+            }
             return chunked().await;
         }
+        let session = std::sync::Mutex::new(session);
         let mono = self
-            .retry(&what, || async {
-                if aborted() {
-                    return Err(OciDistributionError::GenericError(Some(
-                        "the blob's bytes are damaged".into(),
-                    )));
+            .retry(&what, || {
+                let open_session = session.lock().unwrap_or_else(|p| p.into_inner()).take();
+                let (r, digest) = (&r, &digest);
+                async move {
+                    if aborted() {
+                        if let Some(location) = &open_session {
+                            self.cancel_upload(repo, location).await;
+                        }
+                        return Err(OciDistributionError::GenericError(Some(
+                            "the blob's bytes are damaged".into(),
+                        )));
+                    }
+                    let location = match open_session {
+                        Some(l) => l,
+                        None => self.client.start_upload(r).await?,
+                    };
+                    match self
+                        .client
+                        .push_blob_stream_to(&location, r, body(open()), size, digest)
+                        .await
+                    {
+                        Ok(_) => Ok(()),
+                        Err(e) => {
+                            self.cancel_upload(repo, &location).await;
+                            Err(e)
+                        }
+                    }
                 }
-                self.client
-                    .push_blob_stream(&r, body(open()), &digest, Some(size))
-                    .await
             })
             .await;
         match mono {
-            Ok(_) => Ok(()),
+            Ok(()) => Ok(()),
             Err(RemoteError::Request { source: ref e, .. })
                 if !aborted()
                     && matches!(status(e.error()), Some(400 | 405 | 411 | 413 | 415 | 501)) =>
@@ -1160,7 +1274,11 @@ impl Remote {
         .await
     }
 
-    /// The digest `repo:reference` points at, or `None` when absent.
+    /// The digest `repo:reference` points at, or `None` when absent: one
+    /// `HEAD`, whose `404` means absent and whose `Docker-Content-Digest`
+    /// names the digest. Only an answer without that header (a registry
+    /// that sends it on `GET` only) is followed by a `GET`, whose bytes
+    /// are hashed.
     pub async fn manifest_digest(
         &self,
         repo: &str,
@@ -1171,6 +1289,23 @@ impl Remote {
             .retry(
                 &|| format!("checking manifest {repo}:{reference}"),
                 || async {
+                    let (code, headers) = match self.client.manifest_head(&r).await {
+                        Ok(answer) => answer,
+                        Err(e) if status(&e) == Some(404) || is_not_found(&e) => return Ok(None),
+                        Err(e) => return Err(e),
+                    };
+                    if code.as_u16() == 404 {
+                        return Ok(None);
+                    }
+                    let named = headers
+                        .get("docker-content-digest")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::trim)
+                        .filter(|h| h.starts_with("sha256:"))
+                        .map(str::to_owned);
+                    if let (200, Some(h)) = (code.as_u16(), named) {
+                        return Ok(Some(h));
+                    }
                     match self.client.fetch_manifest_digest(&r, &self.auth).await {
                         Ok(d) => Ok(Some(d)),
                         Err(e) if status(&e) == Some(404) || is_not_found(&e) => Ok(None),

@@ -1895,6 +1895,112 @@ impl Client {
         Ok(())
     }
 
+    /// (ferry patch) Starts a blob upload with one `POST`, asking first to
+    /// mount blob `digest` from repository `from` (which may be `image`'s
+    /// own repository: then a `201` says the repository holds the blob).
+    /// The distribution spec lets a registry answer `201 Created` (mounted:
+    /// nothing to upload) or `202 Accepted` with an upload session, which
+    /// the caller then uses for the upload, so "is it there, else start an
+    /// upload" is one request.
+    pub async fn mount_or_start_upload(
+        &self,
+        image: &Reference,
+        from: &str,
+        digest: &str,
+    ) -> Result<UploadStart> {
+        let base_url = self.to_v2_blob_upload_url(image);
+        let url = Url::parse_with_params(&base_url, &[("mount", digest), ("from", from)])
+            .map_err(|e| OciDistributionError::UrlParseError(e.to_string()))?;
+        let res = RequestBuilderWrapper::from_client(self, |client| client.post(url.clone()))
+            .apply_auth(image, RegistryOperation::Push)
+            .await?
+            .into_request_builder()
+            .header("Content-Length", 0)
+            .send()
+            .await?;
+        if res.status() == reqwest::StatusCode::CREATED {
+            let digest = res
+                .headers()
+                .get("Docker-Content-Digest")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            return Ok(UploadStart::Mounted { digest });
+        }
+        self.extract_location_header(image, res, &reqwest::StatusCode::ACCEPTED)
+            .await
+            .map(UploadStart::Session)
+    }
+
+    /// (ferry patch) Starts a blob upload session (`POST`, answered `202`
+    /// with its `Location`), for [`Client::push_blob_stream_to`].
+    pub async fn start_upload(&self, image: &Reference) -> Result<String> {
+        self.begin_push_monolithical_session(image).await
+    }
+
+    /// (ferry patch) Uploads a whole blob of `size` bytes from `stream`
+    /// into the open upload session at `location` with one `PUT
+    /// ?digest=`; returns the blob's location.
+    pub async fn push_blob_stream_to<T: Stream<Item = Result<bytes::Bytes>> + Send + 'static>(
+        &self,
+        location: &str,
+        image: &Reference,
+        stream: T,
+        size: u64,
+        digest: &str,
+    ) -> Result<String> {
+        self.push_stream_monolithically(location, image, stream, size, digest)
+            .await
+    }
+
+    /// (ferry patch) Cancels the upload session at `location` (`DELETE`),
+    /// so a registry does not keep the part of a blob that was sent. An
+    /// answer of `204`, or `404` (the session is gone already), is success.
+    pub async fn cancel_upload(&self, image: &Reference, location: &str) -> Result<()> {
+        let res = RequestBuilderWrapper::from_client(self, |client| client.delete(location))
+            .apply_auth(image, RegistryOperation::Push)
+            .await?
+            .into_request_builder()
+            .send()
+            .await?;
+        let status = res.status();
+        if status.is_success() || status == StatusCode::NOT_FOUND {
+            return Ok(());
+        }
+        let url = res.url().to_string();
+        let headers = res.headers().clone();
+        let body = self.read_body(res, Body::ErrorOnly).await?;
+        Err(OciDistributionError::ServerError {
+            url,
+            code: status.as_u16(),
+            message: String::from_utf8_lossy(&body).into_owned(),
+        }
+        .with_retry_after(status, &headers))
+    }
+
+    /// (ferry patch) What a `HEAD` of a manifest answered, for callers that
+    /// judge presence themselves: the status and headers of a `404` or of
+    /// any answer below 400. Unlike [`Client::fetch_manifest_digest`], an
+    /// absent manifest costs one request (no `GET` follows a `404`).
+    pub async fn manifest_head(&self, image: &Reference) -> Result<(StatusCode, HeaderMap)> {
+        let url = self.to_v2_manifest_url(image);
+        let res = RequestBuilderWrapper::from_client(self, |client| client.head(&url))
+            .apply_accept(MIME_TYPES_DISTRIBUTION_MANIFEST)?
+            .apply_auth(image, RegistryOperation::Pull)
+            .await?
+            .into_request_builder()
+            .send()
+            .await?;
+        let status = res.status();
+        let headers = res.headers().clone();
+        if status == StatusCode::NOT_FOUND || status.as_u16() < 400 {
+            return Ok((status, headers));
+        }
+        match res.error_for_status() {
+            Ok(_) => Ok((status, headers)),
+            Err(err) => Err(OciDistributionError::from(err).with_retry_after(status, &headers)),
+        }
+    }
+
     /// Pushes the manifest for a specified image
     ///
     /// Returns pullable manifest URL
@@ -2459,6 +2565,19 @@ fn validate_registry_response(status: reqwest::StatusCode, body: &[u8], url: &st
             message: String::from_utf8_lossy(body).to_string(),
         }),
     }
+}
+
+/// (ferry patch) How a registry answered [`Client::mount_or_start_upload`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UploadStart {
+    /// `201 Created`: the repository holds the blob now; `digest` is the
+    /// answer's `Docker-Content-Digest`, when it sent one.
+    Mounted {
+        /// The digest the registry named.
+        digest: Option<String>,
+    },
+    /// `202 Accepted`: an upload session, at this absolute URL.
+    Session(String),
 }
 
 /// (ferry patch) One page of a referrers API answer, as sent.
