@@ -562,7 +562,7 @@ fn a_tag_that_points_elsewhere_is_not_moved_without_force() {
     let msg = out.expect_fail("load over tags that point elsewhere");
     assert!(
         msg.contains(&format!(
-            "tag {host}/library/app:1.0 already points to {before}, not to the bundle's {new}"
+            "tag {host}/library/app:1.0 already points to {before}, not to {new}"
         )) && msg.contains("--force"),
         "{msg}"
     );

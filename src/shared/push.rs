@@ -765,7 +765,7 @@ async fn place_one(
     if let (Some(other), Some(tag), false) = (current, tag, opts.force) {
         if reference == tag {
             return Err(format!(
-                "tag {}/{repo}:{tag} already points to {other}, not to the bundle's {d}; it was left as it is (pass --force to move it)",
+                "tag {}/{repo}:{tag} already points to {other}, not to {d}; it was left as it is (pass --force to move it)",
                 remote.host()
             ));
         }

@@ -178,7 +178,11 @@ pub(super) fn plan_image(
             ));
         }
     }
-    let size = walked.blobs.values().map(|b| b.size).sum();
+    let size = walked
+        .blobs
+        .values()
+        .map(|b| b.size)
+        .fold(0, u64::saturating_add);
     plan.artifacts.push((
         Artifact {
             kind: ArtifactKind::Image,
@@ -254,7 +258,11 @@ pub(super) fn plan_referrers(
             entry: label.clone(),
             source,
         })?;
-        let size = walked.blobs.values().map(|b| b.size).sum();
+        let size = walked
+            .blobs
+            .values()
+            .map(|b| b.size)
+            .fold(0, u64::saturating_add);
         plan.add_blobs(walked.blobs);
         plan.referrers.push((
             bundle::Referrer {
@@ -354,7 +362,7 @@ pub(super) fn plan_chart_file(
             small: false,
         },
     );
-    let total = blobs.values().map(|b| b.size).sum();
+    let total = blobs.values().map(|b| b.size).fold(0, u64::saturating_add);
     plan.artifacts.push((
         Artifact {
             kind: ArtifactKind::Chart,
@@ -445,7 +453,11 @@ pub(super) fn plan_oci_chart(
     let reference_name = format!("charts/{}:{}", cfg.name, cfg.version.replace('+', "_"));
     plan.claim(&reference_name, &label)?;
     let walked = source::walk_image(&layout, root, None, &label).map_err(image_err)?;
-    let size = walked.blobs.values().map(|b| b.size).sum();
+    let size = walked
+        .blobs
+        .values()
+        .map(|b| b.size)
+        .fold(0, u64::saturating_add);
     plan.artifacts.push((
         Artifact {
             kind: ArtifactKind::Chart,
@@ -579,7 +591,7 @@ pub(super) fn plan_file(
             small: false,
         },
     );
-    let total = blobs.values().map(|b| b.size).sum();
+    let total = blobs.values().map(|b| b.size).fold(0, u64::saturating_add);
     plan.artifacts.push((
         Artifact {
             kind: ArtifactKind::File,
