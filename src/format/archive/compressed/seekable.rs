@@ -565,12 +565,27 @@ pub struct FramedReader {
     /// the next frames while the caller uses this one (made on first use;
     /// `Some(None)` when it could not be started or stopped early).
     ahead: Option<Option<Ahead>>,
+    /// Counted in [`BUSY`] (from its first frame until it is dropped).
+    busy: bool,
 }
 
 /// Reads spanning at least this many frames decompress ahead on a thread
 /// of their own, so one large member (a big layer) uses two cores: one
 /// decompressing, one using the bytes (hashing, sending).
 const AHEAD_MIN: usize = 3;
+
+/// Framed readers reading now. A reader decompresses ahead only while
+/// fewer are busy than there are cores: when readers already run in
+/// parallel (verify of many layers), another thread per reader would only
+/// compete with them for the cores and hold more frames in memory.
+static BUSY: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Whether a reader starting now has a core to spare for reading ahead.
+fn core_to_spare() -> bool {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    BUSY.load(std::sync::atomic::Ordering::Relaxed) < cores
+}
 
 /// Frames decompressed ahead, in order, by a thread of their own: at most
 /// one waiting and one being decompressed.
@@ -636,6 +651,7 @@ impl FramedReader {
             bytes: Vec::new(),
             decoder: None,
             ahead: None,
+            busy: false,
         }
     }
 
@@ -683,7 +699,11 @@ impl FramedReader {
             };
             if self.ahead.is_none() {
                 let last = self.frame_at(self.end.saturating_sub(1)).unwrap_or(i);
-                self.ahead = Some(if last + 1 >= i + AHEAD_MIN {
+                if !self.busy {
+                    self.busy = true;
+                    BUSY.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                self.ahead = Some(if last + 1 >= i + AHEAD_MIN && core_to_spare() {
                     Ahead::start(self.file.clone(), self.frames.clone(), i, last)
                 } else {
                     None
@@ -806,6 +826,9 @@ thread_local! {
 
 impl Drop for FramedReader {
     fn drop(&mut self) {
+        if self.busy {
+            BUSY.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
         if let Some(d) = self.decoder.take() {
             let bytes = std::mem::take(&mut self.bytes);
             KEPT.with(|k| {
