@@ -142,20 +142,7 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
                 Some(e) => format!("  FAILED {} -> {}: {e}", a.source, a.target_ref()),
             })
             .collect();
-        for r in &report.referrers {
-            let at = match &r.tag {
-                Some(t) => format!("{}:{t}", r.target),
-                None => format!("{}@{}", r.target, r.digest),
-            };
-            lines.push(match &r.error {
-                None if args.dry_run => format!("  would attach {} {at} to {}", r.kind, r.subject),
-                None => format!("  attached {} {at} to {}", r.kind, r.subject),
-                Some(e) => format!("  FAILED {} {at} (of {}): {e}", r.kind, r.subject),
-            });
-            for n in &r.notes {
-                lines.push(format!("    {n}"));
-            }
-        }
+        lines.extend(super::load::referrer_lines(&report.referrers, args.dry_run));
         let verb = if args.dry_run {
             "would upload"
         } else {
@@ -292,4 +279,23 @@ pub(super) fn write_override(
             String::new()
         }
     ))
+}
+
+/// A line per referrer pushed (and one per note under it), for `load` and
+/// `mirror`.
+pub fn referrer_lines(referrers: &[ferry::load::ReferrerOutcome], dry_run: bool) -> Vec<String> {
+    let mut lines = Vec::new();
+    for r in referrers {
+        let at = match &r.tag {
+            Some(t) => format!("{}:{t}", r.target),
+            None => format!("{}@{}", r.target, r.digest),
+        };
+        lines.push(match &r.error {
+            None if dry_run => format!("  would attach {} {at} to {}", r.kind, r.subject),
+            None => format!("  attached {} {at} to {}", r.kind, r.subject),
+            Some(e) => format!("  FAILED {} {at} (of {}): {e}", r.kind, r.subject),
+        });
+        lines.extend(r.notes.iter().map(|n| format!("    {n}")));
+    }
+    lines
 }

@@ -160,20 +160,7 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
                 s.image, s.signer, s.form, s.signature
             ));
         }
-        for r in &report.referrers {
-            let at = match &r.tag {
-                Some(t) => format!("{}:{t}", r.target),
-                None => format!("{}@{}", r.target, r.digest),
-            };
-            lines.push(match &r.error {
-                None if args.dry_run => format!("  would attach {} {at} to {}", r.kind, r.subject),
-                None => format!("  attached {} {at} to {}", r.kind, r.subject),
-                Some(e) => format!("  FAILED {} {at} (of {}): {e}", r.kind, r.subject),
-            });
-            for n in &r.notes {
-                lines.push(format!("    {n}"));
-            }
-        }
+        lines.extend(super::load::referrer_lines(&report.referrers, args.dry_run));
         lines.push(format!(
             "{} {} blobs ({}), {} {}, {} already present; {} {} manifests, {} already present; {:.1} s",
             if args.dry_run { "would copy" } else { "copied" },

@@ -45,7 +45,6 @@ use crate::connected::source::FoundBlob;
 use crate::connected::source::{self, SourceError};
 use crate::connected::tags::{ChosenTags, TagsError};
 use crate::format::archive::MemberSource;
-use crate::format::bundle::ReferrerKind;
 use crate::format::bundle::{Artifact, ArtifactKind, ChartInfo};
 use crate::format::oci::{self, Descriptor, Node, Visit, WalkError};
 use crate::shared::mapping::{ImageMap, MapEntry, MappingError, TargetRegistry};
@@ -190,28 +189,7 @@ pub struct ChartImageReport {
 }
 
 /// What happened to one referrer, as `load` reports it.
-#[derive(Debug, Clone, Serialize)]
-pub struct ReferrerOutcome {
-    /// Signature, attestation, SBOM or other.
-    pub kind: ReferrerKind,
-    /// Its digest (the target holds exactly these bytes).
-    pub digest: Digest,
-    /// The document it refers to.
-    pub subject: Digest,
-    /// `HOST[:PORT]/REPOSITORY`.
-    pub target: String,
-    /// cosign's tag, when it has one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tag: Option<String>,
-    /// Whether it is (or, in a dry run, could be) in place.
-    pub ok: bool,
-    /// Why not.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// What was done beside the push: fallback indexes, merged tags.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub notes: Vec<String>,
-}
+pub use crate::shared::referrer_push::ReferrerReport as ReferrerOutcome;
 
 /// The tags one rule chose, as reported.
 #[derive(Debug, Clone, Serialize)]
@@ -901,14 +879,7 @@ async fn add_chart_images(
             found.push((r.to_string(), origin));
         }
     }
-    let listed: std::collections::HashSet<String> = spec
-        .images
-        .iter()
-        .filter_map(|e| match &e.source {
-            ImageSource::Registry(r) => Some(r.to_string()),
-            _ => e.name.as_ref().map(|n| n.to_string()),
-        })
-        .collect();
+    let listed = crate::connected::pack::listed_images(spec);
     let mut added = std::collections::HashSet::new();
     for (reference, origin) in found {
         if listed.contains(&reference) || !added.insert(reference.clone()) {

@@ -90,28 +90,7 @@ pub struct LoadOptions {
 pub use crate::shared::push::ArtifactOutcome;
 
 /// What happened to one referrer in one repository.
-#[derive(Debug, Clone, Serialize)]
-pub struct ReferrerOutcome {
-    /// Signature, attestation, SBOM or other.
-    pub kind: crate::format::bundle::ReferrerKind,
-    /// Its digest (the target holds exactly these bytes).
-    pub digest: Digest,
-    /// The document it refers to.
-    pub subject: Digest,
-    /// `HOST[:PORT]/REPOSITORY`.
-    pub target: String,
-    /// cosign's tag, when it has one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tag: Option<String>,
-    /// Whether it is (or, in a dry run, could be) in place.
-    pub ok: bool,
-    /// Why not.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// What was done beside the push: fallback indexes, merged tags.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub notes: Vec<String>,
-}
+pub use crate::shared::referrer_push::ReferrerReport as ReferrerOutcome;
 
 /// Counts for one run.
 pub use crate::shared::push::PushCounts as LoadCounts;

@@ -35,6 +35,7 @@ mod signatures;
 
 pub use budget::{BudgetReport, LimitFrom, Measured};
 pub use needs::{cache_needs, CacheNeeds};
+pub use resolve::listed_images;
 pub use signatures::{policy_of, SignatureCheck};
 
 use plan::{assemble, plan_chart, plan_chart_file, plan_file, plan_image, plan_referrers, Plan};

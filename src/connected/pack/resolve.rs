@@ -173,6 +173,19 @@ pub(super) fn oci_chart_layer(
 /// fetching them counted.
 pub(super) type ChartImages = (Vec<(String, String)>, Option<FetchCounts>);
 
+/// The images a spec lists by name (registry references, and the names
+/// given to local sources): an image a chart names that is among them is
+/// not carried twice.
+pub fn listed_images(spec: &Spec) -> std::collections::HashSet<String> {
+    spec.images
+        .iter()
+        .filter_map(|e| match &e.source {
+            ImageSource::Registry(r) => Some(r.to_string()),
+            _ => e.name.as_ref().map(|n| n.to_string()),
+        })
+        .collect()
+}
+
 /// Fetches and plans the images named by charts with `images: true`
 /// (those the spec does not list already); returns (reference, origin) for
 /// each, and what that fetch counted.
@@ -185,14 +198,7 @@ pub(super) fn plan_chart_images(
     filter_of: &dyn Fn(&ImageEntry) -> Option<Vec<Platform>>,
     reporter: &dyn Reporter,
 ) -> Result<ChartImages, PackError> {
-    let listed: std::collections::HashSet<String> = spec
-        .images
-        .iter()
-        .filter_map(|e| match &e.source {
-            ImageSource::Registry(r) => Some(r.to_string()),
-            _ => e.name.as_ref().map(|n| n.to_string()),
-        })
-        .collect();
+    let listed = listed_images(spec);
     let mut wanted: Vec<(Reference, String)> = Vec::new();
     let mut report = Vec::new();
     for (path, label) in charts {

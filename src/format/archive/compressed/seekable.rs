@@ -655,6 +655,22 @@ impl FramedReader {
         }
     }
 
+    /// Error `e` from decompressing frame `i`, naming the member, where in
+    /// it the frame starts and where its compressed bytes are.
+    fn damaged(&self, i: usize, e: io::Error) -> io::Error {
+        let f = self.frames.get(i).copied();
+        io::Error::new(
+            e.kind(),
+            format!(
+                "{}: the frame holding {} from its byte {} (frame {i}, compressed bytes from {}) is damaged: {e}",
+                self.path.display(),
+                self.member,
+                f.map_or(0, |f| f.tar.saturating_sub(self.data)),
+                f.map_or(0, |f| f.at)
+            ),
+        )
+    }
+
     /// The index of the frame holding tar byte `at`.
     fn frame_at(&self, at: u64) -> Option<usize> {
         let i = self
@@ -684,19 +700,6 @@ impl FramedReader {
         };
         if self.held != Some(i) {
             self.held = None;
-            let f = self.frames.get(i).copied();
-            let damaged = |e: io::Error| {
-                io::Error::new(
-                    e.kind(),
-                    format!(
-                        "{}: the frame holding {} from its byte {} (frame {i}, compressed bytes from {}) is damaged: {e}",
-                        self.path.display(),
-                        self.member,
-                        f.map_or(0, |f| f.tar.saturating_sub(self.data)),
-                        f.map_or(0, |f| f.at)
-                    ),
-                )
-            };
             if self.ahead.is_none() {
                 let last = self.frame_at(self.end.saturating_sub(1)).unwrap_or(i);
                 if !self.busy {
@@ -716,7 +719,7 @@ impl FramedReader {
                         let _ = a.back.send(used);
                         self.held = Some(i);
                     }
-                    Ok((j, Err(e))) if j == i => return Err(damaged(e)),
+                    Ok((j, Err(e))) if j == i => return Err(self.damaged(i, e)),
                     // Out of step, or the thread ended: decompress here.
                     _ => self.ahead = Some(None),
                 }
@@ -738,18 +741,9 @@ impl FramedReader {
             let Some(decoder) = self.decoder.as_mut() else {
                 return Ok(&[]);
             };
-            decoder.decode(&self.file, f.as_ref(), i, &mut self.bytes).map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!(
-                        "{}: the frame holding {} from its byte {} (frame {i}, compressed bytes from {}) is damaged: {e}",
-                        self.path.display(),
-                        self.member,
-                        f.map_or(0, |f| f.tar.saturating_sub(self.data)),
-                        f.map_or(0, |f| f.at)
-                    ),
-                )
-            })?;
+            if let Err(e) = decoder.decode(&self.file, f.as_ref(), i, &mut self.bytes) {
+                return Err(self.damaged(i, e));
+            }
             self.held = Some(i);
         }
         let Some(f) = self.frames.get(i) else {
