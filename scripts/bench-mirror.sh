@@ -34,25 +34,35 @@ bytes=$(stat -c %s "$out/mirror-src.tar")
 } >"$work/sync.yaml"
 
 mb() { echo "$bytes/1000000/$1" | bc -l; }
+# CPU seconds (user + system) a registry started as NAME has used so far.
+reg_cpu() {
+  local pid; pid=$(pgrep -f "serve $work/$1.yml" | head -1)
+  awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$pid/stat"
+}
 for r in $(seq 1 "$runs"); do
   m_port=$(start_registry "mirror$r")
   s_port=$(start_registry "skopeo$r")
   l_port=$(start_registry "load$r")
   sleep 1
 
+  src_cpu0=$(reg_cpu source)
   t0=$(now)
   /usr/bin/time -f '%M %U %S' -o "$work/mirror$r.rss" "$ferry" --quiet mirror "$work/mirror.yaml" \
     --registry "127.0.0.1:$m_port" >"$work/mirror$r.out" 2>&1 || { cat "$work/mirror$r.out"; exit 1; }
   t1=$(now); f=$(echo "$t1 - $t0" | bc -l)
+  m_src=$(echo "$(reg_cpu source) - $src_cpu0" | bc -l); m_dst=$(reg_cpu "mirror$r")
+  src_cpu0=$(reg_cpu source)
 
   t0=$(now)
   /usr/bin/time -f '%M %U %S' -o "$work/skopeo$r.rss" skopeo --insecure-policy sync --all --src yaml --dest docker --dest-tls-verify=false \
     "$work/sync.yaml" "127.0.0.1:$s_port/bench" >"$work/skopeo$r.out" 2>&1 || { cat "$work/skopeo$r.out"; exit 1; }
   t1=$(now); s=$(echo "$t1 - $t0" | bc -l)
+  s_src=$(echo "$(reg_cpu source) - $src_cpu0" | bc -l); s_dst=$(reg_cpu "skopeo$r")
 
   t0=$(now)
   "$ferry" --quiet load "$out/mirror-src.tar" --registry "127.0.0.1:$l_port" >/dev/null 2>&1
   t1=$(now); l=$(echo "$t1 - $t0" | bc -l)
+  l_dst=$(reg_cpu "load$r")
 
   t0=$(now)
   "$ferry" --quiet mirror "$work/mirror.yaml" --registry "127.0.0.1:$m_port" >"$work/again$r.out" 2>&1
@@ -64,6 +74,10 @@ for r in $(seq 1 "$runs"); do
   printf '  ferry mirror:           %.2f s (%.0f MB/s), peak RSS %.1f MiB, CPU %.2f s\n' "$f" "$(mb "$f")" "$(echo "$m_rss/1024" | bc -l)" "$(echo "$m_u + $m_s" | bc -l)"
   printf '  skopeo sync --all:      %.2f s (%.0f MB/s), peak RSS %.1f MiB, CPU %.2f s\n' "$s" "$(mb "$s")" "$(echo "$s_rss/1024" | bc -l)" "$(echo "$s_u + $s_s" | bc -l)"
   printf '  ferry load (archive):   %.2f s (%.0f MB/s)\n' "$l" "$(mb "$l")"
+  printf '  registries CPU (source + target): mirror %.2f + %.2f s, skopeo %.2f + %.2f s, load - + %.2f s\n' \
+    "$m_src" "$m_dst" "$s_src" "$s_dst" "$l_dst"
+  printf '  all CPU during mirror: %.2f s of %.2f s available on %d cores\n' \
+    "$(echo "$m_src + $m_dst + $m_u + $m_s" | bc -l)" "$(echo "$f * $(nproc)" | bc -l)" "$(nproc)"
   printf '  speed-up vs skopeo: %.2fx; mirror at %.0f%% of the load rate\n' "$(echo "$s/$f" | bc -l)" "$(echo "100*$l/$f" | bc -l)"
   printf '  repeated mirror (everything present): %.2f s\n' "$again"
   tail -1 "$work/mirror$r.out" | sed 's/^/  /'
