@@ -268,6 +268,13 @@ async fn place_blob(
     }
 }
 
+/// Counts a blob of `size` bytes found in place already (and its bytes as
+/// done, for the progress bar).
+fn found_present(tally: &Mutex<Tally>, sent: &AtomicU64, size: u64) {
+    lock(tally).counts.present += 1;
+    sent.fetch_add(size, Ordering::Relaxed);
+}
+
 /// Counts a placement of `d` into `repo` this run made.
 fn placed(tally: &Mutex<Tally>, repo: &str, d: &Digest, mounted: bool) {
     let mut t = lock(tally);
@@ -326,8 +333,7 @@ async fn place_carried(
                 .map_err(|e| error_chain(&e))?
             {
                 MountAnswer::Mounted if from == repo => {
-                    lock(tally).counts.present += 1;
-                    sent.fetch_add(job.size, Ordering::Relaxed);
+                    found_present(tally, sent, job.size);
                     holder = Some((repo, false));
                     continue;
                 }
@@ -352,8 +358,7 @@ async fn place_carried(
                 .await
                 .map_err(|e| error_chain(&e))?;
             if present {
-                lock(tally).counts.present += 1;
-                sent.fetch_add(job.size, Ordering::Relaxed);
+                found_present(tally, sent, job.size);
                 holder.get_or_insert((repo, false));
                 continue;
             }
@@ -421,8 +426,7 @@ async fn predict_blob(
                 .await
                 .map_err(|e| error_chain(&e))?;
             if present {
-                lock(tally).counts.present += 1;
-                sent.fetch_add(job.size, Ordering::Relaxed);
+                found_present(tally, sent, job.size);
                 holder.get_or_insert(false);
                 continue;
             }
@@ -459,8 +463,7 @@ async fn place_left_out(
             .await
             .map_err(|e| error_chain(&e))?;
         if present {
-            lock(tally).counts.present += 1;
-            sent.fetch_add(job.size, Ordering::Relaxed);
+            found_present(tally, sent, job.size);
             holder.get_or_insert(repo);
             continue;
         }
