@@ -1186,3 +1186,52 @@ fn an_empty_platform_list_is_refused_instead_of_packing_an_empty_index() {
         assert!(!out.exists());
     }
 }
+
+#[test]
+fn a_layer_size_past_int64_is_refused_naming_the_manifest() {
+    let t = tempfile::tempdir().unwrap();
+    let layout = t.path().join("layout");
+    let blobs = layout.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |bytes: &[u8]| -> String {
+        let d = ferry::digest::Digest::of(bytes);
+        std::fs::write(blobs.join(d.hex()), bytes).unwrap();
+        d.to_string()
+    };
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let config_digest = put(config);
+    let huge = r#"{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:0000000000000000000000000000000000000000000000000000000000000000","size":9223372036854775808}"#;
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},"layers":[{huge},{huge}]}}"#,
+        config.len()
+    );
+    let manifest_digest = put(manifest.as_bytes());
+    std::fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        layout.join("index.json"),
+        format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{manifest_digest}","size":{},"annotations":{{"org.opencontainers.image.ref.name":"docker.io/library/huge:1"}}}}]}}"#,
+            manifest.len()
+        ),
+    )
+    .unwrap();
+    let spec = t.path().join("ferry.yaml");
+    std::fs::write(
+        &spec,
+        format!(
+            "images:\n  - oci:{}:docker.io/library/huge:1\n",
+            layout.display()
+        ),
+    )
+    .unwrap();
+    let out = t.path().join("o.tar");
+    let e = pack_fails(&spec, out.as_os_str());
+    assert!(e.contains("int64"), "{e}");
+    assert!(e.contains(&manifest_digest), "names the manifest: {e}");
+    assert!(!out.exists(), "no archive is written");
+}
